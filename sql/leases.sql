@@ -1,0 +1,246 @@
+-- Leases: provision, renew and drop. These functions are the product's core inside Postgres;
+-- the HTTP layer only validates input and calls them. Every identifier they splice into DDL goes
+-- through format('%I') and every value through format('%L') or a bind parameter.
+
+-- pglease.register_host: records (or refreshes) the host this database runs on and returns its id.
+-- Called at every start, so changing PGLEASE_PUBLIC_PG_HOST takes effect for new leases.
+CREATE OR REPLACE FUNCTION pglease.register_host(p_name text, p_public_host text, p_public_port int)
+RETURNS int
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+  INSERT INTO pglease.hosts AS h (name, public_host, public_port, database_name)
+  VALUES (p_name, p_public_host, p_public_port, current_database())
+  ON CONFLICT (name) DO UPDATE
+    SET public_host = excluded.public_host, public_port = excluded.public_port, updated_at = now()
+    WHERE (h.public_host, h.public_port) IS DISTINCT FROM (excluded.public_host, excluded.public_port)
+  RETURNING id
+$$;
+
+-- pglease.lease_group: the NOLOGIN role through which this database's lease roles get CONNECT
+-- (created by the first migration).
+CREATE OR REPLACE FUNCTION pglease.lease_group()
+RETURNS text
+LANGUAGE sql STABLE
+AS $$ SELECT left(current_database(), 56) || '_leases' $$;
+
+-- pglease.lease_role_names: the three roles of a lease, derived from its base name in one place.
+CREATE OR REPLACE FUNCTION pglease.lease_role_names(p_base text, OUT login_role text, OUT anon_role text, OUT auth_role text)
+LANGUAGE sql IMMUTABLE
+AS $$ SELECT p_base, p_base || '_anon', p_base || '_auth' $$;
+
+-- pglease.provision: creates a lease, all or nothing.
+--
+-- In one transaction it records the lease and creates
+--   * the schema, owned by the lease's login role (same name as the schema);
+--   * the login role: no superuser, no CREATEDB/CREATEROLE/REPLICATION/BYPASSRLS, a connection
+--     limit, search_path = its schema, statement and idle-in-transaction timeouts;
+--   * the anonymous role (NOLOGIN, no privileges but USAGE on the schema, so one GRANT on a table
+--     publishes it);
+--   * the lease's authenticator (LOGIN NOINHERIT, member of the two roles above and nothing else),
+--     which the REST API logs in as. One authenticator per lease rather than per host because
+--     SET ROLE is checked against the *session* user: a host-wide authenticator would let any
+--     lease's own function or view run set_config('role', '<another lease>') and read its data.
+-- A failure anywhere rolls everything back, so a half-made lease cannot exist.
+--
+-- Passwords arrive as SCRAM verifiers computed by the caller: the secret never reaches the server
+-- or its logs.
+CREATE OR REPLACE FUNCTION pglease.provision(
+  p_base              text,          -- schema and login role name, 'lease_' + 16 hex digits
+  p_login_verifier    text,
+  p_auth_verifier     text,
+  p_token_hash        bytea,
+  p_ttl               interval,      -- NULL: never expires
+  p_label             text,
+  p_client_ip         inet,
+  p_host_id           int,
+  p_connection_limit  int,
+  p_statement_timeout text,
+  p_idle_timeout      text,
+  p_auth_connections  int DEFAULT 10
+) RETURNS pglease.leases
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_base  text := p_base;
+  v_roles record;
+  v_lease pglease.leases;
+BEGIN
+  -- the caller picks the name (its authenticator password derives from it); it must still look
+  -- like one of ours, so that this function can never be pointed at an existing role
+  IF p_base !~ '^lease_[0-9a-f]{16}$' THEN
+    RAISE EXCEPTION 'invalid lease name %', p_base USING ERRCODE = '22023';
+  END IF;
+  SELECT * INTO v_roles FROM pglease.lease_role_names(p_base);
+  IF p_ttl IS NOT NULL AND p_ttl <= interval '0' THEN
+    RAISE EXCEPTION 'lease ttl must be positive' USING ERRCODE = '22023';
+  END IF;
+
+  EXECUTE format('CREATE ROLE %I NOLOGIN NOINHERIT', v_roles.anon_role);
+  EXECUTE format(
+    'CREATE ROLE %I LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT %s PASSWORD %L',
+    v_roles.login_role, p_connection_limit, p_login_verifier);
+  EXECUTE format(
+    'CREATE ROLE %I LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT %s PASSWORD %L',
+    v_roles.auth_role, p_auth_connections, p_auth_verifier);
+  -- CONNECT on this database comes from the group (inherited), nothing else does
+  EXECUTE format('GRANT %I TO %I, %I', pglease.lease_group(), v_roles.login_role, v_roles.auth_role);
+  IF current_setting('server_version_num')::int >= 160000 THEN
+    -- the authenticator may SET ROLE to the lease's roles without holding their privileges itself
+    EXECUTE format('GRANT %I, %I TO %I WITH INHERIT FALSE, SET TRUE', v_roles.login_role, v_roles.anon_role, v_roles.auth_role);
+  ELSE
+    -- before Postgres 16 membership always inherits; the authenticator then holds the owner's
+    -- privileges before SET ROLE, which stays within the lease
+    EXECUTE format('GRANT %I, %I TO %I', v_roles.login_role, v_roles.anon_role, v_roles.auth_role);
+  END IF;
+
+  EXECUTE format('CREATE SCHEMA %I AUTHORIZATION %I', v_base, v_roles.login_role);
+  EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', v_base, v_roles.anon_role);
+  -- Functions are executable by PUBLIC by default; a lease's anonymous role gets only what its
+  -- owner grants, so new functions start private.
+  EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %I REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC', v_roles.login_role);
+
+  EXECUTE format('ALTER ROLE %I SET search_path TO %I', v_roles.login_role, v_base);
+  EXECUTE format('ALTER ROLE %I SET search_path TO %I', v_roles.auth_role, v_base);
+  EXECUTE format('ALTER ROLE %I SET statement_timeout TO %L', v_roles.login_role, p_statement_timeout);
+  EXECUTE format('ALTER ROLE %I SET statement_timeout TO %L', v_roles.auth_role, p_statement_timeout);
+  EXECUTE format('ALTER ROLE %I SET idle_in_transaction_session_timeout TO %L', v_roles.login_role, p_idle_timeout);
+  EXECUTE format('ALTER ROLE %I SET idle_in_transaction_session_timeout TO %L', v_roles.auth_role, p_idle_timeout);
+
+  INSERT INTO pglease.leases (label, host_id, schema_name, role_name, anon_role, auth_role, token_hash,
+                              state, client_ip, expires_at)
+  VALUES (p_label, p_host_id, v_base, v_roles.login_role, v_roles.anon_role, v_roles.auth_role, p_token_hash,
+          'active', p_client_ip, now() + p_ttl)
+  RETURNING * INTO v_lease;
+
+  INSERT INTO pglease.lease_events (lease_id, kind, client_ip, detail)
+  VALUES (v_lease.id, 'created', p_client_ip,
+          jsonb_build_object('ttl_seconds', extract(epoch FROM p_ttl)::bigint, 'label', p_label));
+  RETURN v_lease;
+END
+$$;
+
+-- pglease.drop_lease_objects: removes everything a lease owns on the host: its sessions, schema,
+-- objects it owns elsewhere in this database (large objects, temp objects), and its three roles.
+-- Tolerates parts that are already gone, so a retry after a partial failure completes the job.
+CREATE OR REPLACE FUNCTION pglease.drop_lease_objects(p_lease pglease.leases)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+-- a session that survives termination must not hold the drop forever
+SET lock_timeout = '10s'
+AS $$
+DECLARE
+  v_roles text[] := ARRAY[p_lease.auth_role, p_lease.anon_role, p_lease.role_name];
+  v_existing text[];
+BEGIN
+  -- Cut logins first: pg_terminate_backend(pid, timeout) waits until each backend has exited,
+  -- so no session of the lease holds a lock on its objects when we drop them.
+  PERFORM pg_terminate_backend(a.pid, 5000)
+     FROM pg_stat_activity a
+    WHERE a.usename = ANY (v_roles) AND a.pid <> pg_backend_pid();
+
+  EXECUTE format('DROP SCHEMA IF EXISTS %I CASCADE', p_lease.schema_name);
+
+  SELECT array_agg(r.rolname ORDER BY r.rolname) INTO v_existing
+    FROM pg_roles r WHERE r.rolname = ANY (v_roles);
+  IF v_existing IS NOT NULL THEN
+    EXECUTE format('DROP OWNED BY %s CASCADE',
+                   (SELECT string_agg(format('%I', r), ', ') FROM unnest(v_existing) r));
+    EXECUTE format('DROP ROLE %s',
+                   (SELECT string_agg(format('%I', r), ', ') FROM unnest(v_existing) r));
+  END IF;
+END
+$$;
+
+-- pglease.release: ends a live lease (state 'released' on request, 'expired' from the reaper) and
+-- drops its objects in the same transaction. Returns NULL when there is no live lease with that
+-- id, which is how a second release, or a release racing another process, learns it lost: the
+-- row lock serialises them and only the first finds the lease live.
+CREATE OR REPLACE FUNCTION pglease.release(
+  p_id        uuid,
+  p_final     pglease.lease_state DEFAULT 'released',
+  p_client_ip inet DEFAULT NULL
+) RETURNS pglease.leases
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_lease pglease.leases;
+BEGIN
+  IF p_final NOT IN ('released', 'expired') THEN
+    RAISE EXCEPTION 'a lease ends as released or expired, not %', p_final USING ERRCODE = '22023';
+  END IF;
+  SELECT * INTO v_lease FROM pglease.leases
+   WHERE id = p_id AND state IN ('active', 'provisioning', 'failed')
+   FOR UPDATE;
+  IF NOT FOUND THEN
+    RETURN NULL;
+  END IF;
+
+  PERFORM pglease.drop_lease_objects(v_lease);
+
+  UPDATE pglease.leases SET state = p_final, ended_at = now(), last_error = NULL
+   WHERE id = p_id
+   RETURNING * INTO v_lease;
+  INSERT INTO pglease.lease_events (lease_id, kind, client_ip)
+  VALUES (p_id, p_final::text, p_client_ip);
+  RETURN v_lease;
+END
+$$;
+
+-- pglease.renew: moves the expiry of an active lease to now() + p_ttl (NULL: never expires).
+-- Returns NULL when the lease is not active. Bounds on p_ttl are the caller's policy.
+CREATE OR REPLACE FUNCTION pglease.renew(p_id uuid, p_ttl interval, p_client_ip inet DEFAULT NULL)
+RETURNS pglease.leases
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_lease pglease.leases;
+BEGIN
+  IF p_ttl IS NOT NULL AND p_ttl <= interval '0' THEN
+    RAISE EXCEPTION 'lease ttl must be positive' USING ERRCODE = '22023';
+  END IF;
+  UPDATE pglease.leases SET expires_at = now() + p_ttl
+   WHERE id = p_id AND state = 'active'
+   RETURNING * INTO v_lease;
+  IF NOT FOUND THEN
+    RETURN NULL;
+  END IF;
+  INSERT INTO pglease.lease_events (lease_id, kind, client_ip, detail)
+  VALUES (p_id, 'renewed', p_client_ip,
+          jsonb_build_object('ttl_seconds', extract(epoch FROM p_ttl)::bigint, 'expires_at', v_lease.expires_at));
+  RETURN v_lease;
+END
+$$;
+
+-- pglease.restrict_other_databases: a lease URL must open nothing but the lease database, so
+-- PUBLIC loses CONNECT on every database of the host (lease roles connect to theirs through
+-- pglease.lease_group()). Returns the databases it changed
+-- (the service logs them). Databases whose ACL it cannot change are skipped with a NOTICE.
+CREATE OR REPLACE FUNCTION pglease.restrict_other_databases()
+RETURNS SETOF text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_db record;
+BEGIN
+  FOR v_db IN
+    SELECT d.datname FROM pg_database d
+     WHERE d.datallowconn
+       AND has_database_privilege('public', d.oid, 'CONNECT')
+     ORDER BY d.datname
+  LOOP
+    -- a role that does not own the database only gets a WARNING from REVOKE, so check the outcome
+    EXECUTE format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC', v_db.datname);
+    IF has_database_privilege('public', v_db.datname, 'CONNECT') THEN
+      RAISE NOTICE 'pglease cannot revoke CONNECT on database % (not its owner)', v_db.datname;
+    ELSE
+      RETURN NEXT v_db.datname;
+    END IF;
+  END LOOP;
+END
+$$;

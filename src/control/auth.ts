@@ -1,0 +1,30 @@
+/**
+ * Who is calling the control API: the admin (PGLEASE_ADMIN_TOKEN), a lease's own token, or nobody.
+ */
+import { timingSafeEqual, createHash } from 'node:crypto';
+import type { FastifyRequest } from 'fastify';
+
+export type Caller = { kind: 'admin' } | { kind: 'token'; token: string } | { kind: 'anonymous' };
+
+/** The bearer token of a request (`Authorization: Bearer x`, or the `apikey` header supabase clients send). */
+export function bearerToken(request: FastifyRequest): string | null {
+  const authorization = request.headers.authorization;
+  if (typeof authorization === 'string') {
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
+    if (match) return match[1]!;
+  }
+  const apikey = request.headers.apikey;
+  return typeof apikey === 'string' && apikey.length > 0 ? apikey : null;
+}
+
+/** Compares digests so that the comparison takes the same time whatever the token's length. */
+function sameSecret(a: string, b: string): boolean {
+  return timingSafeEqual(createHash('sha256').update(a).digest(), createHash('sha256').update(b).digest());
+}
+
+export function identifyCaller(request: FastifyRequest, adminToken: string | undefined): Caller {
+  const token = bearerToken(request);
+  if (token === null) return { kind: 'anonymous' };
+  if (adminToken !== undefined && sameSecret(token, adminToken)) return { kind: 'admin' };
+  return { kind: 'token', token };
+}

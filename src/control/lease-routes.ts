@@ -1,0 +1,180 @@
+/**
+ * The lease API (/v1/leases): validates input, calls the lease store, shapes the answer.
+ */
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Type } from '@sinclair/typebox';
+import type { ServiceContext } from '../service-context.js';
+import type { LeaseRow } from '../leases/lease-store.js';
+import { identifyCaller } from './auth.js';
+import { ControlError } from './errors.js';
+import { leaseJson } from './lease-json.js';
+import {
+  CreateLeaseBody,
+  CreateLeaseQuery,
+  ErrorSchema,
+  LeaseListSchema,
+  LeaseParams,
+  LeaseSchema,
+  ListLeasesQuery,
+  RenewLeaseBody,
+} from './schemas.js';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema };
+
+/** The scheme and host clients reach us at, for rest_url. */
+export function publicBaseUrl(context: ServiceContext, request: FastifyRequest): string {
+  return context.config.publicUrl ?? `${request.protocol}://${request.host}`;
+}
+
+/** Accepts a TTL for this caller or explains, naming the field, why not. */
+function checkTtl(context: ServiceContext, ttl: number | null, isAdmin: boolean): number | null {
+  if (ttl === null) {
+    if (!isAdmin) throw new ControlError('PGLEASE_FORBIDDEN', 'ttl: null (a lease that never expires) needs the admin token', 'ttl');
+    return null;
+  }
+  const max = context.config.maxTtlSeconds;
+  if (ttl > max) throw new ControlError('PGLEASE_INVALID_FIELD', `ttl must be at most ${max} seconds (PGLEASE_MAX_TTL), got ${ttl}`, 'ttl');
+  return ttl;
+}
+
+export async function leaseRoutes(app: FastifyInstance, context: ServiceContext): Promise<void> {
+  const routes = app.withTypeProvider<TypeBoxTypeProvider>();
+  const { leases, host, config } = context;
+
+  /** The lease at :id if the caller may act on it; 401/404 otherwise (never revealing existence). */
+  async function authorizedLease(request: FastifyRequest, id: string): Promise<{ lease: LeaseRow; isAdmin: boolean }> {
+    const caller = identifyCaller(request, config.adminToken);
+    if (caller.kind === 'anonymous') throw new ControlError('PGLEASE_UNAUTHORIZED');
+    if (!UUID.test(id)) throw new ControlError('PGLEASE_NOT_FOUND');
+    const lease = await leases.find(id.toLowerCase(), caller.kind === 'admin' ? null : caller.token);
+    if (!lease) throw new ControlError('PGLEASE_NOT_FOUND');
+    return { lease, isAdmin: caller.kind === 'admin' };
+  }
+
+  routes.post(
+    '/v1/leases',
+    {
+      schema: {
+        summary: 'Create a lease',
+        description:
+          'Creates a schema, a login role and an anonymous role on the host and answers with a connection URL. ' +
+          'With `Accept: text/plain` or `?format=url` the body is only the URL and a newline.',
+        tags: ['leases'],
+        body: Type.Optional(CreateLeaseBody),
+        querystring: CreateLeaseQuery,
+        response: { 201: LeaseSchema, ...errors },
+      },
+    },
+    async (request, reply) => {
+      const caller = identifyCaller(request, config.adminToken);
+      const body = request.body ?? {};
+      const ttl = checkTtl(context, body.ttl === undefined ? config.defaultTtlSeconds : body.ttl, caller.kind === 'admin');
+      const created = await leases.create({ ttlSeconds: ttl, label: body.name ?? null, clientIp: request.ip });
+      const json = leaseJson(host, created.lease, publicBaseUrl(context, request), created);
+      reply.code(201).header('Location', `/v1/leases/${created.lease.id}`);
+      if (request.query.format === 'url' || prefersPlainText(request)) {
+        // a string body with a text type is sent as is; the 201 schema describes the JSON form
+        return reply.type('text/plain; charset=utf-8').send((json.url + '\n') as unknown as typeof json);
+      }
+      return json;
+    },
+  );
+
+  routes.get(
+    '/v1/leases',
+    {
+      schema: {
+        summary: 'List leases (admin)',
+        tags: ['leases'],
+        security: [{ bearer: [] }],
+        querystring: ListLeasesQuery,
+        response: { 200: LeaseListSchema, ...errors },
+      },
+    },
+    async (request) => {
+      const caller = identifyCaller(request, config.adminToken);
+      if (caller.kind === 'anonymous') throw new ControlError('PGLEASE_UNAUTHORIZED');
+      if (caller.kind !== 'admin') throw new ControlError('PGLEASE_FORBIDDEN', 'Listing leases needs the admin token (PGLEASE_ADMIN_TOKEN)');
+      const limit = request.query.limit === undefined ? 100 : Number(request.query.limit);
+      if (!(limit >= 1 && limit <= 1000)) throw new ControlError('PGLEASE_INVALID_PARAMETER', 'limit must be between 1 and 1000', 'limit');
+      const cursor = request.query.cursor ?? null;
+      if (cursor !== null && !UUID.test(cursor)) throw new ControlError('PGLEASE_INVALID_PARAMETER', 'cursor must be the `next` value of a previous page', 'cursor');
+      const page = await leases.list({ limit, cursor, state: request.query.state ?? null });
+      const base = publicBaseUrl(context, request);
+      return { items: page.items.map((lease) => leaseJson(host, lease, base)), next: page.next };
+    },
+  );
+
+  routes.get(
+    '/v1/leases/:id',
+    {
+      schema: {
+        summary: 'Get a lease',
+        description: 'The lease with its state and expiry; never its password.',
+        tags: ['leases'],
+        security: [{ bearer: [] }],
+        params: LeaseParams,
+        response: { 200: LeaseSchema, ...errors },
+      },
+    },
+    async (request) => {
+      const { lease } = await authorizedLease(request, request.params.id);
+      return leaseJson(host, lease, publicBaseUrl(context, request));
+    },
+  );
+
+  routes.post(
+    '/v1/leases/:id/renew',
+    {
+      schema: {
+        summary: 'Renew a lease',
+        description: 'Moves expires_at to now + ttl (bounded by PGLEASE_MAX_TTL).',
+        tags: ['leases'],
+        security: [{ bearer: [] }],
+        params: LeaseParams,
+        body: RenewLeaseBody,
+        response: { 200: LeaseSchema, 409: ErrorSchema, ...errors },
+      },
+    },
+    async (request) => {
+      const { lease, isAdmin } = await authorizedLease(request, request.params.id);
+      const ttl = checkTtl(context, request.body.ttl, isAdmin);
+      const renewed = await leases.renew(lease.id, ttl, request.ip);
+      if (!renewed) throw new ControlError('PGLEASE_LEASE_NOT_ACTIVE', `The lease is ${lease.state}; only an active lease can be renewed`);
+      return leaseJson(host, renewed, publicBaseUrl(context, request));
+    },
+  );
+
+  routes.delete(
+    '/v1/leases/:id',
+    {
+      schema: {
+        summary: 'Release a lease',
+        description: 'Terminates the lease’s sessions and drops its schema and roles.',
+        tags: ['leases'],
+        security: [{ bearer: [] }],
+        params: LeaseParams,
+        response: { 204: Type.Null({ description: 'Released' }), ...errors },
+      },
+    },
+    async (request, reply) => {
+      const { lease } = await authorizedLease(request, request.params.id);
+      const released = await leases.release(lease.id, request.ip);
+      if (!released) throw new ControlError('PGLEASE_NOT_FOUND', `No live lease ${lease.id}: it is ${lease.state === 'active' ? 'already being released' : lease.state}`);
+      return reply.code(204).send(null);
+    },
+  );
+}
+
+/** True when the client asked for text/plain over JSON (curl -H 'Accept: text/plain'). */
+function prefersPlainText(request: FastifyRequest): boolean {
+  const accept = request.headers.accept;
+  if (!accept) return false;
+  const types = accept.split(',').map((part) => part.split(';')[0]!.trim().toLowerCase());
+  const plain = types.indexOf('text/plain');
+  const json = types.findIndex((type) => type === 'application/json' || type === '*/*');
+  return plain !== -1 && (json === -1 || plain < json);
+}

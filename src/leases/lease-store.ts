@@ -1,0 +1,153 @@
+/**
+ * Lease operations as the service performs them: each is one call of a SQL function of
+ * sql/leases.sql (or one query), with the secrets prepared here.
+ */
+import { randomBytes } from 'node:crypto';
+import type pg from 'pg';
+import type { Host } from '../db/host.js';
+import type { LeaseLimits } from '../config.js';
+import { authenticatorPassword, hashToken, newPassword, newToken, scramVerifier } from './credentials.js';
+
+export type LeaseState = 'provisioning' | 'active' | 'released' | 'expired' | 'failed';
+
+/** A row of pglease.leases as node-postgres returns it. */
+export interface LeaseRow {
+  id: string;
+  label: string | null;
+  host_id: number;
+  schema_name: string;
+  role_name: string;
+  anon_role: string;
+  auth_role: string;
+  state: LeaseState;
+  client_ip: string | null;
+  created_at: Date;
+  expires_at: Date | null;
+  ended_at: Date | null;
+  last_error: string | null;
+}
+
+/** Columns of pglease.leases that leave the database (never the token hash). */
+const LEASE_COLUMNS = 'id, label, host_id, schema_name, role_name, anon_role, auth_role, state, client_ip, created_at, expires_at, ended_at, last_error';
+
+export interface CreatedLease {
+  lease: LeaseRow;
+  password: string;
+  token: string;
+}
+
+export interface CreateLeaseInput {
+  /** null: never expires. */
+  ttlSeconds: number | null;
+  label: string | null;
+  clientIp: string | null;
+}
+
+export class LeaseStore {
+  constructor(
+    private readonly host: Host,
+    private readonly limits: LeaseLimits,
+  ) {}
+
+  get pool(): pg.Pool {
+    return this.host.pool;
+  }
+
+  async create(input: CreateLeaseInput): Promise<CreatedLease> {
+    const password = newPassword();
+    const token = newToken();
+    // Names are random; a collision (2^-60 per pair) surfaces as a duplicate role and is retried.
+    for (let attempt = 0; ; attempt++) {
+      const base = 'lease_' + randomBytes(8).toString('hex');
+      const [loginVerifier, authVerifier] = await Promise.all([
+        scramVerifier(password),
+        scramVerifier(authenticatorPassword(this.host.authenticatorKey, base + '_auth')),
+      ]);
+      try {
+        const { rows } = await this.pool.query<LeaseRow>({
+          name: 'pglease.provision',
+          text: `SELECT ${LEASE_COLUMNS} FROM pglease.provision($1, $2, $3, $4, make_interval(secs => $5), $6, $7, $8, $9, $10, $11)`,
+          values: [
+            base,
+            loginVerifier,
+            authVerifier,
+            hashToken(token),
+            input.ttlSeconds,
+            input.label,
+            input.clientIp,
+            this.host.id,
+            this.limits.connectionLimit,
+            this.limits.statementTimeout,
+            this.limits.idleInTransactionTimeout,
+          ],
+        });
+        return { lease: rows[0]!, password, token };
+      } catch (error) {
+        const code = (error as { code?: string }).code;
+        if ((code === '42710' || code === '42P06' || code === '23505') && attempt < 3) continue;
+        throw error;
+      }
+    }
+  }
+
+  /** The lease with this id if the token is its own (or the caller is admin: token null). */
+  async find(id: string, token: string | null): Promise<LeaseRow | undefined> {
+    const { rows } = token === null
+      ? await this.pool.query<LeaseRow>({ name: 'pglease.lease-by-id', text: `SELECT ${LEASE_COLUMNS} FROM pglease.leases WHERE id = $1`, values: [id] })
+      : await this.pool.query<LeaseRow>({
+          name: 'pglease.lease-by-token',
+          text: `SELECT ${LEASE_COLUMNS} FROM pglease.leases WHERE id = $1 AND token_hash = $2`,
+          values: [id, hashToken(token)],
+        });
+    return rows[0];
+  }
+
+  /** Ends a live lease; undefined when it was not live (already released, expired, unknown). */
+  async release(id: string, clientIp: string | null): Promise<LeaseRow | undefined> {
+    const { rows } = await this.pool.query<LeaseRow>({
+      name: 'pglease.release',
+      text: `SELECT ${LEASE_COLUMNS} FROM pglease.release($1, 'released', $2) WHERE id IS NOT NULL`,
+      values: [id, clientIp],
+    });
+    const released = rows[0];
+    if (released) await this.cutStragglers(released);
+    return released;
+  }
+
+  /**
+   * A client that authenticated just before the release committed can hold a session whose role is
+   * gone. Such sessions can do nothing useful, but they are closed here rather than left to linger.
+   */
+  private async cutStragglers(lease: LeaseRow): Promise<void> {
+    await this.pool.query({
+      name: 'pglease.cut-stragglers',
+      text: `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE usename = ANY ($1) AND pid <> pg_backend_pid()`,
+      values: [[lease.role_name, lease.anon_role, lease.auth_role]],
+    });
+  }
+
+  async renew(id: string, ttlSeconds: number | null, clientIp: string | null): Promise<LeaseRow | undefined> {
+    const { rows } = await this.pool.query<LeaseRow>({
+      name: 'pglease.renew',
+      text: `SELECT ${LEASE_COLUMNS} FROM pglease.renew($1, make_interval(secs => $2), $3) WHERE id IS NOT NULL`,
+      values: [id, ttlSeconds, clientIp],
+    });
+    return rows[0];
+  }
+
+  /** Newest first; `cursor` is the id of the last lease of the previous page. */
+  async list(options: { limit: number; cursor: string | null; state: LeaseState | null }): Promise<{ items: LeaseRow[]; next: string | null }> {
+    const { rows } = await this.pool.query<LeaseRow>({
+      name: 'pglease.list-leases',
+      text: `SELECT ${LEASE_COLUMNS} FROM pglease.leases l
+              WHERE ($2::pglease.lease_state IS NULL OR l.state = $2)
+                AND ($3::uuid IS NULL OR (l.created_at, l.id) < (SELECT c.created_at, c.id FROM pglease.leases c WHERE c.id = $3))
+              ORDER BY l.created_at DESC, l.id DESC
+              LIMIT $1`,
+      values: [options.limit + 1, options.state, options.cursor],
+    });
+    const items = rows.slice(0, options.limit);
+    return { items, next: rows.length > options.limit ? items[items.length - 1]!.id : null };
+  }
+}

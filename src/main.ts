@@ -1,0 +1,60 @@
+/**
+ * `npm start`: runs the service until SIGTERM/SIGINT, then shuts down cleanly.
+ */
+import { ConfigError, loadConfig, type Config } from './config.js';
+import { startService, type Service } from './service.js';
+
+function banner(config: Config, service: Service, address: string): string {
+  const local = address.replace('0.0.0.0', 'localhost').replace('[::]', 'localhost');
+  const data = service.embedded
+    ? `embedded Postgres on port ${service.embedded.port}, data in ${config.dataDir}`
+    : `Postgres at ${service.host.publicHost}:${service.host.publicPort} (DATABASE_URL)`;
+  return [
+    '',
+    `  pglease is serving on ${local}`,
+    `    API       ${local}/v1/leases`,
+    `    docs      ${local}/docs`,
+    `    data      ${data}, lease database "${service.host.database}"`,
+    '',
+    '  Get a database:',
+    `    psql "$(curl -s -X POST -H 'Accept: text/plain' ${local}/v1/leases)"`,
+    '',
+  ].join('\n');
+}
+
+export async function serve(config: Config): Promise<void> {
+  const log = (message: string) => process.stderr.write(`pglease: ${message}\n`);
+  const service = await startService(config, { logger: { level: config.logLevel }, log });
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log(`${signal}: finishing in-flight requests and stopping`);
+    try {
+      await service.close();
+      process.exit(0);
+    } catch (error) {
+      log(`shutdown failed: ${(error as Error).message}`);
+      process.exit(1);
+    }
+  };
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+  process.once('SIGINT', () => void stop('SIGINT'));
+  try {
+    const address = await service.app.listen({ host: config.httpHost, port: config.httpPort });
+    process.stderr.write(banner(config, service, address) + '\n');
+  } catch (error) {
+    await service.close();
+    throw error;
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  try {
+    await serve(loadConfig());
+  } catch (error) {
+    const message = error instanceof ConfigError ? `configuration error: ${error.message}` : (error as Error).message;
+    process.stderr.write(`pglease: ${message}\n`);
+    process.exit(1);
+  }
+}

@@ -1,0 +1,100 @@
+/**
+ * Assembles the HTTP service from its plugins. Each plugin is encapsulated with its own body
+ * parsing and error format: the control API answers `{ code, message }`, the REST API (src/rest)
+ * answers in PostgREST's format.
+ */
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { ServiceContext } from './service-context.js';
+import { ControlError } from './control/errors.js';
+import { healthRoutes } from './control/health-routes.js';
+import { leaseRoutes } from './control/lease-routes.js';
+import { registerServiceOpenApi } from './control/openapi.js';
+
+export interface ServerOptions {
+  /** Fastify logger setting; false in tests. */
+  logger?: boolean | { level: string };
+}
+
+/** Postgres and network error codes that mean "the database is unavailable", not "we have a bug". */
+const UNAVAILABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', '57P01', '57P02', '57P03', '53300', '08000', '08003', '08006']);
+
+function isUnavailable(error: { code?: unknown; message?: string }): boolean {
+  return (typeof error.code === 'string' && UNAVAILABLE_CODES.has(error.code)) || /Connection terminated|timeout exceeded when trying to connect/i.test(error.message ?? '');
+}
+
+/** Turns anything thrown in the control API into `{ code, message[, field] }` with the right status. */
+export function toControlError(error: FastifyError | ControlError | Error): ControlError {
+  if (error instanceof ControlError) return error;
+  const fastifyError = error as FastifyError & { validation?: { keyword: string; instancePath: string; params: Record<string, unknown>; message?: string }[] };
+  if (fastifyError.validation && fastifyError.validation.length > 0) {
+    const first = fastifyError.validation[0]!;
+    const context = fastifyError.validationContext ?? 'body';
+    if (first.keyword === 'additionalProperty' || first.keyword === 'additionalProperties') {
+      const name = String(first.params.additionalProperty);
+      return context === 'querystring'
+        ? new ControlError('PGLEASE_INVALID_PARAMETER', `Unknown query parameter "${name}"`, name)
+        : new ControlError('PGLEASE_UNKNOWN_FIELD', `Unknown field "${name}"`, name);
+    }
+    const field = first.instancePath.replace(/^\//, '').replace(/\//g, '.') || (first.keyword === 'required' ? String(first.params.missingProperty) : '');
+    const where = field === '' ? `the ${context}` : `"${field}"`;
+    const message = `${where} ${first.message ?? 'is invalid'}`;
+    return context === 'querystring' || context === 'params'
+      ? new ControlError('PGLEASE_INVALID_PARAMETER', message, field || undefined)
+      : new ControlError('PGLEASE_INVALID_FIELD', message, field || undefined);
+  }
+  switch (fastifyError.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new ControlError('PGLEASE_BODY_TOO_LARGE', fastifyError.message);
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+      return new ControlError('PGLEASE_UNSUPPORTED_MEDIA_TYPE', 'Send the request body as application/json');
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return new ControlError('PGLEASE_INVALID_JSON', fastifyError.message);
+  }
+  if (typeof fastifyError.statusCode === 'number' && fastifyError.statusCode >= 400 && fastifyError.statusCode < 500) {
+    return new ControlError(fastifyError.statusCode === 415 ? 'PGLEASE_UNSUPPORTED_MEDIA_TYPE' : 'PGLEASE_INVALID_FIELD', fastifyError.message);
+  }
+  if (isUnavailable(error as { code?: unknown })) return new ControlError('PGLEASE_NOT_READY', 'The lease database is not reachable right now; retry shortly');
+  return new ControlError('PGLEASE_INTERNAL');
+}
+
+export function sendControlError(request: FastifyRequest, reply: FastifyReply, error: FastifyError | Error): FastifyReply {
+  const controlError = toControlError(error);
+  if (controlError.status >= 500) request.log.error({ err: error }, 'control API error');
+  return reply.code(controlError.status).headers(controlError.headers).type('application/json; charset=utf-8').send(controlError.toJSON());
+}
+
+/** The control API's JSON body parser: an empty body counts as no body; bad JSON is PGLEASE_INVALID_JSON. */
+function controlJsonParser(_request: FastifyRequest, body: string, done: (error: Error | null, value?: unknown) => void): void {
+  if (body.trim() === '') return done(null, undefined);
+  try {
+    done(null, JSON.parse(body));
+  } catch (error) {
+    done(new ControlError('PGLEASE_INVALID_JSON', `The request body is not valid JSON: ${(error as Error).message}`));
+  }
+}
+
+export async function buildServer(context: ServiceContext, options: ServerOptions = {}): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: options.logger ?? false,
+    bodyLimit: context.config.bodyLimit,
+    // Our schemas say exactly what is accepted: no silent removal of unknown fields, no "60" → 60.
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+    return503OnClosing: true,
+  });
+
+  await registerServiceOpenApi(app);
+  await app.register(async (control) => {
+    control.removeAllContentTypeParsers();
+    control.addContentTypeParser('application/json', { parseAs: 'string' }, controlJsonParser);
+    control.setErrorHandler((error, request, reply) => sendControlError(request, reply, error as Error));
+    await healthRoutes(control, context);
+    await leaseRoutes(control, context);
+  });
+
+  app.setNotFoundHandler((request, reply) =>
+    sendControlError(request, reply, new ControlError('PGLEASE_ROUTE_NOT_FOUND', `No endpoint ${request.method} ${request.url.split('?')[0]}`)),
+  );
+  app.setErrorHandler((error, request, reply) => sendControlError(request, reply, error as Error));
+  return app;
+}

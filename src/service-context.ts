@@ -1,0 +1,15 @@
+/**
+ * What every part of the running service shares: its configuration, the host it leases from, and
+ * the lease store. Built once in service.ts and handed to each Fastify plugin.
+ */
+import type { Config } from './config.js';
+import type { Host } from './db/host.js';
+import type { LeaseStore } from './leases/lease-store.js';
+
+export interface ServiceContext {
+  config: Config;
+  host: Host;
+  leases: LeaseStore;
+  /** Number of migrations this code expects to find applied (for /readyz). */
+  expectedMigrations: number;
+}

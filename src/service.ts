@@ -1,0 +1,78 @@
+/**
+ * Starts pglease: the embedded Postgres when no DATABASE_URL is set, the host (database, migrations,
+ * pool), and the HTTP server. Used by `npm start`, the CLI, the test helpers and the tests.
+ */
+import { readdirSync } from 'node:fs';
+import type { FastifyInstance } from 'fastify';
+import type { Config } from './config.js';
+import { startEmbedded, type EmbeddedServer } from './db/embedded.js';
+import { openHost, type Host } from './db/host.js';
+import { LeaseStore } from './leases/lease-store.js';
+import { projectPath } from './paths.js';
+import { buildServer, type ServerOptions } from './server.js';
+import type { ServiceContext } from './service-context.js';
+
+export interface Service {
+  app: FastifyInstance;
+  context: ServiceContext;
+  host: Host;
+  /** Set when pglease runs its own Postgres. */
+  embedded: EmbeddedServer | undefined;
+  /** Stops taking requests, lets in-flight ones finish, closes pools, stops the embedded Postgres. */
+  close: () => Promise<void>;
+}
+
+export interface StartOptions extends ServerOptions {
+  log?: (message: string) => void;
+}
+
+export function countMigrations(): number {
+  return readdirSync(projectPath('migrations')).filter((name) => /^\d+.*\.(sql|js|ts)$/.test(name)).length;
+}
+
+export async function startService(config: Config, options: StartOptions = {}): Promise<Service> {
+  const log = options.log ?? (() => undefined);
+  let embedded: EmbeddedServer | undefined;
+  let serverUrl = config.databaseUrl;
+  if (serverUrl === undefined) {
+    embedded = await startEmbedded({
+      dataDir: config.dataDir,
+      port: config.embeddedPgPort,
+      listen: config.embeddedPgListen,
+    });
+    serverUrl = embedded.url('postgres');
+  }
+  let host: Host;
+  try {
+    host = await openHost({
+      serverUrl,
+      leaseDatabase: config.leaseDatabase,
+      publicHost: config.publicPgHost,
+      publicPort: config.publicPgPort,
+      log,
+    });
+  } catch (error) {
+    await embedded?.stop();
+    throw error;
+  }
+  const context: ServiceContext = {
+    config,
+    host,
+    leases: new LeaseStore(host, config.leaseLimits),
+    expectedMigrations: countMigrations(),
+  };
+  const app = await buildServer(context, options);
+  let closing: Promise<void> | undefined;
+  return {
+    app,
+    context,
+    host,
+    embedded,
+    close: () =>
+      (closing ??= (async () => {
+        await app.close();
+        await host.close();
+        await embedded?.stop();
+      })()),
+  };
+}
