@@ -63,14 +63,18 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
           'Creates a schema, a login role and an anonymous role on the host and answers with a connection URL. ' +
           'With `Accept: text/plain` or `?format=url` the body is only the URL and a newline.',
         tags: ['leases'],
-        body: Type.Optional(CreateLeaseBody),
+        body: CreateLeaseBody,
         querystring: CreateLeaseQuery,
         response: { 201: LeaseSchema, ...errors },
+      },
+      // `curl -X POST .../v1/leases` sends no body at all: that means "all defaults"
+      preValidation: async (request) => {
+        if (request.body === undefined) request.body = {};
       },
     },
     async (request, reply) => {
       const caller = identifyCaller(request, config.adminToken);
-      const body = request.body ?? {};
+      const body = request.body;
       const ttl = checkTtl(context, body.ttl === undefined ? config.defaultTtlSeconds : body.ttl, caller.kind === 'admin');
       const created = await leases.create({ ttlSeconds: ttl, label: body.name ?? null, clientIp: request.ip });
       const json = leaseJson(host, created.lease, publicBaseUrl(context, request), created);

@@ -1,0 +1,285 @@
+/**
+ * The lease API end to end over HTTP: create, read, renew, release, list, and every kind of bad
+ * input answered with a clear 4xx and a `{ code, message }` body.
+ */
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ADMIN_TOKEN, createLease, startTestService, type TestService } from './support/service.js';
+
+let service: TestService;
+
+beforeAll(async () => {
+  service = await startTestService({ PGLEASE_MAX_TTL: '7200' });
+});
+afterAll(async () => {
+  await service?.close();
+});
+
+async function call(method: string, path: string, options: { body?: string | object; token?: string; headers?: Record<string, string> } = {}) {
+  const headers: Record<string, string> = { ...options.headers };
+  if (options.token) headers.authorization = `Bearer ${options.token}`;
+  let body: string | undefined;
+  if (options.body !== undefined) {
+    body = typeof options.body === 'string' ? options.body : JSON.stringify(options.body);
+    headers['content-type'] ??= 'application/json';
+  }
+  const response = await fetch(service.baseUrl + path, { method, headers, body });
+  const text = await response.text();
+  let json: any;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { status: response.status, headers: response.headers, text, json };
+}
+
+describe('POST /v1/leases', () => {
+  it('creates a lease with the documented fields and a default TTL of 30 minutes', async () => {
+    const before = Date.now();
+    const response = await call('POST', '/v1/leases');
+    expect(response.status).toBe(201);
+    const lease = response.json;
+    expect(Object.keys(lease).sort()).toEqual(
+      ['anon_role', 'created_at', 'database', 'ended_at', 'expires_at', 'host', 'id', 'name', 'port', 'rest_url', 'role', 'schema', 'state', 'token', 'url'].sort(),
+    );
+    expect(lease.state).toBe('active');
+    expect(lease.database).toBe(service.config.leaseDatabase);
+    expect(lease.schema).toMatch(/^lease_[0-9a-f]{16}$/);
+    expect(lease.role).toBe(lease.schema);
+    expect(lease.anon_role).toBe(`${lease.role}_anon`);
+    expect(lease.rest_url).toBe(`${service.baseUrl}/v1/leases/${lease.id}/rest`);
+    expect(response.headers.get('location')).toBe(`/v1/leases/${lease.id}`);
+    const ttl = (Date.parse(lease.expires_at) - Date.parse(lease.created_at)) / 1000;
+    expect(ttl).toBeCloseTo(1800, 0);
+    expect(Date.parse(lease.created_at)).toBeGreaterThanOrEqual(before - 2000);
+    // the URL is a real libpq URL with a 32-byte password
+    const url = new URL(lease.url);
+    expect(url.protocol).toBe('postgresql:');
+    expect(url.username).toBe(lease.role);
+    expect(Buffer.from(decodeURIComponent(url.password), 'base64url')).toHaveLength(32);
+  });
+
+  it('accepts a ttl and a name', async () => {
+    const lease = await createLease(service, { ttl: 60, name: 'ci run 42' });
+    expect((Date.parse(lease.expires_at!) - Date.parse(lease.created_at)) / 1000).toBeCloseTo(60, 0);
+    expect((lease as unknown as { name: string }).name).toBe('ci run 42');
+  });
+
+  it('answers only the URL and a newline with Accept: text/plain or ?format=url', async () => {
+    for (const request of [
+      call('POST', '/v1/leases', { headers: { accept: 'text/plain' } }),
+      call('POST', '/v1/leases?format=url'),
+    ]) {
+      const response = await request;
+      expect(response.status).toBe(201);
+      expect(response.headers.get('content-type')).toMatch(/^text\/plain/);
+      expect(response.text).toMatch(/^postgresql:\/\/lease_[0-9a-f]{16}:[A-Za-z0-9_-]{43}@[^\n]+\n$/);
+    }
+  });
+
+  it('rejects bad input with 400 and names the field', async () => {
+    const cases: [string | object, string, string?][] = [
+      ['{"ttl": 60', 'PGLEASE_INVALID_JSON'],
+      [{ ttl: 0 }, 'PGLEASE_INVALID_FIELD', 'ttl'],
+      [{ ttl: -5 }, 'PGLEASE_INVALID_FIELD', 'ttl'],
+      [{ ttl: 1.5 }, 'PGLEASE_INVALID_FIELD', 'ttl'],
+      [{ ttl: '60' }, 'PGLEASE_INVALID_FIELD', 'ttl'],
+      [{ ttl: 7201 }, 'PGLEASE_INVALID_FIELD', 'ttl'],
+      [{ name: 42 }, 'PGLEASE_INVALID_FIELD', 'name'],
+      [{ name: '' }, 'PGLEASE_INVALID_FIELD', 'name'],
+      [{ name: 'x'.repeat(201) }, 'PGLEASE_INVALID_FIELD', 'name'],
+      [{ tll: 60 }, 'PGLEASE_UNKNOWN_FIELD', 'tll'],
+      [[1, 2], 'PGLEASE_INVALID_FIELD'],
+      ['"just a string"', 'PGLEASE_INVALID_FIELD'],
+      ['null', 'PGLEASE_INVALID_FIELD'],
+    ];
+    for (const [body, code, field] of cases) {
+      const response = await call('POST', '/v1/leases', { body });
+      expect(response.status, JSON.stringify(body)).toBe(400);
+      expect(response.json.code, JSON.stringify(body)).toBe(code);
+      expect(typeof response.json.message).toBe('string');
+      if (field) expect(response.json.field, JSON.stringify(body)).toBe(field);
+    }
+  });
+
+  it('needs the admin token for a lease without expiry', async () => {
+    const refused = await call('POST', '/v1/leases', { body: { ttl: null } });
+    expect(refused.status).toBe(403);
+    expect(refused.json).toMatchObject({ code: 'PGLEASE_FORBIDDEN', field: 'ttl' });
+    const forever = await call('POST', '/v1/leases', { body: { ttl: null }, token: ADMIN_TOKEN });
+    expect(forever.status).toBe(201);
+    expect(forever.json.expires_at).toBeNull();
+  });
+
+  it('refuses other body types and huge bodies', async () => {
+    const form = await call('POST', '/v1/leases', { body: 'ttl=60', headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+    expect(form.status).toBe(415);
+    expect(form.json.code).toBe('PGLEASE_UNSUPPORTED_MEDIA_TYPE');
+    const huge = await call('POST', '/v1/leases', { body: JSON.stringify({ name: 'x'.repeat(2_000_000) }) });
+    expect(huge.status).toBe(413);
+    expect(huge.json.code).toBe('PGLEASE_BODY_TOO_LARGE');
+  });
+});
+
+describe('GET /v1/leases/:id', () => {
+  it('returns the lease without password or token, to its own token only', async () => {
+    const lease = await createLease(service);
+    const response = await call('GET', `/v1/leases/${lease.id}`, { token: lease.token });
+    expect(response.status).toBe(200);
+    expect(response.json.token).toBeUndefined();
+    expect(new URL(response.json.url).password).toBe('');
+    expect(response.text).not.toContain(new URL(lease.url).password);
+    expect(response.json).toMatchObject({ id: lease.id, state: 'active', schema: lease.schema, expires_at: lease.expires_at });
+
+    const other = await createLease(service);
+    for (const token of [other.token, 'pgl_' + 'A'.repeat(43), 'garbage']) {
+      const denied = await call('GET', `/v1/leases/${lease.id}`, { token });
+      expect(denied.status).toBe(404);
+      expect(denied.json.code).toBe('PGLEASE_NOT_FOUND');
+    }
+    expect((await call('GET', `/v1/leases/${lease.id}`)).status).toBe(401);
+    expect((await call('GET', `/v1/leases/${lease.id}`, { token: ADMIN_TOKEN })).status).toBe(200);
+    // also through the apikey header that supabase clients send
+    expect((await call('GET', `/v1/leases/${lease.id}`, { headers: { apikey: lease.token } })).status).toBe(200);
+  });
+
+  it('answers 404 for unknown and malformed ids', async () => {
+    for (const id of ['00000000-0000-4000-8000-000000000000', 'not-a-uuid', "1'; drop table pglease.leases; --", '%00']) {
+      const response = await call('GET', `/v1/leases/${encodeURIComponent(id)}`, { token: ADMIN_TOKEN });
+      expect(response.status, id).toBe(404);
+      expect(response.json.code).toBe('PGLEASE_NOT_FOUND');
+    }
+  });
+});
+
+describe('POST /v1/leases/:id/renew', () => {
+  it('moves expires_at and records the event', async () => {
+    const lease = await createLease(service, { ttl: 60 });
+    const response = await call('POST', `/v1/leases/${lease.id}/renew`, { body: { ttl: 3600 }, token: lease.token });
+    expect(response.status).toBe(200);
+    const expiresIn = (Date.parse(response.json.expires_at) - Date.now()) / 1000;
+    expect(expiresIn).toBeGreaterThan(3590);
+    expect(expiresIn).toBeLessThanOrEqual(3600);
+    const events = await service.host.pool.query('SELECT kind FROM pglease.lease_events WHERE lease_id = $1 ORDER BY id', [lease.id]);
+    expect(events.rows.map((row) => row.kind)).toEqual(['created', 'renewed']);
+  });
+
+  it('is bounded by the maximum TTL and validates its body', async () => {
+    const lease = await createLease(service);
+    const tooLong = await call('POST', `/v1/leases/${lease.id}/renew`, { body: { ttl: 7201 }, token: lease.token });
+    expect(tooLong.status).toBe(400);
+    expect(tooLong.json.field).toBe('ttl');
+    expect((await call('POST', `/v1/leases/${lease.id}/renew`, { body: {}, token: lease.token })).status).toBe(400);
+    expect((await call('POST', `/v1/leases/${lease.id}/renew`, { body: { ttl: 60, extra: 1 }, token: lease.token })).json.code).toBe('PGLEASE_UNKNOWN_FIELD');
+    expect((await call('POST', `/v1/leases/${lease.id}/renew`, { body: { ttl: 60 } })).status).toBe(401);
+  });
+
+  it('refuses to renew a released lease', async () => {
+    const lease = await createLease(service);
+    expect((await call('DELETE', `/v1/leases/${lease.id}`, { token: lease.token })).status).toBe(204);
+    const response = await call('POST', `/v1/leases/${lease.id}/renew`, { body: { ttl: 60 }, token: lease.token });
+    expect(response.status).toBe(409);
+    expect(response.json.code).toBe('PGLEASE_LEASE_NOT_ACTIVE');
+  });
+});
+
+describe('DELETE /v1/leases/:id', () => {
+  it('cuts open sessions, drops schema and roles, and a second delete is 404', async () => {
+    const lease = await createLease(service);
+    const session = new pg.Client({ connectionString: lease.url });
+    await session.connect();
+    await session.query('CREATE TABLE t (id int)');
+    const sessionEnded = new Promise<Error>((resolve) => session.on('error', resolve));
+
+    const response = await call('DELETE', `/v1/leases/${lease.id}`, { token: lease.token });
+    expect(response.status).toBe(204);
+    expect(response.text).toBe('');
+    expect((await sessionEnded).message).toMatch(/terminat/i);
+
+    const leftovers = await service.host.pool.query(
+      `SELECT (SELECT count(*) FROM pg_roles WHERE rolname LIKE $1 || '%')::int AS roles,
+              (SELECT count(*) FROM pg_namespace WHERE nspname = $1)::int AS schemas`,
+      [lease.role],
+    );
+    expect(leftovers.rows[0]).toEqual({ roles: 0, schemas: 0 });
+    const relogin = new pg.Client({ connectionString: lease.url });
+    await expect(relogin.connect()).rejects.toThrow(/password authentication failed|does not exist/);
+
+    const again = await call('DELETE', `/v1/leases/${lease.id}`, { token: lease.token });
+    expect(again.status).toBe(404);
+    const state = await call('GET', `/v1/leases/${lease.id}`, { token: lease.token });
+    expect(state.json).toMatchObject({ state: 'released' });
+    expect(state.json.ended_at).not.toBeNull();
+  });
+
+  it('lets exactly one of several concurrent deletes win', async () => {
+    const lease = await createLease(service);
+    const statuses = await Promise.all(Array.from({ length: 5 }, () => call('DELETE', `/v1/leases/${lease.id}`, { token: lease.token }).then((r) => r.status)));
+    expect(statuses.sort()).toEqual([204, 404, 404, 404, 404]);
+  });
+});
+
+describe('GET /v1/leases (admin)', () => {
+  it('pages through leases with a cursor and filters by state', async () => {
+    const made = [];
+    for (let i = 0; i < 5; i++) made.push(await createLease(service, { name: `page-${i}` }));
+    await call('DELETE', `/v1/leases/${made[0]!.id}`, { token: made[0]!.token });
+
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const page: { json: { items: { id: string; token?: string; url: string }[]; next: string | null } } = await call('GET', `/v1/leases?limit=2${cursor ? `&cursor=${cursor}` : ''}`, { token: ADMIN_TOKEN });
+      expect(page.json.items.length).toBeLessThanOrEqual(2);
+      for (const item of page.json.items) {
+        expect(item.token).toBeUndefined();
+        expect(new URL(item.url).password).toBe('');
+        seen.push(item.id);
+      }
+      cursor = page.json.next;
+    } while (cursor);
+    expect(new Set(seen).size).toBe(seen.length);
+    for (const lease of made) expect(seen).toContain(lease.id);
+
+    const released = await call('GET', '/v1/leases?state=released&limit=1000', { token: ADMIN_TOKEN });
+    expect(released.json.items.every((item: { state: string }) => item.state === 'released')).toBe(true);
+    expect(released.json.items.map((item: { id: string }) => item.id)).toContain(made[0]!.id);
+  });
+
+  it('is for the admin only and validates its parameters', async () => {
+    const lease = await createLease(service);
+    expect((await call('GET', '/v1/leases')).status).toBe(401);
+    expect((await call('GET', '/v1/leases', { token: lease.token })).status).toBe(403);
+    for (const query of ['limit=0', 'limit=abc', 'limit=5000', 'state=dead', 'cursor=xyz', 'bogus=1']) {
+      const response = await call('GET', `/v1/leases?${query}`, { token: ADMIN_TOKEN });
+      expect(response.status, query).toBe(400);
+      expect(response.json.code, query).toBe('PGLEASE_INVALID_PARAMETER');
+    }
+  });
+});
+
+describe('health and unknown routes', () => {
+  it('answers /healthz and /readyz', async () => {
+    expect((await call('GET', '/healthz')).json).toEqual({ status: 'ok' });
+    const ready = await call('GET', '/readyz');
+    expect(ready.status).toBe(200);
+    expect(ready.json.status).toBe('ready');
+  });
+
+  it('answers unknown routes and methods with a JSON 404', async () => {
+    const response = await call('GET', '/v2/nothing');
+    expect(response.status).toBe(404);
+    expect(response.json.code).toBe('PGLEASE_ROUTE_NOT_FOUND');
+    expect((await call('PUT', '/v1/leases')).status).toBe(404);
+  });
+
+  it('records who created and released a lease', async () => {
+    const lease = await createLease(service);
+    await call('DELETE', `/v1/leases/${lease.id}`, { token: lease.token });
+    const events = await service.host.pool.query('SELECT kind, host(client_ip) AS ip FROM pglease.lease_events WHERE lease_id = $1 ORDER BY id', [lease.id]);
+    expect(events.rows).toEqual([
+      { kind: 'created', ip: '127.0.0.1' },
+      { kind: 'released', ip: '127.0.0.1' },
+    ]);
+  });
+});
