@@ -3,6 +3,7 @@
  * A bad value stops the start with a message naming the variable, never a silent fallback.
  */
 import path from 'node:path';
+import { parseSchedule, ScheduleError } from './scheduler/cron.js';
 
 export interface LeaseLimits {
   /** CONNECTION LIMIT of each lease's login role. */
@@ -11,6 +12,29 @@ export interface LeaseLimits {
   statementTimeout: string;
   /** idle_in_transaction_session_timeout set on each lease's roles. */
   idleInTransactionTimeout: string;
+}
+
+/** Scheduled jobs (src/scheduler): expiry, repair, history. */
+export interface JobsConfig {
+  /** false: this process runs no jobs (others on the same database still do). */
+  schedulerEnabled: boolean;
+  reaperSchedule: string;
+  cleanupSchedule: string;
+  pruneSchedule: string;
+  /** Leases dropped per reaper transaction. */
+  reaperBatch: number;
+  /** How long ended leases and job runs stay queryable. */
+  historyRetentionSeconds: number;
+}
+
+/** Throttling of lease creation (src/control/rate-limit.ts); 0 disables a limit. */
+export interface CreateLimits {
+  /** Creations per client address per hour. */
+  perHour: number;
+  /** Live leases per client address. */
+  activePerClient: number;
+  /** Live leases in the lease database (host capacity). */
+  maxLeases: number;
 }
 
 export interface Config {
@@ -38,6 +62,10 @@ export interface Config {
   /** Largest control API request body, in bytes. */
   bodyLimit: number;
   logLevel: string;
+  jobs: JobsConfig;
+  createLimits: CreateLimits;
+  /** Fastify's trustProxy: whether (and from which proxies) X-Forwarded-For names the client. */
+  trustProxy: TrustProxy;
 }
 
 export class ConfigError extends Error {
@@ -70,6 +98,48 @@ function duration(env: Env, name: string, fallback: string): string {
   return raw;
 }
 
+function schedule(env: Env, name: string, fallback: string): string {
+  try {
+    return parseSchedule(text(env, name) ?? fallback);
+  } catch (error) {
+    if (error instanceof ScheduleError) throw new ConfigError(name, error.message);
+    throw error;
+  }
+}
+
+/** A span like 7d, 12h, 90min or 3600 (seconds), in seconds. */
+function span(env: Env, name: string, fallback: string, minSeconds: number): number {
+  const raw = text(env, name) ?? fallback;
+  const match = /^(\d+)(s|min|h|d)?$/.exec(raw);
+  if (!match) throw new ConfigError(name, `expected a span like 7d, 12h, 90min or 3600s, got ${JSON.stringify(raw)}`);
+  const seconds = Number(match[1]) * { s: 1, min: 60, h: 3600, d: 86_400 }[(match[2] ?? 's') as 's' | 'min' | 'h' | 'd'];
+  if (seconds < minSeconds) throw new ConfigError(name, `must be at least ${minSeconds} seconds, got ${raw}`);
+  return seconds;
+}
+
+function flag(env: Env, name: string, fallback: boolean): boolean {
+  const raw = text(env, name)?.toLowerCase();
+  if (raw === undefined) return fallback;
+  if (['1', 'true', 'on', 'yes'].includes(raw)) return true;
+  if (['0', 'false', 'off', 'no'].includes(raw)) return false;
+  throw new ConfigError(name, `expected on or off, got ${JSON.stringify(raw)}`);
+}
+
+/** Fastify's trustProxy forms: all, none, these proxy addresses/CIDRs, or a test per hop. */
+export type TrustProxy = boolean | string[] | ((address: string, hop: number) => boolean);
+
+/** PGLEASE_TRUST_PROXY: off (default), on (any proxy), a hop count, or proxy addresses/CIDRs separated by commas. */
+function trustProxy(env: Env): TrustProxy {
+  const raw = text(env, 'PGLEASE_TRUST_PROXY');
+  if (raw === undefined || ['0', 'false', 'off', 'no'].includes(raw.toLowerCase())) return false;
+  if (['true', 'on', 'yes'].includes(raw.toLowerCase())) return true;
+  if (/^\d+$/.test(raw)) {
+    const hops = Number(raw);
+    return (_address, hop) => hop < hops;
+  }
+  return raw.split(',').map((part) => part.trim()).filter((part) => part !== '');
+}
+
 export function loadConfig(env: Env = process.env): Config {
   const maxTtlSeconds = integer(env, 'PGLEASE_MAX_TTL', 86_400, 1, 10 * 365 * 86_400);
   const defaultTtlSeconds = Math.min(integer(env, 'PGLEASE_DEFAULT_TTL', 1800, 1, 10 * 365 * 86_400), maxTtlSeconds);
@@ -95,5 +165,20 @@ export function loadConfig(env: Env = process.env): Config {
     },
     bodyLimit: integer(env, 'PGLEASE_BODY_LIMIT', 1_048_576, 1024, 1024 * 1024 * 1024),
     logLevel: text(env, 'LOG_LEVEL') ?? 'info',
+    jobs: {
+      schedulerEnabled: flag(env, 'PGLEASE_SCHEDULER', true),
+      reaperSchedule: schedule(env, 'PGLEASE_REAPER_CRON', '*/10 * * * * *'),
+      cleanupSchedule: schedule(env, 'PGLEASE_CLEANUP_CRON', '*/5 * * * *'),
+      pruneSchedule: schedule(env, 'PGLEASE_PRUNE_CRON', '17 * * * *'),
+      reaperBatch: integer(env, 'PGLEASE_REAPER_BATCH', 50, 1, 60),
+      // throttling counts the last hour of leases, so history must reach back at least that far
+      historyRetentionSeconds: span(env, 'PGLEASE_HISTORY_RETENTION', '7d', 3600),
+    },
+    createLimits: {
+      perHour: integer(env, 'PGLEASE_RATE_LIMIT', 100, 0, 1_000_000),
+      activePerClient: integer(env, 'PGLEASE_MAX_ACTIVE', 20, 0, 1_000_000),
+      maxLeases: integer(env, 'PGLEASE_MAX_LEASES', 1000, 0, 10_000_000),
+    },
+    trustProxy: trustProxy(env),
   };
 }

@@ -81,6 +81,8 @@ export async function buildServer(context: ServiceContext, options: ServerOption
     // Our schemas say exactly what is accepted: no silent removal of unknown fields, no "60" → 60.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
     return503OnClosing: true,
+    // request.ip names the client for throttling: X-Forwarded-For counts only behind a trusted proxy
+    trustProxy: context.config.trustProxy,
   });
 
   await registerServiceOpenApi(app);
