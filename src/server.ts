@@ -85,6 +85,18 @@ export async function buildServer(context: ServiceContext, options: ServerOption
     trustProxy: context.config.trustProxy,
   });
 
+  // Keep-alive connections would hold a graceful close open for the keep-alive timeout (72 s):
+  // once closing, every response says `Connection: close` and idle sockets are closed as they free up.
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+    const sweep = setInterval(() => app.server.closeIdleConnections(), 50);
+    app.server.once('close', () => clearInterval(sweep));
+  });
+  app.addHook('onSend', async (_request, reply) => {
+    if (closing) reply.header('connection', 'close');
+  });
+
   await registerServiceOpenApi(app);
   await app.register(async (control) => {
     control.removeAllContentTypeParsers();

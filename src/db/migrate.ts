@@ -19,6 +19,11 @@ export interface MigrateResult {
 }
 
 export async function migrate(databaseUrl: string, log: (message: string) => void = () => undefined): Promise<MigrateResult> {
+  // node-pg-migrate complains that numbered (not timestamped) file names carry no timestamp; they
+  // are numbered on purpose and still ordered by their number.
+  const report = (message: string) => {
+    if (!/determine timestamp/.test(message)) log(message);
+  };
   const client = new pg.Client({ connectionString: databaseUrl });
   await client.connect();
   try {
@@ -34,8 +39,7 @@ export async function migrate(databaseUrl: string, log: (message: string) => voi
       checkOrder: true,
       singleTransaction: true,
       log: () => undefined,
-      // node-pg-migrate warns that numbered (not timestamped) names carry no timestamp: by design
-      logger: { debug: () => undefined, info: () => undefined, warn: (message: string) => { if (!/determine timestamp/.test(message)) log(message); }, error: log },
+      logger: { debug: () => undefined, info: () => undefined, warn: report, error: report },
     });
     const sqlFiles = await applySqlSources(client);
     return { migrations: applied.map((migration) => migration.name), sqlFiles };

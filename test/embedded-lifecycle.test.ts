@@ -1,0 +1,111 @@
+/**
+ * `npm start`'s process as a user runs it: embedded Postgres by default, a banner, leases that
+ * survive a restart, and a SIGTERM that lets a request finish and stops Postgres cleanly.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { projectRoot } from '../src/paths.js';
+import { freePort } from './support/free-port.js';
+
+let dataDir: string;
+let pgPort: number;
+let httpPort: number;
+
+/** Starts `src/main.ts` (what `npm start` runs, without the build step) and waits for the banner. */
+async function startProcess(): Promise<{ child: ChildProcess; output: () => string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    cwd: projectRoot,
+    env: { ...process.env, DATABASE_URL: '', PGLEASE_DATA_DIR: dataDir, PGLEASE_PG_PORT: String(pgPort), PORT: String(httpPort), HOST: '127.0.0.1', LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout!.on('data', (chunk) => (output += chunk));
+  child.stderr!.on('data', (chunk) => (output += chunk));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no banner within 60 s:\n${output}`)), 60_000);
+    const check = () => {
+      if (output.includes('Get a database')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    child.stderr!.on('data', check);
+    child.on('exit', (code) => reject(new Error(`exited with ${code}:\n${output}`)));
+  });
+  return { child, output: () => output };
+}
+
+function exited(child: ChildProcess): Promise<number | null> {
+  return new Promise((resolve) => (child.exitCode !== null ? resolve(child.exitCode) : child.once('exit', (code) => resolve(code))));
+}
+
+beforeAll(async () => {
+  dataDir = await mkdtemp(path.join(tmpdir(), 'pglease-lifecycle-'));
+  pgPort = await freePort();
+  httpPort = await freePort();
+});
+
+afterAll(async () => {
+  await rm(dataDir, { recursive: true, force: true });
+});
+
+describe('the service process', () => {
+  it('starts embedded Postgres, keeps leases across a clean restart, and stops cleanly on SIGTERM', async () => {
+    const first = await startProcess();
+    const banner = first.output();
+    expect(banner).toContain(`http://127.0.0.1:${httpPort}/v1/leases`);
+    expect(banner).toContain(`data in ${dataDir}`);
+    expect(banner).toMatch(/curl -s -X POST -H 'Accept: text\/plain' .*\/v1\/leases/);
+    expect(banner).toMatch(/revoked CONNECT on database "postgres"/);
+
+    const created = await fetch(`http://127.0.0.1:${httpPort}/v1/leases`, { method: 'POST' });
+    expect(created.status).toBe(201);
+    const lease = (await created.json()) as { id: string; url: string; token: string };
+    const client = new pg.Client({ connectionString: lease.url });
+    await client.connect();
+    await client.query('CREATE TABLE kept (note text); INSERT INTO kept VALUES ($$still here$$)');
+    await client.end();
+
+    // A request in flight when SIGTERM arrives still gets its answer.
+    const inFlight = fetch(`http://127.0.0.1:${httpPort}/v1/leases`, { method: 'POST' });
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    first.child.kill('SIGTERM');
+    expect((await inFlight).status).toBe(201);
+    expect(await exited(first.child)).toBe(0);
+    const log = await readFile(path.join(dataDir, 'postgres.log'), 'utf8');
+    expect(log).toMatch(/database system is shut down/);
+
+    const second = await startProcess();
+    try {
+      const startLog = (await readFile(path.join(dataDir, 'postgres.log'), 'utf8')).slice(log.length);
+      expect(startLog).not.toMatch(/not properly shut down|automatic recovery/);
+      const again = await fetch(`http://127.0.0.1:${httpPort}/v1/leases/${lease.id}`, { headers: { authorization: `Bearer ${lease.token}` } });
+      expect(again.status).toBe(200);
+      expect(((await again.json()) as { state: string }).state).toBe('active');
+      const reconnected = new pg.Client({ connectionString: lease.url });
+      await reconnected.connect();
+      expect((await reconnected.query('SELECT note FROM kept')).rows).toEqual([{ note: 'still here' }]);
+      await reconnected.end();
+    } finally {
+      second.child.kill('SIGINT');
+      expect(await exited(second.child)).toBe(0);
+    }
+  }, 120_000);
+
+  it('refuses a bad configuration with a message naming the variable', async () => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+      cwd: projectRoot,
+      env: { ...process.env, PORT: 'eighty', PGLEASE_DATA_DIR: dataDir },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stderr!.on('data', (chunk) => (output += chunk));
+    expect(await exited(child)).toBe(1);
+    expect(output).toContain('PORT: expected a whole number');
+    expect(output).not.toMatch(/\n\s+at /); // no stack trace
+  });
+});
