@@ -8,6 +8,8 @@ import type { ServiceContext } from './service-context.js';
 import { ControlError } from './control/errors.js';
 import { healthRoutes } from './control/health-routes.js';
 import { leaseRoutes } from './control/lease-routes.js';
+import { leaseStatsRoutes } from './control/lease-stats-routes.js';
+import { templateRoutes } from './control/template-routes.js';
 import { registerServiceOpenApi } from './control/openapi.js';
 
 export interface ServerOptions {
@@ -104,6 +106,8 @@ export async function buildServer(context: ServiceContext, options: ServerOption
     control.setErrorHandler((error, request, reply) => sendControlError(request, reply, error as Error));
     await healthRoutes(control, context);
     await leaseRoutes(control, context);
+    await leaseStatsRoutes(control, context);
+    await templateRoutes(control, context);
   });
 
   app.setNotFoundHandler((request, reply) =>

@@ -5,11 +5,13 @@
 import type { Config } from './config.js';
 import type { Host } from './db/host.js';
 import type { LeaseStore } from './leases/lease-store.js';
+import type { TemplateStore } from './templates/template-store.js';
 
 export interface ServiceContext {
   config: Config;
   host: Host;
   leases: LeaseStore;
+  templates: TemplateStore;
   /** Number of migrations this code expects to find applied (for /readyz). */
   expectedMigrations: number;
 }

@@ -8,6 +8,7 @@ import type { Config } from './config.js';
 import { startEmbedded, type EmbeddedServer } from './db/embedded.js';
 import { openHost, type Host } from './db/host.js';
 import { LeaseStore } from './leases/lease-store.js';
+import { TemplateStore } from './templates/template-store.js';
 import { projectPath } from './paths.js';
 import { buildServer, type ServerOptions } from './server.js';
 import type { ServiceContext } from './service-context.js';
@@ -59,6 +60,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
     config,
     host,
     leases: new LeaseStore(host, config.leaseLimits),
+    templates: new TemplateStore(host, config.leaseLimits),
     expectedMigrations: countMigrations(),
   };
   const app = await buildServer(context, options);

@@ -7,10 +7,12 @@ export const controlErrors = {
   PGLEASE_INVALID_FIELD: { status: 400, message: 'A field of the request is invalid' },
   PGLEASE_UNKNOWN_FIELD: { status: 400, message: 'The request has a field this endpoint does not accept' },
   PGLEASE_INVALID_PARAMETER: { status: 400, message: 'A query parameter is invalid' },
+  PGLEASE_TEMPLATE_INVALID: { status: 400, message: 'The template SQL failed on a fresh lease' },
   PGLEASE_UNAUTHORIZED: { status: 401, message: 'This endpoint needs a token: send "Authorization: Bearer <token>"' },
   PGLEASE_FORBIDDEN: { status: 403, message: 'This needs the admin token (PGLEASE_ADMIN_TOKEN)' },
   PGLEASE_NOT_FOUND: { status: 404, message: 'No such lease, or the token is not its own' },
   PGLEASE_ROUTE_NOT_FOUND: { status: 404, message: 'No such endpoint' },
+  PGLEASE_TEMPLATE_NOT_FOUND: { status: 404, message: 'No such template visible to this token' },
   PGLEASE_METHOD_NOT_ALLOWED: { status: 405, message: 'This endpoint does not support that method' },
   PGLEASE_LEASE_NOT_ACTIVE: { status: 409, message: 'The lease is not active' },
   PGLEASE_BODY_TOO_LARGE: { status: 413, message: 'The request body is too large' },
@@ -49,5 +51,18 @@ export const controlErrorSchema = {
     code: { type: 'string', enum: Object.keys(controlErrors) },
     message: { type: 'string' },
     field: { type: 'string' },
+    // PGLEASE_TEMPLATE_INVALID: Postgres's own error and where in the template's SQL it happened
+    postgres: {
+      type: 'object',
+      properties: {
+        code: { type: 'string' },
+        message: { type: 'string' },
+        detail: { type: 'string' },
+        hint: { type: 'string' },
+        position: { type: 'integer' },
+        line: { type: 'integer' },
+        column: { type: 'integer' },
+      },
+    },
   },
 } as const;

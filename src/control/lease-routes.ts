@@ -9,6 +9,7 @@ import type { LeaseRow } from '../leases/lease-store.js';
 import { identifyCaller } from './auth.js';
 import { ControlError } from './errors.js';
 import { leaseJson } from './lease-json.js';
+import { templateSeed } from './template-routes.js';
 import {
   CreateLeaseBody,
   CreateLeaseQuery,
@@ -76,7 +77,8 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
       const caller = identifyCaller(request, config.adminToken);
       const body = request.body;
       const ttl = checkTtl(context, body.ttl === undefined ? config.defaultTtlSeconds : body.ttl, caller.kind === 'admin');
-      const created = await leases.create({ ttlSeconds: ttl, label: body.name ?? null, clientIp: request.ip });
+      const seed = body.template === undefined ? undefined : await templateSeed(context, request, body.template);
+      const created = await leases.create({ ttlSeconds: ttl, label: body.name ?? null, clientIp: request.ip, inTransaction: seed });
       const json = leaseJson(host, created.lease, publicBaseUrl(context, request), created);
       reply.code(201).header('Location', `/v1/leases/${created.lease.id}`);
       if (request.query.format === 'url' || prefersPlainText(request)) {

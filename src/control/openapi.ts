@@ -28,6 +28,7 @@ export async function registerServiceOpenApi(app: FastifyInstance): Promise<void
       },
       tags: [
         { name: 'leases', description: 'Create, inspect, renew and release leases' },
+        { name: 'templates', description: 'Seed SQL registered once and applied to new leases' },
         { name: 'jobs', description: 'Scheduled jobs (admin)' },
         { name: 'health', description: 'Liveness and readiness' },
       ],

@@ -18,6 +18,9 @@ export const CreateLeaseBody = Type.Object(
   {
     ttl: Type.Optional(Ttl),
     name: Type.Optional(Type.String({ minLength: 1, maxLength: 200, description: 'A label for the lease' })),
+    template: Type.Optional(
+      Type.String({ minLength: 1, maxLength: 63, description: 'A template (POST /v1/templates) whose SQL seeds the lease in the same transaction' }),
+    ),
   },
   { additionalProperties: false },
 );

@@ -41,6 +41,11 @@ export interface CreateLeaseInput {
   ttlSeconds: number | null;
   label: string | null;
   clientIp: string | null;
+  /**
+   * Work done in the provisioning transaction right after the lease exists (a template's seed):
+   * if it throws, the lease is rolled back with it.
+   */
+  inTransaction?: (client: pg.PoolClient, leaseId: string) => Promise<void>;
 }
 
 export class LeaseStore {
@@ -64,7 +69,7 @@ export class LeaseStore {
         scramVerifier(authenticatorPassword(this.host.authenticatorKey, base + '_auth')),
       ]);
       try {
-        const { rows } = await this.pool.query<LeaseRow>({
+        const provision = {
           name: 'pglease.provision',
           text: `SELECT ${LEASE_COLUMNS} FROM pglease.provision($1, $2, $3, $4, make_interval(secs => $5), $6, $7, $8, $9, $10, $11)`,
           values: [
@@ -80,13 +85,35 @@ export class LeaseStore {
             this.limits.statementTimeout,
             this.limits.idleInTransactionTimeout,
           ],
-        });
+        };
+        const { rows } = input.inTransaction
+          ? await this.inTransaction(async (client) => {
+              const result = await client.query<LeaseRow>(provision);
+              await input.inTransaction!(client, result.rows[0]!.id);
+              return result;
+            })
+          : await this.pool.query<LeaseRow>(provision);
         return { lease: rows[0]!, password, token };
       } catch (error) {
         const code = (error as { code?: string }).code;
         if ((code === '42710' || code === '42P06' || code === '23505') && attempt < 3) continue;
         throw error;
       }
+    }
+  }
+
+  private async inTransaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      const result = await work(client);
+      await client.query('COMMIT');
+      return result;
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw error;
+    } finally {
+      client.release();
     }
   }
 

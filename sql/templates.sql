@@ -1,0 +1,90 @@
+-- Templates: seed SQL applied to a lease as the lease itself, in the transaction that provisions
+-- it, and checked at registration by applying it to a scratch lease that is then rolled back.
+-- The table is created by migrations/0004_templates.sql.
+
+-- pglease.seed_lease: runs p_sql as the lease's login role with search_path = its schema, so every
+-- object the SQL creates belongs to the lease and lands in its schema.
+--
+-- The SQL runs inside a SECURITY DEFINER function owned by the lease role rather than after
+-- SET ROLE: Postgres refuses SET ROLE, RESET ROLE and SET SESSION AUTHORIZATION inside a
+-- security-definer function, so seed SQL cannot climb back to the service's own role (a plain
+-- SET LOCAL ROLE could be undone by a RESET ROLE in the SQL). The function exists only for the
+-- length of this call. Errors keep Postgres's code, message and position (internal_position is an
+-- offset in p_sql).
+CREATE OR REPLACE FUNCTION pglease.seed_lease(p_schema name, p_role name, p_sql text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  EXECUTE format(
+    'CREATE FUNCTION %I._pglease_seed(p_sql text) RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = %I AS %L',
+    p_schema, p_schema, 'BEGIN EXECUTE p_sql; END');
+  EXECUTE format('ALTER FUNCTION %I._pglease_seed(text) OWNER TO %I', p_schema, p_role);
+  EXECUTE format('SELECT %I._pglease_seed($1)', p_schema) USING p_sql;
+  EXECUTE format('DROP FUNCTION IF EXISTS %I._pglease_seed(text)', p_schema);
+  -- Temporary objects would live in the service's pooled session, not in the lease.
+  IF EXISTS (SELECT 1 FROM pg_class c
+              WHERE c.relnamespace = pg_my_temp_schema() AND c.relowner = to_regrole(quote_ident(p_role))) THEN
+    RAISE EXCEPTION 'template SQL cannot create temporary tables' USING ERRCODE = '0A000',
+      HINT = 'Create ordinary tables: they live in the lease''s schema.';
+  END IF;
+END
+$$;
+
+-- pglease.apply_template: seeds a just-provisioned lease with a template and notes the template
+-- (name and SHA-256) in the lease's 'created' event. Called in the same transaction as
+-- pglease.provision, so a lease either exists with its seed or not at all.
+CREATE OR REPLACE FUNCTION pglease.apply_template(p_template_id bigint, p_lease_id uuid)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_lease    pglease.leases;
+  v_template pglease.templates;
+BEGIN
+  SELECT * INTO STRICT v_lease FROM pglease.leases WHERE id = p_lease_id;
+  SELECT * INTO STRICT v_template FROM pglease.templates WHERE id = p_template_id;
+  PERFORM pglease.seed_lease(v_lease.schema_name, v_lease.role_name, v_template.sql);
+  UPDATE pglease.lease_events
+     SET detail = coalesce(detail, '{}'::jsonb)
+                  || jsonb_build_object('template', v_template.name, 'template_sha256', v_template.sha256)
+   WHERE lease_id = p_lease_id AND kind = 'created';
+END
+$$;
+
+-- pglease.check_template: proves that p_sql applies to a fresh lease, without leaving anything
+-- behind. It provisions a scratch lease exactly as a real one (same function, same role
+-- attributes), seeds it, then undoes both by raising a private SQLSTATE caught by the enclosing
+-- block (a subtransaction rollback). A failing p_sql raises its own error, unchanged.
+-- Arguments are passed by name so that parameters appended to pglease.provision with defaults do
+-- not break this call.
+CREATE OR REPLACE FUNCTION pglease.check_template(p_sql text, p_host_id int)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_lease pglease.leases;
+BEGIN
+  BEGIN
+    v_lease := pglease.provision(
+      p_base              => 'lease_' || substr(md5(random()::text || clock_timestamp()::text), 1, 16),
+      p_login_verifier    => NULL,
+      p_auth_verifier     => NULL,
+      p_token_hash        => sha256(convert_to(random()::text || clock_timestamp()::text, 'UTF8')),
+      p_ttl               => interval '1 minute',
+      p_label             => 'template check',
+      p_client_ip         => NULL,
+      p_host_id           => p_host_id,
+      p_connection_limit  => 1,
+      p_statement_timeout => '60s',
+      p_idle_timeout      => '60s');
+    PERFORM pglease.seed_lease(v_lease.schema_name, v_lease.role_name, p_sql);
+    RAISE EXCEPTION 'template check done' USING ERRCODE = 'PGLTC';
+  EXCEPTION WHEN SQLSTATE 'PGLTC' THEN
+    NULL; -- the scratch lease and its seed are rolled back with the subtransaction
+  END;
+END
+$$;

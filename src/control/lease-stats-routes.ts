@@ -1,0 +1,132 @@
+/**
+ * GET /v1/leases/:id/stats: what `pglease info` shows (pg:info style): open connections, tables,
+ * rows, size and the template a lease was made from, read from the catalogs by the service role.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Type, type Static } from '@sinclair/typebox';
+import type pg from 'pg';
+import type { ServiceContext } from '../service-context.js';
+import { identifyCaller } from './auth.js';
+import { ControlError } from './errors.js';
+import { ErrorSchema, LeaseParams, LeaseStateSchema } from './schemas.js';
+
+export const LeaseStatsSchema = Type.Object({
+  id: Type.String({ format: 'uuid' }),
+  state: LeaseStateSchema,
+  expires_at: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+  connections: Type.Integer({ description: 'Open sessions of the lease role and its REST authenticator' }),
+  connection_limit: Type.Union([Type.Integer(), Type.Null()]),
+  tables: Type.Integer(),
+  rows: Type.Integer({ description: 'Rows in the lease\'s tables: counted when rows_exact, else the statistics\' estimate' }),
+  rows_exact: Type.Boolean(),
+  size_bytes: Type.Integer({ description: 'Tables, indexes and TOAST of the lease schema' }),
+  template: Type.Union([Type.String(), Type.Null()], { description: 'The template the lease was seeded from' }),
+});
+export type LeaseStatsJson = Static<typeof LeaseStatsSchema>;
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Counting every row is cheap for test-sized leases; above these, the statistics' estimate is shown. */
+const EXACT_COUNT_MAX_TABLES = 200;
+const EXACT_COUNT_MAX_BYTES = 64 * 1024 * 1024;
+
+interface StatsRow {
+  id: string;
+  state: LeaseStatsJson['state'];
+  expires_at: Date | null;
+  schema_name: string;
+  connections: number;
+  connection_limit: number | null;
+  tables: string[];
+  rows_estimate: string;
+  size_bytes: string;
+  template: string | null;
+}
+
+export async function leaseStatsRoutes(app: FastifyInstance, context: ServiceContext): Promise<void> {
+  const routes = app.withTypeProvider<TypeBoxTypeProvider>();
+  const { leases, config } = context;
+
+  routes.get(
+    '/v1/leases/:id/stats',
+    {
+      schema: {
+        summary: 'Usage of a lease',
+        description: 'Connections, tables, rows and size of a lease, as `pglease info` shows them.',
+        tags: ['leases'],
+        security: [{ bearer: [] }],
+        params: LeaseParams,
+        response: { 200: LeaseStatsSchema, 401: ErrorSchema, 404: ErrorSchema },
+      },
+    },
+    async (request) => {
+      const caller = identifyCaller(request, config.adminToken);
+      if (caller.kind === 'anonymous') throw new ControlError('PGLEASE_UNAUTHORIZED');
+      const { id } = request.params;
+      const lease = UUID.test(id) ? await leases.find(id.toLowerCase(), caller.kind === 'admin' ? null : caller.token) : undefined;
+      if (!lease) throw new ControlError('PGLEASE_NOT_FOUND');
+
+      const client = await context.host.pool.connect();
+      try {
+        const { rows } = await client.query<StatsRow>({
+          name: 'pglease.lease-stats',
+          text: `SELECT l.id, l.state, l.expires_at, l.schema_name,
+                        (SELECT count(*)::int FROM pg_stat_activity a WHERE a.usename IN (l.role_name, l.auth_role)) AS connections,
+                        (SELECT r.rolconnlimit FROM pg_roles r WHERE r.rolname = l.role_name) AS connection_limit,
+                        coalesce((SELECT array_agg(c.relname::text ORDER BY c.relname) FROM pg_class c
+                                   WHERE c.relnamespace = to_regnamespace(quote_ident(l.schema_name)) AND c.relkind IN ('r', 'p')), '{}') AS tables,
+                        (SELECT coalesce(sum(s.n_live_tup), 0) FROM pg_stat_all_tables s WHERE s.schemaname = l.schema_name) AS rows_estimate,
+                        (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c
+                          WHERE c.relnamespace = to_regnamespace(quote_ident(l.schema_name)) AND c.relkind IN ('r', 'm')) AS size_bytes,
+                        (SELECT e.detail ->> 'template' FROM pglease.lease_events e WHERE e.lease_id = l.id AND e.kind = 'created' LIMIT 1) AS template
+                   FROM pglease.leases l WHERE l.id = $1`,
+          values: [lease.id],
+        });
+        const stats = rows[0]!;
+        const sizeBytes = Number(stats.size_bytes);
+        let rowCount = Number(stats.rows_estimate);
+        let exact = false;
+        if (stats.state === 'active' && stats.tables.length <= EXACT_COUNT_MAX_TABLES && sizeBytes <= EXACT_COUNT_MAX_BYTES) {
+          const counted = await countRows(client, stats.schema_name, stats.tables);
+          if (counted !== undefined) [rowCount, exact] = [counted, true];
+        }
+        return {
+          id: stats.id,
+          state: stats.state,
+          expires_at: stats.expires_at?.toISOString() ?? null,
+          connections: stats.connections,
+          connection_limit: stats.connection_limit,
+          tables: stats.tables.length,
+          rows: rowCount,
+          rows_exact: exact,
+          size_bytes: sizeBytes,
+          template: stats.template,
+        };
+      } finally {
+        client.release();
+      }
+    },
+  );
+}
+
+/**
+ * Exact row count of the lease's tables in one statement, bounded to one second. Undefined when
+ * that is not possible (a service role without read access, a table locked by the lease, ...).
+ */
+async function countRows(client: pg.PoolClient, schema: string, tables: string[]): Promise<number | undefined> {
+  if (tables.length === 0) return 0;
+  const quotedSchema = client.escapeIdentifier(schema);
+  const sum = tables.map((table) => `(SELECT count(*) FROM ${quotedSchema}.${client.escapeIdentifier(table)})`).join(' + ');
+  try {
+    await client.query('BEGIN READ ONLY');
+    await client.query(`SET LOCAL statement_timeout = '1s'`);
+    await client.query(`SET LOCAL lock_timeout = '200ms'`);
+    const { rows } = await client.query<{ total: string }>(`SELECT ${sum} AS total`);
+    return Number(rows[0]!.total);
+  } catch {
+    return undefined;
+  } finally {
+    await client.query('ROLLBACK').catch(() => undefined);
+  }
+}

@@ -1,0 +1,220 @@
+/**
+ * Templates as the service keeps them: registration (checked against a scratch lease by
+ * pglease.check_template), lookup of the version a new lease gets, listing and removal.
+ *
+ * A template is global (registered with the admin token) or private to the active lease whose
+ * token registered it; a lease token sees its own private templates first, then the global ones.
+ */
+import { createHash } from 'node:crypto';
+import type pg from 'pg';
+import type { Host } from '../db/host.js';
+import type { LeaseLimits } from '../config.js';
+import { hashToken } from '../leases/credentials.js';
+
+/** A row of pglease.templates as node-postgres returns it (without the SQL unless asked). */
+export interface TemplateRow {
+  id: string;
+  name: string;
+  owner_lease_id: string | null;
+  sha256: string;
+  bytes: number;
+  created_at: Date;
+  registered_at: Date;
+  sql?: string;
+}
+
+/** Who registers or looks up templates: the admin (global scope) or a lease (its private scope). */
+export type TemplateScope = { kind: 'global' } | { kind: 'lease'; leaseId: string };
+
+/** The seed SQL failed against a scratch lease: Postgres's own error, with where in the SQL. */
+export class TemplateSqlError extends Error {
+  constructor(
+    readonly postgres: { code: string; message: string; detail?: string; hint?: string; position?: number; line?: number; column?: number },
+  ) {
+    super(postgres.message);
+    this.name = 'TemplateSqlError';
+  }
+}
+
+export const TEMPLATE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+
+const TEMPLATE_COLUMNS = 'id::text, name, owner_lease_id, sha256, octet_length(sql) AS bytes, created_at, registered_at';
+const NO_OWNER = '00000000-0000-0000-0000-000000000000';
+
+interface PgError {
+  code?: string;
+  message: string;
+  detail?: string;
+  hint?: string;
+  position?: string;
+  internalPosition?: string;
+  internalQuery?: string;
+}
+
+/** Line and column (1-based) of a character offset (Postgres counts characters, not bytes). */
+function lineAndColumn(sql: string, position: number): { line: number; column: number } {
+  const before = Array.from(sql).slice(0, position - 1).join('');
+  const lines = before.split('\n');
+  return { line: lines.length, column: Array.from(lines[lines.length - 1]!).length + 1 };
+}
+
+/** Turns an error raised while seeding into a TemplateSqlError pointing into the template's SQL. */
+export function templateSqlError(error: unknown, sql: string): TemplateSqlError | undefined {
+  const pgError = error as PgError;
+  if (typeof pgError?.code !== 'string' || !/^[0-9A-Z]{5}$/.test(pgError.code)) return undefined;
+  // errors inside the seed carry the template's SQL as their internal query
+  const offset = pgError.internalQuery === sql && pgError.internalPosition ? Number(pgError.internalPosition) : undefined;
+  return new TemplateSqlError({
+    code: pgError.code,
+    message: pgError.message,
+    ...(pgError.detail ? { detail: pgError.detail } : {}),
+    ...(pgError.hint ? { hint: pgError.hint } : {}),
+    ...(offset ? { position: offset, ...lineAndColumn(sql, offset) } : {}),
+  });
+}
+
+export function sqlSha256(sql: string): string {
+  return createHash('sha256').update(sql).digest('hex');
+}
+
+export class TemplateStore {
+  constructor(
+    private readonly host: Host,
+    private readonly limits: LeaseLimits,
+  ) {}
+
+  private get pool(): pg.Pool {
+    return this.host.pool;
+  }
+
+  /** The active lease a token belongs to, if any: the owner of private templates. */
+  async leaseOfToken(token: string): Promise<string | undefined> {
+    const { rows } = await this.pool.query<{ id: string }>({
+      name: 'pglease.lease-of-token',
+      text: `SELECT id FROM pglease.leases WHERE token_hash = $1 AND state = 'active'`,
+      values: [hashToken(token)],
+    });
+    return rows[0]?.id;
+  }
+
+  /**
+   * Stores a version of a template. New SQL is first applied to a scratch lease (rolled back);
+   * SQL that fails there throws TemplateSqlError and nothing is stored. `created` is false when
+   * this SQL was already a version of the name (it becomes the current one again).
+   */
+  async register(input: { name: string; sql: string; scope: TemplateScope; clientIp: string | null }): Promise<{ template: TemplateRow; created: boolean }> {
+    const owner = input.scope.kind === 'lease' ? input.scope.leaseId : null;
+    const sha256 = sqlSha256(input.sql);
+    const existing = await this.touchVersion(owner, input.name, sha256);
+    if (existing) return { template: existing, created: false };
+
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      // seed SQL may be slow: bound it as a lease's own statements are
+      await client.query(`SELECT set_config('statement_timeout', $1, true)`, [this.limits.statementTimeout]);
+      try {
+        await client.query({ name: 'pglease.check-template', text: 'SELECT pglease.check_template($1, $2)', values: [input.sql, this.host.id] });
+      } catch (error) {
+        throw templateSqlError(error, input.sql) ?? error;
+      }
+      const { rows } = await client.query<TemplateRow>({
+        name: 'pglease.insert-template',
+        text: `INSERT INTO pglease.templates (name, owner_lease_id, sql, sha256, client_ip)
+               VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT DO NOTHING
+               RETURNING ${TEMPLATE_COLUMNS}`,
+        values: [input.name, owner, input.sql, sha256, input.clientIp],
+      });
+      await client.query('COMMIT');
+      if (rows[0]) return { template: rows[0], created: true };
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw error;
+    } finally {
+      client.release();
+    }
+    // registered by a concurrent request between our look-up and our insert
+    return { template: (await this.touchVersion(owner, input.name, sha256))!, created: false };
+  }
+
+  /** Makes an existing version current (a no-op when it already is) and returns it. */
+  private async touchVersion(owner: string | null, name: string, sha256: string): Promise<TemplateRow | undefined> {
+    const { rows } = await this.pool.query<TemplateRow>({
+      name: 'pglease.touch-template-version',
+      text: `UPDATE pglease.templates t
+                SET registered_at = now()
+              WHERE coalesce(owner_lease_id, '${NO_OWNER}') = coalesce($1::uuid, '${NO_OWNER}') AND name = $2 AND sha256 = $3
+                AND registered_at < (SELECT max(registered_at) FROM pglease.templates c
+                                      WHERE coalesce(c.owner_lease_id, '${NO_OWNER}') = coalesce($1::uuid, '${NO_OWNER}') AND c.name = $2)
+              RETURNING ${TEMPLATE_COLUMNS}`,
+      values: [owner, name, sha256],
+    });
+    if (rows[0]) return rows[0];
+    const current = await this.pool.query<TemplateRow>({
+      name: 'pglease.template-version',
+      text: `SELECT ${TEMPLATE_COLUMNS} FROM pglease.templates
+              WHERE coalesce(owner_lease_id, '${NO_OWNER}') = coalesce($1::uuid, '${NO_OWNER}') AND name = $2 AND sha256 = $3`,
+      values: [owner, name, sha256],
+    });
+    return current.rows[0];
+  }
+
+  /**
+   * The current version of `name` a caller may use: with a lease token, that lease's private
+   * template first, then the global one; with none (or the admin token), the global one.
+   */
+  async resolve(name: string, ownerLeaseId: string | null, withSql = false): Promise<TemplateRow | undefined> {
+    const { rows } = await this.pool.query<TemplateRow>({
+      name: withSql ? 'pglease.resolve-template-sql' : 'pglease.resolve-template',
+      text: `SELECT ${TEMPLATE_COLUMNS}${withSql ? ', sql' : ''} FROM pglease.templates t
+              WHERE t.name = $1
+                AND (t.owner_lease_id IS NULL
+                     OR (t.owner_lease_id = $2::uuid
+                         AND EXISTS (SELECT 1 FROM pglease.leases l WHERE l.id = t.owner_lease_id AND l.state = 'active')))
+              ORDER BY t.owner_lease_id IS NULL, t.registered_at DESC
+              LIMIT 1`,
+      values: [name, ownerLeaseId],
+    });
+    return rows[0];
+  }
+
+  /** Current versions visible in a scope (the admin sees the global ones). */
+  async list(ownerLeaseId: string | null): Promise<TemplateRow[]> {
+    const { rows } = await this.pool.query<TemplateRow>({
+      name: 'pglease.list-templates',
+      text: `SELECT DISTINCT ON (coalesce(owner_lease_id, '${NO_OWNER}'), name) ${TEMPLATE_COLUMNS}
+               FROM pglease.templates
+              WHERE owner_lease_id IS NULL OR owner_lease_id = $1::uuid
+              ORDER BY coalesce(owner_lease_id, '${NO_OWNER}'), name, registered_at DESC`,
+      values: [ownerLeaseId],
+    });
+    return rows;
+  }
+
+  /** Removes every version of a name in one scope; false when there was none. */
+  async remove(name: string, scope: TemplateScope): Promise<boolean> {
+    const { rowCount } = await this.pool.query({
+      name: 'pglease.remove-template',
+      text: `DELETE FROM pglease.templates WHERE coalesce(owner_lease_id, '${NO_OWNER}') = coalesce($1::uuid, '${NO_OWNER}') AND name = $2`,
+      values: [scope.kind === 'lease' ? scope.leaseId : null, name],
+    });
+    return (rowCount ?? 0) > 0;
+  }
+
+  /**
+   * Seeds a lease with a template inside its provisioning transaction (the hook given to
+   * LeaseStore.create). Failures become TemplateSqlError.
+   */
+  seed(template: TemplateRow): (client: pg.PoolClient, leaseId: string) => Promise<void> {
+    return async (client, leaseId) => {
+      await client.query(`SELECT set_config('statement_timeout', $1, true)`, [this.limits.statementTimeout]);
+      try {
+        await client.query({ name: 'pglease.apply-template', text: 'SELECT pglease.apply_template($1, $2)', values: [template.id, leaseId] });
+      } catch (error) {
+        const sqlError = templateSqlError(error, '');
+        throw sqlError ? new TemplateSqlError({ ...sqlError.postgres, message: `template "${template.name}" failed to apply: ${sqlError.message}` }) : error;
+      }
+    };
+  }
+}

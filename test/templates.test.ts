@@ -1,0 +1,235 @@
+/**
+ * Templates: seed SQL checked at registration against a scratch lease, applied to new leases as
+ * the lease role in the provisioning transaction, versioned by the SQL's hash.
+ */
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ADMIN_TOKEN, createLease, startTestService, type TestService } from './support/service.js';
+
+let service: TestService;
+
+beforeAll(async () => {
+  service = await startTestService();
+});
+afterAll(async () => {
+  await service?.close();
+});
+
+const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
+
+async function call(method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
+  const response = await fetch(`${service.baseUrl}${path}`, {
+    method,
+    headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  return { status: response.status, body: text ? JSON.parse(text) : undefined };
+}
+
+async function query<T extends pg.QueryResultRow>(url: string, sql: string, values: unknown[] = []): Promise<T[]> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return (await client.query<T>(sql, values)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+/** Counts what the service's database holds, to prove a rejected template left nothing behind. */
+async function leaseObjects(): Promise<{ schemas: number; roles: number; leases: number }> {
+  const [row] = await query<{ schemas: number; roles: number; leases: number }>(
+    service.host.databaseUrl,
+    `SELECT (SELECT count(*)::int FROM pg_namespace WHERE nspname LIKE 'lease\\_%') AS schemas,
+            (SELECT count(*)::int FROM pg_roles WHERE rolname LIKE 'lease\\_%') AS roles,
+            (SELECT count(*)::int FROM pglease.leases) AS leases`,
+  );
+  return row!;
+}
+
+const TODO_SQL = `
+CREATE TABLE todos (id serial PRIMARY KEY, title text NOT NULL, done boolean NOT NULL DEFAULT false);
+INSERT INTO todos (title) VALUES ('write tests'), ('ship it'), ('sleep');
+CREATE VIEW open_todos AS SELECT * FROM todos WHERE NOT done;
+`;
+
+describe('registering', () => {
+  it('stores a global template with the admin token; the same SQL again is a no-op', async () => {
+    const first = await call('POST', '/v1/templates', { name: 'todo', sql: TODO_SQL }, admin);
+    expect(first.status).toBe(201);
+    expect(first.body).toMatchObject({ name: 'todo', scope: 'global', lease_id: null, bytes: Buffer.byteLength(TODO_SQL) });
+    expect(first.body.sha256).toMatch(/^[0-9a-f]{64}$/);
+
+    const again = await call('POST', '/v1/templates', { name: 'todo', sql: TODO_SQL }, admin);
+    expect(again.status).toBe(200);
+    expect(again.body).toEqual(first.body);
+
+    const listed = await call('GET', '/v1/templates', undefined, admin);
+    expect(listed.body.items.filter((item: { name: string }) => item.name === 'todo')).toHaveLength(1);
+    const one = await call('GET', '/v1/templates/todo', undefined, admin);
+    expect(one.body.sql).toBe(TODO_SQL);
+  });
+
+  it('rejects failing SQL with Postgres\'s error and position, storing nothing and leaving no role or schema', async () => {
+    const before = await leaseObjects();
+    const sql = 'CREATE TABLE ok (id int);\nINSERT INTO ok VALUES (1);\nSELECT * FROM\n  missing_table;';
+    const response = await call('POST', '/v1/templates', { name: 'broken', sql }, admin);
+    expect(response.status).toBe(400);
+    expect(response.body).toMatchObject({
+      code: 'PGLEASE_TEMPLATE_INVALID',
+      field: 'sql',
+      postgres: { code: '42P01', message: 'relation "missing_table" does not exist', line: 4, column: 3 },
+    });
+    expect(response.body.message).toContain('line 4, column 3');
+    expect(sql.slice(response.body.postgres.position - 1)).toMatch(/^missing_table/);
+
+    const syntax = await call('POST', '/v1/templates', { name: 'broken', sql: 'CREATE TABLE a (id int);\nCRATE TABLE b ();' }, admin);
+    expect(syntax.status).toBe(400);
+    expect(syntax.body.postgres).toMatchObject({ code: '42601', line: 2, column: 1 });
+
+    expect((await call('GET', '/v1/templates/broken', undefined, admin)).status).toBe(404);
+    expect(await leaseObjects()).toEqual(before);
+  });
+
+  it('runs the SQL as the lease role: it cannot climb back to the service role or leave its schema', async () => {
+    const attempts: [string, string][] = [
+      ['RESET ROLE; CREATE TABLE escaped (id int)', '42501'],
+      ['SET ROLE postgres', '42501'],
+      ['SET SESSION AUTHORIZATION postgres', '42501'],
+      [`SELECT set_config('role', 'postgres', false)`, '42501'],
+      ['CREATE TABLE public.outside (id int)', '42501'],
+      ['SELECT * FROM pglease.leases', '42501'],
+      ['CREATE SCHEMA other', '42501'],
+      ['COMMIT', '0A000'],
+      ['CREATE TEMP TABLE scratch (id int)', '0A000'],
+    ];
+    for (const [sql, code] of attempts) {
+      const response = await call('POST', '/v1/templates', { name: 'sneaky', sql }, admin);
+      expect(response.status, sql).toBe(400);
+      expect(response.body.postgres.code, sql).toBe(code);
+    }
+  });
+
+  it('validates input and needs a token', async () => {
+    expect((await call('POST', '/v1/templates', { name: 'x', sql: 'SELECT 1' })).status).toBe(401);
+    expect((await call('POST', '/v1/templates', { name: 'x', sql: 'SELECT 1' }, { authorization: 'Bearer pgl_nobody' })).status).toBe(401);
+    const badName = await call('POST', '/v1/templates', { name: 'no spaces', sql: 'SELECT 1' }, admin);
+    expect(badName).toMatchObject({ status: 400, body: { code: 'PGLEASE_INVALID_FIELD', field: 'name' } });
+    const empty = await call('POST', '/v1/templates', { name: 'x', sql: '' }, admin);
+    expect(empty).toMatchObject({ status: 400, body: { field: 'sql' } });
+    const extra = await call('POST', '/v1/templates', { name: 'x', sql: 'SELECT 1', owner: 'me' }, admin);
+    expect(extra).toMatchObject({ status: 400, body: { code: 'PGLEASE_UNKNOWN_FIELD', field: 'owner' } });
+    const notJson = await call('POST', '/v1/templates', undefined, { ...admin, 'content-type': 'application/json' });
+    expect(notJson.status).toBe(400);
+  });
+});
+
+describe('leasing from a template', () => {
+  it('creates the lease with the seed applied, owned by the lease, in its schema', async () => {
+    await call('POST', '/v1/templates', { name: 'todo', sql: TODO_SQL }, admin);
+    const lease = await createLease(service, { template: 'todo' });
+    const rows = await query<{ title: string }>(lease.url, 'SELECT title FROM todos ORDER BY id');
+    expect(rows.map((row) => row.title)).toEqual(['write tests', 'ship it', 'sleep']);
+    const owners = await query<{ tableowner: string; schemaname: string }>(lease.url, `SELECT tableowner, schemaname FROM pg_tables WHERE tablename = 'todos'`);
+    expect(owners).toEqual([{ tableowner: lease.role, schemaname: lease.schema }]);
+    // the lease owns its seed: it may drop it
+    await query(lease.url, 'DROP VIEW open_todos; DROP TABLE todos');
+    // no helper function is left in the schema
+    const functions = await query(service.host.databaseUrl, `SELECT proname FROM pg_proc WHERE pronamespace = $1::regnamespace`, [lease.schema]);
+    expect(functions).toEqual([]);
+  });
+
+  it('answers 400 naming the field for an unknown template', async () => {
+    const response = await call('POST', '/v1/leases', { template: 'nope' });
+    expect(response).toMatchObject({ status: 400, body: { code: 'PGLEASE_INVALID_FIELD', field: 'template' } });
+    const badType = await call('POST', '/v1/leases', { template: 42 });
+    expect(badType).toMatchObject({ status: 400, body: { field: 'template' } });
+  });
+
+  it('gives new leases the current version; re-registering an older SQL makes it current again', async () => {
+    const v1 = await call('POST', '/v1/templates', { name: 'versions', sql: 'CREATE TABLE v1 (id int)' }, admin);
+    const v2 = await call('POST', '/v1/templates', { name: 'versions', sql: 'CREATE TABLE v2 (id int)' }, admin);
+    expect(v2.status).toBe(201);
+    expect(v2.body.sha256).not.toBe(v1.body.sha256);
+    const tablesOf = async (url: string) => (await query<{ t: string }>(url, 'SELECT tablename AS t FROM pg_tables WHERE schemaname = current_schema()')).map((row) => row.t);
+    expect(await tablesOf((await createLease(service, { template: 'versions' })).url)).toEqual(['v2']);
+
+    const back = await call('POST', '/v1/templates', { name: 'versions', sql: 'CREATE TABLE v1 (id int)' }, admin);
+    expect(back.status).toBe(200);
+    expect(back.body.sha256).toBe(v1.body.sha256);
+    expect(await tablesOf((await createLease(service, { template: 'versions' })).url)).toEqual(['v1']);
+  });
+
+  it('is all or nothing: a seed that fails at lease time leaves no lease behind', async () => {
+    await call('POST', '/v1/templates', { name: 'turns-bad', sql: 'CREATE TABLE fine (id int)' }, admin);
+    // the SQL changes behind the service's back (it cannot through the API)
+    await query(service.host.databaseUrl, `UPDATE pglease.templates SET sql = 'CREATE TABLE fine (id int); SELECT 1/0' WHERE name = 'turns-bad'`);
+    const before = await leaseObjects();
+    const response = await call('POST', '/v1/leases', { template: 'turns-bad' });
+    expect(response.status).toBe(400);
+    expect(response.body).toMatchObject({ code: 'PGLEASE_TEMPLATE_INVALID', postgres: { code: '22012' } });
+    expect(response.body.message).toContain('turns-bad');
+    expect(await leaseObjects()).toEqual(before);
+  });
+});
+
+describe('private templates', () => {
+  it('belong to the lease whose token registered them, while it is active', async () => {
+    const owner = await createLease(service);
+    const bearer = { authorization: `Bearer ${owner.token}` };
+    const registered = await call('POST', '/v1/templates', { name: 'mine', sql: 'CREATE TABLE private_seed (id int)' }, bearer);
+    expect(registered).toMatchObject({ status: 201, body: { scope: 'private', lease_id: owner.id } });
+
+    // others (anonymous, another lease, the admin's global scope) do not see it
+    expect((await call('POST', '/v1/leases', { template: 'mine' })).status).toBe(400);
+    const other = await createLease(service);
+    expect((await call('POST', '/v1/leases', { template: 'mine' }, { authorization: `Bearer ${other.token}` })).status).toBe(400);
+    expect((await call('GET', '/v1/templates/mine', undefined, admin)).status).toBe(404);
+
+    // its owner's token creates leases from it; a private template shadows a global one
+    await call('POST', '/v1/templates', { name: 'mine', sql: 'CREATE TABLE global_seed (id int)' }, admin);
+    const seeded = await call('POST', '/v1/leases', { template: 'mine' }, bearer);
+    expect(seeded.status).toBe(201);
+    expect(await query(seeded.body.url, 'SELECT count(*) FROM private_seed')).toEqual([{ count: '0' }]);
+
+    expect((await call('DELETE', `/v1/leases/${owner.id}`, undefined, bearer)).status).toBe(204);
+    // with its owner gone it is gone too; the global one of the same name remains
+    const after = await call('POST', '/v1/leases', { template: 'mine' });
+    expect(after.status).toBe(201);
+    expect(await query(after.body.url, 'SELECT count(*) FROM global_seed')).toEqual([{ count: '0' }]);
+  });
+
+  it('can be removed by their owner; global ones only by the admin', async () => {
+    const owner = await createLease(service);
+    const bearer = { authorization: `Bearer ${owner.token}` };
+    await call('POST', '/v1/templates', { name: 'removable', sql: 'SELECT 1' }, bearer);
+    await call('POST', '/v1/templates', { name: 'global-only', sql: 'SELECT 2' }, admin);
+    expect((await call('DELETE', '/v1/templates/global-only', undefined, bearer)).status).toBe(404);
+    expect((await call('DELETE', '/v1/templates/removable', undefined, bearer)).status).toBe(204);
+    expect((await call('DELETE', '/v1/templates/removable', undefined, bearer)).status).toBe(404);
+    expect((await call('DELETE', '/v1/templates/global-only', undefined, admin)).status).toBe(204);
+  });
+});
+
+describe('lease stats', () => {
+  it('reports connections, tables, rows, size and template', async () => {
+    await call('POST', '/v1/templates', { name: 'todo', sql: TODO_SQL }, admin);
+    const lease = await createLease(service, { template: 'todo' });
+    const client = new pg.Client({ connectionString: lease.url });
+    await client.connect();
+    try {
+      await client.query(`CREATE TABLE extra (id int); INSERT INTO extra SELECT generate_series(1, 10)`);
+      const stats = await call('GET', `/v1/leases/${lease.id}/stats`, undefined, { authorization: `Bearer ${lease.token}` });
+      expect(stats.status).toBe(200);
+      expect(stats.body).toMatchObject({ id: lease.id, state: 'active', connections: 1, tables: 2, rows: 13, rows_exact: true, template: 'todo' });
+      expect(stats.body.size_bytes).toBeGreaterThan(8192);
+    } finally {
+      await client.end();
+    }
+    const other = await createLease(service);
+    expect((await call('GET', `/v1/leases/${lease.id}/stats`, undefined, { authorization: `Bearer ${other.token}` })).status).toBe(404);
+    expect((await call('GET', `/v1/leases/${lease.id}/stats`)).status).toBe(401);
+    expect((await call('GET', `/v1/leases/not-a-uuid/stats`, undefined, admin)).status).toBe(404);
+  });
+});
