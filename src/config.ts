@@ -12,6 +12,13 @@ export interface LeaseLimits {
   statementTimeout: string;
   /** idle_in_transaction_session_timeout set on each lease's roles. */
   idleInTransactionTimeout: string;
+  /**
+   * PBKDF2 iterations of the login role's SCRAM verifier. Postgres's default is 4096; each one costs
+   * the server (it checks the verifier is not the empty password's at CREATE ROLE) and every client
+   * login. The password is 256 random bits, so iterations add no real protection: lower them for
+   * faster leases and logins if your policy allows.
+   */
+  scramIterations: number;
 }
 
 /** Scheduled jobs (src/scheduler): expiry, repair, history. */
@@ -162,6 +169,7 @@ export function loadConfig(env: Env = process.env): Config {
       connectionLimit: integer(env, 'PGLEASE_LEASE_CONNECTIONS', 20, 1, 10_000),
       statementTimeout: duration(env, 'PGLEASE_LEASE_STATEMENT_TIMEOUT', '60s'),
       idleInTransactionTimeout: duration(env, 'PGLEASE_LEASE_IDLE_TX_TIMEOUT', '60s'),
+      scramIterations: integer(env, 'PGLEASE_SCRAM_ITERATIONS', 4096, 1, 1_000_000),
     },
     bodyLimit: integer(env, 'PGLEASE_BODY_LIMIT', 1_048_576, 1024, 1024 * 1024 * 1024),
     logLevel: text(env, 'LOG_LEVEL') ?? 'info',

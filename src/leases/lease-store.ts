@@ -65,8 +65,10 @@ export class LeaseStore {
     for (let attempt = 0; ; attempt++) {
       const base = 'lease_' + randomBytes(8).toString('hex');
       const [loginVerifier, authVerifier] = await Promise.all([
-        scramVerifier(password),
-        scramVerifier(authenticatorPassword(this.host.authenticatorKey, base + '_auth')),
+        scramVerifier(password, this.limits.scramIterations),
+        // The authenticator's password is a 256-bit HMAC only pglease knows: one iteration loses
+        // nothing, and saves 1.6 ms per lease (Postgres re-derives the verifier at CREATE ROLE).
+        scramVerifier(authenticatorPassword(this.host.authenticatorKey, base + '_auth'), 1),
       ]);
       try {
         const provision = {

@@ -1,0 +1,200 @@
+/**
+ * bench:leases — what a lease costs over HTTP against the raw SQL underneath it, in one run.
+ *
+ * Starts pglease as its own process (embedded Postgres in a temporary directory), then:
+ *   1. raw:  pglease.provision + pglease.release called directly over one connection (verifiers
+ *            precomputed, so this is Postgres's share alone);
+ *   2. HTTP sequential: POST /v1/leases then DELETE, one at a time;
+ *   3. HTTP with concurrency 8.
+ * Prints p50/p99 latency of create and release and leases/s, and the ratios the issue sets goals on
+ * (HTTP create p50 within 2x of raw; at least 300 leases/s with concurrency).
+ *
+ *   npm run bench:leases [-- --count 400]
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { Agent, request } from 'node:http';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { hashToken, scramVerifier } from '../src/leases/credentials.js';
+import { projectRoot } from '../src/paths.js';
+import { freePort } from '../test/support/free-port.js';
+
+const count = Number(process.argv[process.argv.indexOf('--count') + 1]) || 400;
+const ADMIN = 'bench-admin-' + randomBytes(8).toString('hex');
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+interface Figures {
+  createP50: number;
+  createP99: number;
+  releaseP50: number;
+  releaseP99: number;
+  /** leases created per second */
+  perSecond: number;
+  /** leases released per second */
+  releasedPerSecond: number;
+}
+
+function summarise(creates: number[], releases: number[], createWallMs: number, releaseWallMs: number): Figures {
+  creates.sort((a, b) => a - b);
+  releases.sort((a, b) => a - b);
+  return {
+    createP50: percentile(creates, 50),
+    createP99: percentile(creates, 99),
+    releaseP50: percentile(releases, 50),
+    releaseP99: percentile(releases, 99),
+    perSecond: (creates.length / createWallMs) * 1000,
+    releasedPerSecond: (releases.length / releaseWallMs) * 1000,
+  };
+}
+
+const agent = new Agent({ keepAlive: true, maxSockets: 16 });
+
+function http(method: string, url: string, token?: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method, agent, headers: token ? { authorization: `Bearer ${token}` } : {} }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk) => (body += chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** Creates `total` leases with `concurrency` requests in flight, then releases them the same way. */
+async function httpRun(baseUrl: string, total: number, concurrency: number): Promise<Figures> {
+  const creates: number[] = [];
+  const releases: number[] = [];
+  const leases: { id: string; token: string }[] = [];
+  const inParallel = async (work: (i: number) => Promise<void>) => {
+    let next = 0;
+    await Promise.all(Array.from({ length: concurrency }, async () => {
+      while (next < total) await work(next++);
+    }));
+  };
+  const started = performance.now();
+  await inParallel(async () => {
+    const t = performance.now();
+    const created = await http('POST', `${baseUrl}/v1/leases`, ADMIN);
+    creates.push(performance.now() - t);
+    if (created.status !== 201) throw new Error(`create: ${created.status} ${created.body}`);
+    leases.push(JSON.parse(created.body) as { id: string; token: string });
+  });
+  const createWall = performance.now() - started;
+  await inParallel(async (i) => {
+    const lease = leases[i]!;
+    const t = performance.now();
+    const released = await http('DELETE', `${baseUrl}/v1/leases/${lease.id}`, lease.token);
+    releases.push(performance.now() - t);
+    if (released.status !== 204) throw new Error(`release: ${released.status} ${released.body}`);
+  });
+  return summarise(creates, releases, createWall, performance.now() - started - createWall);
+}
+
+async function rawRun(databaseUrl: string, total: number): Promise<Figures> {
+  const client = new pg.Client({ connectionString: databaseUrl });
+  await client.connect();
+  const hostId = (await client.query('SELECT id FROM pglease.hosts LIMIT 1')).rows[0].id;
+  // the same verifiers the service makes: the login role's at 4096 iterations, the authenticator's at 1
+  const loginVerifier = await scramVerifier(randomBytes(32).toString('base64url'), 4096);
+  const authVerifier = await scramVerifier(randomBytes(32).toString('base64url'), 1);
+  const creates: number[] = [];
+  const ids: string[] = [];
+  let started = performance.now();
+  for (let i = 0; i < total; i++) {
+    const t = performance.now();
+    const { rows } = await client.query({
+      name: 'provision',
+      text: `SELECT id FROM pglease.provision($1, $2, $3, $4, interval '30 minutes', NULL, NULL, $5, 20, '60s', '60s')`,
+      values: ['lease_' + randomBytes(8).toString('hex'), loginVerifier, authVerifier, hashToken(randomBytes(8).toString('hex')), hostId],
+    });
+    creates.push(performance.now() - t);
+    ids.push(rows[0].id);
+  }
+  const createWall = performance.now() - started;
+  const releases: number[] = [];
+  started = performance.now();
+  for (const id of ids) {
+    const t = performance.now();
+    await client.query({ name: 'release', text: `SELECT pglease.release($1)`, values: [id] });
+    releases.push(performance.now() - t);
+  }
+  const figures = summarise(creates, releases, createWall, performance.now() - started);
+  await client.end();
+  return figures;
+}
+
+function row(label: string, f: Figures): string {
+  const ms = (n: number) => n.toFixed(2).padStart(7);
+  return `${label.padEnd(22)} ${ms(f.createP50)} ${ms(f.createP99)} ${ms(f.releaseP50)} ${ms(f.releaseP99)} ${f.perSecond.toFixed(0).padStart(9)} ${f.releasedPerSecond.toFixed(0).padStart(10)}`;
+}
+
+async function main(): Promise<void> {
+  const dataDir = await mkdtemp(path.join(tmpdir(), 'pglease-bench-'));
+  const [httpPort, pgPort] = [await freePort(), await freePort()];
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    cwd: projectRoot,
+    env: {
+      ...process.env,
+      DATABASE_URL: '',
+      PGLEASE_DATA_DIR: dataDir,
+      PGLEASE_PG_PORT: String(pgPort),
+      PORT: String(httpPort),
+      HOST: '127.0.0.1',
+      LOG_LEVEL: 'warn',
+      PGLEASE_ADMIN_TOKEN: ADMIN,
+      // the benchmark is one client making thousands of leases: lift the per-client limits
+      PGLEASE_RATE_LIMIT: '1000000',
+      PGLEASE_MAX_ACTIVE: '1000000',
+    },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let log = '';
+  child.stderr!.on('data', (chunk) => (log += chunk));
+  try {
+    const baseUrl = `http://127.0.0.1:${httpPort}`;
+    for (let i = 0; ; i++) {
+      const ready = await http('GET', `${baseUrl}/readyz`).catch(() => undefined);
+      if (ready?.status === 200) break;
+      if (i > 600 || child.exitCode !== null) throw new Error(`pglease did not start:\n${log}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const password = (await readFile(path.join(dataDir, 'superuser-password'), 'utf8')).trim();
+    const databaseUrl = `postgresql://postgres:${encodeURIComponent(password)}@127.0.0.1:${pgPort}/pglease`;
+
+    // warm both paths (connections, prepared statements, JIT) before measuring
+    await rawRun(databaseUrl, 20);
+    await httpRun(baseUrl, 20, 1);
+
+    const raw = await rawRun(databaseUrl, count);
+    const sequential = await httpRun(baseUrl, count, 1);
+    const concurrent = await httpRun(baseUrl, count, 8);
+
+    console.log(`bench:leases — ${count} leases per run, create + release, times in ms\n`);
+    console.log(`${'run'.padEnd(22)} ${'create'.padStart(7)} ${''.padStart(7)} ${'release'.padStart(7)} ${''.padStart(7)} ${'created/s'.padStart(9)} ${'released/s'.padStart(10)}`);
+    console.log(`${''.padEnd(22)} ${'p50'.padStart(7)} ${'p99'.padStart(7)} ${'p50'.padStart(7)} ${'p99'.padStart(7)}`);
+    console.log(row('raw SQL, 1 connection', raw));
+    console.log(row('HTTP, sequential', sequential));
+    console.log(row('HTTP, concurrency 8', concurrent));
+    console.log('');
+    const ratio = sequential.createP50 / raw.createP50;
+    console.log(`HTTP create p50 / raw create p50: ${ratio.toFixed(2)}x (goal ≤ 2x)  ${ratio <= 2 ? 'met' : 'NOT met'}`);
+    console.log(`leases/s with concurrency 8: ${concurrent.perSecond.toFixed(0)} (goal ≥ 300)  ${concurrent.perSecond >= 300 ? 'met' : 'NOT met'}`);
+  } finally {
+    if (child.exitCode === null) {
+      child.kill('SIGTERM');
+      await new Promise((resolve) => child.once('exit', resolve));
+    }
+    agent.destroy();
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
+
+await main();
