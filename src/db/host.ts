@@ -68,9 +68,13 @@ export async function openHost(options: HostOptions): Promise<Host> {
   // A pool client that dies while idle (server restart) must not crash the process.
   pool.on('error', (error) => options.log(`service pool: idle connection lost (${error.message})`));
   try {
-    const restricted = await pool.query<{ db: string }>('SELECT pglease.restrict_other_databases() AS db');
-    for (const row of restricted.rows) {
-      options.log(`revoked CONNECT on database "${row.db}" from PUBLIC, so lease roles can open only "${options.leaseDatabase}"`);
+    const restricted = await pool.query<{ database_name: string; revoked: boolean }>('SELECT * FROM pglease.restrict_other_databases()');
+    for (const { database_name: name, revoked } of restricted.rows) {
+      options.log(
+        revoked
+          ? `revoked CONNECT on database "${name}" from PUBLIC, so lease roles can open only "${options.leaseDatabase}"`
+          : `WARNING: lease roles can connect to database "${name}": this role does not own it, so run as its owner: REVOKE CONNECT ON DATABASE "${name}" FROM PUBLIC;`,
+      );
     }
     const parsed = new URL(databaseUrl);
     const publicHost = options.publicHost ?? (parsed.hostname === '127.0.0.1' ? 'localhost' : parsed.hostname);
