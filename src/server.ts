@@ -11,6 +11,7 @@ import { leaseRoutes } from './control/lease-routes.js';
 import { leaseStatsRoutes } from './control/lease-stats-routes.js';
 import { templateRoutes } from './control/template-routes.js';
 import { registerServiceOpenApi } from './control/openapi.js';
+import { registerCors } from './cors.js';
 
 export interface ServerOptions {
   /** Fastify logger setting; false in tests. */
@@ -99,6 +100,7 @@ export async function buildServer(context: ServiceContext, options: ServerOption
     if (closing) reply.header('connection', 'close');
   });
 
+  registerCors(app);
   await registerServiceOpenApi(app);
   await app.register(async (control) => {
     control.removeAllContentTypeParsers();
