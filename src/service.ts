@@ -10,6 +10,8 @@ import { openHost, type Host } from './db/host.js';
 import { LeaseStore } from './leases/lease-store.js';
 import { TemplateStore } from './templates/template-store.js';
 import { projectPath } from './paths.js';
+import { builtinJobs } from './scheduler/jobs.js';
+import { Scheduler } from './scheduler/scheduler.js';
 import { buildServer, type ServerOptions } from './server.js';
 import type { ServiceContext } from './service-context.js';
 
@@ -19,6 +21,8 @@ export interface Service {
   host: Host;
   /** Set when pglease runs its own Postgres. */
   embedded: EmbeddedServer | undefined;
+  /** This process's job scheduler; undefined when PGLEASE_SCHEDULER=off. */
+  scheduler: Scheduler | undefined;
   /** Stops taking requests, lets in-flight ones finish, closes pools, stops the embedded Postgres. */
   close: () => Promise<void>;
 }
@@ -64,15 +68,30 @@ export async function startService(config: Config, options: StartOptions = {}): 
     expectedMigrations: countMigrations(),
   };
   const app = await buildServer(context, options);
+  let scheduler: Scheduler | undefined;
+  if (config.jobs.schedulerEnabled) {
+    scheduler = new Scheduler({ databaseUrl: host.databaseUrl, jobs: builtinJobs(config.jobs), log });
+    try {
+      await scheduler.start();
+    } catch (error) {
+      await scheduler.stop();
+      await app.close();
+      await host.close();
+      await embedded?.stop();
+      throw error;
+    }
+  }
   let closing: Promise<void> | undefined;
   return {
     app,
     context,
     host,
     embedded,
+    scheduler,
     close: () =>
       (closing ??= (async () => {
         await app.close();
+        await scheduler?.stop();
         await host.close();
         await embedded?.stop();
       })()),

@@ -1,0 +1,189 @@
+-- Expiry and repair: the reaper ends leases whose time is up, and cleanup-orphans reconciles the
+-- host's roles and schemas with the lease rows after anything unexpected (a crash, a hand-made
+-- change). The jobs of src/scheduler call these functions; all the logic stays in Postgres.
+
+-- pglease.reap_expired: ends up to p_batch expired leases, oldest expiry first, each through
+-- pglease.release(id, 'expired') so a lease is dropped exactly as a DELETE would drop it.
+--
+-- * Never twice, never racing a DELETE: rows are locked FOR UPDATE SKIP LOCKED, so a lease being
+--   released or renewed right now is left for the next batch, and two reapers (two processes)
+--   take disjoint batches and work in parallel.
+-- * A failing lease does not stop the batch: each lease runs in its own subtransaction. Its error
+--   is kept in last_error and it is tried again after a delay that doubles per attempt (2 s up to
+--   5 min), so a lease that cannot be dropped does not fill every batch.
+-- * The batch commits as a whole when the caller commits. Its size stays under 64 leases: more
+--   subtransactions than that overflow each backend's cache of them and slow down every snapshot
+--   taken on the server.
+CREATE OR REPLACE FUNCTION pglease.reap_expired(p_batch int DEFAULT 50, OUT reaped int, OUT failed int)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_id    uuid;
+  v_error text;
+BEGIN
+  IF p_batch NOT BETWEEN 1 AND 60 THEN
+    RAISE EXCEPTION 'reap batch must be between 1 and 60, got %', p_batch USING ERRCODE = '22023';
+  END IF;
+  reaped := 0;
+  failed := 0;
+  FOR v_id IN
+    SELECT id FROM pglease.leases
+     WHERE state IN ('active', 'provisioning') AND expires_at <= now()
+       AND (next_reap_at IS NULL OR next_reap_at <= now())
+     ORDER BY expires_at
+     LIMIT p_batch
+     FOR UPDATE SKIP LOCKED
+  LOOP
+    BEGIN
+      PERFORM pglease.release(v_id, 'expired');
+      reaped := reaped + 1;
+    EXCEPTION WHEN OTHERS THEN
+      GET STACKED DIAGNOSTICS v_error = MESSAGE_TEXT;
+      UPDATE pglease.leases
+         SET last_error = 'reaping failed: ' || v_error,
+             reap_attempts = reap_attempts + 1,
+             next_reap_at = now() + least(interval '2 seconds' * power(2, least(reap_attempts, 10)), interval '5 minutes')
+       WHERE id = v_id;
+      failed := failed + 1;
+    END;
+  END LOOP;
+END
+$$;
+
+-- pglease.terminate_orphan_sessions: ends sessions on this database whose role no longer exists.
+-- A client can log in between the moment a release terminates a lease's sessions and the moment
+-- the role's drop commits; its session outlives the role. Called after each reaper batch and by
+-- cleanup-orphans. A session this role may not signal is skipped, not an error.
+CREATE OR REPLACE FUNCTION pglease.terminate_orphan_sessions()
+RETURNS int
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_pid        int;
+  v_terminated int := 0;
+BEGIN
+  FOR v_pid IN
+    SELECT a.pid FROM pg_stat_activity a
+     WHERE a.datname = current_database() AND a.backend_type = 'client backend'
+       AND a.pid <> pg_backend_pid()
+       AND NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = a.usesysid)
+  LOOP
+    BEGIN
+      IF pg_terminate_backend(v_pid) THEN
+        v_terminated := v_terminated + 1;
+      END IF;
+    EXCEPTION WHEN insufficient_privilege THEN
+      RAISE NOTICE 'pglease may not terminate session %', v_pid;
+    END;
+  END LOOP;
+  RETURN v_terminated;
+END
+$$;
+
+-- pglease.lease_objects_of: the lease base names (lease_<16 hex>) that have a schema in this
+-- database or a role granted this database's lease group. Roles are shared by every database of
+-- the cluster: membership of pglease.lease_group() is what marks a role as one of *this*
+-- database's leases, so a cleanup never touches the leases of another lease database on the host.
+CREATE OR REPLACE FUNCTION pglease.lease_objects_of()
+RETURNS SETOF text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT substring(m.rolname FROM '^(lease_[0-9a-f]{16})(_auth)?$')
+    FROM pg_auth_members am
+    JOIN pg_roles g ON g.oid = am.roleid
+    JOIN pg_roles m ON m.oid = am.member
+   WHERE g.rolname = pglease.lease_group()
+     AND m.rolname ~ '^lease_[0-9a-f]{16}(_auth)?$'
+  UNION
+  SELECT n.nspname::text FROM pg_namespace n WHERE n.nspname ~ '^lease_[0-9a-f]{16}$'
+$$;
+
+-- pglease.cleanup_orphans: makes the host agree with the lease rows.
+--   1. Objects without a live lease (schema and roles of a base no active row claims) are dropped
+--      with pglease.drop_lease_objects, which tolerates whatever part is already gone.
+--   2. An active lease whose schema or login role is gone (dropped by hand, or by its owner: the
+--      lease role owns its schema) cannot work any more: what is left of it is dropped and it
+--      becomes 'failed', with the reason in last_error and a 'failed' event.
+--   3. Sessions of dropped roles are terminated.
+-- Leases being provisioned are invisible here until they commit, together with their objects, so
+-- a lease in the making is never mistaken for an orphan. Each repair runs in its own
+-- subtransaction; one that fails is counted in `errors` and retried on the next run.
+CREATE OR REPLACE FUNCTION pglease.cleanup_orphans(
+  OUT orphans_dropped int, OUT leases_failed int, OUT sessions_terminated int, OUT errors int)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_base   text;
+  v_lease  pglease.leases;
+  v_orphan pglease.leases;
+BEGIN
+  orphans_dropped := 0;
+  leases_failed := 0;
+  errors := 0;
+
+  FOR v_base IN
+    SELECT b.base FROM pglease.lease_objects_of() b(base)
+     WHERE NOT EXISTS (SELECT 1 FROM pglease.leases l
+                        WHERE l.schema_name = b.base AND l.state IN ('active', 'provisioning'))
+  LOOP
+    BEGIN
+      SELECT r.* INTO v_orphan.role_name, v_orphan.anon_role, v_orphan.auth_role FROM pglease.lease_role_names(v_base) r;
+      v_orphan.schema_name := v_base;
+      PERFORM pglease.drop_lease_objects(v_orphan);
+      orphans_dropped := orphans_dropped + 1;
+    EXCEPTION WHEN OTHERS THEN
+      RAISE WARNING 'pglease could not drop orphan %: %', v_base, SQLERRM;
+      errors := errors + 1;
+    END;
+  END LOOP;
+
+  FOR v_lease IN
+    SELECT * FROM pglease.leases l
+     WHERE l.state IN ('active', 'provisioning')
+       AND (NOT EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = l.schema_name)
+            OR NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = l.role_name))
+     FOR UPDATE SKIP LOCKED
+  LOOP
+    BEGIN
+      PERFORM pglease.drop_lease_objects(v_lease);
+      UPDATE pglease.leases
+         SET state = 'failed', ended_at = now(),
+             last_error = format('its schema or login role %s was dropped outside pglease; the lease was ended', v_lease.schema_name)
+       WHERE id = v_lease.id;
+      INSERT INTO pglease.lease_events (lease_id, kind, detail)
+      VALUES (v_lease.id, 'failed', jsonb_build_object('reason', 'objects missing', 'by', 'cleanup-orphans'));
+      leases_failed := leases_failed + 1;
+    EXCEPTION WHEN OTHERS THEN
+      RAISE WARNING 'pglease could not end broken lease %: %', v_lease.id, SQLERRM;
+      errors := errors + 1;
+    END;
+  END LOOP;
+
+  sessions_terminated := pglease.terminate_orphan_sessions();
+END
+$$;
+
+-- pglease.plan_next_reap: after a reaper run, moves the next run forward to the soonest moment a
+-- live lease becomes reapable (its expiry, or its retry time after a failure) when that comes
+-- before the next cron tick. New leases do the same through the leases_reap_at_expiry trigger;
+-- this covers leases that expire between a run's start and the next tick. p_min_gap keeps a
+-- steady stream of short leases from turning into back-to-back runs.
+CREATE OR REPLACE FUNCTION pglease.plan_next_reap(p_min_gap interval DEFAULT interval '1 second')
+RETURNS timestamptz
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+  WITH soonest AS (
+    SELECT greatest(min(greatest(l.expires_at, coalesce(l.next_reap_at, l.expires_at))), now() + p_min_gap) AS at
+      FROM pglease.leases l
+     WHERE l.state IN ('active', 'provisioning') AND l.expires_at IS NOT NULL
+  )
+  UPDATE pglease.jobs j SET next_run_at = soonest.at
+    FROM soonest
+   WHERE j.name = 'reap-expired' AND j.enabled AND j.next_run_at > soonest.at
+  RETURNING j.next_run_at
+$$;

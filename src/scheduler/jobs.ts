@@ -1,0 +1,108 @@
+/**
+ * The built-in jobs. Each is a thin loop around a SQL function (sql/reaper.sql, sql/jobs.sql):
+ * the scheduler decides when, Postgres does the work.
+ */
+import type pg from 'pg';
+import type { JobsConfig } from '../config.js';
+
+export interface JobRunContext {
+  pool: pg.Pool;
+  /** True once the run should stop early: the service is stopping, or another process took the job over. */
+  cancelled: () => boolean;
+  /** Tells the other schedulers there is a backlog they can help with (see JobDefinition.help). */
+  askForHelp: () => void;
+}
+
+export interface JobOutcome {
+  rowsAffected: number;
+  result: Record<string, unknown>;
+}
+
+export interface JobDefinition {
+  name: string;
+  description: string;
+  /** The configured cron schedule (the API may change the stored one). */
+  schedule: string;
+  run: (context: JobRunContext) => Promise<JobOutcome>;
+  /**
+   * Work another process may do alongside a run that asked for help, without claiming the job:
+   * safe in parallel by construction (the reaper's batches lock disjoint leases).
+   */
+  help?: (context: JobRunContext) => Promise<number>;
+}
+
+interface ReapBatch {
+  reaped: number;
+  failed: number;
+}
+
+async function reapBatch(pool: pg.Pool, batch: number): Promise<ReapBatch> {
+  const { rows } = await pool.query<ReapBatch>({
+    name: 'pglease.reap-expired',
+    text: 'SELECT reaped, failed FROM pglease.reap_expired($1)',
+    values: [batch],
+  });
+  return rows[0]!;
+}
+
+/** Reaps batch after batch until a batch comes back short (no backlog left for us). */
+async function reapUntilDone(context: JobRunContext, batch: number, onFullBatch: () => void): Promise<ReapBatch> {
+  const total = { reaped: 0, failed: 0 };
+  while (!context.cancelled()) {
+    const done = await reapBatch(context.pool, batch);
+    total.reaped += done.reaped;
+    total.failed += done.failed;
+    // a client could log in between the drop's termination of sessions and its commit
+    if (done.reaped > 0) await context.pool.query({ name: 'pglease.terminate-orphan-sessions', text: 'SELECT pglease.terminate_orphan_sessions()' });
+    if (done.reaped + done.failed < batch) break;
+    onFullBatch();
+  }
+  return total;
+}
+
+export function builtinJobs(config: JobsConfig): JobDefinition[] {
+  return [
+    {
+      name: 'reap-expired',
+      description: 'Ends leases whose expires_at has passed: terminates their sessions, drops schema and roles, marks them expired',
+      schedule: config.reaperSchedule,
+      run: async (context) => {
+        let asked = false;
+        const total = await reapUntilDone(context, config.reaperBatch, () => {
+          if (!asked) context.askForHelp();
+          asked = true;
+        });
+        await context.pool.query({ name: 'pglease.plan-next-reap', text: 'SELECT pglease.plan_next_reap()' });
+        return { rowsAffected: total.reaped, result: { reaped: total.reaped, failed: total.failed } };
+      },
+      help: async (context) => (await reapUntilDone(context, config.reaperBatch, () => undefined)).reaped,
+    },
+    {
+      name: 'cleanup-orphans',
+      description: 'Drops lease schemas and roles no live lease owns, ends active leases whose objects are gone, terminates sessions of dropped roles',
+      schedule: config.cleanupSchedule,
+      run: async ({ pool }) => {
+        const { rows } = await pool.query<{ orphans_dropped: number; leases_failed: number; sessions_terminated: number; errors: number }>(
+          'SELECT orphans_dropped, leases_failed, sessions_terminated, errors FROM pglease.cleanup_orphans()',
+        );
+        const result = rows[0]!;
+        if (result.errors > 0) throw new Error(`${result.errors} repairs failed (dropped ${result.orphans_dropped} orphans, ended ${result.leases_failed} broken leases); they are retried on the next run`);
+        return { rowsAffected: result.orphans_dropped + result.leases_failed + result.sessions_terminated, result };
+      },
+    },
+    {
+      name: 'prune-history',
+      description: 'Deletes ended leases (with their events) and job runs older than PGLEASE_HISTORY_RETENTION',
+      schedule: config.pruneSchedule,
+      run: async ({ pool }) => {
+        const { rows } = await pool.query<{ leases_deleted: string; runs_deleted: string }>(
+          'SELECT leases_deleted, runs_deleted FROM pglease.prune_history(make_interval(secs => $1))',
+          [config.historyRetentionSeconds],
+        );
+        const leasesDeleted = Number(rows[0]!.leases_deleted);
+        const runsDeleted = Number(rows[0]!.runs_deleted);
+        return { rowsAffected: leasesDeleted + runsDeleted, result: { leases_deleted: leasesDeleted, runs_deleted: runsDeleted } };
+      },
+    },
+  ];
+}
