@@ -26,6 +26,9 @@ async function serviceRoleUrl(superuserUrl: string, name: string): Promise<strin
   const admin = new pg.Client({ connectionString: superuserUrl });
   await admin.connect();
   await admin.query(`CREATE ROLE ${name} LOGIN CREATEROLE CREATEDB PASSWORD 'service-secret'`);
+  // other pglease services on this host may already have closed `postgres` to PUBLIC; an operator
+  // gives the service role its own grant
+  await admin.query(`GRANT CONNECT ON DATABASE postgres TO ${name}`);
   await admin.end();
   const url = new URL(superuserUrl);
   url.username = name;

@@ -37,22 +37,49 @@ export function withDatabase(url: string, database: string): string {
   return parsed.toString();
 }
 
-/** CREATE DATABASE unless it exists; tolerates another process creating it at the same moment. */
+/**
+ * CREATE DATABASE unless it exists; tolerates another process creating it at the same moment.
+ * The lease database is tried first: on a restart it exists, and the database named in
+ * DATABASE_URL may since have been closed to PUBLIC (by pglease itself, on a shared host).
+ */
 async function ensureDatabase(serverUrl: string, database: string): Promise<boolean> {
+  const direct = new pg.Client({ connectionString: withDatabase(serverUrl, database) });
+  try {
+    await direct.connect();
+    await direct.end();
+    return false;
+  } catch (error) {
+    await direct.end().catch(() => undefined);
+    if ((error as { code?: string }).code !== '3D000') throw error; // 3D000: no such database
+  }
   const client = new pg.Client({ connectionString: serverUrl });
   await client.connect();
   try {
-    const { rowCount } = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [database]);
-    if (rowCount) return false;
-    try {
-      await client.query(`CREATE DATABASE ${client.escapeIdentifier(database)}`);
-      return true;
-    } catch (error) {
-      if ((error as { code?: string }).code === '42P04') return false; // created concurrently
-      throw error;
-    }
+    await client.query(`CREATE DATABASE ${client.escapeIdentifier(database)}`);
+    return true;
+  } catch (error) {
+    if ((error as { code?: string }).code === '42P04') return false; // created concurrently
+    throw error;
   } finally {
     await client.end();
+  }
+}
+
+/**
+ * Runs pglease.restrict_other_databases. Two services starting at once on one host may both
+ * revoke on the same database; Postgres then fails one with "tuple concurrently updated"
+ * (XX000), which a retry resolves (the second pass finds nothing left to revoke).
+ */
+async function restrictOtherDatabases(pool: pg.Pool): Promise<{ database_name: string; revoked: boolean }[]> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const { rows } = await pool.query<{ database_name: string; revoked: boolean }>('SELECT * FROM pglease.restrict_other_databases()');
+      return rows;
+    } catch (error) {
+      const concurrent = (error as { code?: string }).code === 'XX000' && /concurrently/.test((error as Error).message);
+      if (!concurrent || attempt >= 10) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 10 + Math.random() * 40 * attempt));
+    }
   }
 }
 
@@ -68,8 +95,7 @@ export async function openHost(options: HostOptions): Promise<Host> {
   // A pool client that dies while idle (server restart) must not crash the process.
   pool.on('error', (error) => options.log(`service pool: idle connection lost (${error.message})`));
   try {
-    const restricted = await pool.query<{ database_name: string; revoked: boolean }>('SELECT * FROM pglease.restrict_other_databases()');
-    for (const { database_name: name, revoked } of restricted.rows) {
+    for (const { database_name: name, revoked } of await restrictOtherDatabases(pool)) {
       options.log(
         revoked
           ? `revoked CONNECT on database "${name}" from PUBLIC, so lease roles can open only "${options.leaseDatabase}"`
