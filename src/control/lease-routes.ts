@@ -9,6 +9,7 @@ import type { LeaseRow } from '../leases/lease-store.js';
 import { identifyCaller } from './auth.js';
 import { ControlError } from './errors.js';
 import { leaseJson } from './lease-json.js';
+import { checkCreateAllowed, createLimitsFor, limitError, rateLimitHeaders } from './rate-limit.js';
 import { templateSeed } from './template-routes.js';
 import {
   CreateLeaseBody,
@@ -66,7 +67,7 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
         tags: ['leases'],
         body: CreateLeaseBody,
         querystring: CreateLeaseQuery,
-        response: { 201: LeaseSchema, ...errors },
+        response: { 201: LeaseSchema, ...errors, 429: ErrorSchema, 503: ErrorSchema },
       },
       // `curl -X POST .../v1/leases` sends no body at all: that means "all defaults"
       preValidation: async (request) => {
@@ -77,10 +78,14 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
       const caller = identifyCaller(request, config.adminToken);
       const body = request.body;
       const ttl = checkTtl(context, body.ttl === undefined ? config.defaultTtlSeconds : body.ttl, caller.kind === 'admin');
+      const limits = createLimitsFor(config.createLimits, caller);
+      await checkCreateAllowed(leases.pool, request.ip, limits);
       const seed = body.template === undefined ? undefined : await templateSeed(context, request, body.template);
-      const created = await leases.create({ ttlSeconds: ttl, label: body.name ?? null, clientIp: request.ip, inTransaction: seed });
+      const created = await leases
+        .create({ ttlSeconds: ttl, label: body.name ?? null, clientIp: request.ip, inTransaction: seed, limits })
+        .catch((error: unknown) => Promise.reject(limitError(error) ?? error));
       const json = leaseJson(host, created.lease, publicBaseUrl(context, request), created);
-      reply.code(201).header('Location', `/v1/leases/${created.lease.id}`);
+      reply.code(201).header('Location', `/v1/leases/${created.lease.id}`).headers(rateLimitHeaders(created.quota));
       if (request.query.format === 'url' || prefersPlainText(request)) {
         // a string body with a text type is sent as is; the 201 schema describes the JSON form
         return reply.type('text/plain; charset=utf-8').send((json.url + '\n') as unknown as typeof json);

@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import type { Host } from '../db/host.js';
-import type { LeaseLimits } from '../config.js';
+import type { CreateLimits, LeaseLimits } from '../config.js';
 import { authenticatorPassword, hashToken, newPassword, newToken, scramVerifier } from './credentials.js';
 
 export type LeaseState = 'provisioning' | 'active' | 'released' | 'expired' | 'failed';
@@ -34,6 +34,15 @@ export interface CreatedLease {
   lease: LeaseRow;
   password: string;
   token: string;
+  /** The client's hourly creation quota after this create, when limits were checked. */
+  quota?: CreateQuota;
+}
+
+/** What is left of a client's hourly creation quota (pglease.check_create_limits). */
+export interface CreateQuota {
+  rate_limit: number | null;
+  remaining: number | null;
+  reset_seconds: number | null;
 }
 
 export interface CreateLeaseInput {
@@ -46,6 +55,11 @@ export interface CreateLeaseInput {
    * if it throws, the lease is rolled back with it.
    */
   inTransaction?: (client: pg.PoolClient, leaseId: string) => Promise<void>;
+  /**
+   * Throttling (0 disables a limit), checked as the transaction's last step so that concurrent
+   * creates count each other exactly (sql/throttle.sql); over a limit the lease is rolled back.
+   */
+  limits?: CreateLimits;
 }
 
 export class LeaseStore {
@@ -88,20 +102,30 @@ export class LeaseStore {
             this.limits.idleInTransactionTimeout,
           ],
         };
-        const { rows } = input.inTransaction
+        const { rows, quota } = input.inTransaction || input.limits
           ? await this.inTransaction(async (client) => {
               const result = await client.query<LeaseRow>(provision);
-              await input.inTransaction!(client, result.rows[0]!.id);
-              return result;
+              if (input.inTransaction) await input.inTransaction(client, result.rows[0]!.id);
+              const quota = input.limits && (await this.checkLimits(client, result.rows[0]!.id, input.clientIp, input.limits));
+              return { rows: result.rows, quota };
             })
-          : await this.pool.query<LeaseRow>(provision);
-        return { lease: rows[0]!, password, token };
+          : { rows: (await this.pool.query<LeaseRow>(provision)).rows, quota: undefined };
+        return { lease: rows[0]!, password, token, quota };
       } catch (error) {
         const code = (error as { code?: string }).code;
         if ((code === '42710' || code === '42P06' || code === '23505') && attempt < 3) continue;
         throw error;
       }
     }
+  }
+
+  private async checkLimits(client: pg.PoolClient, leaseId: string, clientIp: string | null, limits: CreateLimits): Promise<CreateQuota> {
+    const { rows } = await client.query<CreateQuota>({
+      name: 'pglease.check-create-limits-final',
+      text: 'SELECT rate_limit, remaining, reset_seconds FROM pglease.check_create_limits($1, $2, $3, $4, $5)',
+      values: [leaseId, clientIp, limits.perHour, limits.activePerClient, limits.maxLeases],
+    });
+    return rows[0]!;
   }
 
   private async inTransaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {

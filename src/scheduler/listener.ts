@@ -4,7 +4,10 @@
  * seconds of early wake-ups, never the process. The connection also proves the process alive to
  * other schedulers (pglease.job_holder_alive).
  */
-import createSubscriber from 'pg-listen';
+import pgListen, { type Subscriber } from 'pg-listen';
+
+// pg-listen is CommonJS with a default export: under NodeNext its function is `.default`
+const createSubscriber = pgListen.default;
 
 export const JOBS_CHANNEL = 'pglease_jobs';
 
@@ -25,7 +28,7 @@ const RETRY_MAX_MS = 5000;
 export function listenForJobs(options: ListenOptions): JobListener {
   let closed = false;
   let retry: NodeJS.Timeout | undefined;
-  let subscriber: ReturnType<typeof createSubscriber> | undefined;
+  let subscriber: Subscriber | undefined;
 
   const open = async (attempt: number): Promise<void> => {
     if (closed) return;
@@ -35,18 +38,18 @@ export function listenForJobs(options: ListenOptions): JobListener {
         // pg-listen gives up after retryTimeout; 0 means never: a database down for minutes is
         // waited for, not turned into a dead listener
         retryTimeout: 0,
-        retryInterval: (reconnect) => Math.min(250 * 2 ** reconnect, RETRY_MAX_MS),
+        retryInterval: (reconnect: number) => Math.min(250 * 2 ** reconnect, RETRY_MAX_MS),
         paranoidChecking: 10_000,
         // payloads are plain job names, not JSON
-        parse: (payload) => payload,
+        parse: (payload: string) => payload,
       },
     );
     subscriber = current;
     current.events.on('connected', () => options.onWake('connected'));
-    current.events.on('reconnect', (reconnect) => {
+    current.events.on('reconnect', (reconnect: number) => {
       if (reconnect === 1) options.log('job listener: connection lost, reconnecting');
     });
-    current.events.on('error', (error) => {
+    current.events.on('error', (error: Error) => {
       // only a failed re-initialisation ends up here; start over with a fresh subscriber
       options.log(`job listener: ${error.message}`);
       void current.close().catch(() => undefined);

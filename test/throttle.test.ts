@@ -1,0 +1,147 @@
+/**
+ * Throttling of lease creation, counted in Postgres: per client address per hour, live leases per
+ * client, and the database's capacity. Counting must hold under concurrency.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ADMIN_TOKEN, startTestService, type TestService } from './support/service.js';
+
+let hourly: TestService;
+let bounded: TestService;
+
+beforeAll(async () => {
+  [hourly, bounded] = await Promise.all([
+    startTestService({ PGLEASE_RATE_LIMIT: '100', PGLEASE_MAX_ACTIVE: '0', PGLEASE_MAX_LEASES: '0' }),
+    startTestService({ PGLEASE_RATE_LIMIT: '0', PGLEASE_MAX_ACTIVE: '3', PGLEASE_MAX_LEASES: '5', PGLEASE_TRUST_PROXY: 'on' }),
+  ]);
+});
+afterAll(async () => {
+  await Promise.all([hourly?.close(), bounded?.close()]);
+});
+
+function create(service: TestService, headers: Record<string, string> = {}, body: Record<string, unknown> = { ttl: 600 }): Promise<Response> {
+  return fetch(`${service.baseUrl}/v1/leases`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: JSON.stringify(body),
+  });
+}
+
+async function liveLeases(service: TestService): Promise<number> {
+  const { rows } = await service.host.pool.query<{ count: number }>(`SELECT count(*)::int AS count FROM pglease.leases WHERE state = 'active'`);
+  return rows[0]!.count;
+}
+
+describe('creations per client per hour (PGLEASE_RATE_LIMIT)', () => {
+  it('gives exactly 100 leases to 200 parallel creates, and 429s with rate-limit headers to the rest', async () => {
+    const responses = await Promise.all(Array.from({ length: 200 }, () => create(hourly)));
+    const created = responses.filter((response) => response.status === 201);
+    const refused = responses.filter((response) => response.status === 429);
+    expect(created).toHaveLength(100);
+    expect(refused).toHaveLength(100);
+    expect(await liveLeases(hourly)).toBe(100);
+
+    // every success reports what is left of the quota: each value once, from 99 down to 0
+    const remaining = created.map((response) => Number(response.headers.get('ratelimit-remaining'))).sort((a, b) => a - b);
+    expect(remaining).toEqual(Array.from({ length: 100 }, (_, i) => i));
+    for (const response of created) {
+      expect(response.headers.get('ratelimit-limit')).toBe('100');
+      expect(Number(response.headers.get('ratelimit-reset'))).toBeGreaterThan(3500);
+      expect(response.headers.get('ratelimit-policy')).toBe('100;w=3600');
+    }
+
+    const refusal = refused[0]!;
+    expect(refusal.headers.get('ratelimit-limit')).toBe('100');
+    expect(refusal.headers.get('ratelimit-remaining')).toBe('0');
+    const retryAfter = Number(refusal.headers.get('retry-after'));
+    expect(retryAfter).toBeGreaterThan(3500);
+    expect(retryAfter).toBeLessThanOrEqual(3600);
+    expect(Number(refusal.headers.get('ratelimit-reset'))).toBe(retryAfter);
+    const body = (await refusal.json()) as { code: string; message: string };
+    expect(body.code).toBe('PGLEASE_RATE_LIMITED');
+    expect(body.message).toMatch(/created 100 leases in the last hour.*PGLEASE_RATE_LIMIT=100/);
+    await Promise.all([...created, ...refused.slice(1)].map((response) => response.body?.cancel()));
+  });
+
+  it('counts releases as creations still (the limit is on creating), and ignores X-Forwarded-For from an untrusted peer', async () => {
+    const spoofed = await create(hourly, { 'x-forwarded-for': '203.0.113.9' });
+    expect(spoofed.status).toBe(429);
+    await spoofed.body?.cancel();
+  });
+
+  it('lets the admin token through, without per-client headers, and without using the address’s quota', async () => {
+    const response = await create(hourly, { authorization: `Bearer ${ADMIN_TOKEN}` });
+    expect(response.status).toBe(201);
+    expect(response.headers.get('ratelimit-limit')).toBeNull();
+    const { rows } = await hourly.host.pool.query(`SELECT quota_ip FROM pglease.leases WHERE id = $1`, [((await response.json()) as { id: string }).id]);
+    expect(rows[0].quota_ip).toBeNull();
+  });
+});
+
+describe('live leases per client (PGLEASE_MAX_ACTIVE) and capacity (PGLEASE_MAX_LEASES)', () => {
+  const clientA = { 'x-forwarded-for': '198.51.100.7' };
+  const clientB = { 'x-forwarded-for': '198.51.100.8' };
+
+  it('refuses a 4th live lease to one client behind a trusted proxy, until one is released', async () => {
+    const made = [];
+    for (let i = 0; i < 3; i++) {
+      const response = await create(bounded, clientA, { ttl: 120 + i });
+      expect(response.status).toBe(201);
+      made.push((await response.json()) as { id: string; token: string });
+    }
+    const { rows } = await bounded.host.pool.query<{ ip: string }>(`SELECT DISTINCT host(client_ip) AS ip FROM pglease.leases`);
+    expect(rows).toEqual([{ ip: '198.51.100.7' }]);
+
+    const refused = await create(bounded, clientA);
+    expect(refused.status).toBe(429);
+    // the soonest of the client's leases expires in about 120 s
+    const retryAfter = Number(refused.headers.get('retry-after'));
+    expect(retryAfter).toBeGreaterThan(100);
+    expect(retryAfter).toBeLessThanOrEqual(120);
+    const body = (await refused.json()) as { code: string; message: string };
+    expect(body).toMatchObject({ code: 'PGLEASE_RATE_LIMITED' });
+    expect(body.message).toMatch(/198\.51\.100\.7 has 3 live leases.*PGLEASE_MAX_ACTIVE=3/);
+
+    // another address is not affected
+    const other = await create(bounded, clientB);
+    expect(other.status).toBe(201);
+    await other.body?.cancel();
+
+    const released = await fetch(`${bounded.baseUrl}/v1/leases/${made[0]!.id}`, { method: 'DELETE', headers: { authorization: `Bearer ${made[0]!.token}` } });
+    expect(released.status).toBe(204);
+    const again = await create(bounded, clientA);
+    expect(again.status).toBe(201);
+    await again.body?.cancel();
+  });
+
+  it('answers 503 when the database holds PGLEASE_MAX_LEASES live leases, for the admin too', async () => {
+    // 3 of clientA + 1 of clientB are live; one more fills the database
+    const last = await create(bounded, clientB);
+    expect(last.status).toBe(201);
+    await last.body?.cancel();
+    expect(await liveLeases(bounded)).toBe(5);
+
+    const full = await create(bounded, { 'x-forwarded-for': '198.51.100.9' });
+    expect(full.status).toBe(503);
+    expect(Number(full.headers.get('retry-after'))).toBeGreaterThan(0);
+    const body = (await full.json()) as { code: string; message: string };
+    expect(body.code).toBe('PGLEASE_CAPACITY');
+    expect(body.message).toMatch(/full: 5 live leases \(PGLEASE_MAX_LEASES=5\)/);
+
+    const admin = await create(bounded, { authorization: `Bearer ${ADMIN_TOKEN}` });
+    expect(admin.status).toBe(503);
+    await admin.body?.cancel();
+  });
+
+  it('fills the database exactly under concurrency: no more than PGLEASE_MAX_LEASES live leases', async () => {
+    const { rows } = await bounded.host.pool.query<{ id: string }>(`SELECT id FROM pglease.leases WHERE state = 'active'`);
+    await Promise.all(rows.map((row) => bounded.host.pool.query(`SELECT pglease.release($1)`, [row.id])));
+    const responses = await Promise.all(
+      Array.from({ length: 12 }, (_, i) => create(bounded, { 'x-forwarded-for': `192.0.2.${i + 1}` })),
+    );
+    const statuses = responses.map((response) => response.status).sort();
+    await Promise.all(responses.map((response) => response.body?.cancel()));
+    expect(statuses.filter((status) => status === 201)).toHaveLength(5);
+    expect(statuses.filter((status) => status === 503)).toHaveLength(7);
+    expect(await liveLeases(bounded)).toBe(5);
+  });
+});
