@@ -1,0 +1,221 @@
+-- The REST API's Postgres side: the introspection its schema cache is built from, and the
+-- notifications that keep that cache (and the lease lookup cache) from going stale.
+
+-- pglease.rest_schema: everything the REST API needs to know about one lease schema, as one JSON
+-- document: relations (tables, views, ...) with their columns, keys and per-role privileges,
+-- foreign keys, the column lineage of views (their rewrite rule, parsed by the service), routines
+-- and enums. One round trip per (re)load; the service turns it into relationships and plans from
+-- it. `p_roles` are the roles whose privileges are reported (the lease role and its anonymous
+-- role), for the OpenAPI document's "which operations may this caller perform".
+CREATE OR REPLACE FUNCTION pglease.rest_schema(p_schema name, p_roles text[] DEFAULT '{}')
+RETURNS json
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  WITH
+  ns AS (
+    SELECT n.oid FROM pg_namespace n WHERE n.nspname = p_schema
+  ),
+  rels AS (
+    SELECT c.oid, c.relname, c.relkind,
+           obj_description(c.oid, 'pg_class') AS description,
+           pg_relation_is_updatable(c.oid::regclass, true) AS updatable_flags
+      FROM pg_class c
+     WHERE c.relnamespace = (SELECT oid FROM ns)
+       AND c.relkind IN ('r', 'v', 'm', 'f', 'p')
+  ),
+  cols AS (
+    SELECT a.attrelid,
+           json_agg(json_build_object(
+             'name', a.attname,
+             'position', a.attnum,
+             'type', format_type(a.atttypid, a.atttypmod),
+             'typeName', t.typname,
+             'typeSchema', tn.nspname,
+             'typeKind', t.typtype,
+             'elementType', CASE WHEN et.oid IS NOT NULL THEN et.typname END,
+             'baseType', CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod) END,
+             'nullable', NOT a.attnotnull,
+             'default', pg_get_expr(d.adbin, d.adrelid),
+             'generated', a.attgenerated <> '' OR a.attidentity = 'a',
+             'identity', a.attidentity <> '',
+             'maxLength', information_schema._pg_char_max_length(a.atttypid, a.atttypmod),
+             'description', col_description(a.attrelid, a.attnum),
+             'enumValues', CASE WHEN t.typtype = 'e' THEN
+               (SELECT json_agg(e.enumlabel ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = t.oid) END
+           ) ORDER BY a.attnum) AS columns
+      FROM pg_attribute a
+      JOIN pg_type t ON t.oid = a.atttypid
+      JOIN pg_namespace tn ON tn.oid = t.typnamespace
+      LEFT JOIN pg_type et ON et.oid = t.typelem AND t.typcategory = 'A'
+      LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+     WHERE a.attrelid IN (SELECT oid FROM rels) AND a.attnum > 0 AND NOT a.attisdropped
+     GROUP BY a.attrelid
+  ),
+  keys AS (
+    SELECT con.conrelid, con.contype, con.conname,
+           (SELECT json_agg(a.attname ORDER BY k.ord)
+              FROM unnest(con.conkey) WITH ORDINALITY k(attnum, ord)
+              JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum) AS columns
+      FROM pg_constraint con
+     WHERE con.conrelid IN (SELECT oid FROM rels) AND con.contype IN ('p', 'u')
+  ),
+  fks AS (
+    SELECT con.conname, src.relname AS table_name, dst.relname AS foreign_table,
+           (SELECT json_agg(json_build_array(sa.attname, da.attname) ORDER BY k.ord)
+              FROM unnest(con.conkey, con.confkey) WITH ORDINALITY k(src_attnum, dst_attnum, ord)
+              JOIN pg_attribute sa ON sa.attrelid = con.conrelid AND sa.attnum = k.src_attnum
+              JOIN pg_attribute da ON da.attrelid = con.confrelid AND da.attnum = k.dst_attnum) AS columns
+      FROM pg_constraint con
+      JOIN pg_class src ON src.oid = con.conrelid
+      JOIN pg_class dst ON dst.oid = con.confrelid
+     WHERE con.contype = 'f'
+       AND src.relnamespace = (SELECT oid FROM ns)
+       AND dst.relnamespace = (SELECT oid FROM ns)
+  ),
+  routines AS (
+    SELECT p.oid, p.proname, p.provolatile, p.proretset, p.pronargs, p.pronargdefaults, p.provariadic <> 0 AS variadic,
+           format_type(p.prorettype, NULL) AS return_type, rt.typname AS return_type_name, rt.typtype AS return_type_kind,
+           CASE WHEN rt.typrelid <> 0 THEN (SELECT r.relname FROM pg_class r WHERE r.oid = rt.typrelid AND r.relnamespace = (SELECT oid FROM ns)) END AS return_relation,
+           obj_description(p.oid, 'pg_proc') AS description,
+           (SELECT json_agg(json_build_object(
+                     'name', coalesce(p.proargnames[i], ''),
+                     'type', format_type(coalesce(p.proallargtypes[i], p.proargtypes[i - 1]), NULL),
+                     'mode', coalesce(p.proargmodes[i], 'i')) ORDER BY i)
+              FROM generate_series(1, coalesce(array_length(p.proallargtypes, 1), p.pronargs)) i) AS params
+      FROM pg_proc p
+      JOIN pg_type rt ON rt.oid = p.prorettype
+     WHERE p.pronamespace = (SELECT oid FROM ns) AND p.prokind = 'f'
+  )
+  SELECT json_build_object(
+    'schema', p_schema,
+    'exists', EXISTS (SELECT 1 FROM ns),
+    'relations', coalesce((
+      SELECT json_agg(json_build_object(
+               'name', r.relname,
+               'kind', r.relkind,
+               'description', r.description,
+               'insertable', (r.updatable_flags & 8) = 8 OR r.relkind IN ('r', 'p'),
+               'updatable', (r.updatable_flags & 4) = 4 OR r.relkind IN ('r', 'p'),
+               'deletable', (r.updatable_flags & 16) = 16 OR r.relkind IN ('r', 'p'),
+               'columns', coalesce(c.columns, '[]'),
+               'primaryKey', coalesce((SELECT k.columns FROM keys k WHERE k.conrelid = r.oid AND k.contype = 'p'), '[]'),
+               'uniqueKeys', coalesce((SELECT json_agg(k.columns) FROM keys k WHERE k.conrelid = r.oid), '[]'),
+               'privileges', coalesce((
+                 SELECT json_object_agg(role, ARRAY(
+                          SELECT privilege FROM unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE']) privilege
+                           WHERE has_table_privilege(role, r.oid, privilege)))
+                   FROM unnest(p_roles) role
+                  WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = role)), '{}'),
+               'viewDefinition', CASE WHEN r.relkind = 'v' THEN
+                 (SELECT rw.ev_action::text FROM pg_rewrite rw WHERE rw.ev_class = r.oid AND rw.rulename = '_RETURN') END,
+               'oid', r.oid
+             ) ORDER BY r.relname)
+        FROM rels r LEFT JOIN cols c ON c.attrelid = r.oid), '[]'),
+    'foreignKeys', coalesce((
+      SELECT json_agg(json_build_object('constraint', f.conname, 'table', f.table_name, 'foreignTable', f.foreign_table, 'columns', f.columns)
+                      ORDER BY f.table_name, f.conname)
+        FROM fks f), '[]'),
+    'routines', coalesce((
+      SELECT json_agg(json_build_object(
+               'name', r.proname,
+               'volatility', r.provolatile,
+               'returnsSet', r.proretset,
+               'returnType', r.return_type,
+               'returnTypeName', r.return_type_name,
+               'returnTypeKind', r.return_type_kind,
+               'returnRelation', r.return_relation,
+               'argCount', r.pronargs,
+               'defaultCount', r.pronargdefaults,
+               'variadic', r.variadic,
+               'description', r.description,
+               'params', coalesce(r.params, '[]'),
+               'privileges', coalesce((
+                 SELECT json_object_agg(role, has_function_privilege(role, r.oid, 'EXECUTE'))
+                   FROM unnest(p_roles) role
+                  WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = role)), '{}')
+             ) ORDER BY r.proname, r.oid)
+        FROM routines r), '[]'),
+    'enums', coalesce((
+      SELECT json_object_agg(t.typname, (SELECT json_agg(e.enumlabel ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = t.oid))
+        FROM pg_type t
+       WHERE t.typnamespace = (SELECT oid FROM ns) AND t.typtype = 'e'), '{}')
+  )
+$$;
+
+-- pglease.rest_notify_ddl: event trigger function. After DDL (or a DROP) that touches a lease
+-- schema, NOTIFY pglease_rest_ddl with that schema's name so the service drops its cached schema
+-- at once. GRANT, REVOKE and COMMENT may report no schema: then the lease the session belongs to
+-- (its role is named after its schema) is notified. Never raises: DDL must not fail because of it.
+CREATE OR REPLACE FUNCTION pglease.rest_notify_ddl()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_schemas text[];
+  v_session_lease text := substring(current_user from '^(lease_[0-9a-f]{16})');
+BEGIN
+  IF TG_EVENT = 'sql_drop' THEN
+    SELECT array_agg(DISTINCT x.schema_name) INTO v_schemas
+      FROM (SELECT CASE WHEN o.object_type = 'schema' THEN o.object_name ELSE o.schema_name END
+              FROM pg_event_trigger_dropped_objects() o) x(schema_name)
+     WHERE x.schema_name LIKE 'lease\_%';
+  ELSE
+    SELECT array_agg(DISTINCT c.schema_name) INTO v_schemas
+      FROM pg_event_trigger_ddl_commands() c
+     WHERE c.schema_name LIKE 'lease\_%';
+  END IF;
+  IF v_session_lease IS NOT NULL AND NOT (v_session_lease = ANY (coalesce(v_schemas, '{}'))) THEN
+    v_schemas := array_append(coalesce(v_schemas, '{}'), v_session_lease);
+  END IF;
+  PERFORM pg_notify('pglease_rest_ddl', s) FROM unnest(v_schemas) s;
+EXCEPTION WHEN OTHERS THEN
+  RAISE WARNING 'pglease: schema change notification failed: %', SQLERRM;
+END
+$$;
+
+-- pglease.rest_notify_lease_change: row trigger on pglease.leases. When a lease's state or expiry
+-- changes (release, expiry, renewal), NOTIFY pglease_lease_change with its id, so every pglease
+-- process drops its cached lookup of that lease and, once it has ended, its connection pool.
+CREATE OR REPLACE FUNCTION pglease.rest_notify_lease_change()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  PERFORM pg_notify('pglease_lease_change', NEW.id::text);
+  RETURN NULL;
+END
+$$;
+
+-- pglease.rest_install_notifiers: installs the two notifiers above, idempotently; called by the
+-- service at start. The lease trigger needs only ownership of pglease.leases. The event trigger
+-- needs a superuser: without one it is skipped and the function returns false, and the service
+-- falls back to reloading a lease's schema when a request names something it has not cached.
+CREATE OR REPLACE FUNCTION pglease.rest_install_notifiers()
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  CREATE OR REPLACE TRIGGER rest_notify_lease_change
+    AFTER UPDATE OF state, expires_at ON pglease.leases
+    FOR EACH ROW EXECUTE FUNCTION pglease.rest_notify_lease_change();
+
+  IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+    RETURN EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pglease_rest_ddl_end');
+  END IF;
+  BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pglease_rest_ddl_end') THEN
+      CREATE EVENT TRIGGER pglease_rest_ddl_end ON ddl_command_end EXECUTE FUNCTION pglease.rest_notify_ddl();
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pglease_rest_sql_drop') THEN
+      CREATE EVENT TRIGGER pglease_rest_sql_drop ON sql_drop EXECUTE FUNCTION pglease.rest_notify_ddl();
+    END IF;
+  EXCEPTION WHEN duplicate_object THEN
+    NULL; -- another pglease process installed it at the same moment
+  END;
+  RETURN true;
+END
+$$;

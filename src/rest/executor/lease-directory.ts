@@ -1,0 +1,111 @@
+/**
+ * Which lease a REST request is for, and as which role it runs: a short-lived in-memory cache of
+ * pglease.leases rows (the hot path does not query that table on every request). Entries are
+ * dropped when the lease's row changes (NOTIFY pglease_lease_change, see sql/rest.sql) and expire
+ * after a few seconds in any case, so a released or expired lease stops answering promptly.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type pg from 'pg';
+
+export interface LeaseAccess {
+  id: string;
+  schema: string;
+  /** The lease's login role: requests with its token run as this role. */
+  role: string;
+  /** The lease's anonymous role: requests without a token run as this role. */
+  anonRole: string;
+  /** The lease's own authenticator, which the REST API logs in as. */
+  authRole: string;
+  tokenHash: Buffer;
+  live: boolean;
+  expiresAt: Date | null;
+}
+
+interface Entry {
+  lease: LeaseAccess | undefined;
+  fetchedAt: number;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export interface LeaseDirectoryOptions {
+  /** How long a found lease is trusted without asking the database again. */
+  ttlMs?: number;
+  /** How long "no such lease" is remembered. */
+  missingTtlMs?: number;
+  maxEntries?: number;
+}
+
+export class LeaseDirectory {
+  private readonly entries = new Map<string, Entry>();
+  private readonly pending = new Map<string, Promise<LeaseAccess | undefined>>();
+  private readonly ttlMs: number;
+  private readonly missingTtlMs: number;
+  private readonly maxEntries: number;
+
+  constructor(
+    private readonly pool: pg.Pool,
+    options: LeaseDirectoryOptions = {},
+  ) {
+    this.ttlMs = options.ttlMs ?? 5_000;
+    this.missingTtlMs = options.missingTtlMs ?? 1_000;
+    this.maxEntries = options.maxEntries ?? 10_000;
+  }
+
+  /** The live lease with this id, or undefined (unknown, released, expired). */
+  async find(id: string): Promise<LeaseAccess | undefined> {
+    const key = id.toLowerCase();
+    const entry = this.entries.get(key);
+    const now = Date.now();
+    const lease = entry && now - entry.fetchedAt < (entry.lease ? this.ttlMs : this.missingTtlMs) ? entry.lease : await this.fetch(key);
+    if (!lease || !lease.live || (lease.expiresAt !== null && lease.expiresAt.getTime() <= now)) return undefined;
+    return lease;
+  }
+
+  invalidate(id: string): void {
+    this.entries.delete(id.toLowerCase());
+  }
+
+  clear(): void {
+    this.entries.clear();
+  }
+
+  private fetch(id: string): Promise<LeaseAccess | undefined> {
+    if (!UUID.test(id)) return Promise.resolve(undefined);
+    const running = this.pending.get(id);
+    if (running) return running;
+    const fetchedAt = Date.now();
+    const query = this.pool
+      .query<{ schema_name: string; role_name: string; anon_role: string; auth_role: string; token_hash: Buffer; state: string; expires_at: Date | null }>({
+        name: 'pglease.rest-lease',
+        text: 'SELECT schema_name, role_name, anon_role, auth_role, token_hash, state, expires_at FROM pglease.leases WHERE id = $1',
+        values: [id],
+      })
+      .then(({ rows }) => {
+        const row = rows[0];
+        const lease: LeaseAccess | undefined = row && {
+          id,
+          schema: row.schema_name,
+          role: row.role_name,
+          anonRole: row.anon_role,
+          authRole: row.auth_role,
+          tokenHash: row.token_hash,
+          live: row.state === 'active',
+          expiresAt: row.expires_at,
+        };
+        this.entries.delete(id);
+        this.entries.set(id, { lease, fetchedAt });
+        while (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value as string);
+        return lease;
+      })
+      .finally(() => this.pending.delete(id));
+    this.pending.set(id, query);
+    return query;
+  }
+}
+
+/** Whether `token` is this lease's token (compared in constant time on its SHA-256). */
+export function isLeaseToken(lease: LeaseAccess, token: string): boolean {
+  const digest = createHash('sha256').update(token).digest();
+  return digest.length === lease.tokenHash.length && timingSafeEqual(digest, lease.tokenHash);
+}

@@ -1,0 +1,43 @@
+/**
+ * The first statement of every REST transaction: switch to the request's role and publish the
+ * request to SQL the way PostgREST does (`current_setting('request.method')`, `request.path`,
+ * `request.headers`, `request.jwt.claims`), all transaction-local. Reads also make the
+ * transaction read-only, so a view calling a writing function fails (25006 → 405) as in PostgREST.
+ */
+import type { PipelineStep } from './pipeline.js';
+
+export interface RequestSettings {
+  role: string;
+  method: string;
+  path: string;
+  headers: Record<string, string | string[] | undefined>;
+  readOnly: boolean;
+  /** Prefer: timezone=..., already validated. */
+  timezone?: string;
+}
+
+const BASE =
+  "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true), " +
+  "set_config('request.method', $3, true), set_config('request.path', $4, true), set_config('request.headers', $5, true)";
+
+const READ_WRITE = BASE;
+const READ_ONLY = BASE + ", set_config('transaction_read_only', 'on', true)";
+
+function headersJson(headers: RequestSettings['headers']): string {
+  const flat: Record<string, string> = {};
+  for (const name in headers) {
+    const value = headers[name];
+    if (value !== undefined) flat[name] = Array.isArray(value) ? value.join(', ') : value;
+  }
+  return JSON.stringify(flat);
+}
+
+export function requestSettingsStep(settings: RequestSettings): PipelineStep {
+  let text = settings.readOnly ? READ_ONLY : READ_WRITE;
+  const values: (string | null)[] = [settings.role, JSON.stringify({ role: settings.role }), settings.method, settings.path, headersJson(settings.headers)];
+  if (settings.timezone !== undefined) {
+    text += ", set_config('timezone', $6, true)";
+    values.push(settings.timezone);
+  }
+  return { text, values };
+}

@@ -1,0 +1,29 @@
+/**
+ * Executes a read plan: the request settings, (for a planned count) an EXPLAIN of the count, and
+ * the read statement, in one round trip; returns what the response needs, body text untouched.
+ */
+import type { ReadPlan } from '../plan/types.js';
+import { plannedCountStatement, readStatement } from '../query/read-query.js';
+import type { ReadResult } from '../response/read-response.js';
+import type { LeaseAccess } from './lease-directory.js';
+import type { LeasePools } from './lease-pools.js';
+import type { PipelineStep } from './pipeline.js';
+
+/** "Plan Rows" of the top plan node of `EXPLAIN (FORMAT JSON)` output. */
+export function planRows(explainJson: string): number {
+  const plans = JSON.parse(explainJson) as { Plan?: { 'Plan Rows'?: number } }[];
+  return Math.round(plans[0]?.Plan?.['Plan Rows'] ?? 0);
+}
+
+export async function runRead(pools: LeasePools, lease: LeaseAccess, settings: PipelineStep, plan: ReadPlan): Promise<ReadResult> {
+  const steps: PipelineStep[] = [settings];
+  const planned = plan.count === 'planned';
+  if (planned) steps.push(plannedCountStatement(plan));
+  steps.push(readStatement(plan));
+  const results = await pools.run(lease, steps);
+  const row = results[results.length - 1]![0]!;
+  const page = Number(row[1]);
+  let total = row[0] === null ? null : Number(row[0]);
+  if (planned) total = planRows(String(results[1]![0]![0]));
+  return { total, page, body: row[2] ?? null };
+}

@@ -1,0 +1,507 @@
+/**
+ * PostgREST's query-string grammar as small recursive-descent parsers: `select=`, filter values,
+ * `order=`, `and=`/`or=` trees and the dotted keys of embedded parameters. Each parser reads a whole
+ * string and throws a PGRST100 error naming the position and what it expected, as PostgREST does.
+ */
+import { queryParseError } from '../response/errors.js';
+import {
+  QUANTIFIABLE_OPERATORS,
+  type ComparisonOperator,
+  type EmbedPath,
+  type Field,
+  type Filter,
+  type FtsOperator,
+  type JoinType,
+  type JsonStep,
+  type LogicTree,
+  type Operation,
+  type OrderTerm,
+  type SelectItem,
+} from './types.js';
+
+const COMPARISON_OPERATORS: ReadonlySet<string> = new Set<ComparisonOperator>([
+  'eq', 'neq', 'gt', 'gte', 'lt', 'lte', 'like', 'ilike', 'match', 'imatch',
+  'cs', 'cd', 'ov', 'sl', 'sr', 'nxr', 'nxl', 'adj', 'isdistinct',
+]);
+const FTS_OPERATORS: ReadonlySet<string> = new Set<FtsOperator>(['fts', 'plfts', 'phfts', 'wfts']);
+
+export function isComparisonOperator(name: string): name is ComparisonOperator {
+  return COMPARISON_OPERATORS.has(name);
+}
+
+export function isFtsOperator(name: string): name is FtsOperator {
+  return FTS_OPERATORS.has(name);
+}
+
+/** Letters, digits, `_`, space and `$`: what PostgREST accepts in an unquoted name. */
+const IDENTIFIER_CHAR = /[\p{L}\p{N}_ $]/u;
+
+class ParseFailure extends Error {
+  constructor(
+    readonly position: number,
+    readonly details: string,
+  ) {
+    super(details);
+  }
+}
+
+/** A position in one input string, with the primitives the grammars below are built from. */
+class Cursor {
+  position = 0;
+  constructor(readonly input: string) {}
+
+  get done(): boolean {
+    return this.position >= this.input.length;
+  }
+
+  peek(offset = 0): string {
+    return this.input[this.position + offset] ?? '';
+  }
+
+  startsWith(text: string): boolean {
+    return this.input.startsWith(text, this.position);
+  }
+
+  /** Consumes `text` if it comes next. */
+  accept(text: string): boolean {
+    if (!this.startsWith(text)) return false;
+    this.position += text.length;
+    return true;
+  }
+
+  expect(text: string, what = `"${text}"`): void {
+    if (!this.accept(text)) this.fail(what);
+  }
+
+  skipSpaces(): void {
+    while (this.peek() === ' ' || this.peek() === '\t') this.position++;
+  }
+
+  fail(expecting: string): never {
+    const next = this.done ? 'end of input' : `"${this.peek()}"`;
+    throw new ParseFailure(this.position, `unexpected ${next} expecting ${expecting}`);
+  }
+
+  failWith(details: string): never {
+    throw new ParseFailure(this.position, details);
+  }
+}
+
+function run<T>(what: string, input: string, parse: (cursor: Cursor) => T): T {
+  const cursor = new Cursor(input);
+  try {
+    return parse(cursor);
+  } catch (error) {
+    if (error instanceof ParseFailure) throw queryParseError(what, input, error.position, error.details);
+    throw error;
+  }
+}
+
+const FIELD_NAME_EXPECTED = 'field name (* or [a..z0..9_$])';
+
+/** `"quoted \" name"`: backslash escapes any character. */
+function quotedValue(cursor: Cursor): string {
+  cursor.expect('"');
+  let value = '';
+  for (;;) {
+    if (cursor.done) cursor.fail('"\\"" (closing quote)');
+    const char = cursor.peek();
+    cursor.position++;
+    if (char === '"') return value;
+    if (char === '\\') {
+      if (cursor.done) cursor.fail('any character after "\\"');
+      value += cursor.peek();
+      cursor.position++;
+    } else {
+      value += char;
+    }
+  }
+}
+
+/** One or more identifier characters, trimmed. */
+function identifier(cursor: Cursor): string | undefined {
+  const start = cursor.position;
+  while (!cursor.done && IDENTIFIER_CHAR.test(cursor.peek())) cursor.position++;
+  if (cursor.position === start) return undefined;
+  return cursor.input.slice(start, cursor.position).trim();
+}
+
+/** A column or relation name: quoted, or identifiers joined by dashes (`first-name`, not `a->b`). */
+function fieldName(cursor: Cursor): string {
+  if (cursor.peek() === '"') return quotedValue(cursor);
+  const parts: string[] = [];
+  for (;;) {
+    const part = identifier(cursor);
+    if (part === undefined) {
+      if (parts.length === 0) cursor.fail(FIELD_NAME_EXPECTED);
+      // a dash we consumed was not followed by a name: give it back
+      cursor.position--;
+      break;
+    }
+    parts.push(part);
+    if (cursor.peek() === '-' && cursor.peek(1) !== '>') {
+      cursor.position++;
+      continue;
+    }
+    break;
+  }
+  return parts.join('-');
+}
+
+function atJsonOperandEnd(cursor: Cursor): boolean {
+  return cursor.done || cursor.startsWith('->') || cursor.startsWith('::') || cursor.peek() === '.' || cursor.peek() === ',' || cursor.peek() === ')';
+}
+
+/** `->key`, `->>key`, `->0`, `->>-1`, repeated. */
+function jsonPath(cursor: Cursor): JsonStep[] {
+  const steps: JsonStep[] = [];
+  for (;;) {
+    let arrow: JsonStep['arrow'];
+    if (cursor.accept('->>')) arrow = '->>';
+    else if (cursor.accept('->')) arrow = '->';
+    else return steps;
+    const start = cursor.position;
+    const index = /^-?\d+/.exec(cursor.input.slice(start));
+    if (index) {
+      cursor.position += index[0].length;
+      if (atJsonOperandEnd(cursor)) {
+        steps.push({ arrow, operand: { kind: 'index', index: Number(index[0]) } });
+        continue;
+      }
+      cursor.position = start;
+    }
+    steps.push({ arrow, operand: { kind: 'key', key: fieldName(cursor) } });
+  }
+}
+
+/** A column with an optional JSON path, surrounded by optional spaces. */
+function field(cursor: Cursor): Field {
+  cursor.skipSpaces();
+  const name = fieldName(cursor);
+  const path = jsonPath(cursor);
+  cursor.skipSpaces();
+  return { name, jsonPath: path };
+}
+
+// ---------------------------------------------------------------- select=
+
+function embedParams(cursor: Cursor): { hint?: string; joinType?: JoinType } {
+  const result: { hint?: string; joinType?: JoinType } = {};
+  for (let i = 0; i < 2 && cursor.peek() === '!'; i++) {
+    cursor.position++;
+    const name = fieldName(cursor);
+    if (name === 'inner' || name === 'left') result.joinType = name;
+    else result.hint = name;
+  }
+  return result;
+}
+
+function atSelectItemEnd(cursor: Cursor): boolean {
+  return cursor.done || cursor.peek() === ',' || cursor.peek() === ')';
+}
+
+function selectItem(cursor: Cursor): SelectItem {
+  cursor.skipSpaces();
+  if (cursor.accept('...')) {
+    const relation = fieldName(cursor);
+    const params = embedParams(cursor);
+    const children = embedChildren(cursor);
+    return { kind: 'embed', relation, ...params, spread: true, children };
+  }
+  if (cursor.peek() === '*') {
+    cursor.position++;
+    cursor.skipSpaces();
+    if (!atSelectItemEnd(cursor)) cursor.fail('")", "," or end of input');
+    return { kind: 'star' };
+  }
+  let name = fieldName(cursor);
+  let alias: string | undefined;
+  if (cursor.peek() === ':' && cursor.peek(1) !== ':') {
+    cursor.position++;
+    alias = name;
+    cursor.skipSpaces();
+    name = fieldName(cursor);
+  }
+  if (cursor.peek() === '!' || cursor.peek() === '(') {
+    const params = embedParams(cursor);
+    const children = embedChildren(cursor);
+    return { kind: 'embed', relation: name, ...(alias === undefined ? {} : { alias }), ...params, spread: false, children };
+  }
+  const path = jsonPath(cursor);
+  let cast: string | undefined;
+  if (cursor.accept('::')) {
+    cast = identifier(cursor);
+    if (cast === undefined) cursor.fail('letter or digit');
+  }
+  cursor.skipSpaces();
+  if (!atSelectItemEnd(cursor)) cursor.fail('letter, digit, "-", "->>", "->", "::", "(", ")", "," or end of input');
+  return { kind: 'field', field: { name, jsonPath: path }, ...(alias === undefined ? {} : { alias }), ...(cast === undefined ? {} : { cast }) };
+}
+
+/** `(item, item)`; empty parentheses embed a resource only to filter by it. */
+function embedChildren(cursor: Cursor): SelectItem[] {
+  cursor.expect('(');
+  cursor.skipSpaces();
+  if (cursor.accept(')')) return [];
+  const items = selectList(cursor);
+  cursor.expect(')', '")"');
+  cursor.skipSpaces();
+  return items;
+}
+
+function selectList(cursor: Cursor): SelectItem[] {
+  const items = [selectItem(cursor)];
+  for (;;) {
+    cursor.skipSpaces();
+    if (!cursor.accept(',')) return items;
+    items.push(selectItem(cursor));
+  }
+}
+
+export function parseSelect(input: string): SelectItem[] {
+  return run('select parameter', input, (cursor) => {
+    if (input.trim() === '') return [];
+    const items = selectList(cursor);
+    if (!cursor.done) cursor.fail('"," or end of input');
+    return items;
+  });
+}
+
+// ---------------------------------------------------------------- filters
+
+/** Reads the value after an operator: the rest of the input, or up to `,`/`)` inside a logic tree. */
+type ValueReader = (cursor: Cursor) => string;
+
+const restOfInput: ValueReader = (cursor) => {
+  const value = cursor.input.slice(cursor.position);
+  cursor.position = cursor.input.length;
+  return value;
+};
+
+/** A value inside `or=(...)`: quoted, a `{...}` array literal, or anything up to `,` or `)`. */
+const logicTreeValue: ValueReader = (cursor) => {
+  const start = cursor.position;
+  if (cursor.peek() === '"') {
+    try {
+      const value = quotedValue(cursor);
+      if (cursor.done || cursor.peek() === ',' || cursor.peek() === ')') return value;
+    } catch (error) {
+      if (!(error instanceof ParseFailure)) throw error;
+    }
+    cursor.position = start;
+  }
+  if (cursor.peek() === '{') {
+    const close = cursor.input.indexOf('}', start);
+    const inner = close === -1 ? '' : cursor.input.slice(start + 1, close);
+    if (close !== -1 && !inner.includes('{')) {
+      cursor.position = close + 1;
+      return cursor.input.slice(start, close + 1);
+    }
+  }
+  while (!cursor.done && cursor.peek() !== ',' && cursor.peek() !== ')') cursor.position++;
+  return cursor.input.slice(start, cursor.position);
+};
+
+/** `(a,"b,c",d)` of `in.`: quoted elements may hold commas and parentheses. */
+function listValue(cursor: Cursor): string[] {
+  cursor.skipSpaces();
+  cursor.expect('(', '"("');
+  cursor.skipSpaces();
+  const values: string[] = [];
+  for (;;) {
+    const start = cursor.position;
+    let value: string | undefined;
+    if (cursor.peek() === '"') {
+      try {
+        const quoted = quotedValue(cursor);
+        if (cursor.peek() === ',' || cursor.peek() === ')') value = quoted;
+      } catch (error) {
+        if (!(error instanceof ParseFailure)) throw error;
+      }
+      if (value === undefined) cursor.position = start;
+    }
+    if (value === undefined) {
+      while (!cursor.done && cursor.peek() !== ',' && cursor.peek() !== ')') cursor.position++;
+      value = cursor.input.slice(start, cursor.position);
+    }
+    values.push(value);
+    if (cursor.accept(',')) continue;
+    cursor.expect(')', '")" or ","');
+    cursor.skipSpaces();
+    return values;
+  }
+}
+
+function trileanValue(cursor: Cursor): 'null' | 'true' | 'false' | 'unknown' {
+  for (const value of ['null', 'unknown', 'true', 'false'] as const) {
+    if (cursor.input.slice(cursor.position, cursor.position + value.length).toLowerCase() === value) {
+      cursor.position += value.length;
+      return value;
+    }
+  }
+  return cursor.fail('null or trilean value (unknown, true, false)');
+}
+
+/** `[not.]operator.value` */
+function operationExpression(cursor: Cursor, readValue: ValueReader): { negated: boolean; operation: Operation } {
+  const negated = cursor.startsWith('not.') ? (cursor.position += 4, true) : false;
+  return { negated, operation: operation(cursor, readValue) };
+}
+
+function operation(cursor: Cursor, readValue: ValueReader): Operation {
+  if (cursor.accept('in.')) return { kind: 'in', values: listValue(cursor) };
+  if (cursor.accept('is.')) return { kind: 'is', value: trileanValue(cursor) };
+  const start = cursor.position;
+  // fts operators take an optional language: fts(english).value
+  const fts = /^(fts|plfts|phfts|wfts)(\(([\p{L}\p{N}_ $]+)\))?\./u.exec(cursor.input.slice(start));
+  if (fts) {
+    cursor.position += fts[0].length;
+    const language = fts[3]?.trim();
+    return { kind: 'fts', operator: fts[1] as FtsOperator, ...(language ? { language } : {}), value: readValue(cursor) };
+  }
+  const dot = cursor.input.indexOf('.', start);
+  if (dot === -1) {
+    cursor.position = cursor.input.length;
+    return cursor.fail('delimiter (.)');
+  }
+  const name = cursor.input.slice(start, dot);
+  cursor.position = dot + 1;
+  const quantified = /^([a-z]+)\((any|all)\)$/.exec(name);
+  if (quantified && isComparisonOperator(quantified[1]!) && QUANTIFIABLE_OPERATORS.has(quantified[1]!)) {
+    return { kind: 'quantified', operator: quantified[1], quantifier: quantified[2] as 'any' | 'all', value: readValue(cursor) };
+  }
+  if (!isComparisonOperator(name)) cursor.failWith(`unknown single value operator ${name}`);
+  return { kind: 'compare', operator: name, value: readValue(cursor) };
+}
+
+/** The value of a filter parameter: `eq.1`, `not.in.(1,2)`, `fts(english).cat`, `like(any).{a*,b*}`. */
+export function parseFilterExpression(value: string): { negated: boolean; operation: Operation } {
+  return run('filter', value, (cursor) => operationExpression(cursor, restOfInput));
+}
+
+/** `a.b.c` of a parameter key: embed path ['a', 'b'] and the field c (with an optional JSON path). */
+export function parseTreePath(key: string): { path: EmbedPath; field: Field } {
+  return run('tree path', key, (cursor) => {
+    const names = [fieldName(cursor)];
+    while (cursor.accept('.')) names.push(fieldName(cursor));
+    const path = jsonPath(cursor);
+    if (!cursor.done) cursor.fail('"." , "->" or end of input');
+    const last = names.pop()!;
+    return { path: names, field: { name: last, jsonPath: path } };
+  });
+}
+
+/** Embed path of `a.b.order` / `a.b.limit` keys: ['a', 'b']. */
+export function parseEmbedPath(key: string): EmbedPath {
+  return run('tree path', key, (cursor) => {
+    const names = [fieldName(cursor)];
+    while (cursor.accept('.')) names.push(fieldName(cursor));
+    if (!cursor.done) cursor.fail('"." or end of input');
+    names.pop();
+    return names;
+  });
+}
+
+// ---------------------------------------------------------------- order=
+
+function orderTerm(cursor: Cursor): OrderTerm {
+  cursor.skipSpaces();
+  const start = cursor.position;
+  let term: OrderTerm;
+  const name = fieldName(cursor);
+  if (cursor.peek() === '(') {
+    cursor.position++;
+    const inner = field(cursor);
+    cursor.expect(')', '")"');
+    term = { relation: name, field: inner };
+  } else {
+    cursor.position = start;
+    term = { field: field(cursor) };
+  }
+  if (cursor.startsWith('.asc') || cursor.startsWith('.desc')) {
+    term.direction = cursor.accept('.asc') ? 'asc' : (cursor.accept('.desc'), 'desc');
+  }
+  if (cursor.accept('.nullsfirst')) term.nulls = 'first';
+  else if (cursor.accept('.nullslast')) term.nulls = 'last';
+  cursor.skipSpaces();
+  if (cursor.peek() === '.') {
+    cursor.position++;
+    cursor.fail(term.direction === undefined ? '"asc", "desc", "nullsfirst" or "nullslast"' : '"nullsfirst" or "nullslast"');
+  }
+  if (!cursor.done && cursor.peek() !== ',') cursor.fail('"," or end of input');
+  return term;
+}
+
+export function parseOrder(value: string): OrderTerm[] {
+  return run('order', value, (cursor) => {
+    const terms = [orderTerm(cursor)];
+    while (cursor.accept(',')) terms.push(orderTerm(cursor));
+    return terms;
+  });
+}
+
+// ---------------------------------------------------------------- and= / or=
+
+function logicTree(cursor: Cursor, depth: number): LogicTree {
+  if (depth > 64) cursor.failWith('logic tree nested too deeply (more than 64 levels)');
+  cursor.skipSpaces();
+  const start = cursor.position;
+  const negated = cursor.accept('not.');
+  if (cursor.startsWith('and(') || cursor.startsWith('or(')) {
+    const operator = cursor.accept('and') ? 'and' : (cursor.accept('or'), 'or');
+    cursor.expect('(');
+    const children = [logicTree(cursor, depth + 1)];
+    for (;;) {
+      cursor.skipSpaces();
+      if (cursor.accept(',')) {
+        children.push(logicTree(cursor, depth + 1));
+        continue;
+      }
+      cursor.expect(')', '")" or ","');
+      cursor.skipSpaces();
+      return { kind: 'logic', operator, negated, children };
+    }
+  }
+  cursor.position = start;
+  if (cursor.peek() === ')') cursor.fail('field name (* or [a..z0..9_$]), negation operator (not) or logic operator (and, or)');
+  const filterField = field(cursor);
+  cursor.expect('.', 'delimiter (.)');
+  const expression = operationExpression(cursor, logicTreeValue);
+  const filter: Filter = { field: filterField, ...expression };
+  return { kind: 'filter', filter };
+}
+
+/** `or=(...)` under key `[path.][not.]or`: `operator` is 'and'/'or', `negated` from the key. */
+export function parseLogicTree(operator: 'and' | 'or', negated: boolean, value: string): LogicTree {
+  return run('logic tree', value, (cursor) => {
+    cursor.skipSpaces();
+    cursor.expect('(', '"("');
+    const children = [logicTree(cursor, 1)];
+    for (;;) {
+      cursor.skipSpaces();
+      if (cursor.accept(',')) {
+        children.push(logicTree(cursor, 1));
+        continue;
+      }
+      cursor.expect(')', '")" or ","');
+      cursor.skipSpaces();
+      if (!cursor.done) cursor.fail('end of input');
+      return { kind: 'logic', operator, negated, children };
+    }
+  });
+}
+
+/** `columns=a,b` and `on_conflict=a,b`. */
+export function parseColumnList(what: string, value: string): string[] {
+  return run(what, value, (cursor) => {
+    const names: string[] = [];
+    for (;;) {
+      cursor.skipSpaces();
+      names.push(fieldName(cursor));
+      cursor.skipSpaces();
+      if (cursor.accept(',')) continue;
+      if (!cursor.done) cursor.fail('"," or end of input');
+      return names;
+    }
+  });
+}

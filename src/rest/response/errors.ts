@@ -1,0 +1,185 @@
+/**
+ * Every error the REST API answers, in PostgREST's shape `{ code, message, details, hint }`, and
+ * the one place that decides HTTP statuses: PostgREST's own PGRST codes (declared once below) and
+ * the SQLSTATE → status mapping PostgREST 12 applies to errors raised by Postgres.
+ */
+
+/** PostgREST's codes (and pglease's own, for lease lookup), each with the status it answers. */
+export const restErrors = {
+  PGRST000: { status: 503, message: 'Database connection error. Retrying the connection.' },
+  PGRST002: { status: 503, message: 'Could not query the database for the schema cache. Retrying.' },
+  PGRST003: { status: 504, message: 'Timed out acquiring connection from connection pool.' },
+  PGRST100: { status: 400, message: 'Could not parse the query string' },
+  PGRST101: { status: 405, message: 'Cannot use this method on RPC' },
+  PGRST102: { status: 400, message: 'Invalid request body' },
+  PGRST103: { status: 416, message: 'Requested range not satisfiable' },
+  PGRST105: { status: 405, message: "Filters must include all and only primary key columns with 'eq' operators" },
+  PGRST106: { status: 406, message: 'Invalid schema' },
+  PGRST107: { status: 406, message: 'None of these media types are available' },
+  PGRST108: { status: 400, message: 'Not an embedded resource in this request' },
+  PGRST111: { status: 500, message: 'response.headers guc must be a JSON array composed of objects with a single key and a string value' },
+  PGRST112: { status: 500, message: 'response.status guc must be a valid status code' },
+  PGRST114: { status: 400, message: 'limit/offset querystring parameters are not allowed for PUT' },
+  PGRST115: { status: 400, message: 'Payload values do not match URL in primary key column(s)' },
+  PGRST116: { status: 406, message: 'Cannot coerce the result to a single JSON object' },
+  PGRST117: { status: 405, message: 'Unsupported HTTP method' },
+  PGRST118: { status: 400, message: 'A related order is not possible' },
+  PGRST119: { status: 400, message: 'A spread operation is not possible' },
+  PGRST120: { status: 400, message: 'Bad operator on an embedded resource' },
+  PGRST122: { status: 400, message: 'Invalid preferences given with handling=strict' },
+  PGRST124: { status: 400, message: 'Query result exceeds max-affected preference constraint' },
+  PGRST125: { status: 404, message: 'Invalid path specified in request URL' },
+  PGRST200: { status: 400, message: 'Could not find a relationship in the schema cache' },
+  PGRST201: { status: 300, message: 'Could not embed because more than one relationship was found' },
+  PGRST202: { status: 404, message: 'Could not find the function in the schema cache' },
+  PGRST203: { status: 300, message: 'Could not choose the best candidate function' },
+  PGRST204: { status: 400, message: 'Could not find the column in the schema cache' },
+  PGRST205: { status: 404, message: 'Could not find the table in the schema cache' },
+  PGRST301: { status: 401, message: 'The token is not valid for this lease' },
+  PGLEASE_NOT_FOUND: { status: 404, message: 'No live lease with this id' },
+  PGLEASE_INTERNAL: { status: 500, message: 'Internal error' },
+} as const satisfies Record<string, { status: number; message: string }>;
+
+export type RestErrorCode = keyof typeof restErrors;
+
+/** `details` is a string in most errors, a list of candidate relationships in PGRST201. */
+export type ErrorDetails = string | readonly unknown[] | null;
+
+export interface RestErrorBody {
+  code: string;
+  message: string;
+  details: ErrorDetails;
+  hint: string | null;
+}
+
+/** An error the REST pipeline raises on purpose: it carries its final status, body and headers. */
+export class RestError extends Error {
+  readonly status: number;
+  readonly headers: Record<string, string>;
+  constructor(
+    readonly code: RestErrorCode,
+    message?: string,
+    readonly details: ErrorDetails = null,
+    readonly hint: string | null = null,
+    options: { status?: number; headers?: Record<string, string> } = {},
+  ) {
+    super(message ?? restErrors[code].message);
+    this.name = 'RestError';
+    this.status = options.status ?? restErrors[code].status;
+    this.headers = options.headers ?? {};
+  }
+
+  toJSON(): RestErrorBody {
+    return { code: this.code, message: this.message, details: this.details, hint: this.hint };
+  }
+}
+
+/** A PGRST100 for a query string piece that does not parse (PostgREST's wording and shape). */
+export function queryParseError(what: string, input: string, position: number, details: string): RestError {
+  return new RestError('PGRST100', `"failed to parse ${what} (${input})" (line 1, column ${position + 1})`, details);
+}
+
+/** What node-postgres reports for an error the server sent. */
+export interface PgServerError {
+  code?: string;
+  message: string;
+  detail?: string;
+  hint?: string;
+}
+
+export function isPgServerError(error: unknown): error is PgServerError & Error {
+  const code = (error as { code?: unknown } | null)?.code;
+  return error instanceof Error && typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) && 'severity' in error;
+}
+
+/**
+ * PostgREST 12's SQLSTATE → HTTP status mapping. `authenticated` tells 42501 apart: a request
+ * without a token gets 401 (it may succeed with one), a request with a token 403.
+ */
+export function statusForSqlState(code: string, message: string, authenticated: boolean): number {
+  switch (code) {
+    case '23503':
+    case '23505':
+      return 409;
+    case '25006':
+      return 405;
+    case '21000':
+      return message.endsWith('requires a WHERE clause') ? 400 : 500;
+    case '22023':
+      return message.startsWith('role') && message.endsWith('does not exist') ? 401 : 400;
+    case '53400':
+      return 500;
+    case '57P01':
+      return 503;
+    case 'P0001':
+      return 400;
+    case '42883':
+      return message.startsWith('function xmlagg(') ? 406 : 404;
+    case '42P01':
+      return 404;
+    case '42P17':
+      return 500;
+    case '42501':
+      return authenticated ? 403 : 401;
+  }
+  const customStatus = /^PT(\d{3})$/.exec(code);
+  if (customStatus) return Number(customStatus[1]);
+  switch (code.slice(0, 2)) {
+    case '08':
+      return 503;
+    case '0L':
+    case '0P':
+    case '28':
+      return 403;
+    case '09':
+    case '25':
+    case '2D':
+    case '38':
+    case '39':
+    case '3B':
+    case '40':
+    case '54':
+    case '55':
+    case '57':
+    case '58':
+    case 'F0':
+    case 'HV':
+    case 'P0':
+    case 'XX':
+      return 500;
+    case '53':
+      return 503;
+  }
+  return 400;
+}
+
+/** Node/network failures that mean "the database is unreachable" rather than a bug. */
+const CONNECTION_ERROR_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND']);
+
+export interface ErrorResponse {
+  status: number;
+  headers: Record<string, string>;
+  body: RestErrorBody;
+}
+
+/**
+ * Turns anything thrown while serving a REST request into PostgREST's response. Unknown errors
+ * become 500 PGLEASE_INTERNAL; the caller logs those.
+ */
+export function toErrorResponse(error: unknown, authenticated: boolean): ErrorResponse {
+  if (error instanceof RestError) return { status: error.status, headers: error.headers, body: error.toJSON() };
+  if (isPgServerError(error)) {
+    const status = statusForSqlState(error.code!, error.message, authenticated);
+    const headers: Record<string, string> = status === 401 ? { 'WWW-Authenticate': 'Bearer' } : {};
+    return { status, headers, body: { code: error.code!, message: error.message, details: error.detail ?? null, hint: error.hint ?? null } };
+  }
+  const code = (error as { code?: unknown } | null)?.code;
+  const message = error instanceof Error ? error.message : String(error);
+  if ((typeof code === 'string' && CONNECTION_ERROR_CODES.has(code)) || /Connection terminated|connection timeout|Client has encountered a connection error/i.test(message)) {
+    return { status: 503, headers: {}, body: { code: 'PGRST000', message: restErrors.PGRST000.message, details: message, hint: null } };
+  }
+  if (/timeout exceeded when trying to connect/i.test(message)) {
+    return { status: 504, headers: {}, body: { code: 'PGRST003', message: restErrors.PGRST003.message, details: null, hint: null } };
+  }
+  return { status: 500, headers: {}, body: { code: 'PGLEASE_INTERNAL', message: restErrors.PGLEASE_INTERNAL.message, details: null, hint: null } };
+}

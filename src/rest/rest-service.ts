@@ -1,0 +1,163 @@
+/**
+ * The REST API's pipeline for one HTTP request, end to end:
+ *
+ *   lease lookup (cached) → role from the token → request/ (parse) → schema/ (cache) → plan/
+ *   → query/ (SQL) → executor/ (one round trip as the lease's authenticator) → response/
+ *
+ * and the state it shares across requests: the lease directory, the per-lease connection pools and
+ * the schema caches, kept fresh by Postgres notifications (./notifications.ts).
+ */
+import type { Host } from '../db/host.js';
+import { buildApiRequest, type RawRequest } from './request/api-request.js';
+import type { ApiRequest, Preferences } from './request/types.js';
+import { planRead } from './plan/read-plan.js';
+import type { Plan } from './plan/types.js';
+import { RestError } from './response/errors.js';
+import { readResponse, type RestResponse } from './response/read-response.js';
+import { loadSchemaCache } from './schema/load.js';
+import { SchemaCaches } from './schema/schema-caches.js';
+import type { SchemaCache } from './schema/types.js';
+import { isLeaseToken, LeaseDirectory, type LeaseAccess } from './executor/lease-directory.js';
+import { LeasePools, type LeasePoolOptions } from './executor/lease-pools.js';
+import { requestSettingsStep } from './executor/request-settings.js';
+import { runRead } from './executor/run-read.js';
+
+export interface RestServiceOptions {
+  pools?: LeasePoolOptions;
+  /** Schema caches kept at once. */
+  maxSchemaCaches?: number;
+  /** The admin token also acts as any lease's token. */
+  adminToken?: string;
+  log?: (message: string) => void;
+}
+
+/** Who the request runs as. */
+export interface Caller {
+  lease: LeaseAccess;
+  role: string;
+  authenticated: boolean;
+}
+
+/** An HTTP request under `{rest_url}`, as the route hands it over. */
+export interface RestHttpRequest extends Omit<RawRequest, 'authenticated'> {
+  leaseId: string;
+  /** The bearer token or apikey, null when none was sent. */
+  token: string | null;
+}
+
+/** Schema-cache misses that a fresh introspection may cure. */
+const CACHE_MISS_CODES = new Set(['PGRST200', 'PGRST202', 'PGRST205']);
+
+export class RestService {
+  readonly directory: LeaseDirectory;
+  readonly pools: LeasePools;
+  readonly schemas: SchemaCaches;
+  private readonly adminToken: string | undefined;
+
+  constructor(host: Host, options: RestServiceOptions = {}) {
+    this.directory = new LeaseDirectory(host.pool);
+    this.pools = new LeasePools(host.databaseUrl, host.authenticatorKey, options.pools, options.log);
+    this.schemas = new SchemaCaches((schema, roles) => loadSchemaCache(host.pool, schema, roles), options.maxSchemaCaches);
+    this.adminToken = options.adminToken;
+  }
+
+  /** The lease and role of a request: 404 for no live lease, 401 PGRST301 for a wrong token. */
+  async caller(leaseId: string, token: string | null): Promise<Caller> {
+    const lease = await this.directory.find(leaseId);
+    if (!lease) throw new RestError('PGLEASE_NOT_FOUND', `No live lease ${leaseId}: it does not exist, was released or has expired`);
+    if (token === null) return { lease, role: lease.anonRole, authenticated: false };
+    if (isLeaseToken(lease, token) || (this.adminToken !== undefined && token === this.adminToken)) {
+      return { lease, role: lease.role, authenticated: true };
+    }
+    const description = 'The token is not valid for this lease';
+    throw new RestError('PGRST301', description, null, null, {
+      headers: { 'WWW-Authenticate': `Bearer error="invalid_token", error_description="${description}"` },
+    });
+  }
+
+  /** The lease's schema cache: cached, or loaded now. */
+  schema(caller: Caller): Promise<SchemaCache> | SchemaCache {
+    return this.schemas.get(caller.lease.schema, [caller.lease.role, caller.lease.anonRole]);
+  }
+
+  /**
+   * Plans with the cached schema; when the plan names something the cache lacks, reloads the
+   * lease's schema once (introspected after the request started) and plans again.
+   */
+  async withSchema<T>(caller: Caller, startedAt: number, plan: (cache: SchemaCache) => T): Promise<T> {
+    const cache = await this.schema(caller);
+    try {
+      return plan(cache);
+    } catch (error) {
+      if (!(error instanceof RestError) || !CACHE_MISS_CODES.has(error.code) || cache.loadedAt >= startedAt) throw error;
+      const fresh = await this.schemas.reload(caller.lease.schema, [caller.lease.role, caller.lease.anonRole], startedAt);
+      return plan(fresh);
+    }
+  }
+
+  async handle(http: RestHttpRequest): Promise<RestResponse> {
+    const startedAt = Date.now();
+    const caller = await this.caller(http.leaseId, http.token);
+    const request = buildApiRequest({ ...http, authenticated: caller.authenticated });
+    checkPreferences(request.preferences);
+    if (request.target.kind !== 'relation') {
+      // {rest_url}/ (OpenAPI, issue 6) and {rest_url}/rpc/* (issue 5) are not served yet
+      throw new RestError('PGRST125');
+    }
+    const relationName = request.target.name;
+    if (request.method !== 'GET' && request.method !== 'HEAD') {
+      throw new RestError('PGRST117', `Unsupported HTTP method: ${request.method}`);
+    }
+    const plan: Plan = await this.withSchema(caller, startedAt, (cache) => planRead(cache, request, relationName));
+    const settings = requestSettingsStep({
+      role: caller.role,
+      method: request.method,
+      path: http.path,
+      headers: http.headers,
+      readOnly: true,
+    });
+    const result = await runRead(this.pools, caller.lease, settings, plan);
+    return readResponse(plan, result, preferenceApplied(request));
+  }
+
+  /** A lease ended or changed: forget its lookup, and once it has ended, its pool and schema. */
+  leaseChanged(leaseId: string): void {
+    this.directory.invalidate(leaseId);
+    void this.directory.find(leaseId).then(
+      (lease) => {
+        if (!lease) this.pools.close(leaseId);
+      },
+      () => undefined,
+    );
+  }
+
+  /** DDL in a lease schema: drop that lease's schema cache. */
+  schemaChanged(schema: string): void {
+    this.schemas.invalidate(schema);
+  }
+
+  /** Notifications may have been missed (listener reconnected): forget everything cached. */
+  forgetAll(): void {
+    this.directory.clear();
+    this.schemas.clear();
+  }
+
+  close(): Promise<void> {
+    return this.pools.closeAll();
+  }
+}
+
+/** `Prefer: handling=strict` with a preference we do not understand → PGRST122. */
+export function checkPreferences(preferences: Preferences): void {
+  if (preferences.handling === 'strict' && preferences.invalid.length > 0) {
+    throw new RestError('PGRST122', undefined, `Invalid preferences: ${preferences.invalid.join(', ')}`);
+  }
+}
+
+/** The Preference-Applied header of a read. */
+export function preferenceApplied(request: ApiRequest): string[] {
+  const applied: string[] = [];
+  if (request.preferences.count) applied.push(`count=${request.preferences.count}`);
+  if (request.preferences.handling) applied.push(`handling=${request.preferences.handling}`);
+  return applied;
+}

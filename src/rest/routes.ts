@@ -1,0 +1,67 @@
+/**
+ * The REST API as an encapsulated Fastify plugin: every method on `{rest_url}` and below
+ * (`/v1/leases/:id/rest/...`) goes to RestService, with request bodies kept as raw text (issue 5
+ * parses them) and every error answered in PostgREST's `{ code, message, details, hint }` format.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { bearerToken } from '../control/auth.js';
+import type { ServiceContext } from '../service-context.js';
+import { listenForChanges } from './notifications.js';
+import { toErrorResponse } from './response/errors.js';
+import { RestService } from './rest-service.js';
+
+const METHODS = ['GET', 'HEAD', 'POST', 'PATCH', 'PUT', 'DELETE'] as const;
+const PREFIX = /^\/v1\/leases\/[^/?]*\/rest/;
+
+function sendError(request: FastifyRequest, reply: FastifyReply, error: unknown, authenticated: boolean): FastifyReply {
+  const response = toErrorResponse(error, authenticated);
+  if (response.status >= 500 && response.body.code === 'PGLEASE_INTERNAL') request.log.error({ err: error }, 'REST API error');
+  return reply.code(response.status).headers(response.headers).type('application/json; charset=utf-8').send(JSON.stringify(response.body));
+}
+
+export interface RestRoutesOptions {
+  log?: (message: string) => void;
+}
+
+export async function restRoutes(app: FastifyInstance, context: ServiceContext, options: RestRoutesOptions = {}): Promise<RestService> {
+  const log = options.log ?? ((message: string) => app.log.info(message));
+  const service = new RestService(context.host, { adminToken: context.config.adminToken, log });
+  const listener = await listenForChanges(context.host, service, log);
+  app.addHook('onClose', async () => {
+    await listener.close();
+    await service.close();
+  });
+
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'string' }, (_request, body, done) => done(null, body));
+  app.setErrorHandler((error, request, reply) => sendError(request, reply, error, false));
+
+  const handler = async (request: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
+    const [pathWithPrefix, query = ''] = splitUrl(request.url);
+    const token = bearerToken(request);
+    try {
+      const response = await service.handle({
+        leaseId: request.params.id,
+        token,
+        method: request.method,
+        path: pathWithPrefix.replace(PREFIX, ''),
+        query,
+        headers: request.headers,
+      });
+      reply.code(response.status).headers(response.headers);
+      return reply.send(response.body ?? '');
+    } catch (error) {
+      return sendError(request, reply, error, token !== null);
+    }
+  };
+
+  for (const url of ['/v1/leases/:id/rest', '/v1/leases/:id/rest/*']) {
+    app.route({ method: [...METHODS], url, schema: { hide: true }, handler });
+  }
+  return service;
+}
+
+function splitUrl(url: string): [string, string] {
+  const question = url.indexOf('?');
+  return question === -1 ? [url, ''] : [url.slice(0, question), url.slice(question + 1)];
+}

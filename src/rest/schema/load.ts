@@ -1,0 +1,143 @@
+/**
+ * Loads one lease's schema cache: a single call of pglease.rest_schema() (sql/rest.sql) on the
+ * service pool, then relationships and view lineage computed here.
+ */
+import type pg from 'pg';
+import { buildRelationships, type ForeignKey, type ViewColumnOrigins } from './relationships.js';
+import type { Column, Relation, RelationKind, Routine, RoutineParam, SchemaCache } from './types.js';
+import { parseViewLineage } from './view-lineage.js';
+
+/** pglease.rest_schema()'s document, as JSON.parse gives it. */
+interface SchemaDocument {
+  schema: string;
+  exists: boolean;
+  relations: {
+    name: string;
+    kind: string;
+    description: string | null;
+    insertable: boolean;
+    updatable: boolean;
+    deletable: boolean;
+    columns: Column[];
+    primaryKey: string[];
+    uniqueKeys: string[][];
+    privileges: Record<string, string[]>;
+    viewDefinition: string | null;
+    oid: string | number;
+  }[];
+  foreignKeys: ForeignKey[];
+  routines: (Omit<Routine, 'schema' | 'params'> & {
+    argCount: number;
+    defaultCount: number;
+    params: { name: string; type: string; mode: RoutineParam['mode'] }[];
+  })[];
+  enums: Record<string, string[]>;
+}
+
+const RELATION_KINDS: Record<string, RelationKind> = {
+  r: 'table',
+  v: 'view',
+  m: 'materialized_view',
+  f: 'foreign_table',
+  p: 'partitioned_table',
+};
+
+/** Input parameters without defaults: the last `defaultCount` inputs have defaults. */
+function routineParams(params: SchemaDocument['routines'][number]['params'], defaultCount: number): RoutineParam[] {
+  const inputs = params.filter((param) => param.mode === 'i' || param.mode === 'b' || param.mode === 'v');
+  const firstDefault = inputs.length - defaultCount;
+  return params.map((param) => ({ ...param, required: inputs.indexOf(param) !== -1 && inputs.indexOf(param) < firstDefault }));
+}
+
+export function schemaCacheFromDocument(document: SchemaDocument, loadedAt = Date.now()): SchemaCache {
+  const relations = new Map<string, Relation>();
+  const byOid = new Map<number, SchemaDocument['relations'][number]>();
+  for (const raw of document.relations) {
+    byOid.set(Number(raw.oid), raw);
+    relations.set(raw.name, {
+      schema: document.schema,
+      name: raw.name,
+      kind: RELATION_KINDS[raw.kind] ?? 'table',
+      description: raw.description,
+      columns: raw.columns,
+      columnsByName: new Map(raw.columns.map((column) => [column.name, column])),
+      primaryKey: raw.primaryKey,
+      uniqueKeys: raw.uniqueKeys,
+      insertable: raw.insertable,
+      updatable: raw.updatable,
+      deletable: raw.deletable,
+      privileges: raw.privileges,
+    });
+  }
+
+  // View column → base table column, following views of views down to a table.
+  const directOrigins = new Map<string, Map<string, { oid: number; column: number }>>();
+  for (const raw of document.relations) {
+    if (raw.viewDefinition === null) continue;
+    const origins = new Map<string, { oid: number; column: number }>();
+    for (const origin of parseViewLineage(raw.viewDefinition)) {
+      const viewColumn = raw.columns.find((column) => column.position === origin.viewColumn);
+      if (viewColumn && origin.relationOid !== 0) origins.set(viewColumn.name, { oid: origin.relationOid, column: origin.column });
+    }
+    directOrigins.set(raw.name, origins);
+  }
+  const views: ViewColumnOrigins = new Map();
+  for (const [view, origins] of directOrigins) {
+    const resolved = new Map<string, { table: string; column: string }>();
+    for (const [viewColumn, start] of origins) {
+      let origin: { oid: number; column: number } | undefined = start;
+      for (let hops = 0; origin && hops < 16; hops++) {
+        const base = byOid.get(origin.oid);
+        const column = base?.columns.find((candidate) => candidate.position === origin!.column);
+        if (!base || !column) break;
+        if (base.viewDefinition === null) {
+          resolved.set(viewColumn, { table: base.name, column: column.name });
+          break;
+        }
+        origin = directOrigins.get(base.name)?.get(column.name);
+      }
+    }
+    views.set(view, resolved);
+  }
+
+  const routines = new Map<string, Routine[]>();
+  for (const raw of document.routines) {
+    const routine: Routine = {
+      schema: document.schema,
+      name: raw.name,
+      volatility: raw.volatility,
+      returnsSet: raw.returnsSet,
+      returnType: raw.returnType,
+      returnTypeName: raw.returnTypeName,
+      returnTypeKind: raw.returnTypeKind,
+      returnRelation: raw.returnRelation,
+      variadic: raw.variadic,
+      description: raw.description,
+      params: routineParams(raw.params, raw.defaultCount),
+      privileges: raw.privileges,
+    };
+    const list = routines.get(raw.name);
+    if (list) list.push(routine);
+    else routines.set(raw.name, [routine]);
+  }
+
+  return {
+    schema: document.schema,
+    relations,
+    relationships: buildRelationships(relations, document.foreignKeys, views),
+    routines,
+    enums: new Map(Object.entries(document.enums)),
+    loadedAt,
+  };
+}
+
+/** Introspects `schema` with the service's pool; `roles` are those whose privileges are reported. */
+export async function loadSchemaCache(pool: pg.Pool, schema: string, roles: string[]): Promise<SchemaCache> {
+  const loadedAt = Date.now();
+  const { rows } = await pool.query<{ document: SchemaDocument }>({
+    name: 'pglease.rest-schema',
+    text: 'SELECT pglease.rest_schema($1, $2) AS document',
+    values: [schema, roles],
+  });
+  return schemaCacheFromDocument(rows[0]!.document, loadedAt);
+}

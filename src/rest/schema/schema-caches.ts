@@ -1,0 +1,91 @@
+/**
+ * The schema caches of all leases: loaded lazily on a lease's first request, bounded in number
+ * (least recently used dropped first), dropped when the lease's schema changes (DDL notification),
+ * and reloaded on demand when a request names something the cache does not have. Loads of one
+ * lease are shared by its concurrent requests and never wait for another lease's.
+ */
+import type { SchemaCache } from './types.js';
+
+export type SchemaLoader = (schema: string, roles: string[]) => Promise<SchemaCache>;
+
+interface Entry {
+  cache?: SchemaCache;
+  loading?: Promise<SchemaCache>;
+  /** Date.now() when the running load started. */
+  loadingSince: number;
+}
+
+export class SchemaCaches {
+  private readonly entries = new Map<string, Entry>();
+
+  constructor(
+    private readonly loader: SchemaLoader,
+    private readonly maxEntries = 500,
+  ) {}
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /** The cached schema, or a fresh load. `roles` are the roles whose privileges are reported. */
+  get(schema: string, roles: string[]): Promise<SchemaCache> | SchemaCache {
+    const entry = this.entries.get(schema);
+    if (entry) {
+      // refresh its place in the LRU order
+      this.entries.delete(schema);
+      this.entries.set(schema, entry);
+      if (entry.cache) return entry.cache;
+      if (entry.loading) return entry.loading;
+    }
+    return this.load(schema, roles);
+  }
+
+  /**
+   * A schema introspected after `notBefore` (Date.now() of the request that met a miss), so
+   * that an object created just before the request is seen. Shares a load that started late enough.
+   */
+  reload(schema: string, roles: string[], notBefore: number): Promise<SchemaCache> | SchemaCache {
+    const entry = this.entries.get(schema);
+    if (entry?.cache && entry.cache.loadedAt >= notBefore) return entry.cache;
+    if (entry?.loading && entry.loadingSince >= notBefore) return entry.loading;
+    return this.load(schema, roles);
+  }
+
+  /** Forgets a schema (after DDL in it, or when its lease ends). */
+  invalidate(schema: string): void {
+    this.entries.delete(schema);
+  }
+
+  clear(): void {
+    this.entries.clear();
+  }
+
+  private load(schema: string, roles: string[]): Promise<SchemaCache> {
+    const entry: Entry = this.entries.get(schema) ?? { loadingSince: 0 };
+    const startedAt = Date.now();
+    const loading = this.loader(schema, roles).then(
+      (cache) => {
+        // keep it only if nobody invalidated or reloaded the entry meanwhile
+        if (this.entries.get(schema) === entry && entry.loading === loading) {
+          entry.cache = cache;
+          entry.loading = undefined;
+        }
+        return cache;
+      },
+      (error: unknown) => {
+        if (entry.loading === loading) entry.loading = undefined;
+        if (this.entries.get(schema) === entry && !entry.cache) this.entries.delete(schema);
+        throw error;
+      },
+    );
+    entry.loading = loading;
+    entry.loadingSince = startedAt;
+    this.entries.delete(schema);
+    this.entries.set(schema, entry);
+    while (this.entries.size > this.maxEntries) {
+      const oldest = this.entries.keys().next().value as string;
+      this.entries.delete(oldest);
+    }
+    return loading;
+  }
+}
