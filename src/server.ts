@@ -7,11 +7,13 @@ import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, ty
 import type { ServiceContext } from './service-context.js';
 import { ControlError } from './control/errors.js';
 import { healthRoutes } from './control/health-routes.js';
+import { jobRoutes } from './control/job-routes.js';
 import { leaseRoutes } from './control/lease-routes.js';
 import { leaseStatsRoutes } from './control/lease-stats-routes.js';
 import { templateRoutes } from './control/template-routes.js';
 import { registerServiceOpenApi } from './control/openapi.js';
 import { registerCors } from './cors.js';
+import { restRoutes } from './rest/routes.js';
 
 export interface ServerOptions {
   /** Fastify logger setting; false in tests. */
@@ -110,6 +112,11 @@ export async function buildServer(context: ServiceContext, options: ServerOption
     await leaseRoutes(control, context);
     await leaseStatsRoutes(control, context);
     await templateRoutes(control, context);
+    await jobRoutes(control, context);
+  });
+  // the PostgREST-compatible API under /v1/leases/:id/rest: its own body parsing and error format
+  await app.register(async (rest) => {
+    await restRoutes(rest, context);
   });
 
   app.setNotFoundHandler((request, reply) =>
