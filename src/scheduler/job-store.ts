@@ -147,8 +147,9 @@ export class JobStore {
   }
 
   /**
-   * Changes a job's schedule and/or enabled flag. A new schedule, or enabling, plans the next run
-   * from now by the (new) schedule; disabling keeps next_run_at for the record.
+   * Changes a job's schedule and/or enabled flag. Enabling runs the job at once (it may have work
+   * waiting, such as leases that expired meanwhile); a new schedule plans the next run from now;
+   * disabling keeps next_run_at for the record.
    */
   async update(name: string, change: { schedule?: string; enabled?: boolean }): Promise<JobRow | undefined> {
     const client = await this.pool.connect();
@@ -165,13 +166,13 @@ export class JobStore {
       }
       const schedule = change.schedule ?? current.schedule;
       const enabled = change.enabled ?? current.enabled;
-      const replan = schedule !== current.schedule || (enabled && !current.enabled);
+      const nextRunAt = enabled && !current.enabled ? current.now : schedule !== current.schedule ? nextRun(schedule, current.now) : null;
       const updated = await client.query<JobRow>(
         `UPDATE pglease.jobs
-            SET schedule = $2, enabled = $3, next_run_at = CASE WHEN $4 THEN $5 ELSE next_run_at END, updated_at = now()
+            SET schedule = $2, enabled = $3, next_run_at = coalesce($4, next_run_at), updated_at = now()
           WHERE name = $1
           RETURNING ${JOB_COLUMNS}`,
-        [name, schedule, enabled, replan, nextRun(schedule, current.now)],
+        [name, schedule, enabled, nextRunAt],
       );
       await client.query('COMMIT');
       return updated.rows[0];

@@ -43,6 +43,7 @@ export class Scheduler {
   private tickAgain = false;
   private failures = 0;
   private stopped = false;
+  private stopping: Promise<void> | undefined;
 
   constructor(private readonly options: SchedulerOptions) {
     // Its own small pool: jobs keep running while the API's pool is saturated, and the sessions
@@ -85,12 +86,14 @@ export class Scheduler {
   }
 
   /** Lets running jobs finish their current batch, then closes connections. */
-  async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    await this.listener?.close();
-    await Promise.allSettled([...this.running.values(), ...this.helping.values()]);
-    await this.pool.end();
+  stop(): Promise<void> {
+    return (this.stopping ??= (async () => {
+      this.stopped = true;
+      clearTimeout(this.timer);
+      await this.listener?.close();
+      await Promise.allSettled([...this.running.values(), ...this.helping.values()]);
+      await this.pool.end();
+    })());
   }
 
   private onNotification(payload: string): void {

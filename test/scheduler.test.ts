@@ -1,0 +1,242 @@
+/**
+ * Jobs in Postgres: the jobs API, exactly-once runs across several schedulers on one database,
+ * take-over of a job whose process died, history pruning, and the configuration of it all.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../src/config.js';
+import { Scheduler } from '../src/scheduler/scheduler.js';
+import { builtinJobs, type JobDefinition } from '../src/scheduler/jobs.js';
+import { ADMIN_TOKEN, createLease, startTestService, type TestService } from './support/service.js';
+
+let service: TestService;
+
+beforeAll(async () => {
+  service = await startTestService();
+});
+afterAll(async () => {
+  await service?.close();
+});
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+async function call(method: string, path: string, options: { body?: unknown; token?: string } = {}): Promise<{ status: number; body: any }> {
+  const response = await fetch(`${service.baseUrl}${path}`, {
+    method,
+    headers: {
+      ...(options.body === undefined ? {} : { 'content-type': 'application/json' }),
+      ...(options.token === undefined ? {} : { authorization: `Bearer ${options.token}` }),
+    },
+    body: options.body === undefined ? undefined : JSON.stringify(options.body),
+  });
+  const text = await response.text();
+  return { status: response.status, body: text === '' ? undefined : JSON.parse(text) };
+}
+
+const admin = { token: ADMIN_TOKEN };
+
+describe('jobs API', () => {
+  it('lists the built-in jobs to the admin only', async () => {
+    expect((await call('GET', '/v1/jobs')).status).toBe(401);
+    const lease = await createLease(service);
+    const forbidden = await call('GET', '/v1/jobs', { token: lease.token });
+    expect(forbidden).toMatchObject({ status: 403, body: { code: 'PGLEASE_FORBIDDEN' } });
+
+    // cleanup-orphans runs once at every start
+    await waitFor('the start-up cleanup', async () => {
+      const job = await call('GET', '/v1/jobs/cleanup-orphans', admin);
+      return job.body.last_outcome === 'succeeded' ? true : undefined;
+    });
+    const { status, body } = await call('GET', '/v1/jobs', admin);
+    expect(status).toBe(200);
+    expect(body.items.map((job: { name: string }) => job.name)).toEqual(['cleanup-orphans', 'prune-history', 'reap-expired']);
+    const reaper = body.items.find((job: { name: string }) => job.name === 'reap-expired');
+    expect(reaper).toMatchObject({ schedule: '*/10 * * * * *', enabled: true, running: false });
+    expect(Date.parse(reaper.next_run_at) - Date.now()).toBeLessThanOrEqual(10_000);
+    const cleanup = body.items.find((job: { name: string }) => job.name === 'cleanup-orphans');
+    expect(cleanup).toMatchObject({ last_error: null, last_result: { orphans_dropped: 0, leases_failed: 0, errors: 0 } });
+  });
+
+  it('rejects bad changes with 4xx naming the field', async () => {
+    const bad = await call('PATCH', '/v1/jobs/reap-expired', { ...admin, body: { schedule: 'every 5 minutes' } });
+    expect(bad).toMatchObject({ status: 400, body: { code: 'PGLEASE_INVALID_FIELD', field: 'schedule' } });
+    expect(bad.body.message).toMatch(/invalid cron schedule/);
+    const short = await call('PATCH', '/v1/jobs/reap-expired', { ...admin, body: { schedule: '* * *' } });
+    expect(short).toMatchObject({ status: 400, body: { code: 'PGLEASE_INVALID_FIELD', field: 'schedule' } });
+    expect(short.body.message).toMatch(/expected 5 fields .* or 6/);
+    const outOfRange = await call('PATCH', '/v1/jobs/reap-expired', { ...admin, body: { schedule: '61 * * * *' } });
+    expect(outOfRange.status).toBe(400);
+    expect((await call('PATCH', '/v1/jobs/reap-expired', { ...admin, body: { enabled: 'no' } })).status).toBe(400);
+    expect((await call('PATCH', '/v1/jobs/reap-expired', { ...admin, body: {} })).status).toBe(400);
+    expect((await call('PATCH', '/v1/jobs/reap-expired', { ...admin, body: { cron: '* * * * *' } })).body.code).toBe('PGLEASE_UNKNOWN_FIELD');
+    expect(await call('PATCH', '/v1/jobs/no-such-job', { ...admin, body: { enabled: false } })).toMatchObject({ status: 404, body: { code: 'PGLEASE_JOB_NOT_FOUND' } });
+    expect((await call('POST', '/v1/jobs/no-such-job/run', admin)).status).toBe(404);
+    expect((await call('GET', '/v1/jobs/reap-expired/runs?limit=0', admin)).status).toBe(400);
+    expect((await call('PATCH', '/v1/jobs/reap-expired', { body: { enabled: false } })).status).toBe(401);
+  });
+
+  it('disabling the reaper keeps expired leases; enabling it reaps them at once', async () => {
+    const off = await call('PATCH', '/v1/jobs/reap-expired', { ...admin, body: { enabled: false } });
+    expect(off).toMatchObject({ status: 200, body: { enabled: false } });
+    expect((await call('POST', '/v1/jobs/reap-expired/run', admin)).body.code).toBe('PGLEASE_JOB_DISABLED');
+    const lease = await createLease(service, { ttl: 1 });
+    await sleep(2500);
+    expect((await call('GET', `/v1/leases/${lease.id}`, { token: lease.token })).body.state).toBe('active');
+
+    const on = await call('PATCH', '/v1/jobs/reap-expired', { ...admin, body: { enabled: true } });
+    expect(on.status).toBe(200);
+    await waitFor('the lease to be reaped', async () => {
+      const { body } = await call('GET', `/v1/leases/${lease.id}`, { token: lease.token });
+      return body.state === 'expired' ? true : undefined;
+    }, 3000);
+  });
+
+  it('a new schedule takes effect at once and is kept; runs are listed newest first', async () => {
+    const changed = await call('PATCH', '/v1/jobs/prune-history', { ...admin, body: { schedule: '* * * * * *' } });
+    expect(changed).toMatchObject({ status: 200, body: { schedule: '* * * * * *' } });
+    expect(Date.parse(changed.body.next_run_at) - Date.now()).toBeLessThanOrEqual(1000);
+    const runs = await waitFor('two runs of prune-history', async () => {
+      const { body } = await call('GET', '/v1/jobs/prune-history/runs?limit=2', admin);
+      return body.items.length === 2 && body.items.every((run: { outcome: string }) => run.outcome === 'succeeded') ? body.items : undefined;
+    }, 5000);
+    expect(Date.parse(runs[0].started_at)).toBeGreaterThan(Date.parse(runs[1].started_at));
+    expect(runs[0]).toMatchObject({ result: { leases_deleted: 0, runs_deleted: 0 }, rows_affected: 0, error: null });
+    expect(runs[0].worker).toBe(service.scheduler!.worker);
+
+    // a restart with the same configuration keeps the schedule set through the API
+    await service.scheduler!.stop();
+    const restarted = new Scheduler({ databaseUrl: service.host.databaseUrl, jobs: builtinJobs(service.config.jobs), log: () => undefined });
+    await restarted.start();
+    await restarted.stop();
+    const { rows } = await service.host.pool.query(`SELECT schedule FROM pglease.jobs WHERE name = 'prune-history'`);
+    expect(rows[0].schedule).toBe('* * * * * *');
+  });
+});
+
+describe('several schedulers on one database', () => {
+  it('run each due run exactly once', async () => {
+    const executions: string[] = [];
+    const job = (worker: number): JobDefinition => ({
+      name: 'test-tick',
+      description: 'counts its runs',
+      schedule: '* * * * * *',
+      run: async () => {
+        executions.push(`scheduler ${worker}`);
+        await sleep(20);
+        return { rowsAffected: 1, result: {} };
+      },
+    });
+    const schedulers = [1, 2, 3].map((worker) => new Scheduler({ databaseUrl: service.host.databaseUrl, jobs: [job(worker)], log: () => undefined }));
+    await Promise.all(schedulers.map((scheduler) => scheduler.start()));
+    await sleep(4500);
+    await Promise.all(schedulers.map((scheduler) => scheduler.stop()));
+
+    const { rows } = await service.host.pool.query<{ scheduled_for: string; outcome: string }>(
+      `SELECT scheduled_for::text, outcome FROM pglease.job_runs WHERE job_name = 'test-tick' ORDER BY id`,
+    );
+    expect(rows.length).toBeGreaterThanOrEqual(3);
+    expect(rows.length).toBeLessThanOrEqual(6);
+    expect(new Set(rows.map((row) => row.scheduled_for)).size).toBe(rows.length);
+    expect(rows.every((row) => row.outcome === 'succeeded')).toBe(true);
+    expect(executions).toHaveLength(rows.length);
+  });
+
+  it('take over at once a job held by a process that died, marking its run abandoned', async () => {
+    // a process that claimed the job and was killed: a long hold, and no session of its own left
+    await service.host.pool.query(
+      `UPDATE pglease.jobs SET running_by = 'ghost:1:000000', running_until = now() + interval '1 hour', next_run_at = now()
+        WHERE name = 'test-tick'`,
+    );
+    await service.host.pool.query(
+      `INSERT INTO pglease.job_runs (job_name, scheduled_for, worker) VALUES ('test-tick', now() - interval '5 minutes', 'ghost:1:000000')`,
+    );
+    const scheduler = new Scheduler({
+      databaseUrl: service.host.databaseUrl,
+      jobs: [{ name: 'test-tick', description: 'counts its runs', schedule: '* * * * * *', run: async () => ({ rowsAffected: 0, result: {} }) }],
+      log: () => undefined,
+    });
+    await scheduler.start();
+    try {
+      const ghost = await waitFor('the ghost run to be abandoned', async () => {
+        const { rows } = await service.host.pool.query(`SELECT outcome, finished_at FROM pglease.job_runs WHERE worker = 'ghost:1:000000'`);
+        return rows[0].outcome === 'abandoned' ? rows[0] : undefined;
+      }, 5000);
+      expect(ghost.finished_at).not.toBeNull();
+    } finally {
+      await scheduler.stop();
+    }
+  });
+});
+
+describe('prune-history', () => {
+  it('forgets ended leases older than the retention, keeps recent ones', async () => {
+    const old = await createLease(service);
+    const recent = await createLease(service);
+    for (const lease of [old, recent]) {
+      expect((await call('DELETE', `/v1/leases/${lease.id}`, { token: lease.token })).status).toBe(204);
+    }
+    await service.host.pool.query(`UPDATE pglease.leases SET ended_at = now() - interval '8 days', created_at = now() - interval '9 days' WHERE id = $1`, [old.id]);
+    const { rows } = await service.host.pool.query('SELECT leases_deleted::int FROM pglease.prune_history(make_interval(secs => $1))', [
+      service.config.jobs.historyRetentionSeconds,
+    ]);
+    expect(rows[0].leases_deleted).toBe(1);
+    expect((await call('GET', `/v1/leases/${old.id}`, { token: old.token })).status).toBe(404);
+    expect((await call('GET', `/v1/leases/${recent.id}`, { token: recent.token })).body.state).toBe('released');
+  });
+});
+
+describe('configuration', () => {
+  const base = { PGLEASE_DATA_DIR: '/tmp/unused' };
+
+  it('has the documented defaults', () => {
+    const config = loadConfig(base);
+    expect(config.jobs).toEqual({
+      schedulerEnabled: true,
+      reaperSchedule: '*/10 * * * * *',
+      cleanupSchedule: '*/5 * * * *',
+      pruneSchedule: '17 * * * *',
+      reaperBatch: 50,
+      historyRetentionSeconds: 7 * 86_400,
+    });
+    expect(config.createLimits).toEqual({ perHour: 100, activePerClient: 20, maxLeases: 1000 });
+    expect(config.trustProxy).toBe(false);
+  });
+
+  it('refuses bad values naming the variable', () => {
+    const bad: Record<string, string>[] = [
+      { PGLEASE_REAPER_CRON: 'every minute' },
+      { PGLEASE_REAPER_CRON: '* * *' },
+      { PGLEASE_CLEANUP_CRON: '0 0 0 * * * *' },
+      { PGLEASE_HISTORY_RETENTION: '30min' },
+      { PGLEASE_HISTORY_RETENTION: 'a week' },
+      { PGLEASE_REAPER_BATCH: '100' },
+      { PGLEASE_SCHEDULER: 'maybe' },
+      { PGLEASE_RATE_LIMIT: '-1' },
+    ];
+    for (const env of bad) {
+      const variable = Object.keys(env)[0]!;
+      expect(() => loadConfig({ ...base, ...env }), variable).toThrow(ConfigError);
+      expect(() => loadConfig({ ...base, ...env }), variable).toThrow(new RegExp(`^${variable}: `));
+    }
+  });
+
+  it('reads spans, switches and proxy trust', () => {
+    expect(loadConfig({ ...base, PGLEASE_HISTORY_RETENTION: '2d' }).jobs.historyRetentionSeconds).toBe(172_800);
+    expect(loadConfig({ ...base, PGLEASE_HISTORY_RETENTION: '90min' }).jobs.historyRetentionSeconds).toBe(5400);
+    expect(loadConfig({ ...base, PGLEASE_SCHEDULER: 'off' }).jobs.schedulerEnabled).toBe(false);
+    expect(loadConfig({ ...base, PGLEASE_RATE_LIMIT: '0' }).createLimits.perHour).toBe(0);
+    expect(loadConfig({ ...base, PGLEASE_TRUST_PROXY: 'on' }).trustProxy).toBe(true);
+    expect(loadConfig({ ...base, PGLEASE_TRUST_PROXY: '10.0.0.0/8, 127.0.0.1' }).trustProxy).toEqual(['10.0.0.0/8', '127.0.0.1']);
+    const hops = loadConfig({ ...base, PGLEASE_TRUST_PROXY: '1' }).trustProxy as (address: string, hop: number) => boolean;
+    expect([hops('10.0.0.1', 0), hops('10.0.0.2', 1)]).toEqual([true, false]);
+  });
+});
