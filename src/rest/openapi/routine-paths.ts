@@ -60,8 +60,10 @@ function quoteIdent(name: string): string {
   return /^[a-z_][a-z0-9_$]*$/.test(name) ? name : `"${name.replace(/"/g, '""')}"`;
 }
 
-function oneOrMany<T>(items: T[], combine: (items: T[]) => T): T {
-  return items.length === 1 ? items[0]! : combine(items);
+/** The schema, or `anyOf` the distinct schemas of several overloads. */
+function anyOf(schemas: Schema[]): Schema {
+  const distinct = [...new Map(schemas.map((schema) => [JSON.stringify(schema), schema])).values()];
+  return distinct.length === 1 ? distinct[0]! : { anyOf: distinct };
 }
 
 function successResponse(routines: Routine[], context: TypeContext): Record<string, Response | Reference> {
@@ -72,10 +74,10 @@ function successResponse(routines: Routine[], context: TypeContext): Record<stri
     const { schema, rows } = resultSchema(routine, context);
     return { schema: routine.returnsSet ? { type: 'array', items: schema } as Schema : schema, rows: rows || routine.returnsSet, item: schema };
   });
-  const body = oneOrMany(results.map((result) => result.schema), (schemas) => ({ anyOf: schemas }));
+  const body = anyOf(results.map((result) => result.schema));
   const content: Record<string, MediaTypeObject> = { 'application/json': { schema: body }, 'text/csv': { schema: { type: 'string' } } };
   if (results.every((result) => result.rows)) {
-    content['application/vnd.pgrst.object+json'] = { schema: oneOrMany(results.map((result) => result.item), (schemas) => ({ anyOf: schemas })) };
+    content['application/vnd.pgrst.object+json'] = { schema: anyOf(results.map((result) => result.item)) };
   }
   return { '200': { description: 'The function’s result.', headers: CONTENT_RANGE, content } };
 }
@@ -85,7 +87,8 @@ function requestBody(calls: Call[], context: TypeContext): RequestBody {
   const named = calls.filter((call): call is Extract<Call, { kind: 'named' }> => call.kind === 'named');
   const content: Record<string, MediaTypeObject> = {};
   if (named.length > 0) {
-    content['application/json'] = { schema: oneOrMany(named.map((call) => argumentsSchema(call.inputs, context) as Schema), (schemas) => ({ oneOf: schemas })) };
+    const schemas = named.map((call): Schema => argumentsSchema(call.inputs, context));
+    content['application/json'] = { schema: schemas.length === 1 ? schemas[0]! : { oneOf: schemas } };
   }
   if (raw && !content[raw.mediaType]) content[raw.mediaType] = { schema: typeSchema(raw.param.type, context) };
   const optional = named.some((call) => call.inputs.every((param) => !param.required));

@@ -119,6 +119,7 @@ export function literalDefault(expression: string, schema: Schema): unknown {
   if (!quoted) return undefined;
   const value = quoted[1]!.replace(/''/g, "'");
   if (types.includes('string')) return value;
+  if (types.includes('array') && value === '{}') return [];
   if (types.includes('integer') || types.includes('number')) return /^-?\d+(\.\d+)?$/.test(value) ? Number(value) : undefined;
   if (schema.format === 'json' || schema.format === 'jsonb') {
     try {
