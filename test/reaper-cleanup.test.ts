@@ -1,0 +1,135 @@
+/**
+ * cleanup-orphans: whatever happened to the host behind pglease's back, after a run every lease
+ * role and schema of this database belongs to a live lease, no active lease lacks its objects,
+ * and no session of a dropped role lingers. Leases of other lease databases are left alone.
+ */
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import pg from 'pg';
+import { inject } from 'vitest';
+import { ADMIN_TOKEN, createLease, startTestService, type TestService } from './support/service.js';
+
+let service: TestService;
+let superuser: pg.Client;
+
+beforeAll(async () => {
+  service = await startTestService();
+  superuser = new pg.Client({ connectionString: service.host.databaseUrl });
+  await superuser.connect();
+});
+afterAll(async () => {
+  await superuser?.end();
+  await service?.close();
+});
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Asks for a run of cleanup-orphans through the API and returns its finished run. */
+async function runCleanup(): Promise<{ outcome: string; result: Record<string, number>; error: string | null }> {
+  const auth = { authorization: `Bearer ${ADMIN_TOKEN}` };
+  const before = (await superuser.query(`SELECT coalesce(max(id), 0)::int AS id FROM pglease.job_runs WHERE job_name = 'cleanup-orphans'`)).rows[0].id;
+  const response = await fetch(`${service.baseUrl}/v1/jobs/cleanup-orphans/run`, { method: 'POST', headers: auth });
+  expect(response.status).toBe(202);
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const { rows } = await superuser.query(
+      `SELECT outcome, result, error FROM pglease.job_runs WHERE job_name = 'cleanup-orphans' AND id > $1 AND outcome <> 'running' ORDER BY id LIMIT 1`,
+      [before],
+    );
+    if (rows[0]) return rows[0];
+    if (Date.now() > deadline) throw new Error('cleanup-orphans did not run');
+    await sleep(50);
+  }
+}
+
+async function objectsOf(base: string): Promise<string[]> {
+  const { rows } = await superuser.query<{ name: string }>(
+    `SELECT rolname AS name FROM pg_roles WHERE rolname IN ($1::text, $1::text || '_anon', $1::text || '_auth')
+     UNION ALL SELECT nspname FROM pg_namespace WHERE nspname = $1::text`,
+    [base],
+  );
+  return rows.map((row) => row.name).sort();
+}
+
+describe('cleanup-orphans', () => {
+  it('drops the schema and roles of a lease whose row is gone', async () => {
+    const lease = await createLease(service);
+    await superuser.query('DELETE FROM pglease.leases WHERE id = $1', [lease.id]);
+    expect(await objectsOf(lease.schema)).toHaveLength(4);
+    const run = await runCleanup();
+    expect(run).toMatchObject({ outcome: 'succeeded', result: { orphans_dropped: 1, leases_failed: 0, errors: 0 } });
+    expect(await objectsOf(lease.schema)).toEqual([]);
+  });
+
+  it('drops half-made leftovers (a lone schema, a lone login role of this database) but not another database’s roles', async () => {
+    const loneSchema = `lease_${randomBytes(8).toString('hex')}`;
+    const loneRole = `lease_${randomBytes(8).toString('hex')}`;
+    const foreignRole = `lease_${randomBytes(8).toString('hex')}`;
+    await superuser.query(`CREATE SCHEMA ${loneSchema}`);
+    await superuser.query(`CREATE ROLE ${loneRole} LOGIN`);
+    await superuser.query(`GRANT ${service.config.leaseDatabase}_leases TO ${loneRole}`);
+    // a lease role of some other lease database on the same host: not a member of our group
+    await superuser.query(`CREATE ROLE ${foreignRole} LOGIN`);
+    try {
+      const run = await runCleanup();
+      expect(run).toMatchObject({ outcome: 'succeeded', result: { orphans_dropped: 2, errors: 0 } });
+      expect(await objectsOf(loneSchema)).toEqual([]);
+      expect(await objectsOf(loneRole)).toEqual([]);
+      expect(await objectsOf(foreignRole)).toEqual([foreignRole]);
+    } finally {
+      await superuser.query(`DROP ROLE IF EXISTS ${foreignRole}`);
+    }
+  });
+
+  it('ends an active lease whose owner dropped its schema: failed, objects gone, GET says so', async () => {
+    const lease = await createLease(service);
+    const owner = new pg.Client({ connectionString: lease.url });
+    await owner.connect();
+    owner.on('error', () => undefined);
+    await owner.query(`DROP SCHEMA ${lease.schema} CASCADE`);
+    await owner.end();
+
+    const run = await runCleanup();
+    expect(run).toMatchObject({ outcome: 'succeeded', result: { orphans_dropped: 0, leases_failed: 1, errors: 0 } });
+    expect(await objectsOf(lease.schema)).toEqual([]);
+    const response = await fetch(`${service.baseUrl}/v1/leases/${lease.id}`, { headers: { authorization: `Bearer ${lease.token}` } });
+    expect(await response.json()).toMatchObject({ state: 'failed' });
+    const { rows } = await superuser.query(`SELECT last_error, ended_at FROM pglease.leases WHERE id = $1`, [lease.id]);
+    expect(rows[0].last_error).toMatch(/dropped outside pglease/);
+    expect(rows[0].ended_at).not.toBeNull();
+    const events = await superuser.query(`SELECT kind FROM pglease.lease_events WHERE lease_id = $1 ORDER BY id`, [lease.id]);
+    expect(events.rows.map((row) => row.kind)).toEqual(['created', 'failed']);
+  });
+
+  it('terminates a session whose role was dropped under it', async () => {
+    const lease = await createLease(service);
+    const straggler = new pg.Client({ connectionString: lease.url });
+    await straggler.connect();
+    const ended = new Promise((resolve) => straggler.on('error', resolve));
+    // drop the lease by hand without terminating its sessions
+    await superuser.query('BEGIN');
+    await superuser.query(`DELETE FROM pglease.leases WHERE id = $1`, [lease.id]);
+    await superuser.query(`DROP SCHEMA ${lease.schema} CASCADE`);
+    await superuser.query(`DROP OWNED BY ${lease.role}, ${lease.anon_role}, ${lease.role}_auth`);
+    await superuser.query(`DROP ROLE ${lease.role}, ${lease.anon_role}, ${lease.role}_auth`);
+    await superuser.query('COMMIT');
+    expect((await straggler.query('SELECT 1 AS alive')).rows).toEqual([{ alive: 1 }]);
+
+    const run = await runCleanup();
+    expect(run.result.sessions_terminated).toBe(1);
+    await ended;
+    await expect(straggler.query('SELECT 1')).rejects.toThrow();
+    await straggler.end().catch(() => undefined);
+  });
+
+  it('leaves every live lease intact and finds nothing on a healthy host', async () => {
+    const leases = await Promise.all([createLease(service), createLease(service, { ttl: 5 })]);
+    const run = await runCleanup();
+    expect(run).toMatchObject({ outcome: 'succeeded', result: { orphans_dropped: 0, leases_failed: 0, sessions_terminated: 0, errors: 0 } });
+    for (const lease of leases) expect(await objectsOf(lease.schema)).toHaveLength(4);
+    // the superuser of the shared cluster is untouched too
+    const admin = new pg.Client({ connectionString: inject('serverUrl') });
+    await admin.connect();
+    await admin.end();
+  });
+});
