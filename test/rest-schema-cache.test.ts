@@ -1,0 +1,99 @@
+/**
+ * The schema cache is never stale: DDL through the lease's own connection is served by REST right
+ * after it commits, relationships follow new foreign keys, one lease's reload does not block
+ * another's requests, and a released lease stops answering.
+ */
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLease } from './support/service.js';
+import { getJson, startRestFixture, type RestFixture } from './support/rest-fixture.js';
+
+let fixture: RestFixture;
+
+beforeAll(async () => {
+  fixture = await startRestFixture('create table seed (id int primary key)');
+});
+
+afterAll(async () => {
+  await fixture?.close();
+});
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('schema cache', () => {
+  it('serves a table created through the lease URL right after the DDL commits', async () => {
+    expect((await getJson(fixture, '/seed')).status).toBe(200); // the cache is loaded now
+    await fixture.sql.query("create table fresh (id int primary key, name text); insert into fresh values (1, 'new')");
+    const { status, body } = await getJson(fixture, '/fresh');
+    expect(status).toBe(200);
+    expect(body).toEqual([{ id: 1, name: 'new' }]);
+  });
+
+  it('follows a foreign key added after the cache was loaded', async () => {
+    await fixture.sql.query('create table parents (id int primary key); create table kids (id int primary key, parent_id int); insert into parents values (1); insert into kids values (10, 1)');
+    expect((await getJson(fixture, '/kids?select=id')).status).toBe(200);
+    await fixture.sql.query('alter table kids add foreign key (parent_id) references parents');
+    const { status, body } = await getJson(fixture, '/kids?select=id,parents(id)');
+    expect(status).toBe(200);
+    expect(body).toEqual([{ id: 10, parents: { id: 1 } }]);
+  });
+
+  it('drops the cache on DDL (event trigger), so a dropped table is gone at once', async () => {
+    await fixture.sql.query('create table doomed (id int)');
+    expect((await getJson(fixture, '/doomed')).status).toBe(200);
+    await fixture.sql.query('drop table doomed');
+    // the notification arrives within milliseconds of the commit
+    await sleep(100);
+    expect((await getJson(fixture, '/doomed')).body).toMatchObject({ code: 'PGRST205' });
+  });
+
+  it('sees a renamed view column in embeddings after DDL', async () => {
+    await fixture.sql.query('create view kid_view as select id, parent_id from kids');
+    expect((await getJson(fixture, '/kid_view?select=id,parents(id)')).body).toEqual([{ id: 10, parents: { id: 1 } }]);
+    await fixture.sql.query('alter view kid_view rename column parent_id to mom_id');
+    await sleep(100);
+    expect((await getJson(fixture, '/kid_view?select=id,mom_id,parents(id)')).body).toEqual([{ id: 10, mom_id: 1, parents: { id: 1 } }]);
+  });
+
+  it("does not make another lease wait for a lease's reload", async () => {
+    const other = await createLease(fixture.service);
+    const otherSql = new pg.Client({ connectionString: other.url });
+    await otherSql.connect();
+    try {
+      await otherSql.query('create table t (id int); insert into t values (1)');
+      const headers = { authorization: `Bearer ${other.token}` };
+      expect((await fetch(`${other.rest_url}/t`, { headers })).status).toBe(200);
+      // an uncommitted DDL in the first lease: its reloads see the old schema, the other lease is unaffected
+      await fixture.sql.query('begin; create table slow (id int)');
+      try {
+        const started = Date.now();
+        const [first, second] = await Promise.all([getJson(fixture, '/slow'), fetch(`${other.rest_url}/t`, { headers })]);
+        expect(first.body).toMatchObject({ code: 'PGRST205' });
+        expect(second.status).toBe(200);
+        expect(Date.now() - started).toBeLessThan(1000);
+      } finally {
+        await fixture.sql.query('commit');
+      }
+      expect((await getJson(fixture, '/slow')).status).toBe(200);
+    } finally {
+      await otherSql.end();
+    }
+  });
+});
+
+describe('lease lifecycle', () => {
+  it('stops answering once the lease is released', async () => {
+    const lease = await createLease(fixture.service);
+    const headers = { authorization: `Bearer ${lease.token}` };
+    const sql = new pg.Client({ connectionString: lease.url });
+    await sql.connect();
+    await sql.query('create table t (id int)');
+    await sql.end();
+    expect((await fetch(`${lease.rest_url}/t`, { headers })).status).toBe(200);
+    const released = await fetch(`${fixture.service.baseUrl}/v1/leases/${lease.id}`, { method: 'DELETE', headers });
+    expect(released.status).toBe(204);
+    const after = await fetch(`${lease.rest_url}/t`, { headers });
+    expect(after.status).toBe(404);
+    expect(await after.json()).toMatchObject({ code: 'PGLEASE_NOT_FOUND' });
+  });
+});
