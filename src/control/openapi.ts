@@ -8,7 +8,8 @@ import swaggerUi from '@fastify/swagger-ui';
 import { projectPath } from '../paths.js';
 import { readFileSync } from 'node:fs';
 
-const version = (JSON.parse(readFileSync(projectPath('package.json'), 'utf8')) as { version: string }).version;
+/** pglease's version (package.json), for the service's and the leases' documents. */
+export const serviceVersion = (JSON.parse(readFileSync(projectPath('package.json'), 'utf8')) as { version: string }).version;
 
 export async function registerServiceOpenApi(app: FastifyInstance): Promise<void> {
   await app.register(swagger, {
@@ -16,7 +17,7 @@ export async function registerServiceOpenApi(app: FastifyInstance): Promise<void
       openapi: '3.1.0',
       info: {
         title: 'pglease',
-        version,
+        version: serviceVersion,
         description:
           'Throwaway Postgres leases over HTTP. Each lease is a schema and a login role on a Postgres host, ' +
           'with a connection URL and a PostgREST-compatible REST API at its rest_url.',
