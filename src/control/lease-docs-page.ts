@@ -1,0 +1,93 @@
+/**
+ * The Swagger UI page of one lease (`/v1/leases/:id/docs`). Swagger UI's files come from the npm
+ * package @fastify/swagger-ui, served at /docs/static/ by the service's own docs (./openapi.ts):
+ * no CDN. A token field on top keeps the lease token in the tab's sessionStorage; with it the page
+ * loads the lease role's document and Swagger UI sends it on "Try it out". A link may carry it
+ * in the fragment (`…/docs#token=pgl_…`), which never reaches a server.
+ */
+
+/** Where @fastify/swagger-ui serves Swagger UI's files (its routePrefix + /static). */
+const SWAGGER_UI_STATIC = '/docs/static';
+
+function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (char) => `&#${char.charCodeAt(0)};`);
+}
+
+export function leaseDocsHtml(options: { leaseId: string; documentUrl: string; scriptUrl: string }): string {
+  const title = `pglease lease ${options.leaseId}`;
+  return `<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>${escapeHtml(title)} · API docs</title>
+<link rel="stylesheet" href="${SWAGGER_UI_STATIC}/swagger-ui.css">
+<link rel="icon" type="image/png" href="${SWAGGER_UI_STATIC}/favicon-32x32.png" sizes="32x32">
+<style>
+  body { margin: 0; font-family: sans-serif; }
+  #lease-token { display: flex; gap: .5em; align-items: center; padding: .75em 1.25em; background: #1b1b1b; color: #fff; flex-wrap: wrap; }
+  #lease-token strong { margin-right: auto; }
+  #lease-token input { width: 28em; max-width: 60vw; padding: .35em; font-family: monospace; }
+  #lease-token button { padding: .35em .9em; cursor: pointer; }
+  #lease-token-state { color: #9fdf9f; }
+</style>
+</head>
+<body data-lease-id="${escapeHtml(options.leaseId)}" data-document-url="${escapeHtml(options.documentUrl)}">
+<form id="lease-token" autocomplete="off">
+  <strong>${escapeHtml(title)}</strong>
+  <span id="lease-token-state"></span>
+  <label for="lease-token-input">Lease token</label>
+  <input id="lease-token-input" name="token" type="password" placeholder="pgl_… (empty: the anonymous role)" spellcheck="false">
+  <button id="lease-token-use" type="submit">Use token</button>
+  <button id="lease-token-forget" type="button">Forget</button>
+</form>
+<div id="swagger-ui"></div>
+<script src="${SWAGGER_UI_STATIC}/swagger-ui-bundle.js" charset="utf-8"></script>
+<script src="${escapeHtml(options.scriptUrl)}" charset="utf-8"></script>
+</body>
+</html>
+`;
+}
+
+/** The page's script: the same for every lease (it reads the lease from the page's data attributes). */
+export const LEASE_DOCS_SCRIPT = `'use strict';
+(function () {
+  var body = document.body;
+  var storageKey = 'pglease-token:' + body.dataset.leaseId;
+  var fragment = /(?:^#|&)token=([^&]+)/.exec(window.location.hash);
+  if (fragment) {
+    sessionStorage.setItem(storageKey, decodeURIComponent(fragment[1]));
+    history.replaceState(null, '', window.location.pathname + window.location.search);
+  }
+  var token = sessionStorage.getItem(storageKey) || '';
+  var state = document.getElementById('lease-token-state');
+  state.textContent = token ? 'as the lease role' : 'as the anonymous role';
+  document.getElementById('lease-token').addEventListener('submit', function (event) {
+    event.preventDefault();
+    var value = document.getElementById('lease-token-input').value.trim();
+    if (value) sessionStorage.setItem(storageKey, value); else sessionStorage.removeItem(storageKey);
+    window.location.reload();
+  });
+  document.getElementById('lease-token-forget').addEventListener('click', function () {
+    sessionStorage.removeItem(storageKey);
+    window.location.reload();
+  });
+  var ui = SwaggerUIBundle({
+    url: body.dataset.documentUrl,
+    dom_id: '#swagger-ui',
+    presets: [SwaggerUIBundle.presets.apis],
+    layout: 'BaseLayout',
+    deepLinking: false,
+    validatorUrl: null,
+    tryItOutEnabled: false,
+    // the document itself depends on the token: the lease role sees more than the anonymous one
+    requestInterceptor: function (request) {
+      if (request.loadSpec && token) request.headers.Authorization = 'Bearer ' + token;
+      return request;
+    },
+    onComplete: function () {
+      if (token) ui.preauthorizeApiKey('leaseToken', token);
+    }
+  });
+  window.ui = ui;
+})();
+`;

@@ -1,0 +1,78 @@
+/**
+ * Each lease's API description: `GET /v1/leases/:id/openapi.json` (OpenAPI 3.1, from the REST
+ * API's schema cache, see src/rest/openapi) and `GET /v1/leases/:id/docs` (Swagger UI on it).
+ * With the lease token the document is the lease role's; without one, the anonymous role's.
+ */
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Type } from '@sinclair/typebox';
+import type { ServiceContext } from '../service-context.js';
+import type { RestService } from '../rest/rest-service.js';
+import { leaseDocument } from '../rest/openapi/lease-document.js';
+import { RestError } from '../rest/response/errors.js';
+import { bearerToken } from './auth.js';
+import { ControlError } from './errors.js';
+import { LEASE_DOCS_SCRIPT, leaseDocsHtml } from './lease-docs-page.js';
+import { publicBaseUrl } from './lease-routes.js';
+import { serviceVersion } from './openapi.js';
+import { ErrorSchema, LeaseParams } from './schemas.js';
+
+/** The REST API's lease errors, in the control API's words. */
+function toControlError(error: unknown): unknown {
+  if (!(error instanceof RestError)) return error;
+  if (error.code === 'PGLEASE_NOT_FOUND') return new ControlError('PGLEASE_NOT_FOUND', error.message);
+  if (error.code === 'PGRST301') return new ControlError('PGLEASE_UNAUTHORIZED', 'The token is not this lease’s: send its own token, or none for the anonymous role’s document');
+  return error;
+}
+
+export async function leaseDocsRoutes(app: FastifyInstance, context: ServiceContext, rest: RestService): Promise<void> {
+  const routes = app.withTypeProvider<TypeBoxTypeProvider>();
+  const restUrl = (request: FastifyRequest, id: string) => `${publicBaseUrl(context, request)}/v1/leases/${id}/rest`;
+
+  routes.get(
+    '/v1/leases/:id/openapi.json',
+    {
+      schema: {
+        summary: 'OpenAPI document of a lease’s REST API',
+        description:
+          'OpenAPI 3.1 for the lease’s tables, views and functions, generated from its schema as it is now. ' +
+          'With the lease token: the operations the lease role may perform; without: those of its anonymous role. ' +
+          'The same document as `GET {rest_url}/`.',
+        tags: ['leases'],
+        security: [{ bearer: [] }, {}],
+        params: LeaseParams,
+        response: {
+          200: Type.Object({}, { additionalProperties: true, description: 'An OpenAPI 3.1 document' }),
+          401: ErrorSchema,
+          404: ErrorSchema,
+        },
+      },
+    },
+    async (request, reply) => {
+      try {
+        const document = await leaseDocument(rest, {
+          leaseId: request.params.id,
+          token: bearerToken(request),
+          restUrl: restUrl(request, request.params.id.toLowerCase()),
+          version: serviceVersion,
+        });
+        // already JSON: a string is sent as is, not through the response schema's serializer
+        return reply.type('application/json; charset=utf-8').send(JSON.stringify(document));
+      } catch (error) {
+        throw toControlError(error);
+      }
+    },
+  );
+
+  routes.get('/v1/leases/:id/docs', { schema: { hide: true, params: LeaseParams } }, async (request, reply) => {
+    const lease = await rest.directory.find(request.params.id);
+    if (!lease) throw new ControlError('PGLEASE_NOT_FOUND', `No live lease ${request.params.id}`);
+    return reply.type('text/html; charset=utf-8').send(
+      leaseDocsHtml({ leaseId: lease.id, documentUrl: `/v1/leases/${lease.id}/openapi.json`, scriptUrl: `/v1/leases/${lease.id}/docs/docs.js` }),
+    );
+  });
+
+  routes.get('/v1/leases/:id/docs/docs.js', { schema: { hide: true, params: LeaseParams } }, async (_request, reply) =>
+    reply.type('text/javascript; charset=utf-8').header('cache-control', 'no-cache').send(LEASE_DOCS_SCRIPT),
+  );
+}

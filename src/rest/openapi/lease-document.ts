@@ -1,0 +1,52 @@
+/**
+ * One lease's document for one caller, from the REST API's own lease directory and schema
+ * caches: the lease role's view with the lease token (or the admin token), the anonymous role's
+ * without one, and PostgREST's errors for a lease that is not live (404) or a wrong token (401).
+ *
+ * The schema is introspected no earlier than the request: a document is requested rarely next to
+ * reads (PostgREST also reads the catalog for its root on every request), and so it is exact even
+ * in the instant between a DDL commit and its notification, or when the service is not a superuser
+ * and has no DDL event trigger. The load goes through the shared cache, so REST reads see it too.
+ */
+import type { RestService } from '../rest-service.js';
+import { negotiate, parseAccept, CONTENT_TYPE } from '../request/headers.js';
+import type { RestResponse } from '../response/read-response.js';
+import { RestError } from '../response/errors.js';
+import { leaseOpenApiDocument } from './document.js';
+import type { OpenApiDocument } from './types.js';
+
+export interface LeaseDocumentRequest {
+  leaseId: string;
+  /** The bearer token or apikey; null when none was sent. */
+  token: string | null;
+  /** The lease's REST base URL as the client reaches it: the document's server. */
+  restUrl: string;
+  /** pglease's version, for info.version. */
+  version: string;
+}
+
+export async function leaseDocument(rest: RestService, request: LeaseDocumentRequest): Promise<OpenApiDocument> {
+  const startedAt = Date.now();
+  const caller = await rest.caller(request.leaseId, request.token);
+  const { lease } = caller;
+  const cache = await rest.schemas.reload(lease.schema, [lease.role, lease.anonRole], startedAt);
+  return leaseOpenApiDocument({
+    cache,
+    role: caller.role,
+    authenticated: caller.authenticated,
+    restUrl: request.restUrl,
+    title: `pglease lease ${lease.id}`,
+    version: request.version,
+  });
+}
+
+/**
+ * `GET {rest_url}/`: the document as `application/openapi+json` (also for `*\/*`) or
+ * `application/json`; any other Accept is 406 PGRST107, as PostgREST answers.
+ */
+export async function rootResponse(rest: RestService, request: LeaseDocumentRequest & { method: string; accept: string | string[] | undefined }): Promise<RestResponse> {
+  if (request.method !== 'GET' && request.method !== 'HEAD') throw new RestError('PGRST117', `Unsupported HTTP method: ${request.method}`);
+  const mediaType = negotiate(parseAccept(request.accept), ['openapi', 'json']);
+  const body = JSON.stringify(await leaseDocument(rest, request));
+  return { status: 200, headers: { 'content-type': CONTENT_TYPE[mediaType.kind] }, body: request.method === 'HEAD' ? null : body };
+}
