@@ -14,6 +14,8 @@ import { templateRoutes } from './control/template-routes.js';
 import { registerServiceOpenApi } from './control/openapi.js';
 import { registerCors } from './cors.js';
 import { restRoutes } from './rest/routes.js';
+import type { RestService } from './rest/rest-service.js';
+import { leaseDocsRoutes } from './control/lease-docs-routes.js';
 
 export interface ServerOptions {
   /** Fastify logger setting; false in tests. */
@@ -115,8 +117,14 @@ export async function buildServer(context: ServiceContext, options: ServerOption
     await jobRoutes(control, context);
   });
   // the PostgREST-compatible API under /v1/leases/:id/rest: its own body parsing and error format
+  let restService: RestService | undefined;
   await app.register(async (rest) => {
-    await restRoutes(rest, context);
+    restService = await restRoutes(rest, context);
+  });
+  // each lease's OpenAPI document and Swagger UI: control API errors, the REST API's schema caches
+  await app.register(async (docs) => {
+    docs.setErrorHandler((error, request, reply) => sendControlError(request, reply, error as Error));
+    await leaseDocsRoutes(docs, context, restService!);
   });
 
   app.setNotFoundHandler((request, reply) =>
