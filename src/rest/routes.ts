@@ -9,6 +9,9 @@ import type { ServiceContext } from '../service-context.js';
 import { listenForChanges } from './notifications.js';
 import { toErrorResponse } from './response/errors.js';
 import { RestService } from './rest-service.js';
+import { rootResponse } from './openapi/lease-document.js';
+import { publicBaseUrl } from '../control/lease-routes.js';
+import { serviceVersion } from '../control/openapi.js';
 
 const METHODS = ['GET', 'HEAD', 'POST', 'PATCH', 'PUT', 'DELETE'] as const;
 const PREFIX = /^\/v1\/leases\/[^/?]*\/rest/;
@@ -40,14 +43,25 @@ export async function restRoutes(app: FastifyInstance, context: ServiceContext, 
     const [pathWithPrefix, query = ''] = splitUrl(request.url);
     const token = bearerToken(request);
     try {
-      const response = await service.handle({
-        leaseId: request.params.id,
-        token,
-        method: request.method,
-        path: pathWithPrefix.replace(PREFIX, ''),
-        query,
-        headers: request.headers,
-      });
+      const path = pathWithPrefix.replace(PREFIX, '');
+      // PostgREST's root is the lease's OpenAPI document (src/rest/openapi)
+      const response = path === '' || path === '/'
+        ? await rootResponse(service, {
+            leaseId: request.params.id,
+            token,
+            restUrl: `${publicBaseUrl(context, request)}/v1/leases/${request.params.id.toLowerCase()}/rest`,
+            version: serviceVersion,
+            method: request.method,
+            accept: request.headers.accept,
+          })
+        : await service.handle({
+            leaseId: request.params.id,
+            token,
+            method: request.method,
+            path,
+            query,
+            headers: request.headers,
+          });
       reply.code(response.status).headers(response.headers);
       return reply.send(response.body ?? '');
     } catch (error) {
