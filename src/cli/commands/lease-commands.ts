@@ -1,0 +1,188 @@
+/**
+ * pglease lease | release | renew | info | ls
+ */
+import { Command, Option } from 'commander';
+import { PgleaseApiError, type CreatedLeaseJson, type LeaseJson } from '../../testing/client.js';
+import type { CliContext } from '../context.js';
+import { examples, fields, formatBytes, formatCount, isoSeconds, parseDuration, relativeTime, table, UsageError } from '../format.js';
+import { println } from '../io.js';
+import { withSpinner } from '../spinner.js';
+
+function expiry(lease: { expires_at: string | null; state: string }): string {
+  if (lease.expires_at === null) return 'never';
+  const when = new Date(lease.expires_at);
+  return `${relativeTime(when)} (${isoSeconds(when)})`;
+}
+
+function json(context: CliContext, value: unknown): void {
+  println(context.io.stdout, JSON.stringify(value, null, 2));
+}
+
+export function leaseCommands(context: CliContext): Command[] {
+  const { io, store } = context;
+
+  const lease = new Command('lease')
+    .description('Create a lease: a fresh Postgres schema and login role, with a connection URL')
+    .option('--ttl <duration>', 'how long it lives: 90 (seconds), 30s, 10m, 1h30m, 2d; never (admin token)')
+    .option('--name <label>', 'a label shown in listings')
+    .option('--template <name>', 'seed it from a registered template (pglease template add)')
+    .addOption(new Option('--json', 'print the lease as JSON').conflicts(['url', 'env']))
+    .addOption(new Option('--url', 'print only the connection URL, for $(...)').conflicts(['json', 'env']))
+    .addOption(new Option('--env', 'print DATABASE_URL=... lines, for .env files and eval').conflicts(['json', 'url']))
+    .addHelpText('after', examples(['pglease lease --ttl 10m --name scratch', 'psql "$(pglease lease --url)"', 'pglease lease --template todo-app --env >> .env']))
+    .action(async (options: { ttl?: string; name?: string; template?: string; json?: boolean; url?: boolean; env?: boolean }, command: Command) => {
+      const ttl = options.ttl === undefined ? undefined : parseDuration(options.ttl);
+      const server = context.server(command);
+      const token = (io.env.PGLEASE_TOKEN || undefined) ?? context.adminToken;
+      const started = Date.now();
+      const created: CreatedLeaseJson = await withSpinner(io, 'Creating lease…', () =>
+        context.client(command, token).createLease({ ttl, name: options.name, template: options.template }),
+      );
+      const elapsed = Date.now() - started;
+      await store.remember({ id: created.id, server, token: created.token, name: created.name, created_at: created.created_at, expires_at: created.expires_at });
+
+      if (options.url) return println(io.stdout, created.url);
+      if (options.env) {
+        println(io.stdout, `DATABASE_URL=${created.url}`);
+        println(io.stdout, `PGLEASE_LEASE_ID=${created.id}`);
+        return;
+      }
+      if (options.json) return json(context, created);
+      const { bold, green, dim, cyan } = context.out;
+      const short = created.id.slice(0, 8);
+      println(io.stdout, `${green('✔')} Lease ${bold(short)}${created.name ? ` (${created.name})` : ''} ready in ${elapsed} ms${options.template ? `, seeded from ${options.template}` : ''}`);
+      println(io.stdout);
+      println(io.stdout, fields([
+        ['URL', cyan(created.url)],
+        ['Schema', created.schema],
+        ['Expires', expiry(created)],
+        ['REST', created.rest_url],
+        ['Id', created.id],
+      ]).replace(/^/gm, '  '));
+      println(io.stdout);
+      println(io.stdout, dim(`  psql "${created.url}"`));
+      println(io.stdout, dim(`  pglease release ${short}`));
+    });
+
+  const release = new Command('release')
+    .description('Release a lease: its sessions are cut, its schema and role dropped')
+    .argument('<id>', 'lease id, or a unique prefix of one this CLI created')
+    .option('--json', 'print {"id", "released"} as JSON')
+    .addHelpText('after', examples(['pglease release 3f2c9a1e']))
+    .action(async (idOrPrefix: string, options: { json?: boolean }, command: Command) => {
+      const { id, client } = await context.leaseAccess(command, idOrPrefix);
+      try {
+        await withSpinner(io, 'Releasing…', () => client.releaseLease(id));
+      } catch (error) {
+        // forget a token that can no longer do anything, then report the server's answer
+        if (error instanceof PgleaseApiError && error.status === 404) await store.forget(id);
+        throw error;
+      }
+      await store.forget(id);
+      if (options.json) return json(context, { id, released: true });
+      println(io.stdout, `${context.out.green('✔')} Released ${id.slice(0, 8)}`);
+    });
+
+  const renew = new Command('renew')
+    .description('Move the expiry of a lease to now + ttl')
+    .argument('<id>', 'lease id, or a unique prefix of one this CLI created')
+    .requiredOption('--ttl <duration>', 'new time to live from now: 30m, 1h, 2d; never (admin token)')
+    .option('--json', 'print the lease as JSON')
+    .addHelpText('after', examples(['pglease renew 3f2c9a1e --ttl 1h']))
+    .action(async (idOrPrefix: string, options: { ttl: string; json?: boolean }, command: Command) => {
+      const ttl = parseDuration(options.ttl);
+      const { id, client } = await context.leaseAccess(command, idOrPrefix);
+      const renewed = await withSpinner(io, 'Renewing…', () => client.renewLease(id, ttl));
+      await store.update(id, { expires_at: renewed.expires_at });
+      if (options.json) return json(context, renewed);
+      println(io.stdout, `${context.out.green('✔')} Lease ${id.slice(0, 8)} now expires ${expiry(renewed)}`);
+    });
+
+  const info = new Command('info')
+    .description('Show a lease: state, expiry, connections, tables, rows and size')
+    .argument('<id>', 'lease id, or a unique prefix of one this CLI created')
+    .option('--json', 'print the lease and its stats as JSON')
+    .addHelpText('after', examples(['pglease info 3f2c9a1e', 'pglease info 3f2c9a1e --json | jq .stats.rows']))
+    .action(async (idOrPrefix: string, options: { json?: boolean }, command: Command) => {
+      const { id, client } = await context.leaseAccess(command, idOrPrefix);
+      const [lease, stats] = await withSpinner(io, 'Reading…', () => Promise.all([client.getLease(id), client.leaseStats(id)]));
+      if (options.json) return json(context, { ...lease, stats });
+      const { bold, green, yellow } = context.out;
+      const state = lease.state === 'active' ? green(lease.state) : yellow(lease.state);
+      println(io.stdout, bold(`=== lease ${lease.id}${lease.name ? ` (${lease.name})` : ''}`));
+      println(io.stdout, fields([
+        ['State', state],
+        ['Created', `${relativeTime(new Date(lease.created_at))} (${isoSeconds(new Date(lease.created_at))})`],
+        [lease.state === 'active' ? 'Expires' : 'Ended', lease.state === 'active' ? expiry(lease) : lease.ended_at ? relativeTime(new Date(lease.ended_at)) : '-'],
+        ['Connections', `${stats.connections}${stats.connection_limit !== null && stats.connection_limit >= 0 ? `/${stats.connection_limit}` : ''}`],
+        ['Tables', formatCount(stats.tables)],
+        ['Rows', `${formatCount(stats.rows)}${stats.rows_exact ? '' : ' (estimated)'}`],
+        ['Size', formatBytes(stats.size_bytes)],
+        ['Template', stats.template ?? '-'],
+        ['Schema', lease.schema],
+        ['URL', lease.url],
+      ]));
+    });
+
+  const ls = new Command('ls')
+    .description('List leases: all of them with PGLEASE_ADMIN_TOKEN, else the ones this CLI created')
+    .option('--all', 'include released and expired leases')
+    .option('--limit <n>', 'at most this many (admin listing)', '100')
+    .option('--json', 'print the leases as JSON')
+    .addHelpText('after', examples(['pglease ls', 'PGLEASE_ADMIN_TOKEN=... pglease ls --all', 'pglease ls --json | jq -r ".[].id"']))
+    .action(async (options: { all?: boolean; limit: string; json?: boolean }, command: Command) => {
+      const limit = Number(options.limit);
+      if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new UsageError('--limit must be a whole number from 1 to 1000');
+      let leases: LeaseJson[];
+      if (context.adminToken) {
+        const page = await withSpinner(io, 'Listing…', () =>
+          context.client(command, context.adminToken).listLeases({ limit, state: options.all ? undefined : 'active' }),
+        );
+        leases = page.items;
+      } else {
+        leases = await withSpinner(io, 'Listing…', () => rememberedLeases(context, command));
+        if (!options.all) leases = leases.filter((lease) => lease.state === 'active');
+      }
+      if (options.json) return json(context, leases);
+      if (leases.length === 0) {
+        println(io.stdout, context.adminToken ? 'No leases.' : `No leases made by this CLI on ${context.server(command)} (set PGLEASE_ADMIN_TOKEN to list all).`);
+        return;
+      }
+      const { green, yellow } = context.out;
+      println(io.stdout, table(
+        ['ID', 'NAME', 'STATE', 'EXPIRES', 'CREATED'],
+        leases.map((lease) => [
+          lease.id.slice(0, 8),
+          lease.name ?? '-',
+          lease.state === 'active' ? green(lease.state) : yellow(lease.state),
+          lease.state === 'active' ? (lease.expires_at ? relativeTime(new Date(lease.expires_at)) : 'never') : '-',
+          relativeTime(new Date(lease.created_at)),
+        ]),
+      ));
+    });
+
+  return [lease, release, renew, info, ls];
+}
+
+/** The leases this CLI remembers for the server, as the server sees them now (gone ones are forgotten). */
+async function rememberedLeases(context: CliContext, command: Command): Promise<LeaseJson[]> {
+  const server = context.server(command);
+  const remembered = await context.store.list(server);
+  const gone: string[] = [];
+  const found = await Promise.all(
+    remembered.map(async (entry) => {
+      try {
+        return await context.client(command, entry.token).getLease(entry.id);
+      } catch (error) {
+        if (error instanceof PgleaseApiError && error.status === 404) {
+          gone.push(entry.id);
+          return undefined;
+        }
+        throw error;
+      }
+    }),
+  );
+  // one at a time: each forget rewrites the store file
+  for (const id of gone) await context.store.forget(id);
+  return found.filter((lease): lease is LeaseJson => lease !== undefined).sort((a, b) => b.created_at.localeCompare(a.created_at));
+}

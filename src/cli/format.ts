@@ -1,0 +1,121 @@
+/**
+ * How the CLI talks to people: durations in and out ("10m", "in 9 minutes"), sizes, aligned
+ * tables, and colour only when the output is a terminal (and NO_COLOR is unset).
+ */
+
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
+const UNIT_SECONDS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400, w: 604_800 };
+
+/**
+ * "90" (seconds), "30s", "10m", "1h30m", "2d"; "never" is null (a lease without expiry, admin only).
+ */
+export function parseDuration(text: string): number | null {
+  const trimmed = text.trim().toLowerCase();
+  if (trimmed === 'never' || trimmed === 'none') return null;
+  if (/^\d+$/.test(trimmed)) return Number(trimmed);
+  const parts = [...trimmed.matchAll(/(\d+)\s*([smhdw])/g)];
+  if (parts.length === 0 || parts.map((part) => part[0]).join('') !== trimmed.replace(/\s+/g, '')) {
+    throw new UsageError(`"${text}" is not a duration: use e.g. 90, 30s, 10m, 1h30m, 2d or never`);
+  }
+  const seconds = parts.reduce((sum, part) => sum + Number(part[1]) * UNIT_SECONDS[part[2]!]!, 0);
+  if (seconds < 1) throw new UsageError(`"${text}" is too short: a lease lives at least 1 second`);
+  return seconds;
+}
+
+/** "in 9 minutes", "3 hours ago", "just now". */
+export function relativeTime(when: Date, now: Date = new Date()): string {
+  const seconds = Math.round((when.getTime() - now.getTime()) / 1000);
+  const magnitude = Math.abs(seconds);
+  if (magnitude < 5) return 'just now';
+  const [amount, unit] =
+    magnitude < 90 ? [magnitude, 'second']
+    : magnitude < 59.5 * 60 ? [Math.round(magnitude / 60), 'minute']
+    : magnitude < 36 * 3600 ? [Math.round(magnitude / 3600), 'hour']
+    : [Math.round(magnitude / 86_400), 'day'];
+  const phrase = `${amount} ${unit}${amount === 1 ? '' : 's'}`;
+  return seconds > 0 ? `in ${phrase}` : `${phrase} ago`;
+}
+
+/** Seconds as "10m", "1h30m", "2d" (the inverse of parseDuration for whole units). */
+export function shortDuration(seconds: number): string {
+  const parts: string[] = [];
+  let rest = seconds;
+  for (const [unit, size] of [['d', 86_400], ['h', 3600], ['m', 60], ['s', 1]] as const) {
+    if (rest >= size) {
+      parts.push(`${Math.floor(rest / size)}${unit}`);
+      rest %= size;
+    }
+  }
+  return parts.join('') || '0s';
+}
+
+export function formatBytes(bytes: number): string {
+  const units = ['bytes', 'kB', 'MB', 'GB', 'TB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${bytes} bytes` : `${value < 10 ? value.toFixed(1) : Math.round(value)} ${units[unit]}`;
+}
+
+export function formatCount(count: number): string {
+  return count.toLocaleString('en-US');
+}
+
+/** ISO time without milliseconds, for a machine-independent absolute time next to a relative one. */
+export function isoSeconds(when: Date): string {
+  return when.toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+
+export interface Colors {
+  bold: (text: string) => string;
+  dim: (text: string) => string;
+  green: (text: string) => string;
+  yellow: (text: string) => string;
+  red: (text: string) => string;
+  cyan: (text: string) => string;
+}
+
+function sgr(open: number, close: number): (text: string) => string {
+  return (text) => `\u001b[${open}m${text}\u001b[${close}m`;
+}
+
+export function colors(enabled: boolean): Colors {
+  if (!enabled) {
+    const plain = (text: string) => text;
+    return { bold: plain, dim: plain, green: plain, yellow: plain, red: plain, cyan: plain };
+  }
+  return { bold: sgr(1, 22), dim: sgr(2, 22), green: sgr(32, 39), yellow: sgr(33, 39), red: sgr(31, 39), cyan: sgr(36, 39) };
+}
+
+// eslint-disable-next-line no-control-regex
+const ANSI = /\u001b\[[0-9;]*m/g;
+const visibleLength = (text: string) => text.replace(ANSI, '').length;
+
+/** Columns padded to their widest cell; the last column is not padded. */
+export function table(header: string[], rows: string[][]): string {
+  const all = [header, ...rows];
+  const widths = header.map((_, column) => Math.max(...all.map((row) => visibleLength(row[column] ?? ''))));
+  return all
+    .map((row) => row.map((cell, column) => (column === row.length - 1 ? cell : cell + ' '.repeat(widths[column]! - visibleLength(cell)))).join('  ').trimEnd())
+    .join('\n');
+}
+
+/** "Label:  value" lines aligned on the values (pg:info style). */
+export function fields(entries: [string, string][]): string {
+  const width = Math.max(...entries.map(([label]) => label.length)) + 2;
+  return entries.map(([label, value]) => `${(label + ':').padEnd(width)}${value}`).join('\n');
+}
+
+/** The "Examples:" block every command's --help ends with. */
+export function examples(lines: string[]): string {
+  return '\nExamples:\n' + lines.map((line) => `  $ ${line}`).join('\n') + '\n';
+}

@@ -1,0 +1,73 @@
+/**
+ * The `pglease` command line: assembles the commands and turns every failure into one line on
+ * stderr (the server's message and code) and a non-zero exit code.
+ */
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError } from 'commander';
+import { ConfigError } from '../config.js';
+import { projectPath } from '../paths.js';
+import { PgleaseApiError, PgleaseUnreachableError } from '../testing/client.js';
+import { leaseCommands } from './commands/lease-commands.js';
+import { serviceCommands } from './commands/service-commands.js';
+import { templateCommand } from './commands/template-commands.js';
+import { CliContext } from './context.js';
+import { examples, UsageError } from './format.js';
+import { println, processIo, type CliIo } from './io.js';
+
+const version = (JSON.parse(readFileSync(projectPath('package.json'), 'utf8')) as { version: string }).version;
+
+/** Exit codes: 1 the server or Postgres said no; 2 bad usage; 3 the server could not be reached. */
+export const EXIT = { ok: 0, failed: 1, usage: 2, unreachable: 3 } as const;
+
+export function buildProgram(io: CliIo): Command {
+  const context = new CliContext(io);
+  const program = new Command('pglease')
+    .description('Throwaway Postgres over HTTP: leases for tests and terminals')
+    .version(version, '-v, --version')
+    .option('--server <url>', 'pglease base URL (PGLEASE_URL, default http://localhost:8080)')
+    .showHelpAfterError('(add --help for usage)')
+    .addHelpText(
+      'after',
+      examples(['pglease serve', 'psql "$(pglease lease --ttl 10m --url)"', 'pglease ls', 'pglease release 3f2c9a1e']) +
+        '\nEnvironment: PGLEASE_URL, PGLEASE_TOKEN (a lease token), PGLEASE_ADMIN_TOKEN, PGLEASE_HOME (where lease tokens are kept).\n',
+    );
+  for (const command of [...serviceCommands(context), ...leaseCommands(context), templateCommand(context)]) program.addCommand(command);
+
+  // commander's own output and exits go through our streams, so tests can run it in-process
+  const configure = (command: Command) => {
+    command.exitOverride().configureOutput({
+      writeOut: (text) => io.stdout.write(text),
+      writeErr: (text) => io.stderr.write(text),
+      outputError: (text, write) => write(context.err.red(text)),
+    });
+    command.commands.forEach(configure);
+  };
+  configure(program);
+  return program;
+}
+
+/** Runs the CLI with `args` (without node and script) and returns the exit code. */
+export async function runCli(args: string[], io: CliIo = processIo()): Promise<number> {
+  const program = buildProgram(io);
+  const err = new CliContext(io).err;
+  const fail = (message: string, code: number) => {
+    println(io.stderr, `${err.red('pglease:')} ${message}`);
+    return code;
+  };
+  try {
+    await program.parseAsync(args, { from: 'user' });
+    return EXIT.ok;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // help and version end with exitCode 0; usage errors were already printed by commander
+      return error.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    }
+    if (error instanceof PgleaseApiError) return fail(`${error.message} (${error.code})`, EXIT.failed);
+    if (error instanceof PgleaseUnreachableError) {
+      return fail(`${error.message}. Start one with \`pglease serve\`, or point --server / PGLEASE_URL at one.`, EXIT.unreachable);
+    }
+    if (error instanceof UsageError) return fail(error.message, EXIT.usage);
+    if (error instanceof ConfigError) return fail(`configuration error: ${error.message}`, EXIT.usage);
+    return fail((error as Error).message ?? String(error), EXIT.failed);
+  }
+}

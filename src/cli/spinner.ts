@@ -1,0 +1,30 @@
+/**
+ * A spinner on stderr for waits that last: it appears only after 300 ms, so quick answers print
+ * nothing extra, and only on a terminal, so logs and pipes stay clean.
+ */
+import type { CliIo } from './io.js';
+
+const FRAMES = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+const DELAY_MS = 300;
+const FRAME_MS = 80;
+
+export async function withSpinner<T>(io: CliIo, label: string, work: () => Promise<T>): Promise<T> {
+  const stream = io.stderr;
+  if (stream.isTTY !== true) return work();
+  let frame = 0;
+  let shown = false;
+  let ticker: NodeJS.Timeout | undefined;
+  const delay = setTimeout(() => {
+    shown = true;
+    const draw = () => stream.write(`\r${FRAMES[frame++ % FRAMES.length]} ${label}`);
+    draw();
+    ticker = setInterval(draw, FRAME_MS);
+  }, DELAY_MS);
+  try {
+    return await work();
+  } finally {
+    clearTimeout(delay);
+    if (ticker) clearInterval(ticker);
+    if (shown) stream.write('\r\u001b[2K');
+  }
+}

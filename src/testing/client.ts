@@ -1,0 +1,163 @@
+/**
+ * A small client for the control API (/v1/leases, /v1/templates), used by the CLI and the test
+ * helpers. Every failure is a PgleaseApiError carrying the server's code and message, or a
+ * PgleaseUnreachableError saying which URL could not be reached.
+ */
+import type { LeaseJson } from '../control/schemas.js';
+import type { TemplateJson } from '../control/template-routes.js';
+import type { LeaseStatsJson } from '../control/lease-stats-routes.js';
+
+export type { LeaseJson, TemplateJson, LeaseStatsJson };
+
+/** A lease as POST /v1/leases answers it: with its password in `url` and its token. */
+export type CreatedLeaseJson = LeaseJson & { token: string };
+
+export const DEFAULT_SERVER = 'http://localhost:8080';
+
+/** The server answered with an error: its `{ code, message }` body and HTTP status. */
+export class PgleaseApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly field?: string,
+    readonly postgres?: { code: string; message: string; position?: number; line?: number; column?: number; detail?: string; hint?: string },
+  ) {
+    super(message);
+    this.name = 'PgleaseApiError';
+  }
+}
+
+/** No answer at all from the server (refused, timed out, DNS). */
+export class PgleaseUnreachableError extends Error {
+  constructor(
+    readonly server: string,
+    readonly reason: string,
+  ) {
+    super(`cannot reach pglease at ${server} (${reason})`);
+    this.name = 'PgleaseUnreachableError';
+  }
+}
+
+export interface CreateLeaseOptions {
+  /** Seconds; null (admin token only) never expires. */
+  ttl?: number | null;
+  name?: string;
+  template?: string;
+}
+
+export interface ListLeasesOptions {
+  limit?: number;
+  cursor?: string;
+  state?: LeaseJson['state'];
+}
+
+function reasonOf(error: unknown): string {
+  const cause = (error as { cause?: { code?: string; message?: string } }).cause;
+  if (cause?.code) return cause.code;
+  if ((error as Error).name === 'TimeoutError') return 'timed out';
+  return cause?.message ?? (error as Error).message;
+}
+
+export class PgleaseClient {
+  /** Base URL without a trailing slash, e.g. http://localhost:8080 */
+  readonly server: string;
+  private readonly token: string | undefined;
+  private readonly timeoutMs: number;
+
+  constructor(options: { server?: string; token?: string; timeoutMs?: number } = {}) {
+    this.server = (options.server ?? DEFAULT_SERVER).replace(/\/+$/, '');
+    this.token = options.token;
+    this.timeoutMs = options.timeoutMs ?? 30_000;
+  }
+
+  /** The same client acting with another token. */
+  withToken(token: string | undefined): PgleaseClient {
+    return new PgleaseClient({ server: this.server, token, timeoutMs: this.timeoutMs });
+  }
+
+  private async request<T>(method: string, path: string, body?: unknown, timeoutMs = this.timeoutMs): Promise<T> {
+    const headers: Record<string, string> = { accept: 'application/json' };
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    let response: Response;
+    try {
+      response = await fetch(this.server + path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+    } catch (error) {
+      throw new PgleaseUnreachableError(this.server, reasonOf(error));
+    }
+    const text = await response.text();
+    if (!response.ok) {
+      let parsed: { code?: string; message?: string; field?: string; postgres?: PgleaseApiError['postgres'] } = {};
+      try {
+        parsed = JSON.parse(text) as typeof parsed;
+      } catch {
+        // not one of our error bodies (a proxy's page, say): keep the status line
+      }
+      throw new PgleaseApiError(
+        response.status,
+        parsed.code ?? `HTTP_${response.status}`,
+        parsed.message ?? `${response.status} ${response.statusText}`,
+        parsed.field,
+        parsed.postgres,
+      );
+    }
+    return (text === '' ? undefined : JSON.parse(text)) as T;
+  }
+
+  /** True when /readyz answers ready within `timeoutMs`. */
+  async ready(timeoutMs = 2000): Promise<boolean> {
+    try {
+      await this.request('GET', '/readyz', undefined, timeoutMs);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  createLease(options: CreateLeaseOptions = {}): Promise<CreatedLeaseJson> {
+    return this.request('POST', '/v1/leases', options);
+  }
+
+  getLease(id: string): Promise<LeaseJson> {
+    return this.request('GET', `/v1/leases/${encodeURIComponent(id)}`);
+  }
+
+  leaseStats(id: string): Promise<LeaseStatsJson> {
+    return this.request('GET', `/v1/leases/${encodeURIComponent(id)}/stats`);
+  }
+
+  renewLease(id: string, ttl: number | null): Promise<LeaseJson> {
+    return this.request('POST', `/v1/leases/${encodeURIComponent(id)}/renew`, { ttl });
+  }
+
+  async releaseLease(id: string): Promise<void> {
+    await this.request('DELETE', `/v1/leases/${encodeURIComponent(id)}`);
+  }
+
+  listLeases(options: ListLeasesOptions = {}): Promise<{ items: LeaseJson[]; next: string | null }> {
+    const query = new URLSearchParams();
+    if (options.limit !== undefined) query.set('limit', String(options.limit));
+    if (options.cursor) query.set('cursor', options.cursor);
+    if (options.state) query.set('state', options.state);
+    const suffix = query.size > 0 ? `?${query}` : '';
+    return this.request('GET', `/v1/leases${suffix}`);
+  }
+
+  registerTemplate(name: string, sql: string): Promise<TemplateJson> {
+    return this.request('POST', '/v1/templates', { name, sql });
+  }
+
+  listTemplates(): Promise<{ items: TemplateJson[] }> {
+    return this.request('GET', '/v1/templates');
+  }
+
+  async removeTemplate(name: string): Promise<void> {
+    await this.request('DELETE', `/v1/templates/${encodeURIComponent(name)}`);
+  }
+}

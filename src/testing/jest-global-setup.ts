@@ -1,0 +1,2 @@
+/** jest `globalSetup` entry (see ./jest.ts). */
+export { jestGlobalSetup as default } from './jest.js';

@@ -1,0 +1,185 @@
+/**
+ * Leases for tests: find a pglease (PGLEASE_URL, else localhost:8080, else one started in-process),
+ * register a template if asked, hand out leases that release themselves.
+ */
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { DEFAULT_SERVER, PgleaseApiError, PgleaseClient, type CreatedLeaseJson } from './client.js';
+import { startLocalPglease, type LocalOptions, type LocalPglease } from './local.js';
+export { workerDatabaseUrl } from './worker-url.js';
+
+/** Seed SQL given inline, or as a file (relative paths from the working directory). */
+export type TemplateSpec = { name: string; sql: string } | { name: string; file: string };
+
+export interface ConnectOptions {
+  /** pglease base URL; default $PGLEASE_URL, else http://localhost:8080. */
+  server?: string;
+  /** Admin token; default $PGLEASE_ADMIN_TOKEN. Without one, templates are registered privately. */
+  adminToken?: string;
+  /**
+   * 'auto' (default): use the server if it answers /readyz, else start pglease in this process;
+   * 'never': fail when the server does not answer; 'always': always start one in-process.
+   */
+  local?: 'auto' | 'never' | 'always';
+  /** Options of the in-process pglease. */
+  localOptions?: LocalOptions;
+}
+
+export interface PgleaseConnection {
+  client: PgleaseClient;
+  adminToken: string | undefined;
+  /** Set when pglease was started in this process; stop it with close(). */
+  local: LocalPglease | undefined;
+  close: () => Promise<void>;
+}
+
+export async function connectPglease(options: ConnectOptions = {}): Promise<PgleaseConnection> {
+  const explicit = options.server ?? process.env.PGLEASE_URL;
+  const server = explicit ?? DEFAULT_SERVER;
+  const mode = options.local ?? 'auto';
+  if (mode !== 'always') {
+    const client = new PgleaseClient({ server });
+    if (await client.ready()) {
+      return { client, adminToken: options.adminToken ?? process.env.PGLEASE_ADMIN_TOKEN, local: undefined, close: async () => undefined };
+    }
+    if (mode === 'never') throw new Error(`pglease: no pglease answers at ${server} (set PGLEASE_URL, or allow an in-process one with local: 'auto')`);
+    if (explicit) process.stderr.write(`pglease: ${server} does not answer; starting pglease in this process instead\n`);
+  }
+  const local = await acquireLocal(options.localOptions);
+  let closed = false;
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    await releaseLocal();
+  };
+  return { client: new PgleaseClient({ server: local.server }), adminToken: local.adminToken, local, close };
+}
+
+/**
+ * One in-process pglease per process, shared by every connection that needs it and stopped when
+ * the last one closes (so a script's process can exit, and sequential withLease calls in one
+ * test share it while any lease is open).
+ */
+let sharedLocal: { started: Promise<LocalPglease>; users: number } | undefined;
+
+async function acquireLocal(options: LocalOptions | undefined): Promise<LocalPglease> {
+  sharedLocal ??= { started: startLocalPglease(options), users: 0 };
+  sharedLocal.users++;
+  try {
+    return await sharedLocal.started;
+  } catch (error) {
+    sharedLocal = undefined;
+    throw error;
+  }
+}
+
+async function releaseLocal(): Promise<void> {
+  if (!sharedLocal || --sharedLocal.users > 0) return;
+  const { started } = sharedLocal;
+  sharedLocal = undefined;
+  await (await started).stop();
+}
+
+/** A template ready to lease from, and the token that may use it. */
+export interface PreparedTemplate {
+  name: string;
+  /** Token to send when creating leases from it (admin, or the owner lease's). */
+  token: string | undefined;
+  sha256: string;
+  /** Removes what registering needed (the owner lease of a private template). */
+  dispose: () => Promise<void>;
+}
+
+/**
+ * Registers a template: globally with the admin token, else privately under a small owner lease
+ * whose token then creates the leases (the owner lives as long as `ttl`).
+ */
+export async function prepareTemplate(connection: PgleaseConnection, spec: TemplateSpec, ttl: number): Promise<PreparedTemplate> {
+  const sql = 'sql' in spec ? spec.sql : await readFile(path.resolve(spec.file), 'utf8');
+  if (connection.adminToken) {
+    const template = await connection.client.withToken(connection.adminToken).registerTemplate(spec.name, sql);
+    return { name: spec.name, token: connection.adminToken, sha256: template.sha256, dispose: async () => undefined };
+  }
+  const owner = await connection.client.createLease({ ttl, name: `template owner: ${spec.name}` });
+  const ownerClient = connection.client.withToken(owner.token);
+  try {
+    const template = await ownerClient.registerTemplate(spec.name, sql);
+    return { name: spec.name, token: owner.token, sha256: template.sha256, dispose: () => releaseQuietly(ownerClient, owner.id) };
+  } catch (error) {
+    await releaseQuietly(ownerClient, owner.id);
+    throw error;
+  }
+}
+
+/** Releases a lease; one already gone (released, expired) is not an error. */
+export async function releaseQuietly(client: PgleaseClient, id: string): Promise<void> {
+  try {
+    await client.releaseLease(id);
+  } catch (error) {
+    if (!(error instanceof PgleaseApiError && error.status === 404)) throw error;
+  }
+}
+
+export interface LeaseOptions extends ConnectOptions {
+  /** Seconds until the lease expires (default 600): the safety net when release() is never called. */
+  ttl?: number;
+  name?: string;
+  /** A registered template's name, or seed SQL to register first. */
+  template?: string | TemplateSpec;
+  /** Token sent when creating the lease (to use a private template); default $PGLEASE_TOKEN. */
+  token?: string;
+}
+
+export interface Lease extends CreatedLeaseJson {
+  /** Drops the lease (sessions cut, schema and role gone). Safe to call twice. */
+  release: () => Promise<void>;
+}
+
+/**
+ * A fresh lease. When pglease had to be started in-process for it, release() stops that too once
+ * no lease made through it is left.
+ */
+export async function lease(options: LeaseOptions = {}): Promise<Lease> {
+  const connection = await connectPglease(options);
+  const ttl = options.ttl ?? 600;
+  let template: PreparedTemplate | undefined;
+  try {
+    let templateName: string | undefined;
+    let token = options.token ?? process.env.PGLEASE_TOKEN ?? connection.adminToken;
+    if (typeof options.template === 'object') {
+      template = await prepareTemplate(connection, options.template, ttl);
+      [templateName, token] = [template.name, template.token];
+    } else {
+      templateName = options.template;
+    }
+    const created = await connection.client.withToken(token).createLease({ ttl, name: options.name, template: templateName });
+    const own = connection.client.withToken(created.token);
+    let released: Promise<void> | undefined;
+    return {
+      ...created,
+      release: () =>
+        (released ??= (async () => {
+          try {
+            await releaseQuietly(own, created.id);
+            await template?.dispose();
+          } finally {
+            await connection.close();
+          }
+        })()),
+    };
+  } catch (error) {
+    await template?.dispose().catch(() => undefined);
+    await connection.close();
+    throw error;
+  }
+}
+
+/** Runs `fn` with a fresh lease and releases it afterwards, also when `fn` throws. */
+export async function withLease<T>(fn: (lease: Lease) => Promise<T> | T, options: LeaseOptions = {}): Promise<T> {
+  const leased = await lease(options);
+  try {
+    return await fn(leased);
+  } finally {
+    await leased.release();
+  }
+}

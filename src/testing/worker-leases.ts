@@ -1,0 +1,95 @@
+/**
+ * The part the vitest and jest global setups share: find or start pglease, register the template,
+ * make one lease per worker, publish their URLs in the environment the workers inherit, and
+ * undo all of it at the end.
+ */
+import path from 'node:path';
+import type { CreatedLeaseJson } from './client.js';
+import { connectPglease, prepareTemplate, releaseQuietly, type TemplateSpec } from './lease.js';
+
+/** Options of a test runner integration; serializable, since runners pass them through config. */
+export interface WorkerLeaseOptions {
+  /** Seed every worker's lease from this template (a file path is relative to the runner's root). */
+  template?: TemplateSpec | string;
+  /** Seconds the leases live if the run never ends cleanly (default 3600). */
+  ttl?: number;
+  /** Number of leases; default the runner's maximum number of workers. */
+  workers?: number;
+  /** pglease base URL; default $PGLEASE_URL, else http://localhost:8080, else one in-process. */
+  server?: string;
+  adminToken?: string;
+  local?: 'auto' | 'never' | 'always';
+  /** Data directory of an in-process pglease. */
+  dataDir?: string;
+}
+
+export interface WorkerLeases {
+  /** One URL per worker: worker n (counting from 1) uses urls[n - 1]. */
+  urls: string[];
+  /** The pglease they came from. */
+  server: string;
+  template: string | null;
+  /** Releases the leases and the template's owner, stops an in-process pglease, restores the environment. */
+  teardown: () => Promise<void>;
+}
+
+/** Environment the workers inherit: PGLEASE_DATABASE_URLS, DATABASE_URL (worker 1's), PGLEASE_URL, PGLEASE_TOKEN. */
+const PUBLISHED = ['PGLEASE_DATABASE_URLS', 'DATABASE_URL', 'PGLEASE_URL', 'PGLEASE_TOKEN'] as const;
+
+export async function startWorkerLeases(
+  options: WorkerLeaseOptions,
+  runner: { workers: number; root: string; label: string },
+): Promise<WorkerLeases> {
+  const ttl = options.ttl ?? 3600;
+  const connection = await connectPglease({
+    server: options.server,
+    adminToken: options.adminToken,
+    local: options.local,
+    localOptions: { dataDir: options.dataDir },
+  });
+  const savedEnv = Object.fromEntries(PUBLISHED.map((name) => [name, process.env[name]]));
+  const leases: CreatedLeaseJson[] = [];
+  let disposeTemplate = async (): Promise<void> => undefined;
+  const teardown = async () => {
+    try {
+      await Promise.all(leases.map((lease) => releaseQuietly(connection.client.withToken(lease.token), lease.id)));
+      await disposeTemplate();
+    } finally {
+      await connection.close();
+      for (const [name, value] of Object.entries(savedEnv)) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+    }
+  };
+  try {
+    let templateName: string | undefined;
+    let token = connection.adminToken;
+    if (typeof options.template === 'object') {
+      const spec = 'file' in options.template ? { ...options.template, file: path.resolve(runner.root, options.template.file) } : options.template;
+      const prepared = await prepareTemplate(connection, spec, ttl);
+      [templateName, token, disposeTemplate] = [prepared.name, prepared.token, prepared.dispose];
+    } else {
+      templateName = options.template;
+    }
+    const creator = connection.client.withToken(token);
+    const count = Math.max(1, options.workers ?? runner.workers);
+    // allSettled: when one create fails, the others are still released by the teardown
+    const results = await Promise.allSettled(
+      Array.from({ length: count }, (_, index) => creator.createLease({ ttl, name: `${runner.label} worker ${index + 1}`, template: templateName })),
+    );
+    for (const result of results) if (result.status === 'fulfilled') leases.push(result.value);
+    const failure = results.find((result) => result.status === 'rejected');
+    if (failure) throw failure.reason;
+    const urls = leases.map((lease) => lease.url);
+    process.env.PGLEASE_DATABASE_URLS = JSON.stringify(urls);
+    process.env.DATABASE_URL = urls[0];
+    process.env.PGLEASE_URL = connection.client.server;
+    // lets tests lease more from the same (possibly private) template with lease()/withLease()
+    if (token !== undefined) process.env.PGLEASE_TOKEN = token;
+    return { urls, server: connection.client.server, template: templateName ?? null, teardown };
+  } catch (error) {
+    await teardown();
+    throw error;
+  }
+}

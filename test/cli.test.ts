@@ -1,0 +1,304 @@
+/**
+ * The pglease CLI, run in-process (runCli with captured streams and its own environment) against
+ * this file's service, and once as the built executable.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { promisify } from 'node:util';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { inject } from 'vitest';
+import { runCli } from '../src/cli/program.js';
+import { parseDuration, relativeTime, table } from '../src/cli/format.js';
+import { withSpinner } from '../src/cli/spinner.js';
+import { ADMIN_TOKEN, startTestService, type TestService } from './support/service.js';
+import { freePort } from './support/free-port.js';
+import { buildPackage } from './fixtures/install-package.js';
+
+let service: TestService;
+let home: string;
+
+beforeAll(async () => {
+  service = await startTestService();
+  home = await mkdtemp(path.join(tmpdir(), 'pglease-cli-home-'));
+});
+afterAll(async () => {
+  await service?.close();
+  await rm(home, { recursive: true, force: true });
+});
+
+interface Captured {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the CLI with its own environment: this service, a private PGLEASE_HOME. */
+async function cli(args: string[], options: { env?: Record<string, string>; tty?: boolean; stdin?: string } = {}): Promise<Captured> {
+  let stdout = '';
+  let stderr = '';
+  const code = await runCli(args, {
+    stdout: { write: (text: string) => (stdout += text), isTTY: options.tty ?? false },
+    stderr: { write: (text: string) => (stderr += text), isTTY: options.tty ?? false },
+    stdin: options.stdin === undefined ? undefined : Readable.from([options.stdin]),
+    env: { PGLEASE_URL: service.baseUrl, PGLEASE_HOME: home, ...options.env },
+  });
+  return { code, stdout, stderr };
+}
+
+const ANSI = /\u001b\[/;
+
+async function scalar(url: string, sql: string): Promise<unknown> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return Object.values((await client.query(sql)).rows[0] ?? {})[0];
+  } finally {
+    await client.end();
+  }
+}
+
+describe('pglease lease', () => {
+  it('--url prints only a working URL, and the token is kept in PGLEASE_HOME (mode 0600)', async () => {
+    const result = await cli(['lease', '--url', '--ttl', '10m', '--name', 'cli-url']);
+    expect(result.code).toBe(0);
+    expect(result.stderr).toBe('');
+    expect(result.stdout).toMatch(/^postgresql:\/\/lease_[0-9a-f]{16}:[^@]+@[^/]+\/[\w]+\n$/);
+    expect(await scalar(result.stdout.trim(), 'SELECT 40 + 2 AS answer')).toBe(42);
+
+    const file = path.join(home, 'leases.json');
+    expect((await stat(file)).mode & 0o777).toBe(0o600);
+    const stored = JSON.parse(await readFile(file, 'utf8')) as { leases: { name: string; token: string; server: string }[] };
+    expect(stored.leases.find((lease) => lease.name === 'cli-url')).toMatchObject({ server: service.baseUrl, token: expect.stringMatching(/^pgl_/) });
+  });
+
+  it('--env prints DATABASE_URL lines; --json the lease; the two together are refused', async () => {
+    const env = await cli(['lease', '--env']);
+    expect(env.stdout).toMatch(/^DATABASE_URL=postgresql:\/\/\S+\nPGLEASE_LEASE_ID=[0-9a-f-]{36}\n$/);
+    const json = await cli(['lease', '--json', '--ttl', '90']);
+    const lease = JSON.parse(json.stdout);
+    expect(lease).toMatchObject({ state: 'active', token: expect.stringMatching(/^pgl_/) });
+    expect(Date.parse(lease.expires_at) - Date.parse(lease.created_at)).toBe(90_000);
+    const both = await cli(['lease', '--json', '--url']);
+    expect(both.code).toBe(2);
+    expect(both.stderr).toMatch(/option '--(url|json)' cannot be used with option '--(url|json)'/);
+    expect(both.stdout).toBe('');
+  });
+
+  it('human output: plain when piped, coloured on a terminal unless NO_COLOR', async () => {
+    const piped = await cli(['lease', '--name', 'plain']);
+    expect(piped.stdout).toMatch(/Lease [0-9a-f]{8} \(plain\) ready in \d+ ms/);
+    expect(piped.stdout).toMatch(/Expires:\s+in 30 minutes/);
+    expect(piped.stdout).not.toMatch(ANSI);
+    const terminal = await cli(['lease'], { tty: true });
+    expect(terminal.stdout).toMatch(ANSI);
+    const noColor = await cli(['lease'], { tty: true, env: { NO_COLOR: '1' } });
+    expect(noColor.stdout).not.toMatch(ANSI);
+  });
+
+  it('reports bad input and server errors on stderr with a non-zero exit', async () => {
+    const badTtl = await cli(['lease', '--ttl', '10 parsecs']);
+    expect(badTtl).toMatchObject({ code: 2, stdout: '' });
+    expect(badTtl.stderr).toContain('"10 parsecs" is not a duration');
+    const tooLong = await cli(['lease', '--ttl', '400d']);
+    expect(tooLong.code).toBe(1);
+    expect(tooLong.stderr).toMatch(/ttl must be at most \d+ seconds.*\(PGLEASE_INVALID_FIELD\)/);
+    const never = await cli(['lease', '--ttl', 'never']);
+    expect(never.code).toBe(1);
+    expect(never.stderr).toContain('PGLEASE_FORBIDDEN');
+    const unknownTemplate = await cli(['lease', '--template', 'nope']);
+    expect(unknownTemplate.stderr).toContain('no template named "nope"');
+    const unknownCommand = await cli(['leas']);
+    expect(unknownCommand.code).toBe(2);
+    expect(unknownCommand.stderr).toContain("unknown command 'leas'");
+  });
+
+  it('says so when no server answers (exit 3)', async () => {
+    const dead = `http://127.0.0.1:${await freePort()}`;
+    const result = await cli(['lease', '--server', dead]);
+    expect(result.code).toBe(3);
+    expect(result.stderr).toContain(`cannot reach pglease at ${dead} (ECONNREFUSED)`);
+    expect(result.stderr).toContain('pglease serve');
+    const badUrl = await cli(['lease', '--server', 'localhost:8080']);
+    expect(badUrl.code).toBe(2);
+  });
+});
+
+describe('release, renew, info, ls', () => {
+  it('work by id prefix with the remembered token', async () => {
+    const created = JSON.parse((await cli(['lease', '--json', '--name', 'lifecycle'])).stdout) as { id: string; url: string };
+    const prefix = created.id.slice(0, 8);
+
+    const renewed = await cli(['renew', prefix, '--ttl', '1h']);
+    expect(renewed.code).toBe(0);
+    expect(renewed.stdout).toContain(`Lease ${prefix} now expires in 1 hour`);
+
+    const client = new pg.Client({ connectionString: created.url });
+    await client.connect();
+    await client.query('CREATE TABLE items (id int); INSERT INTO items SELECT generate_series(1, 25)');
+    const info = await cli(['info', prefix]);
+    await client.end();
+    expect(info.code).toBe(0);
+    expect(info.stdout).toContain(`=== lease ${created.id} (lifecycle)`);
+    expect(info.stdout).toMatch(/State:\s+active/);
+    expect(info.stdout).toMatch(/Expires:\s+in 1 hour/);
+    expect(info.stdout).toMatch(/Connections:\s+1\/20/);
+    expect(info.stdout).toMatch(/Tables:\s+1\n/);
+    expect(info.stdout).toMatch(/Rows:\s+25\n/);
+    expect(info.stdout).toMatch(/Size:\s+\d+(\.\d)? kB/);
+    const infoJson = JSON.parse((await cli(['info', prefix, '--json'])).stdout);
+    expect(infoJson.stats).toMatchObject({ tables: 1, rows: 25, connections: 0 });
+
+    const listed = await cli(['ls']);
+    expect(listed.stdout).toMatch(/^ID\s+NAME\s+STATE\s+EXPIRES\s+CREATED$/m);
+    expect(listed.stdout).toMatch(new RegExp(`^${prefix}\\s+lifecycle\\s+active\\s+in 1 hour\\s+just now$`, 'm'));
+
+    const released = await cli(['release', prefix]);
+    expect(released).toMatchObject({ code: 0, stdout: `✔ Released ${prefix}\n` });
+    expect((await cli(['ls'])).stdout).not.toContain(prefix);
+    // its token is forgotten: the prefix no longer resolves, the full id gets the server's answer
+    expect((await cli(['release', prefix])).stderr).toContain(`starts with "${prefix}"`);
+    const again = await cli(['release', created.id], { env: { PGLEASE_ADMIN_TOKEN: ADMIN_TOKEN } });
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/No live lease .* it is released \(PGLEASE_NOT_FOUND\)/);
+  });
+
+  it('ls with the admin token lists every lease; --json is machine output', async () => {
+    const other = await cli(['lease', '--json', '--name', 'made-elsewhere'], { env: { PGLEASE_HOME: path.join(home, 'elsewhere') } });
+    const id = JSON.parse(other.stdout).id as string;
+    expect((await cli(['ls'])).stdout).not.toContain(id.slice(0, 8));
+    const all = JSON.parse((await cli(['ls', '--json'], { env: { PGLEASE_ADMIN_TOKEN: ADMIN_TOKEN } })).stdout) as { id: string }[];
+    expect(all.map((lease) => lease.id)).toContain(id);
+    // a lease this CLI did not make needs its token
+    const noToken = await cli(['info', id]);
+    expect(noToken.code).toBe(2);
+    expect(noToken.stderr).toContain('Set PGLEASE_TOKEN');
+    const withToken = await cli(['info', id], { env: { PGLEASE_TOKEN: JSON.parse(other.stdout).token } });
+    expect(withToken.code).toBe(0);
+  });
+});
+
+describe('pglease template', () => {
+  it('adds a template from a file or stdin and leases from it', async () => {
+    const file = path.join(home, 'seed.sql');
+    await writeFile(file, 'CREATE TABLE seeded (id int);\nINSERT INTO seeded VALUES (1), (2);\n');
+    const admin = { PGLEASE_ADMIN_TOKEN: ADMIN_TOKEN };
+    const added = await cli(['template', 'add', 'cli-seed', file], { env: admin });
+    expect(added.code).toBe(0);
+    expect(added.stdout).toMatch(/Template cli-seed registered \(global, 66 bytes, sha256 [0-9a-f]{12}\)/);
+    const again = await cli(['template', 'add', 'cli-seed', file], { env: admin });
+    expect(again.stdout).toContain('Template cli-seed unchanged');
+
+    const url = (await cli(['lease', '--url', '--template', 'cli-seed'])).stdout.trim();
+    expect(await scalar(url, 'SELECT count(*)::int FROM seeded')).toBe(2);
+
+    const fromStdin = await cli(['template', 'add', 'from-stdin', '-'], { env: admin, stdin: 'CREATE TABLE piped (id int);' });
+    expect(fromStdin.code).toBe(0);
+    const listed = await cli(['template', 'ls'], { env: admin });
+    expect(listed.stdout).toMatch(/^NAME\s+SCOPE\s+SIZE\s+SHA256\s+REGISTERED$/m);
+    expect(listed.stdout).toMatch(/^from-stdin\s+global\s+28 bytes/m);
+    expect((await cli(['template', 'rm', 'from-stdin'], { env: admin })).code).toBe(0);
+  });
+
+  it('shows where failing SQL fails, and needs a token', async () => {
+    const file = path.join(home, 'broken.sql');
+    await writeFile(file, 'CREATE TABLE ok (id int);\nINSERT INTO missing VALUES (1);\n');
+    const result = await cli(['template', 'add', 'broken', file], { env: { PGLEASE_ADMIN_TOKEN: ADMIN_TOKEN } });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('relation "missing" does not exist (line 2, column 13)');
+    expect(result.stderr).toContain(`--> ${file}:2:13`);
+    expect(result.stderr).toContain('2 | INSERT INTO missing VALUES (1);\n    |             ^');
+
+    const noToken = await cli(['template', 'add', 'x', file]);
+    expect(noToken.code).toBe(2);
+    expect(noToken.stderr).toContain('templates need PGLEASE_ADMIN_TOKEN');
+    const missingFile = await cli(['template', 'add', 'x', path.join(home, 'nope.sql')], { env: { PGLEASE_ADMIN_TOKEN: ADMIN_TOKEN } });
+    expect(missingFile.stderr).toContain('ENOENT');
+  });
+
+  it('registers a private template with --lease', async () => {
+    const owner = JSON.parse((await cli(['lease', '--json'])).stdout) as { id: string; token: string };
+    const file = path.join(home, 'private.sql');
+    await writeFile(file, 'CREATE TABLE mine (id int);');
+    const added = await cli(['template', 'add', 'mine', file, '--lease', owner.id.slice(0, 8)]);
+    expect(added.stdout).toContain('(private,');
+    const url = (await cli(['lease', '--url', '--template', 'mine'], { env: { PGLEASE_TOKEN: owner.token } })).stdout.trim();
+    expect(await scalar(url, 'SELECT count(*)::int FROM mine')).toBe(0);
+  });
+});
+
+describe('pglease migrate, --help, --version', () => {
+  it('migrate brings a new lease database up to date and exits', async () => {
+    const database = `pglease_cli_migrate_${process.pid}`;
+    const result = await cli(['migrate'], { env: { DATABASE_URL: inject('serverUrl'), PGLEASE_DATABASE: database } });
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain(`Lease database "${database}" is up to date`);
+    expect(result.stderr).toContain('applied migration 0001_lease-state');
+    const url = new URL(inject('serverUrl'));
+    url.pathname = `/${database}`;
+    expect(await scalar(url.toString(), `SELECT count(*)::int FROM pglease.migrations`)).toBeGreaterThanOrEqual(2);
+  });
+
+  it('every command has help with an example', async () => {
+    for (const command of [[], ['serve'], ['migrate'], ['lease'], ['release'], ['renew'], ['info'], ['ls'], ['template'], ['template', 'add'], ['template', 'ls'], ['template', 'rm']]) {
+      const help = await cli([...command, '--help']);
+      expect(help.code, command.join(' ')).toBe(0);
+      expect(help.stdout, command.join(' ')).toMatch(/Usage: pglease/);
+      expect(help.stdout, command.join(' ')).toMatch(/Examples:\n {2}\$ pglease /);
+    }
+    expect((await cli(['--version'])).stdout).toMatch(/^\d+\.\d+\.\d+\n$/);
+  });
+
+  it('the built executable runs (bin: dist/cli.js)', async () => {
+    const packageDir = path.join(await mkdtemp(path.join(tmpdir(), 'pglease-bin-')), 'pglease');
+    try {
+      await buildPackage(packageDir);
+      const bin = path.join(packageDir, 'dist', 'cli.js');
+      expect((await readFile(bin, 'utf8')).startsWith('#!/usr/bin/env node\n')).toBe(true);
+      const { stdout } = await promisify(execFile)(process.execPath, [bin, 'lease', '--url'], {
+        env: { PATH: process.env.PATH ?? '', PGLEASE_URL: service.baseUrl, PGLEASE_HOME: home },
+      });
+      expect(await scalar(stdout.trim(), 'SELECT 1 AS one')).toBe(1);
+    } finally {
+      await rm(path.dirname(packageDir), { recursive: true, force: true });
+    }
+  }, 60_000);
+});
+
+describe('formatting', () => {
+  it('parses durations and says times like a person', () => {
+    expect(parseDuration('90')).toBe(90);
+    expect(parseDuration('10m')).toBe(600);
+    expect(parseDuration('1h30m')).toBe(5400);
+    expect(parseDuration('2d')).toBe(172_800);
+    expect(parseDuration('never')).toBeNull();
+    expect(() => parseDuration('0s')).toThrow('too short');
+    expect(() => parseDuration('1x')).toThrow('not a duration');
+    const now = new Date('2026-01-01T00:00:00Z');
+    expect(relativeTime(new Date('2026-01-01T00:10:00Z'), now)).toBe('in 10 minutes');
+    expect(relativeTime(new Date('2025-12-31T21:00:00Z'), now)).toBe('3 hours ago');
+    expect(relativeTime(new Date('2026-01-01T00:00:02Z'), now)).toBe('just now');
+    expect(table(['A', 'LONGER'], [['xxxx', 'y'], ['z', 'w']])).toBe('A     LONGER\nxxxx  y\nz     w');
+  });
+
+  it('shows a spinner only on a terminal and only for waits over 300 ms', async () => {
+    const capture = (isTTY: boolean) => {
+      const stream = { text: '', isTTY, write: (chunk: string) => (stream.text += chunk) };
+      return stream;
+    };
+    const wait = (ms: number) => () => new Promise((resolve) => setTimeout(resolve, ms));
+    const slowTty = capture(true);
+    await withSpinner({ stdout: capture(true), stderr: slowTty, env: {} }, 'Working', wait(500));
+    expect(slowTty.text).toContain('Working');
+    expect(slowTty.text.endsWith('\r\u001b[2K')).toBe(true);
+    const fastTty = capture(true);
+    await withSpinner({ stdout: capture(true), stderr: fastTty, env: {} }, 'Working', wait(50));
+    expect(fastTty.text).toBe('');
+    const slowPipe = capture(false);
+    await withSpinner({ stdout: capture(false), stderr: slowPipe, env: {} }, 'Working', wait(400));
+    expect(slowPipe.text).toBe('');
+  });
+});

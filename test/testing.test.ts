@@ -1,0 +1,155 @@
+/**
+ * pglease/testing: lease()/withLease(), and the vitest integration run for real on the README's
+ * example project (test/fixtures/vitest-project), against this file's service and in-process.
+ */
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { readFile, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { lease, withLease, workerDatabaseUrl, PgleaseApiError, PgleaseClient } from '../src/testing/index.js';
+import { ADMIN_TOKEN, startTestService, type TestService } from './support/service.js';
+import { freePort } from './support/free-port.js';
+import { childEnv, fixtureProject, repoRoot } from './fixtures/install-package.js';
+
+const run = promisify(execFile);
+let service: TestService;
+
+beforeAll(async () => {
+  service = await startTestService();
+});
+afterAll(async () => {
+  await service?.close();
+});
+
+async function stateOf(id: string): Promise<string> {
+  return (await new PgleaseClient({ server: service.baseUrl, token: ADMIN_TOKEN }).getLease(id)).state;
+}
+
+async function queryLeaseDb<T extends pg.QueryResultRow>(sql: string): Promise<T[]> {
+  const client = new pg.Client({ connectionString: service.host.databaseUrl });
+  await client.connect();
+  try {
+    return (await client.query<T>(sql)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+describe('lease() and withLease()', () => {
+  it('hands out a working lease and releases it', async () => {
+    const leased = await lease({ server: service.baseUrl, local: 'never', name: 'helper', ttl: 60 });
+    const client = new pg.Client({ connectionString: leased.url });
+    await client.connect();
+    expect((await client.query('SELECT current_schema() AS s')).rows[0].s).toBe(leased.schema);
+    await client.end();
+    await leased.release();
+    await leased.release(); // twice is harmless
+    expect(await stateOf(leased.id)).toBe('released');
+  });
+
+  it('withLease releases the lease when the function throws', async () => {
+    let id = '';
+    await expect(
+      withLease(
+        async (leased) => {
+          id = leased.id;
+          throw new Error('test failed inside');
+        },
+        { server: service.baseUrl, local: 'never' },
+      ),
+    ).rejects.toThrow('test failed inside');
+    expect(await stateOf(id)).toBe('released');
+  });
+
+  it('registers inline seed SQL privately when there is no admin token, and cleans up its owner lease', async () => {
+    const before = await queryLeaseDb<{ n: number }>(`SELECT count(*)::int AS n FROM pglease.leases WHERE state = 'active'`);
+    const titles = await withLease(
+      async ({ url }) => {
+        const client = new pg.Client({ connectionString: url });
+        await client.connect();
+        const { rows } = await client.query<{ title: string }>('SELECT title FROM notes');
+        await client.end();
+        return rows.map((row) => row.title);
+      },
+      { server: service.baseUrl, local: 'never', adminToken: '', template: { name: 'notes', sql: `CREATE TABLE notes (title text); INSERT INTO notes VALUES ('hi')` } },
+    );
+    expect(titles).toEqual(['hi']);
+    const [owner] = await queryLeaseDb<{ state: string }>(`SELECT state FROM pglease.leases WHERE label = 'template owner: notes'`);
+    expect(owner?.state).toBe('released');
+    expect(await queryLeaseDb(`SELECT count(*)::int AS n FROM pglease.leases WHERE state = 'active'`)).toEqual(before);
+  });
+
+  it('reports the server\'s error for an unknown template, and fails clearly when no pglease answers', async () => {
+    await expect(lease({ server: service.baseUrl, local: 'never', template: 'no-such-template' })).rejects.toMatchObject({
+      constructor: PgleaseApiError,
+      status: 400,
+      field: 'template',
+    });
+    const deadServer = `http://127.0.0.1:${await freePort()}`;
+    await expect(lease({ server: deadServer, local: 'never' })).rejects.toThrow(`no pglease answers at ${deadServer}`);
+  });
+
+  it('workerDatabaseUrl picks the lease of the vitest or jest worker', () => {
+    const env = { PGLEASE_DATABASE_URLS: JSON.stringify(['postgresql://a', 'postgresql://b']) };
+    expect(workerDatabaseUrl({ ...env, VITEST_POOL_ID: '2' })).toBe('postgresql://b');
+    expect(workerDatabaseUrl({ ...env, JEST_WORKER_ID: '1' })).toBe('postgresql://a');
+    expect(workerDatabaseUrl({ ...env })).toBe('postgresql://a');
+    expect(workerDatabaseUrl({})).toBeUndefined();
+  });
+});
+
+describe('the README\'s vitest example', () => {
+  let project: string;
+
+  beforeAll(async () => {
+    project = await fixtureProject('vitest-project', ['vitest', 'pg']);
+  }, 120_000);
+  afterAll(async () => {
+    if (project) await rm(project, { recursive: true, force: true });
+  });
+
+  async function runVitest(env: Record<string, string>): Promise<string> {
+    try {
+      const { stdout, stderr } = await run(process.execPath, [path.join(repoRoot, 'node_modules/vitest/vitest.mjs'), 'run', '--maxWorkers=2'], {
+        cwd: project,
+        env: childEnv(env),
+        timeout: 90_000,
+      });
+      return stdout + stderr;
+    } catch (error) {
+      const { stdout, stderr } = error as { stdout?: string; stderr?: string };
+      throw new Error(`the fixture's vitest run failed:\n${stdout ?? ''}\n${stderr ?? ''}`);
+    }
+  }
+
+  it('is the code the README shows', async () => {
+    const readme = await readFile(path.join(repoRoot, 'README.md'), 'utf8');
+    for (const file of ['vitest.config.ts', 'schema.sql', 'todos.spec.ts']) {
+      const source = await readFile(path.join(repoRoot, 'test/fixtures/vitest-project', file), 'utf8');
+      expect(readme, `README shows ${file}`).toContain(source.trim());
+    }
+  });
+
+  it('passes against a running pglease, one lease per worker, all released at the end', async () => {
+    const output = await runVitest({ PGLEASE_URL: service.baseUrl });
+    expect(output).toMatch(/3 passed/);
+    const leases = await queryLeaseDb<{ label: string; state: string }>(
+      `SELECT label, state FROM pglease.leases WHERE label LIKE 'vitest worker %' OR label = 'template owner: todo-app' ORDER BY label`,
+    );
+    expect(leases.map((row) => row.label)).toEqual(['template owner: todo-app', 'vitest worker 1', 'vitest worker 2']);
+    expect(leases.every((row) => row.state === 'released')).toBe(true);
+  }, 120_000);
+
+  it('passes with no pglease running: it starts one in-process, with its own embedded Postgres', async () => {
+    const output = await runVitest({ PGLEASE_URL: `http://127.0.0.1:${await freePort()}` });
+    expect(output).toMatch(/3 passed/);
+    expect(output).toContain('starting pglease in this process instead');
+    const cluster = path.join(project, 'node_modules/.cache/pglease/pg');
+    expect(existsSync(path.join(cluster, 'PG_VERSION'))).toBe(true);
+    // stopped cleanly at the end of the run
+    expect(existsSync(path.join(cluster, 'postmaster.pid'))).toBe(false);
+  }, 120_000);
+});
