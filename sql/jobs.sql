@@ -41,7 +41,9 @@ $$;
 -- several processes racing, the row lock lets the first through and the others then find a
 -- different next_run_at. A job still held by another run is taken over only when that run's
 -- process has no session left, or when its hold (p_hold, renewed by heartbeats) ran out: the run
--- is then presumed dead and its job_runs row becomes 'abandoned'.
+-- is then presumed dead and its job_runs row becomes 'abandoned'. A job still held by the caller
+-- itself is free too: a scheduler claims only jobs it is not running, so that hold is left over
+-- from a run whose end could not be recorded (the database went away meanwhile).
 CREATE OR REPLACE FUNCTION pglease.claim_job(
   p_name          text,
   p_scheduled_for timestamptz,
@@ -59,7 +61,7 @@ BEGIN
      SET next_run_at = p_next_run_at, running_by = p_worker, running_until = now() + p_hold, last_run_at = now()
    WHERE name = p_name AND enabled
      AND next_run_at = p_scheduled_for AND next_run_at <= now()
-     AND (running_by IS NULL OR running_until < now() OR NOT pglease.job_holder_alive(running_by));
+     AND (running_by IS NULL OR running_by = p_worker OR running_until < now() OR NOT pglease.job_holder_alive(running_by));
   IF NOT FOUND THEN
     RETURN NULL;
   END IF;

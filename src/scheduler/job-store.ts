@@ -42,6 +42,7 @@ export interface ScheduleEntry {
   /** next_run_at as Postgres prints it: microseconds survive, so a claim can compare it exactly. */
   nextRunAtText: string;
   nextRunAt: Date;
+  runningBy: string | null;
   runningUntil: Date | null;
   /** The process that holds the job has no session left: it died, so the job is free. */
   holderGone: boolean;
@@ -86,11 +87,12 @@ export class JobStore {
       enabled: boolean;
       next_run_at_text: string;
       next_run_at: Date;
+      running_by: string | null;
       running_until: Date | null;
       holder_gone: boolean;
     }>({
       name: 'pglease.jobs-schedule',
-      text: `SELECT now() AS now, j.name, j.schedule, j.enabled, j.next_run_at::text AS next_run_at_text, j.next_run_at, j.running_until,
+      text: `SELECT now() AS now, j.name, j.schedule, j.enabled, j.next_run_at::text AS next_run_at_text, j.next_run_at, j.running_by, j.running_until,
                     j.running_by IS NOT NULL AND NOT pglease.job_holder_alive(j.running_by) AS holder_gone
                FROM pglease.jobs j`,
     });
@@ -103,6 +105,7 @@ export class JobStore {
         enabled: row.enabled,
         nextRunAtText: row.next_run_at_text,
         nextRunAt: row.next_run_at,
+        runningBy: row.running_by,
         runningUntil: row.running_until,
         holderGone: row.holder_gone,
       })),

@@ -119,7 +119,8 @@ export class Scheduler {
         const job = this.definitions.get(entry.name);
         // jobs of another version of pglease, or already running here, are not ours to start
         if (!job || !entry.enabled || this.running.has(entry.name)) continue;
-        const heldElsewhere = entry.runningUntil !== null && entry.runningUntil > now && !entry.holderGone;
+        // held by this worker but not running here: a run whose end could not be recorded
+        const heldElsewhere = entry.runningBy !== this.worker && entry.runningUntil !== null && entry.runningUntil > now && !entry.holderGone;
         if (entry.nextRunAt <= now && !heldElsewhere) {
           this.launch(job, entry, now);
         } else {

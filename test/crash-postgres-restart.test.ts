@@ -1,0 +1,100 @@
+/**
+ * Postgres restarts under a running service (its own embedded cluster, stopped and started again):
+ * while it is down the API answers 503, never 500, and nothing crashes; once it is back the pool,
+ * the scheduler and its LISTEN connection reconnect by themselves and expiry works again.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config.js';
+import { startEmbedded, type EmbeddedServer } from '../src/db/embedded.js';
+import { startService, type Service } from '../src/service.js';
+import { freePort } from './support/free-port.js';
+import { ADMIN_TOKEN } from './support/service.js';
+
+let dataDir: string;
+let port: number;
+let postgres: EmbeddedServer;
+let service: Service;
+let baseUrl: string;
+const logged: string[] = [];
+
+beforeAll(async () => {
+  dataDir = await mkdtemp(path.join(tmpdir(), 'pglease-restart-'));
+  port = await freePort();
+  postgres = await startEmbedded({ dataDir, port, listen: 'localhost' });
+  const config = loadConfig({
+    DATABASE_URL: postgres.url('postgres'),
+    PGLEASE_ADMIN_TOKEN: ADMIN_TOKEN,
+    HOST: '127.0.0.1',
+    PORT: '0',
+    // a daily reaper: only the LISTEN connection (a short lease's NOTIFY) can make it reap on time
+    PGLEASE_REAPER_CRON: '0 0 * * *',
+  });
+  service = await startService(config, { log: (message) => logged.push(message) });
+  baseUrl = await service.app.listen({ host: '127.0.0.1', port: 0 });
+});
+afterAll(async () => {
+  await service?.close();
+  await postgres?.stop();
+  if (dataDir) await rm(dataDir, { recursive: true, force: true });
+});
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function create(body: Record<string, unknown> = {}): Promise<Response> {
+  return fetch(`${baseUrl}/v1/leases`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+}
+
+describe('Postgres restart under the service', () => {
+  it('answers 503 while Postgres is down and recovers pool, scheduler and listener when it is back', async () => {
+    const before = await create({ ttl: 600 });
+    expect(before.status).toBe(201);
+    const kept = (await before.json()) as { id: string; token: string };
+
+    await postgres.stop();
+    const down = await create();
+    expect(down.status).toBe(503);
+    expect(await down.json()).toMatchObject({ code: 'PGLEASE_NOT_READY' });
+    expect((await fetch(`${baseUrl}/readyz`)).status).toBe(503);
+    // long enough for the scheduler's and the listener's reconnect attempts to fail a few times
+    await sleep(2500);
+
+    postgres = await startEmbedded({ dataDir, port, listen: 'localhost' });
+    let recovered: Response | undefined;
+    for (const deadline = Date.now() + 15_000; Date.now() < deadline; await sleep(200)) {
+      const attempt = await create({ ttl: 1 });
+      if (attempt.status === 201) {
+        recovered = attempt;
+        break;
+      }
+      expect(attempt.status).toBe(503);
+      await attempt.body?.cancel();
+    }
+    expect(recovered, 'the service never recovered').toBeDefined();
+    const short = (await recovered!.json()) as { id: string; token: string };
+
+    // the lease made before the restart is still there
+    const keptNow = await fetch(`${baseUrl}/v1/leases/${kept.id}`, { headers: { authorization: `Bearer ${kept.token}` } });
+    expect(await keptNow.json()).toMatchObject({ state: 'active' });
+
+    // a 1 s lease is reaped about on time: the reaper was woken through the re-established LISTEN
+    const createdAt = Date.now();
+    let state = 'active';
+    while (state !== 'expired' && Date.now() - createdAt < 10_000) {
+      await sleep(200);
+      const response = await fetch(`${baseUrl}/v1/leases/${short.id}`, { headers: { authorization: `Bearer ${short.token}` } });
+      state = ((await response.json()) as { state: string }).state;
+    }
+    expect(state).toBe('expired');
+    expect(Date.now() - createdAt).toBeLessThan(8000);
+
+    const listening = await service.host.pool.query(
+      `SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND query ILIKE 'LISTEN%'`,
+      ['pglease-jobs ' + service.scheduler!.worker],
+    );
+    expect(listening.rowCount).toBe(1);
+    expect(logged.join('\n')).toMatch(/job listener: connection lost, reconnecting|job listener: .*/);
+  });
+});
