@@ -146,7 +146,8 @@ describe('lease OpenAPI document', () => {
     expect(names).toEqual(expect.arrayContaining(['select', 'order', 'limit', 'offset', 'or', 'and', 'Range', 'Range-Unit', 'Prefer', 'title', 'created_at']));
     expect(parameterNames(owner, '/films', 'post')).toEqual(expect.arrayContaining(['select', 'columns', 'on_conflict', 'Prefer']));
     const filter = owner.components.parameters['rowFilter.films.title']!;
-    expect(filter.description).toContain('`ilike`');
+    expect(filter.description).toContain('`[not.]operator.value`');
+    expect(owner.info.description).toContain('`ilike`');
     const pattern = new RegExp((filter.schema as JsonSchema).pattern!);
     for (const good of ['eq.x', 'not.in.(1,2)', 'like(any).{a*,b*}', 'fts(english).cat', 'is.null', 'cs.{1}']) expect(good).toMatch(pattern);
     for (const bad of ['x', 'equals.1', 'eq']) expect(bad).not.toMatch(pattern);

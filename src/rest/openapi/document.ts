@@ -5,7 +5,7 @@
  */
 import type { SchemaCache } from '../schema/types.js';
 import { componentName, restPath } from './names.js';
-import { ERROR_SCHEMA, SHARED_HEADERS, SHARED_PARAMETERS, SHARED_RESPONSES } from './parameters.js';
+import { ERROR_SCHEMA, FILTER_GRAMMAR, SHARED_HEADERS, SHARED_PARAMETERS, SHARED_RESPONSES } from './parameters.js';
 import { relationComponents, relationPathItem, splitComment } from './relation-paths.js';
 import { routinePathItem } from './routine-paths.js';
 import type { OpenApiDocument, PathItem, Tag } from './types.js';
@@ -54,7 +54,8 @@ export function leaseOpenApiDocument(options: LeaseDocumentOptions): OpenApiDocu
         (options.authenticated
           ? 'the lease role sees it (the request carried the lease token).'
           : 'its anonymous role sees it: requests without a token run as that role, which may do only what the lease owner GRANTs it. ' +
-            'Send the lease token (`Authorization: Bearer pgl_…`) to see and use everything.'),
+            'Send the lease token (`Authorization: Bearer pgl_…`) to see and use everything.') +
+        `\n\n**Filters.** Each column is a query parameter. ${FILTER_GRAMMAR}`,
     },
     servers: [{ url: options.restUrl, description: 'This lease' }],
     security: [{ [LEASE_SECURITY_SCHEME]: [] }, {}],

@@ -7,7 +7,7 @@
  */
 import type { Relation, SchemaCache } from '../schema/types.js';
 import { componentName, parameterRef, responseRef, schemaRef } from './names.js';
-import { CONTENT_RANGE, FILTER_GRAMMAR, FILTER_PATTERN, RESERVED_PARAMETERS } from './parameters.js';
+import { CONTENT_RANGE, FILTER_PATTERN, RESERVED_PARAMETERS } from './parameters.js';
 import { columnSchema, type ColumnNotes } from './type-schema.js';
 import type { MediaTypeObject, Parameter, PathItem, Reference, Response, Schema } from './types.js';
 
@@ -84,7 +84,7 @@ export function relationComponents(relation: Relation, cache: SchemaCache): Rela
     parameters[filterKey(relation, column.name)] = {
       name: column.name,
       in: 'query',
-      description: `Filter on \`${column.name}\` (${column.type}). ${FILTER_GRAMMAR}`,
+      description: `Filter on \`${column.name}\` (${column.type}): \`[not.]operator.value\`, e.g. \`eq.…\`, \`in.(…)\`, \`is.null\` (operators: see the API description).`,
       required: false,
       schema: { type: 'string', pattern: FILTER_PATTERN },
     };
