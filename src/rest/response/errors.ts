@@ -17,6 +17,8 @@ export const restErrors = {
   PGRST106: { status: 406, message: 'Invalid schema' },
   PGRST107: { status: 406, message: 'None of these media types are available' },
   PGRST108: { status: 400, message: 'Not an embedded resource in this request' },
+  PGRST109: { status: 400, message: "A 'limit' was applied without an explicit 'order'" },
+  PGRST110: { status: 400, message: 'The maximum number of rows allowed to change was surpassed' },
   PGRST111: { status: 500, message: 'response.headers guc must be a JSON array composed of objects with a single key and a string value' },
   PGRST112: { status: 500, message: 'response.status guc must be a valid status code' },
   PGRST114: { status: 400, message: 'limit/offset querystring parameters are not allowed for PUT' },
@@ -26,6 +28,7 @@ export const restErrors = {
   PGRST118: { status: 400, message: 'A related order is not possible' },
   PGRST119: { status: 400, message: 'A spread operation is not possible' },
   PGRST120: { status: 400, message: 'Bad operator on an embedded resource' },
+  PGRST121: { status: 500, message: 'Could not parse JSON in the "RAISE SQLSTATE \'PGRST\'" error' },
   PGRST122: { status: 400, message: 'Invalid preferences given with handling=strict' },
   PGRST124: { status: 400, message: 'Query result exceeds max-affected preference constraint' },
   PGRST125: { status: 404, message: 'Invalid path specified in request URL' },
@@ -37,6 +40,7 @@ export const restErrors = {
   PGRST205: { status: 404, message: 'Could not find the table in the schema cache' },
   PGRST301: { status: 401, message: 'The token is not valid for this lease' },
   PGLEASE_NOT_FOUND: { status: 404, message: 'No live lease with this id' },
+  PGLEASE_BODY_TOO_LARGE: { status: 413, message: 'The request body is too large' },
   PGLEASE_INTERNAL: { status: 500, message: 'Internal error' },
 } as const satisfies Record<string, { status: number; message: string }>;
 
@@ -71,6 +75,10 @@ export class RestError extends Error {
 
   toJSON(): RestErrorBody {
     return { code: this.code, message: this.message, details: this.details, hint: this.hint };
+  }
+
+  toResponse(): ErrorResponse {
+    return { status: this.status, headers: this.headers, body: this.toJSON() };
   }
 }
 
@@ -122,8 +130,8 @@ export function statusForSqlState(code: string, message: string, authenticated: 
     case '42501':
       return authenticated ? 403 : 401;
   }
-  const customStatus = /^PT(\d{3})$/.exec(code);
-  if (customStatus) return Number(customStatus[1]);
+  // RAISE SQLSTATE 'PT402' answers 402; PT followed by anything but a number is a 500
+  if (code.startsWith('PT')) return /^PT[1-5]\d\d$/.test(code) ? Number(code.slice(2)) : 500;
   switch (code.slice(0, 2)) {
     case '08':
       return 503;
@@ -163,11 +171,49 @@ export interface ErrorResponse {
 }
 
 /**
+ * `RAISE SQLSTATE 'PGRST' USING message = '{"code":..,"message":..,"details":..,"hint":..}',
+ * detail = '{"status":402,"status_text":..,"headers":{..}}'`: the function chooses the whole answer.
+ * JSON that does not have that shape is PGRST121.
+ */
+function raisedResponse(error: PgServerError): ErrorResponse {
+  const parse = (text: string): Record<string, unknown> | undefined => {
+    try {
+      const value: unknown = JSON.parse(text);
+      return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  const optionalText = (value: unknown) => value === undefined || value === null || typeof value === 'string';
+  const detailHint = "DETAIL must be a JSON object with obligatory keys: 'status', 'headers' and optional key: 'status_text'.";
+  const body = parse(error.message);
+  if (!body || typeof body.code !== 'string' || typeof body.message !== 'string' || !optionalText(body.details) || !optionalText(body.hint)) {
+    const hint = "MESSAGE must be a JSON object with obligatory keys: 'code', 'message' and optional keys: 'details', 'hint'.";
+    return new RestError('PGRST121', undefined, `Invalid JSON value for MESSAGE: '${error.message}'`, hint).toResponse();
+  }
+  if (error.detail === undefined) return new RestError('PGRST121', undefined, 'DETAIL is missing in the RAISE statement', detailHint).toResponse();
+  const detail = parse(error.detail);
+  const headers = detail?.headers;
+  const validHeaders = typeof headers === 'object' && headers !== null && !Array.isArray(headers) && Object.values(headers).every((value) => typeof value === 'string');
+  if (!detail || !Number.isInteger(detail.status) || !optionalText(detail.status_text) || !validHeaders) {
+    return new RestError('PGRST121', undefined, `Invalid JSON value for DETAIL: '${error.detail}'`, detailHint).toResponse();
+  }
+  const status = detail.status as number;
+  return {
+    // Fastify refuses statuses outside 100-599
+    status: status >= 100 && status <= 599 ? status : 500,
+    headers: headers as Record<string, string>,
+    body: { code: body.code, message: body.message, details: (body.details as string | undefined) ?? null, hint: (body.hint as string | undefined) ?? null },
+  };
+}
+
+/**
  * Turns anything thrown while serving a REST request into PostgREST's response. Unknown errors
  * become 500 PGLEASE_INTERNAL; the caller logs those.
  */
 export function toErrorResponse(error: unknown, authenticated: boolean): ErrorResponse {
-  if (error instanceof RestError) return { status: error.status, headers: error.headers, body: error.toJSON() };
+  if (error instanceof RestError) return error.toResponse();
+  if (isPgServerError(error) && error.code === 'PGRST') return raisedResponse(error);
   if (isPgServerError(error)) {
     const status = statusForSqlState(error.code!, error.message, authenticated);
     const headers: Record<string, string> = status === 401 ? { 'WWW-Authenticate': 'Bearer' } : {};
@@ -175,6 +221,7 @@ export function toErrorResponse(error: unknown, authenticated: boolean): ErrorRe
   }
   const code = (error as { code?: unknown } | null)?.code;
   const message = error instanceof Error ? error.message : String(error);
+  if (code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new RestError('PGLEASE_BODY_TOO_LARGE', message).toResponse();
   if ((typeof code === 'string' && CONNECTION_ERROR_CODES.has(code)) || /Connection terminated|connection timeout|Client has encountered a connection error/i.test(message)) {
     return { status: 503, headers: {}, body: { code: 'PGRST000', message: restErrors.PGRST000.message, details: message, hint: null } };
   }
