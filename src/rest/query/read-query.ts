@@ -82,6 +82,8 @@ interface NodeSqlOptions {
   extraSelect?: string[];
   /** Select list rendered inside a `LATERAL (SELECT ...) AS "pgrst_row"` (to-one embeds). */
   rowLateral?: boolean;
+  /** Read the root's rows from this CTE instead of its relation (a write's RETURNING, a function's result). */
+  source?: string;
 }
 
 function embedJoinSql(parent: ReadNode, embed: EmbedNode, params: Params): string {
@@ -114,7 +116,7 @@ function nodeSql(node: ReadNode, params: Params, options: NodeSqlOptions): strin
   const selectItems = options.forCount ? ['1'] : [...node.select.map((field) => selectFieldSql(node, field)), ...embedColumns];
 
   const where: string[] = [];
-  let from = `${ident(node.relation.schema)}.${ident(node.relation.name)} AS ${ident(node.alias)}`;
+  let from = `${options.source ?? `${ident(node.relation.schema)}.${ident(node.relation.name)}`} AS ${ident(node.alias)}`;
   if (options.parent) {
     const { junction, condition } = joinCondition(options.parent.embed, options.parent.alias);
     if (junction) from += ` ${junction}`;
@@ -160,7 +162,16 @@ export function countSource(plan: ReadPlan, params: Params): string {
   return nodeSql(plan.root, params, { forCount: true });
 }
 
-function bodySql(plan: ReadPlan): string {
+/**
+ * The SELECT of a read tree whose root rows come from the CTE `source` rather than its relation:
+ * the representation of a write or of a function's result (`forCount`: what a count counts).
+ */
+export function sourcedNodeSql(node: ReadNode, params: Params, source: string, forCount = false): string {
+  return nodeSql(node, params, forCount ? { source, forCount } : { source });
+}
+
+/** The response body built from the rows of `"pgrst_source"` (aliased `"pgrst_t"`). */
+export function bodySql(plan: ReadPlan): string {
   if (plan.headersOnly) return 'NULL::text';
   const rows = plan.media.stripNulls ? 'json_strip_nulls(json_agg("pgrst_t"))' : 'json_agg("pgrst_t")';
   switch (plan.media.kind) {
