@@ -135,6 +135,9 @@ describe('lease OpenAPI document', () => {
     expect(insert.required).toEqual(['title']);
     expect(Object.keys(insert.properties!)).not.toContain('id');
     expect(Object.keys(insert.properties!)).not.toContain('title_length');
+    // defaults are told in words in bodies: typed-client generators take `default` for "always present"
+    expect((insert.properties!.released as JsonSchema).default).toBeUndefined();
+    expect((insert.properties!.released as JsonSchema).description).toContain('Default: `false`');
     expect((owner.components.schemas['directors.insert'] as JsonSchema).required).toEqual(['name']);
     expect((owner.components.schemas['films.update'] as JsonSchema).required).toBeUndefined();
     const post = owner.paths['/films']!.post!;

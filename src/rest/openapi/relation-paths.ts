@@ -50,7 +50,7 @@ export function relationComponents(relation: Relation, cache: SchemaCache): Rela
     const schema = columnSchema(column, context, notes.get(column.name)!);
     row[column.name] = schema;
     if (column.generated) continue;
-    writable[column.name] = schema;
+    writable[column.name] = defaultAsText(schema);
     if (!column.nullable && column.default === null && !column.identity) requiredOnInsert.push(column.name);
   }
   const { summary, description } = splitComment(relation.description);
@@ -90,6 +90,18 @@ export function relationComponents(relation: Relation, cache: SchemaCache): Rela
     };
   }
   return { schemas, parameters };
+}
+
+/**
+ * A body property whose default is told in words, not as `default`: openapi-typescript (by
+ * default) makes a property with a `default` required, which would oblige clients to send
+ * exactly the columns they may leave out.
+ */
+function defaultAsText(schema: Schema): Schema {
+  if ('$ref' in schema || schema.default === undefined) return schema;
+  const { default: value, ...rest } = schema;
+  const note = `Default: \`${JSON.stringify(value)}\``;
+  return { ...rest, description: rest.description ? `${rest.description}\n\n${note}` : note };
 }
 
 function filterKey(relation: Relation, column: string): string {
