@@ -320,9 +320,9 @@ describe('errors', () => {
     expect(body).toMatchObject({ code: '22P02' });
   });
 
-  it('refuses writes until they are implemented, in PostgREST format', async () => {
+  it('answers a write without a body in PostgREST format (writes: test/rest-write.test.ts)', async () => {
     const { status, body } = await getJson(fixture, '/films', { method: 'PATCH' });
-    expect(status).toBe(405);
-    expect(body).toMatchObject({ code: 'PGRST117' });
+    expect(status).toBe(400);
+    expect(body).toMatchObject({ code: 'PGRST102', message: 'Empty or invalid json' });
   });
 });

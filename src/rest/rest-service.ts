@@ -21,6 +21,7 @@ import { isLeaseToken, LeaseDirectory, type LeaseAccess } from './executor/lease
 import { LeasePools, type LeasePoolOptions } from './executor/lease-pools.js';
 import { requestSettingsStep } from './executor/request-settings.js';
 import { runRead } from './executor/run-read.js';
+import { serveWrite, WRITE_METHODS } from './write-service.js';
 
 export interface RestServiceOptions {
   pools?: LeasePoolOptions;
@@ -43,10 +44,12 @@ export interface RestHttpRequest extends Omit<RawRequest, 'authenticated'> {
   leaseId: string;
   /** The bearer token or apikey, null when none was sent. */
   token: string | null;
+  /** The request body as text (writes and RPC), undefined when there is none. */
+  body?: string;
 }
 
 /** Schema-cache misses that a fresh introspection may cure. */
-const CACHE_MISS_CODES = new Set(['PGRST200', 'PGRST202', 'PGRST205']);
+const CACHE_MISS_CODES = new Set(['PGRST200', 'PGRST202', 'PGRST204', 'PGRST205']);
 
 export class RestService {
   readonly directory: LeaseDirectory;
@@ -105,6 +108,7 @@ export class RestService {
       throw new RestError('PGRST125');
     }
     const relationName = request.target.name;
+    if (WRITE_METHODS.has(request.method)) return serveWrite(this, caller, http, request, relationName, startedAt);
     if (request.method !== 'GET' && request.method !== 'HEAD') {
       throw new RestError('PGRST117', `Unsupported HTTP method: ${request.method}`);
     }

@@ -61,9 +61,11 @@ export async function restRoutes(app: FastifyInstance, context: ServiceContext, 
             path,
             query,
             headers: request.headers,
+            ...(typeof request.body === 'string' ? { body: request.body } : {}),
           });
       reply.code(response.status).headers(response.headers);
-      return reply.send(response.body ?? '');
+      // no payload at all: Fastify would label an empty string text/plain
+      return response.body === null ? reply.send() : reply.send(response.body);
     } catch (error) {
       return sendError(request, reply, error, token !== null);
     }
