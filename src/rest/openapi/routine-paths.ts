@@ -5,7 +5,7 @@
  * rows for `RETURNS [SETOF] <table>`, objects of the OUT / TABLE columns, or the scalar.
  */
 import type { Routine, RoutineParam, SchemaCache } from '../schema/types.js';
-import { componentName, parameterRef, responseRef } from './names.js';
+import { componentName, parameterRef, responseRef, schemaRef } from './names.js';
 import { CONTENT_RANGE, RESERVED_PARAMETERS } from './parameters.js';
 import { splitComment } from './relation-paths.js';
 import { typeSchema, type TypeContext } from './type-schema.js';
@@ -46,7 +46,7 @@ function argumentsSchema(inputs: RoutineParam[], context: TypeContext): JsonSche
 /** The JSON of one result row or value; `rows` when the result is a set of objects (filterable). */
 function resultSchema(routine: Routine, context: TypeContext): { schema: Schema; rows: boolean } {
   const outputs = routine.params.filter(isOutput);
-  if (routine.returnRelation !== null) return { schema: typeSchema(`${routine.schema}.${quoteIdent(routine.returnRelation)}`, context), rows: true };
+  if (routine.returnRelation !== null) return { schema: schemaRef(componentName(routine.returnRelation)), rows: true };
   if (outputs.length > 0 && (routine.returnTypeName === 'record' || routine.returnsSet)) {
     return {
       schema: { type: 'object', properties: Object.fromEntries(outputs.map((param) => [param.name, typeSchema(param.type, context)])) },
@@ -54,10 +54,6 @@ function resultSchema(routine: Routine, context: TypeContext): { schema: Schema;
     };
   }
   return { schema: typeSchema(routine.returnType, context), rows: routine.returnTypeKind === 'c' };
-}
-
-function quoteIdent(name: string): string {
-  return /^[a-z_][a-z0-9_$]*$/.test(name) ? name : `"${name.replace(/"/g, '""')}"`;
 }
 
 /** The schema, or `anyOf` the distinct schemas of several overloads. */
