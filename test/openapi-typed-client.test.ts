@@ -24,6 +24,7 @@ interface TypedClient {
   readFilms(baseUrl: string, token: string): Promise<{ titles: string[]; feelings: (string | null)[]; directors: (number | null)[] }>;
   callGreet(baseUrl: string, token: string): Promise<Outcome>;
   insertDirector(baseUrl: string, token: string, name: string): Promise<Outcome>;
+  renameDirector(baseUrl: string, token: string, id: number, name: string): Promise<Outcome>;
 }
 
 let service: TestService;
@@ -68,6 +69,15 @@ export async function insertDirector(baseUrl: string, token: string, name: strin
   return { status: response.status, data, error };
 }
 
+export async function renameDirector(baseUrl: string, token: string, id: number, name: string) {
+  const { data, error, response } = await leaseClient(baseUrl, token).PATCH('/directors', {
+    params: { query: { id: 'eq.' + id }, header: { Prefer: 'return=representation' } },
+    body: { name },
+  });
+  const names: string[] | undefined = data?.map((director) => director.name);
+  return { status: response.status, data: names, error };
+}
+
 /** Never called: what must compile. Columns with a default or that accept null may be left out. */
 export async function leaveOut(client: ReturnType<typeof leaseClient>) {
   await client.POST('/films', { body: { title: 'Only a title' } });
@@ -104,7 +114,7 @@ beforeAll(async () => {
   await applyFixture(lease);
   await runAsLease(
     lease,
-    `INSERT INTO directors (id, name) VALUES (1, 'Agnès Varda');
+    `INSERT INTO directors (name) VALUES ('Agnès Varda'); -- id 1
      INSERT INTO films (title, director_id, feeling) VALUES ('Cléo from 5 to 7', 1, 'happy'), ('Vagabond', 1, NULL), ('Elsewhere', NULL, 'sad');`,
   );
 });
@@ -149,6 +159,8 @@ describe('typed client from the lease document', () => {
     else {
       expect(inserted.status).toBe(201);
       expect(inserted.data).toEqual([expect.objectContaining({ name: 'Chantal Akerman', born: '1970-01-01' })]);
+      const id = (inserted.data as { id: number }[])[0]!.id;
+      expect(await client.renameDirector(lease.rest_url, lease.token, id, 'C. Akerman')).toMatchObject({ status: 200, data: ['C. Akerman'] });
     }
   });
 });
