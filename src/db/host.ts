@@ -58,7 +58,9 @@ async function ensureDatabase(serverUrl: string, database: string): Promise<bool
     await client.query(`CREATE DATABASE ${client.escapeIdentifier(database)}`);
     return true;
   } catch (error) {
-    if ((error as { code?: string }).code === '42P04') return false; // created concurrently
+    // created concurrently: 42P04, or 23505 when both reached the catalog insert at once
+    const code = (error as { code?: string }).code;
+    if (code === '42P04' || code === '23505') return false;
     throw error;
   } finally {
     await client.end();

@@ -12,6 +12,8 @@ import { projectPath } from '../paths.js';
 
 /** Advisory lock key of the sql/ step ("pglease" in ASCII, read as an integer). */
 const SQL_SOURCES_LOCK = 0x70676c65617365;
+/** Advisory lock key held while the numbered migrations run. */
+const MIGRATIONS_LOCK = SQL_SOURCES_LOCK + 1;
 
 export interface MigrateResult {
   migrations: string[];
@@ -29,6 +31,9 @@ export async function migrate(databaseUrl: string, log: (message: string) => voi
   try {
     // Quiet NOTICEs such as "schema already exists" from IF NOT EXISTS statements.
     await client.query(`SET client_min_messages = warning`);
+    // node-pg-migrate only tries its own lock and fails with "Another migration is already running"
+    // when several processes start at once: wait for our turn instead (released when the client ends).
+    await client.query('SELECT pg_advisory_lock($1)', [MIGRATIONS_LOCK]);
     const applied = await runner({
       dbClient: client,
       dir: projectPath('migrations'),
