@@ -51,7 +51,8 @@ export class Scheduler {
     this.pool = new pg.Pool({
       connectionString: options.databaseUrl,
       application_name: workerApplicationName(this.worker),
-      max: 3,
+      // two reaper loops, a heartbeat, and another job's query
+      max: 4,
       idleTimeoutMillis: 60_000,
     });
     this.pool.on('error', (error) => options.log(`scheduler pool: idle connection lost (${error.message})`));
