@@ -25,5 +25,16 @@ CREATE UNIQUE INDEX templates_version
 CREATE INDEX templates_current
   ON pglease.templates (coalesce(owner_lease_id, '00000000-0000-0000-0000-000000000000'::uuid), name, registered_at DESC);
 
+-- The warm pool of a global template: leases already provisioned and seeded, waiting in state
+-- 'provisioning' (no token or password handed out yet) for a create to claim them. Claiming is an
+-- update, so a lease from a template costs about what an empty lease costs, whatever the seed.
+CREATE TABLE pglease.template_pool (
+  lease_id     uuid PRIMARY KEY REFERENCES pglease.leases (id) ON DELETE CASCADE,
+  template_id  bigint NOT NULL REFERENCES pglease.templates (id) ON DELETE CASCADE,
+  created_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX template_pool_by_template ON pglease.template_pool (template_id, created_at);
+
 -- Down Migration
+DROP TABLE pglease.template_pool;
 DROP TABLE pglease.templates;

@@ -60,11 +60,12 @@ export async function startService(config: Config, options: StartOptions = {}): 
     await embedded?.stop();
     throw error;
   }
+  const leases = new LeaseStore(host, config.leaseLimits);
   const context: ServiceContext = {
     config,
     host,
-    leases: new LeaseStore(host, config.leaseLimits),
-    templates: new TemplateStore(host, config.leaseLimits),
+    leases,
+    templates: new TemplateStore(host, config.leaseLimits, leases, config.templatePoolSize, log),
     expectedMigrations: countMigrations(),
   };
   const app = await buildServer(context, options);

@@ -9,7 +9,8 @@ import { ADMIN_TOKEN, createLease, startTestService, type TestService } from './
 let service: TestService;
 
 beforeAll(async () => {
-  service = await startTestService();
+  // no warm pools here, so that counts of roles and schemas only move with what a test does
+  service = await startTestService({ PGLEASE_TEMPLATE_POOL: '0' });
 });
 afterAll(async () => {
   await service?.close();
@@ -168,7 +169,7 @@ describe('leasing from a template', () => {
     const before = await leaseObjects();
     const response = await call('POST', '/v1/leases', { template: 'turns-bad' });
     expect(response.status).toBe(400);
-    expect(response.body).toMatchObject({ code: 'PGLEASE_TEMPLATE_INVALID', postgres: { code: '22012' } });
+    expect(response.body).toMatchObject({ code: 'PGLEASE_TEMPLATE_INVALID', field: 'template', postgres: { code: '22012' } });
     expect(response.body.message).toContain('turns-bad');
     expect(await leaseObjects()).toEqual(before);
   });
@@ -231,5 +232,88 @@ describe('lease stats', () => {
     expect((await call('GET', `/v1/leases/${lease.id}/stats`, undefined, { authorization: `Bearer ${other.token}` })).status).toBe(404);
     expect((await call('GET', `/v1/leases/${lease.id}/stats`)).status).toBe(401);
     expect((await call('GET', `/v1/leases/not-a-uuid/stats`, undefined, admin)).status).toBe(404);
+  });
+});
+
+describe('warm pools', () => {
+  let pooled: TestService;
+  const poolSize = 2;
+
+  beforeAll(async () => {
+    pooled = await startTestService({ PGLEASE_TEMPLATE_POOL: String(poolSize) });
+  });
+  afterAll(async () => {
+    await pooled?.close();
+  });
+
+  async function poolOf(name: string): Promise<{ id: string; state: string }[]> {
+    return query(
+      pooled.host.databaseUrl,
+      `SELECT l.id, l.state FROM pglease.template_pool p JOIN pglease.templates t ON t.id = p.template_id
+         JOIN pglease.leases l ON l.id = p.lease_id WHERE t.name = $1 AND l.state = 'provisioning' ORDER BY p.created_at`,
+      [name],
+    );
+  }
+
+  async function poolFilled(name: string, size = poolSize): Promise<{ id: string; state: string }[]> {
+    for (const deadline = Date.now() + 20_000; ; ) {
+      const leases = await poolOf(name);
+      if (leases.length >= size) return leases;
+      if (Date.now() > deadline) throw new Error(`pool of ${name} has ${leases.length} of ${size}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
+  async function register(name: string, sql: string) {
+    const response = await fetch(`${pooled.baseUrl}/v1/templates`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...admin },
+      body: JSON.stringify({ name, sql }),
+    });
+    expect(response.status).toBeLessThan(300);
+  }
+
+  it('keeps seeded leases ready; a create claims one, with its own password and token, and the pool refills', async () => {
+    await register('pooled', TODO_SQL);
+    const ready = await poolFilled('pooled');
+    expect(ready.every((lease) => lease.state === 'provisioning')).toBe(true);
+
+    const lease = await createLease(pooled, { template: 'pooled', name: 'from the pool', ttl: 120 });
+    expect(ready.map((entry) => entry.id)).toContain(lease.id);
+    expect(lease).toMatchObject({ state: 'active', name: 'from the pool' });
+    expect(Date.parse(lease.expires_at!) - Date.parse(lease.created_at)).toBe(120_000);
+    expect(await query(lease.url, 'SELECT count(*)::int AS n FROM todos')).toEqual([{ n: 3 }]);
+    const own = await fetch(`${pooled.baseUrl}/v1/leases/${lease.id}`, { headers: { authorization: `Bearer ${lease.token}` } });
+    expect(own.status).toBe(200);
+    const [event] = await query<{ detail: { pooled?: boolean; template?: string; label?: string } }>(
+      pooled.host.databaseUrl,
+      `SELECT detail FROM pglease.lease_events WHERE lease_id = $1 AND kind = 'created'`,
+      [lease.id],
+    );
+    expect(event!.detail).toMatchObject({ pooled: true, template: 'pooled', label: 'from the pool' });
+
+    const refilled = await poolFilled('pooled');
+    expect(refilled.map((entry) => entry.id)).not.toContain(lease.id);
+  });
+
+  it('a new version releases the old version\'s pool; removing the template releases its pool', async () => {
+    await register('versioned', 'CREATE TABLE old_version (id int)');
+    const old = await poolFilled('versioned');
+    await register('versioned', 'CREATE TABLE new_version (id int)');
+    const states = async (ids: string[]) =>
+      (await query<{ state: string }>(pooled.host.databaseUrl, 'SELECT state FROM pglease.leases WHERE id = ANY ($1) ORDER BY id', [ids])).map((row) => row.state);
+    for (const deadline = Date.now() + 20_000; (await states(old.map((lease) => lease.id))).some((state) => state !== 'released'); ) {
+      if (Date.now() > deadline) throw new Error('old pool not released');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const current = await poolFilled('versioned');
+    expect(current.map((entry) => entry.id)).not.toContain(old[0]!.id);
+    const lease = await createLease(pooled, { template: 'versioned' });
+    expect(await query(lease.url, 'SELECT count(*)::int AS n FROM new_version')).toEqual([{ n: 0 }]);
+
+    const removed = await fetch(`${pooled.baseUrl}/v1/templates/versioned`, { method: 'DELETE', headers: admin });
+    expect(removed.status).toBe(204);
+    const left = current.map((entry) => entry.id).filter((id) => id !== lease.id);
+    expect((await states(left)).every((state) => state === 'released')).toBe(true);
   });
 });

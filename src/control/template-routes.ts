@@ -6,9 +6,8 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type, type Static } from '@sinclair/typebox';
-import type pg from 'pg';
 import type { ServiceContext } from '../service-context.js';
-import { TEMPLATE_NAME, TemplateSqlError, type TemplateRow, type TemplateScope } from '../templates/template-store.js';
+import { leaseSeedError, TEMPLATE_NAME, TemplateSqlError, type TemplateRow, type TemplateScope } from '../templates/template-store.js';
 import { identifyCaller } from './auth.js';
 import { ControlError } from './errors.js';
 import { ErrorSchema } from './schemas.js';
@@ -43,9 +42,13 @@ const TemplateParams = Type.Object({ name: Type.String() });
 
 /** PGLEASE_TEMPLATE_INVALID with the Postgres error in its body. */
 export class TemplateInvalidError extends ControlError {
-  constructor(readonly sqlError: TemplateSqlError) {
+  /** `field`: sql when registering, template when leasing from a template whose seed failed. */
+  constructor(
+    readonly sqlError: TemplateSqlError,
+    field: 'sql' | 'template' = 'sql',
+  ) {
     const { line, column } = sqlError.postgres;
-    super('PGLEASE_TEMPLATE_INVALID', `sql: ${sqlError.message}${line ? ` (line ${line}, column ${column})` : ''}`, 'sql');
+    super('PGLEASE_TEMPLATE_INVALID', `${field}: ${sqlError.message}${line ? ` (line ${line}, column ${column})` : ''}`, field);
   }
 
   override toJSON() {
@@ -85,28 +88,22 @@ async function requireScope(context: ServiceContext, request: FastifyRequest): P
 }
 
 /**
- * For POST /v1/leases {"template": name}: the seeding step to run in the provisioning transaction,
- * or a 400 naming the field when the caller cannot see a template of that name.
+ * For POST /v1/leases {"template": name}: the version the caller gets (its private template of that
+ * name, else the global one), or a 400 naming the field.
  */
-export async function templateSeed(
-  context: ServiceContext,
-  request: FastifyRequest,
-  name: string,
-): Promise<(client: pg.PoolClient, leaseId: string) => Promise<void>> {
+export async function leaseTemplate(context: ServiceContext, request: FastifyRequest, name: string): Promise<TemplateRow> {
   const scope = await callerScope(context, request);
   const template = TEMPLATE_NAME.test(name) ? await context.templates.resolve(name, scope?.kind === 'lease' ? scope.leaseId : null) : undefined;
   if (!template) {
     throw new ControlError('PGLEASE_INVALID_FIELD', `template: no template named "${name}" (register it with POST /v1/templates)`, 'template');
   }
-  const seed = context.templates.seed(template);
-  return async (client, leaseId) => {
-    try {
-      await seed(client, leaseId);
-    } catch (error) {
-      if (error instanceof TemplateSqlError) throw new TemplateInvalidError(error);
-      throw error;
-    }
-  };
+  return template;
+}
+
+/** A seed that failed while leasing, as the 400 it is; undefined for any other error. */
+export function templateLeaseError(error: unknown): TemplateInvalidError | undefined {
+  const sqlError = leaseSeedError(error);
+  return sqlError && new TemplateInvalidError(sqlError, 'template');
 }
 
 export async function templateRoutes(app: FastifyInstance, context: ServiceContext): Promise<void> {

@@ -51,10 +51,11 @@ export interface CreateLeaseInput {
   label: string | null;
   clientIp: string | null;
   /**
-   * Work done in the provisioning transaction right after the lease exists (a template's seed):
-   * if it throws, the lease is rolled back with it.
+   * Seed the lease from this template (sql/templates.sql, pglease.lease_from_template): a lease
+   * from the template's warm pool when one is ready, else provisioned and seeded in this call.
+   * `forPool`: make a lease for the pool instead (kept in state provisioning until claimed).
    */
-  inTransaction?: (client: pg.PoolClient, leaseId: string) => Promise<void>;
+  template?: { id: string; forPool?: boolean };
   /**
    * Throttling (0 disables a limit), checked as the transaction's last step so that concurrent
    * creates count each other exactly (sql/throttle.sql); over a limit the lease is rolled back.
@@ -102,14 +103,20 @@ export class LeaseStore {
             this.limits.idleInTransactionTimeout,
           ],
         };
-        const { rows, quota } = input.inTransaction || input.limits
+        const query = input.template
+          ? {
+              name: 'pglease.lease-from-template',
+              text: `SELECT ${LEASE_COLUMNS} FROM pglease.lease_from_template($12, $13, $1, $2, $3, $4, make_interval(secs => $5), $6, $7, $8, $9, $10, $11)`,
+              values: [...provision.values, input.template.id, input.template.forPool ?? false],
+            }
+          : provision;
+        const { rows, quota } = input.limits
           ? await this.inTransaction(async (client) => {
-              const result = await client.query<LeaseRow>(provision);
-              if (input.inTransaction) await input.inTransaction(client, result.rows[0]!.id);
+              const result = await client.query<LeaseRow>(query);
               const quota = input.limits && (await this.checkLimits(client, result.rows[0]!.id, input.clientIp, input.limits));
               return { rows: result.rows, quota };
             })
-          : { rows: (await this.pool.query<LeaseRow>(provision)).rows, quota: undefined };
+          : { rows: (await this.pool.query<LeaseRow>(query)).rows, quota: undefined };
         return { lease: rows[0]!, password, token, quota };
       } catch (error) {
         const code = (error as { code?: string }).code;

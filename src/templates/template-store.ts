@@ -10,6 +10,7 @@ import type pg from 'pg';
 import type { Host } from '../db/host.js';
 import type { LeaseLimits } from '../config.js';
 import { hashToken } from '../leases/credentials.js';
+import type { LeaseStore } from '../leases/lease-store.js';
 
 /** A row of pglease.templates as node-postgres returns it (without the SQL unless asked). */
 export interface TemplateRow {
@@ -77,10 +78,20 @@ export function sqlSha256(sql: string): string {
   return createHash('sha256').update(sql).digest('hex');
 }
 
+/** A pooled lease not claimed within this time expires (the reaper drops it). */
+const POOL_LEASE_TTL_SECONDS = 3600;
+
 export class TemplateStore {
+  /** Templates whose pool this process is filling right now. */
+  private readonly filling = new Set<string>();
+
   constructor(
     private readonly host: Host,
     private readonly limits: LeaseLimits,
+    private readonly leases: LeaseStore,
+    /** Leases kept ready per global template (PGLEASE_TEMPLATE_POOL). */
+    private readonly poolSize: number,
+    private readonly log: (message: string) => void = () => undefined,
   ) {}
 
   private get pool(): pg.Pool {
@@ -106,7 +117,10 @@ export class TemplateStore {
     const owner = input.scope.kind === 'lease' ? input.scope.leaseId : null;
     const sha256 = sqlSha256(input.sql);
     const existing = await this.touchVersion(owner, input.name, sha256);
-    if (existing) return { template: existing, created: false };
+    if (existing) {
+      this.refillSoon(existing);
+      return { template: existing, created: false };
+    }
 
     const client = await this.pool.connect();
     try {
@@ -127,7 +141,10 @@ export class TemplateStore {
         values: [input.name, owner, input.sql, sha256, input.clientIp],
       });
       await client.query('COMMIT');
-      if (rows[0]) return { template: rows[0], created: true };
+      if (rows[0]) {
+        this.refillSoon(rows[0]);
+        return { template: rows[0], created: true };
+      }
     } catch (error) {
       await client.query('ROLLBACK').catch(() => undefined);
       throw error;
@@ -194,6 +211,12 @@ export class TemplateStore {
 
   /** Removes every version of a name in one scope; false when there was none. */
   async remove(name: string, scope: TemplateScope): Promise<boolean> {
+    await this.pool.query({
+      name: 'pglease.release-template-pool',
+      text: `SELECT pglease.release(p.lease_id) FROM pglease.template_pool p JOIN pglease.templates t ON t.id = p.template_id
+              WHERE coalesce(t.owner_lease_id, '${NO_OWNER}') = coalesce($1::uuid, '${NO_OWNER}') AND t.name = $2`,
+      values: [scope.kind === 'lease' ? scope.leaseId : null, name],
+    });
     const { rowCount } = await this.pool.query({
       name: 'pglease.remove-template',
       text: `DELETE FROM pglease.templates WHERE coalesce(owner_lease_id, '${NO_OWNER}') = coalesce($1::uuid, '${NO_OWNER}') AND name = $2`,
@@ -203,18 +226,50 @@ export class TemplateStore {
   }
 
   /**
-   * Seeds a lease with a template inside its provisioning transaction (the hook given to
-   * LeaseStore.create). Failures become TemplateSqlError.
+   * Tops up the warm pool of a global template in the background (private templates live only as
+   * long as their owner lease: they get none). Leases of older versions of the same name are
+   * released: new leases get the current version.
    */
-  seed(template: TemplateRow): (client: pg.PoolClient, leaseId: string) => Promise<void> {
-    return async (client, leaseId) => {
-      await client.query(`SELECT set_config('statement_timeout', $1, true)`, [this.limits.statementTimeout]);
-      try {
-        await client.query({ name: 'pglease.apply-template', text: 'SELECT pglease.apply_template($1, $2)', values: [template.id, leaseId] });
-      } catch (error) {
-        const sqlError = templateSqlError(error, '');
-        throw sqlError ? new TemplateSqlError({ ...sqlError.postgres, message: `template "${template.name}" failed to apply: ${sqlError.message}` }) : error;
-      }
-    };
+  refillSoon(template: TemplateRow): void {
+    if (template.owner_lease_id !== null || this.filling.has(template.id)) return;
+    this.filling.add(template.id);
+    void this.fillPool(template)
+      .catch((error: Error) => {
+        if (!this.pool.ending) this.log(`template pool of "${template.name}": ${error.message}`);
+      })
+      .finally(() => this.filling.delete(template.id));
   }
+
+  private async fillPool(template: TemplateRow): Promise<void> {
+    await this.pool.query({
+      name: 'pglease.release-stale-template-pools',
+      text: `SELECT pglease.release(p.lease_id) FROM pglease.template_pool p JOIN pglease.templates t ON t.id = p.template_id
+              WHERE t.owner_lease_id IS NULL AND t.name = $1 AND t.id <> $2`,
+      values: [template.name, template.id],
+    });
+    if (this.poolSize === 0) return;
+    const { rows } = await this.pool.query<{ ready: number }>({
+      name: 'pglease.template-pool-size',
+      text: 'SELECT pglease.template_pool_size($1) AS ready',
+      values: [template.id],
+    });
+    for (let ready = rows[0]!.ready; ready < this.poolSize && !this.pool.ending; ready++) {
+      await this.leases.create({
+        ttlSeconds: POOL_LEASE_TTL_SECONDS,
+        label: `template pool: ${template.name}`,
+        clientIp: null,
+        template: { id: template.id, forPool: true },
+      });
+    }
+  }
+}
+
+/**
+ * A seed that failed while leasing (pglease.lease_from_template raises PGLTF with the original
+ * SQLSTATE as detail), as a TemplateSqlError; undefined for any other error.
+ */
+export function leaseSeedError(error: unknown): TemplateSqlError | undefined {
+  const pgError = error as PgError;
+  if (pgError?.code !== 'PGLTF') return undefined;
+  return new TemplateSqlError({ code: pgError.detail ?? 'PGLTF', message: pgError.message });
 }

