@@ -11,7 +11,7 @@ import type { Host } from '../db/host.js';
 import { buildApiRequest, type RawRequest } from './request/api-request.js';
 import type { ApiRequest, Preferences } from './request/types.js';
 import { planRead } from './plan/read-plan.js';
-import type { Plan } from './plan/types.js';
+import type { ReadPlan } from './plan/types.js';
 import { RestError } from './response/errors.js';
 import { readResponse, type RestResponse } from './response/read-response.js';
 import { loadSchemaCache } from './schema/load.js';
@@ -21,6 +21,7 @@ import { isLeaseToken, LeaseDirectory, type LeaseAccess } from './executor/lease
 import { LeasePools, type LeasePoolOptions } from './executor/lease-pools.js';
 import { requestSettingsStep } from './executor/request-settings.js';
 import { runRead } from './executor/run-read.js';
+import { serveRpc } from './rpc-service.js';
 import { serveWrite, WRITE_METHODS } from './write-service.js';
 
 export interface RestServiceOptions {
@@ -103,8 +104,9 @@ export class RestService {
     const caller = await this.caller(http.leaseId, http.token);
     const request = buildApiRequest({ ...http, authenticated: caller.authenticated });
     checkPreferences(request.preferences);
+    if (request.target.kind === 'routine') return serveRpc(this, caller, http, request, request.target.name, startedAt);
     if (request.target.kind !== 'relation') {
-      // {rest_url}/ (OpenAPI, issue 6) and {rest_url}/rpc/* (issue 5) are not served yet
+      // {rest_url}/ is answered in routes.ts (the OpenAPI document); nothing else is a resource
       throw new RestError('PGRST125');
     }
     const relationName = request.target.name;
@@ -112,7 +114,7 @@ export class RestService {
     if (request.method !== 'GET' && request.method !== 'HEAD') {
       throw new RestError('PGRST117', `Unsupported HTTP method: ${request.method}`);
     }
-    const plan: Plan = await this.withSchema(caller, startedAt, (cache) => planRead(cache, request, relationName));
+    const plan: ReadPlan = await this.withSchema(caller, startedAt, (cache) => planRead(cache, request, relationName));
     const settings = requestSettingsStep({
       role: caller.role,
       method: request.method,

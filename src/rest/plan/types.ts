@@ -7,6 +7,8 @@
  */
 import type { CountPreference, Field, Filter, MediaType, Range } from '../request/types.js';
 import type { Column, Relation, Relationship } from '../schema/types.js';
+import type { RpcPlan } from './rpc-plan.js';
+import type { WritePlan } from './write-plan.js';
 
 /** A selected column (or `*`) of a node. */
 export type SelectField =
@@ -72,5 +74,5 @@ export interface ReadPlan {
   headersOnly: boolean;
 }
 
-/** Every action the REST pipeline executes. Issue 5 adds 'insert' | 'update' | 'delete' | 'rpc'. */
-export type Plan = ReadPlan;
+/** Every action the REST pipeline executes: reads, writes ('insert' | 'update' | 'delete') and calls. */
+export type Plan = ReadPlan | WritePlan | RpcPlan;

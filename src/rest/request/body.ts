@@ -8,7 +8,7 @@
 import { RestError } from '../response/errors.js';
 
 export interface Payload {
-  /** JSON text, one bind parameter of the statement. */
+  /** JSON text, one bind parameter of the statement (a raw body's text as it came). */
   json: string;
   /** Whether `json` is one object or an array of objects (anything else became `[]`). */
   shape: 'object' | 'array';
@@ -19,6 +19,8 @@ export interface Payload {
   keys: string[] | undefined;
   /** An HTML form's fields in order, repeated names included (RPC's VARIADIC arguments). */
   formFields?: [string, string][];
+  /** A text/plain or text/xml body for a function's single unnamed text or xml parameter. */
+  rawType?: 'text' | 'xml';
 }
 
 export interface PayloadOptions {
@@ -52,9 +54,13 @@ export function parsePayload(body: string | undefined, mediaType: string, option
       return csvPayload(text);
     case 'application/x-www-form-urlencoded':
       return formPayload(text);
-    default:
-      throw invalidBody(`Content-Type not acceptable: ${mediaType}`);
+    case 'text/plain':
+    case 'text/xml':
+      if (!options.forRoutine) break;
+      if (text.includes('\u0000')) throw invalidBody('The body contains a NUL character');
+      return { json: text, shape: 'object', keys: [], rawType: mediaType === 'text/plain' ? 'text' : 'xml' };
   }
+  throw invalidBody(`Content-Type not acceptable: ${mediaType}`);
 }
 
 /** The first character that is not JSON's insignificant whitespace decides object or array. */
