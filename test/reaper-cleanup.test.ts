@@ -117,7 +117,25 @@ describe('cleanup-orphans', () => {
 
     const run = await runCleanup();
     expect(run.result.sessions_terminated).toBe(1);
-    await ended;
+    expect(await Promise.race([ended.then(() => 'terminated'), sleep(5000).then(() => 'still open')])).toBe('terminated');
+    await expect(straggler.query('SELECT 1')).rejects.toThrow();
+    await straggler.end().catch(() => undefined);
+  });
+
+  it('a DELETE also ends a session that logged in while the release was committing', async () => {
+    const lease = await createLease(service);
+    // hold the release just before it commits: its event insert waits for this lock
+    await superuser.query('BEGIN');
+    await superuser.query('LOCK TABLE pglease.lease_events IN EXCLUSIVE MODE');
+    const deleting = fetch(`${service.baseUrl}/v1/leases/${lease.id}`, { method: 'DELETE', headers: { authorization: `Bearer ${lease.token}` } });
+    await sleep(300);
+    // the drop is not committed yet, so the login still succeeds
+    const straggler = new pg.Client({ connectionString: lease.url });
+    await straggler.connect();
+    const ended = new Promise((resolve) => straggler.on('error', resolve));
+    await superuser.query('COMMIT');
+    expect((await deleting).status).toBe(204);
+    expect(await Promise.race([ended.then(() => 'terminated'), sleep(5000).then(() => 'still open')])).toBe('terminated');
     await expect(straggler.query('SELECT 1')).rejects.toThrow();
     await straggler.end().catch(() => undefined);
   });

@@ -170,21 +170,18 @@ export class LeaseStore {
       values: [id, clientIp],
     });
     const released = rows[0];
-    if (released) await this.cutStragglers(released);
+    if (released) await this.cutStragglers();
     return released;
   }
 
   /**
    * A client that authenticated just before the release committed can hold a session whose role is
    * gone. Such sessions can do nothing useful, but they are closed here rather than left to linger.
+   * Once the role is dropped pg_stat_activity no longer shows its name, so they are found by their
+   * missing role (sql/reaper.sql).
    */
-  private async cutStragglers(lease: LeaseRow): Promise<void> {
-    await this.pool.query({
-      name: 'pglease.cut-stragglers',
-      text: `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-              WHERE usename = ANY ($1) AND pid <> pg_backend_pid()`,
-      values: [[lease.role_name, lease.anon_role, lease.auth_role]],
-    });
+  private async cutStragglers(): Promise<void> {
+    await this.pool.query({ name: 'pglease.cut-stragglers', text: 'SELECT pglease.terminate_orphan_sessions()' });
   }
 
   async renew(id: string, ttlSeconds: number | null, clientIp: string | null): Promise<LeaseRow | undefined> {
