@@ -4,6 +4,11 @@
  * limited writes, max-affected, tx=rollback, counts, and the body errors.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { planWrite } from '../src/rest/plan/write-plan.js';
+import { writeStatement } from '../src/rest/query/write-query.js';
+import { buildApiRequest } from '../src/rest/request/api-request.js';
+import { parsePayload } from '../src/rest/request/body.js';
+import { loadSchemaCache } from '../src/rest/schema/load.js';
 import { startRestFixture, type RestFixture } from './support/rest-fixture.js';
 
 let fixture: RestFixture;
@@ -18,6 +23,9 @@ const SCHEMA = `
   create table notes (body text, rank int);
   create table compound (k1 int, k2 text, extra text, primary key (k1, k2));
   create table docs (id int primary key, data jsonb, short varchar(5));
+  create table limited (id int primary key, name text, grp int);
+  create table deferred_kids (id int primary key, parent_id int references clients deferrable initially deferred);
+  create table secrets (id int primary key, visible text, hidden text);
   insert into clients values (1, 'Microsoft'), (2, 'Apple');
   insert into projects (id, name, client_id, budget) values (1, 'Windows 7', 1, 100), (2, 'Windows 10', 1, 200), (3, 'IOS', 2, 300);
   select setval('projects_id_seq', 3);
@@ -104,5 +112,354 @@ describe('POST inserts', () => {
     expect(answer.headers.get('preference-applied')).toBe('return=headers-only');
     const compound = await send('POST', '/compound', { k1: 1, k2: 'Rock & R+ll 圍' }, { prefer: 'return=headers-only, tx=rollback' });
     expect(compound.headers.get('location')).toBe('/compound?k1=eq.1&k2=eq.Rock+%26+R%2Bll+%E5%9C%8D');
+  });
+});
+
+describe('POST bodies', () => {
+  beforeEach(async () => {
+    await fixture.sql.query(`delete from projects where id > 3; delete from notes; delete from items; delete from docs`);
+  });
+
+  it('inserts CSV, with NULL for null, and answers CSV', async () => {
+    const answer = await send('POST', '/notes', 'body,rank\nbar,1\nNULL,2\n"a, ""quoted""\nline",3', {
+      'content-type': 'text/csv',
+      accept: 'text/csv',
+      prefer: 'return=representation',
+    });
+    expect(answer.status).toBe(201);
+    expect(answer.headers.get('content-type')).toBe('text/csv; charset=utf-8');
+    expect(answer.text).toBe('body,rank\nbar,1\n,2\n"a, ""quoted""\nline",3');
+    const ragged = await send('POST', '/notes', 'body,rank\nfoo,1\nbaz', { 'content-type': 'text/csv' });
+    expect(ragged.status).toBe(400);
+    expect(ragged.json).toEqual({ code: 'PGRST102', message: 'All lines must have same number of fields', details: null, hint: null });
+  });
+
+  it('inserts an HTML form', async () => {
+    const answer = await send('POST', '/notes', 'body=forms+are+fun&rank=7', { 'content-type': 'application/x-www-form-urlencoded', prefer: 'return=representation' });
+    expect(answer.json).toEqual([{ body: 'forms are fun', rank: 7 }]);
+  });
+
+  it('uses only the keys named by columns=, letting objects differ', async () => {
+    const answer = await send(
+      'POST',
+      '/notes?columns=body,rank',
+      [{ body: 'a', rank: 1, junk: 'x' }, { body: 'b' }, { rank: 3, other: true }],
+      { prefer: 'return=representation' },
+    );
+    expect(answer.status).toBe(201);
+    expect(answer.json).toEqual([
+      { body: 'a', rank: 1 },
+      { body: 'b', rank: null },
+      { body: null, rank: 3 },
+    ]);
+  });
+
+  it('applies column defaults to absent keys with Prefer: missing=default', async () => {
+    const answer = await send('POST', '/items?columns=id,label,qty', [{ label: 'x' }, { label: 'y', qty: null }, { id: 100, qty: 5 }], {
+      prefer: 'return=representation, missing=default',
+    });
+    expect(answer.status).toBe(201);
+    expect(answer.headers.get('preference-applied')).toBe('missing=default, return=representation');
+    const inserted = answer.json as { id: number; label: string; qty: number | null }[];
+    expect(inserted.map(({ label, qty }) => ({ label, qty }))).toEqual([
+      { label: 'x', qty: 1 },
+      { label: 'y', qty: null },
+      { label: 'none', qty: 5 },
+    ]);
+    expect(inserted[2]!.id).toBe(100);
+    expect(typeof inserted[0]!.id).toBe('number');
+    const withoutDefaults = await send('POST', '/items?columns=id,label', [{ id: 200 }], { prefer: 'return=representation' });
+    expect(withoutDefaults.json).toEqual([{ id: 200, label: null, qty: 1 }]);
+  });
+
+  it('inserts rows of defaults for {} and [{}, {}], and nothing for [] or a scalar', async () => {
+    expect((await send('POST', '/items', {}, { prefer: 'return=representation' })).json).toEqual([expect.objectContaining({ label: 'none', qty: 1 })]);
+    expect((await send('POST', '/items', [{}, {}], { prefer: 'count=exact' })).headers.get('content-range')).toBe('*/2');
+    const empty = await send('POST', '/items', [], { prefer: 'return=representation' });
+    expect(empty.status).toBe(201);
+    expect(empty.json).toEqual([]);
+    expect((await send('POST', '/items', 5, { prefer: 'count=exact' })).headers.get('content-range')).toBe('*/0');
+  });
+
+  it('keeps nested JSON as it came', async () => {
+    const answer = await send('POST', '/docs', { id: 1, data: { foo: [1, { bar: null }] } }, { prefer: 'return=representation' });
+    expect(answer.json).toEqual([{ id: 1, data: { foo: [1, { bar: null }] }, short: null }]);
+  });
+
+  it('refuses bodies that are not JSON, mixed keys, unknown columns and other media types', async () => {
+    const invalid = await send('POST', '/notes', '}{ x = 2', { 'content-type': 'application/json' });
+    expect(invalid.status).toBe(400);
+    expect(invalid.json).toEqual({ code: 'PGRST102', message: 'Empty or invalid json', details: null, hint: null });
+    expect((await send('POST', '/notes', '', { 'content-type': 'application/json' })).json).toMatchObject({ code: 'PGRST102', message: 'Empty or invalid json' });
+    const mixed = await send('POST', '/notes', [{ body: 'a' }, { body: 'b', rank: 1 }]);
+    expect(mixed.json).toEqual({ code: 'PGRST102', message: 'All object keys must match', details: null, hint: null });
+    expect((await send('POST', '/notes', [{ body: 'a' }, 3])).json).toMatchObject({ message: 'All object keys must match' });
+    const unknown = await send('POST', '/notes', { body: 'a', helicopter: 1 });
+    expect(unknown.status).toBe(400);
+    expect(unknown.json).toEqual({ code: 'PGRST204', message: "Could not find the 'helicopter' column of 'notes' in the schema cache", details: null, hint: null });
+    expect((await send('POST', '/notes?columns=helicopter', { body: 'a' })).json).toMatchObject({ code: 'PGRST204' });
+    expect((await send('POST', '/garlic?columns=helicopter', { body: 'a' })).status).toBe(404);
+    expect((await send('POST', '/notes?columns=', { body: 'a' })).json).toMatchObject({ code: 'PGRST100' });
+    const plain = await send('POST', '/notes', 'body', { 'content-type': 'text/plain' });
+    expect(plain.json).toEqual({ code: 'PGRST102', message: 'Content-Type not acceptable: text/plain', details: null, hint: null });
+    expect((await send('POST', '/notes?body=x', { body: 'a' })).json).toMatchObject({ code: 'PGRST100' });
+  });
+
+  it("answers Postgres's errors with PostgREST's statuses, details and hints", async () => {
+    const duplicate = await send('POST', '/clients', { id: 1, name: 'Again' });
+    expect(duplicate.status).toBe(409);
+    expect(duplicate.json).toEqual({ code: '23505', message: 'duplicate key value violates unique constraint "clients_pkey"', details: 'Key (id)=(1) already exists.', hint: null });
+    const orphan = await send('POST', '/projects', { id: 20, name: 'x', client_id: 99 });
+    expect(orphan.status).toBe(409);
+    expect(orphan.json).toMatchObject({ code: '23503', details: 'Key (client_id)=(99) is not present in table "clients".' });
+    const nameless = await send('POST', '/projects', { id: 21 });
+    expect(nameless.status).toBe(400);
+    expect(nameless.json).toMatchObject({ code: '23502', message: 'null value in column "name" of relation "projects" violates not-null constraint' });
+    const negative = await send('POST', '/projects', { id: 22, name: 'x', budget: -1 });
+    expect(negative.status).toBe(400);
+    expect(negative.json).toMatchObject({ code: '23514' });
+    expect((await send('POST', '/docs', { id: 2, short: 'too long' })).json).toMatchObject({ code: '22001', message: 'value too long for type character varying(5)' });
+    expect((await send('POST', '/notes', { rank: 'one' })).json).toMatchObject({ code: '22P02', message: 'invalid input syntax for type integer: "one"' });
+  });
+});
+
+describe('upserts', () => {
+  beforeEach(async () => {
+    await fixture.sql.query(`delete from projects where id > 3; delete from compound; update clients set name = case id when 1 then 'Microsoft' else 'Apple' end`);
+  });
+
+  it('merges duplicates on the primary key: 201 when a row was inserted, 200 when all merged', async () => {
+    const mixed = await send('POST', '/clients', [{ id: 1, name: 'MS' }, { id: 3, name: 'Oracle' }], { prefer: 'return=representation, resolution=merge-duplicates' });
+    expect(mixed.status).toBe(201);
+    expect(mixed.headers.get('preference-applied')).toBe('resolution=merge-duplicates, return=representation');
+    expect(mixed.json).toEqual([{ id: 1, name: 'MS' }, { id: 3, name: 'Oracle' }]);
+    const merged = await send('POST', '/clients', [{ id: 1, name: 'Microsoft' }], { prefer: 'resolution=merge-duplicates' });
+    expect(merged.status).toBe(200);
+    expect(await rows('select name from clients order by id')).toEqual([{ name: 'Microsoft' }, { name: 'Apple' }, { name: 'Oracle' }]);
+    await fixture.sql.query('delete from clients where id = 3');
+  });
+
+  it('ignores duplicates, and resolves on other unique columns with on_conflict', async () => {
+    const ignored = await send('POST', '/clients', [{ id: 1, name: 'Nope' }, { id: 4, name: 'IBM' }], { prefer: 'return=representation, resolution=ignore-duplicates' });
+    expect(ignored.status).toBe(201);
+    expect(ignored.json).toEqual([{ id: 4, name: 'IBM' }]);
+    const byName = await send('POST', '/clients?on_conflict=name', { id: 5, name: 'IBM' }, { prefer: 'return=representation, resolution=merge-duplicates' });
+    expect(byName.json).toEqual([{ id: 5, name: 'IBM' }]);
+    expect(await rows(`select id from clients where name = 'IBM'`)).toEqual([{ id: 5 }]);
+    await fixture.sql.query('delete from clients where id in (4, 5)');
+  });
+
+  it('upserts one row with PUT by its primary key', async () => {
+    const created = await send('PUT', '/compound?k1=eq.1&k2=eq.a', { k1: 1, k2: 'a', extra: 'new' }, { prefer: 'return=representation' });
+    expect(created.status).toBe(201);
+    expect(created.json).toEqual([{ k1: 1, k2: 'a', extra: 'new' }]);
+    expect(created.headers.get('content-range')).toBeNull();
+    const replaced = await send('PUT', '/compound?k1=eq.1&k2=eq.a', { k1: 1, k2: 'a', extra: 'changed' }, { prefer: 'return=representation' });
+    expect(replaced.status).toBe(200);
+    expect(replaced.json).toEqual([{ k1: 1, k2: 'a', extra: 'changed' }]);
+    expect((await send('PUT', '/compound?k1=eq.1&k2=eq.a', { k1: 1, k2: 'a', extra: 'quiet' })).status).toBe(204);
+    expect(await rows('select extra from compound')).toEqual([{ extra: 'quiet' }]);
+  });
+
+  it("refuses PUT that does not name exactly the primary key, or whose body disagrees with the URL", async () => {
+    const partial = await send('PUT', '/compound?k1=eq.1', { k1: 1, k2: 'a' });
+    expect(partial.status).toBe(405);
+    expect(partial.json).toEqual({ code: 'PGRST105', message: "Filters must include all and only primary key columns with 'eq' operators", details: null, hint: null });
+    expect((await send('PUT', '/compound?k1=gt.1&k2=eq.a', { k1: 1, k2: 'a' })).json).toMatchObject({ code: 'PGRST105' });
+    expect((await send('PUT', '/notes?body=eq.a', { body: 'a' })).json).toMatchObject({ code: 'PGRST105' });
+    const mismatch = await send('PUT', '/compound?k1=eq.1&k2=eq.a', { k1: 2, k2: 'a', extra: 'x' });
+    expect(mismatch.status).toBe(400);
+    expect(mismatch.json).toEqual({ code: 'PGRST115', message: 'Payload values do not match URL in primary key column(s)', details: null, hint: null });
+    const limited = await send('PUT', '/compound?k1=eq.1&k2=eq.a&limit=1', { k1: 1, k2: 'a' });
+    expect(limited.json).toEqual({ code: 'PGRST114', message: 'limit/offset querystring parameters are not allowed for PUT', details: null, hint: null });
+    expect(await rows('select * from compound')).toEqual([]);
+  });
+});
+
+describe('PATCH and DELETE', () => {
+  beforeEach(async () => {
+    await fixture.sql.query(`delete from projects where id > 3; update projects set budget = id * 100, name = case id when 1 then 'Windows 7' when 2 then 'Windows 10' else 'IOS' end;
+      delete from limited; insert into limited select g, 'item-' || g, g % 2 from generate_series(1, 5) g`);
+  });
+
+  it('updates the filtered rows: 204, or 200 with the representation and Content-Range', async () => {
+    const quiet = await send('PATCH', '/projects?client_id=eq.1', { budget: 1 });
+    expect(quiet.status).toBe(204);
+    expect(quiet.text).toBe('');
+    expect(quiet.headers.get('content-range')).toBe('0-1/*');
+    const shown = await send('PATCH', '/projects?id=eq.3&select=id,name,clients(name)', { name: 'iOS' }, { prefer: 'return=representation, count=exact' });
+    expect(shown.status).toBe(200);
+    expect(shown.headers.get('content-range')).toBe('0-0/1');
+    expect(shown.json).toEqual([{ id: 3, name: 'iOS', clients: { name: 'Apple' } }]);
+    expect(await rows('select id, budget from projects order by id')).toEqual([
+      { id: 1, budget: '1' },
+      { id: 2, budget: '1' },
+      { id: 3, budget: '300' },
+    ]);
+    const none = await send('PATCH', '/projects?id=eq.99', { budget: 5 }, { prefer: 'count=exact' });
+    expect(none.headers.get('content-range')).toBe('*/0');
+  });
+
+  it('changes nothing for an empty body, and uses the first object of an array', async () => {
+    const empty = await send('PATCH', '/projects?id=eq.1', {}, { prefer: 'return=representation' });
+    expect(empty.status).toBe(200);
+    expect(empty.json).toEqual([]);
+    await send('PATCH', '/projects?id=eq.1', [{ name: 'first' }, { name: 'second' }]);
+    expect(await rows('select name from projects where id = 1')).toEqual([{ name: 'first' }]);
+  });
+
+  it('deletes the filtered rows, with the deleted rows as representation', async () => {
+    await fixture.sql.query(`insert into projects (id, name, client_id) values (10, 'a', 2), (11, 'b', 2)`);
+    const deleted = await send('DELETE', '/projects?id=gte.10&select=id,name', undefined, { prefer: 'return=representation, count=exact' });
+    expect(deleted.status).toBe(200);
+    expect(deleted.headers.get('content-range')).toBe('*/2');
+    expect(deleted.json).toEqual([{ id: 10, name: 'a' }, { id: 11, name: 'b' }]);
+    const again = await send('DELETE', '/projects?id=gte.10');
+    expect(again.status).toBe(204);
+    expect(again.headers.get('content-range')).toBe('*/*');
+  });
+
+  it('limits updates and deletes to the first rows of an order', async () => {
+    expect((await send('PATCH', '/limited?order=id.desc&limit=2', { name: 'changed' })).status).toBe(204);
+    expect(await rows(`select id from limited where name = 'changed' order by id`)).toEqual([{ id: 4 }, { id: 5 }]);
+    expect((await send('DELETE', '/limited?order=id&limit=1&offset=1&grp=eq.1')).status).toBe(204);
+    expect(await rows('select id from limited where grp = 1 order by id')).toEqual([{ id: 1 }, { id: 5 }]);
+    const unordered = await send('DELETE', '/limited?limit=1');
+    expect(unordered.status).toBe(400);
+    expect(unordered.json).toEqual({ code: 'PGRST109', message: "A 'limit' was applied without an explicit 'order'", details: null, hint: "Apply an 'order' using unique column(s)" });
+    const notUnique = await send('DELETE', '/limited?order=grp&limit=1');
+    expect(notUnique.status).toBe(400);
+    expect(notUnique.json).toEqual({
+      code: 'PGRST110',
+      message: 'The maximum number of rows allowed to change was surpassed',
+      details: 'Results contain 2 rows changed but the maximum number allowed is 1',
+      hint: null,
+    });
+    expect(await rows('select count(*)::int as n from limited')).toEqual([{ n: 4 }]);
+  });
+
+  it('fails and rolls back past Prefer: max-affected with handling=strict', async () => {
+    const strict = await send('DELETE', '/limited?id=lte.3', undefined, { prefer: 'max-affected=2, handling=strict' });
+    expect(strict.status).toBe(400);
+    expect(strict.json).toEqual({ code: 'PGRST124', message: 'Query result exceeds max-affected preference constraint', details: 'The query affects 3 rows', hint: null });
+    expect(await rows('select count(*)::int as n from limited')).toEqual([{ n: 5 }]);
+    const within = await send('PATCH', '/limited?id=lte.2', { name: 'x' }, { prefer: 'max-affected=2, handling=strict' });
+    expect(within.status).toBe(204);
+    expect(within.headers.get('preference-applied')).toBe('handling=strict, max-affected=2');
+    expect((await send('DELETE', '/limited?id=lte.3', undefined, { prefer: 'max-affected=1' })).status).toBe(204);
+  });
+});
+
+describe('transactions', () => {
+  beforeEach(async () => {
+    await fixture.sql.query(`delete from projects where id > 3; delete from notes; delete from deferred_kids`);
+  });
+
+  it('answers for real with Prefer: tx=rollback and keeps nothing', async () => {
+    const inserted = await send('POST', '/notes', { body: 'kept?', rank: 1 }, { prefer: 'return=representation, tx=rollback' });
+    expect(inserted.status).toBe(201);
+    expect(inserted.json).toEqual([{ body: 'kept?', rank: 1 }]);
+    expect(inserted.headers.get('preference-applied')).toBe('return=representation, tx=rollback');
+    expect((await send('PATCH', '/projects?id=eq.1', { name: 'gone' }, { prefer: 'tx=rollback' })).status).toBe(204);
+    expect((await send('DELETE', '/projects?id=eq.1', undefined, { prefer: 'tx=rollback, return=representation' })).json).toHaveLength(1);
+    expect(await rows('select count(*)::int as n from notes')).toEqual([{ n: 0 }]);
+    expect(await rows('select name from projects where id = 1')).toEqual([{ name: 'Windows 7' }]);
+  });
+
+  it('checks deferred constraints before rolling back, and when committing', async () => {
+    const rolledBack = await send('POST', '/deferred_kids', { id: 1, parent_id: 99 }, { prefer: 'tx=rollback' });
+    expect(rolledBack.status).toBe(409);
+    expect(rolledBack.json).toMatchObject({ code: '23503' });
+    const committed = await send('POST', '/deferred_kids', { id: 1, parent_id: 99 });
+    expect(committed.status).toBe(409);
+    expect(await rows('select count(*)::int as n from deferred_kids')).toEqual([{ n: 0 }]);
+  });
+
+  it('rolls back a write whose result is not the single object asked for (PGRST116)', async () => {
+    const answer = await send('POST', '/notes', [{ body: 'a' }, { body: 'b' }], { accept: 'application/vnd.pgrst.object+json', prefer: 'return=representation' });
+    expect(answer.status).toBe(406);
+    expect(answer.json).toMatchObject({ code: 'PGRST116', details: 'The result contains 2 rows' });
+    expect(await rows('select count(*)::int as n from notes')).toEqual([{ n: 0 }]);
+    const one = await send('POST', '/notes', { body: 'a' }, { accept: 'application/vnd.pgrst.object+json', prefer: 'return=representation' });
+    expect(one.json).toEqual({ body: 'a', rank: null });
+    expect(one.headers.get('content-type')).toBe('application/vnd.pgrst.object+json; charset=utf-8');
+  });
+});
+
+describe('roles', () => {
+  it('answers 401 to the anonymous role without privileges, and writes what it was granted', async () => {
+    const refused = await send('POST', '/secrets', { id: 1, visible: 'a', hidden: 'b' }, {}, null);
+    expect(refused.status).toBe(401);
+    expect(refused.headers.get('www-authenticate')).toBe('Bearer');
+    expect(refused.json).toEqual({ code: '42501', message: 'permission denied for table secrets', details: null, hint: null });
+    const anon = `"${fixture.lease.anon_role}"`;
+    await fixture.sql.query(`grant insert on secrets to ${anon}; grant select (id, visible) on secrets to ${anon}`);
+    expect((await send('POST', '/secrets', { id: 1, visible: 'a', hidden: 'b' }, {}, null)).status).toBe(201);
+    const shown = await send('POST', '/secrets?select=id,visible', { id: 2, visible: 'c', hidden: 'd' }, { prefer: 'return=representation' }, null);
+    expect(shown.json).toEqual([{ id: 2, visible: 'c' }]);
+    expect((await send('POST', '/secrets', { id: 3, visible: 'e', hidden: 'f' }, { prefer: 'return=representation' }, null)).status).toBe(401);
+    expect((await send('DELETE', '/secrets?id=eq.1', undefined, {}, null)).status).toBe(401);
+  });
+});
+
+describe('compiled SQL', () => {
+  async function compile(method: string, path: string, query: string, body: string | undefined, prefer?: string) {
+    const cache = await loadSchemaCache(fixture.service.host.pool, fixture.lease.schema, [fixture.lease.role]);
+    const request = buildApiRequest({ method, path, query, headers: prefer ? { prefer } : {}, authenticated: true });
+    const payload = body === undefined ? undefined : parsePayload(body, 'application/json', { columnsGiven: request.query.columns !== undefined, forRoutine: false });
+    return writeStatement(planWrite(cache, request, path.slice(1), payload));
+  }
+
+  it('inserts from one typed JSON parameter and reads the representation back from RETURNING', async () => {
+    const s = `"${fixture.lease.schema}"`;
+    const statement = await compile('POST', '/projects', 'select=name,clients(name)', '{"id": 30, "name": "x", "client_id": 1}', 'return=representation');
+    expect(statement.text).toBe(
+      `WITH "pgrst_mutation" AS (INSERT INTO ${s}."projects" AS "projects" ("client_id", "id", "name") ` +
+        `SELECT "pgrst_body"."client_id" AS "client_id", "pgrst_body"."id" AS "id", "pgrst_body"."name" AS "name" ` +
+        `FROM json_to_record($1::json) AS "pgrst_body"("client_id" integer, "id" integer, "name" text) ` +
+        `RETURNING "projects"."client_id", "projects"."id", "projects"."name"), ` +
+        `"pgrst_source" AS (SELECT "projects"."name", "projects_clients_2"."v" AS "clients" FROM "pgrst_mutation" AS "projects" ` +
+        `LEFT JOIN LATERAL (SELECT row_to_json("pgrst_row") AS "v" FROM ${s}."clients" AS "clients_1", LATERAL (SELECT "clients_1"."name") AS "pgrst_row" ` +
+        `WHERE "clients_1"."id" = "projects"."client_id") AS "projects_clients_2" ON TRUE) ` +
+        `SELECT count(*) AS "page", coalesce(json_agg("pgrst_t"), '[]')::text AS "body", NULL::text AS "location", NULL::bigint AS "inserted" FROM "pgrst_source" AS "pgrst_t"`,
+    );
+    expect(statement.values).toEqual(['{"id": 30, "name": "x", "client_id": 1}']);
+  });
+
+  it('updates with the filters as bind parameters, returning nothing for return=minimal', async () => {
+    const s = `"${fixture.lease.schema}"`;
+    const statement = await compile('PATCH', '/projects', 'client_id=eq.2', '{"budget": 5}');
+    expect(statement.text).toBe(
+      `WITH "pgrst_mutation" AS (UPDATE ${s}."projects" AS "projects" SET "budget" = "pgrst_row"."budget" ` +
+        `FROM (SELECT "pgrst_body"."budget" AS "budget" FROM json_to_record($1::json) AS "pgrst_body"("budget" numeric) LIMIT 1) AS "pgrst_row" ` +
+        `WHERE "projects"."client_id" = $2 RETURNING 1), "pgrst_source" AS (SELECT 1 FROM "pgrst_mutation") ` +
+        `SELECT count(*) AS "page", NULL::text AS "body", NULL::text AS "location", NULL::bigint AS "inserted" FROM "pgrst_source" AS "pgrst_t"`,
+    );
+    expect(statement.values).toEqual(['{"budget": 5}', '2']);
+  });
+
+  it('deletes the first rows of an order through a subquery', async () => {
+    const s = `"${fixture.lease.schema}"`;
+    const statement = await compile('DELETE', '/limited', 'grp=eq.1&order=id.desc&limit=2', undefined);
+    expect(statement.text).toBe(
+      `WITH "pgrst_mutation" AS (DELETE FROM ${s}."limited" AS "limited" USING ` +
+        `(SELECT "limited"."id" AS "pgrst_k1" FROM ${s}."limited" AS "limited" WHERE "limited"."grp" = $1 ORDER BY "limited"."id" DESC LIMIT $2) AS "pgrst_affected" ` +
+        `WHERE "limited"."id" = "pgrst_affected"."pgrst_k1" RETURNING 1), "pgrst_source" AS (SELECT 1 FROM "pgrst_mutation") ` +
+        `SELECT count(*) AS "page", NULL::text AS "body", NULL::text AS "location", NULL::bigint AS "inserted" FROM "pgrst_source" AS "pgrst_t"`,
+    );
+    expect(statement.values).toEqual(['1', '2']);
+  });
+
+  it('fills absent keys from column defaults with missing=default', async () => {
+    const s = `"${fixture.lease.schema}"`;
+    const statement = await compile('POST', '/items', 'columns=label,qty', '[{"label": "a"}]', 'missing=default');
+    expect(statement.text).toBe(
+      `WITH "pgrst_mutation" AS (INSERT INTO ${s}."items" AS "items" ("label", "qty") ` +
+        `SELECT CASE WHEN "pgrst_json"."v" ? 'label' THEN "pgrst_body"."label" ELSE ('none'::text) END AS "label", ` +
+        `CASE WHEN "pgrst_json"."v" ? 'qty' THEN "pgrst_body"."qty" ELSE (1) END AS "qty" ` +
+        `FROM jsonb_array_elements($1::jsonb) AS "pgrst_json"("v"), LATERAL jsonb_to_record("pgrst_json"."v") AS "pgrst_body"("label" text, "qty" integer) ` +
+        `RETURNING 1), "pgrst_source" AS (SELECT 1 FROM "pgrst_mutation") ` +
+        `SELECT count(*) AS "page", NULL::text AS "body", NULL::text AS "location", NULL::bigint AS "inserted" FROM "pgrst_source" AS "pgrst_t"`,
+    );
   });
 });
