@@ -42,8 +42,11 @@ async function query<T extends pg.QueryResultRow>(url: string, sql: string, valu
 async function leaseObjects(): Promise<{ schemas: number; roles: number; leases: number }> {
   const [row] = await query<{ schemas: number; roles: number; leases: number }>(
     service.host.databaseUrl,
+    // roles are shared by the cluster's databases (other test files' too): this database's lease
+    // roles are the members of its lease group
     `SELECT (SELECT count(*)::int FROM pg_namespace WHERE nspname LIKE 'lease\\_%') AS schemas,
-            (SELECT count(*)::int FROM pg_roles WHERE rolname LIKE 'lease\\_%') AS roles,
+            (SELECT count(*)::int FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+              WHERE g.rolname = pglease.lease_group()) AS roles,
             (SELECT count(*)::int FROM pglease.leases) AS leases`,
   );
   return row!;
