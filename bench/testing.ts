@@ -11,7 +11,7 @@
  * would find it. Leases are released after each measurement, outside the timed part.
  * Prints p50/p99 of each and the ratios to (c) (goal: (a) and (b) at least 50x faster).
  *
- *   npm run bench:testing [-- --count 200 --clusters 5]
+ *   npm run bench:testing [-- --count 200 --clusters 7]
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -28,7 +28,7 @@ function argument(name: string, fallback: number): number {
   return index === -1 ? fallback : Number(process.argv[index + 1]) || fallback;
 }
 const leaseRuns = argument('--count', 200);
-const clusterRuns = argument('--clusters', 5);
+const clusterRuns = argument('--clusters', 7);
 /** PGLEASE_TEMPLATE_POOL of the pglease under test. */
 const poolSize = 4;
 const ADMIN = 'bench-admin-' + randomBytes(8).toString('hex');
