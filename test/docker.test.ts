@@ -61,6 +61,14 @@ describe('docker/Dockerfile', () => {
     expect(runtime.find((step) => step.keyword === 'CMD')?.args).toBe('["node", "dist/cli.js", "serve"]');
   });
 
+  it('keeps node_modules, dist and local data out of the build context', async () => {
+    const ignored = (await readFile(path.join(repoRoot, 'docker/Dockerfile.dockerignore'), 'utf8')).split('\n').map((line) => line.trim());
+    for (const entry of ['node_modules', 'dist', '.pglease', '.git']) expect(ignored).toContain(entry);
+    // nothing the Dockerfile copies from the context is ignored
+    const copied = [...dockerfile.values()].flat().filter((step) => step.keyword === 'COPY' && !step.args.startsWith('--from')).flatMap((step) => step.args.split(/\s+/).slice(0, -1));
+    for (const source of copied) expect(ignored).not.toContain(source);
+  });
+
   describe('its runtime stage, run outside a container', () => {
     let appDir: string;
     let dataDir: string;
