@@ -213,8 +213,11 @@ export class TemplateStore {
   async remove(name: string, scope: TemplateScope): Promise<boolean> {
     await this.pool.query({
       name: 'pglease.release-template-pool',
-      text: `SELECT pglease.release(p.lease_id) FROM pglease.template_pool p JOIN pglease.templates t ON t.id = p.template_id
-              WHERE coalesce(t.owner_lease_id, '${NO_OWNER}') = coalesce($1::uuid, '${NO_OWNER}') AND t.name = $2`,
+      text: `WITH pooled AS (DELETE FROM pglease.template_pool p USING pglease.templates t
+                                WHERE t.id = p.template_id AND t.name = $2
+                                  AND coalesce(t.owner_lease_id, '${NO_OWNER}') = coalesce($1::uuid, '${NO_OWNER}')
+                                RETURNING p.lease_id)
+             SELECT pglease.release(lease_id) FROM pooled`,
       values: [scope.kind === 'lease' ? scope.leaseId : null, name],
     });
     const { rowCount } = await this.pool.query({
@@ -243,8 +246,10 @@ export class TemplateStore {
   private async fillPool(template: TemplateRow): Promise<void> {
     await this.pool.query({
       name: 'pglease.release-stale-template-pools',
-      text: `SELECT pglease.release(p.lease_id) FROM pglease.template_pool p JOIN pglease.templates t ON t.id = p.template_id
-              WHERE t.owner_lease_id IS NULL AND t.name = $1 AND t.id <> $2`,
+      text: `WITH stale AS (DELETE FROM pglease.template_pool p USING pglease.templates t
+                               WHERE t.id = p.template_id AND t.owner_lease_id IS NULL AND t.name = $1 AND t.id <> $2
+                               RETURNING p.lease_id)
+             SELECT pglease.release(lease_id) FROM stale`,
       values: [template.name, template.id],
     });
     if (this.poolSize === 0) return;
