@@ -66,6 +66,15 @@ describe('jobs API', () => {
     expect(cleanup).toMatchObject({ last_error: null, last_result: { orphans_dropped: 0, leases_failed: 0, errors: 0 } });
   });
 
+  it('is described in /openapi.json under the jobs tag', async () => {
+    const document = (await (await fetch(`${service.baseUrl}/openapi.json`)).json()) as { paths: Record<string, Record<string, { tags?: string[] }>> };
+    for (const [path, method] of [['/v1/jobs', 'get'], ['/v1/jobs/{name}', 'patch'], ['/v1/jobs/{name}/run', 'post'], ['/v1/jobs/{name}/runs', 'get']] as const) {
+      expect(document.paths[path]?.[method]?.tags, `${method} ${path}`).toEqual(['jobs']);
+    }
+    expect(Object.keys(document.paths['/v1/leases']!.post as object)).toContain('responses');
+    expect(Object.keys((document.paths['/v1/leases']!.post as { responses: object }).responses)).toEqual(expect.arrayContaining(['429', '503']));
+  });
+
   it('rejects bad changes with 4xx naming the field', async () => {
     const bad = await call('PATCH', '/v1/jobs/reap-expired', { ...admin, body: { schedule: 'every 5 minutes' } });
     expect(bad).toMatchObject({ status: 400, body: { code: 'PGLEASE_INVALID_FIELD', field: 'schedule' } });
