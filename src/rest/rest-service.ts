@@ -20,7 +20,8 @@ import type { SchemaCache } from './schema/types.js';
 import { isLeaseToken, LeaseDirectory, type LeaseAccess } from './executor/lease-directory.js';
 import { LeasePools, type LeasePoolOptions } from './executor/lease-pools.js';
 import { requestSettingsStep } from './executor/request-settings.js';
-import { runRead } from './executor/run-read.js';
+import { compileRead, runRead } from './executor/run-read.js';
+import { CompiledReads, readKey, type CompiledRead } from './query/compiled-reads.js';
 import { serveRpc } from './rpc-service.js';
 import { serveWrite, WRITE_METHODS } from './write-service.js';
 
@@ -56,6 +57,7 @@ export class RestService {
   readonly directory: LeaseDirectory;
   readonly pools: LeasePools;
   readonly schemas: SchemaCaches;
+  private readonly compiledReads = new CompiledReads();
   private readonly adminToken: string | undefined;
 
   constructor(host: Host, options: RestServiceOptions = {}) {
@@ -102,6 +104,12 @@ export class RestService {
   async handle(http: RestHttpRequest): Promise<RestResponse> {
     const startedAt = Date.now();
     const caller = await this.caller(http.leaseId, http.token);
+    const isRead = http.method === 'GET' || http.method === 'HEAD';
+    const key = isRead ? readKey(http) : '';
+    if (isRead) {
+      const compiled = this.compiledReads.get(await this.schema(caller), key);
+      if (compiled) return this.read(caller, http, compiled);
+    }
     const request = buildApiRequest({ ...http, authenticated: caller.authenticated });
     checkPreferences(request.preferences);
     if (request.target.kind === 'routine') return serveRpc(this, caller, http, request, request.target.name, startedAt);
@@ -114,16 +122,20 @@ export class RestService {
     if (request.method !== 'GET' && request.method !== 'HEAD') {
       throw new RestError('PGRST117', `Unsupported HTTP method: ${request.method}`);
     }
-    const plan: ReadPlan = await this.withSchema(caller, startedAt, (cache) => planRead(cache, request, relationName));
-    const settings = requestSettingsStep({
-      role: caller.role,
-      method: request.method,
-      path: http.path,
-      headers: http.headers,
-      readOnly: true,
+    const compiled = await this.withSchema(caller, startedAt, (cache) => {
+      const plan: ReadPlan = planRead(cache, request, relationName);
+      const read: CompiledRead = { plan, steps: compileRead(plan), preferenceApplied: preferenceApplied(request) };
+      this.compiledReads.set(cache, key, read);
+      return read;
     });
-    const result = await runRead(this.pools, caller.lease, settings, plan);
-    return readResponse(plan, result, preferenceApplied(request));
+    return this.read(caller, http, compiled);
+  }
+
+  /** Runs a compiled read as the caller and shapes its response. */
+  private async read(caller: Caller, http: RestHttpRequest, compiled: CompiledRead): Promise<RestResponse> {
+    const settings = requestSettingsStep({ role: caller.role, method: http.method, path: http.path, headers: http.headers, readOnly: true });
+    const result = await runRead(this.pools, caller.lease, settings, compiled.plan, compiled.steps);
+    return readResponse(compiled.plan, result, compiled.preferenceApplied);
   }
 
   /** A lease ended or changed: forget its lookup, and once it has ended, its pool and schema. */

@@ -19,6 +19,8 @@ export interface LeaseAccess {
   tokenHash: Buffer;
   live: boolean;
   expiresAt: Date | null;
+  /** The last token that matched tokenHash: later requests with it skip the hashing. */
+  verifiedToken?: string;
 }
 
 interface Entry {
@@ -106,6 +108,9 @@ export class LeaseDirectory {
 
 /** Whether `token` is this lease's token (compared in constant time on its SHA-256). */
 export function isLeaseToken(lease: LeaseAccess, token: string): boolean {
+  if (lease.verifiedToken !== undefined && lease.verifiedToken.length === token.length && timingSafeEqual(Buffer.from(lease.verifiedToken), Buffer.from(token))) return true;
   const digest = createHash('sha256').update(token).digest();
-  return digest.length === lease.tokenHash.length && timingSafeEqual(digest, lease.tokenHash);
+  const valid = digest.length === lease.tokenHash.length && timingSafeEqual(digest, lease.tokenHash);
+  if (valid) lease.verifiedToken = token;
+  return valid;
 }

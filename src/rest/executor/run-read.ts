@@ -15,15 +15,16 @@ export function planRows(explainJson: string): number {
   return Math.round(plans[0]?.Plan?.['Plan Rows'] ?? 0);
 }
 
-export async function runRead(pools: LeasePools, lease: LeaseAccess, settings: PipelineStep, plan: ReadPlan): Promise<ReadResult> {
-  const steps: PipelineStep[] = [settings];
-  const planned = plan.count === 'planned';
-  if (planned) steps.push(plannedCountStatement(plan));
-  steps.push(readStatement(plan));
-  const results = await pools.run(lease, steps);
+/** The statements of a read after the request settings: (a planned count's EXPLAIN, then) the read. */
+export function compileRead(plan: ReadPlan): PipelineStep[] {
+  return plan.count === 'planned' ? [plannedCountStatement(plan), readStatement(plan)] : [readStatement(plan)];
+}
+
+export async function runRead(pools: LeasePools, lease: LeaseAccess, settings: PipelineStep, plan: ReadPlan, compiled: PipelineStep[] = compileRead(plan)): Promise<ReadResult> {
+  const results = await pools.run(lease, [settings, ...compiled]);
   const row = results[results.length - 1]![0]!;
   const page = Number(row[1]);
   let total = row[0] === null ? null : Number(row[0]);
-  if (planned) total = planRows(String(results[1]![0]![0]));
+  if (plan.count === 'planned') total = planRows(String(results[1]![0]![0]));
   return { total, page, body: row[2] ?? null };
 }

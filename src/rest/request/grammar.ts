@@ -36,6 +36,15 @@ export function isFtsOperator(name: string): name is FtsOperator {
 /** Letters, digits, `_`, space and `$`: what PostgREST accepts in an unquoted name. */
 const IDENTIFIER_CHAR = /[\p{L}\p{N}_ $]/u;
 
+function isIdentifierChar(char: string): boolean {
+  const code = char.charCodeAt(0);
+  if (code < 128) {
+    // ASCII fast path: a-z A-Z 0-9 _ space $
+    return (code >= 97 && code <= 122) || (code >= 65 && code <= 90) || (code >= 48 && code <= 57) || code === 95 || code === 32 || code === 36;
+  }
+  return IDENTIFIER_CHAR.test(char);
+}
+
 class ParseFailure extends Error {
   constructor(
     readonly position: number,
@@ -121,7 +130,7 @@ function quotedValue(cursor: Cursor): string {
 /** One or more identifier characters, trimmed. */
 function identifier(cursor: Cursor): string | undefined {
   const start = cursor.position;
-  while (!cursor.done && IDENTIFIER_CHAR.test(cursor.peek())) cursor.position++;
+  while (!cursor.done && isIdentifierChar(cursor.peek())) cursor.position++;
   if (cursor.position === start) return undefined;
   return cursor.input.slice(start, cursor.position).trim();
 }
