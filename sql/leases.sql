@@ -17,12 +17,27 @@ AS $$
   RETURNING id
 $$;
 
--- pglease.lease_group: the NOLOGIN role through which this database's lease roles get CONNECT
--- (created by the first migration).
-CREATE OR REPLACE FUNCTION pglease.lease_group()
+-- (replaced by pglease.lease_groups and pglease.lease_group_for)
+DROP FUNCTION IF EXISTS pglease.lease_group();
+
+-- pglease.lease_groups: the NOLOGIN roles through which this database's lease roles get CONNECT:
+-- the first migration's single group, then the sixteen of migration 0005. Membership of one of
+-- them is what marks a role (roles are shared by the whole cluster) as one of this database's.
+CREATE OR REPLACE FUNCTION pglease.lease_groups()
+RETURNS text[]
+LANGUAGE sql STABLE
+AS $$
+  SELECT array_prepend(left(current_database(), 56) || '_leases',
+                       array_agg(left(current_database(), 50) || '_leases_' || n ORDER BY n))
+    FROM generate_series(0, 15) AS n
+$$;
+
+-- pglease.lease_group_for: the group a new lease joins, picked by its random name (the first hex
+-- digit), so that concurrent provisions rarely lock the same group.
+CREATE OR REPLACE FUNCTION pglease.lease_group_for(p_base text)
 RETURNS text
 LANGUAGE sql STABLE
-AS $$ SELECT left(current_database(), 56) || '_leases' $$;
+AS $$ SELECT left(current_database(), 50) || '_leases_' || ('x' || lpad(substr(p_base, 7, 1), 8, '0'))::bit(32)::int $$;
 
 -- pglease.lease_role_names: the three roles of a lease, derived from its base name in one place.
 CREATE OR REPLACE FUNCTION pglease.lease_role_names(p_base text, OUT login_role text, OUT anon_role text, OUT auth_role text)
@@ -84,8 +99,6 @@ BEGIN
   EXECUTE format(
     'CREATE ROLE %I LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT %s PASSWORD %L',
     v_roles.auth_role, p_auth_connections, p_auth_verifier);
-  -- CONNECT on this database comes from the group (inherited), nothing else does
-  EXECUTE format('GRANT %I TO %I, %I', pglease.lease_group(), v_roles.login_role, v_roles.auth_role);
   IF current_setting('server_version_num')::int >= 160000 THEN
     -- the authenticator may SET ROLE to the lease's roles without holding their privileges itself
     EXECUTE format('GRANT %I, %I TO %I WITH INHERIT FALSE, SET TRUE', v_roles.login_role, v_roles.anon_role, v_roles.auth_role);
@@ -112,6 +125,10 @@ BEGIN
   EXECUTE format('ALTER ROLE %I SET statement_timeout TO %L', v_roles.auth_role, p_statement_timeout);
   EXECUTE format('ALTER ROLE %I SET idle_in_transaction_session_timeout TO %L', v_roles.login_role, p_idle_timeout);
   EXECUTE format('ALTER ROLE %I SET idle_in_transaction_session_timeout TO %L', v_roles.auth_role, p_idle_timeout);
+
+  -- CONNECT on this database comes from a lease group (inherited), nothing else does. Last, because
+  -- the grant locks the group until commit: the shorter that is, the less concurrent creates wait.
+  EXECUTE format('GRANT %I TO %I, %I', pglease.lease_group_for(p_base), v_roles.login_role, v_roles.auth_role);
 
   INSERT INTO pglease.leases (label, host_id, schema_name, role_name, anon_role, auth_role, token_hash,
                               state, client_ip, expires_at)
@@ -223,7 +240,7 @@ $$;
 
 -- pglease.restrict_other_databases: a lease URL must open nothing but the lease database, so
 -- PUBLIC loses CONNECT on every database of the host (lease roles connect to theirs through
--- pglease.lease_group()). Returns each database that still granted PUBLIC CONNECT, and whether the
+-- pglease.lease_groups()). Returns each database that still granted PUBLIC CONNECT, and whether the
 -- revoke took: a service role that does not own a database (managed Postgres) cannot change its ACL,
 -- and the service then tells the operator which REVOKE to run.
 DROP FUNCTION IF EXISTS pglease.restrict_other_databases();

@@ -68,6 +68,11 @@ BEGIN
     SELECT a.pid FROM pg_stat_activity a
      WHERE a.datname = current_database() AND a.backend_type = 'client backend'
        AND a.pid <> pg_backend_pid()
+       -- A lease created after this statement's snapshot is invisible in pg_roles while its first
+       -- session is already in pg_stat_activity (a live view, not MVCC). Only sessions that began
+       -- before this transaction can be judged: their role, if any, committed before they started.
+       AND a.usesysid IS NOT NULL
+       AND a.backend_start < now()
        AND NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = a.usesysid)
   LOOP
     BEGIN
@@ -84,7 +89,7 @@ $$;
 
 -- pglease.lease_objects_of: the lease base names (lease_<16 hex>) that have a schema in this
 -- database or a role granted this database's lease group. Roles are shared by every database of
--- the cluster: membership of pglease.lease_group() is what marks a role as one of *this*
+-- the cluster: membership of one of pglease.lease_groups() is what marks a role as one of *this*
 -- database's leases, so a cleanup never touches the leases of another lease database on the host.
 CREATE OR REPLACE FUNCTION pglease.lease_objects_of()
 RETURNS SETOF text
@@ -95,7 +100,7 @@ AS $$
     FROM pg_auth_members am
     JOIN pg_roles g ON g.oid = am.roleid
     JOIN pg_roles m ON m.oid = am.member
-   WHERE g.rolname = pglease.lease_group()
+   WHERE g.rolname = ANY (pglease.lease_groups())
      AND m.rolname ~ '^lease_[0-9a-f]{16}(_auth)?$'
   UNION
   SELECT n.nspname::text FROM pg_namespace n WHERE n.nspname ~ '^lease_[0-9a-f]{16}$'

@@ -46,7 +46,7 @@ async function leaseObjects(): Promise<{ schemas: number; roles: number; leases:
     // roles are the members of its lease group
     `SELECT (SELECT count(*)::int FROM pg_namespace WHERE nspname LIKE 'lease\\_%') AS schemas,
             (SELECT count(*)::int FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
-              WHERE g.rolname = pglease.lease_group()) AS roles,
+              WHERE g.rolname = ANY (pglease.lease_groups())) AS roles,
             (SELECT count(*)::int FROM pglease.leases) AS leases`,
   );
   return row!;
