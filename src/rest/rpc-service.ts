@@ -30,7 +30,7 @@ export async function serveRpc(service: RestService, caller: Caller, http: RestH
   const settings = requestSettingsStep({ role: caller.role, method, path: http.path, headers: http.headers, readOnly: plan.readOnly });
   const result = await runRpc(service.pools, caller.lease, settings, rpcStatement(plan), {
     rollback: plan.rollback,
-    ...(needsCallCheck(plan) ? { check: (called) => checkCall(plan, called) } : {}),
+    check: needsCallCheck(plan) ? (called) => checkCall(plan, called) : undefined,
   });
   return rpcResponse(plan, result);
 }

@@ -38,7 +38,7 @@ export async function serveWrite(service: RestService, caller: Caller, http: Res
   const settings = requestSettingsStep({ role: caller.role, method: request.method, path: http.path, headers: http.headers, readOnly: false });
   const result = await runWrite(service.pools, caller.lease, settings, writeStatement(plan), {
     rollback: plan.rollback,
-    ...(needsCheck(plan) ? { check: (written) => checkWrite(plan, written) } : {}),
+    check: needsCheck(plan) ? (written) => checkWrite(plan, written) : undefined,
   });
   return writeResponse(plan, result);
 }

@@ -24,7 +24,7 @@ export async function runRpc(pools: LeasePools, lease: LeaseAccess, settings: Pi
   const check = options.check;
   const rows = await runTransaction(pools, lease, [settings, statement], {
     rollback: options.rollback,
-    ...(check ? { check: (stepRows: StepRows[]) => check(callResult(stepRows)) } : {}),
+    check: check ? (stepRows) => check(callResult(stepRows)) : undefined,
   });
   return callResult(rows);
 }

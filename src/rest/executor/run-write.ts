@@ -29,7 +29,7 @@ export async function runWrite(pools: LeasePools, lease: LeaseAccess, settings: 
   const check = options.check;
   const rows = await runTransaction(pools, lease, [settings, statement], {
     rollback: options.rollback,
-    ...(check ? { check: (stepRows: StepRows[]) => check(writeResult(stepRows)) } : {}),
+    check: check ? (stepRows) => check(writeResult(stepRows)) : undefined,
   });
   return writeResult(rows);
 }
