@@ -11,6 +11,8 @@
  * and the ratio pglease/ceiling (goal ≥ 0.8x).
  *
  *   npm run bench:rest [-- --duration 5 --connections 10 --rounds 2]
+ *
+ * BENCH_CPU_PROF=<dir> writes a V8 CPU profile of each server process into <dir>.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -37,6 +39,7 @@ const CONNECTIONS = option('connections', 10);
 const ROUNDS = option('rounds', 2);
 const ADMIN = 'bench-admin-' + randomBytes(8).toString('hex');
 const DIRECTORS = 500;
+const PROFILE_FLAGS = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
 const FILMS = 10_000;
 
 interface Scenario {
@@ -120,7 +123,7 @@ async function main(): Promise<void> {
   const children: ChildProcess[] = [];
   try {
     let pgleaseLog = '';
-    const pglease = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    const pglease = spawn(process.execPath, [...PROFILE_FLAGS, '--import', 'tsx', 'src/main.ts'], {
       cwd: projectRoot,
       env: {
         ...process.env,
@@ -170,7 +173,7 @@ async function main(): Promise<void> {
     }
 
     let ceilingLog = '';
-    const ceiling = spawn(process.execPath, ['--import', 'tsx', 'bench/ceiling-server.ts'], {
+    const ceiling = spawn(process.execPath, [...PROFILE_FLAGS, '--import', 'tsx', 'bench/ceiling-server.ts'], {
       cwd: projectRoot,
       env: { ...process.env, PORT: String(ceilingPort), LEASE_URL: lease.url, SCENARIOS: JSON.stringify(statements) },
       stdio: ['ignore', 'pipe', 'pipe'],

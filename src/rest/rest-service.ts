@@ -21,7 +21,7 @@ import { isLeaseToken, LeaseDirectory, type LeaseAccess } from './executor/lease
 import { LeasePools, type LeasePoolOptions } from './executor/lease-pools.js';
 import { requestSettingsStep } from './executor/request-settings.js';
 import { compileRead, runRead } from './executor/run-read.js';
-import { CompiledReads, readKey, type CompiledRead } from './query/compiled-reads.js';
+import { CompiledReads, readShape, type CompiledRead } from './query/compiled-reads.js';
 import { serveRpc } from './rpc-service.js';
 import { serveWrite, WRITE_METHODS } from './write-service.js';
 
@@ -104,10 +104,9 @@ export class RestService {
   async handle(http: RestHttpRequest): Promise<RestResponse> {
     const startedAt = Date.now();
     const caller = await this.caller(http.leaseId, http.token);
-    const isRead = http.method === 'GET' || http.method === 'HEAD';
-    const key = isRead ? readKey(http) : '';
-    if (isRead) {
-      const compiled = this.compiledReads.get(await this.schema(caller), key);
+    const shape = http.method === 'GET' || http.method === 'HEAD' ? readShape(http) : undefined;
+    if (shape) {
+      const compiled = this.compiledReads.get(await this.schema(caller), shape);
       if (compiled) return this.read(caller, http, compiled);
     }
     const request = buildApiRequest({ ...http, authenticated: caller.authenticated });
@@ -124,9 +123,8 @@ export class RestService {
     }
     const compiled = await this.withSchema(caller, startedAt, (cache) => {
       const plan: ReadPlan = planRead(cache, request, relationName);
-      const read: CompiledRead = { plan, steps: compileRead(plan), preferenceApplied: preferenceApplied(request) };
-      this.compiledReads.set(cache, key, read);
-      return read;
+      if (shape && !this.compiledReads.has(cache, shape)) this.compiledReads.set(cache, shape, compileShape(cache, http, shape.sentinelQuery, relationName));
+      return { plan, steps: compileRead(plan), preferenceApplied: preferenceApplied(request) };
     });
     return this.read(caller, http, compiled);
   }
@@ -162,6 +160,17 @@ export class RestService {
 
   close(): Promise<void> {
     return this.pools.closeAll();
+  }
+}
+
+/** The template of a read shape: its sentinel request compiled (undefined if that fails). */
+function compileShape(cache: SchemaCache, http: RestHttpRequest, sentinelQuery: string, relationName: string): CompiledRead | undefined {
+  try {
+    const request = buildApiRequest({ ...http, query: sentinelQuery, authenticated: true });
+    const plan = planRead(cache, request, relationName);
+    return { plan, steps: compileRead(plan), preferenceApplied: preferenceApplied(request) };
+  } catch {
+    return undefined;
   }
 }
 

@@ -1,12 +1,20 @@
 /**
- * Reads compiled once per schema: the plan and SQL of a GET/HEAD, keyed by everything that shapes
- * them (method, path, query string, Accept, Prefer, Range), kept with the schema cache they were
- * planned against so that any schema change (a new SchemaCache) drops them. A repeated request
- * skips parsing, planning and SQL generation: about half of pglease's own work on a small read.
+ * Reads compiled once per request shape. Most API traffic repeats a few shapes with different
+ * values (`/films?id=eq.1`, `/films?id=eq.2`, ...), and parsing, planning and SQL generation are
+ * about half of pglease's own work on a small read. So the compiled statements of a GET/HEAD are
+ * kept per schema cache (any schema change makes a new SchemaCache and drops them), keyed by the
+ * request with its plain values masked: comparison filter values (`eq.`, `like.`, ...) and `limit`.
+ *
+ * The template of a shape is compiled from the request with each masked value replaced by a
+ * sentinel; where each sentinel lands among the bind parameters is where that value goes in later
+ * requests of the shape. A shape whose sentinels do not each land somewhere (a value the planner
+ * interprets rather than binds) is remembered as not cacheable and always compiled afresh.
  */
-import type { ReadPlan } from '../plan/types.js';
-import type { SchemaCache } from '../schema/types.js';
 import type { PipelineStep } from '../executor/pipeline.js';
+import type { ReadPlan } from '../plan/types.js';
+import { splitQueryString } from '../request/query-params.js';
+import type { SchemaCache } from '../schema/types.js';
+import { checkValue } from './sql.js';
 
 export interface CompiledRead {
   plan: ReadPlan;
@@ -16,43 +24,131 @@ export interface CompiledRead {
 }
 
 /** What a read request's plan and SQL depend on. */
-export interface ReadKeyParts {
+export interface ReadRequestParts {
   method: string;
   path: string;
   query: string;
   headers: Record<string, string | string[] | undefined>;
 }
 
+type Transform = 'none' | 'like';
+
+interface Slot {
+  value: string;
+  transform: Transform;
+}
+
+export interface ReadShape {
+  key: string;
+  slots: Slot[];
+  /** The query string with each slot's value replaced by its sentinel. */
+  sentinelQuery: string;
+}
+
+/** Where each slot's value goes: step, parameter index, slot. */
+interface Binding {
+  step: number;
+  index: number;
+  slot: number;
+}
+
+interface Template {
+  compiled: CompiledRead;
+  bindings: Binding[];
+}
+
+/** A value filter whose value is bound as one parameter: `[not.]op.value`. */
+const COMPARISON = /^((?:not\.)?(eq|neq|gt|gte|lt|lte|like|ilike|match|imatch|cs|cd|ov|sl|sr|nxr|nxl|adj|isdistinct)\.)([\s\S]*)$/;
+const LIMIT_KEY = /(^|\.)limit$/;
 const MAX_PER_SCHEMA = 256;
 
 function headerText(value: string | string[] | undefined): string {
   return value === undefined ? '' : Array.isArray(value) ? value.join('\n') : value;
 }
 
-export function readKey(parts: ReadKeyParts): string {
-  return [parts.method, parts.path, parts.query, headerText(parts.headers.accept), headerText(parts.headers.prefer), headerText(parts.headers.range)].join('\u0000');
+function sentinel(slot: number, transform: Transform | 'integer'): string {
+  // limit must stay a whole number to be planned as one; text sentinels cannot occur in real values
+  return transform === 'integer' ? String(9_000_000_000 + slot) : `\u0001pglease-slot-${slot}\u0001`;
+}
+
+/** The shape of a read request: its cache key, and the values masked out of it. */
+export function readShape(parts: ReadRequestParts): ReadShape {
+  const slots: Slot[] = [];
+  const shaped: string[] = [];
+  const sentinelPairs: string[] = [];
+  for (const [key, value] of splitQueryString(parts.query)) {
+    const encodedKey = encodeURIComponent(key);
+    const comparison = COMPARISON.exec(value);
+    if (LIMIT_KEY.test(key) && /^\d+$/.test(value)) {
+      shaped.push(`${encodedKey}=#`);
+      sentinelPairs.push(`${encodedKey}=${sentinel(slots.length, 'integer')}`);
+      slots.push({ value, transform: 'none' });
+    } else if (comparison && !key.startsWith('select') && key !== 'columns' && key !== 'on_conflict' && !/(^|\.)(order|offset|and|or)$/.test(key)) {
+      const transform: Transform = comparison[2] === 'like' || comparison[2] === 'ilike' ? 'like' : 'none';
+      shaped.push(`${encodedKey}=${encodeURIComponent(comparison[1]!)}#`);
+      sentinelPairs.push(`${encodedKey}=${encodeURIComponent(comparison[1]! + sentinel(slots.length, transform))}`);
+      slots.push({ value: comparison[3]!, transform });
+    } else {
+      const pair = `${encodedKey}=${encodeURIComponent(value)}`;
+      shaped.push(pair);
+      sentinelPairs.push(pair);
+    }
+  }
+  const key = [parts.method, parts.path, shaped.join('&'), headerText(parts.headers.accept), headerText(parts.headers.prefer), headerText(parts.headers.range)].join('\u0000');
+  return { key, slots, sentinelQuery: sentinelPairs.join('&') };
+}
+
+/** Finds each slot's sentinel among the template's parameters; undefined when one is missing. */
+function bind(shape: ReadShape, compiled: CompiledRead): Binding[] | undefined {
+  const bindings: Binding[] = [];
+  const found = new Set<number>();
+  compiled.steps.forEach((step, stepIndex) => {
+    step.values.forEach((value, index) => {
+      if (value === null) return;
+      for (let slot = 0; slot < shape.slots.length; slot++) {
+        if (value === sentinel(slot, 'integer') || value === sentinel(slot, 'none')) {
+          bindings.push({ step: stepIndex, index, slot });
+          found.add(slot);
+        }
+      }
+    });
+  });
+  return found.size === shape.slots.length ? bindings : undefined;
 }
 
 export class CompiledReads {
-  private readonly bySchema = new WeakMap<SchemaCache, Map<string, CompiledRead>>();
+  private readonly bySchema = new WeakMap<SchemaCache, Map<string, Template | null>>();
 
-  get(cache: SchemaCache, key: string): CompiledRead | undefined {
+  /** The statements for this request if its shape was compiled before against this schema. */
+  get(cache: SchemaCache, shape: ReadShape): CompiledRead | undefined {
     const entries = this.bySchema.get(cache);
-    const found = entries?.get(key);
-    if (found && entries) {
-      entries.delete(key);
-      entries.set(key, found);
+    const template = entries?.get(shape.key);
+    if (!template) return undefined;
+    entries!.delete(shape.key);
+    entries!.set(shape.key, template);
+    const steps = template.compiled.steps.map((step) => ({ text: step.text, values: [...step.values] }));
+    for (const { step, index, slot } of template.bindings) {
+      const { value, transform } = shape.slots[slot]!;
+      checkValue(value);
+      steps[step]!.values[index] = transform === 'like' ? value.replace(/\*/g, '%') : value;
     }
-    return found;
+    return { ...template.compiled, steps };
   }
 
-  set(cache: SchemaCache, key: string, compiled: CompiledRead): void {
+  /** Whether the shape is known (cacheable or not): no need to compile its sentinel request. */
+  has(cache: SchemaCache, shape: ReadShape): boolean {
+    return this.bySchema.get(cache)?.has(shape.key) ?? false;
+  }
+
+  /** Remembers the template compiled from `shape.sentinelQuery` (or that there is none). */
+  set(cache: SchemaCache, shape: ReadShape, sentinelCompiled: CompiledRead | undefined): void {
     let entries = this.bySchema.get(cache);
     if (!entries) {
       entries = new Map();
       this.bySchema.set(cache, entries);
     }
-    entries.set(key, compiled);
+    const bindings = sentinelCompiled && bind(shape, sentinelCompiled);
+    entries.set(shape.key, sentinelCompiled && bindings ? { compiled: sentinelCompiled, bindings } : null);
     if (entries.size > MAX_PER_SCHEMA) entries.delete(entries.keys().next().value as string);
   }
 }

@@ -9,6 +9,11 @@ function refuseNul(text: string): void {
   if (text.includes('\u0000')) throw new RestError('PGRST100', 'The query string contains a NUL character', 'NUL (\\u0000) cannot be used in names or values');
 }
 
+/** Refuses a value Postgres could not take (PGRST100), as binding it through Params would. */
+export function checkValue(text: string): void {
+  refuseNul(text);
+}
+
 export function ident(name: string): string {
   refuseNul(name);
   return `"${name.replace(/"/g, '""')}"`;
