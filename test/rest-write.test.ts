@@ -249,6 +249,12 @@ describe('upserts', () => {
     await fixture.sql.query('delete from clients where id in (4, 5)');
   });
 
+  it('answers an upsert naming the same key twice as PostgREST does (21000 is a 500 there)', async () => {
+    const twice = await send('POST', '/clients', [{ id: 1, name: 'A' }, { id: 1, name: 'B' }], { prefer: 'resolution=merge-duplicates' });
+    expect(twice.status).toBe(500);
+    expect(twice.json).toMatchObject({ code: '21000', message: 'ON CONFLICT DO UPDATE command cannot affect row a second time' });
+  });
+
   it('upserts one row with PUT by its primary key', async () => {
     const created = await send('PUT', '/compound?k1=eq.1&k2=eq.a', { k1: 1, k2: 'a', extra: 'new' }, { prefer: 'return=representation' });
     expect(created.status).toBe(201);
