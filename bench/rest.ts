@@ -28,6 +28,7 @@ import { planRead } from '../src/rest/plan/read-plan.js';
 import { readStatement } from '../src/rest/query/read-query.js';
 import { loadSchemaCache } from '../src/rest/schema/load.js';
 import { freePort } from '../test/support/free-port.js';
+import { benchWrites, hostUrl } from './rest-writes.js';
 
 function option(name: string, fallback: number): number {
   const index = process.argv.indexOf(`--${name}`);
@@ -225,6 +226,9 @@ async function main(): Promise<void> {
       console.log(`${''.padEnd(10)} ratio ${ratio.toFixed(2)}x (goal ≥ 0.8x) ${ratio >= 0.8 ? 'met' : 'NOT met'}\n`);
     }
     console.log(allMet ? 'all goals met' : 'some goals NOT met');
+    // writes and RPC (bench/rest-writes.ts) on the same pglease process and lease
+    console.log('');
+    await benchWrites({ baseUrl, lease, hostUrl: hostUrl(password, pgPort) }, { duration: DURATION, connections: CONNECTIONS, rounds: ROUNDS });
   } finally {
     for (const child of children) {
       if (child.exitCode === null) {
