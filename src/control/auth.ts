@@ -22,9 +22,25 @@ function sameSecret(a: string, b: string): boolean {
   return timingSafeEqual(createHash('sha256').update(a).digest(), createHash('sha256').update(b).digest());
 }
 
+export function isAdminToken(token: string, adminToken: string | undefined): boolean {
+  return adminToken !== undefined && sameSecret(token, adminToken);
+}
+
 export function identifyCaller(request: FastifyRequest, adminToken: string | undefined): Caller {
   const token = bearerToken(request);
   if (token === null) return { kind: 'anonymous' };
-  if (adminToken !== undefined && sameSecret(token, adminToken)) return { kind: 'admin' };
+  if (isAdminToken(token, adminToken)) return { kind: 'admin' };
   return { kind: 'token', token };
+}
+
+/**
+ * The request's headers minus the credentials that carried the admin token. REST requests publish
+ * their headers to SQL (`request.headers`, as PostgREST does), where the lease's own functions, views
+ * and policies can read them: the admin token must never reach a lease that way.
+ */
+export function headersWithoutAdminToken(request: FastifyRequest, adminToken: string | undefined): FastifyRequest['headers'] {
+  const token = bearerToken(request);
+  if (token === null || !isAdminToken(token, adminToken)) return request.headers;
+  const { authorization: _authorization, apikey: _apikey, ...rest } = request.headers;
+  return rest;
 }

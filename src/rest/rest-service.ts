@@ -7,6 +7,7 @@
  * and the state it shares across requests: the lease directory, the per-lease connection pools and
  * the schema caches, kept fresh by Postgres notifications (./notifications.ts).
  */
+import { isAdminToken } from '../control/auth.js';
 import type { Host } from '../db/host.js';
 import { buildApiRequest, type RawRequest } from './request/api-request.js';
 import type { ApiRequest, Preferences } from './request/types.js';
@@ -72,7 +73,7 @@ export class RestService {
     const lease = await this.directory.find(leaseId);
     if (!lease) throw new RestError('PGLEASE_NOT_FOUND', `No live lease ${leaseId}: it does not exist, was released or has expired`);
     if (token === null) return { lease, role: lease.anonRole, authenticated: false };
-    if (isLeaseToken(lease, token) || (this.adminToken !== undefined && token === this.adminToken)) {
+    if (isLeaseToken(lease, token) || isAdminToken(token, this.adminToken)) {
       return { lease, role: lease.role, authenticated: true };
     }
     const description = 'The token is not valid for this lease';
