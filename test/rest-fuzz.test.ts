@@ -43,7 +43,14 @@ async function outsideDigest(): Promise<string> {
   }
   const vault = await admin.query(`select md5(string_agg(v::text, '|' order by v::text)) as digest from "${bystander.schema}".vault v`);
   parts.push(`vault:${vault.rows[0].digest}`);
-  const roles = await admin.query(`select md5(string_agg(rolname || ':' || rolsuper || rolcreaterole || rolcanlogin, ',' order by rolname)) as digest from pg_roles`);
+  // roles are shared by the whole cluster (other test files make leases meanwhile): this database's lease roles and their memberships
+  const roles = await admin.query(`
+    with ours as (select r.oid, r.rolname, r.rolsuper, r.rolcreaterole, r.rolcanlogin from pg_roles r
+                   where r.rolname in (select unnest(array[role_name, anon_role, auth_role]) from pglease.leases))
+    select md5(coalesce(string_agg(o.rolname || ':' || o.rolsuper || o.rolcreaterole || o.rolcanlogin || ':' ||
+             coalesce((select string_agg(m.roleid::regrole::text || '>' || m.member::regrole::text, ',' order by m.roleid, m.member)
+                         from pg_auth_members m where m.member = o.oid or m.roleid = o.oid), ''), ',' order by o.rolname), '')) as digest
+      from ours o`);
   const schemas = await admin.query(`select md5(string_agg(nspname || ':' || nspowner::regrole::text, ',' order by nspname)) as digest from pg_namespace`);
   parts.push(`roles:${roles.rows[0].digest}`, `schemas:${schemas.rows[0].digest}`);
   return parts.join('\n');
