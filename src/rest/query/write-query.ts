@@ -19,7 +19,7 @@
  *          NULL::text AS "location", NULL::bigint AS "inserted" FROM "pgrst_source" AS "pgrst_t"
  */
 import type { Condition, OrderItem } from '../plan/types.js';
-import type { InsertPlan, UpdatePlan, WriteLimit, WritePlan } from '../plan/write-plan.js';
+import type { DeletePlan, InsertPlan, UpdatePlan, WriteLimit, WritePlan } from '../plan/write-plan.js';
 import type { Payload } from '../request/body.js';
 import type { Column, Relation } from '../schema/types.js';
 import { conditionSql, fieldSql } from './conditions.js';
@@ -96,7 +96,7 @@ function orderSql(alias: string, order: OrderItem[]): string {
  * filters, picked in a subquery and matched back on the order's columns (which should be unique:
  * when they are not, more rows change and the write fails with PGRST110).
  */
-function limitedRows(plan: UpdatePlan | Extract<WritePlan, { kind: 'delete' }>, limit: WriteLimit, params: Params): { from: string; match: string[] } {
+function limitedRows(plan: UpdatePlan | DeletePlan, limit: WriteLimit, params: Params): { from: string; match: string[] } {
   const alias = ident(plan.relation.name);
   const keys = limit.order.map((item, i) => `${fieldSql(plan.relation.name, item.field, item.column)} AS "pgrst_k${i + 1}"`);
   let sql = `SELECT ${keys.join(', ')} FROM ${qualified(plan.relation)} AS ${alias}`;
@@ -150,7 +150,7 @@ function updateSql(plan: UpdatePlan, params: Params): string {
   return `${sql} RETURNING ${returningSql(plan)}`;
 }
 
-function deleteSql(plan: Extract<WritePlan, { kind: 'delete' }>, params: Params): string {
+function deleteSql(plan: DeletePlan, params: Params): string {
   const alias = ident(plan.relation.name);
   let sql = `DELETE FROM ${qualified(plan.relation)} AS ${alias}`;
   let where: string[];
