@@ -10,7 +10,7 @@
  * another, drives both with autocannon (N random per request), and prints req/s, p50/p99 latency
  * and the ratio pglease/ceiling (goal ≥ 0.8x).
  *
- *   npm run bench:rest [-- --duration 5 --connections 10 --rounds 2]
+ *   npm run bench:rest [-- --duration 5 --connections 10 --rounds 2 --only pk,list]
  *
  * BENCH_CPU_PROF=<dir> writes a V8 CPU profile of each server process into <dir>.
  */
@@ -51,11 +51,13 @@ interface Scenario {
   max: number;
 }
 
-const SCENARIOS: Scenario[] = [
+const ALL_SCENARIOS: Scenario[] = [
   { name: 'pk', rest: '/films?id=eq.{n}', max: FILMS },
   { name: 'list', rest: '/films?select=id,title,year,rating&director_id=eq.{n}&limit=20', max: DIRECTORS },
   { name: 'embed', rest: '/films?select=id,title,directors(id,name)&director_id=eq.{n}&limit=20', max: DIRECTORS },
 ];
+const only = process.argv.indexOf('--only') === -1 ? undefined : process.argv[process.argv.indexOf('--only') + 1]?.split(',');
+const SCENARIOS = ALL_SCENARIOS.filter((scenario) => !only || only.includes(scenario.name));
 
 function get(url: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
@@ -183,7 +185,7 @@ async function main(): Promise<void> {
     ceiling.stdout!.on('data', (chunk) => (ceilingLog += chunk));
     ceiling.stderr!.on('data', (chunk) => (ceilingLog += chunk));
     const ceilingUrl = `http://127.0.0.1:${ceilingPort}`;
-    await waitFor(async () => (await get(`${ceilingUrl}/pk/1`)).status === 200, ceiling, () => ceilingLog);
+    await waitFor(async () => (await get(`${ceilingUrl}/${SCENARIOS[0]!.name}/1`)).status === 200, ceiling, () => ceilingLog);
 
     const auth = { authorization: `Bearer ${lease.token}` };
     const restPath = new URL(lease.rest_url).pathname;

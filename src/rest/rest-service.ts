@@ -40,6 +40,8 @@ export interface Caller {
   lease: LeaseAccess;
   role: string;
   authenticated: boolean;
+  /** The token was the admin token: its headers must not reach the lease's SQL. */
+  viaAdminToken: boolean;
 }
 
 /** An HTTP request under `{rest_url}`, as the route hands it over. */
@@ -60,6 +62,7 @@ export class RestService {
   readonly schemas: SchemaCaches;
   private readonly compiledReads = new CompiledReads();
   private readonly adminToken: string | undefined;
+  private readonly adminTokenChecks = new Map<string, boolean>();
 
   constructor(host: Host, options: RestServiceOptions = {}) {
     this.directory = new LeaseDirectory(host.pool);
@@ -72,14 +75,24 @@ export class RestService {
   async caller(leaseId: string, token: string | null): Promise<Caller> {
     const lease = await this.directory.find(leaseId);
     if (!lease) throw new RestError('PGLEASE_NOT_FOUND', `No live lease ${leaseId}: it does not exist, was released or has expired`);
-    if (token === null) return { lease, role: lease.anonRole, authenticated: false };
-    if (isLeaseToken(lease, token) || isAdminToken(token, this.adminToken)) {
-      return { lease, role: lease.role, authenticated: true };
-    }
+    if (token === null) return { lease, role: lease.anonRole, authenticated: false, viaAdminToken: false };
+    if (isLeaseToken(lease, token)) return { lease, role: lease.role, authenticated: true, viaAdminToken: false };
+    if (this.isAdmin(token)) return { lease, role: lease.role, authenticated: true, viaAdminToken: true };
     const description = 'The token is not valid for this lease';
     throw new RestError('PGRST301', description, null, null, {
       headers: { 'WWW-Authenticate': `Bearer error="invalid_token", error_description="${description}"` },
     });
+  }
+
+  /** Whether a token is the admin token, remembered per token string (the comparison hashes both). */
+  private isAdmin(token: string): boolean {
+    let known = this.adminTokenChecks.get(token);
+    if (known === undefined) {
+      known = isAdminToken(token, this.adminToken);
+      this.adminTokenChecks.set(token, known);
+      if (this.adminTokenChecks.size > 1000) this.adminTokenChecks.delete(this.adminTokenChecks.keys().next().value as string);
+    }
+    return known;
   }
 
   /** The lease's schema cache: cached, or loaded now. */
@@ -102,9 +115,11 @@ export class RestService {
     }
   }
 
-  async handle(http: RestHttpRequest): Promise<RestResponse> {
+  async handle(received: RestHttpRequest): Promise<RestResponse> {
     const startedAt = Date.now();
-    const caller = await this.caller(http.leaseId, http.token);
+    const caller = await this.caller(received.leaseId, received.token);
+    // request.headers is published to the lease's SQL: never with the admin token in it
+    const http = caller.viaAdminToken ? { ...received, headers: withoutCredentials(received.headers) } : received;
     const shape = http.method === 'GET' || http.method === 'HEAD' ? readShape(http) : undefined;
     if (shape) {
       const compiled = this.compiledReads.get(await this.schema(caller), shape);
@@ -162,6 +177,11 @@ export class RestService {
   close(): Promise<void> {
     return this.pools.closeAll();
   }
+}
+
+function withoutCredentials(headers: RestHttpRequest['headers']): RestHttpRequest['headers'] {
+  const { authorization: _authorization, apikey: _apikey, ...rest } = headers;
+  return rest;
 }
 
 /** The template of a read shape: its sentinel request compiled (undefined if that fails). */

@@ -4,7 +4,7 @@
  * parses them) and every error answered in PostgREST's `{ code, message, details, hint }` format.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { bearerToken, headersWithoutAdminToken } from '../control/auth.js';
+import { bearerToken } from '../control/auth.js';
 import type { ServiceContext } from '../service-context.js';
 import { listenForChanges } from './notifications.js';
 import { toErrorResponse } from './response/errors.js';
@@ -60,7 +60,7 @@ export async function restRoutes(app: FastifyInstance, context: ServiceContext, 
             method: request.method,
             path,
             query,
-            headers: headersWithoutAdminToken(request, context.config.adminToken),
+            headers: request.headers,
             ...(typeof request.body === 'string' ? { body: request.body } : {}),
           });
       reply.code(response.status).headers(response.headers);
