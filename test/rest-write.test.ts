@@ -306,6 +306,16 @@ describe('PATCH and DELETE', () => {
     expect(none.headers.get('content-range')).toBe('*/0');
   });
 
+  it('sets absent keys of columns= to their defaults with missing=default', async () => {
+    await fixture.sql.query(`insert into items (id, label, qty) values (50, 'pen', 9)`);
+    const answer = await send('PATCH', '/items?id=eq.50&columns=label,qty', { label: 'pencil' }, { prefer: 'return=representation, missing=default' });
+    expect(answer.json).toEqual([{ id: 50, label: 'pencil', qty: 1 }]);
+    expect(answer.headers.get('preference-applied')).toBe('missing=default, return=representation');
+    const nulls = await send('PATCH', '/items?id=eq.50&columns=label,qty', { label: 'pen' }, { prefer: 'return=representation' });
+    expect(nulls.json).toEqual([{ id: 50, label: 'pen', qty: null }]);
+    await fixture.sql.query('delete from items where id = 50');
+  });
+
   it('changes nothing for an empty body, and uses the first object of an array', async () => {
     const empty = await send('PATCH', '/projects?id=eq.1', {}, { prefer: 'return=representation' });
     expect(empty.status).toBe(200);
