@@ -7,6 +7,9 @@
 -- and enums. One round trip per (re)load; the service turns it into relationships and plans from
 -- it. `p_roles` are the roles whose privileges are reported (the lease role and its anonymous
 -- role), for the OpenAPI document's "which operations may this caller perform".
+-- `readsRequestSettings` says whether any SQL of the schema (function bodies, views, policies,
+-- defaults, checks) may read settings (current_setting, pg_settings, SHOW, `request.`): when none
+-- does, the service need not publish request.headers and the like to every request.
 CREATE OR REPLACE FUNCTION pglease.rest_schema(p_schema name, p_roles text[] DEFAULT '{}')
 RETURNS json
 LANGUAGE sql STABLE
@@ -136,11 +139,19 @@ AS $$
                   WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = role)), '{}')
              ) ORDER BY r.proname, r.oid)
         FROM routines r), '[]'),
+    'readsRequestSettings',
+      EXISTS (SELECT 1 FROM pg_proc p WHERE p.pronamespace = (SELECT oid FROM ns) AND p.prosrc ~* settings.pattern)
+      OR EXISTS (SELECT 1 FROM rels r WHERE r.relkind IN ('v', 'm') AND pg_get_viewdef(r.oid) ~* settings.pattern)
+      OR EXISTS (SELECT 1 FROM pg_policy pol JOIN rels r ON r.oid = pol.polrelid
+                  WHERE coalesce(pg_get_expr(pol.polqual, pol.polrelid), '') || coalesce(pg_get_expr(pol.polwithcheck, pol.polrelid), '') ~* settings.pattern)
+      OR EXISTS (SELECT 1 FROM pg_attrdef d JOIN rels r ON r.oid = d.adrelid WHERE pg_get_expr(d.adbin, d.adrelid) ~* settings.pattern)
+      OR EXISTS (SELECT 1 FROM pg_constraint c JOIN rels r ON r.oid = c.conrelid WHERE c.contype = 'c' AND pg_get_constraintdef(c.oid) ~* settings.pattern),
     'enums', coalesce((
       SELECT json_object_agg(t.typname, (SELECT json_agg(e.enumlabel ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = t.oid))
         FROM pg_type t
        WHERE t.typnamespace = (SELECT oid FROM ns) AND t.typtype = 'e'), '{}')
   )
+  FROM (SELECT 'current_setting|pg_settings|request\.|\mshow\M' AS pattern) settings
 $$;
 
 -- pglease.rest_notify_ddl: event trigger function. After DDL (or a DROP) that touches a lease

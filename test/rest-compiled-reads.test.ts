@@ -30,7 +30,7 @@ const cache = schemaCacheFromDocument({
 function compile(query: string, headers: Record<string, string>): CompiledRead {
   const request = buildApiRequest({ method: 'GET', path: '/films', query, headers, authenticated: true });
   const plan = planRead(cache, request, 'films');
-  return { plan, steps: compileRead(plan), preferenceApplied: [] };
+  return { plan, steps: compileRead(plan), preferenceApplied: [], publishRequest: true };
 }
 
 /** A request of one shape, and a function giving the same shape with other values. */

@@ -5,6 +5,7 @@
  */
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadSchemaCache } from '../src/rest/schema/load.js';
 import { createLease } from './support/service.js';
 import { getJson, startRestFixture, type RestFixture } from './support/rest-fixture.js';
 
@@ -95,5 +96,33 @@ describe('lease lifecycle', () => {
     const after = await fetch(`${lease.rest_url}/t`, { headers });
     expect(after.status).toBe(404);
     expect(await after.json()).toMatchObject({ code: 'PGLEASE_NOT_FOUND' });
+  });
+});
+
+describe('request settings', () => {
+  it("publishes PostgREST's request.* settings as soon as the lease's SQL reads them", async () => {
+    await fixture.sql.query("create table notes (id int primary key, body text); insert into notes values (1, 'x')");
+    expect((await getJson(fixture, '/notes')).body).toEqual([{ id: 1, body: 'x' }]);
+    const readsSettings = async () => (await loadSchemaCache(fixture.service.host.pool, fixture.lease.schema, [])).readsRequestSettings;
+    expect(await readsSettings()).toBe(false); // nothing reads them yet: requests only switch role
+    await fixture.sql.query(`create view request_info as
+      select current_setting('request.method', true) as method, current_setting('request.path', true) as path,
+             current_setting('request.headers', true)::json->>'x-trace' as trace,
+             current_setting('request.jwt.claims', true)::json->>'role' as role, current_user::text as "user"`);
+    const { status, body } = await getJson(fixture, '/request_info', { headers: { 'x-trace': 'abc' } });
+    expect(status).toBe(200);
+    expect(body).toEqual([{ method: 'GET', path: '/request_info', trace: 'abc', role: fixture.lease.role, user: fixture.lease.role }]);
+    expect(await readsSettings()).toBe(true);
+  });
+
+  it('publishes them to functions and policies too', async () => {
+    await fixture.sql.query(`
+      create table tickets (id int primary key, owner text);
+      insert into tickets values (1, 'ann'), (2, 'bob');
+      alter table tickets enable row level security;
+      alter table tickets force row level security;
+      create policy by_header on tickets using (owner = current_setting('request.headers', true)::json->>'x-user');`);
+    expect((await getJson(fixture, '/tickets', { headers: { 'x-user': 'bob' } })).body).toEqual([{ id: 2, owner: 'bob' }]);
+    expect((await getJson(fixture, '/tickets')).body).toEqual([]);
   });
 });

@@ -140,14 +140,14 @@ export class RestService {
     const compiled = await this.withSchema(caller, startedAt, (cache) => {
       const plan: ReadPlan = planRead(cache, request, relationName);
       if (shape && !this.compiledReads.has(cache, shape)) this.compiledReads.set(cache, shape, compileShape(cache, http, shape.sentinelQuery, relationName));
-      return { plan, steps: compileRead(plan), preferenceApplied: preferenceApplied(request) };
+      return { plan, steps: compileRead(plan), preferenceApplied: preferenceApplied(request), publishRequest: cache.readsRequestSettings };
     });
     return this.read(caller, http, compiled);
   }
 
   /** Runs a compiled read as the caller and shapes its response. */
   private async read(caller: Caller, http: RestHttpRequest, compiled: CompiledRead): Promise<RestResponse> {
-    const settings = requestSettingsStep({ role: caller.role, method: http.method, path: http.path, headers: http.headers, readOnly: true });
+    const settings = requestSettingsStep({ role: caller.role, method: http.method, path: http.path, headers: http.headers, readOnly: true, publish: compiled.publishRequest });
     const result = await runRead(this.pools, caller.lease, settings, compiled.plan, compiled.steps);
     return readResponse(compiled.plan, result, compiled.preferenceApplied);
   }
@@ -189,7 +189,7 @@ function compileShape(cache: SchemaCache, http: RestHttpRequest, sentinelQuery: 
   try {
     const request = buildApiRequest({ ...http, query: sentinelQuery, authenticated: true });
     const plan = planRead(cache, request, relationName);
-    return { plan, steps: compileRead(plan), preferenceApplied: preferenceApplied(request) };
+    return { plan, steps: compileRead(plan), preferenceApplied: preferenceApplied(request), publishRequest: cache.readsRequestSettings };
   } catch {
     return undefined;
   }

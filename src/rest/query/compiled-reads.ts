@@ -21,6 +21,8 @@ export interface CompiledRead {
   /** The statements after the request settings (planned count, then the read). */
   steps: PipelineStep[];
   preferenceApplied: string[];
+  /** Whether the request.* settings must be published (the schema's readsRequestSettings). */
+  publishRequest: boolean;
 }
 
 /** What a read request's plan and SQL depend on. */

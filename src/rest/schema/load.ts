@@ -32,6 +32,7 @@ interface SchemaDocument {
     params: { name: string; type: string; mode: RoutineParam['mode'] }[];
   })[];
   enums: Record<string, string[]>;
+  readsRequestSettings?: boolean;
 }
 
 const RELATION_KINDS: Record<string, RelationKind> = {
@@ -127,6 +128,7 @@ export function schemaCacheFromDocument(document: SchemaDocument, loadedAt = Dat
     relationships: buildRelationships(relations, document.foreignKeys, views),
     routines,
     enums: new Map(Object.entries(document.enums)),
+    readsRequestSettings: document.readsRequestSettings ?? true,
     loadedAt,
   };
 }

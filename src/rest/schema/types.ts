@@ -118,6 +118,11 @@ export interface SchemaCache {
   /** Overloads by function name. */
   routines: Map<string, Routine[]>;
   enums: Map<string, string[]>;
+  /**
+   * Whether any SQL of the schema may read settings (current_setting, pg_settings, SHOW): when
+   * none does, requests need not publish PostgREST's request.* settings, only switch role.
+   */
+  readsRequestSettings: boolean;
   /** Date.now() when the introspection ran. */
   loadedAt: number;
 }
