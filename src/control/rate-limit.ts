@@ -37,7 +37,9 @@ export function limitError(error: unknown): ControlError | undefined {
  * away at the cost of one query. The exact check is repeated inside provisioning.
  */
 export async function checkCreateAllowed(pool: pg.Pool, clientIp: string, limits: CreateLimits): Promise<void> {
-  if (limits.perHour === 0 && limits.activePerClient === 0 && limits.maxLeases === 0) return;
+  // Capacity alone (the admin's case) is left to the exact check in the provisioning statement:
+  // this early check exists to turn a client away before any work, not to count the database.
+  if (limits.perHour === 0 && limits.activePerClient === 0) return;
   try {
     await pool.query({
       name: 'pglease.check-create-limits',

@@ -110,43 +110,26 @@ export class LeaseStore {
               values: [...provision.values, input.template.id, input.template.forPool ?? false],
             }
           : provision;
-        const { rows, quota } = input.limits
-          ? await this.inTransaction(async (client) => {
-              const result = await client.query<LeaseRow>(query);
-              const quota = input.limits && (await this.checkLimits(client, result.rows[0]!.id, input.clientIp, input.limits));
-              return { rows: result.rows, quota };
-            })
-          : { rows: (await this.pool.query<LeaseRow>(query)).rows, quota: undefined };
-        return { lease: rows[0]!, password, token, quota };
+        if (!input.limits) return { lease: (await this.pool.query<LeaseRow>(query)).rows[0]!, password, token, quota: undefined };
+        // One statement, so one round trip and one implicit transaction: the lease is made, then
+        // charged to its client and counted under the throttle's locks (sql/throttle.sql), which
+        // are held only until this statement commits. A limit raised by the check undoes the lease.
+        const limits = input.limits;
+        const offset = query.values.length;
+        const { rows } = await this.pool.query<LeaseRow & CreateQuota>({
+          name: `${query.name}+limits`,
+          text: `SELECT l.*, q.rate_limit, q.remaining, q.reset_seconds
+                   FROM (${query.text}) AS l,
+                        LATERAL pglease.check_create_limits(l.id, $${offset + 1}, $${offset + 2}, $${offset + 3}, $${offset + 4}) AS q`,
+          values: [...query.values, input.clientIp, limits.perHour, limits.activePerClient, limits.maxLeases],
+        });
+        const { rate_limit, remaining, reset_seconds, ...lease } = rows[0]!;
+        return { lease, password, token, quota: { rate_limit, remaining, reset_seconds } };
       } catch (error) {
         const code = (error as { code?: string }).code;
         if ((code === '42710' || code === '42P06' || code === '23505') && attempt < 3) continue;
         throw error;
       }
-    }
-  }
-
-  private async checkLimits(client: pg.PoolClient, leaseId: string, clientIp: string | null, limits: CreateLimits): Promise<CreateQuota> {
-    const { rows } = await client.query<CreateQuota>({
-      name: 'pglease.check-create-limits-final',
-      text: 'SELECT rate_limit, remaining, reset_seconds FROM pglease.check_create_limits($1, $2, $3, $4, $5)',
-      values: [leaseId, clientIp, limits.perHour, limits.activePerClient, limits.maxLeases],
-    });
-    return rows[0]!;
-  }
-
-  private async inTransaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-    const client = await this.pool.connect();
-    try {
-      await client.query('BEGIN');
-      const result = await work(client);
-      await client.query('COMMIT');
-      return result;
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw error;
-    } finally {
-      client.release();
     }
   }
 
