@@ -73,6 +73,8 @@ AS $$
       JOIN pg_class src ON src.oid = con.conrelid
       JOIN pg_class dst ON dst.oid = con.confrelid
      WHERE con.contype = 'f'
+       -- the copies Postgres keeps on partitions (conparentid set) are not relationships of their own
+       AND con.conparentid = 0
        AND src.relnamespace = (SELECT oid FROM ns)
        AND dst.relnamespace = (SELECT oid FROM ns)
   ),
@@ -110,7 +112,7 @@ AS $$
                            WHERE has_table_privilege(role, r.oid, privilege)))
                    FROM unnest(p_roles) role
                   WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = role)), '{}'),
-               'viewDefinition', CASE WHEN r.relkind = 'v' THEN
+               'viewDefinition', CASE WHEN r.relkind IN ('v', 'm') THEN
                  (SELECT rw.ev_action::text FROM pg_rewrite rw WHERE rw.ev_class = r.oid AND rw.rulename = '_RETURN') END,
                'oid', r.oid
              ) ORDER BY r.relname)

@@ -91,6 +91,25 @@ describe('relationships', () => {
   });
 });
 
+describe('partitions and materialized views', () => {
+  it('embeds partitioned tables through their own foreign keys, not their partitions\' copies', async () => {
+    await fixture.sql.query(`
+      create table sales (id int, film_id int references films, sold date, primary key (id, sold)) partition by range (sold);
+      create table sales_2020 partition of sales for values from ('2020-01-01') to ('2021-01-01');
+      insert into sales values (1, 1, '2020-05-01'), (2, 1, '2020-06-01');`);
+    expect(await body('/films?select=id,sales(id)&id=eq.1&sales.order=id')).toEqual([{ id: 1, sales: [{ id: 1 }, { id: 2 }] }]);
+    expect(await body('/sales?select=id,films(title)&id=eq.2')).toEqual([{ id: 2, films: { title: '2001: A Space Odyssey' } }]);
+    const partition = await getJson(fixture, '/sales_2020?select=id,films(id)');
+    expect(partition.status).toBe(400);
+    expect(partition.body).toMatchObject({ code: 'PGRST200' });
+  });
+
+  it('embeds through materialized views', async () => {
+    await fixture.sql.query('create materialized view film_stats as select id, director_id, title from films');
+    expect(await body('/film_stats?select=title,directors(last_name)&id=eq.2')).toEqual([{ title: 'Cléo from 5 to 7', directors: { last_name: 'Varda' } }]);
+  });
+});
+
 describe('embedded filters, order and limits', () => {
   it('filters embedded rows without filtering the parents', async () => {
     expect(await body('/directors?select=id,films(id)&films.year=gt.1980&order=id')).toEqual([
