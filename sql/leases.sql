@@ -88,6 +88,8 @@ BEGIN
     RAISE EXCEPTION 'invalid lease name %', p_base USING ERRCODE = '22023';
   END IF;
   SELECT * INTO v_roles FROM pglease.lease_role_names(p_base);
+  -- tells the DDL event trigger (sql/rest.sql) that no cache can hold this lease yet
+  PERFORM set_config('pglease.provisioning', 'on', true);
   IF p_ttl IS NOT NULL AND p_ttl <= interval '0' THEN
     RAISE EXCEPTION 'lease ttl must be positive' USING ERRCODE = '22023';
   END IF;
@@ -139,6 +141,8 @@ BEGIN
   INSERT INTO pglease.lease_events (lease_id, kind, client_ip, detail)
   VALUES (v_lease.id, 'created', p_client_ip,
           jsonb_build_object('ttl_seconds', extract(epoch FROM p_ttl)::bigint, 'label', p_label));
+  -- later DDL of this transaction (a template's seed on a lease already known) notifies again
+  PERFORM set_config('pglease.provisioning', 'off', true);
   RETURN v_lease;
 END
 $$;

@@ -169,6 +169,10 @@ DECLARE
   v_schemas text[];
   v_session_lease text := substring(current_user from '^(lease_[0-9a-f]{16})');
 BEGIN
+  -- pglease.provision's own DDL: a schema being created has no cached copy to drop
+  IF current_setting('pglease.provisioning', true) = 'on' THEN
+    RETURN;
+  END IF;
   IF TG_EVENT = 'sql_drop' THEN
     SELECT array_agg(DISTINCT x.schema_name) INTO v_schemas
       FROM (SELECT CASE WHEN o.object_type = 'schema' THEN o.object_name ELSE o.schema_name END
