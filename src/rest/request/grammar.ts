@@ -86,9 +86,21 @@ class Cursor {
     while (this.peek() === ' ' || this.peek() === '\t') this.position++;
   }
 
-  fail(expecting: string): never {
-    const next = this.done ? 'end of input' : `"${this.peek()}"`;
+  /**
+   * Fails at the current position. Parsec, whose messages PostgREST passes on, quotes the
+   * unexpected character as a token ("c") or, where it expected one character class, as 'c'.
+   */
+  fail(expecting: string, quote: '"' | "'" = '"'): never {
+    const next = this.done ? 'end of input' : `${quote}${this.peek()}${quote}`;
     throw new ParseFailure(this.position, `unexpected ${next} expecting ${expecting}`);
+  }
+
+  /** A keyword was expected here: the error names the first character that differs from `keyword`. */
+  failKeyword(keyword: string, expecting: string): never {
+    let i = 0;
+    while (i < keyword.length && this.input[this.position + i] === keyword[i]) i++;
+    const char = this.input[this.position + i];
+    throw new ParseFailure(this.position, `unexpected ${char === undefined ? 'end of input' : `"${char}"`} expecting ${expecting}`);
   }
 
   failWith(details: string): never {
@@ -96,8 +108,9 @@ class Cursor {
   }
 }
 
-function run<T>(what: string, input: string, parse: (cursor: Cursor) => T): T {
-  const cursor = new Cursor(input);
+/** Parses `text` (default: `input`); errors quote `input`, as PostgREST's messages do. */
+function run<T>(what: string, input: string, parse: (cursor: Cursor) => T, text = input): T {
+  const cursor = new Cursor(text);
   try {
     return parse(cursor);
   } catch (error) {
@@ -243,7 +256,14 @@ function selectItem(cursor: Cursor): SelectItem {
     if (cast === undefined) cursor.fail('letter or digit');
   }
   cursor.skipSpaces();
-  if (!atSelectItemEnd(cursor)) cursor.fail('letter, digit, "-", "->>", "->", "::", "(", ")", "," or end of input');
+  if (!atSelectItemEnd(cursor)) {
+    const expecting = cast !== undefined
+      ? '")", "," or end of input'
+      : path.length > 0
+        ? '"->", "::", ")", "," or end of input'
+        : 'letter, digit, "-", "!", "(", "->>", "->", "::", ")", "," or end of input';
+    cursor.fail(expecting, "'");
+  }
   return { kind: 'field', field: { name, jsonPath: path }, ...(alias === undefined ? {} : { alias }), ...(cast === undefined ? {} : { cast }) };
 }
 
@@ -427,17 +447,29 @@ function orderTerm(cursor: Cursor): OrderTerm {
     cursor.position = start;
     term = { field: field(cursor) };
   }
-  if (cursor.startsWith('.asc') || cursor.startsWith('.desc')) {
-    term.direction = cursor.accept('.asc') ? 'asc' : (cursor.accept('.desc'), 'desc');
-  }
-  if (cursor.accept('.nullsfirst')) term.nulls = 'first';
-  else if (cursor.accept('.nullslast')) term.nulls = 'last';
-  cursor.skipSpaces();
   if (cursor.peek() === '.') {
     cursor.position++;
-    cursor.fail(term.direction === undefined ? '"asc", "desc", "nullsfirst" or "nullslast"' : '"nullsfirst" or "nullslast"');
+    if (cursor.accept('asc')) term.direction = 'asc';
+    else if (cursor.accept('desc')) term.direction = 'desc';
+    else if (cursor.accept('nullsfirst')) term.nulls = 'first';
+    else if (cursor.accept('nullslast')) term.nulls = 'last';
+    else cursor.failKeyword('asc', '"asc", "desc", "nullsfirst" or "nullslast"');
+    if (term.direction !== undefined && cursor.peek() === '.') {
+      cursor.position++;
+      if (cursor.accept('nullsfirst')) term.nulls = 'first';
+      else if (cursor.accept('nullslast')) term.nulls = 'last';
+      else cursor.failKeyword('nullsfirst', '"nullsfirst" or "nullslast"');
+    }
   }
-  if (!cursor.done && cursor.peek() !== ',') cursor.fail('"," or end of input');
+  cursor.skipSpaces();
+  if (!cursor.done && cursor.peek() !== ',') {
+    const expecting = term.nulls !== undefined
+      ? '"," or end of input'
+      : term.direction !== undefined
+        ? 'delimiter (.), "," or end of input'
+        : 'letter, digit, "-", "->>", "->", delimiter (.), "," or end of input';
+    cursor.fail(expecting, "'");
+  }
   return term;
 }
 
@@ -451,53 +483,64 @@ export function parseOrder(value: string): OrderTerm[] {
 
 // ---------------------------------------------------------------- and= / or=
 
+const LOGIC_ELEMENT_EXPECTED = 'field name (* or [a..z0..9_$]), negation operator (not) or logic operator (and, or)';
+
+/** `and(...)` / `or(...)` after an optional `not.`, with the cursor on the operator. */
+function logicExpression(cursor: Cursor, depth: number, negated: boolean): LogicTree {
+  let operator: 'and' | 'or';
+  if (cursor.accept('and')) operator = 'and';
+  else if (cursor.accept('or')) operator = 'or';
+  else return cursor.failKeyword('and', 'logic operator (and, or)');
+  cursor.expect('(', '"("');
+  const children = [logicTree(cursor, depth + 1)];
+  for (;;) {
+    cursor.skipSpaces();
+    if (cursor.accept(',')) {
+      children.push(logicTree(cursor, depth + 1));
+      continue;
+    }
+    cursor.expect(')', '")" or ","');
+    cursor.skipSpaces();
+    return { kind: 'logic', operator, negated, children };
+  }
+}
+
+/**
+ * One element of a logic tree: a filter (`a.eq.1`) or a nested tree (`not.and(...)`). Like
+ * PostgREST, it tries a filter first and otherwise reads a tree; an error is reported where the
+ * tree reading failed once it has read `not.` or an operator, else where the filter did.
+ */
 function logicTree(cursor: Cursor, depth: number): LogicTree {
   if (depth > 64) cursor.failWith('logic tree nested too deeply (more than 64 levels)');
   cursor.skipSpaces();
   const start = cursor.position;
-  const negated = cursor.accept('not.');
-  if (cursor.startsWith('and(') || cursor.startsWith('or(')) {
-    const operator = cursor.accept('and') ? 'and' : (cursor.accept('or'), 'or');
-    cursor.expect('(');
-    const children = [logicTree(cursor, depth + 1)];
-    for (;;) {
-      cursor.skipSpaces();
-      if (cursor.accept(',')) {
-        children.push(logicTree(cursor, depth + 1));
-        continue;
-      }
-      cursor.expect(')', '")" or ","');
-      cursor.skipSpaces();
-      return { kind: 'logic', operator, negated, children };
-    }
+  if (cursor.peek() === ')' || cursor.peek() === ',') cursor.fail(LOGIC_ELEMENT_EXPECTED);
+  try {
+    const filterField = field(cursor);
+    cursor.expect('.', 'delimiter (.)');
+    const expression = operationExpression(cursor, logicTreeValue);
+    return { kind: 'filter', filter: { field: filterField, ...expression } };
+  } catch (filterError) {
+    if (!(filterError instanceof ParseFailure)) throw filterError;
+    cursor.position = start;
+    const negated = cursor.accept('not.');
+    if (!negated && !cursor.startsWith('and') && !cursor.startsWith('or')) throw filterError;
+    return logicExpression(cursor, depth, negated);
   }
-  cursor.position = start;
-  if (cursor.peek() === ')') cursor.fail('field name (* or [a..z0..9_$]), negation operator (not) or logic operator (and, or)');
-  const filterField = field(cursor);
-  cursor.expect('.', 'delimiter (.)');
-  const expression = operationExpression(cursor, logicTreeValue);
-  const filter: Filter = { field: filterField, ...expression };
-  return { kind: 'filter', filter };
 }
 
-/** `or=(...)` under key `[path.][not.]or`: `operator` is 'and'/'or', `negated` from the key. */
+/**
+ * `or=(...)` under key `[path.][not.]or`: `operator` is 'and'/'or', `negated` from the key.
+ * Positions in errors count from the operator, as PostgREST parses `or(...)` / `not.or(...)`.
+ */
 export function parseLogicTree(operator: 'and' | 'or', negated: boolean, value: string): LogicTree {
+  const prefix = `${negated ? 'not.' : ''}${operator}`;
   return run('logic tree', value, (cursor) => {
-    cursor.skipSpaces();
-    cursor.expect('(', '"("');
-    const children = [logicTree(cursor, 1)];
-    for (;;) {
-      cursor.skipSpaces();
-      if (cursor.accept(',')) {
-        children.push(logicTree(cursor, 1));
-        continue;
-      }
-      cursor.expect(')', '")" or ","');
-      cursor.skipSpaces();
-      if (!cursor.done) cursor.fail('end of input');
-      return { kind: 'logic', operator, negated, children };
-    }
-  });
+    cursor.position = negated ? 'not.'.length : 0;
+    const tree = logicExpression(cursor, 0, negated);
+    if (!cursor.done) cursor.fail('end of input');
+    return tree;
+  }, prefix + value);
 }
 
 /** `columns=a,b` and `on_conflict=a,b`. */
