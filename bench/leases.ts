@@ -24,6 +24,8 @@ import { freePort } from '../test/support/free-port.js';
 
 const count = Number(process.argv[process.argv.indexOf('--count') + 1]) || 400;
 const ADMIN = 'bench-admin-' + randomBytes(8).toString('hex');
+// passed on to the service (the environment is inherited): `PGLEASE_SCRAM_ITERATIONS=1024 npm run bench:leases`
+const scramIterations = Number(process.env.PGLEASE_SCRAM_ITERATIONS || 4096);
 
 function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
@@ -102,8 +104,8 @@ async function rawRun(databaseUrl: string, total: number): Promise<Figures> {
   const client = new pg.Client({ connectionString: databaseUrl });
   await client.connect();
   const hostId = (await client.query('SELECT id FROM pglease.hosts LIMIT 1')).rows[0].id;
-  // the same verifiers the service makes: the login role's at 4096 iterations, the authenticator's at 1
-  const loginVerifier = await scramVerifier(randomBytes(32).toString('base64url'), 4096);
+  // the same verifiers the service makes: the login role's at PGLEASE_SCRAM_ITERATIONS, the authenticator's at 1
+  const loginVerifier = await scramVerifier(randomBytes(32).toString('base64url'), scramIterations);
   const authVerifier = await scramVerifier(randomBytes(32).toString('base64url'), 1);
   const creates: number[] = [];
   const ids: string[] = [];
@@ -177,7 +179,7 @@ async function main(): Promise<void> {
     const sequential = await httpRun(baseUrl, count, 1);
     const concurrent = await httpRun(baseUrl, count, 8);
 
-    console.log(`bench:leases — ${count} leases per run, create + release, times in ms\n`);
+    console.log(`bench:leases — ${count} leases per run, SCRAM iterations ${scramIterations}, times in ms\n`);
     console.log(`${'run'.padEnd(22)} ${'create'.padStart(7)} ${''.padStart(7)} ${'release'.padStart(7)} ${''.padStart(7)} ${'created/s'.padStart(9)} ${'released/s'.padStart(10)}`);
     console.log(`${''.padEnd(22)} ${'p50'.padStart(7)} ${'p99'.padStart(7)} ${'p50'.padStart(7)} ${'p99'.padStart(7)}`);
     console.log(row('raw SQL, 1 connection', raw));
