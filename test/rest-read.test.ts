@@ -245,6 +245,33 @@ describe('media types', () => {
   });
 });
 
+describe('preferences', () => {
+  it('applies Prefer: timezone for a known time zone, and reports it', async () => {
+    await fixture.sql.query("create table stamps (id int primary key, t timestamptz); insert into stamps values (1, '2023-10-18 12:37:59.611+00')");
+    const { body, headers } = await getJson(fixture, '/stamps', { headers: { prefer: 'timezone=America/Los_Angeles' } });
+    expect(body).toEqual([{ id: 1, t: '2023-10-18T05:37:59.611-07:00' }]);
+    expect(headers.get('preference-applied')).toBe('timezone=America/Los_Angeles');
+  });
+
+  it('ignores an unknown time zone, or refuses it with handling=strict', async () => {
+    const lenient = await getJson(fixture, '/stamps', { headers: { prefer: 'timezone=Invalid/Timezone' } });
+    expect(lenient.status).toBe(200);
+    expect(lenient.headers.get('preference-applied')).toBeNull();
+    const strict = await getJson(fixture, '/stamps', { headers: { prefer: 'handling=strict, timezone=Invalid/Timezone' } });
+    expect(strict.status).toBe(400);
+    expect(strict.body).toEqual({ code: 'PGRST122', message: 'Invalid preferences given with handling=strict', details: 'Invalid preferences: timezone=Invalid/Timezone', hint: null });
+  });
+
+  it('refuses unknown preferences with handling=strict, across several Prefer headers', async () => {
+    const response = await fetch(`${fixture.restUrl}/directors`, { headers: [['authorization', `Bearer ${fixture.lease.token}`], ['prefer', 'handling=strict'], ['prefer', 'something, else']] });
+    expect(response.status).toBe(400);
+    expect(await response.json()).toEqual({ code: 'PGRST122', message: 'Invalid preferences given with handling=strict', details: 'Invalid preferences: something, else', hint: null });
+    const lenient = await getJson(fixture, '/directors', { headers: { prefer: 'handling=lenient, anything' } });
+    expect(lenient.status).toBe(200);
+    expect(lenient.headers.get('preference-applied')).toBe('handling=lenient');
+  });
+});
+
 describe('roles and leases', () => {
   it('runs requests without a token as the anonymous role, which has no privileges until granted', async () => {
     const denied = await getJson(fixture, '/actors', { token: null });

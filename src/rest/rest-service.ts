@@ -63,8 +63,12 @@ export class RestService {
   private readonly compiledReads = new CompiledReads();
   private readonly adminToken: string | undefined;
   private readonly adminTokenChecks = new Map<string, boolean>();
+  private timeZoneNames: Promise<Set<string>> | undefined;
 
-  constructor(host: Host, options: RestServiceOptions = {}) {
+  constructor(
+    private readonly host: Host,
+    options: RestServiceOptions = {},
+  ) {
     this.directory = new LeaseDirectory(host.pool);
     this.pools = new LeasePools(host.databaseUrl, host.authenticatorKey, options.pools, options.log);
     this.schemas = new SchemaCaches((schema, roles) => loadSchemaCache(host.pool, schema, roles), options.maxSchemaCaches);
@@ -93,6 +97,26 @@ export class RestService {
       if (this.adminTokenChecks.size > 1000) this.adminTokenChecks.delete(this.adminTokenChecks.keys().next().value as string);
     }
     return known;
+  }
+
+  /**
+   * Prefer: timezone= is applied only when it names one of the server's time zones
+   * (pg_timezone_names, loaded once); otherwise it is an invalid preference, as in PostgREST.
+   */
+  async checkTimezone(preferences: Preferences): Promise<void> {
+    const timezone = preferences.timezone;
+    if (timezone === undefined) return;
+    this.timeZoneNames ??= this.host.pool
+      .query<{ name: string }>({ name: 'pglease.rest-time-zones', text: 'SELECT name FROM pg_catalog.pg_timezone_names' })
+      .then(({ rows }) => new Set(rows.map((row) => row.name)))
+      .catch((error: unknown) => {
+        this.timeZoneNames = undefined;
+        throw error;
+      });
+    if (!(await this.timeZoneNames).has(timezone)) {
+      delete preferences.timezone;
+      preferences.invalid.push(`timezone=${timezone}`);
+    }
   }
 
   /** The lease's schema cache: cached, or loaded now. */
@@ -126,6 +150,7 @@ export class RestService {
       if (compiled) return this.read(caller, http, compiled);
     }
     const request = buildApiRequest({ ...http, authenticated: caller.authenticated });
+    await this.checkTimezone(request.preferences);
     checkPreferences(request.preferences);
     if (request.target.kind === 'routine') return serveRpc(this, caller, http, request, request.target.name, startedAt);
     if (request.target.kind !== 'relation') {
@@ -139,15 +164,23 @@ export class RestService {
     }
     const compiled = await this.withSchema(caller, startedAt, (cache) => {
       const plan: ReadPlan = planRead(cache, request, relationName);
-      if (shape && !this.compiledReads.has(cache, shape)) this.compiledReads.set(cache, shape, compileShape(cache, http, shape.sentinelQuery, relationName));
-      return { plan, steps: compileRead(plan), preferenceApplied: preferenceApplied(request), publishRequest: cache.readsRequestSettings };
+      if (shape && !this.compiledReads.has(cache, shape)) this.compiledReads.set(cache, shape, compileShape(cache, http, request, shape.sentinelQuery, relationName));
+      return readOf(cache, request, plan);
     });
     return this.read(caller, http, compiled);
   }
 
   /** Runs a compiled read as the caller and shapes its response. */
   private async read(caller: Caller, http: RestHttpRequest, compiled: CompiledRead): Promise<RestResponse> {
-    const settings = requestSettingsStep({ role: caller.role, method: http.method, path: http.path, headers: http.headers, readOnly: true, publish: compiled.publishRequest });
+    const settings = requestSettingsStep({
+      role: caller.role,
+      method: http.method,
+      path: http.path,
+      headers: http.headers,
+      readOnly: true,
+      publish: compiled.publishRequest,
+      ...(compiled.timezone === undefined ? {} : { timezone: compiled.timezone }),
+    });
     const result = await runRead(this.pools, caller.lease, settings, compiled.plan, compiled.steps);
     return readResponse(compiled.plan, result, compiled.preferenceApplied);
   }
@@ -184,12 +217,19 @@ function withoutCredentials(headers: RestHttpRequest['headers']): RestHttpReques
   return rest;
 }
 
+/** A planned read with what its execution and response need. */
+function readOf(cache: SchemaCache, request: ApiRequest, plan: ReadPlan): CompiledRead {
+  const read: CompiledRead = { plan, steps: compileRead(plan), preferenceApplied: preferenceApplied(request), publishRequest: cache.readsRequestSettings };
+  if (request.preferences.timezone !== undefined) read.timezone = request.preferences.timezone;
+  return read;
+}
+
 /** The template of a read shape: its sentinel request compiled (undefined if that fails). */
-function compileShape(cache: SchemaCache, http: RestHttpRequest, sentinelQuery: string, relationName: string): CompiledRead | undefined {
+function compileShape(cache: SchemaCache, http: RestHttpRequest, request: ApiRequest, sentinelQuery: string, relationName: string): CompiledRead | undefined {
   try {
-    const request = buildApiRequest({ ...http, query: sentinelQuery, authenticated: true });
-    const plan = planRead(cache, request, relationName);
-    return { plan, steps: compileRead(plan), preferenceApplied: preferenceApplied(request), publishRequest: cache.readsRequestSettings };
+    const sentinelRequest = buildApiRequest({ ...http, query: sentinelQuery, authenticated: true });
+    // headers are those of the request, already checked (time zone included)
+    return readOf(cache, request, planRead(cache, sentinelRequest, relationName));
   } catch {
     return undefined;
   }
@@ -207,5 +247,6 @@ export function preferenceApplied(request: ApiRequest): string[] {
   const applied: string[] = [];
   if (request.preferences.count) applied.push(`count=${request.preferences.count}`);
   if (request.preferences.handling) applied.push(`handling=${request.preferences.handling}`);
+  if (request.preferences.timezone) applied.push(`timezone=${request.preferences.timezone}`);
   return applied;
 }

@@ -23,6 +23,8 @@ export interface CompiledRead {
   preferenceApplied: string[];
   /** Whether the request.* settings must be published (the schema's readsRequestSettings). */
   publishRequest: boolean;
+  /** Prefer: timezone=..., when it names a time zone of the server. */
+  timezone?: string;
 }
 
 /** What a read request's plan and SQL depend on. */

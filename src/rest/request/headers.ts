@@ -13,7 +13,7 @@ function headerList(value: HeaderValue): string[] {
 }
 
 const ENUM_PREFERENCES: Record<string, readonly string[]> = {
-  count: ['exact', 'planned', 'estimated', 'none'],
+  count: ['exact', 'planned', 'estimated'],
   return: ['minimal', 'headers-only', 'representation'],
   resolution: ['merge-duplicates', 'ignore-duplicates'],
   missing: ['default', 'null'],
@@ -38,7 +38,7 @@ export function parsePreferences(header: HeaderValue): Preferences {
         seen.add(name);
         switch (name) {
           case 'count':
-            if (value !== 'none') preferences.count = value as CountPreference;
+            preferences.count = value as CountPreference;
             break;
           case 'return':
             preferences.return = value as Preferences['return'];
@@ -59,10 +59,12 @@ export function parsePreferences(header: HeaderValue): Preferences {
             preferences.params = 'single-object';
             break;
         }
-      } else if (name === 'max-affected' && /^\d+$/.test(value)) {
+      } else if (name === 'max-affected') {
+        // any max-affected= is understood (PostgREST ignores a value that is not a number)
         seen.add(name);
-        preferences.maxAffected = Number(value);
+        if (/^\d+$/.test(value)) preferences.maxAffected = Number(value);
       } else if (name === 'timezone' && value !== '') {
+        // checked against the server's time zone names later (RestService.checkTimezone)
         seen.add(name);
         preferences.timezone = value;
       } else {
