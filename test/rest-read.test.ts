@@ -245,6 +245,29 @@ describe('media types', () => {
   });
 });
 
+describe('OPTIONS and aggregates', () => {
+  it('answers OPTIONS with the methods a resource allows', async () => {
+    await fixture.sql.query('create view director_counts as select director_id, count(*) as films from films group by director_id');
+    const allow = async (path: string) => {
+      const response = await fixture.get(path, { method: 'OPTIONS' });
+      expect(response.status).toBe(200);
+      return response.headers.get('allow');
+    };
+    expect(await allow('/films')).toBe('OPTIONS,GET,HEAD,POST,PUT,PATCH,DELETE');
+    expect(await allow('/director_counts')).toBe('OPTIONS,GET,HEAD');
+    expect(await allow('/')).toBe('OPTIONS,GET,HEAD');
+    expect((await getJson(fixture, '/nope', { method: 'OPTIONS' })).body).toMatchObject({ code: 'PGRST205' });
+  });
+
+  it('refuses aggregate functions, disabled as in PostgREST by default (PGRST123)', async () => {
+    for (const select of ['count()', 'id,rating.sum()', 'total:rating.avg()']) {
+      const { status, body } = await getJson(fixture, `/films?select=${select}`);
+      expect(status).toBe(400);
+      expect(body).toEqual({ code: 'PGRST123', message: 'Use of aggregate functions is not allowed', details: null, hint: null });
+    }
+  });
+});
+
 describe('preferences', () => {
   it('applies Prefer: timezone for a known time zone, and reports it', async () => {
     await fixture.sql.query("create table stamps (id int primary key, t timestamptz); insert into stamps values (1, '2023-10-18 12:37:59.611+00')");

@@ -9,9 +9,9 @@
  */
 import { isAdminToken } from '../control/auth.js';
 import type { Host } from '../db/host.js';
-import { buildApiRequest, type RawRequest } from './request/api-request.js';
+import { buildApiRequest, parseTarget, type RawRequest } from './request/api-request.js';
 import type { ApiRequest, Preferences } from './request/types.js';
-import { planRead } from './plan/read-plan.js';
+import { findRelation, planRead } from './plan/read-plan.js';
 import type { ReadPlan } from './plan/types.js';
 import { RestError } from './response/errors.js';
 import { readResponse, type RestResponse } from './response/read-response.js';
@@ -144,6 +144,7 @@ export class RestService {
     const caller = await this.caller(received.leaseId, received.token);
     // request.headers is published to the lease's SQL: never with the admin token in it
     const http = caller.viaAdminToken ? { ...received, headers: withoutCredentials(received.headers) } : received;
+    if (http.method === 'OPTIONS') return this.options(caller, http.path, startedAt);
     const shape = http.method === 'GET' || http.method === 'HEAD' ? readShape(http) : undefined;
     if (shape) {
       const compiled = this.compiledReads.get(await this.schema(caller), shape);
@@ -168,6 +169,22 @@ export class RestService {
       return readOf(cache, request, plan);
     });
     return this.read(caller, http, compiled);
+  }
+
+  /** OPTIONS: the methods a resource answers, in `Allow`, as PostgREST reports them. */
+  private async options(caller: Caller, path: string, startedAt: number): Promise<RestResponse> {
+    const target = parseTarget(path);
+    let allow = 'OPTIONS,GET,HEAD';
+    if (target.kind === 'relation') {
+      const relation = await this.withSchema(caller, startedAt, (cache) => findRelation(cache, target.name));
+      if (relation.insertable) allow += ',POST';
+      if (relation.updatable) allow += ',PUT,PATCH';
+      if (relation.deletable) allow += ',DELETE';
+    } else if (target.kind === 'routine') {
+      const routines = (await this.schema(caller)).routines.get(target.name) ?? [];
+      allow = routines.length > 0 && routines.every((routine) => routine.volatility === 'v') ? 'OPTIONS,POST' : 'OPTIONS,GET,HEAD,POST';
+    }
+    return { status: 200, headers: { Allow: allow }, body: null };
   }
 
   /** Runs a compiled read as the caller and shapes its response. */

@@ -13,7 +13,7 @@ import { rootResponse } from './openapi/lease-document.js';
 import { publicBaseUrl } from '../control/lease-routes.js';
 import { serviceVersion } from '../control/openapi.js';
 
-const METHODS = ['GET', 'HEAD', 'POST', 'PATCH', 'PUT', 'DELETE'] as const;
+const METHODS = ['GET', 'HEAD', 'POST', 'PATCH', 'PUT', 'DELETE', 'OPTIONS'] as const;
 const PREFIX = /^\/v1\/leases\/[^/?]*\/rest/;
 
 function sendError(request: FastifyRequest, reply: FastifyReply, error: unknown, authenticated: boolean): FastifyReply {
@@ -45,7 +45,7 @@ export async function restRoutes(app: FastifyInstance, context: ServiceContext, 
     try {
       const path = pathWithPrefix.replace(PREFIX, '');
       // PostgREST's root is the lease's OpenAPI document (src/rest/openapi)
-      const response = path === '' || path === '/'
+      const response = (path === '' || path === '/') && request.method !== 'OPTIONS'
         ? await rootResponse(service, {
             leaseId: request.params.id,
             token,

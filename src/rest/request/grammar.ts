@@ -3,7 +3,7 @@
  * `order=`, `and=`/`or=` trees and the dotted keys of embedded parameters. Each parser reads a whole
  * string and throws a PGRST100 error naming the position and what it expected, as PostgREST does.
  */
-import { queryParseError } from '../response/errors.js';
+import { queryParseError, RestError } from '../response/errors.js';
 import {
   QUANTIFIABLE_OPERATORS,
   type ComparisonOperator,
@@ -243,6 +243,10 @@ function selectItem(cursor: Cursor): SelectItem {
     alias = name;
     cursor.skipSpaces();
     name = fieldName(cursor);
+  }
+  // aggregates (`count()`, `amount.sum()`) are off, as they are by default in PostgREST 12
+  if ((name === 'count' && cursor.startsWith('()')) || /^\.(sum|avg|min|max|count)\(\)/.test(cursor.input.slice(cursor.position))) {
+    throw new RestError('PGRST123');
   }
   if (cursor.peek() === '!' || cursor.peek() === '(') {
     const params = embedParams(cursor);

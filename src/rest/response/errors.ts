@@ -30,6 +30,7 @@ export const restErrors = {
   PGRST120: { status: 400, message: 'Bad operator on an embedded resource' },
   PGRST121: { status: 500, message: 'Could not parse JSON in the "RAISE SQLSTATE \'PGRST\'" error' },
   PGRST122: { status: 400, message: 'Invalid preferences given with handling=strict' },
+  PGRST123: { status: 400, message: 'Use of aggregate functions is not allowed' },
   PGRST124: { status: 400, message: 'Query result exceeds max-affected preference constraint' },
   PGRST125: { status: 404, message: 'Invalid path specified in request URL' },
   PGRST200: { status: 400, message: 'Could not find a relationship in the schema cache' },
