@@ -32,15 +32,3 @@ export function identifyCaller(request: FastifyRequest, adminToken: string | und
   if (isAdminToken(token, adminToken)) return { kind: 'admin' };
   return { kind: 'token', token };
 }
-
-/**
- * The request's headers minus the credentials that carried the admin token. REST requests publish
- * their headers to SQL (`request.headers`, as PostgREST does), where the lease's own functions, views
- * and policies can read them: the admin token must never reach a lease that way.
- */
-export function headersWithoutAdminToken(request: FastifyRequest, adminToken: string | undefined): FastifyRequest['headers'] {
-  const token = bearerToken(request);
-  if (token === null || !isAdminToken(token, adminToken)) return request.headers;
-  const { authorization: _authorization, apikey: _apikey, ...rest } = request.headers;
-  return rest;
-}

@@ -4,13 +4,9 @@
  * superuser the DDL event trigger cannot exist; then schema caches are only refreshed when a
  * request names something they lack (see RestService.withSchema), which the log says once.
  */
-import pgListen, { type Subscriber } from 'pg-listen';
+import { createSubscriber, type Subscriber } from '../db/pg-listen.js';
 import type { Host } from '../db/host.js';
 import type { RestService } from './rest-service.js';
-
-// pg-listen is CommonJS with `exports.default`: Node's own loader hands us the exports object,
-// transpiling loaders (tsx) the function itself
-const createSubscriber = (typeof pgListen === 'function' ? pgListen : (pgListen as { default: typeof pgListen.default }).default) as typeof pgListen.default;
 
 export const DDL_CHANNEL = 'pglease_rest_ddl';
 export const LEASE_CHANNEL = 'pglease_lease_change';

@@ -4,10 +4,7 @@
  * seconds of early wake-ups, never the process. The connection also proves the process alive to
  * other schedulers (pglease.job_holder_alive).
  */
-import pgListen, { type Subscriber } from 'pg-listen';
-
-// pg-listen is CommonJS with a default export: under NodeNext its function is `.default`
-const createSubscriber = pgListen.default;
+import { createSubscriber, type Subscriber } from '../db/pg-listen.js';
 
 export const JOBS_CHANNEL = 'pglease_jobs';
 
