@@ -258,15 +258,17 @@ AS $$
 DECLARE
   v_db record;
 BEGIN
-  FOR v_db IN
-    SELECT d.datname FROM pg_database d
-     WHERE d.datallowconn
-       AND has_database_privilege('public', d.oid, 'CONNECT')
-     ORDER BY d.datname
-  LOOP
-    EXECUTE format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC', v_db.datname);
-    database_name := v_db.datname;
-    revoked := NOT has_database_privilege('public', v_db.datname, 'CONNECT');
+  FOR v_db IN SELECT d.datname FROM pg_database d WHERE d.datallowconn ORDER BY d.datname LOOP
+    -- A database dropped meanwhile (another process, another test) fails the privilege lookup
+    -- ("cache lookup failed", or 3D000 by name): it needs no revoking, so it is skipped.
+    BEGIN
+      CONTINUE WHEN NOT has_database_privilege('public', v_db.datname, 'CONNECT');
+      EXECUTE format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC', v_db.datname);
+      database_name := v_db.datname;
+      revoked := NOT has_database_privilege('public', v_db.datname, 'CONNECT');
+    EXCEPTION WHEN invalid_catalog_name OR undefined_object OR internal_error THEN
+      CONTINUE;
+    END;
     RETURN NEXT;
   END LOOP;
 END
