@@ -26,8 +26,12 @@ export async function serveRpc(service: RestService, caller: Caller, http: RestH
     rejectBareParameters(request);
     payload = parsePayload(http.body, mediaType, { columnsGiven: request.query.columns !== undefined, forRoutine: true });
   }
-  const plan = await service.withSchema(caller, startedAt, (cache) => planRpc(cache, request, routineName, { payload, mediaType }));
-  const settings = requestSettingsStep({ role: caller.role, method, path: http.path, headers: http.headers, readOnly: plan.readOnly });
+  let publish = true;
+  const plan = await service.withSchema(caller, startedAt, (cache) => {
+    publish = cache.readsRequestSettings;
+    return planRpc(cache, request, routineName, { payload, mediaType });
+  });
+  const settings = requestSettingsStep({ role: caller.role, method, path: http.path, headers: http.headers, readOnly: plan.readOnly, publish });
   const result = await runRpc(service.pools, caller.lease, settings, rpcStatement(plan), {
     rollback: plan.rollback,
     check: needsCallCheck(plan) ? (called) => checkCall(plan, called) : undefined,

@@ -34,8 +34,12 @@ export async function serveWrite(service: RestService, caller: Caller, http: Res
           columnsGiven: request.query.columns !== undefined && request.method !== 'PUT',
           forRoutine: false,
         });
-  const plan = await service.withSchema(caller, startedAt, (cache) => planWrite(cache, request, relationName, payload));
-  const settings = requestSettingsStep({ role: caller.role, method: request.method, path: http.path, headers: http.headers, readOnly: false });
+  let publish = true;
+  const plan = await service.withSchema(caller, startedAt, (cache) => {
+    publish = cache.readsRequestSettings;
+    return planWrite(cache, request, relationName, payload);
+  });
+  const settings = requestSettingsStep({ role: caller.role, method: request.method, path: http.path, headers: http.headers, readOnly: false, publish });
   const result = await runWrite(service.pools, caller.lease, settings, writeStatement(plan), {
     rollback: plan.rollback,
     check: needsCheck(plan) ? (written) => checkWrite(plan, written) : undefined,
