@@ -11,16 +11,11 @@
  *
  *   npm run bench:leases [-- --count 400]
  */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { Agent, request } from 'node:http';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import pg from 'pg';
 import { hashToken, scramVerifier } from '../src/leases/credentials.js';
-import { projectRoot } from '../src/paths.js';
-import { freePort } from '../test/support/free-port.js';
+import { startBenchPglease } from './support/pglease-process.js';
 
 const count = Number(process.argv[process.argv.indexOf('--count') + 1]) || 400;
 const ADMIN = 'bench-admin-' + randomBytes(8).toString('hex');
@@ -139,37 +134,17 @@ function row(label: string, f: Figures): string {
 }
 
 async function main(): Promise<void> {
-  const dataDir = await mkdtemp(path.join(tmpdir(), 'pglease-bench-'));
-  const [httpPort, pgPort] = [await freePort(), await freePort()];
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    cwd: projectRoot,
+  const pglease = await startBenchPglease({
     env: {
-      ...process.env,
-      DATABASE_URL: '',
-      PGLEASE_DATA_DIR: dataDir,
-      PGLEASE_PG_PORT: String(pgPort),
-      PORT: String(httpPort),
-      HOST: '127.0.0.1',
-      LOG_LEVEL: 'warn',
       PGLEASE_ADMIN_TOKEN: ADMIN,
       // the benchmark is one client making thousands of leases: lift the per-client limits
       PGLEASE_RATE_LIMIT: '1000000',
       PGLEASE_MAX_ACTIVE: '1000000',
     },
-    stdio: ['ignore', 'ignore', 'pipe'],
   });
-  let log = '';
-  child.stderr!.on('data', (chunk) => (log += chunk));
   try {
-    const baseUrl = `http://127.0.0.1:${httpPort}`;
-    for (let i = 0; ; i++) {
-      const ready = await http('GET', `${baseUrl}/readyz`).catch(() => undefined);
-      if (ready?.status === 200) break;
-      if (i > 600 || child.exitCode !== null) throw new Error(`pglease did not start:\n${log}`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    const password = (await readFile(path.join(dataDir, 'superuser-password'), 'utf8')).trim();
-    const databaseUrl = `postgresql://postgres:${encodeURIComponent(password)}@127.0.0.1:${pgPort}/pglease`;
+    const baseUrl = pglease.baseUrl;
+    const databaseUrl = await pglease.superuserUrl();
 
     // warm both paths (connections, prepared statements, JIT) before measuring
     await rawRun(databaseUrl, 20);
@@ -190,12 +165,8 @@ async function main(): Promise<void> {
     console.log(`HTTP create p50 / raw create p50: ${ratio.toFixed(2)}x (goal ≤ 2x)  ${ratio <= 2 ? 'met' : 'NOT met'}`);
     console.log(`leases/s with concurrency 8: ${concurrent.perSecond.toFixed(0)} (goal ≥ 300)  ${concurrent.perSecond >= 300 ? 'met' : 'NOT met'}`);
   } finally {
-    if (child.exitCode === null) {
-      child.kill('SIGTERM');
-      await new Promise((resolve) => child.once('exit', resolve));
-    }
     agent.destroy();
-    await rm(dataDir, { recursive: true, force: true });
+    await pglease.stop();
   }
 }
 

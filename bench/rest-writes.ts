@@ -17,11 +17,8 @@
  *
  *   npm run bench:rest-writes [-- --duration 5 --connections 10 --rounds 2]
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import autocannon from 'autocannon';
 import Fastify from 'fastify';
@@ -37,6 +34,7 @@ import { parsePayload } from '../src/rest/request/body.js';
 import { loadSchemaCache } from '../src/rest/schema/load.js';
 import type { SchemaCache } from '../src/rest/schema/types.js';
 import { freePort } from '../test/support/free-port.js';
+import { startBenchPglease, waitFor } from './support/pglease-process.js';
 
 function option(name: string, fallback: number): number {
   const index = process.argv.indexOf(`--${name}`);
@@ -109,14 +107,6 @@ async function ceiling(): Promise<void> {
 async function send(url: string, method: string, body: string | undefined, headers: Record<string, string> = {}): Promise<{ status: number; text: string }> {
   const response = await fetch(url, { method, body, headers: { 'content-type': 'application/json', ...headers } });
   return { status: response.status, text: await response.text() };
-}
-
-async function waitFor(check: () => Promise<boolean>, child: ChildProcess, log: () => string): Promise<void> {
-  for (let i = 0; ; i++) {
-    if (await check().catch(() => false)) return;
-    if (i > 600 || child.exitCode !== null) throw new Error(`a server did not start:\n${log()}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
 }
 
 function compile(cache: SchemaCache, scenario: Scenario): CeilingStatement {
@@ -253,44 +243,15 @@ export async function benchWrites(target: BenchTarget, options: BenchOptions): P
 /** Alone: a pglease process of its own, one lease, the write scenarios. */
 async function main(): Promise<void> {
   const options = { duration: option('duration', 5), connections: option('connections', 10), rounds: option('rounds', 2) };
-  const dataDir = await mkdtemp(path.join(tmpdir(), 'pglease-bench-rest-writes-'));
-  const [httpPort, pgPort] = [await freePort(), await freePort()];
   const admin = `bench-admin-${randomBytes(8).toString('hex')}`;
-  let pgleaseLog = '';
-  const pglease = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    cwd: projectRoot,
-    env: {
-      ...process.env,
-      DATABASE_URL: '',
-      PGLEASE_DATA_DIR: dataDir,
-      PGLEASE_PG_PORT: String(pgPort),
-      PORT: String(httpPort),
-      HOST: '127.0.0.1',
-      LOG_LEVEL: 'warn',
-      PGLEASE_ADMIN_TOKEN: admin,
-    },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  pglease.stderr!.on('data', (chunk) => (pgleaseLog += chunk));
+  const pglease = await startBenchPglease({ env: { PGLEASE_ADMIN_TOKEN: admin } });
   try {
-    const baseUrl = `http://127.0.0.1:${httpPort}`;
-    await waitFor(async () => (await fetch(`${baseUrl}/readyz`)).status === 200, pglease, () => pgleaseLog);
-    const created = await send(`${baseUrl}/v1/leases`, 'POST', JSON.stringify({ ttl: 3600 }), { authorization: `Bearer ${admin}` });
+    const created = await send(`${pglease.baseUrl}/v1/leases`, 'POST', JSON.stringify({ ttl: 3600 }), { authorization: `Bearer ${admin}` });
     if (created.status !== 201) throw new Error(`create lease: ${created.status} ${created.text}`);
-    const password = (await readFile(path.join(dataDir, 'superuser-password'), 'utf8')).trim();
-    await benchWrites({ baseUrl, lease: JSON.parse(created.text), hostUrl: hostUrl(password, pgPort) }, options);
+    await benchWrites({ baseUrl: pglease.baseUrl, lease: JSON.parse(created.text), hostUrl: await pglease.superuserUrl() }, options);
   } finally {
-    if (pglease.exitCode === null) {
-      pglease.kill('SIGTERM');
-      await new Promise((resolve) => pglease.once('exit', resolve));
-    }
-    await rm(dataDir, { recursive: true, force: true });
+    await pglease.stop();
   }
-}
-
-/** The embedded Postgres superuser's URL of the lease database. */
-export function hostUrl(password: string, pgPort: number): string {
-  return `postgresql://postgres:${encodeURIComponent(password)}@127.0.0.1:${pgPort}/pglease`;
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {

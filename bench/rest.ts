@@ -16,10 +16,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { request } from 'node:http';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import autocannon from 'autocannon';
 import pg from 'pg';
 import { projectRoot } from '../src/paths.js';
@@ -28,7 +25,8 @@ import { planRead } from '../src/rest/plan/read-plan.js';
 import { readStatement } from '../src/rest/query/read-query.js';
 import { loadSchemaCache } from '../src/rest/schema/load.js';
 import { freePort } from '../test/support/free-port.js';
-import { benchWrites, hostUrl } from './rest-writes.js';
+import { benchWrites } from './rest-writes.js';
+import { startBenchPglease, waitFor } from './support/pglease-process.js';
 
 function option(name: string, fallback: number): number {
   const index = process.argv.indexOf(`--${name}`);
@@ -85,14 +83,6 @@ function post(url: string, headers: Record<string, string>): Promise<{ status: n
   });
 }
 
-async function waitFor(check: () => Promise<boolean>, child: ChildProcess, log: () => string): Promise<void> {
-  for (let i = 0; ; i++) {
-    if (await check().catch(() => false)) return;
-    if (i > 600 || child.exitCode !== null) throw new Error(`a server did not start:\n${log()}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
-
 interface Figures {
   requestsPerSecond: number;
   p50: number;
@@ -121,29 +111,11 @@ function best(runs: Figures[]): Figures {
 }
 
 async function main(): Promise<void> {
-  const dataDir = await mkdtemp(path.join(tmpdir(), 'pglease-bench-rest-'));
-  const [httpPort, pgPort, ceilingPort] = [await freePort(), await freePort(), await freePort()];
+  const ceilingPort = await freePort();
+  const pglease = await startBenchPglease({ nodeFlags: PROFILE_FLAGS, env: { PGLEASE_ADMIN_TOKEN: ADMIN } });
   const children: ChildProcess[] = [];
   try {
-    let pgleaseLog = '';
-    const pglease = spawn(process.execPath, [...PROFILE_FLAGS, '--import', 'tsx', 'src/main.ts'], {
-      cwd: projectRoot,
-      env: {
-        ...process.env,
-        DATABASE_URL: '',
-        PGLEASE_DATA_DIR: dataDir,
-        PGLEASE_PG_PORT: String(pgPort),
-        PORT: String(httpPort),
-        HOST: '127.0.0.1',
-        LOG_LEVEL: 'warn',
-        PGLEASE_ADMIN_TOKEN: ADMIN,
-      },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    children.push(pglease);
-    pglease.stderr!.on('data', (chunk) => (pgleaseLog += chunk));
-    const baseUrl = `http://127.0.0.1:${httpPort}`;
-    await waitFor(async () => (await get(`${baseUrl}/readyz`)).status === 200, pglease, () => pgleaseLog);
+    const baseUrl = pglease.baseUrl;
 
     const created = await post(`${baseUrl}/v1/leases`, { authorization: `Bearer ${ADMIN}` });
     if (created.status !== 201) throw new Error(`create lease: ${created.status} ${created.body}`);
@@ -162,8 +134,8 @@ async function main(): Promise<void> {
     await sql.end();
 
     // The ceiling runs exactly the statements pglease's compiler produces for these requests.
-    const password = (await readFile(path.join(dataDir, 'superuser-password'), 'utf8')).trim();
-    const hostPool = new pg.Pool({ connectionString: `postgresql://postgres:${encodeURIComponent(password)}@127.0.0.1:${pgPort}/pglease`, max: 1 });
+    const hostUrl = await pglease.superuserUrl();
+    const hostPool = new pg.Pool({ connectionString: hostUrl, max: 1 });
     const cache = await loadSchemaCache(hostPool, lease.schema, [lease.role, lease.anon_role]);
     await hostPool.end();
     const statements: Record<string, { text: string; values: (string | null)[]; param: number }> = {};
@@ -230,7 +202,7 @@ async function main(): Promise<void> {
     console.log(allMet ? 'all goals met' : 'some goals NOT met');
     // writes and RPC (bench/rest-writes.ts) on the same pglease process and lease
     console.log('');
-    await benchWrites({ baseUrl, lease, hostUrl: hostUrl(password, pgPort) }, { duration: DURATION, connections: CONNECTIONS, rounds: ROUNDS });
+    await benchWrites({ baseUrl, lease, hostUrl }, { duration: DURATION, connections: CONNECTIONS, rounds: ROUNDS });
   } finally {
     for (const child of children) {
       if (child.exitCode === null) {
@@ -238,7 +210,7 @@ async function main(): Promise<void> {
         await new Promise((resolve) => child.once('exit', resolve));
       }
     }
-    await rm(dataDir, { recursive: true, force: true });
+    await pglease.stop();
   }
 }
 

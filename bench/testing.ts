@@ -15,13 +15,13 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmod, chown, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { Agent, request } from 'node:http';
 import { tmpdir, userInfo } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import { projectRoot } from '../src/paths.js';
 import { freePort } from '../test/support/free-port.js';
+import { startBenchPglease } from './support/pglease-process.js';
 
 function argument(name: string, fallback: number): number {
   const index = process.argv.indexOf(name);
@@ -154,35 +154,17 @@ async function clusterToFirstQuery(): Promise<number> {
 }
 
 async function main(): Promise<void> {
-  const dataDir = await mkdtemp(path.join(tmpdir(), 'pglease-bench-'));
-  const [httpPort, pgPort] = [await freePort(), await freePort()];
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve'], {
-    cwd: projectRoot,
+  const pglease = await startBenchPglease({
+    entry: ['src/cli.ts', 'serve'],
     env: {
-      ...process.env,
-      DATABASE_URL: '',
-      PGLEASE_DATA_DIR: dataDir,
-      PGLEASE_PG_PORT: String(pgPort),
-      PORT: String(httpPort),
-      HOST: '127.0.0.1',
-      LOG_LEVEL: 'warn',
       PGLEASE_ADMIN_TOKEN: ADMIN,
       PGLEASE_RATE_LIMIT: '1000000',
       PGLEASE_MAX_ACTIVE: '1000000',
       PGLEASE_TEMPLATE_POOL: String(poolSize),
     },
-    stdio: ['ignore', 'ignore', 'pipe'],
   });
-  let log = '';
-  child.stderr!.on('data', (chunk) => (log += chunk));
   try {
-    const baseUrl = `http://127.0.0.1:${httpPort}`;
-    for (let i = 0; ; i++) {
-      const ready = await http('GET', `${baseUrl}/readyz`).catch(() => undefined);
-      if (ready?.status === 200) break;
-      if (i > 600 || child.exitCode !== null) throw new Error(`pglease did not start:\n${log}`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+    const baseUrl = pglease.baseUrl;
     const sql = templateSql();
     const registered = await http('POST', `${baseUrl}/v1/templates`, { name: 'bench-20x50', sql });
     if (registered.status !== 201 && registered.status !== 200) throw new Error(`template: ${registered.status} ${registered.body}`);
@@ -194,7 +176,7 @@ async function main(): Promise<void> {
     if (privately.status !== 201) throw new Error(`private template: ${privately.status} ${privately.body}`);
 
     const superuser = new pg.Client({
-      connectionString: `postgresql://postgres:${encodeURIComponent((await readFile(path.join(dataDir, 'superuser-password'), 'utf8')).trim())}@127.0.0.1:${pgPort}/pglease`,
+      connectionString: await pglease.superuserUrl(),
     });
     await superuser.connect();
     const poolReady = async () => {
@@ -246,12 +228,8 @@ async function main(): Promise<void> {
       console.log(`(c) / ${label} at p50: ${ratio.toFixed(0)}x faster (goal ≥ 50x)  ${ratio >= 50 ? 'met' : 'NOT met'}`);
     }
   } finally {
-    if (child.exitCode === null) {
-      child.kill('SIGTERM');
-      await new Promise((resolve) => child.once('exit', resolve));
-    }
     agent.destroy();
-    await rm(dataDir, { recursive: true, force: true });
+    await pglease.stop();
   }
 }
 
