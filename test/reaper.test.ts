@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { inject } from 'vitest';
 import { ADMIN_TOKEN, createLease, startTestService, type TestService } from './support/service.js';
+import { sleep, waitFor } from './support/wait.js';
 
 let service: TestService;
 
@@ -16,18 +17,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await service?.close();
 });
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
 async function leaseState(id: string): Promise<{ state: string; ended_at: Date | null; expires_at: Date; last_error: string | null; reap_attempts: number }> {
   const { rows } = await service.host.pool.query('SELECT state, ended_at, expires_at, last_error, reap_attempts FROM pglease.leases WHERE id = $1', [id]);

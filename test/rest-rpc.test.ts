@@ -10,7 +10,7 @@ import { rpcStatement } from '../src/rest/query/rpc-query.js';
 import { buildApiRequest } from '../src/rest/request/api-request.js';
 import { parsePayload } from '../src/rest/request/body.js';
 import { loadSchemaCache } from '../src/rest/schema/load.js';
-import { startRestFixture, type RestFixture } from './support/rest-fixture.js';
+import { sendRest, startRestFixture, type RestAnswer, type RestFixture } from './support/rest-fixture.js';
 
 let fixture: RestFixture;
 
@@ -63,32 +63,8 @@ const SCHEMA = `
   revoke execute on function secret() from public;
 `;
 
-interface Answer {
-  status: number;
-  headers: Headers;
-  text: string;
-  json: unknown;
-}
-
-async function call(method: string, path: string, body?: unknown, headers: Record<string, string> = {}, token: string | null = fixture.lease.token): Promise<Answer> {
-  const allHeaders: Record<string, string> = { ...headers };
-  if (token !== null) allHeaders.authorization = `Bearer ${token}`;
-  let payload: string | undefined;
-  if (typeof body === 'string') payload = body;
-  else if (body !== undefined) {
-    payload = JSON.stringify(body);
-    allHeaders['content-type'] ??= 'application/json';
-  }
-  const response = await fetch(`${fixture.restUrl}${path}`, { method, headers: allHeaders, body: payload });
-  const text = await response.text();
-  let json: unknown;
-  try {
-    json = text === '' ? undefined : JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
-  return { status: response.status, headers: response.headers, text, json };
-}
+const call = (method: string, path: string, body?: unknown, headers?: Record<string, string>, token?: string | null): Promise<RestAnswer> =>
+  sendRest(fixture, method, path, body, headers, token);
 
 beforeAll(async () => {
   fixture = await startRestFixture(SCHEMA);

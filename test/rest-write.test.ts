@@ -9,7 +9,7 @@ import { writeStatement } from '../src/rest/query/write-query.js';
 import { buildApiRequest } from '../src/rest/request/api-request.js';
 import { parsePayload } from '../src/rest/request/body.js';
 import { loadSchemaCache } from '../src/rest/schema/load.js';
-import { startRestFixture, type RestFixture } from './support/rest-fixture.js';
+import { sendRest, startRestFixture, type RestAnswer, type RestFixture } from './support/rest-fixture.js';
 
 let fixture: RestFixture;
 
@@ -31,32 +31,8 @@ const SCHEMA = `
   select setval('projects_id_seq', 3);
 `;
 
-interface Answer {
-  status: number;
-  headers: Headers;
-  text: string;
-  json: unknown;
-}
-
-async function send(method: string, path: string, body?: unknown, headers: Record<string, string> = {}, token: string | null = fixture.lease.token): Promise<Answer> {
-  const allHeaders: Record<string, string> = { ...headers };
-  if (token !== null) allHeaders.authorization = `Bearer ${token}`;
-  let payload: string | undefined;
-  if (typeof body === 'string') payload = body;
-  else if (body !== undefined) {
-    payload = JSON.stringify(body);
-    allHeaders['content-type'] ??= 'application/json';
-  }
-  const response = await fetch(`${fixture.restUrl}${path}`, { method, headers: allHeaders, body: payload });
-  const text = await response.text();
-  let json: unknown;
-  try {
-    json = text === '' ? undefined : JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
-  return { status: response.status, headers: response.headers, text, json };
-}
+const send = (method: string, path: string, body?: unknown, headers?: Record<string, string>, token?: string | null): Promise<RestAnswer> =>
+  sendRest(fixture, method, path, body, headers, token);
 
 async function rows(sql: string): Promise<unknown[]> {
   return (await fixture.sql.query(sql)).rows;

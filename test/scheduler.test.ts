@@ -7,6 +7,7 @@ import { ConfigError, loadConfig } from '../src/config.js';
 import { Scheduler } from '../src/scheduler/scheduler.js';
 import { builtinJobs, type JobDefinition } from '../src/scheduler/jobs.js';
 import { ADMIN_TOKEN, createLease, startTestService, type TestService } from './support/service.js';
+import { sleep, waitFor } from './support/wait.js';
 
 let service: TestService;
 
@@ -16,18 +17,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await service?.close();
 });
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
 async function call(method: string, path: string, options: { body?: unknown; token?: string } = {}): Promise<{ status: number; body: any }> {
   const response = await fetch(`${service.baseUrl}${path}`, {

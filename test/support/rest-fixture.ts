@@ -94,3 +94,42 @@ export async function getJson(fixture: RestFixture, path: string, options?: Para
   const text = await response.text();
   return { status: response.status, headers: response.headers, body: text === '' ? undefined : JSON.parse(text) };
 }
+
+/** A REST answer with its body both as text and, when it parses, as JSON. */
+export interface RestAnswer {
+  status: number;
+  headers: Headers;
+  text: string;
+  json: unknown;
+}
+
+/**
+ * Any method on `{rest_url}/path`: a string body is sent as is, anything else as JSON (with a JSON
+ * content type unless `headers` names one); the lease token unless `token` is null.
+ */
+export async function sendRest(
+  fixture: RestFixture,
+  method: string,
+  path: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+  token: string | null = fixture.lease.token,
+): Promise<RestAnswer> {
+  const allHeaders: Record<string, string> = { ...headers };
+  if (token !== null) allHeaders.authorization = `Bearer ${token}`;
+  let payload: string | undefined;
+  if (typeof body === 'string') payload = body;
+  else if (body !== undefined) {
+    payload = JSON.stringify(body);
+    allHeaders['content-type'] ??= 'application/json';
+  }
+  const response = await fetch(`${fixture.restUrl}${path}`, { method, headers: allHeaders, body: payload });
+  const text = await response.text();
+  let json: unknown;
+  try {
+    json = text === '' ? undefined : JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { status: response.status, headers: response.headers, text, json };
+}
