@@ -23,8 +23,10 @@ import { LeasePools, type LeasePoolOptions } from './executor/lease-pools.js';
 import { requestSettingsStep } from './executor/request-settings.js';
 import { compileRead, runRead } from './executor/run-read.js';
 import { CompiledReads, readShape, type CompiledRead } from './query/compiled-reads.js';
-import { serveRpc } from './rpc-service.js';
-import { serveWrite, WRITE_METHODS } from './write-service.js';
+import { callShape, CompiledWrites, type CallShape, type CompiledCall } from './query/compiled-writes.js';
+import type { Payload } from './request/body.js';
+import { executeRpc, rpcPayload, serveRpc } from './rpc-service.js';
+import { executeWrite, serveWrite, writePayload, WRITE_METHODS } from './write-service.js';
 
 export interface RestServiceOptions {
   pools?: LeasePoolOptions;
@@ -61,6 +63,7 @@ export class RestService {
   readonly pools: LeasePools;
   readonly schemas: SchemaCaches;
   private readonly compiledReads = new CompiledReads();
+  readonly compiledWrites = new CompiledWrites();
   private readonly adminToken: string | undefined;
   private readonly adminTokenChecks = new Map<string, boolean>();
   private timeZoneNames: Promise<Set<string>> | undefined;
@@ -146,20 +149,31 @@ export class RestService {
     const http = caller.viaAdminToken ? { ...received, headers: withoutCredentials(received.headers) } : received;
     if (http.method === 'OPTIONS') return this.options(caller, http.path, startedAt);
     const shape = http.method === 'GET' || http.method === 'HEAD' ? readShape(http) : undefined;
+    let parsed: { payload: Payload | undefined } | undefined;
     if (shape) {
       const compiled = this.compiledReads.get(await this.schema(caller), shape);
       if (compiled) return this.read(caller, http, compiled);
+    } else {
+      const cache = await this.schema(caller);
+      const writeShape = callShape(http, caller.authenticated);
+      const kind = this.compiledWrites.kindOf(cache, writeShape);
+      if (kind !== undefined) {
+        // the rest of the request is known to be valid: only the body is new
+        parsed = { payload: bodyOf(kind, http, writeShape) };
+        const compiled = this.compiledWrites.get(cache, writeShape, parsed.payload);
+        if (compiled) return compiled.kind === 'write' ? executeWrite(this, caller, http, compiled) : executeRpc(this, caller, http, compiled);
+      }
     }
     const request = buildApiRequest({ ...http, authenticated: caller.authenticated });
     await this.checkTimezone(request.preferences);
     checkPreferences(request.preferences);
-    if (request.target.kind === 'routine') return serveRpc(this, caller, http, request, request.target.name, startedAt);
+    if (request.target.kind === 'routine') return serveRpc(this, caller, http, request, request.target.name, startedAt, parsed);
     if (request.target.kind !== 'relation') {
       // {rest_url}/ is answered in routes.ts (the OpenAPI document); nothing else is a resource
       throw new RestError('PGRST125');
     }
     const relationName = request.target.name;
-    if (WRITE_METHODS.has(request.method)) return serveWrite(this, caller, http, request, relationName, startedAt);
+    if (WRITE_METHODS.has(request.method)) return serveWrite(this, caller, http, request, relationName, startedAt, parsed);
     if (request.method !== 'GET' && request.method !== 'HEAD') {
       throw new RestError('PGRST117', `Unsupported HTTP method: ${request.method}`);
     }
@@ -227,6 +241,11 @@ export class RestService {
   close(): Promise<void> {
     return this.pools.closeAll();
   }
+}
+
+/** The body of a write or call whose shape is known, read as the planner would read it. */
+function bodyOf(kind: CompiledCall['kind'], http: RestHttpRequest, shape: CallShape): Payload | undefined {
+  return kind === 'rpc' ? rpcPayload(http, shape.columnsGiven) : writePayload(http, shape.columnsGiven);
 }
 
 function withoutCredentials(headers: RestHttpRequest['headers']): RestHttpRequest['headers'] {

@@ -7,7 +7,8 @@ import { requestSettingsStep } from './executor/request-settings.js';
 import { runWrite } from './executor/run-write.js';
 import { planWrite } from './plan/write-plan.js';
 import { writeStatement } from './query/write-query.js';
-import { contentMediaType, parsePayload } from './request/body.js';
+import { contentMediaType, parsePayload, type Payload } from './request/body.js';
+import type { CompiledWrite } from './query/compiled-writes.js';
 import { parseFilterExpression } from './request/grammar.js';
 import type { ApiRequest } from './request/types.js';
 import type { RestResponse } from './response/read-response.js';
@@ -24,23 +25,48 @@ export function rejectBareParameters(request: ApiRequest): void {
   for (const [, value] of request.query.rpcParams) parseFilterExpression(value);
 }
 
-export async function serveWrite(service: RestService, caller: Caller, http: RestHttpRequest, request: ApiRequest, relationName: string, startedAt: number): Promise<RestResponse> {
-  rejectBareParameters(request);
-  const payload =
-    request.method === 'DELETE'
-      ? undefined
-      : parsePayload(http.body, contentMediaType(http.headers['content-type']), {
-          // PUT writes the whole row: it ignores columns=
-          columnsGiven: request.query.columns !== undefined && request.method !== 'PUT',
-          forRoutine: false,
-        });
-  let publish = true;
-  const plan = await service.withSchema(caller, startedAt, (cache) => {
-    publish = cache.readsRequestSettings;
-    return planWrite(cache, request, relationName, payload);
+/** The body of a write as the plan reads it (undefined for DELETE); `columns`: the query has `columns=`. */
+export function writePayload(http: RestHttpRequest, columns: boolean): Payload | undefined {
+  if (http.method === 'DELETE') return undefined;
+  return parsePayload(http.body, contentMediaType(http.headers['content-type']), {
+    // PUT writes the whole row: it ignores columns=
+    columnsGiven: columns && http.method !== 'PUT',
+    forRoutine: false,
   });
-  const settings = requestSettingsStep({ role: caller.role, method: request.method, path: http.path, headers: http.headers, readOnly: false, publish });
-  const result = await runWrite(service.pools, caller.lease, settings, writeStatement(plan), {
+}
+
+/**
+ * `payload`: the body, when the caller has parsed it already (a request whose shape is cached but
+ * whose body keys are new).
+ */
+export async function serveWrite(
+  service: RestService,
+  caller: Caller,
+  http: RestHttpRequest,
+  request: ApiRequest,
+  relationName: string,
+  startedAt: number,
+  parsed?: { payload: Payload | undefined },
+): Promise<RestResponse> {
+  rejectBareParameters(request);
+  const payload = parsed ? parsed.payload : writePayload(http, request.query.columns !== undefined);
+  const compiled = await service.withSchema(caller, startedAt, (cache): CompiledWrite => {
+    const compile = (from: ApiRequest, body: Payload | undefined): CompiledWrite => {
+      const plan = planWrite(cache, from, relationName, body);
+      return { kind: 'write', plan, statement: writeStatement(plan), publishRequest: cache.readsRequestSettings };
+    };
+    const write = compile(request, payload);
+    service.compiledWrites.remember(cache, http, request, payload, compile);
+    return write;
+  });
+  return executeWrite(service, caller, http, compiled);
+}
+
+/** Runs a compiled write as the caller, in one transaction, and shapes PostgREST's answer. */
+export async function executeWrite(service: RestService, caller: Caller, http: RestHttpRequest, compiled: CompiledWrite): Promise<RestResponse> {
+  const { plan } = compiled;
+  const settings = requestSettingsStep({ role: caller.role, method: http.method, path: http.path, headers: http.headers, readOnly: false, publish: compiled.publishRequest });
+  const result = await runWrite(service.pools, caller.lease, settings, compiled.statement, {
     rollback: plan.rollback,
     check: needsCheck(plan) ? (written) => checkWrite(plan, written) : undefined,
   });

@@ -47,10 +47,12 @@ export interface ReadShape {
   slots: Slot[];
   /** The query string with each slot's value replaced by its sentinel. */
   sentinelQuery: string;
+  /** The query string has `columns=` (which decides how a body is read). */
+  columnsGiven: boolean;
 }
 
 /** Where each slot's value goes: step, parameter index, slot. */
-interface Binding {
+export interface Binding {
   step: number;
   index: number;
   slot: number;
@@ -80,7 +82,9 @@ export function readShape(parts: ReadRequestParts): ReadShape {
   const slots: Slot[] = [];
   const shaped: string[] = [];
   const sentinelPairs: string[] = [];
+  let columnsGiven = false;
   for (const [key, value] of splitQueryString(parts.query)) {
+    if (key === 'columns') columnsGiven = true;
     const encodedKey = encodeURIComponent(key);
     const comparison = COMPARISON.exec(value);
     if (LIMIT_KEY.test(key) && /^\d+$/.test(value)) {
@@ -99,14 +103,17 @@ export function readShape(parts: ReadRequestParts): ReadShape {
     }
   }
   const key = [parts.method, parts.path, shaped.join('&'), headerText(parts.headers.accept), headerText(parts.headers.prefer), headerText(parts.headers.range)].join('\u0000');
-  return { key, slots, sentinelQuery: sentinelPairs.join('&') };
+  return { key, slots, sentinelQuery: sentinelPairs.join('&'), columnsGiven };
 }
 
-/** Finds each slot's sentinel among the template's parameters; undefined when one is missing. */
-function bind(shape: ReadShape, compiled: CompiledRead): Binding[] | undefined {
+/**
+ * Finds each slot's sentinel among a template's parameters; undefined when one is missing, or when
+ * one also appears in the SQL text (a value the compiler wrote into the statement, not bound).
+ */
+export function bindSlots(shape: ReadShape, steps: PipelineStep[]): Binding[] | undefined {
   const bindings: Binding[] = [];
   const found = new Set<number>();
-  compiled.steps.forEach((step, stepIndex) => {
+  steps.forEach((step, stepIndex) => {
     step.values.forEach((value, index) => {
       if (value === null) return;
       for (let slot = 0; slot < shape.slots.length; slot++) {
@@ -117,7 +124,22 @@ function bind(shape: ReadShape, compiled: CompiledRead): Binding[] | undefined {
       }
     });
   });
-  return found.size === shape.slots.length ? bindings : undefined;
+  if (found.size !== shape.slots.length) return undefined;
+  for (let slot = 0; slot < shape.slots.length; slot++) {
+    if (steps.some((step) => step.text.includes(sentinel(slot, 'integer')) || step.text.includes(sentinel(slot, 'none')))) return undefined;
+  }
+  return bindings;
+}
+
+/** Copies of the template's steps with this request's values in their slots. */
+export function fillSlots(shape: ReadShape, steps: PipelineStep[], bindings: Binding[]): PipelineStep[] {
+  const filled = steps.map((step) => ({ text: step.text, values: [...step.values] }));
+  for (const { step, index, slot } of bindings) {
+    const { value, transform } = shape.slots[slot]!;
+    checkValue(value);
+    filled[step]!.values[index] = transform === 'like' ? value.replace(/\*/g, '%') : value;
+  }
+  return filled;
 }
 
 export class CompiledReads {
@@ -130,13 +152,7 @@ export class CompiledReads {
     if (!template) return undefined;
     entries!.delete(shape.key);
     entries!.set(shape.key, template);
-    const steps = template.compiled.steps.map((step) => ({ text: step.text, values: [...step.values] }));
-    for (const { step, index, slot } of template.bindings) {
-      const { value, transform } = shape.slots[slot]!;
-      checkValue(value);
-      steps[step]!.values[index] = transform === 'like' ? value.replace(/\*/g, '%') : value;
-    }
-    return { ...template.compiled, steps };
+    return { ...template.compiled, steps: fillSlots(shape, template.compiled.steps, template.bindings) };
   }
 
   /** Whether the shape is known (cacheable or not): no need to compile its sentinel request. */
@@ -151,7 +167,7 @@ export class CompiledReads {
       entries = new Map();
       this.bySchema.set(cache, entries);
     }
-    const bindings = sentinelCompiled && bind(shape, sentinelCompiled);
+    const bindings = sentinelCompiled && bindSlots(shape, sentinelCompiled.steps);
     entries.set(shape.key, sentinelCompiled && bindings ? { compiled: sentinelCompiled, bindings } : null);
     if (entries.size > MAX_PER_SCHEMA) entries.delete(entries.keys().next().value as string);
   }
