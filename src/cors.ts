@@ -23,12 +23,14 @@ function allowedRequestHeaders(requested: string | undefined): string {
 }
 
 export function registerCors(app: FastifyInstance): void {
-  app.addHook('onRequest', async (request, reply) => {
-    if (request.headers.origin === undefined) return;
+  // a callback hook, not an async one: it runs on every request, and a promise per request costs
+  app.addHook('onRequest', (request, reply, done) => {
+    if (request.headers.origin === undefined) return done();
     const preflightMethod = request.headers['access-control-request-method'];
     if (request.method === 'OPTIONS' && preflightMethod !== undefined) {
       const requestedHeaders = request.headers['access-control-request-headers'];
-      return reply
+      // answered here: the lifecycle does not go on (done is not called)
+      reply
         .code(200)
         .headers({
           'access-control-allow-origin': '*',
@@ -37,8 +39,10 @@ export function registerCors(app: FastifyInstance): void {
           'access-control-max-age': '86400',
         })
         .send();
+      return;
     }
     reply.header('access-control-allow-origin', '*');
     reply.header('access-control-expose-headers', EXPOSED_HEADERS);
+    done();
   });
 }
