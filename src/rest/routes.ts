@@ -36,7 +36,11 @@ export async function restRoutes(app: FastifyInstance, context: ServiceContext, 
   });
 
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', { parseAs: 'string' }, (_request, body, done) => done(null, body));
+  // bodies stay text (request/body.ts reads them); the common types are named so that Fastify
+  // finds their parser by a map lookup instead of parsing the Content-Type for the catch-all
+  const asText = (_request: FastifyRequest, body: string, done: (error: Error | null, body?: string) => void) => done(null, body);
+  app.addContentTypeParser(['application/json', 'text/csv', 'application/x-www-form-urlencoded', 'text/plain'], { parseAs: 'string' }, asText);
+  app.addContentTypeParser('*', { parseAs: 'string' }, asText);
   app.setErrorHandler((error, request, reply) => sendError(request, reply, error, false));
 
   const handler = async (request: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
