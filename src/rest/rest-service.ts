@@ -80,7 +80,10 @@ export class RestService {
 
   /** The lease and role of a request: 404 for no live lease, 401 PGRST301 for a wrong token. */
   async caller(leaseId: string, token: string | null): Promise<Caller> {
-    const lease = await this.directory.find(leaseId);
+    return this.callerOf(leaseId, await this.directory.find(leaseId), token);
+  }
+
+  private callerOf(leaseId: string, lease: LeaseAccess | undefined, token: string | null): Caller {
     if (!lease) throw new RestError('PGLEASE_NOT_FOUND', `No live lease ${leaseId}: it does not exist, was released or has expired`);
     if (token === null) return { lease, role: lease.anonRole, authenticated: false, viaAdminToken: false };
     if (isLeaseToken(lease, token)) return { lease, role: lease.role, authenticated: true, viaAdminToken: false };
@@ -144,7 +147,9 @@ export class RestService {
 
   async handle(received: RestHttpRequest): Promise<RestResponse> {
     const startedAt = Date.now();
-    const caller = await this.caller(received.leaseId, received.token);
+    // most requests find their lease and schema cached: no waiting (and no promise) for either
+    const known = this.directory.cached(received.leaseId);
+    const caller = known === null ? await this.caller(received.leaseId, received.token) : this.callerOf(received.leaseId, known, received.token);
     // request.headers is published to the lease's SQL: never with the admin token in it
     const http = caller.viaAdminToken ? { ...received, headers: withoutCredentials(received.headers) } : received;
     if (http.method === 'OPTIONS') return this.options(caller, http.path, startedAt);
@@ -154,7 +159,8 @@ export class RestService {
       const compiled = this.compiledReads.get(await this.schema(caller), shape);
       if (compiled) return this.read(caller, http, compiled);
     } else {
-      const cache = await this.schema(caller);
+      const loading = this.schema(caller);
+      const cache = loading instanceof Promise ? await loading : loading;
       const writeShape = callShape(http, caller.authenticated);
       const kind = this.compiledWrites.kindOf(cache, writeShape);
       if (kind !== undefined) {

@@ -55,13 +55,20 @@ export class LeaseDirectory {
   }
 
   /** The live lease with this id, or undefined (unknown, released, expired). */
-  async find(id: string): Promise<LeaseAccess | undefined> {
-    const key = id.toLowerCase();
-    const entry = this.entries.get(key);
+  find(id: string): Promise<LeaseAccess | undefined> {
+    const known = this.cached(id);
+    return known === null ? this.fetch(id.toLowerCase()).then((lease) => liveNow(lease, Date.now())) : Promise.resolve(known);
+  }
+
+  /**
+   * The same answer without waiting when the cache has it (the hot path: no promise per request);
+   * null when the database must be asked (use find).
+   */
+  cached(id: string): LeaseAccess | undefined | null {
+    const entry = this.entries.get(id.toLowerCase());
     const now = Date.now();
-    const lease = entry && now - entry.fetchedAt < (entry.lease ? this.ttlMs : this.missingTtlMs) ? entry.lease : await this.fetch(key);
-    if (!lease || !lease.live || (lease.expiresAt !== null && lease.expiresAt.getTime() <= now)) return undefined;
-    return lease;
+    if (!entry || now - entry.fetchedAt >= (entry.lease ? this.ttlMs : this.missingTtlMs)) return null;
+    return liveNow(entry.lease, now);
   }
 
   invalidate(id: string): void {
@@ -107,6 +114,12 @@ export class LeaseDirectory {
 }
 
 /** Whether `token` is this lease's token (compared in constant time on its SHA-256). */
+/** The lease if it is live at `now`. */
+function liveNow(lease: LeaseAccess | undefined, now: number): LeaseAccess | undefined {
+  if (!lease || !lease.live || (lease.expiresAt !== null && lease.expiresAt.getTime() <= now)) return undefined;
+  return lease;
+}
+
 export function isLeaseToken(lease: LeaseAccess, token: string): boolean {
   if (lease.verifiedToken !== undefined && lease.verifiedToken.length === token.length && timingSafeEqual(Buffer.from(lease.verifiedToken), Buffer.from(token))) return true;
   const digest = createHash('sha256').update(token).digest();

@@ -8,8 +8,9 @@
  * read another lease's data. A lease's authenticator can become that lease's two roles and nothing
  * else, so Postgres itself keeps leases apart.
  *
- * Pools are bounded in size and number (least recently used closed first), close idle connections
- * after a while, and are closed when their lease ends.
+ * Pools are bounded in size and number (least recently used closed first), are closed when their
+ * lease ends, and when no request used them for a while (a sweep, rather than pg-pool's idle timer:
+ * that one is set and cleared on every checkout and release, a cost on every request).
  */
 import pg from 'pg';
 import { authenticatorPassword } from '../../leases/credentials.js';
@@ -25,9 +26,16 @@ export interface LeasePoolOptions {
   connectionTimeoutMs?: number;
 }
 
+interface PoolEntry {
+  pool: pg.Pool;
+  /** Date.now() of the last checkout. */
+  lastUsed: number;
+}
+
 export class LeasePools {
-  private readonly pools = new Map<string, pg.Pool>();
+  private readonly pools = new Map<string, PoolEntry>();
   private readonly options: Required<LeasePoolOptions>;
+  private sweeper: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly databaseUrl: string,
@@ -49,11 +57,11 @@ export class LeasePools {
 
   /** The lease's pool, opened on first use. */
   pool(lease: LeaseAccess): pg.Pool {
+    const now = Date.now();
     const existing = this.pools.get(lease.id);
     if (existing) {
-      this.pools.delete(lease.id);
-      this.pools.set(lease.id, existing);
-      return existing;
+      existing.lastUsed = now;
+      return existing.pool;
     }
     const url = new URL(this.databaseUrl);
     url.username = encodeURIComponent(lease.authRole);
@@ -61,18 +69,33 @@ export class LeasePools {
     const pool = new pg.Pool({
       connectionString: url.toString(),
       max: this.options.maxConnections,
-      idleTimeoutMillis: this.options.idleTimeoutMs,
+      // idle connections are closed with their pool by the sweep (see the top of this file)
+      idleTimeoutMillis: 0,
       connectionTimeoutMillis: this.options.connectionTimeoutMs,
       application_name: 'pglease-rest',
     });
     // connections die when their lease is released (pg_terminate_backend): not a process error
     pool.on('error', (error) => this.log(`lease ${lease.id}: idle REST connection lost (${error.message})`));
-    this.pools.set(lease.id, pool);
-    while (this.pools.size > this.options.maxPools) {
-      const oldest = this.pools.keys().next().value as string;
-      this.close(oldest);
-    }
+    this.pools.set(lease.id, { pool, lastUsed: now });
+    if (this.pools.size > this.options.maxPools) this.close(this.leastRecentlyUsed());
+    this.sweeper ??= setInterval(() => this.closeIdle(), Math.max(100, this.options.idleTimeoutMs / 3)).unref();
     return pool;
+  }
+
+  private leastRecentlyUsed(): string {
+    let oldest: [string, number] | undefined;
+    for (const [id, entry] of this.pools) if (!oldest || entry.lastUsed < oldest[1]) oldest = [id, entry.lastUsed];
+    return oldest![0];
+  }
+
+  /** Closes the pools no request used within the idle timeout. */
+  private closeIdle(): void {
+    const before = Date.now() - this.options.idleTimeoutMs;
+    for (const [id, entry] of this.pools) if (entry.lastUsed < before) this.close(id);
+    if (this.pools.size === 0 && this.sweeper) {
+      clearInterval(this.sweeper);
+      this.sweeper = undefined;
+    }
   }
 
   /**
@@ -101,15 +124,17 @@ export class LeasePools {
   }
 
   close(leaseId: string): void {
-    const pool = this.pools.get(leaseId);
-    if (!pool) return;
+    const entry = this.pools.get(leaseId);
+    if (!entry) return;
     this.pools.delete(leaseId);
-    pool.end().catch(() => undefined);
+    entry.pool.end().catch(() => undefined);
   }
 
   async closeAll(): Promise<void> {
-    const pools = [...this.pools.values()];
+    const entries = [...this.pools.values()];
     this.pools.clear();
-    await Promise.all(pools.map((pool) => pool.end().catch(() => undefined)));
+    if (this.sweeper) clearInterval(this.sweeper);
+    this.sweeper = undefined;
+    await Promise.all(entries.map((entry) => entry.pool.end().catch(() => undefined)));
   }
 }
