@@ -14,8 +14,20 @@
  */
 import pg from 'pg';
 import { authenticatorPassword } from '../../leases/credentials.js';
+import { ConnectionPool } from './connection-pool.js';
 import type { LeaseAccess } from './lease-directory.js';
 import { Pipeline, type PipelineStep, type StepRows } from './pipeline.js';
+
+/** An error Postgres reported (it has a severity), as opposed to a broken connection. */
+export function isServerError(error: unknown): boolean {
+  return error instanceof Error && 'severity' in error;
+}
+
+/** A server error after which the session is gone (FATAL, PANIC: e.g. the lease was released). */
+export function endsSession(error: unknown): boolean {
+  const severity = (error as { severity?: string }).severity;
+  return severity === 'FATAL' || severity === 'PANIC';
+}
 
 export interface LeasePoolOptions {
   /** Connections per lease. */
@@ -27,7 +39,7 @@ export interface LeasePoolOptions {
 }
 
 interface PoolEntry {
-  pool: pg.Pool;
+  pool: ConnectionPool;
   /** Date.now() of the last checkout. */
   lastUsed: number;
 }
@@ -56,7 +68,7 @@ export class LeasePools {
   }
 
   /** The lease's pool, opened on first use. */
-  pool(lease: LeaseAccess): pg.Pool {
+  pool(lease: LeaseAccess): ConnectionPool {
     const now = Date.now();
     const existing = this.pools.get(lease.id);
     if (existing) {
@@ -66,16 +78,15 @@ export class LeasePools {
     const url = new URL(this.databaseUrl);
     url.username = encodeURIComponent(lease.authRole);
     url.password = encodeURIComponent(authenticatorPassword(this.authenticatorKey, lease.authRole));
-    const pool = new pg.Pool({
-      connectionString: url.toString(),
-      max: this.options.maxConnections,
-      // idle connections are closed with their pool by the sweep (see the top of this file)
-      idleTimeoutMillis: 0,
-      connectionTimeoutMillis: this.options.connectionTimeoutMs,
-      application_name: 'pglease-rest',
-    });
-    // connections die when their lease is released (pg_terminate_backend): not a process error
-    pool.on('error', (error) => this.log(`lease ${lease.id}: idle REST connection lost (${error.message})`));
+    const pool = new ConnectionPool(
+      { connectionString: url.toString(), application_name: 'pglease-rest', connectionTimeoutMillis: this.options.connectionTimeoutMs },
+      {
+        max: this.options.maxConnections,
+        connectionTimeoutMs: this.options.connectionTimeoutMs,
+        // connections die when their lease is released (pg_terminate_backend): not a process error
+        onIdleError: (error) => this.log(`lease ${lease.id}: idle REST connection lost (${error.message})`),
+      },
+    );
     this.pools.set(lease.id, { pool, lastUsed: now });
     if (this.pools.size > this.options.maxPools) this.close(this.leastRecentlyUsed());
     this.sweeper ??= setInterval(() => this.closeIdle(), Math.max(100, this.options.idleTimeoutMs / 3)).unref();
@@ -104,14 +115,16 @@ export class LeasePools {
    * (and end with COMMIT or ROLLBACK), and a failure is rolled back before the connection is reused.
    */
   async run(lease: LeaseAccess, steps: PipelineStep[], options: { explicitTransaction?: boolean } = {}): Promise<StepRows[]> {
-    const client = await this.pool(lease).connect();
+    const pool = this.pool(lease);
+    const acquired = pool.acquire();
+    const client = acquired instanceof Promise ? await acquired : acquired;
     let broken: Error | undefined;
     try {
       const pipeline = new Pipeline(steps);
       client.query(pipeline as unknown as pg.QueryConfig);
       return await pipeline.result;
     } catch (error) {
-      if (!(error instanceof Error && 'severity' in error)) {
+      if (!isServerError(error) || endsSession(error)) {
         // a connection-level failure (not an error the server reported) leaves the client unusable
         broken = error as Error;
       } else if (options.explicitTransaction) {
@@ -119,7 +132,7 @@ export class LeasePools {
       }
       throw error;
     } finally {
-      client.release(broken);
+      pool.release(client, broken);
     }
   }
 

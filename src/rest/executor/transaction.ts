@@ -11,7 +11,7 @@
  */
 import type pg from 'pg';
 import type { LeaseAccess } from './lease-directory.js';
-import type { LeasePools } from './lease-pools.js';
+import { endsSession, isServerError, type LeasePools } from './lease-pools.js';
 import { Pipeline, type PipelineStep, type StepRows } from './pipeline.js';
 
 const BEGIN: PipelineStep = { text: 'BEGIN', values: [] };
@@ -24,9 +24,6 @@ export interface TransactionOptions {
   check?: (rows: StepRows[]) => void;
 }
 
-function isServerError(error: unknown): boolean {
-  return error instanceof Error && 'severity' in error;
-}
 
 /** The rows of each of `steps`, in order. */
 export async function runTransaction(pools: LeasePools, lease: LeaseAccess, steps: PipelineStep[], options: TransactionOptions): Promise<StepRows[]> {
@@ -38,13 +35,15 @@ export async function runTransaction(pools: LeasePools, lease: LeaseAccess, step
   }
   if (!options.check) return pools.run(lease, steps);
 
-  const client = await pools.pool(lease).connect();
+  const pool = pools.pool(lease);
+  const acquired = pool.acquire();
+  const client = acquired instanceof Promise ? await acquired : acquired;
   let broken: Error | undefined;
   const settle = async (command: 'COMMIT' | 'ROLLBACK') => {
     try {
       await client.query(command);
     } catch (error) {
-      if (!isServerError(error)) broken = error as Error;
+      if (!isServerError(error) || endsSession(error)) broken = error as Error;
       throw error;
     }
   };
@@ -55,7 +54,7 @@ export async function runTransaction(pools: LeasePools, lease: LeaseAccess, step
       client.query(pipeline as unknown as pg.QueryConfig);
       rows = (await pipeline.result).slice(1);
     } catch (error) {
-      if (isServerError(error)) await settle('ROLLBACK');
+      if (isServerError(error) && !endsSession(error)) await settle('ROLLBACK');
       else broken = error as Error;
       throw error;
     }
@@ -69,6 +68,6 @@ export async function runTransaction(pools: LeasePools, lease: LeaseAccess, step
     await settle('COMMIT');
     return rows;
   } finally {
-    client.release(broken);
+    pool.release(client, broken);
   }
 }
