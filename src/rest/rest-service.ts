@@ -155,12 +155,12 @@ export class RestService {
     if (http.method === 'OPTIONS') return this.options(caller, http.path, startedAt);
     const shape = http.method === 'GET' || http.method === 'HEAD' ? readShape(http) : undefined;
     let parsed: { payload: Payload | undefined } | undefined;
+    const loading = this.schema(caller);
+    const cache = loading instanceof Promise ? await loading : loading;
     if (shape) {
-      const compiled = this.compiledReads.get(await this.schema(caller), shape);
+      const compiled = this.compiledReads.get(cache, shape);
       if (compiled) return this.read(caller, http, compiled);
     } else {
-      const loading = this.schema(caller);
-      const cache = loading instanceof Promise ? await loading : loading;
       const writeShape = callShape(http, caller.authenticated);
       const kind = this.compiledWrites.kindOf(cache, writeShape);
       if (kind !== undefined) {
