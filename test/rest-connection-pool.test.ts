@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { ConnectionPool } from '../src/rest/executor/connection-pool.js';
+import { ConnectionBudget, ConnectionPool } from '../src/rest/executor/connection-pool.js';
 
 const serverUrl = inject('serverUrl');
 const appName = `pool-test-${randomBytes(4).toString('hex')}`;
@@ -17,8 +17,16 @@ async function sessions(): Promise<number> {
   return rows[0]!.n;
 }
 
-function newPool(max: number, timeoutMs = 2_000, idleErrors: Error[] = []): ConnectionPool {
-  return new ConnectionPool({ connectionString: serverUrl, application_name: appName }, { max, connectionTimeoutMs: timeoutMs, onIdleError: (error) => idleErrors.push(error) });
+function newPool(max: number, timeoutMs = 2_000, idleErrors: Error[] = [], budget?: ConnectionBudget): ConnectionPool {
+  return new ConnectionPool({ connectionString: serverUrl, application_name: appName }, { max, budget, connectionTimeoutMs: timeoutMs, onIdleError: (error) => idleErrors.push(error) });
+}
+
+/** Pools sharing a budget of `max` connections, reclaiming idle ones from each other as LeasePools does. */
+function budgetedPools(max: number, count: number): { budget: ConnectionBudget; pools: ConnectionPool[] } {
+  const pools: ConnectionPool[] = [];
+  const budget = new ConnectionBudget(max, () => pools.some((pool) => pool.idleCount > 0 && pool.closeIdleConnection()));
+  for (let i = 0; i < count; i++) pools.push(newPool(max, 2_000, [], budget));
+  return { budget, pools };
 }
 
 async function acquire(pool: ConnectionPool): Promise<pg.Client> {
@@ -121,6 +129,41 @@ describe('connection pool', () => {
     pool.release(only);
     await ended;
     await expect.poll(sessions).toBe(0);
+  });
+
+  it('keeps the pools of a budget within it, closing an idle connection of another pool to make room', async () => {
+    const { budget, pools } = budgetedPools(2, 2);
+    const [a, b] = pools as [ConnectionPool, ConnectionPool];
+    const [a1, a2] = await Promise.all([acquire(a), acquire(a)]);
+    a.release(a1);
+    a.release(a2);
+    expect(a.idleCount).toBe(2);
+    const b1 = await acquire(b);
+    expect(budget.inUse).toBe(2);
+    expect(a.idleCount).toBe(1);
+    expect(await sessions()).toBeLessThanOrEqual(2);
+    b.release(b1);
+    await Promise.all(pools.map((pool) => pool.end()));
+    await expect.poll(sessions).toBe(0);
+    expect(budget.inUse).toBe(0);
+  });
+
+  it('gives a pool waiting for a place the next connection another pool stops using', async () => {
+    const { budget, pools } = budgetedPools(2, 2);
+    const [a, b] = pools as [ConnectionPool, ConnectionPool];
+    const [a1, a2] = await Promise.all([acquire(a), acquire(a)]);
+    const waiting = acquire(b);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(await sessions()).toBe(2);
+    // a's connection is not kept idle while b waits for a place: it is closed, and b opens one
+    a.release(a1);
+    const b1 = await waiting;
+    expect((await b1.query('SELECT 4 AS four')).rows[0].four).toBe(4);
+    expect(budget.inUse).toBe(2);
+    a.release(a2);
+    b.release(b1);
+    await Promise.all(pools.map((pool) => pool.end()));
+    expect(budget.inUse).toBe(0);
   });
 
   it('fails the request whose connection cannot be opened', async () => {

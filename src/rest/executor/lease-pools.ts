@@ -8,13 +8,14 @@
  * read another lease's data. A lease's authenticator can become that lease's two roles and nothing
  * else, so Postgres itself keeps leases apart.
  *
- * Pools are bounded in size and number (least recently used closed first), are closed when their
+ * Pools are bounded in size and number (least recently used closed first), share one budget of
+ * connections (so that many leases' pools cannot take all the server allows), are closed when their
  * lease ends, and when no request used them for a while (a sweep, rather than pg-pool's idle timer:
  * that one is set and cleared on every checkout and release, a cost on every request).
  */
 import pg from 'pg';
 import { authenticatorPassword } from '../../leases/credentials.js';
-import { ConnectionPool } from './connection-pool.js';
+import { ConnectionBudget, ConnectionPool } from './connection-pool.js';
 import type { LeaseAccess } from './lease-directory.js';
 import { Pipeline, type PipelineStep, type StepRows } from './pipeline.js';
 
@@ -35,6 +36,8 @@ export interface LeasePoolOptions {
   idleTimeoutMs?: number;
   /** Pools kept open at once. */
   maxPools?: number;
+  /** Connections of all pools together (an idle one of another lease is closed to make room). */
+  maxTotalConnections?: number;
   connectionTimeoutMs?: number;
 }
 
@@ -48,6 +51,7 @@ export class LeasePools {
   private readonly pools = new Map<string, PoolEntry>();
   private readonly options: Required<LeasePoolOptions>;
   private sweeper: NodeJS.Timeout | undefined;
+  readonly budget: ConnectionBudget;
 
   constructor(
     private readonly databaseUrl: string,
@@ -59,8 +63,19 @@ export class LeasePools {
       maxConnections: options.maxConnections ?? 5,
       idleTimeoutMs: options.idleTimeoutMs ?? 15_000,
       maxPools: options.maxPools ?? 200,
+      maxTotalConnections: options.maxTotalConnections ?? 64,
       connectionTimeoutMs: options.connectionTimeoutMs ?? 10_000,
     };
+    this.budget = new ConnectionBudget(this.options.maxTotalConnections, () => this.closeIdleConnectionOfLeastRecentlyUsed());
+  }
+
+  /** Makes room in the budget: closes an idle connection of the pool used longest ago. */
+  private closeIdleConnectionOfLeastRecentlyUsed(): boolean {
+    let victim: PoolEntry | undefined;
+    for (const entry of this.pools.values()) {
+      if (entry.pool.idleCount > 0 && (!victim || entry.lastUsed < victim.lastUsed)) victim = entry;
+    }
+    return victim ? victim.pool.closeIdleConnection() : false;
   }
 
   get size(): number {
@@ -82,6 +97,7 @@ export class LeasePools {
       { connectionString: url.toString(), application_name: 'pglease-rest', connectionTimeoutMillis: this.options.connectionTimeoutMs },
       {
         max: this.options.maxConnections,
+        budget: this.budget,
         connectionTimeoutMs: this.options.connectionTimeoutMs,
         // connections die when their lease is released (pg_terminate_backend): not a process error
         onIdleError: (error) => this.log(`lease ${lease.id}: idle REST connection lost (${error.message})`),

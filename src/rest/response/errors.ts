@@ -163,7 +163,8 @@ export function statusForSqlState(code: string, message: string, authenticated: 
 }
 
 /** Node/network failures that mean "the database is unreachable" rather than a bug. */
-const CONNECTION_ERROR_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND']);
+// PGLEASE_POOL_CLOSED: the lease's pool closed while the request waited (executor/connection-pool.ts)
+const CONNECTION_ERROR_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'PGLEASE_POOL_CLOSED']);
 
 export interface ErrorResponse {
   status: number;
