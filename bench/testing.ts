@@ -1,6 +1,7 @@
 /**
  * bench:testing — how long a test suite waits from "I need a database" to "my first query answered":
- *   (a) a pglease lease: POST /v1/leases, connect with its URL, SELECT;
+ *   (a) a pglease lease: POST /v1/leases, connect with its URL, SELECT; from the process's warm
+ *       pool of plain leases (refilled between runs, untimed);
  *   (b) a lease from a template of 20 tables and 1,000 rows, then a query on its data: from the
  *       template's warm pool (refilled between runs, untimed), and for comparison from a private
  *       template, which has no pool, so the lease is provisioned and seeded in the request;
@@ -29,8 +30,9 @@ function argument(name: string, fallback: number): number {
 }
 const leaseRuns = argument('--count', 200);
 const clusterRuns = argument('--clusters', 7);
-/** PGLEASE_TEMPLATE_POOL of the pglease under test. */
+/** PGLEASE_TEMPLATE_POOL and PGLEASE_LEASE_POOL of the pglease under test (their defaults). */
 const poolSize = 4;
+const plainPoolSize = 2;
 const ADMIN = 'bench-admin-' + randomBytes(8).toString('hex');
 const agent = new Agent({ keepAlive: true, maxSockets: 4 });
 
@@ -161,6 +163,7 @@ async function main(): Promise<void> {
       PGLEASE_RATE_LIMIT: '1000000',
       PGLEASE_MAX_ACTIVE: '1000000',
       PGLEASE_TEMPLATE_POOL: String(poolSize),
+      PGLEASE_LEASE_POOL: String(plainPoolSize),
     },
   });
   try {
@@ -179,12 +182,15 @@ async function main(): Promise<void> {
       connectionString: await pglease.superuserUrl(),
     });
     await superuser.connect();
-    const poolReady = async () => {
+    /** Waits (untimed) until a pool is full again: of the template, or of plain leases. */
+    const poolReady = async (template: string | null) => {
+      const size = template === null ? plainPoolSize : poolSize;
       for (;;) {
         const { rows } = await superuser.query<{ ready: number }>(
-          `SELECT pglease.template_pool_size(t.id) AS ready FROM pglease.templates t WHERE t.name = 'bench-20x50' AND t.owner_lease_id IS NULL`,
+          `SELECT pglease.pool_size((SELECT t.id FROM pglease.templates t WHERE t.name = $1 AND t.owner_lease_id IS NULL)) AS ready`,
+          [template],
         );
-        if (rows[0]!.ready >= poolSize) return;
+        if (rows[0]!.ready >= size) return;
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
     };
@@ -192,17 +198,20 @@ async function main(): Promise<void> {
 
     // warm-up: connections, prepared statements, the page cache
     for (let i = 0; i < 10; i++) {
+      await poolReady(null);
       await leaseToFirstQuery(baseUrl, undefined, 'SELECT 1');
-      await poolReady();
+      await poolReady('bench-20x50');
       await leaseToFirstQuery(baseUrl, 'bench-20x50', seededQuery);
     }
-    await poolReady();
+    // (a) and (b) in steady state: the pool has refilled since the previous lease (the wait is not timed)
     const plain: number[] = [];
-    for (let i = 0; i < leaseRuns; i++) plain.push(await leaseToFirstQuery(baseUrl, undefined, 'SELECT 1'));
-    // (b) in steady state: the pool has refilled since the previous lease (the wait is not timed)
+    for (let i = 0; i < leaseRuns; i++) {
+      await poolReady(null);
+      plain.push(await leaseToFirstQuery(baseUrl, undefined, 'SELECT 1'));
+    }
     const seeded: number[] = [];
     for (let i = 0; i < leaseRuns; i++) {
-      await poolReady();
+      await poolReady('bench-20x50');
       seeded.push(await leaseToFirstQuery(baseUrl, 'bench-20x50', seededQuery));
     }
     const cold: number[] = [];

@@ -184,6 +184,8 @@ $$;
 -- drops its objects in the same transaction. Returns NULL when there is no live lease with that
 -- id, which is how a second release, or a release racing another process, learns it lost: the
 -- row lock serialises them and only the first finds the lease live.
+-- A lease of a warm pool that was never claimed (state 'provisioning', sql/pool.sql) was never
+-- anyone's: its row and events are deleted with its objects, so it leaves no history to list.
 CREATE OR REPLACE FUNCTION pglease.release(
   p_id        uuid,
   p_final     pglease.lease_state DEFAULT 'released',
@@ -206,6 +208,13 @@ BEGIN
   END IF;
 
   PERFORM pglease.drop_lease_objects(v_lease);
+
+  IF v_lease.state = 'provisioning' THEN
+    DELETE FROM pglease.leases WHERE id = p_id;
+    v_lease.state := p_final;
+    v_lease.ended_at := now();
+    RETURN v_lease;
+  END IF;
 
   UPDATE pglease.leases SET state = p_final, ended_at = now(), last_error = NULL
    WHERE id = p_id

@@ -112,6 +112,8 @@ $$;
 --   2. An active lease whose schema or login role is gone (dropped by hand, or by its owner: the
 --      lease role owns its schema) cannot work any more: what is left of it is dropped and it
 --      becomes 'failed', with the reason in last_error and a 'failed' event.
+--      An unclaimed lease of a warm pool (state 'provisioning') in that case is dropped without a
+--      trace instead, as the reaper drops it (it was never anyone's), and counted as an orphan.
 --   3. Sessions of dropped roles are terminated.
 -- Leases being provisioned are invisible here until they commit, together with their objects, so
 -- a lease in the making is never mistaken for an orphan. Each repair runs in its own
@@ -154,6 +156,11 @@ BEGIN
      FOR UPDATE SKIP LOCKED
   LOOP
     BEGIN
+      IF v_lease.state = 'provisioning' THEN
+        PERFORM pglease.release(v_lease.id);
+        orphans_dropped := orphans_dropped + 1;
+        CONTINUE;
+      END IF;
       PERFORM pglease.drop_lease_objects(v_lease);
       UPDATE pglease.leases
          SET state = 'failed', ended_at = now(),

@@ -89,63 +89,18 @@ BEGIN
 END
 $$;
 
--- pglease.claim_pooled_lease: hands out a lease of the template's warm pool, or NULL when none is
--- ready. The lease gets its owner's password (verifier), token, TTL and label here; until now it
--- had a password nobody knows and no usable token. SKIP LOCKED lets concurrent creates claim
--- different leases. A pooled lease about to expire is left to the reaper.
-CREATE OR REPLACE FUNCTION pglease.claim_pooled_lease(
-  p_template_id    bigint,
-  p_login_verifier text,
-  p_token_hash     bytea,
-  p_ttl            interval,
-  p_label          text,
-  p_client_ip      inet
-) RETURNS pglease.leases
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-  v_id    uuid;
-  v_lease pglease.leases;
-BEGIN
-  SELECT p.lease_id INTO v_id
-    FROM pglease.template_pool p
-    JOIN pglease.leases l ON l.id = p.lease_id
-   WHERE p.template_id = p_template_id
-     AND l.state = 'provisioning'
-     AND l.expires_at > now() + interval '1 minute'
-   ORDER BY p.created_at
-   LIMIT 1
-   FOR UPDATE OF p, l SKIP LOCKED;
-  IF v_id IS NULL THEN
-    RETURN NULL;
-  END IF;
-  DELETE FROM pglease.template_pool WHERE lease_id = v_id;
-  SELECT * INTO v_lease FROM pglease.leases WHERE id = v_id;
-  EXECUTE format('ALTER ROLE %I PASSWORD %L', v_lease.role_name, p_login_verifier);
-  UPDATE pglease.leases
-     SET state = 'active', token_hash = p_token_hash, label = p_label, client_ip = p_client_ip,
-         created_at = now(), expires_at = now() + p_ttl
-   WHERE id = v_id
-   RETURNING * INTO v_lease;
-  -- the lease is created, as far as anyone can tell, now
-  UPDATE pglease.lease_events
-     SET at = now(), client_ip = p_client_ip,
-         detail = coalesce(detail, '{}'::jsonb)
-                  || jsonb_build_object('ttl_seconds', extract(epoch FROM p_ttl)::bigint, 'label', p_label, 'pooled', true)
-   WHERE lease_id = v_id AND kind = 'created';
-  RETURN v_lease;
-END
-$$;
+-- (replaced: the claim of any warm pool, template or not, is in sql/pool.sql; the pool keeps its
+-- leases' passwords, so lease_from_template no longer claims or parks)
+DROP FUNCTION IF EXISTS pglease.claim_pooled_lease(bigint, text, bytea, interval, text, inet);
+DROP FUNCTION IF EXISTS pglease.lease_from_template(bigint, boolean, text, text, text, bytea, interval, text, inet, int, int, text, text);
+DROP FUNCTION IF EXISTS pglease.template_pool_size(bigint);
 
--- pglease.lease_from_template: a lease seeded from a template, all or nothing. It claims a pooled
--- lease when one is ready; otherwise it provisions one (same arguments as pglease.provision) and
--- applies the template in this transaction. With p_for_pool it always provisions, and parks the
--- lease in the template's pool instead of handing it out.
+-- pglease.lease_from_template: a lease seeded from a template, all or nothing: provisioned (same
+-- arguments as pglease.provision) and seeded in this transaction. Warm pools call it ahead of
+-- demand (pglease.provision_pooled); a create calls it when its process has no pooled lease ready.
 -- A seed that fails here raises SQLSTATE PGLTF with the original SQLSTATE as DETAIL.
 CREATE OR REPLACE FUNCTION pglease.lease_from_template(
   p_template_id       bigint,
-  p_for_pool          boolean,
   p_base              text,
   p_login_verifier    text,
   p_auth_verifier     text,
@@ -165,12 +120,6 @@ DECLARE
   v_lease pglease.leases;
   v_name  text;
 BEGIN
-  IF NOT p_for_pool THEN
-    v_lease := pglease.claim_pooled_lease(p_template_id, p_login_verifier, p_token_hash, p_ttl, p_label, p_client_ip);
-    IF v_lease.id IS NOT NULL THEN
-      RETURN v_lease;
-    END IF;
-  END IF;
   v_lease := pglease.provision(
     p_base => p_base, p_login_verifier => p_login_verifier, p_auth_verifier => p_auth_verifier,
     p_token_hash => p_token_hash, p_ttl => p_ttl, p_label => p_label, p_client_ip => p_client_ip,
@@ -182,20 +131,6 @@ BEGIN
     SELECT name INTO v_name FROM pglease.templates WHERE id = p_template_id;
     RAISE EXCEPTION 'template "%" failed to apply: %', v_name, SQLERRM USING ERRCODE = 'PGLTF', DETAIL = SQLSTATE;
   END;
-  IF p_for_pool THEN
-    UPDATE pglease.leases SET state = 'provisioning' WHERE id = v_lease.id RETURNING * INTO v_lease;
-    INSERT INTO pglease.template_pool (lease_id, template_id) VALUES (v_lease.id, p_template_id);
-  END IF;
   RETURN v_lease;
 END
-$$;
-
--- pglease.template_pool_size: how many leases of a template's pool are ready to be claimed.
-CREATE OR REPLACE FUNCTION pglease.template_pool_size(p_template_id bigint)
-RETURNS int
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-  SELECT count(*)::int FROM pglease.template_pool p JOIN pglease.leases l ON l.id = p.lease_id
-   WHERE p.template_id = p_template_id AND l.state = 'provisioning' AND l.expires_at > now() + interval '1 minute'
 $$;

@@ -3,10 +3,12 @@
 
 -- pglease.check_create_limits: says whether a client may have one more lease, or raises.
 --
--- Called twice per create:
+-- Called twice per create that provisions (a claim from a warm pool has no work to save, and
+-- calls only the second):
 --   * before provisioning (p_lease NULL): a cheap check that turns a client already at its limit
 --     away before any work is done; counts "+1" for the lease about to be made;
---   * in the provisioning transaction, after the new lease's row exists (p_lease its id): it
+--   * in the provisioning transaction, after the new lease's row exists (p_lease its id), or in
+--     the statement that claims a pooled lease (sql/pool.sql), after the claim: it
 --     charges the lease to the client (quota_ip), takes an advisory lock per client address (and
 --     one for the database when p_max_leases is set), then counts. Statements of a plpgsql function each see everything
 --     committed before they start, so the count includes every concurrent create that held the
@@ -56,8 +58,10 @@ BEGIN
   END IF;
 
   IF coalesce(p_max_leases, 0) > 0 THEN
+    -- leases handed out; unclaimed leases of the warm pools (state 'provisioning', sql/pool.sql)
+    -- are nobody's yet, and their number is bounded by the pools' sizes
     SELECT count(*), min(expires_at) INTO v_count, v_soonest
-      FROM pglease.leases WHERE state IN ('active', 'provisioning');
+      FROM pglease.leases WHERE state = 'active';
     IF v_count + v_pending > p_max_leases THEN
       RAISE EXCEPTION 'this pglease database is full: % live leases (PGLEASE_MAX_LEASES=%)', v_count + v_pending - 1, p_max_leases
         USING ERRCODE = 'PGLCP',

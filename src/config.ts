@@ -66,7 +66,9 @@ export interface Config {
   defaultTtlSeconds: number;
   maxTtlSeconds: number;
   leaseLimits: LeaseLimits;
-  /** Leases each global template keeps provisioned and seeded, ready to hand out (0: none). */
+  /** Plain leases this process keeps provisioned, ready to hand out (0: none). */
+  leasePoolSize: number;
+  /** Leases each global template keeps provisioned and seeded in this process, ready to hand out (0: none). */
   templatePoolSize: number;
   /** Largest control API request body, in bytes. */
   bodyLimit: number;
@@ -173,6 +175,7 @@ export function loadConfig(env: Env = process.env): Config {
       idleInTransactionTimeout: duration(env, 'PGLEASE_LEASE_IDLE_TX_TIMEOUT', '60s'),
       scramIterations: integer(env, 'PGLEASE_SCRAM_ITERATIONS', 4096, 1, 1_000_000),
     },
+    leasePoolSize: integer(env, 'PGLEASE_LEASE_POOL', 2, 0, 1000),
     templatePoolSize: integer(env, 'PGLEASE_TEMPLATE_POOL', 4, 0, 1000),
     bodyLimit: integer(env, 'PGLEASE_BODY_LIMIT', 1_048_576, 1024, 1024 * 1024 * 1024),
     logLevel: text(env, 'LOG_LEVEL') ?? 'info',

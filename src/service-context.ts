@@ -4,6 +4,7 @@
  */
 import type { Config } from './config.js';
 import type { Host } from './db/host.js';
+import type { LeasePool } from './leases/lease-pool.js';
 import type { LeaseStore } from './leases/lease-store.js';
 import type { TemplateStore } from './templates/template-store.js';
 
@@ -11,6 +12,8 @@ export interface ServiceContext {
   config: Config;
   host: Host;
   leases: LeaseStore;
+  /** Where creates come from: this process's warm pools, else provisioning. */
+  leasePool: LeasePool;
   templates: TemplateStore;
   /** Number of migrations this code expects to find applied (for /readyz). */
   expectedMigrations: number;

@@ -7,6 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Config } from './config.js';
 import { startEmbedded, type EmbeddedServer } from './db/embedded.js';
 import { openHost, type Host } from './db/host.js';
+import { LeasePool } from './leases/lease-pool.js';
 import { LeaseStore } from './leases/lease-store.js';
 import { TemplateStore } from './templates/template-store.js';
 import { projectPath } from './paths.js';
@@ -61,11 +62,13 @@ export async function startService(config: Config, options: StartOptions = {}): 
     throw error;
   }
   const leases = new LeaseStore(host, config.leaseLimits);
+  const leasePool = new LeasePool(leases, { plainSize: config.leasePoolSize, templateSize: config.templatePoolSize, log });
   const context: ServiceContext = {
     config,
     host,
     leases,
-    templates: new TemplateStore(host, config.leaseLimits, leases, config.templatePoolSize, log),
+    leasePool,
+    templates: new TemplateStore(host, config.leaseLimits, leasePool, log),
     expectedMigrations: countMigrations(),
   };
   const app = await buildServer(context, options);
@@ -82,6 +85,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
       throw error;
     }
   }
+  leasePool.start();
   let closing: Promise<void> | undefined;
   return {
     app,
@@ -92,6 +96,8 @@ export async function startService(config: Config, options: StartOptions = {}): 
     close: () =>
       (closing ??= (async () => {
         await app.close();
+        // no other process can hand out this one's pooled leases: release them while Postgres is up
+        await leasePool.close();
         await scheduler?.stop();
         await host.close();
         await embedded?.stop();

@@ -57,7 +57,8 @@ async function outsideDigest(): Promise<string> {
 }
 
 beforeAll(async () => {
-  service = await startTestService({ PGLEASE_SCHEDULER: 'off' });
+  // no jobs and no warm pool: nothing in the background changes what outsideDigest() reads
+  service = await startTestService({ PGLEASE_SCHEDULER: 'off', PGLEASE_LEASE_POOL: '0' });
   target = await createLease(service);
   bystander = await createLease(service);
   for (const [lease, sql] of [

@@ -9,7 +9,7 @@ import type { LeaseRow } from '../leases/lease-store.js';
 import { identifyCaller } from './auth.js';
 import { ControlError } from './errors.js';
 import { leaseJson } from './lease-json.js';
-import { checkCreateAllowed, createLimitsFor, limitError, rateLimitHeaders } from './rate-limit.js';
+import { createLimitsFor, limitError, rateLimitHeaders } from './rate-limit.js';
 import { leaseTemplate, templateLeaseError } from './template-routes.js';
 import {
   CreateLeaseBody,
@@ -79,12 +79,16 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
       const body = request.body;
       const ttl = checkTtl(context, body.ttl === undefined ? config.defaultTtlSeconds : body.ttl, caller.kind === 'admin');
       const limits = createLimitsFor(config.createLimits, caller);
-      await checkCreateAllowed(leases.pool, request.ip, limits);
       const template = body.template === undefined ? undefined : await leaseTemplate(context, request, body.template);
-      const created = await leases
-        .create({ ttlSeconds: ttl, label: body.name ?? null, clientIp: request.ip, template: template && { id: template.id }, limits })
+      const created = await context.leasePool
+        .create({
+          ttlSeconds: ttl,
+          label: body.name ?? null,
+          clientIp: request.ip,
+          template: template && { id: template.id, pooled: template.owner_lease_id === null },
+          limits,
+        })
         .catch((error: unknown) => Promise.reject(limitError(error) ?? templateLeaseError(error) ?? error));
-      if (template) context.templates.refillSoon(template);
       const json = leaseJson(host, created.lease, publicBaseUrl(context, request), created);
       reply.code(201).header('Location', `/v1/leases/${created.lease.id}`).headers(rateLimitHeaders(created.quota));
       if (request.query.format === 'url' || prefersPlainText(request)) {

@@ -1,10 +1,9 @@
 /**
- * Throttling of lease creation: the policy for a caller, the early check, the mapping of the
- * limits that sql/throttle.sql raises to 429/503, and the RateLimit-* headers
+ * Throttling of lease creation: the policy for a caller, the mapping of the limits that
+ * sql/throttle.sql raises to 429/503, and the RateLimit-* headers
  * (draft-ietf-httpapi-ratelimit-headers). The counting itself happens in Postgres, atomically,
- * inside the provisioning transaction (see LeaseStore.create).
+ * inside the statement that provisions or claims the lease (see LeaseStore.create and claim).
  */
-import type pg from 'pg';
 import type { CreateLimits } from '../config.js';
 import type { CreateQuota } from '../leases/lease-store.js';
 import type { Caller } from './auth.js';
@@ -30,25 +29,6 @@ export function limitError(error: unknown): ControlError | undefined {
   const headers: Record<string, string | number> = { 'Retry-After': retryAfter };
   if (code === 'PGLRL' && limit !== undefined) Object.assign(headers, rateLimitHeaders({ rate_limit: limit, remaining: 0, reset_seconds: retryAfter }));
   return new ControlError(known.code, message ?? known.variable, undefined, headers);
-}
-
-/**
- * The early check, before any work (password hashing, DDL): a client already at a limit is turned
- * away at the cost of one query. The exact check is repeated inside provisioning.
- */
-export async function checkCreateAllowed(pool: pg.Pool, clientIp: string, limits: CreateLimits): Promise<void> {
-  // Capacity alone (the admin's case) is left to the exact check in the provisioning statement:
-  // this early check exists to turn a client away before any work, not to count the database.
-  if (limits.perHour === 0 && limits.activePerClient === 0) return;
-  try {
-    await pool.query({
-      name: 'pglease.check-create-limits',
-      text: 'SELECT 1 FROM pglease.check_create_limits(NULL, $1, $2, $3, $4)',
-      values: [clientIp, limits.perHour, limits.activePerClient, limits.maxLeases],
-    });
-  } catch (error) {
-    throw limitError(error) ?? error;
-  }
 }
 
 /** RateLimit-Limit, -Remaining, -Reset (seconds) and -Policy for the hourly creation quota. */

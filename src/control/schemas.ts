@@ -7,7 +7,10 @@ import { controlErrorSchema } from './errors.js';
 
 export const LeaseStateSchema = Type.Union(
   [Type.Literal('provisioning'), Type.Literal('active'), Type.Literal('released'), Type.Literal('expired'), Type.Literal('failed')],
-  { description: 'provisioning → active → released | expired; failed when provisioning or dropping failed' },
+  {
+    description:
+      'active → released | expired; failed when its objects were dropped outside pglease. provisioning: a lease of a warm pool not yet handed out, which the API never shows',
+  },
 );
 
 const Ttl = Type.Union([Type.Integer({ minimum: 1 }), Type.Null()], {

@@ -1,6 +1,6 @@
 /**
  * Lease operations as the service performs them: each is one call of a SQL function of
- * sql/leases.sql (or one query), with the secrets prepared here.
+ * sql/leases.sql or sql/pool.sql (or one query), with the secrets prepared here.
  */
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
@@ -51,16 +51,29 @@ export interface CreateLeaseInput {
   label: string | null;
   clientIp: string | null;
   /**
-   * Seed the lease from this template (sql/templates.sql, pglease.lease_from_template): a lease
-   * from the template's warm pool when one is ready, else provisioned and seeded in this call.
-   * `forPool`: make a lease for the pool instead (kept in state provisioning until claimed).
+   * Seed the lease from this template (sql/templates.sql, pglease.lease_from_template). `pooled`:
+   * a global template, whose leases come from warm pools (src/leases/lease-pool.ts).
    */
-  template?: { id: string; forPool?: boolean };
+  template?: { id: string; pooled?: boolean };
   /**
    * Throttling (0 disables a limit), checked as the transaction's last step so that concurrent
    * creates count each other exactly (sql/throttle.sql); over a limit the lease is rolled back.
    */
   limits?: CreateLimits;
+}
+
+/** A lease parked in a warm pool, with the password only the process that made it knows. */
+export interface PooledLease {
+  id: string;
+  password: string;
+}
+
+/** The secrets and name of a lease about to be provisioned. */
+interface NewLease {
+  base: string;
+  password: string;
+  loginVerifier: string;
+  authVerifier: string;
 }
 
 export class LeaseStore {
@@ -73,10 +86,12 @@ export class LeaseStore {
     return this.host.pool;
   }
 
-  async create(input: CreateLeaseInput): Promise<CreatedLease> {
+  /**
+   * Runs `provision` with a fresh name, password and verifiers. Names are random; a collision
+   * (2^-60 per pair) surfaces as a duplicate role, schema or row and is retried with a new name.
+   */
+  private async withNewLease<T>(provision: (lease: NewLease) => Promise<T>): Promise<T> {
     const password = newPassword();
-    const token = newToken();
-    // Names are random; a collision (2^-60 per pair) surfaces as a duplicate role and is retried.
     for (let attempt = 0; ; attempt++) {
       const base = 'lease_' + randomBytes(8).toString('hex');
       const [loginVerifier, authVerifier] = await Promise.all([
@@ -86,45 +101,7 @@ export class LeaseStore {
         scramVerifier(authenticatorPassword(this.host.authenticatorKey, base + '_auth'), 1),
       ]);
       try {
-        const provision = {
-          name: 'pglease.provision',
-          text: `SELECT ${LEASE_COLUMNS} FROM pglease.provision($1, $2, $3, $4, make_interval(secs => $5), $6, $7, $8, $9, $10, $11)`,
-          values: [
-            base,
-            loginVerifier,
-            authVerifier,
-            hashToken(token),
-            input.ttlSeconds,
-            input.label,
-            input.clientIp,
-            this.host.id,
-            this.limits.connectionLimit,
-            this.limits.statementTimeout,
-            this.limits.idleInTransactionTimeout,
-          ],
-        };
-        const query = input.template
-          ? {
-              name: 'pglease.lease-from-template',
-              text: `SELECT ${LEASE_COLUMNS} FROM pglease.lease_from_template($12, $13, $1, $2, $3, $4, make_interval(secs => $5), $6, $7, $8, $9, $10, $11)`,
-              values: [...provision.values, input.template.id, input.template.forPool ?? false],
-            }
-          : provision;
-        if (!input.limits) return { lease: (await this.pool.query<LeaseRow>(query)).rows[0]!, password, token, quota: undefined };
-        // One statement, so one round trip and one implicit transaction: the lease is made, then
-        // charged to its client and counted under the throttle's locks (sql/throttle.sql), which
-        // are held only until this statement commits. A limit raised by the check undoes the lease.
-        const limits = input.limits;
-        const offset = query.values.length;
-        const { rows } = await this.pool.query<LeaseRow & CreateQuota>({
-          name: `${query.name}+limits`,
-          text: `SELECT l.*, q.rate_limit, q.remaining, q.reset_seconds
-                   FROM (${query.text}) AS l,
-                        LATERAL pglease.check_create_limits(l.id, $${offset + 1}, $${offset + 2}, $${offset + 3}, $${offset + 4}) AS q`,
-          values: [...query.values, input.clientIp, limits.perHour, limits.activePerClient, limits.maxLeases],
-        });
-        const { rate_limit, remaining, reset_seconds, ...lease } = rows[0]!;
-        return { lease, password, token, quota: { rate_limit, remaining, reset_seconds } };
+        return await provision({ base, password, loginVerifier, authVerifier });
       } catch (error) {
         const code = (error as { code?: string }).code;
         if ((code === '42710' || code === '42P06' || code === '23505') && attempt < 3) continue;
@@ -133,13 +110,163 @@ export class LeaseStore {
     }
   }
 
-  /** The lease with this id if the token is its own (or the caller is admin: token null). */
+  /** Provisions a lease in this call (the path without a warm pool). */
+  async create(input: CreateLeaseInput): Promise<CreatedLease> {
+    if (input.limits) await this.checkLimitsEarly(input.clientIp, input.limits);
+    const token = newToken();
+    return this.withNewLease(async ({ base, password, loginVerifier, authVerifier }) => {
+      const provision = {
+        name: 'pglease.provision',
+        text: `SELECT ${LEASE_COLUMNS} FROM pglease.provision($1, $2, $3, $4, make_interval(secs => $5), $6, $7, $8, $9, $10, $11)`,
+        values: [
+          base,
+          loginVerifier,
+          authVerifier,
+          hashToken(token),
+          input.ttlSeconds,
+          input.label,
+          input.clientIp,
+          this.host.id,
+          this.limits.connectionLimit,
+          this.limits.statementTimeout,
+          this.limits.idleInTransactionTimeout,
+        ],
+      };
+      const query = input.template
+        ? {
+            name: 'pglease.lease-from-template',
+            text: `SELECT ${LEASE_COLUMNS} FROM pglease.lease_from_template($12, $1, $2, $3, $4, make_interval(secs => $5), $6, $7, $8, $9, $10, $11)`,
+            values: [...provision.values, input.template.id],
+          }
+        : provision;
+      const { lease, quota } = await this.withLimits(query, input);
+      return { lease: lease!, password, token, quota };
+    });
+  }
+
+  /**
+   * The early check, before any work (password hashing, DDL): a client already at a limit is
+   * turned away at the cost of one query. The exact check is repeated in the provisioning
+   * statement. A claim needs none: it does no such work, and its own statement checks exactly.
+   */
+  private async checkLimitsEarly(clientIp: string | null, limits: CreateLimits): Promise<void> {
+    // Capacity alone (the admin's case) is left to the exact check in the provisioning statement:
+    // this early check exists to turn a client away before any work, not to count the database.
+    if (limits.perHour === 0 && limits.activePerClient === 0) return;
+    await this.pool.query({
+      name: 'pglease.check-create-limits',
+      text: 'SELECT 1 FROM pglease.check_create_limits(NULL, $1, $2, $3, $4)',
+      values: [clientIp, limits.perHour, limits.activePerClient, limits.maxLeases],
+    });
+  }
+
+  /**
+   * Hands out `candidates` (leases of this holder's pool, for the input's template or none) with
+   * the same throttling as create; undefined when none of them could be claimed (gone, or locked
+   * by the reaper), and the caller provisions instead. No password work: the pooled lease already
+   * has its password (sql/pool.sql).
+   */
+  async claim(holder: string, candidates: PooledLease[], input: CreateLeaseInput): Promise<CreatedLease | undefined> {
+    const token = newToken();
+    const { lease, quota } = await this.withLimits(
+      {
+        name: 'pglease.claim-pooled-lease',
+        text: `SELECT ${LEASE_COLUMNS} FROM pglease.claim_pooled_lease($1, $2, $3, $4, make_interval(secs => $5), $6, $7)`,
+        values: [holder, input.template?.id ?? null, candidates.map((pooled) => pooled.id), hashToken(token), input.ttlSeconds, input.label, input.clientIp],
+      },
+      input,
+    );
+    if (!lease) return undefined;
+    const password = candidates.find((pooled) => pooled.id === lease.id)!.password;
+    return { lease, password, token, quota };
+  }
+
+  /**
+   * Runs a statement that makes or claims a lease, and with `input.limits` the throttle check in
+   * the same statement: one round trip and one implicit transaction. The lease is made, then
+   * charged to its client and counted under the throttle's locks (sql/throttle.sql), which are
+   * held only until this statement commits. A limit raised by the check undoes the lease.
+   */
+  private async withLimits(query: { name: string; text: string; values: unknown[] }, input: CreateLeaseInput): Promise<{ lease: LeaseRow | undefined; quota: CreateQuota | undefined }> {
+    if (!input.limits) return { lease: (await this.pool.query<LeaseRow>(query)).rows[0], quota: undefined };
+    const limits = input.limits;
+    const offset = query.values.length;
+    const { rows } = await this.pool.query<LeaseRow & CreateQuota>({
+      name: `${query.name}+limits`,
+      // LATERAL: the check runs once per lease the statement produced, after it (none: no check)
+      text: `SELECT l.*, q.rate_limit, q.remaining, q.reset_seconds
+               FROM (${query.text}) AS l,
+                    LATERAL pglease.check_create_limits(l.id, $${offset + 1}, $${offset + 2}, $${offset + 3}, $${offset + 4}) AS q`,
+      values: [...query.values, input.clientIp, limits.perHour, limits.activePerClient, limits.maxLeases],
+    });
+    if (!rows[0]) return { lease: undefined, quota: undefined };
+    const { rate_limit, remaining, reset_seconds, ...lease } = rows[0];
+    return { lease, quota: { rate_limit, remaining, reset_seconds } };
+  }
+
+  /**
+   * Provisions a lease for `holder`'s warm pool (seeded from `templateId` unless null): parked,
+   * expiring after `holdSeconds` unless the holder extends it. Its password is returned here and
+   * nowhere else.
+   */
+  async provisionPooled(holder: string, templateId: string | null, holdSeconds: number): Promise<PooledLease> {
+    return this.withNewLease(async ({ base, password, loginVerifier, authVerifier }) => {
+      const { rows } = await this.pool.query<{ id: string }>({
+        name: 'pglease.provision-pooled',
+        text: 'SELECT id FROM pglease.provision_pooled($1, $2, make_interval(secs => $3), $4, $5, $6, $7, $8, $9, $10, $11)',
+        values: [
+          holder,
+          templateId,
+          holdSeconds,
+          base,
+          loginVerifier,
+          authVerifier,
+          // the hash of a token nobody is given: the claim sets the real one
+          hashToken(newToken()),
+          this.host.id,
+          this.limits.connectionLimit,
+          this.limits.statementTimeout,
+          this.limits.idleInTransactionTimeout,
+        ],
+      });
+      return { id: rows[0]!.id, password };
+    });
+  }
+
+  /** The holder's heartbeat (pglease.hold_pooled_leases): ids of its pooled leases still held. */
+  async holdPooled(holder: string, holdSeconds: number): Promise<Set<string>> {
+    const { rows } = await this.pool.query<{ id: string }>({
+      name: 'pglease.hold-pooled-leases',
+      text: 'SELECT id FROM pglease.hold_pooled_leases($1, make_interval(secs => $2)) AS id',
+      values: [holder, holdSeconds],
+    });
+    return new Set(rows.map((row) => row.id));
+  }
+
+  /** Drops the holder's pooled leases (those of `ids`, or all); returns how many. */
+  async releasePooled(holder: string, ids: string[] | null = null): Promise<number> {
+    const { rows } = await this.pool.query<{ released: number }>({
+      name: 'pglease.release-pooled-leases',
+      text: 'SELECT pglease.release_pooled_leases($1, $2) AS released',
+      values: [holder, ids],
+    });
+    return rows[0]!.released;
+  }
+
+  /**
+   * The lease with this id if the token is its own (or the caller is admin: token null). An
+   * unclaimed pooled lease (state provisioning) is nobody's: not found, even by the admin.
+   */
   async find(id: string, token: string | null): Promise<LeaseRow | undefined> {
     const { rows } = token === null
-      ? await this.pool.query<LeaseRow>({ name: 'pglease.lease-by-id', text: `SELECT ${LEASE_COLUMNS} FROM pglease.leases WHERE id = $1`, values: [id] })
+      ? await this.pool.query<LeaseRow>({
+          name: 'pglease.lease-by-id',
+          text: `SELECT ${LEASE_COLUMNS} FROM pglease.leases WHERE id = $1 AND state <> 'provisioning'`,
+          values: [id],
+        })
       : await this.pool.query<LeaseRow>({
           name: 'pglease.lease-by-token',
-          text: `SELECT ${LEASE_COLUMNS} FROM pglease.leases WHERE id = $1 AND token_hash = $2`,
+          text: `SELECT ${LEASE_COLUMNS} FROM pglease.leases WHERE id = $1 AND token_hash = $2 AND state <> 'provisioning'`,
           values: [id, hashToken(token)],
         });
     return rows[0];
@@ -176,12 +303,13 @@ export class LeaseStore {
     return rows[0];
   }
 
-  /** Newest first; `cursor` is the id of the last lease of the previous page. */
+  /** Newest first; `cursor` is the id of the last lease of the previous page. Pooled leases are nobody's: not listed. */
   async list(options: { limit: number; cursor: string | null; state: LeaseState | null }): Promise<{ items: LeaseRow[]; next: string | null }> {
     const { rows } = await this.pool.query<LeaseRow>({
       name: 'pglease.list-leases',
       text: `SELECT ${LEASE_COLUMNS} FROM pglease.leases l
-              WHERE ($2::pglease.lease_state IS NULL OR l.state = $2)
+              WHERE l.state <> 'provisioning'
+                AND ($2::pglease.lease_state IS NULL OR l.state = $2)
                 AND ($3::uuid IS NULL OR (l.created_at, l.id) < (SELECT c.created_at, c.id FROM pglease.leases c WHERE c.id = $3))
               ORDER BY l.created_at DESC, l.id DESC
               LIMIT $1`,

@@ -10,7 +10,7 @@ import type pg from 'pg';
 import type { Host } from '../db/host.js';
 import type { LeaseLimits } from '../config.js';
 import { hashToken } from '../leases/credentials.js';
-import type { LeaseStore } from '../leases/lease-store.js';
+import type { LeasePool } from '../leases/lease-pool.js';
 
 /** A row of pglease.templates as node-postgres returns it (without the SQL unless asked). */
 export interface TemplateRow {
@@ -78,19 +78,12 @@ export function sqlSha256(sql: string): string {
   return createHash('sha256').update(sql).digest('hex');
 }
 
-/** A pooled lease not claimed within this time expires (the reaper drops it). */
-const POOL_LEASE_TTL_SECONDS = 3600;
-
 export class TemplateStore {
-  /** Templates whose pool this process is filling right now. */
-  private readonly filling = new Set<string>();
-
   constructor(
     private readonly host: Host,
     private readonly limits: LeaseLimits,
-    private readonly leases: LeaseStore,
-    /** Leases kept ready per global template (PGLEASE_TEMPLATE_POOL). */
-    private readonly poolSize: number,
+    /** Keeps global templates' leases ready (src/leases/lease-pool.ts). */
+    private readonly leasePool: LeasePool,
     private readonly log: (message: string) => void = () => undefined,
   ) {}
 
@@ -118,7 +111,7 @@ export class TemplateStore {
     const sha256 = sqlSha256(input.sql);
     const existing = await this.touchVersion(owner, input.name, sha256);
     if (existing) {
-      this.refillSoon(existing);
+      this.warmPool(existing);
       return { template: existing, created: false };
     }
 
@@ -142,7 +135,7 @@ export class TemplateStore {
       });
       await client.query('COMMIT');
       if (rows[0]) {
-        this.refillSoon(rows[0]);
+        this.warmPool(rows[0]);
         return { template: rows[0], created: true };
       }
     } catch (error) {
@@ -213,7 +206,7 @@ export class TemplateStore {
   async remove(name: string, scope: TemplateScope): Promise<boolean> {
     await this.pool.query({
       name: 'pglease.release-template-pool',
-      text: `WITH pooled AS (DELETE FROM pglease.template_pool p USING pglease.templates t
+      text: `WITH pooled AS (DELETE FROM pglease.lease_pool p USING pglease.templates t
                                 WHERE t.id = p.template_id AND t.name = $2
                                   AND coalesce(t.owner_lease_id, '${NO_OWNER}') = coalesce($1::uuid, '${NO_OWNER}')
                                 RETURNING p.lease_id)
@@ -229,43 +222,26 @@ export class TemplateStore {
   }
 
   /**
-   * Tops up the warm pool of a global template in the background (private templates live only as
-   * long as their owner lease: they get none). Leases of older versions of the same name are
-   * released: new leases get the current version.
+   * After a registration: a global template's current version gets a warm pool in this process,
+   * and the pooled leases of its other versions, in every process, are released in the background
+   * (new leases get the current version; their holders forget them at their next heartbeat).
+   * Private templates live only as long as their owner lease: they get no pool.
    */
-  refillSoon(template: TemplateRow): void {
-    if (template.owner_lease_id !== null || this.filling.has(template.id)) return;
-    this.filling.add(template.id);
-    void this.fillPool(template)
+  private warmPool(template: TemplateRow): void {
+    if (template.owner_lease_id !== null) return;
+    this.leasePool.want(template.id);
+    void this.pool
+      .query({
+        name: 'pglease.release-stale-template-pools',
+        text: `WITH stale AS (DELETE FROM pglease.lease_pool p USING pglease.templates t
+                                 WHERE t.id = p.template_id AND t.owner_lease_id IS NULL AND t.name = $1 AND t.id <> $2
+                                 RETURNING p.lease_id)
+               SELECT pglease.release(lease_id) FROM stale`,
+        values: [template.name, template.id],
+      })
       .catch((error: Error) => {
         if (!this.pool.ending) this.log(`template pool of "${template.name}": ${error.message}`);
-      })
-      .finally(() => this.filling.delete(template.id));
-  }
-
-  private async fillPool(template: TemplateRow): Promise<void> {
-    await this.pool.query({
-      name: 'pglease.release-stale-template-pools',
-      text: `WITH stale AS (DELETE FROM pglease.template_pool p USING pglease.templates t
-                               WHERE t.id = p.template_id AND t.owner_lease_id IS NULL AND t.name = $1 AND t.id <> $2
-                               RETURNING p.lease_id)
-             SELECT pglease.release(lease_id) FROM stale`,
-      values: [template.name, template.id],
-    });
-    if (this.poolSize === 0) return;
-    const { rows } = await this.pool.query<{ ready: number }>({
-      name: 'pglease.template-pool-size',
-      text: 'SELECT pglease.template_pool_size($1) AS ready',
-      values: [template.id],
-    });
-    for (let ready = rows[0]!.ready; ready < this.poolSize && !this.pool.ending; ready++) {
-      await this.leases.create({
-        ttlSeconds: POOL_LEASE_TTL_SECONDS,
-        label: `template pool: ${template.name}`,
-        clientIp: null,
-        template: { id: template.id, forPool: true },
       });
-    }
   }
 }
 

@@ -1,7 +1,8 @@
 /**
  * What must hold on a lease database however its processes were stopped: every lease role and
- * schema belongs to a live lease, every live lease has all its objects, no ended lease left any,
- * and no lease ended twice. Returns the violations found (empty when consistent).
+ * schema belongs to a live lease (active, or parked unclaimed in a warm pool), every live lease has
+ * all its objects, a lease not yet handed out is parked in a pool, no ended lease left any, and no
+ * lease ended twice. Returns the violations found (empty when consistent).
  */
 import type pg from 'pg';
 
@@ -9,9 +10,15 @@ export async function leaseInconsistencies(client: pg.Client | pg.Pool): Promise
   const problems: string[] = [];
   const orphans = await client.query<{ base: string }>(
     `SELECT b.base FROM pglease.lease_objects_of() b(base)
-      WHERE NOT EXISTS (SELECT 1 FROM pglease.leases l WHERE l.schema_name = b.base AND l.state = 'active')`,
+      WHERE NOT EXISTS (SELECT 1 FROM pglease.leases l WHERE l.schema_name = b.base AND l.state IN ('active', 'provisioning'))`,
   );
-  for (const row of orphans.rows) problems.push(`${row.base}: role or schema without an active lease`);
+  for (const row of orphans.rows) problems.push(`${row.base}: role or schema without a live lease`);
+
+  const unparked = await client.query<{ id: string }>(
+    `SELECT l.id FROM pglease.leases l
+      WHERE l.state = 'provisioning' AND NOT EXISTS (SELECT 1 FROM pglease.lease_pool p WHERE p.lease_id = l.id)`,
+  );
+  for (const row of unparked.rows) problems.push(`lease ${row.id} is provisioning but in no warm pool`);
 
   const incomplete = await client.query<{ id: string; schema_name: string; missing: string[] }>(
     `SELECT l.id, l.schema_name, array_remove(ARRAY[
@@ -22,7 +29,7 @@ export async function leaseInconsistencies(client: pg.Client | pg.Pool): Promise
        FROM pglease.leases l WHERE l.state IN ('active', 'provisioning')`,
   );
   for (const row of incomplete.rows) {
-    if (row.missing.length > 0) problems.push(`lease ${row.id} (${row.schema_name}) is active without its ${row.missing.join(', ')}`);
+    if (row.missing.length > 0) problems.push(`lease ${row.id} (${row.schema_name}) is live without its ${row.missing.join(', ')}`);
   }
 
   const leftovers = await client.query<{ id: string; state: string }>(
