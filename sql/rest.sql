@@ -216,9 +216,15 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+  -- A lease of a warm pool (state 'provisioning', sql/pool.sql) is known to no one until it is
+  -- claimed, so no process may have it cached: parking it, its holder's heartbeats and its claim
+  -- notify nobody (measured: the NOTIFY was a quarter of a claim's time). Both states are tested:
+  -- a notification makes every process look the lease up at once, which caches a parked lease as
+  -- not live.
   CREATE OR REPLACE TRIGGER rest_notify_lease_change
     AFTER UPDATE OF state, expires_at ON pglease.leases
-    FOR EACH ROW EXECUTE FUNCTION pglease.rest_notify_lease_change();
+    FOR EACH ROW WHEN (OLD.state <> 'provisioning' AND NEW.state <> 'provisioning')
+    EXECUTE FUNCTION pglease.rest_notify_lease_change();
 
   IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
     RETURN EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pglease_rest_ddl_end');
