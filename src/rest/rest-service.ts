@@ -251,7 +251,7 @@ export class RestService {
 
 /** The body of a write or call whose shape is known, read as the planner would read it. */
 function bodyOf(kind: CompiledCall['kind'], http: RestHttpRequest, shape: CallShape): Payload | undefined {
-  return kind === 'rpc' ? rpcPayload(http, shape.columnsGiven) : writePayload(http, shape.columnsGiven);
+  return kind === 'rpc' ? rpcPayload(http, shape.columnsGiven, shape.mediaType) : writePayload(http, shape.columnsGiven, shape.mediaType);
 }
 
 function withoutCredentials(headers: RestHttpRequest['headers']): RestHttpRequest['headers'] {

@@ -17,8 +17,8 @@ import type { Caller, RestHttpRequest, RestService } from './rest-service.js';
 import { rejectBareParameters } from './write-service.js';
 
 /** The arguments of a POST call, from its body; `columns`: the query has `columns=`. */
-export function rpcPayload(http: RestHttpRequest, columns: boolean): Payload {
-  return parsePayload(http.body, contentMediaType(http.headers['content-type']), { columnsGiven: columns, forRoutine: true });
+export function rpcPayload(http: RestHttpRequest, columns: boolean, mediaType = contentMediaType(http.headers['content-type'])): Payload {
+  return parsePayload(http.body, mediaType, { columnsGiven: columns, forRoutine: true });
 }
 
 /** `parsed`: the body of a POST, when the caller has parsed it already. */
@@ -39,7 +39,7 @@ export async function serveRpc(
   let payload: Payload | undefined;
   if (method === 'POST') {
     rejectBareParameters(request);
-    payload = parsed ? parsed.payload : rpcPayload(http, request.query.columns !== undefined);
+    payload = parsed ? parsed.payload : rpcPayload(http, request.query.columns !== undefined, mediaType);
   }
   const compiled = await service.withSchema(caller, startedAt, (cache): CompiledRpc => {
     const compile = (from: ApiRequest, body: Payload | undefined): CompiledRpc => {

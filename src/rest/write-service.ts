@@ -26,9 +26,9 @@ export function rejectBareParameters(request: ApiRequest): void {
 }
 
 /** The body of a write as the plan reads it (undefined for DELETE); `columns`: the query has `columns=`. */
-export function writePayload(http: RestHttpRequest, columns: boolean): Payload | undefined {
+export function writePayload(http: RestHttpRequest, columns: boolean, mediaType = contentMediaType(http.headers['content-type'])): Payload | undefined {
   if (http.method === 'DELETE') return undefined;
-  return parsePayload(http.body, contentMediaType(http.headers['content-type']), {
+  return parsePayload(http.body, mediaType, {
     // PUT writes the whole row: it ignores columns=
     columnsGiven: columns && http.method !== 'PUT',
     forRoutine: false,

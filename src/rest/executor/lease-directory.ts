@@ -19,8 +19,8 @@ export interface LeaseAccess {
   tokenHash: Buffer;
   live: boolean;
   expiresAt: Date | null;
-  /** The last token that matched tokenHash: later requests with it skip the hashing. */
-  verifiedToken?: string;
+  /** The last token that matched tokenHash (as bytes): later requests with it skip the hashing. */
+  verifiedToken?: Buffer;
 }
 
 interface Entry {
@@ -121,9 +121,10 @@ function liveNow(lease: LeaseAccess | undefined, now: number): LeaseAccess | und
 }
 
 export function isLeaseToken(lease: LeaseAccess, token: string): boolean {
-  if (lease.verifiedToken !== undefined && lease.verifiedToken.length === token.length && timingSafeEqual(Buffer.from(lease.verifiedToken), Buffer.from(token))) return true;
+  const bytes = Buffer.from(token);
+  if (lease.verifiedToken !== undefined && lease.verifiedToken.length === bytes.length && timingSafeEqual(lease.verifiedToken, bytes)) return true;
   const digest = createHash('sha256').update(token).digest();
   const valid = digest.length === lease.tokenHash.length && timingSafeEqual(digest, lease.tokenHash);
-  if (valid) lease.verifiedToken = token;
+  if (valid) lease.verifiedToken = bytes;
   return valid;
 }
