@@ -70,6 +70,8 @@ export interface Config {
   leasePoolSize: number;
   /** Leases each global template keeps provisioned and seeded in this process, ready to hand out (0: none). */
   templatePoolSize: number;
+  /** REST API connections: per lease, and of all leases together (their pools share a budget). */
+  restConnections: { perLease: number; total: number };
   /** Largest control API request body, in bytes. */
   bodyLimit: number;
   logLevel: string;
@@ -177,6 +179,10 @@ export function loadConfig(env: Env = process.env): Config {
     },
     leasePoolSize: integer(env, 'PGLEASE_LEASE_POOL', 2, 0, 1000),
     templatePoolSize: integer(env, 'PGLEASE_TEMPLATE_POOL', 4, 0, 1000),
+    restConnections: {
+      perLease: integer(env, 'PGLEASE_REST_LEASE_CONNECTIONS', 5, 1, 1000),
+      total: integer(env, 'PGLEASE_REST_MAX_CONNECTIONS', 64, 1, 100_000),
+    },
     bodyLimit: integer(env, 'PGLEASE_BODY_LIMIT', 1_048_576, 1024, 1024 * 1024 * 1024),
     logLevel: text(env, 'LOG_LEVEL') ?? 'info',
     jobs: {

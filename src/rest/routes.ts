@@ -28,7 +28,12 @@ export interface RestRoutesOptions {
 
 export async function restRoutes(app: FastifyInstance, context: ServiceContext, options: RestRoutesOptions = {}): Promise<RestService> {
   const log = options.log ?? ((message: string) => app.log.info(message));
-  const service = new RestService(context.host, { adminToken: context.config.adminToken, log });
+  const connections = context.config.restConnections;
+  const service = new RestService(context.host, {
+    adminToken: context.config.adminToken,
+    log,
+    pools: { maxConnections: connections.perLease, maxTotalConnections: Math.max(connections.total, connections.perLease) },
+  });
   const listener = await listenForChanges(context.host, service, log);
   app.addHook('onClose', async () => {
     await listener.close();

@@ -1,0 +1,56 @@
+/**
+ * The REST API's connections of all leases stay within PGLEASE_REST_MAX_CONNECTIONS: many leases
+ * served at once share them (idle ones of other leases make room), every request is answered.
+ */
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLease, startTestService, type CreatedLeaseJson, type TestService } from './support/service.js';
+
+let service: TestService;
+const leases: CreatedLeaseJson[] = [];
+
+beforeAll(async () => {
+  service = await startTestService({ PGLEASE_REST_MAX_CONNECTIONS: '2', PGLEASE_REST_LEASE_CONNECTIONS: '2', PGLEASE_LEASE_POOL: '0' });
+  for (let i = 0; i < 4; i++) {
+    const lease = await createLease(service, {}, { authorization: 'Bearer test-admin-token' });
+    const sql = new pg.Client({ connectionString: lease.url });
+    await sql.connect();
+    await sql.query(`create table items (id int primary key, name text); insert into items values (1, 'lease ${i}')`);
+    await sql.end();
+    leases.push(lease);
+  }
+});
+
+afterAll(async () => {
+  await service?.close();
+});
+
+async function restSessions(): Promise<number> {
+  const { rows } = await service.host.pool.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'pglease-rest' AND datname = current_database()`,
+  );
+  return rows[0]!.n;
+}
+
+describe('REST connection budget', () => {
+  it('answers concurrent requests to many leases with at most the budget of connections', async () => {
+    let most = 0;
+    const watch = setInterval(() => void restSessions().then((n) => (most = Math.max(most, n))), 5);
+    try {
+      const requests = Array.from({ length: 40 }, (_, i) => {
+        const lease = leases[i % leases.length]!;
+        return fetch(`${lease.rest_url}/items?select=name`, { headers: { authorization: `Bearer ${lease.token}` } }).then(async (response) => ({ status: response.status, body: await response.text(), lease: i % leases.length }));
+      });
+      const answers = await Promise.all(requests);
+      for (const answer of answers) {
+        expect(answer.status).toBe(200);
+        expect(JSON.parse(answer.body)).toEqual([{ name: `lease ${answer.lease}` }]);
+      }
+    } finally {
+      clearInterval(watch);
+    }
+    most = Math.max(most, await restSessions());
+    expect(most).toBeGreaterThan(0);
+    expect(most).toBeLessThanOrEqual(2);
+  });
+});
