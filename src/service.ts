@@ -30,6 +30,8 @@ export interface Service {
 
 export interface StartOptions extends ServerOptions {
   log?: (message: string) => void;
+  /** false: fill no warm pools (a process that only migrates and exits). */
+  warmPools?: boolean;
 }
 
 export function countMigrations(): number {
@@ -85,7 +87,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
       throw error;
     }
   }
-  leasePool.start();
+  if (options.warmPools !== false) leasePool.start();
   let closing: Promise<void> | undefined;
   return {
     app,

@@ -62,6 +62,7 @@ export class LeasePool {
   private worker: Promise<void> | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
   private wakeSleeper: (() => void) | undefined;
+  private started = false;
   private closed = false;
 
   constructor(
@@ -74,6 +75,7 @@ export class LeasePool {
 
   /** Fills the pools and starts the heartbeat. */
   start(): void {
+    this.started = true;
     this.heartbeat = setInterval(() => {
       this.holdDue = true;
       this.wake();
@@ -132,6 +134,7 @@ export class LeasePool {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (!this.started) return;
     clearInterval(this.heartbeat);
     this.wakeSleeper?.();
     await this.worker;
@@ -145,7 +148,7 @@ export class LeasePool {
 
   /** Runs the worker unless it runs already: refills and heartbeats, one at a time. */
   private wake(): void {
-    if (this.closed || this.worker) return;
+    if (!this.started || this.closed || this.worker) return;
     this.worker = this.work().finally(() => {
       this.worker = undefined;
       // a claim that came while the worker was finishing found it still running

@@ -36,7 +36,11 @@ export function serviceCommands(context: CliContext): Command[] {
     .addHelpText('after', examples(['pglease migrate --data-dir ./.pglease', 'DATABASE_URL=postgres://admin@db/postgres pglease migrate']))
     .action(async (options: { dataDir?: string }) => {
       const config = loadConfig(environment(context, options));
-      const service = await startService(config, { logger: false, log: (message) => println(context.io.stderr, `pglease: ${message}`) });
+      const service = await startService(config, {
+        logger: false,
+        log: (message) => println(context.io.stderr, `pglease: ${message}`),
+        warmPools: false,
+      });
       await service.close();
       println(context.io.stdout, `${context.out.green('✔')} Lease database "${config.leaseDatabase}" is up to date`);
     });
