@@ -75,6 +75,8 @@ export interface Config {
   /** Largest control API request body, in bytes. */
   bodyLimit: number;
   logLevel: string;
+  /** Log every request (Fastify's "incoming request" / "request completed" lines, with request ids). */
+  logRequests: boolean;
   jobs: JobsConfig;
   createLimits: CreateLimits;
   /** Fastify's trustProxy: whether (and from which proxies) X-Forwarded-For names the client. */
@@ -185,6 +187,7 @@ export function loadConfig(env: Env = process.env): Config {
     },
     bodyLimit: integer(env, 'PGLEASE_BODY_LIMIT', 1_048_576, 1024, 1024 * 1024 * 1024),
     logLevel: text(env, 'LOG_LEVEL') ?? 'info',
+    logRequests: flag(env, 'PGLEASE_LOG_REQUESTS', false),
     jobs: {
       schedulerEnabled: flag(env, 'PGLEASE_SCHEDULER', true),
       reaperSchedule: schedule(env, 'PGLEASE_REAPER_CRON', '*/10 * * * * *'),

@@ -18,7 +18,7 @@ const PREFIX = /^\/v1\/leases\/[^/?]*\/rest/;
 
 function sendError(request: FastifyRequest, reply: FastifyReply, error: unknown, authenticated: boolean): FastifyReply {
   const response = toErrorResponse(error, authenticated);
-  if (response.status >= 500 && response.body.code === 'PGLEASE_INTERNAL') request.log.error({ err: error }, 'REST API error');
+  if (response.status >= 500 && response.body.code === 'PGLEASE_INTERNAL') request.log.error({ err: error, method: request.method, url: request.url }, 'REST API error');
   return reply.code(response.status).headers(response.headers).type('application/json; charset=utf-8').send(JSON.stringify(response.body));
 }
 

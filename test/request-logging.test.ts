@@ -1,0 +1,45 @@
+/**
+ * Per-request log lines are opt-in (PGLEASE_LOG_REQUESTS): off, a request writes nothing to the
+ * log; on, Fastify's request and response lines appear, with the request's id.
+ */
+import { randomBytes } from 'node:crypto';
+import { describe, expect, inject, it } from 'vitest';
+import { loadConfig } from '../src/config.js';
+import { startService } from '../src/service.js';
+
+async function logLines(logRequests: boolean, run: (baseUrl: string) => Promise<void>): Promise<Record<string, unknown>[]> {
+  const lines: string[] = [];
+  const config = loadConfig({
+    DATABASE_URL: inject('serverUrl'),
+    PGLEASE_DATABASE: `pglease_test_${randomBytes(4).toString('hex')}`,
+    PGLEASE_ADMIN_TOKEN: 'test-admin-token',
+    PGLEASE_LEASE_POOL: '0',
+    PGLEASE_LOG_REQUESTS: String(logRequests),
+  });
+  const service = await startService(config, { logger: { level: 'info', stream: { write: (line) => void lines.push(line) } } });
+  try {
+    const address = await service.app.listen({ host: '127.0.0.1', port: 0 });
+    await run(address);
+  } finally {
+    await service.close();
+  }
+  return lines.map((line) => JSON.parse(line) as Record<string, unknown>);
+}
+
+describe('request logging', () => {
+  it('writes no line per request by default', async () => {
+    const lines = await logLines(false, async (baseUrl) => {
+      expect((await fetch(`${baseUrl}/healthz`)).status).toBe(200);
+    });
+    expect(lines.filter((line) => line.msg === 'incoming request' || line.msg === 'request completed')).toEqual([]);
+  });
+
+  it('writes the request and response lines with PGLEASE_LOG_REQUESTS', async () => {
+    const lines = await logLines(true, async (baseUrl) => {
+      expect((await fetch(`${baseUrl}/healthz`)).status).toBe(200);
+    });
+    const incoming = lines.find((line) => line.msg === 'incoming request');
+    expect(incoming?.reqId).toBeDefined();
+    expect(lines.some((line) => line.msg === 'request completed' && line.reqId === incoming?.reqId)).toBe(true);
+  });
+});
