@@ -79,6 +79,11 @@ function sentinel(slot: number, transform: Transform | 'integer'): string {
 
 /** The shape of a read request: its cache key, and the values masked out of it. */
 export function readShape(parts: ReadRequestParts): ReadShape {
+  if (parts.query === '') {
+    // the common case of writes and calls: nothing to mask
+    const key = `${parts.method}\u0000${parts.path}\u0000\u0000${headerText(parts.headers.accept)}\u0000${headerText(parts.headers.prefer)}\u0000${headerText(parts.headers.range)}`;
+    return { key, slots: [], sentinelQuery: '', columnsGiven: false };
+  }
   const slots: Slot[] = [];
   const shaped: string[] = [];
   const sentinelPairs: string[] = [];

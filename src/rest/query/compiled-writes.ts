@@ -78,8 +78,12 @@ export function callShape(parts: ReadRequestParts, authenticated: boolean): Call
 function bodyKey(payload: Payload | undefined): string | undefined {
   if (payload === undefined) return '';
   if (payload.formFields !== undefined) return undefined;
-  // JSON-encoded: keys may hold any character, so a plain join could make two bodies look alike
-  return JSON.stringify([payload.shape, payload.rawType ?? null, payload.keys ?? null]);
+  const keys = payload.keys;
+  if (keys === undefined) return `${payload.shape}\u0000${payload.rawType ?? ''}\u0000columns`;
+  // joined by NUL, which no column or argument name can hold: a key with one is compiled each
+  // time (and refused by the planner), so that two bodies can never share a key
+  for (const key of keys) if (key.includes('\u0000')) return undefined;
+  return `${payload.shape}\u0000${payload.rawType ?? ''}\u0000${keys.length}\u0000${keys.join('\u0000')}`;
 }
 
 /** The payload a template is compiled with: the same keys, the sentinel for its text. */
@@ -92,18 +96,19 @@ export type CallCompiler = (request: ApiRequest, payload: Payload | undefined) =
 
 export class CompiledWrites {
   private readonly bySchema = new WeakMap<SchemaCache, Map<string, ShapeEntry>>();
+  private last: { cache: SchemaCache; shape: CallShape; entry: ShapeEntry | undefined } | undefined;
 
   /**
    * What requests of this shape are, if one was compiled before: then everything but the body is
    * known to be valid, and the body may be read first.
    */
   kindOf(cache: SchemaCache, shape: CallShape): CallKind | undefined {
-    return this.bySchema.get(cache)?.get(shape.key)?.kind;
+    return this.entryOf(cache, shape)?.kind;
   }
 
   /** This request's statement, when its shape and body keys were compiled before against `cache`. */
   get(cache: SchemaCache, shape: CallShape, payload: Payload | undefined): CompiledCall | undefined {
-    const bodies = this.bySchema.get(cache)?.get(shape.key)?.bodies;
+    const bodies = this.entryOf(cache, shape)?.bodies;
     const key = bodyKey(payload);
     if (bodies === undefined || key === undefined) return undefined;
     const template = bodies.get(key);
@@ -115,6 +120,14 @@ export class CompiledWrites {
       step!.values[template.bodyIndex] = payload!.json;
     }
     return { ...compiled, statement: step! };
+  }
+
+  /** The shape's entry; the last one found is remembered, as kindOf and get ask for it in turn. */
+  private entryOf(cache: SchemaCache, shape: CallShape): ShapeEntry | undefined {
+    if (this.last?.shape === shape && this.last.cache === cache) return this.last.entry;
+    const entry = this.bySchema.get(cache)?.get(shape.key);
+    this.last = { cache, shape, entry };
+    return entry;
   }
 
   /** Whether this shape and body are known already (compiled, or known not to be cacheable). */
@@ -145,6 +158,7 @@ export class CompiledWrites {
   private set(cache: SchemaCache, shape: CallShape, kind: CallKind, payload: Payload | undefined, sentinelCompiled: CompiledCall | undefined): void {
     const key = bodyKey(payload);
     if (key === undefined) return;
+    this.last = undefined;
     let shapes = this.bySchema.get(cache);
     if (!shapes) {
       shapes = new Map();

@@ -40,6 +40,7 @@ function invalidBody(message: string): RestError {
 
 /** The media type of a Content-Type header, lower case and without parameters; JSON when absent. */
 export function contentMediaType(header: string | string[] | undefined): string {
+  if (header === 'application/json') return header;
   const value = Array.isArray(header) ? header[0] : header;
   if (value === undefined || value.trim() === '') return 'application/json';
   return value.split(';')[0]!.trim().toLowerCase();

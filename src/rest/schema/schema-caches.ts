@@ -17,6 +17,8 @@ interface Entry {
 
 export class SchemaCaches {
   private readonly entries = new Map<string, Entry>();
+  /** The schema asked for last: already the newest in the LRU order, no need to move it. */
+  private newest: string | undefined;
 
   constructor(
     private readonly loader: SchemaLoader,
@@ -32,8 +34,11 @@ export class SchemaCaches {
     const entry = this.entries.get(schema);
     if (entry) {
       // refresh its place in the LRU order
-      this.entries.delete(schema);
-      this.entries.set(schema, entry);
+      if (this.newest !== schema) {
+        this.entries.delete(schema);
+        this.entries.set(schema, entry);
+        this.newest = schema;
+      }
       if (entry.cache) return entry.cache;
       if (entry.loading) return entry.loading;
     }
@@ -82,6 +87,7 @@ export class SchemaCaches {
     entry.loadingSince = startedAt;
     this.entries.delete(schema);
     this.entries.set(schema, entry);
+    this.newest = schema;
     while (this.entries.size > this.maxEntries) {
       const oldest = this.entries.keys().next().value as string;
       this.entries.delete(oldest);
