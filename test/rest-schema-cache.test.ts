@@ -5,6 +5,7 @@
  */
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RestService } from '../src/rest/rest-service.js';
 import { loadSchemaCache } from '../src/rest/schema/load.js';
 import { createLease } from './support/service.js';
 import { getJson, startRestFixture, type RestFixture } from './support/rest-fixture.js';
@@ -96,6 +97,32 @@ describe('lease lifecycle', () => {
     const after = await fetch(`${lease.rest_url}/t`, { headers });
     expect(after.status).toBe(404);
     expect(await after.json()).toMatchObject({ code: 'PGLEASE_NOT_FOUND' });
+  });
+});
+
+describe('a lease that ended before this process heard of it', () => {
+  it('answers 404, not the error its dropped roles and schema cause', async () => {
+    // a RestService of its own, without the notification listener: its lease cache keeps the
+    // lease as live, as a process does until the notification of the lease's end arrives
+    const rest = new RestService(fixture.service.host);
+    try {
+      const lease = await createLease(fixture.service);
+      const sql = new pg.Client({ connectionString: lease.url });
+      await sql.connect();
+      await sql.query('create table t (id int primary key); insert into t values (1)');
+      await sql.end();
+      const request = (method: string, path: string, body?: string) =>
+        rest.handle({ leaseId: lease.id, token: lease.token, method, path, query: '', headers: { 'content-type': 'application/json' }, ...(body ? { body } : {}) });
+      expect((await request('GET', '/t')).status).toBe(200);
+      expect((await request('POST', '/t', '{"id":2}')).status).toBe(201);
+      const released = await fetch(`${fixture.service.baseUrl}/v1/leases/${lease.id}`, { method: 'DELETE', headers: { authorization: `Bearer ${lease.token}` } });
+      expect(released.status).toBe(204);
+      for (const [method, body] of [['GET', undefined], ['POST', '{"id":3}']] as const) {
+        await expect(request(method, '/t', body)).rejects.toMatchObject({ code: 'PGLEASE_NOT_FOUND' });
+      }
+    } finally {
+      await rest.close();
+    }
   });
 });
 

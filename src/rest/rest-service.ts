@@ -19,7 +19,7 @@ import { loadSchemaCache } from './schema/load.js';
 import { SchemaCaches } from './schema/schema-caches.js';
 import type { SchemaCache } from './schema/types.js';
 import { isLeaseToken, LeaseDirectory, type LeaseAccess } from './executor/lease-directory.js';
-import { LeasePools, type LeasePoolOptions } from './executor/lease-pools.js';
+import { isServerError, LeasePools, type LeasePoolOptions } from './executor/lease-pools.js';
 import { requestSettingsStep } from './executor/request-settings.js';
 import { compileRead, runRead } from './executor/run-read.js';
 import { CompiledReads, readShape, type CompiledRead } from './query/compiled-reads.js';
@@ -84,7 +84,7 @@ export class RestService {
   }
 
   private callerOf(leaseId: string, lease: LeaseAccess | undefined, token: string | null): Caller {
-    if (!lease) throw new RestError('PGLEASE_NOT_FOUND', `No live lease ${leaseId}: it does not exist, was released or has expired`);
+    if (!lease) throw leaseNotFound(leaseId);
     if (token === null) return { lease, role: lease.anonRole, authenticated: false, viaAdminToken: false };
     if (isLeaseToken(lease, token)) return { lease, role: lease.role, authenticated: true, viaAdminToken: false };
     if (this.isAdmin(token)) return { lease, role: lease.role, authenticated: true, viaAdminToken: true };
@@ -145,7 +145,25 @@ export class RestService {
     }
   }
 
-  async handle(received: RestHttpRequest): Promise<RestResponse> {
+  handle(received: RestHttpRequest): Promise<RestResponse> {
+    return this.serve(received).catch((error: unknown) => this.failure(received.leaseId, error));
+  }
+
+  /**
+   * A request failed in a way a lease that just ended causes (its sessions terminated, its roles
+   * or schema gone): when the lease is indeed no longer live, the answer is 404 like for any
+   * request after its end, not the error. The lease's end reaches this process's cache by a
+   * notification, which a request can overtake (or that another process sent a moment ago).
+   */
+  private async failure(leaseId: string, error: unknown): Promise<never> {
+    if (error instanceof RestError || !mayMeanLeaseEnded(error)) throw error;
+    this.directory.invalidate(leaseId);
+    const lease = await this.directory.find(leaseId).catch(() => null);
+    if (lease === undefined) throw leaseNotFound(leaseId);
+    throw error;
+  }
+
+  private async serve(received: RestHttpRequest): Promise<RestResponse> {
     const startedAt = Date.now();
     // most requests find their lease and schema cached: no waiting (and no promise) for either
     const known = this.directory.cached(received.leaseId);
@@ -252,6 +270,20 @@ export class RestService {
 /** The body of a write or call whose shape is known, read as the planner would read it. */
 function bodyOf(kind: CompiledCall['kind'], http: RestHttpRequest, shape: CallShape): Payload | undefined {
   return kind === 'rpc' ? rpcPayload(http, shape.columnsGiven, shape.mediaType) : writePayload(http, shape.columnsGiven, shape.mediaType);
+}
+
+function leaseNotFound(leaseId: string): RestError {
+  return new RestError('PGLEASE_NOT_FOUND', `No live lease ${leaseId}: it does not exist, was released or has expired`);
+}
+
+/**
+ * Errors a lease's end can cause mid-request: a lost connection, a terminated session (class 57),
+ * a dropped authenticator (28), schema (3F000), role (42704) or relation (42P01).
+ */
+function mayMeanLeaseEnded(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (!isServerError(error)) return true;
+  return typeof code === 'string' && (code.startsWith('57') || code.startsWith('28') || code === '3F000' || code === '42704' || code === '42P01');
 }
 
 function withoutCredentials(headers: RestHttpRequest['headers']): RestHttpRequest['headers'] {
