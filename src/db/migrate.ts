@@ -34,7 +34,8 @@ export async function migrate(databaseUrl: string, log: (message: string) => voi
     // node-pg-migrate only tries its own lock and fails with "Another migration is already running"
     // when several processes start at once: wait for our turn instead (released when the client ends).
     await client.query('SELECT pg_advisory_lock($1)', [MIGRATIONS_LOCK]);
-    const applied = await runner({
+    return await retryConcurrentCatalogUpdates(async () => {
+      const applied = await runner({
       dbClient: client,
       dir: projectPath('migrations'),
       migrationsTable: 'migrations',
@@ -44,12 +45,32 @@ export async function migrate(databaseUrl: string, log: (message: string) => voi
       checkOrder: true,
       singleTransaction: true,
       log: () => undefined,
-      logger: { debug: () => undefined, info: () => undefined, warn: report, error: report },
+        logger: { debug: () => undefined, info: () => undefined, warn: report, error: report },
+      });
+      const sqlFiles = await applySqlSources(client);
+      return { migrations: applied.map((migration) => migration.name), sqlFiles };
     });
-    const sqlFiles = await applySqlSources(client);
-    return { migrations: applied.map((migration) => migration.name), sqlFiles };
   } finally {
     await client.end();
+  }
+}
+
+/**
+ * Runs `work` again when Postgres fails it with "tuple concurrently updated" (XX000). The
+ * migrations lock is per database, but a migration also updates rows of shared catalogs (its
+ * database's privileges in pg_database, roles), which another lease database's pglease on the same
+ * host may update at the same moment (pglease.restrict_other_databases); each attempt is one
+ * transaction, rolled back on failure, so trying again is safe.
+ */
+async function retryConcurrentCatalogUpdates<T>(work: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await work();
+    } catch (error) {
+      const concurrent = (error as { code?: string }).code === 'XX000' && /tuple concurrently updated/.test((error as Error).message);
+      if (!concurrent || attempt >= 5) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 20 + Math.random() * 80 * attempt));
+    }
   }
 }
 
@@ -70,7 +91,8 @@ async function applySqlSources(client: pg.Client): Promise<string[]> {
       try {
         await client.query(text);
       } catch (error) {
-        throw new Error(`sql/${file} failed to apply: ${error instanceof Error ? error.message : String(error)}`);
+        // keep the SQLSTATE: a concurrent catalog update is retried (retryConcurrentCatalogUpdates)
+        throw Object.assign(new Error(`sql/${file} failed to apply: ${error instanceof Error ? error.message : String(error)}`), { code: (error as { code?: string }).code });
       }
       await client.query(
         `INSERT INTO pglease.sql_sources (file, sha256) VALUES ($1, $2)

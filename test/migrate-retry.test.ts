@@ -1,0 +1,44 @@
+/**
+ * Migrations of several lease databases on one host can update the same shared catalog row at
+ * once (a database's privileges); Postgres then fails the later one with "tuple concurrently
+ * updated". migrate() tries again instead of failing the service's start.
+ */
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { describe, expect, inject, it } from 'vitest';
+import { withDatabase } from '../src/db/host.js';
+import { migrate } from '../src/db/migrate.js';
+
+describe('migrate', () => {
+  it('retries when another session updated the same catalog row meanwhile', async () => {
+    const serverUrl = inject('serverUrl');
+    const database = `pglease_retry_${randomBytes(4).toString('hex')}`;
+    const admin = new pg.Client({ connectionString: serverUrl });
+    await admin.connect();
+    const other = new pg.Client({ connectionString: serverUrl });
+    await other.connect();
+    try {
+      await admin.query(`CREATE DATABASE ${database}`);
+      // another session changes this database's privileges and holds its row until it commits
+      await other.query('BEGIN');
+      await other.query(`REVOKE TEMPORARY ON DATABASE ${database} FROM PUBLIC`);
+      const migrating = migrate(withDatabase(serverUrl, database));
+      // the migration's own GRANT on the database waits for that row, then finds it changed
+      await expect
+        .poll(async () => (await admin.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'`, [database])).rows[0].n)
+        .toBe(1);
+      await other.query('COMMIT');
+      const result = await migrating;
+      expect(result.migrations.length).toBeGreaterThan(0);
+      const { rows } = await admin.query(`SELECT count(*)::int AS n FROM pg_roles WHERE rolname LIKE $1`, [`${database}_leases%`]);
+      expect(rows[0].n).toBeGreaterThan(0);
+    } finally {
+      await other.end();
+      await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`).catch(() => undefined);
+      await admin.query(`SELECT format('DROP ROLE %I', rolname) FROM pg_roles WHERE rolname LIKE $1`, [`${database}_leases%`]).then(async ({ rows }) => {
+        for (const row of rows as { format: string }[]) await admin.query(row.format).catch(() => undefined);
+      });
+      await admin.end();
+    }
+  });
+});
