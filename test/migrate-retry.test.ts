@@ -22,14 +22,19 @@ describe('migrate', () => {
       // another session changes this database's privileges and holds its row until it commits
       await other.query('BEGIN');
       await other.query(`REVOKE TEMPORARY ON DATABASE ${database} FROM PUBLIC`);
-      const migrating = migrate(withDatabase(serverUrl, database));
+      // its outcome is taken at once, so that an early failure is this test's and not unhandled
+      const migrating = migrate(withDatabase(serverUrl, database)).then(
+        (result) => ({ result }),
+        (error: Error) => ({ error }),
+      );
       // the migration's own GRANT on the database waits for that row, then finds it changed
       await expect
         .poll(async () => (await admin.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'`, [database])).rows[0].n)
         .toBe(1);
       await other.query('COMMIT');
-      const result = await migrating;
-      expect(result.migrations.length).toBeGreaterThan(0);
+      const outcome = await migrating;
+      if ('error' in outcome) throw outcome.error;
+      expect(outcome.result.migrations.length).toBeGreaterThan(0);
       const { rows } = await admin.query(`SELECT count(*)::int AS n FROM pg_roles WHERE rolname LIKE $1`, [`${database}_leases%`]);
       expect(rows[0].n).toBeGreaterThan(0);
     } finally {
