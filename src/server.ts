@@ -3,7 +3,7 @@
  * parsing and error format: the control API answers `{ code, message }`, the REST API (src/rest)
  * answers in PostgREST's format.
  */
-import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { ServiceContext } from './service-context.js';
 import { ControlError } from './control/errors.js';
 import { healthRoutes } from './control/health-routes.js';
@@ -87,7 +87,7 @@ export async function buildServer(context: ServiceContext, options: ServerOption
     // Per-request logging is opt-in, as in PostgREST: a per-request child logger and two log calls
     // cost about 7% of a small REST request's throughput even when the level drops the lines.
     // Without it, errors are logged by the server's logger, with the request's method and URL.
-    disableRequestLogging: !context.config.logRequests,
+    logController: new LogController({ disableRequestLogging: !context.config.logRequests }),
     ...(context.config.logRequests ? {} : { childLoggerFactory: (logger: FastifyBaseLogger) => logger }),
     bodyLimit: context.config.bodyLimit,
     // Our schemas say exactly what is accepted: no silent removal of unknown fields, no "60" → 60.
