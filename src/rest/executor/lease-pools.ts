@@ -24,8 +24,13 @@ export function isServerError(error: unknown): boolean {
   return error instanceof Error && 'severity' in error;
 }
 
-/** A server error after which the session is gone (FATAL, PANIC: e.g. the lease was released). */
-export function endsSession(error: unknown): boolean {
+/**
+ * Whether a connection that met this error must not be used again: the connection failed (not an
+ * error the server reported), or the server ended the session (FATAL, PANIC: e.g. the lease was
+ * released). Any other server error only ends the statement or transaction.
+ */
+export function breaksConnection(error: unknown): boolean {
+  if (!isServerError(error)) return true;
   const severity = (error as { severity?: string }).severity;
   return severity === 'FATAL' || severity === 'PANIC';
 }
@@ -140,8 +145,7 @@ export class LeasePools {
       client.query(pipeline as unknown as pg.QueryConfig);
       return await pipeline.result;
     } catch (error) {
-      if (!isServerError(error) || endsSession(error)) {
-        // a connection-level failure (not an error the server reported) leaves the client unusable
+      if (breaksConnection(error)) {
         broken = error as Error;
       } else if (options.explicitTransaction) {
         await client.query('ROLLBACK').catch((rollbackError: Error) => (broken = rollbackError));

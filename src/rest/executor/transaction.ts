@@ -11,7 +11,7 @@
  */
 import type pg from 'pg';
 import type { LeaseAccess } from './lease-directory.js';
-import { endsSession, isServerError, type LeasePools } from './lease-pools.js';
+import { breaksConnection, type LeasePools } from './lease-pools.js';
 import { Pipeline, type PipelineStep, type StepRows } from './pipeline.js';
 
 const BEGIN: PipelineStep = { text: 'BEGIN', values: [] };
@@ -43,7 +43,7 @@ export async function runTransaction(pools: LeasePools, lease: LeaseAccess, step
     try {
       await client.query(command);
     } catch (error) {
-      if (!isServerError(error) || endsSession(error)) broken = error as Error;
+      if (breaksConnection(error)) broken = error as Error;
       throw error;
     }
   };
@@ -54,8 +54,8 @@ export async function runTransaction(pools: LeasePools, lease: LeaseAccess, step
       client.query(pipeline as unknown as pg.QueryConfig);
       rows = (await pipeline.result).slice(1);
     } catch (error) {
-      if (isServerError(error) && !endsSession(error)) await settle('ROLLBACK');
-      else broken = error as Error;
+      if (breaksConnection(error)) broken = error as Error;
+      else await settle('ROLLBACK');
       throw error;
     }
     try {
