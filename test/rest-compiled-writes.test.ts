@@ -107,8 +107,9 @@ function compileRpc(name: string, mediaType: string) {
 /** What the route does with a cached shape: the body read as its kind reads it, then the template. */
 function fromCache(writes: CompiledWrites, http: HttpRequest): CompiledCall | undefined {
   const shape = callShape(http, true);
-  const kind = writes.kindOf(cache, shape);
-  if (kind === undefined) return undefined;
+  const templates = writes.known(cache, shape);
+  if (templates === undefined) return undefined;
+  const kind = templates.kind;
   const mediaType = shape.mediaType;
   const payload =
     kind === 'rpc'
@@ -116,7 +117,7 @@ function fromCache(writes: CompiledWrites, http: HttpRequest): CompiledCall | un
       : http.method === 'DELETE'
         ? undefined
         : parsePayload(http.body, mediaType, { columnsGiven: shape.columnsGiven && http.method !== 'PUT', forRoutine: false });
-  return writes.get(cache, shape, payload);
+  return writes.fill(templates, shape, payload);
 }
 
 /** The observable outcome of a compiled call for some results: statement, status, headers, checks. */
@@ -242,7 +243,7 @@ describe('compiled writes and calls', () => {
     const http = { method: 'PATCH', path: '/films', query: 'order=id&limit=2', headers: { 'content-type': 'application/json' }, body: '{"title":"x"}' };
     const { request, payload } = compileFresh(http);
     writes.remember(cache, http, request, payload, compileWrite('films'));
-    expect(writes.kindOf(cache, callShape(http, true))).toBe('write');
+    expect(writes.known(cache, callShape(http, true))?.kind).toBe('write');
     expect(fromCache(writes, { ...http, query: 'order=id&limit=5' })).toBeUndefined();
   });
 

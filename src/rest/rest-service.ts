@@ -180,11 +180,11 @@ export class RestService {
       if (compiled) return this.read(caller, http, compiled);
     } else {
       const writeShape = callShape(http, caller.authenticated);
-      const kind = this.compiledWrites.kindOf(cache, writeShape);
-      if (kind !== undefined) {
+      const templates = this.compiledWrites.known(cache, writeShape);
+      if (templates !== undefined) {
         // the rest of the request is known to be valid: only the body is new
-        parsed = { payload: bodyOf(kind, http, writeShape) };
-        const compiled = this.compiledWrites.get(cache, writeShape, parsed.payload);
+        parsed = { payload: bodyOf(templates.kind, http, writeShape) };
+        const compiled = this.compiledWrites.fill(templates, writeShape, parsed.payload);
         if (compiled) return compiled.kind === 'write' ? executeWrite(this, caller, http, compiled) : executeRpc(this, caller, http, compiled);
       }
     }

@@ -55,7 +55,7 @@ export const BODY_SENTINEL = '\u0001pglease-body\u0001';
 const MAX_SHAPES_PER_SCHEMA = 256;
 const MAX_BODIES_PER_SHAPE = 16;
 
-interface ShapeEntry {
+export interface ShapeEntry {
   kind: CallKind;
   /** By body key: the template, or null when that body's statement is not cacheable. */
   bodies: Map<string, Template | null>;
@@ -96,22 +96,20 @@ export type CallCompiler = (request: ApiRequest, payload: Payload | undefined) =
 
 export class CompiledWrites {
   private readonly bySchema = new WeakMap<SchemaCache, Map<string, ShapeEntry>>();
-  private last: { cache: SchemaCache; shape: CallShape; entry: ShapeEntry | undefined } | undefined;
 
   /**
-   * What requests of this shape are, if one was compiled before: then everything but the body is
-   * known to be valid, and the body may be read first.
+   * The templates of this shape, if a request of it was compiled before: then everything but the
+   * body is known to be valid, and the body may be read first (as the entry's kind reads it).
    */
-  kindOf(cache: SchemaCache, shape: CallShape): CallKind | undefined {
-    return this.entryOf(cache, shape)?.kind;
+  known(cache: SchemaCache, shape: CallShape): ShapeEntry | undefined {
+    return this.bySchema.get(cache)?.get(shape.key);
   }
 
-  /** This request's statement, when its shape and body keys were compiled before against `cache`. */
-  get(cache: SchemaCache, shape: CallShape, payload: Payload | undefined): CompiledCall | undefined {
-    const bodies = this.entryOf(cache, shape)?.bodies;
+  /** This request's statement, when its body keys were compiled before for the shape's entry. */
+  fill(entry: ShapeEntry, shape: CallShape, payload: Payload | undefined): CompiledCall | undefined {
     const key = bodyKey(payload);
-    if (bodies === undefined || key === undefined) return undefined;
-    const template = bodies.get(key);
+    if (key === undefined) return undefined;
+    const template = entry.bodies.get(key);
     if (!template) return undefined;
     const { compiled } = template;
     const [step] = fillSlots(shape, [compiled.statement], template.bindings);
@@ -120,14 +118,6 @@ export class CompiledWrites {
       step!.values[template.bodyIndex] = payload!.json;
     }
     return { ...compiled, statement: step! };
-  }
-
-  /** The shape's entry; the last one found is remembered, as kindOf and get ask for it in turn. */
-  private entryOf(cache: SchemaCache, shape: CallShape): ShapeEntry | undefined {
-    if (this.last?.shape === shape && this.last.cache === cache) return this.last.entry;
-    const entry = this.bySchema.get(cache)?.get(shape.key);
-    this.last = { cache, shape, entry };
-    return entry;
   }
 
   /** Whether this shape and body are known already (compiled, or known not to be cacheable). */
@@ -158,7 +148,6 @@ export class CompiledWrites {
   private set(cache: SchemaCache, shape: CallShape, kind: CallKind, payload: Payload | undefined, sentinelCompiled: CompiledCall | undefined): void {
     const key = bodyKey(payload);
     if (key === undefined) return;
-    this.last = undefined;
     let shapes = this.bySchema.get(cache);
     if (!shapes) {
       shapes = new Map();
