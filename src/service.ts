@@ -64,7 +64,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
     throw error;
   }
   const leases = new LeaseStore(host, config.leaseLimits);
-  const leasePool = new LeasePool(leases, { plainSize: config.leasePoolSize, templateSize: config.templatePoolSize, log });
+  const leasePool = new LeasePool(leases, { plainSize: config.leasePoolSize, templateSize: config.templatePoolSize, rehearseWith: config.createLimits, log });
   const context: ServiceContext = {
     config,
     host,

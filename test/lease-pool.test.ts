@@ -235,6 +235,42 @@ describe('the pool', () => {
   });
 });
 
+describe('a claim rehearsal', () => {
+  it('prepares the claim on the connection the next claim gets, before any claim, and leaves no trace', async () => {
+    const service = await start({ PGLEASE_LEASE_POOL: '2', PGLEASE_RATE_LIMIT: '5', PGLEASE_MAX_ACTIVE: '3', PGLEASE_MAX_LEASES: '50' });
+    const url = service.host.databaseUrl;
+    const pooled = await poolFilled(url, service.context.leasePool.holder, 2);
+    await waitFor('both leases ready in the process', async () => service.context.leasePool.readySize() === 2 || undefined);
+    // no lease has been created by this service, yet its claim statement has run (and been
+    // planned) on the connection its pool hands out next
+    const [prepared] = (
+      await service.host.pool.query<{ runs: number }>(
+        `SELECT (generic_plans + custom_plans)::int AS runs FROM pg_prepared_statements WHERE name = 'pglease.claim-pooled-lease+limits'`,
+      )
+    ).rows;
+    expect(prepared?.runs).toBeGreaterThanOrEqual(1);
+    // rolled back: still pooled, charged to no one, its created event untouched
+    const rows = await query<{ state: string; quota_ip: string | null; label: string | null; detail: Record<string, unknown> }>(
+      url,
+      `SELECT l.state, l.quota_ip::text, l.label, e.detail FROM pglease.leases l JOIN pglease.lease_events e ON e.lease_id = l.id AND e.kind = 'created'
+        WHERE l.id = ANY ($1::uuid[])`,
+      [pooled.map((row) => row.id)],
+    );
+    expect(rows).toHaveLength(2);
+    for (const row of rows) {
+      expect(row).toMatchObject({ state: 'provisioning', quota_ip: null, label: null });
+      expect(row.detail?.pooled).toBeUndefined();
+    }
+    const [charged] = await query<{ n: number }>(url, `SELECT count(*)::int AS n FROM pglease.leases WHERE client_ip = '192.0.2.1' OR quota_ip = '192.0.2.1'`);
+    expect(charged!.n).toBe(0);
+    // and the leases are still handed out, with a full quota
+    const response = await post(service, {});
+    expect(response.status).toBe(201);
+    expect(response.headers.get('ratelimit-remaining')).toBe('4');
+    expect(pooled.map((row) => row.id)).toContain(((await response.json()) as { id: string }).id);
+  });
+});
+
 describe('throttling of claims', () => {
   let service: TestService;
   const client = (n: number) => ({ 'x-forwarded-for': `198.51.100.${n}` });

@@ -10,8 +10,11 @@
  * REFILL_QUIET_MS: the client that just got a lease is about to log in and run its first query,
  * and on a small machine a refill (several ms of Postgres CPU, far more for a seeded template)
  * would compete with it. A burst beyond the pool provisions in the request, as without a pool.
+ * Each refill ends with a rehearsal of the new lease's claim, rolled back: the refill's CREATE
+ * SCHEMA made Postgres drop every cached plan, and the next claim should not pay for planning.
  */
 import { randomUUID } from 'node:crypto';
+import type { CreateLimits } from '../config.js';
 import type { CreatedLease, CreateLeaseInput, LeaseStore, PooledLease } from './lease-store.js';
 
 export interface LeasePoolOptions {
@@ -19,6 +22,12 @@ export interface LeasePoolOptions {
   plainSize: number;
   /** Seeded leases kept ready per global template (PGLEASE_TEMPLATE_POOL; 0: none). */
   templateSize: number;
+  /**
+   * The throttle limits of a client that is not the admin. When set, each new pooled lease's
+   * claim is rehearsed with them and rolled back before the lease can be claimed, so that the
+   * next real claim finds its plans ready (LeaseStore.prepareClaim).
+   */
+  rehearseWith?: CreateLimits;
   log?: (message: string) => void;
 }
 
@@ -170,6 +179,8 @@ export class LeasePool {
       if (this.closed || key === undefined) return;
       try {
         const pooled = await this.store.provisionPooled(this.holder, key === PLAIN ? null : key, HOLD_SECONDS);
+        // a failed rehearsal costs the next claim its prepared plans, nothing more
+        if (this.options.rehearseWith) await this.store.prepareClaim(this.holder, pooled.id, key === PLAIN ? null : key, this.options.rehearseWith).catch(() => undefined);
         const pool = this.pools.get(key);
         if (pool && !this.closed) pool.ready.push(pooled);
         // dropped meanwhile (a template gone, or shutdown): no one will claim it

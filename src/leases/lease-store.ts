@@ -68,6 +68,15 @@ export interface PooledLease {
   password: string;
 }
 
+/** The statement that hands out one of `candidates` (sql/pool.sql), without the throttle check. */
+function claimQuery(holder: string, input: CreateLeaseInput, candidates: string[], tokenHash: Buffer): { name: string; text: string; values: unknown[] } {
+  return {
+    name: 'pglease.claim-pooled-lease',
+    text: `SELECT ${LEASE_COLUMNS} FROM pglease.claim_pooled_lease($1, $2, $3, $4, make_interval(secs => $5), $6, $7)`,
+    values: [holder, input.template?.id ?? null, candidates, tokenHash, input.ttlSeconds, input.label, input.clientIp],
+  };
+}
+
 /** The secrets and name of a lease about to be provisioned. */
 interface NewLease {
   base: string;
@@ -139,7 +148,7 @@ export class LeaseStore {
             values: [...provision.values, input.template.id],
           }
         : provision;
-      const { lease, quota } = await this.withLimits(query, input);
+      const { lease, quota } = await this.withLimits(this.pool, query, input);
       return { lease: lease!, password, token, quota };
     });
   }
@@ -168,17 +177,37 @@ export class LeaseStore {
    */
   async claim(holder: string, candidates: PooledLease[], input: CreateLeaseInput): Promise<CreatedLease | undefined> {
     const token = newToken();
-    const { lease, quota } = await this.withLimits(
-      {
-        name: 'pglease.claim-pooled-lease',
-        text: `SELECT ${LEASE_COLUMNS} FROM pglease.claim_pooled_lease($1, $2, $3, $4, make_interval(secs => $5), $6, $7)`,
-        values: [holder, input.template?.id ?? null, candidates.map((pooled) => pooled.id), hashToken(token), input.ttlSeconds, input.label, input.clientIp],
-      },
-      input,
-    );
+    const { lease, quota } = await this.withLimits(this.pool, claimQuery(holder, input, candidates.map((pooled) => pooled.id), hashToken(token)), input);
     if (!lease) return undefined;
     const password = candidates.find((pooled) => pooled.id === lease.id)!.password;
     return { lease, password, token, quota };
+  }
+
+  /**
+   * Runs the claim of `leaseId` (a pooled lease no real claim can pick yet: it is not among any
+   * claim's candidates until this returns) as a client with `limits` would, and rolls it back.
+   * Why: a CREATE or DROP SCHEMA (every refill and release) makes each session of the database
+   * discard all its cached plans, so the next claim would plan its statement and the functions it
+   * calls again, about 1 ms of a create. This plans them ahead, on the connection the next claim
+   * gets: node-postgres's pool hands out the connection released last.
+   */
+  async prepareClaim(holder: string, leaseId: string, templateId: string | null, limits: CreateLimits): Promise<void> {
+    // an address of TEST-NET-1 (RFC 5737): no client's, so it shares no throttle lock with one
+    const input: CreateLeaseInput = { ttlSeconds: 60, label: null, clientIp: '192.0.2.1', limits, template: templateId === null ? undefined : { id: templateId } };
+    const client = await this.pool.connect();
+    let rolledBack = false;
+    try {
+      await client.query('BEGIN');
+      try {
+        await this.withLimits(client, claimQuery(holder, input, [leaseId], hashToken(newToken())), input);
+      } finally {
+        await client.query('ROLLBACK');
+        rolledBack = true;
+      }
+    } finally {
+      // a connection that may still be inside the transaction is closed, never handed out again
+      client.release(rolledBack ? undefined : new Error('claim rehearsal: no rollback'));
+    }
   }
 
   /**
@@ -187,11 +216,15 @@ export class LeaseStore {
    * charged to its client and counted under the throttle's locks (sql/throttle.sql), which are
    * held only until this statement commits. A limit raised by the check undoes the lease.
    */
-  private async withLimits(query: { name: string; text: string; values: unknown[] }, input: CreateLeaseInput): Promise<{ lease: LeaseRow | undefined; quota: CreateQuota | undefined }> {
-    if (!input.limits) return { lease: (await this.pool.query<LeaseRow>(query)).rows[0], quota: undefined };
+  private async withLimits(
+    queryable: pg.Pool | pg.PoolClient,
+    query: { name: string; text: string; values: unknown[] },
+    input: CreateLeaseInput,
+  ): Promise<{ lease: LeaseRow | undefined; quota: CreateQuota | undefined }> {
+    if (!input.limits) return { lease: (await queryable.query<LeaseRow>(query)).rows[0], quota: undefined };
     const limits = input.limits;
     const offset = query.values.length;
-    const { rows } = await this.pool.query<LeaseRow & CreateQuota>({
+    const { rows } = await queryable.query<LeaseRow & CreateQuota>({
       name: `${query.name}+limits`,
       // LATERAL: the check runs once per lease the statement produced, after it (none: no check)
       text: `SELECT l.*, q.rate_limit, q.remaining, q.reset_seconds
