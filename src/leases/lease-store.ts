@@ -195,6 +195,10 @@ export class LeaseStore {
     // an address of TEST-NET-1 (RFC 5737): no client's, so it shares no throttle lock with one
     const input: CreateLeaseInput = { ttlSeconds: 60, label: null, clientIp: '192.0.2.1', limits, template: templateId === null ? undefined : { id: templateId } };
     const client = await this.pool.connect();
+    // a connection lost between the statements is reported by the next one; without a listener
+    // its 'error' event would be an uncaught exception
+    const ignore = () => undefined;
+    client.on('error', ignore);
     let rolledBack = false;
     try {
       await client.query('BEGIN');
@@ -205,6 +209,7 @@ export class LeaseStore {
         rolledBack = true;
       }
     } finally {
+      client.off('error', ignore);
       // a connection that may still be inside the transaction is closed, never handed out again
       client.release(rolledBack ? undefined : new Error('claim rehearsal: no rollback'));
     }
