@@ -13,6 +13,23 @@
 -- leaves leases that expire within one hold and that the reaper drops without a trace
 -- (pglease.release deletes a lease that was never claimed).
 
+-- pglease.is_current_global_template: whether template p_template_id is a global template and the
+-- current version of its name (the newest registration; sql/templates.sql). Only leases of the
+-- current version are pooled and handed out from a pool. PL/pgSQL: its plan is kept for the
+-- session (an SQL function with a SET clause would be planned at every call).
+CREATE OR REPLACE FUNCTION pglease.is_current_global_template(p_template_id bigint)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  RETURN EXISTS (SELECT 1 FROM pglease.templates t
+                  WHERE t.id = p_template_id AND t.owner_lease_id IS NULL
+                    AND t.registered_at = (SELECT max(c.registered_at) FROM pglease.templates c
+                                            WHERE c.owner_lease_id IS NULL AND c.name = t.name));
+END
+$$;
+
 -- pglease.provision_pooled: provisions a lease for p_holder's pool, seeded from p_template_id
 -- when it is not NULL (the template must be the current version of a global template, or SQLSTATE
 -- PGLTS is raised: a pool of an old version would never be claimed). The lease is parked in state
@@ -43,10 +60,7 @@ BEGIN
       p_host_id => p_host_id, p_connection_limit => p_connection_limit,
       p_statement_timeout => p_statement_timeout, p_idle_timeout => p_idle_timeout);
   ELSE
-    IF NOT EXISTS (SELECT 1 FROM pglease.templates t
-                    WHERE t.id = p_template_id AND t.owner_lease_id IS NULL
-                      AND t.registered_at = (SELECT max(c.registered_at) FROM pglease.templates c
-                                              WHERE c.owner_lease_id IS NULL AND c.name = t.name)) THEN
+    IF NOT pglease.is_current_global_template(p_template_id) THEN
       RAISE EXCEPTION 'template % is not the current version of a global template', p_template_id
         USING ERRCODE = 'PGLTS';
     END IF;
@@ -72,6 +86,9 @@ $$;
 -- the passwords, the candidates the leases whose passwords it holds in memory right now.
 -- Returns a set (of at most one row) so that a throttle check joined LATERAL to it
 -- (src/leases/lease-store.ts) runs only when a lease was claimed.
+-- A template that is no longer the current version of its name raises SQLSTATE PGLTS: the caller
+-- may have taken the template from a cache of names (src/templates/template-store.ts) that another
+-- process's registration has overtaken, and resolves the name again.
 CREATE OR REPLACE FUNCTION pglease.claim_pooled_lease(
   p_holder      uuid,
   p_template_id bigint,
@@ -90,6 +107,10 @@ DECLARE
 BEGIN
   IF p_ttl IS NOT NULL AND p_ttl <= interval '0' THEN
     RAISE EXCEPTION 'lease ttl must be positive' USING ERRCODE = '22023';
+  END IF;
+  IF p_template_id IS NOT NULL AND NOT pglease.is_current_global_template(p_template_id) THEN
+    RAISE EXCEPTION 'template % is not the current version of a global template', p_template_id
+      USING ERRCODE = 'PGLTS';
   END IF;
   SELECT p.lease_id INTO v_id
     FROM pglease.lease_pool p

@@ -299,6 +299,32 @@ describe('warm pools', () => {
     expect(refilled.map((entry) => entry.id)).not.toContain(lease.id);
   });
 
+  it('a create never gets a version that another process has replaced or removed, though this one still holds its leases', async () => {
+    await register('overtaken', 'CREATE TABLE first_version (id int)');
+    const first = await poolFilled('overtaken');
+    // this process now knows the name's current version and claims from its pool at once
+    const early = await createLease(pooled, { template: 'overtaken' });
+    expect(first.map((lease) => lease.id)).toContain(early.id);
+    await poolFilled('overtaken');
+    // another process registers a new version: here only its row, so that this process still
+    // holds ready leases of the first version
+    const second = 'CREATE TABLE second_version (id int)';
+    await query(
+      pooled.host.databaseUrl,
+      `INSERT INTO pglease.templates (name, sql, sha256, registered_at) VALUES ('overtaken', $1, encode(sha256(convert_to($1, 'UTF8')), 'hex'), now() + interval '1 second')`,
+      [second],
+    );
+    const late = await createLease(pooled, { template: 'overtaken' });
+    expect(await query(late.url, `SELECT to_regclass('second_version') IS NOT NULL AS second, to_regclass('first_version') IS NOT NULL AS first`)).toEqual([
+      { second: true, first: false },
+    ]);
+    // and a removal there: the name is unknown here too
+    await query(pooled.host.databaseUrl, `DELETE FROM pglease.templates WHERE name = 'overtaken'`);
+    const gone = await fetch(`${pooled.baseUrl}/v1/leases`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ template: 'overtaken' }) });
+    expect(gone.status).toBe(400);
+    expect(((await gone.json()) as { message: string }).message).toMatch(/no template named "overtaken"/);
+  });
+
   it('a new version releases the old version\'s pool; removing the template releases its pool', async () => {
     await register('versioned', 'CREATE TABLE old_version (id int)');
     const old = await poolFilled('versioned');

@@ -5,8 +5,8 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { ServiceContext } from '../service-context.js';
-import type { LeaseRow } from '../leases/lease-store.js';
-import { identifyCaller } from './auth.js';
+import type { CreatedLease, CreateLeaseInput, LeaseRow } from '../leases/lease-store.js';
+import { identifyCaller, type Caller } from './auth.js';
 import { ControlError } from './errors.js';
 import { leaseJson } from './lease-json.js';
 import { createLimitsFor, limitError, rateLimitHeaders } from './rate-limit.js';
@@ -56,6 +56,22 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
     return { lease, isAdmin: caller.kind === 'admin' };
   }
 
+  /**
+   * The lease of a create, from a template if one is named. A caller without a lease token sees
+   * only global templates: when this process knows the name's current version, its pooled lease
+   * is claimed at once (the claim checks the version is still current); otherwise, or when none
+   * can be claimed, the name is resolved (a lease token's private template comes first) and the
+   * lease claimed or provisioned.
+   */
+  async function createLease(request: FastifyRequest, caller: Caller, templateName: string | undefined, input: CreateLeaseInput): Promise<CreatedLease> {
+    if (templateName === undefined) return context.leasePool.create(input);
+    const remembered = caller.kind === 'token' ? undefined : context.templates.rememberedGlobal(templateName);
+    const claimed = remembered && (await context.leasePool.claim({ ...input, template: { id: remembered.id, pooled: true } }));
+    if (claimed) return claimed;
+    const template = await leaseTemplate(context, request, templateName);
+    return context.leasePool.create({ ...input, template: { id: template.id, pooled: template.owner_lease_id === null } });
+  }
+
   routes.post(
     '/v1/leases',
     {
@@ -78,17 +94,10 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
       const caller = identifyCaller(request, config.adminToken);
       const body = request.body;
       const ttl = checkTtl(context, body.ttl === undefined ? config.defaultTtlSeconds : body.ttl, caller.kind === 'admin');
-      const limits = createLimitsFor(config.createLimits, caller);
-      const template = body.template === undefined ? undefined : await leaseTemplate(context, request, body.template);
-      const created = await context.leasePool
-        .create({
-          ttlSeconds: ttl,
-          label: body.name ?? null,
-          clientIp: request.ip,
-          template: template && { id: template.id, pooled: template.owner_lease_id === null },
-          limits,
-        })
-        .catch((error: unknown) => Promise.reject(limitError(error) ?? templateLeaseError(error) ?? error));
+      const input = { ttlSeconds: ttl, label: body.name ?? null, clientIp: request.ip, limits: createLimitsFor(config.createLimits, caller) };
+      const created = await createLease(request, caller, body.template, input).catch((error: unknown) =>
+        Promise.reject(limitError(error) ?? templateLeaseError(error) ?? error),
+      );
       const json = leaseJson(host, created.lease, publicBaseUrl(context, request), created);
       reply.code(201).header('Location', `/v1/leases/${created.lease.id}`).headers(rateLimitHeaders(created.quota));
       if (request.query.format === 'url' || prefersPlainText(request)) {

@@ -102,34 +102,59 @@ export class LeasePool {
    * one round trip), else provisioned in this call. Either way the pool is refilled later.
    */
   async create(input: CreateLeaseInput): Promise<CreatedLease> {
+    try {
+      return (await this.claimReady(input)) ?? (await this.store.create(input));
+    } finally {
+      this.handedOut();
+    }
+  }
+
+  /**
+   * A lease for `input` if this process has one ready that can be claimed; undefined otherwise,
+   * with nothing made. Also undefined when the input's template is no longer the current version
+   * of its name: the caller took it from a cache and resolves the name again.
+   */
+  async claim(input: CreateLeaseInput): Promise<CreatedLease | undefined> {
+    try {
+      return await this.claimReady(input);
+    } finally {
+      this.handedOut();
+    }
+  }
+
+  private async claimReady(input: CreateLeaseInput): Promise<CreatedLease | undefined> {
     const key = input.template ? input.template.id : PLAIN;
     if (input.template?.pooled && this.options.templateSize > 0 && !this.pools.has(key)) {
       this.pools.set(key, { target: this.options.templateSize, ready: [], claiming: 0 });
     }
     const pool = input.template && !input.template.pooled ? undefined : this.pools.get(key);
+    if (!pool || pool.ready.length <= pool.claiming) return undefined;
+    pool.claiming++;
+    let claimed: CreatedLease | undefined;
     try {
-      if (pool && pool.ready.length > pool.claiming) {
-        pool.claiming++;
-        let claimed: CreatedLease | undefined;
-        try {
-          // every ready lease is a candidate: concurrent claims skip each other's (SKIP LOCKED)
-          claimed = await this.store.claim(this.holder, [...pool.ready], input);
-        } finally {
-          pool.claiming--;
-        }
-        if (claimed) {
-          pool.ready = pool.ready.filter((pooled) => pooled.id !== claimed.lease.id);
-          return claimed;
-        }
-        // none could be claimed: gone (reaped, released with an old template version) or locked
-        // for a moment; the heartbeat tells which, and the pool forgets those that are gone
-        this.holdDue = true;
-      }
-      return await this.store.create(input);
+      // every ready lease is a candidate: concurrent claims skip each other's (SKIP LOCKED)
+      claimed = await this.store.claim(this.holder, [...pool.ready], input);
+    } catch (error) {
+      // superseded since it was resolved: its pool is forgotten at the next heartbeat
+      if ((error as { code?: string }).code === 'PGLTS') return undefined;
+      throw error;
     } finally {
-      this.lastHandedOutAt = Date.now();
-      this.wake();
+      pool.claiming--;
     }
+    if (claimed) {
+      pool.ready = pool.ready.filter((pooled) => pooled.id !== claimed.lease.id);
+      return claimed;
+    }
+    // none could be claimed: gone (reaped, released with an old template version) or locked
+    // for a moment; the heartbeat tells which, and the pool forgets those that are gone
+    this.holdDue = true;
+    return undefined;
+  }
+
+  /** A create or claim just ended: refills wait for quiet, then run. */
+  private handedOut(): void {
+    this.lastHandedOutAt = Date.now();
+    this.wake();
   }
 
   /** Keeps a global template's pool filled from now on (at registration: its first lease is warm too). */

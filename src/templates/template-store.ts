@@ -78,7 +78,19 @@ export function sqlSha256(sql: string): string {
   return createHash('sha256').update(sql).digest('hex');
 }
 
+/** Names whose current global version a process remembers (templates are few; beyond, it starts over). */
+const MAX_REMEMBERED_NAMES = 1000;
+
 export class TemplateStore {
+  /**
+   * The current global version of each name, as this process last resolved or registered it, so
+   * that a create from a global template can go straight to its claim: one round trip instead of
+   * two. A hint, not the truth: another process may have registered a newer version or removed
+   * the name since. A claim checks that its template is current (pglease.claim_pooled_lease), and
+   * a create that does not claim resolves the name again (src/control/lease-routes.ts).
+   */
+  private readonly currentGlobals = new Map<string, TemplateRow>();
+
   constructor(
     private readonly host: Host,
     private readonly limits: LeaseLimits,
@@ -186,7 +198,22 @@ export class TemplateStore {
               LIMIT 1`,
       values: [name, ownerLeaseId],
     });
-    return rows[0];
+    const template = rows[0];
+    if (template?.owner_lease_id === null) this.rememberGlobal(template);
+    else if (ownerLeaseId === null) this.currentGlobals.delete(name);
+    return template;
+  }
+
+  /** The current global version of `name` as last seen here (see currentGlobals), if any. */
+  rememberedGlobal(name: string): TemplateRow | undefined {
+    return this.currentGlobals.get(name);
+  }
+
+  private rememberGlobal(template: TemplateRow): void {
+    if (this.currentGlobals.size >= MAX_REMEMBERED_NAMES && !this.currentGlobals.has(template.name)) this.currentGlobals.clear();
+    // without the SQL text, which a create does not read
+    const { sql: _sql, ...row } = template;
+    this.currentGlobals.set(template.name, row);
   }
 
   /** Current versions visible in a scope (the admin sees the global ones). */
@@ -204,6 +231,7 @@ export class TemplateStore {
 
   /** Removes every version of a name in one scope; false when there was none. */
   async remove(name: string, scope: TemplateScope): Promise<boolean> {
+    if (scope.kind === 'global') this.currentGlobals.delete(name);
     await this.pool.query({
       name: 'pglease.release-template-pool',
       text: `WITH pooled AS (DELETE FROM pglease.lease_pool p USING pglease.templates t
@@ -229,6 +257,7 @@ export class TemplateStore {
    */
   private warmPool(template: TemplateRow): void {
     if (template.owner_lease_id !== null) return;
+    this.rememberGlobal(template);
     this.leasePool.want(template.id);
     void this.pool
       .query({
