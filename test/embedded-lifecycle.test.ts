@@ -90,6 +90,20 @@ describe('the service process', () => {
       await reconnected.connect();
       expect((await reconnected.query('SELECT note FROM kept')).rows).toEqual([{ note: 'still here' }]);
       await reconnected.end();
+
+      // a second pglease on the same data directory is refused, and the running one is untouched
+      // (it used to adopt this Postgres and stop it when it exited)
+      const intruder = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+        cwd: projectRoot,
+        env: { ...process.env, DATABASE_URL: '', PGLEASE_DATA_DIR: dataDir, PGLEASE_PG_PORT: String(pgPort), PORT: String(await freePort()), HOST: '127.0.0.1', LOG_LEVEL: 'warn' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let refusal = '';
+      intruder.stderr!.on('data', (chunk) => (refusal += chunk));
+      expect(await exited(intruder)).toBe(1);
+      expect(refusal).toContain(`the data directory ${dataDir} is in use by another pglease (pid ${second.child.pid})`);
+      expect(refusal).not.toMatch(/\n\s+at /);
+      expect((await fetch(`http://127.0.0.1:${httpPort}/readyz`)).status).toBe(200);
     } finally {
       second.child.kill('SIGINT');
       expect(await exited(second.child)).toBe(0);

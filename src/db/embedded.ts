@@ -187,6 +187,47 @@ async function waitUntilReady(url: string, pid: number, logFile: string): Promis
 }
 
 /**
+ * Whether `pid` is a process that can own a data directory: alive, and (where /proc tells) a Node
+ * process, so that a pid reused by something else after a crash does not lock the directory.
+ */
+async function liveOwner(pid: number): Promise<boolean> {
+  if (!Number.isInteger(pid) || pid <= 0 || !alive(pid)) return false;
+  if (pid === process.pid) return true; // a second service of this very process
+  const commandLine = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => undefined);
+  return commandLine === undefined || commandLine.includes('node');
+}
+
+/**
+ * Claims the data directory for this process: `<dataDir>/pglease.pid` names the pglease that runs
+ * its cluster. A second pglease on the same directory would adopt the first one's Postgres and
+ * stop it when it exits, so it is refused. A file left by a process that is gone (kill -9) is
+ * taken over. Returns the release, which removes the file if it is still ours.
+ */
+async function claimDataDir(dataDir: string): Promise<() => Promise<void>> {
+  const file = path.join(dataDir, 'pglease.pid');
+  const release = async () => {
+    const owner = Number((await readFile(file, 'utf8').catch(() => '')).trim());
+    if (owner === process.pid) await rm(file, { force: true });
+  };
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await writeFile(file, `${process.pid}\n`, { flag: 'wx' });
+      return release;
+    } catch (error) {
+      if ((error as { code?: string }).code !== 'EEXIST' || attempt > 0) throw error;
+    }
+    const owner = Number((await readFile(file, 'utf8').catch(() => '')).trim());
+    if (await liveOwner(owner)) {
+      throw new Error(
+        `the data directory ${dataDir} is in use by another pglease (pid ${owner}): give each pglease its own ` +
+          'PGLEASE_DATA_DIR, or point this one at that Postgres with DATABASE_URL',
+      );
+    }
+    await rm(file, { force: true });
+  }
+}
+
+/**
  * Starts (initialising on first use) the cluster in `<dataDir>/pg`. Lease roles authenticate with
  * SCRAM; the superuser password is random and kept in `<dataDir>/superuser-password` (mode 0600).
  */
@@ -199,6 +240,21 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<EmbeddedS
   }
   const user = osUser();
   await mkdir(options.dataDir, { recursive: true });
+  const releaseDataDir = await claimDataDir(options.dataDir);
+  try {
+    return await startClaimed(options, binDir, user, releaseDataDir);
+  } catch (error) {
+    await releaseDataDir();
+    throw error;
+  }
+}
+
+async function startClaimed(
+  options: EmbeddedOptions,
+  binDir: string,
+  user: { uid: number; gid: number } | undefined,
+  releaseDataDir: () => Promise<void>,
+): Promise<EmbeddedServer> {
   // The postgres OS user must be able to reach the cluster directory when we run as root.
   if (user) await chmod(options.dataDir, 0o755);
   const clusterDir = path.join(options.dataDir, 'pg');
@@ -248,10 +304,12 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<EmbeddedS
     url: (database) => url(database, port),
     stop: () =>
       (stopping ??= (async () => {
-        if (!alive(pid)) return;
-        process.kill(pid, 'SIGINT'); // fast shutdown: ends sessions, writes a shutdown checkpoint
-        const deadline = Date.now() + 60_000;
-        while (alive(pid) && Date.now() < deadline) await sleep(25);
+        if (alive(pid)) {
+          process.kill(pid, 'SIGINT'); // fast shutdown: ends sessions, writes a shutdown checkpoint
+          const deadline = Date.now() + 60_000;
+          while (alive(pid) && Date.now() < deadline) await sleep(25);
+        }
+        await releaseDataDir();
       })()),
   };
 }
