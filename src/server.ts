@@ -13,7 +13,7 @@ import { leaseStatsRoutes } from './control/lease-stats-routes.js';
 import { templateRoutes } from './control/template-routes.js';
 import { registerServiceOpenApi } from './control/openapi.js';
 import { registerCors } from './cors.js';
-import { restRoutes } from './rest/routes.js';
+import { isRestUrl, restRoutes, sendUnroutedRestError } from './rest/routes.js';
 import type { RestService } from './rest/rest-service.js';
 import { leaseDocsRoutes } from './control/lease-docs-routes.js';
 
@@ -95,6 +95,13 @@ export async function buildServer(context: ServiceContext, options: ServerOption
     return503OnClosing: true,
     // request.ip names the client for throttling: X-Forwarded-For counts only behind a trusted proxy
     trustProxy: context.config.trustProxy,
+    // a URL the router cannot take (bad percent-encoding, an over-long lease id) gets our error
+    // format, not Fastify's
+    frameworkErrors: (error, request, reply) => {
+      if (isRestUrl(request.url)) return sendUnroutedRestError(request, reply, 'bad-url');
+      const notFound = error.code === 'FST_ERR_MAX_PARAM_LENGTH';
+      return sendControlError(request, reply, notFound ? new ControlError('PGLEASE_NOT_FOUND') : new ControlError('PGLEASE_BAD_URL'));
+    },
   });
 
   // Keep-alive connections would hold a graceful close open for the keep-alive timeout (72 s):
@@ -134,7 +141,10 @@ export async function buildServer(context: ServiceContext, options: ServerOption
   });
 
   app.setNotFoundHandler((request, reply) =>
-    sendControlError(request, reply, new ControlError('PGLEASE_ROUTE_NOT_FOUND', `No endpoint ${request.method} ${request.url.split('?')[0]}`)),
+    // every path under a rest_url has a route for each method PostgREST serves: others end here
+    isRestUrl(request.url)
+      ? sendUnroutedRestError(request, reply, 'method')
+      : sendControlError(request, reply, new ControlError('PGLEASE_ROUTE_NOT_FOUND', `No endpoint ${request.method} ${request.url.split('?')[0]}`)),
   );
   app.setErrorHandler((error, request, reply) => sendControlError(request, reply, error as Error));
   return app;

@@ -3,6 +3,7 @@
  * status PostgREST 12 gives it, in its `{ code, message, details, hint }` shape; bodies over the
  * configured limit answer 413 without reaching the database.
  */
+import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLease, startTestService, type CreatedLeaseJson, type TestService } from './support/service.js';
 import { startRestFixture, type RestFixture } from './support/rest-fixture.js';
@@ -105,5 +106,42 @@ describe('body size', () => {
     });
     expect(response.status).toBe(413);
     expect(await response.json()).toMatchObject({ code: 'PGLEASE_BODY_TOO_LARGE', details: null, hint: null });
+  });
+});
+
+/** A raw HTTP request (fetch refuses TRACE and would normalise some URLs): status and parsed body. */
+function raw(method: string, url: string): Promise<{ status: number; body: Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    const target = new URL(url);
+    const req = httpRequest({ host: target.hostname, port: target.port, method, path: url.slice(url.indexOf('/', 'http://'.length)) }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk) => (text += chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) as Record<string, unknown> }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('requests no route takes', () => {
+  it('answers a method PostgREST does not serve with 405 PGRST117, in its format', async () => {
+    const answer = await raw('TRACE', `${fixture.restUrl}/t`);
+    expect(answer.status).toBe(405);
+    expect(answer.body).toEqual({ code: 'PGRST117', message: 'Unsupported HTTP method: TRACE', details: null, hint: null });
+  });
+
+  it('answers a path that is not valid percent-encoding in the format of its API', async () => {
+    const rest = await raw('GET', `${fixture.restUrl}/%E0%A4%A`);
+    expect(rest.status).toBe(404);
+    expect(rest.body).toEqual({ code: 'PGRST125', message: 'Invalid path specified in request URL', details: null, hint: null });
+    const control = await raw('GET', `${fixture.service.baseUrl}/v1/leases/%E0%A4%A`);
+    expect(control.status).toBe(400);
+    expect(control.body).toMatchObject({ code: 'PGLEASE_BAD_URL' });
+    const tooLong = await raw('GET', `${fixture.service.baseUrl}/v1/leases/${'a'.repeat(500)}`);
+    expect(tooLong.status).toBe(404);
+    expect(tooLong.body).toMatchObject({ code: 'PGLEASE_NOT_FOUND' });
+    const tooLongRest = await raw('GET', `${fixture.service.baseUrl}/v1/leases/${'a'.repeat(500)}/rest/t`);
+    expect(tooLongRest.body).toMatchObject({ code: 'PGRST125' });
   });
 });

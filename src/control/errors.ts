@@ -7,6 +7,7 @@ export const controlErrors = {
   PGLEASE_INVALID_FIELD: { status: 400, message: 'A field of the request is invalid' },
   PGLEASE_UNKNOWN_FIELD: { status: 400, message: 'The request has a field this endpoint does not accept' },
   PGLEASE_INVALID_PARAMETER: { status: 400, message: 'A query parameter is invalid' },
+  PGLEASE_BAD_URL: { status: 400, message: 'The request URL is not valid: a % must be followed by two hex digits that decode to UTF-8' },
   PGLEASE_TEMPLATE_INVALID: { status: 400, message: 'The template SQL failed on a fresh lease' },
   PGLEASE_UNAUTHORIZED: { status: 401, message: 'This endpoint needs a token: send "Authorization: Bearer <token>"' },
   PGLEASE_FORBIDDEN: { status: 403, message: 'This needs the admin token (PGLEASE_ADMIN_TOKEN)' },

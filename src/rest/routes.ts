@@ -7,7 +7,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { bearerToken } from '../control/auth.js';
 import type { ServiceContext } from '../service-context.js';
 import { listenForChanges } from './notifications.js';
-import { toErrorResponse } from './response/errors.js';
+import { RestError, toErrorResponse } from './response/errors.js';
 import { RestService } from './rest-service.js';
 import { rootResponse } from './openapi/lease-document.js';
 import { publicBaseUrl } from '../control/lease-routes.js';
@@ -15,6 +15,23 @@ import { serviceVersion } from '../control/openapi.js';
 
 const METHODS = ['GET', 'HEAD', 'POST', 'PATCH', 'PUT', 'DELETE', 'OPTIONS'] as const;
 const PREFIX = /^\/v1\/leases\/[^/?]*\/rest/;
+/** `{rest_url}` itself or anything below it. */
+const REST_PATH = /^\/v1\/leases\/[^/?]*\/rest(?:[/?]|$)/;
+
+/** Whether a request URL is in the REST API, whose errors have PostgREST's shape. */
+export function isRestUrl(url: string): boolean {
+  return REST_PATH.test(url);
+}
+
+/**
+ * The REST API's answer to a request Fastify refused before routing it (a path that is not valid
+ * percent-encoding, a lease id over the router's length limit) or whose method no route has
+ * (TRACE, say): PostgREST's format, as for every other REST error.
+ */
+export function sendUnroutedRestError(request: FastifyRequest, reply: FastifyReply, kind: 'bad-url' | 'method'): FastifyReply {
+  const error = kind === 'method' ? new RestError('PGRST117', `Unsupported HTTP method: ${request.method}`) : new RestError('PGRST125');
+  return sendError(request, reply, error, false);
+}
 
 function sendError(request: FastifyRequest, reply: FastifyReply, error: unknown, authenticated: boolean): FastifyReply {
   const response = toErrorResponse(error, authenticated);
