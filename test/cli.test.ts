@@ -207,8 +207,9 @@ describe('pglease template', () => {
     const file = path.join(home, 'broken.sql');
     await writeFile(file, 'CREATE TABLE ok (id int);\nINSERT INTO missing VALUES (1);\n');
     const result = await cli(['template', 'add', 'broken', file], { env: { PGLEASE_ADMIN_TOKEN: ADMIN_TOKEN } });
-    expect(result.code).toBe(2);
-    expect(result.stderr).toContain('relation "missing" does not exist (line 2, column 13)');
+    // refused by the server (400 PGLEASE_TEMPLATE_INVALID): exit 1, not 2
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('relation "missing" does not exist (line 2, column 13) (PGLEASE_TEMPLATE_INVALID)\n');
     expect(result.stderr).toContain(`--> ${file}:2:13`);
     expect(result.stderr).toContain('2 | INSERT INTO missing VALUES (1);\n    |             ^');
 
@@ -216,7 +217,27 @@ describe('pglease template', () => {
     expect(noToken.code).toBe(2);
     expect(noToken.stderr).toContain('templates need PGLEASE_ADMIN_TOKEN');
     const missingFile = await cli(['template', 'add', 'x', path.join(home, 'nope.sql')], { env: { PGLEASE_ADMIN_TOKEN: ADMIN_TOKEN } });
+    expect(missingFile.code).toBe(2);
     expect(missingFile.stderr).toContain('ENOENT');
+  });
+
+  it('exits 1 for every refusal by the server (2 is for bad usage only)', async () => {
+    const admin = { PGLEASE_ADMIN_TOKEN: ADMIN_TOKEN };
+    const ended = JSON.parse((await cli(['lease', '--json'])).stdout) as { id: string; token: string };
+    await cli(['release', ended.id]);
+    const refusals = [
+      { args: ['template', 'rm', 'no-such-template'], env: admin, code: 'PGLEASE_TEMPLATE_NOT_FOUND' },
+      { args: ['template', 'add', 'bad name!', '-'], env: admin, stdin: 'SELECT 1', code: 'PGLEASE_INVALID_FIELD' },
+      { args: ['template', 'ls'], env: { PGLEASE_TOKEN: ended.token }, code: 'PGLEASE_UNAUTHORIZED' },
+      { args: ['ls'], env: { PGLEASE_ADMIN_TOKEN: 'not-the-admin-token' }, code: 'PGLEASE_FORBIDDEN' },
+      { args: ['lease', '--template', 'no-such-template'], code: 'PGLEASE_INVALID_FIELD' },
+      { args: ['info', '00000000-0000-4000-8000-000000000000'], env: admin, code: 'PGLEASE_NOT_FOUND' },
+    ];
+    for (const refusal of refusals) {
+      const result = await cli(refusal.args, { env: refusal.env, stdin: refusal.stdin });
+      expect({ args: refusal.args, code: result.code }).toEqual({ args: refusal.args, code: 1 });
+      expect(result.stderr).toContain(`(${refusal.code})`);
+    }
   });
 
   it('registers a private template with --lease', async () => {

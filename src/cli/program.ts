@@ -62,7 +62,11 @@ export async function runCli(args: string[], io: CliIo = processIo()): Promise<n
       // help and version end with exitCode 0; usage errors were already printed by commander
       return error.exitCode === 0 ? EXIT.ok : EXIT.usage;
     }
-    if (error instanceof PgleaseApiError) return fail(`${error.message} (${error.code})`, EXIT.failed);
+    if (error instanceof PgleaseApiError) {
+      // the code ends the server's message; lines a command added below it (a SQL excerpt) follow
+      const [headline, ...details] = error.message.split('\n');
+      return fail([`${headline} (${error.code})`, ...details].join('\n'), EXIT.failed);
+    }
     if (error instanceof PgleaseUnreachableError) {
       return fail(`${error.message}. Start one with \`pglease serve\`, or point --server / PGLEASE_URL at one.`, EXIT.unreachable);
     }

@@ -65,7 +65,9 @@ export function templateCommand(context: CliContext): Command {
       } catch (error) {
         if (error instanceof PgleaseApiError && error.postgres?.line !== undefined) {
           const { line, column } = error.postgres;
-          throw new UsageError(`${error.message}\n${sqlExcerpt(sql, file === '-' ? '<stdin>' : file, line, column ?? 1)}`);
+          // still the server's refusal (exit 1), shown with the failing line of the SQL under it
+          const excerpt = sqlExcerpt(sql, file === '-' ? '<stdin>' : file, line, column ?? 1);
+          throw new PgleaseApiError(error.status, error.code, `${error.message}\n${excerpt}`, error.field, error.postgres);
         }
         throw error;
       }
