@@ -240,14 +240,46 @@ describe('pglease template', () => {
     }
   });
 
-  it('registers a private template with --lease', async () => {
+  it('registers a private template with --lease, and its hint leases from it', async () => {
     const owner = JSON.parse((await cli(['lease', '--json'])).stdout) as { id: string; token: string };
+    const short = owner.id.slice(0, 8);
     const file = path.join(home, 'private.sql');
     await writeFile(file, 'CREATE TABLE mine (id int);');
-    const added = await cli(['template', 'add', 'mine', file, '--lease', owner.id.slice(0, 8)]);
+    const added = await cli(['template', 'add', 'mine', file, '--lease', short]);
     expect(added.stdout).toContain('(private,');
+    const hint = added.stdout.trim().split('\n').at(-1)!.trim();
+    expect(hint).toBe(`pglease lease --template mine --lease ${short}`);
+
+    // the hint, as printed, works; without --lease the template is not visible
+    const fromHint = await cli([...hint.split(' ').slice(1), '--url']);
+    expect(fromHint.code).toBe(0);
+    expect(await scalar(fromHint.stdout.trim(), 'SELECT count(*)::int FROM mine')).toBe(0);
+    const withoutLease = await cli(['lease', '--template', 'mine']);
+    expect(withoutLease.code).toBe(1);
+    expect(withoutLease.stderr).toContain('no template named "mine"');
     const url = (await cli(['lease', '--url', '--template', 'mine'], { env: { PGLEASE_TOKEN: owner.token } })).stdout.trim();
     expect(await scalar(url, 'SELECT count(*)::int FROM mine')).toBe(0);
+  });
+
+  it('a private template registered with PGLEASE_TOKEN hints at PGLEASE_TOKEN; the admin token does not act as a lease', async () => {
+    const elsewhere = { PGLEASE_HOME: path.join(home, 'elsewhere') };
+    const owner = JSON.parse((await cli(['lease', '--json'], { env: elsewhere })).stdout) as { id: string; token: string };
+    const file = path.join(home, 'theirs.sql');
+    await writeFile(file, 'CREATE TABLE theirs (id int);');
+    const added = await cli(['template', 'add', 'theirs', file, '--lease', owner.id], { env: { PGLEASE_TOKEN: owner.token } });
+    expect(added.code).toBe(0);
+    expect(added.stdout).toContain(`PGLEASE_TOKEN=<the token of lease ${owner.id.slice(0, 8)}> pglease lease --template theirs\n`);
+    const leased = await cli(['lease', '--url', '--template', 'theirs', '--lease', owner.id], { env: { PGLEASE_TOKEN: owner.token } });
+    expect(await scalar(leased.stdout.trim(), 'SELECT count(*)::int FROM theirs')).toBe(0);
+
+    // with only the admin token, --lease of a lease this CLI did not make is refused, not made global
+    for (const args of [['template', 'add', 'theirs', file, '--lease', owner.id], ['lease', '--template', 'theirs', '--lease', owner.id]]) {
+      const refused = await cli(args, { env: { PGLEASE_ADMIN_TOKEN: ADMIN_TOKEN } });
+      expect(refused.code).toBe(2);
+      expect(refused.stderr).toContain('the admin token does not act as a lease');
+    }
+    const globals = JSON.parse((await cli(['template', 'ls', '--json'], { env: { PGLEASE_ADMIN_TOKEN: ADMIN_TOKEN } })).stdout) as { name: string }[];
+    expect(globals.map((template) => template.name)).not.toContain('theirs');
   });
 });
 

@@ -35,20 +35,32 @@ export class CliContext {
     return new PgleaseClient({ server: this.server(command), token });
   }
 
-  /**
-   * The token to act on a lease with: the one this CLI remembered for it, else $PGLEASE_TOKEN,
-   * else the admin token.
-   */
-  async leaseAccess(command: Command, idOrPrefix: string): Promise<{ id: string; client: PgleaseClient; remembered: RememberedLease | undefined }> {
+  /** A lease's full id and its own token: the one this CLI remembered for it, else $PGLEASE_TOKEN. */
+  private async ownToken(command: Command, idOrPrefix: string): Promise<{ server: string; id: string; token: string | undefined; remembered: RememberedLease | undefined }> {
     const server = this.server(command);
     const { id, remembered } = await this.store.resolve(server, idOrPrefix);
-    const token = remembered?.token ?? (this.io.env.PGLEASE_TOKEN || undefined) ?? this.adminToken;
-    if (!token) {
-      throw new UsageError(
-        `no token for lease ${id}: it was not created by this CLI (tokens are kept in ${this.store.file}). ` +
-          'Set PGLEASE_TOKEN to its token, or PGLEASE_ADMIN_TOKEN.',
-      );
-    }
-    return { id, client: new PgleaseClient({ server, token }), remembered };
+    return { server, id, token: remembered?.token ?? (this.io.env.PGLEASE_TOKEN || undefined), remembered };
+  }
+
+  private noTokenFor(id: string, remedy: string): UsageError {
+    return new UsageError(`no token for lease ${id}: it was not created by this CLI (tokens are kept in ${this.store.file}). ${remedy}`);
+  }
+
+  /** The token to act on a lease with: its own (see ownToken), else the admin token. */
+  async leaseAccess(command: Command, idOrPrefix: string): Promise<{ id: string; client: PgleaseClient; remembered: RememberedLease | undefined }> {
+    const { server, id, token, remembered } = await this.ownToken(command, idOrPrefix);
+    const access = token ?? this.adminToken;
+    if (!access) throw this.noTokenFor(id, 'Set PGLEASE_TOKEN to its token, or PGLEASE_ADMIN_TOKEN.');
+    return { id, client: new PgleaseClient({ server, token: access }), remembered };
+  }
+
+  /**
+   * A client acting as the lease itself, for what only its own token can do: its private templates,
+   * and leases seeded from them. The admin token is no stand-in: the server would act globally.
+   */
+  async asLease(command: Command, idOrPrefix: string): Promise<{ id: string; client: PgleaseClient }> {
+    const { server, id, token } = await this.ownToken(command, idOrPrefix);
+    if (!token) throw this.noTokenFor(id, 'Set PGLEASE_TOKEN to its token (the admin token does not act as a lease).');
+    return { id, client: new PgleaseClient({ server, token }) };
   }
 }

@@ -26,17 +26,29 @@ export function leaseCommands(context: CliContext): Command[] {
     .option('--ttl <duration>', 'how long it lives: 90 (seconds), 30s, 10m, 1h30m, 2d; never (admin token)')
     .option('--name <label>', 'a label shown in listings')
     .option('--template <name>', 'seed it from a registered template (pglease template add)')
+    .option('--lease <id>', "ask as this lease (with its token), to use its private templates (template add --lease)")
     .addOption(new Option('--json', 'print the lease as JSON').conflicts(['url', 'env']))
     .addOption(new Option('--url', 'print only the connection URL, for $(...)').conflicts(['json', 'env']))
     .addOption(new Option('--env', 'print DATABASE_URL=... lines, for .env files and eval').conflicts(['json', 'url']))
-    .addHelpText('after', examples(['pglease lease --ttl 10m --name scratch', 'psql "$(pglease lease --url)"', 'pglease lease --template todo-app --env >> .env']))
-    .action(async (options: { ttl?: string; name?: string; template?: string; json?: boolean; url?: boolean; env?: boolean }, command: Command) => {
+    .addHelpText(
+      'after',
+      examples([
+        'pglease lease --ttl 10m --name scratch',
+        'psql "$(pglease lease --url)"',
+        'pglease lease --template todo-app --env >> .env',
+        'pglease lease --template my-seed --lease 3f2c9a1e',
+      ]),
+    )
+    .action(async (options: { ttl?: string; name?: string; template?: string; lease?: string; json?: boolean; url?: boolean; env?: boolean }, command: Command) => {
       const ttl = options.ttl === undefined ? undefined : parseDuration(options.ttl);
       const server = context.server(command);
-      const token = (io.env.PGLEASE_TOKEN || undefined) ?? context.adminToken;
+      const client =
+        options.lease === undefined
+          ? context.client(command, (io.env.PGLEASE_TOKEN || undefined) ?? context.adminToken)
+          : (await context.asLease(command, options.lease)).client;
       const started = Date.now();
       const created: CreatedLeaseJson = await withSpinner(io, 'Creating lease…', () =>
-        context.client(command, token).createLease({ ttl, name: options.name, template: options.template }),
+        client.createLease({ ttl, name: options.name, template: options.template }),
       );
       const elapsed = Date.now() - started;
       await store.remember({ id: created.id, server, token: created.token, name: created.name, created_at: created.created_at, expires_at: created.expires_at });

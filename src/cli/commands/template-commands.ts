@@ -3,7 +3,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { Command } from 'commander';
-import { PgleaseApiError, type PgleaseClient } from '../../testing/client.js';
+import { PgleaseApiError, type PgleaseClient, type TemplateJson } from '../../testing/client.js';
 import type { CliContext } from '../context.js';
 import { examples, formatBytes, relativeTime, table, UsageError } from '../format.js';
 import { println, type CliIo } from '../io.js';
@@ -30,19 +30,39 @@ export function sqlExcerpt(sql: string, file: string, line: number, column: numb
   return [`  --> ${file}:${line}:${column}`, `  ${gutter} | ${text}`, `  ${' '.repeat(gutter.length)} | ${' '.repeat(Math.max(0, column - 1))}^`].join('\n');
 }
 
-/** The admin token registers global templates; --lease ID uses that lease's token (a private template). */
+/** The admin token registers global templates; --lease ID uses that lease's own token (a private template). */
 async function templateClient(context: CliContext, command: Command, leaseId: string | undefined): Promise<PgleaseClient> {
-  if (leaseId !== undefined) return (await context.leaseAccess(command, leaseId)).client;
+  if (leaseId !== undefined) return (await context.asLease(command, leaseId)).client;
   const token = context.adminToken ?? (context.io.env.PGLEASE_TOKEN || undefined);
   if (!token) throw new UsageError('templates need PGLEASE_ADMIN_TOKEN (a global template), or --lease ID / PGLEASE_TOKEN (a template private to that lease)');
   return context.client(command, token);
+}
+
+/**
+ * How to lease from a template just registered. A private one is visible only with its lease's
+ * token: through --lease when this CLI remembers that lease, else through PGLEASE_TOKEN.
+ */
+async function leaseFromTemplateHint(context: CliContext, command: Command, registered: TemplateJson): Promise<string> {
+  const lease = `pglease lease --template ${registered.name}`;
+  if (registered.lease_id === null) return lease;
+  const short = registered.lease_id.slice(0, 8);
+  const remembered = (await context.store.list(context.server(command))).some((entry) => entry.id === registered.lease_id);
+  return remembered ? `${lease} --lease ${short}` : `PGLEASE_TOKEN=<the token of lease ${short}> ${lease}`;
 }
 
 export function templateCommand(context: CliContext): Command {
   const { io } = context;
   const template = new Command('template')
     .description('Seed SQL registered once, applied to new leases: pglease lease --template NAME')
-    .addHelpText('after', examples(['pglease template add todo-app schema.sql', 'pglease lease --template todo-app']));
+    .addHelpText(
+      'after',
+      examples([
+        'pglease template add todo-app schema.sql',
+        'pglease lease --template todo-app',
+        'pglease template add my-seed seed.sql --lease 3f2c9a1e',
+        'pglease lease --template my-seed --lease 3f2c9a1e',
+      ]),
+    );
 
   template
     .command('add')
@@ -51,7 +71,14 @@ export function templateCommand(context: CliContext): Command {
     .argument('<file>', 'a .sql file, or - to read standard input')
     .option('--lease <id>', 'make it private to this lease (uses its token) instead of global')
     .option('--json', 'print the template as JSON')
-    .addHelpText('after', examples(['pglease template add todo-app test/schema.sql', 'pg_dump --schema-only --no-owner mydb | pglease template add mydb-schema -']))
+    .addHelpText(
+      'after',
+      examples([
+        'pglease template add todo-app test/schema.sql',
+        'pg_dump --schema-only --no-owner mydb | pglease template add mydb-schema -',
+        'pglease template add my-seed seed.sql --lease 3f2c9a1e',
+      ]),
+    )
     .action(async (name: string, file: string, options: { lease?: string; json?: boolean }, command: Command) => {
       const sql = await readSql(io, file);
       const client = await templateClient(context, command, options.lease);
@@ -75,7 +102,7 @@ export function templateCommand(context: CliContext): Command {
       const unchanged = before === registered.sha256;
       const { green, dim } = context.out;
       println(io.stdout, `${green('✔')} Template ${registered.name} ${unchanged ? 'unchanged' : 'registered'} (${registered.scope}, ${formatBytes(registered.bytes)}, sha256 ${registered.sha256.slice(0, 12)})`);
-      println(io.stdout, dim(`  pglease lease --template ${registered.name}`));
+      println(io.stdout, dim(`  ${await leaseFromTemplateHint(context, command, registered)}`));
     });
 
   template
