@@ -3,6 +3,7 @@
  * locks the other databases away from lease roles, registers the host, and opens the service pool.
  */
 import pg from 'pg';
+import { endPool } from './end-pool.js';
 import { migrate } from './migrate.js';
 
 export interface HostOptions {
@@ -124,10 +125,10 @@ export async function openHost(options: HostOptions): Promise<Host> {
       databaseUrl,
       pool,
       authenticatorKey: secret.rows[0]!.value,
-      close: () => pool.end(),
+      close: () => endPool(pool),
     };
   } catch (error) {
-    await pool.end();
+    await endPool(pool);
     throw error;
   }
 }

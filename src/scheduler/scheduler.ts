@@ -11,6 +11,7 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { endPool } from '../db/end-pool.js';
 import { nextRun } from './cron.js';
 import { JobStore, workerApplicationName, type ScheduleEntry } from './job-store.js';
 import type { JobDefinition, JobRunContext } from './jobs.js';
@@ -93,7 +94,7 @@ export class Scheduler {
       clearTimeout(this.timer);
       await this.listener?.close();
       await Promise.allSettled([...this.running.values(), ...this.helping.values()]);
-      await this.pool.end();
+      await endPool(this.pool);
     })());
   }
 
