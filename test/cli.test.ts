@@ -159,11 +159,82 @@ describe('release, renew, info, ls', () => {
     const released = await cli(['release', prefix]);
     expect(released).toMatchObject({ code: 0, stdout: `✔ Released ${prefix}\n` });
     expect((await cli(['ls'])).stdout).not.toContain(prefix);
-    // its token is forgotten: the prefix no longer resolves, the full id gets the server's answer
-    expect((await cli(['release', prefix])).stderr).toContain(`starts with "${prefix}"`);
     const again = await cli(['release', created.id], { env: { PGLEASE_ADMIN_TOKEN: ADMIN_TOKEN } });
     expect(again.code).toBe(1);
     expect(again.stderr).toMatch(/No live lease .* it is released \(PGLEASE_NOT_FOUND\)/);
+  });
+
+  it('a released lease is still known by its prefix: the server says it is released, ls --all shows it', async () => {
+    const created = JSON.parse((await cli(['lease', '--json', '--name', 'released-later'])).stdout) as { id: string };
+    const prefix = created.id.slice(0, 8);
+    expect((await cli(['release', prefix])).code).toBe(0);
+
+    const again = await cli(['release', prefix]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toBe(`pglease: No live lease ${created.id}: it is released (PGLEASE_NOT_FOUND)\n`);
+    const info = await cli(['info', prefix]);
+    expect(info.code).toBe(0);
+    expect(info.stdout).toMatch(/State:\s+released\n/);
+    expect(info.stdout).toMatch(/Ended:\s+just now\n/);
+    const renew = await cli(['renew', prefix, '--ttl', '1h']);
+    expect(renew.code).toBe(1);
+    expect(renew.stderr).toContain('(PGLEASE_LEASE_NOT_ACTIVE)');
+
+    expect((await cli(['ls'])).stdout).not.toContain(prefix);
+    const all = await cli(['ls', '--all']);
+    expect(all.stdout).toMatch(new RegExp(`^${prefix}\\s+released-later\\s+released\\s+-\\s+just now$`, 'm'));
+    const stored = JSON.parse(await readFile(path.join(home, 'leases.json'), 'utf8')) as { leases: { id: string; ended_at?: string }[] };
+    expect(Date.parse(stored.leases.find((lease) => lease.id === created.id)!.ended_at!)).toBeGreaterThan(Date.now() - 60_000);
+  });
+
+  it('ls --all shows a lease released elsewhere, and marks it ended', async () => {
+    const created = JSON.parse((await cli(['lease', '--json', '--name', 'released-elsewhere'])).stdout) as { id: string; token: string };
+    const prefix = created.id.slice(0, 8);
+    const response = await fetch(`${service.baseUrl}/v1/leases/${created.id}`, { method: 'DELETE', headers: { authorization: `Bearer ${created.token}` } });
+    expect(response.status).toBe(204);
+    expect((await cli(['ls'])).stdout).not.toContain(prefix);
+    expect((await cli(['ls', '--all'])).stdout).toMatch(new RegExp(`^${prefix}\\s+released-elsewhere\\s+released`, 'm'));
+    const stored = JSON.parse(await readFile(path.join(home, 'leases.json'), 'utf8')) as { leases: { id: string; ended_at?: string }[] };
+    expect(stored.leases.find((lease) => lease.id === created.id)?.ended_at).toEqual(expect.any(String));
+  });
+
+  it('keeps the store bounded: ended leases go after 7 days or beyond the latest 50', async () => {
+    const storeHome = await mkdtemp(path.join(tmpdir(), 'pglease-cli-store-'));
+    const day = 86_400_000;
+    const record = (id: number, fields: { expires_at?: string | null; ended_at?: string }) => ({
+      id: `00000000-0000-4000-8000-${String(id).padStart(12, '0')}`,
+      server: service.baseUrl,
+      token: `pgl_fake_${id}`,
+      name: null,
+      created_at: new Date(Date.now() - 10 * day).toISOString(),
+      expires_at: null,
+      ...fields,
+    });
+    const ago = (ms: number) => new Date(Date.now() - ms).toISOString();
+    const leases = [
+      record(1, { expires_at: new Date(Date.now() + day).toISOString() }), // live
+      record(2, { expires_at: null }), // live, never expires
+      record(3, { expires_at: ago(8 * day) }), // expired 8 days ago
+      record(4, { ended_at: ago(8 * day) }), // released 8 days ago
+      record(5, { expires_at: ago(6 * day) }), // expired 6 days ago
+      // 60 released within the last hour: only the latest 50 ended records stay, so 5 goes too
+      ...Array.from({ length: 60 }, (_, index) => record(100 + index, { ended_at: ago((index + 1) * 60_000) })),
+    ];
+    await writeFile(path.join(storeHome, 'leases.json'), JSON.stringify({ version: 1, leases }));
+    try {
+      // any write bounds the store: here a new lease
+      const created = JSON.parse((await cli(['lease', '--json'], { env: { PGLEASE_HOME: storeHome } })).stdout) as { id: string };
+      const kept = (JSON.parse(await readFile(path.join(storeHome, 'leases.json'), 'utf8')) as { leases: { id: string }[] }).leases.map((lease) => lease.id);
+      const suffixes = kept.map((id) => Number(id.slice(-12)));
+      expect(kept).toContain(created.id);
+      expect(suffixes).toEqual(expect.arrayContaining([1, 2]));
+      expect(suffixes).not.toContain(3);
+      expect(suffixes).not.toContain(4);
+      expect(suffixes).not.toContain(5);
+      expect(suffixes.filter((suffix) => suffix >= 100).sort((a, b) => a - b)).toEqual(Array.from({ length: 50 }, (_, index) => 100 + index));
+    } finally {
+      await rm(storeHome, { recursive: true, force: true });
+    }
   });
 
   it('ls with the admin token lists every lease; --json is machine output', async () => {

@@ -1,7 +1,8 @@
 /**
  * The lease tokens this CLI has received, so that `pglease release ID` works later from any shell.
  * Kept in $PGLEASE_HOME/leases.json (default ~/.config/pglease, or $XDG_CONFIG_HOME/pglease),
- * readable by the user only, written atomically (temp file, then rename).
+ * readable by the user only, written atomically (temp file, then rename). Leases that ended stay
+ * for a while (see KEEP_ENDED_MS), so their ids still resolve and `pglease ls --all` shows them.
  */
 import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
@@ -16,6 +17,8 @@ export interface RememberedLease {
   name: string | null;
   created_at: string;
   expires_at: string | null;
+  /** When the lease ended, once this CLI knows (it released it, or the server said so); absent before. */
+  ended_at?: string;
 }
 
 interface StoreFile {
@@ -23,14 +26,45 @@ interface StoreFile {
   leases: RememberedLease[];
 }
 
-/** Entries whose lease expired this long ago are dropped on the next write. */
-const KEEP_EXPIRED_MS = 24 * 3600 * 1000;
+/**
+ * Records of ended leases (released, or past their expiry) are dropped on the next write once they
+ * ended this long ago, or when newer ended ones fill MAX_ENDED_RECORDS. Their tokens are kept until
+ * then: they no longer reach any data (the lease's roles are dropped), but the server still answers
+ * them for the ended lease (GET says "released" or "expired", DELETE "it is released") until
+ * PGLEASE_HISTORY_RETENTION prunes it, 7 days by default; after that they only get 404s.
+ */
+export const KEEP_ENDED_DAYS = 7;
+const KEEP_ENDED_MS = KEEP_ENDED_DAYS * 86_400_000;
+// a day of scratch leases; `ls --all` asks the server about each record, so not many more
+const MAX_ENDED_RECORDS = 50;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export function storeDirectory(env: Record<string, string | undefined>): string {
   if (env.PGLEASE_HOME) return env.PGLEASE_HOME;
   const config = env.XDG_CONFIG_HOME || path.join(env.HOME || homedir(), '.config');
   return path.join(config, 'pglease');
+}
+
+/** When the lease ended, as far as this record tells; undefined while it may be live. */
+function endedTime(lease: RememberedLease, now: number): number | undefined {
+  if (lease.ended_at !== undefined) return Date.parse(lease.ended_at);
+  const expires = lease.expires_at === null ? undefined : Date.parse(lease.expires_at);
+  return expires !== undefined && expires <= now ? expires : undefined;
+}
+
+/** The records of live leases, and those of the latest ended ones within KEEP_ENDED_MS. */
+function bounded(leases: RememberedLease[], now: number): RememberedLease[] {
+  const ended = leases
+    .map((lease) => ({ lease, endedAt: endedTime(lease, now) }))
+    .filter((entry): entry is { lease: RememberedLease; endedAt: number } => entry.endedAt !== undefined);
+  const keptEnded = new Set(
+    ended
+      .filter((entry) => entry.endedAt > now - KEEP_ENDED_MS)
+      .sort((a, b) => b.endedAt - a.endedAt)
+      .slice(0, MAX_ENDED_RECORDS)
+      .map((entry) => entry.lease),
+  );
+  return leases.filter((lease) => keptEnded.has(lease) || endedTime(lease, now) === undefined);
 }
 
 export class TokenStore {
@@ -51,8 +85,7 @@ export class TokenStore {
   }
 
   private async write(store: StoreFile): Promise<void> {
-    const now = Date.now();
-    store.leases = store.leases.filter((lease) => lease.expires_at === null || Date.parse(lease.expires_at) > now - KEEP_EXPIRED_MS);
+    store.leases = bounded(store.leases, Date.now());
     await mkdir(path.dirname(this.file), { recursive: true, mode: 0o700 });
     const temporary = `${this.file}.${process.pid}.tmp`;
     await writeFile(temporary, JSON.stringify(store, null, 2) + '\n', { mode: 0o600 });
@@ -67,11 +100,26 @@ export class TokenStore {
     await this.write(store);
   }
 
-  async forget(id: string): Promise<void> {
+  /** Drops the records of leases the server no longer knows. */
+  async forget(ids: string[]): Promise<void> {
     const store = await this.read();
     const before = store.leases.length;
-    store.leases = store.leases.filter((entry) => entry.id !== id);
+    store.leases = store.leases.filter((entry) => !ids.includes(entry.id));
     if (store.leases.length !== before) await this.write(store);
+  }
+
+  /** Notes when leases ended; a record that already has an end keeps it. */
+  async markEnded(ended: { id: string; ended_at: string }[]): Promise<void> {
+    const store = await this.read();
+    let changed = false;
+    for (const { id, ended_at } of ended) {
+      const entry = store.leases.find((lease) => lease.id === id);
+      if (entry && entry.ended_at === undefined) {
+        entry.ended_at = ended_at;
+        changed = true;
+      }
+    }
+    if (changed) await this.write(store);
   }
 
   async update(id: string, change: Partial<Pick<RememberedLease, 'expires_at'>>): Promise<void> {
@@ -98,6 +146,8 @@ export class TokenStore {
     const matches = known.filter((lease) => lease.id.startsWith(wanted));
     if (matches.length === 1) return { id: matches[0]!.id, remembered: matches[0] };
     if (matches.length > 1) throw new UsageError(`"${idOrPrefix}" matches ${matches.length} leases (${matches.map((lease) => lease.id.slice(0, 8)).join(', ')}): give more of the id`);
-    throw new UsageError(`no lease made by this CLI on ${server} starts with "${idOrPrefix}": give the full id`);
+    throw new UsageError(
+      `no lease made by this CLI on ${server} starts with "${idOrPrefix}" (it forgets a lease ${KEEP_ENDED_DAYS} days after it ended): give the full id`,
+    );
   }
 }

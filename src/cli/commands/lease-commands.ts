@@ -7,6 +7,7 @@ import type { CliContext } from '../context.js';
 import { examples, fields, formatBytes, formatCount, isoSeconds, parseDuration, relativeTime, table, UsageError } from '../format.js';
 import { println } from '../io.js';
 import { withSpinner } from '../spinner.js';
+import { KEEP_ENDED_DAYS } from '../token-store.js';
 
 function expiry(lease: { expires_at: string | null; state: string }): string {
   if (lease.expires_at === null) return 'never';
@@ -83,14 +84,16 @@ export function leaseCommands(context: CliContext): Command[] {
     .addHelpText('after', examples(['pglease release 3f2c9a1e']))
     .action(async (idOrPrefix: string, options: { json?: boolean }, command: Command) => {
       const { id, client } = await context.leaseAccess(command, idOrPrefix);
+      const endedNow = [{ id, ended_at: new Date().toISOString() }];
       try {
         await withSpinner(io, 'Releasing…', () => client.releaseLease(id));
       } catch (error) {
-        // forget a token that can no longer do anything, then report the server's answer
-        if (error instanceof PgleaseApiError && error.status === 404) await store.forget(id);
+        // a 404 means the lease is not live (released, expired, or gone): note it, then show the server's answer
+        if (error instanceof PgleaseApiError && error.status === 404) await store.markEnded(endedNow);
         throw error;
       }
-      await store.forget(id);
+      // the record stays, marked ended, so the id still resolves and `ls --all` shows it
+      await store.markEnded(endedNow);
       if (options.json) return json(context, { id, released: true });
       println(io.stdout, `${context.out.green('✔')} Released ${id.slice(0, 8)}`);
     });
@@ -137,7 +140,7 @@ export function leaseCommands(context: CliContext): Command[] {
     });
 
   const ls = new Command('ls')
-    .description('List leases: all of them with PGLEASE_ADMIN_TOKEN, else the ones this CLI created')
+    .description(`List leases: all of them with PGLEASE_ADMIN_TOKEN, else the ones this CLI created (and remembers for ${KEEP_ENDED_DAYS} days after they end)`)
     .option('--all', 'include released and expired leases')
     .option('--limit <n>', 'at most this many (admin listing)', '100')
     .option('--json', 'print the leases as JSON')
@@ -152,8 +155,9 @@ export function leaseCommands(context: CliContext): Command[] {
         );
         leases = page.items;
       } else {
-        leases = await withSpinner(io, 'Listing…', () => rememberedLeases(context, command));
-        if (!options.all) leases = leases.filter((lease) => lease.state === 'active');
+        const includeEnded = options.all === true;
+        leases = await withSpinner(io, 'Listing…', () => rememberedLeases(context, command, includeEnded));
+        if (!includeEnded) leases = leases.filter((lease) => lease.state === 'active');
       }
       if (options.json) return json(context, leases);
       if (leases.length === 0) {
@@ -176,10 +180,14 @@ export function leaseCommands(context: CliContext): Command[] {
   return [lease, release, renew, info, ls];
 }
 
-/** The leases this CLI remembers for the server, as the server sees them now (gone ones are forgotten). */
-async function rememberedLeases(context: CliContext, command: Command): Promise<LeaseJson[]> {
+/**
+ * The leases this CLI remembers for the server, as the server sees them now. Records the server no
+ * longer knows are forgotten, and those it says ended are marked so; records already marked ended
+ * are asked about only with `includeEnded`.
+ */
+async function rememberedLeases(context: CliContext, command: Command, includeEnded: boolean): Promise<LeaseJson[]> {
   const server = context.server(command);
-  const remembered = await context.store.list(server);
+  const remembered = (await context.store.list(server)).filter((entry) => includeEnded || entry.ended_at === undefined);
   const gone: string[] = [];
   const found = await Promise.all(
     remembered.map(async (entry) => {
@@ -194,7 +202,10 @@ async function rememberedLeases(context: CliContext, command: Command): Promise<
       }
     }),
   );
-  // one at a time: each forget rewrites the store file
-  for (const id of gone) await context.store.forget(id);
-  return found.filter((lease): lease is LeaseJson => lease !== undefined).sort((a, b) => b.created_at.localeCompare(a.created_at));
+  const leases = found.filter((lease): lease is LeaseJson => lease !== undefined);
+  await context.store.forget(gone);
+  await context.store.markEnded(
+    leases.filter((lease) => lease.state !== 'active').map((lease) => ({ id: lease.id, ended_at: lease.ended_at ?? new Date().toISOString() })),
+  );
+  return leases.sort((a, b) => b.created_at.localeCompare(a.created_at));
 }
