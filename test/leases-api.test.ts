@@ -112,6 +112,19 @@ describe('POST /v1/leases', () => {
     expect(forever.json.expires_at).toBeNull();
   });
 
+  it('refuses a token that is neither the admin token nor an active lease\'s, instead of ignoring it', async () => {
+    for (const body of [{}, { ttl: null }]) {
+      const refused = await call('POST', '/v1/leases', { body, token: 'not-the-admin-token' });
+      expect(refused.status).toBe(401);
+      expect(refused.json).toEqual({ code: 'PGLEASE_UNAUTHORIZED', message: 'This token is neither the admin token nor the token of an active lease' });
+    }
+    // a lease's own token is a token too: it creates like a client without one
+    const owner = await createLease(service);
+    expect((await call('POST', '/v1/leases', { body: {}, token: owner.token })).status).toBe(201);
+    await call('DELETE', `/v1/leases/${owner.id}`, { token: owner.token });
+    expect((await call('POST', '/v1/leases', { body: {}, token: owner.token })).status).toBe(401);
+  });
+
   it('refuses other body types and huge bodies', async () => {
     const form = await call('POST', '/v1/leases', { body: 'ttl=60', headers: { 'content-type': 'application/x-www-form-urlencoded' } });
     expect(form.status).toBe(415);
@@ -249,7 +262,9 @@ describe('GET /v1/leases (admin)', () => {
   it('is for the admin only and validates its parameters', async () => {
     const lease = await createLease(service);
     expect((await call('GET', '/v1/leases')).status).toBe(401);
-    expect((await call('GET', '/v1/leases', { token: lease.token })).status).toBe(403);
+    const notAdmin = await call('GET', '/v1/leases', { token: lease.token });
+    expect(notAdmin.status).toBe(403);
+    expect(notAdmin.json.message).toMatch(/needs the admin token \(PGLEASE_ADMIN_TOKEN\), and this token is not it/);
     for (const query of ['limit=0', 'limit=abc', 'limit=5000', 'state=dead', 'cursor=xyz', 'bogus=1']) {
       const response = await call('GET', `/v1/leases?${query}`, { token: ADMIN_TOKEN });
       expect(response.status, query).toBe(400);

@@ -98,7 +98,7 @@ export async function jobRoutes(app: FastifyInstance, context: ServiceContext): 
   function requireAdmin(request: FastifyRequest): void {
     const caller = identifyCaller(request, context.config.adminToken);
     if (caller.kind === 'anonymous') throw new ControlError('PGLEASE_UNAUTHORIZED');
-    if (caller.kind !== 'admin') throw new ControlError('PGLEASE_FORBIDDEN', 'The jobs API needs the admin token (PGLEASE_ADMIN_TOKEN)');
+    if (caller.kind !== 'admin') throw new ControlError('PGLEASE_FORBIDDEN', 'The jobs API needs the admin token (PGLEASE_ADMIN_TOKEN), and this token is not it');
   }
 
   function notFound(name: string): ControlError {

@@ -92,6 +92,11 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
     },
     async (request, reply) => {
       const caller = identifyCaller(request, config.adminToken);
+      // a token that opens nothing is refused, not taken for no token: it is most likely a mistyped
+      // admin token, whose caller expects the admin's rights (ttl null, no throttling)
+      if (caller.kind === 'token' && (await context.templates.leaseOfToken(caller.token)) === undefined) {
+        throw new ControlError('PGLEASE_UNAUTHORIZED', 'This token is neither the admin token nor the token of an active lease');
+      }
       const body = request.body;
       const ttl = checkTtl(context, body.ttl === undefined ? config.defaultTtlSeconds : body.ttl, caller.kind === 'admin');
       const input = { ttlSeconds: ttl, label: body.name ?? null, clientIp: request.ip, limits: createLimitsFor(config.createLimits, caller) };
@@ -122,7 +127,7 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
     async (request) => {
       const caller = identifyCaller(request, config.adminToken);
       if (caller.kind === 'anonymous') throw new ControlError('PGLEASE_UNAUTHORIZED');
-      if (caller.kind !== 'admin') throw new ControlError('PGLEASE_FORBIDDEN', 'Listing leases needs the admin token (PGLEASE_ADMIN_TOKEN)');
+      if (caller.kind !== 'admin') throw new ControlError('PGLEASE_FORBIDDEN', 'Listing leases needs the admin token (PGLEASE_ADMIN_TOKEN), and this token is not it');
       const limit = request.query.limit === undefined ? 100 : Number(request.query.limit);
       if (!(limit >= 1 && limit <= 1000)) throw new ControlError('PGLEASE_INVALID_PARAMETER', 'limit must be between 1 and 1000', 'limit');
       const cursor = request.query.cursor ?? null;
