@@ -4,7 +4,8 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
@@ -90,6 +91,23 @@ describe('lease() and withLease()', () => {
     });
     const deadServer = `http://127.0.0.1:${await freePort()}`;
     await expect(lease({ server: deadServer, local: 'never' })).rejects.toThrow(`no pglease answers at ${deadServer}`);
+  });
+
+  it('names the template and its file, line and column when its seed SQL fails', async () => {
+    const directory = await mkdtemp(path.join(tmpdir(), 'pglease-seed-'));
+    const file = path.join(directory, 'broken.sql');
+    await writeFile(file, 'CREATE TABLE ok (id int);\nINSERT INTO missing VALUES (1);\n');
+    try {
+      for (const adminToken of [ADMIN_TOKEN, '']) {
+        await expect(lease({ server: service.baseUrl, local: 'never', adminToken, template: { name: 'broken', file } })).rejects.toMatchObject({
+          constructor: PgleaseApiError,
+          code: 'PGLEASE_TEMPLATE_INVALID',
+          message: `template "broken" (${file}:2:13) failed to apply: relation "missing" does not exist (SQLSTATE 42P01)`,
+        });
+      }
+    } finally {
+      await rm(directory, { recursive: true, force: true });
+    }
   });
 
   it('workerDatabaseUrl picks the lease of the vitest or jest worker', () => {

@@ -94,16 +94,31 @@ export interface PreparedTemplate {
  * Registers a template: globally with the admin token, else privately under a small owner lease
  * whose token then creates the leases (the owner lives as long as `ttl`).
  */
+/**
+ * A template whose seed SQL failed, named with where it came from: a test run's setup has no other
+ * trace of which template, or which file, it was registering.
+ */
+function seedFailure(error: unknown, spec: TemplateSpec): unknown {
+  if (!(error instanceof PgleaseApiError) || error.code !== 'PGLEASE_TEMPLATE_INVALID') return error;
+  const source = 'file' in spec ? path.resolve(spec.file) : 'its SQL';
+  const where = error.postgres?.line === undefined ? '' : `:${error.postgres.line}${error.postgres.column === undefined ? '' : `:${error.postgres.column}`}`;
+  const reason = error.postgres ? `${error.postgres.message} (SQLSTATE ${error.postgres.code})` : error.message;
+  return new PgleaseApiError(error.status, error.code, `template "${spec.name}" (${source}${where}) failed to apply: ${reason}`, error.field, error.postgres);
+}
+
 export async function prepareTemplate(connection: PgleaseConnection, spec: TemplateSpec, ttl: number): Promise<PreparedTemplate> {
   const sql = 'sql' in spec ? spec.sql : await readFile(path.resolve(spec.file), 'utf8');
   if (connection.adminToken) {
-    const template = await connection.client.withToken(connection.adminToken).registerTemplate(spec.name, sql);
+    const template = await connection.client
+      .withToken(connection.adminToken)
+      .registerTemplate(spec.name, sql)
+      .catch((error: unknown) => Promise.reject(seedFailure(error, spec)));
     return { name: spec.name, token: connection.adminToken, sha256: template.sha256, dispose: async () => undefined };
   }
   const owner = await connection.client.createLease({ ttl, name: `template owner: ${spec.name}` });
   const ownerClient = connection.client.withToken(owner.token);
   try {
-    const template = await ownerClient.registerTemplate(spec.name, sql);
+    const template = await ownerClient.registerTemplate(spec.name, sql).catch((error: unknown) => Promise.reject(seedFailure(error, spec)));
     return { name: spec.name, token: owner.token, sha256: template.sha256, dispose: () => releaseQuietly(ownerClient, owner.id) };
   } catch (error) {
     await releaseQuietly(ownerClient, owner.id);
