@@ -6,7 +6,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { ServiceContext } from '../service-context.js';
 import type { CreatedLease, CreateLeaseInput, LeaseRow } from '../leases/lease-store.js';
-import { identifyCaller, type Caller } from './auth.js';
+import { identifyCaller } from './auth.js';
 import { ControlError } from './errors.js';
 import { leaseJson } from './lease-json.js';
 import { createLimitsFor, limitError, rateLimitHeaders } from './rate-limit.js';
@@ -60,15 +60,15 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
    * The lease of a create, from a template if one is named. A caller without a lease token sees
    * only global templates: when this process knows the name's current version, its pooled lease
    * is claimed at once (the claim checks the version is still current); otherwise, or when none
-   * can be claimed, the name is resolved (a lease token's private template comes first) and the
-   * lease claimed or provisioned.
+   * can be claimed, the name is resolved (the caller's lease's private template comes first) and
+   * the lease claimed or provisioned.
    */
-  async function createLease(request: FastifyRequest, caller: Caller, templateName: string | undefined, input: CreateLeaseInput): Promise<CreatedLease> {
+  async function createLease(callerLeaseId: string | null, templateName: string | undefined, input: CreateLeaseInput): Promise<CreatedLease> {
     if (templateName === undefined) return context.leasePool.create(input);
-    const remembered = caller.kind === 'token' ? undefined : context.templates.rememberedGlobal(templateName);
+    const remembered = callerLeaseId === null ? context.templates.rememberedGlobal(templateName) : undefined;
     const claimed = remembered && (await context.leasePool.claim({ ...input, template: { id: remembered.id, pooled: true } }));
     if (claimed) return claimed;
-    const template = await leaseTemplate(context, request, templateName);
+    const template = await leaseTemplate(context, templateName, callerLeaseId);
     return context.leasePool.create({ ...input, template: { id: template.id, pooled: template.owner_lease_id === null } });
   }
 
@@ -92,15 +92,17 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
     },
     async (request, reply) => {
       const caller = identifyCaller(request, config.adminToken);
-      // a token that opens nothing is refused, not taken for no token: it is most likely a mistyped
-      // admin token, whose caller expects the admin's rights (ttl null, no throttling)
-      if (caller.kind === 'token' && (await context.templates.leaseOfToken(caller.token)) === undefined) {
+      // the lease whose token was sent (its private templates come first); a token that opens
+      // nothing is refused, not taken for no token: it is most likely a mistyped admin token, whose
+      // caller expects the admin's rights (ttl null, no throttling)
+      const callerLeaseId = caller.kind === 'token' ? ((await context.templates.leaseOfToken(caller.token)) ?? null) : null;
+      if (caller.kind === 'token' && callerLeaseId === null) {
         throw new ControlError('PGLEASE_UNAUTHORIZED', 'This token is neither the admin token nor the token of an active lease');
       }
       const body = request.body;
       const ttl = checkTtl(context, body.ttl === undefined ? config.defaultTtlSeconds : body.ttl, caller.kind === 'admin');
       const input = { ttlSeconds: ttl, label: body.name ?? null, clientIp: request.ip, limits: createLimitsFor(config.createLimits, caller) };
-      const created = await createLease(request, caller, body.template, input).catch((error: unknown) =>
+      const created = await createLease(callerLeaseId, body.template, input).catch((error: unknown) =>
         Promise.reject(limitError(error) ?? templateLeaseError(error) ?? error),
       );
       const json = leaseJson(host, created.lease, publicBaseUrl(context, request), created);

@@ -88,12 +88,12 @@ async function requireScope(context: ServiceContext, request: FastifyRequest): P
 }
 
 /**
- * For POST /v1/leases {"template": name}: the version the caller gets (its private template of that
- * name, else the global one), or a 400 naming the field.
+ * For POST /v1/leases {"template": name}: the version the caller gets (with `callerLeaseId`, the
+ * lease whose token it sent, that lease's private template of the name first; then the global
+ * one), or a 400 naming the field.
  */
-export async function leaseTemplate(context: ServiceContext, request: FastifyRequest, name: string): Promise<TemplateRow> {
-  const scope = await callerScope(context, request);
-  const template = TEMPLATE_NAME.test(name) ? await context.templates.resolve(name, scope?.kind === 'lease' ? scope.leaseId : null) : undefined;
+export async function leaseTemplate(context: ServiceContext, name: string, callerLeaseId: string | null): Promise<TemplateRow> {
+  const template = TEMPLATE_NAME.test(name) ? await context.templates.resolve(name, callerLeaseId) : undefined;
   if (!template) {
     throw new ControlError('PGLEASE_INVALID_FIELD', `template: no template named "${name}" (register it with POST /v1/templates)`, 'template');
   }

@@ -91,10 +91,6 @@ export interface PreparedTemplate {
 }
 
 /**
- * Registers a template: globally with the admin token, else privately under a small owner lease
- * whose token then creates the leases (the owner lives as long as `ttl`).
- */
-/**
  * A template whose seed SQL failed, named with where it came from: a test run's setup has no other
  * trace of which template, or which file, it was registering.
  */
@@ -106,6 +102,10 @@ function seedFailure(error: unknown, spec: TemplateSpec): unknown {
   return new PgleaseApiError(error.status, error.code, `template "${spec.name}" (${source}${where}) failed to apply: ${reason}`, error.field, error.postgres);
 }
 
+/**
+ * Registers a template: globally with the admin token, else privately under a small owner lease
+ * whose token then creates the leases (the owner lives as long as `ttl`).
+ */
 export async function prepareTemplate(connection: PgleaseConnection, spec: TemplateSpec, ttl: number): Promise<PreparedTemplate> {
   const sql = 'sql' in spec ? spec.sql : await readFile(path.resolve(spec.file), 'utf8');
   if (connection.adminToken) {
