@@ -30,9 +30,30 @@ function isUnavailable(error: { code?: unknown; message?: string }): boolean {
 }
 
 /** Turns anything thrown in the control API into `{ code, message[, field] }` with the right status. */
+type ValidationIssue = { keyword: string; instancePath: string; params: Record<string, unknown>; message?: string };
+
+/**
+ * What is wrong with a value, in words a client can act on. Ajv's own messages name no allowed
+ * value ("must be equal to constant") and repeat the field ("must have required property 'ttl'").
+ * A choice between constants (a TypeBox union of literals) fails once per alternative: all of
+ * them are listed.
+ */
+function validationProblem(first: ValidationIssue, all: ValidationIssue[]): string {
+  const allowed = all
+    .filter((issue) => issue.instancePath === first.instancePath && (issue.keyword === 'const' || issue.keyword === 'enum'))
+    .flatMap((issue) => (issue.keyword === 'const' ? [issue.params.allowedValue] : ((issue.params.allowedValues as unknown[]) ?? [])));
+  if (allowed.length > 0) return `must be ${allowed.length === 1 ? '' : 'one of '}${allowed.map((value) => JSON.stringify(value)).join(', ')}`;
+  if (first.keyword === 'required') return 'is required';
+  if (first.keyword === 'type') {
+    const type = String(first.params.type);
+    return `must be ${type === 'object' ? 'a JSON object' : type === 'integer' ? 'a whole number' : `a ${type}`}`;
+  }
+  return first.message ?? 'is invalid';
+}
+
 export function toControlError(error: FastifyError | ControlError | Error): ControlError {
   if (error instanceof ControlError) return error;
-  const fastifyError = error as FastifyError & { validation?: { keyword: string; instancePath: string; params: Record<string, unknown>; message?: string }[] };
+  const fastifyError = error as FastifyError & { validation?: ValidationIssue[] };
   if (fastifyError.validation && fastifyError.validation.length > 0) {
     const first = fastifyError.validation[0]!;
     const context = fastifyError.validationContext ?? 'body';
@@ -44,7 +65,7 @@ export function toControlError(error: FastifyError | ControlError | Error): Cont
     }
     const field = first.instancePath.replace(/^\//, '').replace(/\//g, '.') || (first.keyword === 'required' ? String(first.params.missingProperty) : '');
     const where = field === '' ? `the ${context}` : `"${field}"`;
-    const message = `${where} ${first.message ?? 'is invalid'}`;
+    const message = `${where} ${validationProblem(first, fastifyError.validation)}`;
     return context === 'querystring' || context === 'params'
       ? new ControlError('PGLEASE_INVALID_PARAMETER', message, field || undefined)
       : new ControlError('PGLEASE_INVALID_FIELD', message, field || undefined);

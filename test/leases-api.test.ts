@@ -103,6 +103,18 @@ describe('POST /v1/leases', () => {
     }
   });
 
+  it('says in words what a bad field or parameter should be', async () => {
+    const lease = await createLease(service);
+    const messages = async (method: string, path: string, body?: string | object) => (await call(method, path, { body, token: lease.token })).json.message;
+    expect(await messages('POST', `/v1/leases/${lease.id}/renew`, {})).toBe('"ttl" is required');
+    expect(await messages('POST', `/v1/leases/${lease.id}/renew`, [])).toBe('the body must be a JSON object');
+    expect(await messages('POST', '/v1/leases', { ttl: 1.5 })).toMatch(/^"ttl" must be a whole number/);
+    expect(await messages('POST', '/v1/leases?format=bogus')).toBe('"format" must be one of "json", "url"');
+    const state = await call('GET', '/v1/leases?state=bogus', { token: ADMIN_TOKEN });
+    expect(state.json.message).toMatch(/^"state" must be one of "[a-z]+"(, "[a-z]+")+$/);
+    expect(state.json.message).toContain('"released"');
+  });
+
   it('needs the admin token for a lease without expiry', async () => {
     const refused = await call('POST', '/v1/leases', { body: { ttl: null } });
     expect(refused.status).toBe(403);
