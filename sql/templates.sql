@@ -23,12 +23,20 @@ BEGIN
   EXECUTE format('ALTER FUNCTION %I._pglease_seed(text) OWNER TO %I', p_schema, p_role);
   EXECUTE format('SELECT %I._pglease_seed($1)', p_schema) USING p_sql;
   EXECUTE format('DROP FUNCTION IF EXISTS %I._pglease_seed(text)', p_schema);
-  -- Temporary objects would live in the service's pooled session, not in the lease.
+  -- Temporary objects would live in the service's session, not in the lease.
   IF EXISTS (SELECT 1 FROM pg_class c
-              WHERE c.relnamespace = pg_my_temp_schema() AND c.relowner = to_regrole(quote_ident(p_role))) THEN
-    RAISE EXCEPTION 'template SQL cannot create temporary tables' USING ERRCODE = '0A000',
-      HINT = 'Create ordinary tables: they live in the lease''s schema.';
+              WHERE c.relnamespace = pg_my_temp_schema() AND c.relowner = to_regrole(quote_ident(p_role)))
+     OR EXISTS (SELECT 1 FROM pg_proc f
+                 WHERE f.pronamespace = pg_my_temp_schema() AND f.proowner = to_regrole(quote_ident(p_role))) THEN
+    RAISE EXCEPTION 'template SQL cannot create temporary tables or functions' USING ERRCODE = '0A000',
+      HINT = 'Create ordinary tables and functions: they live in the lease''s schema.';
   END IF;
+  -- Nothing the SQL did to the session may outlive it. A SET without LOCAL lasts past this
+  -- function and the commit, and would change how the rest of the caller's statement is answered
+  -- (DateStyle, say); session advisory locks are not released by a rollback. The connection is
+  -- also discarded after every seed (src/db/host.ts, seedPool).
+  RESET ALL;
+  PERFORM pg_advisory_unlock_all();
 END
 $$;
 

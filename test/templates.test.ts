@@ -216,6 +216,63 @@ describe('private templates', () => {
   });
 });
 
+describe('seed SQL and the service\'s own sessions', () => {
+  // a lease's token holder writes private templates' SQL; the service runs it in its sessions
+  it('leaves no setting, lock or temporary object behind for the requests that follow', async () => {
+    const owner = await createLease(service);
+    const bearer = { authorization: `Bearer ${owner.token}` };
+    const seeds: Record<string, string> = {
+      datestyle: `CREATE TABLE a (x int); SET datestyle = 'SQL, DMY'; SET intervalstyle = 'sql_standard'`,
+      readonly: 'CREATE TABLE b (x int); SET default_transaction_read_only = on',
+      lock: 'CREATE TABLE c (x int); SELECT pg_advisory_lock(28780, 0); SELECT pg_advisory_lock(1)',
+      prepared: 'CREATE TABLE d (x int); PREPARE mine AS SELECT 1; DEALLOCATE ALL',
+    };
+    for (const [name, sql] of Object.entries(seeds)) {
+      expect((await call('POST', '/v1/templates', { name, sql }, bearer)).status, name).toBe(201);
+      // twice: the create runs the seed again, and what follows must not notice
+      for (let i = 0; i < 2; i++) {
+        const created = await call('POST', '/v1/leases', { template: name }, bearer);
+        expect(created.status, `${name}: ${JSON.stringify(created.body)}`).toBe(201);
+        expect(Date.parse(created.body.created_at), name).toBeGreaterThan(Date.now() - 60_000);
+        expect((await call('GET', `/v1/leases/${created.body.id}`, undefined, { authorization: `Bearer ${created.body.token}` })).status, name).toBe(200);
+        expect((await call('POST', '/v1/leases', {}, admin)).status, name).toBe(201);
+      }
+    }
+    // no session of the service holds an advisory lock a seed took
+    const held = await query<{ n: number }>(service.host.databaseUrl, `SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND granted`);
+    expect(held).toEqual([{ n: 0 }]);
+  });
+
+  it('refuses temporary functions as it refuses temporary tables', async () => {
+    const owner = await createLease(service);
+    const refused = await call(
+      'POST',
+      '/v1/templates',
+      { name: 'tempfn', sql: `CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql AS 'SELECT 1'; CREATE TABLE e (x int)` },
+      { authorization: `Bearer ${owner.token}` },
+    );
+    expect(refused.status).toBe(400);
+    expect(refused.body.message).toMatch(/temporary tables or functions/);
+  });
+
+  it('runs on connections of its own: slow seeds do not hold up the rest of the control API', async () => {
+    const owner = await createLease(service);
+    const bearer = { authorization: `Bearer ${owner.token}` };
+    let seedsDone = 0;
+    const slow = Array.from({ length: 6 }, (_, i) =>
+      call('POST', '/v1/templates', { name: `slow${i}`, sql: `CREATE TABLE s (x int); SELECT pg_sleep(1.5); -- ${i}` }, bearer).then((answer) => {
+        seedsDone++;
+        return answer;
+      }),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    // the service pool has 10 connections: 6 seeds on it would leave the listing waiting
+    for (let i = 0; i < 10; i++) expect((await call('GET', '/v1/leases?limit=1', undefined, admin)).status).toBe(200);
+    expect(seedsDone).toBe(0);
+    for (const answer of await Promise.all(slow)) expect(answer.status).toBe(201);
+  });
+});
+
 describe('lease stats', () => {
   it('reports connections, tables, rows, size and template', async () => {
     await call('POST', '/v1/templates', { name: 'todo', sql: TODO_SQL }, admin);

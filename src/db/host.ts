@@ -27,10 +27,20 @@ export interface Host {
   databaseUrl: string;
   /** Pool of the service role on the lease database: control API, jobs, SQL functions. */
   pool: pg.Pool;
+  /**
+   * Connections for statements that run a template's seed SQL, which a lease's token holder
+   * writes: each is used once and closed, so nothing the SQL leaves in its session (settings,
+   * locks, prepared statements, temporary objects) reaches another request; and there are few,
+   * so slow seeds queue among themselves instead of taking the service pool.
+   */
+  seedPool: pg.Pool;
   /** Key from which each lease authenticator's password is derived (pglease.secrets). */
   authenticatorKey: Buffer;
   close: () => Promise<void>;
 }
+
+/** Seeds that may run at once (registrations, creates from private templates, template refills). */
+const SEED_CONNECTIONS = 3;
 
 export function withDatabase(url: string, database: string): string {
   const parsed = new URL(url);
@@ -97,6 +107,8 @@ export async function openHost(options: HostOptions): Promise<Host> {
   const pool = new pg.Pool({ connectionString: databaseUrl, max: options.poolSize ?? 10, idleTimeoutMillis: 30_000 });
   // A pool client that dies while idle (server restart) must not crash the process.
   pool.on('error', (error) => options.log(`service pool: idle connection lost (${error.message})`));
+  const seedPool = new pg.Pool({ connectionString: databaseUrl, max: SEED_CONNECTIONS, maxUses: 1, idleTimeoutMillis: 1_000 });
+  seedPool.on('error', (error) => options.log(`seed pool: idle connection lost (${error.message})`));
   try {
     for (const { database_name: name, revoked } of await restrictOtherDatabases(pool)) {
       options.log(
@@ -124,10 +136,15 @@ export async function openHost(options: HostOptions): Promise<Host> {
       database: options.leaseDatabase,
       databaseUrl,
       pool,
+      seedPool,
       authenticatorKey: secret.rows[0]!.value,
-      close: () => endPool(pool),
+      close: async () => {
+        await endPool(seedPool);
+        await endPool(pool);
+      },
     };
   } catch (error) {
+    await endPool(seedPool);
     await endPool(pool);
     throw error;
   }

@@ -148,7 +148,8 @@ export class LeaseStore {
             values: [...provision.values, input.template.id],
           }
         : provision;
-      const { lease, quota } = await this.withLimits(this.pool, query, input);
+      // a seed runs the template's SQL: on a connection of its own (Host.seedPool)
+      const { lease, quota } = await this.withLimits(input.template ? this.host.seedPool : this.pool, query, input);
       return { lease: lease!, password, token, quota };
     });
   }
@@ -249,7 +250,7 @@ export class LeaseStore {
    */
   async provisionPooled(holder: string, templateId: string | null, holdSeconds: number): Promise<PooledLease> {
     return this.withNewLease(async ({ base, password, loginVerifier, authVerifier }) => {
-      const { rows } = await this.pool.query<{ id: string }>({
+      const { rows } = await (templateId === null ? this.pool : this.host.seedPool).query<{ id: string }>({
         name: 'pglease.provision-pooled',
         text: 'SELECT id FROM pglease.provision_pooled($1, $2, make_interval(secs => $3), $4, $5, $6, $7, $8, $9, $10, $11)',
         values: [

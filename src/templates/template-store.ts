@@ -127,7 +127,7 @@ export class TemplateStore {
       return { template: existing, created: false };
     }
 
-    const client = await this.pool.connect();
+    const client = await this.host.seedPool.connect();
     try {
       await client.query('BEGIN');
       // seed SQL may be slow: bound it as a lease's own statements are
