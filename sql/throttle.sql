@@ -9,8 +9,8 @@
 --     away before any work is done; counts "+1" for the lease about to be made;
 --   * in the provisioning transaction, after the new lease's row exists (p_lease its id), or in
 --     the statement that claims a pooled lease (sql/pool.sql), after the claim: it
---     charges the lease to the client (quota_ip), takes an advisory lock per client address (and
---     one for the database when p_max_leases is set), then counts. Statements of a plpgsql function each see everything
+--     charges the lease to the client (quota_ip), locks its client address's slot of
+--     pglease.throttle_locks (and the database's when p_max_leases is set), then counts. Statements of a plpgsql function each see everything
 --     committed before they start, so the count includes every concurrent create that held the
 --     lock before us (they commit before releasing it) plus our own row: 200 parallel creates with
 --     a limit of 100 leave exactly 100. The locks are held only from this check to the commit,
@@ -49,12 +49,12 @@ DECLARE
 BEGIN
   IF v_final AND v_per_client THEN
     UPDATE pglease.leases SET quota_ip = p_client_ip WHERE id = p_lease;
-    -- 0x706c: the throttle's lock space ('pl'); the key is the address's hash (collisions only
-    -- serialise two clients' final checks, their counts stay separate)
-    PERFORM pg_advisory_xact_lock(28780, hashtext(host(p_client_ip)));
+    -- the address's slot (migrations/0007_throttle-locks.sql): rows of a table leases cannot
+    -- touch, where advisory locks could be taken (and held) by any lease
+    PERFORM 1 FROM pglease.throttle_locks WHERE slot = 1 + (hashtext(host(p_client_ip)) & 1023) FOR UPDATE;
   END IF;
   IF v_final AND coalesce(p_max_leases, 0) > 0 THEN
-    PERFORM pg_advisory_xact_lock(28780, 0);
+    PERFORM 1 FROM pglease.throttle_locks WHERE slot = 0 FOR UPDATE;
   END IF;
 
   IF coalesce(p_max_leases, 0) > 0 THEN

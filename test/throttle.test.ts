@@ -2,6 +2,7 @@
  * Throttling of lease creation, counted in Postgres: per client address per hour, live leases per
  * client, and the database's capacity. Counting must hold under concurrency.
  */
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ADMIN_TOKEN, startTestService, type TestService } from './support/service.js';
 
@@ -143,5 +144,23 @@ describe('live leases per client (PGLEASE_MAX_ACTIVE) and capacity (PGLEASE_MAX_
     expect(statuses.filter((status) => status === 201)).toHaveLength(5);
     expect(statuses.filter((status) => status === 503)).toHaveLength(7);
     expect(await liveLeases(bounded)).toBe(5);
+  });
+});
+
+describe('the throttle\'s locks', () => {
+  it('cannot be held by a lease: its advisory locks stop no create, and it cannot touch the lock rows', async () => {
+    const service = await startTestService({ PGLEASE_RATE_LIMIT: '100', PGLEASE_MAX_ACTIVE: '10', PGLEASE_MAX_LEASES: '100', PGLEASE_LEASE_POOL: '0' });
+    const squatter = new pg.Client({ connectionString: ((await (await create(service)).json()) as { url: string }).url });
+    await squatter.connect();
+    try {
+      // the keys the throttle used to lock: the database's, and 127.0.0.1's
+      await squatter.query(`SELECT pg_advisory_lock(28780, 0), pg_advisory_lock(28780, hashtext('127.0.0.1'))`);
+      const answers = await Promise.all([create(service), create(service, { authorization: `Bearer ${ADMIN_TOKEN}` })]);
+      expect(answers.map((answer) => answer.status)).toEqual([201, 201]);
+      await expect(squatter.query('SELECT 1 FROM pglease.throttle_locks WHERE slot = 0 FOR UPDATE')).rejects.toMatchObject({ code: '42501' });
+    } finally {
+      await squatter.end();
+      await service.close();
+    }
   });
 });
