@@ -46,4 +46,37 @@ describe('migrate', () => {
       await admin.end();
     }
   });
+
+  it('is not stopped by another role sitting on its advisory lock: that session is ended', async () => {
+    const serverUrl = inject('serverUrl');
+    const database = `pglease_squat_${randomBytes(4).toString('hex')}`;
+    const squatterRole = `${database}_squatter`;
+    const admin = new pg.Client({ connectionString: serverUrl });
+    await admin.connect();
+    let squatter: pg.Client | undefined;
+    try {
+      await admin.query(`CREATE DATABASE ${database}`);
+      await admin.query(`CREATE ROLE ${squatterRole} LOGIN PASSWORD 'squat'`);
+      const url = new URL(withDatabase(serverUrl, database));
+      url.username = squatterRole;
+      url.password = 'squat';
+      squatter = new pg.Client({ connectionString: url.toString() });
+      squatter.on('error', () => undefined); // it is terminated
+      await squatter.connect();
+      // the key pg_locks shows while pglease migrates, held (as a lease could) by an idle session
+      await squatter.query('SELECT pg_advisory_lock(31638912646607716)');
+      const logged: string[] = [];
+      const result = await migrate(withDatabase(serverUrl, database), (message) => logged.push(message));
+      expect(result.migrations.length).toBeGreaterThan(0);
+      expect(logged.some((line) => line.includes(`of role ${squatterRole}: it held pglease's migration lock`))).toBe(true);
+    } finally {
+      await squatter?.end().catch(() => undefined);
+      await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`).catch(() => undefined);
+      await admin.query(`DROP ROLE IF EXISTS ${squatterRole}`).catch(() => undefined);
+      await admin.query(`SELECT format('DROP ROLE %I', rolname) FROM pg_roles WHERE rolname LIKE $1`, [`${database}_leases%`]).then(async ({ rows }) => {
+        for (const row of rows as { format: string }[]) await admin.query(row.format).catch(() => undefined);
+      });
+      await admin.end();
+    }
+  });
 });

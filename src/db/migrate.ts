@@ -1,7 +1,8 @@
 /**
  * Brings a lease database up to date: numbered node-pg-migrate migrations (tables, append-only),
  * then the function files of sql/ (CREATE OR REPLACE, re-applied when their text changes).
- * Several pglease processes may start at once: both steps run under advisory locks.
+ * Several pglease processes may start at once: both steps run under one advisory lock, which no
+ * lease may sit on (see lockAgainstSquatters).
  */
 import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
@@ -10,10 +11,12 @@ import pg from 'pg';
 import { runner } from 'node-pg-migrate';
 import { projectPath } from '../paths.js';
 
-/** Advisory lock key of the sql/ step ("pglease" in ASCII, read as an integer). */
-const SQL_SOURCES_LOCK = 0x70676c65617365;
-/** Advisory lock key held while the numbered migrations run. */
-const MIGRATIONS_LOCK = SQL_SOURCES_LOCK + 1;
+/**
+ * Advisory lock key held while a process migrates: "pglease" in ASCII read as an integer, as the
+ * nearest double made it (the key earlier versions used, so that they and this one exclude each
+ * other during a rolling upgrade).
+ */
+const MIGRATIONS_LOCK = '31638912646607716';
 
 export interface MigrateResult {
   migrations: string[];
@@ -32,8 +35,9 @@ export async function migrate(databaseUrl: string, log: (message: string) => voi
     // Quiet NOTICEs such as "schema already exists" from IF NOT EXISTS statements.
     await client.query(`SET client_min_messages = warning`);
     // node-pg-migrate only tries its own lock and fails with "Another migration is already running"
-    // when several processes start at once: wait for our turn instead (released when the client ends).
-    await client.query('SELECT pg_advisory_lock($1)', [MIGRATIONS_LOCK]);
+    // when several processes start at once: wait for our turn instead (released when the client
+    // ends); node-pg-migrate's own lock is then not needed (noLock)
+    await lockAgainstSquatters(client, MIGRATIONS_LOCK, log);
     return await retryConcurrentCatalogUpdates(async () => {
       const applied = await runner({
       dbClient: client,
@@ -44,6 +48,7 @@ export async function migrate(databaseUrl: string, log: (message: string) => voi
       direction: 'up',
       checkOrder: true,
       singleTransaction: true,
+      noLock: true,
       log: () => undefined,
         logger: { debug: () => undefined, info: () => undefined, warn: report, error: report },
       });
@@ -52,6 +57,38 @@ export async function migrate(databaseUrl: string, log: (message: string) => voi
     });
   } finally {
     await client.end();
+  }
+}
+
+/**
+ * Takes the session advisory lock `key`. Advisory locks are open to every role of the database,
+ * and pg_locks shows every key in use, so a lease could take ours and hold it (an idle session is
+ * never timed out) to stop every pglease process from starting. A session of another role that
+ * holds the key is terminated; pglease processes, which log in as this same role, wait for
+ * each other as before.
+ */
+async function lockAgainstSquatters(client: pg.Client, key: string, log: (message: string) => void): Promise<void> {
+  let toldWaiting = false;
+  for (;;) {
+    const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1::bigint) AS locked', [key]);
+    if (rows[0]!.locked) return;
+    try {
+      const squatters = await client.query<{ pid: number; role: string }>(
+        `SELECT a.pid, a.usename AS role, pg_terminate_backend(a.pid)
+           FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+          WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+            AND l.classid = ($1::bigint >> 32)::oid AND l.objid = ($1::bigint & 4294967295)::oid
+            AND a.usename IS DISTINCT FROM current_user`,
+        [key],
+      );
+      for (const squatter of squatters.rows) log(`terminated session ${squatter.pid} of role ${squatter.role}: it held pglease's migration lock`);
+    } catch (error) {
+      // not allowed to terminate it: keep waiting, as for another pglease process
+      if (!toldWaiting) log(`waiting for pglease's migration lock, held by a session this role may not end (${(error as Error).message})`);
+      toldWaiting = true;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
   }
 }
 
@@ -81,7 +118,6 @@ async function applySqlSources(client: pg.Client): Promise<string[]> {
   const changed: string[] = [];
   await client.query('BEGIN');
   try {
-    await client.query('SELECT pg_advisory_xact_lock($1)', [SQL_SOURCES_LOCK]);
     const { rows } = await client.query<{ file: string; sha256: string }>('SELECT file, sha256 FROM pglease.sql_sources');
     const known = new Map(rows.map((row) => [row.file, row.sha256]));
     for (const file of files) {
