@@ -163,17 +163,22 @@ describe('docker/compose.yaml', () => {
     expect(existsSync(path.join(context, pglease!.build!.dockerfile))).toBe(true);
     expect(pglease!.depends_on).toEqual({ postgres: { condition: 'service_healthy' } });
 
-    // DATABASE_URL reaches the postgres service as its superuser, with its password
-    const databaseUrl = new URL(pglease!.environment!.DATABASE_URL!.replace(/\$\{(\w+):-([^}]*)\}/g, '$2'));
-    const password = postgres!.environment!.POSTGRES_PASSWORD!.replace(/\$\{(\w+):-([^}]*)\}/g, '$2');
+    // DATABASE_URL reaches the postgres service as its superuser; the password is the same
+    // variable, passed as PGPASSWORD (node-postgres reads it), so it needs no URL escaping
+    const databaseUrl = new URL(pglease!.environment!.DATABASE_URL!);
     expect(databaseUrl.hostname).toBe('postgres');
     expect(databaseUrl.port).toBe('5432');
     expect(decodeURIComponent(databaseUrl.username)).toBe(postgres!.environment!.POSTGRES_USER);
-    expect(decodeURIComponent(databaseUrl.password)).toBe(password);
+    expect(databaseUrl.password).toBe('');
+    expect(pglease!.environment!.PGPASSWORD).toBe(postgres!.environment!.POSTGRES_PASSWORD);
 
-    // lease URLs point where clients reach Postgres: the published port
-    expect(postgres!.ports).toContain(`${pglease!.environment!.PGLEASE_PUBLIC_PG_PORT}:5432`);
-    expect(pglease!.ports).toContain('8080:8080');
+    // no default secrets: compose refuses to start until both are set (${VAR:?message})
+    expect(postgres!.environment!.POSTGRES_PASSWORD).toMatch(/^\$\{POSTGRES_PASSWORD:\?.+\}$/);
+    expect(pglease!.environment!.PGLEASE_ADMIN_TOKEN).toMatch(/^\$\{PGLEASE_ADMIN_TOKEN:\?.+\}$/);
+
+    // lease URLs point where clients reach Postgres: the published port, on this machine only
+    expect(postgres!.ports).toContain(`127.0.0.1:${pglease!.environment!.PGLEASE_PUBLIC_PG_PORT}:5432`);
+    expect(pglease!.ports).toContain('127.0.0.1:8080:8080');
     expect(Object.keys(compose.volumes ?? {})).toContain('pgdata');
   });
 });
