@@ -6,6 +6,7 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { ServiceContext } from './service-context.js';
 import { ControlError } from './control/errors.js';
+import { NO_CONTROL_CHARACTERS } from './control/schemas.js';
 import { healthRoutes } from './control/health-routes.js';
 import { jobRoutes } from './control/job-routes.js';
 import { leaseRoutes } from './control/lease-routes.js';
@@ -44,6 +45,7 @@ function validationProblem(first: ValidationIssue, all: ValidationIssue[]): stri
     .flatMap((issue) => (issue.keyword === 'const' ? [issue.params.allowedValue] : ((issue.params.allowedValues as unknown[]) ?? [])));
   if (allowed.length > 0) return `must be ${allowed.length === 1 ? '' : 'one of '}${allowed.map((value) => JSON.stringify(value)).join(', ')}`;
   if (first.keyword === 'required') return 'is required';
+  if (first.keyword === 'pattern' && first.params.pattern === NO_CONTROL_CHARACTERS) return 'must not contain control characters (line breaks, tabs, escapes)';
   if (first.keyword === 'type') {
     const type = String(first.params.type);
     return `must be ${type === 'object' ? 'a JSON object' : type === 'integer' ? 'a whole number' : `a ${type}`}`;

@@ -89,6 +89,9 @@ describe('POST /v1/leases', () => {
       [{ name: 42 }, 'PGLEASE_INVALID_FIELD', 'name'],
       [{ name: '' }, 'PGLEASE_INVALID_FIELD', 'name'],
       [{ name: 'x'.repeat(201) }, 'PGLEASE_INVALID_FIELD', 'name'],
+      [{ name: 'x\u001b[31mred' }, 'PGLEASE_INVALID_FIELD', 'name'],
+      [{ name: 'two\nlines' }, 'PGLEASE_INVALID_FIELD', 'name'],
+      [{ name: 'c1\u009b' }, 'PGLEASE_INVALID_FIELD', 'name'],
       [{ tll: 60 }, 'PGLEASE_UNKNOWN_FIELD', 'tll'],
       [[1, 2], 'PGLEASE_INVALID_FIELD'],
       ['"just a string"', 'PGLEASE_INVALID_FIELD'],
@@ -109,6 +112,9 @@ describe('POST /v1/leases', () => {
     expect(await messages('POST', `/v1/leases/${lease.id}/renew`, {})).toBe('"ttl" is required');
     expect(await messages('POST', `/v1/leases/${lease.id}/renew`, [])).toBe('the body must be a JSON object');
     expect(await messages('POST', '/v1/leases', { ttl: 1.5 })).toMatch(/^"ttl" must be a whole number/);
+    expect(await messages('POST', '/v1/leases', { name: 'bell\u0007' })).toBe('"name" must not contain control characters (line breaks, tabs, escapes)');
+    // any other text is a fine name
+    expect((await call('POST', '/v1/leases', { body: { name: '日本語テスト ✓ — ok' } })).status).toBe(201);
     expect(await messages('POST', '/v1/leases?format=bogus')).toBe('"format" must be one of "json", "url"');
     const state = await call('GET', '/v1/leases?state=bogus', { token: ADMIN_TOKEN });
     expect(state.json.message).toMatch(/^"state" must be one of "[a-z]+"(, "[a-z]+")+$/);

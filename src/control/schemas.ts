@@ -17,10 +17,13 @@ const Ttl = Type.Union([Type.Integer({ minimum: 1 }), Type.Null()], {
   description: 'Seconds until the lease expires (default 1800, at most PGLEASE_MAX_TTL). null: never expires (admin token only).',
 });
 
+/** Text without control characters (C0, DEL, C1): a label ends up in terminals and logs. */
+export const NO_CONTROL_CHARACTERS = '^[^\\u0000-\\u001f\\u007f-\\u009f]*$';
+
 export const CreateLeaseBody = Type.Object(
   {
     ttl: Type.Optional(Ttl),
-    name: Type.Optional(Type.String({ minLength: 1, maxLength: 200, description: 'A label for the lease' })),
+    name: Type.Optional(Type.String({ minLength: 1, maxLength: 200, pattern: NO_CONTROL_CHARACTERS, description: 'A label for the lease (no control characters)' })),
     template: Type.Optional(
       Type.String({ minLength: 1, maxLength: 63, description: 'A template (POST /v1/templates) whose SQL seeds the lease in the same transaction' }),
     ),

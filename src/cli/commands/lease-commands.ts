@@ -4,7 +4,7 @@
 import { Command, Option } from 'commander';
 import { PgleaseApiError, type CreatedLeaseJson, type LeaseJson } from '../../testing/client.js';
 import type { CliContext } from '../context.js';
-import { examples, fields, formatBytes, formatCount, isoSeconds, parseDuration, relativeTime, table, UsageError } from '../format.js';
+import { examples, fields, formatBytes, formatCount, isoSeconds, parseDuration, printable, relativeTime, table, UsageError } from '../format.js';
 import { println } from '../io.js';
 import { withSpinner } from '../spinner.js';
 import { KEEP_ENDED_DAYS } from '../token-store.js';
@@ -63,7 +63,7 @@ export function leaseCommands(context: CliContext): Command[] {
       if (options.json) return json(context, created);
       const { bold, green, dim, cyan } = context.out;
       const short = created.id.slice(0, 8);
-      println(io.stdout, `${green('✔')} Lease ${bold(short)}${created.name ? ` (${created.name})` : ''} ready in ${elapsed} ms${options.template ? `, seeded from ${options.template}` : ''}`);
+      println(io.stdout, `${green('✔')} Lease ${bold(short)}${created.name ? ` (${printable(created.name)})` : ''} ready in ${elapsed} ms${options.template ? `, seeded from ${options.template}` : ''}`);
       println(io.stdout);
       println(io.stdout, fields([
         ['URL', cyan(created.url)],
@@ -124,7 +124,7 @@ export function leaseCommands(context: CliContext): Command[] {
       if (options.json) return json(context, { ...lease, stats });
       const { bold, green, yellow } = context.out;
       const state = lease.state === 'active' ? green(lease.state) : yellow(lease.state);
-      println(io.stdout, bold(`=== lease ${lease.id}${lease.name ? ` (${lease.name})` : ''}`));
+      println(io.stdout, bold(`=== lease ${lease.id}${lease.name ? ` (${printable(lease.name)})` : ''}`));
       println(io.stdout, fields([
         ['State', state],
         ['Created', `${relativeTime(new Date(lease.created_at))} (${isoSeconds(new Date(lease.created_at))})`],
@@ -169,7 +169,7 @@ export function leaseCommands(context: CliContext): Command[] {
         ['ID', 'NAME', 'STATE', 'EXPIRES', 'CREATED'],
         leases.map((lease) => [
           lease.id.slice(0, 8),
-          lease.name ?? '-',
+          lease.name === null || lease.name === undefined ? '-' : printable(lease.name),
           lease.state === 'active' ? green(lease.state) : yellow(lease.state),
           lease.state === 'active' ? (lease.expires_at ? relativeTime(new Date(lease.expires_at)) : 'never') : '-',
           relativeTime(new Date(lease.created_at)),
