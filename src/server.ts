@@ -122,8 +122,10 @@ export async function buildServer(context: ServiceContext, options: ServerOption
     // format, not Fastify's
     frameworkErrors: (error, request, reply) => {
       if (isRestUrl(request.url)) return sendUnroutedRestError(request, reply, 'bad-url');
-      const notFound = error.code === 'FST_ERR_MAX_PARAM_LENGTH';
-      return sendControlError(request, reply, notFound ? new ControlError('PGLEASE_NOT_FOUND') : new ControlError('PGLEASE_BAD_URL'));
+      if (error.code !== 'FST_ERR_MAX_PARAM_LENGTH') return sendControlError(request, reply, new ControlError('PGLEASE_BAD_URL'));
+      // an id or name longer than any that exists: what the route would answer for an unknown one
+      const kind = request.url.startsWith('/v1/templates/') ? 'PGLEASE_TEMPLATE_NOT_FOUND' : request.url.startsWith('/v1/jobs/') ? 'PGLEASE_JOB_NOT_FOUND' : 'PGLEASE_NOT_FOUND';
+      return sendControlError(request, reply, new ControlError(kind));
     },
   });
 

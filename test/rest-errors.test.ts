@@ -141,6 +141,9 @@ describe('requests no route takes', () => {
     const tooLong = await raw('GET', `${fixture.service.baseUrl}/v1/leases/${'a'.repeat(500)}`);
     expect(tooLong.status).toBe(404);
     expect(tooLong.body).toMatchObject({ code: 'PGLEASE_NOT_FOUND' });
+    const tooLongTemplate = await raw('GET', `${fixture.service.baseUrl}/v1/templates/${'a'.repeat(500)}`);
+    expect(tooLongTemplate.status).toBe(404);
+    expect(tooLongTemplate.body).toMatchObject({ code: 'PGLEASE_TEMPLATE_NOT_FOUND' });
     const tooLongRest = await raw('GET', `${fixture.service.baseUrl}/v1/leases/${'a'.repeat(500)}/rest/t`);
     expect(tooLongRest.body).toMatchObject({ code: 'PGRST125' });
   });

@@ -122,6 +122,8 @@ describe('registering', () => {
     expect(badName).toMatchObject({ status: 400, body: { code: 'PGLEASE_INVALID_FIELD', field: 'name' } });
     const empty = await call('POST', '/v1/templates', { name: 'x', sql: '' }, admin);
     expect(empty).toMatchObject({ status: 400, body: { field: 'sql' } });
+    const blank = await call('POST', '/v1/templates', { name: 'x', sql: ' \n\t ' }, admin);
+    expect(blank).toMatchObject({ status: 400, body: { code: 'PGLEASE_INVALID_FIELD', field: 'sql', message: 'sql: the template has no SQL, only white space' } });
     const extra = await call('POST', '/v1/templates', { name: 'x', sql: 'SELECT 1', owner: 'me' }, admin);
     expect(extra).toMatchObject({ status: 400, body: { code: 'PGLEASE_UNKNOWN_FIELD', field: 'owner' } });
     const notJson = await call('POST', '/v1/templates', undefined, { ...admin, 'content-type': 'application/json' });

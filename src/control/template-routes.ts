@@ -128,6 +128,8 @@ export async function templateRoutes(app: FastifyInstance, context: ServiceConte
     },
     async (request, reply) => {
       const scope = await requireScope(context, request);
+      // whitespace (or nothing) would register a template that seeds nothing: surely a mistake
+      if (request.body.sql.trim() === '') throw new ControlError('PGLEASE_INVALID_FIELD', 'sql: the template has no SQL, only white space', 'sql');
       try {
         const { template, created } = await templates.register({ ...request.body, scope, clientIp: request.ip });
         return reply.code(created ? 201 : 200).send(templateJson(template));
