@@ -3,7 +3,7 @@
  * survive a restart, and a SIGTERM that lets a request finish and stops Postgres cleanly.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -55,6 +55,9 @@ afterAll(async () => {
 
 describe('the service process', () => {
   it('starts embedded Postgres, keeps leases across a clean restart, and stops cleanly on SIGTERM', async () => {
+    // a pid file left by a crash whose pid now belongs to another live process (this one, with
+    // another start time) does not lock the directory
+    await writeFile(path.join(dataDir, 'pglease.pid'), `${process.pid} 1\n`);
     const first = await startProcess();
     const banner = first.output();
     expect(banner).toContain(`http://127.0.0.1:${httpPort}/v1/leases`);

@@ -187,39 +187,50 @@ async function waitUntilReady(url: string, pid: number, logFile: string): Promis
 }
 
 /**
- * Whether `pid` is a process that can own a data directory: alive, and (where /proc tells) a Node
- * process, so that a pid reused by something else after a crash does not lock the directory.
+ * When process `pid` started, in clock ticks since boot (Linux's /proc/<pid>/stat, field 22), or
+ * undefined where /proc does not tell. With the pid it names one process: a pid is reused, its
+ * start time is not.
  */
-async function liveOwner(pid: number): Promise<boolean> {
+async function startTime(pid: number): Promise<string | undefined> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+  // the command name (field 2) is in parentheses and may itself contain spaces or parentheses
+  return stat?.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+}
+
+/** Whether the process named by a pglease.pid file (`pid start-time`) is still running. */
+async function liveOwner(owner: string): Promise<boolean> {
+  const [pidText, started] = owner.trim().split(' ');
+  const pid = Number(pidText);
   if (!Number.isInteger(pid) || pid <= 0 || !alive(pid)) return false;
   if (pid === process.pid) return true; // a second service of this very process
-  const commandLine = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => undefined);
-  return commandLine === undefined || commandLine.includes('node');
+  const current = await startTime(pid);
+  // a pid reused by another process after a crash does not lock the directory
+  return current === undefined || started === undefined || current === started;
 }
 
 /**
  * Claims the data directory for this process: `<dataDir>/pglease.pid` names the pglease that runs
- * its cluster. A second pglease on the same directory would adopt the first one's Postgres and
- * stop it when it exits, so it is refused. A file left by a process that is gone (kill -9) is
- * taken over. Returns the release, which removes the file if it is still ours.
+ * its cluster (its pid and start time). A second pglease on the same directory would adopt the
+ * first one's Postgres and stop it when it exits, so it is refused. A file left by a process that
+ * is gone (kill -9) is taken over. Returns the release, which removes the file if it is still ours.
  */
 async function claimDataDir(dataDir: string): Promise<() => Promise<void>> {
   const file = path.join(dataDir, 'pglease.pid');
+  const self = `${process.pid} ${(await startTime(process.pid)) ?? ''}`.trim();
   const release = async () => {
-    const owner = Number((await readFile(file, 'utf8').catch(() => '')).trim());
-    if (owner === process.pid) await rm(file, { force: true });
+    if ((await readFile(file, 'utf8').catch(() => '')).trim() === self) await rm(file, { force: true });
   };
   for (let attempt = 0; ; attempt++) {
     try {
-      await writeFile(file, `${process.pid}\n`, { flag: 'wx' });
+      await writeFile(file, `${self}\n`, { flag: 'wx' });
       return release;
     } catch (error) {
       if ((error as { code?: string }).code !== 'EEXIST' || attempt > 0) throw error;
     }
-    const owner = Number((await readFile(file, 'utf8').catch(() => '')).trim());
+    const owner = await readFile(file, 'utf8').catch(() => '');
     if (await liveOwner(owner)) {
       throw new Error(
-        `the data directory ${dataDir} is in use by another pglease (pid ${owner}): give each pglease its own ` +
+        `the data directory ${dataDir} is in use by another pglease (pid ${owner.trim().split(' ')[0]}): give each pglease its own ` +
           'PGLEASE_DATA_DIR, or point this one at that Postgres with DATABASE_URL',
       );
     }
