@@ -16,10 +16,10 @@ let pgPort: number;
 let httpPort: number;
 
 /** Starts `src/main.ts` (what `npm start` runs, without the build step) and waits for the banner. */
-async function startProcess(): Promise<{ child: ChildProcess; output: () => string }> {
+async function startProcess(env: Record<string, string> = {}): Promise<{ child: ChildProcess; output: () => string }> {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
     cwd: projectRoot,
-    env: { ...process.env, DATABASE_URL: '', PGLEASE_DATA_DIR: dataDir, PGLEASE_PG_PORT: String(pgPort), PORT: String(httpPort), HOST: '127.0.0.1', LOG_LEVEL: 'warn' },
+    env: { ...process.env, DATABASE_URL: '', PGLEASE_DATA_DIR: dataDir, PGLEASE_PG_PORT: String(pgPort), PORT: String(httpPort), HOST: '127.0.0.1', LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
@@ -112,6 +112,31 @@ describe('the service process', () => {
       expect(await exited(second.child)).toBe(0);
     }
   }, 120_000);
+
+  it('stops promptly on SIGTERM while a warm pool is seeding a slow template', async () => {
+    const service = await startProcess({ PGLEASE_ADMIN_TOKEN: 'lifecycle-admin', PGLEASE_TEMPLATE_POOL: '1' });
+    const registered = await fetch(`http://127.0.0.1:${httpPort}/v1/templates`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: 'Bearer lifecycle-admin' },
+      body: JSON.stringify({ name: 'slow-seed', sql: 'CREATE TABLE s (x int); SELECT pg_sleep(1)' }),
+    });
+    expect(registered.status).toBe(201);
+    // make the template slow only now: the pool's refill, started at registration, seeds it again
+    const superuser = new pg.Client({ connectionString: `postgresql://postgres:${encodeURIComponent((await readFile(path.join(dataDir, 'superuser-password'), 'utf8')).trim())}@127.0.0.1:${pgPort}/pglease` });
+    await superuser.connect();
+    await superuser.query(`UPDATE pglease.templates SET sql = 'CREATE TABLE s (x int); SELECT pg_sleep(30)' WHERE name = 'slow-seed'`);
+    await superuser.query(`DELETE FROM pglease.lease_pool`); // a claimable lease would hide the refill
+    const seeding = async () =>
+      (await superuser.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE '%provision_pooled%' AND state = 'active'`)).rows[0].n > 0;
+    // a create finds the pool empty, provisions in the request, and the pool refills behind it
+    expect((await fetch(`http://127.0.0.1:${httpPort}/v1/leases`, { method: 'POST' })).status).toBe(201);
+    await expect.poll(seeding, { timeout: 10_000 }).toBe(true);
+    await superuser.end();
+    const stopping = Date.now();
+    service.child.kill('SIGTERM');
+    expect(await exited(service.child)).toBe(0);
+    expect(Date.now() - stopping).toBeLessThan(10_000);
+  }, 60_000);
 
   it('refuses a bad configuration with a message naming the variable', async () => {
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {

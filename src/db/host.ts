@@ -139,7 +139,8 @@ export async function openHost(options: HostOptions): Promise<Host> {
       seedPool,
       authenticatorKey: secret.rows[0]!.value,
       close: async () => {
-        await endPool(seedPool);
+        // a seed still running (a refill shutdown did not wait for) is cut when Postgres stops
+        await endPool(seedPool, 500);
         await endPool(pool);
       },
     };

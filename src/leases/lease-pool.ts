@@ -39,6 +39,8 @@ export interface LeasePoolOptions {
 const REFILL_QUIET_MS = 150;
 /** Under a steady stream of creates a refill still starts this long after it was first due. */
 const REFILL_MAX_WAIT_MS = 1000;
+/** How long a shutdown waits for a refill in flight. */
+const CLOSE_WAIT_MS = 2_000;
 /** A pooled lease expires this long after its holder's last heartbeat. */
 const HOLD_SECONDS = 60;
 /** Three heartbeats per hold: a missed one (a busy database) does not lose the pool. */
@@ -171,7 +173,9 @@ export class LeasePool {
     if (!this.started) return;
     clearInterval(this.heartbeat);
     this.wakeSleeper?.();
-    await this.worker;
+    // a refill seeding a large template can take up to the statement timeout: shutdown does not
+    // wait for it (a lease it still makes has no holder and expires within HOLD_SECONDS)
+    await Promise.race([this.worker, new Promise((resolve) => setTimeout(resolve, CLOSE_WAIT_MS).unref())]);
     this.pools.clear();
     try {
       await this.store.releasePooled(this.holder);

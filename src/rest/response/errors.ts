@@ -119,6 +119,10 @@ export function statusForSqlState(code: string, message: string, authenticated: 
     case '53400':
       return 500;
     case '57P01':
+    // crash_shutdown and cannot_connect_now: the server restarting after a crash, a connection
+    // problem as PostgREST sees it (it never gets a session), so 503 like 57P01 and 08xxx
+    case '57P02':
+    case '57P03':
       return 503;
     case 'P0001':
       return 400;
