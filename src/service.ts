@@ -47,6 +47,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
       dataDir: config.dataDir,
       port: config.embeddedPgPort,
       listen: config.embeddedPgListen,
+      log,
     });
     serverUrl = embedded.url('postgres');
   }

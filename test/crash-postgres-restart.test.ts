@@ -3,9 +3,10 @@
  * while it is down the API answers 503, never 500, and nothing crashes; once it is back the pool,
  * the scheduler and its LISTEN connection reconnect by themselves and expiry works again.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
 import { startEmbedded, type EmbeddedServer } from '../src/db/embedded.js';
@@ -105,4 +106,38 @@ describe('Postgres restart under the service', () => {
     expect(ran, 'the changed job did not run: the LISTEN connection is not back').toBe(true);
     expect(logged.join('\n')).toMatch(/job listener: connection lost, reconnecting/);
   });
+});
+
+describe('a postmaster that dies', () => {
+  it('is started again by pglease, and the service answers again without a restart', async () => {
+    const ownDir = await mkdtemp(path.join(tmpdir(), 'pglease-watchdog-'));
+    const events: string[] = [];
+    const own = await startEmbedded({ dataDir: ownDir, port: await freePort(), listen: 'localhost', log: (message) => events.push(message) });
+    try {
+      const postmaster = Number((await readFile(path.join(ownDir, 'pg', 'postmaster.pid'), 'utf8')).split('\n')[0]);
+      process.kill(postmaster, 'SIGKILL');
+      await expect
+        .poll(
+          async () => {
+            const client = new pg.Client({ connectionString: own.url('postgres') });
+            client.on('error', () => undefined);
+            try {
+              await client.connect();
+              return (await client.query('SELECT 1 AS ok')).rows[0].ok;
+            } catch {
+              return 0;
+            } finally {
+              await client.end().catch(() => undefined);
+            }
+          },
+          { timeout: 30_000, interval: 250 },
+        )
+        .toBe(1);
+      expect(events.some((event) => event.startsWith(`embedded Postgres (pid ${postmaster}) is gone`))).toBe(true);
+      expect(events.some((event) => event.startsWith('embedded Postgres is back'))).toBe(true);
+    } finally {
+      await own.stop();
+      await rm(ownDir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });

