@@ -30,7 +30,6 @@ function isUnavailable(error: { code?: unknown; message?: string }): boolean {
   return (typeof error.code === 'string' && UNAVAILABLE_CODES.has(error.code)) || /Connection terminated|timeout exceeded when trying to connect/i.test(error.message ?? '');
 }
 
-/** Turns anything thrown in the control API into `{ code, message[, field] }` with the right status. */
 type ValidationIssue = { keyword: string; instancePath: string; params: Record<string, unknown>; message?: string };
 
 /**
@@ -53,6 +52,7 @@ function validationProblem(first: ValidationIssue, all: ValidationIssue[]): stri
   return first.message ?? 'is invalid';
 }
 
+/** Turns anything thrown in the control API into `{ code, message[, field] }` with the right status. */
 export function toControlError(error: FastifyError | ControlError | Error): ControlError {
   if (error instanceof ControlError) return error;
   const fastifyError = error as FastifyError & { validation?: ValidationIssue[] };
@@ -84,7 +84,15 @@ export function toControlError(error: FastifyError | ControlError | Error): Cont
   if (typeof fastifyError.statusCode === 'number' && fastifyError.statusCode >= 400 && fastifyError.statusCode < 500) {
     return new ControlError(fastifyError.statusCode === 415 ? 'PGLEASE_UNSUPPORTED_MEDIA_TYPE' : 'PGLEASE_INVALID_FIELD', fastifyError.message);
   }
-  if (isUnavailable(error as { code?: unknown })) return new ControlError('PGLEASE_NOT_READY', 'The lease database is not reachable right now; retry shortly');
+  if (isUnavailable(error as { code?: unknown })) {
+    return new ControlError('PGLEASE_NOT_READY', 'The lease database is not reachable right now; retry shortly', undefined, { 'Retry-After': 5 });
+  }
+  // insufficient resources (53xxx: out of memory, of shared memory for locks, of disk): the
+  // request was fine, Postgres could not do it now
+  const sqlState = (error as { code?: unknown }).code;
+  if (typeof sqlState === 'string' && sqlState.startsWith('53')) {
+    return new ControlError('PGLEASE_NOT_READY', `Postgres could not do this now: ${error.message}; retry later`, undefined, { 'Retry-After': 30 });
+  }
   return new ControlError('PGLEASE_INTERNAL');
 }
 
