@@ -75,7 +75,7 @@ export function templateCommand(context: CliContext): Command {
       'after',
       examples([
         'pglease template add todo-app test/schema.sql',
-        'pg_dump --schema-only --no-owner mydb | pglease template add mydb-schema -',
+        'cat schema.sql seed.sql | pglease template add mydb -',
         'pglease template add my-seed seed.sql --lease 3f2c9a1e',
       ]),
     )
