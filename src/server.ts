@@ -23,6 +23,9 @@ export interface ServerOptions {
   logger?: boolean | { level: string; stream?: { write: (line: string) => void } };
 }
 
+/** How long a closing server keeps answering (503) requests that reach it before idle connections close. */
+const CLOSE_GRACE_MS = 250;
+
 /** Postgres and network error codes that mean "the database is unavailable", not "we have a bug". */
 const UNAVAILABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', '57P01', '57P02', '57P03', '53300', '08000', '08003', '08006']);
 
@@ -123,7 +126,10 @@ export async function buildServer(context: ServiceContext, options: ServerOption
     bodyLimit: context.config.bodyLimit,
     // Our schemas say exactly what is accepted: no silent removal of unknown fields, no "60" → 60.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
-    return503OnClosing: true,
+    // while closing, requests still arriving on open connections get our 503 (the hook below),
+    // not Fastify's own body; idle connections are closed by our sweep, after a grace period
+    return503OnClosing: false,
+    forceCloseConnections: false,
     // request.ip names the client for throttling: X-Forwarded-For counts only behind a trusted proxy
     trustProxy: context.config.trustProxy,
     // a URL the router cannot take (bad percent-encoding, an over-long lease id) gets our error
@@ -139,11 +145,22 @@ export async function buildServer(context: ServiceContext, options: ServerOption
 
   // Keep-alive connections would hold a graceful close open for the keep-alive timeout (72 s):
   // once closing, every response says `Connection: close` and idle sockets are closed as they free up.
+  // For CLOSE_GRACE_MS after the close begins the server still listens and answers every new
+  // request 503 with Retry-After: a request already on its way (on a connection accepted just
+  // before, or a keep-alive one) gets that answer instead of a reset connection. Then Node stops
+  // listening and closes idle connections; the sweep closes the others as they free up.
   let closing = false;
   app.addHook('preClose', async () => {
     closing = true;
+    await new Promise((resolve) => setTimeout(resolve, CLOSE_GRACE_MS));
     const sweep = setInterval(() => app.server.closeIdleConnections(), 50);
     app.server.once('close', () => clearInterval(sweep));
+  });
+  app.addHook('onRequest', (request, reply, done) => {
+    if (!closing) return done();
+    const retry = { 'Retry-After': 5 };
+    if (isRestUrl(request.url)) sendUnroutedRestError(request, reply, 'closing');
+    else sendControlError(request, reply, new ControlError('PGLEASE_NOT_READY', 'pglease is shutting down; retry shortly', undefined, retry));
   });
   app.addHook('onSend', (_request, reply, payload, done) => {
     if (closing) reply.header('connection', 'close');

@@ -25,11 +25,16 @@ export function isRestUrl(url: string): boolean {
 
 /**
  * The REST API's answer to a request Fastify refused before routing it (a path that is not valid
- * percent-encoding, a lease id over the router's length limit) or whose method no route has
- * (TRACE, say): PostgREST's format, as for every other REST error.
+ * percent-encoding, a lease id over the router's length limit), whose method no route has (TRACE,
+ * say), or that arrives while the server closes: PostgREST's format, as for every other REST error.
  */
-export function sendUnroutedRestError(request: FastifyRequest, reply: FastifyReply, kind: 'bad-url' | 'method'): FastifyReply {
-  const error = kind === 'method' ? new RestError('PGRST117', `Unsupported HTTP method: ${request.method}`) : new RestError('PGRST125');
+export function sendUnroutedRestError(request: FastifyRequest, reply: FastifyReply, kind: 'bad-url' | 'method' | 'closing'): FastifyReply {
+  const error =
+    kind === 'method'
+      ? new RestError('PGRST117', `Unsupported HTTP method: ${request.method}`)
+      : kind === 'closing'
+        ? new RestError('PGRST000', undefined, 'pglease is shutting down', 'Retry shortly', { headers: { 'Retry-After': '5' } })
+        : new RestError('PGRST125');
   return sendError(request, reply, error, false);
 }
 
