@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ADMIN_TOKEN, createLease, startTestService, type CreatedLeaseJson, type TestService } from './support/service.js';
+import { ADMIN_TOKEN, createLease, queryUrl as query, startTestService, type CreatedLeaseJson, type TestService } from './support/service.js';
 import { startServiceProcess, stopServiceProcess, type ServiceProcess } from './support/service-process.js';
 import { waitFor } from './support/wait.js';
 
@@ -25,16 +25,6 @@ afterAll(async () => {
   await Promise.all(services.map((service) => service.close()));
   for (const child of processes) if (child.child.exitCode === null && child.child.signalCode === null) child.child.kill('SIGKILL');
 });
-
-async function query<T extends pg.QueryResultRow>(url: string, sql: string, values: unknown[] = []): Promise<T[]> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return (await client.query<T>(sql, values)).rows;
-  } finally {
-    await client.end();
-  }
-}
 
 interface PooledRow {
   id: string;

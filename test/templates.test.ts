@@ -4,7 +4,7 @@
  */
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ADMIN_TOKEN, createLease, startTestService, type TestService } from './support/service.js';
+import { ADMIN_TOKEN, createLease, queryUrl as query, startTestService, type TestService } from './support/service.js';
 
 let service: TestService;
 
@@ -26,16 +26,6 @@ async function call(method: string, path: string, body?: unknown, headers: Recor
   });
   const text = await response.text();
   return { status: response.status, body: text ? JSON.parse(text) : undefined };
-}
-
-async function query<T extends pg.QueryResultRow>(url: string, sql: string, values: unknown[] = []): Promise<T[]> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return (await client.query<T>(sql, values)).rows;
-  } finally {
-    await client.end();
-  }
 }
 
 /** Counts what the service's database holds, to prove a rejected template left nothing behind. */

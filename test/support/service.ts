@@ -3,6 +3,7 @@
  * HTTP server listening on a free port, and small helpers to call it.
  */
 import { randomBytes } from 'node:crypto';
+import pg from 'pg';
 import { inject } from 'vitest';
 import { loadConfig, type Config } from '../../src/config.js';
 import { startService, type Service } from '../../src/service.js';
@@ -55,4 +56,15 @@ export async function createLease(service: TestService, body: Record<string, unk
   });
   if (response.status !== 201) throw new Error(`create lease: ${response.status} ${await response.text()}`);
   return (await response.json()) as CreatedLeaseJson;
+}
+
+/** Runs one statement on its own connection to `url` (a lease's, or the lease database's) and returns its rows. */
+export async function queryUrl<T extends pg.QueryResultRow>(url: string, sql: string, values: unknown[] = []): Promise<T[]> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return (await client.query<T>(sql, values)).rows;
+  } finally {
+    await client.end();
+  }
 }
