@@ -10,7 +10,7 @@ import { identifyCaller } from './auth.js';
 import { ControlError } from './errors.js';
 import { leaseJson } from './lease-json.js';
 import { createLimitsFor, limitError, rateLimitHeaders } from './rate-limit.js';
-import { leaseTemplate, templateLeaseError } from './template-routes.js';
+import { callerLease, leaseTemplate, templateLeaseError } from './template-routes.js';
 import {
   CreateLeaseBody,
   CreateLeaseQuery,
@@ -92,13 +92,9 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
     },
     async (request, reply) => {
       const caller = identifyCaller(request, config.adminToken);
-      // the lease whose token was sent (its private templates come first); a token that opens
-      // nothing is refused, not taken for no token: it is most likely a mistyped admin token, whose
-      // caller expects the admin's rights (ttl null, no throttling)
-      const callerLeaseId = caller.kind === 'token' ? ((await context.templates.leaseOfToken(caller.token)) ?? null) : null;
-      if (caller.kind === 'token' && callerLeaseId === null) {
-        throw new ControlError('PGLEASE_UNAUTHORIZED', 'This token is neither the admin token nor the token of an active lease');
-      }
+      // the lease whose token was sent (its private templates come first); an unknown token is
+      // refused, since its caller most likely expects the admin's rights (ttl null, no throttling)
+      const callerLeaseId = await callerLease(context, caller);
       const body = request.body;
       const ttl = checkTtl(context, body.ttl === undefined ? config.defaultTtlSeconds : body.ttl, caller.kind === 'admin');
       const input = { ttlSeconds: ttl, label: body.name ?? null, clientIp: request.ip, limits: createLimitsFor(config.createLimits, caller) };

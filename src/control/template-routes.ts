@@ -8,7 +8,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type, type Static } from '@sinclair/typebox';
 import type { ServiceContext } from '../service-context.js';
 import { leaseSeedError, TEMPLATE_NAME, TemplateSqlError, type TemplateRow, type TemplateScope } from '../templates/template-store.js';
-import { identifyCaller } from './auth.js';
+import { identifyCaller, type Caller } from './auth.js';
 import { ControlError } from './errors.js';
 import { ErrorSchema } from './schemas.js';
 
@@ -69,22 +69,25 @@ function templateJson(template: TemplateRow): TemplateJson {
   };
 }
 
-/** The admin's scope is global; a lease token's is its lease; a token of no active lease has none. */
-async function callerScope(context: ServiceContext, request: FastifyRequest): Promise<TemplateScope | undefined> {
-  const caller = identifyCaller(request, context.config.adminToken);
-  if (caller.kind === 'anonymous') return undefined;
-  if (caller.kind === 'admin') return { kind: 'global' };
+/**
+ * The active lease whose token the caller sent; null for the admin and for no token. A token that
+ * opens nothing is refused (401), not taken for no token: it is most likely a mistyped admin token.
+ */
+export async function callerLease(context: ServiceContext, caller: Caller): Promise<string | null> {
+  if (caller.kind !== 'token') return null;
   const leaseId = await context.templates.leaseOfToken(caller.token);
-  return leaseId === undefined ? undefined : { kind: 'lease', leaseId };
+  if (leaseId === undefined) throw new ControlError('PGLEASE_UNAUTHORIZED', 'This token is neither the admin token nor the token of an active lease');
+  return leaseId;
 }
 
+/** The admin's scope is global; a lease token's is its lease. */
 async function requireScope(context: ServiceContext, request: FastifyRequest): Promise<TemplateScope> {
-  const scope = await callerScope(context, request);
-  if (scope) return scope;
-  if (identifyCaller(request, context.config.adminToken).kind === 'anonymous') {
+  const caller = identifyCaller(request, context.config.adminToken);
+  if (caller.kind === 'anonymous') {
     throw new ControlError('PGLEASE_UNAUTHORIZED', 'Templates need the admin token, or the token of an active lease for a private template');
   }
-  throw new ControlError('PGLEASE_UNAUTHORIZED', 'This token is neither the admin token nor the token of an active lease');
+  const leaseId = await callerLease(context, caller);
+  return leaseId === null ? { kind: 'global' } : { kind: 'lease', leaseId };
 }
 
 /**
