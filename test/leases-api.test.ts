@@ -3,7 +3,10 @@
  * input answered with a clear 4xx and a `{ code, message }` body.
  */
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { leaseUrl } from '../src/control/lease-json.js';
+import { connectHost, type Host } from '../src/db/host.js';
+import type { LeaseRow } from '../src/leases/lease-store.js';
 import { ADMIN_TOKEN, createLease, startTestService, type TestService } from './support/service.js';
 
 let service: TestService;
@@ -58,6 +61,18 @@ describe('POST /v1/leases', () => {
     expect(url.protocol).toBe('postgresql:');
     expect(url.username).toBe(lease.role);
     expect(Buffer.from(decodeURIComponent(url.password), 'base64url')).toHaveLength(32);
+    // it names the address the service connects to (no name lookup for the client), as does `host`
+    expect(url.hostname).toBe(new URL(inject('serverUrl')).hostname);
+    expect(lease.host).toBe(url.hostname);
+  });
+
+  it('writes an IPv6 server address into lease URLs in brackets, once', () => {
+    const publicHost = connectHost(new URL('postgresql://u:p@[::1]:5433/postgres'));
+    expect(publicHost).toBe('::1');
+    const host = { publicHost, publicPort: 5433, database: 'pglease' } as Host;
+    const url = leaseUrl(host, { role_name: 'lease_1' } as LeaseRow, 'secret');
+    expect(url).toBe('postgresql://lease_1:secret@[::1]:5433/pglease');
+    expect(new URL(url).hostname).toBe('[::1]');
   });
 
   it('accepts a ttl and a name', async () => {

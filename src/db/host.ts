@@ -96,6 +96,16 @@ async function restrictOtherDatabases(pool: pg.Pool): Promise<{ database_name: s
   }
 }
 
+/**
+ * The host lease URLs name by default: the one the service itself connects to, as given. For the
+ * embedded server that is 127.0.0.1, which spares each client a name lookup (about 0.25 ms of a
+ * connect here) and cannot resolve to an address the server does not listen on (localhost as
+ * ::1). A URL's IPv6 host keeps its brackets in `hostname`; lease URLs add their own.
+ */
+export function connectHost(serverUrl: URL): string {
+  return serverUrl.hostname.replace(/^\[(.*)\]$/, '$1');
+}
+
 export async function openHost(options: HostOptions): Promise<Host> {
   const created = await ensureDatabase(options.serverUrl, options.leaseDatabase);
   if (created) options.log(`created lease database "${options.leaseDatabase}"`);
@@ -118,7 +128,7 @@ export async function openHost(options: HostOptions): Promise<Host> {
       );
     }
     const parsed = new URL(databaseUrl);
-    const publicHost = options.publicHost ?? (parsed.hostname === '127.0.0.1' ? 'localhost' : parsed.hostname);
+    const publicHost = options.publicHost ?? connectHost(parsed);
     const publicPort = options.publicPort ?? Number(parsed.port || 5432);
     const name = `${publicHost}:${publicPort}/${options.leaseDatabase}`;
     const hostRow = await pool.query<{ id: number }>('SELECT pglease.register_host($1, $2, $3) AS id', [name, publicHost, publicPort]);
