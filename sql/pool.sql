@@ -89,6 +89,9 @@ $$;
 -- A template that is no longer the current version of its name raises SQLSTATE PGLTS: the caller
 -- may have taken the template from a cache of names (src/templates/template-store.ts) that another
 -- process's registration has overtaken, and resolves the name again.
+-- p_quota_ip charges the lease to a client address (the caller's, when per-client limits apply):
+-- set here, the throttle check that follows finds it set and writes no second row version.
+DROP FUNCTION IF EXISTS pglease.claim_pooled_lease(uuid, bigint, uuid[], bytea, interval, text, inet);
 CREATE OR REPLACE FUNCTION pglease.claim_pooled_lease(
   p_holder      uuid,
   p_template_id bigint,
@@ -96,7 +99,8 @@ CREATE OR REPLACE FUNCTION pglease.claim_pooled_lease(
   p_token_hash  bytea,
   p_ttl         interval,       -- NULL: never expires
   p_label       text,
-  p_client_ip   inet
+  p_client_ip   inet,
+  p_quota_ip    inet            -- NULL: not charged to a client
 ) RETURNS SETOF pglease.leases
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -129,7 +133,7 @@ BEGIN
   DELETE FROM pglease.lease_pool WHERE lease_id = v_id;
   UPDATE pglease.leases
      SET state = 'active', token_hash = p_token_hash, label = p_label, client_ip = p_client_ip,
-         created_at = now(), expires_at = now() + p_ttl
+         quota_ip = p_quota_ip, created_at = now(), expires_at = now() + p_ttl
    WHERE id = v_id
    RETURNING * INTO v_lease;
   UPDATE pglease.lease_events

@@ -48,7 +48,8 @@ DECLARE
   v_per_client boolean := p_client_ip IS NOT NULL AND (coalesce(p_rate_limit, 0) > 0 OR coalesce(p_max_active, 0) > 0);
 BEGIN
   IF v_final AND v_per_client THEN
-    UPDATE pglease.leases SET quota_ip = p_client_ip WHERE id = p_lease;
+    -- a claim charges its lease itself (sql/pool.sql): no second row version then
+    UPDATE pglease.leases SET quota_ip = p_client_ip WHERE id = p_lease AND quota_ip IS DISTINCT FROM p_client_ip;
     -- the address's slot (migrations/0007_throttle-locks.sql): rows of a table leases cannot
     -- touch, where advisory locks could be taken (and held) by any lease
     PERFORM 1 FROM pglease.throttle_locks WHERE slot = 1 + (hashtext(host(p_client_ip)) & 1023) FOR UPDATE;

@@ -316,6 +316,35 @@ describe('throttling of claims', () => {
   });
 });
 
+describe('a claim under per-client limits', () => {
+  let service: TestService;
+  beforeAll(async () => {
+    service = await start({ PGLEASE_LEASE_POOL: '1' });
+  });
+
+  it('charges its lease to the client in the claim itself: the throttle check writes no second row version', async () => {
+    const url = service.host.databaseUrl;
+    const [pooled] = await poolFilled(url, service.context.leasePool.holder, 1);
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    try {
+      await client.query('BEGIN');
+      // what LeaseStore.claim runs for a caller under per-client limits
+      const { rows } = await client.query<{ quota_ip: string }>(
+        `SELECT l.quota_ip FROM pglease.claim_pooled_lease($1, NULL, $2, sha256('x'), interval '1 minute', NULL, '192.0.2.9', '192.0.2.9') AS l,
+                LATERAL pglease.check_create_limits(l.id, '192.0.2.9', 100, 20, 0)`,
+        [service.context.leasePool.holder, [pooled!.id]],
+      );
+      expect(rows).toEqual([{ quota_ip: '192.0.2.9' }]);
+      const stats = await client.query<{ n_tup_upd: string }>(`SELECT n_tup_upd FROM pg_stat_xact_user_tables WHERE relid = 'pglease.leases'::regclass`);
+      expect(Number(stats.rows[0]!.n_tup_upd)).toBe(1);
+    } finally {
+      await client.query('ROLLBACK');
+      await client.end();
+    }
+  });
+});
+
 describe('several processes on one database', () => {
   it('each claims only its own pooled leases, whose passwords only it knows', async () => {
     const database = `pglease_test_${randomBytes(4).toString('hex')}`;
@@ -328,7 +357,7 @@ describe('several processes on one database', () => {
     // claiming the other process's lease by id, with the other holder, is refused by Postgres
     const [{ n }] = await query<{ n: number }>(
       url,
-      `SELECT count(*)::int AS n FROM pglease.claim_pooled_lease($1, NULL, $2, sha256('x'), interval '1 minute', NULL, NULL)`,
+      `SELECT count(*)::int AS n FROM pglease.claim_pooled_lease($1, NULL, $2, sha256('x'), interval '1 minute', NULL, NULL, NULL)`,
       [second.context.leasePool.holder, firstPool.map((row) => row.id)],
     );
     expect(n).toBe(0);

@@ -68,12 +68,18 @@ export interface PooledLease {
   password: string;
 }
 
+/** The client address a lease is charged to: the caller's, when per-client limits apply (sql/throttle.sql). */
+function quotaIp(input: CreateLeaseInput): string | null {
+  const limits = input.limits;
+  return limits && (limits.perHour > 0 || limits.activePerClient > 0) ? input.clientIp : null;
+}
+
 /** The statement that hands out one of `candidates` (sql/pool.sql), without the throttle check. */
 function claimQuery(holder: string, input: CreateLeaseInput, candidates: string[], tokenHash: Buffer): { name: string; text: string; values: unknown[] } {
   return {
     name: 'pglease.claim-pooled-lease',
-    text: `SELECT ${LEASE_COLUMNS} FROM pglease.claim_pooled_lease($1, $2, $3, $4, make_interval(secs => $5), $6, $7)`,
-    values: [holder, input.template?.id ?? null, candidates, tokenHash, input.ttlSeconds, input.label, input.clientIp],
+    text: `SELECT ${LEASE_COLUMNS} FROM pglease.claim_pooled_lease($1, $2, $3, $4, make_interval(secs => $5), $6, $7, $8)`,
+    values: [holder, input.template?.id ?? null, candidates, tokenHash, input.ttlSeconds, input.label, input.clientIp, quotaIp(input)],
   };
 }
 
