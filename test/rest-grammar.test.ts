@@ -48,6 +48,17 @@ describe('filters', () => {
     });
   });
 
+  it('stops where PostgREST does on a value without an operator', () => {
+    expect(errorOf(() => parseFilterExpression('5'))).toEqual({
+      message: '"failed to parse filter (5)" (line 1, column 1)',
+      details: 'unexpected "5" expecting "not" or operator (eq, gt, ...)',
+    });
+    expect(errorOf(() => parseFilterExpression('abc'))).toEqual({
+      message: '"failed to parse filter (abc)" (line 1, column 4)',
+      details: 'unexpected end of input expecting delimiter (.)',
+    });
+  });
+
   it('refuses is. with anything but null or a trilean', () => {
     expect(errorOf(() => parseFilterExpression('is.nil')).details).toBe('unexpected "n" expecting null or trilean value (unknown, true, false)');
   });

@@ -26,7 +26,7 @@ import { CompiledReads, readShape, type CompiledRead } from './query/compiled-re
 import { callShape, CompiledWrites, type CallShape, type CompiledCall } from './query/compiled-writes.js';
 import type { Payload } from './request/body.js';
 import { executeRpc, rpcPayload, serveRpc } from './rpc-service.js';
-import { executeWrite, serveWrite, writePayload, WRITE_METHODS } from './write-service.js';
+import { executeWrite, rejectBareParameters, serveWrite, writePayload, WRITE_METHODS } from './write-service.js';
 
 export interface RestServiceOptions {
   pools?: LeasePoolOptions;
@@ -201,6 +201,8 @@ export class RestService {
     if (request.method !== 'GET' && request.method !== 'HEAD') {
       throw new RestError('PGRST117', `Unsupported HTTP method: ${request.method}`);
     }
+    // `?id=5` on a table is a filter without an operator, not something to ignore (PGRST100)
+    rejectBareParameters(request);
     const compiled = await this.withSchema(caller, startedAt, (cache) => {
       const plan: ReadPlan = planRead(cache, request, relationName);
       if (shape && !this.compiledReads.has(cache, shape)) this.compiledReads.set(cache, shape, compileShape(cache, http, request, shape.sentinelQuery, relationName));

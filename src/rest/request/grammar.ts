@@ -394,7 +394,11 @@ function operation(cursor: Cursor, readValue: ValueReader): Operation {
   }
   const dot = cursor.input.indexOf('.', start);
   if (dot === -1) {
-    cursor.position = cursor.input.length;
+    // where PostgREST's parser stops: after the operator's letters (`abc` → expecting the
+    // delimiter), or at once when there are none (`5`, a bare `?id=5`: expecting an operator)
+    const letters = /^\p{L}*/u.exec(cursor.input.slice(start))![0].length;
+    if (letters === 0) return cursor.fail('"not" or operator (eq, gt, ...)');
+    cursor.position = start + letters;
     return cursor.fail('delimiter (.)');
   }
   const name = cursor.input.slice(start, dot);
