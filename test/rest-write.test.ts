@@ -26,6 +26,10 @@ const SCHEMA = `
   create table limited (id int primary key, name text, grp int);
   create table deferred_kids (id int primary key, parent_id int references clients deferrable initially deferred);
   create table secrets (id int primary key, visible text, hidden text);
+  -- views: one showing its table's whole key, one a join showing none, one half of a compound key
+  create view cheap_projects as select id, name, budget, client_id from projects where budget < 1000;
+  create view project_clients as select p.name, c.name as client from projects p join clients c on c.id = p.client_id;
+  create view compound_half as select k1, extra from compound;
   insert into clients values (1, 'Microsoft'), (2, 'Apple');
   insert into projects (id, name, client_id, budget) values (1, 'Windows 7', 1, 100), (2, 'Windows 10', 1, 200), (3, 'IOS', 2, 300);
   select setval('projects_id_seq', 3);
@@ -255,6 +259,46 @@ describe('upserts', () => {
     const limited = await send('PUT', '/compound?k1=eq.1&k2=eq.a&limit=1', { k1: 1, k2: 'a' });
     expect(limited.json).toEqual({ code: 'PGRST114', message: 'limit/offset querystring parameters are not allowed for PUT', details: null, hint: null });
     expect(await rows('select * from compound')).toEqual([]);
+  });
+});
+
+describe('views of a table', () => {
+  beforeEach(async () => {
+    await fixture.sql.query(`delete from projects where id > 3; update projects set name = 'Windows 7', budget = 100 where id = 1`);
+  });
+
+  it('take the primary key of the table whose whole key they show, as in PostgREST', async () => {
+    const cache = await loadSchemaCache(fixture.service.host.pool, fixture.lease.schema, [fixture.lease.role, fixture.lease.anon_role]);
+    expect(cache.relations.get('cheap_projects')!.primaryKey).toEqual(['id']);
+    expect(cache.relations.get('project_clients')!.primaryKey).toEqual([]);
+    expect(cache.relations.get('compound_half')!.primaryKey).toEqual([]);
+  });
+
+  it('upsert on that key: merge-duplicates updates, ignore-duplicates leaves the row', async () => {
+    const merged = await send('POST', '/cheap_projects', { id: 1, name: 'Windows 7 SP1', budget: 150, client_id: 1 }, { prefer: 'return=representation, resolution=merge-duplicates' });
+    // Postgres cannot say whether a row reached through a view was inserted or updated: 201
+    expect(merged.status).toBe(201);
+    expect(merged.headers.get('preference-applied')).toBe('resolution=merge-duplicates, return=representation');
+    expect(merged.json).toEqual([{ id: 1, name: 'Windows 7 SP1', budget: 150, client_id: 1 }]);
+    const ignored = await send('POST', '/cheap_projects', [{ id: 1, name: 'Nope', budget: 1, client_id: 1 }, { id: 20, name: 'Linux', budget: 5, client_id: 2 }], { prefer: 'return=representation, resolution=ignore-duplicates' });
+    expect(ignored.status).toBe(201);
+    expect(ignored.json).toEqual([{ id: 20, name: 'Linux', budget: 5, client_id: 2 }]);
+    expect(await rows('select id, name from projects where id in (1, 20) order by id')).toEqual([{ id: 1, name: 'Windows 7 SP1' }, { id: 20, name: 'Linux' }]);
+  });
+
+  it('answer PUT by that key, and say where an inserted row is (Location)', async () => {
+    expect((await send('PUT', '/cheap_projects?id=eq.21', { id: 21, name: 'BSD', budget: 7, client_id: 2 })).status).toBe(204);
+    const replaced = await send('PUT', '/cheap_projects?id=eq.21', { id: 21, name: 'FreeBSD', budget: 8, client_id: 2 }, { prefer: 'return=representation' });
+    expect(replaced.status).toBe(200);
+    expect(replaced.json).toEqual([{ id: 21, name: 'FreeBSD', budget: 8, client_id: 2 }]);
+    const located = await send('POST', '/cheap_projects', { id: 22, name: 'Plan 9', budget: 9, client_id: 1 }, { prefer: 'return=headers-only' });
+    expect(located.status).toBe(201);
+    expect(located.headers.get('location')).toBe('/cheap_projects?id=eq.22');
+  });
+
+  it('without a whole key they refuse PUT as PostgREST does (PGRST105)', async () => {
+    expect((await send('PUT', '/project_clients?name=eq.IOS', { name: 'IOS', client: 'Apple' })).json).toMatchObject({ code: 'PGRST105' });
+    expect((await send('PUT', '/compound_half?k1=eq.1', { k1: 1, extra: 'x' })).json).toMatchObject({ code: 'PGRST105' });
   });
 });
 

@@ -226,7 +226,7 @@ export function planWrite(cache: SchemaCache, request: ApiRequest, relationName:
       onConflict: { columns: relation.primaryKey, resolution: 'merge-duplicates' },
       put: { conditions: whereNode.where },
       locationColumns: [],
-      countInserted: returnPreference === 'representation',
+      countInserted: returnPreference === 'representation' && hasRowVersions(relation),
     };
   }
 
@@ -247,8 +247,16 @@ export function planWrite(cache: SchemaCache, request: ApiRequest, relationName:
     applyDefaults: preferences.missing === 'default',
     onConflict: resolves ? { columns: conflictColumns, resolution: preferences.resolution! } : undefined,
     locationColumns: returnPreference === 'headers-only' ? relation.columns.filter((column) => relation.primaryKey.includes(column.name)).map((column) => column.name) : [],
-    countInserted: preferences.resolution === 'merge-duplicates',
+    countInserted: preferences.resolution === 'merge-duplicates' && hasRowVersions(relation),
   };
+}
+
+/**
+ * Whether RETURNING can tell an inserted row from an updated one (xmax, a system column of
+ * tables): a view has none, so an upsert through a view answers as an insert (201; a PUT 200).
+ */
+function hasRowVersions(relation: Relation): boolean {
+  return relation.kind === 'table' || relation.kind === 'partitioned_table';
 }
 
 function maxAffectedOf(preferences: Preferences): number | undefined {

@@ -101,6 +101,11 @@ export function schemaCacheFromDocument(document: SchemaDocument, loadedAt = Dat
     views.set(view, resolved);
   }
 
+  for (const [viewName, origins] of views) {
+    const view = relations.get(viewName);
+    if (view && view.primaryKey.length === 0) view.primaryKey = viewPrimaryKey(view, origins, relations);
+  }
+
   const routines = new Map<string, Routine[]>();
   for (const raw of document.routines) {
     const routine: Routine = {
@@ -131,6 +136,33 @@ export function schemaCacheFromDocument(document: SchemaDocument, loadedAt = Dat
     readsRequestSettings: document.readsRequestSettings ?? true,
     loadedAt,
   };
+}
+
+/**
+ * The primary key a view takes from its tables, as PostgREST's schema cache gives it: for each
+ * base table (in the order the view's columns first show one), the view columns that show that
+ * table's whole primary key unchanged, concatenated. PUT, upserts and Location then work on a view
+ * of a table as on the table. A table whose key the view shows only in part adds nothing: a part
+ * of a key identifies no row.
+ */
+function viewPrimaryKey(view: Relation, origins: Map<string, { table: string; column: string }>, relations: Map<string, Relation>): string[] {
+  const tables: string[] = [];
+  for (const column of view.columns) {
+    const origin = origins.get(column.name);
+    if (origin && !tables.includes(origin.table)) tables.push(origin.table);
+  }
+  const key: string[] = [];
+  for (const table of tables) {
+    const base = relations.get(table);
+    if (!base || base.kind === 'view' || base.primaryKey.length === 0) continue;
+    // the first view column showing each key column (a self-join can show one twice)
+    const shown = base.primaryKey.map((keyColumn) => view.columns.find((column) => {
+      const origin = origins.get(column.name);
+      return origin?.table === table && origin.column === keyColumn;
+    })?.name);
+    if (shown.every((name): name is string => name !== undefined)) key.push(...shown);
+  }
+  return key;
 }
 
 /** Introspects `schema` with the service's pool; `roles` are those whose privileges are reported. */
