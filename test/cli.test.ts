@@ -237,6 +237,44 @@ describe('release, renew, info, ls', () => {
     }
   });
 
+  it('keeps every token when CLIs create leases at once (one store, parallel jobs)', async () => {
+    const shared = path.join(home, 'parallel');
+    const results = await Promise.all(Array.from({ length: 10 }, (_, i) => cli(['lease', '--url', '--name', `par${i}`], { env: { PGLEASE_HOME: shared } })));
+    expect(results.map((result) => result.code)).toEqual(Array(10).fill(0));
+    const stored = JSON.parse(await readFile(path.join(shared, 'leases.json'), 'utf8')) as { leases: { name: string }[] };
+    expect(stored.leases.map((lease) => lease.name).sort()).toEqual(Array.from({ length: 10 }, (_, i) => `par${i}`).sort());
+    const listed = JSON.parse((await cli(['ls', '--json'], { env: { PGLEASE_HOME: shared } })).stdout) as { id: string }[];
+    expect(listed).toHaveLength(10);
+    // releases at once, too: each marks its record ended without dropping another's mark
+    const gone = await Promise.all(listed.map((lease) => cli(['release', lease.id], { env: { PGLEASE_HOME: shared } })));
+    expect(gone.map((result) => result.code)).toEqual(Array(10).fill(0));
+    const ended = JSON.parse(await readFile(path.join(shared, 'leases.json'), 'utf8')) as { leases: { ended_at?: string }[] };
+    expect(ended.leases.filter((lease) => lease.ended_at !== undefined)).toHaveLength(10);
+  });
+
+  it('with the admin token: ids that ls prints work for any lease, renew --ttl never works, a cut list says so', async () => {
+    const other = JSON.parse((await cli(['lease', '--json', '--name', 'admin-prefix'], { env: { PGLEASE_HOME: path.join(home, 'other') } })).stdout) as { id: string };
+    const admin = { PGLEASE_ADMIN_TOKEN: ADMIN_TOKEN };
+    const listed = await cli(['ls'], { env: admin });
+    const prefix = other.id.slice(0, 8);
+    expect(listed.stdout).toMatch(new RegExp(`^${prefix}\\s+admin-prefix`, 'm'));
+    const info = await cli(['info', prefix], { env: admin });
+    expect(info.code).toBe(0);
+    expect(info.stdout).toContain(`=== lease ${other.id} (admin-prefix)`);
+    expect((await cli(['info', 'ffffffff'], { env: admin })).stderr).toMatch(/no lease on .* has an id starting with "ffffffff"/);
+
+    const mine = JSON.parse((await cli(['lease', '--json', '--name', 'forever'])).stdout) as { id: string };
+    const forever = await cli(['renew', mine.id.slice(0, 8), '--ttl', 'never', '--json'], { env: admin });
+    expect(forever.code).toBe(0);
+    expect(JSON.parse(forever.stdout)).toMatchObject({ id: mine.id, expires_at: null });
+    expect((await cli(['renew', mine.id, '--ttl', 'never'])).code).toBe(1); // without the admin token: refused
+
+    const cut = await cli(['ls', '--limit', '1'], { env: admin });
+    expect(cut.code).toBe(0);
+    expect(cut.stderr).toBe('(the first 1: there are more; --limit up to 1000)\n');
+    for (const id of [other.id, mine.id]) expect((await cli(['release', id], { env: admin })).code).toBe(0);
+  });
+
   it('ls with the admin token lists every lease; --json is machine output', async () => {
     const other = await cli(['lease', '--json', '--name', 'made-elsewhere'], { env: { PGLEASE_HOME: path.join(home, 'elsewhere') } });
     const id = JSON.parse(other.stdout).id as string;

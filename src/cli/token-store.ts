@@ -1,10 +1,11 @@
 /**
  * The lease tokens this CLI has received, so that `pglease release ID` works later from any shell.
  * Kept in $PGLEASE_HOME/leases.json (default ~/.config/pglease, or $XDG_CONFIG_HOME/pglease),
- * readable by the user only, written atomically (temp file, then rename). Leases that ended stay
+ * readable by the user only, written atomically (temp file, then rename) under a lock file, so that
+ * CLIs running at once (parallel CI jobs, `make -j`) never drop each other's records. Leases that ended stay
  * for a while (see KEEP_ENDED_MS), so their ids still resolve and `pglease ls --all` shows them.
  */
-import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, open, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import { UsageError } from './format.js';
@@ -67,6 +68,10 @@ function bounded(leases: RememberedLease[], now: number): RememberedLease[] {
   return leases.filter((lease) => keptEnded.has(lease) || endedTime(lease, now) === undefined);
 }
 
+/** How long a CLI waits for another's lock, and the age at which a lock is taken as left by a killed CLI. */
+const LOCK_WAIT_MS = 10_000;
+const LOCK_STALE_MS = 10_000;
+
 export class TokenStore {
   readonly file: string;
 
@@ -93,41 +98,74 @@ export class TokenStore {
     await rename(temporary, this.file);
   }
 
+  /**
+   * Runs a read-modify-write of the file holding its lock (`leases.json.lock`, created exclusively):
+   * without it, two CLIs that read the same file each write back their own change only.
+   */
+  private async locked(change: (store: StoreFile) => boolean): Promise<void> {
+    await mkdir(path.dirname(this.file), { recursive: true, mode: 0o700 });
+    const lock = `${this.file}.lock`;
+    const deadline = Date.now() + LOCK_WAIT_MS;
+    for (;;) {
+      try {
+        await (await open(lock, 'wx', 0o600)).close();
+        break;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw new UsageError(`cannot lock ${this.file}: ${(error as Error).message}`);
+      }
+      // a lock older than any read-modify-write takes was left by a CLI that was killed
+      const age = await stat(lock).then((info) => Date.now() - info.mtimeMs, () => 0);
+      if (age > LOCK_STALE_MS) await unlink(lock).catch(() => undefined);
+      else if (Date.now() > deadline) throw new UsageError(`${lock} has been held for ${LOCK_WAIT_MS / 1000} s; if no other pglease command runs, delete it`);
+      else await new Promise((resolve) => setTimeout(resolve, 5 + Math.random() * 20));
+    }
+    try {
+      const store = await this.read();
+      if (change(store)) await this.write(store);
+    } finally {
+      await unlink(lock).catch(() => undefined);
+    }
+  }
+
   async remember(lease: RememberedLease): Promise<void> {
-    const store = await this.read();
-    store.leases = store.leases.filter((entry) => entry.id !== lease.id);
-    store.leases.push(lease);
-    await this.write(store);
+    await this.locked((store) => {
+      store.leases = store.leases.filter((entry) => entry.id !== lease.id);
+      store.leases.push(lease);
+      return true;
+    });
   }
 
   /** Drops the records of leases the server no longer knows. */
   async forget(ids: string[]): Promise<void> {
-    const store = await this.read();
-    const before = store.leases.length;
-    store.leases = store.leases.filter((entry) => !ids.includes(entry.id));
-    if (store.leases.length !== before) await this.write(store);
+    await this.locked((store) => {
+      const before = store.leases.length;
+      store.leases = store.leases.filter((entry) => !ids.includes(entry.id));
+      return store.leases.length !== before;
+    });
   }
 
   /** Notes when leases ended; a record that already has an end keeps it. */
   async markEnded(ended: { id: string; ended_at: string }[]): Promise<void> {
-    const store = await this.read();
-    let changed = false;
-    for (const { id, ended_at } of ended) {
-      const entry = store.leases.find((lease) => lease.id === id);
-      if (entry && entry.ended_at === undefined) {
-        entry.ended_at = ended_at;
-        changed = true;
+    await this.locked((store) => {
+      let changed = false;
+      for (const { id, ended_at } of ended) {
+        const entry = store.leases.find((lease) => lease.id === id);
+        if (entry && entry.ended_at === undefined) {
+          entry.ended_at = ended_at;
+          changed = true;
+        }
       }
-    }
-    if (changed) await this.write(store);
+      return changed;
+    });
   }
 
   async update(id: string, change: Partial<Pick<RememberedLease, 'expires_at'>>): Promise<void> {
-    const store = await this.read();
-    const entry = store.leases.find((lease) => lease.id === id);
-    if (!entry) return;
-    Object.assign(entry, change);
-    await this.write(store);
+    await this.locked((store) => {
+      const entry = store.leases.find((lease) => lease.id === id);
+      if (!entry) return false;
+      Object.assign(entry, change);
+      return true;
+    });
   }
 
   async list(server: string): Promise<RememberedLease[]> {

@@ -106,7 +106,8 @@ export function leaseCommands(context: CliContext): Command[] {
     .addHelpText('after', examples(['pglease renew 3f2c9a1e --ttl 1h']))
     .action(async (idOrPrefix: string, options: { ttl: string; json?: boolean }, command: Command) => {
       const ttl = parseDuration(options.ttl);
-      const { id, client } = await context.leaseAccess(command, idOrPrefix);
+      // never expiring is the admin's to grant: its token goes first then
+      const { id, client } = await context.leaseAccess(command, idOrPrefix, ttl === null);
       const renewed = await withSpinner(io, 'Renewing…', () => client.renewLease(id, ttl));
       await store.update(id, { expires_at: renewed.expires_at });
       if (options.json) return json(context, renewed);
@@ -154,6 +155,7 @@ export function leaseCommands(context: CliContext): Command[] {
           context.client(command, context.adminToken).listLeases({ limit, state: options.all ? undefined : 'active' }),
         );
         leases = page.items;
+        if (page.next !== null) io.stderr.write(`(the first ${limit}: there are more; --limit up to 1000)\n`);
       } else {
         const includeEnded = options.all === true;
         leases = await withSpinner(io, 'Listing…', () => rememberedLeases(context, command, includeEnded));
