@@ -121,8 +121,9 @@ export async function templateRoutes(app: FastifyInstance, context: ServiceConte
         summary: 'Register a template',
         description:
           'Stores seed SQL after applying it to a scratch lease that is rolled back; SQL that fails is rejected with ' +
-          'Postgres\'s error (code, message, position). The SQL\'s SHA-256 identifies a version: the same SQL again ' +
-          'answers 200 and changes nothing. Admin token: a global template. Lease token: a template private to that lease.',
+          'Postgres\'s error (code, message, position). The SQL\'s SHA-256 identifies a version: 201 when the name\'s ' +
+          'current version is now this SQL (new, or an earlier version registered again), 200 when it already was (nothing ' +
+          'changes). Admin token: a global template. Lease token: a template private to that lease.',
         tags: ['templates'],
         security: [{ bearer: [] }],
         body: RegisterTemplateBody,

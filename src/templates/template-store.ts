@@ -123,8 +123,9 @@ export class TemplateStore {
     const sha256 = sqlSha256(input.sql);
     const existing = await this.touchVersion(owner, input.name, sha256);
     if (existing) {
-      this.warmPool(existing);
-      return { template: existing, created: false };
+      this.warmPool(existing.template);
+      // an earlier version registered again is current from now on: a change, as a new one is
+      return { template: existing.template, created: existing.madeCurrent };
     }
 
     const client = await this.host.seedPool.connect();
@@ -157,11 +158,14 @@ export class TemplateStore {
       client.release();
     }
     // registered by a concurrent request between our look-up and our insert
-    return { template: (await this.touchVersion(owner, input.name, sha256))!, created: false };
+    return { template: (await this.touchVersion(owner, input.name, sha256))!.template, created: false };
   }
 
-  /** Makes an existing version current (a no-op when it already is) and returns it. */
-  private async touchVersion(owner: string | null, name: string, sha256: string): Promise<TemplateRow | undefined> {
+  /**
+   * Makes an existing version current (a no-op when it already is) and returns it, and whether it
+   * was not current before.
+   */
+  private async touchVersion(owner: string | null, name: string, sha256: string): Promise<{ template: TemplateRow; madeCurrent: boolean } | undefined> {
     const { rows } = await this.pool.query<TemplateRow>({
       name: 'pglease.touch-template-version',
       text: `UPDATE pglease.templates t
@@ -172,14 +176,14 @@ export class TemplateStore {
               RETURNING ${TEMPLATE_COLUMNS}`,
       values: [owner, name, sha256],
     });
-    if (rows[0]) return rows[0];
+    if (rows[0]) return { template: rows[0], madeCurrent: true };
     const current = await this.pool.query<TemplateRow>({
       name: 'pglease.template-version',
       text: `SELECT ${TEMPLATE_COLUMNS} FROM pglease.templates
               WHERE coalesce(owner_lease_id, '${NO_OWNER}') = coalesce($1::uuid, '${NO_OWNER}') AND name = $2 AND sha256 = $3`,
       values: [owner, name, sha256],
     });
-    return current.rows[0];
+    return current.rows[0] && { template: current.rows[0], madeCurrent: false };
   }
 
   /**
