@@ -143,6 +143,13 @@ describe('leasing from a template', () => {
     expect(badType).toMatchObject({ status: 400, body: { field: 'template' } });
   });
 
+  it('ignores a byte order mark before the SQL (the same version as without it)', async () => {
+    const plain = await call('POST', '/v1/templates', { name: 'bom', sql: 'CREATE TABLE bom (id int)' }, admin);
+    const marked = await call('POST', '/v1/templates', { name: 'bom', sql: '\uFEFFCREATE TABLE bom (id int)' }, admin);
+    expect(marked.status).toBe(200);
+    expect(marked.body.sha256).toBe(plain.body.sha256);
+  });
+
   it('gives new leases the current version; re-registering an older SQL makes it current again', async () => {
     const v1 = await call('POST', '/v1/templates', { name: 'versions', sql: 'CREATE TABLE v1 (id int)' }, admin);
     const v2 = await call('POST', '/v1/templates', { name: 'versions', sql: 'CREATE TABLE v2 (id int)' }, admin);

@@ -105,6 +105,11 @@ describe('lease() and withLease()', () => {
           message: `template "broken" (${file}:2:13) failed to apply: relation "missing" does not exist (SQLSTATE 42P01)`,
         });
       }
+      // a file that is not there is named with the option, before any lease is made
+      const missing = path.join(directory, 'missing.sql');
+      await expect(lease({ server: service.baseUrl, local: 'never', adminToken: '', template: { name: 'absent', file: missing } })).rejects.toThrow(
+        `pglease: template "absent": cannot read its file (template.file: ${JSON.stringify(missing)}, ${missing}): no such file`,
+      );
     } finally {
       await rm(directory, { recursive: true, force: true });
     }

@@ -135,7 +135,10 @@ export async function templateRoutes(app: FastifyInstance, context: ServiceConte
       // whitespace (or nothing) would register a template that seeds nothing: surely a mistake
       if (request.body.sql.trim() === '') throw new ControlError('PGLEASE_INVALID_FIELD', 'sql: the template has no SQL, only white space', 'sql');
       try {
-        const { template, created } = await templates.register({ ...request.body, scope, clientIp: request.ip });
+        // a byte order mark (editors on Windows write one) is no SQL: Postgres would call the first
+        // statement a syntax error at a character nobody can see
+        const sql = request.body.sql.replace(/^\uFEFF/, '');
+        const { template, created } = await templates.register({ ...request.body, sql, scope, clientIp: request.ip });
         return reply.code(created ? 201 : 200).send(templateJson(template));
       } catch (error) {
         if (error instanceof TemplateSqlError) throw new TemplateInvalidError(error);

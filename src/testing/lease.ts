@@ -102,12 +102,23 @@ function seedFailure(error: unknown, spec: TemplateSpec): unknown {
   return new PgleaseApiError(error.status, error.code, `template "${spec.name}" (${source}${where}) failed to apply: ${reason}`, error.field, error.postgres);
 }
 
+/** A template's SQL from its file; a file that cannot be read is named with the option that names it. */
+async function readTemplateFile(spec: { name: string; file: string }): Promise<string> {
+  const file = path.resolve(spec.file);
+  try {
+    return await readFile(file, 'utf8');
+  } catch (error) {
+    const reason = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (error as Error).message;
+    throw new Error(`pglease: template "${spec.name}": cannot read its file (template.file: ${JSON.stringify(spec.file)}, ${file}): ${reason}`);
+  }
+}
+
 /**
  * Registers a template: globally with the admin token, else privately under a small owner lease
  * whose token then creates the leases (the owner lives as long as `ttl`).
  */
 export async function prepareTemplate(connection: PgleaseConnection, spec: TemplateSpec, ttl: number): Promise<PreparedTemplate> {
-  const sql = 'sql' in spec ? spec.sql : await readFile(path.resolve(spec.file), 'utf8');
+  const sql = 'sql' in spec ? spec.sql : await readTemplateFile(spec);
   if (connection.adminToken) {
     const template = await connection.client
       .withToken(connection.adminToken)
