@@ -438,6 +438,9 @@ describe('formatting', () => {
     expect(parseDuration('2d')).toBe(172_800);
     expect(parseDuration('never')).toBeNull();
     expect(() => parseDuration('0s')).toThrow('too short');
+    expect(() => parseDuration('0')).toThrow('too short');
+    expect(() => parseDuration('99999999999999999999')).toThrow('too long');
+    expect(() => parseDuration('5000w')).toThrow('too long');
     expect(() => parseDuration('1x')).toThrow('not a duration');
     const now = new Date('2026-01-01T00:00:00Z');
     expect(relativeTime(new Date('2026-01-01T00:10:00Z'), now)).toBe('in 10 minutes');

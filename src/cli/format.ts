@@ -11,6 +11,7 @@ export class UsageError extends Error {
 }
 
 const UNIT_SECONDS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400, w: 604_800 };
+const MAX_DURATION_SECONDS = 10 * 365 * 86_400;
 
 /**
  * "90" (seconds), "30s", "10m", "1h30m", "2d"; "never" is null (a lease without expiry, admin only).
@@ -18,13 +19,18 @@ const UNIT_SECONDS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400, 
 export function parseDuration(text: string): number | null {
   const trimmed = text.trim().toLowerCase();
   if (trimmed === 'never' || trimmed === 'none') return null;
-  if (/^\d+$/.test(trimmed)) return Number(trimmed);
-  const parts = [...trimmed.matchAll(/(\d+)\s*([smhdw])/g)];
-  if (parts.length === 0 || parts.map((part) => part[0]).join('') !== trimmed.replace(/\s+/g, '')) {
-    throw new UsageError(`"${text}" is not a duration: use e.g. 90, 30s, 10m, 1h30m, 2d or never`);
+  let seconds: number;
+  if (/^\d+$/.test(trimmed)) seconds = Number(trimmed);
+  else {
+    const parts = [...trimmed.matchAll(/(\d+)\s*([smhdw])/g)];
+    if (parts.length === 0 || parts.map((part) => part[0]).join('') !== trimmed.replace(/\s+/g, '')) {
+      throw new UsageError(`"${text}" is not a duration: use e.g. 90, 30s, 10m, 1h30m, 2d or never`);
+    }
+    seconds = parts.reduce((sum, part) => sum + Number(part[1]) * UNIT_SECONDS[part[2]!]!, 0);
   }
-  const seconds = parts.reduce((sum, part) => sum + Number(part[1]) * UNIT_SECONDS[part[2]!]!, 0);
+  // the same checks for "0" as for "0s"; beyond ten years is surely a typo (the server caps ttl lower)
   if (seconds < 1) throw new UsageError(`"${text}" is too short: a lease lives at least 1 second`);
+  if (seconds > MAX_DURATION_SECONDS) throw new UsageError(`"${text}" is too long: at most 10 years (or never)`);
   return seconds;
 }
 
