@@ -57,6 +57,21 @@ describe('select', () => {
   });
 });
 
+describe('Content-Location', () => {
+  it('names the relation and the query in canonical form: sorted by name, encoded again', async () => {
+    const plain = await fixture.get('/directors');
+    expect(plain.headers.get('content-location')).toBe('/directors');
+    // the same shape twice: once compiled, once from the compiled cache
+    for (let i = 0; i < 2; i++) {
+      const sorted = await fixture.get('/films?select=id,title&order=id&id=in.(1,2)&title=like.*a%20b*&id=lt.9');
+      expect(sorted.status).toBe(200);
+      expect(sorted.headers.get('content-location')).toBe('/films?id=in.%281%2C2%29&id=lt.9&order=id&select=id%2Ctitle&title=like.%2Aa+b%2A');
+    }
+    const head = await fixture.get('/directors?order=id', { method: 'HEAD' });
+    expect(head.headers.get('content-location')).toBe('/directors?order=id');
+  });
+});
+
 describe('filters', () => {
   const ids = async (query: string) => ((await getJson(fixture, `/films?select=id&order=id&${query}`)).body as { id: number }[]).map((row) => row.id);
 

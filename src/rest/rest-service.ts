@@ -23,6 +23,7 @@ import { isServerError, LeasePools, type LeasePoolOptions } from './executor/lea
 import { requestSettingsStep } from './executor/request-settings.js';
 import { compileRead, runRead } from './executor/run-read.js';
 import { CompiledReads, readShape, type CompiledRead } from './query/compiled-reads.js';
+import { contentLocation } from './response/content-location.js';
 import { callShape, CompiledWrites, type CallShape, type CompiledCall } from './query/compiled-writes.js';
 import type { Payload } from './request/body.js';
 import { executeRpc, rpcPayload, serveRpc } from './rpc-service.js';
@@ -239,7 +240,9 @@ export class RestService {
       ...(compiled.timezone === undefined ? {} : { timezone: compiled.timezone }),
     });
     const result = await runRead(this.pools, caller.lease, settings, compiled.plan, compiled.steps);
-    return readResponse(compiled.plan, result, compiled.preferenceApplied);
+    const response = readResponse(compiled.plan, result, compiled.preferenceApplied);
+    response.headers['Content-Location'] = contentLocation(compiled.plan.root.relation.name, http.query);
+    return response;
   }
 
   /** A lease ended or changed: forget its lookup, and once it has ended, its pool and schema. */
