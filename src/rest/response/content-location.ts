@@ -6,16 +6,10 @@
  */
 import { splitQueryString } from '../request/query-params.js';
 
-const UNRESERVED = /^[A-Za-z0-9\-_.~]$/;
-
+/** As a query string encodes: encodeURIComponent (native, fast), plus the five it leaves alone, and `+` for space. */
 function encodeQueryComponent(text: string): string {
-  let encoded = '';
-  for (const char of text) {
-    if (UNRESERVED.test(char)) encoded += char;
-    else if (char === ' ') encoded += '+';
-    else for (const byte of Buffer.from(char, 'utf8')) encoded += `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
-  }
-  return encoded;
+  const encoded = encodeURIComponent(text);
+  return /[!'()*]|%20/.test(encoded) ? encoded.replace(/[!'()*]|%20/g, (match) => (match === '%20' ? '+' : `%${match.charCodeAt(0).toString(16).toUpperCase()}`)) : encoded;
 }
 
 export function contentLocation(relationName: string, rawQuery: string): string {
