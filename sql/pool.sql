@@ -30,10 +30,9 @@ BEGIN
 END
 $$;
 
--- pglease.provision_pooled: provisions a lease for p_holder's pool, seeded from p_template_id
--- when it is not NULL (the template must be the current version of a global template, or SQLSTATE
--- PGLTS is raised: a pool of an old version would never be claimed). The lease is parked in state
--- 'provisioning', expiring after p_hold unless its holder extends it.
+-- pglease.provision_pooled: provisions a plain lease for p_holder's pool, parked in state
+-- 'provisioning', expiring after p_hold unless its holder extends it. A template's pooled leases
+-- are seeded in their own sessions and parked by pglease.park_seeded_lease (sql/templates.sql).
 CREATE OR REPLACE FUNCTION pglease.provision_pooled(
   p_holder            uuid,
   p_template_id       bigint,
@@ -60,15 +59,9 @@ BEGIN
       p_host_id => p_host_id, p_connection_limit => p_connection_limit,
       p_statement_timeout => p_statement_timeout, p_idle_timeout => p_idle_timeout);
   ELSE
-    IF NOT pglease.is_current_global_template(p_template_id) THEN
-      RAISE EXCEPTION 'template % is not the current version of a global template', p_template_id
-        USING ERRCODE = 'PGLTS';
-    END IF;
-    v_lease := pglease.lease_from_template(
-      p_template_id => p_template_id, p_base => p_base, p_login_verifier => p_login_verifier,
-      p_auth_verifier => p_auth_verifier, p_token_hash => p_token_hash, p_ttl => p_hold, p_label => NULL,
-      p_client_ip => NULL, p_host_id => p_host_id, p_connection_limit => p_connection_limit,
-      p_statement_timeout => p_statement_timeout, p_idle_timeout => p_idle_timeout);
+    -- a seed runs in the lease's own session (sql/templates.sql): provision_for_seed, the seed,
+    -- then park_seeded_lease
+    RAISE EXCEPTION 'seeded leases are parked by pglease.park_seeded_lease' USING ERRCODE = '0A000';
   END IF;
   UPDATE pglease.leases SET state = 'provisioning' WHERE id = v_lease.id RETURNING * INTO v_lease;
   INSERT INTO pglease.lease_pool (lease_id, holder, template_id) VALUES (v_lease.id, p_holder, p_template_id);

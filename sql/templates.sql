@@ -1,6 +1,14 @@
--- Templates: seed SQL applied to a lease as the lease itself, in the transaction that provisions
--- it, and checked at registration by applying it to a scratch lease that is then rolled back.
--- The table is created by migrations/0004_templates.sql.
+-- Templates: seed SQL applied to a lease, and checked at registration by applying it to a
+-- scratch lease that is then rolled back. The table is created by migrations/0004_templates.sql.
+--
+-- A lease's seed runs in a session logged in as the lease's own login role, never in the
+-- service's: whatever the SQL leaves to run at commit (a deferred constraint trigger, a cursor
+-- WITH HOLD) runs as the role of the session that commits, and in the service's session that
+-- would be the service's role. So seeding is three steps (src/leases/lease-store.ts):
+-- provision_for_seed (a parked lease, committed), the seed in the lease's own session, then
+-- park_seeded_lease (a warm pool's) or activate_seeded_lease (a create's). The check at
+-- registration runs in the service's session, inside a subtransaction that is rolled back: a
+-- rollback runs nothing the SQL queued.
 
 -- pglease.seed_lease: runs p_sql as the lease's login role with search_path = its schema, so every
 -- object the SQL creates belongs to the lease and lands in its schema.
@@ -40,27 +48,19 @@ BEGIN
 END
 $$;
 
--- pglease.apply_template: seeds a just-provisioned lease with a template and notes the template
--- (name and SHA-256) in the lease's 'created' event. Called in the same transaction as
--- pglease.provision, so a lease either exists with its seed or not at all.
-CREATE OR REPLACE FUNCTION pglease.apply_template(p_template_id bigint, p_lease_id uuid)
+-- pglease.note_seed: notes a lease's template (name and SHA-256) in its 'created' event.
+CREATE OR REPLACE FUNCTION pglease.note_seed(p_lease_id uuid, p_template_id bigint)
 RETURNS void
-LANGUAGE plpgsql
+LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-  v_lease    pglease.leases;
-  v_template pglease.templates;
-BEGIN
-  SELECT * INTO STRICT v_lease FROM pglease.leases WHERE id = p_lease_id;
-  SELECT * INTO STRICT v_template FROM pglease.templates WHERE id = p_template_id;
-  PERFORM pglease.seed_lease(v_lease.schema_name, v_lease.role_name, v_template.sql);
-  UPDATE pglease.lease_events
-     SET detail = coalesce(detail, '{}'::jsonb)
-                  || jsonb_build_object('template', v_template.name, 'template_sha256', v_template.sha256)
-   WHERE lease_id = p_lease_id AND kind = 'created';
-END
+  UPDATE pglease.lease_events e
+     SET detail = coalesce(e.detail, '{}'::jsonb) || jsonb_build_object('template', t.name, 'template_sha256', t.sha256)
+    FROM pglease.templates t
+   WHERE t.id = p_template_id AND e.lease_id = p_lease_id AND e.kind = 'created';
 $$;
+
+DROP FUNCTION IF EXISTS pglease.apply_template(bigint, uuid);
 
 -- pglease.check_template: proves that p_sql applies to a fresh lease, without leaving anything
 -- behind. It provisions a scratch lease exactly as a real one (same function, same role
@@ -97,25 +97,25 @@ BEGIN
 END
 $$;
 
--- (replaced: the claim of any warm pool, template or not, is in sql/pool.sql; the pool keeps its
--- leases' passwords, so lease_from_template no longer claims or parks)
+-- (replaced: the claim of any warm pool, template or not, is in sql/pool.sql)
 DROP FUNCTION IF EXISTS pglease.claim_pooled_lease(bigint, text, bytea, interval, text, inet);
 DROP FUNCTION IF EXISTS pglease.lease_from_template(bigint, boolean, text, text, text, bytea, interval, text, inet, int, int, text, text);
 DROP FUNCTION IF EXISTS pglease.template_pool_size(bigint);
 
--- pglease.lease_from_template: a lease seeded from a template, all or nothing: provisioned (same
--- arguments as pglease.provision) and seeded in this transaction. Warm pools call it ahead of
--- demand (pglease.provision_pooled); a create calls it when its process has no pooled lease ready.
--- A seed that fails here raises SQLSTATE PGLTF with the original SQLSTATE as DETAIL.
-CREATE OR REPLACE FUNCTION pglease.lease_from_template(
-  p_template_id       bigint,
+-- (replaced: a seed runs in the lease's own session, see the top of this file)
+DROP FUNCTION IF EXISTS pglease.lease_from_template(bigint, text, text, text, bytea, interval, text, inet, int, int, text, text);
+
+-- pglease.provision_for_seed: a lease to be seeded, provisioned (same arguments as
+-- pglease.provision) and parked: state 'provisioning', known to no one, expiring after p_hold
+-- unless the seed's next step comes first. Committed before the seed runs, so that the lease's
+-- own role can log in to run it. A lease whose process dies before that next step expires and
+-- is reaped.
+CREATE OR REPLACE FUNCTION pglease.provision_for_seed(
   p_base              text,
   p_login_verifier    text,
   p_auth_verifier     text,
-  p_token_hash        bytea,
-  p_ttl               interval,
-  p_label             text,
-  p_client_ip         inet,
+  p_token_hash        bytea,          -- of a token nobody is given: the next step sets the real one
+  p_hold              interval,
   p_host_id           int,
   p_connection_limit  int,
   p_statement_timeout text,
@@ -126,19 +126,79 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_lease pglease.leases;
-  v_name  text;
 BEGIN
   v_lease := pglease.provision(
     p_base => p_base, p_login_verifier => p_login_verifier, p_auth_verifier => p_auth_verifier,
-    p_token_hash => p_token_hash, p_ttl => p_ttl, p_label => p_label, p_client_ip => p_client_ip,
+    p_token_hash => p_token_hash, p_ttl => p_hold, p_label => NULL, p_client_ip => NULL,
     p_host_id => p_host_id, p_connection_limit => p_connection_limit,
     p_statement_timeout => p_statement_timeout, p_idle_timeout => p_idle_timeout);
-  BEGIN
-    PERFORM pglease.apply_template(p_template_id, v_lease.id);
-  EXCEPTION WHEN OTHERS THEN
-    SELECT name INTO v_name FROM pglease.templates WHERE id = p_template_id;
-    RAISE EXCEPTION 'template "%" failed to apply: %', v_name, SQLERRM USING ERRCODE = 'PGLTF', DETAIL = SQLSTATE;
-  END;
+  UPDATE pglease.leases SET state = 'provisioning' WHERE id = v_lease.id RETURNING * INTO v_lease;
   RETURN v_lease;
+END
+$$;
+
+-- pglease.park_seeded_lease: puts a seeded lease into p_holder's warm pool of the template, where
+-- pglease.claim_pooled_lease (sql/pool.sql) can hand it out. Raises PGLTS when the template is no
+-- longer the current version of a global template (the caller drops the lease), and PGLTG when
+-- the lease is no longer parked (it expired while its seed ran).
+CREATE OR REPLACE FUNCTION pglease.park_seeded_lease(p_lease_id uuid, p_holder uuid, p_template_id bigint)
+RETURNS pglease.leases
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_lease pglease.leases;
+BEGIN
+  IF NOT pglease.is_current_global_template(p_template_id) THEN
+    RAISE EXCEPTION 'template % is not the current version of a global template', p_template_id
+      USING ERRCODE = 'PGLTS';
+  END IF;
+  SELECT * INTO v_lease FROM pglease.leases WHERE id = p_lease_id AND state = 'provisioning' FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'lease % is no longer parked', p_lease_id USING ERRCODE = 'PGLTG';
+  END IF;
+  PERFORM pglease.note_seed(p_lease_id, p_template_id);
+  INSERT INTO pglease.lease_pool (lease_id, holder, template_id) VALUES (p_lease_id, p_holder, p_template_id);
+  RETURN v_lease;
+END
+$$;
+
+-- pglease.activate_seeded_lease: hands a seeded lease to the create that made it, as a claim does
+-- (sql/pool.sql): active with its owner's token, TTL from now, label and client address, its
+-- 'created' event dated now and noting the template. Returns a set (of at most one row) so that a
+-- throttle check joined LATERAL to it runs after it; PGLTG when the lease is no longer parked.
+CREATE OR REPLACE FUNCTION pglease.activate_seeded_lease(
+  p_lease_id    uuid,
+  p_template_id bigint,
+  p_token_hash  bytea,
+  p_ttl         interval,       -- NULL: never expires
+  p_label       text,
+  p_client_ip   inet,
+  p_quota_ip    inet            -- NULL: not charged to a client
+) RETURNS SETOF pglease.leases
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_lease pglease.leases;
+BEGIN
+  IF p_ttl IS NOT NULL AND p_ttl <= interval '0' THEN
+    RAISE EXCEPTION 'lease ttl must be positive' USING ERRCODE = '22023';
+  END IF;
+  UPDATE pglease.leases
+     SET state = 'active', token_hash = p_token_hash, label = p_label, client_ip = p_client_ip,
+         quota_ip = p_quota_ip, created_at = now(), expires_at = now() + p_ttl
+   WHERE id = p_lease_id AND state = 'provisioning'
+   RETURNING * INTO v_lease;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'lease % is no longer parked', p_lease_id USING ERRCODE = 'PGLTG';
+  END IF;
+  PERFORM pglease.note_seed(p_lease_id, p_template_id);
+  UPDATE pglease.lease_events
+     SET at = now(), client_ip = p_client_ip,
+         detail = coalesce(detail, '{}'::jsonb)
+                  || jsonb_build_object('ttl_seconds', extract(epoch FROM p_ttl)::bigint, 'label', p_label)
+   WHERE lease_id = p_lease_id AND kind = 'created';
+  RETURN NEXT v_lease;
 END
 $$;

@@ -250,6 +250,43 @@ describe('seed SQL and the service\'s own sessions', () => {
     expect(held).toEqual([{ n: 0 }]);
   });
 
+  it('runs what the seed leaves for commit (deferred triggers, cursors WITH HOLD) with the lease\'s rights only', async () => {
+    const owner = await createLease(service);
+    const bearer = { authorization: `Bearer ${owner.token}` };
+    const victim = await createLease(service);
+    await query(victim.url, `CREATE TABLE secrets (v text); INSERT INTO secrets VALUES ('victim-secret')`);
+    // a deferred constraint trigger fires at commit, a WITH HOLD cursor is read to its end at
+    // commit: both note who they ran as, and try what only a superuser (or the victim) may do
+    const sql = `
+      CREATE TABLE seen (how text, who text, super boolean, stolen text);
+      CREATE FUNCTION note(how text) RETURNS int LANGUAGE plpgsql AS $f$
+      BEGIN
+        INSERT INTO seen SELECT how, current_user, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user), NULL;
+        BEGIN
+          EXECUTE format('INSERT INTO seen SELECT %L, NULL, NULL, v FROM ${victim.schema}.secrets', how);
+        EXCEPTION WHEN insufficient_privilege THEN NULL;
+        END;
+        RETURN 1;
+      END $f$;
+      CREATE FUNCTION at_commit() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN PERFORM note('trigger'); RETURN NULL; END $f$;
+      CREATE TABLE t (i int);
+      CREATE CONSTRAINT TRIGGER ct AFTER INSERT ON t DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION at_commit();
+      INSERT INTO t VALUES (1);
+      DECLARE held CURSOR WITH HOLD FOR SELECT note('cursor');`;
+    expect((await call('POST', '/v1/templates', { name: 'at-commit', sql }, bearer)).status).toBe(201);
+    const created = await call('POST', '/v1/leases', { template: 'at-commit' }, bearer);
+    expect(created.status).toBe(201);
+    const seen = await query<{ how: string; who: string | null; super: boolean | null; stolen: string | null }>(created.body.url, 'SELECT * FROM seen ORDER BY how');
+    expect(seen).toEqual([
+      { how: 'cursor', who: created.body.role, super: false, stolen: null },
+      { how: 'trigger', who: created.body.role, super: false, stolen: null },
+    ]);
+    // this file's client stays under PGLEASE_MAX_ACTIVE
+    for (const lease of [created.body, victim, owner]) {
+      expect((await call('DELETE', `/v1/leases/${lease.id}`, undefined, { authorization: `Bearer ${lease.token}` })).status).toBe(204);
+    }
+  });
+
   it('refuses temporary functions as it refuses temporary tables', async () => {
     const owner = await createLease(service);
     const refused = await call(

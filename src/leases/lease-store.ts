@@ -3,9 +3,10 @@
  * sql/leases.sql or sql/pool.sql (or one query), with the secrets prepared here.
  */
 import { randomBytes } from 'node:crypto';
-import type pg from 'pg';
+import pg from 'pg';
 import type { Host } from '../db/host.js';
 import type { CreateLimits, LeaseLimits } from '../config.js';
+import { templateSqlError, TemplateSqlError } from '../templates/template-store.js';
 import { authenticatorPassword, hashToken, newPassword, newToken, scramVerifier } from './credentials.js';
 
 export type LeaseState = 'provisioning' | 'active' | 'released' | 'expired' | 'failed';
@@ -51,7 +52,7 @@ export interface CreateLeaseInput {
   label: string | null;
   clientIp: string | null;
   /**
-   * Seed the lease from this template (sql/templates.sql, pglease.lease_from_template). `pooled`:
+   * Seed the lease from this template (in the lease's own session, see LeaseStore.seed). `pooled`:
    * a global template, whose leases come from warm pools (src/leases/lease-pool.ts).
    */
   template?: { id: string; pooled?: boolean };
@@ -68,6 +69,17 @@ export interface PooledLease {
   password: string;
 }
 
+/**
+ * A seed's failure as the create reports it: Postgres's error, where in the template's SQL, and the
+ * template's name. SQLSTATE PGLTF marks it (a warm pool stops filling from such a template).
+ */
+function seedFailure(templateName: string, error: TemplateSqlError): TemplateSqlError {
+  return Object.assign(new TemplateSqlError({ ...error.postgres }), {
+    message: `template "${templateName}" failed to apply: ${error.postgres.message}`,
+    code: 'PGLTF',
+  });
+}
+
 /** The client address a lease is charged to: the caller's, when per-client limits apply (sql/throttle.sql). */
 function quotaIp(input: CreateLeaseInput): string | null {
   const limits = input.limits;
@@ -82,6 +94,17 @@ function claimQuery(holder: string, input: CreateLeaseInput, candidates: string[
     values: [holder, input.template?.id ?? null, candidates, tokenHash, input.ttlSeconds, input.label, input.clientIp, quotaIp(input)],
   };
 }
+
+/** `60s`, `500ms`, `5min`, `1h` or a number of milliseconds (PGLEASE_LEASE_STATEMENT_TIMEOUT), in ms. */
+function durationMs(text: string): number {
+  const match = /^(\d+)(ms|s|min|h)?$/.exec(text);
+  if (!match) return 60_000;
+  const unit = { ms: 1, s: 1000, min: 60_000, h: 3_600_000 }[match[2] ?? 'ms']!;
+  return Number(match[1]) * unit;
+}
+
+/** A seeded lease waits at most this long (seconds) between its provisioning and its next step. */
+const SEED_HOLD_SECONDS = 60;
 
 /** The secrets and name of a lease about to be provisioned. */
 interface NewLease {
@@ -127,6 +150,7 @@ export class LeaseStore {
 
   /** Provisions a lease in this call (the path without a warm pool). */
   async create(input: CreateLeaseInput): Promise<CreatedLease> {
+    if (input.template) return this.createSeeded({ ...input, template: input.template });
     if (input.limits) await this.checkLimitsEarly(input.clientIp, input.limits);
     const token = newToken();
     return this.withNewLease(async ({ base, password, loginVerifier, authVerifier }) => {
@@ -147,17 +171,121 @@ export class LeaseStore {
           this.limits.idleInTransactionTimeout,
         ],
       };
-      const query = input.template
-        ? {
-            name: 'pglease.lease-from-template',
-            text: `SELECT ${LEASE_COLUMNS} FROM pglease.lease_from_template($12, $1, $2, $3, $4, make_interval(secs => $5), $6, $7, $8, $9, $10, $11)`,
-            values: [...provision.values, input.template.id],
-          }
-        : provision;
-      // a seed runs the template's SQL: on a connection of its own (Host.seedPool)
-      const { lease, quota } = await this.withLimits(input.template ? this.host.seedPool : this.pool, query, input);
+      const { lease, quota } = await this.withLimits(this.pool, provision, input);
       return { lease: lease!, password, token, quota };
     });
+  }
+
+  /**
+   * A lease seeded from `templateId`, provisioned in this call: parked and seeded (provisionSeeded),
+   * then activated for `input` with the same throttling as any create, in one statement. A refusal
+   * by a limit drops the lease.
+   */
+  private async createSeeded(input: CreateLeaseInput & { template: { id: string } }): Promise<CreatedLease> {
+    if (input.limits) await this.checkLimitsEarly(input.clientIp, input.limits);
+    const token = newToken();
+    const { lease: parked, password } = await this.provisionSeeded(input.template.id, SEED_HOLD_SECONDS);
+    try {
+      const { lease, quota } = await this.withLimits(this.pool, {
+        name: 'pglease.activate-seeded-lease',
+        text: `SELECT ${LEASE_COLUMNS} FROM pglease.activate_seeded_lease($1, $2, $3, make_interval(secs => $4), $5, $6, $7)`,
+        values: [parked.id, input.template.id, hashToken(token), input.ttlSeconds, input.label, input.clientIp, quotaIp(input)],
+      }, input);
+      return { lease: lease!, password, token, quota };
+    } catch (error) {
+      await this.dropParked(parked.id);
+      throw error;
+    }
+  }
+
+  /**
+   * Provisions a lease and seeds it from `templateId`: the lease is made and committed parked
+   * (pglease.provision_for_seed), then the template's SQL runs in a session logged in as the
+   * lease's own role (seed), never in the service's. A failing seed drops the lease and throws
+   * a TemplateSqlError naming the template.
+   */
+  private async provisionSeeded(templateId: string, holdSeconds: number): Promise<{ lease: LeaseRow; password: string }> {
+    const { lease, password } = await this.withNewLease(async ({ base, password, loginVerifier, authVerifier }) => {
+      const { rows } = await this.pool.query<LeaseRow>({
+        name: 'pglease.provision-for-seed',
+        text: `SELECT ${LEASE_COLUMNS} FROM pglease.provision_for_seed($1, $2, $3, $4, make_interval(secs => $5), $6, $7, $8, $9)`,
+        values: [
+          base,
+          loginVerifier,
+          authVerifier,
+          // the hash of a token nobody is given: the next step sets the real one
+          hashToken(newToken()),
+          holdSeconds,
+          this.host.id,
+          this.limits.connectionLimit,
+          this.limits.statementTimeout,
+          this.limits.idleInTransactionTimeout,
+        ],
+      });
+      return { lease: rows[0]!, password };
+    });
+    try {
+      await this.seed(lease, password, templateId);
+    } catch (error) {
+      await this.dropParked(lease.id);
+      throw error;
+    }
+    return { lease, password };
+  }
+
+  /**
+   * Runs the template's SQL in a session logged in as the lease's login role, in one transaction:
+   * everything it does, including what it leaves to run at commit, has exactly the lease's rights,
+   * and its objects land in the lease's schema (the role's search_path). The lease's statement
+   * timeout bounds it from here too, since SQL can lift its own: past it the session is ended.
+   */
+  private async seed(lease: LeaseRow, password: string, templateId: string): Promise<void> {
+    const { rows } = await this.pool.query<{ name: string; sql: string }>({
+      name: 'pglease.template-sql',
+      text: 'SELECT name, sql FROM pglease.templates WHERE id = $1',
+      values: [templateId],
+    });
+    const template = rows[0];
+    if (!template) throw Object.assign(new Error(`template ${templateId} no longer exists`), { code: 'PGLTS' });
+    const url = new URL(this.host.databaseUrl);
+    url.username = encodeURIComponent(lease.role_name);
+    url.password = encodeURIComponent(password);
+    const session = new pg.Client({ connectionString: url.toString() });
+    // a session cut below (or by Postgres) reports here as well as through its query
+    session.on('error', () => undefined);
+    let ended: Promise<void> | undefined;
+    const end = () => (ended ??= session.end().catch(() => undefined));
+    let timedOut = false;
+    let backendPid: number | undefined;
+    const deadline = setTimeout(() => {
+      timedOut = true;
+      // the backend may be busy for long after its client is gone: end it, then the session
+      if (backendPid !== undefined) void this.pool.query('SELECT pg_terminate_backend($1)', [backendPid]).catch(() => undefined);
+      void end();
+    }, durationMs(this.limits.statementTimeout));
+    try {
+      await session.connect();
+      backendPid = (session as unknown as { processID?: number }).processID;
+      await session.query('BEGIN');
+      await session.query(template.sql);
+      await session.query('COMMIT');
+    } catch (error) {
+      const reason = timedOut
+        ? new TemplateSqlError({ code: '57014', message: `canceling seed: it ran longer than the lease's statement timeout (${this.limits.statementTimeout})` })
+        : templateSqlError(error, template.sql);
+      if (!reason) throw error;
+      throw seedFailure(template.name, reason);
+    } finally {
+      clearTimeout(deadline);
+      await end();
+    }
+  }
+
+  /** Drops a lease that never left its parking (a failed seed or a refused activation). */
+  private async dropParked(id: string): Promise<void> {
+    await this.pool
+      .query({ name: 'pglease.drop-parked', text: 'SELECT (pglease.release($1)).id', values: [id] })
+      .catch(() => undefined); // it expires within SEED_HOLD_SECONDS and the reaper drops it
   }
 
   /**
@@ -255,8 +383,22 @@ export class LeaseStore {
    * nowhere else.
    */
   async provisionPooled(holder: string, templateId: string | null, holdSeconds: number): Promise<PooledLease> {
+    if (templateId !== null) {
+      const { lease, password } = await this.provisionSeeded(templateId, holdSeconds);
+      try {
+        await this.pool.query({
+          name: 'pglease.park-seeded-lease',
+          text: 'SELECT id FROM pglease.park_seeded_lease($1, $2, $3)',
+          values: [lease.id, holder, templateId],
+        });
+      } catch (error) {
+        await this.dropParked(lease.id);
+        throw error;
+      }
+      return { id: lease.id, password };
+    }
     return this.withNewLease(async ({ base, password, loginVerifier, authVerifier }) => {
-      const { rows } = await (templateId === null ? this.pool : this.host.seedPool).query<{ id: string }>({
+      const { rows } = await this.pool.query<{ id: string }>({
         name: 'pglease.provision-pooled',
         text: 'SELECT id FROM pglease.provision_pooled($1, $2, make_interval(secs => $3), $4, $5, $6, $7, $8, $9, $10, $11)',
         values: [

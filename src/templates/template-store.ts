@@ -63,8 +63,12 @@ function lineAndColumn(sql: string, position: number): { line: number; column: n
 export function templateSqlError(error: unknown, sql: string): TemplateSqlError | undefined {
   const pgError = error as PgError;
   if (typeof pgError?.code !== 'string' || !/^[0-9A-Z]{5}$/.test(pgError.code)) return undefined;
-  // errors inside the seed carry the template's SQL as their internal query
-  const offset = pgError.internalQuery === sql && pgError.internalPosition ? Number(pgError.internalPosition) : undefined;
+  // errors inside the registration check carry the template's SQL as their internal query; in the
+  // lease's own session (a create's seed) the SQL is the query itself
+  const offset =
+    pgError.internalQuery === sql && pgError.internalPosition ? Number(pgError.internalPosition)
+    : pgError.internalQuery === undefined && pgError.position ? Number(pgError.position)
+    : undefined;
   return new TemplateSqlError({
     code: pgError.code,
     message: pgError.message,
@@ -279,10 +283,12 @@ export class TemplateStore {
 }
 
 /**
- * A seed that failed while leasing (pglease.lease_from_template raises PGLTF with the original
- * SQLSTATE as detail), as a TemplateSqlError; undefined for any other error.
+ * A seed that failed while leasing (LeaseStore's seed throws a TemplateSqlError; a process of an
+ * earlier version raised PGLTF with the original SQLSTATE as detail), as a TemplateSqlError;
+ * undefined for any other error.
  */
 export function leaseSeedError(error: unknown): TemplateSqlError | undefined {
+  if (error instanceof TemplateSqlError) return error;
   const pgError = error as PgError;
   if (pgError?.code !== 'PGLTF') return undefined;
   return new TemplateSqlError({ code: pgError.detail ?? 'PGLTF', message: pgError.message });
