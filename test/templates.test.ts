@@ -4,6 +4,7 @@
  */
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { waitFor } from './support/wait.js';
 import { ADMIN_TOKEN, createLease, queryUrl as query, startTestService, type TestService } from './support/service.js';
 
 let service: TestService;
@@ -284,6 +285,33 @@ describe('seed SQL and the service\'s own sessions', () => {
     // this file's client stays under PGLEASE_MAX_ACTIVE
     for (const lease of [created.body, victim, owner]) {
       expect((await call('DELETE', `/v1/leases/${lease.id}`, undefined, { authorization: `Bearer ${lease.token}` })).status).toBe(204);
+    }
+  });
+
+  it('ends a seed that outlasts the lease statement timeout, even one that lifted its own timeout', async () => {
+    const strict = await startTestService({ PGLEASE_TEMPLATE_POOL: '0', PGLEASE_LEASE_STATEMENT_TIMEOUT: '1s' });
+    try {
+      const owner = await createLease(strict);
+      const bearer = { authorization: `Bearer ${owner.token}` };
+      // quick at the registration check (the service's session), slow only in the lease's own
+      const sql = `CREATE TABLE x (i int);
+        DO $$ BEGIN IF session_user = current_user THEN SET LOCAL statement_timeout = 0; PERFORM pg_sleep(20); END IF; END $$;`;
+      const register = await fetch(`${strict.baseUrl}/v1/templates`, { method: 'POST', headers: { ...bearer, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'slow-later', sql }) });
+      expect(register.status).toBe(201);
+      const before = await query<{ n: number }>(strict.host.databaseUrl, `SELECT count(*)::int AS n FROM pglease.leases`);
+      const started = Date.now();
+      const created = await fetch(`${strict.baseUrl}/v1/leases`, { method: 'POST', headers: { ...bearer, 'content-type': 'application/json' }, body: JSON.stringify({ template: 'slow-later' }) });
+      expect(Date.now() - started).toBeLessThan(8000);
+      expect(created.status).toBe(400);
+      expect(await created.json()).toMatchObject({ code: 'PGLEASE_TEMPLATE_INVALID', postgres: { code: '57014' } });
+      // the parked lease is gone, and so is its session
+      expect(await query(strict.host.databaseUrl, `SELECT count(*)::int AS n FROM pglease.leases`)).toEqual(before);
+      await waitFor('the seed session to end', async () => {
+        const [{ n }] = await query<{ n: number }>(strict.host.databaseUrl, `SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE '%pg_sleep(20)%' AND pid <> pg_backend_pid()`);
+        return n === 0 ? true : undefined;
+      });
+    } finally {
+      await strict.close();
     }
   });
 
