@@ -130,7 +130,14 @@ BEGIN
 
   -- CONNECT on this database comes from a lease group (inherited), nothing else does. Last, because
   -- the grant locks the group until commit: the shorter that is, the less concurrent creates wait.
-  EXECUTE format('GRANT %I TO %I, %I', pglease.lease_group_for(p_base), v_roles.login_role, v_roles.auth_role);
+  -- Without SET (Postgres 16 and later): a lease that could SET ROLE to its group could make
+  -- objects the group owns (large objects), which outlive the lease and which every lease of the
+  -- group can reach. Older servers grant SET with membership; cleanup_orphans unlinks those.
+  IF current_setting('server_version_num')::int >= 160000 THEN
+    EXECUTE format('GRANT %I TO %I, %I WITH INHERIT TRUE, SET FALSE', pglease.lease_group_for(p_base), v_roles.login_role, v_roles.auth_role);
+  ELSE
+    EXECUTE format('GRANT %I TO %I, %I', pglease.lease_group_for(p_base), v_roles.login_role, v_roles.auth_role);
+  END IF;
 
   INSERT INTO pglease.leases (label, host_id, schema_name, role_name, anon_role, auth_role, token_hash,
                               state, client_ip, expires_at)
@@ -208,6 +215,8 @@ BEGIN
   END IF;
 
   PERFORM pglease.drop_lease_objects(v_lease);
+  -- its private templates go with it (nobody can use them any more)
+  DELETE FROM pglease.templates WHERE owner_lease_id = p_id;
 
   IF v_lease.state = 'provisioning' THEN
     DELETE FROM pglease.leases WHERE id = p_id;

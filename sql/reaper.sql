@@ -175,6 +175,16 @@ BEGIN
     END;
   END LOOP;
 
+  -- Large objects owned by a lease group (made after SET ROLE to it, which servers before 16
+  -- allow): no lease owns them, so no release drops them, and every lease of the group reaches them.
+  BEGIN
+    PERFORM lo_unlink(m.oid) FROM pg_largeobject_metadata m
+     WHERE m.lomowner IN (SELECT r.oid FROM pg_roles r WHERE r.rolname = ANY (pglease.lease_groups()));
+  EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'pglease could not unlink large objects of the lease groups: %', SQLERRM;
+    errors := errors + 1;
+  END;
+
   sessions_terminated := pglease.terminate_orphan_sessions();
 END
 $$;

@@ -121,6 +121,19 @@ describe('another lease cannot reach it', () => {
     }
   });
 
+  it('cannot become its lease group (whose large objects would outlive it and reach other leases)', async () => {
+    const { rows } = await attackerClient.query<{ group: string }>(
+      `SELECT g.rolname AS group FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+        WHERE m.member = (SELECT oid FROM pg_roles WHERE rolname = current_user)`,
+    );
+    expect(rows).toHaveLength(1);
+    const group = rows[0]!.group;
+    expect(await outcome(attackerClient, `SET ROLE ${group}`)).toBe('42501');
+    expect(await outcome(attackerClient, `ALTER ROLE ${group} PASSWORD 'x'`)).toBe('42501');
+    // the group's CONNECT is still inherited: this session exists
+    expect((await attackerClient.query('SELECT 1 AS ok')).rows).toEqual([{ ok: 1 }]);
+  });
+
   it('cannot log in as the other lease’s authenticator or anonymous role', async () => {
     const url = new URL(victim.url);
     for (const user of [`${victim.role}_auth`, victim.anon_role]) {

@@ -61,6 +61,22 @@ describe('cleanup-orphans', () => {
     expect(await objectsOf(lease.schema)).toEqual([]);
   });
 
+  it('unlinks large objects a lease group owns (made after SET ROLE to it, which servers before 16 allow)', async () => {
+    const lease = await createLease(service);
+    const { rows } = await superuser.query<{ group: string }>(
+      `SELECT g.rolname AS group FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = $1::regrole`,
+      [lease.role],
+    );
+    const group = rows[0]!.group;
+    const leaseOwned = (await superuser.query(`SELECT lo_from_bytea(0, 'the lease''s own') AS oid`)).rows[0].oid as number;
+    await superuser.query(`ALTER LARGE OBJECT ${leaseOwned} OWNER TO ${lease.role}`);
+    const groupOwned = (await superuser.query(`SELECT lo_from_bytea(0, 'left behind') AS oid`)).rows[0].oid as number;
+    await superuser.query(`ALTER LARGE OBJECT ${groupOwned} OWNER TO "${group}"`);
+    expect((await runCleanup()).outcome).toBe('succeeded');
+    const left = await superuser.query<{ oid: number }>(`SELECT oid::int FROM pg_largeobject_metadata WHERE oid = ANY ($1::oid[]) ORDER BY oid`, [[leaseOwned, groupOwned]]);
+    expect(left.rows.map((row) => row.oid)).toEqual([leaseOwned]);
+  });
+
   it('drops half-made leftovers (a lone schema, a lone login role of this database) but not another database’s roles', async () => {
     const loneSchema = `lease_${randomBytes(8).toString('hex')}`;
     const loneRole = `lease_${randomBytes(8).toString('hex')}`;

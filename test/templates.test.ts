@@ -286,6 +286,8 @@ describe('seed SQL and the service\'s own sessions', () => {
     for (const lease of [created.body, victim, owner]) {
       expect((await call('DELETE', `/v1/leases/${lease.id}`, undefined, { authorization: `Bearer ${lease.token}` })).status).toBe(204);
     }
+    // a private template goes with its lease
+    expect(await query(service.host.databaseUrl, `SELECT name FROM pglease.templates WHERE owner_lease_id = $1`, [owner.id])).toEqual([]);
   });
 
   it('ends a seed that outlasts the lease statement timeout, even one that lifted its own timeout', async () => {
