@@ -134,6 +134,19 @@ describe('another lease cannot reach it', () => {
     expect((await attackerClient.query('SELECT 1 AS ok')).rows).toEqual([{ ok: 1 }]);
   });
 
+  it('cannot take the service down with notifications on its channels (empty or junk payloads)', async () => {
+    for (const channel of ['pglease_lease_change', 'pglease_jobs', 'pglease_rest_ddl']) {
+      for (const payload of [null, '', 'junk', 'help:', 'help:nope', '00000000-0000-0000-0000-000000000000', 'x'.repeat(7000)]) {
+        await attackerClient.query(payload === null ? `NOTIFY ${channel}` : `SELECT pg_notify($1, $2)`, payload === null ? [] : [channel, payload]);
+      }
+    }
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect((await fetch(`${service.baseUrl}/healthz`)).status).toBe(200);
+    const created = await createLease(service);
+    const rest = await fetch(`${created.rest_url}/`, { headers: { authorization: `Bearer ${created.token}` } });
+    expect(rest.status).toBe(200);
+  });
+
   it('cannot log in as the other lease’s authenticator or anonymous role', async () => {
     const url = new URL(victim.url);
     for (const user of [`${victim.role}_auth`, victim.anon_role]) {

@@ -4,7 +4,7 @@
  * superuser the DDL event trigger cannot exist; then schema caches are only refreshed when a
  * request names something they lack (see RestService.withSchema), which the log says once.
  */
-import { createSubscriber, type Subscriber } from '../db/pg-listen.js';
+import { createSubscriber, onNotification, type Subscriber } from '../db/pg-listen.js';
 import type { Host } from '../db/host.js';
 import type { RestService } from './rest-service.js';
 
@@ -28,8 +28,8 @@ export async function listenForChanges(host: Host, service: RestService, log: (m
     { connectionString: host.databaseUrl },
     { parse: (payload: string) => payload, retryLimit: Infinity, retryTimeout: Infinity, paranoidChecking: 30_000 },
   );
-  subscriber.notifications.on(DDL_CHANNEL, (schema: string) => service.schemaChanged(schema));
-  subscriber.notifications.on(LEASE_CHANNEL, (leaseId: string) => service.leaseChanged(leaseId));
+  onNotification(subscriber, DDL_CHANNEL, (schema) => service.schemaChanged(schema), log);
+  onNotification(subscriber, LEASE_CHANNEL, (leaseId) => service.leaseChanged(leaseId), log);
   subscriber.events.on('error', (error: Error) => log(`REST cache listener: ${error.message}`));
   // notifications sent while disconnected are lost: start from scratch
   subscriber.events.on('reconnect', () => service.forgetAll());

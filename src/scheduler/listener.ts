@@ -4,7 +4,7 @@
  * seconds of early wake-ups, never the process. The connection also proves the process alive to
  * other schedulers (pglease.job_holder_alive).
  */
-import { createSubscriber, type Subscriber } from '../db/pg-listen.js';
+import { createSubscriber, onNotification, type Subscriber } from '../db/pg-listen.js';
 
 export const JOBS_CHANNEL = 'pglease_jobs';
 
@@ -52,7 +52,7 @@ export function listenForJobs(options: ListenOptions): JobListener {
       void current.close().catch(() => undefined);
       if (!closed) retry = setTimeout(() => void open(1), RETRY_MAX_MS);
     });
-    current.notifications.on(JOBS_CHANNEL, (payload: string) => options.onWake(payload));
+    onNotification(current, JOBS_CHANNEL, (payload) => options.onWake(payload), options.log);
     try {
       await current.connect();
       await current.listenTo(JOBS_CHANNEL);
