@@ -3,6 +3,7 @@
  * parameters (golden), for each feature of the read dialect. rest-read, rest-embed and
  * rest-injection run the same features live against a lease.
  */
+import { cappedBody } from '../src/rest/query/response-limit.js';
 import { describe, expect, it } from 'vitest';
 import { buildApiRequest } from '../src/rest/request/api-request.js';
 import { planRead } from '../src/rest/plan/read-plan.js';
@@ -47,7 +48,7 @@ function compile(url: string, headers: Record<string, string> = {}, method = 'GE
 
 /** The statement around a root SELECT, for the default JSON body and no count. */
 function jsonRead(source: string): string {
-  return `WITH "pgrst_source" AS (${source}) SELECT NULL::bigint AS "total", count(*) AS "page", coalesce(json_agg("pgrst_t"), '[]')::text AS "body" FROM "pgrst_source" AS "pgrst_t"`;
+  return `WITH "pgrst_source" AS (${source}) SELECT NULL::bigint AS "total", count(*) AS "page", ${cappedBody(`coalesce(json_agg("pgrst_t"), '[]')::text`)} AS "body" FROM "pgrst_source" AS "pgrst_t"`;
 }
 
 describe('select', () => {
@@ -178,7 +179,7 @@ describe('counts and media types', () => {
       text:
         'WITH "pgrst_source" AS (SELECT "films"."id" FROM "app"."films" AS "films" WHERE "films"."id" > $1 LIMIT $2) ' +
         'SELECT (SELECT count(*) FROM (SELECT 1 FROM "app"."films" AS "films" WHERE "films"."id" > $3) AS "pgrst_c") AS "total", count(*) AS "page", ' +
-        `coalesce(json_agg("pgrst_t"), '[]')::text AS "body" FROM "pgrst_source" AS "pgrst_t"`,
+        `${cappedBody(`coalesce(json_agg("pgrst_t"), '[]')::text`)} AS "body" FROM "pgrst_source" AS "pgrst_t"`,
       values: ['1', '1', '1'],
     });
   });
@@ -192,10 +193,11 @@ describe('counts and media types', () => {
   });
 
   it('builds a single object, CSV, or no body (HEAD) in Postgres', () => {
-    expect(compile('/films?select=id', { accept: 'application/vnd.pgrst.object+json' }).text).toContain(`coalesce((json_agg("pgrst_t")->0)::text, '') AS "body"`);
-    expect(compile('/films?select=id', { accept: 'text/csv' }).text).toContain(
-      `(SELECT coalesce(string_agg(a.k, ','), '') FROM (SELECT json_object_keys(r)::text AS k FROM (SELECT row_to_json(hh) AS r FROM "pgrst_source" AS hh LIMIT 1) s) a) || chr(10) || coalesce(string_agg(substring("pgrst_t"::text, 2, length("pgrst_t"::text) - 2), chr(10)), '') AS "body"`,
-    );
+    expect(compile('/films?select=id', { accept: 'application/vnd.pgrst.object+json' }).text).toContain(`${cappedBody(`coalesce((json_agg("pgrst_t")->0)::text, '')`)} AS "body"`);
+    const csv =
+      `(SELECT coalesce(string_agg(a.k, ','), '') FROM (SELECT json_object_keys(r)::text AS k FROM (SELECT row_to_json(hh) AS r FROM "pgrst_source" AS hh LIMIT 1) s) a)` +
+      ` || chr(10) || coalesce(string_agg(substring("pgrst_t"::text, 2, length("pgrst_t"::text) - 2), chr(10)), '')`;
+    expect(compile('/films?select=id', { accept: 'text/csv' }).text).toContain(`${cappedBody(csv)} AS "body"`);
     expect(compile('/films?select=id', {}, 'HEAD').text).toContain('NULL::text AS "body"');
     expect(compile('/films?select=id', { accept: 'application/vnd.pgrst.array+json;nulls=stripped' }).text).toContain(`coalesce(json_strip_nulls(json_agg("pgrst_t")), '[]')::text`);
   });

@@ -75,6 +75,18 @@ describe('SQLSTATE → HTTP status', () => {
     expect(await response.json()).toEqual({ code, message: `raised ${code}`, details: 'the detail', hint: 'the hint' });
   });
 
+  it('answers a 503 SQLSTATE with Retry-After, as the control API does', async () => {
+    for (const code of ['57P03', '53300', '08006']) {
+      const response = await fetch(`${fixture.restUrl}/rpc/raise_state`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${fixture.lease.token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ code }),
+      });
+      expect(response.status, code).toBe(503);
+      expect(response.headers.get('retry-after'), code).toBe('5');
+    }
+  });
+
   it('answers 42501 with 401 and WWW-Authenticate to the anonymous role', async () => {
     await fixture.sql.query(`grant execute on function raise_state(text) to "${fixture.lease.anon_role}"`);
     const response = await fetch(`${fixture.restUrl}/rpc/raise_state`, {
@@ -84,6 +96,29 @@ describe('SQLSTATE → HTTP status', () => {
     });
     expect(response.status).toBe(401);
     expect(response.headers.get('www-authenticate')).toBe('Bearer');
+  });
+});
+
+describe('response size', () => {
+  it('refuses a response body over 128 MiB in Postgres, before the service would have to hold it', async () => {
+    await fixture.sql.query(`create or replace function huge(n int) returns text language sql stable as $$ select repeat('x', n) $$`);
+    const auth = { authorization: `Bearer ${fixture.lease.token}` };
+    const big = await fetch(`${fixture.restUrl}/rpc/huge?n=${140 * 1024 * 1024}`, { headers: auth });
+    expect(big.status).toBe(400);
+    expect(await big.json()).toEqual({
+      code: 'PGLEASE_RESPONSE_TOO_LARGE',
+      message: `The response would be ${140 * 1024 * 1024 + 2} bytes; pglease sends at most ${128 * 1024 * 1024}`,
+      details: null,
+      hint: 'Ask for fewer rows (limit=, offset=, Range) or fewer columns (select=)',
+    });
+    // the same through a table read; a body under the limit is sent
+    await fixture.sql.query(`create table wide as select 1 as id, repeat('y', 140 * 1024 * 1024) as payload`);
+    expect((await fetch(`${fixture.restUrl}/wide`, { headers: auth })).status).toBe(400);
+    expect((await fetch(`${fixture.restUrl}/wide?select=id`, { headers: auth })).status).toBe(200);
+    const fine = await fetch(`${fixture.restUrl}/rpc/huge?n=1000`, { headers: auth });
+    expect(fine.status).toBe(200);
+    expect(((await fine.json()) as string).length).toBe(1000);
+    await fixture.sql.query('drop table wide');
   });
 });
 

@@ -4,6 +4,7 @@
  * of result, table-like results read like tables, read-only GET, privileges, custom errors, and
  * the SQL a call compiles to.
  */
+import { cappedBody } from '../src/rest/query/response-limit.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { planRpc } from '../src/rest/plan/rpc-plan.js';
 import { rpcStatement } from '../src/rest/query/rpc-query.js';
@@ -340,7 +341,7 @@ describe('compiled SQL', () => {
       `WITH "pgrst_call" AS (SELECT "${schema}"."add_them"("a" := "pgrst_args"."a", "b" := "pgrst_args"."b") AS "pgrst_scalar" ` +
         `FROM json_to_record($1::json) AS "pgrst_args"("a" integer, "b" integer)), ` +
         `"pgrst_source" AS (SELECT "pgrst_scalar" FROM "pgrst_call") ` +
-        `SELECT NULL::bigint AS "total", count(*) AS "page", coalesce((json_agg("pgrst_t"."pgrst_scalar")->0)::text, 'null') AS "body" FROM "pgrst_source" AS "pgrst_t"`,
+        `SELECT NULL::bigint AS "total", count(*) AS "page", ${cappedBody(`coalesce((json_agg("pgrst_t"."pgrst_scalar")->0)::text, 'null')`)} AS "body" FROM "pgrst_source" AS "pgrst_t"`,
     );
     expect(statement.values).toEqual(['{"a": 1, "b": 2}']);
   });
@@ -352,7 +353,7 @@ describe('compiled SQL', () => {
       `WITH "pgrst_call" AS (SELECT "pgrst_result".* FROM json_to_record($1::json) AS "pgrst_args"("min_id" integer), ` +
         `LATERAL "${schema}"."get_projects"("min_id" := "pgrst_args"."min_id") AS "pgrst_result"), ` +
         `"pgrst_source" AS (SELECT "projects"."id" FROM "pgrst_call" AS "projects" WHERE "projects"."id" < $2) ` +
-        `SELECT NULL::bigint AS "total", count(*) AS "page", coalesce(json_agg("pgrst_t"), '[]')::text AS "body" FROM "pgrst_source" AS "pgrst_t"`,
+        `SELECT NULL::bigint AS "total", count(*) AS "page", ${cappedBody(`coalesce(json_agg("pgrst_t"), '[]')::text`)} AS "body" FROM "pgrst_source" AS "pgrst_t"`,
     );
     expect(statement.values).toEqual(['{"min_id":"2"}', '4']);
   });

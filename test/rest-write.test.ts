@@ -3,6 +3,7 @@
  * missing=default), representations and embedding, Location, upserts, PUT, PATCH, DELETE,
  * limited writes, max-affected, tx=rollback, counts, and the body errors.
  */
+import { cappedBody } from '../src/rest/query/response-limit.js';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { planWrite } from '../src/rest/plan/write-plan.js';
 import { writeStatement } from '../src/rest/query/write-query.js';
@@ -457,7 +458,7 @@ describe('compiled SQL', () => {
         `"pgrst_source" AS (SELECT "projects"."name", "projects_clients_2"."v" AS "clients" FROM "pgrst_mutation" AS "projects" ` +
         `LEFT JOIN LATERAL (SELECT row_to_json("pgrst_row") AS "v" FROM ${s}."clients" AS "clients_1", LATERAL (SELECT "clients_1"."name") AS "pgrst_row" ` +
         `WHERE "clients_1"."id" = "projects"."client_id") AS "projects_clients_2" ON TRUE) ` +
-        `SELECT count(*) AS "page", coalesce(json_agg("pgrst_t"), '[]')::text AS "body", NULL::text AS "location", NULL::bigint AS "inserted" FROM "pgrst_source" AS "pgrst_t"`,
+        `SELECT count(*) AS "page", ${cappedBody(`coalesce(json_agg("pgrst_t"), '[]')::text`)} AS "body", NULL::text AS "location", NULL::bigint AS "inserted" FROM "pgrst_source" AS "pgrst_t"`,
     );
     expect(statement.values).toEqual(['{"id": 30, "name": "x", "client_id": 1}']);
   });

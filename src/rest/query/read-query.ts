@@ -22,6 +22,7 @@
  * them (`order=director(name)`) can use them; spread resources (`...rel(cols)`) are joined as
  * plain columns.
  */
+import { cappedBody } from './response-limit.js';
 import type { EmbedNode, ReadNode, ReadPlan, SelectField } from '../plan/types.js';
 import { conditionSql, embedMatchedSql, fieldSql } from './conditions.js';
 import { ident, Params } from './sql.js';
@@ -176,14 +177,14 @@ export function bodySql(plan: ReadPlan): string {
   const rows = plan.media.stripNulls ? 'json_strip_nulls(json_agg("pgrst_t"))' : 'json_agg("pgrst_t")';
   switch (plan.media.kind) {
     case 'object':
-      return `coalesce((${rows}->0)::text, '')`;
+      return cappedBody(`coalesce((${rows}->0)::text, '')`);
     case 'csv':
-      return (
+      return cappedBody(
         `(SELECT coalesce(string_agg(a.k, ','), '') FROM (SELECT json_object_keys(r)::text AS k FROM (SELECT row_to_json(hh) AS r FROM "pgrst_source" AS hh LIMIT 1) s) a)` +
-        ` || chr(10) || coalesce(string_agg(substring("pgrst_t"::text, 2, length("pgrst_t"::text) - 2), chr(10)), '')`
+          ` || chr(10) || coalesce(string_agg(substring("pgrst_t"::text, 2, length("pgrst_t"::text) - 2), chr(10)), '')`,
       );
     default:
-      return `coalesce(${rows}, '[]')::text`;
+      return cappedBody(`coalesce(${rows}, '[]')::text`);
   }
 }
 

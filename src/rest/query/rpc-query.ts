@@ -18,6 +18,7 @@
  */
 import type { CallArguments, RpcPlan } from '../plan/rpc-plan.js';
 import { bodySql, sourcedNodeSql, type Statement } from './read-query.js';
+import { cappedBody } from './response-limit.js';
 import { ident, Params } from './sql.js';
 
 const CALL = '"pgrst_call"';
@@ -60,12 +61,12 @@ export function rpcStatement(plan: RpcPlan): Statement {
     if (plan.count) total = `(SELECT count(*) FROM (${sourcedNodeSql(representation.root, params, CALL, true)}) AS "pgrst_c")`;
     const rows = representation.media.stripNulls ? 'json_strip_nulls(json_agg("pgrst_t"))' : 'json_agg("pgrst_t")';
     // a function returning one row answers an object, not an array
-    body = plan.result === 'row' && representation.media.kind !== 'csv' ? `coalesce((${rows}->0)::text, 'null')` : bodySql(representation);
+    body = plan.result === 'row' && representation.media.kind !== 'csv' ? cappedBody(`coalesce((${rows}->0)::text, 'null')`) : bodySql(representation);
   } else {
     callQuery = `SELECT ${call} AS "pgrst_scalar"${from === undefined ? '' : ` FROM ${from}`}`;
     source = `SELECT "pgrst_scalar" FROM ${CALL}`;
     if (plan.count) total = `(SELECT count(*) FROM ${CALL})`;
-    body = plan.result === 'scalars' ? `coalesce(json_agg("pgrst_t"."pgrst_scalar"), '[]')::text` : `coalesce((json_agg("pgrst_t"."pgrst_scalar")->0)::text, 'null')`;
+    body = cappedBody(plan.result === 'scalars' ? `coalesce(json_agg("pgrst_t"."pgrst_scalar"), '[]')::text` : `coalesce((json_agg("pgrst_t"."pgrst_scalar")->0)::text, 'null')`);
   }
   if (representation.headersOnly || plan.result === 'void') body = 'NULL::text';
   const text =

@@ -4,6 +4,8 @@
  * the SQLSTATE → status mapping PostgREST 12 applies to errors raised by Postgres.
  */
 
+import { RESPONSE_LIMIT_BYTES, RESPONSE_LIMIT_MARK } from '../query/response-limit.js';
+
 /** PostgREST's codes (and pglease's own, for lease lookup), each with the status it answers. */
 export const restErrors = {
   PGRST000: { status: 503, message: 'Database connection error. Retrying the connection.' },
@@ -42,6 +44,7 @@ export const restErrors = {
   PGRST301: { status: 401, message: 'The token is not valid for this lease' },
   PGLEASE_NOT_FOUND: { status: 404, message: 'No live lease with this id' },
   PGLEASE_BODY_TOO_LARGE: { status: 413, message: 'The request body is too large' },
+  PGLEASE_RESPONSE_TOO_LARGE: { status: 400, message: 'The response would be too large' },
   PGLEASE_INTERNAL: { status: 500, message: 'Internal error' },
 } as const satisfies Record<string, { status: number; message: string }>;
 
@@ -220,16 +223,25 @@ function raisedResponse(error: PgServerError): ErrorResponse {
 export function toErrorResponse(error: unknown, authenticated: boolean): ErrorResponse {
   if (error instanceof RestError) return error.toResponse();
   if (isPgServerError(error) && error.code === 'PGRST') return raisedResponse(error);
+  if (isPgServerError(error) && error.code === '22P02' && error.message.includes(RESPONSE_LIMIT_MARK)) {
+    const bytes = /(\d+) bytes/.exec(error.message)?.[1] ?? 'more';
+    return new RestError(
+      'PGLEASE_RESPONSE_TOO_LARGE',
+      `The response would be ${bytes} bytes; pglease sends at most ${RESPONSE_LIMIT_BYTES}`,
+      null,
+      'Ask for fewer rows (limit=, offset=, Range) or fewer columns (select=)',
+    ).toResponse();
+  }
   if (isPgServerError(error)) {
     const status = statusForSqlState(error.code!, error.message, authenticated);
-    const headers: Record<string, string> = status === 401 ? { 'WWW-Authenticate': 'Bearer' } : {};
+    const headers: Record<string, string> = status === 401 ? { 'WWW-Authenticate': 'Bearer' } : status === 503 ? { 'Retry-After': '5' } : {};
     return { status, headers, body: { code: error.code!, message: error.message, details: error.detail ?? null, hint: error.hint ?? null } };
   }
   const code = (error as { code?: unknown } | null)?.code;
   const message = error instanceof Error ? error.message : String(error);
   if (code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new RestError('PGLEASE_BODY_TOO_LARGE', message).toResponse();
   if ((typeof code === 'string' && CONNECTION_ERROR_CODES.has(code)) || /Connection terminated|connection timeout|Client has encountered a connection error/i.test(message)) {
-    return { status: 503, headers: {}, body: { code: 'PGRST000', message: restErrors.PGRST000.message, details: message, hint: null } };
+    return { status: 503, headers: { 'Retry-After': '5' }, body: { code: 'PGRST000', message: restErrors.PGRST000.message, details: message, hint: null } };
   }
   if (/timeout exceeded when trying to connect/i.test(message)) {
     return { status: 504, headers: {}, body: { code: 'PGRST003', message: restErrors.PGRST003.message, details: null, hint: null } };
