@@ -101,7 +101,9 @@ export function toControlError(error: FastifyError | ControlError | Error): Cont
 
 export function sendControlError(request: FastifyRequest, reply: FastifyReply, error: FastifyError | Error): FastifyReply {
   const controlError = toControlError(error);
-  if (controlError.status >= 500) request.log.error({ err: error, method: request.method, url: request.url }, 'control API error');
+  // 503s are expected conditions (the database full or restarting): a line each, no stack
+  if (controlError.status === 503) request.log.warn({ code: controlError.code, method: request.method, url: request.url }, controlError.message);
+  else if (controlError.status >= 500) request.log.error({ err: error, method: request.method, url: request.url }, 'control API error');
   return reply.code(controlError.status).headers(controlError.headers).type('application/json; charset=utf-8').send(controlError.toJSON());
 }
 

@@ -7,7 +7,7 @@ import { describe, expect, inject, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
 import { startService } from '../src/service.js';
 
-async function logLines(logRequests: boolean, run: (baseUrl: string) => Promise<void>): Promise<Record<string, unknown>[]> {
+async function logLines(logRequests: boolean, run: (baseUrl: string) => Promise<void>, env: Record<string, string> = {}): Promise<Record<string, unknown>[]> {
   const lines: string[] = [];
   const config = loadConfig({
     DATABASE_URL: inject('serverUrl'),
@@ -15,6 +15,7 @@ async function logLines(logRequests: boolean, run: (baseUrl: string) => Promise<
     PGLEASE_ADMIN_TOKEN: 'test-admin-token',
     PGLEASE_LEASE_POOL: '0',
     PGLEASE_LOG_REQUESTS: String(logRequests),
+    ...env,
   });
   const service = await startService(config, { logger: { level: 'info', stream: { write: (line) => void lines.push(line) } } });
   try {
@@ -32,6 +33,23 @@ describe('request logging', () => {
       expect((await fetch(`${baseUrl}/healthz`)).status).toBe(200);
     });
     expect(lines.filter((line) => line.msg === 'incoming request' || line.msg === 'request completed')).toEqual([]);
+  });
+
+  it('logs an expected 503 (the database full) as one warning, without a stack', async () => {
+    const lines = await logLines(
+      false,
+      async (baseUrl) => {
+        const headers = { authorization: 'Bearer test-admin-token' };
+        expect((await fetch(`${baseUrl}/v1/leases`, { method: 'POST', headers })).status).toBe(201);
+        expect((await fetch(`${baseUrl}/v1/leases`, { method: 'POST', headers })).status).toBe(503);
+      },
+      { PGLEASE_MAX_LEASES: '1' },
+    );
+    const full = lines.filter((line) => line.code === 'PGLEASE_CAPACITY');
+    expect(full).toHaveLength(1);
+    expect(full[0]).toMatchObject({ level: 40 });
+    expect(full[0]!.err).toBeUndefined();
+    expect(lines.filter((line) => (line.level as number) >= 50)).toEqual([]);
   });
 
   it('writes the request and response lines with PGLEASE_LOG_REQUESTS', async () => {
