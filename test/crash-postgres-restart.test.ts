@@ -140,4 +140,42 @@ describe('a postmaster that dies', () => {
       await rm(ownDir, { recursive: true, force: true });
     }
   }, 60_000);
+
+  it('is started again even when a backend busy computing outlives it (it holds the shared memory)', async () => {
+    const ownDir = await mkdtemp(path.join(tmpdir(), 'pglease-watchdog-'));
+    const events: string[] = [];
+    const own = await startEmbedded({ dataDir: ownDir, port: await freePort(), listen: 'localhost', log: (message) => events.push(message) });
+    const busy = new pg.Client({ connectionString: own.url('postgres') });
+    busy.on('error', () => undefined);
+    try {
+      await busy.connect();
+      // never checks for its postmaster: it would run for minutes, holding the shared memory
+      void busy.query('SELECT count(*) FROM generate_series(1, 20000000000)').catch(() => undefined);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const postmaster = Number((await readFile(path.join(ownDir, 'pg', 'postmaster.pid'), 'utf8')).split('\n')[0]);
+      process.kill(postmaster, 'SIGKILL');
+      await expect
+        .poll(
+          async () => {
+            const client = new pg.Client({ connectionString: own.url('postgres') });
+            client.on('error', () => undefined);
+            try {
+              await client.connect();
+              return (await client.query('SELECT 1 AS ok')).rows[0].ok;
+            } catch {
+              return 0;
+            } finally {
+              await client.end().catch(() => undefined);
+            }
+          },
+          { timeout: 20_000, interval: 250 },
+        )
+        .toBe(1);
+      expect(events.some((event) => /^ended 1 backend the dead postmaster left running/.test(event))).toBe(true);
+    } finally {
+      await busy.end().catch(() => undefined);
+      await own.stop();
+      await rm(ownDir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });

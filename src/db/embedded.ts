@@ -11,8 +11,8 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
-import { existsSync, openSync, closeSync } from 'node:fs';
-import { chmod, chown, lstat, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { existsSync, openSync, closeSync, statSync } from 'node:fs';
+import { chmod, chown, lstat, mkdir, readdir, readFile, readlink, realpath, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir, userInfo } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -171,6 +171,37 @@ function alive(pid: number): boolean {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Waits until the server accepts a real login (not merely the port being open). */
+/**
+ * Ends the backends a dead postmaster of this cluster left behind (Linux: found by their working
+ * directory, the cluster's, and their program, postgres). A backend busy computing does not notice
+ * its postmaster is gone and keeps the shared memory, and Postgres refuses to start while it does
+ * ("pre-existing shared memory block is still in use"); a lease's query could keep it so forever.
+ * Returns how many were ended.
+ */
+async function endOrphanBackends(clusterDir: string): Promise<number> {
+  if (process.platform !== 'linux') return 0;
+  const directory = await realpath(clusterDir).catch(() => clusterDir);
+  let ended = 0;
+  for (const entry of await readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if ((await readlink(`/proc/${entry}/cwd`)) !== directory) continue;
+      if (path.basename(await readlink(`/proc/${entry}/exe`)) !== 'postgres') continue;
+      process.kill(Number(entry), 'SIGKILL');
+      ended++;
+    } catch {
+      // gone meanwhile, or not a process we may look at
+    }
+  }
+  return ended;
+}
+
+/** The last FATAL or PANIC line the log got after byte `from`: why Postgres would not start. */
+async function lastFatal(logFile: string, from: number): Promise<string | undefined> {
+  const lines = existsSync(logFile) ? (await readFile(logFile)).subarray(from).toString('utf8').split('\n') : [];
+  return lines.reverse().find((line) => /\b(FATAL|PANIC):/.test(line))?.trim();
+}
+
 async function waitUntilReady(url: string, pid: number, logFile: string): Promise<void> {
   const deadline = Date.now() + 60_000;
   for (;;) {
@@ -329,18 +360,26 @@ async function startClaimed(
   // still hold the shared memory for a moment).
   let stopping: Promise<void> | undefined;
   let restarting = false;
+  let failedRestarts = 0;
+  let logFrom = 0;
   const watchdog = setInterval(() => {
     if (stopping || restarting || alive(pid)) return;
     restarting = true;
     const lost = pid;
     void (async () => {
       try {
-        options.log?.(`embedded Postgres (pid ${lost}) is gone; starting it again`);
+        if (!failedRestarts) options.log?.(`embedded Postgres (pid ${lost}) is gone; starting it again`);
+        const orphans = await endOrphanBackends(clusterDir);
+        if (orphans > 0) options.log?.(`ended ${orphans} backend${orphans === 1 ? '' : 's'} the dead postmaster left running (they held its shared memory)`);
+        logFrom = existsSync(logFile) ? statSync(logFile).size : 0;
         pid = await spawnPostgres();
         await waitUntilReady(url('postgres', port), pid, logFile);
         options.log?.(`embedded Postgres is back (pid ${pid})`);
+        failedRestarts = 0;
       } catch (error) {
-        options.log?.(`embedded Postgres did not start again (${(error as Error).message.split('\n')[0]}); trying again`);
+        failedRestarts++;
+        const reason = (await lastFatal(logFile, logFrom)) ?? (error as Error).message.split('\n')[0];
+        options.log?.(`embedded Postgres did not start again (${reason}); trying again`);
       } finally {
         restarting = false;
       }
