@@ -234,6 +234,47 @@ BEGIN
 END
 $$;
 
+-- pglease.hand_out: makes a parked lease (state 'provisioning': a warm pool's, or a seeded one
+-- waiting for its create) the caller's: active with its owner's token, TTL from now, label and
+-- client address (p_quota_ip: the address it is charged to, NULL when none), its 'created' event
+-- dated now with p_detail added. As far as anyone can tell, it was created by this call. Returns
+-- NULL when the lease is no longer parked.
+CREATE OR REPLACE FUNCTION pglease.hand_out(
+  p_lease_id   uuid,
+  p_token_hash bytea,
+  p_ttl        interval,       -- NULL: never expires
+  p_label      text,
+  p_client_ip  inet,
+  p_quota_ip   inet,
+  p_detail     jsonb
+) RETURNS pglease.leases
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_lease pglease.leases;
+BEGIN
+  IF p_ttl IS NOT NULL AND p_ttl <= interval '0' THEN
+    RAISE EXCEPTION 'lease ttl must be positive' USING ERRCODE = '22023';
+  END IF;
+  UPDATE pglease.leases
+     SET state = 'active', token_hash = p_token_hash, label = p_label, client_ip = p_client_ip,
+         quota_ip = p_quota_ip, created_at = now(), expires_at = now() + p_ttl
+   WHERE id = p_lease_id AND state = 'provisioning'
+   RETURNING * INTO v_lease;
+  IF NOT FOUND THEN
+    RETURN NULL;
+  END IF;
+  UPDATE pglease.lease_events
+     SET at = now(), client_ip = p_client_ip,
+         detail = coalesce(detail, '{}'::jsonb)
+                  || jsonb_build_object('ttl_seconds', extract(epoch FROM p_ttl)::bigint, 'label', p_label)
+                  || p_detail
+   WHERE lease_id = p_lease_id AND kind = 'created';
+  RETURN v_lease;
+END
+$$;
+
 -- pglease.renew: moves the expiry of an active lease to now() + p_ttl (NULL: never expires).
 -- Returns NULL when the lease is not active. Bounds on p_ttl are the caller's policy.
 CREATE OR REPLACE FUNCTION pglease.renew(p_id uuid, p_ttl interval, p_client_ip inet DEFAULT NULL)

@@ -102,9 +102,6 @@ DECLARE
   v_id    uuid;
   v_lease pglease.leases;
 BEGIN
-  IF p_ttl IS NOT NULL AND p_ttl <= interval '0' THEN
-    RAISE EXCEPTION 'lease ttl must be positive' USING ERRCODE = '22023';
-  END IF;
   IF p_template_id IS NOT NULL AND NOT pglease.is_current_global_template(p_template_id) THEN
     RAISE EXCEPTION 'template % is not the current version of a global template', p_template_id
       USING ERRCODE = 'PGLTS';
@@ -124,16 +121,7 @@ BEGIN
     RETURN;
   END IF;
   DELETE FROM pglease.lease_pool WHERE lease_id = v_id;
-  UPDATE pglease.leases
-     SET state = 'active', token_hash = p_token_hash, label = p_label, client_ip = p_client_ip,
-         quota_ip = p_quota_ip, created_at = now(), expires_at = now() + p_ttl
-   WHERE id = v_id
-   RETURNING * INTO v_lease;
-  UPDATE pglease.lease_events
-     SET at = now(), client_ip = p_client_ip,
-         detail = coalesce(detail, '{}'::jsonb)
-                  || jsonb_build_object('ttl_seconds', extract(epoch FROM p_ttl)::bigint, 'label', p_label, 'pooled', true)
-   WHERE lease_id = v_id AND kind = 'created';
+  v_lease := pglease.hand_out(v_id, p_token_hash, p_ttl, p_label, p_client_ip, p_quota_ip, '{"pooled": true}');
   RETURN NEXT v_lease;
 END
 $$;

@@ -164,8 +164,7 @@ END
 $$;
 
 -- pglease.activate_seeded_lease: hands a seeded lease to the create that made it, as a claim does
--- (sql/pool.sql): active with its owner's token, TTL from now, label and client address, its
--- 'created' event dated now and noting the template. Returns a set (of at most one row) so that a
+-- (pglease.hand_out), its 'created' event noting the template. Returns a set (of at most one row) so that a
 -- throttle check joined LATERAL to it runs after it; PGLTG when the lease is no longer parked.
 CREATE OR REPLACE FUNCTION pglease.activate_seeded_lease(
   p_lease_id    uuid,
@@ -182,23 +181,11 @@ AS $$
 DECLARE
   v_lease pglease.leases;
 BEGIN
-  IF p_ttl IS NOT NULL AND p_ttl <= interval '0' THEN
-    RAISE EXCEPTION 'lease ttl must be positive' USING ERRCODE = '22023';
-  END IF;
-  UPDATE pglease.leases
-     SET state = 'active', token_hash = p_token_hash, label = p_label, client_ip = p_client_ip,
-         quota_ip = p_quota_ip, created_at = now(), expires_at = now() + p_ttl
-   WHERE id = p_lease_id AND state = 'provisioning'
-   RETURNING * INTO v_lease;
-  IF NOT FOUND THEN
+  v_lease := pglease.hand_out(p_lease_id, p_token_hash, p_ttl, p_label, p_client_ip, p_quota_ip, '{}');
+  IF v_lease.id IS NULL THEN
     RAISE EXCEPTION 'lease % is no longer parked', p_lease_id USING ERRCODE = 'PGLTG';
   END IF;
   PERFORM pglease.note_seed(p_lease_id, p_template_id);
-  UPDATE pglease.lease_events
-     SET at = now(), client_ip = p_client_ip,
-         detail = coalesce(detail, '{}'::jsonb)
-                  || jsonb_build_object('ttl_seconds', extract(epoch FROM p_ttl)::bigint, 'label', p_label)
-   WHERE lease_id = p_lease_id AND kind = 'created';
   RETURN NEXT v_lease;
 END
 $$;

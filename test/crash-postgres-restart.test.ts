@@ -108,6 +108,20 @@ describe('Postgres restart under the service', () => {
   });
 });
 
+/** Whether a fresh connection to `url` answers a query now. */
+async function answers(url: string): Promise<boolean> {
+  const client = new pg.Client({ connectionString: url });
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+    return (await client.query('SELECT 1 AS ok')).rows[0].ok === 1;
+  } catch {
+    return false;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
 describe('a postmaster that dies', () => {
   it('is started again by pglease, and the service answers again without a restart', async () => {
     const ownDir = await mkdtemp(path.join(tmpdir(), 'pglease-watchdog-'));
@@ -116,23 +130,7 @@ describe('a postmaster that dies', () => {
     try {
       const postmaster = Number((await readFile(path.join(ownDir, 'pg', 'postmaster.pid'), 'utf8')).split('\n')[0]);
       process.kill(postmaster, 'SIGKILL');
-      await expect
-        .poll(
-          async () => {
-            const client = new pg.Client({ connectionString: own.url('postgres') });
-            client.on('error', () => undefined);
-            try {
-              await client.connect();
-              return (await client.query('SELECT 1 AS ok')).rows[0].ok;
-            } catch {
-              return 0;
-            } finally {
-              await client.end().catch(() => undefined);
-            }
-          },
-          { timeout: 30_000, interval: 250 },
-        )
-        .toBe(1);
+      await expect.poll(() => answers(own.url('postgres')), { timeout: 30_000, interval: 250 }).toBe(true);
       expect(events.some((event) => event.startsWith(`embedded Postgres (pid ${postmaster}) is gone`))).toBe(true);
       expect(events.some((event) => event.startsWith('embedded Postgres is back'))).toBe(true);
     } finally {
@@ -154,23 +152,7 @@ describe('a postmaster that dies', () => {
       await new Promise((resolve) => setTimeout(resolve, 300));
       const postmaster = Number((await readFile(path.join(ownDir, 'pg', 'postmaster.pid'), 'utf8')).split('\n')[0]);
       process.kill(postmaster, 'SIGKILL');
-      await expect
-        .poll(
-          async () => {
-            const client = new pg.Client({ connectionString: own.url('postgres') });
-            client.on('error', () => undefined);
-            try {
-              await client.connect();
-              return (await client.query('SELECT 1 AS ok')).rows[0].ok;
-            } catch {
-              return 0;
-            } finally {
-              await client.end().catch(() => undefined);
-            }
-          },
-          { timeout: 20_000, interval: 250 },
-        )
-        .toBe(1);
+      await expect.poll(() => answers(own.url('postgres')), { timeout: 20_000, interval: 250 }).toBe(true);
       expect(events.some((event) => /^ended 1 backend the dead postmaster left running/.test(event))).toBe(true);
     } finally {
       await busy.end().catch(() => undefined);
