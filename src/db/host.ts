@@ -28,10 +28,11 @@ export interface Host {
   /** Pool of the service role on the lease database: control API, jobs, SQL functions. */
   pool: pg.Pool;
   /**
-   * Connections for statements that run a template's seed SQL, which a lease's token holder
-   * writes: each is used once and closed, so nothing the SQL leaves in its session (settings,
-   * locks, prepared statements, temporary objects) reaches another request; and there are few,
-   * so slow seeds queue among themselves instead of taking the service pool.
+   * Connections for the check of a template at registration, which runs its seed SQL (a lease's
+   * token holder writes it) in a subtransaction that is rolled back: each is used once and closed,
+   * so nothing the SQL leaves in its session (settings, locks, prepared statements) reaches another
+   * request; and there are few, so slow checks queue among themselves instead of taking the
+   * service pool. A lease's own seed runs in a session of the lease's role (LeaseStore.seed).
    */
   seedPool: pg.Pool;
   /** Key from which each lease authenticator's password is derived (pglease.secrets). */
@@ -39,7 +40,7 @@ export interface Host {
   close: () => Promise<void>;
 }
 
-/** Seeds that may run at once (registrations, creates from private templates, template refills). */
+/** Template checks that may run at once (registrations). */
 const SEED_CONNECTIONS = 3;
 
 export function withDatabase(url: string, database: string): string {
