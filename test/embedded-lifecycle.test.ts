@@ -124,12 +124,19 @@ describe('the service process', () => {
     // make the template slow only now: the pool's refill, started at registration, seeds it again
     const superuser = new pg.Client({ connectionString: `postgresql://postgres:${encodeURIComponent((await readFile(path.join(dataDir, 'superuser-password'), 'utf8')).trim())}@127.0.0.1:${pgPort}/pglease` });
     await superuser.connect();
+    // the pool's first lease, seeded at registration, is parked
+    await expect.poll(async () => (await superuser.query(`SELECT count(*)::int AS n FROM pglease.lease_pool WHERE template_id IS NOT NULL`)).rows[0].n, { timeout: 15_000 }).toBe(1);
     await superuser.query(`UPDATE pglease.templates SET sql = 'CREATE TABLE s (x int); SELECT pg_sleep(30)' WHERE name = 'slow-seed'`);
-    await superuser.query(`DELETE FROM pglease.lease_pool`); // a claimable lease would hide the refill
+    // the refill's seed, in the new lease's own session (not this query, whose text says the same)
     const seeding = async () =>
-      (await superuser.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE '%provision_pooled%' AND state = 'active'`)).rows[0].n > 0;
-    // a create finds the pool empty, provisions in the request, and the pool refills behind it
-    expect((await fetch(`http://127.0.0.1:${httpPort}/v1/leases`, { method: 'POST' })).status).toBe(201);
+      (await superuser.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' AND state = 'active' AND pid <> pg_backend_pid()`)).rows[0].n > 0;
+    // a create takes the pooled lease (seeded before the change), and the pool refills behind it
+    const fromPool = await fetch(`http://127.0.0.1:${httpPort}/v1/leases`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ template: 'slow-seed' }),
+    });
+    expect(fromPool.status).toBe(201);
     await expect.poll(seeding, { timeout: 10_000 }).toBe(true);
     await superuser.end();
     const stopping = Date.now();
