@@ -77,6 +77,8 @@ export interface Config {
   logLevel: string;
   /** Log every request (Fastify's "incoming request" / "request completed" lines, with request ids). */
   logRequests: boolean;
+  /** How long a shutdown waits for in-flight requests before it closes their connections (s). */
+  shutdownGraceSeconds: number;
   jobs: JobsConfig;
   createLimits: CreateLimits;
   /** Fastify's trustProxy: whether (and from which proxies) X-Forwarded-For names the client. */
@@ -188,6 +190,7 @@ export function loadConfig(env: Env = process.env): Config {
     bodyLimit: integer(env, 'PGLEASE_BODY_LIMIT', 1_048_576, 1024, 1024 * 1024 * 1024),
     logLevel: text(env, 'LOG_LEVEL') ?? 'info',
     logRequests: flag(env, 'PGLEASE_LOG_REQUESTS', false),
+    shutdownGraceSeconds: integer(env, 'PGLEASE_SHUTDOWN_GRACE', 8, 0, 3600),
     jobs: {
       schedulerEnabled: flag(env, 'PGLEASE_SCHEDULER', true),
       reaperSchedule: schedule(env, 'PGLEASE_REAPER_CRON', '*/10 * * * * *'),

@@ -30,6 +30,13 @@ export async function serve(config: Config): Promise<void> {
     if (stopping) return;
     stopping = true;
     log(`${signal}: finishing in-flight requests and stopping`);
+    // a request that runs on (a lease's slow function) would hold the shutdown as long as it runs,
+    // past an orchestrator's patience (Docker sends SIGKILL after 10 s): its connection is closed
+    const grace = setTimeout(() => {
+      log(`requests still running after ${config.shutdownGraceSeconds} s (PGLEASE_SHUTDOWN_GRACE): closing their connections`);
+      service.app.server.closeAllConnections();
+    }, config.shutdownGraceSeconds * 1000);
+    grace.unref();
     try {
       await service.close();
       process.exit(0);

@@ -145,6 +145,26 @@ describe('the service process', () => {
     expect(Date.now() - stopping).toBeLessThan(10_000);
   }, 60_000);
 
+  it('closes a request that runs on past PGLEASE_SHUTDOWN_GRACE, and stops', async () => {
+    const service = await startProcess({ PGLEASE_SHUTDOWN_GRACE: '1' });
+    const lease = (await (await fetch(`http://127.0.0.1:${httpPort}/v1/leases`, { method: 'POST' })).json()) as { url: string; token: string; rest_url: string };
+    const client = new pg.Client({ connectionString: lease.url });
+    await client.connect();
+    await client.query('CREATE FUNCTION slow() RETURNS int LANGUAGE sql AS $$ SELECT 1 FROM pg_sleep(30) $$');
+    await client.end();
+    const inFlight = fetch(`${lease.rest_url}/rpc/slow`, { method: 'POST', headers: { authorization: `Bearer ${lease.token}` } }).then(
+      (response) => response.status,
+      () => 'closed',
+    );
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const stopping = Date.now();
+    service.child.kill('SIGTERM');
+    expect(await exited(service.child)).toBe(0);
+    expect(Date.now() - stopping).toBeLessThan(15_000);
+    expect(await inFlight).toBe('closed');
+    expect(service.output()).toContain('requests still running after 1 s (PGLEASE_SHUTDOWN_GRACE): closing their connections');
+  }, 60_000);
+
   it('refuses a bad configuration with a message naming the variable', async () => {
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
       cwd: projectRoot,
