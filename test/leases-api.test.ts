@@ -314,6 +314,24 @@ describe('health and unknown routes', () => {
     expect(ready.json.status).toBe('ready');
   });
 
+  it('answers /readyz 503 within seconds when the database does not answer', async () => {
+    const blocker = new pg.Client({ connectionString: service.host.databaseUrl });
+    await blocker.connect();
+    try {
+      // the probe's query waits behind this lock, as it would behind a stopped or swamped server
+      await blocker.query('BEGIN; LOCK TABLE pglease.migrations IN ACCESS EXCLUSIVE MODE');
+      const started = Date.now();
+      const stuck = await call('GET', '/readyz');
+      expect(stuck.status).toBe(503);
+      expect(stuck.json).toMatchObject({ code: 'PGLEASE_NOT_READY', message: 'The lease database is not reachable: no answer within 2 s' });
+      expect(Date.now() - started).toBeLessThan(5000);
+    } finally {
+      await blocker.query('ROLLBACK');
+      await blocker.end();
+    }
+    expect((await call('GET', '/readyz')).status).toBe(200);
+  });
+
   it('answers unknown routes and methods with a JSON 404', async () => {
     const response = await call('GET', '/v2/nothing');
     expect(response.status).toBe(404);
