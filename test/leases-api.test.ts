@@ -237,11 +237,22 @@ describe('DELETE /v1/leases/:id', () => {
     await session.connect();
     await session.query('CREATE TABLE t (id int)');
     const sessionEnded = new Promise<Error>((resolve) => session.on('error', resolve));
+    // more sessions, one inside a transaction holding a lock on the table the drop needs
+    const others = await Promise.all(
+      Array.from({ length: 6 }, async () => {
+        const other = new pg.Client({ connectionString: lease.url });
+        const ended = new Promise<Error>((resolve) => other.on('error', resolve));
+        await other.connect();
+        return { other, ended };
+      }),
+    );
+    await others[0]!.other.query('BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE');
 
     const response = await call('DELETE', `/v1/leases/${lease.id}`, { token: lease.token });
     expect(response.status).toBe(204);
     expect(response.text).toBe('');
     expect((await sessionEnded).message).toMatch(/terminat/i);
+    for (const { ended } of others) expect((await ended).message).toMatch(/terminat/i);
 
     const leftovers = await service.host.pool.query(
       `SELECT (SELECT count(*) FROM pg_roles WHERE rolname LIKE $1 || '%')::int AS roles,
