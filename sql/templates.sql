@@ -11,7 +11,8 @@
 -- rollback runs nothing the SQL queued.
 
 -- pglease.seed_lease: runs p_sql as the lease's login role with search_path = its schema, so every
--- object the SQL creates belongs to the lease and lands in its schema.
+-- object the SQL creates belongs to the lease and lands in its schema. Only the registration check
+-- (check_template, below) calls it, in a subtransaction it rolls back.
 --
 -- The SQL runs inside a SECURITY DEFINER function owned by the lease role rather than after
 -- SET ROLE: Postgres refuses SET ROLE, RESET ROLE and SET SESSION AUTHORIZATION inside a
