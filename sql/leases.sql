@@ -245,6 +245,38 @@ BEGIN
 END
 $$;
 
+-- pglease.provision_parked: a lease provisioned (same arguments as pglease.provision) and parked:
+-- state 'provisioning', known to no one, expiring after p_hold unless the next step comes first:
+-- a warm pool's claim (sql/pool.sql), or a seed in the lease's own session followed by
+-- park_seeded_lease or activate_seeded_lease (sql/templates.sql). A lease whose process dies
+-- before that expires and is reaped.
+CREATE OR REPLACE FUNCTION pglease.provision_parked(
+  p_base              text,
+  p_login_verifier    text,
+  p_auth_verifier     text,
+  p_token_hash        bytea,          -- of a token nobody is given: the next step sets the real one
+  p_hold              interval,
+  p_host_id           int,
+  p_connection_limit  int,
+  p_statement_timeout text,
+  p_idle_timeout      text
+) RETURNS pglease.leases
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_lease pglease.leases;
+BEGIN
+  v_lease := pglease.provision(
+    p_base => p_base, p_login_verifier => p_login_verifier, p_auth_verifier => p_auth_verifier,
+    p_token_hash => p_token_hash, p_ttl => p_hold, p_label => NULL, p_client_ip => NULL,
+    p_host_id => p_host_id, p_connection_limit => p_connection_limit,
+    p_statement_timeout => p_statement_timeout, p_idle_timeout => p_idle_timeout);
+  UPDATE pglease.leases SET state = 'provisioning' WHERE id = v_lease.id RETURNING * INTO v_lease;
+  RETURN v_lease;
+END
+$$;
+
 -- pglease.hand_out: makes a parked lease (state 'provisioning': a warm pool's, or a seeded one
 -- waiting for its create) the caller's: active with its owner's token, TTL from now, label and
 -- client address (p_quota_ip: the address it is charged to, NULL when none), its 'created' event

@@ -52,18 +52,13 @@ AS $$
 DECLARE
   v_lease pglease.leases;
 BEGIN
-  IF p_template_id IS NULL THEN
-    v_lease := pglease.provision(
-      p_base => p_base, p_login_verifier => p_login_verifier, p_auth_verifier => p_auth_verifier,
-      p_token_hash => p_token_hash, p_ttl => p_hold, p_label => NULL, p_client_ip => NULL,
-      p_host_id => p_host_id, p_connection_limit => p_connection_limit,
-      p_statement_timeout => p_statement_timeout, p_idle_timeout => p_idle_timeout);
-  ELSE
-    -- a seed runs in the lease's own session (sql/templates.sql): provision_for_seed, the seed,
+  IF p_template_id IS NOT NULL THEN
+    -- a seed runs in the lease's own session (sql/templates.sql): provision_parked, the seed,
     -- then park_seeded_lease
     RAISE EXCEPTION 'seeded leases are parked by pglease.park_seeded_lease' USING ERRCODE = '0A000';
   END IF;
-  UPDATE pglease.leases SET state = 'provisioning' WHERE id = v_lease.id RETURNING * INTO v_lease;
+  v_lease := pglease.provision_parked(p_base, p_login_verifier, p_auth_verifier, p_token_hash, p_hold,
+                                      p_host_id, p_connection_limit, p_statement_timeout, p_idle_timeout);
   INSERT INTO pglease.lease_pool (lease_id, holder, template_id) VALUES (v_lease.id, p_holder, p_template_id);
   RETURN v_lease;
 END

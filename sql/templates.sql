@@ -5,7 +5,7 @@
 -- service's: whatever the SQL leaves to run at commit (a deferred constraint trigger, a cursor
 -- WITH HOLD) runs as the role of the session that commits, and in the service's session that
 -- would be the service's role. So seeding is three steps (src/leases/lease-store.ts):
--- provision_for_seed (a parked lease, committed), the seed in the lease's own session, then
+-- provision_parked (a parked lease, committed), the seed in the lease's own session, then
 -- park_seeded_lease (a warm pool's) or activate_seeded_lease (a create's). The check at
 -- registration runs in the service's session, inside a subtransaction that is rolled back: a
 -- rollback runs nothing the SQL queued.
@@ -106,37 +106,8 @@ DROP FUNCTION IF EXISTS pglease.template_pool_size(bigint);
 -- (replaced: a seed runs in the lease's own session, see the top of this file)
 DROP FUNCTION IF EXISTS pglease.lease_from_template(bigint, text, text, text, bytea, interval, text, inet, int, int, text, text);
 
--- pglease.provision_for_seed: a lease to be seeded, provisioned (same arguments as
--- pglease.provision) and parked: state 'provisioning', known to no one, expiring after p_hold
--- unless the seed's next step comes first. Committed before the seed runs, so that the lease's
--- own role can log in to run it. A lease whose process dies before that next step expires and
--- is reaped.
-CREATE OR REPLACE FUNCTION pglease.provision_for_seed(
-  p_base              text,
-  p_login_verifier    text,
-  p_auth_verifier     text,
-  p_token_hash        bytea,          -- of a token nobody is given: the next step sets the real one
-  p_hold              interval,
-  p_host_id           int,
-  p_connection_limit  int,
-  p_statement_timeout text,
-  p_idle_timeout      text
-) RETURNS pglease.leases
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-  v_lease pglease.leases;
-BEGIN
-  v_lease := pglease.provision(
-    p_base => p_base, p_login_verifier => p_login_verifier, p_auth_verifier => p_auth_verifier,
-    p_token_hash => p_token_hash, p_ttl => p_hold, p_label => NULL, p_client_ip => NULL,
-    p_host_id => p_host_id, p_connection_limit => p_connection_limit,
-    p_statement_timeout => p_statement_timeout, p_idle_timeout => p_idle_timeout);
-  UPDATE pglease.leases SET state = 'provisioning' WHERE id = v_lease.id RETURNING * INTO v_lease;
-  RETURN v_lease;
-END
-$$;
+-- (renamed pglease.provision_parked, sql/leases.sql: plain warm-pool leases are parked the same way)
+DROP FUNCTION IF EXISTS pglease.provision_for_seed(text, text, text, bytea, interval, int, int, text, text);
 
 -- pglease.park_seeded_lease: puts a seeded lease into p_holder's warm pool of the template, where
 -- pglease.claim_pooled_lease (sql/pool.sql) can hand it out. Raises PGLTS when the template is no

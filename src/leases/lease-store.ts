@@ -200,15 +200,15 @@ export class LeaseStore {
 
   /**
    * Provisions a lease and seeds it from `templateId`: the lease is made and committed parked
-   * (pglease.provision_for_seed), then the template's SQL runs in a session logged in as the
+   * (pglease.provision_parked), then the template's SQL runs in a session logged in as the
    * lease's own role (seed), never in the service's. A failing seed drops the lease and throws
    * a TemplateSqlError naming the template.
    */
   private async provisionSeeded(templateId: string, holdSeconds: number): Promise<{ lease: LeaseRow; password: string }> {
     const { lease, password } = await this.withNewLease(async ({ base, password, loginVerifier, authVerifier }) => {
       const { rows } = await this.pool.query<LeaseRow>({
-        name: 'pglease.provision-for-seed',
-        text: `SELECT ${LEASE_COLUMNS} FROM pglease.provision_for_seed($1, $2, $3, $4, make_interval(secs => $5), $6, $7, $8, $9)`,
+        name: 'pglease.provision-parked',
+        text: `SELECT ${LEASE_COLUMNS} FROM pglease.provision_parked($1, $2, $3, $4, make_interval(secs => $5), $6, $7, $8, $9)`,
         values: [
           base,
           loginVerifier,
