@@ -11,7 +11,7 @@ let service: TestService;
 
 beforeAll(async () => {
   // no warm pools here, so that counts of roles and schemas only move with what a test does
-  service = await startTestService({ PGLEASE_TEMPLATE_POOL: '0' });
+  service = await startTestService({ PGLEASE_TEMPLATE_POOL: '0', PGLEASE_LEASE_POOL: '0' });
 });
 afterAll(async () => {
   await service?.close();
