@@ -72,7 +72,7 @@ describe('schema cache', () => {
         const [first, second] = await Promise.all([getJson(fixture, '/slow'), fetch(`${other.rest_url}/t`, { headers })]);
         expect(first.body).toMatchObject({ code: 'PGRST205' });
         expect(second.status).toBe(200);
-        expect(Date.now() - started).toBeLessThan(1000);
+        expect(Date.now() - started).toBeLessThan(3000);
       } finally {
         await fixture.sql.query('commit');
       }

@@ -170,7 +170,6 @@ function alive(pid: number): boolean {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Waits until the server accepts a real login (not merely the port being open). */
 /**
  * Ends the backends a dead postmaster of this cluster left behind (Linux: found by their working
  * directory, the cluster's, and their program, postgres). A backend busy computing does not notice
@@ -202,6 +201,7 @@ async function lastFatal(logFile: string, from: number): Promise<string | undefi
   return lines.reverse().find((line) => /\b(FATAL|PANIC):/.test(line))?.trim();
 }
 
+/** Waits until the server accepts a real login (not merely the port being open). */
 async function waitUntilReady(url: string, pid: number, logFile: string): Promise<void> {
   const deadline = Date.now() + 60_000;
   for (;;) {
