@@ -79,6 +79,11 @@ export interface Config {
   logRequests: boolean;
   /** How long a shutdown waits for in-flight requests before it closes their connections (s). */
   shutdownGraceSeconds: number;
+  /**
+   * How long the service waits for its lease database, for a connection and then for each answer,
+   * before the request fails with 503 (s). Bounds what a stopped or unreachable server costs.
+   */
+  databaseTimeoutSeconds: number;
   jobs: JobsConfig;
   createLimits: CreateLimits;
   /** Fastify's trustProxy: whether (and from which proxies) X-Forwarded-For names the client. */
@@ -191,6 +196,7 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel: text(env, 'LOG_LEVEL') ?? 'info',
     logRequests: flag(env, 'PGLEASE_LOG_REQUESTS', false),
     shutdownGraceSeconds: integer(env, 'PGLEASE_SHUTDOWN_GRACE', 8, 0, 3600),
+    databaseTimeoutSeconds: integer(env, 'PGLEASE_DB_TIMEOUT', 30, 1, 3600),
     jobs: {
       schedulerEnabled: flag(env, 'PGLEASE_SCHEDULER', true),
       reaperSchedule: schedule(env, 'PGLEASE_REAPER_CRON', '*/10 * * * * *'),

@@ -87,6 +87,10 @@ export function toControlError(error: FastifyError | ControlError | Error): Cont
   if (typeof fastifyError.statusCode === 'number' && fastifyError.statusCode >= 400 && fastifyError.statusCode < 500) {
     return new ControlError(fastifyError.statusCode === 415 ? 'PGLEASE_UNSUPPORTED_MEDIA_TYPE' : 'PGLEASE_INVALID_FIELD', fastifyError.message);
   }
+  // node-postgres's query_timeout (src/db/host.ts): the server took no answer back in time
+  if (error.message === 'Query read timeout') {
+    return new ControlError('PGLEASE_NOT_READY', 'The lease database did not answer in time (PGLEASE_DB_TIMEOUT); retry shortly', undefined, { 'Retry-After': 5 });
+  }
   if (isUnavailable(error as { code?: unknown })) {
     return new ControlError('PGLEASE_NOT_READY', 'The lease database is not reachable right now; retry shortly', undefined, { 'Retry-After': 5 });
   }

@@ -58,6 +58,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
       leaseDatabase: config.leaseDatabase,
       publicHost: config.publicPgHost,
       publicPort: config.publicPgPort,
+      timeoutMs: config.databaseTimeoutSeconds * 1000,
       log,
     });
   } catch (error) {

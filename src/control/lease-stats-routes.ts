@@ -68,6 +68,9 @@ export async function leaseStatsRoutes(app: FastifyInstance, context: ServiceCon
       if (!lease) throw new ControlError('PGLEASE_NOT_FOUND');
 
       const client = await context.host.pool.connect();
+      // a connection that failed here (its server stopped answering, say) may be inside
+      // countRows's transaction: it is closed, never handed out again
+      let failed: Error | undefined;
       try {
         const { rows } = await client.query<StatsRow>({
           name: 'pglease.lease-stats',
@@ -103,8 +106,11 @@ export async function leaseStatsRoutes(app: FastifyInstance, context: ServiceCon
           size_bytes: sizeBytes,
           template: stats.template,
         };
+      } catch (error) {
+        failed = error as Error;
+        throw error;
       } finally {
-        client.release();
+        client.release(failed);
       }
     },
   );
@@ -113,6 +119,7 @@ export async function leaseStatsRoutes(app: FastifyInstance, context: ServiceCon
 /**
  * Exact row count of the lease's tables in one statement, bounded to one second. Undefined when
  * that is not possible (a service role without read access, a table locked by the lease, ...).
+ * Throws only when the transaction cannot be rolled back: the connection is unusable.
  */
 async function countRows(client: pg.PoolClient, schema: string, tables: string[]): Promise<number | undefined> {
   if (tables.length === 0) return 0;
@@ -127,6 +134,6 @@ async function countRows(client: pg.PoolClient, schema: string, tables: string[]
   } catch {
     return undefined;
   } finally {
-    await client.query('ROLLBACK').catch(() => undefined);
+    await client.query('ROLLBACK');
   }
 }

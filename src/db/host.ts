@@ -13,6 +13,12 @@ export interface HostOptions {
   publicHost: string | undefined;
   publicPort: number | undefined;
   poolSize?: number;
+  /**
+   * How long the service pool waits for a connection, and then for each answer, before the query
+   * fails (ms; default 30 s). A stopped server (SIGSTOP, a frozen VM, a dropped network) never
+   * answers: without it every control request would wait as long.
+   */
+  timeoutMs?: number;
   log: (message: string) => void;
 }
 
@@ -115,7 +121,10 @@ export async function openHost(options: HostOptions): Promise<Host> {
   for (const name of applied.migrations) options.log(`applied migration ${name}`);
   for (const file of applied.sqlFiles) options.log(`applied sql/${file}`);
 
-  const pool = new pg.Pool({ connectionString: databaseUrl, max: options.poolSize ?? 10, idleTimeoutMillis: 30_000 });
+  const timeoutMs = options.timeoutMs ?? 30_000;
+  // A query that times out here fails and its connection is closed (pool.query releases it with
+  // the error), so nothing waits behind it; Postgres may still finish it if it wakes up.
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: options.poolSize ?? 10, idleTimeoutMillis: 30_000, connectionTimeoutMillis: timeoutMs, query_timeout: timeoutMs });
   // A pool client that dies while idle (server restart) must not crash the process.
   pool.on('error', (error) => options.log(`service pool: idle connection lost (${error.message})`));
   const seedPool = new pg.Pool({ connectionString: databaseUrl, max: SEED_CONNECTIONS, maxUses: 1, idleTimeoutMillis: 1_000 });

@@ -240,7 +240,8 @@ export function toErrorResponse(error: unknown, authenticated: boolean): ErrorRe
   const code = (error as { code?: unknown } | null)?.code;
   const message = error instanceof Error ? error.message : String(error);
   if (code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new RestError('PGLEASE_BODY_TOO_LARGE', message).toResponse();
-  if ((typeof code === 'string' && CONNECTION_ERROR_CODES.has(code)) || /Connection terminated|connection timeout|Client has encountered a connection error/i.test(message)) {
+  // Query read timeout: the service pool's query_timeout (src/db/host.ts), on a server that stopped answering
+  if ((typeof code === 'string' && CONNECTION_ERROR_CODES.has(code)) || /Connection terminated|connection timeout|Client has encountered a connection error|^Query read timeout$/i.test(message)) {
     return { status: 503, headers: { 'Retry-After': '5' }, body: { code: 'PGRST000', message: restErrors.PGRST000.message, details: message, hint: null } };
   }
   if (/timeout exceeded when trying to connect/i.test(message)) {
