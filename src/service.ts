@@ -32,6 +32,8 @@ export interface StartOptions extends ServerOptions {
   log?: (message: string) => void;
   /** false: fill no warm pools (a process that only migrates and exits). */
   warmPools?: boolean;
+  /** Stop the embedded Postgres if this process ends without close() (see EmbeddedOptions). */
+  stopPostgresWithProcess?: boolean;
 }
 
 export function countMigrations(): number {
@@ -48,6 +50,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
       port: config.embeddedPgPort,
       listen: config.embeddedPgListen,
       log,
+      stopWithProcess: options.stopPostgresWithProcess,
     });
     serverUrl = embedded.url('postgres');
   }

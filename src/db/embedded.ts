@@ -16,6 +16,7 @@ import { chmod, chown, lstat, mkdir, readdir, readFile, readlink, realpath, rm, 
 import { tmpdir, userInfo } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
+import { onProcessEnd } from '../exit-hooks.js';
 
 export interface EmbeddedOptions {
   dataDir: string;
@@ -25,6 +26,13 @@ export interface EmbeddedOptions {
   binDir?: string;
   /** Where to say that Postgres died and was started again. */
   log?: (message: string) => void;
+  /**
+   * Stop Postgres (fast shutdown, not awaited) when this process ends without stop(): on
+   * process.exit, or a signal nobody handles. For a test run's in-process pglease, which a test
+   * runner's Ctrl-C ends with process.exit. The service leaves it running instead, so that the
+   * next start after a crash adopts it.
+   */
+  stopWithProcess?: boolean;
 }
 
 export interface EmbeddedServer {
@@ -245,6 +253,9 @@ async function liveOwner(owner: string): Promise<boolean> {
   return current === undefined || started === undefined || current === started;
 }
 
+/** The code of the error a data directory claimed by another live pglease throws. */
+export const DATA_DIR_IN_USE = 'PGLEASE_DATA_DIR_IN_USE';
+
 /**
  * Claims the data directory for this process: `<dataDir>/pglease.pid` names the pglease that runs
  * its cluster (its pid and start time). A second pglease on the same directory would adopt the
@@ -266,10 +277,10 @@ async function claimDataDir(dataDir: string): Promise<() => Promise<void>> {
     }
     const owner = await readFile(file, 'utf8').catch(() => '');
     if (await liveOwner(owner)) {
-      throw new Error(
+      const message =
         `the data directory ${dataDir} is in use by another pglease (pid ${owner.trim().split(' ')[0]}): give each pglease its own ` +
-          'PGLEASE_DATA_DIR, or point this one at that Postgres with DATABASE_URL',
-      );
+        'PGLEASE_DATA_DIR, or point this one at that Postgres with DATABASE_URL';
+      throw Object.assign(new Error(message), { code: DATA_DIR_IN_USE });
     }
     await rm(file, { force: true });
   }
@@ -386,6 +397,11 @@ async function startClaimed(
     })();
   }, WATCH_MS);
   watchdog.unref();
+  const forgetProcessEnd = options.stopWithProcess
+    ? onProcessEnd(() => {
+        if (alive(pid)) process.kill(pid, 'SIGINT');
+      })
+    : () => undefined;
 
   return {
     port,
@@ -394,6 +410,7 @@ async function startClaimed(
     stop: () =>
       (stopping ??= (async () => {
         clearInterval(watchdog);
+        forgetProcessEnd();
         if (alive(pid)) {
           process.kill(pid, 'SIGINT'); // fast shutdown: ends sessions, writes a shutdown checkpoint
           const deadline = Date.now() + 60_000;

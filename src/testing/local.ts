@@ -6,15 +6,20 @@
  * The cluster is kept between runs (initdb happens once) in `node_modules/.cache/pglease` of the
  * working directory, or in the temporary directory when there is no node_modules. If another
  * process is already running that cluster, this run gets a throwaway one of its own instead, so
- * two test runs never share (and stop) one Postgres.
+ * two test runs never share (and stop) one Postgres. A Postgres left running by a run that was
+ * killed (kill -9) is adopted by the next run. A run that ends without stop() (Ctrl-C: test
+ * runners call process.exit) still stops its Postgres, and removes a throwaway cluster.
  */
 import { randomBytes } from 'node:crypto';
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import path from 'node:path';
 import { loadConfig } from '../config.js';
+import { DATA_DIR_IN_USE } from '../db/embedded.js';
+import { onProcessEnd } from '../exit-hooks.js';
 import { startService } from '../service.js';
 
 export interface LocalPglease {
@@ -48,28 +53,11 @@ export function defaultDataDir(cwd = process.cwd()): string {
   return existsSync(modules) ? path.join(modules, '.cache', 'pglease') : path.join(tmpdir(), `pglease-local-${userInfo().uid}`);
 }
 
-/** True when a live postmaster holds the cluster in `dataDir` (see src/db/embedded.ts). */
-async function clusterInUse(dataDir: string): Promise<boolean> {
-  const pidFile = path.join(dataDir, 'pg', 'postmaster.pid');
-  if (!existsSync(pidFile)) return false;
-  const pid = Number((await readFile(pidFile, 'utf8')).split('\n')[0]);
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-export async function startLocalPglease(options: LocalOptions = {}): Promise<LocalPglease> {
-  let dataDir = options.dataDir ?? defaultDataDir();
-  let throwaway = false;
-  if (await clusterInUse(dataDir)) {
-    dataDir = await mkdtemp(path.join(tmpdir(), 'pglease-local-'));
-    throwaway = true;
-  }
-  const adminToken = 'pgl_admin_' + randomBytes(24).toString('base64url');
+/**
+ * Starts the service on `dataDir`. Its Postgres stops with this process too (a test runner's
+ * Ctrl-C ends it with process.exit), since no later run would know it is there.
+ */
+async function startOn(dataDir: string, adminToken: string, log: LocalOptions['log']) {
   const config = loadConfig({
     PGLEASE_DATA_DIR: dataDir,
     PGLEASE_PG_PORT: String(await freePort()),
@@ -77,12 +65,47 @@ export async function startLocalPglease(options: LocalOptions = {}): Promise<Loc
     HOST: '127.0.0.1',
     PORT: '0',
   });
-  const service = await startService(config, { logger: false, log: options.log });
+  return startService(config, { logger: false, log, stopPostgresWithProcess: true });
+}
+
+/**
+ * Removes a throwaway cluster's directory once its Postgres has shut down, from a small process
+ * of its own: this one is ending and can wait for nothing.
+ */
+function removeWhenStopped(dataDir: string): void {
+  if (process.platform === 'win32') return;
+  const script = 'i=0; while [ -e "$1/pg/postmaster.pid" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; rm -rf "$1"';
+  spawn('/bin/sh', ['-c', script, 'sh', dataDir], { detached: true, stdio: 'ignore' }).unref();
+}
+
+export async function startLocalPglease(options: LocalOptions = {}): Promise<LocalPglease> {
+  const adminToken = 'pgl_admin_' + randomBytes(24).toString('base64url');
+  let dataDir = options.dataDir ?? defaultDataDir();
+  let throwaway = false;
+  let service: Awaited<ReturnType<typeof startOn>>;
+  try {
+    service = await startOn(dataDir, adminToken, options.log);
+  } catch (error) {
+    // another run's pglease holds the cluster (it may be starting this very moment): this run
+    // gets one of its own rather than sharing, and stopping, that one's Postgres
+    if ((error as { code?: string }).code !== DATA_DIR_IN_USE) throw error;
+    dataDir = await mkdtemp(path.join(tmpdir(), 'pglease-local-'));
+    throwaway = true;
+    try {
+      service = await startOn(dataDir, adminToken, options.log);
+    } catch (second) {
+      await rm(dataDir, { recursive: true, force: true });
+      throw second;
+    }
+  }
+  const forgetProcessEnd = throwaway ? onProcessEnd(() => removeWhenStopped(dataDir)) : () => undefined;
   let server: string;
   try {
     server = await service.app.listen({ host: '127.0.0.1', port: 0 });
   } catch (error) {
     await service.close();
+    forgetProcessEnd();
+    if (throwaway) await rm(dataDir, { recursive: true, force: true });
     throw error;
   }
   let stopping: Promise<void> | undefined;
@@ -93,6 +116,7 @@ export async function startLocalPglease(options: LocalOptions = {}): Promise<Loc
     stop: () =>
       (stopping ??= (async () => {
         await service.close();
+        forgetProcessEnd();
         if (throwaway) await rm(dataDir, { recursive: true, force: true });
       })()),
   };
