@@ -4,6 +4,8 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -91,6 +93,38 @@ describe('lease() and withLease()', () => {
     });
     const deadServer = `http://127.0.0.1:${await freePort()}`;
     await expect(lease({ server: deadServer, local: 'never' })).rejects.toThrow(`no pglease answers at ${deadServer}`);
+  });
+
+  it('refuses a server that is not an http(s) URL, and does not take another service for pglease', async () => {
+    await expect(lease({ server: 'localhost:8080' })).rejects.toThrow('server option "localhost:8080" is not an http(s) URL');
+    // something else on the port that answers 200 with JSON to any request
+    const impostor = createServer((_request, response) => response.writeHead(200, { 'content-type': 'application/json' }).end('{}'));
+    await new Promise<void>((resolve) => impostor.listen(0, '127.0.0.1', resolve));
+    try {
+      const address = impostor.address() as AddressInfo;
+      const server = `http://127.0.0.1:${address.port}`;
+      expect(await new PgleaseClient({ server }).ready()).toBe(false);
+      await expect(lease({ server, local: 'never' })).rejects.toThrow(`no pglease answers at ${server}`);
+    } finally {
+      await new Promise((resolve) => impostor.close(resolve));
+    }
+  });
+
+  it("withLease throws the function's own error when the release fails too", async () => {
+    // a pglease that is gone by the time the lease is released
+    const doomed = await startTestService({ PGLEASE_LEASE_POOL: '0' });
+    let id = '';
+    await expect(
+      withLease(
+        async (leased) => {
+          id = leased.id;
+          await doomed.close();
+          throw new Error('the test failed');
+        },
+        { server: doomed.baseUrl, local: 'never' },
+      ),
+    ).rejects.toThrow('the test failed');
+    expect(id).not.toBe('');
   });
 
   it('names the template and its file, line and column when its seed SQL fails', async () => {

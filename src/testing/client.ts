@@ -110,11 +110,14 @@ export class PgleaseClient {
     return (text === '' ? undefined : JSON.parse(text)) as T;
   }
 
-  /** True when /readyz answers ready within `timeoutMs`. */
+  /**
+   * True when /readyz answers ready within `timeoutMs`: pglease's own answer, not any server's
+   * 200 (another service on the port would otherwise be taken for pglease).
+   */
   async ready(timeoutMs = 2000): Promise<boolean> {
     try {
-      await this.request('GET', '/readyz', undefined, timeoutMs);
-      return true;
+      const body = await this.request<{ status?: unknown } | undefined>('GET', '/readyz', undefined, timeoutMs);
+      return body?.status === 'ready';
     } catch {
       return false;
     }

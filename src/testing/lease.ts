@@ -36,6 +36,10 @@ export interface PgleaseConnection {
 export async function connectPglease(options: ConnectOptions = {}): Promise<PgleaseConnection> {
   const explicit = options.server ?? process.env.PGLEASE_URL;
   const server = explicit ?? DEFAULT_SERVER;
+  if (!/^https?:\/\/[^/]/i.test(server)) {
+    const source = options.server !== undefined ? 'server option' : 'PGLEASE_URL';
+    throw new Error(`pglease: ${source} ${JSON.stringify(server)} is not an http(s) URL (e.g. http://localhost:8080)`);
+  }
   const mode = options.local ?? 'auto';
   if (mode !== 'always') {
     const client = new PgleaseClient({ server });
@@ -200,12 +204,19 @@ export async function lease(options: LeaseOptions = {}): Promise<Lease> {
   }
 }
 
-/** Runs `fn` with a fresh lease and releases it afterwards, also when `fn` throws. */
+/**
+ * Runs `fn` with a fresh lease and releases it afterwards, also when `fn` throws. When both fail,
+ * `fn`'s error is the one thrown (it is the test's failure); the lease then ends with its TTL.
+ */
 export async function withLease<T>(fn: (lease: Lease) => Promise<T> | T, options: LeaseOptions = {}): Promise<T> {
   const leased = await lease(options);
+  let result: T;
   try {
-    return await fn(leased);
-  } finally {
-    await leased.release();
+    result = await fn(leased);
+  } catch (error) {
+    await leased.release().catch(() => undefined);
+    throw error;
   }
+  await leased.release();
+  return result;
 }
