@@ -16,6 +16,7 @@ import { lease, withLease, workerDatabaseUrl, PgleaseApiError, PgleaseClient } f
 import { ADMIN_TOKEN, startTestService, type TestService } from './support/service.js';
 import { freePort } from './support/free-port.js';
 import { childEnv, fixtureProject, repoRoot } from './fixtures/install-package.js';
+import { startWorkerLeases } from '../src/testing/worker-leases.js';
 
 const run = promisify(execFile);
 let service: TestService;
@@ -148,6 +149,34 @@ describe('lease() and withLease()', () => {
       await rm(directory, { recursive: true, force: true });
     }
   });
+
+  it("keeps a run's worker leases and private template alive past their TTL while the run goes on", async () => {
+    const saved = { ...process.env };
+    const run = await startWorkerLeases(
+      { server: service.baseUrl, local: 'never', adminToken: '', ttl: 2, template: { name: 'renewed', sql: 'CREATE TABLE kept (id int)' } },
+      { workers: 1, root: process.cwd(), label: 'renewal' },
+    );
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 4500));
+      const client = new pg.Client({ connectionString: run.urls[0] });
+      await client.connect();
+      expect((await client.query('SELECT count(*)::int AS n FROM kept')).rows).toEqual([{ n: 0 }]);
+      await client.end();
+      // the private template's owner too: more leases from it still work
+      const more = await lease({ server: service.baseUrl, local: 'never', template: 'renewed' });
+      await more.release();
+    } finally {
+      await run.teardown();
+      process.env = saved;
+    }
+    const states = await queryLeaseDb<{ label: string; state: string }>(
+      `SELECT label, state::text FROM pglease.leases WHERE label IN ('renewal worker 1', 'template owner: renewed') ORDER BY label`,
+    );
+    expect(states).toEqual([
+      { label: 'renewal worker 1', state: 'released' },
+      { label: 'template owner: renewed', state: 'released' },
+    ]);
+  }, 30_000);
 
   it('workerDatabaseUrl picks the lease of the vitest or jest worker', () => {
     const env = { PGLEASE_DATABASE_URLS: JSON.stringify(['postgresql://a', 'postgresql://b']) };

@@ -92,6 +92,8 @@ export interface PreparedTemplate {
   sha256: string;
   /** Removes what registering needed (the owner lease of a private template). */
   dispose: () => Promise<void>;
+  /** Moves the owner lease's expiry to now + ttl (a no-op for a global template). */
+  renew: (ttl: number) => Promise<void>;
 }
 
 /**
@@ -128,13 +130,19 @@ export async function prepareTemplate(connection: PgleaseConnection, spec: Templ
       .withToken(connection.adminToken)
       .registerTemplate(spec.name, sql)
       .catch((error: unknown) => Promise.reject(seedFailure(error, spec)));
-    return { name: spec.name, token: connection.adminToken, sha256: template.sha256, dispose: async () => undefined };
+    return { name: spec.name, token: connection.adminToken, sha256: template.sha256, dispose: async () => undefined, renew: async () => undefined };
   }
   const owner = await connection.client.createLease({ ttl, name: `template owner: ${spec.name}` });
   const ownerClient = connection.client.withToken(owner.token);
   try {
     const template = await ownerClient.registerTemplate(spec.name, sql).catch((error: unknown) => Promise.reject(seedFailure(error, spec)));
-    return { name: spec.name, token: owner.token, sha256: template.sha256, dispose: () => releaseQuietly(ownerClient, owner.id) };
+    return {
+      name: spec.name,
+      token: owner.token,
+      sha256: template.sha256,
+      dispose: () => releaseQuietly(ownerClient, owner.id),
+      renew: async (renewTtl) => void (await ownerClient.renewLease(owner.id, renewTtl)),
+    };
   } catch (error) {
     await releaseQuietly(ownerClient, owner.id);
     throw error;

@@ -11,7 +11,10 @@ import { connectPglease, prepareTemplate, releaseQuietly, type TemplateSpec } fr
 export interface WorkerLeaseOptions {
   /** Seed every worker's lease from this template (a file path is relative to the runner's root). */
   template?: TemplateSpec | string;
-  /** Seconds the leases live if the run never ends cleanly (default 3600). */
+  /**
+   * Seconds the leases live if the run never ends cleanly (default 3600). While the run goes on
+   * they are renewed every third of it, so a long run (watch mode) keeps them.
+   */
   ttl?: number;
   /** Number of leases; default the runner's maximum number of workers. */
   workers?: number;
@@ -50,7 +53,10 @@ export async function startWorkerLeases(
   const savedEnv = Object.fromEntries(PUBLISHED.map((name) => [name, process.env[name]]));
   const leases: CreatedLeaseJson[] = [];
   let disposeTemplate = async (): Promise<void> => undefined;
+  let renewTemplate = async (_ttl: number): Promise<void> => undefined;
+  let renewal: NodeJS.Timeout | undefined;
   const teardown = async () => {
+    clearInterval(renewal);
     try {
       await Promise.all(leases.map((lease) => releaseQuietly(connection.client.withToken(lease.token), lease.id)));
       await disposeTemplate();
@@ -68,7 +74,7 @@ export async function startWorkerLeases(
     if (typeof options.template === 'object') {
       const spec = 'file' in options.template ? { ...options.template, file: path.resolve(runner.root, options.template.file) } : options.template;
       const prepared = await prepareTemplate(connection, spec, ttl);
-      [templateName, token, disposeTemplate] = [prepared.name, prepared.token, prepared.dispose];
+      [templateName, token, disposeTemplate, renewTemplate] = [prepared.name, prepared.token, prepared.dispose, prepared.renew];
     } else {
       templateName = options.template;
     }
@@ -81,6 +87,9 @@ export async function startWorkerLeases(
     for (const result of results) if (result.status === 'fulfilled') leases.push(result.value);
     const failure = results.find((result) => result.status === 'rejected');
     if (failure) throw failure.reason;
+    renewal = renewEvery(ttl, async () => {
+      await Promise.all([renewTemplate(ttl), ...leases.map((lease) => connection.client.withToken(lease.token).renewLease(lease.id, ttl))]);
+    });
     const urls = leases.map((lease) => lease.url);
     process.env.PGLEASE_DATABASE_URLS = JSON.stringify(urls);
     process.env.DATABASE_URL = urls[0];
@@ -92,4 +101,25 @@ export async function startWorkerLeases(
     await teardown();
     throw error;
   }
+}
+
+/**
+ * Renews the run's leases every third of their TTL (at least every second), so that they outlive
+ * the TTL only while the run does. A failed renewal is said once; the next one may still succeed.
+ */
+function renewEvery(ttl: number, renew: () => Promise<void>): NodeJS.Timeout {
+  let warned = false;
+  const timer = setInterval(() => {
+    renew().then(
+      () => (warned = false),
+      (error: unknown) => {
+        if (warned) return;
+        warned = true;
+        process.stderr.write(`pglease: could not renew this run's leases (${(error as Error).message}); they expire ${ttl} s after their last renewal\n`);
+      },
+    );
+  }, Math.max(1000, (ttl * 1000) / 3));
+  // the run's own end decides when the process exits, not this timer
+  timer.unref();
+  return timer;
 }
