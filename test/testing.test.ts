@@ -187,6 +187,30 @@ describe('lease() and withLease()', () => {
   });
 });
 
+describe('vitest projects', () => {
+  let project: string;
+  beforeAll(async () => {
+    project = await fixtureProject('vitest-projects', ['vitest', 'pg']);
+  }, 120_000);
+  afterAll(async () => {
+    if (project) await rm(project, { recursive: true, force: true });
+  });
+
+  it("give each project's workers that project's own leases and template", async () => {
+    try {
+      const { stdout, stderr } = await run(process.execPath, [path.join(repoRoot, 'node_modules/vitest/vitest.mjs'), 'run', '--maxWorkers=2'], {
+        cwd: project,
+        env: childEnv({ PGLEASE_URL: service.baseUrl }),
+        timeout: 90_000,
+      });
+      expect(stdout + stderr).toMatch(/2 passed/);
+    } catch (error) {
+      const { stdout, stderr } = error as { stdout?: string; stderr?: string };
+      throw new Error(`the fixture's vitest run failed:\n${stdout ?? ''}\n${stderr ?? ''}`);
+    }
+  }, 120_000);
+});
+
 describe('the README\'s vitest example', () => {
   let project: string;
 

@@ -31,6 +31,8 @@ export interface PgleaseProvided {
   server: string;
   /** The template the leases were seeded from, if any. */
   template: string | null;
+  /** The token that creates more leases from that template (PGLEASE_TOKEN in the workers), if any. */
+  token: string | null;
 }
 
 declare module 'vitest' {
@@ -65,7 +67,7 @@ export function pgleaseGlobalSetup(options: PgleaseVitestOptions = {}): (project
   return async (project) => {
     const provided = project.getProvidedContext() as Partial<{ pgleaseOptions: PgleaseVitestOptions }>;
     const run = await startWorkerLeases({ ...provided.pgleaseOptions, ...options }, { workers: workerCount(project), root: project.config.root, label: 'vitest' });
-    project.provide('pglease', { urls: run.urls, server: run.server, template: run.template });
+    project.provide('pglease', { urls: run.urls, server: run.server, template: run.template, token: run.token });
     return run.teardown;
   };
 }

@@ -32,6 +32,8 @@ export interface WorkerLeases {
   /** The pglease they came from. */
   server: string;
   template: string | null;
+  /** The token that creates more leases from the template (admin, or its owner lease's), if any. */
+  token: string | null;
   /** Releases the leases and the template's owner, stops an in-process pglease, restores the environment. */
   teardown: () => Promise<void>;
 }
@@ -96,7 +98,7 @@ export async function startWorkerLeases(
     process.env.PGLEASE_URL = connection.client.server;
     // lets tests lease more from the same (possibly private) template with lease()/withLease()
     if (token !== undefined) process.env.PGLEASE_TOKEN = token;
-    return { urls, server: connection.client.server, template: templateName ?? null, teardown };
+    return { urls, server: connection.client.server, template: templateName ?? null, token: token ?? null, teardown };
   } catch (error) {
     await teardown();
     throw error;
