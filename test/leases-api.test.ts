@@ -199,6 +199,49 @@ describe('GET /v1/leases/:id', () => {
   });
 });
 
+describe('GET /v1/leases/:id/stats', () => {
+  it('counts rows and measures size exactly', async () => {
+    const lease = await createLease(service);
+    const sql = new pg.Client({ connectionString: lease.url });
+    await sql.connect();
+    await sql.query('CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 40)');
+    await sql.end();
+    const stats = await call('GET', `/v1/leases/${lease.id}/stats`, { token: lease.token });
+    expect(stats.status).toBe(200);
+    expect(stats.json).toMatchObject({ tables: 1, rows: 40, rows_exact: true, size_exact: true });
+    expect(stats.json.size_bytes).toBeGreaterThan(0);
+  });
+
+  it("does not wait for a lock the lease holds on its table, nor leave the service's sessions waiting", async () => {
+    const lease = await createLease(service);
+    const holder = new pg.Client({ connectionString: lease.url });
+    holder.on('error', () => undefined); // the release below ends its session
+    await holder.connect();
+    try {
+      await holder.query('CREATE TABLE t (id int)');
+      // a lock held by a busy session (so the idle-in-transaction timeout never ends it)
+      await holder.query('BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE');
+      void holder.query('SELECT pg_sleep(30)').catch(() => undefined);
+      const answers = await Promise.all(Array.from({ length: 12 }, () => call('GET', `/v1/leases/${lease.id}/stats`, { token: lease.token })));
+      for (const answer of answers) {
+        expect(answer.status).toBe(200);
+        expect(answer.json).toMatchObject({ tables: 1, rows_exact: false, size_exact: false });
+      }
+      // nobody waits for the lease's table any more
+      const { rows } = await service.host.pool.query(
+        `SELECT count(*)::int AS n FROM pg_locks WHERE NOT granted AND relation = to_regclass(quote_ident($1) || '.t')`,
+        [lease.schema],
+      );
+      expect(rows).toEqual([{ n: 0 }]);
+      // the rest of the control API is not held up either
+      expect((await call('GET', '/readyz')).status).toBe(200);
+    } finally {
+      await call('DELETE', `/v1/leases/${lease.id}`, { token: lease.token });
+      await holder.end().catch(() => undefined);
+    }
+  });
+});
+
 describe('POST /v1/leases/:id/renew', () => {
   it('moves expires_at and records the event', async () => {
     const lease = await createLease(service, { ttl: 60 });

@@ -21,6 +21,7 @@ export const LeaseStatsSchema = Type.Object({
   rows: Type.Integer({ description: 'Rows in the lease\'s tables: counted when rows_exact, else the statistics\' estimate' }),
   rows_exact: Type.Boolean(),
   size_bytes: Type.Integer({ description: 'Tables, indexes and TOAST of the lease schema' }),
+  size_exact: Type.Boolean({ description: 'false: the lease held a lock on a table, so the size is from the catalog\'s page counts' }),
   template: Type.Union([Type.String(), Type.Null()], { description: 'The template the lease was seeded from' }),
 });
 export type LeaseStatsJson = Static<typeof LeaseStatsSchema>;
@@ -68,32 +69,33 @@ export async function leaseStatsRoutes(app: FastifyInstance, context: ServiceCon
       if (!lease) throw new ControlError('PGLEASE_NOT_FOUND');
 
       const client = await context.host.pool.connect();
-      // a connection that failed here (its server stopped answering, say) may be inside
-      // countRows's transaction: it is closed, never handed out again
+      // a connection that failed here (its server stopped answering, say) may be inside the
+      // transaction: it is closed, never handed out again
       let failed: Error | undefined;
       try {
-        const { rows } = await client.query<StatsRow>({
-          name: 'pglease.lease-stats',
-          text: `SELECT l.id, l.state, l.expires_at, l.schema_name,
-                        (SELECT count(*)::int FROM pg_stat_activity a WHERE a.usename IN (l.role_name, l.auth_role)) AS connections,
-                        (SELECT r.rolconnlimit FROM pg_roles r WHERE r.rolname = l.role_name) AS connection_limit,
-                        coalesce((SELECT array_agg(c.relname::text ORDER BY c.relname) FROM pg_class c
-                                   WHERE c.relnamespace = to_regnamespace(quote_ident(l.schema_name)) AND c.relkind IN ('r', 'p')), '{}') AS tables,
-                        (SELECT coalesce(sum(s.n_live_tup), 0) FROM pg_stat_all_tables s WHERE s.schemaname = l.schema_name) AS rows_estimate,
-                        (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c
-                          WHERE c.relnamespace = to_regnamespace(quote_ident(l.schema_name)) AND c.relkind IN ('r', 'm')) AS size_bytes,
-                        (SELECT e.detail ->> 'template' FROM pglease.lease_events e WHERE e.lease_id = l.id AND e.kind = 'created' LIMIT 1) AS template
-                   FROM pglease.leases l WHERE l.id = $1`,
-          values: [lease.id],
-        });
-        const stats = rows[0]!;
+        await client.query('BEGIN READ ONLY');
+        // A lease may hold locks on its tables as long as it likes (a lock and a long query): the
+        // stats never wait for them, nor hold a service connection while they do.
+        await client.query(`SELECT set_config('lock_timeout', '${LOCK_WAIT}', true), set_config('statement_timeout', '2s', true)`);
+        await client.query('SAVEPOINT sizes');
+        let stats: StatsRow;
+        let sizeExact = true;
+        try {
+          stats = await readStats(client, lease.id, 'exact');
+        } catch (error) {
+          if (!GAVE_UP.has((error as { code?: string }).code ?? '')) throw error;
+          await client.query('ROLLBACK TO SAVEPOINT sizes');
+          stats = await readStats(client, lease.id, 'estimated');
+          sizeExact = false;
+        }
         const sizeBytes = Number(stats.size_bytes);
         let rowCount = Number(stats.rows_estimate);
         let exact = false;
-        if (stats.state === 'active' && stats.tables.length <= EXACT_COUNT_MAX_TABLES && sizeBytes <= EXACT_COUNT_MAX_BYTES) {
+        if (stats.state === 'active' && sizeExact && stats.tables.length <= EXACT_COUNT_MAX_TABLES && sizeBytes <= EXACT_COUNT_MAX_BYTES) {
           const counted = await countRows(client, stats.schema_name, stats.tables);
           if (counted !== undefined) [rowCount, exact] = [counted, true];
         }
+        await client.query('ROLLBACK');
         return {
           id: stats.id,
           state: stats.state,
@@ -104,6 +106,7 @@ export async function leaseStatsRoutes(app: FastifyInstance, context: ServiceCon
           rows: rowCount,
           rows_exact: exact,
           size_bytes: sizeBytes,
+          size_exact: sizeExact,
           template: stats.template,
         };
       } catch (error) {
@@ -116,24 +119,58 @@ export async function leaseStatsRoutes(app: FastifyInstance, context: ServiceCon
   );
 }
 
+/** How long the stats wait for a lock the lease holds on one of its tables. */
+const LOCK_WAIT = '200ms';
+/** SQLSTATEs of a statement given up on: lock_not_available (lock_timeout), query_canceled (statement_timeout). */
+const GAVE_UP = new Set(['55P03', '57014']);
+
 /**
- * Exact row count of the lease's tables in one statement, bounded to one second. Undefined when
- * that is not possible (a service role without read access, a table locked by the lease, ...).
- * Throws only when the transaction cannot be rolled back: the connection is unusable.
+ * The lease's size: exact (pg_total_relation_size opens each relation, so it waits for the
+ * lease's locks), or from pg_class's page counts, which need no lock but are as of the last
+ * VACUUM, ANALYZE or CREATE INDEX.
+ */
+const SIZE = {
+  exact: `(SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c
+            WHERE c.relnamespace = to_regnamespace(quote_ident(l.schema_name)) AND c.relkind IN ('r', 'm'))`,
+  estimated: `(SELECT (coalesce(sum(c.relpages + coalesce(t.relpages, 0)), 0) * current_setting('block_size')::bigint)
+                 FROM pg_class c LEFT JOIN pg_class t ON t.oid = c.reltoastrelid
+                WHERE c.relnamespace = to_regnamespace(quote_ident(l.schema_name)) AND c.relkind IN ('r', 'm', 'i'))`,
+};
+
+/** The lease's row and what the catalogs say of it, in one statement. */
+async function readStats(client: pg.PoolClient, leaseId: string, size: keyof typeof SIZE): Promise<StatsRow> {
+  const { rows } = await client.query<StatsRow>({
+    name: `pglease.lease-stats-${size}`,
+    text: `SELECT l.id, l.state, l.expires_at, l.schema_name,
+                  (SELECT count(*)::int FROM pg_stat_activity a WHERE a.usename IN (l.role_name, l.auth_role)) AS connections,
+                  (SELECT r.rolconnlimit FROM pg_roles r WHERE r.rolname = l.role_name) AS connection_limit,
+                  coalesce((SELECT array_agg(c.relname::text ORDER BY c.relname) FROM pg_class c
+                             WHERE c.relnamespace = to_regnamespace(quote_ident(l.schema_name)) AND c.relkind IN ('r', 'p')), '{}') AS tables,
+                  (SELECT coalesce(sum(s.n_live_tup), 0) FROM pg_stat_all_tables s WHERE s.schemaname = l.schema_name) AS rows_estimate,
+                  ${SIZE[size]} AS size_bytes,
+                  (SELECT e.detail ->> 'template' FROM pglease.lease_events e WHERE e.lease_id = l.id AND e.kind = 'created' LIMIT 1) AS template
+             FROM pglease.leases l WHERE l.id = $1`,
+    values: [leaseId],
+  });
+  return rows[0]!;
+}
+
+/**
+ * Exact row count of the lease's tables in one statement, bounded to one second, in a savepoint
+ * of the caller's transaction. Undefined when that is not possible (a service role without read
+ * access, a table locked by the lease, ...).
  */
 async function countRows(client: pg.PoolClient, schema: string, tables: string[]): Promise<number | undefined> {
   if (tables.length === 0) return 0;
   const quotedSchema = client.escapeIdentifier(schema);
   const sum = tables.map((table) => `(SELECT count(*) FROM ${quotedSchema}.${client.escapeIdentifier(table)})`).join(' + ');
+  await client.query('SAVEPOINT count');
   try {
-    await client.query('BEGIN READ ONLY');
-    await client.query(`SET LOCAL statement_timeout = '1s'`);
-    await client.query(`SET LOCAL lock_timeout = '200ms'`);
+    await client.query(`SELECT set_config('statement_timeout', '1s', true)`);
     const { rows } = await client.query<{ total: string }>(`SELECT ${sum} AS total`);
     return Number(rows[0]!.total);
   } catch {
+    await client.query('ROLLBACK TO SAVEPOINT count');
     return undefined;
-  } finally {
-    await client.query('ROLLBACK');
   }
 }

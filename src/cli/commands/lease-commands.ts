@@ -133,7 +133,7 @@ export function leaseCommands(context: CliContext): Command[] {
         ['Connections', `${stats.connections}${stats.connection_limit !== null && stats.connection_limit >= 0 ? `/${stats.connection_limit}` : ''}`],
         ['Tables', formatCount(stats.tables)],
         ['Rows', `${formatCount(stats.rows)}${stats.rows_exact ? '' : ' (estimated)'}`],
-        ['Size', formatBytes(stats.size_bytes)],
+        ['Size', `${formatBytes(stats.size_bytes)}${stats.size_exact === false ? ' (estimated)' : ''}`],
         ['Template', stats.template ?? '-'],
         ['Schema', lease.schema],
         ['URL', lease.url],
