@@ -10,10 +10,17 @@
 -- `readsRequestSettings` says whether any SQL of the schema (function bodies, views, policies,
 -- defaults, checks) may read settings (current_setting, pg_settings, SHOW, `request.`): when none
 -- does, the service need not publish request.headers and the like to every request.
+-- It reads catalogs only, with one exception: pg_relation_is_updatable opens the relation, so it
+-- waits for a lock the lease holds on it (LOCK TABLE, an ALTER in an open transaction). Tables are
+-- always updatable and materialized views never, so it runs for views and foreign tables only,
+-- and lock_timeout bounds the wait for those: the service's connection is not held for as long as
+-- the lease keeps its lock (the REST API answers 503 PGRST002, as PostgREST does when it cannot
+-- load its schema cache).
 CREATE OR REPLACE FUNCTION pglease.rest_schema(p_schema name, p_roles text[] DEFAULT '{}')
 RETURNS json
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '2s'
 AS $$
   WITH
   ns AS (
@@ -22,7 +29,12 @@ AS $$
   rels AS (
     SELECT c.oid, c.relname, c.relkind,
            obj_description(c.oid, 'pg_class') AS description,
-           pg_relation_is_updatable(c.oid::regclass, true) AS updatable_flags
+           CASE c.relkind
+             -- UPDATE, INSERT and DELETE: 1 << CMD_UPDATE | 1 << CMD_INSERT | 1 << CMD_DELETE
+             WHEN 'r' THEN 28 WHEN 'p' THEN 28
+             WHEN 'm' THEN 0
+             ELSE pg_relation_is_updatable(c.oid::regclass, true)
+           END AS updatable_flags
       FROM pg_class c
      WHERE c.relnamespace = (SELECT oid FROM ns)
        AND c.relkind IN ('r', 'v', 'm', 'f', 'p')

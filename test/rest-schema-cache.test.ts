@@ -127,6 +127,42 @@ describe('a lease that ended before this process heard of it', () => {
 });
 
 describe('request settings', () => {
+  it("does not wait for the lease's locks to load its schema: a locked table is no obstacle, a locked view gives 503 PGRST002", async () => {
+    const lease = await createLease(fixture.service);
+    const headers = { authorization: `Bearer ${lease.token}` };
+    const sessions = [0, 1, 2].map(() => new pg.Client({ connectionString: lease.url }));
+    for (const session of sessions) {
+      session.on('error', () => undefined); // the release below ends them
+      await session.connect();
+    }
+    const [tableHolder, viewHolder, other] = sessions as [pg.Client, pg.Client, pg.Client];
+    try {
+      await other.query('create table t (id int); create table u (id int); create view v as select * from u');
+      // a lock held by a busy session (so the idle-in-transaction timeout does not end it)
+      await tableHolder.query('begin; lock table t in access exclusive mode');
+      void tableHolder.query('select pg_sleep(30)').catch(() => undefined);
+      const u = await fetch(`${lease.rest_url}/u`, { headers, signal: AbortSignal.timeout(15_000) });
+      expect(u.status).toBe(200);
+
+      await viewHolder.query('begin; lock table v in access exclusive mode');
+      void viewHolder.query('select pg_sleep(30)').catch(() => undefined);
+      await other.query('create table w (id int)'); // a reload is due, and must look at v
+      const w = await fetch(`${lease.rest_url}/w`, { headers, signal: AbortSignal.timeout(15_000) });
+      expect(w.status).toBe(503);
+      expect(w.headers.get('retry-after')).not.toBeNull();
+      expect(await w.json()).toMatchObject({ code: 'PGRST002', message: 'Could not query the database for the schema cache. Retrying.' });
+      // the service's connection gave up its wait
+      const { rows } = await fixture.service.host.pool.query(
+        `SELECT count(*)::int AS n FROM pg_locks WHERE NOT granted AND relation = to_regclass(quote_ident($1) || '.v')`,
+        [lease.schema],
+      );
+      expect(rows).toEqual([{ n: 0 }]);
+    } finally {
+      await fetch(`${fixture.service.baseUrl}/v1/leases/${lease.id}`, { method: 'DELETE', headers });
+      await Promise.all(sessions.map((session) => session.end().catch(() => undefined)));
+    }
+  });
+
   it("publishes PostgREST's request.* settings as soon as the lease's SQL reads them", async () => {
     await fixture.sql.query("create table notes (id int primary key, body text); insert into notes values (1, 'x')");
     expect((await getJson(fixture, '/notes')).body).toEqual([{ id: 1, body: 'x' }]);

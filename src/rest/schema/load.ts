@@ -3,6 +3,7 @@
  * service pool, then relationships and view lineage computed here.
  */
 import type pg from 'pg';
+import { RestError } from '../response/errors.js';
 import { buildRelationships, type ForeignKey, type ViewColumnOrigins } from './relationships.js';
 import type { Column, Relation, RelationKind, Routine, RoutineParam, SchemaCache } from './types.js';
 import { parseViewLineage } from './view-lineage.js';
@@ -165,13 +166,27 @@ function viewPrimaryKey(view: Relation, origins: Map<string, { table: string; co
   return key;
 }
 
-/** Introspects `schema` with the service's pool; `roles` are those whose privileges are reported. */
+/**
+ * Introspects `schema` with the service's pool; `roles` are those whose privileges are reported.
+ * A view the lease keeps locked makes the introspection give up (sql/rest.sql): PGRST002, 503.
+ */
 export async function loadSchemaCache(pool: pg.Pool, schema: string, roles: string[]): Promise<SchemaCache> {
   const loadedAt = Date.now();
-  const { rows } = await pool.query<{ document: SchemaDocument }>({
-    name: 'pglease.rest-schema',
-    text: 'SELECT pglease.rest_schema($1, $2) AS document',
-    values: [schema, roles],
-  });
-  return schemaCacheFromDocument(rows[0]!.document, loadedAt);
+  let document: SchemaDocument;
+  try {
+    const { rows } = await pool.query<{ document: SchemaDocument }>({
+      name: 'pglease.rest-schema',
+      text: 'SELECT pglease.rest_schema($1, $2) AS document',
+      values: [schema, roles],
+    });
+    document = rows[0]!.document;
+  } catch (error) {
+    if ((error as { code?: string }).code !== LOCK_NOT_AVAILABLE) throw error;
+    throw new RestError('PGRST002', undefined, (error as Error).message, 'A transaction of the lease holds a lock on one of its views; retry when it has ended', {
+      headers: { 'Retry-After': '5' },
+    });
+  }
+  return schemaCacheFromDocument(document, loadedAt);
 }
+
+const LOCK_NOT_AVAILABLE = '55P03';
