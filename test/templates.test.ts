@@ -167,6 +167,18 @@ describe('leasing from a template', () => {
     expect((await call('POST', '/v1/templates', { name: 'versions', sql: 'CREATE TABLE v1 (id int)' }, admin)).status).toBe(200);
   });
 
+  it('makes current the version whose registration answers last, though it started first', async () => {
+    const slow = call('POST', '/v1/templates', { name: 'overtaken', sql: 'CREATE TABLE slow_one (id int); SELECT pg_sleep(1.5)' }, admin);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const fast = await call('POST', '/v1/templates', { name: 'overtaken', sql: 'CREATE TABLE fast_one (id int)' }, admin);
+    expect(fast.status).toBe(201);
+    expect((await slow).status).toBe(201);
+    const current = await call('GET', '/v1/templates/overtaken', undefined, admin);
+    expect(current.body.sql).toContain('slow_one');
+    const lease = await createLease(service, { template: 'overtaken' });
+    expect(await query(lease.url, 'SELECT tablename FROM pg_tables WHERE schemaname = current_schema()')).toEqual([{ tablename: 'slow_one' }]);
+  });
+
   it('is all or nothing: a seed that fails at lease time leaves no lease behind', async () => {
     await call('POST', '/v1/templates', { name: 'turns-bad', sql: 'CREATE TABLE fine (id int)' }, admin);
     // the SQL changes behind the service's back (it cannot through the API)

@@ -142,10 +142,13 @@ export class TemplateStore {
       } catch (error) {
         throw templateSqlError(error, input.sql) ?? error;
       }
+      // registered_at is the time of the insert, not of the transaction's start (now()): a slow
+      // check must not leave this version older than one registered while it ran, since the
+      // newest is the current one, and this registration answers last
       const { rows } = await client.query<TemplateRow>({
         name: 'pglease.insert-template',
-        text: `INSERT INTO pglease.templates (name, owner_lease_id, sql, sha256, client_ip)
-               VALUES ($1, $2, $3, $4, $5)
+        text: `INSERT INTO pglease.templates (name, owner_lease_id, sql, sha256, client_ip, registered_at)
+               VALUES ($1, $2, $3, $4, $5, clock_timestamp())
                ON CONFLICT DO NOTHING
                RETURNING ${TEMPLATE_COLUMNS}`,
         values: [input.name, owner, input.sql, sha256, input.clientIp],
@@ -173,7 +176,7 @@ export class TemplateStore {
     const { rows } = await this.pool.query<TemplateRow>({
       name: 'pglease.touch-template-version',
       text: `UPDATE pglease.templates t
-                SET registered_at = now()
+                SET registered_at = clock_timestamp()
               WHERE coalesce(owner_lease_id, '${NO_OWNER}') = coalesce($1::uuid, '${NO_OWNER}') AND name = $2 AND sha256 = $3
                 AND registered_at < (SELECT max(registered_at) FROM pglease.templates c
                                       WHERE coalesce(c.owner_lease_id, '${NO_OWNER}') = coalesce($1::uuid, '${NO_OWNER}') AND c.name = $2)
