@@ -138,6 +138,8 @@ $$;
 -- pglease.activate_seeded_lease: hands a seeded lease to the create that made it, as a claim does
 -- (pglease.hand_out), its 'created' event noting the template. Returns a set (of at most one row) so that a
 -- throttle check joined LATERAL to it runs after it; PGLTG when the lease is no longer parked.
+-- PGLTS when the template was removed while the lease was seeded (by its owner, or with its owner
+-- lease's release): its rights ended with it. FOR SHARE waits for a removal in progress.
 CREATE OR REPLACE FUNCTION pglease.activate_seeded_lease(
   p_lease_id    uuid,
   p_template_id bigint,
@@ -153,6 +155,10 @@ AS $$
 DECLARE
   v_lease pglease.leases;
 BEGIN
+  PERFORM FROM pglease.templates WHERE id = p_template_id FOR SHARE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'template % no longer exists', p_template_id USING ERRCODE = 'PGLTS';
+  END IF;
   v_lease := pglease.hand_out(p_lease_id, p_token_hash, p_ttl, p_label, p_client_ip, p_quota_ip, '{}');
   IF v_lease.id IS NULL THEN
     RAISE EXCEPTION 'lease % is no longer parked', p_lease_id USING ERRCODE = 'PGLTG';

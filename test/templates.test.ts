@@ -177,6 +177,8 @@ describe('leasing from a template', () => {
     expect(current.body.sql).toContain('slow_one');
     const lease = await createLease(service, { template: 'overtaken' });
     expect(await query(lease.url, 'SELECT tablename FROM pg_tables WHERE schemaname = current_schema()')).toEqual([{ tablename: 'slow_one' }]);
+    // this file's client stays under PGLEASE_MAX_ACTIVE
+    expect((await call('DELETE', `/v1/leases/${lease.id}`, undefined, { authorization: `Bearer ${lease.token}` })).status).toBe(204);
   });
 
   it('is all or nothing: a seed that fails at lease time leaves no lease behind', async () => {
@@ -216,6 +218,28 @@ describe('private templates', () => {
     const after = await call('POST', '/v1/leases', { template: 'mine' });
     expect(after.status).toBe(201);
     expect(await query(after.body.url, 'SELECT count(*) FROM global_seed')).toEqual([{ count: '0' }]);
+  });
+
+  it('gives no lease from a private template whose owner was released while the lease was seeded', async () => {
+    const owner = await createLease(service);
+    const bearer = { authorization: `Bearer ${owner.token}` };
+    // quick at the registration check (the service's session), slow in the new lease's own
+    const sql = `CREATE TABLE late (id int);
+      DO $$ BEGIN IF session_user = current_user THEN PERFORM pg_sleep(1.5); END IF; END $$;`;
+    expect((await call('POST', '/v1/templates', { name: 'orphaned', sql }, bearer)).status).toBe(201);
+    const creating = call('POST', '/v1/leases', { template: 'orphaned' }, bearer);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect((await call('DELETE', `/v1/leases/${owner.id}`, undefined, bearer)).status).toBe(204);
+    const created = await creating;
+    expect(created.status).toBe(400);
+    expect(created.body).toMatchObject({ code: 'PGLEASE_INVALID_FIELD', field: 'template' });
+    // the lease made for it is gone: no schema is left without a live lease
+    const [orphans] = await query<{ n: number }>(
+      service.host.databaseUrl,
+      `SELECT count(*)::int AS n FROM pg_namespace n WHERE n.nspname LIKE 'lease\\_%'
+          AND NOT EXISTS (SELECT 1 FROM pglease.leases l WHERE l.schema_name = n.nspname AND l.state IN ('active', 'provisioning'))`,
+    );
+    expect(orphans).toEqual({ n: 0 });
   });
 
   it('can be removed by their owner; global ones only by the admin', async () => {
