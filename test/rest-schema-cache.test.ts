@@ -84,49 +84,6 @@ describe('schema cache', () => {
 });
 
 describe('lease lifecycle', () => {
-  it('stops answering once the lease is released', async () => {
-    const lease = await createLease(fixture.service);
-    const headers = { authorization: `Bearer ${lease.token}` };
-    const sql = new pg.Client({ connectionString: lease.url });
-    await sql.connect();
-    await sql.query('create table t (id int)');
-    await sql.end();
-    expect((await fetch(`${lease.rest_url}/t`, { headers })).status).toBe(200);
-    const released = await fetch(`${fixture.service.baseUrl}/v1/leases/${lease.id}`, { method: 'DELETE', headers });
-    expect(released.status).toBe(204);
-    const after = await fetch(`${lease.rest_url}/t`, { headers });
-    expect(after.status).toBe(404);
-    expect(await after.json()).toMatchObject({ code: 'PGLEASE_NOT_FOUND' });
-  });
-});
-
-describe('a lease that ended before this process heard of it', () => {
-  it('answers 404, not the error its dropped roles and schema cause', async () => {
-    // a RestService of its own, without the notification listener: its lease cache keeps the
-    // lease as live, as a process does until the notification of the lease's end arrives
-    const rest = new RestService(fixture.service.host);
-    try {
-      const lease = await createLease(fixture.service);
-      const sql = new pg.Client({ connectionString: lease.url });
-      await sql.connect();
-      await sql.query('create table t (id int primary key); insert into t values (1)');
-      await sql.end();
-      const request = (method: string, path: string, body?: string) =>
-        rest.handle({ leaseId: lease.id, token: lease.token, method, path, query: '', headers: { 'content-type': 'application/json' }, ...(body ? { body } : {}) });
-      expect((await request('GET', '/t')).status).toBe(200);
-      expect((await request('POST', '/t', '{"id":2}')).status).toBe(201);
-      const released = await fetch(`${fixture.service.baseUrl}/v1/leases/${lease.id}`, { method: 'DELETE', headers: { authorization: `Bearer ${lease.token}` } });
-      expect(released.status).toBe(204);
-      for (const [method, body] of [['GET', undefined], ['POST', '{"id":3}']] as const) {
-        await expect(request(method, '/t', body)).rejects.toMatchObject({ code: 'PGLEASE_NOT_FOUND' });
-      }
-    } finally {
-      await rest.close();
-    }
-  });
-});
-
-describe('request settings', () => {
   it("does not wait for the lease's locks to load its schema: a locked table is no obstacle, a locked view gives 503 PGRST002", async () => {
     const lease = await createLease(fixture.service);
     const headers = { authorization: `Bearer ${lease.token}` };
@@ -163,6 +120,66 @@ describe('request settings', () => {
     }
   });
 
+  it('stops answering once the lease is released', async () => {
+    const lease = await createLease(fixture.service);
+    const headers = { authorization: `Bearer ${lease.token}` };
+    const sql = new pg.Client({ connectionString: lease.url });
+    await sql.connect();
+    await sql.query('create table t (id int)');
+    await sql.end();
+    expect((await fetch(`${lease.rest_url}/t`, { headers })).status).toBe(200);
+    const released = await fetch(`${fixture.service.baseUrl}/v1/leases/${lease.id}`, { method: 'DELETE', headers });
+    expect(released.status).toBe(204);
+    const after = await fetch(`${lease.rest_url}/t`, { headers });
+    expect(after.status).toBe(404);
+    expect(await after.json()).toMatchObject({ code: 'PGLEASE_NOT_FOUND' });
+  });
+});
+
+describe('a lease released while a request runs on it', () => {
+  it('answers that request 404, as for any request after the release, not the error of its cut session', async () => {
+    const lease = await createLease(fixture.service);
+    const headers = { authorization: `Bearer ${lease.token}` };
+    const sql = new pg.Client({ connectionString: lease.url });
+    await sql.connect();
+    await sql.query('create function slow() returns int language sql as $$ select 1 from pg_sleep(5) $$');
+    await sql.end();
+    const running = fetch(`${lease.rest_url}/rpc/slow`, { method: 'POST', headers });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect((await fetch(`${fixture.service.baseUrl}/v1/leases/${lease.id}`, { method: 'DELETE', headers })).status).toBe(204);
+    const answer = await running;
+    expect(answer.status).toBe(404);
+    expect(await answer.json()).toMatchObject({ code: 'PGLEASE_NOT_FOUND' });
+  });
+});
+
+describe('a lease that ended before this process heard of it', () => {
+  it('answers 404, not the error its dropped roles and schema cause', async () => {
+    // a RestService of its own, without the notification listener: its lease cache keeps the
+    // lease as live, as a process does until the notification of the lease's end arrives
+    const rest = new RestService(fixture.service.host);
+    try {
+      const lease = await createLease(fixture.service);
+      const sql = new pg.Client({ connectionString: lease.url });
+      await sql.connect();
+      await sql.query('create table t (id int primary key); insert into t values (1)');
+      await sql.end();
+      const request = (method: string, path: string, body?: string) =>
+        rest.handle({ leaseId: lease.id, token: lease.token, method, path, query: '', headers: { 'content-type': 'application/json' }, ...(body ? { body } : {}) });
+      expect((await request('GET', '/t')).status).toBe(200);
+      expect((await request('POST', '/t', '{"id":2}')).status).toBe(201);
+      const released = await fetch(`${fixture.service.baseUrl}/v1/leases/${lease.id}`, { method: 'DELETE', headers: { authorization: `Bearer ${lease.token}` } });
+      expect(released.status).toBe(204);
+      for (const [method, body] of [['GET', undefined], ['POST', '{"id":3}']] as const) {
+        await expect(request(method, '/t', body)).rejects.toMatchObject({ code: 'PGLEASE_NOT_FOUND' });
+      }
+    } finally {
+      await rest.close();
+    }
+  });
+});
+
+describe('request settings', () => {
   it("publishes PostgREST's request.* settings as soon as the lease's SQL reads them", async () => {
     await fixture.sql.query("create table notes (id int primary key, body text); insert into notes values (1, 'x')");
     expect((await getJson(fixture, '/notes')).body).toEqual([{ id: 1, body: 'x' }]);

@@ -158,8 +158,10 @@ export class RestService {
    */
   private async failure(leaseId: string, error: unknown): Promise<never> {
     if (error instanceof RestError || !mayMeanLeaseEnded(error)) throw error;
+    // a release cuts the lease's sessions before it commits: a cut session waits for its outcome
+    const cut = !isServerError(error) || (error as { code?: unknown }).code === '57P01';
     this.directory.invalidate(leaseId);
-    const lease = await this.directory.find(leaseId).catch(() => null);
+    const lease = await (cut ? this.directory.settled(leaseId) : this.directory.find(leaseId)).catch(() => null);
     if (lease === undefined) throw leaseNotFound(leaseId);
     throw error;
   }

@@ -71,6 +71,17 @@ export class LeaseDirectory {
     return liveNow(entry.lease, now);
   }
 
+  /**
+   * The live lease with this id as of the end of a release in progress: a release holds the
+   * lease's row (FOR UPDATE) from the moment it cuts the lease's sessions until it commits, and
+   * this lookup (FOR KEY SHARE) waits for it. For a request whose session was just cut: was that
+   * the lease's end?
+   */
+  settled(id: string): Promise<LeaseAccess | undefined> {
+    this.invalidate(id);
+    return this.fetch(id.toLowerCase(), true).then((lease) => liveNow(lease, Date.now()));
+  }
+
   invalidate(id: string): void {
     this.entries.delete(id.toLowerCase());
   }
@@ -79,17 +90,18 @@ export class LeaseDirectory {
     this.entries.clear();
   }
 
-  private fetch(id: string): Promise<LeaseAccess | undefined> {
+  private fetch(id: string, afterRelease = false): Promise<LeaseAccess | undefined> {
     if (!UUID.test(id)) return Promise.resolve(undefined);
-    const running = this.pending.get(id);
+    const running = afterRelease ? undefined : this.pending.get(id);
     if (running) return running;
     const fetchedAt = Date.now();
+    const columns = 'schema_name, role_name, anon_role, auth_role, token_hash, state, expires_at';
     const query = this.pool
-      .query<{ schema_name: string; role_name: string; anon_role: string; auth_role: string; token_hash: Buffer; state: string; expires_at: Date | null }>({
-        name: 'pglease.rest-lease',
-        text: 'SELECT schema_name, role_name, anon_role, auth_role, token_hash, state, expires_at FROM pglease.leases WHERE id = $1',
-        values: [id],
-      })
+      .query<{ schema_name: string; role_name: string; anon_role: string; auth_role: string; token_hash: Buffer; state: string; expires_at: Date | null }>(
+        afterRelease
+          ? { name: 'pglease.rest-lease-settled', text: `SELECT ${columns} FROM pglease.leases WHERE id = $1 FOR KEY SHARE`, values: [id] }
+          : { name: 'pglease.rest-lease', text: `SELECT ${columns} FROM pglease.leases WHERE id = $1`, values: [id] },
+      )
       .then(({ rows }) => {
         const row = rows[0];
         const lease: LeaseAccess | undefined = row && {
@@ -107,19 +119,21 @@ export class LeaseDirectory {
         while (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value as string);
         return lease;
       })
-      .finally(() => this.pending.delete(id));
+      .finally(() => {
+        if (this.pending.get(id) === query) this.pending.delete(id);
+      });
     this.pending.set(id, query);
     return query;
   }
 }
 
-/** Whether `token` is this lease's token (compared in constant time on its SHA-256). */
 /** The lease if it is live at `now`. */
 function liveNow(lease: LeaseAccess | undefined, now: number): LeaseAccess | undefined {
   if (!lease || !lease.live || (lease.expiresAt !== null && lease.expiresAt.getTime() <= now)) return undefined;
   return lease;
 }
 
+/** Whether `token` is this lease's token (compared in constant time on its SHA-256). */
 export function isLeaseToken(lease: LeaseAccess, token: string): boolean {
   const bytes = Buffer.from(token);
   if (lease.verifiedToken !== undefined && lease.verifiedToken.length === bytes.length && timingSafeEqual(lease.verifiedToken, bytes)) return true;
