@@ -168,15 +168,22 @@ describe('leasing from a template', () => {
   });
 
   it('makes current the version whose registration answers last, though it started first', async () => {
-    const slow = call('POST', '/v1/templates', { name: 'overtaken', sql: 'CREATE TABLE slow_one (id int); SELECT pg_sleep(1.5)' }, admin);
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    const fast = await call('POST', '/v1/templates', { name: 'overtaken', sql: 'CREATE TABLE fast_one (id int)' }, admin);
-    expect(fast.status).toBe(201);
-    expect((await slow).status).toBe(201);
+    const answered: string[] = [];
+    const register = (label: string, sql: string) =>
+      call('POST', '/v1/templates', { name: 'overtaken', sql }, admin).then((response) => {
+        answered.push(label);
+        return response;
+      });
+    // the first one's check is slow: the second overtakes it
+    const slow = register('slow_one', 'CREATE TABLE slow_one (id int); SELECT pg_sleep(2)');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const [fast, slowAnswer] = await Promise.all([register('fast_one', 'CREATE TABLE fast_one (id int)'), slow]);
+    expect([fast.status, slowAnswer.status]).toEqual([201, 201]);
+    const last = answered[1]!;
     const current = await call('GET', '/v1/templates/overtaken', undefined, admin);
-    expect(current.body.sql).toContain('slow_one');
+    expect(current.body.sql).toContain(last);
     const lease = await createLease(service, { template: 'overtaken' });
-    expect(await query(lease.url, 'SELECT tablename FROM pg_tables WHERE schemaname = current_schema()')).toEqual([{ tablename: 'slow_one' }]);
+    expect(await query(lease.url, 'SELECT tablename FROM pg_tables WHERE schemaname = current_schema()')).toEqual([{ tablename: last }]);
     // this file's client stays under PGLEASE_MAX_ACTIVE
     expect((await call('DELETE', `/v1/leases/${lease.id}`, undefined, { authorization: `Bearer ${lease.token}` })).status).toBe(204);
   });
