@@ -173,9 +173,17 @@ BEGIN
   -- lock on its objects when we drop them. All are signalled at once and awaited together:
   -- pg_terminate_backend(pid, timeout) one by one waits for each exit in turn (a tenth of a
   -- second each on a slow machine, two seconds for a lease with twenty connections).
+  -- Also cut another lease's session that holds a lock on one of this lease's tables (leases may
+  -- grant each other access): it would hold the drop up, and the lease past its end, as long as
+  -- it liked.
   SELECT array_agg(a.pid) INTO v_sessions
     FROM pg_stat_activity a
-   WHERE a.usename = ANY (v_roles) AND a.pid <> pg_backend_pid();
+   WHERE a.pid <> pg_backend_pid()
+     AND (a.usename = ANY (v_roles)
+          OR (a.usename IN (SELECT r FROM pglease.leases o, unnest(ARRAY[o.role_name, o.auth_role]) r WHERE o.state IN ('active', 'provisioning'))
+              AND a.pid IN (SELECT l.pid FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+                             WHERE l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
+                               AND c.relnamespace = to_regnamespace(quote_ident(p_lease.schema_name)))));
   IF v_sessions IS NOT NULL THEN
     PERFORM pg_terminate_backend(s) FROM unnest(v_sessions) s;
     FOR i IN 1..1000 LOOP -- at most about 5 s

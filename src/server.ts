@@ -96,8 +96,9 @@ export function toControlError(error: FastifyError | ControlError | Error): Cont
   }
   // insufficient resources (53xxx: out of memory, of shared memory for locks, of disk): the
   // request was fine, Postgres could not do it now
+  // and lock_not_available (a drop's lock_timeout: something held the lease's objects)
   const sqlState = (error as { code?: unknown }).code;
-  if (typeof sqlState === 'string' && sqlState.startsWith('53')) {
+  if (typeof sqlState === 'string' && (sqlState.startsWith('53') || sqlState === '55P03')) {
     return new ControlError('PGLEASE_NOT_READY', `Postgres could not do this now: ${error.message}; retry later`, undefined, { 'Retry-After': 30 });
   }
   return new ControlError('PGLEASE_INTERNAL');

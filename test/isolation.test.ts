@@ -231,3 +231,28 @@ describe('no lease can escape to the host', () => {
     expect(rows[0].anon_can).toBe(false);
   });
 });
+
+describe('no lease can outlive its end through another', () => {
+  it("is released at once though another lease holds a lock on its table: that lease's session is cut", async () => {
+    const [shared, holder] = await Promise.all([createLease(service), createLease(service)]);
+    const sharing = await connect(shared.url);
+    await sharing.query(`CREATE TABLE t (id int); GRANT USAGE ON SCHEMA ${shared.schema} TO PUBLIC; GRANT SELECT ON t TO PUBLIC`);
+    await sharing.end();
+    const locker = await connect(holder.url);
+    // a lock held by a busy session of the other lease (its idle timeout never ends it)
+    await locker.query(`BEGIN; LOCK TABLE ${shared.schema}.t IN ACCESS SHARE MODE`);
+    const sleeping = locker.query('SELECT pg_sleep(60)').then(
+      () => 'finished',
+      (error: { code?: string }) => error.code,
+    );
+    const started = Date.now();
+    const released = await fetch(`${service.baseUrl}/v1/leases/${shared.id}`, { method: 'DELETE', headers: { authorization: `Bearer ${shared.token}` } });
+    expect(released.status).toBe(204);
+    // not held up by the lock (the drop's lock_timeout is 10 s)
+    expect(Date.now() - started).toBeLessThan(8000);
+    expect(await sleeping).toBe('57P01');
+    const { rows } = await service.host.pool.query(`SELECT count(*)::int AS n FROM pg_namespace WHERE nspname = $1`, [shared.schema]);
+    expect(rows).toEqual([{ n: 0 }]);
+    await fetch(`${service.baseUrl}/v1/leases/${holder.id}`, { method: 'DELETE', headers: { authorization: `Bearer ${holder.token}` } });
+  });
+});
