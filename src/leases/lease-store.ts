@@ -4,8 +4,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import type { Host } from '../db/host.js';
 import type { CreateLimits, LeaseLimits } from '../config.js';
+import { runDiscardingRows } from '../db/discard-rows.js';
+import type { Host } from '../db/host.js';
 import { templateSqlError, TemplateSqlError } from '../templates/template-store.js';
 import { authenticatorPassword, hashToken, newPassword, newToken, scramVerifier } from './credentials.js';
 
@@ -267,7 +268,8 @@ export class LeaseStore {
       await session.connect();
       backendPid = (session as unknown as { processID?: number }).processID;
       await session.query('BEGIN');
-      await session.query(template.sql);
+      // the rows it selects are dropped as they come: the SQL is the token holder's to write
+      await runDiscardingRows(session, template.sql);
       await session.query('COMMIT');
     } catch (error) {
       const reason = timedOut
