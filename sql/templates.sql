@@ -76,6 +76,9 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_lease pglease.leases;
+  -- the seed runs inside this block and may raise PGLTC itself, to skip the rest of the check
+  -- as if it had passed: only this call's own message, which the seed cannot know, counts
+  v_done  text := 'template check done ' || gen_random_uuid();
 BEGIN
   BEGIN
     v_lease := pglease.provision(
@@ -91,9 +94,12 @@ BEGIN
       p_statement_timeout => '60s',
       p_idle_timeout      => '60s');
     PERFORM pglease.seed_lease(v_lease.schema_name, v_lease.role_name, p_sql);
-    RAISE EXCEPTION 'template check done' USING ERRCODE = 'PGLTC';
+    RAISE EXCEPTION '%', v_done USING ERRCODE = 'PGLTC';
   EXCEPTION WHEN SQLSTATE 'PGLTC' THEN
-    NULL; -- the scratch lease and its seed are rolled back with the subtransaction
+    IF SQLERRM <> v_done THEN
+      RAISE; -- the seed's own
+    END IF;
+    -- the scratch lease and its seed are rolled back with the subtransaction
   END;
 END
 $$;

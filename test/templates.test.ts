@@ -87,6 +87,15 @@ describe('registering', () => {
     expect(await leaseObjects()).toEqual(before);
   });
 
+  it("cannot skip its own check by raising the check's private SQLSTATE", async () => {
+    const sql = `DO $$ BEGIN IF session_user <> current_user THEN RAISE EXCEPTION 'check done, honest' USING ERRCODE = 'PGLTC'; END IF; END $$;
+      SELECT * FROM missing_table;`;
+    const response = await call('POST', '/v1/templates', { name: 'skips-check', sql }, admin);
+    expect(response.status).toBe(400);
+    expect(response.body).toMatchObject({ code: 'PGLEASE_TEMPLATE_INVALID', postgres: { code: 'PGLTC' } });
+    expect((await call('GET', '/v1/templates/skips-check', undefined, admin)).status).toBe(404);
+  });
+
   it('runs the SQL as the lease role: it cannot climb back to the service role or leave its schema', async () => {
     const attempts: [string, string][] = [
       ['RESET ROLE; CREATE TABLE escaped (id int)', '42501'],
