@@ -209,3 +209,41 @@ AS $$
    WHERE j.name = 'reap-expired' AND j.enabled AND j.next_run_at > soonest.at
   RETURNING j.next_run_at
 $$;
+
+-- pglease.lock_hogs: sessions of leases that hold more than p_max locks. The shared lock table
+-- (max_locks_per_transaction x (max_connections + max_prepared_transactions) entries) serves every
+-- database of the server: a lease that fills it (session advisory locks cost one call each, and
+-- outlive the failed statement that took them) makes every other session fail with "out of shared
+-- memory", pglease's included, until its session ends. The service ends such leases
+-- (src/leases/lock-guard.ts).
+-- It must run while the table is full, so it takes no lock there: it reads shared memory only
+-- (pg_lock_status, pg_stat_get_activity), never a shared catalog (pg_authid, pg_database), whose
+-- locks cannot take the per-session fast path; and it needs no transaction id. Which sessions
+-- are leases' is decided by what they are not: in the lease database (p_database) every session
+-- is a lease's, the service's or a superuser's (p_exempt: the roles that are not leases', found
+-- by the caller beforehand).
+DROP FUNCTION IF EXISTS pglease.lock_hogs(bigint);
+CREATE OR REPLACE FUNCTION pglease.lock_hogs(p_max bigint, p_database oid, p_exempt oid[])
+RETURNS TABLE (pid int, role_oid oid, locks bigint)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT s.pid, s.usesysid, h.locks
+    FROM (SELECT k.pid, count(*) AS locks FROM pg_lock_status() k GROUP BY k.pid) h
+    JOIN pg_stat_get_activity(NULL) s ON s.pid = h.pid
+   WHERE h.locks > p_max AND s.datid = p_database AND NOT (s.usesysid = ANY (p_exempt));
+$$;
+
+-- pglease.lock_guard_setup: what pglease.lock_hogs needs to know, found while the server is well:
+-- a quarter of the lock table (p_max NULL), this database, and the roles that are not leases'.
+CREATE OR REPLACE FUNCTION pglease.lock_guard_setup(p_max bigint DEFAULT NULL)
+RETURNS TABLE (max_locks bigint, database_oid oid, exempt oid[])
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT coalesce(p_max,
+                  current_setting('max_locks_per_transaction')::bigint
+                  * (current_setting('max_connections')::bigint + current_setting('max_prepared_transactions')::bigint) / 4),
+         (SELECT d.oid FROM pg_database d WHERE d.datname = current_database()),
+         ARRAY(SELECT r.oid FROM pg_roles r WHERE r.rolsuper OR r.rolname = current_user);
+$$;

@@ -84,6 +84,11 @@ export interface Config {
    * before the request fails with 503 (s). Bounds what a stopped or unreachable server costs.
    */
   databaseTimeoutSeconds: number;
+  /**
+   * Locks one lease session may hold before the lease is ended (src/leases/lock-guard.ts); null:
+   * a quarter of the server's shared lock table.
+   */
+  maxLeaseLocks: number | null;
   jobs: JobsConfig;
   createLimits: CreateLimits;
   /** Fastify's trustProxy: whether (and from which proxies) X-Forwarded-For names the client. */
@@ -197,6 +202,7 @@ export function loadConfig(env: Env = process.env): Config {
     logRequests: flag(env, 'PGLEASE_LOG_REQUESTS', false),
     shutdownGraceSeconds: integer(env, 'PGLEASE_SHUTDOWN_GRACE', 8, 0, 3600),
     databaseTimeoutSeconds: integer(env, 'PGLEASE_DB_TIMEOUT', 30, 1, 3600),
+    maxLeaseLocks: env.PGLEASE_MAX_LOCKS ? integer(env, 'PGLEASE_MAX_LOCKS', 0, 100, 100_000_000) : null,
     jobs: {
       schedulerEnabled: flag(env, 'PGLEASE_SCHEDULER', true),
       reaperSchedule: schedule(env, 'PGLEASE_REAPER_CRON', '*/10 * * * * *'),

@@ -9,6 +9,7 @@ import { startEmbedded, type EmbeddedServer } from './db/embedded.js';
 import { openHost, type Host } from './db/host.js';
 import { LeasePool } from './leases/lease-pool.js';
 import { LeaseStore } from './leases/lease-store.js';
+import { LockGuard } from './leases/lock-guard.js';
 import { TemplateStore } from './templates/template-store.js';
 import { projectPath } from './paths.js';
 import { builtinJobs } from './scheduler/jobs.js';
@@ -93,6 +94,8 @@ export async function startService(config: Config, options: StartOptions = {}): 
     }
   }
   if (options.warmPools !== false) leasePool.start();
+  const lockGuard = new LockGuard(host.databaseUrl, host.pool, log, config.maxLeaseLocks, embedded !== undefined);
+  lockGuard.start();
   let closing: Promise<void> | undefined;
   return {
     app,
@@ -103,6 +106,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
     close: () =>
       (closing ??= (async () => {
         await app.close();
+        await lockGuard.stop();
         // no other process can hand out this one's pooled leases: release them while Postgres is up
         await leasePool.close();
         await scheduler?.stop();

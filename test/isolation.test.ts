@@ -256,3 +256,32 @@ describe('no lease can outlive its end through another', () => {
     await fetch(`${service.baseUrl}/v1/leases/${holder.id}`, { method: 'DELETE', headers: { authorization: `Bearer ${holder.token}` } });
   });
 });
+
+describe('no lease can fill the lock table every session shares', () => {
+  it('is ended, sessions and all, once one of its sessions holds more than PGLEASE_MAX_LOCKS locks', async () => {
+    const guarded = await startTestService({ PGLEASE_MAX_LOCKS: '2000', PGLEASE_LEASE_POOL: '0' });
+    try {
+      const hog = await createLease(guarded);
+      const bystander = await createLease(guarded);
+      const session = await connect(hog.url);
+      // session advisory locks: one call each, kept after the statement (and after a failed one)
+      await session.query('SELECT count(pg_advisory_lock(i)) FROM generate_series(1, 5000) i');
+      const waiting = session.query('SELECT pg_sleep(30)').then(
+        () => 'finished',
+        (error: { code?: string }) => error.code,
+      );
+      expect(await waiting).toBe('57P01');
+      await expect
+        .poll(async () => (await (await fetch(`${guarded.baseUrl}/v1/leases/${hog.id}`, { headers: { authorization: `Bearer ${hog.token}` } })).json()).state, { timeout: 10_000 })
+        .not.toBe('active');
+      // another lease's ordinary use is left alone
+      const other = await connect(bystander.url);
+      await other.query('SELECT count(pg_advisory_lock(i)) FROM generate_series(1, 100) i');
+      await new Promise((resolve) => setTimeout(resolve, 2500));
+      expect((await other.query('SELECT 1 AS ok')).rows).toEqual([{ ok: 1 }]);
+      await other.end();
+    } finally {
+      await guarded.close();
+    }
+  });
+});
