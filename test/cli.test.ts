@@ -3,6 +3,8 @@
  * this file's service, and once as the built executable.
  */
 import { execFile } from 'node:child_process';
+import { createServer as createHttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -114,6 +116,41 @@ describe('pglease lease', () => {
     const unknownCommand = await cli(['leas']);
     expect(unknownCommand.code).toBe(2);
     expect(unknownCommand.stderr).toContain("unknown command 'leas'");
+  });
+
+  it('makes no lease when its token could not be kept, and reads a store with damaged records', async () => {
+    const count = async () => (await service.host.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM pglease.leases WHERE state = 'active'`)).rows[0]!.n;
+    const broken = await mkdtemp(path.join(tmpdir(), 'pglease-cli-broken-'));
+    try {
+      await writeFile(path.join(broken, 'leases.json'), '{"version":1,"leases":[');
+      const before = await count();
+      const refused = await cli(['lease', '--url'], { env: { PGLEASE_HOME: broken } });
+      expect(refused.code).toBe(2);
+      expect(refused.stdout).toBe('');
+      expect(refused.stderr).toMatch(/cannot read .*leases\.json.*move it away/);
+      expect(await count()).toBe(before);
+
+      // a record that is not one is skipped; the rest of the store works
+      await writeFile(path.join(broken, 'leases.json'), '{"version":1,"leases":[null, 7, {"id": 1}]}');
+      const made = await cli(['lease', '--url'], { env: { PGLEASE_HOME: broken } });
+      expect(made.code).toBe(0);
+      expect((await cli(['ls'], { env: { PGLEASE_HOME: broken } })).code).toBe(0);
+    } finally {
+      await rm(broken, { recursive: true, force: true });
+    }
+  });
+
+  it('says when the server is not pglease, rather than showing a parser error', async () => {
+    const other = createHttpServer((_request, response) => response.writeHead(200, { 'content-type': 'text/html' }).end('<html>hello</html>'));
+    await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
+    try {
+      const server = `http://127.0.0.1:${(other.address() as AddressInfo).port}`;
+      const answer = await cli(['ls', '--server', server], { env: { PGLEASE_ADMIN_TOKEN: ADMIN_TOKEN } });
+      expect(answer.code).toBe(1);
+      expect(answer.stderr).toContain('with something other than JSON: is it a pglease server?');
+    } finally {
+      await new Promise((resolve) => other.close(resolve));
+    }
   });
 
   it('says so when no server answers (exit 3)', async () => {
@@ -330,6 +367,15 @@ describe('pglease template', () => {
     expect(missingFile.stderr).toContain('ENOENT');
   });
 
+  it("shows Postgres's DETAIL and HINT of failing SQL", async () => {
+    const sql = path.join(home, 'hinted.sql');
+    await writeFile(sql, `DO $$ BEGIN RAISE EXCEPTION 'boom' USING DETAIL = 'the detail', HINT = 'try again'; END $$;`);
+    const failed = await cli(['template', 'add', 'hinted', sql], { env: { PGLEASE_ADMIN_TOKEN: ADMIN_TOKEN } });
+    expect(failed.code).toBe(1);
+    expect(failed.stderr).toContain('DETAIL: the detail');
+    expect(failed.stderr).toContain('HINT: try again');
+  });
+
   it('exits 1 for every refusal by the server (2 is for bad usage only)', async () => {
     const admin = { PGLEASE_ADMIN_TOKEN: ADMIN_TOKEN };
     const ended = JSON.parse((await cli(['lease', '--json'])).stdout) as { id: string; token: string };
@@ -424,6 +470,11 @@ describe('pglease migrate, --help, --version', () => {
         env: { PATH: process.env.PATH ?? '', PGLEASE_URL: service.baseUrl, PGLEASE_HOME: home },
       });
       expect(await scalar(stdout.trim(), 'SELECT 1 AS one')).toBe(1);
+      // a reader that stops early closes the pipe: no stack trace, a clean exit
+      const piped = await promisify(execFile)('/bin/sh', ['-c', `"${process.execPath}" "${bin}" --help | head -c 1 >/dev/null; echo "exit $?"`], {
+        env: { PATH: process.env.PATH ?? '' },
+      });
+      expect(piped.stderr).toBe('');
     } finally {
       await rm(path.dirname(packageDir), { recursive: true, force: true });
     }

@@ -63,12 +63,15 @@ export async function runCli(args: string[], io: CliIo = processIo()): Promise<n
       return error.exitCode === 0 ? EXIT.ok : EXIT.usage;
     }
     if (error instanceof PgleaseApiError) {
-      // the code ends the server's message; lines a command added below it (a SQL excerpt) follow
+      // the code ends the server's message; lines a command added below it (a SQL excerpt) follow,
+      // then what Postgres added to its error
       const [headline, ...details] = error.message.split('\n');
-      return fail([`${headline} (${error.code})`, ...details].join('\n'), EXIT.failed);
+      const postgres = [error.postgres?.detail && `DETAIL: ${error.postgres.detail}`, error.postgres?.hint && `HINT: ${error.postgres.hint}`].filter(Boolean);
+      return fail([`${headline} (${error.code})`, ...details, ...postgres].join('\n'), EXIT.failed);
     }
     if (error instanceof PgleaseUnreachableError) {
-      return fail(`${error.message}. Start one with \`pglease serve\`, or point --server / PGLEASE_URL at one.`, EXIT.unreachable);
+      const advice = error.timedOut ? 'Check it with `pglease ls` before trying again.' : 'Start one with `pglease serve`, or point --server / PGLEASE_URL at one.';
+      return fail(`${error.message}. ${advice}`, EXIT.unreachable);
     }
     if (error instanceof UsageError) return fail(error.message, EXIT.usage);
     if (error instanceof ConfigError) return fail(`configuration error: ${error.message}`, EXIT.usage);

@@ -68,6 +68,11 @@ function bounded(leases: RememberedLease[], now: number): RememberedLease[] {
   return leases.filter((lease) => keptEnded.has(lease) || endedTime(lease, now) === undefined);
 }
 
+function isRecord(value: unknown): value is RememberedLease {
+  const lease = value as Partial<RememberedLease> | null;
+  return typeof lease === 'object' && lease !== null && typeof lease.id === 'string' && typeof lease.server === 'string' && typeof lease.token === 'string';
+}
+
 /** How long a CLI waits for another's lock, and the age at which a lock is taken as left by a killed CLI. */
 const LOCK_WAIT_MS = 10_000;
 const LOCK_STALE_MS = 10_000;
@@ -79,13 +84,32 @@ export class TokenStore {
     this.file = path.join(storeDirectory(env), 'leases.json');
   }
 
+  /**
+   * Fails now if the store could not take a record: before a lease is made, whose token would
+   * otherwise be lost.
+   */
+  async check(): Promise<void> {
+    await this.ensureDirectory();
+    await this.read();
+  }
+
+  private async ensureDirectory(): Promise<void> {
+    try {
+      await mkdir(path.dirname(this.file), { recursive: true, mode: 0o700 });
+    } catch (error) {
+      throw new UsageError(`cannot keep lease tokens in ${path.dirname(this.file)}: ${(error as Error).message} (set PGLEASE_HOME to a directory of yours)`);
+    }
+  }
+
   private async read(): Promise<StoreFile> {
     try {
-      const parsed = JSON.parse(await readFile(this.file, 'utf8')) as Partial<StoreFile>;
-      return { version: 1, leases: Array.isArray(parsed.leases) ? parsed.leases : [] };
+      const parsed = JSON.parse(await readFile(this.file, 'utf8')) as Partial<StoreFile> | null;
+      const leases = Array.isArray(parsed?.leases) ? parsed.leases : [];
+      // records edited by hand or cut short: only whole ones count
+      return { version: 1, leases: leases.filter(isRecord) };
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { version: 1, leases: [] };
-      throw new UsageError(`cannot read ${this.file}: ${(error as Error).message}`);
+      throw new UsageError(`cannot read ${this.file}: ${(error as Error).message} (move it away to start a new one; its lease tokens are then forgotten)`);
     }
   }
 
@@ -103,7 +127,7 @@ export class TokenStore {
    * without it, two CLIs that read the same file each write back their own change only.
    */
   private async locked(change: (store: StoreFile) => boolean): Promise<void> {
-    await mkdir(path.dirname(this.file), { recursive: true, mode: 0o700 });
+    await this.ensureDirectory();
     const lock = `${this.file}.lock`;
     const deadline = Date.now() + LOCK_WAIT_MS;
     for (;;) {
@@ -115,8 +139,8 @@ export class TokenStore {
       }
       // a lock older than any read-modify-write takes was left by a CLI that was killed
       const age = await stat(lock).then((info) => Date.now() - info.mtimeMs, () => 0);
-      if (age > LOCK_STALE_MS) await unlink(lock).catch(() => undefined);
-      else if (Date.now() > deadline) throw new UsageError(`${lock} has been held for ${LOCK_WAIT_MS / 1000} s; if no other pglease command runs, delete it`);
+      if (age > LOCK_STALE_MS && (await unlink(lock).then(() => true, () => false))) continue;
+      if (Date.now() > deadline) throw new UsageError(`${lock} has been held for ${LOCK_WAIT_MS / 1000} s; if no other pglease command runs, delete it`);
       else await new Promise((resolve) => setTimeout(resolve, 5 + Math.random() * 20));
     }
     try {

@@ -33,8 +33,10 @@ export class PgleaseUnreachableError extends Error {
   constructor(
     readonly server: string,
     readonly reason: string,
+    /** The request was sent but no answer came in time: the server may still carry it out. */
+    readonly timedOut = false,
   ) {
-    super(`cannot reach pglease at ${server} (${reason})`);
+    super(timedOut ? `no answer from pglease at ${server} (${reason}); it may still carry the request out` : `cannot reach pglease at ${server} (${reason})`);
     this.name = 'PgleaseUnreachableError';
   }
 }
@@ -89,7 +91,8 @@ export class PgleaseClient {
         signal: AbortSignal.timeout(timeoutMs),
       });
     } catch (error) {
-      throw new PgleaseUnreachableError(this.server, reasonOf(error));
+      const timedOut = (error as Error).name === 'TimeoutError';
+      throw new PgleaseUnreachableError(this.server, timedOut ? `timed out after ${timeoutMs / 1000} s` : reasonOf(error), timedOut);
     }
     const text = await response.text();
     if (!response.ok) {
@@ -107,7 +110,13 @@ export class PgleaseClient {
         parsed.postgres,
       );
     }
-    return (text === '' ? undefined : JSON.parse(text)) as T;
+    if (text === '') return undefined as T;
+    try {
+      return JSON.parse(text) as T;
+    } catch {
+      // another kind of server on that address (a web page, a proxy's answer)
+      throw new PgleaseApiError(response.status, 'NOT_PGLEASE', `${this.server} answered ${method} ${path} with something other than JSON: is it a pglease server?`);
+    }
   }
 
   /**

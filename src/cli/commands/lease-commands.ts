@@ -47,12 +47,19 @@ export function leaseCommands(context: CliContext): Command[] {
         options.lease === undefined
           ? context.client(command, (io.env.PGLEASE_TOKEN || undefined) ?? context.adminToken)
           : (await context.asLease(command, options.lease)).client;
+      // a store that cannot take the token fails now, not after the lease exists
+      await store.check();
       const started = Date.now();
       const created: CreatedLeaseJson = await withSpinner(io, 'Creating lease…', () =>
         client.createLease({ ttl, name: options.name, template: options.template }),
       );
       const elapsed = Date.now() - started;
-      await store.remember({ id: created.id, server, token: created.token, name: created.name, created_at: created.created_at, expires_at: created.expires_at });
+      try {
+        await store.remember({ id: created.id, server, token: created.token, name: created.name, created_at: created.created_at, expires_at: created.expires_at });
+      } catch (error) {
+        // the lease exists: it is printed all the same, with what releasing it takes
+        println(io.stderr, `pglease: warning: ${(error as Error).message}; to release this lease: PGLEASE_TOKEN=${created.token} pglease release ${created.id}`);
+      }
 
       if (options.url) return println(io.stdout, created.url);
       if (options.env) {
