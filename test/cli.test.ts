@@ -455,7 +455,8 @@ describe('pglease migrate, --help, --version', () => {
       const help = await cli([...command, '--help']);
       expect(help.code, command.join(' ')).toBe(0);
       expect(help.stdout, command.join(' ')).toMatch(/Usage: pglease/);
-      expect(help.stdout, command.join(' ')).toMatch(/Examples:\n {2}\$ pglease /);
+      // and ends with them
+      expect(help.stdout.trimEnd(), command.join(' ')).toMatch(/Examples:(\n {2}\$ [^\n]+)+$/);
     }
     expect((await cli(['--version'])).stdout).toMatch(/^\d+\.\d+\.\d+\n$/);
   });

@@ -28,8 +28,9 @@ export function buildProgram(io: CliIo): Command {
     .showHelpAfterError('(add --help for usage)')
     .addHelpText(
       'after',
-      examples(['pglease serve', 'psql "$(pglease lease --ttl 10m --url)"', 'pglease ls', 'pglease release 3f2c9a1e']) +
-        '\nEnvironment: PGLEASE_URL, PGLEASE_TOKEN (a lease token), PGLEASE_ADMIN_TOKEN, PGLEASE_HOME (where lease tokens are kept).\n',
+      // help ends with examples, as every command's does
+      '\nEnvironment: PGLEASE_URL, PGLEASE_TOKEN (a lease token), PGLEASE_ADMIN_TOKEN, PGLEASE_HOME (where lease tokens are kept).\n' +
+        examples(['pglease serve', 'psql "$(pglease lease --ttl 10m --url)"', 'pglease ls', 'pglease release 3f2c9a1e']),
     );
   for (const command of [...serviceCommands(context), ...leaseCommands(context), templateCommand(context)]) program.addCommand(command);
 

@@ -10,7 +10,8 @@ const FRAME_MS = 80;
 
 export async function withSpinner<T>(io: CliIo, label: string, work: () => Promise<T>): Promise<T> {
   const stream = io.stderr;
-  if (stream.isTTY !== true) return work();
+  // a terminal that cannot move the cursor (TERM=dumb) would show every frame
+  if (stream.isTTY !== true || io.env.TERM === 'dumb') return work();
   let frame = 0;
   let shown = false;
   let ticker: NodeJS.Timeout | undefined;

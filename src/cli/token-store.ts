@@ -207,7 +207,7 @@ export class TokenStore {
     if (!/^[0-9a-f-]{4,}$/.test(wanted)) throw new UsageError(`"${idOrPrefix}" is not a lease id (a uuid, or at least 4 of its first characters)`);
     const matches = known.filter((lease) => lease.id.startsWith(wanted));
     if (matches.length === 1) return { id: matches[0]!.id, remembered: matches[0] };
-    if (matches.length > 1) throw new UsageError(`"${idOrPrefix}" matches ${matches.length} leases (${matches.map((lease) => lease.id.slice(0, 8)).join(', ')}): give more of the id`);
+    if (matches.length > 1) throw new UsageError(`"${idOrPrefix}" matches ${matches.length} leases (${matches.map((lease) => lease.id.slice(0, 13)).join(', ')}): give more of the id`);
     throw new UsageError(
       `no lease made by this CLI on ${server} starts with "${idOrPrefix}" (it forgets a lease ${KEEP_ENDED_DAYS} days after it ended): give the full id`,
     );
