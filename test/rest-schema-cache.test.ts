@@ -104,7 +104,12 @@ describe('lease lifecycle', () => {
       await viewHolder.query('begin; lock table v in access exclusive mode');
       void viewHolder.query('select pg_sleep(30)').catch(() => undefined);
       await other.query('create table w (id int)'); // a reload is due, and must look at v
-      const w = await fetch(`${lease.rest_url}/w`, { headers, signal: AbortSignal.timeout(15_000) });
+      const answering = fetch(`${lease.rest_url}/w`, { headers, signal: AbortSignal.timeout(15_000) });
+      // the load waits on a connection of the REST API's own, not on the service pool the control API needs
+      await expect
+        .poll(async () => (await fixture.service.host.pool.query(`SELECT application_name AS app FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%rest_schema%'`)).rows, { timeout: 1500, interval: 50 })
+        .toEqual([{ app: 'pglease-rest-schema' }]);
+      const w = await answering;
       expect(w.status).toBe(503);
       expect(w.headers.get('retry-after')).not.toBeNull();
       expect(await w.json()).toMatchObject({ code: 'PGRST002', message: 'Could not query the database for the schema cache. Retrying.' });

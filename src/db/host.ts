@@ -33,6 +33,8 @@ export interface Host {
   databaseUrl: string;
   /** Pool of the service role on the lease database: control API, jobs, SQL functions. */
   pool: pg.Pool;
+  /** How long the service waits for a connection or an answer (PGLEASE_DB_TIMEOUT, ms): for pools of its own. */
+  timeoutMs: number;
   /**
    * Connections for the check of a template at registration, which runs its seed SQL (a lease's
    * token holder writes it) in a subtransaction that is rolled back: each is used once and closed,
@@ -156,6 +158,7 @@ export async function openHost(options: HostOptions): Promise<Host> {
       database: options.leaseDatabase,
       databaseUrl,
       pool,
+      timeoutMs,
       seedPool,
       authenticatorKey: secret.rows[0]!.value,
       close: async () => {

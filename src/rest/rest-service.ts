@@ -7,7 +7,9 @@
  * and the state it shares across requests: the lease directory, the per-lease connection pools and
  * the schema caches, kept fresh by Postgres notifications (./notifications.ts).
  */
+import pg from 'pg';
 import { isAdminToken } from '../control/auth.js';
+import { endPool } from '../db/end-pool.js';
 import type { Host } from '../db/host.js';
 import { buildApiRequest, parseTarget, type RawRequest } from './request/api-request.js';
 import type { ApiRequest, Preferences } from './request/types.js';
@@ -59,6 +61,9 @@ export interface RestHttpRequest extends Omit<RawRequest, 'authenticated'> {
 /** Schema-cache misses that a fresh introspection may cure. */
 const CACHE_MISS_CODES = new Set(['PGRST200', 'PGRST202', 'PGRST204', 'PGRST205']);
 
+/** Schema loads at once; more wait for one of these. */
+const INTROSPECTION_CONNECTIONS = 4;
+
 export class RestService {
   readonly directory: LeaseDirectory;
   readonly pools: LeasePools;
@@ -68,6 +73,12 @@ export class RestService {
   private readonly adminToken: string | undefined;
   private readonly adminTokenChecks = new Map<string, boolean>();
   private timeZoneNames: Promise<Set<string>> | undefined;
+  /**
+   * Connections of their own for schema introspection: a lease can make its loads wait (a view it
+   * keeps locked makes each wait out its lock_timeout, sql/rest.sql), and many leases doing so
+   * must not take the service pool, which the control API needs, nor other leases' lookups.
+   */
+  private readonly introspection: pg.Pool;
 
   constructor(
     private readonly host: Host,
@@ -75,7 +86,16 @@ export class RestService {
   ) {
     this.directory = new LeaseDirectory(host.pool);
     this.pools = new LeasePools(host.databaseUrl, host.authenticatorKey, options.pools, options.log);
-    this.schemas = new SchemaCaches((schema, roles) => loadSchemaCache(host.pool, schema, roles), options.maxSchemaCaches);
+    this.introspection = new pg.Pool({
+      connectionString: host.databaseUrl,
+      max: INTROSPECTION_CONNECTIONS,
+      idleTimeoutMillis: 30_000,
+      connectionTimeoutMillis: host.timeoutMs,
+      query_timeout: host.timeoutMs,
+      application_name: 'pglease-rest-schema',
+    });
+    this.introspection.on('error', (error) => options.log?.(`REST introspection pool: idle connection lost (${error.message})`));
+    this.schemas = new SchemaCaches((schema, roles) => loadSchemaCache(this.introspection, schema, roles), options.maxSchemaCaches);
     this.adminToken = options.adminToken;
   }
 
@@ -269,8 +289,9 @@ export class RestService {
     this.schemas.clear();
   }
 
-  close(): Promise<void> {
-    return this.pools.closeAll();
+  async close(): Promise<void> {
+    await this.pools.closeAll();
+    await endPool(this.introspection);
   }
 }
 
