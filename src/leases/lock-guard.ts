@@ -14,6 +14,8 @@ import pg from 'pg';
 
 /** How often the lock table is looked at. */
 const CHECK_MS = 2_000;
+/** A look the server does not answer in this time is given up (a stopped server), its connection closed. */
+const LOOK_TIMEOUT_MS = 10_000;
 
 interface Setup {
   maxLocks: string;
@@ -51,19 +53,28 @@ export class LockGuard {
     void this.check();
   }
 
-  /** Stops looking; waits for a look in progress, which uses the service's pool. */
+  /** Stops looking; waits for a look in progress (at most LOOK_TIMEOUT_MS), which uses the service's pool. */
   async stop(): Promise<void> {
     clearInterval(this.timer);
     this.timer = undefined;
     await this.checking;
-    await this.session?.end().catch(() => undefined);
+    this.dropConnection();
+  }
+
+  private dropConnection(): void {
+    void this.session?.end().catch(() => undefined);
     this.session = undefined;
   }
 
   /** The guard's own connection, opened again (while the server is well) after one is lost. */
   private async connection(): Promise<pg.Client> {
     if (this.session) return this.session;
-    const session = new pg.Client({ connectionString: this.databaseUrl, application_name: 'pglease-lock-guard' });
+    const session = new pg.Client({
+      connectionString: this.databaseUrl,
+      application_name: 'pglease-lock-guard',
+      connectionTimeoutMillis: LOOK_TIMEOUT_MS,
+      query_timeout: LOOK_TIMEOUT_MS,
+    });
     session.on('error', () => {
       if (this.session === session) this.session = undefined;
     });
@@ -101,6 +112,8 @@ export class LockGuard {
       else if (!this.localServer) await this.warmRoles(session);
       this.failing = false;
     } catch (error) {
+      // a query that timed out leaves its connection busy: the next look opens another
+      if ((error as Error).message === 'Query read timeout') this.dropConnection();
       if (!this.failing) this.log(`lock guard: ${(error as Error).message}; trying again`);
       this.failing = true;
     }
