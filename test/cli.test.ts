@@ -2,7 +2,7 @@
  * The pglease CLI, run in-process (runCli with captured streams and its own environment) against
  * this file's service, and once as the built executable.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createServer as createHttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
@@ -161,6 +161,16 @@ describe('pglease lease', () => {
     expect(result.stderr).toContain('pglease serve');
     const badUrl = await cli(['lease', '--server', 'localhost:8080']);
     expect(badUrl.code).toBe(2);
+    // ls with nothing remembered for that server still asks it: a dead one is not "no leases"
+    const empty = await mkdtemp(path.join(tmpdir(), 'pglease-cli-empty-'));
+    try {
+      const listed = await cli(['ls', '--server', dead], { env: { PGLEASE_HOME: empty } });
+      expect(listed.code).toBe(3);
+      expect(listed.stdout).toBe('');
+      expect((await cli(['ls'], { env: { PGLEASE_HOME: empty } })).stdout).toMatch(/^No leases made by this CLI/);
+    } finally {
+      await rm(empty, { recursive: true, force: true });
+    }
   });
 });
 
@@ -517,5 +527,29 @@ describe('formatting', () => {
     const slowPipe = capture(false);
     await withSpinner({ stdout: capture(false), stderr: slowPipe, env: {} }, 'Working', wait(400));
     expect(slowPipe.text).toBe('');
+    const dumb = capture(true);
+    await withSpinner({ stdout: capture(true), stderr: dumb, env: { TERM: 'dumb' } }, 'Working', wait(400));
+    expect(dumb.text).toBe('');
+  });
+
+  it('clears its spinner on Ctrl-C, says the request may still be carried out, and ends by the signal', async () => {
+    const script = path.join(home, 'spinning.mts');
+    await writeFile(
+      script,
+      `import { withSpinner } from ${JSON.stringify(path.resolve('src/cli/spinner.ts'))};
+const stderr = { isTTY: true, write: (text: string) => process.stdout.write(JSON.stringify(text) + '\\n') };
+await withSpinner({ stdout: stderr, stderr, env: {} }, 'Creating lease…', () => new Promise(() => setInterval(() => undefined, 1000)));
+`,
+    );
+    const child = spawn(process.execPath, ['--import', 'tsx', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (chunk) => (output += chunk));
+    await expect.poll(() => output.includes('Creating lease'), { timeout: 15_000 }).toBe(true);
+    child.kill('SIGINT');
+    const signal = await new Promise((resolve) => child.once('exit', (_code, signal) => resolve(signal)));
+    expect(signal).toBe('SIGINT');
+    const written = output.trim().split('\n').map((line) => JSON.parse(line) as string);
+    expect(written.at(-2)).toBe('\r\u001b[2K');
+    expect(written.at(-1)).toMatch(/^pglease: interrupted \(creating lease: the server may still carry it out\)/);
   });
 });

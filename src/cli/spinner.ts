@@ -15,17 +15,30 @@ export async function withSpinner<T>(io: CliIo, label: string, work: () => Promi
   let frame = 0;
   let shown = false;
   let ticker: NodeJS.Timeout | undefined;
+  const clear = () => {
+    clearTimeout(delay);
+    if (ticker) clearInterval(ticker);
+    if (shown) stream.write('\r\u001b[2K');
+    shown = false;
+  };
+  // Ctrl-C while it spins: the line is cleared and a word said, then the process ends by the
+  // signal as it would have (the request may already have been carried out)
+  const interrupted = () => {
+    clear();
+    stream.write(`pglease: interrupted (${label.replace(/…$/, '').toLowerCase()}: the server may still carry it out)\n`);
+    process.kill(process.pid, 'SIGINT');
+  };
   const delay = setTimeout(() => {
     shown = true;
     const draw = () => stream.write(`\r${FRAMES[frame++ % FRAMES.length]} ${label}`);
     draw();
     ticker = setInterval(draw, FRAME_MS);
   }, DELAY_MS);
+  process.once('SIGINT', interrupted);
   try {
     return await work();
   } finally {
-    clearTimeout(delay);
-    if (ticker) clearInterval(ticker);
-    if (shown) stream.write('\r\u001b[2K');
+    process.off('SIGINT', interrupted);
+    clear();
   }
 }

@@ -119,6 +119,12 @@ export class PgleaseClient {
     }
   }
 
+  /** Throws as any request does (unreachable, not pglease) unless /healthz answers pglease's "ok". */
+  async alive(): Promise<void> {
+    const body = await this.request<{ status?: unknown } | undefined>('GET', '/healthz');
+    if (body?.status !== 'ok') throw new PgleaseApiError(200, 'NOT_PGLEASE', `${this.server} answered GET /healthz, but not as pglease does: is it a pglease server?`);
+  }
+
   /**
    * True when /readyz answers ready within `timeoutMs`: pglease's own answer, not any server's
    * 200 (another service on the port would otherwise be taken for pglease).

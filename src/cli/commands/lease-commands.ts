@@ -197,6 +197,8 @@ export function leaseCommands(context: CliContext): Command[] {
 async function rememberedLeases(context: CliContext, command: Command, includeEnded: boolean): Promise<LeaseJson[]> {
   const server = context.server(command);
   const remembered = (await context.store.list(server)).filter((entry) => includeEnded || entry.ended_at === undefined);
+  // nothing to ask about: still ask whether the server is there, so a wrong or dead one is not "no leases"
+  if (remembered.length === 0) await context.client(command, undefined).alive();
   const gone: string[] = [];
   const found = await Promise.all(
     remembered.map(async (entry) => {
