@@ -1,8 +1,24 @@
 /**
  * `npm start`: runs the service until SIGTERM/SIGINT, then shuts down cleanly.
  */
+import { createServer } from 'node:net';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { startService, type Service } from './service.js';
+
+/**
+ * Fails at once when the HTTP port is taken, before Postgres starts and migrations run (seconds
+ * of work, and a first initdb, for nothing). The real listen comes later and may still fail.
+ */
+async function checkPortFree(host: string, port: number): Promise<void> {
+  if (port === 0) return;
+  await new Promise<void>((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', (error: NodeJS.ErrnoException) =>
+      reject(error.code === 'EADDRINUSE' ? new Error(`port ${port} on ${host} is in use: stop what listens there, or set PORT to another`) : error),
+    );
+    probe.listen(port, host, () => probe.close(() => resolve()));
+  });
+}
 
 function banner(config: Config, service: Service, address: string): string {
   const local = address.replace('0.0.0.0', 'localhost').replace('[::]', 'localhost');
@@ -24,6 +40,7 @@ function banner(config: Config, service: Service, address: string): string {
 
 export async function serve(config: Config): Promise<void> {
   const log = (message: string) => process.stderr.write(`pglease: ${message}\n`);
+  await checkPortFree(config.httpHost, config.httpPort);
   const service = await startService(config, { logger: { level: config.logLevel }, log });
   let stopping = false;
   const stop = async (signal: string) => {

@@ -3,6 +3,8 @@
  * survive a restart, and a SIGTERM that lets a request finish and stops Postgres cleanly.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -181,5 +183,27 @@ describe('the service process', () => {
     expect(await exited(child)).toBe(1);
     expect(output).toContain('PORT: expected a whole number');
     expect(output).not.toMatch(/\n\s+at /); // no stack trace
+  });
+
+  it('refuses a taken HTTP port at once, before it starts Postgres', async () => {
+    const taken = createNetServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const fresh = await mkdtemp(path.join(tmpdir(), 'pglease-port-taken-'));
+    try {
+      const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+        cwd: projectRoot,
+        env: { ...process.env, DATABASE_URL: '', HOST: '127.0.0.1', PORT: String((taken.address() as AddressInfo).port), PGLEASE_DATA_DIR: fresh },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let output = '';
+      child.stderr!.on('data', (chunk) => (output += chunk));
+      expect(await exited(child)).toBe(1);
+      expect(output).toMatch(/port \d+ on 127\.0\.0\.1 is in use/);
+      // no cluster was made for nothing
+      expect(existsSync(path.join(fresh, 'pg'))).toBe(false);
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+      await rm(fresh, { recursive: true, force: true });
+    }
   });
 });
