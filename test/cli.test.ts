@@ -161,6 +161,8 @@ describe('pglease lease', () => {
     expect(result.stderr).toContain('pglease serve');
     const badUrl = await cli(['lease', '--server', 'localhost:8080']);
     expect(badUrl.code).toBe(2);
+    // an empty PGLEASE_URL is unset: the default server, not a bad URL
+    expect((await cli(['ls'], { env: { PGLEASE_URL: '', PGLEASE_ADMIN_TOKEN: '' } })).stderr).not.toContain('is not an http(s) URL');
     // ls with nothing remembered for that server still asks it: a dead one is not "no leases"
     const empty = await mkdtemp(path.join(tmpdir(), 'pglease-cli-empty-'));
     try {

@@ -27,7 +27,8 @@ export class CliContext {
   /** --server, else $PGLEASE_URL, else http://localhost:8080; without a trailing slash. */
   server(command: Command): string {
     const option = (command.optsWithGlobals() as { server?: string }).server;
-    const server = (option ?? this.io.env.PGLEASE_URL ?? DEFAULT_SERVER).replace(/\/+$/, '');
+    // an empty variable counts as unset, as the token variables do
+    const server = (option ?? (this.io.env.PGLEASE_URL || undefined) ?? DEFAULT_SERVER).replace(/\/+$/, '');
     if (!/^https?:\/\/[^/]+/.test(server)) throw new UsageError(`"${server}" is not an http(s) URL of a pglease server (--server or PGLEASE_URL)`);
     return server;
   }
