@@ -63,6 +63,31 @@ const STATUSES: [string, number][] = [
   ['PT4XX', 500],
 ];
 
+describe('Accept-Profile and Content-Profile', () => {
+  it("serve the lease's schema and refuse any other with 406 PGRST106, reads and writes alike", async () => {
+    const schema = fixture.lease.schema;
+    expect((await fixture.get('/t', { headers: { 'accept-profile': schema } })).status).toBe(200);
+    const read = await fixture.get('/t', { headers: { 'accept-profile': 'public' } });
+    expect(read.status).toBe(406);
+    expect(await read.json()).toEqual({ code: 'PGRST106', message: `The schema must be one of the following: ${schema}`, details: null, hint: null });
+    const write = await fetch(`${fixture.restUrl}/t`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${fixture.lease.token}`, 'content-type': 'application/json', 'content-profile': 'other' },
+      body: JSON.stringify({ id: 77 }),
+    });
+    expect(write.status).toBe(406);
+    expect((await write.json()).code).toBe('PGRST106');
+    // the write meant for another schema did not land in this one
+    expect((await fixture.sql.query('SELECT count(*)::int AS n FROM t WHERE id = 77')).rows).toEqual([{ n: 0 }]);
+    const ok = await fetch(`${fixture.restUrl}/t`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${fixture.lease.token}`, 'content-type': 'application/json', 'content-profile': schema },
+      body: JSON.stringify({ id: 78 }),
+    });
+    expect(ok.status).toBe(201);
+  });
+});
+
 describe('SQLSTATE → HTTP status', () => {
   it.each(STATUSES)('%s answers %i with the message, details and hint', async (code, status) => {
     const response = await fetch(`${fixture.restUrl}/rpc/raise_state`, {

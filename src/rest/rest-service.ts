@@ -193,6 +193,7 @@ export class RestService {
     const caller = known === null ? await this.caller(received.leaseId, received.token) : this.callerOf(received.leaseId, known, received.token);
     // request.headers is published to the lease's SQL: never with the admin token in it
     const http = caller.viaAdminToken ? { ...received, headers: withoutCredentials(received.headers) } : received;
+    checkProfile(http, caller.lease.schema);
     if (http.method === 'OPTIONS') return this.options(caller, http.path, startedAt);
     const shape = http.method === 'GET' || http.method === 'HEAD' ? readShape(http) : undefined;
     let parsed: { payload: Payload | undefined } | undefined;
@@ -312,6 +313,19 @@ function mayMeanLeaseEnded(error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code;
   if (!isServerError(error)) return true;
   return typeof code === 'string' && (code.startsWith('57') || code.startsWith('28') || code === '3F000' || code === '42704' || code === '42P01');
+}
+
+/**
+ * Accept-Profile (reads) and Content-Profile (writes, calls) name the schema a request is for, as
+ * in PostgREST; the lease's schema is the only one served, so any other is refused (PGRST106),
+ * rather than, say, a write meant for another schema landing in this one.
+ */
+function checkProfile(http: RestHttpRequest, schema: string): void {
+  const reads = http.method === 'GET' || http.method === 'HEAD' || http.method === 'OPTIONS';
+  const header = http.headers[reads ? 'accept-profile' : 'content-profile'];
+  if (header === undefined) return;
+  const profile = Array.isArray(header) ? header.join(',') : header;
+  if (profile.trim() !== schema) throw new RestError('PGRST106', `The schema must be one of the following: ${schema}`);
 }
 
 function withoutCredentials(headers: RestHttpRequest['headers']): RestHttpRequest['headers'] {
