@@ -180,6 +180,22 @@ describe('spread', () => {
     ]);
   });
 
+  it('orders parents by a column of a spread resource, selected or not', async () => {
+    expect(await body('/films?select=id,...directors(last_name)&order=directors(last_name).desc,id')).toEqual([
+      { id: 2, last_name: 'Varda' },
+      { id: 5, last_name: 'Varda' },
+      { id: 1, last_name: 'Kubrick' },
+      { id: 3, last_name: 'Kubrick' },
+      { id: 4, last_name: 'Campion' },
+    ]);
+    // ordered by a column the spread does not show
+    expect(await body('/films?select=id,...directors(first_name)&order=directors(last_name),id&limit=3')).toEqual([
+      { id: 4, first_name: 'Jane' },
+      { id: 1, first_name: 'Stanley' },
+      { id: 3, first_name: 'Stanley' },
+    ]);
+  });
+
   it('refuses to spread a to-many resource (PGRST119)', async () => {
     const { status, body: error } = await getJson(fixture, '/directors?select=id,...films(title)');
     expect(status).toBe(400);

@@ -104,6 +104,27 @@ function embedJoinSql(parent: ReadNode, embed: EmbedNode, params: Params): strin
   return `${joinKind} (${lateral}) AS ${ident(embed.joinAlias)} ON ${on}`;
 }
 
+/** The alias of a spread embed's order keys (see spreadOrderJoinSql). */
+function spreadOrderAlias(embed: EmbedNode): string {
+  return `${embed.joinAlias}_order`;
+}
+
+/**
+ * The related-order keys of a spread embed (`...rel(a)` with `order=rel(b)`), in a join of their
+ * own: the spread's columns come through as `"alias".*`, where extra key columns would show.
+ */
+function spreadOrderJoinSql(parent: ReadNode, embed: EmbedNode, params: Params): string | undefined {
+  const items = parent.order.filter((item) => item.embed === embed);
+  if (items.length === 0) return undefined;
+  const child = embed.node;
+  const keys = items.map((item, i) => `${fieldSql(child.alias, item.field, item.column)} AS "o${i + 1}"`);
+  const { junction, condition } = joinCondition(embed, parent.alias);
+  let from = `${ident(child.relation.schema)}.${ident(child.relation.name)} AS ${ident(child.alias)}`;
+  if (junction) from += ` ${junction}`;
+  const where = [condition, ...child.where.map((item) => conditionSql(child.alias, item, params))];
+  return `LEFT JOIN LATERAL (SELECT ${keys.join(', ')} FROM ${from} WHERE ${where.join(' AND ')}) AS ${ident(spreadOrderAlias(embed))} ON TRUE`;
+}
+
 /** The SELECT of one node (and, recursively, its embeds). */
 function nodeSql(node: ReadNode, params: Params, options: NodeSqlOptions): string {
   const joins: string[] = [];
@@ -111,6 +132,8 @@ function nodeSql(node: ReadNode, params: Params, options: NodeSqlOptions): strin
   for (const embed of node.embeds) {
     if (options.forCount ? !embedFilters(node, embed) : embed.hidden && !embedFilters(node, embed)) continue;
     joins.push(embedJoinSql(node, embed, params));
+    const orderJoin = embed.spread && !options.forCount ? spreadOrderJoinSql(node, embed, params) : undefined;
+    if (orderJoin !== undefined) joins.push(orderJoin);
     const column = options.forCount ? undefined : embedSelectSql(embed);
     if (column !== undefined) embedColumns.push(column);
   }
@@ -143,7 +166,7 @@ function nodeSql(node: ReadNode, params: Params, options: NodeSqlOptions): strin
       let key: string;
       if (item.embed) {
         const index = node.order.filter((other) => other.embed === item.embed).indexOf(item) + 1;
-        key = `${ident(item.embed.joinAlias)}."o${index}"`;
+        key = `${ident(item.embed.spread ? spreadOrderAlias(item.embed) : item.embed.joinAlias)}."o${index}"`;
       } else {
         key = fieldSql(node.alias, item.field, item.column);
       }
