@@ -94,6 +94,10 @@ AS $$
     SELECT p.oid, p.proname, p.provolatile, p.proretset, p.pronargs, p.pronargdefaults, p.provariadic <> 0 AS variadic,
            format_type(p.prorettype, NULL) AS return_type, rt.typname AS return_type_name, rt.typtype AS return_type_kind,
            CASE WHEN rt.typrelid <> 0 THEN (SELECT r.relname FROM pg_class r WHERE r.oid = rt.typrelid AND r.relnamespace = (SELECT oid FROM ns)) END AS return_relation,
+           -- a function of one row of a relation of the lease (`f(films)`): a computed relationship
+           CASE WHEN p.pronargs = 1 THEN (SELECT r.relname FROM pg_type at JOIN pg_class r ON r.oid = at.typrelid
+                                          WHERE at.oid = p.proargtypes[0] AND r.relnamespace = (SELECT oid FROM ns)) END AS arg_relation,
+           NOT p.proretset OR p.prorows = 1 AS single_row,
            obj_description(p.oid, 'pg_proc') AS description,
            (SELECT json_agg(json_build_object(
                      'name', coalesce(p.proargnames[i], ''),
@@ -142,6 +146,8 @@ AS $$
                'returnTypeName', r.return_type_name,
                'returnTypeKind', r.return_type_kind,
                'returnRelation', r.return_relation,
+               'argRelation', r.arg_relation,
+               'singleRow', r.single_row,
                'argCount', r.pronargs,
                'defaultCount', r.pronargdefaults,
                'variadic', r.variadic,

@@ -203,6 +203,26 @@ describe('spread', () => {
   });
 });
 
+describe('computed relationships', () => {
+  it("embed a function of the parent's row by its name: to-many for SETOF, to-one for ROWS 1, with filters and order", async () => {
+    await fixture.sql.query(`
+      create function cast_of(films) returns setof roles language sql stable as $$ select * from roles r where r.film_id = $1.id $$;
+      create function lead_role(films) returns setof roles rows 1 language sql stable as $$
+        select * from roles r where r.film_id = $1.id order by r.character limit 1 $$;`);
+    expect(await body('/films?select=id,cast_of(character)&id=in.(3,5)&order=id&cast_of.order=character.desc')).toEqual([
+      { id: 3, cast_of: [{ character: 'Wendy Torrance' }, { character: 'Jack Torrance' }] },
+      { id: 5, cast_of: [] },
+    ]);
+    expect(await body('/films?select=id,lead:lead_role(character)&id=in.(3,5)&order=id')).toEqual([
+      { id: 3, lead: { character: 'Jack Torrance' } },
+      { id: 5, lead: null },
+    ]);
+    expect(await body('/films?select=id,cast_of!inner(character)&cast_of.character=like.Wendy*')).toEqual([{ id: 3, cast_of: [{ character: 'Wendy Torrance' }] }]);
+    // an FK relationship of the same tables is still there
+    expect(await body('/films?select=id,roles(character)&id=eq.4')).toEqual([{ id: 4, roles: [{ character: 'Ada McGrath' }] }]);
+  });
+});
+
 describe('embedding errors', () => {
   it('answers 400 PGRST200 for an unrelated resource, with a hint', async () => {
     const { status, body: error } = await getJson(fixture, '/films?select=*,actor(*)');

@@ -12,6 +12,8 @@ function singleColumn(relationship: Relationship): [string, string] | undefined 
 }
 
 function matches(relationship: Relationship, target: string, hint: string | undefined): boolean {
+  // a computed relationship is named by its function, and takes no hint
+  if (relationship.computed !== undefined) return hint === undefined && target === relationship.computed;
   const column = singleColumn(relationship);
   const isToOneWay = relationship.cardinality === 'many-to-one';
   const isToManyWay = relationship.cardinality === 'one-to-many';

@@ -46,10 +46,17 @@ function embedSelectSql(embed: EmbedNode): string | undefined {
   return `${embed.toOne ? value : `coalesce(${value}, '[]')`} AS ${ident(embed.outputName)}`;
 }
 
-/** Columns that relate a child's rows to its parent's (and the junction join of many-to-many). */
-function joinCondition(embed: EmbedNode, parentAlias: string): { junction?: string; condition: string } {
+/**
+ * Columns that relate a child's rows to its parent's (and the junction join of many-to-many); for
+ * a computed relationship, the call of its function on the parent's row, which is the child's
+ * source.
+ */
+function joinCondition(embed: EmbedNode, parentAlias: string): { junction?: string; condition: string; source?: string } {
   const child = embed.node;
   const relationship = embed.relationship;
+  if (relationship.computed !== undefined) {
+    return { condition: 'TRUE', source: `${ident(child.relation.schema)}.${ident(relationship.computed)}(${ident(parentAlias)})` };
+  }
   if (relationship.junction) {
     const junction = relationship.junction;
     const junctionAlias = `${child.alias}_junction`;
@@ -118,8 +125,8 @@ function spreadOrderJoinSql(parent: ReadNode, embed: EmbedNode, params: Params):
   if (items.length === 0) return undefined;
   const child = embed.node;
   const keys = items.map((item, i) => `${fieldSql(child.alias, item.field, item.column)} AS "o${i + 1}"`);
-  const { junction, condition } = joinCondition(embed, parent.alias);
-  let from = `${ident(child.relation.schema)}.${ident(child.relation.name)} AS ${ident(child.alias)}`;
+  const { junction, condition, source } = joinCondition(embed, parent.alias);
+  let from = `${source ?? `${ident(child.relation.schema)}.${ident(child.relation.name)}`} AS ${ident(child.alias)}`;
   if (junction) from += ` ${junction}`;
   const where = [condition, ...child.where.map((item) => conditionSql(child.alias, item, params))];
   return `LEFT JOIN LATERAL (SELECT ${keys.join(', ')} FROM ${from} WHERE ${where.join(' AND ')}) AS ${ident(spreadOrderAlias(embed))} ON TRUE`;
@@ -142,7 +149,8 @@ function nodeSql(node: ReadNode, params: Params, options: NodeSqlOptions): strin
   const where: string[] = [];
   let from = `${options.source ?? `${ident(node.relation.schema)}.${ident(node.relation.name)}`} AS ${ident(node.alias)}`;
   if (options.parent) {
-    const { junction, condition } = joinCondition(options.parent.embed, options.parent.alias);
+    const { junction, condition, source } = joinCondition(options.parent.embed, options.parent.alias);
+    if (source !== undefined) from = `${source} AS ${ident(node.alias)}`;
     if (junction) from += ` ${junction}`;
     where.push(condition);
   }

@@ -5,7 +5,7 @@
 import type pg from 'pg';
 import { RestError } from '../response/errors.js';
 import { buildRelationships, type ForeignKey, type ViewColumnOrigins } from './relationships.js';
-import type { Column, Relation, RelationKind, Routine, RoutineParam, SchemaCache } from './types.js';
+import type { Column, Relation, RelationKind, Relationship, Routine, RoutineParam, SchemaCache } from './types.js';
 import { parseViewLineage } from './view-lineage.js';
 
 /** pglease.rest_schema()'s document, as JSON.parse gives it. */
@@ -30,6 +30,10 @@ interface SchemaDocument {
   routines: (Omit<Routine, 'schema' | 'params'> & {
     argCount: number;
     defaultCount: number;
+    /** The relation whose row is the function's one argument, if so. */
+    argRelation?: string | null;
+    /** Not SETOF, or declared ROWS 1. */
+    singleRow?: boolean;
     params: { name: string; type: string; mode: RoutineParam['mode'] }[];
   })[];
   enums: Record<string, string[]>;
@@ -43,6 +47,34 @@ const RELATION_KINDS: Record<string, RelationKind> = {
   f: 'foreign_table',
   p: 'partitioned_table',
 };
+
+/**
+ * PostgREST's computed relationships: a function taking one row of a relation of the lease and
+ * returning rows of another (`CREATE FUNCTION top_review(books) RETURNS SETOF reviews`) is embedded
+ * by its name, `books?select=title,top_review(*)`: to-one when it returns one row (not SETOF, or
+ * ROWS 1), to-many otherwise.
+ */
+function addComputedRelationships(relationships: Map<string, Relationship[]>, relations: Map<string, Relation>, routines: SchemaDocument['routines']): void {
+  for (const routine of routines) {
+    const origin = routine.argRelation ? relations.get(routine.argRelation) : undefined;
+    const target = routine.returnRelation ? relations.get(routine.returnRelation) : undefined;
+    if (!origin || !target) continue;
+    const relationship: Relationship = {
+      table: origin.name,
+      foreignTable: target.name,
+      cardinality: routine.singleRow ? 'many-to-one' : 'one-to-many',
+      constraint: routine.name,
+      columns: [],
+      isSelf: origin.name === target.name,
+      tableIsView: origin.kind !== 'table' && origin.kind !== 'partitioned_table',
+      foreignTableIsView: target.kind !== 'table' && target.kind !== 'partitioned_table',
+      computed: routine.name,
+    };
+    const list = relationships.get(origin.name);
+    if (list) list.push(relationship);
+    else relationships.set(origin.name, [relationship]);
+  }
+}
 
 /** Input parameters without defaults: the last `defaultCount` inputs have defaults. */
 function routineParams(params: SchemaDocument['routines'][number]['params'], defaultCount: number): RoutineParam[] {
@@ -128,10 +160,13 @@ export function schemaCacheFromDocument(document: SchemaDocument, loadedAt = Dat
     else routines.set(raw.name, [routine]);
   }
 
+  const relationships = buildRelationships(relations, document.foreignKeys, views);
+  addComputedRelationships(relationships, relations, document.routines);
+
   return {
     schema: document.schema,
     relations,
-    relationships: buildRelationships(relations, document.foreignKeys, views),
+    relationships,
     routines,
     enums: new Map(Object.entries(document.enums)),
     readsRequestSettings: document.readsRequestSettings ?? true,

@@ -79,6 +79,11 @@ export interface Relationship {
   isSelf: boolean;
   tableIsView: boolean;
   foreignTableIsView: boolean;
+  /**
+   * A computed relationship (PostgREST's): the function that, given a row of `table`, returns
+   * rows of `foreignTable`; embedded by its name. No columns: the function is the join.
+   */
+  computed?: string;
 }
 
 export interface RoutineParam {
