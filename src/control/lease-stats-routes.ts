@@ -69,6 +69,9 @@ export async function leaseStatsRoutes(app: FastifyInstance, context: ServiceCon
       if (!lease) throw new ControlError('PGLEASE_NOT_FOUND');
 
       const client = await context.host.pool.connect();
+      // a connection cut between two statements reports it to the next one, and here
+      const ignore = () => undefined;
+      client.on('error', ignore);
       // a connection that failed here (its server stopped answering, say) may be inside the
       // transaction: it is closed, never handed out again
       let failed: Error | undefined;
@@ -113,6 +116,7 @@ export async function leaseStatsRoutes(app: FastifyInstance, context: ServiceCon
         failed = error as Error;
         throw error;
       } finally {
+        client.off('error', ignore);
         client.release(failed);
       }
     },

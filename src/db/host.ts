@@ -64,6 +64,8 @@ export function withDatabase(url: string, database: string): string {
  */
 async function ensureDatabase(serverUrl: string, database: string): Promise<boolean> {
   const direct = new pg.Client({ connectionString: withDatabase(serverUrl, database) });
+  // errors reach the calls below; one between them (a server restarting) is no process error
+  direct.on('error', () => undefined);
   try {
     await direct.connect();
     await direct.end();
@@ -73,6 +75,7 @@ async function ensureDatabase(serverUrl: string, database: string): Promise<bool
     if ((error as { code?: string }).code !== '3D000') throw error; // 3D000: no such database
   }
   const client = new pg.Client({ connectionString: serverUrl });
+  client.on('error', () => undefined);
   await client.connect();
   try {
     await client.query(`CREATE DATABASE ${client.escapeIdentifier(database)}`);

@@ -30,6 +30,8 @@ export async function migrate(databaseUrl: string, log: (message: string) => voi
     if (!/determine timestamp/.test(message)) log(message);
   };
   const client = new pg.Client({ connectionString: databaseUrl });
+  // errors reach the queries; one between them (a server restarting) is no process error
+  client.on('error', () => undefined);
   await client.connect();
   try {
     // Quiet NOTICEs such as "schema already exists" from IF NOT EXISTS statements.

@@ -156,6 +156,10 @@ export class JobStore {
    */
   async update(name: string, change: { schedule?: string; enabled?: boolean }): Promise<JobRow | undefined> {
     const client = await this.pool.connect();
+    // a connection cut between two statements reports it to the next one, and here
+    const ignore = () => undefined;
+    client.on('error', ignore);
+    let broken: Error | undefined;
     try {
       await client.query('BEGIN');
       const { rows } = await client.query<{ schedule: string; enabled: boolean; now: Date }>(
@@ -180,10 +184,12 @@ export class JobStore {
       await client.query('COMMIT');
       return updated.rows[0];
     } catch (error) {
-      await client.query('ROLLBACK').catch(() => undefined);
+      // a connection that cannot roll back may still be inside the transaction: closed, not reused
+      broken = await client.query('ROLLBACK').then(() => undefined, (rollbackError: Error) => rollbackError);
       throw error;
     } finally {
-      client.release();
+      client.off('error', ignore);
+      client.release(broken);
     }
   }
 
