@@ -79,6 +79,11 @@ export class PgleaseClient {
   }
 
   private async request<T>(method: string, path: string, body?: unknown, timeoutMs = this.timeoutMs): Promise<T> {
+    return (await this.exchange<T>(method, path, body, timeoutMs)).body;
+  }
+
+  /** A request and its answer's status (2xx) and parsed body; any failure throws. */
+  private async exchange<T>(method: string, path: string, body?: unknown, timeoutMs = this.timeoutMs): Promise<{ status: number; body: T }> {
     const headers: Record<string, string> = { accept: 'application/json' };
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (this.token) headers.authorization = `Bearer ${this.token}`;
@@ -110,9 +115,9 @@ export class PgleaseClient {
         parsed.postgres,
       );
     }
-    if (text === '') return undefined as T;
+    if (text === '') return { status: response.status, body: undefined as T };
     try {
-      return JSON.parse(text) as T;
+      return { status: response.status, body: JSON.parse(text) as T };
     } catch {
       // another kind of server on that address (a web page, a proxy's answer)
       throw new PgleaseApiError(response.status, 'NOT_PGLEASE', `${this.server} answered ${method} ${path} with something other than JSON: is it a pglease server?`);
@@ -169,6 +174,12 @@ export class PgleaseClient {
 
   registerTemplate(name: string, sql: string): Promise<TemplateJson> {
     return this.request('POST', '/v1/templates', { name, sql });
+  }
+
+  /** Registers a template and says whether the name's current version changed (201) or already was this SQL (200). */
+  async registerTemplateVersion(name: string, sql: string): Promise<{ template: TemplateJson; changed: boolean }> {
+    const { status, body } = await this.exchange<TemplateJson>('POST', '/v1/templates', { name, sql });
+    return { template: body, changed: status === 201 };
   }
 
   listTemplates(): Promise<{ items: TemplateJson[] }> {

@@ -82,13 +82,10 @@ export function templateCommand(context: CliContext): Command {
     .action(async (name: string, file: string, options: { lease?: string; json?: boolean }, command: Command) => {
       const sql = await readSql(io, file);
       const client = await templateClient(context, command, options.lease);
-      const before = await client.listTemplates().then(
-        (page) => page.items.find((item) => item.name === name)?.sha256,
-        () => undefined,
-      );
       let registered;
+      let changed: boolean;
       try {
-        registered = await withSpinner(io, 'Checking the SQL on a scratch lease…', () => client.registerTemplate(name, sql));
+        ({ template: registered, changed } = await withSpinner(io, 'Checking the SQL on a scratch lease…', () => client.registerTemplateVersion(name, sql)));
       } catch (error) {
         if (error instanceof PgleaseApiError && error.postgres?.line !== undefined) {
           const { line, column } = error.postgres;
@@ -99,7 +96,7 @@ export function templateCommand(context: CliContext): Command {
         throw error;
       }
       if (options.json) return println(io.stdout, JSON.stringify(registered, null, 2));
-      const unchanged = before === registered.sha256;
+      const unchanged = !changed;
       const { green, dim } = context.out;
       println(io.stdout, `${green('✔')} Template ${registered.name} ${unchanged ? 'unchanged' : 'registered'} (${registered.scope}, ${formatBytes(registered.bytes)}, sha256 ${registered.sha256.slice(0, 12)})`);
       println(io.stdout, dim(`  ${await leaseFromTemplateHint(context, command, registered)}`));
