@@ -60,6 +60,8 @@ AS $$ SELECT p_base, p_base || '_anon', p_base || '_auth' $$;
 --
 -- Passwords arrive as SCRAM verifiers computed by the caller: the secret never reaches the server
 -- or its logs.
+-- (p_group added: the signature without it would make calls ambiguous)
+DROP FUNCTION IF EXISTS pglease.provision(text, text, text, bytea, interval, text, inet, int, int, text, text, int);
 CREATE OR REPLACE FUNCTION pglease.provision(
   p_base              text,          -- schema and login role name, 'lease_' + 16 hex digits
   p_login_verifier    text,
@@ -72,7 +74,9 @@ CREATE OR REPLACE FUNCTION pglease.provision(
   p_connection_limit  int,
   p_statement_timeout text,
   p_idle_timeout      text,
-  p_auth_connections  int DEFAULT 10
+  p_auth_connections  int DEFAULT 10,
+  -- the lease group to join; NULL: the one its name points at (pglease.lease_group_for)
+  p_group             text DEFAULT NULL
 ) RETURNS pglease.leases
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -133,10 +137,13 @@ BEGIN
   -- Without SET (Postgres 16 and later): a lease that could SET ROLE to its group could make
   -- objects the group owns (large objects), which outlive the lease and which every lease of the
   -- group can reach. Older servers grant SET with membership; cleanup_orphans unlinks those.
+  IF p_group IS NOT NULL AND NOT p_group = ANY (pglease.lease_groups()) THEN
+    RAISE EXCEPTION '% is not a lease group of this database', p_group USING ERRCODE = '22023';
+  END IF;
   IF current_setting('server_version_num')::int >= 160000 THEN
-    EXECUTE format('GRANT %I TO %I, %I WITH INHERIT TRUE, SET FALSE', pglease.lease_group_for(p_base), v_roles.login_role, v_roles.auth_role);
+    EXECUTE format('GRANT %I TO %I, %I WITH INHERIT TRUE, SET FALSE', coalesce(p_group, pglease.lease_group_for(p_base)), v_roles.login_role, v_roles.auth_role);
   ELSE
-    EXECUTE format('GRANT %I TO %I, %I', pglease.lease_group_for(p_base), v_roles.login_role, v_roles.auth_role);
+    EXECUTE format('GRANT %I TO %I, %I', coalesce(p_group, pglease.lease_group_for(p_base)), v_roles.login_role, v_roles.auth_role);
   END IF;
 
   INSERT INTO pglease.leases (label, host_id, schema_name, role_name, anon_role, auth_role, token_hash,

@@ -92,7 +92,11 @@ BEGIN
       p_host_id           => p_host_id,
       p_connection_limit  => 1,
       p_statement_timeout => '60s',
-      p_idle_timeout      => '60s');
+      p_idle_timeout      => '60s',
+      -- The grant locks the group until this check ends, which its seed may make as long as the
+      -- statement timeout: the first, unsharded group, which no create joins any more
+      -- (migrations/0005), keeps creates from waiting for checks. Checks wait for each other.
+      p_group             => (pglease.lease_groups())[1]);
     PERFORM pglease.seed_lease(v_lease.schema_name, v_lease.role_name, p_sql);
     RAISE EXCEPTION '%', v_done USING ERRCODE = 'PGLTC';
   EXCEPTION WHEN SQLSTATE 'PGLTC' THEN

@@ -87,6 +87,22 @@ describe('registering', () => {
     expect(await leaseObjects()).toEqual(before);
   });
 
+  it('holds no group that creates join while its check runs, so creates never wait for a slow check', async () => {
+    const checking = call('POST', '/v1/templates', { name: 'slow-check', sql: 'CREATE TABLE s (id int); SELECT pg_sleep(1.5)' }, admin);
+    const groupLocks = async () =>
+      (
+        await query<{ n: number; checks: number }>(
+          service.host.databaseUrl,
+          `SELECT (SELECT count(*)::int FROM pg_locks l JOIN pg_roles r ON r.oid = l.objid
+                    WHERE l.locktype = 'object' AND l.classid = 'pg_authid'::regclass AND r.rolname = ANY ((pglease.lease_groups())[2:])) AS n,
+                  (SELECT count(*)::int FROM pg_stat_activity WHERE query LIKE '%check_template%' AND state = 'active' AND pid <> pg_backend_pid()) AS checks`,
+        )
+      )[0]!;
+    await expect.poll(async () => (await groupLocks()).checks, { timeout: 5000, interval: 50 }).toBe(1);
+    expect((await groupLocks()).n).toBe(0);
+    expect((await checking).status).toBe(201);
+  });
+
   it("cannot skip its own check by raising the check's private SQLSTATE", async () => {
     const sql = `DO $$ BEGIN IF session_user <> current_user THEN RAISE EXCEPTION 'check done, honest' USING ERRCODE = 'PGLTC'; END IF; END $$;
       SELECT * FROM missing_table;`;
