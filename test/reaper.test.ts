@@ -60,10 +60,14 @@ describe('reap-expired', () => {
 
     const events = await service.host.pool.query('SELECT kind FROM pglease.lease_events WHERE lease_id = $1 ORDER BY id', [lease.id]);
     expect(events.rows.map((row) => row.kind)).toEqual(['created', 'expired']);
-    const runs = await service.host.pool.query(
-      `SELECT outcome, rows_affected::int AS rows FROM pglease.job_runs WHERE job_name = 'reap-expired' AND rows_affected > 0`,
-    );
-    expect(runs.rows).toEqual([{ outcome: 'succeeded', rows: 1 }]);
+    // the run that reaped it records itself when it ends, which may be a moment after the reap
+    const runs = await waitFor('the reaping run to be recorded', async () => {
+      const { rows } = await service.host.pool.query(
+        `SELECT outcome, rows_affected::int AS rows FROM pglease.job_runs WHERE job_name = 'reap-expired' AND rows_affected > 0`,
+      );
+      return rows.length > 0 ? rows : undefined;
+    });
+    expect(runs).toEqual([{ outcome: 'succeeded', rows: 1 }]);
   });
 
   it('reaps more leases than one batch holds, and leaves unexpired ones alone', async () => {
