@@ -68,15 +68,17 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
     const remembered = callerLeaseId === null ? context.templates.rememberedGlobal(templateName) : undefined;
     const claimed = remembered && (await context.leasePool.claim({ ...input, template: { id: remembered.id, pooled: true } }));
     if (claimed) return claimed;
-    const template = await leaseTemplate(context, templateName, callerLeaseId);
+    const fromResolved = async () => {
+      const template = await leaseTemplate(context, templateName, callerLeaseId);
+      return context.leasePool.create({ ...input, template: { id: template.id, pooled: template.owner_lease_id === null } });
+    };
     try {
-      return await context.leasePool.create({ ...input, template: { id: template.id, pooled: template.owner_lease_id === null } });
+      return await fromResolved();
     } catch (error) {
       if ((error as { code?: string }).code !== 'PGLTS') throw error;
       // removed while this create seeded from it (the lease made for it is dropped): the name is
       // resolved once more, as for a create that came a moment later
-      const again = await leaseTemplate(context, templateName, callerLeaseId);
-      return context.leasePool.create({ ...input, template: { id: again.id, pooled: again.owner_lease_id === null } });
+      return fromResolved();
     }
   }
 

@@ -53,7 +53,7 @@ export class LockGuard {
     void this.check();
   }
 
-  /** Stops looking; waits for a look in progress (at most LOOK_TIMEOUT_MS), which uses the service's pool. */
+  /** Stops looking; waits for a look in progress (its queries give up after LOOK_TIMEOUT_MS), then closes its connection. */
   async stop(): Promise<void> {
     clearInterval(this.timer);
     this.timer = undefined;
