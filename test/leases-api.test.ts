@@ -212,6 +212,36 @@ describe('GET /v1/leases/:id/stats', () => {
     expect(stats.json.size_bytes).toBeGreaterThan(0);
   });
 
+  it("counts as the lease: an index expression's function never runs in the service's session", async () => {
+    // the attack of the security issue: an IMMUTABLE function the planner pre-evaluates while
+    // planning count(*) on the table ran as the service (a superuser: COPY ... TO PROGRAM)
+    const lease = await createLease(service);
+    const sql = new pg.Client({ connectionString: lease.url });
+    await sql.connect();
+    await sql.query(`
+      CREATE SEQUENCE hits;
+      GRANT USAGE ON SCHEMA ${lease.schema} TO PUBLIC;
+      GRANT USAGE ON SEQUENCE hits TO PUBLIC;
+      CREATE FUNCTION trap(a int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$
+      BEGIN
+        IF session_user NOT LIKE '${lease.role}%' THEN
+          PERFORM nextval('${lease.schema}.hits');
+          COPY (SELECT 1) TO PROGRAM 'true';
+        END IF;
+        RETURN a;
+      END $$;
+      GRANT EXECUTE ON FUNCTION trap(int) TO PUBLIC;
+      CREATE TABLE t (a int);
+      CREATE INDEX ON t ((trap(1) + a));
+      INSERT INTO t SELECT generate_series(1, 5)`);
+    const stats = await call('GET', `/v1/leases/${lease.id}/stats`, { token: lease.token });
+    expect(stats.status).toBe(200);
+    expect(stats.json).toMatchObject({ tables: 1, rows: 5, rows_exact: true });
+    const { rows } = await sql.query('SELECT is_called FROM hits');
+    await sql.end();
+    expect(rows).toEqual([{ is_called: false }]);
+  });
+
   it("does not wait for a lock the lease holds on its table, nor leave the service's sessions waiting", async () => {
     const lease = await createLease(service);
     const holder = new pg.Client({ connectionString: lease.url });

@@ -1,12 +1,15 @@
 /**
  * GET /v1/leases/:id/stats: what `pglease info` shows (pg:info style): open connections, tables,
- * rows, size and the template a lease was made from, read from the catalogs by the service role.
+ * rows, size and the template a lease was made from. The service role reads only catalogs and
+ * pglease's own tables; exact row counts run as the lease (countRowsAsLease).
  */
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type, type Static } from '@sinclair/typebox';
 import type pg from 'pg';
 import type { ServiceContext } from '../service-context.js';
+import { authenticatorLogin, withLeaseSession } from '../leases/lease-session.js';
+import type { LeaseRow } from '../leases/lease-store.js';
 import { identifyCaller } from './auth.js';
 import { ControlError } from './errors.js';
 import { ErrorSchema, LeaseParams, LeaseStateSchema } from './schemas.js';
@@ -68,57 +71,28 @@ export async function leaseStatsRoutes(app: FastifyInstance, context: ServiceCon
       const lease = UUID.test(id) ? await leases.find(id.toLowerCase(), caller.kind === 'admin' ? null : caller.token) : undefined;
       if (!lease) throw new ControlError('PGLEASE_NOT_FOUND');
 
-      const client = await context.host.pool.connect();
-      // a connection cut between two statements reports it to the next one, and here
-      const ignore = () => undefined;
-      client.on('error', ignore);
-      // a connection that failed here (its server stopped answering, say) may be inside the
-      // transaction: it is closed, never handed out again
-      let failed: Error | undefined;
-      try {
-        await client.query('BEGIN READ ONLY');
-        // A lease may hold locks on its tables as long as it likes (a lock and a long query): the
-        // stats never wait for them, nor hold a service connection while they do.
-        await client.query(`SELECT set_config('lock_timeout', '${LOCK_WAIT}', true), set_config('statement_timeout', '2s', true)`);
-        await client.query('SAVEPOINT sizes');
-        let stats: StatsRow;
-        let sizeExact = true;
-        try {
-          stats = await readStats(client, lease.id, 'exact');
-        } catch (error) {
-          if (!GAVE_UP.has((error as { code?: string }).code ?? '')) throw error;
-          await client.query('ROLLBACK TO SAVEPOINT sizes');
-          stats = await readStats(client, lease.id, 'estimated');
-          sizeExact = false;
-        }
-        const sizeBytes = Number(stats.size_bytes);
-        let rowCount = Number(stats.rows_estimate);
-        let exact = false;
-        if (stats.state === 'active' && sizeExact && stats.tables.length <= EXACT_COUNT_MAX_TABLES && sizeBytes <= EXACT_COUNT_MAX_BYTES) {
-          const counted = await countRows(client, stats.schema_name, stats.tables);
-          if (counted !== undefined) [rowCount, exact] = [counted, true];
-        }
-        await client.query('ROLLBACK');
-        return {
-          id: stats.id,
-          state: stats.state,
-          expires_at: stats.expires_at?.toISOString() ?? null,
-          connections: stats.connections,
-          connection_limit: stats.connection_limit,
-          tables: stats.tables.length,
-          rows: rowCount,
-          rows_exact: exact,
-          size_bytes: sizeBytes,
-          size_exact: sizeExact,
-          template: stats.template,
-        };
-      } catch (error) {
-        failed = error as Error;
-        throw error;
-      } finally {
-        client.off('error', ignore);
-        client.release(failed);
+      const { stats, sizeExact } = await readStatsBounded(context.host.pool, lease.id);
+      const sizeBytes = Number(stats.size_bytes);
+      let rowCount = Number(stats.rows_estimate);
+      let exact = false;
+      // counted after the service's connection is back in its pool: the count logs in as the lease
+      if (stats.state === 'active' && sizeExact && stats.tables.length <= EXACT_COUNT_MAX_TABLES && sizeBytes <= EXACT_COUNT_MAX_BYTES) {
+        const counted = await countRowsAsLease(context.host.databaseUrl, context.host.authenticatorKey, lease, stats.schema_name, stats.tables);
+        if (counted !== undefined) [rowCount, exact] = [counted, true];
       }
+      return {
+        id: stats.id,
+        state: stats.state,
+        expires_at: stats.expires_at?.toISOString() ?? null,
+        connections: stats.connections,
+        connection_limit: stats.connection_limit,
+        tables: stats.tables.length,
+        rows: rowCount,
+        rows_exact: exact,
+        size_bytes: sizeBytes,
+        size_exact: sizeExact,
+        template: stats.template,
+      };
     },
   );
 }
@@ -141,6 +115,44 @@ const SIZE = {
                 WHERE c.relnamespace = to_regnamespace(quote_ident(l.schema_name)) AND c.relkind IN ('r', 'm', 'i'))`,
 };
 
+/**
+ * The catalogs' view of a lease, on a service connection, in one read-only transaction. A lease
+ * may hold locks on its tables as long as it likes (a lock and a long query): the sizes never wait
+ * for them, nor hold a service connection while they do; a locked table gives the estimate.
+ */
+async function readStatsBounded(pool: pg.Pool, leaseId: string): Promise<{ stats: StatsRow; sizeExact: boolean }> {
+  const client = await pool.connect();
+  // a connection cut between two statements reports it to the next one, and here
+  const ignore = () => undefined;
+  client.on('error', ignore);
+  // a connection that failed here (its server stopped answering, say) may be inside the
+  // transaction: it is closed, never handed out again
+  let failed: Error | undefined;
+  try {
+    await client.query('BEGIN READ ONLY');
+    await client.query(`SELECT set_config('lock_timeout', '${LOCK_WAIT}', true), set_config('statement_timeout', '2s', true)`);
+    await client.query('SAVEPOINT sizes');
+    let stats: StatsRow;
+    let sizeExact = true;
+    try {
+      stats = await readStats(client, leaseId, 'exact');
+    } catch (error) {
+      if (!GAVE_UP.has((error as { code?: string }).code ?? '')) throw error;
+      await client.query('ROLLBACK TO SAVEPOINT sizes');
+      stats = await readStats(client, leaseId, 'estimated');
+      sizeExact = false;
+    }
+    await client.query('ROLLBACK');
+    return { stats, sizeExact };
+  } catch (error) {
+    failed = error as Error;
+    throw error;
+  } finally {
+    client.off('error', ignore);
+    client.release(failed);
+  }
+}
+
 /** The lease's row and what the catalogs say of it, in one statement. */
 async function readStats(client: pg.PoolClient, leaseId: string, size: keyof typeof SIZE): Promise<StatsRow> {
   const { rows } = await client.query<StatsRow>({
@@ -160,21 +172,32 @@ async function readStats(client: pg.PoolClient, leaseId: string, size: keyof typ
 }
 
 /**
- * Exact row count of the lease's tables in one statement, bounded to one second, in a savepoint
- * of the caller's transaction. Undefined when that is not possible (a service role without read
- * access, a table locked by the lease, ...).
+ * Rows of all the lease's tables in one statement. Counting plans and runs queries on the lease's
+ * tables, which can run the lease's own code (an IMMUTABLE function of an index expression is
+ * evaluated by the planner; see src/leases/lease-session.ts), so it runs in a session of the lease's
+ * authenticator, as its login role, never on the service's connections. Bounded to one second;
+ * undefined when that is not possible (the lease at its connection limit, a table it keeps locked,
+ * its own code failing), and the statistics' estimate is shown instead.
  */
-async function countRows(client: pg.PoolClient, schema: string, tables: string[]): Promise<number | undefined> {
+async function countRowsAsLease(databaseUrl: string, authenticatorKey: Buffer, lease: LeaseRow, schema: string, tables: string[]): Promise<number | undefined> {
   if (tables.length === 0) return 0;
-  const quotedSchema = client.escapeIdentifier(schema);
-  const sum = tables.map((table) => `(SELECT count(*) FROM ${quotedSchema}.${client.escapeIdentifier(table)})`).join(' + ');
-  await client.query('SAVEPOINT count');
   try {
-    await client.query(`SELECT set_config('statement_timeout', '1s', true)`);
-    const { rows } = await client.query<{ total: string }>(`SELECT ${sum} AS total`);
-    return Number(rows[0]!.total);
+    return await withLeaseSession(databaseUrl, authenticatorLogin(authenticatorKey, lease.auth_role), async (session) => {
+      await session.query('BEGIN READ ONLY');
+      await session.query(
+        `SELECT set_config('role', $1, true), set_config('statement_timeout', '1s', true), set_config('lock_timeout', '${LOCK_WAIT}', true)`,
+        [lease.role_name],
+      );
+      // one fixed statement for any number of tables: query_to_xml runs each count
+      const { rows } = await session.query<{ total: string }>(
+        `SELECT coalesce(sum((pg_catalog.xpath('/row/n/text()',
+                  pg_catalog.query_to_xml(pg_catalog.format('SELECT count(*) AS n FROM %I.%I', $1::text, t), false, true, '')))[1]::text::bigint), 0) AS total
+           FROM pg_catalog.unnest($2::text[]) AS t`,
+        [schema, tables],
+      );
+      return Number(rows[0]!.total);
+    }, 'pglease-stats');
   } catch {
-    await client.query('ROLLBACK TO SAVEPOINT count');
     return undefined;
   }
 }
