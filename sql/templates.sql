@@ -1,5 +1,5 @@
--- Templates: seed SQL applied to a lease, and checked at registration by applying it to a
--- scratch lease that is then rolled back. The table is created by migrations/0004_templates.sql.
+-- Templates: seed SQL applied to a lease, and checked at registration by seeding a scratch lease
+-- that is then dropped. The table is created by migrations/0004_templates.sql.
 --
 -- A lease's seed runs in a session logged in as the lease's own login role, never in the
 -- service's: whatever the SQL leaves to run at commit (a deferred constraint trigger, a cursor
@@ -7,47 +7,12 @@
 -- would be the service's role. So seeding is three steps (src/leases/lease-store.ts):
 -- provision_parked (a parked lease, committed), the seed in the lease's own session, then
 -- park_seeded_lease (a warm pool's) or activate_seeded_lease (a create's). The check at
--- registration runs in the service's session, inside a subtransaction that is rolled back: a
--- rollback runs nothing the SQL queued.
+-- registration is a seed too, of a scratch lease parked the same way and dropped afterwards.
 
--- pglease.seed_lease: runs p_sql as the lease's login role with search_path = its schema, so every
--- object the SQL creates belongs to the lease and lands in its schema. Only the registration check
--- (check_template, below) calls it, in a subtransaction it rolls back.
---
--- The SQL runs inside a SECURITY DEFINER function owned by the lease role rather than after
--- SET ROLE: Postgres refuses SET ROLE, RESET ROLE and SET SESSION AUTHORIZATION inside a
--- security-definer function, so seed SQL cannot climb back to the service's own role (a plain
--- SET LOCAL ROLE could be undone by a RESET ROLE in the SQL). The function exists only for the
--- length of this call. Errors keep Postgres's code, message and position (internal_position is an
--- offset in p_sql).
-CREATE OR REPLACE FUNCTION pglease.seed_lease(p_schema name, p_role name, p_sql text)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-  EXECUTE format(
-    'CREATE FUNCTION %I._pglease_seed(p_sql text) RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = %I AS %L',
-    p_schema, p_schema, 'BEGIN EXECUTE p_sql; END');
-  EXECUTE format('ALTER FUNCTION %I._pglease_seed(text) OWNER TO %I', p_schema, p_role);
-  EXECUTE format('SELECT %I._pglease_seed($1)', p_schema) USING p_sql;
-  EXECUTE format('DROP FUNCTION IF EXISTS %I._pglease_seed(text)', p_schema);
-  -- Temporary objects would live in the service's session, not in the lease.
-  IF EXISTS (SELECT 1 FROM pg_class c
-              WHERE c.relnamespace = pg_my_temp_schema() AND c.relowner = to_regrole(quote_ident(p_role)))
-     OR EXISTS (SELECT 1 FROM pg_proc f
-                 WHERE f.pronamespace = pg_my_temp_schema() AND f.proowner = to_regrole(quote_ident(p_role))) THEN
-    RAISE EXCEPTION 'template SQL cannot create temporary tables or functions' USING ERRCODE = '0A000',
-      HINT = 'Create ordinary tables and functions: they live in the lease''s schema.';
-  END IF;
-  -- Nothing the SQL did to the session may outlive it. A SET without LOCAL lasts past this
-  -- function and the commit, and would change how the rest of the caller's statement is answered
-  -- (DateStyle, say); session advisory locks are not released by a rollback. The connection is
-  -- also discarded after every seed (src/db/host.ts, seedPool).
-  RESET ALL;
-  PERFORM pg_advisory_unlock_all();
-END
-$$;
+-- (replaced: the registration check seeds a scratch lease in that lease's own session, as a create
+-- does, src/leases/lease-store.ts checkSeed: no template SQL runs in a service session any more)
+DROP FUNCTION IF EXISTS pglease.check_template(text, int);
+DROP FUNCTION IF EXISTS pglease.seed_lease(name, name, text);
 
 -- pglease.note_seed: notes a lease's template (name and SHA-256) in its 'created' event.
 CREATE OR REPLACE FUNCTION pglease.note_seed(p_lease_id uuid, p_template_id bigint)
@@ -62,51 +27,6 @@ AS $$
 $$;
 
 DROP FUNCTION IF EXISTS pglease.apply_template(bigint, uuid);
-
--- pglease.check_template: proves that p_sql applies to a fresh lease, without leaving anything
--- behind. It provisions a scratch lease exactly as a real one (same function, same role
--- attributes), seeds it, then undoes both by raising a private SQLSTATE caught by the enclosing
--- block (a subtransaction rollback). A failing p_sql raises its own error, unchanged.
--- Arguments are passed by name so that parameters appended to pglease.provision with defaults do
--- not break this call.
-CREATE OR REPLACE FUNCTION pglease.check_template(p_sql text, p_host_id int)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-  v_lease pglease.leases;
-  -- the seed runs inside this block and may raise PGLTC itself, to skip the rest of the check
-  -- as if it had passed: only this call's own message, which the seed cannot know, counts
-  v_done  text := 'template check done ' || gen_random_uuid();
-BEGIN
-  BEGIN
-    v_lease := pglease.provision(
-      p_base              => 'lease_' || substr(md5(random()::text || clock_timestamp()::text), 1, 16),
-      p_login_verifier    => NULL,
-      p_auth_verifier     => NULL,
-      p_token_hash        => sha256(convert_to(random()::text || clock_timestamp()::text, 'UTF8')),
-      p_ttl               => interval '1 minute',
-      p_label             => 'template check',
-      p_client_ip         => NULL,
-      p_host_id           => p_host_id,
-      p_connection_limit  => 1,
-      p_statement_timeout => '60s',
-      p_idle_timeout      => '60s',
-      -- The grant locks the group until this check ends, which its seed may make as long as the
-      -- statement timeout: the first, unsharded group, which no create joins any more
-      -- (migrations/0005), keeps creates from waiting for checks. Checks wait for each other.
-      p_group             => (pglease.lease_groups())[1]);
-    PERFORM pglease.seed_lease(v_lease.schema_name, v_lease.role_name, p_sql);
-    RAISE EXCEPTION '%', v_done USING ERRCODE = 'PGLTC';
-  EXCEPTION WHEN SQLSTATE 'PGLTC' THEN
-    IF SQLERRM <> v_done THEN
-      RAISE; -- the seed's own
-    END IF;
-    -- the scratch lease and its seed are rolled back with the subtransaction
-  END;
-END
-$$;
 
 -- (replaced: the claim of any warm pool, template or not, is in sql/pool.sql)
 DROP FUNCTION IF EXISTS pglease.claim_pooled_lease(bigint, text, bytea, interval, text, inet);

@@ -76,7 +76,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
     host,
     leases,
     leasePool,
-    templates: new TemplateStore(host, config.leaseLimits, leasePool, log),
+    templates: new TemplateStore(host, leases, leasePool, log),
     expectedMigrations: countMigrations(),
   };
   const app = await buildServer(context, options);

@@ -11,7 +11,7 @@ let service: TestService;
 
 beforeAll(async () => {
   // no warm pools here, so that counts of roles and schemas only move with what a test does
-  service = await startTestService({ PGLEASE_TEMPLATE_POOL: '0', PGLEASE_LEASE_POOL: '0' });
+  service = await startTestService({ PGLEASE_TEMPLATE_POOL: '0', PGLEASE_LEASE_POOL: '0', PGLEASE_MAX_ACTIVE: '100' });
 });
 afterAll(async () => {
   await service?.close();
@@ -87,34 +87,35 @@ describe('registering', () => {
     expect(await leaseObjects()).toEqual(before);
   });
 
-  it('holds no group that creates join while its check runs, so creates never wait for a slow check', async () => {
-    const checking = call('POST', '/v1/templates', { name: 'slow-check', sql: 'CREATE TABLE s (id int); SELECT pg_sleep(1.5)' }, admin);
-    const groupLocks = async () =>
-      (
-        await query<{ n: number; checks: number }>(
-          service.host.databaseUrl,
-          `SELECT (SELECT count(*)::int FROM pg_locks l JOIN pg_roles r ON r.oid = l.objid
-                    WHERE l.locktype = 'object' AND l.classid = 'pg_authid'::regclass AND r.rolname = ANY ((pglease.lease_groups())[2:])) AS n,
-                  (SELECT count(*)::int FROM pg_stat_activity WHERE query LIKE '%check_template%' AND state = 'active' AND pid <> pg_backend_pid()) AS checks`,
-        )
-      )[0]!;
-    await expect.poll(async () => (await groupLocks()).checks, { timeout: 5000, interval: 50 }).toBe(1);
-    expect((await groupLocks()).n).toBe(0);
-    expect((await checking).status).toBe(201);
+  it("checks do not wait for each other: one client's slow check delays neither another's registration nor a create", async () => {
+    const owner = await createLease(service);
+    const started = Date.now();
+    const slow = call('POST', '/v1/templates', { name: 'slow-check', sql: 'CREATE TABLE s (id int); SELECT pg_sleep(3)' }, { authorization: `Bearer ${owner.token}` });
+    // the slow check is running: its scratch lease's session sleeps
+    await waitFor('the slow check to run', async () => {
+      const [{ n }] = await query<{ n: number }>(service.host.databaseUrl, `SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE '%pg_sleep(3)%' AND pid <> pg_backend_pid()`);
+      return n === 1 ? true : undefined;
+    });
+    const quick = await call('POST', '/v1/templates', { name: 'quick-check', sql: 'CREATE TABLE q (id int)' }, admin);
+    expect(quick.status).toBe(201);
+    expect((await call('POST', '/v1/leases', {}, admin)).status).toBe(201);
+    // both answered while the slow check still ran (it sleeps 3 s)
+    expect(Date.now() - started).toBeLessThan(3000);
+    expect((await slow).status).toBe(201);
   });
 
-  it("cannot skip its own check by raising the check's private SQLSTATE", async () => {
-    const sql = `DO $$ BEGIN IF session_user <> current_user THEN RAISE EXCEPTION 'check done, honest' USING ERRCODE = 'PGLTC'; END IF; END $$;
-      SELECT * FROM missing_table;`;
-    const response = await call('POST', '/v1/templates', { name: 'skips-check', sql }, admin);
-    expect(response.status).toBe(400);
-    expect(response.body).toMatchObject({ code: 'PGLEASE_TEMPLATE_INVALID', postgres: { code: 'PGLTC' } });
-    expect((await call('GET', '/v1/templates/skips-check', undefined, admin)).status).toBe(404);
+  it('refuses SQL that ends its own transaction: a seed is all or nothing', async () => {
+    for (const sql of ['CREATE TABLE a (id int); COMMIT; CREATE TABLE b (id int)', 'CREATE TABLE a (id int); ROLLBACK', 'COMMIT; BEGIN; CREATE TABLE c (id int)']) {
+      const response = await call('POST', '/v1/templates', { name: 'ends-itself', sql }, admin);
+      expect(response.status, sql).toBe(400);
+      expect(response.body, sql).toMatchObject({ code: 'PGLEASE_TEMPLATE_INVALID', postgres: { code: '0A000' } });
+    }
+    expect((await call('GET', '/v1/templates/ends-itself', undefined, admin)).status).toBe(404);
   });
 
   it('runs the SQL as the lease role: it cannot climb back to the service role or leave its schema', async () => {
     const attempts: [string, string][] = [
-      ['RESET ROLE; CREATE TABLE escaped (id int)', '42501'],
+      ['RESET ROLE; SET ROLE postgres', '42501'],
       ['SET ROLE postgres', '42501'],
       ['SET SESSION AUTHORIZATION postgres', '42501'],
       [`SELECT set_config('role', 'postgres', false)`, '42501'],
@@ -122,7 +123,6 @@ describe('registering', () => {
       ['SELECT * FROM pglease.leases', '42501'],
       ['CREATE SCHEMA other', '42501'],
       ['COMMIT', '0A000'],
-      ['CREATE TEMP TABLE scratch (id int)', '0A000'],
     ];
     for (const [sql, code] of attempts) {
       const response = await call('POST', '/v1/templates', { name: 'sneaky', sql }, admin);
@@ -364,20 +364,35 @@ describe('seed SQL and the service\'s own sessions', () => {
     try {
       const owner = await createLease(strict);
       const bearer = { authorization: `Bearer ${owner.token}` };
-      // quick at the registration check (the service's session), slow only in the lease's own
-      const sql = `CREATE TABLE x (i int);
-        DO $$ BEGIN IF session_user = current_user THEN SET LOCAL statement_timeout = 0; PERFORM pg_sleep(20); END IF; END $$;`;
-      const register = await fetch(`${strict.baseUrl}/v1/templates`, { method: 'POST', headers: { ...bearer, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'slow-later', sql }) });
+      const post = (path: string, body: unknown) =>
+        fetch(`${strict.baseUrl}${path}`, { method: 'POST', headers: { ...bearer, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      const slowSql = (flag: string) => `CREATE TABLE x (i int);
+        DO $$ BEGIN IF ${flag} THEN SET LOCAL statement_timeout = 0; PERFORM pg_sleep(20); END IF; END $$;`;
+      // at registration: the check is a seed like any other
+      let started = Date.now();
+      const refused = await post('/v1/templates', { name: 'slow-now', sql: slowSql('true') });
+      expect(Date.now() - started).toBeLessThan(8000);
+      expect(refused.status).toBe(400);
+      expect(await refused.json()).toMatchObject({ code: 'PGLEASE_TEMPLATE_INVALID', postgres: { code: '57014' } });
+
+      // at create: quick while it was checked, slow once its owner turns a flag on
+      const ownerSql = new pg.Client({ connectionString: owner.url });
+      await ownerSql.connect();
+      await ownerSql.query(`CREATE TABLE flag (slow bool); INSERT INTO flag VALUES (false);
+        GRANT USAGE ON SCHEMA ${owner.schema} TO PUBLIC; GRANT SELECT ON flag TO PUBLIC`);
+      const register = await post('/v1/templates', { name: 'slow-later', sql: slowSql(`(SELECT slow FROM ${owner.schema}.flag)`) });
       expect(register.status).toBe(201);
+      await ownerSql.query('UPDATE flag SET slow = true');
+      await ownerSql.end();
       const before = await query<{ n: number }>(strict.host.databaseUrl, `SELECT count(*)::int AS n FROM pglease.leases`);
-      const started = Date.now();
-      const created = await fetch(`${strict.baseUrl}/v1/leases`, { method: 'POST', headers: { ...bearer, 'content-type': 'application/json' }, body: JSON.stringify({ template: 'slow-later' }) });
+      started = Date.now();
+      const created = await post('/v1/leases', { template: 'slow-later' });
       expect(Date.now() - started).toBeLessThan(8000);
       expect(created.status).toBe(400);
       expect(await created.json()).toMatchObject({ code: 'PGLEASE_TEMPLATE_INVALID', postgres: { code: '57014' } });
       // the parked lease is gone, and so is its session
       expect(await query(strict.host.databaseUrl, `SELECT count(*)::int AS n FROM pglease.leases`)).toEqual(before);
-      await waitFor('the seed session to end', async () => {
+      await waitFor('the seed sessions to end', async () => {
         const [{ n }] = await query<{ n: number }>(strict.host.databaseUrl, `SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE '%pg_sleep(20)%' AND pid <> pg_backend_pid()`);
         return n === 0 ? true : undefined;
       });
@@ -386,33 +401,36 @@ describe('seed SQL and the service\'s own sessions', () => {
     }
   });
 
-  it('refuses temporary functions as it refuses temporary tables', async () => {
-    const owner = await createLease(service);
-    const refused = await call(
-      'POST',
-      '/v1/templates',
-      { name: 'tempfn', sql: `CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql AS 'SELECT 1'; CREATE TABLE e (x int)` },
-      { authorization: `Bearer ${owner.token}` },
-    );
-    expect(refused.status).toBe(400);
-    expect(refused.body.message).toMatch(/temporary tables or functions/);
-  });
-
-  it('runs on connections of its own: slow seeds do not hold up the rest of the control API', async () => {
+  it('lets a seed use temporary objects, which end with its session', async () => {
     const owner = await createLease(service);
     const bearer = { authorization: `Bearer ${owner.token}` };
-    let seedsDone = 0;
-    const slow = Array.from({ length: 6 }, (_, i) =>
-      call('POST', '/v1/templates', { name: `slow${i}`, sql: `CREATE TABLE s (x int); SELECT pg_sleep(2.5); -- ${i}` }, bearer).then((answer) => {
-        seedsDone++;
-        return answer;
-      }),
+    const sql = `CREATE TEMP TABLE scratch AS SELECT 7 AS x;
+      CREATE FUNCTION pg_temp.twice(int) RETURNS int LANGUAGE sql AS 'SELECT $1 * 2';
+      CREATE TABLE kept AS SELECT pg_temp.twice(x) AS x FROM scratch`;
+    expect((await call('POST', '/v1/templates', { name: 'uses-temp', sql }, bearer)).status).toBe(201);
+    const lease = await call('POST', '/v1/leases', { template: 'uses-temp' }, bearer);
+    expect(lease.status).toBe(201);
+    expect(await query(lease.body.url, 'SELECT x FROM kept')).toEqual([{ x: 14 }]);
+    const temporary = await query<{ n: number }>(
+      service.host.databaseUrl,
+      `SELECT count(*)::int AS n FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname LIKE 'pg_temp%' AND c.relowner = to_regrole($1)`,
+      [lease.body.role],
     );
+    expect(temporary).toEqual([{ n: 0 }]);
+  });
+
+  it("runs on connections of its own, two at a time per client: one client's slow seeds do not hold up the rest of the control API", async () => {
+    const owner = await createLease(service);
+    const bearer = { authorization: `Bearer ${owner.token}` };
+    const slow = Array.from({ length: 6 }, (_, i) => call('POST', '/v1/templates', { name: `slow${i}`, sql: `CREATE TABLE s (x int); SELECT pg_sleep(2.5); -- ${i}` }, bearer));
     await new Promise((resolve) => setTimeout(resolve, 300));
     // the service pool has 10 connections: 6 seeds on it would leave the listing waiting
     for (let i = 0; i < 10; i++) expect((await call('GET', '/v1/leases?limit=1', undefined, admin)).status).toBe(200);
-    expect(seedsDone).toBe(0);
-    for (const answer of await Promise.all(slow)) expect(answer.status).toBe(201);
+    const answers = await Promise.all(slow);
+    expect(answers.map((answer) => answer.status).sort()).toEqual([201, 201, 429, 429, 429, 429]);
+    const busy = answers.find((answer) => answer.status === 429)!;
+    expect(busy.body).toMatchObject({ code: 'PGLEASE_RATE_LIMITED' });
+    expect(busy.body.message).toMatch(/2 template checks of this client are running/);
   });
 });
 

@@ -7,7 +7,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type, type Static } from '@sinclair/typebox';
 import type { ServiceContext } from '../service-context.js';
-import { leaseSeedError, TEMPLATE_NAME, TemplateSqlError, type TemplateRow, type TemplateScope } from '../templates/template-store.js';
+import { leaseSeedError, TEMPLATE_NAME, TemplateChecksBusyError, TemplateSqlError, type TemplateRow, type TemplateScope } from '../templates/template-store.js';
 import { identifyCaller, type Caller } from './auth.js';
 import { ControlError } from './errors.js';
 import { ErrorSchema } from './schemas.js';
@@ -120,14 +120,14 @@ export async function templateRoutes(app: FastifyInstance, context: ServiceConte
       schema: {
         summary: 'Register a template',
         description:
-          'Stores seed SQL after applying it to a scratch lease that is rolled back; SQL that fails is rejected with ' +
+          'Stores seed SQL after applying it to a scratch lease, in that lease\'s own session, which is then dropped; SQL that fails is rejected with ' +
           'Postgres\'s error (code, message, position). The SQL\'s SHA-256 identifies a version: 201 when the name\'s ' +
           'current version is now this SQL (new, or an earlier version registered again), 200 when it already was (nothing ' +
           'changes). Admin token: a global template. Lease token: a template private to that lease.',
         tags: ['templates'],
         security: [{ bearer: [] }],
         body: RegisterTemplateBody,
-        response: { 200: TemplateSchema, 201: TemplateSchema, 400: ErrorSchema, ...errors },
+        response: { 200: TemplateSchema, 201: TemplateSchema, 400: ErrorSchema, 429: ErrorSchema, ...errors },
       },
     },
     async (request, reply) => {
@@ -142,6 +142,7 @@ export async function templateRoutes(app: FastifyInstance, context: ServiceConte
         return reply.code(created ? 201 : 200).send(templateJson(template));
       } catch (error) {
         if (error instanceof TemplateSqlError) throw new TemplateInvalidError(error);
+        if (error instanceof TemplateChecksBusyError) throw new ControlError('PGLEASE_RATE_LIMITED', error.message, undefined, { 'Retry-After': 5 });
         throw error;
       }
     },

@@ -35,21 +35,10 @@ export interface Host {
   pool: pg.Pool;
   /** How long the service waits for a connection or an answer (PGLEASE_DB_TIMEOUT, ms): for pools of its own. */
   timeoutMs: number;
-  /**
-   * Connections for the check of a template at registration, which runs its seed SQL (a lease's
-   * token holder writes it) in a subtransaction that is rolled back: each is used once and closed,
-   * so nothing the SQL leaves in its session (settings, locks, prepared statements) reaches another
-   * request; and there are few, so slow checks queue among themselves instead of taking the
-   * service pool. A lease's own seed runs in a session of the lease's role (LeaseStore.seed).
-   */
-  seedPool: pg.Pool;
   /** Key from which each lease authenticator's password is derived (pglease.secrets). */
   authenticatorKey: Buffer;
   close: () => Promise<void>;
 }
-
-/** Template checks that may run at once (registrations). */
-const SEED_CONNECTIONS = 3;
 
 export function withDatabase(url: string, database: string): string {
   const parsed = new URL(url);
@@ -132,8 +121,6 @@ export async function openHost(options: HostOptions): Promise<Host> {
   const pool = new pg.Pool({ connectionString: databaseUrl, max: options.poolSize ?? 10, idleTimeoutMillis: 30_000, connectionTimeoutMillis: timeoutMs, query_timeout: timeoutMs });
   // A pool client that dies while idle (server restart) must not crash the process.
   pool.on('error', (error) => options.log(`service pool: idle connection lost (${error.message})`));
-  const seedPool = new pg.Pool({ connectionString: databaseUrl, max: SEED_CONNECTIONS, maxUses: 1, idleTimeoutMillis: 1_000 });
-  seedPool.on('error', (error) => options.log(`seed pool: idle connection lost (${error.message})`));
   try {
     for (const { database_name: name, revoked } of await restrictOtherDatabases(pool)) {
       options.log(
@@ -162,16 +149,12 @@ export async function openHost(options: HostOptions): Promise<Host> {
       databaseUrl,
       pool,
       timeoutMs,
-      seedPool,
       authenticatorKey: secret.rows[0]!.value,
       close: async () => {
-        // a seed still running (a refill shutdown did not wait for) is cut when Postgres stops
-        await endPool(seedPool, 500);
         await endPool(pool);
       },
     };
   } catch (error) {
-    await endPool(seedPool);
     await endPool(pool);
     throw error;
   }

@@ -7,8 +7,9 @@ import pg from 'pg';
 import type { CreateLimits, LeaseLimits } from '../config.js';
 import { runDiscardingRows } from '../db/discard-rows.js';
 import type { Host } from '../db/host.js';
-import { templateSqlError, TemplateSqlError } from '../templates/template-store.js';
+import { templateSqlError, TemplateSqlError } from '../templates/template-sql-error.js';
 import { authenticatorPassword, hashToken, newPassword, newToken, scramVerifier } from './credentials.js';
+import { withLeaseSession } from './lease-session.js';
 
 export type LeaseState = 'provisioning' | 'active' | 'released' | 'expired' | 'failed';
 
@@ -199,6 +200,27 @@ export class LeaseStore {
     }
   }
 
+  /** A lease provisioned and parked (pglease.provision_parked): no one's, expiring after `holdSeconds`. */
+  private async provisionParked(lease: Omit<NewLease, 'password'>, holdSeconds: number): Promise<LeaseRow> {
+    const { rows } = await this.pool.query<LeaseRow>({
+      name: 'pglease.provision-parked',
+      text: `SELECT ${LEASE_COLUMNS} FROM pglease.provision_parked($1, $2, $3, $4, make_interval(secs => $5), $6, $7, $8, $9)`,
+      values: [
+        lease.base,
+        lease.loginVerifier,
+        lease.authVerifier,
+        // the hash of a token nobody is given: the next step sets the real one
+        hashToken(newToken()),
+        holdSeconds,
+        this.host.id,
+        this.limits.connectionLimit,
+        this.limits.statementTimeout,
+        this.limits.idleInTransactionTimeout,
+      ],
+    });
+    return rows[0]!;
+  }
+
   /**
    * Provisions a lease and seeds it from `templateId`: the lease is made and committed parked
    * (pglease.provision_parked), then the template's SQL runs in a session logged in as the
@@ -206,25 +228,10 @@ export class LeaseStore {
    * a TemplateSqlError naming the template.
    */
   private async provisionSeeded(templateId: string, holdSeconds: number): Promise<{ lease: LeaseRow; password: string }> {
-    const { lease, password } = await this.withNewLease(async ({ base, password, loginVerifier, authVerifier }) => {
-      const { rows } = await this.pool.query<LeaseRow>({
-        name: 'pglease.provision-parked',
-        text: `SELECT ${LEASE_COLUMNS} FROM pglease.provision_parked($1, $2, $3, $4, make_interval(secs => $5), $6, $7, $8, $9)`,
-        values: [
-          base,
-          loginVerifier,
-          authVerifier,
-          // the hash of a token nobody is given: the next step sets the real one
-          hashToken(newToken()),
-          holdSeconds,
-          this.host.id,
-          this.limits.connectionLimit,
-          this.limits.statementTimeout,
-          this.limits.idleInTransactionTimeout,
-        ],
-      });
-      return { lease: rows[0]!, password };
-    });
+    const { lease, password } = await this.withNewLease(async ({ base, password, loginVerifier, authVerifier }) => ({
+      lease: await this.provisionParked({ base, loginVerifier, authVerifier }, holdSeconds),
+      password,
+    }));
     try {
       await this.seed(lease, password, templateId);
     } catch (error) {
@@ -234,12 +241,7 @@ export class LeaseStore {
     return { lease, password };
   }
 
-  /**
-   * Runs the template's SQL in a session logged in as the lease's login role, in one transaction:
-   * everything it does, including what it leaves to run at commit, has exactly the lease's rights,
-   * and its objects land in the lease's schema (the role's search_path). The lease's statement
-   * timeout bounds it from here too, since SQL can lift its own: past it the session is ended.
-   */
+  /** Runs the SQL of template `templateId` in the lease's own session (runSeed). */
   private async seed(lease: LeaseRow, password: string, templateId: string): Promise<void> {
     const { rows } = await this.pool.query<{ name: string; sql: string }>({
       name: 'pglease.template-sql',
@@ -248,38 +250,78 @@ export class LeaseStore {
     });
     const template = rows[0];
     if (!template) throw Object.assign(new Error(`template ${templateId} no longer exists`), { code: 'PGLTS' });
-    const url = new URL(this.host.databaseUrl);
-    url.username = encodeURIComponent(lease.role_name);
-    url.password = encodeURIComponent(password);
-    const session = new pg.Client({ connectionString: url.toString() });
-    // a session cut below (or by Postgres) reports here as well as through its query
-    session.on('error', () => undefined);
-    let ended: Promise<void> | undefined;
-    const end = () => (ended ??= session.end().catch(() => undefined));
+    try {
+      await this.runSeed(lease, password, template.sql);
+    } catch (error) {
+      if (error instanceof TemplateSqlError) throw seedFailure(template.name, error);
+      throw error;
+    }
+  }
+
+  /**
+   * Proves that `sql` seeds a fresh lease, exactly as a create will seed one: a scratch lease is
+   * provisioned (parked: no one's, reaped if this process dies), seeded in its own session, then
+   * dropped. The SQL never runs in a service session (src/leases/lease-session.ts), and checks
+   * do not wait for each other: each has a lease of its own, in the group its name picks.
+   * Throws the seed's TemplateSqlError when the SQL fails.
+   */
+  async checkSeed(sql: string): Promise<void> {
+    const holdSeconds = Math.ceil(durationMs(this.limits.statementTimeout) / 1000) + SEED_HOLD_SECONDS;
+    const { lease, password } = await this.withNewLease(async ({ base, password, loginVerifier, authVerifier }) => ({
+      lease: await this.provisionParked({ base, loginVerifier, authVerifier }, holdSeconds),
+      password,
+    }));
+    try {
+      await this.runSeed(lease, password, sql);
+    } finally {
+      await this.dropParked(lease.id);
+    }
+  }
+
+  /**
+   * Runs seed SQL in a session logged in as the lease's login role, in one transaction:
+   * everything it does, including what it leaves to run at commit, has exactly the lease's rights,
+   * and its objects land in the lease's schema (the role's search_path). The lease's statement
+   * timeout bounds it from here too, since SQL can lift its own: past it the session is ended.
+   * The SQL may not end the transaction itself (a COMMIT in it would commit half a seed): the
+   * transaction's id before and after must be the same. Throws a TemplateSqlError pointing into
+   * the SQL when it fails.
+   */
+  private async runSeed(lease: LeaseRow, password: string, sql: string): Promise<void> {
     let timedOut = false;
     let backendPid: number | undefined;
+    let session: pg.Client | undefined;
     const deadline = setTimeout(() => {
       timedOut = true;
       // the backend may be busy for long after its client is gone: end it, then the session
       if (backendPid !== undefined) void this.pool.query('SELECT pg_terminate_backend($1)', [backendPid]).catch(() => undefined);
-      void end();
+      void session?.end().catch(() => undefined);
     }, durationMs(this.limits.statementTimeout));
     try {
-      await session.connect();
-      backendPid = (session as unknown as { processID?: number }).processID;
-      await session.query('BEGIN');
-      // the rows it selects are dropped as they come: the SQL is the token holder's to write
-      await runDiscardingRows(session, template.sql);
-      await session.query('COMMIT');
+      await withLeaseSession(this.host.databaseUrl, { role: lease.role_name, password }, async (opened) => {
+        session = opened;
+        backendPid = (opened as unknown as { processID?: number }).processID;
+        await opened.query('BEGIN');
+        const before = await opened.query<{ xid: string }>('SELECT pg_catalog.pg_current_xact_id()::text AS xid');
+        // the rows it selects are dropped as they come: the SQL is the token holder's to write
+        await runDiscardingRows(opened, sql);
+        const after = await opened.query<{ xid: string | null }>('SELECT pg_catalog.pg_current_xact_id_if_assigned()::text AS xid');
+        if (after.rows[0]?.xid !== before.rows[0]!.xid) {
+          throw new TemplateSqlError({
+            code: '0A000',
+            message: 'template SQL cannot end its transaction (COMMIT, ROLLBACK): a seed runs in one transaction, all or nothing',
+          });
+        }
+        await opened.query('COMMIT');
+      }, 'pglease-seed');
     } catch (error) {
-      const reason = timedOut
-        ? new TemplateSqlError({ code: '57014', message: `canceling seed: it ran longer than the lease's statement timeout (${this.limits.statementTimeout})` })
-        : templateSqlError(error, template.sql);
-      if (!reason) throw error;
-      throw seedFailure(template.name, reason);
+      if (timedOut) {
+        throw new TemplateSqlError({ code: '57014', message: `canceling seed: it ran longer than the lease's statement timeout (${this.limits.statementTimeout})` });
+      }
+      if (error instanceof TemplateSqlError) throw error;
+      throw templateSqlError(error, sql) ?? error;
     } finally {
       clearTimeout(deadline);
-      await end();
     }
   }
 

@@ -1,6 +1,6 @@
 /**
- * Templates as the service keeps them: registration (checked against a scratch lease by
- * pglease.check_template), lookup of the version a new lease gets, listing and removal.
+ * Templates as the service keeps them: registration (checked by seeding a scratch lease in its own
+ * session, LeaseStore.checkSeed), lookup of the version a new lease gets, listing and removal.
  *
  * A template is global (registered with the admin token) or private to the active lease whose
  * token registered it; a lease token sees its own private templates first, then the global ones.
@@ -8,9 +8,11 @@
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import type { Host } from '../db/host.js';
-import type { LeaseLimits } from '../config.js';
 import { hashToken } from '../leases/credentials.js';
 import type { LeasePool } from '../leases/lease-pool.js';
+import type { LeaseStore } from '../leases/lease-store.js';
+
+export { leaseSeedError, TemplateSqlError } from './template-sql-error.js';
 
 /** A row of pglease.templates as node-postgres returns it (without the SQL unless asked). */
 export interface TemplateRow {
@@ -27,56 +29,21 @@ export interface TemplateRow {
 /** Who registers or looks up templates: the admin (global scope) or a lease (its private scope). */
 export type TemplateScope = { kind: 'global' } | { kind: 'lease'; leaseId: string };
 
-/** The seed SQL failed against a scratch lease: Postgres's own error, with where in the SQL. */
-export class TemplateSqlError extends Error {
-  constructor(
-    readonly postgres: { code: string; message: string; detail?: string; hint?: string; position?: number; line?: number; column?: number },
-  ) {
-    super(postgres.message);
-    this.name = 'TemplateSqlError';
+/** A client has MAX_CHECKS_PER_CLIENT template checks running already (TemplateStore.withCheckSlot). */
+export class TemplateChecksBusyError extends Error {
+  constructor(readonly limit: number) {
+    super(`${limit} template checks of this client are running already: wait for one to answer, then register again`);
+    this.name = 'TemplateChecksBusyError';
   }
 }
+
+/** Template checks one client address (with lease tokens) may have running at once. */
+const MAX_CHECKS_PER_CLIENT = 2;
 
 export const TEMPLATE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 
 const TEMPLATE_COLUMNS = 'id::text, name, owner_lease_id, sha256, octet_length(sql) AS bytes, created_at, registered_at';
 const NO_OWNER = '00000000-0000-0000-0000-000000000000';
-
-interface PgError {
-  code?: string;
-  message: string;
-  detail?: string;
-  hint?: string;
-  position?: string;
-  internalPosition?: string;
-  internalQuery?: string;
-}
-
-/** Line and column (1-based) of a character offset (Postgres counts characters, not bytes). */
-function lineAndColumn(sql: string, position: number): { line: number; column: number } {
-  const before = Array.from(sql).slice(0, position - 1).join('');
-  const lines = before.split('\n');
-  return { line: lines.length, column: Array.from(lines[lines.length - 1]!).length + 1 };
-}
-
-/** Turns an error raised while seeding into a TemplateSqlError pointing into the template's SQL. */
-export function templateSqlError(error: unknown, sql: string): TemplateSqlError | undefined {
-  const pgError = error as PgError;
-  if (typeof pgError?.code !== 'string' || !/^[0-9A-Z]{5}$/.test(pgError.code)) return undefined;
-  // errors inside the registration check carry the template's SQL as their internal query; in the
-  // lease's own session (a create's seed) the SQL is the query itself
-  const offset =
-    pgError.internalQuery === sql && pgError.internalPosition ? Number(pgError.internalPosition)
-    : pgError.internalQuery === undefined && pgError.position ? Number(pgError.position)
-    : undefined;
-  return new TemplateSqlError({
-    code: pgError.code,
-    message: pgError.message,
-    ...(pgError.detail ? { detail: pgError.detail } : {}),
-    ...(pgError.hint ? { hint: pgError.hint } : {}),
-    ...(offset ? { position: offset, ...lineAndColumn(sql, offset) } : {}),
-  });
-}
 
 export function sqlSha256(sql: string): string {
   return createHash('sha256').update(sql).digest('hex');
@@ -95,9 +62,13 @@ export class TemplateStore {
    */
   private readonly currentGlobals = new Map<string, TemplateRow>();
 
+  /** Template checks running per client address (only for lease tokens: the admin is not bounded). */
+  private readonly checksByClient = new Map<string, number>();
+
   constructor(
     private readonly host: Host,
-    private readonly limits: LeaseLimits,
+    /** Checks new SQL against a scratch lease (LeaseStore.checkSeed). */
+    private readonly leases: LeaseStore,
     /** Keeps global templates' leases ready (src/leases/lease-pool.ts). */
     private readonly leasePool: LeasePool,
     private readonly log: (message: string) => void = () => undefined,
@@ -132,40 +103,47 @@ export class TemplateStore {
       return { template: existing.template, created: existing.madeCurrent };
     }
 
-    const client = await this.host.seedPool.connect();
-    try {
-      await client.query('BEGIN');
-      // seed SQL may be slow: bound it as a lease's own statements are
-      await client.query(`SELECT set_config('statement_timeout', $1, true)`, [this.limits.statementTimeout]);
-      try {
-        await client.query({ name: 'pglease.check-template', text: 'SELECT pglease.check_template($1, $2)', values: [input.sql, this.host.id] });
-      } catch (error) {
-        throw templateSqlError(error, input.sql) ?? error;
-      }
-      // registered_at is the time of the insert, not of the transaction's start (now()): a slow
-      // check must not leave this version older than one registered while it ran, since the
-      // newest is the current one, and this registration answers last
-      const { rows } = await client.query<TemplateRow>({
-        name: 'pglease.insert-template',
-        text: `INSERT INTO pglease.templates (name, owner_lease_id, sql, sha256, client_ip, registered_at)
-               VALUES ($1, $2, $3, $4, $5, clock_timestamp())
-               ON CONFLICT DO NOTHING
-               RETURNING ${TEMPLATE_COLUMNS}`,
-        values: [input.name, owner, input.sql, sha256, input.clientIp],
-      });
-      await client.query('COMMIT');
-      if (rows[0]) {
-        this.warmPool(rows[0]);
-        return { template: rows[0], created: true };
-      }
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw error;
-    } finally {
-      client.release();
+    // the SQL runs as a scratch lease of its own, never in a service session (LeaseStore.checkSeed)
+    await this.withCheckSlot(input.scope, input.clientIp, () => this.leases.checkSeed(input.sql));
+    // registered_at is the time of the insert, not of the transaction's start (now()): a slow
+    // check must not leave this version older than one registered while it ran, since the
+    // newest is the current one, and this registration answers last
+    const { rows } = await this.pool.query<TemplateRow>({
+      name: 'pglease.insert-template',
+      text: `INSERT INTO pglease.templates (name, owner_lease_id, sql, sha256, client_ip, registered_at)
+             VALUES ($1, $2, $3, $4, $5, clock_timestamp())
+             ON CONFLICT DO NOTHING
+             RETURNING ${TEMPLATE_COLUMNS}`,
+      values: [input.name, owner, input.sql, sha256, input.clientIp],
+    });
+    if (rows[0]) {
+      this.warmPool(rows[0]);
+      return { template: rows[0], created: true };
     }
     // registered by a concurrent request between our look-up and our insert
     return { template: (await this.touchVersion(owner, input.name, sha256))!.template, created: false };
+  }
+
+  /**
+   * Runs a template check, at most MAX_CHECKS_PER_CLIENT at once per client address for lease
+   * tokens. A check holds a scratch lease and a session for as long as its SQL runs (up to the
+   * lease statement timeout): without a bound, one client registering slow seeds in a loop could
+   * hold as many as it liked. Other clients' checks never wait for these: each has its own lease.
+   * Per process: with several replicas behind a balancer, a client gets this many on each.
+   */
+  private async withCheckSlot(scope: TemplateScope, clientIp: string | null, check: () => Promise<void>): Promise<void> {
+    if (scope.kind === 'global') return check();
+    const client = clientIp ?? 'unknown';
+    const running = this.checksByClient.get(client) ?? 0;
+    if (running >= MAX_CHECKS_PER_CLIENT) throw new TemplateChecksBusyError(MAX_CHECKS_PER_CLIENT);
+    this.checksByClient.set(client, running + 1);
+    try {
+      await check();
+    } finally {
+      const left = (this.checksByClient.get(client) ?? 1) - 1;
+      if (left > 0) this.checksByClient.set(client, left);
+      else this.checksByClient.delete(client);
+    }
   }
 
   /**
@@ -283,16 +261,4 @@ export class TemplateStore {
         if (!this.pool.ending) this.log(`template pool of "${template.name}": ${error.message}`);
       });
   }
-}
-
-/**
- * A seed that failed while leasing (LeaseStore's seed throws a TemplateSqlError; a process of an
- * earlier version raised PGLTF with the original SQLSTATE as detail), as a TemplateSqlError;
- * undefined for any other error.
- */
-export function leaseSeedError(error: unknown): TemplateSqlError | undefined {
-  if (error instanceof TemplateSqlError) return error;
-  const pgError = error as PgError;
-  if (pgError?.code !== 'PGLTF') return undefined;
-  return new TemplateSqlError({ code: pgError.detail ?? 'PGLTF', message: pgError.message });
 }
