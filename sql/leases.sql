@@ -82,9 +82,10 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  v_base  text := p_base;
-  v_roles record;
-  v_lease pglease.leases;
+  v_base    text := p_base;
+  v_roles   record;
+  v_lease   pglease.leases;
+  v_reserve text;
 BEGIN
   -- the caller picks the name (its authenticator password derives from it); it must still look
   -- like one of ours, so that this function can never be pointed at an existing role
@@ -131,6 +132,19 @@ BEGIN
   EXECUTE format('ALTER ROLE %I SET statement_timeout TO %L', v_roles.auth_role, p_statement_timeout);
   EXECUTE format('ALTER ROLE %I SET idle_in_transaction_session_timeout TO %L', v_roles.login_role, p_idle_timeout);
   EXECUTE format('ALTER ROLE %I SET idle_in_transaction_session_timeout TO %L', v_roles.auth_role, p_idle_timeout);
+
+  -- The authenticator may use the server's reserved connections (pglease_admin.ensure_rest_reserve,
+  -- made by a superuser at setup; absent otherwise): the REST API logs in while the leases' own
+  -- logins hold every other slot. Sharded as the lease groups are, and granted just before the
+  -- group, so that concurrent creates wait for each other no more than they already do.
+  v_reserve := left(current_database(), 50) || '_rest_' || ('x' || lpad(substr(p_base, 7, 1), 8, '0'))::bit(32)::int;
+  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = v_reserve) THEN
+    IF current_setting('server_version_num')::int >= 160000 THEN
+      EXECUTE format('GRANT %I TO %I WITH INHERIT TRUE, SET FALSE', v_reserve, v_roles.auth_role);
+    ELSE
+      EXECUTE format('GRANT %I TO %I', v_reserve, v_roles.auth_role);
+    END IF;
+  END IF;
 
   -- CONNECT on this database comes from a lease group (inherited), nothing else does. Last, because
   -- the grant locks the group until commit: the shorter that is, the less concurrent creates wait.
@@ -205,6 +219,14 @@ BEGIN
   SELECT array_agg(r.rolname ORDER BY r.rolname) INTO v_existing
     FROM pg_roles r WHERE r.rolname = ANY (v_roles);
   IF v_existing IS NOT NULL THEN
+    -- DROP OWNED needs the privileges of each role. A service role that is no superuser has them
+    -- through the grant pglease.provision gives it; a role it administers without them (one made by
+    -- hand, or left half-made) is granted to it first, which its ADMIN option allows.
+    FOR i IN 1..array_length(v_existing, 1) LOOP
+      IF NOT pg_has_role(current_user, v_existing[i], 'USAGE') THEN
+        EXECUTE format('GRANT %I TO %I', v_existing[i], current_user);
+      END IF;
+    END LOOP;
     EXECUTE format('DROP OWNED BY %s CASCADE',
                    (SELECT string_agg(format('%I', r), ', ') FROM unnest(v_existing) r));
     EXECUTE format('DROP ROLE %s',

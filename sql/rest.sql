@@ -174,41 +174,8 @@ AS $$
   FROM (SELECT 'current_setting|pg_settings|request\.|\mshow\M' AS pattern) settings
 $$;
 
--- pglease.rest_notify_ddl: event trigger function. After DDL (or a DROP) that touches a lease
--- schema, NOTIFY pglease_rest_ddl with that schema's name so the service drops its cached schema
--- at once. GRANT, REVOKE and COMMENT may report no schema: then the lease the session belongs to
--- (its role is named after its schema) is notified. Never raises: DDL must not fail because of it.
-CREATE OR REPLACE FUNCTION pglease.rest_notify_ddl()
-RETURNS event_trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-  v_schemas text[];
-  v_session_lease text := substring(current_user from '^(lease_[0-9a-f]{16})');
-BEGIN
-  -- pglease.provision's own DDL: a schema being created has no cached copy to drop
-  IF current_setting('pglease.provisioning', true) = 'on' THEN
-    RETURN;
-  END IF;
-  IF TG_EVENT = 'sql_drop' THEN
-    SELECT array_agg(DISTINCT x.schema_name) INTO v_schemas
-      FROM (SELECT CASE WHEN o.object_type = 'schema' THEN o.object_name ELSE o.schema_name END
-              FROM pg_event_trigger_dropped_objects() o) x(schema_name)
-     WHERE x.schema_name LIKE 'lease\_%';
-  ELSE
-    SELECT array_agg(DISTINCT c.schema_name) INTO v_schemas
-      FROM pg_event_trigger_ddl_commands() c
-     WHERE c.schema_name LIKE 'lease\_%';
-  END IF;
-  IF v_session_lease IS NOT NULL AND NOT (v_session_lease = ANY (coalesce(v_schemas, '{}'))) THEN
-    v_schemas := array_append(coalesce(v_schemas, '{}'), v_session_lease);
-  END IF;
-  PERFORM pg_notify('pglease_rest_ddl', s) FROM unnest(v_schemas) s;
-EXCEPTION WHEN OTHERS THEN
-  RAISE WARNING 'pglease: schema change notification failed: %', SQLERRM;
-END
-$$;
+-- (The DDL event trigger's function is pglease_admin.rest_notify_ddl, sql/admin/superuser.sql: it
+-- fires in every session's DDL, a superuser's included, so only a superuser may own it.)
 
 -- pglease.rest_notify_lease_change: row trigger on pglease.leases. When a lease's state or expiry
 -- changes (release, expiry, renewal), NOTIFY pglease_lease_change with its id, so every pglease
@@ -224,10 +191,10 @@ BEGIN
 END
 $$;
 
--- pglease.rest_install_notifiers: installs the two notifiers above, idempotently; called by the
--- service at start. The lease trigger needs only ownership of pglease.leases. The event trigger
--- needs a superuser: without one it is skipped and the function returns false, and the service
--- falls back to reloading a lease's schema when a request names something it has not cached.
+-- pglease.rest_install_notifiers: installs the lease-change trigger above, idempotently; called by
+-- the service at start; and says whether the DDL event triggers exist (a superuser installs those:
+-- pglease_admin.install_event_triggers). Without them the service falls back to reloading a lease's
+-- schema when a request names something it has not cached.
 CREATE OR REPLACE FUNCTION pglease.rest_install_notifiers()
 RETURNS boolean
 LANGUAGE plpgsql
@@ -243,20 +210,7 @@ BEGIN
     AFTER UPDATE OF state, expires_at ON pglease.leases
     FOR EACH ROW WHEN (OLD.state <> 'provisioning' AND NEW.state <> 'provisioning')
     EXECUTE FUNCTION pglease.rest_notify_lease_change();
-
-  IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
-    RETURN EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pglease_rest_ddl_end');
-  END IF;
-  BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pglease_rest_ddl_end') THEN
-      CREATE EVENT TRIGGER pglease_rest_ddl_end ON ddl_command_end EXECUTE FUNCTION pglease.rest_notify_ddl();
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pglease_rest_sql_drop') THEN
-      CREATE EVENT TRIGGER pglease_rest_sql_drop ON sql_drop EXECUTE FUNCTION pglease.rest_notify_ddl();
-    END IF;
-  EXCEPTION WHEN duplicate_object THEN
-    NULL; -- another pglease process installed it at the same moment
-  END;
-  RETURN true;
+  RETURN EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pglease_rest_ddl_end')
+     AND EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pglease_rest_sql_drop');
 END
 $$;

@@ -37,6 +37,13 @@ export interface StartOptions extends ServerOptions {
   stopPostgresWithProcess?: boolean;
 }
 
+/**
+ * Connections one pglease process opens as its service role, besides the REST API's: the service
+ * pool (10), schema introspection (4), the scheduler's pool (4) and listener, the cache listener,
+ * the lock guard, and a few to spare. The embedded server reserves these and the REST budget.
+ */
+const OWN_CONNECTIONS = 24;
+
 export function countMigrations(): number {
   return readdirSync(projectPath('migrations')).filter((name) => /^\d+.*\.(sql|js|ts)$/.test(name)).length;
 }
@@ -52,6 +59,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
       listen: config.embeddedPgListen,
       log,
       stopWithProcess: options.stopPostgresWithProcess,
+      reservedConnections: OWN_CONNECTIONS + config.restConnections.total,
     });
     serverUrl = embedded.url('postgres');
   }

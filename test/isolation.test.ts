@@ -5,7 +5,7 @@
 import { execFileSync } from 'node:child_process';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createLease, startTestService, type CreatedLeaseJson, type TestService } from './support/service.js';
+import { createLease, queryUrl, startTestService, superuserDatabaseUrl, type CreatedLeaseJson, type TestService } from './support/service.js';
 
 let service: TestService;
 let victim: CreatedLeaseJson;
@@ -72,8 +72,8 @@ describe('a lease at home', () => {
       rolbypassrls: false,
       rolconnlimit: service.config.leaseLimits.connectionLimit,
     });
-    const verifier = await service.host.pool.query('SELECT rolpassword FROM pg_authid WHERE rolname = $1', [victim.role]);
-    expect(verifier.rows[0].rolpassword).toMatch(/^SCRAM-SHA-256\$4096:/);
+    const verifier = await queryUrl<{ rolpassword: string }>(superuserDatabaseUrl(service), 'SELECT rolpassword FROM pg_authid WHERE rolname = $1', [victim.role]);
+    expect(verifier[0]!.rolpassword).toMatch(/^SCRAM-SHA-256\$4096:/);
   });
 
   it('works from the system psql client when it is installed', async (context) => {

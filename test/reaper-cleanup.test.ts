@@ -7,14 +7,14 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { inject } from 'vitest';
-import { ADMIN_TOKEN, createLease, startTestService, type TestService } from './support/service.js';
+import { ADMIN_TOKEN, createLease, startTestService, superuserDatabaseUrl, type TestService } from './support/service.js';
 
 let service: TestService;
 let superuser: pg.Client;
 
 beforeAll(async () => {
   service = await startTestService();
-  superuser = new pg.Client({ connectionString: service.host.databaseUrl });
+  superuser = new pg.Client({ connectionString: superuserDatabaseUrl(service) });
   await superuser.connect();
 });
 afterAll(async () => {
@@ -81,9 +81,10 @@ describe('cleanup-orphans', () => {
     const loneSchema = `lease_${randomBytes(8).toString('hex')}`;
     const loneRole = `lease_${randomBytes(8).toString('hex')}`;
     const foreignRole = `lease_${randomBytes(8).toString('hex')}`;
-    await superuser.query(`CREATE SCHEMA ${loneSchema}`);
-    await superuser.query(`CREATE ROLE ${loneRole} LOGIN`);
-    await superuser.query(`GRANT ${service.config.leaseDatabase}_leases TO ${loneRole}`);
+    // left by a pglease process that died half way: made by the service role
+    await service.host.pool.query(`CREATE SCHEMA ${loneSchema}`);
+    await service.host.pool.query(`CREATE ROLE ${loneRole} LOGIN`);
+    await service.host.pool.query(`GRANT ${service.config.leaseDatabase}_leases TO ${loneRole}`);
     // a lease role of some other lease database on the same host: not a member of our group
     await superuser.query(`CREATE ROLE ${foreignRole} LOGIN`);
     try {
@@ -159,7 +160,7 @@ describe('cleanup-orphans', () => {
   it('leaves every live lease intact and finds nothing on a healthy host', async () => {
     const leases = await Promise.all([createLease(service), createLease(service, { ttl: 5 })]);
     const run = await runCleanup();
-    expect(run).toMatchObject({ outcome: 'succeeded', result: { orphans_dropped: 0, leases_failed: 0, sessions_terminated: 0, errors: 0 } });
+    expect(run, JSON.stringify(run)).toMatchObject({ outcome: "succeeded", result: { orphans_dropped: 0, leases_failed: 0, sessions_terminated: 0, errors: 0 } });
     for (const lease of leases) expect(await objectsOf(lease.schema)).toHaveLength(4);
     // the superuser of the shared cluster is untouched too
     const admin = new pg.Client({ connectionString: inject('serverUrl') });

@@ -33,6 +33,12 @@ export interface EmbeddedOptions {
    * next start after a crash adopts it.
    */
   stopWithProcess?: boolean;
+  /**
+   * Connections only pglease's own roles may use (reserved_connections, Postgres 16+: roles with
+   * pg_use_reserved_connections), so that leases holding every other slot cannot keep pglease,
+   * its reaper or its REST API from logging in. Default 0.
+   */
+  reservedConnections?: number;
 }
 
 export interface EmbeddedServer {
@@ -51,6 +57,8 @@ const WATCH_MS = 1_000;
 /** max_locks_per_transaction of the embedded cluster (Postgres's default is 64). */
 const LOCKS_PER_TRANSACTION = 512;
 const OS_USER = 'postgres';
+/** max_connections of the embedded cluster. */
+export const MAX_CONNECTIONS = 300;
 
 /** Directory of the platform package that holds the Postgres binaries. */
 function platformPackageDir(): string {
@@ -327,6 +335,11 @@ async function startClaimed(
   const url = (database: string, port: number) =>
     `postgresql://${SUPERUSER}:${encodeURIComponent(password)}@${connectHost}:${port}/${encodeURIComponent(database)}`;
 
+  // reserved_connections exists from Postgres 16 on (a server before it refuses to start with it)
+  const majorVersion = Number((await readFile(path.join(clusterDir, 'PG_VERSION'), 'utf8')).trim());
+  const reserved = Math.min(options.reservedConnections ?? 0, MAX_CONNECTIONS / 3);
+  const reserve = majorVersion >= 16 && reserved > 0 ? ['-c', `reserved_connections=${reserved}`] : [];
+
   let port = options.port;
   /** Starts the postmaster on `port` (detached: it outlives a crash of this process). */
   const spawnPostgres = async (): Promise<number> => {
@@ -338,11 +351,12 @@ async function startClaimed(
       '-c', `listen_addresses=${options.listen}`,
       // the socket lives in the cluster directory so that several clusters never collide in /tmp
       '-c', `unix_socket_directories=${clusterDir}`,
-      '-c', 'max_connections=300',
+      '-c', `max_connections=${MAX_CONNECTIONS}`,
       // a lease may hold many objects: dropping them all in one transaction takes a lock on each,
       // and the shared lock table holds max_locks_per_transaction x max_connections of them
       '-c', `max_locks_per_transaction=${LOCKS_PER_TRANSACTION}`,
       '-c', 'password_encryption=scram-sha-256',
+      ...reserve,
     ], { ...user, detached: true, stdio: ['ignore', logFd, logFd], env: { ...process.env, LC_ALL: 'C' } });
     closeSync(logFd);
     child.unref();

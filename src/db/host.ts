@@ -1,13 +1,16 @@
 /**
  * The Postgres host pglease leases from: makes sure its lease database exists and is migrated,
  * locks the other databases away from lease roles, registers the host, and opens the service pool.
+ * Given a superuser, it first sets up the service role with it (superuser-setup.ts), and every
+ * connection opened here logs in as that role: pglease never serves as a superuser.
  */
 import pg from 'pg';
 import { endPool } from './end-pool.js';
 import { migrate } from './migrate.js';
+import { isSuperuserUrl, setUpServiceRole } from './superuser-setup.js';
 
 export interface HostOptions {
-  /** A URL on the server whose role may create roles and databases. */
+  /** A URL on the server whose role may create roles and databases (a superuser: used for setup only). */
   serverUrl: string;
   leaseDatabase: string;
   publicHost: string | undefined;
@@ -108,9 +111,12 @@ export function connectHost(serverUrl: URL): string {
 }
 
 export async function openHost(options: HostOptions): Promise<Host> {
-  const created = await ensureDatabase(options.serverUrl, options.leaseDatabase);
+  // given a superuser, pglease sets itself up with it and serves as its service role (superuser-setup.ts)
+  const service = (await isSuperuserUrl(options.serverUrl)) ? await setUpServiceRole(options.serverUrl, options.leaseDatabase, options.log) : undefined;
+  const serverUrl = service?.serverUrl ?? options.serverUrl;
+  const created = await ensureDatabase(serverUrl, options.leaseDatabase);
   if (created) options.log(`created lease database "${options.leaseDatabase}"`);
-  const databaseUrl = withDatabase(options.serverUrl, options.leaseDatabase);
+  const databaseUrl = withDatabase(serverUrl, options.leaseDatabase);
   const applied = await migrate(databaseUrl, options.log);
   for (const name of applied.migrations) options.log(`applied migration ${name}`);
   for (const file of applied.sqlFiles) options.log(`applied sql/${file}`);
@@ -139,7 +145,20 @@ export async function openHost(options: HostOptions): Promise<Host> {
       // unchanged row: the upsert's WHERE skipped the update, so look it up
       id = (await pool.query<{ id: number }>('SELECT id FROM pglease.hosts WHERE name = $1', [name])).rows[0]!.id;
     }
-    const secret = await pool.query<{ value: Buffer }>(`SELECT value FROM pglease.secrets WHERE name = 'authenticator_key'`);
+    let authenticatorKey = service?.authenticatorKey;
+    if (authenticatorKey) {
+      // the key is the superuser's (pglease_admin.secrets): the first migration's copy, readable
+      // by the service role, must not outlive its first start
+      await pool.query(`DELETE FROM pglease.secrets WHERE name = 'authenticator_key'`);
+    } else {
+      const secret = await pool.query<{ value: Buffer }>(`SELECT value FROM pglease.secrets WHERE name = 'authenticator_key'`);
+      authenticatorKey = secret.rows[0]?.value;
+      if (!authenticatorKey) {
+        throw new Error(
+          'the authenticator key of this lease database is kept by a superuser (pglease_admin.secrets): start pglease with a superuser DATABASE_URL, as it was set up',
+        );
+      }
+    }
     return {
       id,
       name,
@@ -149,7 +168,7 @@ export async function openHost(options: HostOptions): Promise<Host> {
       databaseUrl,
       pool,
       timeoutMs,
-      authenticatorKey: secret.rows[0]!.value,
+      authenticatorKey,
       close: async () => {
         await endPool(pool);
       },

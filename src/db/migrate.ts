@@ -69,7 +69,7 @@ export async function migrate(databaseUrl: string, log: (message: string) => voi
  * holds the key is terminated; pglease processes, which log in as this same role, wait for
  * each other as before.
  */
-async function lockAgainstSquatters(client: pg.Client, key: string, log: (message: string) => void): Promise<void> {
+export async function lockAgainstSquatters(client: pg.Client, key: string, log: (message: string) => void): Promise<void> {
   let toldWaiting = false;
   for (;;) {
     const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1::bigint) AS locked', [key]);
@@ -101,7 +101,7 @@ async function lockAgainstSquatters(client: pg.Client, key: string, log: (messag
  * host may update at the same moment (pglease.restrict_other_databases); each attempt is one
  * transaction, rolled back on failure, so trying again is safe.
  */
-async function retryConcurrentCatalogUpdates<T>(work: () => Promise<T>): Promise<T> {
+export async function retryConcurrentCatalogUpdates<T>(work: () => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await work();

@@ -68,3 +68,14 @@ export async function queryUrl<T extends pg.QueryResultRow>(url: string, sql: st
     await client.end();
   }
 }
+
+/**
+ * A superuser's URL of the service's lease database (the test cluster's superuser): for what a test
+ * does behind pglease's back. The service itself runs as its service role (src/db/superuser-setup.ts),
+ * whose URL is `service.host.databaseUrl`.
+ */
+export function superuserDatabaseUrl(service: TestService): string {
+  const url = new URL(inject('serverUrl'));
+  url.pathname = '/' + encodeURIComponent(service.config.leaseDatabase);
+  return url.toString();
+}

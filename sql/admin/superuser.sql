@@ -1,0 +1,245 @@
+-- What only a superuser does for pglease, in the schema pglease_admin that only superusers own and
+-- reach. Applied at every start by a short-lived superuser session (src/db/superuser-setup.ts) when
+-- pglease is given a superuser (the embedded server, or a superuser DATABASE_URL); the service itself
+-- then runs as the role `<lease database>_service`: no superuser, CREATEROLE and CREATEDB.
+--
+-- Why a schema of its own: the service role owns the schema pglease and everything in it, so it
+-- could replace any function there. A superuser session that ran one of them (or read a table of
+-- it, which the service could turn into a view) would run the service role's code as a superuser.
+-- So these sessions touch nothing of the service's: only catalogs and this schema. The event
+-- trigger's function lives here for the same reason: it fires in every session's DDL, a
+-- superuser's included, and only a superuser may change it.
+--
+-- The caller pins search_path to pg_catalog, pg_temp: the lease database's public schema belongs to
+-- its owner (the service role), which could otherwise place look-alike functions or operators there.
+
+CREATE SCHEMA IF NOT EXISTS pglease_admin;
+REVOKE ALL ON SCHEMA pglease_admin FROM PUBLIC;
+ALTER DEFAULT PRIVILEGES IN SCHEMA pglease_admin REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
+
+-- Secrets no role but a superuser can read: the service role's password and the key from which
+-- every lease authenticator's password derives (the crown jewel: with it, any lease's REST
+-- authenticator can log in). The service gets both from the superuser session at start and keeps
+-- them in memory only.
+CREATE TABLE IF NOT EXISTS pglease_admin.secrets (
+  name        text PRIMARY KEY,
+  value       bytea NOT NULL,
+  created_at  timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON pglease_admin.secrets FROM PUBLIC;
+
+-- pglease_admin.lease_groups: the lease groups of this database (pglease.lease_groups, which this
+-- schema must not call: it belongs to the service role).
+CREATE OR REPLACE FUNCTION pglease_admin.lease_groups()
+RETURNS text[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT array_prepend(left(current_database(), 56) || '_leases',
+                       array_agg(left(current_database(), 50) || '_leases_' || n ORDER BY n))
+    FROM generate_series(0, 15) AS n
+$$;
+
+-- pglease_admin.adopt: hands an install made while the service ran as a superuser over to the
+-- service role p_service. Until now every object of the schema pglease, the lease groups and the
+-- leases' roles belonged to a superuser; a role that only has CREATEROLE can drop or grant only
+-- roles it administers, and change only objects it owns. Idempotent: what already belongs to
+-- p_service is left as it is. Returns how many objects changed hands.
+--   * the authenticator key moves from pglease.secrets (still the superuser's, so reading it runs
+--     nothing of anyone else's) to pglease_admin.secrets, out of the service's reach;
+--   * the event triggers that pointed at pglease.rest_notify_ddl are dropped (pglease_admin's own
+--     replace them, see install_event_triggers), and so is that function;
+--   * the schema, its relations, types and routines become p_service's;
+--   * p_service gets ADMIN on the lease groups and on every lease role, with INHERIT and SET.
+CREATE OR REPLACE FUNCTION pglease_admin.adopt(p_service name)
+RETURNS int
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_schema oid := to_regnamespace('pglease');
+  v_object record;
+  v_changed int := 0;
+BEGIN
+  IF v_schema IS NULL OR (SELECT n.nspowner FROM pg_namespace n WHERE n.oid = v_schema) = to_regrole(quote_ident(p_service)) THEN
+    RETURN 0;
+  END IF;
+  IF NOT (SELECT r.rolsuper FROM pg_roles r JOIN pg_namespace n ON n.nspowner = r.oid WHERE n.oid = v_schema) THEN
+    RAISE EXCEPTION 'schema pglease belongs to neither a superuser nor %: pglease will not take it over', p_service
+      USING ERRCODE = '42501';
+  END IF;
+
+  IF to_regclass('pglease.secrets') IS NOT NULL THEN
+    INSERT INTO pglease_admin.secrets (name, value)
+    SELECT s.name, s.value FROM pglease.secrets s WHERE s.name = 'authenticator_key'
+    ON CONFLICT (name) DO NOTHING;
+    DELETE FROM pglease.secrets WHERE name = 'authenticator_key';
+  END IF;
+
+  DROP EVENT TRIGGER IF EXISTS pglease_rest_ddl_end;
+  DROP EVENT TRIGGER IF EXISTS pglease_rest_sql_drop;
+  DROP FUNCTION IF EXISTS pglease.rest_notify_ddl();
+
+  EXECUTE format('ALTER SCHEMA pglease OWNER TO %I', p_service);
+  FOR v_object IN
+    SELECT c.oid::regclass::text AS name, c.relkind
+      FROM pg_class c
+     WHERE c.relnamespace = v_schema AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+       -- a sequence of an identity or serial column changes hands with its table
+       AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                        WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i')
+                          AND d.refclassid = 'pg_class'::regclass)
+  LOOP
+    EXECUTE format('ALTER %s %s OWNER TO %I',
+                   CASE v_object.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+                                         WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END,
+                   v_object.name, p_service);
+    v_changed := v_changed + 1;
+  END LOOP;
+  FOR v_object IN
+    SELECT t.oid::regtype::text AS name FROM pg_type t
+     WHERE t.typnamespace = v_schema AND t.typtype IN ('e', 'd', 'r', 'm')
+        OR (t.typnamespace = v_schema AND t.typtype = 'c'
+            AND (SELECT c.relkind FROM pg_class c WHERE c.oid = t.typrelid) = 'c')
+  LOOP
+    EXECUTE format('ALTER TYPE %s OWNER TO %I', v_object.name, p_service);
+    v_changed := v_changed + 1;
+  END LOOP;
+  FOR v_object IN SELECT p.oid::regprocedure::text AS name FROM pg_proc p WHERE p.pronamespace = v_schema LOOP
+    EXECUTE format('ALTER ROUTINE %s OWNER TO %I', v_object.name, p_service);
+    v_changed := v_changed + 1;
+  END LOOP;
+  -- functions made from now on by the service start private, as the superuser's did
+  EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA pglease REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC', p_service);
+
+  FOR v_object IN
+    SELECT g.rolname AS name FROM pg_roles g WHERE g.rolname = ANY (pglease_admin.lease_groups())
+    UNION
+    SELECT m.rolname FROM pg_auth_members am
+      JOIN pg_roles g ON g.oid = am.roleid
+      JOIN pg_roles m ON m.oid = am.member
+     WHERE g.rolname = ANY (pglease_admin.lease_groups()) AND m.rolname ~ '^lease_[0-9a-f]{16}(_auth)?$'
+    UNION
+    SELECT m.rolname || '_anon' FROM pg_auth_members am
+      JOIN pg_roles g ON g.oid = am.roleid
+      JOIN pg_roles m ON m.oid = am.member
+     WHERE g.rolname = ANY (pglease_admin.lease_groups()) AND m.rolname ~ '^lease_[0-9a-f]{16}$'
+       AND EXISTS (SELECT 1 FROM pg_roles a WHERE a.rolname = m.rolname || '_anon')
+  LOOP
+    EXECUTE format('GRANT %I TO %I WITH ADMIN OPTION', v_object.name, p_service);
+    v_changed := v_changed + 1;
+  END LOOP;
+  RETURN v_changed;
+END
+$$;
+
+-- pglease_admin.restrict_other_databases: PUBLIC loses CONNECT on every database of the host, so a
+-- lease URL opens nothing but the lease database (lease roles connect to theirs through its lease
+-- groups; the service role owns it). As pglease.restrict_other_databases, run as a superuser,
+-- which may change any database's ACL. Returns the databases it closed.
+CREATE OR REPLACE FUNCTION pglease_admin.restrict_other_databases()
+RETURNS SETOF text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_db text;
+BEGIN
+  FOR v_db IN SELECT d.datname FROM pg_database d WHERE d.datallowconn ORDER BY d.datname LOOP
+    BEGIN
+      CONTINUE WHEN NOT has_database_privilege('public', v_db, 'CONNECT');
+      EXECUTE format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC', v_db);
+    -- dropped meanwhile; or revoked concurrently by another pglease ("tuple concurrently updated")
+    EXCEPTION WHEN invalid_catalog_name OR undefined_object OR internal_error THEN
+      CONTINUE;
+    END;
+    RETURN NEXT v_db;
+  END LOOP;
+END
+$$;
+
+-- pglease_admin.rest_notify_ddl: event trigger function. After DDL (or a DROP) that touches a lease
+-- schema, NOTIFY pglease_rest_ddl with that schema's name so the service drops its cached schema
+-- at once. GRANT, REVOKE and COMMENT may report no schema: then the lease the session belongs to
+-- (its role is named after its schema) is notified. Never raises: DDL must not fail because of it.
+-- It runs as whoever runs the DDL (a lease, mostly) and reads only what the event hands it.
+CREATE OR REPLACE FUNCTION pglease_admin.rest_notify_ddl()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_schemas text[];
+  v_session_lease text := substring(current_user from '^(lease_[0-9a-f]{16})');
+BEGIN
+  -- pglease.provision's own DDL: a schema being created has no cached copy to drop
+  IF current_setting('pglease.provisioning', true) = 'on' THEN
+    RETURN;
+  END IF;
+  IF TG_EVENT = 'sql_drop' THEN
+    SELECT array_agg(DISTINCT x.schema_name) INTO v_schemas
+      FROM (SELECT CASE WHEN o.object_type = 'schema' THEN o.object_name ELSE o.schema_name END
+              FROM pg_event_trigger_dropped_objects() o) x(schema_name)
+     WHERE x.schema_name LIKE 'lease\_%';
+  ELSE
+    SELECT array_agg(DISTINCT c.schema_name) INTO v_schemas
+      FROM pg_event_trigger_ddl_commands() c
+     WHERE c.schema_name LIKE 'lease\_%';
+  END IF;
+  IF v_session_lease IS NOT NULL AND NOT (v_session_lease = ANY (coalesce(v_schemas, '{}'))) THEN
+    v_schemas := array_append(coalesce(v_schemas, '{}'), v_session_lease);
+  END IF;
+  PERFORM pg_notify('pglease_rest_ddl', s) FROM unnest(v_schemas) s;
+EXCEPTION WHEN OTHERS THEN
+  RAISE WARNING 'pglease: schema change notification failed: %', SQLERRM;
+END
+$$;
+
+-- pglease_admin.install_event_triggers: the DDL event triggers of the REST schema cache, on the
+-- function above. Idempotent; another pglease process installing them at the same moment is fine.
+CREATE OR REPLACE FUNCTION pglease_admin.install_event_triggers()
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pglease_rest_ddl_end') THEN
+    CREATE EVENT TRIGGER pglease_rest_ddl_end ON ddl_command_end EXECUTE FUNCTION pglease_admin.rest_notify_ddl();
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pglease_rest_sql_drop') THEN
+    CREATE EVENT TRIGGER pglease_rest_sql_drop ON sql_drop EXECUTE FUNCTION pglease_admin.rest_notify_ddl();
+  END IF;
+EXCEPTION WHEN duplicate_object THEN
+  NULL;
+END
+$$;
+
+-- pglease_admin.ensure_rest_reserve: sixteen NOLOGIN roles `<database>_rest_<n>` that may use the
+-- server's reserved connections (pg_use_reserved_connections, Postgres 16+), administered by the
+-- service role, which grants one to each lease's REST authenticator (pglease.provision): the REST
+-- API then still logs in when the leases' own logins hold every connection that is not reserved.
+-- Sixteen, sharded as the lease groups are, because a GRANT of a role locks it until commit: one
+-- such role would make every create wait for the one before it.
+CREATE OR REPLACE FUNCTION pglease_admin.ensure_rest_reserve(p_service name)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_role text;
+BEGIN
+  FOR v_shard IN 0..15 LOOP
+    v_role := left(current_database(), 50) || '_rest_' || v_shard;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = v_role) THEN
+      EXECUTE format('CREATE ROLE %I NOLOGIN NOINHERIT', v_role);
+    END IF;
+    IF current_setting('server_version_num')::int >= 160000
+       AND NOT pg_has_role(v_role, 'pg_use_reserved_connections', 'USAGE') THEN
+      EXECUTE format('GRANT pg_use_reserved_connections TO %I WITH INHERIT TRUE', v_role);
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_auth_members m WHERE m.roleid = to_regrole(v_role) AND m.member = to_regrole(p_service) AND m.admin_option) THEN
+      EXECUTE format('GRANT %I TO %I WITH ADMIN OPTION', v_role, p_service);
+    END IF;
+  END LOOP;
+END
+$$;

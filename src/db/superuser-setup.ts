@@ -1,0 +1,212 @@
+/**
+ * pglease never serves as a superuser. Given one (the embedded server's, or a superuser
+ * DATABASE_URL), it uses it at start only, on two short-lived sessions, for what needs it:
+ *
+ *   - the service role `<lease database>_service` (LOGIN CREATEROLE CREATEDB, nothing more), with
+ *     pg_signal_backend and pg_read_all_stats (ending lease sessions: releases, the lock guard, and
+ *     stragglers whose role is gone, which only these let a role see and signal) and, on Postgres 16
+ *     and later, pg_use_reserved_connections (the server's reserve, which lease roles cannot use,
+ *     so pglease still logs in when leases hold every other slot);
+ *   - the lease database, owned by that role, and an install made by a superuser handed over to it
+ *     (sql/admin/superuser.sql, pglease_admin.adopt);
+ *   - the secrets only a superuser can read (pglease_admin.secrets): the service role's password and
+ *     the key every lease authenticator's password derives from. The service keeps them in memory:
+ *     no SQL the service role runs can read them;
+ *   - CONNECT revoked from PUBLIC on every database, and the DDL event triggers of the REST schema
+ *     cache, whose function only a superuser may change;
+ *   - sixteen roles through which lease authenticators (the REST API's logins) may use the
+ *     reserved connections too (pglease_admin.ensure_rest_reserve).
+ *
+ * Everything after that (migrations, the control API, jobs, the REST API's lookups) runs as the
+ * service role. Should a lease ever run code as that role, it could reach the pglease schema and,
+ * through the role's membership, leases' data; not the superuser, not COPY ... PROGRAM, not server
+ * files, not the authenticator key.
+ *
+ * These sessions touch nothing the service role owns (the schema pglease, the public schema of the
+ * lease database): only catalogs and pglease_admin, with search_path pinned to pg_catalog.
+ */
+import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import pg from 'pg';
+import { newPassword, scramVerifier } from '../leases/credentials.js';
+import { projectPath } from '../paths.js';
+import { lockAgainstSquatters, retryConcurrentCatalogUpdates } from './migrate.js';
+
+/** Advisory lock key of the superuser setup of a lease database ("pgl-su" in ASCII). */
+const SETUP_LOCK = '112103108045115117';
+
+export interface ServiceLogin {
+  /** The server URL with the service role's credentials (the database part is the caller's to set). */
+  serverUrl: string;
+  role: string;
+  /** The key lease authenticators' passwords derive from, read from pglease_admin.secrets. */
+  authenticatorKey: Buffer;
+}
+
+/** The service role of a lease database: one per database, as the lease groups are. */
+export function serviceRoleName(leaseDatabase: string): string {
+  return `${leaseDatabase.slice(0, 55)}_service`;
+}
+
+/** A session on `url` that resolves names in pg_catalog only (see the module comment). */
+function pinnedClient(url: string): pg.Client {
+  const client = new pg.Client({ connectionString: url, application_name: 'pglease-setup', options: '-c search_path=pg_catalog,pg_temp' });
+  client.on('error', () => undefined);
+  return client;
+}
+
+function withDatabaseName(url: string, database: string): string {
+  const parsed = new URL(url);
+  parsed.pathname = '/' + encodeURIComponent(database);
+  return parsed.toString();
+}
+
+/** Whether `serverUrl` logs in as a superuser. */
+export async function isSuperuserUrl(serverUrl: string): Promise<boolean> {
+  const client = pinnedClient(serverUrl);
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ rolsuper: boolean }>('SELECT rolsuper FROM pg_roles WHERE rolname = current_user');
+    return rows[0]?.rolsuper === true;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/** Ignores the error of a CREATE that another process won (same object created at the same moment). */
+function createdConcurrently(error: unknown): boolean {
+  const code = (error as { code?: string }).code;
+  return code === '42710' || code === '42P04' || code === '23505';
+}
+
+/**
+ * Sets up the service role and the lease database with the superuser `superuserUrl`, and returns
+ * how the service logs in. Safe with several processes starting at once.
+ */
+export async function setUpServiceRole(superuserUrl: string, leaseDatabase: string, log: (message: string) => void): Promise<ServiceLogin> {
+  const role = serviceRoleName(leaseDatabase);
+  const server = pinnedClient(superuserUrl);
+  await server.connect();
+  let createdDatabase = false;
+  try {
+    await retryConcurrentCatalogUpdates(async () => {
+      const existing = await server.query<{ ok: boolean }>(
+        `SELECT NOT rolsuper AND rolcanlogin AND rolcreaterole AND rolcreatedb AND NOT rolreplication AND NOT rolbypassrls AS ok
+           FROM pg_roles WHERE rolname = $1`,
+        [role],
+      );
+      if (existing.rows.length === 0) {
+        await server.query(`CREATE ROLE ${server.escapeIdentifier(role)} LOGIN NOSUPERUSER CREATEROLE CREATEDB NOREPLICATION NOBYPASSRLS`).catch((error) => {
+          if (!createdConcurrently(error)) throw error;
+        });
+      } else if (!existing.rows[0]!.ok) {
+        await server.query(`ALTER ROLE ${server.escapeIdentifier(role)} LOGIN NOSUPERUSER CREATEROLE CREATEDB NOREPLICATION NOBYPASSRLS`);
+      }
+      const version = Number((await server.query<{ v: string }>('SHOW server_version_num')).rows[0]!.v);
+      const grants = ['pg_signal_backend', 'pg_read_all_stats', ...(version >= 160_000 ? ['pg_use_reserved_connections'] : [])];
+      for (const granted of grants) {
+        const member = await server.query('SELECT 1 FROM pg_auth_members WHERE roleid = to_regrole($1) AND member = to_regrole($2)', [granted, role]);
+        if (member.rows.length === 0) await server.query(`GRANT ${granted} TO ${server.escapeIdentifier(role)}`);
+      }
+
+      const database = await server.query<{ owner: string }>('SELECT pg_get_userbyid(datdba) AS owner FROM pg_database WHERE datname = $1', [leaseDatabase]);
+      if (database.rows.length === 0) {
+        try {
+          await server.query(`CREATE DATABASE ${server.escapeIdentifier(leaseDatabase)} OWNER ${server.escapeIdentifier(role)}`);
+          createdDatabase = true;
+        } catch (error) {
+          if (!createdConcurrently(error)) throw error;
+        }
+      } else if (database.rows[0]!.owner !== role) {
+        await server.query(`ALTER DATABASE ${server.escapeIdentifier(leaseDatabase)} OWNER TO ${server.escapeIdentifier(role)}`);
+        log(`database "${leaseDatabase}" now belongs to the service role "${role}"`);
+      }
+    });
+  } finally {
+    await server.end().catch(() => undefined);
+  }
+  if (createdDatabase) log(`created lease database "${leaseDatabase}", owned by the service role "${role}"`);
+
+  const session = pinnedClient(withDatabaseName(superuserUrl, leaseDatabase));
+  await session.connect();
+  try {
+    await lockAgainstSquatters(session, SETUP_LOCK, log);
+    const admin = await session.query<{ trusted: boolean }>(
+      `SELECT r.rolsuper AS trusted FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner WHERE n.nspname = 'pglease_admin'`,
+    );
+    if (admin.rows[0] && !admin.rows[0].trusted) {
+      throw new Error(`the schema pglease_admin of database "${leaseDatabase}" does not belong to a superuser: pglease will not trust it (drop it as a superuser)`);
+    }
+    const setupSql = await readFile(projectPath('sql', 'admin', 'superuser.sql'), 'utf8');
+    await retryConcurrentCatalogUpdates(() => session.query(setupSql));
+    const adopted = await session.query<{ changed: number }>('SELECT pglease_admin.adopt($1) AS changed', [role]);
+    if (adopted.rows[0]!.changed > 0) log(`handed ${adopted.rows[0]!.changed} objects of the pglease schema and its leases over to the service role "${role}"`);
+
+    const password = await servicePassword(session, role);
+    const authenticatorKey = await authenticatorKeyFor(session);
+
+    const closed = await retryConcurrentCatalogUpdates(() => session.query<{ name: string }>('SELECT pglease_admin.restrict_other_databases() AS name'));
+    for (const { name } of closed.rows) log(`revoked CONNECT on database "${name}" from PUBLIC, so lease roles can open only "${leaseDatabase}"`);
+    await retryConcurrentCatalogUpdates(() => session.query('SELECT pglease_admin.install_event_triggers(), pglease_admin.ensure_rest_reserve($1)', [role]));
+
+    const serverUrl = new URL(superuserUrl);
+    serverUrl.username = encodeURIComponent(role);
+    serverUrl.password = encodeURIComponent(password);
+    return { serverUrl: serverUrl.toString(), role, authenticatorKey };
+  } finally {
+    await session.end().catch(() => undefined);
+  }
+}
+
+/**
+ * The service role's password, from pglease_admin.secrets; made (and set on the role) the first
+ * time, and set again when the role has none (made by hand, or its password was removed).
+ */
+async function servicePassword(session: pg.Client, role: string): Promise<string> {
+  const stored = await session.query<{ value: Buffer }>(`SELECT value FROM pglease_admin.secrets WHERE name = 'service_password'`);
+  let password = stored.rows[0]?.value.toString('utf8');
+  if (password === undefined) {
+    const inserted = await session.query<{ value: Buffer }>(
+      `INSERT INTO pglease_admin.secrets (name, value) VALUES ('service_password', $1) ON CONFLICT (name) DO NOTHING RETURNING value`,
+      [Buffer.from(newPassword(), 'utf8')],
+    );
+    // another process stored one at the same moment: use that one
+    password = (inserted.rows[0] ?? (await session.query<{ value: Buffer }>(`SELECT value FROM pglease_admin.secrets WHERE name = 'service_password'`)).rows[0]!).value.toString('utf8');
+  }
+  const { rows } = await session.query<{ has: boolean }>('SELECT rolpassword IS NOT NULL AS has FROM pg_authid WHERE rolname = $1', [role]);
+  if (stored.rows.length === 0 || !rows[0]?.has) {
+    const verifier = await scramVerifier(password);
+    await retryConcurrentCatalogUpdates(() => session.query(`ALTER ROLE ${session.escapeIdentifier(role)} PASSWORD ${session.escapeLiteral(verifier)}`));
+  }
+  return password;
+}
+
+/**
+ * The authenticator key from pglease_admin.secrets. An install that ran as a superuser had it in
+ * pglease.secrets: pglease_admin.adopt moved it. One that ran as a non-superuser service role
+ * keeps it in pglease.secrets, which that role owns: it is read only while locked and only when
+ * it is a plain table (a view there would run the role's code here). Otherwise a new key.
+ */
+async function authenticatorKeyFor(session: pg.Client): Promise<Buffer> {
+  const stored = await session.query<{ value: Buffer }>(`SELECT value FROM pglease_admin.secrets WHERE name = 'authenticator_key'`);
+  if (stored.rows[0]) return stored.rows[0].value;
+  let key: Buffer = randomBytes(32);
+  await session.query('BEGIN');
+  try {
+    const legacy = await session.query<{ plain: boolean }>(`SELECT relkind = 'r' AS plain FROM pg_class WHERE oid = to_regclass('pglease.secrets')`);
+    if (legacy.rows[0]) {
+      await session.query('LOCK TABLE pglease.secrets IN SHARE MODE');
+      const plain = await session.query<{ plain: boolean }>(`SELECT relkind = 'r' AND NOT relhasrules AND NOT relhastriggers AND NOT relrowsecurity AS plain FROM pg_class WHERE oid = to_regclass('pglease.secrets')`);
+      if (plain.rows[0]?.plain) {
+        const found = await session.query<{ value: Buffer }>(`SELECT value FROM pglease.secrets WHERE name = 'authenticator_key'`);
+        if (found.rows[0]) key = found.rows[0].value;
+      }
+    }
+    await session.query(`INSERT INTO pglease_admin.secrets (name, value) VALUES ('authenticator_key', $1) ON CONFLICT (name) DO NOTHING`, [key]);
+    await session.query('COMMIT');
+  } catch (error) {
+    await session.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  }
+  return (await session.query<{ value: Buffer }>(`SELECT value FROM pglease_admin.secrets WHERE name = 'authenticator_key'`)).rows[0]!.value;
+}

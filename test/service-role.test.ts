@@ -1,0 +1,119 @@
+/**
+ * pglease never serves as a superuser: given one (here the test cluster's), it sets up the service
+ * role `<lease database>_service` and runs every connection as that role (src/db/superuser-setup.ts).
+ * What that role could reach, were a lease ever to run code as it, is kept small: no superuser
+ * power, no authenticator key.
+ */
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { loadConfig } from '../src/config.js';
+import { withDatabase } from '../src/db/host.js';
+import { migrate } from '../src/db/migrate.js';
+import { authenticatorPassword, hashToken, newToken, scramVerifier } from '../src/leases/credentials.js';
+import { startService } from '../src/service.js';
+import { ADMIN_TOKEN, createLease, queryUrl, startTestService, type TestService } from './support/service.js';
+
+let service: TestService;
+beforeAll(async () => {
+  service = await startTestService();
+});
+afterAll(async () => {
+  await service?.close();
+});
+
+/** The SQLSTATE a statement fails with on `url`, or 'ok'. */
+async function outcome(url: string, sql: string): Promise<string> {
+  try {
+    await queryUrl(url, sql);
+    return 'ok';
+  } catch (error) {
+    return (error as { code?: string }).code ?? (error as Error).message;
+  }
+}
+
+describe('the service role', () => {
+  it('is no superuser, and all of the service runs as it', async () => {
+    const [role] = await queryUrl<{ name: string; rolsuper: boolean; rolcreaterole: boolean; rolcreatedb: boolean; rolbypassrls: boolean }>(
+      service.host.databaseUrl,
+      'SELECT rolname AS name, rolsuper, rolcreaterole, rolcreatedb, rolbypassrls FROM pg_roles WHERE rolname = current_user',
+    );
+    expect(role).toEqual({ name: `${service.config.leaseDatabase}_service`, rolsuper: false, rolcreaterole: true, rolcreatedb: true, rolbypassrls: false });
+    const { rows } = await service.host.pool.query<{ superusers: number }>(
+      `SELECT count(*)::int AS superusers FROM pg_stat_activity a JOIN pg_roles r ON r.rolname = a.usename
+        WHERE a.datname = current_database() AND r.rolsuper AND a.pid <> pg_backend_pid()`,
+    );
+    expect(rows).toEqual([{ superusers: 0 }]);
+  });
+
+  it('cannot run programs, read server files, or read the authenticator key', async () => {
+    const url = service.host.databaseUrl;
+    expect(await outcome(url, `COPY (SELECT 1) TO PROGRAM 'true'`)).toBe('42501');
+    expect(await outcome(url, `SELECT pg_read_file('postgresql.conf')`)).toBe('42501');
+    expect(await outcome(url, `SELECT * FROM pglease_admin.secrets`)).toBe('42501');
+    expect(await queryUrl(url, `SELECT name FROM pglease.secrets WHERE name = 'authenticator_key'`)).toEqual([]);
+    // nor change the function the DDL event triggers run in every session, a superuser's included
+    expect(await outcome(url, `CREATE OR REPLACE FUNCTION pglease_admin.rest_notify_ddl() RETURNS event_trigger LANGUAGE plpgsql AS 'BEGIN END'`)).toBe('42501');
+    expect(await outcome(url, 'DROP EVENT TRIGGER pglease_rest_ddl_end')).toBe('42501');
+    expect(await queryUrl(url, `SELECT evtname, evtfoid::regproc::text AS fn FROM pg_event_trigger ORDER BY evtname`)).toEqual([
+      { evtname: 'pglease_rest_ddl_end', fn: 'pglease_admin.rest_notify_ddl' },
+      { evtname: 'pglease_rest_sql_drop', fn: 'pglease_admin.rest_notify_ddl' },
+    ]);
+  });
+
+  it("lets a lease's REST authenticator use the reserved connections, and no lease login", async () => {
+    const lease = await createLease(service);
+    const [roles] = await queryUrl<{ auth: boolean; login: boolean; anon: boolean }>(
+      service.host.databaseUrl,
+      `SELECT pg_has_role($1, 'pg_use_reserved_connections', 'USAGE') AS auth,
+              pg_has_role($2, 'pg_use_reserved_connections', 'USAGE') AS login,
+              pg_has_role($3, 'pg_use_reserved_connections', 'USAGE') AS anon`,
+      [`${lease.role}_auth`, lease.role, lease.anon_role],
+    );
+    expect(roles).toEqual({ auth: true, login: false, anon: false });
+    // a lease cannot borrow it either: it cannot become its authenticator
+    expect(await outcome(lease.url, `SET ROLE ${lease.role}_auth`)).toBe('42501');
+  });
+});
+
+describe('an install made while pglease ran as a superuser', () => {
+  it('is handed over to the service role: its leases keep working and are released by it', async () => {
+    // what an earlier version left: the schema, its objects and a lease, all made by the superuser
+    const database = `pglease_test_${randomBytes(4).toString('hex')}`;
+    const superuserUrl = inject('serverUrl');
+    await queryUrl(superuserUrl, `CREATE DATABASE ${database}`);
+    const databaseUrl = withDatabase(superuserUrl, database);
+    await migrate(databaseUrl);
+    const [{ id: hostId }] = await queryUrl<{ id: number }>(databaseUrl, `SELECT pglease.register_host('old', '127.0.0.1', 5432) AS id`);
+    const [{ value: key }] = await queryUrl<{ value: Buffer }>(databaseUrl, `SELECT value FROM pglease.secrets WHERE name = 'authenticator_key'`);
+    const base = `lease_${randomBytes(8).toString('hex')}`;
+    const token = newToken();
+    const [old] = await queryUrl<{ id: string }>(
+      databaseUrl,
+      `SELECT id FROM pglease.provision($1, $2, $3, $4, interval '1 hour', 'old', NULL, $5, 5, '60s', '60s')`,
+      [base, await scramVerifier('old-password'), await scramVerifier(authenticatorPassword(key, `${base}_auth`), 1), hashToken(token), hostId],
+    );
+    await queryUrl(withDatabase(superuserUrl, database).replace(/\/\/[^@]*@/, `//${base}:old-password@`), 'CREATE TABLE items (id int PRIMARY KEY); INSERT INTO items VALUES (1), (2); GRANT SELECT ON items TO ' + base + '_anon');
+
+    const upgraded = await startService(loadConfig({ DATABASE_URL: superuserUrl, PGLEASE_DATABASE: database, PGLEASE_ADMIN_TOKEN: ADMIN_TOKEN, PORT: '0', HOST: '127.0.0.1', PGLEASE_LEASE_POOL: '0' }));
+    try {
+      expect(upgraded.host.authenticatorKey.equals(key)).toBe(true);
+      const [owner] = await queryUrl<{ owner: string }>(upgraded.host.databaseUrl, `SELECT pg_get_userbyid(nspowner) AS owner FROM pg_namespace WHERE nspname = 'pglease'`);
+      expect(owner).toEqual({ owner: `${database}_service` });
+      expect(await queryUrl(upgraded.host.databaseUrl, `SELECT name FROM pglease.secrets WHERE name = 'authenticator_key'`)).toEqual([]);
+      // the old lease's REST API logs in with the key it was made with
+      const rest = await upgraded.app.inject({ method: 'GET', url: `/v1/leases/${old!.id}/rest/items?order=id`, headers: { authorization: `Bearer ${token}` } });
+      expect(rest.statusCode, rest.body).toBe(200);
+      expect(rest.json()).toEqual([{ id: 1 }, { id: 2 }]);
+      // and the service role, which did not make its roles, can drop them
+      const released = await upgraded.app.inject({ method: 'DELETE', url: `/v1/leases/${old!.id}`, headers: { authorization: `Bearer ${token}` } });
+      expect(released.statusCode, released.body).toBe(204);
+      expect(await queryUrl(superuserUrl, `SELECT rolname FROM pg_roles WHERE rolname LIKE $1 || '%'`, [base])).toEqual([]);
+      // new leases work as ever
+      const fresh = await upgraded.app.inject({ method: 'POST', url: '/v1/leases', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+      expect(fresh.statusCode, fresh.body).toBe(201);
+    } finally {
+      await upgraded.close();
+    }
+  });
+});
