@@ -10,8 +10,10 @@ import { ADMIN_TOKEN, createLease, queryUrl as query, startTestService, type Tes
 let service: TestService;
 
 beforeAll(async () => {
-  // no warm pools here, so that counts of roles and schemas only move with what a test does
-  service = await startTestService({ PGLEASE_TEMPLATE_POOL: '0', PGLEASE_LEASE_POOL: '0' });
+  // no warm pools here, so that counts of roles and schemas only move with what a test does; up to
+  // PGLEASE_MAX_ACTIVE (20) live leases of one client, more than its connection budget allows at
+  // 20 connections each (test/client-connections.test.ts tests the budget)
+  service = await startTestService({ PGLEASE_TEMPLATE_POOL: '0', PGLEASE_LEASE_POOL: '0', PGLEASE_CLIENT_CONNECTIONS: '0' });
 });
 afterAll(async () => {
   await service?.close();
