@@ -16,23 +16,45 @@
 --     a limit of 100 leave exactly 100. The locks are held only from this check to the commit,
 --     so creates of one client still provision in parallel.
 --
+-- The client's connection budget (p_client_connections, PGLEASE_CLIENT_CONNECTIONS): the
+-- CONNECTION LIMITs of the login roles of a client's live leases add up to at most the budget, so
+-- that one client cannot take every connection slot of the server (15 leases x 20 sessions took
+-- all 300 of the embedded server's). The new lease's login role keeps its limit (the per-lease
+-- default it was provisioned with, PGLEASE_LEASE_CONNECTIONS) when the budget has room for it,
+-- and is lowered to what is left otherwise, by ALTER ROLE in this transaction: a pooled lease was
+-- provisioned with the default long before its claim, so the claim lowers it here too. When less
+-- than c_budget_minimum (2: a lease is used by a migration tool next to the application, or psql
+-- next to a test) or the lease's own limit is left, the create is refused. The sum is read from
+-- pg_roles under the same per-client lock, so concurrent creates of one client cannot both get
+-- the last connections: each sees the ALTER ROLE of the ones that committed before it. Postgres
+-- enforces the limit at login ("too many connections for role"). The lease's authenticator (the
+-- REST API's) is not counted: only pglease logs in as it, through pools bounded per lease
+-- (PGLEASE_REST_LEASE_CONNECTIONS) and in all (PGLEASE_REST_MAX_CONNECTIONS), whatever the client.
+-- Returns the lease's connection limit after the check (NULL in the early check).
+--
 -- Per-client counts use quota_ip, which only leases made under per-client limits carry. NULL or 0
 -- disables a limit (the admin token passes NULL for the per-client ones). Raises
 --   PGLRL  creations in the last hour >= p_rate_limit        (HTTP 429)
 --   PGLAC  live leases of the client  >= p_max_active        (HTTP 429)
+--   PGLCC  connections the client's live leases may open leave less than a lease needs
+--          of p_client_connections                           (HTTP 429)
 --   PGLCP  live leases of the database >= p_max_leases       (HTTP 503)
 -- with DETAIL a JSON object {limit, retry_after} (seconds). Returns what the RateLimit-* headers
 -- of a successful create report: the hourly quota, what is left of it, and the seconds until the
 -- oldest creation counted leaves the window.
+-- (p_client_connections and connection_limit added: the old signature would stay as an overload)
+DROP FUNCTION IF EXISTS pglease.check_create_limits(uuid, inet, int, int, int);
 CREATE OR REPLACE FUNCTION pglease.check_create_limits(
   p_lease       uuid,
   p_client_ip   inet,
   p_rate_limit  int,
   p_max_active  int,
   p_max_leases  int,
+  p_client_connections int DEFAULT NULL,
   OUT rate_limit int,
   OUT remaining  int,
-  OUT reset_seconds int)
+  OUT reset_seconds int,
+  OUT connection_limit int)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -45,8 +67,24 @@ DECLARE
   v_oldest   timestamptz;
   v_count    int;
   v_soonest  timestamptz;
-  v_per_client boolean := p_client_ip IS NOT NULL AND (coalesce(p_rate_limit, 0) > 0 OR coalesce(p_max_active, 0) > 0);
+  v_per_client boolean := p_client_ip IS NOT NULL
+    AND (coalesce(p_rate_limit, 0) > 0 OR coalesce(p_max_active, 0) > 0 OR coalesce(p_client_connections, 0) > 0);
+  -- the connection budget: what the client's other live leases may open, the new lease's login
+  -- role and its limit, and the fewest connections a lease is made with
+  v_held     int;
+  v_role     name;
+  v_own      int;
+  v_left     int;
+  v_needed   int;
+  c_budget_minimum CONSTANT int := 2;
 BEGIN
+  IF v_final THEN
+    -- read here, where the role a provision in this statement made is visible (the statement's own
+    -- snapshot, which the caller's columns are read with, predates it)
+    SELECT r.rolname, r.rolconnlimit INTO v_role, v_own
+      FROM pglease.leases l JOIN pg_roles r ON r.rolname = l.role_name WHERE l.id = p_lease;
+    connection_limit := v_own;
+  END IF;
   IF v_final AND v_per_client THEN
     -- a claim charges its lease itself (sql/pool.sql): no second row version then
     UPDATE pglease.leases SET quota_ip = p_client_ip WHERE id = p_lease AND quota_ip IS DISTINCT FROM p_client_ip;
@@ -94,6 +132,31 @@ BEGIN
                       host(p_client_ip), v_created + v_pending - 1, p_rate_limit
         USING ERRCODE = 'PGLRL',
               DETAIL = json_build_object('limit', p_rate_limit, 'retry_after', reset_seconds)::text;
+    END IF;
+  END IF;
+
+  IF coalesce(p_client_connections, 0) > 0 AND p_client_ip IS NOT NULL THEN
+    -- a role without a limit (-1: none of ours; an operator's ALTER ROLE) counts as the whole budget
+    SELECT count(*), coalesce(sum(CASE WHEN r.rolconnlimit < 0 THEN p_client_connections ELSE r.rolconnlimit END), 0), min(l.expires_at)
+      INTO v_count, v_held, v_soonest
+      FROM pglease.leases l JOIN pg_roles r ON r.rolname = l.role_name
+     WHERE l.quota_ip = p_client_ip AND l.state IN ('active', 'provisioning') AND l.id IS DISTINCT FROM p_lease;
+    v_left := p_client_connections - v_held;
+    -- c_budget_minimum, or the lease's own limit when the operator set a smaller one; the early
+    -- check does not know the lease's limit and refuses only a client with nothing left
+    v_needed := CASE WHEN v_final THEN least(c_budget_minimum, CASE WHEN v_own < 0 THEN c_budget_minimum ELSE v_own END) ELSE 1 END;
+    IF v_left < v_needed THEN
+      RAISE EXCEPTION 'client % has % live leases that may open % of the % connections one client''s leases may open together (PGLEASE_CLIENT_CONNECTIONS=%), too few left for another lease; release one or wait until one expires',
+                      host(p_client_ip), v_count, v_held, p_client_connections, p_client_connections
+        USING ERRCODE = 'PGLCC',
+              DETAIL = json_build_object('limit', p_client_connections,
+                                         'retry_after', greatest(1, ceil(extract(epoch FROM coalesce(v_soonest - now(), interval '60 seconds')))))::text;
+    END IF;
+    IF v_final THEN
+      connection_limit := CASE WHEN v_own < 0 THEN v_left ELSE least(v_own, v_left) END;
+      IF connection_limit IS DISTINCT FROM v_own THEN
+        EXECUTE format('ALTER ROLE %I CONNECTION LIMIT %s', v_role, connection_limit);
+      END IF;
     END IF;
   END IF;
 END

@@ -40,6 +40,11 @@ export interface CreateLimits {
   perHour: number;
   /** Live leases per client address. */
   activePerClient: number;
+  /**
+   * Connections the live leases of one client address may open together: the sum of their login
+   * roles' CONNECTION LIMITs (sql/throttle.sql lowers a new lease's limit to fit).
+   */
+  connectionsPerClient: number;
   /** Live leases in the lease database (host capacity). */
   maxLeases: number;
 }
@@ -167,6 +172,22 @@ function trustProxy(env: Env): TrustProxy {
   return raw.split(',').map((part) => part.trim()).filter((part) => part !== '');
 }
 
+/**
+ * PGLEASE_CLIENT_CONNECTIONS, default 160: 8 leases with the default 20 connections each (a test run
+ * of 7 workers on an 8-core machine, src/testing making one lease per worker and CPUs - 1 workers by
+ * default, plus its template's owner lease). That leaves 140 of the embedded server's 300
+ * max_connections to everyone else, of which pglease's REST API takes at most
+ * PGLEASE_REST_MAX_CONNECTIONS (64) and Postgres keeps 3 for superusers: one client can no longer
+ * take the server (15 leases x 20 connections did). 100 would leave more to others but refuse a
+ * 5-worker run with a template. 0: no budget; 1 would refuse every lease (sql/throttle.sql makes
+ * none with fewer than 2 connections).
+ */
+function clientConnections(env: Env): number {
+  const budget = integer(env, 'PGLEASE_CLIENT_CONNECTIONS', 160, 0, 1_000_000);
+  if (budget === 1) throw new ConfigError('PGLEASE_CLIENT_CONNECTIONS', 'must be 0 (no budget) or at least 2, the fewest connections a lease is made with; got 1');
+  return budget;
+}
+
 export function loadConfig(env: Env = process.env): Config {
   const maxTtlSeconds = integer(env, 'PGLEASE_MAX_TTL', 86_400, 1, 10 * 365 * 86_400);
   const defaultTtlSeconds = Math.min(integer(env, 'PGLEASE_DEFAULT_TTL', 1800, 1, 10 * 365 * 86_400), maxTtlSeconds);
@@ -215,6 +236,7 @@ export function loadConfig(env: Env = process.env): Config {
     createLimits: {
       perHour: integer(env, 'PGLEASE_RATE_LIMIT', 100, 0, 1_000_000),
       activePerClient: integer(env, 'PGLEASE_MAX_ACTIVE', 20, 0, 1_000_000),
+      connectionsPerClient: clientConnections(env),
       maxLeases: integer(env, 'PGLEASE_MAX_LEASES', 1000, 0, 10_000_000),
     },
     trustProxy: trustProxy(env),

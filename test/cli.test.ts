@@ -24,7 +24,9 @@ let service: TestService;
 let home: string;
 
 beforeAll(async () => {
-  service = await startTestService();
+  // the CLI's leases pile up over this file, more than a client's connection budget holds at 20
+  // connections each (test/client-connections.test.ts tests the budget)
+  service = await startTestService({ PGLEASE_CLIENT_CONNECTIONS: '0' });
   home = await mkdtemp(path.join(tmpdir(), 'pglease-cli-home-'));
 });
 afterAll(async () => {

@@ -17,6 +17,7 @@ const env = {
   PGLEASE_REAPER_CRON: '* * * * * *',
   PGLEASE_RATE_LIMIT: '0',
   PGLEASE_MAX_ACTIVE: '0',
+  PGLEASE_CLIENT_CONNECTIONS: '0',
 };
 const processes: ServiceProcess[] = [];
 let client: pg.Client | undefined;

@@ -12,7 +12,9 @@ import { ADMIN_TOKEN, createLease, startTestService, type TestService } from './
 let service: TestService;
 
 beforeAll(async () => {
-  service = await startTestService({ PGLEASE_MAX_TTL: '7200' });
+  // up to PGLEASE_MAX_ACTIVE (20) live leases of one client at a time, more than the connection
+  // budget allows at 20 connections each (test/client-connections.test.ts tests the budget)
+  service = await startTestService({ PGLEASE_MAX_TTL: '7200', PGLEASE_CLIENT_CONNECTIONS: '0' });
 });
 afterAll(async () => {
   await service?.close();
@@ -44,8 +46,9 @@ describe('POST /v1/leases', () => {
     expect(response.status).toBe(201);
     const lease = response.json;
     expect(Object.keys(lease).sort()).toEqual(
-      ['anon_role', 'created_at', 'database', 'ended_at', 'expires_at', 'host', 'id', 'name', 'port', 'rest_url', 'role', 'schema', 'state', 'token', 'url'].sort(),
+      ['anon_role', 'connection_limit', 'created_at', 'database', 'ended_at', 'expires_at', 'host', 'id', 'name', 'port', 'rest_url', 'role', 'schema', 'state', 'token', 'url'].sort(),
     );
+    expect(lease.connection_limit).toBe(20);
     expect(lease.state).toBe('active');
     expect(lease.database).toBe(service.config.leaseDatabase);
     expect(lease.schema).toMatch(/^lease_[0-9a-f]{16}$/);

@@ -17,6 +17,7 @@ const env = {
   PGLEASE_CLEANUP_CRON: '*/2 * * * * *',
   PGLEASE_RATE_LIMIT: '0',
   PGLEASE_MAX_ACTIVE: '0',
+  PGLEASE_CLIENT_CONNECTIONS: '0',
 };
 let processes: ServiceProcess[] = [];
 let client: pg.Client | undefined;

@@ -205,7 +205,7 @@ describe('configuration', () => {
       reaperBatch: 50,
       historyRetentionSeconds: 7 * 86_400,
     });
-    expect(config.createLimits).toEqual({ perHour: 100, activePerClient: 20, maxLeases: 1000 });
+    expect(config.createLimits).toEqual({ perHour: 100, activePerClient: 20, connectionsPerClient: 160, maxLeases: 1000 });
     expect(config.trustProxy).toBe(false);
   });
 
@@ -219,6 +219,7 @@ describe('configuration', () => {
       { PGLEASE_REAPER_BATCH: '100' },
       { PGLEASE_SCHEDULER: 'maybe' },
       { PGLEASE_RATE_LIMIT: '-1' },
+      { PGLEASE_CLIENT_CONNECTIONS: '1' },
     ];
     for (const env of bad) {
       const variable = Object.keys(env)[0]!;

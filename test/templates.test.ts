@@ -10,8 +10,10 @@ import { ADMIN_TOKEN, createLease, queryUrl as query, startTestService, type Tes
 let service: TestService;
 
 beforeAll(async () => {
-  // no warm pools here, so that counts of roles and schemas only move with what a test does
-  service = await startTestService({ PGLEASE_TEMPLATE_POOL: '0', PGLEASE_LEASE_POOL: '0', PGLEASE_MAX_ACTIVE: '100' });
+  // no warm pools here, so that counts of roles and schemas only move with what a test does; more
+  // live leases of one client than PGLEASE_MAX_ACTIVE's default (20) and its connection budget allow
+  // (test/client-connections.test.ts tests the budget)
+  service = await startTestService({ PGLEASE_TEMPLATE_POOL: '0', PGLEASE_LEASE_POOL: '0', PGLEASE_MAX_ACTIVE: '100', PGLEASE_CLIENT_CONNECTIONS: '0' });
 });
 afterAll(async () => {
   await service?.close();

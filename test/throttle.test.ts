@@ -11,7 +11,8 @@ let bounded: TestService;
 
 beforeAll(async () => {
   [hourly, bounded] = await Promise.all([
-    startTestService({ PGLEASE_RATE_LIMIT: '100', PGLEASE_MAX_ACTIVE: '0', PGLEASE_MAX_LEASES: '0' }),
+    // 100 live leases of one client: no connection budget (test/client-connections.test.ts has it)
+    startTestService({ PGLEASE_RATE_LIMIT: '100', PGLEASE_MAX_ACTIVE: '0', PGLEASE_MAX_LEASES: '0', PGLEASE_CLIENT_CONNECTIONS: '0' }),
     startTestService({ PGLEASE_RATE_LIMIT: '0', PGLEASE_MAX_ACTIVE: '3', PGLEASE_MAX_LEASES: '5', PGLEASE_TRUST_PROXY: 'on' }),
   ]);
 });

@@ -37,5 +37,6 @@ export function leaseJson(
     expires_at: lease.expires_at?.toISOString() ?? null,
     ended_at: lease.ended_at?.toISOString() ?? null,
     state: lease.state,
+    connection_limit: lease.connection_limit,
   };
 }

@@ -11,12 +11,13 @@ import { ControlError } from './errors.js';
 
 /** The admin token bypasses per-client limits (0 disables a limit); the database's capacity binds everyone. */
 export function createLimitsFor(limits: CreateLimits, caller: Caller): CreateLimits {
-  return caller.kind === 'admin' ? { perHour: 0, activePerClient: 0, maxLeases: limits.maxLeases } : limits;
+  return caller.kind === 'admin' ? { perHour: 0, activePerClient: 0, connectionsPerClient: 0, maxLeases: limits.maxLeases } : limits;
 }
 
 const LIMIT_ERRORS = {
   PGLRL: { code: 'PGLEASE_RATE_LIMITED', variable: 'PGLEASE_RATE_LIMIT' },
   PGLAC: { code: 'PGLEASE_RATE_LIMITED', variable: 'PGLEASE_MAX_ACTIVE' },
+  PGLCC: { code: 'PGLEASE_RATE_LIMITED', variable: 'PGLEASE_CLIENT_CONNECTIONS' },
   PGLCP: { code: 'PGLEASE_CAPACITY', variable: 'PGLEASE_MAX_LEASES' },
 } as const;
 

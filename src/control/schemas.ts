@@ -72,6 +72,11 @@ export const LeaseSchema = Type.Object({
   expires_at: Type.Union([Timestamp, Type.Null()]),
   ended_at: Type.Union([Timestamp, Type.Null()]),
   state: LeaseStateSchema,
+  connection_limit: Type.Union([Type.Integer(), Type.Null()], {
+    description:
+      'Sessions the lease\'s role may open at once: PGLEASE_LEASE_CONNECTIONS, or less when the client\'s other live leases ' +
+      'hold most of PGLEASE_CLIENT_CONNECTIONS; null once the lease has ended',
+  }),
 });
 export type LeaseJson = Static<typeof LeaseSchema>;
 

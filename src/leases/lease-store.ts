@@ -28,10 +28,17 @@ export interface LeaseRow {
   expires_at: Date | null;
   ended_at: Date | null;
   last_error: string | null;
+  /** CONNECTION LIMIT of the login role (pg_roles); null once the role is gone. */
+  connection_limit: number | null;
 }
 
-/** Columns of pglease.leases that leave the database (never the token hash). */
-const LEASE_COLUMNS = 'id, label, host_id, schema_name, role_name, anon_role, auth_role, state, client_ip, created_at, expires_at, ended_at, last_error';
+/**
+ * Columns of pglease.leases that leave the database (never the token hash), and the login role's
+ * connection limit: one lookup of pg_authid's name index per row, from the catalog only.
+ */
+const LEASE_COLUMNS =
+  'id, label, host_id, schema_name, role_name, anon_role, auth_role, state, client_ip, created_at, expires_at, ended_at, last_error, ' +
+  '(SELECT r.rolconnlimit FROM pg_catalog.pg_roles r WHERE r.rolname = role_name) AS connection_limit';
 
 export interface CreatedLease {
   lease: LeaseRow;
@@ -85,7 +92,7 @@ function seedFailure(templateName: string, error: TemplateSqlError): TemplateSql
 /** The client address a lease is charged to: the caller's, when per-client limits apply (sql/throttle.sql). */
 function quotaIp(input: CreateLeaseInput): string | null {
   const limits = input.limits;
-  return limits && (limits.perHour > 0 || limits.activePerClient > 0) ? input.clientIp : null;
+  return limits && (limits.perHour > 0 || limits.activePerClient > 0 || limits.connectionsPerClient > 0) ? input.clientIp : null;
 }
 
 /** The statement that hands out one of `candidates` (sql/pool.sql), without the throttle check. */
@@ -340,11 +347,11 @@ export class LeaseStore {
   private async checkLimitsEarly(clientIp: string | null, limits: CreateLimits): Promise<void> {
     // Capacity alone (the admin's case) is left to the exact check in the provisioning statement:
     // this early check exists to turn a client away before any work, not to count the database.
-    if (limits.perHour === 0 && limits.activePerClient === 0) return;
+    if (limits.perHour === 0 && limits.activePerClient === 0 && limits.connectionsPerClient === 0) return;
     await this.pool.query({
       name: 'pglease.check-create-limits',
-      text: 'SELECT 1 FROM pglease.check_create_limits(NULL, $1, $2, $3, $4)',
-      values: [clientIp, limits.perHour, limits.activePerClient, limits.maxLeases],
+      text: 'SELECT 1 FROM pglease.check_create_limits(NULL, $1, $2, $3, $4, $5)',
+      values: [clientIp, limits.perHour, limits.activePerClient, limits.maxLeases, limits.connectionsPerClient],
     });
   }
 
@@ -398,7 +405,9 @@ export class LeaseStore {
    * Runs a statement that makes or claims a lease, and with `input.limits` the throttle check in
    * the same statement: one round trip and one implicit transaction. The lease is made, then
    * charged to its client and counted under the throttle's locks (sql/throttle.sql), which are
-   * held only until this statement commits. A limit raised by the check undoes the lease.
+   * held only until this statement commits. A limit raised by the check undoes the lease. The
+   * check reports the lease's connection limit, lowered to what is left of the client's budget
+   * if need be: the statement's own columns, read with its snapshot, do not see a role it made.
    */
   private async withLimits(
     queryable: pg.Pool | pg.PoolClient,
@@ -408,17 +417,17 @@ export class LeaseStore {
     if (!input.limits) return { lease: (await queryable.query<LeaseRow>(query)).rows[0], quota: undefined };
     const limits = input.limits;
     const offset = query.values.length;
-    const { rows } = await queryable.query<LeaseRow & CreateQuota>({
+    const { rows } = await queryable.query<LeaseRow & CreateQuota & { budgeted_limit: number | null }>({
       name: `${query.name}+limits`,
       // LATERAL: the check runs once per lease the statement produced, after it (none: no check)
-      text: `SELECT l.*, q.rate_limit, q.remaining, q.reset_seconds
+      text: `SELECT l.*, q.rate_limit, q.remaining, q.reset_seconds, q.connection_limit AS budgeted_limit
                FROM (${query.text}) AS l,
-                    LATERAL pglease.check_create_limits(l.id, $${offset + 1}, $${offset + 2}, $${offset + 3}, $${offset + 4}) AS q`,
-      values: [...query.values, input.clientIp, limits.perHour, limits.activePerClient, limits.maxLeases],
+                    LATERAL pglease.check_create_limits(l.id, $${offset + 1}, $${offset + 2}, $${offset + 3}, $${offset + 4}, $${offset + 5}) AS q`,
+      values: [...query.values, input.clientIp, limits.perHour, limits.activePerClient, limits.maxLeases, limits.connectionsPerClient],
     });
     if (!rows[0]) return { lease: undefined, quota: undefined };
-    const { rate_limit, remaining, reset_seconds, ...lease } = rows[0];
-    return { lease, quota: { rate_limit, remaining, reset_seconds } };
+    const { rate_limit, remaining, reset_seconds, budgeted_limit, ...lease } = rows[0];
+    return { lease: { ...lease, connection_limit: budgeted_limit ?? lease.connection_limit }, quota: { rate_limit, remaining, reset_seconds } };
   }
 
   /**
