@@ -210,40 +210,110 @@ AS $$
   RETURNING j.next_run_at
 $$;
 
--- pglease.lock_hogs: sessions of leases that hold more than p_max locks. The shared lock table
--- (max_locks_per_transaction x (max_connections + max_prepared_transactions) entries) serves every
--- database of the server: a lease that fills it (session advisory locks cost one call each, and
--- outlive the failed statement that took them) makes every other session fail with "out of shared
--- memory", pglease's included, until its session ends. The service ends such leases
--- (src/leases/lock-guard.ts).
--- It must run while the table is full, so it takes no lock there: it reads shared memory only
--- (pg_lock_status, pg_stat_get_activity), never a shared catalog (pg_authid, pg_database), whose
--- locks cannot take the per-session fast path; and it needs no transaction id. Which sessions
--- are leases' is decided by what they are not: in the lease database (p_database) every session
--- is a lease's, the service's or a superuser's (p_exempt: the roles that are not leases', found
--- by the caller beforehand).
+-- The lock table. Postgres keeps the locks of every session of the server in one shared table of
+-- max_locks_per_transaction x (max_connections + max_prepared_transactions) entries (the embedded
+-- cluster: 512 x (300 + 0) = 153,600; Postgres sizes it for its background processes too and lets
+-- it grow into spare shared memory: 228,000 advisory locks filled it, and 34,340 filled one of
+-- 64 x 300 = 19,200 in test/lock-guard.test.ts). Both limits below come from the formula, so they
+-- stay under what the table really holds. A lease that fills it
+-- (session advisory locks cost one call each, and outlive the failed statement that took them)
+-- makes every other session fail with "out of shared memory", pglease's included, until its
+-- sessions end. The service ends such leases (src/leases/lock-guard.ts) by two limits:
+--   * a budget per lease, a quarter of the table (38,400 on the embedded cluster): the locks of
+--     all sessions of its login role and of its REST authenticator together, so that opening
+--     more sessions (20 login, 10 authenticator) does not multiply it;
+--   * a high-water mark for all leases together, three quarters of the table (115,200): several
+--     leases each under its budget are ended largest first until the rest are under it, so that
+--     no combination of leases fills the table, and pglease keeps a quarter of it for itself and
+--     its superusers. PGLEASE_MAX_LOCKS changes the budget only: a small budget must not make
+--     many ordinary leases together look like an attack.
+-- The functions below must run while the table is full, so they take no lock there: they read
+-- shared memory only (pg_lock_status, pg_stat_get_activity), never a shared catalog (pg_authid,
+-- pg_database), whose locks cannot take the per-session fast path; and they need no transaction
+-- id.
+
+-- pglease.lock_guard_role_lease: the lease (its login role's name, 'lease_' + 16 hex digits) of a
+-- login role or authenticator, read from the role's name; NULL for a role of no lease, or when the
+-- name cannot be read now: a role this session has not looked up before is read from pg_authid,
+-- whose lock fails while the table is full (its sessions then count as a lease of their own).
+CREATE OR REPLACE FUNCTION pglease.lock_guard_role_lease(p_role oid)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  RETURN substring(pg_get_userbyid(p_role) FROM '^(lease_[0-9a-f]{16})(_auth)?$');
+EXCEPTION WHEN out_of_memory THEN
+  RETURN NULL;
+END
+$$;
+
+-- pglease.lock_hogs: the sessions to end, with the lease each belongs to. In the lease database
+-- (p_database) every session is a lease's, the service's or a superuser's (p_exempt: the roles
+-- that are not leases', found beforehand); the lease of each role is p_leases[i] for p_roles[i]
+-- (found beforehand, while the server was well), else read from its name, else the role's sessions
+-- count as a lease of their own ('role <oid>'). Returns every session of each lease
+--   * over its budget: more than p_max locks over all its sessions;
+--   * or among the largest leases whose locks must go for the rest to hold at most p_max_total
+--     (ties broken by name, so that two processes pick the same).
+-- Locks taken through the per-session fast path (at most 16 relation locks) are not in the table
+-- and are not counted.
 DROP FUNCTION IF EXISTS pglease.lock_hogs(bigint);
-CREATE OR REPLACE FUNCTION pglease.lock_hogs(p_max bigint, p_database oid, p_exempt oid[])
-RETURNS TABLE (pid int, role_oid oid, locks bigint)
+DROP FUNCTION IF EXISTS pglease.lock_hogs(bigint, oid, oid[]);
+CREATE OR REPLACE FUNCTION pglease.lock_hogs(p_max bigint, p_max_total bigint, p_database oid, p_exempt oid[],
+                                             p_roles oid[], p_leases text[])
+RETURNS TABLE (pid int, role_oid oid, lease text, lease_locks bigint, total_locks bigint, over_budget boolean)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT s.pid, s.usesysid, h.locks
-    FROM (SELECT k.pid, count(*) AS locks FROM pg_lock_status() k GROUP BY k.pid) h
-    JOIN pg_stat_get_activity(NULL) s ON s.pid = h.pid
-   WHERE h.locks > p_max AND s.datid = p_database AND NOT (s.usesysid = ANY (p_exempt));
+  WITH sessions AS (
+    SELECT s.pid, s.usesysid AS role_oid, h.locks,
+           coalesce(known.lease, pglease.lock_guard_role_lease(s.usesysid), 'role ' || s.usesysid) AS lease
+      FROM (SELECT k.pid, count(*) AS locks FROM pg_lock_status() k WHERE NOT k.fastpath GROUP BY k.pid) h
+      JOIN pg_stat_get_activity(NULL) s ON s.pid = h.pid
+      LEFT JOIN unnest(p_roles, p_leases) known (role_oid, lease) ON known.role_oid = s.usesysid
+     WHERE s.datid = p_database AND NOT (s.usesysid = ANY (p_exempt))
+  ), per_lease AS (
+    SELECT x.lease, sum(x.locks)::bigint AS locks FROM sessions x GROUP BY x.lease
+  ), ranked AS (
+    SELECT l.lease, l.locks, sum(l.locks) OVER ()::bigint AS total,
+           coalesce(sum(l.locks) OVER (ORDER BY l.locks DESC, l.lease ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS larger
+      FROM per_lease l
+  )
+  SELECT x.pid, x.role_oid, r.lease, r.locks, r.total, r.locks > p_max
+    FROM ranked r JOIN sessions x ON x.lease = r.lease
+   WHERE r.locks > p_max OR r.total - r.larger > p_max_total;
 $$;
 
 -- pglease.lock_guard_setup: what pglease.lock_hogs needs to know, found while the server is well:
--- a quarter of the lock table (p_max NULL), this database, and the roles that are not leases'.
+-- the budget of one lease (p_max, NULL: a quarter of the lock table), the high-water mark of all
+-- leases (three quarters of the table), this database, and the roles that are not leases'.
+DROP FUNCTION IF EXISTS pglease.lock_guard_setup(bigint);
 CREATE OR REPLACE FUNCTION pglease.lock_guard_setup(p_max bigint DEFAULT NULL)
-RETURNS TABLE (max_locks bigint, database_oid oid, exempt oid[])
+RETURNS TABLE (max_locks bigint, max_total_locks bigint, database_oid oid, exempt oid[])
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT coalesce(p_max,
-                  current_setting('max_locks_per_transaction')::bigint
-                  * (current_setting('max_connections')::bigint + current_setting('max_prepared_transactions')::bigint) / 4),
+  WITH lock_table AS (
+    SELECT current_setting('max_locks_per_transaction')::bigint
+           * (current_setting('max_connections')::bigint + current_setting('max_prepared_transactions')::bigint) AS size
+  )
+  SELECT coalesce(p_max, t.size / 4), t.size * 3 / 4,
          (SELECT d.oid FROM pg_database d WHERE d.datname = current_database()),
-         ARRAY(SELECT r.oid FROM pg_roles r WHERE r.rolsuper OR r.rolname = current_user);
+         ARRAY(SELECT r.oid FROM pg_roles r WHERE r.rolsuper OR r.rolname = current_user)
+    FROM lock_table t;
+$$;
+
+-- pglease.lock_guard_roles: the roles of live leases with sessions (login role and authenticator)
+-- and the lease of each, for pglease.lock_hogs, read while the server is well. Looking each role up
+-- by oid also puts it in this session's catalog cache, where pg_terminate_backend (superuser_arg)
+-- and pglease.lock_guard_role_lease find it without a lock while the table is full.
+CREATE OR REPLACE FUNCTION pglease.lock_guard_roles(OUT role_oid oid, OUT lease text)
+RETURNS SETOF record
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT r.oid, l.role_name
+    FROM pglease.leases l JOIN pg_roles r ON r.rolname IN (l.role_name, l.auth_role)
+   WHERE l.state IN ('active', 'provisioning') AND pg_get_userbyid(r.oid) IS NOT NULL;
 $$;

@@ -90,8 +90,8 @@ export interface Config {
    */
   databaseTimeoutSeconds: number;
   /**
-   * Locks one lease session may hold before the lease is ended (src/leases/lock-guard.ts); null:
-   * a quarter of the server's shared lock table.
+   * Locks the sessions of one lease may hold together before the lease is ended
+   * (src/leases/lock-guard.ts); null: a quarter of the server's shared lock table.
    */
   maxLeaseLocks: number | null;
   jobs: JobsConfig;

@@ -1,14 +1,28 @@
 /**
  * Ends leases that fill the server's shared lock table (pglease.lock_hogs, sql/reaper.sql). One
  * statement can take hundreds of thousands of session advisory locks, and the table is shared by
- * every session of the server: until the lease's session ends, every other lease and pglease
- * itself fail with "out of shared memory". Every few seconds each process looks (a query that
- * still runs when the table is full), ends the offending sessions, and then, once their locks
- * are back, releases their leases, so that a lease cannot simply do it again.
+ * every session of the server: until the lease's sessions end, every other lease and pglease
+ * itself fail with "out of shared memory". Every CHECK_MS each process looks (a query that still
+ * runs when the table is full) and ends
+ *   * a lease over its budget (PGLEASE_MAX_LOCKS, a quarter of the table): the locks of all its
+ *     sessions, login role and REST authenticator, count together, so eight sessions each under
+ *     the budget do not get eight budgets;
+ *   * the largest leases while all leases together hold more than the high-water mark (three
+ *     quarters of the table), so that no combination of leases fills it.
+ * Ending a lease: its sessions are ended at once (SIGTERM on the embedded server), and once their
+ * locks are back the lease is released, so that it cannot simply do it again.
  *
- * It looks through a connection of its own, opened while the server is well: a new connection
- * cannot log in while the table is full, and the service pool closes a connection on any error,
- * so by then it may have none left.
+ * It looks and releases through a connection of its own, opened while the server is well: a new
+ * connection cannot log in while the table is full, and the service pool closes a connection on
+ * any error, so by then it may have none left. A release that fails (the table still full, the
+ * sessions not gone yet) is tried again at the next look, until it succeeds.
+ *
+ * Which lease a session belongs to is known by its role's oid: the roles of live leases are read
+ * on each look while the server is well (a shared catalog, whose lock fails while the table is
+ * full). A role made since (a lease created less than CHECK_MS before it filled the table) is
+ * grouped by its name when this connection can still read it, else its sessions count as a lease
+ * of their own (measured on a full table: the name cannot be read, and the login role's 5
+ * sessions and the authenticator's 3 were two groups of 23,500 and 14,100 locks, both ended).
  */
 import pg from 'pg';
 
@@ -18,9 +32,29 @@ const CHECK_MS = 2_000;
 const LOOK_TIMEOUT_MS = 10_000;
 
 interface Setup {
+  /** The budget of one lease (bigint, as text). */
   maxLocks: string;
+  /** The high-water mark of all leases together. */
+  maxTotalLocks: string;
   database: number;
   exempt: number[];
+}
+
+/** A session pglease.lock_hogs names, and why. */
+interface HogSession {
+  pid: number;
+  role_oid: number;
+  /** The lease's login role name, or 'role <oid>' for a role whose lease is not known. */
+  lease: string;
+  lease_locks: string;
+  total_locks: string;
+  over_budget: boolean;
+}
+
+/** The roles of live leases and the lease of each, as the two arrays pglease.lock_hogs takes. */
+interface LeaseRoles {
+  roleOids: number[];
+  leases: string[];
 }
 
 export class LockGuard {
@@ -28,6 +62,8 @@ export class LockGuard {
   private checking: Promise<void> | undefined;
   /** What lock_hogs needs, found while the server was well (it cannot be found while the table is full). */
   private setup: Setup | undefined;
+  /** Read on each look while the server is well; roles made since are grouped by name (see above). */
+  private leaseRoles: LeaseRoles = { roleOids: [], leases: [] };
   private session: pg.Client | undefined;
   /** Roles whose sessions were ended, whose leases are not released yet. */
   private readonly ending = new Set<number>();
@@ -35,6 +71,7 @@ export class LockGuard {
 
   constructor(
     private readonly databaseUrl: string,
+    /** Releases go through it only while the guard has no connection of its own. */
     private readonly pool: pg.Pool,
     private readonly log: (message: string) => void,
     private readonly maxLocks: number | null = null,
@@ -42,7 +79,8 @@ export class LockGuard {
      * True when the server runs on this machine as a process this one may signal (the embedded
      * Postgres): a backend is then ended by SIGTERM, as pg_terminate_backend does. That function
      * itself fails while the lock table is full: it looks the backend's role up in pg_authid,
-     * whose lock cannot take the fast path (unless the role happens to be in its session's cache).
+     * whose lock cannot take the fast path (unless the role is in its session's cache, where each
+     * look while the server is well puts the live leases' roles).
      */
     private readonly localServer = false,
   ) {}
@@ -83,7 +121,7 @@ export class LockGuard {
     return session;
   }
 
-  /** One look: ends what holds too many locks, and releases the leases ended so far. */
+  /** One look: ends the leases over their budget or above the high-water mark, and releases the leases ended so far. */
   check(): Promise<void> {
     this.checking ??= this.look().finally(() => (this.checking = undefined));
     return this.checking;
@@ -91,25 +129,39 @@ export class LockGuard {
 
   private async look(): Promise<void> {
     try {
-      const session = await this.connection();
-      this.setup ??= await this.findSetup(session);
-      const { maxLocks, database, exempt } = this.setup;
-      const { rows } = await session.query<{ pid: number; role_oid: number; locks: string }>({
-        name: 'pglease.lock-hogs',
-        text: 'SELECT pid, role_oid, locks FROM pglease.lock_hogs($1, $2, $3)',
-        values: [maxLocks, database, exempt],
+      const session = await this.connection().catch(async (error: unknown) => {
+        // no connection of its own (lost, and none opens while the table is full): a pooled one
+        // may still take the release
+        if (this.ending.size > 0) await this.releaseEnded(this.pool);
+        throw error;
       });
+      this.setup ??= await this.findSetup(session);
+      const { maxLocks, maxTotalLocks, database, exempt } = this.setup;
+      const { rows } = await session.query<HogSession>({
+        name: 'pglease.lock-hogs',
+        text: 'SELECT pid, role_oid, lease, lease_locks, total_locks, over_budget FROM pglease.lock_hogs($1, $2, $3, $4, $5, $6)',
+        values: [maxLocks, maxTotalLocks, database, exempt, this.leaseRoles.roleOids, this.leaseRoles.leases],
+      });
+      const reported = new Set<string>();
+      let endFailure: unknown;
       for (const row of rows) {
-        if (!this.ending.has(row.role_oid)) {
-          this.log(`a lease session (pid ${row.pid}) holds ${row.locks} locks, more than ${maxLocks} of the server's lock table, which every lease shares: it is ended, and its lease released`);
+        if (!this.ending.has(row.role_oid) && !reported.has(row.lease)) {
+          reported.add(row.lease);
+          this.log(
+            row.over_budget
+              ? `lease ${row.lease}: its sessions hold ${row.lease_locks} locks, more than its budget of ${maxLocks} in the server's lock table, which every lease shares: they are ended, and the lease released`
+              : `leases hold ${row.total_locks} locks together, more than ${maxTotalLocks} of the server's lock table: lease ${row.lease}, among the largest with ${row.lease_locks}, is ended, and released`,
+          );
         }
-        await this.end(session, row.pid);
+        // one session that cannot be ended does not keep the others
+        await this.end(session, row.pid).catch((error: unknown) => (endFailure ??= error));
         this.ending.add(row.role_oid);
       }
       // the ended sessions give their locks back as they exit: until then the release fails, and
       // the next look tries again
-      if (this.ending.size > 0) await this.releaseEnded().catch(() => undefined);
-      else if (!this.localServer) await this.warmRoles(session);
+      if (this.ending.size > 0) await this.releaseEnded(session);
+      if (endFailure) throw endFailure;
+      if (rows.length === 0) this.leaseRoles = await this.findLeaseRoles(session);
       this.failing = false;
     } catch (error) {
       // a query that timed out leaves its connection busy: the next look opens another
@@ -131,37 +183,44 @@ export class LockGuard {
     await session.query({ name: 'pglease.end-lock-hog', text: 'SELECT pg_terminate_backend($1)', values: [pid] });
   }
 
-  /**
-   * pg_terminate_backend looks the backend's role up by oid (superuser_arg): found in this
-   * session's catalog cache it needs no lock on pg_authid, so it still works while the lock
-   * table is full. Each look while the server is well puts the live leases' roles there.
-   */
-  private async warmRoles(session: pg.Client): Promise<void> {
-    await session.query({
-      name: 'pglease.lock-guard-warm-roles',
-      text: `SELECT count(pg_get_userbyid(r.oid)) FROM pglease.leases l JOIN pg_roles r ON r.rolname IN (l.role_name, l.auth_role)
-              WHERE l.state IN ('active', 'provisioning')`,
-    });
-  }
-
   private async findSetup(session: pg.Client): Promise<Setup> {
-    const { rows } = await session.query<{ max_locks: string; database_oid: number; exempt: number[] }>(
-      'SELECT max_locks, database_oid, exempt FROM pglease.lock_guard_setup($1)',
+    const { rows } = await session.query<{ max_locks: string; max_total_locks: string; database_oid: number; exempt: number[] }>(
+      'SELECT max_locks, max_total_locks, database_oid, exempt FROM pglease.lock_guard_setup($1)',
       [this.maxLocks],
     );
-    return { maxLocks: rows[0]!.max_locks, database: rows[0]!.database_oid, exempt: rows[0]!.exempt };
+    const setup = rows[0]!;
+    return { maxLocks: setup.max_locks, maxTotalLocks: setup.max_total_locks, database: setup.database_oid, exempt: setup.exempt };
   }
 
-  /** Releases the leases of the ended sessions' roles. */
-  private async releaseEnded(): Promise<void> {
-    const roles = [...this.ending];
-    await this.pool.query({
-      name: 'pglease.release-lock-hogs',
-      text: `SELECT (pglease.release(l.id)).id
-               FROM pglease.leases l JOIN pg_roles r ON r.rolname IN (l.role_name, l.auth_role)
-              WHERE r.oid = ANY ($1) AND l.state = 'active'`,
-      values: [roles],
+  /** The live leases' roles (which also puts them in this session's catalog cache, see localServer). */
+  private async findLeaseRoles(session: pg.Client): Promise<LeaseRoles> {
+    const { rows } = await session.query<{ role_oid: number; lease: string }>({
+      name: 'pglease.lock-guard-roles',
+      text: 'SELECT role_oid, lease FROM pglease.lock_guard_roles()',
     });
+    return { roleOids: rows.map((row) => row.role_oid), leases: rows.map((row) => row.lease) };
+  }
+
+  /**
+   * Releases the leases of the ended sessions' roles, on the guard's own connection (the service
+   * pool may have no connection left, and cannot open one while the table is full). A failure
+   * (the sessions not gone yet, the table still full) is left for the next look.
+   */
+  private async releaseEnded(connection: pg.Client | pg.Pool): Promise<void> {
+    const roles = [...this.ending];
+    try {
+      await connection.query({
+        name: 'pglease.release-lock-hogs',
+        text: `SELECT (pglease.release(l.id)).id
+                 FROM pglease.leases l
+                WHERE l.state = 'active'
+                  AND EXISTS (SELECT FROM pg_roles r WHERE r.oid = ANY ($1) AND r.rolname IN (l.role_name, l.auth_role))`,
+        values: [roles],
+      });
+    } catch (error) {
+      if ((error as Error).message === 'Query read timeout') throw error;
+      return;
+    }
     for (const role of roles) this.ending.delete(role);
   }
 }
