@@ -39,6 +39,8 @@ export interface EmbeddedOptions {
    * its reaper or its REST API from logging in. Default 0.
    */
   reservedConnections?: number;
+  /** max_connections (default MAX_CONNECTIONS): tests of what happens when they run out. */
+  maxConnections?: number;
 }
 
 export interface EmbeddedServer {
@@ -337,7 +339,8 @@ async function startClaimed(
 
   // reserved_connections exists from Postgres 16 on (a server before it refuses to start with it)
   const majorVersion = Number((await readFile(path.join(clusterDir, 'PG_VERSION'), 'utf8')).trim());
-  const reserved = Math.min(options.reservedConnections ?? 0, MAX_CONNECTIONS / 3);
+  const maxConnections = options.maxConnections ?? MAX_CONNECTIONS;
+  const reserved = Math.min(options.reservedConnections ?? 0, Math.floor(maxConnections / 3));
   const reserve = majorVersion >= 16 && reserved > 0 ? ['-c', `reserved_connections=${reserved}`] : [];
 
   let port = options.port;
@@ -351,7 +354,7 @@ async function startClaimed(
       '-c', `listen_addresses=${options.listen}`,
       // the socket lives in the cluster directory so that several clusters never collide in /tmp
       '-c', `unix_socket_directories=${clusterDir}`,
-      '-c', `max_connections=${MAX_CONNECTIONS}`,
+      '-c', `max_connections=${maxConnections}`,
       // a lease may hold many objects: dropping them all in one transaction takes a lock on each,
       // and the shared lock table holds max_locks_per_transaction x max_connections of them
       '-c', `max_locks_per_transaction=${LOCKS_PER_TRANSACTION}`,
