@@ -213,7 +213,8 @@ export class LockGuard {
         name: 'pglease.release-lock-hogs',
         text: `SELECT (pglease.release(l.id)).id
                  FROM pglease.leases l
-                WHERE l.state = 'active'
+                -- a parked lease too: a seed (template SQL, which a lease token holder writes) runs in one
+                WHERE l.state IN ('active', 'provisioning')
                   AND EXISTS (SELECT FROM pg_roles r WHERE r.oid = ANY ($1) AND r.rolname IN (l.role_name, l.auth_role))`,
         values: [roles],
       });
