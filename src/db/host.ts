@@ -112,7 +112,7 @@ export function connectHost(serverUrl: URL): string {
 
 export async function openHost(options: HostOptions): Promise<Host> {
   // given a superuser, pglease sets itself up with it and serves as its service role (superuser-setup.ts)
-  const service = (await isSuperuserUrl(options.serverUrl)) ? await setUpServiceRole(options.serverUrl, options.leaseDatabase, options.log) : undefined;
+  const service = (await isSuperuserUrl(options.serverUrl, options.leaseDatabase)) ? await setUpServiceRole(options.serverUrl, options.leaseDatabase, options.log) : undefined;
   const serverUrl = service?.serverUrl ?? options.serverUrl;
   const created = await ensureDatabase(serverUrl, options.leaseDatabase);
   if (created) options.log(`created lease database "${options.leaseDatabase}"`);

@@ -61,16 +61,27 @@ function withDatabaseName(url: string, database: string): string {
   return parsed.toString();
 }
 
-/** Whether `serverUrl` logs in as a superuser. */
-export async function isSuperuserUrl(serverUrl: string): Promise<boolean> {
-  const client = pinnedClient(serverUrl);
-  await client.connect();
-  try {
-    const { rows } = await client.query<{ rolsuper: boolean }>('SELECT rolsuper FROM pg_roles WHERE rolname = current_user');
-    return rows[0]?.rolsuper === true;
-  } finally {
-    await client.end().catch(() => undefined);
+/**
+ * Whether `serverUrl` logs in as a superuser. Asked on the lease database first: on a restart it
+ * exists, and the database `serverUrl` names may since have been closed to PUBLIC (by a pglease
+ * on the same host), which a role that is not a superuser would no longer be let into.
+ */
+export async function isSuperuserUrl(serverUrl: string, leaseDatabase: string): Promise<boolean> {
+  for (const url of [withDatabaseName(serverUrl, leaseDatabase), serverUrl]) {
+    const client = pinnedClient(url);
+    try {
+      await client.connect();
+      const { rows } = await client.query<{ rolsuper: boolean }>('SELECT rolsuper FROM pg_roles WHERE rolname = current_user');
+      return rows[0]?.rolsuper === true;
+    } catch (error) {
+      // 3D000: no such database (a first start); 42501: no CONNECT on it
+      const code = (error as { code?: string }).code;
+      if (url === serverUrl || (code !== '3D000' && code !== '42501')) throw error;
+    } finally {
+      await client.end().catch(() => undefined);
+    }
   }
+  return false;
 }
 
 /** Ignores the error of a CREATE that another process won (same object created at the same moment). */
