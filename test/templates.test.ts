@@ -5,7 +5,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from './support/wait.js';
-import { ADMIN_TOKEN, createLease, queryUrl as query, startTestService, type TestService } from './support/service.js';
+import { ADMIN_TOKEN, createLease, queryUrl as query, startTestService, superuserDatabaseUrl, type TestService } from './support/service.js';
 
 let service: TestService;
 
@@ -95,7 +95,11 @@ describe('registering', () => {
     const slow = call('POST', '/v1/templates', { name: 'slow-check', sql: 'CREATE TABLE s (id int); SELECT pg_sleep(3)' }, { authorization: `Bearer ${owner.token}` });
     // the slow check is running: its scratch lease's session sleeps
     await waitFor('the slow check to run', async () => {
-      const [{ n }] = await query<{ n: number }>(service.host.databaseUrl, `SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE '%pg_sleep(3)%' AND pid <> pg_backend_pid()`);
+      // a check in a lease's session shows its SQL; one inside a service function, the function
+      const [{ n }] = await query<{ n: number }>(
+        superuserDatabaseUrl(service),
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE (query LIKE '%pg_sleep(3)%' OR query LIKE '%check_template%') AND state = 'active' AND pid <> pg_backend_pid()`,
+      );
       return n === 1 ? true : undefined;
     });
     const quick = await call('POST', '/v1/templates', { name: 'quick-check', sql: 'CREATE TABLE q (id int)' }, admin);
