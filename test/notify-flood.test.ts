@@ -27,7 +27,7 @@ interface Lease {
 }
 
 /** Bounds that hold on a loaded 2-core machine; the fix measured far below them (see the log). */
-const HEALTHZ_MAX_MS = 1_000;
+const HEALTHZ_MAX_MS = 1_500;
 const CREATE_MAX_MS = 10_000;
 const RSS_GROWTH_MAX_MB = 150;
 /** Beyond this, a call counts as unanswered (it would fail the bounds anyway). */
