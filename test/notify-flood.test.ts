@@ -26,8 +26,14 @@ interface Lease {
   rest_url: string;
 }
 
-/** Bounds that hold on a loaded 2-core machine; the fix measured far below them (see the log). */
-const HEALTHZ_MAX_MS = 1_500;
+/**
+ * Bounds that hold on a loaded 2-core machine (the test prints what it measured). At load 17 the
+ * fix measured /healthz p50 8 ms, p99 410 ms, max 1.3 s (the process waiting for a core, not its
+ * event loop: in-process, 600,000 notifications delayed the loop by 130 ms at most); before it,
+ * p99 2.3 s with creates failing and 1.1 GB more memory.
+ */
+const HEALTHZ_P99_MS = 1_000;
+const HEALTHZ_MAX_MS = 3_000;
 const CREATE_MAX_MS = 10_000;
 const RSS_GROWTH_MAX_MB = 150;
 /** Beyond this, a call counts as unanswered (it would fail the bounds anyway). */
@@ -157,6 +163,7 @@ describe('a notification flood from a lease', () => {
       rssGrowthMb: Math.round(rssMax - rssBefore),
     };
     console.log('notification flood:', JSON.stringify(figures));
+    expect(figures.healthzP99Ms).toBeLessThan(HEALTHZ_P99_MS);
     expect(figures.healthzMaxMs).toBeLessThan(HEALTHZ_MAX_MS);
     expect(creates.length).toBeGreaterThan(0);
     expect(figures.createMaxMs).toBeLessThan(CREATE_MAX_MS);
