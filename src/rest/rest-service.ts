@@ -268,20 +268,23 @@ export class RestService {
     return response;
   }
 
-  /** A lease ended or changed: forget its lookup, and once it has ended, its pool and schema. */
-  leaseChanged(leaseId: string): void {
-    this.directory.invalidate(leaseId);
-    void this.directory.find(leaseId).then(
-      (lease) => {
-        if (!lease) this.pools.close(leaseId);
-      },
-      () => undefined,
-    );
+  /**
+   * A lease ended or changed (./notifications.ts): forgets its lookup at once. Returns whether a
+   * connection pool of it is open here, whose fate needs a lookup (recheckLease).
+   */
+  leaseChanged(leaseId: string): boolean {
+    if (this.directory.holds(leaseId)) this.directory.invalidate(leaseId);
+    return this.pools.has(leaseId);
+  }
+
+  /** Looks a changed lease up again; once it has ended, closes its pool. */
+  async recheckLease(leaseId: string): Promise<void> {
+    if (!(await this.directory.find(leaseId))) this.pools.close(leaseId);
   }
 
   /** DDL in a lease schema: drop that lease's schema cache. */
   schemaChanged(schema: string): void {
-    this.schemas.invalidate(schema);
+    if (this.schemas.has(schema)) this.schemas.invalidate(schema);
   }
 
   /** Notifications may have been missed (listener reconnected): forget everything cached. */

@@ -156,6 +156,11 @@ export class LeasePools {
     }
   }
 
+  /** Whether the lease has a pool open here. */
+  has(leaseId: string): boolean {
+    return this.pools.has(leaseId);
+  }
+
   close(leaseId: string): void {
     const entry = this.pools.get(leaseId);
     if (!entry) return;
