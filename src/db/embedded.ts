@@ -16,6 +16,7 @@ import { chmod, chown, lstat, mkdir, readdir, readFile, readlink, realpath, rm, 
 import { tmpdir, userInfo } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
+import { SUPERUSER_RESERVED_CONNECTIONS } from './connection-shares.js';
 import { onProcessEnd } from '../exit-hooks.js';
 
 export interface EmbeddedOptions {
@@ -59,8 +60,13 @@ const WATCH_MS = 1_000;
 /** max_locks_per_transaction of the embedded cluster (Postgres's default is 64). */
 const LOCKS_PER_TRANSACTION = 512;
 const OS_USER = 'postgres';
-/** max_connections of the embedded cluster. */
-export const MAX_CONNECTIONS = 300;
+/**
+ * max_connections of the embedded cluster: half of what pglease's own leave goes to the REST API
+ * (236, one connection per lease with traffic: src/db/connection-shares.ts), half to leases'
+ * clients (237). Each slot costs ~235 kB of shared memory here (the lock table is sized by it and
+ * max_locks_per_transaction): 256 MB of shared memory at 500, 209 MB at 300.
+ */
+export const MAX_CONNECTIONS = 500;
 
 /** Directory of the platform package that holds the Postgres binaries. */
 function platformPackageDir(): string {
@@ -340,7 +346,8 @@ async function startClaimed(
   // reserved_connections exists from Postgres 16 on (a server before it refuses to start with it)
   const majorVersion = Number((await readFile(path.join(clusterDir, 'PG_VERSION'), 'utf8')).trim());
   const maxConnections = options.maxConnections ?? MAX_CONNECTIONS;
-  const reserved = Math.min(options.reservedConnections ?? 0, Math.floor(maxConnections / 3));
+  // whatever pglease asks for, leases' clients keep at least a third of the slots
+  const reserved = Math.min(options.reservedConnections ?? 0, maxConnections - SUPERUSER_RESERVED_CONNECTIONS - Math.ceil(maxConnections / 3));
   const reserve = majorVersion >= 16 && reserved > 0 ? ['-c', `reserved_connections=${reserved}`] : [];
 
   let port = options.port;

@@ -54,7 +54,7 @@ export async function restRoutes(app: FastifyInstance, context: ServiceContext, 
   const service = new RestService(context.host, {
     adminToken: context.config.adminToken,
     log,
-    pools: { maxConnections: connections.perLease, maxTotalConnections: Math.max(connections.total, connections.perLease) },
+    pools: { maxConnections: connections.perLease, maxTotalConnections: connections.total === undefined ? undefined : Math.max(connections.total, connections.perLease) },
   });
   const listener = await listenForChanges(context.host, service, log);
   app.addHook('onClose', async () => {
