@@ -68,6 +68,8 @@ export interface Config {
   /** Base URL used in rest_url; defaults to the request's own scheme and Host header. */
   publicUrl: string | undefined;
   adminToken: string | undefined;
+  /** Bearer token for GET /metrics besides the admin token (a Prometheus scraper need not hold the admin's). */
+  metricsToken: string | undefined;
   defaultTtlSeconds: number;
   maxTtlSeconds: number;
   leaseLimits: LeaseLimits;
@@ -204,6 +206,7 @@ export function loadConfig(env: Env = process.env): Config {
     publicPgPort: env.PGLEASE_PUBLIC_PG_PORT ? integer(env, 'PGLEASE_PUBLIC_PG_PORT', 0, 1, 65_535) : undefined,
     publicUrl: publicUrl?.replace(/\/+$/, ''),
     adminToken: text(env, 'PGLEASE_ADMIN_TOKEN'),
+    metricsToken: text(env, 'PGLEASE_METRICS_TOKEN'),
     defaultTtlSeconds,
     maxTtlSeconds,
     leaseLimits: {
