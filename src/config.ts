@@ -47,6 +47,12 @@ export interface CreateLimits {
   connectionsPerClient: number;
   /** Live leases in the lease database (host capacity). */
   maxLeases: number;
+  /**
+   * Whether the per-client limits above also bind the developer on their own machine (a client on
+   * loopback talking to a service bound to loopback, through no proxy: see isLocalDeveloper in
+   * src/control/rate-limit.ts). Off by default: those limits are meant for strangers on a network.
+   */
+  limitLocalDeveloper: boolean;
 }
 
 export interface Config {
@@ -196,7 +202,9 @@ export function loadConfig(env: Env = process.env): Config {
     databaseUrl: text(env, 'DATABASE_URL'),
     leaseDatabase: text(env, 'PGLEASE_DATABASE') ?? 'pglease',
     dataDir: path.resolve(text(env, 'PGLEASE_DATA_DIR') ?? '.pglease'),
-    httpHost: text(env, 'HOST') ?? '0.0.0.0',
+    // loopback: lease creation needs no login, so the network gets it only when asked for
+    // (the Docker image sets HOST=0.0.0.0)
+    httpHost: text(env, 'HOST') ?? '127.0.0.1',
     httpPort: integer(env, 'PORT', 8080, 0, 65_535),
     embeddedPgPort: integer(env, 'PGLEASE_PG_PORT', 55_432, 1, 65_535),
     embeddedPgListen: text(env, 'PGLEASE_PG_LISTEN') ?? 'localhost',
@@ -238,6 +246,7 @@ export function loadConfig(env: Env = process.env): Config {
       activePerClient: integer(env, 'PGLEASE_MAX_ACTIVE', 20, 0, 1_000_000),
       connectionsPerClient: clientConnections(env),
       maxLeases: integer(env, 'PGLEASE_MAX_LEASES', 1000, 0, 10_000_000),
+      limitLocalDeveloper: flag(env, 'PGLEASE_LIMIT_LOCAL', false),
     },
     trustProxy: trustProxy(env),
   };

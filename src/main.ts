@@ -3,6 +3,7 @@
  */
 import { createServer } from 'node:net';
 import { ConfigError, loadConfig, type Config } from './config.js';
+import { isLoopback } from './control/rate-limit.js';
 import { startService, type Service } from './service.js';
 
 /**
@@ -31,6 +32,9 @@ function banner(config: Config, service: Service, address: string): string {
     `    API       ${local}/v1/leases`,
     `    docs      ${local}/docs`,
     `    data      ${data}, lease database "${service.host.database}"`,
+    isLoopback(config.httpHost)
+      ? `    reachable from this machine only (HOST=${config.httpHost}); HOST=0.0.0.0 serves the network`
+      : `    reachable from the network (HOST=${config.httpHost}): anyone who reaches it can create leases`,
     '',
     '  Get a database:',
     `    psql "$(curl -s -X POST -H 'Accept: text/plain' ${local}/v1/leases)"`,

@@ -249,6 +249,45 @@ describe('release, renew, info, ls', () => {
     expect(stored.leases.find((lease) => lease.id === created.id)?.ended_at).toEqual(expect.any(String));
   });
 
+  it('ls --mine lists this CLI\'s leases even with the admin token; release --all-mine releases exactly them', async () => {
+    const own = path.join(home, 'mine');
+    const env = { PGLEASE_HOME: own };
+    const mine = await Promise.all([0, 1, 2].map(async (i) => JSON.parse((await cli(['lease', '--json', '--name', `mine${i}`], { env })).stdout) as { id: string }));
+    // someone else's lease on the same server (another PGLEASE_HOME), and one of mine already released
+    const theirs = JSON.parse((await cli(['lease', '--json', '--name', 'theirs'], { env: { PGLEASE_HOME: path.join(home, 'theirs') } })).stdout) as { id: string };
+    expect((await cli(['release', mine[2]!.id], { env })).code).toBe(0);
+
+    const listed = JSON.parse((await cli(['ls', '--mine', '--json'], { env: { ...env, PGLEASE_ADMIN_TOKEN: ADMIN_TOKEN } })).stdout) as { id: string }[];
+    expect(listed.map((lease) => lease.id).sort()).toEqual([mine[0]!.id, mine[1]!.id].sort());
+
+    const released = await cli(['release', '--all-mine'], { env });
+    expect(released.code).toBe(0);
+    expect(released.stdout).toMatch(/^✔ Released 2 leases: [0-9a-f]{8}, [0-9a-f]{8}\n$/);
+    const states = await Promise.all([...mine, theirs].map(async (lease) => {
+      const response = await fetch(`${service.baseUrl}/v1/leases/${lease.id}`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+      return ((await response.json()) as { state: string }).state;
+    }));
+    expect(states).toEqual(['released', 'released', 'released', 'active']);
+    expect(await cli(['release', '--all-mine'], { env })).toMatchObject({ code: 0, stdout: `No live leases made by this CLI on ${service.baseUrl}.\n` });
+    expect((await cli(['release'], { env })).stderr).toMatch(/which lease\?.*--all-mine/);
+    expect((await cli(['release', theirs.id, '--all-mine'], { env })).code).toBe(2);
+  });
+
+  it('--url at a terminal says on stderr how to release the lease; piped, stderr stays empty', async () => {
+    let stderr = '';
+    let stdout = '';
+    const code = await runCli(['lease', '--url'], {
+      stdout: { write: (text: string) => (stdout += text), isTTY: false },
+      stderr: { write: (text: string) => (stderr += text), isTTY: true },
+      env: { PGLEASE_URL: service.baseUrl, PGLEASE_HOME: home, NO_COLOR: '1' },
+    });
+    expect(code).toBe(0);
+    const [, prefix] = /pglease: lease ([0-9a-f]{8}); release it with: pglease release \1\n$/.exec(stderr) ?? [];
+    expect(prefix).toBeDefined();
+    expect(stdout.startsWith('postgresql://')).toBe(true);
+    expect((await cli(['release', prefix!])).code).toBe(0);
+  });
+
   it('keeps the store bounded: ended leases go after 7 days or beyond the latest 50', async () => {
     const storeHome = await mkdtemp(path.join(tmpdir(), 'pglease-cli-store-'));
     const day = 86_400_000;

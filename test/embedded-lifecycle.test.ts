@@ -75,6 +75,7 @@ describe('the service process', () => {
     const banner = first.output();
     expect(banner).toContain(`http://127.0.0.1:${httpPort}/v1/leases`);
     expect(banner).toContain(`data in ${dataDir}`);
+    expect(banner).toContain('reachable from this machine only (HOST=127.0.0.1)');
     expect(banner).toMatch(/curl -s -X POST -H 'Accept: text\/plain' .*\/v1\/leases/);
     expect(banner).toMatch(/revoked CONNECT on database "postgres"/);
 

@@ -84,7 +84,7 @@ describe('POST /v1/leases', () => {
     expect((lease as unknown as { name: string }).name).toBe('ci run 42');
   });
 
-  it('answers only the URL and a newline with Accept: text/plain or ?format=url', async () => {
+  it('answers only the URL and a newline with Accept: text/plain or ?format=url, and in headers what releasing it takes', async () => {
     for (const request of [
       call('POST', '/v1/leases', { headers: { accept: 'text/plain' } }),
       call('POST', '/v1/leases?format=url'),
@@ -93,6 +93,13 @@ describe('POST /v1/leases', () => {
       expect(response.status).toBe(201);
       expect(response.headers.get('content-type')).toMatch(/^text\/plain/);
       expect(response.text).toMatch(/^postgresql:\/\/lease_[0-9a-f]{16}:[A-Za-z0-9_-]{43}@[^\n]+\n$/);
+      // the body has no room for the id and token, the headers do: with them the lease is released
+      const id = response.headers.get('pglease-lease-id')!;
+      expect(response.headers.get('location')).toBe(`/v1/leases/${id}`);
+      const token = response.headers.get('pglease-token')!;
+      expect(token).toMatch(/^pgl_/);
+      const released = await call('DELETE', `/v1/leases/${id}`, { headers: { authorization: `Bearer ${token}` } });
+      expect(released.status).toBe(204);
     }
   });
 

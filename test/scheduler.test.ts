@@ -205,8 +205,10 @@ describe('configuration', () => {
       reaperBatch: 50,
       historyRetentionSeconds: 7 * 86_400,
     });
-    expect(config.createLimits).toEqual({ perHour: 100, activePerClient: 20, connectionsPerClient: 160, maxLeases: 1000 });
+    expect(config.createLimits).toEqual({ perHour: 100, activePerClient: 20, connectionsPerClient: 160, maxLeases: 1000, limitLocalDeveloper: false });
     expect(config.trustProxy).toBe(false);
+    // creating a lease needs no login: only this machine reaches the service unless HOST says otherwise
+    expect(config.httpHost).toBe('127.0.0.1');
   });
 
   it('refuses bad values naming the variable', () => {

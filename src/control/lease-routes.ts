@@ -9,7 +9,7 @@ import type { CreatedLease, CreateLeaseInput, LeaseRow } from '../leases/lease-s
 import { identifyCaller } from './auth.js';
 import { ControlError } from './errors.js';
 import { leaseJson } from './lease-json.js';
-import { createLimitsFor, limitError, rateLimitHeaders } from './rate-limit.js';
+import { createLimitsFor, isLocalDeveloper, limitError, rateLimitHeaders } from './rate-limit.js';
 import { callerLease, leaseTemplate, templateLeaseError } from './template-routes.js';
 import {
   CreateLeaseBody,
@@ -89,7 +89,8 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
         summary: 'Create a lease',
         description:
           'Creates a schema, a login role and an anonymous role on the host and answers with a connection URL. ' +
-          'With `Accept: text/plain` or `?format=url` the body is only the URL and a newline.',
+          'With `Accept: text/plain` or `?format=url` the body is only the URL and a newline; the lease id and token ' +
+          'are then in the `Pglease-Lease-Id` and `Pglease-Token` headers (and `Location`).',
         tags: ['leases'],
         body: CreateLeaseBody,
         querystring: CreateLeaseQuery,
@@ -107,13 +108,16 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
       const callerLeaseId = await callerLease(context, caller);
       const body = request.body;
       const ttl = checkTtl(context, body.ttl === undefined ? config.defaultTtlSeconds : body.ttl, caller.kind === 'admin');
-      const input = { ttlSeconds: ttl, label: body.name ?? null, clientIp: request.ip, limits: createLimitsFor(config.createLimits, caller) };
+      const input = { ttlSeconds: ttl, label: body.name ?? null, clientIp: request.ip, limits: createLimitsFor(config.createLimits, caller, isLocalDeveloper(request, config.httpHost)) };
       const created = await createLease(callerLeaseId, body.template, input).catch((error: unknown) =>
         Promise.reject(limitError(error) ?? templateLeaseError(error) ?? error),
       );
       const json = leaseJson(host, created.lease, publicBaseUrl(context, request), created);
       reply.code(201).header('Location', `/v1/leases/${created.lease.id}`).headers(rateLimitHeaders(created.quota));
       if (request.query.format === 'url' || prefersPlainText(request)) {
+        // the body holds only the URL, for psql "$(curl ...)": the id and token, without which the
+        // lease could not be released before it expires, travel in headers
+        reply.header('Pglease-Lease-Id', created.lease.id).header('Pglease-Token', json.token);
         // a string body with a text type is sent as is; the 201 schema describes the JSON form
         return reply.type('text/plain; charset=utf-8').send((json.url + '\n') as unknown as typeof json);
       }

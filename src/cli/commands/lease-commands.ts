@@ -61,6 +61,8 @@ export function leaseCommands(context: CliContext): Command[] {
         println(io.stderr, `pglease: warning: ${(error as Error).message}; to release this lease: PGLEASE_TOKEN=${created.token} pglease release ${created.id}`);
       }
 
+      // what is printed for $(...) has no room for the id: a person at a terminal is told on stderr
+      if ((options.url || options.env) && io.stderr.isTTY) println(io.stderr, context.err.dim(`pglease: lease ${created.id.slice(0, 8)}; release it with: pglease release ${created.id.slice(0, 8)}`));
       if (options.url) return println(io.stdout, created.url);
       if (options.env) {
         println(io.stdout, `DATABASE_URL=${created.url}`);
@@ -86,10 +88,16 @@ export function leaseCommands(context: CliContext): Command[] {
 
   const release = new Command('release')
     .description('Release a lease: its sessions are cut, its schema and role dropped')
-    .argument('<id>', 'lease id, or a unique prefix of one this CLI created')
+    .argument('[id]', 'lease id, or a unique prefix of one this CLI created')
+    .option('--all-mine', 'release every live lease this CLI created on this server')
     .option('--json', 'print {"id", "released"} as JSON')
-    .addHelpText('after', examples(['pglease release 3f2c9a1e']))
-    .action(async (idOrPrefix: string, options: { json?: boolean }, command: Command) => {
+    .addHelpText('after', examples(['pglease release 3f2c9a1e', 'pglease release --all-mine']))
+    .action(async (idOrPrefix: string | undefined, options: { allMine?: boolean; json?: boolean }, command: Command) => {
+      if (options.allMine) {
+        if (idOrPrefix !== undefined) throw new UsageError('give a lease id or --all-mine, not both');
+        return releaseAllMine(context, command, options.json === true);
+      }
+      if (idOrPrefix === undefined) throw new UsageError('which lease? Give its id (pglease ls shows them), or --all-mine');
       const { id, client } = await context.leaseAccess(command, idOrPrefix);
       const endedNow = [{ id, ended_at: new Date().toISOString() }];
       try {
@@ -150,14 +158,16 @@ export function leaseCommands(context: CliContext): Command[] {
   const ls = new Command('ls')
     .description(`List leases: all of them with PGLEASE_ADMIN_TOKEN, else the ones this CLI created (and remembers for ${KEEP_ENDED_DAYS} days after they end)`)
     .option('--all', 'include released and expired leases')
+    .option('--mine', 'only the leases this CLI created, even with PGLEASE_ADMIN_TOKEN')
     .option('--limit <n>', 'at most this many (admin listing)', '100')
     .option('--json', 'print the leases as JSON')
-    .addHelpText('after', examples(['pglease ls', 'PGLEASE_ADMIN_TOKEN=... pglease ls --all', 'pglease ls --json | jq -r ".[].id"']))
-    .action(async (options: { all?: boolean; limit: string; json?: boolean }, command: Command) => {
+    .addHelpText('after', examples(['pglease ls', 'pglease ls --mine', 'PGLEASE_ADMIN_TOKEN=... pglease ls --all', 'pglease ls --json | jq -r ".[].id"']))
+    .action(async (options: { all?: boolean; mine?: boolean; limit: string; json?: boolean }, command: Command) => {
       const limit = Number(options.limit);
       if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new UsageError('--limit must be a whole number from 1 to 1000');
+      const everyone = context.adminToken !== undefined && options.mine !== true;
       let leases: LeaseJson[];
-      if (context.adminToken) {
+      if (everyone) {
         const page = await withSpinner(io, 'Listing…', () =>
           context.client(command, context.adminToken).listLeases({ limit, state: options.all ? undefined : 'active' }),
         );
@@ -170,7 +180,7 @@ export function leaseCommands(context: CliContext): Command[] {
       }
       if (options.json) return json(context, leases);
       if (leases.length === 0) {
-        println(io.stdout, context.adminToken ? 'No leases.' : `No leases made by this CLI on ${context.server(command)} (set PGLEASE_ADMIN_TOKEN to list all).`);
+        println(io.stdout, everyone ? 'No leases.' : `No leases made by this CLI on ${context.server(command)}${context.adminToken ? '' : ' (set PGLEASE_ADMIN_TOKEN to list all)'}.`);
         return;
       }
       const { green, yellow } = context.out;
@@ -187,6 +197,37 @@ export function leaseCommands(context: CliContext): Command[] {
     });
 
   return [lease, release, renew, info, ls];
+}
+
+/**
+ * `release --all-mine`: every live lease this CLI remembers for the server, each with its own token
+ * (never the admin's: "mine" are the leases this CLI made). One that ended meanwhile is noted and
+ * skipped; the first other failure stops the command after the releases already started.
+ */
+async function releaseAllMine(context: CliContext, command: Command, asJson: boolean): Promise<void> {
+  const live = (await rememberedLeases(context, command, false)).filter((lease) => lease.state === 'active');
+  const tokens = new Map((await context.store.list(context.server(command))).map((entry) => [entry.id, entry.token]));
+  const released: string[] = [];
+  const ended: { id: string; ended_at: string }[] = [];
+  const outcomes = await withSpinner(context.io, `Releasing ${live.length}…`, () =>
+    Promise.allSettled(
+      live.map(async (lease) => {
+        try {
+          await context.client(command, tokens.get(lease.id)).releaseLease(lease.id);
+          released.push(lease.id);
+        } catch (error) {
+          if (!(error instanceof PgleaseApiError && error.status === 404)) throw error;
+        }
+        ended.push({ id: lease.id, ended_at: new Date().toISOString() });
+      }),
+    ),
+  );
+  await context.store.markEnded(ended);
+  const failure = outcomes.find((outcome): outcome is PromiseRejectedResult => outcome.status === 'rejected');
+  if (failure) throw failure.reason;
+  if (asJson) return json(context, released.map((id) => ({ id, released: true })));
+  if (released.length === 0) return println(context.io.stdout, `No live leases made by this CLI on ${context.server(command)}.`);
+  println(context.io.stdout, `${context.out.green('✔')} Released ${released.length} lease${released.length === 1 ? '' : 's'}: ${released.map((id) => id.slice(0, 8)).join(', ')}`);
 }
 
 /**

@@ -23,7 +23,7 @@ export function serviceCommands(context: CliContext): Command[] {
   const serveCommand = new Command('serve')
     .description('Run the pglease service (embedded Postgres unless DATABASE_URL is set); what `npm start` runs')
     .option('--port <port>', 'HTTP port (PORT, default 8080)')
-    .option('--host <host>', 'HTTP address (HOST, default 0.0.0.0)')
+    .option('--host <host>', 'HTTP address (HOST, default 127.0.0.1: this machine only)')
     .option('--data-dir <dir>', 'embedded Postgres data (PGLEASE_DATA_DIR, default ./.pglease)')
     .addHelpText('after', examples(['pglease serve', 'DATABASE_URL=postgres://admin@db/postgres pglease serve --port 9000']))
     .action(async (options: { port?: string; host?: string; dataDir?: string }) => {
