@@ -288,6 +288,33 @@ describe('release, renew, info, ls', () => {
     expect((await cli(['release', prefix!])).code).toBe(0);
   });
 
+  it('url and psql recover a lost URL with a new password; psql gets the arguments after --', async () => {
+    const created = JSON.parse((await cli(['lease', '--json', '--name', 'lost-url'])).stdout) as { id: string; url: string };
+    const prefix = created.id.slice(0, 8);
+    const printed = await cli(['url', prefix]);
+    expect(printed.code).toBe(0);
+    expect(await scalar(printed.stdout.trim(), 'SELECT 40 + 2')).toBe(42);
+    await expect(scalar(created.url, 'SELECT 1')).rejects.toMatchObject({ code: '28P01' });
+
+    // a stand-in for psql (CI may have none): it logs in with the URL it is given and runs -c
+    const fakePsql = path.join(home, 'fake-psql.mjs');
+    await writeFile(
+      fakePsql,
+      `#!${process.execPath}\nimport pg from ${JSON.stringify(path.join(process.cwd(), 'node_modules/pg/lib/index.js'))};\n` +
+        `const [url, flag, sql] = process.argv.slice(2);\nif (flag !== '-c') { console.error('usage: URL -c SQL'); process.exit(2); }\n` +
+        `const client = new pg.Client({ connectionString: url }); await client.connect();\n` +
+        `console.log(Object.values((await client.query(sql)).rows[0])[0]); await client.end();\n`,
+      { mode: 0o755 },
+    );
+    const ran = await cli(['psql', prefix, '--', '-c', 'SELECT 6 * 7'], { env: { PGLEASE_PSQL: fakePsql } });
+    expect(ran).toMatchObject({ code: 0, stdout: '42\n' });
+    expect((await cli(['psql', prefix, '--', '-x'], { env: { PGLEASE_PSQL: fakePsql } })).code).toBe(2);
+    const missing = await cli(['psql', prefix], { env: { PGLEASE_PSQL: path.join(home, 'no-such-psql') } });
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain(`not found: install the Postgres client (psql), set PGLEASE_PSQL to it, or use \`pglease url ${prefix}\``);
+    expect((await cli(['release', prefix])).code).toBe(0);
+  });
+
   it('keeps the store bounded: ended leases go after 7 days or beyond the latest 50', async () => {
     const storeHome = await mkdtemp(path.join(tmpdir(), 'pglease-cli-store-'));
     const day = 86_400_000;
@@ -504,7 +531,7 @@ describe('pglease migrate, --help, --version', () => {
   });
 
   it('every command has help with an example', async () => {
-    for (const command of [[], ['serve'], ['migrate'], ['lease'], ['release'], ['renew'], ['info'], ['ls'], ['template'], ['template', 'add'], ['template', 'ls'], ['template', 'rm']]) {
+    for (const command of [[], ['serve'], ['migrate'], ['lease'], ['release'], ['renew'], ['info'], ['ls'], ['url'], ['psql'], ['template'], ['template', 'add'], ['template', 'ls'], ['template', 'rm']]) {
       const help = await cli([...command, '--help']);
       expect(help.code, command.join(' ')).toBe(0);
       expect(help.stdout, command.join(' ')).toMatch(/Usage: pglease/);

@@ -313,6 +313,52 @@ describe('POST /v1/leases/:id/renew', () => {
   });
 });
 
+describe('POST /v1/leases/:id/credentials', () => {
+  async function session(url: string): Promise<pg.Client> {
+    const client = new pg.Client({ connectionString: url });
+    client.on('error', () => undefined); // a cut session reports 57P01 here
+    await client.connect();
+    return client;
+  }
+
+  it('gives a new password: the new URL logs in, the old one no longer does, open sessions stay unless cut', async () => {
+    const lease = await createLease(service);
+    const open = await session(lease.url);
+    const reset = await call('POST', `/v1/leases/${lease.id}/credentials`, { token: lease.token });
+    expect(reset.status).toBe(200);
+    expect(reset.json).toMatchObject({ id: lease.id, role: lease.role, state: 'active' });
+    expect(reset.json.token).toBeUndefined();
+    const fresh = reset.json.url as string;
+    expect(new URL(fresh).password).not.toBe(new URL(lease.url).password);
+    await expect(session(lease.url)).rejects.toMatchObject({ code: '28P01' });
+    const renewed = await session(fresh);
+    expect((await open.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+
+    // cut_sessions: both sessions go (the REST API's are not the login role's), a new login works
+    const again = await call('POST', `/v1/leases/${lease.id}/credentials`, { token: ADMIN_TOKEN, body: { cut_sessions: true }, headers: { accept: 'text/plain' } });
+    expect(again.status).toBe(200);
+    expect(again.text).toMatch(/^postgresql:\/\/[^\n]+\n$/);
+    await expect(open.query('SELECT 1')).rejects.toThrow();
+    await expect(renewed.query('SELECT 1')).rejects.toThrow();
+    const latest = await session(again.text.trim());
+    await latest.end();
+    await Promise.all([open.end().catch(() => undefined), renewed.end().catch(() => undefined)]);
+  });
+
+  it('is refused to other tokens (404), for an ended lease (409), and for a bad body (400)', async () => {
+    const [lease, other] = await Promise.all([createLease(service), createLease(service)]);
+    expect((await call('POST', `/v1/leases/${lease.id}/credentials`, { token: other.token })).status).toBe(404);
+    expect((await call('POST', `/v1/leases/${lease.id}/credentials`)).status).toBe(401);
+    const bad = await call('POST', `/v1/leases/${lease.id}/credentials`, { token: lease.token, body: { cut_sessions: 'yes' } });
+    expect(bad.status).toBe(400);
+    expect(bad.json).toMatchObject({ code: 'PGLEASE_INVALID_FIELD', field: 'cut_sessions' });
+    expect((await call('DELETE', `/v1/leases/${lease.id}`, { token: lease.token })).status).toBe(204);
+    const ended = await call('POST', `/v1/leases/${lease.id}/credentials`, { token: ADMIN_TOKEN });
+    expect(ended.status).toBe(409);
+    expect(ended.json).toMatchObject({ code: 'PGLEASE_LEASE_NOT_ACTIVE' });
+  });
+});
+
 describe('DELETE /v1/leases/:id', () => {
   it('cuts open sessions, drops schema and roles, and a second delete is 404', async () => {
     const lease = await createLease(service);

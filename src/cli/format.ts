@@ -10,6 +10,14 @@ export class UsageError extends Error {
   }
 }
 
+/** A program the CLI ran (psql) ended with this exit code, which becomes the CLI's: it said why itself. */
+export class ChildExit extends Error {
+  constructor(readonly exitCode: number) {
+    super(`exited with code ${exitCode}`);
+    this.name = 'ChildExit';
+  }
+}
+
 const UNIT_SECONDS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400, w: 604_800 };
 const MAX_DURATION_SECONDS = 10 * 365 * 86_400;
 

@@ -8,7 +8,7 @@ import type { ServiceContext } from '../service-context.js';
 import type { CreatedLease, CreateLeaseInput, LeaseRow } from '../leases/lease-store.js';
 import { identifyCaller } from './auth.js';
 import { ControlError } from './errors.js';
-import { leaseJson } from './lease-json.js';
+import { leaseJson, leaseUrl } from './lease-json.js';
 import { createLimitsFor, isLocalDeveloper, limitError, rateLimitHeaders } from './rate-limit.js';
 import { callerLease, leaseTemplate, templateLeaseError } from './template-routes.js';
 import {
@@ -20,6 +20,7 @@ import {
   LeaseSchema,
   ListLeasesQuery,
   RenewLeaseBody,
+  ResetCredentialsBody,
 } from './schemas.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -187,6 +188,36 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
       const renewed = await leases.renew(lease.id, ttl, request.ip);
       if (!renewed) throw new ControlError('PGLEASE_LEASE_NOT_ACTIVE', `The lease is ${lease.state}; only an active lease can be renewed`);
       return leaseJson(host, renewed, publicBaseUrl(context, request));
+    },
+  );
+
+  routes.post(
+    '/v1/leases/:id/credentials',
+    {
+      schema: {
+        summary: 'Reset a lease’s password',
+        description:
+          'Gives the lease’s login role a new password and answers with the lease and its new `url` (the only place it is shown), ' +
+          'for a holder who lost the URL. The token is unchanged. `cut_sessions: true` also ends the sessions opened with the old one. ' +
+          'With `Accept: text/plain` the body is only the URL and a newline.',
+        tags: ['leases'],
+        security: [{ bearer: [] }],
+        params: LeaseParams,
+        body: ResetCredentialsBody,
+        response: { 200: LeaseSchema, 409: ErrorSchema, ...errors },
+      },
+      preValidation: async (request) => {
+        if (request.body === undefined) request.body = {};
+      },
+    },
+    async (request, reply) => {
+      const { lease } = await authorizedLease(request, request.params.id);
+      const reset = await leases.resetPassword(lease.id, request.body.cut_sessions === true);
+      if (!reset) throw new ControlError('PGLEASE_LEASE_NOT_ACTIVE', `The lease is ${lease.state}; only an active lease gets a new password`);
+      const json = leaseJson(host, reset.lease, publicBaseUrl(context, request));
+      json.url = leaseUrl(host, reset.lease, reset.password);
+      if (prefersPlainText(request)) return reply.type('text/plain; charset=utf-8').send((json.url + '\n') as unknown as typeof json);
+      return json;
     },
   );
 

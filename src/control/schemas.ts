@@ -35,6 +35,16 @@ export type CreateLeaseBody = Static<typeof CreateLeaseBody>;
 export const RenewLeaseBody = Type.Object({ ttl: Ttl }, { additionalProperties: false });
 export type RenewLeaseBody = Static<typeof RenewLeaseBody>;
 
+export const ResetCredentialsBody = Type.Object(
+  {
+    cut_sessions: Type.Optional(
+      Type.Boolean({ description: "true: end the login role's open sessions too (default false: they keep working; a password is checked at login only)" }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type ResetCredentialsBody = Static<typeof ResetCredentialsBody>;
+
 export const LeaseParams = Type.Object({ id: Type.String({ description: 'Lease id (uuid)' }) });
 export type LeaseParams = Static<typeof LeaseParams>;
 

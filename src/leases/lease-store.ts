@@ -534,6 +534,20 @@ export class LeaseStore {
     await this.pool.query({ name: 'pglease.cut-stragglers', text: 'SELECT pglease.terminate_orphan_sessions()' });
   }
 
+  /**
+   * A new password for an active lease's login role (sql/leases.sql, pglease.reset_password), and
+   * with `cutSessions` its open sessions ended; undefined when the lease is not active.
+   */
+  async resetPassword(id: string, cutSessions: boolean): Promise<{ lease: LeaseRow; password: string } | undefined> {
+    const password = newPassword();
+    const { rows } = await this.pool.query<LeaseRow>({
+      name: 'pglease.reset-password',
+      text: `SELECT ${LEASE_COLUMNS} FROM pglease.reset_password($1, $2, $3) WHERE id IS NOT NULL`,
+      values: [id, await scramVerifier(password, this.limits.scramIterations), cutSessions],
+    });
+    return rows[0] && { lease: rows[0], password };
+  }
+
   async renew(id: string, ttlSeconds: number | null, clientIp: string | null): Promise<LeaseRow | undefined> {
     const { rows } = await this.pool.query<LeaseRow>({
       name: 'pglease.renew',

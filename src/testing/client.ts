@@ -182,6 +182,11 @@ export class PgleaseClient {
     return this.request('POST', `/v1/leases/${encodeURIComponent(id)}/renew`, { ttl });
   }
 
+  /** A new password for the lease (its `url` has it); `cutSessions` also ends the sessions opened with the old one. */
+  resetCredentials(id: string, options: { cutSessions?: boolean } = {}): Promise<LeaseJson> {
+    return this.request('POST', `/v1/leases/${encodeURIComponent(id)}/credentials`, { cut_sessions: options.cutSessions === true });
+  }
+
   async releaseLease(id: string): Promise<void> {
     await this.request('DELETE', `/v1/leases/${encodeURIComponent(id)}`);
   }

@@ -1,10 +1,11 @@
 /**
- * pglease lease | release | renew | info | ls
+ * pglease lease | release | renew | info | ls | url | psql
  */
+import { spawn } from 'node:child_process';
 import { Command, Option } from 'commander';
 import { PgleaseApiError, type CreatedLeaseJson, type LeaseJson } from '../../testing/client.js';
 import type { CliContext } from '../context.js';
-import { examples, fields, formatBytes, formatCount, isoSeconds, parseDuration, printable, relativeTime, table, UsageError } from '../format.js';
+import { ChildExit, examples, fields, formatBytes, formatCount, isoSeconds, parseDuration, printable, relativeTime, table, UsageError } from '../format.js';
 import { println } from '../io.js';
 import { withSpinner } from '../spinner.js';
 import { KEEP_ENDED_DAYS } from '../token-store.js';
@@ -196,7 +197,47 @@ export function leaseCommands(context: CliContext): Command[] {
       ));
     });
 
-  return [lease, release, renew, info, ls];
+  /**
+   * A working URL for a lease whose URL was lost: the password is shown once and kept nowhere, so
+   * a new one is issued (sessions already open keep working unless --cut-sessions).
+   */
+  const newUrl = async (command: Command, idOrPrefix: string, cutSessions: boolean): Promise<string> => {
+    const { id, client } = await context.leaseAccess(command, idOrPrefix);
+    return (await withSpinner(io, 'Issuing a new password…', () => client.resetCredentials(id, { cutSessions }))).url;
+  };
+
+  const url = new Command('url')
+    .description('Print a working connection URL for a lease, with a new password (the old URL stops working for new logins)')
+    .argument('<id>', 'lease id, or a unique prefix of one this CLI created')
+    .option('--cut-sessions', 'also end the sessions opened with the old password')
+    .addHelpText('after', examples(['pglease url 3f2c9a1e', 'psql "$(pglease url 3f2c9a1e)"']))
+    .action(async (idOrPrefix: string, options: { cutSessions?: boolean }, command: Command) => {
+      println(io.stdout, await newUrl(command, idOrPrefix, options.cutSessions === true));
+    });
+
+  const psql = new Command('psql')
+    .description('Run psql on a lease (with a new password, as `pglease url` gives); arguments after -- go to psql')
+    .argument('<id>', 'lease id, or a unique prefix of one this CLI created')
+    .argument('[psql-args...]', 'passed to psql')
+    .addHelpText('after', examples(['pglease psql 3f2c9a1e', "pglease psql 3f2c9a1e -- -c 'SELECT now()'"]))
+    .action(async (idOrPrefix: string, psqlArgs: string[], _options: unknown, command: Command) => {
+      const leaseUrl = await newUrl(command, idOrPrefix, false);
+      const program = io.env.PGLEASE_PSQL || 'psql';
+      // psql talks to the terminal itself (prompt, pager) when this process has one
+      const attached = io.stdout === process.stdout;
+      const child = spawn(program, [leaseUrl, ...psqlArgs], { stdio: attached ? 'inherit' : ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...io.env } });
+      child.stdout?.on('data', (chunk: Buffer) => io.stdout.write(chunk.toString()));
+      child.stderr?.on('data', (chunk: Buffer) => io.stderr.write(chunk.toString()));
+      const code = await new Promise<number>((resolve, reject) => {
+        child.once('error', (error: NodeJS.ErrnoException) =>
+          reject(error.code === 'ENOENT' ? new UsageError(`${program} not found: install the Postgres client (psql), set PGLEASE_PSQL to it, or use \`pglease url ${idOrPrefix}\``) : error),
+        );
+        child.once('close', (exitCode) => resolve(exitCode ?? 1));
+      });
+      if (code !== 0) throw new ChildExit(code);
+    });
+
+  return [lease, release, renew, info, ls, url, psql];
 }
 
 /**
