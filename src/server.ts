@@ -3,6 +3,7 @@
  * parsing and error format: the control API answers `{ code, message }`, the REST API (src/rest)
  * answers in PostgREST's format.
  */
+import { DURATION_EXAMPLES, DURATION_PATTERN } from './duration.js';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { ServiceContext } from './service-context.js';
 import { ControlError } from './control/errors.js';
@@ -46,6 +47,9 @@ function validationProblem(first: ValidationIssue, all: ValidationIssue[]): stri
     .filter((issue) => issue.instancePath === first.instancePath && (issue.keyword === 'const' || issue.keyword === 'enum'))
     .flatMap((issue) => (issue.keyword === 'const' ? [issue.params.allowedValue] : ((issue.params.allowedValues as unknown[]) ?? [])));
   if (allowed.length > 0) return `must be ${allowed.length === 1 ? '' : 'one of '}${allowed.map((value) => JSON.stringify(value)).join(', ')}`;
+  if (all.some((issue) => issue.instancePath === first.instancePath && issue.keyword === 'pattern' && issue.params.pattern === DURATION_PATTERN)) {
+    return `must be a whole number of seconds or a duration: ${DURATION_EXAMPLES}`;
+  }
   if (first.keyword === 'required') return 'is required';
   if (first.keyword === 'pattern' && first.params.pattern === NO_CONTROL_CHARACTERS) return 'must not contain control characters (line breaks, tabs, escapes)';
   if (first.keyword === 'type') {

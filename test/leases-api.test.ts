@@ -84,6 +84,23 @@ describe('POST /v1/leases', () => {
     expect((lease as unknown as { name: string }).name).toBe('ci run 42');
   });
 
+  it('takes a ttl as a duration too, as the CLI and the settings do, and says what it accepts', async () => {
+    const lifetime = (lease: { expires_at: string | null; created_at: string }) => (Date.parse(lease.expires_at!) - Date.parse(lease.created_at)) / 1000;
+    for (const [ttl, seconds] of [['10m', 600], ['90s', 90], ['1h30m', 5400], ['2h', 7200], ['120', 120]] as const) {
+      expect(lifetime(await createLease(service, { ttl })), ttl).toBeCloseTo(seconds, 0);
+    }
+    const lease = await createLease(service);
+    const renewed = await call('POST', `/v1/leases/${lease.id}/renew`, { body: { ttl: '1h' }, token: lease.token });
+    expect(renewed.status).toBe(200);
+    expect((Date.parse(renewed.json.expires_at) - Date.now()) / 1000).toBeCloseTo(3600, -1);
+
+    const bad = await call('POST', '/v1/leases', { body: { ttl: '10 minutes' } });
+    expect(bad.json.message).toBe('"ttl" must be a whole number of seconds or a duration: 90 (seconds), 90s, 10m, 2h, 1d or 1h30m');
+    // this service's maximum is 2h: the message says it in the same words, and so only suggests what it takes
+    const tooLong = await call('POST', '/v1/leases', { body: { ttl: '1d' } });
+    expect(tooLong.json).toMatchObject({ code: 'PGLEASE_INVALID_FIELD', field: 'ttl', message: 'ttl must be at most 2h (PGLEASE_MAX_TTL), got 1d' });
+  });
+
   it('answers only the URL and a newline with Accept: text/plain or ?format=url, and in headers what releasing it takes', async () => {
     for (const request of [
       call('POST', '/v1/leases', { headers: { accept: 'text/plain' } }),
@@ -109,7 +126,10 @@ describe('POST /v1/leases', () => {
       [{ ttl: 0 }, 'PGLEASE_INVALID_FIELD', 'ttl'],
       [{ ttl: -5 }, 'PGLEASE_INVALID_FIELD', 'ttl'],
       [{ ttl: 1.5 }, 'PGLEASE_INVALID_FIELD', 'ttl'],
-      [{ ttl: '60' }, 'PGLEASE_INVALID_FIELD', 'ttl'],
+      [{ ttl: '10 minutes' }, 'PGLEASE_INVALID_FIELD', 'ttl'],
+      [{ ttl: '500ms' }, 'PGLEASE_INVALID_FIELD', 'ttl'],
+      [{ ttl: '0s' }, 'PGLEASE_INVALID_FIELD', 'ttl'],
+      [{ ttl: '2h1s' }, 'PGLEASE_INVALID_FIELD', 'ttl'],
       [{ ttl: 7201 }, 'PGLEASE_INVALID_FIELD', 'ttl'],
       [{ name: 42 }, 'PGLEASE_INVALID_FIELD', 'name'],
       [{ name: '' }, 'PGLEASE_INVALID_FIELD', 'name'],

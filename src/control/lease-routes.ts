@@ -6,6 +6,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { ServiceContext } from '../service-context.js';
 import type { CreatedLease, CreateLeaseInput, LeaseRow } from '../leases/lease-store.js';
+import { durationSeconds, formatSeconds } from '../duration.js';
 import { identifyCaller } from './auth.js';
 import { ControlError } from './errors.js';
 import { leaseJson, leaseUrl } from './lease-json.js';
@@ -32,14 +33,19 @@ export function publicBaseUrl(context: ServiceContext, request: FastifyRequest):
   return context.config.publicUrl ?? `${request.protocol}://${request.host}`;
 }
 
-/** Accepts a TTL for this caller or explains, naming the field, why not. */
-function checkTtl(context: ServiceContext, ttl: number | null, isAdmin: boolean): number | null {
-  if (ttl === null) {
+/**
+ * Accepts a TTL (seconds, or a duration the schema has checked the form of: src/duration.ts) for
+ * this caller, in seconds, or explains, naming the field, why not.
+ */
+function checkTtl(context: ServiceContext, requested: number | string | null, isAdmin: boolean): number | null {
+  if (requested === null) {
     if (!isAdmin) throw new ControlError('PGLEASE_FORBIDDEN', 'ttl: null (a lease that never expires) needs the admin token', 'ttl');
     return null;
   }
+  const ttl = typeof requested === 'string' ? durationSeconds(requested) : requested;
+  if (ttl < 1) throw new ControlError('PGLEASE_INVALID_FIELD', `ttl must be at least 1 second, got ${JSON.stringify(requested)}`, 'ttl');
   const max = context.config.maxTtlSeconds;
-  if (ttl > max) throw new ControlError('PGLEASE_INVALID_FIELD', `ttl must be at most ${max} seconds (PGLEASE_MAX_TTL), got ${ttl}`, 'ttl');
+  if (ttl > max) throw new ControlError('PGLEASE_INVALID_FIELD', `ttl must be at most ${formatSeconds(max)} (PGLEASE_MAX_TTL), got ${formatSeconds(ttl)}`, 'ttl');
   return ttl;
 }
 

@@ -44,8 +44,8 @@ export class PgleaseUnreachableError extends Error {
 }
 
 export interface CreateLeaseOptions {
-  /** Seconds; null (admin token only) never expires. */
-  ttl?: number | null;
+  /** Seconds, or a duration ("10m", "2h": src/duration.ts); null (admin token only) never expires. */
+  ttl?: number | string | null;
   name?: string;
   template?: string;
 }

@@ -25,7 +25,7 @@ export function leaseCommands(context: CliContext): Command[] {
 
   const lease = new Command('lease')
     .description('Create a lease: a fresh Postgres schema and login role, with a connection URL')
-    .option('--ttl <duration>', 'how long it lives: 90 (seconds), 30s, 10m, 1h30m, 2d; never (admin token)')
+    .option('--ttl <duration>', 'how long it lives: 90 (seconds), 30s, 10m, 2h, 1d (the default maximum); never (admin token)')
     .option('--name <label>', 'a label shown in listings')
     .option('--template <name>', 'seed it from a registered template (pglease template add)')
     .option('--lease <id>', "ask as this lease (with its token), to use its private templates (template add --lease)")
@@ -117,7 +117,7 @@ export function leaseCommands(context: CliContext): Command[] {
   const renew = new Command('renew')
     .description('Move the expiry of a lease to now + ttl')
     .argument('<id>', 'lease id, or a unique prefix of one this CLI created')
-    .requiredOption('--ttl <duration>', 'new time to live from now: 30m, 1h, 2d; never (admin token)')
+    .requiredOption('--ttl <duration>', 'new time to live from now: 30m, 2h, 1d; never (admin token)')
     .option('--json', 'print the lease as JSON')
     .addHelpText('after', examples(['pglease renew 3f2c9a1e --ttl 1h']))
     .action(async (idOrPrefix: string, options: { ttl: string; json?: boolean }, command: Command) => {
