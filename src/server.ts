@@ -22,6 +22,8 @@ import { leaseDocsRoutes } from './control/lease-docs-routes.js';
 export interface ServerOptions {
   /** Fastify logger setting; false in tests. */
   logger?: boolean | { level: string; stream?: { write: (line: string) => void } };
+  /** A logger made beforehand (src/log.ts), shared with what runs before the server exists; wins over `logger`. */
+  loggerInstance?: FastifyBaseLogger;
 }
 
 /** How long a closing server keeps answering (503) requests that reach it before idle connections close. */
@@ -128,7 +130,7 @@ function controlJsonParser(_request: FastifyRequest, body: string, done: (error:
 
 export async function buildServer(context: ServiceContext, options: ServerOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
-    logger: options.logger ?? false,
+    ...(options.loggerInstance ? { loggerInstance: options.loggerInstance } : { logger: options.logger ?? false }),
     // Per-request logging is opt-in, as in PostgREST: a per-request child logger and two log calls
     // cost about 7% of a small REST request's throughput even when the level drops the lines.
     // Without it, errors are logged by the server's logger, with the request's method and URL.
