@@ -180,6 +180,20 @@ export async function buildServer(context: ServiceContext, options: ServerOption
     done(null, payload);
   });
 
+  // the control API's routes by path, so that a known path asked with another method answers 405
+  // with Allow (RFC 9110) rather than "no endpoint"
+  const controlRoutes: { path: RegExp; methods: string[] }[] = [];
+  app.addHook('onRoute', (route) => {
+    if (isRestUrl(route.url) || route.url.includes('*')) return;
+    const methods = ([] as string[]).concat(route.method).filter((method) => method !== 'HEAD' && method !== 'OPTIONS');
+    const pattern = route.url.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/:[A-Za-z_]\w*/g, '[^/]+');
+    controlRoutes.push({ path: new RegExp(`^${pattern}/?$`), methods });
+  });
+  const allowedMethods = (url: string): string[] => {
+    const path = url.split('?')[0]!;
+    return [...new Set(controlRoutes.filter((route) => route.path.test(path)).flatMap((route) => route.methods))];
+  };
+
   registerCors(app);
   await registerServiceOpenApi(app);
   await app.register(async (control) => {
@@ -203,12 +217,17 @@ export async function buildServer(context: ServiceContext, options: ServerOption
     await leaseDocsRoutes(docs, context, restService!);
   });
 
-  app.setNotFoundHandler((request, reply) =>
+  app.setNotFoundHandler((request, reply) => {
     // every path under a rest_url has a route for each method PostgREST serves: others end here
-    isRestUrl(request.url)
-      ? sendUnroutedRestError(request, reply, 'method')
-      : sendControlError(request, reply, new ControlError('PGLEASE_ROUTE_NOT_FOUND', `No endpoint ${request.method} ${request.url.split('?')[0]}`)),
-  );
+    if (isRestUrl(request.url)) return sendUnroutedRestError(request, reply, 'method');
+    const path = request.url.split('?')[0];
+    const allowed = allowedMethods(request.url);
+    if (allowed.length > 0) {
+      const allow = allowed.join(', ');
+      return sendControlError(request, reply, new ControlError('PGLEASE_METHOD_NOT_ALLOWED', `${path} answers ${allow}, not ${request.method}`, undefined, { Allow: allow }));
+    }
+    return sendControlError(request, reply, new ControlError('PGLEASE_ROUTE_NOT_FOUND', `No endpoint ${request.method} ${path}`));
+  });
   app.setErrorHandler((error, request, reply) => sendControlError(request, reply, error as Error));
   return app;
 }

@@ -114,7 +114,10 @@ describe('pglease lease', () => {
     expect(never.code).toBe(1);
     expect(never.stderr).toContain('PGLEASE_FORBIDDEN');
     const unknownTemplate = await cli(['lease', '--template', 'nope']);
-    expect(unknownTemplate.stderr).toContain('no template named "nope"');
+    // in the CLI's terms: how to register one with the CLI, not with the HTTP API
+    expect(unknownTemplate.stderr).toBe(
+      'pglease: no template named "nope": register it with `pglease template add nope FILE.sql`, or see the ones there are with `pglease template ls` (PGLEASE_INVALID_FIELD)\n',
+    );
     const unknownCommand = await cli(['leas']);
     expect(unknownCommand.code).toBe(2);
     expect(unknownCommand.stderr).toContain("unknown command 'leas'");

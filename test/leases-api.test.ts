@@ -454,7 +454,10 @@ describe('GET /v1/leases (admin)', () => {
 
   it('is for the admin only and validates its parameters', async () => {
     const lease = await createLease(service);
-    expect((await call('GET', '/v1/leases')).status).toBe(401);
+    const anonymous = await call('GET', '/v1/leases');
+    expect(anonymous.status).toBe(401);
+    // which token: the admin's, not any
+    expect(anonymous.json.message).toBe('Listing leases needs the admin token (PGLEASE_ADMIN_TOKEN): send "Authorization: Bearer <admin token>"');
     const notAdmin = await call('GET', '/v1/leases', { token: lease.token });
     expect(notAdmin.status).toBe(403);
     expect(notAdmin.json.message).toMatch(/needs the admin token \(PGLEASE_ADMIN_TOKEN\), and this token is not it/);
@@ -492,11 +495,17 @@ describe('health and unknown routes', () => {
     expect((await call('GET', '/readyz')).status).toBe(200);
   });
 
-  it('answers unknown routes and methods with a JSON 404', async () => {
+  it('answers unknown routes with a JSON 404, and a known route asked with another method with 405 and Allow', async () => {
     const response = await call('GET', '/v2/nothing');
     expect(response.status).toBe(404);
     expect(response.json.code).toBe('PGLEASE_ROUTE_NOT_FOUND');
-    expect((await call('PUT', '/v1/leases')).status).toBe(404);
+    const lease = await createLease(service);
+    const put = await call('PUT', `/v1/leases/${lease.id}`, { token: lease.token, body: {} });
+    expect(put.status).toBe(405);
+    expect(put.headers.get('allow')).toBe('GET, DELETE');
+    expect(put.json).toEqual({ code: 'PGLEASE_METHOD_NOT_ALLOWED', message: `/v1/leases/${lease.id} answers GET, DELETE, not PUT` });
+    expect((await call('PUT', '/v1/leases')).headers.get('allow')).toBe('POST, GET');
+    expect((await call('GET', `/v1/leases/${lease.id}/renew`)).headers.get('allow')).toBe('POST');
   });
 
   it('records who created and released a lease', async () => {

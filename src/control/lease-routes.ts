@@ -145,7 +145,7 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
     },
     async (request) => {
       const caller = identifyCaller(request, config.adminToken);
-      if (caller.kind === 'anonymous') throw new ControlError('PGLEASE_UNAUTHORIZED');
+      if (caller.kind === 'anonymous') throw new ControlError('PGLEASE_UNAUTHORIZED', 'Listing leases needs the admin token (PGLEASE_ADMIN_TOKEN): send "Authorization: Bearer <admin token>"');
       if (caller.kind !== 'admin') throw new ControlError('PGLEASE_FORBIDDEN', 'Listing leases needs the admin token (PGLEASE_ADMIN_TOKEN), and this token is not it');
       const limit = request.query.limit === undefined ? 100 : Number(request.query.limit);
       if (!(limit >= 1 && limit <= 1000)) throw new ControlError('PGLEASE_INVALID_PARAMETER', 'limit must be between 1 and 1000', 'limit');

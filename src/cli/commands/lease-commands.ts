@@ -53,7 +53,7 @@ export function leaseCommands(context: CliContext): Command[] {
       const started = Date.now();
       const created: CreatedLeaseJson = await withSpinner(io, 'Creating lease…', () =>
         client.createLease({ ttl, name: options.name, template: options.template }),
-      );
+      ).catch((error: unknown) => Promise.reject(unknownTemplate(error, options.template, options.lease)));
       const elapsed = Date.now() - started;
       try {
         await store.remember({ id: created.id, server, token: created.token, name: created.name, created_at: created.created_at, expires_at: created.expires_at });
@@ -238,6 +238,13 @@ export function leaseCommands(context: CliContext): Command[] {
     });
 
   return [lease, release, renew, info, ls, url, psql];
+}
+
+/** The server's "no template named x" (which names its API) in the CLI's terms: how to register or list one. */
+function unknownTemplate(error: unknown, template: string | undefined, lease: string | undefined): unknown {
+  if (!(error instanceof PgleaseApiError) || error.field !== 'template' || template === undefined || !/^template: no template named/.test(error.message)) return error;
+  const add = `pglease template add ${template} FILE.sql${lease === undefined ? '' : ` --lease ${lease}`}`;
+  return new PgleaseApiError(error.status, error.code, `no template named "${template}": register it with \`${add}\`, or see the ones there are with \`pglease template ls\``, error.field);
 }
 
 /**
