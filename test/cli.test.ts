@@ -79,9 +79,17 @@ describe('pglease lease', () => {
     expect(stored.leases.find((lease) => lease.name === 'cli-url')).toMatchObject({ server: service.baseUrl, token: expect.stringMatching(/^pgl_/) });
   });
 
-  it('--env prints DATABASE_URL lines; --json the lease; the two together are refused', async () => {
+  it('--env prints DATABASE_URL, PGLEASE_REST_URL and PGLEASE_TOKEN; --json the lease; the two together are refused', async () => {
     const env = await cli(['lease', '--env']);
-    expect(env.stdout).toMatch(/^DATABASE_URL=postgresql:\/\/\S+\nPGLEASE_LEASE_ID=[0-9a-f-]{36}\n$/);
+    expect(env.stdout).toMatch(/^DATABASE_URL=postgresql:\/\/\S+\nPGLEASE_REST_URL=http:\/\/\S+\/rest\nPGLEASE_TOKEN=pgl_\S+\nPGLEASE_LEASE_ID=[0-9a-f-]{36}\n$/);
+    // what it prints works: the REST API answers with that token
+    const vars = Object.fromEntries(env.stdout.trim().split('\n').map((line) => line.split(/=(.*)/s).slice(0, 2) as [string, string]));
+    const rest = await fetch(`${vars.PGLEASE_REST_URL}/`, { headers: { authorization: `Bearer ${vars.PGLEASE_TOKEN}` } });
+    expect(rest.status).toBe(200);
+    await rest.body?.cancel();
+    // and the human output shows the token next to the REST URL
+    const human = await cli(['lease']);
+    expect(human.stdout).toMatch(/Token:\s+pgl_\S+/);
     const json = await cli(['lease', '--json', '--ttl', '90']);
     const lease = JSON.parse(json.stdout);
     expect(lease).toMatchObject({ state: 'active', token: expect.stringMatching(/^pgl_/) });

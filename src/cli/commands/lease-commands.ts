@@ -31,7 +31,7 @@ export function leaseCommands(context: CliContext): Command[] {
     .option('--lease <id>', "ask as this lease (with its token), to use its private templates (template add --lease)")
     .addOption(new Option('--json', 'print the lease as JSON').conflicts(['url', 'env']))
     .addOption(new Option('--url', 'print only the connection URL, for $(...)').conflicts(['json', 'env']))
-    .addOption(new Option('--env', 'print DATABASE_URL=... lines, for .env files and eval').conflicts(['json', 'url']))
+    .addOption(new Option('--env', 'print DATABASE_URL, PGLEASE_REST_URL, PGLEASE_TOKEN and PGLEASE_LEASE_ID lines, for .env files and eval').conflicts(['json', 'url']))
     .addHelpText(
       'after',
       examples([
@@ -67,6 +67,9 @@ export function leaseCommands(context: CliContext): Command[] {
       if (options.url) return println(io.stdout, created.url);
       if (options.env) {
         println(io.stdout, `DATABASE_URL=${created.url}`);
+        println(io.stdout, `PGLEASE_REST_URL=${created.rest_url}`);
+        // the REST API's bearer token, and the one the CLI and pglease/testing act as this lease with
+        println(io.stdout, `PGLEASE_TOKEN=${created.token}`);
         println(io.stdout, `PGLEASE_LEASE_ID=${created.id}`);
         return;
       }
@@ -80,6 +83,7 @@ export function leaseCommands(context: CliContext): Command[] {
         ['Schema', created.schema],
         ['Expires', expiry(created)],
         ['REST', created.rest_url],
+        ['Token', `${created.token} (Authorization: Bearer, for REST and this lease's API)`],
         ['Id', created.id],
       ]).replace(/^/gm, '  '));
       println(io.stdout);
