@@ -493,6 +493,8 @@ describe('pglease template', () => {
     await writeFile(file, 'CREATE TABLE mine (id int);');
     const added = await cli(['template', 'add', 'mine', file, '--lease', short]);
     expect(added.stdout).toContain('(private,');
+    // that it ends with its lease is said where it is registered
+    expect(added.stdout).toContain(`It goes with lease ${short}, which expires in 30 minutes: \`pglease renew ${short} --ttl 1d\` keeps both`);
     const hint = added.stdout.trim().split('\n').at(-1)!.trim();
     expect(hint).toBe(`pglease lease --template mine --lease ${short}`);
 
