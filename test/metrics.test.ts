@@ -19,7 +19,7 @@ const parsePrometheusTextFormat = createRequire(import.meta.url)('parse-promethe
 const METRICS_TOKEN = 'scraper-token';
 let service: TestService;
 beforeAll(async () => {
-  service = await startTestService({ PGLEASE_METRICS_TOKEN: METRICS_TOKEN, PGLEASE_MAX_ACTIVE: '3', PGLEASE_CLIENT_CONNECTIONS: '0' });
+  service = await startTestService({ PGLEASE_METRICS_TOKEN: METRICS_TOKEN, PGLEASE_MAX_ACTIVE: '3', PGLEASE_CLIENT_CONNECTIONS: '0', PGLEASE_LIMIT_LOCAL: 'on' });
 });
 afterAll(async () => {
   await service?.close();
