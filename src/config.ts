@@ -32,6 +32,15 @@ export interface JobsConfig {
   reaperBatch: number;
   /** How long ended leases and job runs stay queryable. */
   historyRetentionSeconds: number;
+  /** The observer's runs (sql/observe.sql): each looks at the leases that are due. */
+  observerSchedule: string;
+  /** Seconds between two observations of a lease, and of a lease near its limits or growing fast. */
+  observeIntervalSeconds: number;
+  observeFastSeconds: number;
+  /** How long observations are kept (s). */
+  observationRetentionSeconds: number;
+  /** The host's free disk is read from this directory (the embedded server's data); undefined: unknown. */
+  observeDiskPath?: string;
 }
 
 /** Throttling of lease creation (src/control/rate-limit.ts); 0 disables a limit. */
@@ -232,6 +241,12 @@ export function loadConfig(env: Env = process.env): Config {
       reaperBatch: integer(env, 'PGLEASE_REAPER_BATCH', 50, 1, 60),
       // throttling counts the last hour of leases, so history must reach back at least that far
       historyRetentionSeconds: span(env, 'PGLEASE_HISTORY_RETENTION', '7d', 3600),
+      // every second: a lease writing as fast as it can is seen about once a second
+      // (observeFastSeconds); the others every 10 s, each run taking only the leases that are due
+      observerSchedule: schedule(env, 'PGLEASE_OBSERVER_CRON', '* * * * * *'),
+      observeIntervalSeconds: integer(env, 'PGLEASE_OBSERVE_INTERVAL', 10, 1, 3600),
+      observeFastSeconds: integer(env, 'PGLEASE_OBSERVE_FAST_INTERVAL', 1, 1, 3600),
+      observationRetentionSeconds: span(env, 'PGLEASE_OBSERVATION_RETENTION', '1h', 60),
     },
     createLimits: {
       perHour: integer(env, 'PGLEASE_RATE_LIMIT', 100, 0, 1_000_000),

@@ -13,6 +13,7 @@ import { leaseRoutes } from './control/lease-routes.js';
 import { leaseStatsRoutes } from './control/lease-stats-routes.js';
 import { templateRoutes } from './control/template-routes.js';
 import { planRoutes } from './control/plan-routes.js';
+import { observationRoutes } from './control/observation-routes.js';
 import { registerServiceOpenApi } from './control/openapi.js';
 import { registerCors } from './cors.js';
 import { isRestUrl, restRoutes, sendUnroutedRestError } from './rest/routes.js';
@@ -186,6 +187,7 @@ export async function buildServer(context: ServiceContext, options: ServerOption
     await leaseStatsRoutes(control, context);
     await templateRoutes(control, context);
     await planRoutes(control, context);
+    await observationRoutes(control, context);
     await jobRoutes(control, context);
   });
   // the PostgREST-compatible API under /v1/leases/:id/rest: its own body parsing and error format

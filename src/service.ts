@@ -90,7 +90,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
   const app = await buildServer(context, options);
   let scheduler: Scheduler | undefined;
   if (config.jobs.schedulerEnabled) {
-    scheduler = new Scheduler({ databaseUrl: host.databaseUrl, jobs: builtinJobs(config.jobs), log });
+    scheduler = new Scheduler({ databaseUrl: host.databaseUrl, jobs: builtinJobs({ ...config.jobs, observeDiskPath: config.jobs.observeDiskPath ?? (embedded ? config.dataDir : undefined) }, host.id), log });
     try {
       await scheduler.start();
     } catch (error) {

@@ -7,6 +7,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { observeOnce } from '../src/scheduler/jobs.js';
+import { waitFor } from './support/wait.js';
 import { ADMIN_TOKEN, createLease, queryUrl, startTestService, superuserDatabaseUrl, type CreatedLeaseJson, type TestService } from './support/service.js';
 
 let service: TestService;
@@ -112,3 +113,174 @@ describe('plans API', () => {
     }
   });
 });
+
+describe('observations and states', () => {
+  it('records one observation per due lease from the catalogs and keeps a new lease available', async () => {
+    const lease = await createLease(service);
+    const session = await leaseSession(lease);
+    try {
+      await session.query('CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 500) g');
+      await session.query('SELECT * FROM t WHERE id = 3');
+    } finally {
+      await session.end();
+    }
+    await observeNow();
+    const observations = await call('GET', `/v1/leases/${lease.id}/observations`, { token: lease.token });
+    expect(observations.status).toBe(200);
+    expect(observations.body.items).toHaveLength(1);
+    expect(observations.body.items[0]).toMatchObject({ reachable: true, tables: 1, size_exact: true });
+    expect(observations.body.items[0].size_bytes).toBeGreaterThan(16_384);
+    expect(await statusOf(lease.id)).toBe('available');
+    // not due again before its interval
+    await observeOnce(service.host.pool, service.config.jobs, service.host.id);
+    expect((await call('GET', `/v1/leases/${lease.id}/observations`, { token: lease.token })).body.items).toHaveLength(1);
+    const since = observations.body.items[0].observed_at;
+    await observeNow();
+    const later = await call('GET', `/v1/leases/${lease.id}/observations?since=${encodeURIComponent(since)}`, { token: lease.token });
+    expect(later.body.items).toHaveLength(1);
+    expect((await call('GET', `/v1/leases/${lease.id}/observations?since=yesterday`, { token: lease.token })).body).toMatchObject({ code: 'PGLEASE_INVALID_PARAMETER', field: 'since' });
+  });
+
+  it('moves a lease that cannot log in to uncertain and back, each move an event with its observation', async () => {
+    const lease = await createLease(service);
+    await observeNow();
+    const su = superuserDatabaseUrl(service);
+    await queryUrl(su, `ALTER ROLE ${lease.role} NOLOGIN`);
+    await observeNow();
+    expect(await statusOf(lease.id)).toBe('uncertain');
+    await queryUrl(su, `ALTER ROLE ${lease.role} LOGIN`);
+    await observeNow();
+    expect(await statusOf(lease.id)).toBe('available');
+    const { rows } = await service.host.pool.query<{ detail: { from: string; to: string; observation_id: number; observation: { reachable: boolean } } }>(
+      `SELECT detail FROM pglease.lease_events WHERE lease_id = $1 AND kind = 'status' ORDER BY id`, [lease.id]);
+    expect(rows.map((row) => [row.detail.from, row.detail.to, row.detail.observation.reachable])).toEqual([
+      ['available', 'uncertain', false],
+      ['uncertain', 'available', true],
+    ]);
+    const observed = await service.host.pool.query('SELECT reachable FROM pglease.observations WHERE id = $1', [rows[0]!.detail.observation_id]);
+    expect(observed.rows[0]).toEqual({ reachable: false });
+  });
+});
+
+describe('the observer in several processes', () => {
+  it('observes each lease once per interval when three processes run passes at the same moment', async () => {
+    const leases = await Promise.all(Array.from({ length: 12 }, () => createLease(service, {}, { authorization: `Bearer ${ADMIN_TOKEN}` })));
+    const pools = Array.from({ length: 3 }, () => new pg.Pool({ connectionString: service.host.databaseUrl, max: 2 }));
+    try {
+      await service.host.pool.query('UPDATE pglease.lease_health SET next_observation_at = now()');
+      const before = (await service.host.pool.query<{ id: string }>('SELECT coalesce(max(id), 0) AS id FROM pglease.observations')).rows[0]!.id;
+      // the job's own claim makes one run happen once; here three processes call the pass itself, which must hold alone
+      for (let round = 0; round < 3; round++) {
+        await Promise.all(pools.map((pool) => observeOnce(pool, service.config.jobs, undefined)));
+      }
+      const { rows } = await service.host.pool.query<{ lease_id: string; n: number }>(
+        'SELECT lease_id, count(*)::int AS n FROM pglease.observations WHERE id > $1 AND lease_id = ANY ($2) GROUP BY lease_id', [before, leases.map((lease) => lease.id)]);
+      expect(rows).toHaveLength(12);
+      // three rounds within one interval (10 s): once each
+      expect(rows.every((row) => row.n === 1)).toBe(true);
+    } finally {
+      await Promise.all(pools.map((pool) => pool.end()));
+    }
+  });
+});
+
+describe('enforcement', () => {
+  it('refuses writes over the row limit with the plan\'s message, keeps reads, DELETE and TRUNCATE, and gives writes back', async () => {
+    await call('PUT', '/v1/plans/rows-100', { body: { max_size_bytes: 1 << 30, max_rows: 100 }, ...admin });
+    const lease = (await call('POST', '/v1/leases', { body: { plan: 'rows-100' }, ...admin })).body as CreatedLeaseJson;
+    const session = await leaseSession(lease);
+    try {
+      await session.query('CREATE TABLE t (id int PRIMARY KEY, v text)');
+      await session.query('INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 150) g');
+      // n_live_tup reaches the statistics when the session's pending counts are flushed (at most 1 s idle)
+      await session.query('SELECT pg_stat_force_next_flush()');
+      await waitForOverQuota(lease.id);
+      const refused = await errorOf(session, `INSERT INTO t VALUES (1000, 'x')`);
+      expect(refused).toEqual({ code: '53400', message: expect.stringMatching(/^lease over its 100-row plan "rows-100" \(150 rows\): delete rows or TRUNCATE, writes come back within 10 s$/) });
+      expect((await errorOf(session, `UPDATE t SET v = 'y'`))?.code).toBe('53400');
+      expect((await errorOf(session, 'CREATE TABLE u (id int)'))?.code).toBe('42501');
+      expect((await session.query('SELECT count(*)::int AS n FROM t')).rows[0]).toEqual({ n: 150 });
+      await session.query('DELETE FROM t WHERE id > 50');
+      await session.query('SELECT pg_stat_force_next_flush()');
+      // an idle session's counts reach the statistics within 10 s (PGSTAT_IDLE_INTERVAL)
+      await waitFor('the lease back within its plan', async () => (await observeNow(), (await statusOf(lease.id)) === 'available' ? true : undefined), 40_000);
+      await session.query(`INSERT INTO t VALUES (1000, 'x')`);
+      await session.query('CREATE TABLE u (id int)');
+      // the lease owns its objects again
+      const owners = await session.query<{ owner: string }>(`SELECT DISTINCT pg_get_userbyid(relowner) AS owner FROM pg_class WHERE relnamespace = current_schema()::regnamespace AND relkind = 'r'`);
+      expect(owners.rows).toEqual([{ owner: lease.role }]);
+      expect((await session.query(`SELECT pg_get_userbyid(nspowner) AS owner FROM pg_namespace WHERE nspname = current_schema()`)).rows).toEqual([{ owner: lease.role }]);
+      const events = await service.host.pool.query<{ to: string }>(`SELECT detail ->> 'to' AS to FROM pglease.lease_events WHERE lease_id = $1 AND kind = 'status' ORDER BY id`, [lease.id]);
+      expect(events.rows.map((row) => row.to)).toEqual(['over_quota', 'available']);
+    } finally {
+      await session.end();
+    }
+  });
+
+  it('holds against the lease\'s own attempts to undo it', async () => {
+    await call('PUT', '/v1/plans/rows-10', { body: { max_size_bytes: 1 << 30, max_rows: 10 }, ...admin });
+    const lease = (await call('POST', '/v1/leases', { body: { plan: 'rows-10' }, ...admin })).body as CreatedLeaseJson;
+    const session = await leaseSession(lease);
+    try {
+      await session.query(`CREATE TABLE t (id int PRIMARY KEY, v text);
+        CREATE TABLE p (id int) PARTITION BY RANGE (id); CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (1000);
+        CREATE VIEW v AS SELECT * FROM t;
+        CREATE FUNCTION writer() RETURNS void LANGUAGE sql SECURITY DEFINER AS $$ INSERT INTO t VALUES (999, 'definer') $$;
+        GRANT INSERT ON t TO PUBLIC; GRANT CREATE ON SCHEMA ${lease.schema} TO ${lease.anon_role};
+        INSERT INTO t SELECT g, 'x' FROM generate_series(1, 20) g; INSERT INTO p1 VALUES (1)`);
+      // a trigger of the lease's under pglease's name must not keep the restriction off
+      await session.query(`CREATE FUNCTION noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+        CREATE TRIGGER pglease_over_quota AFTER DELETE ON t FOR EACH STATEMENT EXECUTE FUNCTION noop()`);
+      await session.query('SELECT pg_stat_force_next_flush()');
+      await waitForOverQuota(lease.id);
+      const attempts = {
+        insert: `INSERT INTO t VALUES (100, 'a')`,
+        insertPartition: 'INSERT INTO p1 VALUES (2)',
+        insertRoot: 'INSERT INTO p VALUES (3)',
+        insertView: `INSERT INTO v VALUES (101, 'b')`,
+        upsert: `INSERT INTO t VALUES (1, 'c') ON CONFLICT (id) DO UPDATE SET v = 'c'`,
+        merge: `MERGE INTO t USING (SELECT 102 AS id) s ON t.id = s.id WHEN NOT MATCHED THEN INSERT VALUES (102, 'm')`,
+        definer: 'SELECT writer()',
+        disableTrigger: 'ALTER TABLE t DISABLE TRIGGER pglease_over_quota',
+        dropTrigger: 'DROP TRIGGER pglease_over_quota ON t',
+        takeTableBack: `ALTER TABLE t OWNER TO ${lease.role}`,
+        takeSchemaBack: `ALTER SCHEMA ${lease.schema} OWNER TO ${lease.role}`,
+        grantSelf: `GRANT ALL ON t TO ${lease.role}`,
+        replicationRole: 'SET session_replication_role = replica',
+        createTable: 'CREATE TABLE t2 (id int)',
+        createTableAs: 'CREATE TABLE t3 AS SELECT * FROM t',
+        createIndex: 'CREATE INDEX ON t (v)',
+        addColumn: 'ALTER TABLE t ADD COLUMN w text',
+        setRole: `SET ROLE ${lease.anon_role}`,
+      };
+      const outcomes: Record<string, string> = {};
+      for (const [name, sql] of Object.entries(attempts)) outcomes[name] = (await errorOf(session, sql))?.code ?? 'succeeded';
+      expect(outcomes).toEqual({
+        insert: '53400', insertPartition: '53400', insertRoot: '53400', insertView: '53400', upsert: '53400', merge: '53400', definer: '53400',
+        disableTrigger: '42501', dropTrigger: '42501', takeTableBack: '42501', takeSchemaBack: '42501',
+        grantSelf: 'succeeded', // a no-op: the lease holds these already, and the trigger still fires
+        replicationRole: '42501', createTable: '42501', createTableAs: '42501', createIndex: '42501', addColumn: '42501', setRole: '42501',
+      });
+      expect((await errorOf(session, `INSERT INTO t VALUES (103, 'd')`))?.code).toBe('53400');
+      // COPY FROM STDIN fires the statement trigger too
+      expect((await errorOf(session, `COPY t FROM PROGRAM 'true'`))?.code).toBe('42501');
+      // the REST API's roles: the anonymous role had INSERT through PUBLIC and CREATE on the schema
+      const rest = await fetch(`${lease.rest_url}/t`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ id: 200, v: 'rest' }) });
+      expect(rest.status).toBeGreaterThanOrEqual(400);
+      await session.query('TRUNCATE t, p');
+      await session.query('SELECT pg_stat_force_next_flush()');
+      await waitFor('the lease back within its plan', async () => (await observeNow(), (await statusOf(lease.id)) === 'available' ? true : undefined), 40_000);
+      await session.query(`INSERT INTO t VALUES (100, 'a')`);
+      // what the lease granted is as it was
+      const acl = await session.query<{ create: boolean }>(`SELECT has_schema_privilege('${lease.anon_role}', current_schema(), 'CREATE') AS create`);
+      expect(acl.rows).toEqual([{ create: true }]);
+    } finally {
+      await session.end();
+    }
+  });
+});
+
+/** Observes until the lease is over_quota (its statistics reach the catalogs within about a second). */
+async function waitForOverQuota(leaseId: string): Promise<void> {
+  await waitFor('the lease over its plan', async () => (await observeNow(), (await statusOf(leaseId)) === 'over_quota' ? true : undefined), 40_000);
+}

@@ -2,6 +2,7 @@
  * The built-in jobs. Each is a thin loop around a SQL function (sql/reaper.sql, sql/jobs.sql):
  * the scheduler decides when, Postgres does the work.
  */
+import { statfs } from 'node:fs/promises';
 import type pg from 'pg';
 import type { JobsConfig } from '../config.js';
 
@@ -70,8 +71,71 @@ async function reapUntilDone(context: JobRunContext, batch: number, onFullBatch:
   return total;
 }
 
-export function builtinJobs(config: JobsConfig): JobDefinition[] {
+interface ObservePass {
+  observed: number;
+  changed: number;
+  errors: number;
+  took_ms: string;
+}
+
+/**
+ * Leases observed per transaction. One statement reads the catalogs for all of them; 2,000 keeps a
+ * pass's row locks and its transaction short while a pass over 5,000 leases takes three.
+ */
+const OBSERVE_BATCH = 2000;
+
+/** Bytes free on the file system of `dir`; undefined when it cannot be read (not this machine's server). */
+async function diskFree(dir: string | undefined): Promise<number | undefined> {
+  if (dir === undefined) return undefined;
+  try {
+    const stats = await statfs(dir);
+    return stats.bavail * stats.bsize;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * One run of the observer: the host, then every lease that is due, batch after batch
+ * (sql/observe.sql), then observations past their retention.
+ */
+export async function observeOnce(pool: pg.Pool, config: JobsConfig, hostId: number | undefined, cancelled: () => boolean = () => false): Promise<JobOutcome> {
+  if (hostId !== undefined) {
+    await pool.query({ name: 'pglease.observe-host', text: 'SELECT 1 FROM pglease.observe_host($1, $2)', values: [hostId, (await diskFree(config.observeDiskPath)) ?? null] });
+  }
+  const total = { observed: 0, changed: 0, errors: 0, took_ms: 0 };
+  while (!cancelled()) {
+    const { rows } = await pool.query<ObservePass>({
+      name: 'pglease.observe-leases',
+      text: 'SELECT observed, changed, errors, took_ms FROM pglease.observe_leases($1, make_interval(secs => $2), make_interval(secs => $3))',
+      values: [OBSERVE_BATCH, config.observeIntervalSeconds, config.observeFastSeconds],
+    });
+    const pass = rows[0]!;
+    total.observed += pass.observed;
+    total.changed += pass.changed;
+    total.errors += pass.errors;
+    total.took_ms += Number(pass.took_ms);
+    if (pass.observed < OBSERVE_BATCH) break;
+  }
+  const pruned = await pool.query<{ n: string }>({
+    name: 'pglease.prune-observations',
+    text: 'SELECT pglease.prune_observations(make_interval(secs => $1)) AS n',
+    values: [config.observationRetentionSeconds],
+  });
+  return {
+    rowsAffected: total.observed,
+    result: { ...total, took_ms: Math.round(total.took_ms * 1000) / 1000, pruned: Number(pruned.rows[0]!.n) },
+  };
+}
+
+export function builtinJobs(config: JobsConfig, hostId?: number): JobDefinition[] {
   return [
+    {
+      name: 'observe',
+      description: 'Observes the host and each live lease that is due (catalogs only), moves their status, restricts leases over their plan and restores them',
+      schedule: config.observerSchedule,
+      run: ({ pool, cancelled }) => observeOnce(pool, config, hostId, cancelled),
+    },
     {
       name: 'reap-expired',
       description: 'Ends leases whose expires_at has passed: terminates their sessions, drops schema and roles, marks them expired',
