@@ -12,6 +12,9 @@ CREATE TABLE pglease.lease_health (
   status_since        timestamptz NOT NULL DEFAULT now(),
   next_observation_at timestamptz NOT NULL DEFAULT now(),
   last_observation_id bigint,
+  -- rows its tables (and their TOAST) had inserted and updated, cumulated, when last observed: a
+  -- lease whose count moved by more than a threshold is observed at once (pglease.observe_leases)
+  writes              bigint NOT NULL DEFAULT 0,
   -- non-NULL while the lease's writes are refused: what pglease changed, so that it can undo it
   -- (the owners of its relations, who held CREATE on its schema)
   restricted          jsonb,

@@ -47,9 +47,11 @@ $$;
 -- * Once per interval per lease, however many processes run it: due rows are locked FOR UPDATE
 --   SKIP LOCKED and moved to their next time in the same transaction, so a second process takes
 --   other leases or none (the job itself is also claimed once per run: sql/jobs.sql).
--- * Next observation: p_interval (10 s), or p_fast (1 s) for a lease above 80% of a limit or
---   growing fast enough to reach its size limit within three intervals at the rate measured since
---   its previous observation. A lease writing as fast as it can is thus seen about every p_fast.
+-- * Next observation: p_interval (10 s), or p_fast (200 ms, the job's quick passes) after a lease's first observation, for a
+--   lease above 80% of a limit, and for one growing fast enough to reach its size limit within
+--   three intervals at the rate measured since its previous observation. A lease writing as fast as
+--   it can is thus seen about every p_fast; one that starts writing after an observation found it
+--   quiet, on the next full pass that sees its write count move (below).
 -- * Catalogs only, one statement for all leases: a lease's size is pg_total_relation_size of its
 --   relations, which waits for a lock held AccessExclusive (a TRUNCATE, an ALTER); a lease holding
 --   one is measured from pg_class's page counts instead (size_exact false), and a lock taken in
@@ -58,10 +60,13 @@ $$;
 --   lease in a subtransaction: a failure (a lock it holds past 1 s: its statements are cancelled,
 --   and it is tried again on its next observation, p_fast later) is kept in last_error and does not
 --   stop the pass. Subtransactions happen only for leases that change, never thousands per pass.
+DROP FUNCTION IF EXISTS pglease.observe_leases(int, interval, interval);
 CREATE OR REPLACE FUNCTION pglease.observe_leases(
   p_limit    int DEFAULT 10000,
   p_interval interval DEFAULT '10 seconds',
-  p_fast     interval DEFAULT '1 second',
+  p_fast     interval DEFAULT '200 milliseconds',
+  -- true: only the leases already due (a run's quick passes between its full ones)
+  p_due_only boolean DEFAULT false,
   OUT observed int, OUT changed int, OUT errors int, OUT took_ms numeric)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -81,11 +86,28 @@ BEGIN
   observed := 0;
   changed := 0;
   errors := 0;
-  -- leases handed out since the last pass
-  INSERT INTO pglease.lease_health (lease_id)
-  SELECT l.id FROM pglease.leases l
-   WHERE l.state = 'active' AND NOT EXISTS (SELECT 1 FROM pglease.lease_health h WHERE h.lease_id = l.id)
-  ON CONFLICT DO NOTHING;
+  IF NOT p_due_only THEN
+    -- leases handed out since the last pass
+    INSERT INTO pglease.lease_health (lease_id)
+    SELECT l.id FROM pglease.leases l
+     WHERE l.state = 'active' AND NOT EXISTS (SELECT 1 FROM pglease.lease_health h WHERE h.lease_id = l.id)
+    ON CONFLICT DO NOTHING;
+    -- leases that wrote more than 2,000 rows since they were last observed are due now, whatever
+    -- their interval: a row takes at most a page (8 kB; TOAST chunks, 2 kB, count as rows too), so a
+    -- lease that starts writing after a quiet observation is seen after at most about 16 MB, or a
+    -- second of statistics (a writing session reports its counts once a second)
+    UPDATE pglease.lease_health h SET next_observation_at = now()
+      FROM (SELECT l.id, sum(pg_stat_get_tuples_inserted(c.oid) + pg_stat_get_tuples_updated(c.oid)
+                             + CASE WHEN c.reltoastrelid <> 0
+                                    THEN pg_stat_get_tuples_inserted(c.reltoastrelid) + pg_stat_get_tuples_updated(c.reltoastrelid)
+                                    ELSE 0 END) AS writes
+              FROM pglease.leases l
+              JOIN pg_namespace n ON n.nspname = l.schema_name
+              JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'm')
+             WHERE l.state = 'active'
+             GROUP BY l.id) w
+     WHERE h.lease_id = w.id AND w.writes > h.writes + 2000 AND h.next_observation_at > now();
+  END IF;
 
   SELECT array_agg(d.lease_id) INTO v_ids FROM (
     SELECT h.lease_id FROM pglease.lease_health h
@@ -120,6 +142,10 @@ BEGIN
                coalesce(sum(pg_stat_get_live_tuples(c.oid)) FILTER (WHERE c.relkind IN ('r', 'm')), 0)::bigint AS rows_estimate,
                coalesce(sum(pg_stat_get_numscans(c.oid)) FILTER (WHERE c.relkind IN ('r', 'm')), 0)::bigint AS seq_scans,
                coalesce(sum(pg_stat_get_numscans(c.oid)) FILTER (WHERE c.relkind = 'i'), 0)::bigint AS idx_scans,
+               coalesce(sum(pg_stat_get_tuples_inserted(c.oid) + pg_stat_get_tuples_updated(c.oid)
+                            + CASE WHEN c.reltoastrelid <> 0
+                                   THEN pg_stat_get_tuples_inserted(c.reltoastrelid) + pg_stat_get_tuples_updated(c.reltoastrelid)
+                                   ELSE 0 END) FILTER (WHERE c.relkind IN ('r', 'm')), 0)::bigint AS writes,
                coalesce(sum(CASE WHEN v_exact AND k.nsp IS NULL
                                  THEN CASE WHEN c.relkind IN ('r', 'm') THEN pg_total_relation_size(c.oid) END
                                  ELSE CASE WHEN c.relkind IN ('r', 'm', 'i')
@@ -143,7 +169,7 @@ BEGIN
                  AND (r.rolconnlimit < 0 OR coalesce(s1.n, 0) < r.rolconnlimit) AS reachable,
                coalesce(x.tables, 0) AS tables, coalesce(x.rows_estimate, 0) AS rows_estimate,
                coalesce(x.size_bytes, 0) AS size_bytes, coalesce(x.size_exact, true) AS size_exact,
-               coalesce(x.seq_scans, 0) AS seq_scans, coalesce(x.idx_scans, 0) AS idx_scans
+               coalesce(x.seq_scans, 0) AS seq_scans, coalesce(x.idx_scans, 0) AS idx_scans, coalesce(x.writes, 0) AS writes
           FROM due d
           LEFT JOIN pg_roles r ON r.rolname = d.role_name
           LEFT JOIN sessions s1 ON s1.usename = d.role_name
@@ -155,6 +181,8 @@ BEGIN
                (extract(epoch FROM clock_timestamp() - v_start) * 1e6 / cardinality(v_ids))::int
           FROM seen
         RETURNING id
+      ), counted AS (
+        UPDATE pglease.lease_health h SET writes = seen.writes FROM seen WHERE h.lease_id = seen.id
       )
       SELECT array_agg(id) INTO v_obs FROM inserted;
       EXIT;
@@ -187,8 +215,9 @@ BEGIN
       UPDATE pglease.lease_health h
          SET last_observation_id = j.id,
              next_observation_at = now() + CASE
-               WHEN j.size_bytes > 0.8 * j.size_limit OR (j.max_rows IS NOT NULL AND j.rows_estimate > 0.8 * j.max_rows)
-                 OR (j.prev_at IS NOT NULL AND j.size_bytes > j.prev_size
+               WHEN j.prev_at IS NULL
+                 OR j.size_bytes > 0.8 * j.size_limit OR (j.max_rows IS NOT NULL AND j.rows_estimate > 0.8 * j.max_rows)
+                 OR (j.size_bytes > j.prev_size
                      AND j.size_bytes + 3 * (j.size_bytes - j.prev_size)
                          * (extract(epoch FROM p_interval) / greatest(extract(epoch FROM j.observed_at - j.prev_at), 0.1)) >= j.size_limit)
                THEN p_fast ELSE p_interval END

@@ -206,7 +206,7 @@ describe('configuration', () => {
       historyRetentionSeconds: 7 * 86_400,
       observerSchedule: '* * * * * *',
       observeIntervalSeconds: 10,
-      observeFastSeconds: 1,
+      observeFastMs: 200,
       observationRetentionSeconds: 3600,
     });
     expect(config.createLimits).toEqual({ perHour: 100, activePerClient: 20, connectionsPerClient: 160, maxLeases: 1000 });

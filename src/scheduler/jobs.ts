@@ -95,27 +95,45 @@ async function diskFree(dir: string | undefined): Promise<number | undefined> {
   }
 }
 
+/** A run's quick passes end this long before the next run is due (ms), so runs do not overlap. */
+const QUICK_PASSES_MARGIN_MS = 150;
+
 /**
  * One run of the observer: the host, then every lease that is due, batch after batch
- * (sql/observe.sql), then observations past their retention.
+ * (sql/observe.sql), then observations past their retention. With `quickPassesForMs`, then passes
+ * over the leases due again (those near a limit or growing, every PGLEASE_OBSERVE_FAST_MS) until
+ * that much time has gone by since the run began.
  */
-export async function observeOnce(pool: pg.Pool, config: JobsConfig, hostId: number | undefined, cancelled: () => boolean = () => false): Promise<JobOutcome> {
+export async function observeOnce(
+  pool: pg.Pool,
+  config: JobsConfig,
+  hostId: number | undefined,
+  cancelled: () => boolean = () => false,
+  quickPassesForMs = 0,
+): Promise<JobOutcome> {
+  const began = Date.now();
   if (hostId !== undefined) {
     await pool.query({ name: 'pglease.observe-host', text: 'SELECT 1 FROM pglease.observe_host($1, $2)', values: [hostId, (await diskFree(config.observeDiskPath)) ?? null] });
   }
-  const total = { observed: 0, changed: 0, errors: 0, took_ms: 0 };
-  while (!cancelled()) {
+  const total = { observed: 0, changed: 0, errors: 0, took_ms: 0, quick_passes: 0 };
+  const pass = async (dueOnly: boolean): Promise<number> => {
     const { rows } = await pool.query<ObservePass>({
       name: 'pglease.observe-leases',
-      text: 'SELECT observed, changed, errors, took_ms FROM pglease.observe_leases($1, make_interval(secs => $2), make_interval(secs => $3))',
-      values: [OBSERVE_BATCH, config.observeIntervalSeconds, config.observeFastSeconds],
+      text: 'SELECT observed, changed, errors, took_ms FROM pglease.observe_leases($1, make_interval(secs => $2), make_interval(secs => $3 / 1000.0), $4)',
+      values: [OBSERVE_BATCH, config.observeIntervalSeconds, config.observeFastMs, dueOnly],
     });
-    const pass = rows[0]!;
-    total.observed += pass.observed;
-    total.changed += pass.changed;
-    total.errors += pass.errors;
-    total.took_ms += Number(pass.took_ms);
-    if (pass.observed < OBSERVE_BATCH) break;
+    const done = rows[0]!;
+    total.observed += done.observed;
+    total.changed += done.changed;
+    total.errors += done.errors;
+    total.took_ms += Number(done.took_ms);
+    return done.observed;
+  };
+  while (!cancelled() && (await pass(false)) >= OBSERVE_BATCH);
+  while (!cancelled() && Date.now() - began + config.observeFastMs < quickPassesForMs - QUICK_PASSES_MARGIN_MS) {
+    await new Promise((resolve) => setTimeout(resolve, config.observeFastMs));
+    await pass(true);
+    total.quick_passes++;
   }
   const pruned = await pool.query<{ n: string }>({
     name: 'pglease.prune-observations',
@@ -134,7 +152,8 @@ export function builtinJobs(config: JobsConfig, hostId?: number): JobDefinition[
       name: 'observe',
       description: 'Observes the host and each live lease that is due (catalogs only), moves their status, restricts leases over their plan and restores them',
       schedule: config.observerSchedule,
-      run: ({ pool, cancelled }) => observeOnce(pool, config, hostId, cancelled),
+      // quick passes fill the second until the next run (the default schedule runs every second)
+      run: ({ pool, cancelled }) => observeOnce(pool, config, hostId, cancelled, 1000),
     },
     {
       name: 'reap-expired',
