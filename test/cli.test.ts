@@ -178,6 +178,30 @@ describe('pglease lease', () => {
   });
 });
 
+describe('plan, and info in pg:info layout', () => {
+  it('lists plans, sets one with the admin token, leases on it and shows it in info', async () => {
+    const listed = await cli(['plan', 'ls']);
+    expect(listed.code).toBe(0);
+    expect(listed.stdout).toMatch(/^NAME\s+SIZE\s+ROWS/);
+    expect(listed.stdout).toMatch(/\nnetwork\s+100 MB\s+10,000\s/);
+    expect((await cli(['plan', 'set', 'cli-small', '--size', '50MB'])).stderr).toContain('PGLEASE_ADMIN_TOKEN');
+    const admin = { PGLEASE_ADMIN_TOKEN: ADMIN_TOKEN };
+    const set = await cli(['plan', 'set', 'cli-small', '--size', '50MB', '--rows', '500'], { env: admin });
+    expect(set.stdout).toContain('Plan cli-small: 50 MB, 500 rows');
+    expect((await cli(['plan', 'set', 'cli-bad', '--size', 'lots'], { env: admin })).stderr).toContain('"lots" is not a size');
+    const created = JSON.parse((await cli(['lease', '--json', '--plan', 'cli-small'], { env: admin })).stdout) as { id: string; plan: string };
+    expect(created.plan).toBe('cli-small');
+    const info = await cli(['info', created.id.slice(0, 8)], { env: admin });
+    expect(info.code).toBe(0);
+    expect(info.stdout).toMatch(/Plan:\s+cli-small\n/);
+    expect(info.stdout).toMatch(/Status:\s+(available|uncertain)/);
+    expect(info.stdout).toMatch(/Data Size:\s+\S+ \S+\/50 MB\n/);
+    expect(info.stdout).toMatch(/Rows:\s+0\/500 \(In compliance\)\n/);
+    expect(info.stdout).toMatch(/PG Version:\s+\d+/);
+    expect((await cli(['plan', 'rm', 'cli-small'], { env: admin })).stderr).toMatch(/on this plan|Leases are on plan/);
+  });
+});
+
 describe('release, renew, info, ls', () => {
   it('work by id prefix with the remembered token', async () => {
     const created = JSON.parse((await cli(['lease', '--json', '--name', 'lifecycle'])).stdout) as { id: string; url: string };
