@@ -284,3 +284,49 @@ describe('enforcement', () => {
 async function waitForOverQuota(leaseId: string): Promise<void> {
   await waitFor('the lease over its plan', async () => (await observeNow(), (await statusOf(leaseId)) === 'over_quota' ? true : undefined), 40_000);
 }
+
+describe('observer cost', () => {
+  it('observes 1,000 live leases in one pass, once each, within seconds', async () => {
+    const su = new pg.Client({ connectionString: superuserDatabaseUrl(service) });
+    await su.connect();
+    const base = `lease_c0${Date.now().toString(16).slice(-6)}`;
+    try {
+      // 1,000 leases made behind pglease's back, each a schema with a 10-row table and its index and a
+      // role that may not log in (so their status is uncertain from the start: the pass only observes)
+      await su.query(`DO $$ BEGIN
+        FOR i IN 1..1000 LOOP
+          EXECUTE format('CREATE ROLE %I NOLOGIN', '${base}' || lpad(to_hex(i), 8, '0'));
+          EXECUTE format('CREATE SCHEMA %I', '${base}' || lpad(to_hex(i), 8, '0'));
+          EXECUTE format('CREATE TABLE %I.t (id int PRIMARY KEY, v text); INSERT INTO %1$I.t SELECT g, md5(g::text) FROM generate_series(1, 10) g',
+                         '${base}' || lpad(to_hex(i), 8, '0'));
+        END LOOP; END $$`);
+      await su.query(`WITH made AS (
+          INSERT INTO pglease.leases (host_id, schema_name, role_name, anon_role, auth_role, token_hash, state, expires_at)
+          SELECT $1, n, n, n || '_anon', n || '_auth', sha256(n::bytea), 'active', now() + interval '1 hour'
+            FROM (SELECT $2 || lpad(to_hex(i), 8, '0') AS n FROM generate_series(1, 1000) i) x
+          RETURNING id)
+        INSERT INTO pglease.lease_health (lease_id, status) SELECT id, 'uncertain' FROM made`, [service.host.id, base]);
+      const before = (await su.query<{ id: string }>('SELECT coalesce(max(id), 0) AS id FROM pglease.observations')).rows[0]!.id;
+      await su.query(`UPDATE pglease.lease_health SET next_observation_at = now()`);
+      const started = performance.now();
+      const outcome = await observeOnce(service.host.pool, service.config.jobs, service.host.id);
+      const took = performance.now() - started;
+      const { rows } = await su.query<{ leases: number; observations: number; tables: number }>(
+        `SELECT count(DISTINCT o.lease_id)::int AS leases, count(*)::int AS observations, sum(o.tables)::int AS tables
+           FROM pglease.observations o JOIN pglease.leases l ON l.id = o.lease_id
+          WHERE o.id > $1 AND l.schema_name LIKE $2 || '%'`, [before, base]);
+      console.log(`observer: one pass over ${outcome.result.observed as number} leases in ${took.toFixed(0)} ms (${String(outcome.result.took_ms)} ms in Postgres)`);
+      expect(rows[0]).toEqual({ leases: 1000, observations: 1000, tables: 1000 });
+      // the bench (npm run bench:observer) measures it; here only a bound no loaded run should reach
+      expect(took).toBeLessThan(15_000);
+    } finally {
+      await su.query(`DELETE FROM pglease.leases WHERE schema_name LIKE $1 || '%'`, [base]);
+      await su.query(`DO $$ DECLARE n text; BEGIN
+        FOR n IN SELECT nspname FROM pg_namespace WHERE nspname LIKE '${base}%' LOOP
+          EXECUTE format('DROP SCHEMA %I CASCADE', n);
+          EXECUTE format('DROP ROLE %I', n);
+        END LOOP; END $$`);
+      await su.end();
+    }
+  }, 120_000);
+});
