@@ -162,6 +162,27 @@ describe('observations and states', () => {
   });
 });
 
+describe('info and hosts', () => {
+  it('shows pg:info of a lease from its latest observation, and the hosts to the admin', async () => {
+    await call('PUT', '/v1/plans/rows-5', { body: { max_size_bytes: 1 << 30, max_rows: 5 }, ...admin });
+    const lease = (await call('POST', '/v1/leases', { body: { plan: 'rows-5' }, ...admin })).body as CreatedLeaseJson;
+    const before = await call('GET', `/v1/leases/${lease.id}/info`, { token: lease.token });
+    expect(before.body).toMatchObject({ plan: 'rows-5', status: 'uncertain', observed_at: null, rows_limit: 5, compliance: 'In compliance', kind: 'plain' });
+    await observeNow();
+    const info = await call('GET', `/v1/leases/${lease.id}/info`, { token: lease.token });
+    expect(info.body).toMatchObject({ plan: 'rows-5', status: 'available', state: 'active', tables: 0, rows: 0, size_limit_bytes: expect.any(Number), compliance: 'In compliance' });
+    expect(info.body.pg_version).toMatch(/^\d+/);
+    expect((await call('GET', `/v1/leases/${lease.id}/info`)).status).toBe(401);
+    expect((await call('GET', '/v1/hosts', { token: lease.token })).status).toBe(403);
+    const hosts = await call('GET', '/v1/hosts', admin);
+    expect(hosts.body.items).toHaveLength(1);
+    expect(hosts.body.items[0]).toMatchObject({ id: service.host.id, reachable: true, status: expect.stringMatching(/^(available|uncertain)$/) });
+    expect(hosts.body.items[0].connections).toBeGreaterThan(0);
+    expect(hosts.body.items[0].max_connections).toBeGreaterThan(hosts.body.items[0].connections);
+    expect(hosts.body.items[0].leases).toBeGreaterThan(0);
+  });
+});
+
 describe('the observer in several processes', () => {
   it('observes each lease once per interval when three processes run passes at the same moment', async () => {
     const leases = await Promise.all(Array.from({ length: 12 }, () => createLease(service, {}, { authorization: `Bearer ${ADMIN_TOKEN}` })));
