@@ -15,6 +15,13 @@ CREATE TABLE pglease.lease_health (
   -- rows its tables (and their TOAST) had inserted and updated, cumulated, when last observed: a
   -- lease whose count moved by more than a threshold is observed at once (pglease.observe_leases)
   writes              bigint NOT NULL DEFAULT 0,
+  -- its size as last measured with pg_total_relation_size, when, and what its relations looked like
+  -- then (rows inserted, updated and deleted; relations, files and page counts): an observation
+  -- that finds the same reuses the size instead of measuring every file again
+  measured_size       bigint,
+  measured_at         timestamptz,
+  measured_changes    bigint,
+  measured_shape      bigint,
   -- non-NULL while the lease's writes are refused: what pglease changed, so that it can undo it
   -- (the owners of its relations, who held CREATE on its schema)
   restricted          jsonb,
