@@ -200,6 +200,24 @@ describe('plan, and info in pg:info layout', () => {
     expect(info.stdout).toMatch(/PG Version:\s+\d+/);
     expect((await cli(['plan', 'rm', 'cli-small'], { env: admin })).stderr).toMatch(/on this plan|Leases are on plan/);
   });
+
+  it('info --watch prints the lease again until it ends', async () => {
+    const created = JSON.parse((await cli(['lease', '--json'])).stdout) as { id: string; token: string };
+    let stdout = '';
+    const watching = runCli(['info', created.id.slice(0, 8), '--watch', '0.5'], {
+      stdout: { write: (text: string) => (stdout += text), isTTY: false },
+      stderr: { write: () => true, isTTY: false },
+      env: { PGLEASE_URL: service.baseUrl, PGLEASE_HOME: home },
+    });
+    // two frames printed, then the lease ends: the watch prints it ended and stops
+    const frames = () => stdout.split(`=== lease ${created.id}`).length - 1;
+    for (let waited = 0; frames() < 2 && waited < 30_000; waited += 100) await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(frames()).toBeGreaterThanOrEqual(2);
+    await fetch(`${service.baseUrl}/v1/leases/${created.id}`, { method: 'DELETE', headers: { authorization: `Bearer ${created.token}` } });
+    expect(await watching).toBe(0);
+    expect(stdout).toMatch(/State:\s+released\n/);
+    expect((await cli(['info', created.id.slice(0, 8), '--watch', 'often'])).stderr).toContain('--watch takes a number of seconds');
+  });
 });
 
 describe('release, renew, info, ls', () => {
