@@ -301,6 +301,25 @@ describe('enforcement', () => {
   });
 });
 
+describe('release of a restricted lease', () => {
+  it('drops its schema and every role of it, <lease>_quota included', async () => {
+    await call('PUT', '/v1/plans/rows-1', { body: { max_size_bytes: 1 << 30, max_rows: 1 }, ...admin });
+    const lease = (await call('POST', '/v1/leases', { body: { plan: 'rows-1' }, ...admin })).body as CreatedLeaseJson;
+    const session = await leaseSession(lease);
+    try {
+      await session.query('CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2), (3)');
+      await session.query('SELECT pg_stat_force_next_flush()');
+    } finally {
+      await session.end();
+    }
+    await waitForOverQuota(lease.id);
+    expect((await call('DELETE', `/v1/leases/${lease.id}`, { token: lease.token })).status).toBe(204);
+    const left = await queryUrl<{ name: string }>(superuserDatabaseUrl(service),
+      `SELECT rolname AS name FROM pg_roles WHERE rolname LIKE $1 || '%' UNION ALL SELECT nspname FROM pg_namespace WHERE nspname = $1`, [lease.role]);
+    expect(left).toEqual([]);
+  });
+});
+
 /** Observes until the lease is over_quota (its statistics reach the catalogs within about a second). */
 async function waitForOverQuota(leaseId: string): Promise<void> {
   await waitFor('the lease over its plan', async () => (await observeNow(), (await statusOf(leaseId)) === 'over_quota' ? true : undefined), 40_000);
