@@ -65,12 +65,16 @@ $$;
 --   and it is tried again on its next observation, p_fast later) is kept in last_error and does not
 --   stop the pass. Subtransactions happen only for leases that change, never thousands per pass.
 DROP FUNCTION IF EXISTS pglease.observe_leases(int, interval, interval);
+DROP FUNCTION IF EXISTS pglease.observe_leases(int, interval, interval, boolean);
 CREATE OR REPLACE FUNCTION pglease.observe_leases(
   p_limit    int DEFAULT 10000,
   p_interval interval DEFAULT '10 seconds',
   p_fast     interval DEFAULT '200 milliseconds',
   -- true: only the leases already due (a run's quick passes between its full ones)
   p_due_only boolean DEFAULT false,
+  -- only leases due by then (the start of the caller's run: a lease observed by one of its batches is
+  -- not taken again by the next, however soon it is due again); NULL: now
+  p_due_by   timestamptz DEFAULT NULL,
   OUT observed int, OUT changed int, OUT errors int, OUT took_ms numeric)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -86,21 +90,22 @@ DECLARE
   v_reason text;
   v_restricted jsonb;
   v_error  text;
+  v_groups text[] := pglease.lease_groups();
 BEGIN
   observed := 0;
   changed := 0;
   errors := 0;
   IF NOT p_due_only THEN
     -- leases handed out since the last pass
-    INSERT INTO pglease.lease_health (lease_id)
-    SELECT l.id FROM pglease.leases l
+    INSERT INTO pglease.lease_health (lease_id, next_observation_at)
+    SELECT l.id, least(now(), coalesce(p_due_by, now())) FROM pglease.leases l
      WHERE l.state = 'active' AND NOT EXISTS (SELECT 1 FROM pglease.lease_health h WHERE h.lease_id = l.id)
     ON CONFLICT DO NOTHING;
     -- leases that wrote more than 2,000 rows since they were last observed are due now, whatever
     -- their interval: a row takes at most a page (8 kB; TOAST chunks, 2 kB, count as rows too), so a
     -- lease that starts writing after a quiet observation is seen after at most about 16 MB, or a
     -- second of statistics (a writing session reports its counts once a second)
-    UPDATE pglease.lease_health h SET next_observation_at = now()
+    UPDATE pglease.lease_health h SET next_observation_at = least(now(), coalesce(p_due_by, now()))
       FROM (SELECT l.id, sum(pg_stat_get_tuples_inserted(c.oid) + pg_stat_get_tuples_updated(c.oid)
                              + CASE WHEN c.reltoastrelid <> 0
                                     THEN pg_stat_get_tuples_inserted(c.reltoastrelid) + pg_stat_get_tuples_updated(c.reltoastrelid)
@@ -116,7 +121,7 @@ BEGIN
   SELECT array_agg(d.lease_id) INTO v_ids FROM (
     SELECT h.lease_id FROM pglease.lease_health h
       JOIN pglease.leases l ON l.id = h.lease_id AND l.state = 'active'
-     WHERE h.next_observation_at <= now()
+     WHERE h.next_observation_at <= least(now(), coalesce(p_due_by, now()))
      ORDER BY h.next_observation_at
      LIMIT p_limit
        FOR UPDATE OF h SKIP LOCKED) d;
@@ -186,8 +191,11 @@ BEGIN
       ), seen AS (
         SELECT d.id,
                coalesce(s1.n, 0) + coalesce(s2.n, 0) AS connections,
+               -- CONNECT comes from a lease group (sql/leases.sql); read from the catalog rather than with
+               -- has_database_privilege, which raises for a role dropped since this statement's snapshot
                d.nsp IS NOT NULL AND coalesce(r.rolcanlogin, false) AND (r.rolvaliduntil IS NULL OR r.rolvaliduntil > now())
-                 AND has_database_privilege(r.oid, current_database(), 'CONNECT')
+                 AND EXISTS (SELECT 1 FROM pg_auth_members am JOIN pg_roles g ON g.oid = am.roleid
+                              WHERE am.member = r.oid AND g.rolname = ANY (v_groups))
                  AND (r.rolconnlimit < 0 OR coalesce(s1.n, 0) < r.rolconnlimit) AS reachable,
                coalesce(f.tables, 0) AS tables, coalesce(f.rows_estimate, 0) AS rows_estimate,
                coalesce(x.size_bytes, CASE WHEN u.nsp IS NOT NULL THEN d.measured_size END, 0) AS size_bytes,

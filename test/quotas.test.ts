@@ -131,10 +131,11 @@ describe('observations and states', () => {
     expect(observations.body.items[0]).toMatchObject({ reachable: true, tables: 1, size_exact: true });
     expect(observations.body.items[0].size_bytes).toBeGreaterThan(16_384);
     expect(await statusOf(lease.id)).toBe('available');
-    // not due again before its interval
+    // a new lease is looked at again soon (PGLEASE_OBSERVE_FAST_MS); one found quiet twice, not before its interval
+    await observeNow();
     await observeOnce(service.host.pool, service.config.jobs, service.host.id);
-    expect((await call('GET', `/v1/leases/${lease.id}/observations`, { token: lease.token })).body.items).toHaveLength(1);
-    const since = observations.body.items[0].observed_at;
+    expect((await call('GET', `/v1/leases/${lease.id}/observations`, { token: lease.token })).body.items).toHaveLength(2);
+    const since = (await call('GET', `/v1/leases/${lease.id}/observations`, { token: lease.token })).body.items[1].observed_at;
     await observeNow();
     const later = await call('GET', `/v1/leases/${lease.id}/observations?since=${encodeURIComponent(since)}`, { token: lease.token });
     expect(later.body.items).toHaveLength(1);
@@ -188,6 +189,9 @@ describe('the observer in several processes', () => {
     const leases = await Promise.all(Array.from({ length: 12 }, () => createLease(service, {}, { authorization: `Bearer ${ADMIN_TOKEN}` })));
     const pools = Array.from({ length: 3 }, () => new pg.Pool({ connectionString: service.host.databaseUrl, max: 2 }));
     try {
+      // observed twice (a new lease is looked at again soon), then all due at once
+      await observeNow();
+      await observeNow();
       await service.host.pool.query('UPDATE pglease.lease_health SET next_observation_at = now()');
       const before = (await service.host.pool.query<{ id: string }>('SELECT coalesce(max(id), 0) AS id FROM pglease.observations')).rows[0]!.id;
       // the job's own claim makes one run happen once; here three processes call the pass itself, which must hold alone

@@ -79,10 +79,12 @@ interface ObservePass {
 }
 
 /**
- * Leases observed per transaction. One statement reads the catalogs for all of them; 2,000 keeps a
- * pass's row locks and its transaction short while a pass over 5,000 leases takes three.
+ * Leases observed per transaction. One statement reads the catalogs for all of them, and measuring
+ * a lease's size takes a lock on each of its relations (table, indexes, TOAST) until the
+ * transaction ends: 500 leases stay within about 2,000 locks, a third of the lock table of a server
+ * with Postgres's defaults (64 x 100 connections), while a pass over 5,000 leases takes ten.
  */
-const OBSERVE_BATCH = 2000;
+const OBSERVE_BATCH = 500;
 
 /** Bytes free on the file system of `dir`; undefined when it cannot be read (not this machine's server). */
 async function diskFree(dir: string | undefined): Promise<number | undefined> {
@@ -116,11 +118,11 @@ export async function observeOnce(
     await pool.query({ name: 'pglease.observe-host', text: 'SELECT 1 FROM pglease.observe_host($1, $2)', values: [hostId, (await diskFree(config.observeDiskPath)) ?? null] });
   }
   const total = { observed: 0, changed: 0, errors: 0, took_ms: 0, quick_passes: 0 };
-  const pass = async (dueOnly: boolean): Promise<number> => {
+  const pass = async (dueOnly: boolean, dueBy: Date): Promise<number> => {
     const { rows } = await pool.query<ObservePass>({
       name: 'pglease.observe-leases',
-      text: 'SELECT observed, changed, errors, took_ms FROM pglease.observe_leases($1, make_interval(secs => $2), make_interval(secs => $3 / 1000.0), $4)',
-      values: [OBSERVE_BATCH, config.observeIntervalSeconds, config.observeFastMs, dueOnly],
+      text: 'SELECT observed, changed, errors, took_ms FROM pglease.observe_leases($1, make_interval(secs => $2), make_interval(secs => $3 / 1000.0), $4, $5)',
+      values: [OBSERVE_BATCH, config.observeIntervalSeconds, config.observeFastMs, dueOnly, dueBy],
     });
     const done = rows[0]!;
     total.observed += done.observed;
@@ -129,10 +131,14 @@ export async function observeOnce(
     total.took_ms += Number(done.took_ms);
     return done.observed;
   };
-  while (!cancelled() && (await pass(false)) >= OBSERVE_BATCH);
+  // the batches of a run take the leases due when it began (by the database's clock): one observed
+  // by a batch and due again soon after (a new lease, one growing) waits for the next pass
+  const runBegan = (await pool.query<{ now: Date }>('SELECT now() AS now')).rows[0]!.now;
+  while (!cancelled() && (await pass(false, runBegan)) >= OBSERVE_BATCH);
   while (!cancelled() && Date.now() - began + config.observeFastMs < quickPassesForMs - QUICK_PASSES_MARGIN_MS) {
     await new Promise((resolve) => setTimeout(resolve, config.observeFastMs));
-    await pass(true);
+    const quickBegan = (await pool.query<{ now: Date }>('SELECT now() AS now')).rows[0]!.now;
+    while (!cancelled() && (await pass(true, quickBegan)) >= OBSERVE_BATCH);
     total.quick_passes++;
   }
   const pruned = await pool.query<{ n: string }>({
