@@ -5,9 +5,12 @@ CREATE TYPE pglease.lease_status AS ENUM ('available', 'uncertain', 'over_quota'
 
 -- One row per observed live lease: its status and when the observer looks at it next. Kept apart
 -- from pglease.leases, which every request reads, so that observing thousands of leases every few
--- seconds does not churn that table.
+-- seconds does not churn that table. No foreign key: its check would lock the lease's row from
+-- inside the observer's pass (which holds other rows of this table), and a DELETE of a lease (its
+-- cascade locking this row) then deadlocked with the pass; the observer deletes rows of leases no
+-- longer live itself (pglease.prune_observations).
 CREATE TABLE pglease.lease_health (
-  lease_id            uuid PRIMARY KEY REFERENCES pglease.leases (id) ON DELETE CASCADE,
+  lease_id            uuid PRIMARY KEY,
   status              pglease.lease_status NOT NULL DEFAULT 'available',
   status_since        timestamptz NOT NULL DEFAULT now(),
   next_observation_at timestamptz NOT NULL DEFAULT now(),

@@ -328,7 +328,8 @@ BEGIN
 END
 $$;
 
--- pglease.prune_observations: deletes observations (of leases and hosts) older than p_keep.
+-- pglease.prune_observations: deletes observations (of leases and hosts) older than p_keep, and the
+-- health rows of leases that are no longer live (lease_health has no foreign key, see its migration).
 CREATE OR REPLACE FUNCTION pglease.prune_observations(p_keep interval)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -340,6 +341,11 @@ DECLARE
 BEGIN
   DELETE FROM pglease.observations WHERE observed_at < now() - p_keep;
   GET DIAGNOSTICS v_leases = ROW_COUNT;
+  -- SKIP LOCKED: a row a pass holds belongs to a lease it found live; it goes on the next run
+  DELETE FROM pglease.lease_health h
+   WHERE h.lease_id IN (SELECT x.lease_id FROM pglease.lease_health x
+                         WHERE NOT EXISTS (SELECT 1 FROM pglease.leases l WHERE l.id = x.lease_id AND l.state = 'active')
+                           FOR UPDATE SKIP LOCKED);
   DELETE FROM pglease.host_observations WHERE observed_at < now() - p_keep;
   GET DIAGNOSTICS v_hosts = ROW_COUNT;
   RETURN v_leases + v_hosts;
