@@ -90,7 +90,8 @@ DECLARE
   v_reason text;
   v_restricted jsonb;
   v_error  text;
-  v_groups text[] := pglease.lease_groups();
+  -- the lease groups' oids, looked up once (pg_roles is a view that is costly per row)
+  v_groups oid[] := ARRAY(SELECT g.oid FROM pg_roles g WHERE g.rolname = ANY (pglease.lease_groups()));
 BEGIN
   observed := 0;
   changed := 0;
@@ -194,8 +195,7 @@ BEGIN
                -- CONNECT comes from a lease group (sql/leases.sql); read from the catalog rather than with
                -- has_database_privilege, which raises for a role dropped since this statement's snapshot
                d.nsp IS NOT NULL AND coalesce(r.rolcanlogin, false) AND (r.rolvaliduntil IS NULL OR r.rolvaliduntil > now())
-                 AND EXISTS (SELECT 1 FROM pg_auth_members am JOIN pg_roles g ON g.oid = am.roleid
-                              WHERE am.member = r.oid AND g.rolname = ANY (v_groups))
+                 AND EXISTS (SELECT 1 FROM pg_auth_members am WHERE am.member = r.oid AND am.roleid = ANY (v_groups))
                  AND (r.rolconnlimit < 0 OR coalesce(s1.n, 0) < r.rolconnlimit) AS reachable,
                coalesce(f.tables, 0) AS tables, coalesce(f.rows_estimate, 0) AS rows_estimate,
                coalesce(x.size_bytes, CASE WHEN u.nsp IS NOT NULL THEN d.measured_size END, 0) AS size_bytes,
