@@ -99,6 +99,7 @@ describe('plans API', () => {
     expect((await call('DELETE', '/v1/plans/small', admin)).body).toMatchObject({ code: 'PGLEASE_PLAN_IN_USE' });
     await call('PUT', '/v1/plans/unused', { body: { max_size_bytes: 1 << 20 }, ...admin });
     expect((await call('DELETE', '/v1/plans/unused', admin)).status).toBe(204);
+    expect((await call('DELETE', '/v1/plans/default', admin)).body).toMatchObject({ code: 'PGLEASE_PLAN_IN_USE' });
   });
 
   it('gives anonymous clients from the network the network plan, and this machine the default one', async () => {

@@ -12,6 +12,7 @@ import { PlanStore, type Plan } from '../leases/plan-store.js';
 import { identifyCaller } from './auth.js';
 import { ControlError } from './errors.js';
 import { ErrorSchema } from './schemas.js';
+import { DEFAULT_PLAN } from './plan-choice.js';
 
 const PLAN_NAME = '^[a-z][a-z0-9-]{0,62}$';
 const MaybeInteger = (minimum: number, maximum: number, description: string) =>
@@ -122,6 +123,8 @@ export async function planRoutes(app: FastifyInstance, context: ServiceContext):
     async (request, reply) => {
       requireAdmin(request);
       checkName(request.params.name);
+      // every lease row defaults to it (leases.plan): without it no lease could be made
+      if (request.params.name === DEFAULT_PLAN) throw new ControlError('PGLEASE_PLAN_IN_USE', `Plan "${DEFAULT_PLAN}" is every lease's unless another is chosen: change its limits instead`);
       const outcome = await plans.remove(request.params.name);
       if (outcome === 'missing') throw new ControlError('PGLEASE_PLAN_NOT_FOUND', `No plan named "${request.params.name}"`);
       if (outcome === 'in-use') throw new ControlError('PGLEASE_PLAN_IN_USE', `Leases are on plan "${request.params.name}" (live, or in the history until PGLEASE_HISTORY_RETENTION prunes them)`);
