@@ -103,8 +103,11 @@ describe('plans API', () => {
   });
 
   it('gives anonymous clients from the network the network plan, and this machine the default one', async () => {
-    // the service trusts no proxy, so X-Forwarded-For changes nothing: local stays local
-    expect((await call('POST', '/v1/leases', { body: {}, headers: { 'x-forwarded-for': '203.0.113.9' } })).body).toMatchObject({ plan: 'default' });
+    // the developer on this machine (loopback to a loopback service, through no proxy) gets the
+    // default plan; a request that came through a proxy may be anyone's (isLocalDeveloper), even
+    // one the service does not trust to name the client
+    expect((await call('POST', '/v1/leases', { body: {} })).body).toMatchObject({ plan: 'default' });
+    expect((await call('POST', '/v1/leases', { body: {}, headers: { 'x-forwarded-for': '203.0.113.9' } })).body).toMatchObject({ plan: 'network' });
     const remote = await startTestService({ PGLEASE_SCHEDULER: 'false', PGLEASE_LEASE_POOL: '0', PGLEASE_TRUST_PROXY: 'true' });
     try {
       const response = await fetch(`${remote.baseUrl}/v1/leases`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-forwarded-for': '203.0.113.9' }, body: '{}' });
