@@ -6,7 +6,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { ServiceContext } from '../service-context.js';
 import type { CreatedLease, CreateLeaseInput, LeaseRow } from '../leases/lease-store.js';
-import { identifyCaller } from './auth.js';
+import { identifyCaller } from '../auth/caller.js';
 import { ControlError } from './errors.js';
 import { leaseJson } from './lease-json.js';
 import { createLimitsFor, limitError, rateLimitHeaders } from './rate-limit.js';

@@ -6,7 +6,7 @@
  */
 import type { CreateLimits } from '../config.js';
 import type { CreateQuota } from '../leases/lease-store.js';
-import type { Caller } from './auth.js';
+import type { Caller } from '../auth/caller.js';
 import { ControlError } from './errors.js';
 
 /** The admin token bypasses per-client limits (0 disables a limit); the database's capacity binds everyone. */

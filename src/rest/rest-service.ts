@@ -8,7 +8,8 @@
  * the schema caches, kept fresh by Postgres notifications (./notifications.ts).
  */
 import pg from 'pg';
-import { isAdminToken } from '../control/auth.js';
+import { isAdminToken } from '../auth/caller.js';
+import { isLeaseToken } from '../auth/lease-token.js';
 import { endPool } from '../db/end-pool.js';
 import type { Host } from '../db/host.js';
 import { buildApiRequest, parseTarget, type RawRequest } from './request/api-request.js';
@@ -20,7 +21,7 @@ import { readResponse, type RestResponse } from './response/read-response.js';
 import { loadSchemaCache } from './schema/load.js';
 import { SchemaCaches } from './schema/schema-caches.js';
 import type { SchemaCache } from './schema/types.js';
-import { isLeaseToken, LeaseDirectory, type LeaseAccess } from './executor/lease-directory.js';
+import { LeaseDirectory, type LeaseAccess } from './executor/lease-directory.js';
 import { isServerError, LeasePools, type LeasePoolOptions } from './executor/lease-pools.js';
 import { requestSettingsStep } from './executor/request-settings.js';
 import { compileRead, runRead } from './executor/run-read.js';

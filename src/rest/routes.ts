@@ -4,7 +4,7 @@
  * parses them) and every error answered in PostgREST's `{ code, message, details, hint }` format.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { bearerToken } from '../control/auth.js';
+import { bearerToken } from '../auth/caller.js';
 import type { ServiceContext } from '../service-context.js';
 import { listenForChanges } from './notifications.js';
 import { RestError, toErrorResponse } from './response/errors.js';

@@ -4,10 +4,10 @@
  * dropped when the lease's row changes (NOTIFY pglease_lease_change, see sql/rest.sql) and expire
  * after a few seconds in any case, so a released or expired lease stops answering promptly.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
+import type { LeaseTokenHolder } from '../../auth/lease-token.js';
 import type pg from 'pg';
 
-export interface LeaseAccess {
+export interface LeaseAccess extends LeaseTokenHolder {
   id: string;
   schema: string;
   /** The lease's login role: requests with its token run as this role. */
@@ -16,11 +16,8 @@ export interface LeaseAccess {
   anonRole: string;
   /** The lease's own authenticator, which the REST API logs in as. */
   authRole: string;
-  tokenHash: Buffer;
   live: boolean;
   expiresAt: Date | null;
-  /** The last token that matched tokenHash (as bytes): later requests with it skip the hashing. */
-  verifiedToken?: Buffer;
 }
 
 interface Entry {
@@ -131,14 +128,4 @@ export class LeaseDirectory {
 function liveNow(lease: LeaseAccess | undefined, now: number): LeaseAccess | undefined {
   if (!lease || !lease.live || (lease.expiresAt !== null && lease.expiresAt.getTime() <= now)) return undefined;
   return lease;
-}
-
-/** Whether `token` is this lease's token (compared in constant time on its SHA-256). */
-export function isLeaseToken(lease: LeaseAccess, token: string): boolean {
-  const bytes = Buffer.from(token);
-  if (lease.verifiedToken !== undefined && lease.verifiedToken.length === bytes.length && timingSafeEqual(lease.verifiedToken, bytes)) return true;
-  const digest = createHash('sha256').update(token).digest();
-  const valid = digest.length === lease.tokenHash.length && timingSafeEqual(digest, lease.tokenHash);
-  if (valid) lease.verifiedToken = bytes;
-  return valid;
 }
