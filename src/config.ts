@@ -68,6 +68,11 @@ export interface Config {
   /** Base URL used in rest_url; defaults to the request's own scheme and Host header. */
   publicUrl: string | undefined;
   adminToken: string | undefined;
+  /**
+   * Fetch a lease's JWKS from an http:// URL too (PGLEASE_JWKS_ALLOW_HTTP, off): for tests and a
+   * local identity provider; otherwise only https URLs are fetched (src/auth/jwt.ts).
+   */
+  jwksAllowHttp: boolean;
   defaultTtlSeconds: number;
   maxTtlSeconds: number;
   leaseLimits: LeaseLimits;
@@ -204,6 +209,7 @@ export function loadConfig(env: Env = process.env): Config {
     publicPgPort: env.PGLEASE_PUBLIC_PG_PORT ? integer(env, 'PGLEASE_PUBLIC_PG_PORT', 0, 1, 65_535) : undefined,
     publicUrl: publicUrl?.replace(/\/+$/, ''),
     adminToken: text(env, 'PGLEASE_ADMIN_TOKEN'),
+    jwksAllowHttp: flag(env, 'PGLEASE_JWKS_ALLOW_HTTP', false),
     defaultTtlSeconds,
     maxTtlSeconds,
     leaseLimits: {

@@ -4,6 +4,7 @@
  */
 import { Type, type Static } from '@sinclair/typebox';
 import { controlErrorSchema } from './errors.js';
+import { ApiSettingsSchema } from '../leases/api-settings.js';
 
 export const LeaseStateSchema = Type.Union(
   [Type.Literal('provisioning'), Type.Literal('active'), Type.Literal('released'), Type.Literal('expired'), Type.Literal('failed')],
@@ -27,6 +28,7 @@ export const CreateLeaseBody = Type.Object(
     template: Type.Optional(
       Type.String({ minLength: 1, maxLength: 63, description: 'A template (POST /v1/templates) whose SQL seeds the lease in the same transaction' }),
     ),
+    settings: Type.Optional(ApiSettingsSchema),
   },
   { additionalProperties: false },
 );
@@ -61,6 +63,9 @@ export const LeaseSchema = Type.Object({
   name: Type.Union([Type.String(), Type.Null()]),
   url: Type.String({ description: 'postgresql:// URL; carries the password only in the response that created the lease' }),
   token: Type.Optional(Type.String({ description: 'The lease token; returned once, when the lease is created' })),
+  jwt_secret: Type.Optional(
+    Type.String({ description: 'The HMAC secret (HS256/384/512) the JWTs of the lease\'s users are signed with; returned once, when the lease is created (POST /v1/leases/:id/jwt-secret makes a new one)' }),
+  ),
   schema: Type.String(),
   role: Type.String(),
   anon_role: Type.String({ description: 'NOLOGIN role used for REST requests without a token' }),
@@ -72,6 +77,10 @@ export const LeaseSchema = Type.Object({
   expires_at: Type.Union([Timestamp, Type.Null()]),
   ended_at: Type.Union([Timestamp, Type.Null()]),
   state: LeaseStateSchema,
+  roles: Type.Array(Type.Object({ name: Type.String(), role: Type.String() }), {
+    description: 'Roles the lease declared for its JWTs (POST /v1/leases/:id/roles): a JWT with `"role": name` runs as `role`',
+  }),
+  settings: ApiSettingsSchema,
   connection_limit: Type.Union([Type.Integer(), Type.Null()], {
     description:
       'Sessions the lease\'s role may open at once: PGLEASE_LEASE_CONNECTIONS, or less when the client\'s other live leases ' +
@@ -86,3 +95,27 @@ export const LeaseListSchema = Type.Object({
 });
 
 export const ErrorSchema = Type.Unsafe<{ code: string; message: string; field?: string }>(controlErrorSchema);
+
+export const DeclareRoleBody = Type.Object(
+  { name: Type.String({ minLength: 1, maxLength: 40, description: 'The role as JWTs name it: lowercase letters, digits and _, starting with a letter; not anon or auth' }) },
+  { additionalProperties: false },
+);
+export type DeclareRoleBody = Static<typeof DeclareRoleBody>;
+
+export const DeclaredRoleSchema = Type.Object({
+  name: Type.String(),
+  role: Type.String({ description: 'The Postgres role: GRANT to it and name it in policies' }),
+});
+
+export const JwtSecretSchema = Type.Object({ jwt_secret: Type.String() });
+
+export const MintJwtBody = Type.Object(
+  {
+    claims: Type.Record(Type.String(), Type.Unknown(), { description: 'The claims, e.g. {"role": "authenticated", "sub": "alice"}' }),
+    expires_in: Type.Optional(Type.Union([Type.Integer({ minimum: 1, maximum: 10 * 365 * 86_400 }), Type.Null()], { description: 'Seconds until exp (3600); null: no exp' })),
+  },
+  { additionalProperties: false },
+);
+export type MintJwtBody = Static<typeof MintJwtBody>;
+
+export const MintedJwtSchema = Type.Object({ token: Type.String({ description: 'A JWT signed (HS256) with the lease\'s secret' }) });

@@ -10,6 +10,8 @@
 import pg from 'pg';
 import { isAdminToken } from '../auth/caller.js';
 import { isLeaseToken } from '../auth/lease-token.js';
+import { JwtError, JwtVerifiers, type JwtVerifiersOptions, type VerifiedJwt } from '../auth/jwt.js';
+import { leaseRoleFor } from '../auth/roles.js';
 import { endPool } from '../db/end-pool.js';
 import type { Host } from '../db/host.js';
 import { buildApiRequest, parseTarget, type RawRequest } from './request/api-request.js';
@@ -38,6 +40,7 @@ export interface RestServiceOptions {
   maxSchemaCaches?: number;
   /** The admin token also acts as any lease's token. */
   adminToken?: string;
+  jwt?: JwtVerifiersOptions;
   log?: (message: string) => void;
 }
 
@@ -48,6 +51,8 @@ export interface Caller {
   authenticated: boolean;
   /** The token was the admin token: its headers must not reach the lease's SQL. */
   viaAdminToken: boolean;
+  /** request.jwt.claims as JSON: a JWT's claims; undefined: `{"role": <role>}`. */
+  claims?: string;
 }
 
 /** An HTTP request under `{rest_url}`, as the route hands it over. */
@@ -73,6 +78,7 @@ export class RestService {
   readonly compiledWrites = new CompiledWrites();
   private readonly adminToken: string | undefined;
   private readonly adminTokenChecks = new Map<string, boolean>();
+  private readonly jwtVerifiers: JwtVerifiers;
   private timeZoneNames: Promise<Set<string>> | undefined;
   /**
    * Connections of their own for schema introspection: a lease can make its loads wait (a view it
@@ -98,22 +104,41 @@ export class RestService {
     this.introspection.on('error', (error) => options.log?.(`REST introspection pool: idle connection lost (${error.message})`));
     this.schemas = new SchemaCaches((schema, roles) => loadSchemaCache(this.introspection, schema, roles), options.maxSchemaCaches);
     this.adminToken = options.adminToken;
+    this.jwtVerifiers = new JwtVerifiers(options.jwt);
   }
 
-  /** The lease and role of a request: 404 for no live lease, 401 PGRST301 for a wrong token. */
+  /**
+   * The lease and role of a request: 404 for no live lease; a JWT that does not verify answers
+   * PostgREST's 401 PGRST301 (src/auth/jwt.ts), one naming a role the lease lacks 401 22023.
+   */
   async caller(leaseId: string, token: string | null): Promise<Caller> {
     return this.callerOf(leaseId, await this.directory.find(leaseId), token);
   }
 
-  private callerOf(leaseId: string, lease: LeaseAccess | undefined, token: string | null): Caller {
+  /**
+   * The caller without waiting when it can be told at once: no token, the lease's token, the
+   * admin token, or a JWT this process verified already (the hot path of a JWT read).
+   */
+  private callerOf(leaseId: string, lease: LeaseAccess | undefined, token: string | null): Caller | Promise<Caller> {
     if (!lease) throw leaseNotFound(leaseId);
     if (token === null) return { lease, role: lease.anonRole, authenticated: false, viaAdminToken: false };
     if (isLeaseToken(lease, token)) return { lease, role: lease.role, authenticated: true, viaAdminToken: false };
     if (this.isAdmin(token)) return { lease, role: lease.role, authenticated: true, viaAdminToken: true };
-    const description = 'The token is not valid for this lease';
-    throw new RestError('PGRST301', description, null, null, {
-      headers: { 'WWW-Authenticate': `Bearer error="invalid_token", error_description="${description}"` },
-    });
+    // one verifier per lease and settings (its token cache survives the lookup's refreshes)
+    const verifier = (lease.jwtVerifier ??= this.jwtVerifiers.of(lease.id, {
+      secret: lease.jwtSecret,
+      ...(lease.apiSettings.jwt_jwks === undefined ? {} : { jwks: lease.apiSettings.jwt_jwks }),
+      ...(lease.apiSettings.jwt_aud === undefined ? {} : { audience: lease.apiSettings.jwt_aud }),
+      ...(lease.apiSettings.jwt_role_claim_key === undefined ? {} : { roleClaimKey: lease.apiSettings.jwt_role_claim_key }),
+    }));
+    const verified = verifier.cached(token);
+    if (verified) return jwtCaller(lease, verified);
+    return verifier.verify(token).then(
+      (jwt) => jwtCaller(lease, jwt),
+      (error: unknown) => {
+        throw error instanceof JwtError ? jwtRestError(error) : error;
+      },
+    );
   }
 
   /** Whether a token is the admin token, remembered per token string (the comparison hashes both). */
@@ -191,7 +216,8 @@ export class RestService {
     const startedAt = Date.now();
     // most requests find their lease and schema cached: no waiting (and no promise) for either
     const known = this.directory.cached(received.leaseId);
-    const caller = known === null ? await this.caller(received.leaseId, received.token) : this.callerOf(received.leaseId, known, received.token);
+    const found = known === null ? this.caller(received.leaseId, received.token) : this.callerOf(received.leaseId, known, received.token);
+    const caller = found instanceof Promise ? await found : found;
     // request.headers is published to the lease's SQL: never with the admin token in it
     const http = caller.viaAdminToken ? { ...received, headers: withoutCredentials(received.headers) } : received;
     checkProfile(http, caller.lease.schema);
@@ -256,6 +282,7 @@ export class RestService {
   private async read(caller: Caller, http: RestHttpRequest, compiled: CompiledRead): Promise<RestResponse> {
     const settings = requestSettingsStep({
       role: caller.role,
+      claims: caller.claims,
       method: http.method,
       path: http.path,
       headers: http.headers,
@@ -274,7 +301,10 @@ export class RestService {
     this.directory.invalidate(leaseId);
     void this.directory.find(leaseId).then(
       (lease) => {
-        if (!lease) this.pools.close(leaseId);
+        if (!lease) {
+          this.pools.close(leaseId);
+          this.jwtVerifiers.forget(leaseId.toLowerCase());
+        }
       },
       () => undefined,
     );
@@ -300,6 +330,21 @@ export class RestService {
 /** The body of a write or call whose shape is known, read as the planner would read it. */
 function bodyOf(kind: CompiledCall['kind'], http: RestHttpRequest, shape: CallShape): Payload | undefined {
   return kind === 'rpc' ? rpcPayload(http, shape.columnsGiven, shape.mediaType) : writePayload(http, shape.columnsGiven, shape.mediaType);
+}
+
+/** The caller a verified JWT makes: the role its claims name, if the lease has it. */
+function jwtCaller(lease: LeaseAccess, jwt: VerifiedJwt): Caller {
+  const role = leaseRoleFor(lease, jwt.role);
+  if (role === undefined) throw new RestError('22023', `role "${jwt.role}" does not exist`);
+  return { lease, role, authenticated: role !== lease.anonRole, viaAdminToken: false, claims: jwt.claimsJson };
+}
+
+/** PostgREST's answer to a JWT it refuses, `WWW-Authenticate` header included (RFC 6750). */
+function jwtRestError(error: JwtError): RestError {
+  if (error.code === 'PGRST300') return new RestError('PGRST300', error.message);
+  return new RestError('PGRST301', error.message, null, null, {
+    headers: { 'WWW-Authenticate': `Bearer error="invalid_token", error_description=${JSON.stringify(error.message)}` },
+  });
 }
 
 function leaseNotFound(leaseId: string): RestError {

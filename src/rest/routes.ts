@@ -53,6 +53,7 @@ export async function restRoutes(app: FastifyInstance, context: ServiceContext, 
   const connections = context.config.restConnections;
   const service = new RestService(context.host, {
     adminToken: context.config.adminToken,
+    jwt: { allowHttpJwks: context.config.jwksAllowHttp },
     log,
     pools: { maxConnections: connections.perLease, maxTotalConnections: Math.max(connections.total, connections.perLease) },
   });

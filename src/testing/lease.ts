@@ -6,6 +6,8 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { DEFAULT_SERVER, PgleaseApiError, PgleaseClient, type CreatedLeaseJson } from './client.js';
 import { startLocalPglease, type LocalOptions, type LocalPglease } from './local.js';
+import type { JWTPayload } from 'jose';
+import { mintJwt, type MintOptions } from '../auth/mint.js';
 export { workerDatabaseUrl } from './worker-url.js';
 
 /** Seed SQL given inline, or as a file (relative paths from the working directory). */
@@ -171,6 +173,16 @@ export interface LeaseOptions extends ConnectOptions {
 export interface Lease extends CreatedLeaseJson {
   /** Drops the lease (sessions cut, schema and role gone). Safe to call twice. */
   release: () => Promise<void>;
+  /**
+   * Declares a role the lease's JWTs may name: `declareRole('authenticated')` makes the Postgres
+   * role `<role>_authenticated` (the answer's `role`), to GRANT to and write policies for.
+   */
+  declareRole: (name: string) => Promise<{ name: string; role: string }>;
+  /**
+   * A JWT for one of the lease's users, signed with the lease's secret: `jwt({ role: 'authenticated',
+   * sub: 'alice' })`, sent as `Authorization: Bearer <jwt>` to rest_url.
+   */
+  jwt: (claims: JWTPayload, options?: MintOptions) => Promise<string>;
 }
 
 /**
@@ -195,6 +207,11 @@ export async function lease(options: LeaseOptions = {}): Promise<Lease> {
     let released: Promise<void> | undefined;
     return {
       ...created,
+      declareRole: (name) => own.declareRole(created.id, name),
+      jwt: (claims, mintOptions) => {
+        if (created.jwt_secret === undefined) throw new Error('pglease: this server gives leases no JWT secret (it predates JWT support)');
+        return mintJwt(created.jwt_secret, claims, mintOptions);
+      },
       release: () =>
         (released ??= (async () => {
           try {

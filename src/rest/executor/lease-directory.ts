@@ -5,6 +5,8 @@
  * after a few seconds in any case, so a released or expired lease stops answering promptly.
  */
 import type { LeaseTokenHolder } from '../../auth/lease-token.js';
+import type { ApiSettings } from '../../leases/api-settings.js';
+import type { LeaseJwtVerifier } from '../../auth/jwt.js';
 import type pg from 'pg';
 
 export interface LeaseAccess extends LeaseTokenHolder {
@@ -18,6 +20,13 @@ export interface LeaseAccess extends LeaseTokenHolder {
   authRole: string;
   live: boolean;
   expiresAt: Date | null;
+  /** The HMAC secret of the lease's JWTs (null for a lease made before leases had one). */
+  jwtSecret: string | null;
+  /** Short names of the roles the lease declared for its JWTs (`editor` is `<role>_editor`). */
+  userRoles: string[];
+  apiSettings: ApiSettings;
+  /** The verifier of the lease's JWTs, made on first use (for as long as this lookup is cached). */
+  jwtVerifier?: LeaseJwtVerifier;
 }
 
 interface Entry {
@@ -92,9 +101,20 @@ export class LeaseDirectory {
     const running = afterRelease ? undefined : this.pending.get(id);
     if (running) return running;
     const fetchedAt = Date.now();
-    const columns = 'schema_name, role_name, anon_role, auth_role, token_hash, state, expires_at';
+    const columns = 'schema_name, role_name, anon_role, auth_role, token_hash, state, expires_at, jwt_secret, user_roles, api_settings';
     const query = this.pool
-      .query<{ schema_name: string; role_name: string; anon_role: string; auth_role: string; token_hash: Buffer; state: string; expires_at: Date | null }>(
+      .query<{
+        schema_name: string;
+        role_name: string;
+        anon_role: string;
+        auth_role: string;
+        token_hash: Buffer;
+        state: string;
+        expires_at: Date | null;
+        jwt_secret: string | null;
+        user_roles: string[];
+        api_settings: ApiSettings;
+      }>(
         afterRelease
           ? { name: 'pglease.rest-lease-settled', text: `SELECT ${columns} FROM pglease.leases WHERE id = $1 FOR KEY SHARE`, values: [id] }
           : { name: 'pglease.rest-lease', text: `SELECT ${columns} FROM pglease.leases WHERE id = $1`, values: [id] },
@@ -110,6 +130,9 @@ export class LeaseDirectory {
           tokenHash: row.token_hash,
           live: row.state === 'active',
           expiresAt: row.expires_at,
+          jwtSecret: row.jwt_secret,
+          userRoles: row.user_roles,
+          apiSettings: row.api_settings,
         };
         this.entries.delete(id);
         this.entries.set(id, { lease, fetchedAt });

@@ -1,0 +1,58 @@
+/**
+ * A lease's REST API settings: PostgREST's configuration, per lease (pglease.leases.api_settings),
+ * settable at create and later (PATCH /v1/leases/:id/settings). Keys are PostgREST's names in
+ * snake case (`jwt-aud` is `jwt_aud`); an absent key means PostgREST's default. One schema drives
+ * the validation, the TypeScript type and the OpenAPI document.
+ */
+import { Type, type Static } from '@sinclair/typebox';
+import { parseClaimPath } from '../auth/claim-path.js';
+
+const settingSchemas = {
+  jwt_aud: Type.String({ minLength: 1, maxLength: 1000, description: 'jwt-aud: a JWT with an `aud` claim must name this audience' }),
+  jwt_role_claim_key: Type.String({
+    minLength: 2,
+    maxLength: 200,
+    description: 'jwt-role-claim-key: where the role is in the claims (`.role` by default), like `.app_metadata.role` or `."https://example.com/role"`',
+  }),
+  jwt_jwks: Type.Union(
+    [
+      Type.String({ minLength: 8, maxLength: 2000, description: 'An https URL serving a JWKS, fetched and cached' }),
+      Type.Object({ keys: Type.Array(Type.Object({ kty: Type.String() }, { additionalProperties: true }), { maxItems: 100 }) }, { additionalProperties: true, description: 'A JWKS document' }),
+    ],
+    { description: 'Public keys (RS256, ES256, ...) JWTs may be signed with, besides the lease secret (HS256)' },
+  ),
+};
+
+export const ApiSettingsSchema = Type.Object(
+  {
+    jwt_aud: Type.Optional(settingSchemas.jwt_aud),
+    jwt_role_claim_key: Type.Optional(settingSchemas.jwt_role_claim_key),
+    jwt_jwks: Type.Optional(settingSchemas.jwt_jwks),
+  },
+  { additionalProperties: false },
+);
+
+/** A change of settings: a setting given null goes back to its default. */
+export const ApiSettingsPatchSchema = Type.Object(
+  {
+    jwt_aud: Type.Optional(Type.Union([settingSchemas.jwt_aud, Type.Null()])),
+    jwt_role_claim_key: Type.Optional(Type.Union([settingSchemas.jwt_role_claim_key, Type.Null()])),
+    jwt_jwks: Type.Optional(Type.Union([settingSchemas.jwt_jwks, Type.Null()])),
+  },
+  { additionalProperties: false },
+);
+export type ApiSettingsPatch = Static<typeof ApiSettingsPatchSchema>;
+
+export type ApiSettings = Static<typeof ApiSettingsSchema>;
+
+/** What the schema cannot say about a setting: undefined when all are valid, else the field and why. */
+export function apiSettingsProblem(settings: Partial<Record<keyof ApiSettings, unknown>>): { field: keyof ApiSettings; message: string } | undefined {
+  if (typeof settings.jwt_role_claim_key === 'string') {
+    const parsed = parseClaimPath(settings.jwt_role_claim_key);
+    if (!Array.isArray(parsed)) return { field: 'jwt_role_claim_key', message: `jwt_role_claim_key is not a claim path: ${parsed.error}` };
+  }
+  if (typeof settings.jwt_jwks === 'string' && !(/^https?:\/\//i.test(settings.jwt_jwks) && URL.canParse(settings.jwt_jwks))) {
+    return { field: 'jwt_jwks', message: 'jwt_jwks must be a JWKS document or an https URL' };
+  }
+  return undefined;
+}
