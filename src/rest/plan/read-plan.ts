@@ -185,6 +185,10 @@ export function applyQueryParams(root: ReadNode, request: ApiRequest): void {
     nodeAt(root, pathKey.split('.')).range = range;
   }
   root.range = topLevelRange(query.ranges.get(''), request.headerRange);
+  // db-max-rows: PostgREST caps the top level's limit, whatever the request asked
+  if (request.maxRows !== undefined && (root.range.limit === undefined || root.range.limit > request.maxRows)) {
+    root.range = { ...root.range, limit: request.maxRows };
+  }
 }
 
 /** The read tree for `relation` with the request's select, before filters are attached. */

@@ -126,4 +126,6 @@ export interface ApiRequest {
   headerRange?: Range;
   /** Whether the request carried the lease token (the lease role) or none (the anonymous role). */
   authenticated: boolean;
+  /** db-max-rows of the lease, on a read of a table or view: the most rows it returns. */
+  maxRows?: number;
 }
