@@ -221,6 +221,17 @@ describe('a lease with users', () => {
     await waitFor('the default settings to be back', async () => ((await rest('/rpc/whoami', plain)).body as { role?: string }).role === userRole || undefined);
   });
 
+  it('describes the API as the JWT\'s role sees it, with the JWT bearer scheme and the declared roles', async () => {
+    type Document = { paths: Record<string, Record<string, unknown>>; components: { securitySchemes: Record<string, { bearerFormat?: string; description?: string }> } };
+    const methods = (document: Document) => Object.keys(document.paths['/todos'] ?? {}).filter((key) => ['get', 'post', 'patch', 'put', 'delete'].includes(key)).sort();
+    const asAlice = (await rest('/', await user('alice'))).body as Document;
+    expect(methods(asAlice)).toEqual(['delete', 'get', 'patch', 'post', 'put']);
+    expect(asAlice.components.securitySchemes.userJwt).toMatchObject({ bearerFormat: 'JWT' });
+    expect(asAlice.components.securitySchemes.userJwt!.description).toContain(`\`authenticated\` (\`${userRole}\`)`);
+    const anonymous = (await rest('/', null)).body as Document;
+    expect(methods(anonymous)).toEqual(['get']);
+  });
+
   it('refuses names that are not a role name, and declares a role once', async () => {
     for (const name of ['anon', 'auth', 'Editor', '1st', 'a-b']) {
       const answer = await control('POST', `/v1/leases/${lease.id}/roles`, { name });

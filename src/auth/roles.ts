@@ -32,3 +32,8 @@ export function leaseRoleFor(lease: LeaseRoles, claimed: string | undefined): st
 export function declaredRoleName(leaseRole: string, name: string): string {
   return `${leaseRole}_${name}`;
 }
+
+/** Every role a lease's requests may run as: its own two, then those it declared (Postgres names). */
+export function leaseRequestRoles(lease: LeaseRoles): string[] {
+  return [lease.role, lease.anonRole, ...lease.userRoles.map((name) => declaredRoleName(lease.role, name))];
+}

@@ -11,7 +11,7 @@ import pg from 'pg';
 import { isAdminToken } from '../auth/caller.js';
 import { isLeaseToken } from '../auth/lease-token.js';
 import { JwtError, JwtVerifiers, type JwtVerifiersOptions, type VerifiedJwt } from '../auth/jwt.js';
-import { leaseRoleFor } from '../auth/roles.js';
+import { leaseRequestRoles, leaseRoleFor } from '../auth/roles.js';
 import { endPool } from '../db/end-pool.js';
 import type { Host } from '../db/host.js';
 import { buildApiRequest, parseTarget, type RawRequest } from './request/api-request.js';
@@ -174,7 +174,8 @@ export class RestService {
 
   /** The lease's schema cache: cached, or loaded now. */
   schema(caller: Caller): Promise<SchemaCache> | SchemaCache {
-    return this.schemas.get(caller.lease.schema, [caller.lease.role, caller.lease.anonRole]);
+    // privileges are reported for every role a request may run as (the OpenAPI document shows them)
+    return this.schemas.get(caller.lease.schema, leaseRequestRoles(caller.lease));
   }
 
   /**
@@ -187,7 +188,7 @@ export class RestService {
       return plan(cache);
     } catch (error) {
       if (!(error instanceof RestError) || !CACHE_MISS_CODES.has(error.code) || cache.loadedAt >= startedAt) throw error;
-      const fresh = await this.schemas.reload(caller.lease.schema, [caller.lease.role, caller.lease.anonRole], startedAt);
+      const fresh = await this.schemas.reload(caller.lease.schema, leaseRequestRoles(caller.lease), startedAt);
       return plan(fresh);
     }
   }

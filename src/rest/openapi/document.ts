@@ -14,8 +14,12 @@ export interface LeaseDocumentOptions {
   cache: SchemaCache;
   /** The role whose privileges decide which operations are listed. */
   role: string;
-  /** Whether `role` is the lease role (token given) rather than the anonymous role. */
+  /** Whether `role` is not the anonymous role (a token or a JWT naming a role was given). */
   authenticated: boolean;
+  /** Whether `role` is the lease's own role (the lease token, or a JWT naming it); default: as `authenticated`. */
+  roleIsOwner?: boolean;
+  /** The roles the lease declared for its JWTs: the JWT security scheme lists them. */
+  declaredRoles?: { name: string; role: string }[];
   /** The lease's REST base URL: the document's server. */
   restUrl: string;
   /** info.title, e.g. the lease's name or id. */
@@ -25,6 +29,7 @@ export interface LeaseDocumentOptions {
 }
 
 export const LEASE_SECURITY_SCHEME = 'leaseToken';
+export const USER_JWT_SECURITY_SCHEME = 'userJwt';
 
 export function leaseOpenApiDocument(options: LeaseDocumentOptions): OpenApiDocument {
   const { cache, role } = options;
@@ -52,13 +57,15 @@ export function leaseOpenApiDocument(options: LeaseDocumentOptions): OpenApiDocu
       description:
         `The PostgREST-compatible REST API of a pglease lease (schema \`${cache.schema}\`), as ` +
         (options.authenticated
-          ? 'the lease role sees it (the request carried the lease token).'
+          ? (options.roleIsOwner ?? true)
+            ? 'the lease role sees it (the request carried the lease token).'
+            : `the role \`${role}\` sees it (the request carried a JWT naming it).`
           : 'its anonymous role sees it: requests without a token run as that role, which may do only what the lease owner GRANTs it. ' +
             'Send the lease token (`Authorization: Bearer pgl_…`) to see and use everything.') +
         `\n\n**Filters.** Each column is a query parameter. ${FILTER_GRAMMAR}`,
     },
     servers: [{ url: options.restUrl, description: 'This lease' }],
-    security: [{ [LEASE_SECURITY_SCHEME]: [] }, {}],
+    security: [{ [LEASE_SECURITY_SCHEME]: [] }, { [USER_JWT_SECURITY_SCHEME]: [] }, {}],
     tags: [],
     paths,
     components: {
@@ -72,6 +79,17 @@ export function leaseOpenApiDocument(options: LeaseDocumentOptions): OpenApiDocu
           scheme: 'bearer',
           bearerFormat: 'pgl_…',
           description: 'The lease token from `POST /v1/leases`. Without it, requests run as the lease’s anonymous role.',
+        },
+        [USER_JWT_SECURITY_SCHEME]: {
+          type: 'http',
+          scheme: 'bearer',
+          bearerFormat: 'JWT',
+          description:
+            'A user’s JWT, signed with the lease’s `jwt_secret` (HS256) or a key of its `jwt_jwks`; the request runs as the role its `role` claim names: ' +
+            (options.declaredRoles && options.declaredRoles.length > 0
+              ? options.declaredRoles.map((declared) => `\`${declared.name}\` (\`${declared.role}\`)`).join(', ') + ', or `anon`'
+              : '`anon` (the lease has declared no roles yet: `POST /v1/leases/:id/roles`)') +
+            '. Without a role claim it runs as the anonymous role.',
         },
       },
     },

@@ -15,6 +15,7 @@ import { negotiate, parseAccept, CONTENT_TYPE } from '../request/headers.js';
 import type { RestResponse } from '../response/read-response.js';
 import { RestError } from '../response/errors.js';
 import { leaseOpenApiDocument } from './document.js';
+import { declaredRoleName, leaseRequestRoles } from '../../auth/roles.js';
 import type { OpenApiDocument } from './types.js';
 
 export interface LeaseDocumentRequest {
@@ -31,11 +32,13 @@ export async function leaseDocument(rest: RestService, request: LeaseDocumentReq
   const startedAt = Date.now();
   const caller = await rest.caller(request.leaseId, request.token);
   const { lease } = caller;
-  const cache = await rest.schemas.reload(lease.schema, [lease.role, lease.anonRole], startedAt);
+  const cache = await rest.schemas.reload(lease.schema, leaseRequestRoles(lease), startedAt);
   return leaseOpenApiDocument({
     cache,
     role: caller.role,
     authenticated: caller.authenticated,
+    roleIsOwner: caller.role === lease.role,
+    declaredRoles: lease.userRoles.map((name) => ({ name, role: declaredRoleName(lease.role, name) })),
     restUrl: request.restUrl,
     title: `pglease lease ${lease.id}`,
     version: request.version,
