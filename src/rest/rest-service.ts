@@ -122,6 +122,9 @@ export class RestService {
   private callerOf(leaseId: string, lease: LeaseAccess | undefined, token: string | null): Caller | Promise<Caller> {
     if (!lease) throw leaseNotFound(leaseId);
     if (token === null) return { lease, role: lease.anonRole, authenticated: false, viaAdminToken: false };
+    // a JWT verified before is known at once (it cannot be the lease token, which has no dots)
+    const known = lease.jwtVerifier?.cached(token);
+    if (known) return jwtCaller(lease, known);
     if (isLeaseToken(lease, token)) return { lease, role: lease.role, authenticated: true, viaAdminToken: false };
     if (this.isAdmin(token)) return { lease, role: lease.role, authenticated: true, viaAdminToken: true };
     // one verifier per lease and settings (its token cache survives the lookup's refreshes)
@@ -131,8 +134,6 @@ export class RestService {
       ...(lease.apiSettings.jwt_aud === undefined ? {} : { audience: lease.apiSettings.jwt_aud }),
       ...(lease.apiSettings.jwt_role_claim_key === undefined ? {} : { roleClaimKey: lease.apiSettings.jwt_role_claim_key }),
     }));
-    const verified = verifier.cached(token);
-    if (verified) return jwtCaller(lease, verified);
     return verifier.verify(token).then(
       (jwt) => jwtCaller(lease, jwt),
       (error: unknown) => {
