@@ -72,6 +72,11 @@ function buildNode(cache: SchemaCache, relation: Relation, alias: string, items:
           `'${relation.name}' and '${item.relation}' do not form a many-to-one or one-to-one relationship`,
         );
       }
+      // PostgREST names an embed's subquery after its alias or relation: the same name twice at one
+      // level is Postgres's duplicate alias error there (and here an object with a key twice)
+      if (node.embeds.some((embed) => embed.outputName === outputName)) {
+        throw new RestError('42712', `table name "${outputName}" specified more than once`);
+      }
       const target = cache.relations.get(relationship.foreignTable)!;
       const child = buildNode(cache, target, aliases.take(target.name), item.children, aliases);
       node.embeds.push({

@@ -43,6 +43,8 @@ export const restErrors = {
   PGRST205: { status: 404, message: 'Could not find the table in the schema cache' },
   PGRST300: { status: 500, message: 'Server lacks JWT secret' },
   PGRST301: { status: 401, message: 'The token is not valid for this lease' },
+  // Postgres's duplicate_alias, as PostgREST's SQL meets it when one level embeds the same name twice
+  '42712': { status: 400, message: 'table name specified more than once' },
   // what Postgres answers SET ROLE of a role that does not exist, which PostgREST 12 answers 401:
   // a JWT naming a role the lease did not declare (src/auth/roles.ts)
   '22023': { status: 401, message: 'role does not exist' },
