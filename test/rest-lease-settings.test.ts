@@ -1,10 +1,16 @@
 /**
  * PostgREST's settings, per lease (PATCH /v1/leases/:id/settings, or `settings` at create):
  * db_max_rows caps what a read of a table or view returns, whatever its limit, as PostgREST's
- * db-max-rows does; changing it takes effect without a restart, compiled reads included.
+ * db-max-rows does; db_aggregates_enabled allows count(), sum(), avg(), min() and max() in select,
+ * grouped by the other columns (golden SQL and live results). Changing either takes effect without
+ * a restart, compiled reads included.
  */
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { planRead } from '../src/rest/plan/read-plan.js';
+import { readStatement } from '../src/rest/query/read-query.js';
+import { buildApiRequest } from '../src/rest/request/api-request.js';
+import { loadSchemaCache } from '../src/rest/schema/load.js';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createLease, startTestService, type CreatedLeaseJson, type TestService } from './support/service.js';
 import { waitFor } from './support/wait.js';
 
@@ -31,7 +37,11 @@ beforeAll(async () => {
   lease = await createLease(service, { settings: { db_max_rows: 3 } });
   const client = new pg.Client({ connectionString: lease.url });
   await client.connect();
-  await client.query('create table items (id int primary key); insert into items select generate_series(1, 10)');
+  await client.query(`
+    create table items (id int primary key);
+    insert into items select generate_series(1, 10);
+    create table orders (id int primary key, customer text not null, amount numeric(8,2) not null);
+    insert into orders values (1, 'ann', 10), (2, 'ann', 32.5), (3, 'bob', 7), (4, 'cid', 100), (5, 'bob', 3);`);
   await client.end();
 });
 
@@ -70,5 +80,60 @@ describe('db_max_rows', () => {
     }
     const unknown = await settings({ db_plan_enabled: true });
     expect(unknown.status).toBe(400);
+  });
+});
+
+describe('db_aggregates_enabled', () => {
+  const get = async (query: string) => {
+    const response = await fetch(`${lease.rest_url}/orders${query}`, { headers: { authorization: `Bearer ${lease.token}` } });
+    return { status: response.status, body: (await response.json()) as unknown };
+  };
+
+  it('compiles an aggregate with the other columns as GROUP BY', async () => {
+    const url = new URL(inject('serverUrl'));
+    url.pathname = `/${service.config.leaseDatabase}`;
+    const host = new pg.Pool({ connectionString: url.toString(), max: 1 });
+    try {
+      const cache = await loadSchemaCache(host, lease.schema, [lease.role]);
+      const request = buildApiRequest({ method: 'GET', path: '/orders', query: 'select=customer,total:amount.sum(),count()&order=customer', headers: {}, authenticated: true, aggregatesEnabled: true });
+      const statement = readStatement(planRead(cache, request, 'orders'));
+      expect(statement.text).toContain(
+        `SELECT "orders"."customer", sum("orders"."amount") AS "total", count(*) AS "count" FROM "${lease.schema}"."orders" AS "orders" GROUP BY "orders"."customer" ORDER BY "orders"."customer"`,
+      );
+    } finally {
+      await host.end();
+    }
+  });
+
+  it('is refused (PGRST123) until enabled, then counts, sums, averages and groups', async () => {
+    expect(await get('?select=count()')).toEqual({ status: 400, body: { code: 'PGRST123', message: 'Use of aggregate functions is not allowed', details: null, hint: null } });
+    expect((await settings({ db_aggregates_enabled: true })).body.settings).toMatchObject({ db_aggregates_enabled: true });
+    await waitFor('aggregates enabled', async () => ((await get('?select=count()')).status === 200 ? true : undefined));
+    expect((await get('?select=count()')).body).toEqual([{ count: 5 }]);
+    expect((await get('?select=amount.sum(),amount.max(),amount.min()')).body).toEqual([{ sum: 152.5, max: 100, min: 3 }]);
+    expect((await get('?select=customer,n:count(),total:amount.sum(),average:amount.avg()::int&order=customer')).body).toEqual([
+      { customer: 'ann', n: 2, total: 42.5, average: 21 },
+      { customer: 'bob', n: 2, total: 10, average: 5 },
+      { customer: 'cid', n: 1, total: 100, average: 100 },
+    ]);
+    // filters apply before grouping; the same shape again is served compiled
+    for (let i = 0; i < 2; i++) expect((await get(`?select=customer,count()&amount=gt.${5 + i}&order=customer`)).body).toEqual([
+      { customer: 'ann', count: 2 },
+      { customer: 'bob', count: 1 },
+      { customer: 'cid', count: 1 },
+    ]);
+    // an aggregate inside an embed is not supported here: a clear 400
+    const client = new pg.Client({ connectionString: lease.url });
+    await client.connect();
+    await client.query('create table customers (name text primary key); insert into customers values (\'ann\'), (\'bob\'), (\'cid\'); alter table orders add foreign key (customer) references customers');
+    await client.end();
+    const nested = await waitFor('the new relationship', async () => {
+      const answer = await get('?select=id,customers(name.count())');
+      return answer.status === 400 && (answer.body as { code: string }).code === 'PGRST123' ? answer : undefined;
+    });
+    expect((nested.body as { details: string }).details).toContain('top level only');
+
+    expect((await settings({ db_aggregates_enabled: false })).status).toBe(200);
+    await waitFor('aggregates disabled', async () => ((await get('?select=count()')).status === 400 ? true : undefined));
   });
 });

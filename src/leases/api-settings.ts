@@ -15,6 +15,7 @@ const settingSchemas = {
     description: 'jwt-role-claim-key: where the role is in the claims (`.role` by default), like `.app_metadata.role` or `."https://example.com/role"`',
   }),
   db_max_rows: Type.Integer({ minimum: 1, maximum: 1_000_000, description: 'db-max-rows: a read of a table or view returns at most this many rows (as if limit were at most this)' }),
+  db_aggregates_enabled: Type.Boolean({ description: 'db-aggregates-enabled: count(), sum(), avg(), min() and max() in `select` of a table or view, grouped by the other columns' }),
   jwt_jwks: Type.Union(
     [
       Type.String({ minLength: 8, maxLength: 2000, description: 'An https URL serving a JWKS, fetched and cached' }),
@@ -30,6 +31,7 @@ export const ApiSettingsSchema = Type.Object(
     jwt_role_claim_key: Type.Optional(settingSchemas.jwt_role_claim_key),
     jwt_jwks: Type.Optional(settingSchemas.jwt_jwks),
     db_max_rows: Type.Optional(settingSchemas.db_max_rows),
+    db_aggregates_enabled: Type.Optional(settingSchemas.db_aggregates_enabled),
   },
   { additionalProperties: false },
 );
@@ -41,6 +43,7 @@ export const ApiSettingsPatchSchema = Type.Object(
     jwt_role_claim_key: Type.Optional(Type.Union([settingSchemas.jwt_role_claim_key, Type.Null()])),
     jwt_jwks: Type.Optional(Type.Union([settingSchemas.jwt_jwks, Type.Null()])),
     db_max_rows: Type.Optional(Type.Union([settingSchemas.db_max_rows, Type.Null()])),
+    db_aggregates_enabled: Type.Optional(Type.Union([settingSchemas.db_aggregates_enabled, Type.Null()])),
   },
   { additionalProperties: false },
 );

@@ -225,9 +225,10 @@ export class RestService {
     checkProfile(http, caller.lease.schema);
     if (http.method === 'OPTIONS') return this.options(caller, http.path, startedAt);
     const maxRows = caller.lease.apiSettings.db_max_rows;
+    const aggregatesEnabled = caller.lease.apiSettings.db_aggregates_enabled === true;
     const shape = http.method === 'GET' || http.method === 'HEAD' ? readShape(http) : undefined;
-    // a read compiled under another db-max-rows has another LIMIT
-    if (shape && maxRows !== undefined) shape.key += `\u0000max-rows=${maxRows}`;
+    // a read compiled under other settings has another LIMIT, or was refused
+    if (shape && (maxRows !== undefined || aggregatesEnabled)) shape.key += `\u0000max-rows=${maxRows}\u0000aggregates=${aggregatesEnabled}`;
     let parsed: { payload: Payload | undefined } | undefined;
     const loading = this.schema(caller);
     const cache = loading instanceof Promise ? await loading : loading;
@@ -244,7 +245,7 @@ export class RestService {
         if (compiled) return compiled.kind === 'write' ? executeWrite(this, caller, http, compiled) : executeRpc(this, caller, http, compiled);
       }
     }
-    const request = buildApiRequest({ ...http, authenticated: caller.authenticated, maxRows });
+    const request = buildApiRequest({ ...http, authenticated: caller.authenticated, maxRows, aggregatesEnabled });
     await this.checkTimezone(request.preferences);
     checkPreferences(request.preferences);
     if (request.target.kind === 'routine') return serveRpc(this, caller, http, request, request.target.name, startedAt, parsed);
@@ -261,7 +262,7 @@ export class RestService {
     rejectBareParameters(request);
     const compiled = await this.withSchema(caller, startedAt, (cache) => {
       const plan: ReadPlan = planRead(cache, request, relationName);
-      if (shape && !this.compiledReads.has(cache, shape)) this.compiledReads.set(cache, shape, compileShape(cache, http, request, shape.sentinelQuery, relationName, maxRows));
+      if (shape && !this.compiledReads.has(cache, shape)) this.compiledReads.set(cache, shape, compileShape(cache, http, request, shape.sentinelQuery, relationName, { maxRows, aggregatesEnabled }));
       return readOf(cache, request, plan);
     });
     return this.read(caller, http, compiled);
@@ -392,9 +393,16 @@ function readOf(cache: SchemaCache, request: ApiRequest, plan: ReadPlan): Compil
 }
 
 /** The template of a read shape: its sentinel request compiled (undefined if that fails). */
-function compileShape(cache: SchemaCache, http: RestHttpRequest, request: ApiRequest, sentinelQuery: string, relationName: string, maxRows: number | undefined): CompiledRead | undefined {
+function compileShape(
+  cache: SchemaCache,
+  http: RestHttpRequest,
+  request: ApiRequest,
+  sentinelQuery: string,
+  relationName: string,
+  settings: { maxRows: number | undefined; aggregatesEnabled: boolean },
+): CompiledRead | undefined {
   try {
-    const sentinelRequest = buildApiRequest({ ...http, query: sentinelQuery, authenticated: true, maxRows });
+    const sentinelRequest = buildApiRequest({ ...http, query: sentinelQuery, authenticated: true, ...settings });
     // headers are those of the request, already checked (time zone included)
     return readOf(cache, request, planRead(cache, sentinelRequest, relationName));
   } catch {

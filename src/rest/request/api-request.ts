@@ -17,6 +17,8 @@ export interface RawRequest {
   authenticated: boolean;
   /** The lease's db-max-rows setting (it caps reads of tables and views). */
   maxRows?: number | undefined;
+  /** The lease's db-aggregates-enabled setting (reads of tables and views). */
+  aggregatesEnabled?: boolean | undefined;
 }
 
 function decodeSegment(segment: string): string {
@@ -51,6 +53,7 @@ export function buildApiRequest(raw: RawRequest): ApiRequest {
     const headerRange = parseRangeHeader(raw.headers.range);
     if (headerRange) request.headerRange = headerRange;
     if (raw.maxRows !== undefined && target.kind === 'relation') request.maxRows = raw.maxRows;
+    if (raw.aggregatesEnabled === true && target.kind === 'relation') request.aggregatesEnabled = true;
   }
   return request;
 }
