@@ -2,8 +2,9 @@
  * PostgREST's settings, per lease (PATCH /v1/leases/:id/settings, or `settings` at create):
  * db_max_rows caps what a read of a table or view returns, whatever its limit, as PostgREST's
  * db-max-rows does; db_aggregates_enabled allows count(), sum(), avg(), min() and max() in select,
- * grouped by the other columns (golden SQL and live results). Changing either takes effect without
- * a restart, compiled reads included.
+ * grouped by the other columns (golden SQL and live results); db_plan_enabled answers a read's
+ * EXPLAIN for `Accept: application/vnd.pgrst.plan…`. Changing any takes effect without a restart,
+ * compiled reads included.
  */
 import pg from 'pg';
 import { planRead } from '../src/rest/plan/read-plan.js';
@@ -78,7 +79,7 @@ describe('db_max_rows', () => {
       const answer = await settings({ db_max_rows: value });
       expect({ value, status: answer.status, code: answer.body.code }).toEqual({ value, status: 400, code: 'PGLEASE_INVALID_FIELD' });
     }
-    const unknown = await settings({ db_plan_enabled: true });
+    const unknown = await settings({ no_such_setting: true });
     expect(unknown.status).toBe(400);
   });
 });
@@ -135,5 +136,44 @@ describe('db_aggregates_enabled', () => {
 
     expect((await settings({ db_aggregates_enabled: false })).status).toBe(200);
     await waitFor('aggregates disabled', async () => ((await get('?select=count()')).status === 400 ? true : undefined));
+  });
+});
+
+describe('db_plan_enabled', () => {
+  const explain = async (query: string, accept: string) => {
+    const response = await fetch(`${lease.rest_url}/items${query}`, { headers: { authorization: `Bearer ${lease.token}`, accept } });
+    return { status: response.status, type: response.headers.get('content-type'), text: await response.text() };
+  };
+
+  it('answers the EXPLAIN of a read once enabled, in JSON or text, with EXPLAIN\'s options', async () => {
+    const refused = await explain('?id=eq.3', 'application/vnd.pgrst.plan+json');
+    expect(refused.status).toBe(406);
+    expect(JSON.parse(refused.text).code).toBe('PGRST107');
+    expect((await settings({ db_plan_enabled: true })).body.settings).toMatchObject({ db_plan_enabled: true });
+    await waitFor('plans enabled', async () => ((await explain('?id=eq.3', 'application/vnd.pgrst.plan+json')).status === 200 ? true : undefined));
+
+    const json = await explain('?id=eq.3', 'application/vnd.pgrst.plan+json');
+    expect(json.type).toBe('application/vnd.pgrst.plan+json; for="application/json"; charset=utf-8');
+    const [plan] = JSON.parse(json.text) as { Plan: Record<string, unknown>; 'Execution Time'?: number }[];
+    // the body's json_agg over the rows: an aggregate on top, the table scanned below it
+    expect(plan!.Plan['Node Type']).toBe('Aggregate');
+    expect(JSON.stringify(plan!.Plan)).toContain('"Relation Name":"items"');
+    expect(plan!['Execution Time']).toBeUndefined();
+
+    const analyzed = await explain('?id=eq.3', 'application/vnd.pgrst.plan+json; options=analyze|verbose');
+    expect(analyzed.type).toBe('application/vnd.pgrst.plan+json; for="application/json"; options=analyze|verbose; charset=utf-8');
+    const [run] = JSON.parse(analyzed.text) as { Plan: Record<string, unknown>; 'Execution Time'?: number }[];
+    expect(typeof run!['Execution Time']).toBe('number');
+    expect(run!.Plan['Actual Rows']).toBe(1);
+    expect(run!.Plan.Output).toBeDefined();
+
+    const text = await explain('?order=id', 'application/vnd.pgrst.plan+text; for="text/csv"; options=analyze');
+    expect(text.type).toBe('application/vnd.pgrst.plan+text; for="text/csv"; options=analyze; charset=utf-8');
+    expect(text.text).toMatch(/^Aggregate .*actual time=/);
+    expect(text.text).toContain('items');
+
+    const badOption = await explain('', 'application/vnd.pgrst.plan+json; options=costly');
+    expect(badOption.status).toBe(406);
+    expect((await settings({ db_plan_enabled: null })).status).toBe(200);
   });
 });

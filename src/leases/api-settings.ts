@@ -16,6 +16,9 @@ const settingSchemas = {
   }),
   db_max_rows: Type.Integer({ minimum: 1, maximum: 1_000_000, description: 'db-max-rows: a read of a table or view returns at most this many rows (as if limit were at most this)' }),
   db_aggregates_enabled: Type.Boolean({ description: 'db-aggregates-enabled: count(), sum(), avg(), min() and max() in `select` of a table or view, grouped by the other columns' }),
+  db_plan_enabled: Type.Boolean({
+    description: 'db-plan-enabled: `Accept: application/vnd.pgrst.plan+json` (or `+text`; `options=analyze|verbose|settings|buffers|wal`) on a read answers its EXPLAIN',
+  }),
   jwt_jwks: Type.Union(
     [
       Type.String({ minLength: 8, maxLength: 2000, description: 'An https URL serving a JWKS, fetched and cached' }),
@@ -32,6 +35,7 @@ export const ApiSettingsSchema = Type.Object(
     jwt_jwks: Type.Optional(settingSchemas.jwt_jwks),
     db_max_rows: Type.Optional(settingSchemas.db_max_rows),
     db_aggregates_enabled: Type.Optional(settingSchemas.db_aggregates_enabled),
+    db_plan_enabled: Type.Optional(settingSchemas.db_plan_enabled),
   },
   { additionalProperties: false },
 );
@@ -44,6 +48,7 @@ export const ApiSettingsPatchSchema = Type.Object(
     jwt_jwks: Type.Optional(Type.Union([settingSchemas.jwt_jwks, Type.Null()])),
     db_max_rows: Type.Optional(Type.Union([settingSchemas.db_max_rows, Type.Null()])),
     db_aggregates_enabled: Type.Optional(Type.Union([settingSchemas.db_aggregates_enabled, Type.Null()])),
+    db_plan_enabled: Type.Optional(Type.Union([settingSchemas.db_plan_enabled, Type.Null()])),
   },
   { additionalProperties: false },
 );

@@ -33,6 +33,7 @@ import { callShape, CompiledWrites, type CallShape, type CompiledCall } from './
 import type { Payload } from './request/body.js';
 import { executeRpc, rpcPayload, serveRpc } from './rpc-service.js';
 import { executeWrite, rejectBareParameters, serveWrite, writePayload, WRITE_METHODS } from './write-service.js';
+import { planRequestOf, serveExplain } from './explain-service.js';
 
 export interface RestServiceOptions {
   pools?: LeasePoolOptions;
@@ -224,6 +225,13 @@ export class RestService {
     const http = caller.viaAdminToken ? { ...received, headers: withoutCredentials(received.headers) } : received;
     checkProfile(http, caller.lease.schema);
     if (http.method === 'OPTIONS') return this.options(caller, http.path, startedAt);
+    // Accept: application/vnd.pgrst.plan…: the read's EXPLAIN, when the lease allows it
+    const planRequest = caller.lease.apiSettings.db_plan_enabled === true && (http.method === 'GET' || http.method === 'HEAD') ? planRequestOf(http.headers.accept) : undefined;
+    if (planRequest) {
+      const target = parseTarget(http.path);
+      if (target.kind !== 'relation') throw new RestError('PGRST107', 'None of these media types are available: application/vnd.pgrst.plan (pglease explains reads of tables and views)');
+      return serveExplain(this, caller, http, target.name, planRequest);
+    }
     const maxRows = caller.lease.apiSettings.db_max_rows;
     const aggregatesEnabled = caller.lease.apiSettings.db_aggregates_enabled === true;
     const shape = http.method === 'GET' || http.method === 'HEAD' ? readShape(http) : undefined;
