@@ -177,3 +177,29 @@ describe('db_plan_enabled', () => {
     expect((await settings({ db_plan_enabled: null })).status).toBe(200);
   });
 });
+
+describe('openapi_mode', () => {
+  const root = async () => {
+    const response = await fetch(`${lease.rest_url}/`);
+    return { status: response.status, body: (await response.json()) as { paths?: Record<string, Record<string, unknown>>; code?: string } };
+  };
+
+  it('shows what the role may do, everything (ignore-privileges), or nothing (disabled: 404 PGRST126)', async () => {
+    // the anonymous role was granted nothing on items
+    expect((await root()).body.paths?.['/items']).toBeUndefined();
+    expect((await settings({ openapi_mode: 'ignore-privileges' })).status).toBe(200);
+    const everything = await waitFor('ignore-privileges', async () => {
+      const answer = await root();
+      return answer.body.paths?.['/items'] ? answer : undefined;
+    });
+    expect(Object.keys(everything.body.paths!['/items']!)).toEqual(expect.arrayContaining(['get', 'post', 'patch', 'delete']));
+    expect((await settings({ openapi_mode: 'disabled' })).status).toBe(200);
+    const disabled = await waitFor('disabled', async () => {
+      const answer = await root();
+      return answer.status === 404 ? answer : undefined;
+    });
+    expect(disabled.body).toEqual({ code: 'PGRST126', message: 'Root endpoint metadata is disabled', details: null, hint: null });
+    expect((await settings({ openapi_mode: 'sometimes' })).status).toBe(400);
+    expect((await settings({ openapi_mode: null })).status).toBe(200);
+  });
+});

@@ -19,6 +19,9 @@ const settingSchemas = {
   db_plan_enabled: Type.Boolean({
     description: 'db-plan-enabled: `Accept: application/vnd.pgrst.plan+json` (or `+text`; `options=analyze|verbose|settings|buffers|wal`) on a read answers its EXPLAIN',
   }),
+  openapi_mode: Type.Union([Type.Literal('follow-privileges'), Type.Literal('ignore-privileges'), Type.Literal('disabled')], {
+    description: 'openapi-mode: the root document shows what the caller\'s role may do (follow-privileges, the default), everything (ignore-privileges), or nothing (disabled: 404 PGRST126)',
+  }),
   jwt_jwks: Type.Union(
     [
       Type.String({ minLength: 8, maxLength: 2000, description: 'An https URL serving a JWKS, fetched and cached' }),
@@ -36,6 +39,7 @@ export const ApiSettingsSchema = Type.Object(
     db_max_rows: Type.Optional(settingSchemas.db_max_rows),
     db_aggregates_enabled: Type.Optional(settingSchemas.db_aggregates_enabled),
     db_plan_enabled: Type.Optional(settingSchemas.db_plan_enabled),
+    openapi_mode: Type.Optional(settingSchemas.openapi_mode),
   },
   { additionalProperties: false },
 );
@@ -49,6 +53,7 @@ export const ApiSettingsPatchSchema = Type.Object(
     db_max_rows: Type.Optional(Type.Union([settingSchemas.db_max_rows, Type.Null()])),
     db_aggregates_enabled: Type.Optional(Type.Union([settingSchemas.db_aggregates_enabled, Type.Null()])),
     db_plan_enabled: Type.Optional(Type.Union([settingSchemas.db_plan_enabled, Type.Null()])),
+    openapi_mode: Type.Optional(Type.Union([settingSchemas.openapi_mode, Type.Null()])),
   },
   { additionalProperties: false },
 );

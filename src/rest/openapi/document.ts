@@ -20,6 +20,8 @@ export interface LeaseDocumentOptions {
   roleIsOwner?: boolean;
   /** The roles the lease declared for its JWTs: the JWT security scheme lists them. */
   declaredRoles?: { name: string; role: string }[];
+  /** openapi-mode ignore-privileges: every relation and function, whatever the role may do. */
+  ignorePrivileges?: boolean;
   /** The lease's REST base URL: the document's server. */
   restUrl: string;
   /** info.title, e.g. the lease's name or id. */
@@ -97,7 +99,7 @@ export function leaseOpenApiDocument(options: LeaseDocumentOptions): OpenApiDocu
   const tags: Tag[] = [];
 
   for (const relation of [...cache.relations.values()].sort((a, b) => a.name.localeCompare(b.name))) {
-    const item = relationPathItem(relation, role);
+    const item = relationPathItem(relation, role, options.ignorePrivileges);
     if (!item) continue;
     const components = relationComponents(relation, cache);
     Object.assign(document.components.schemas, components.schemas);
@@ -109,7 +111,7 @@ export function leaseOpenApiDocument(options: LeaseDocumentOptions): OpenApiDocu
   }
 
   for (const [name, overloads] of [...cache.routines.entries()].sort(([a], [b]) => a.localeCompare(b))) {
-    const item = routinePathItem(overloads, role, cache);
+    const item = routinePathItem(overloads, role, cache, options.ignorePrivileges);
     if (item) paths[restPath(name, true)] = item;
   }
   // a function's arguments or result, or a column, may have the row type of a relation the role cannot use directly

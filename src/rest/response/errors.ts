@@ -35,6 +35,7 @@ export const restErrors = {
   PGRST123: { status: 400, message: 'Use of aggregate functions is not allowed' },
   PGRST124: { status: 400, message: 'Query result exceeds max-affected preference constraint' },
   PGRST125: { status: 404, message: 'Invalid path specified in request URL' },
+  PGRST126: { status: 404, message: 'Root endpoint metadata is disabled' },
   PGRST200: { status: 400, message: 'Could not find a relationship in the schema cache' },
   PGRST201: { status: 300, message: 'Could not embed because more than one relationship was found' },
   PGRST202: { status: 404, message: 'Could not find the function in the schema cache' },
