@@ -1,6 +1,11 @@
 -- Leases: provision, renew and drop. These functions are the product's core inside Postgres;
 -- the HTTP layer only validates input and calls them. Every identifier they splice into DDL goes
 -- through format('%I') and every value through format('%L') or a bind parameter.
+--
+-- The rule for every function of sql/ (docs/security.md): they run as the service role, so they never
+-- plan or execute anything a lease owns (a query on its tables or views, a call of its functions, a
+-- cast to its types): they read catalogs, and DDL that only drops or grants. Work on a lease's objects
+-- runs in a session that logged in as the lease (src/leases/lease-session.ts).
 
 -- pglease.register_host: records (or refreshes) the host this database runs on and returns its id.
 -- Called at every start, so changing PGLEASE_PUBLIC_PG_HOST takes effect for new leases.

@@ -73,6 +73,8 @@ export interface Config {
    * local identity provider; otherwise only https URLs are fetched (src/auth/jwt.ts).
    */
   jwksAllowHttp: boolean;
+  /** Bearer token for GET /metrics besides the admin token (a Prometheus scraper need not hold the admin's). */
+  metricsToken: string | undefined;
   defaultTtlSeconds: number;
   maxTtlSeconds: number;
   leaseLimits: LeaseLimits;
@@ -81,7 +83,8 @@ export interface Config {
   /** Leases each global template keeps provisioned and seeded in this process, ready to hand out (0: none). */
   templatePoolSize: number;
   /** REST API connections: per lease, and of all leases together (their pools share a budget). */
-  restConnections: { perLease: number; total: number };
+  /** `total` undefined: sized from the server's max_connections (src/db/connection-shares.ts). */
+  restConnections: { perLease: number; total: number | undefined };
   /** Largest control API request body, in bytes. */
   bodyLimit: number;
   logLevel: string;
@@ -180,10 +183,9 @@ function trustProxy(env: Env): TrustProxy {
 /**
  * PGLEASE_CLIENT_CONNECTIONS, default 160: 8 leases with the default 20 connections each (a test run
  * of 7 workers on an 8-core machine, src/testing making one lease per worker and CPUs - 1 workers by
- * default, plus its template's owner lease). That leaves 140 of the embedded server's 300
- * max_connections to everyone else, of which pglease's REST API takes at most
- * PGLEASE_REST_MAX_CONNECTIONS (64) and Postgres keeps 3 for superusers: one client can no longer
- * take the server (15 leases x 20 connections did). 100 would leave more to others but refuse a
+ * default, plus its template's owner lease). Leases' logins may use 237 of the embedded server's 500
+ * max_connections (the rest is reserved for pglease and its REST API, src/db/connection-shares.ts):
+ * one client can no longer take them all (15 leases x 20 connections did). 100 would leave more to others but refuse a
  * 5-worker run with a template. 0: no budget; 1 would refuse every lease (sql/throttle.sql makes
  * none with fewer than 2 connections).
  */
@@ -210,6 +212,7 @@ export function loadConfig(env: Env = process.env): Config {
     publicUrl: publicUrl?.replace(/\/+$/, ''),
     adminToken: text(env, 'PGLEASE_ADMIN_TOKEN'),
     jwksAllowHttp: flag(env, 'PGLEASE_JWKS_ALLOW_HTTP', false),
+    metricsToken: text(env, 'PGLEASE_METRICS_TOKEN'),
     defaultTtlSeconds,
     maxTtlSeconds,
     leaseLimits: {
@@ -222,7 +225,7 @@ export function loadConfig(env: Env = process.env): Config {
     templatePoolSize: integer(env, 'PGLEASE_TEMPLATE_POOL', 4, 0, 1000),
     restConnections: {
       perLease: integer(env, 'PGLEASE_REST_LEASE_CONNECTIONS', 5, 1, 1000),
-      total: integer(env, 'PGLEASE_REST_MAX_CONNECTIONS', 64, 1, 100_000),
+      total: env.PGLEASE_REST_MAX_CONNECTIONS ? integer(env, 'PGLEASE_REST_MAX_CONNECTIONS', 0, 1, 100_000) : undefined,
     },
     bodyLimit: integer(env, 'PGLEASE_BODY_LIMIT', 1_048_576, 1024, 1024 * 1024 * 1024),
     logLevel: text(env, 'LOG_LEVEL') ?? 'info',

@@ -17,6 +17,8 @@ import { registerCors } from './cors.js';
 import { isRestUrl, restRoutes, sendUnroutedRestError } from './rest/routes.js';
 import type { RestService } from './rest/rest-service.js';
 import { leaseDocsRoutes } from './control/lease-docs-routes.js';
+import { metricsRoutes } from './control/metrics-routes.js';
+import { createOutcome } from './metrics/metrics.js';
 
 export interface ServerOptions {
   /** Fastify logger setting; false in tests. */
@@ -174,6 +176,15 @@ export async function buildServer(context: ServiceContext, options: ServerOption
     done(null, payload);
   });
 
+  // metrics: a counter and a histogram per request, nothing else on the hot path (src/metrics)
+  const { metrics } = context;
+  app.addHook('onResponse', (request, reply, done) => {
+    const seconds = reply.elapsedTime / 1000;
+    if (isRestUrl(request.url)) metrics.restRequest(request.method, reply.statusCode, seconds);
+    else if (request.method === 'POST' && request.routeOptions.url === '/v1/leases') metrics.leaseCreated(createOutcome(reply.statusCode), seconds);
+    done();
+  });
+
   registerCors(app);
   await registerServiceOpenApi(app);
   await app.register(async (control) => {
@@ -185,6 +196,7 @@ export async function buildServer(context: ServiceContext, options: ServerOption
     await leaseStatsRoutes(control, context);
     await templateRoutes(control, context);
     await jobRoutes(control, context);
+    await metricsRoutes(control, context);
   });
   // the PostgREST-compatible API under /v1/leases/:id/rest: its own body parsing and error format
   let restService: RestService | undefined;
@@ -195,6 +207,14 @@ export async function buildServer(context: ServiceContext, options: ServerOption
   await app.register(async (docs) => {
     docs.setErrorHandler((error, request, reply) => sendControlError(request, reply, error as Error));
     await leaseDocsRoutes(docs, context, restService!);
+  });
+
+  const rest = restService!;
+  context.metrics.attach({
+    pool: context.host.pool,
+    restConnections: () => ({ inUse: rest.pools.budget.inUse, idle: rest.pools.idleConnections, waiting: rest.pools.budget.waiting, budget: rest.pools.budget.max }),
+    warmPools: () => context.leasePool.readyCounts(),
+    warmPoolCreates: () => context.leasePool.creates,
   });
 
   app.setNotFoundHandler((request, reply) =>

@@ -5,7 +5,8 @@
 import { readdirSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from './config.js';
-import { startEmbedded, type EmbeddedServer } from './db/embedded.js';
+import { OWN_CONNECTIONS, restConnectionBudget, serverConnectionLimits, SUPERUSER_RESERVED_CONNECTIONS } from './db/connection-shares.js';
+import { MAX_CONNECTIONS, startEmbedded, type EmbeddedServer } from './db/embedded.js';
 import { openHost, type Host } from './db/host.js';
 import { LeasePool } from './leases/lease-pool.js';
 import { LeaseStore } from './leases/lease-store.js';
@@ -16,6 +17,7 @@ import { builtinJobs } from './scheduler/jobs.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { buildServer, type ServerOptions } from './server.js';
 import type { ServiceContext } from './service-context.js';
+import { Metrics } from './metrics/metrics.js';
 
 export interface Service {
   app: FastifyInstance;
@@ -37,29 +39,26 @@ export interface StartOptions extends ServerOptions {
   stopPostgresWithProcess?: boolean;
 }
 
-/**
- * Connections one pglease process opens as its service role, besides the REST API's: the service
- * pool (10), schema introspection (4), the scheduler's pool (4) and listener, the cache listener,
- * the lock guard, and a few to spare. The embedded server reserves these and the REST budget.
- */
-const OWN_CONNECTIONS = 24;
-
 export function countMigrations(): number {
   return readdirSync(projectPath('migrations')).filter((name) => /^\d+.*\.(sql|js|ts)$/.test(name)).length;
 }
 
-export async function startService(config: Config, options: StartOptions = {}): Promise<Service> {
+export async function startService(givenConfig: Config, options: StartOptions = {}): Promise<Service> {
   const log = options.log ?? (() => undefined);
+  let config = givenConfig;
   let embedded: EmbeddedServer | undefined;
   let serverUrl = config.databaseUrl;
   if (serverUrl === undefined) {
+    // the REST budget the reserve is made for is the one the REST API keeps to (connection-shares.ts)
+    const restTotal = config.restConnections.total ?? restConnectionBudget({ maxConnections: MAX_CONNECTIONS, superuserReservedConnections: SUPERUSER_RESERVED_CONNECTIONS });
+    config = { ...config, restConnections: { ...config.restConnections, total: restTotal } };
     embedded = await startEmbedded({
       dataDir: config.dataDir,
       port: config.embeddedPgPort,
       listen: config.embeddedPgListen,
       log,
       stopWithProcess: options.stopPostgresWithProcess,
-      reservedConnections: OWN_CONNECTIONS + config.restConnections.total,
+      reservedConnections: OWN_CONNECTIONS + restTotal,
     });
     serverUrl = embedded.url('postgres');
   }
@@ -77,6 +76,15 @@ export async function startService(config: Config, options: StartOptions = {}): 
     await embedded?.stop();
     throw error;
   }
+  if (config.restConnections.total === undefined) {
+    try {
+      const limits = await serverConnectionLimits(host.pool);
+      config = { ...config, restConnections: { ...config.restConnections, total: restConnectionBudget(limits) } };
+    } catch (error) {
+      await host.close();
+      throw error;
+    }
+  }
   const leases = new LeaseStore(host, config.leaseLimits);
   const leasePool = new LeasePool(leases, { plainSize: config.leasePoolSize, templateSize: config.templatePoolSize, rehearseWith: config.createLimits, log });
   const context: ServiceContext = {
@@ -85,12 +93,18 @@ export async function startService(config: Config, options: StartOptions = {}): 
     leases,
     leasePool,
     templates: new TemplateStore(host, leases, leasePool, log),
+    metrics: new Metrics(),
     expectedMigrations: countMigrations(),
   };
   const app = await buildServer(context, options);
   let scheduler: Scheduler | undefined;
   if (config.jobs.schedulerEnabled) {
-    scheduler = new Scheduler({ databaseUrl: host.databaseUrl, jobs: builtinJobs(config.jobs), log });
+    scheduler = new Scheduler({
+      databaseUrl: host.databaseUrl,
+      jobs: builtinJobs(config.jobs),
+      log,
+      onRunEnd: (job, outcome) => context.metrics.jobRan(job, outcome),
+    });
     try {
       await scheduler.start();
     } catch (error) {

@@ -216,7 +216,7 @@ describe('one client whose leases open every connection they may', () => {
 
   beforeAll(async () => {
     dataDir = await mkdtemp(path.join(tmpdir(), 'pglease-conns-'));
-    const options = { dataDir, port: await freePort(), listen: 'localhost', stopWithProcess: true };
+    const options = { dataDir, port: await freePort(), listen: 'localhost', stopWithProcess: true, maxConnections: 300 };
     server = await startEmbedded(options);
     // a postmaster setting: written to postgresql.auto.conf, read at the next start
     const admin = new pg.Client({ connectionString: server.url('postgres') });

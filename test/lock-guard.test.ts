@@ -104,7 +104,7 @@ describe('the budget of a lease', () => {
       const bystanderSession = await connect(bystander.url);
       expect(await takeLocks(bystanderSession, 1, 1000)).toBe('ok');
       // 3 x 1,500 = 4,500 locks: each session under the budget of 2,000, the lease over it (all
-      // leases stay far under the high-water mark, three quarters of 153,600)
+      // leases stay far under the high-water mark, three quarters of 256,000)
       const sessions = await Promise.all([hog.url, hog.url, authenticatorUrl(service, hog)].map(connect));
       const ends = sessions.map((session, i) => holdUntilEnded(session, 100_000 * (i + 1), 1500));
       expect(await waitForEnded(service, hog)).toBe('released');
@@ -148,7 +148,7 @@ describe('the budget of a lease', () => {
   });
 });
 
-/** max_locks_per_transaction of the small cluster below: a table of 64 x 300 = 19,200 locks (the embedded cluster's is 512 x 300). */
+/** max_locks_per_transaction of the small cluster below: a table of 64 x 300 = 19,200 locks (the embedded cluster's is 512 x 500). */
 const SMALL_LOCKS_PER_TRANSACTION = 64;
 
 /**
@@ -183,7 +183,7 @@ describe('on a server with a small lock table (64 x 300 = 19,200: a budget of 4,
   beforeAll(async () => {
     const dataDir = await mkdtemp(path.join(tmpdir(), 'pglease-small-locks-'));
     cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
-    const cluster = await startEmbedded({ dataDir, port: await freePort(), listen: 'localhost', binDir: await smallLockTableBinaries(), stopWithProcess: true });
+    const cluster = await startEmbedded({ dataDir, port: await freePort(), listen: 'localhost', binDir: await smallLockTableBinaries(), stopWithProcess: true, maxConnections: 300 });
     cleanups.push(() => cluster.stop());
     service = await startService(
       loadConfig({ DATABASE_URL: cluster.url('postgres'), PGLEASE_DATABASE: 'pglease_locks', PGLEASE_ADMIN_TOKEN: ADMIN_TOKEN, HOST: '127.0.0.1', PORT: '0', PGLEASE_LEASE_POOL: '0', PGLEASE_TEMPLATE_POOL: '0' }),

@@ -1,12 +1,15 @@
 /**
  * The REST API's per-lease connection pool against a real Postgres: at most `max` sessions, an
  * idle one handed out at once, waiters served in turn or failed after the timeout, connections
- * that die (terminated while idle, broken in use) replaced, and `end` closing everything.
+ * that die (terminated while idle, broken in use) replaced, and `end` closing everything. Pools
+ * sharing a budget, as LeasePools' do: one connection per pool until requests queue on it, a
+ * pool's surplus closed before another's only connection, the places given in arrival order to
+ * pools that have none first, and a thousand pools with a request each served within the budget.
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { ConnectionBudget, ConnectionPool } from '../src/rest/executor/connection-pool.js';
+import { closeIdleConnectionOf, ConnectionBudget, ConnectionPool, type UsedPool } from '../src/rest/executor/connection-pool.js';
 
 const serverUrl = inject('serverUrl');
 const appName = `pool-test-${randomBytes(4).toString('hex')}`;
@@ -174,4 +177,137 @@ describe('connection pool', () => {
     await expect(acquire(pool)).rejects.toThrow(/password/);
     await pool.end();
   });
+});
+
+/** Pools sharing a budget as LeasePools' do; `use(i)` marks pool i used now (for the eviction order). */
+function sharedPools(max: number, count: number, perPool = max, timeoutMs = 5_000): { budget: ConnectionBudget; pools: ConnectionPool[]; use: (i: number) => ConnectionPool } {
+  const entries: UsedPool[] = [];
+  const budget = new ConnectionBudget(max, (connections) => closeIdleConnectionOf(entries, connections));
+  for (let i = 0; i < count; i++) entries.push({ pool: newPool(perPool, timeoutMs, [], budget), lastUsed: 0 });
+  let clock = 0;
+  const use = (i: number) => {
+    entries[i]!.lastUsed = ++clock;
+    return entries[i]!.pool;
+  };
+  return { budget, pools: entries.map((entry) => entry.pool), use };
+}
+
+async function endAll(pools: ConnectionPool[]): Promise<void> {
+  await Promise.all(pools.map((pool) => pool.end()));
+  await expect.poll(sessions).toBe(0);
+}
+
+describe('connection pools sharing a budget', () => {
+  it('keeps one connection for a lease whose requests come one at a time', async () => {
+    const { pools, use } = sharedPools(10, 1, 5);
+    for (let i = 0; i < 20; i++) {
+      const client = await acquire(use(0));
+      await client.query('SELECT 1');
+      use(0).release(client);
+    }
+    expect(pools[0]!.size).toBe(1);
+    await endAll(pools);
+  });
+
+  it("closes a lease's surplus idle connection to make room before any lease's only one, even a more recently used one", async () => {
+    const { budget, pools, use } = sharedPools(3, 3);
+    const [a, b, c] = pools as [ConnectionPool, ConnectionPool, ConnectionPool];
+    const b1 = await acquire(use(1));
+    b.release(b1);
+    // a is used after b: least-recently-used eviction would close b's only connection
+    const [a1, a2] = await Promise.all([acquire(use(0)), acquire(use(0))]);
+    a.release(a1);
+    a.release(a2);
+    expect(budget.inUse).toBe(3);
+    const c1 = await acquire(use(2));
+    expect([a.size, b.size, c.size]).toEqual([1, 1, 1]);
+    expect(b.acquire()).toBe(b1);
+    b.release(b1);
+    c.release(c1);
+    await endAll(pools);
+  });
+
+  it("queues a lease's requests on its own connection rather than closing another lease's only one, and keeps that one when it goes idle", async () => {
+    const { budget, pools, use } = sharedPools(2, 2);
+    const [a, b] = pools as [ConnectionPool, ConnectionPool];
+    const a1 = await acquire(use(0));
+    const b1 = await acquire(use(1));
+    // b's second request: the budget is full, a's only connection is in use
+    const second = acquire(use(1));
+    a.release(a1);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    // a kept its connection idle: b has one already and waits for it
+    expect([a.size, a.idleCount, b.size]).toEqual([1, 1, 1]);
+    b.release(b1);
+    expect(await second).toBe(b1);
+    b.release(b1);
+    expect(budget.inUse).toBe(2);
+    await endAll(pools);
+  });
+
+  it('gives freed places to waiting leases in arrival order, those without a connection first', async () => {
+    const { pools, use } = sharedPools(2, 4);
+    const [a, b, c, d] = pools as [ConnectionPool, ConnectionPool, ConnectionPool, ConnectionPool];
+    const a1 = await acquire(use(0));
+    const d1 = await acquire(use(3));
+    const served: string[] = [];
+    // d waits to grow first (two requests queue on its one connection), then b and c, which
+    // have no connection, in that order
+    const dSecond = acquire(use(3)).then((client) => (served.push('d'), client));
+    const dThird = acquire(use(3)).then((client) => (served.push('d'), client));
+    const bFirst = acquire(use(1)).then((client) => (served.push('b'), client));
+    const cFirst = acquire(use(2)).then((client) => (served.push('c'), client));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(served).toEqual([]);
+    // a's connection goes idle: its place goes to b, which has none, though d waited longer
+    a.release(a1);
+    const b1 = await bFirst;
+    expect(served).toEqual(['b']);
+    // b is done: c, still without a connection, comes next
+    b.release(b1);
+    const c1 = await cFirst;
+    expect(served).toEqual(['b', 'c']);
+    // d's own connection serves its queued requests
+    d.release(d1);
+    expect(await dSecond).toBe(d1);
+    d.release(d1);
+    expect(await dThird).toBe(d1);
+    expect(served).toEqual(['b', 'c', 'd', 'd']);
+    c.release(c1);
+    d.release(d1);
+    await endAll(pools);
+  });
+
+  it('serves a thousand leases with a request each, fifty at a time, within a budget of twenty', async () => {
+    const { budget, pools, use } = sharedPools(20, 1_000, 5, 60_000);
+    let most = 0;
+    let watching = false;
+    const watch = setInterval(() => {
+      if (watching) return;
+      watching = true;
+      void sessions().then((n) => (most = Math.max(most, n)), () => undefined).finally(() => (watching = false));
+    }, 20);
+    const answers: number[] = [];
+    let next = 0;
+    try {
+      await Promise.all(
+        Array.from({ length: 50 }, async () => {
+          for (let i = next++; i < pools.length; i = next++) {
+            const pool = use(i);
+            const client = await acquire(pool);
+            answers.push((await client.query<{ n: number }>('SELECT $1::int AS n', [i])).rows[0]!.n);
+            pool.release(client);
+            expect(budget.inUse).toBeLessThanOrEqual(20);
+          }
+        }),
+      );
+    } finally {
+      clearInterval(watch);
+    }
+    expect(answers.sort((x, y) => x - y)).toEqual(Array.from({ length: 1_000 }, (_, i) => i));
+    // a closed connection's backend may linger in pg_stat_activity a moment after its successor logged in
+    expect(most).toBeLessThanOrEqual(20 + 5);
+    expect(pools.reduce((sum, pool) => sum + pool.size, 0)).toBeLessThanOrEqual(20);
+    await endAll(pools);
+  }, 180_000);
 });

@@ -16,6 +16,7 @@ import { chmod, chown, lstat, mkdir, readdir, readFile, readlink, realpath, rm, 
 import { tmpdir, userInfo } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
+import { SUPERUSER_RESERVED_CONNECTIONS } from './connection-shares.js';
 import { onProcessEnd } from '../exit-hooks.js';
 
 export interface EmbeddedOptions {
@@ -59,8 +60,13 @@ const WATCH_MS = 1_000;
 /** max_locks_per_transaction of the embedded cluster (Postgres's default is 64). */
 const LOCKS_PER_TRANSACTION = 512;
 const OS_USER = 'postgres';
-/** max_connections of the embedded cluster. */
-export const MAX_CONNECTIONS = 300;
+/**
+ * max_connections of the embedded cluster: half of what pglease's own leave goes to the REST API
+ * (236, one connection per lease with traffic: src/db/connection-shares.ts), half to leases'
+ * clients (237). Each slot costs ~235 kB of shared memory here (the lock table is sized by it and
+ * max_locks_per_transaction): 256 MB of shared memory at 500, 209 MB at 300.
+ */
+export const MAX_CONNECTIONS = 500;
 
 /** Directory of the platform package that holds the Postgres binaries. */
 function platformPackageDir(): string {
@@ -219,17 +225,23 @@ async function lastFatal(logFile: string, from: number): Promise<string | undefi
   return lines.reverse().find((line) => /\b(FATAL|PANIC):/.test(line))?.trim();
 }
 
-/** Waits until the server accepts a real login (not merely the port being open). */
-async function waitUntilReady(url: string, pid: number, logFile: string): Promise<void> {
+/**
+ * Waits until the server accepts a real login (not merely the port being open), and checks that
+ * the server that answers is this cluster's: another Postgres on the port that lets anyone in (trust
+ * authentication) would otherwise be taken for it, while ours failed to bind the port and exited.
+ */
+async function waitUntilReady(url: string, pid: number, logFile: string, clusterDir: string): Promise<void> {
   const deadline = Date.now() + 60_000;
+  const ownDirectory = await realpath(clusterDir).catch(() => clusterDir);
   for (;;) {
     const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000 });
     // a server that goes away between the login and the end reports here too: not a process error
     client.on('error', () => undefined);
+    let answering: string | undefined;
     try {
       await client.connect();
+      answering = (await client.query<{ data_directory: string }>('SHOW data_directory')).rows[0]?.data_directory;
       await client.end();
-      return;
     } catch (error) {
       await client.end().catch(() => undefined);
       const code = (error as { code?: string }).code;
@@ -239,7 +251,13 @@ async function waitUntilReady(url: string, pid: number, logFile: string): Promis
       }
       if (Date.now() > deadline) throw new Error(`embedded Postgres did not accept connections within 60 s (${code ?? (error as Error).message})`);
       await sleep(code === '57P03' ? 20 : 50); // 57P03: still starting up
+      continue;
     }
+    const directory = answering === undefined ? undefined : await realpath(answering).catch(() => answering);
+    if (directory !== ownDirectory) {
+      throw new Error(`another Postgres server answers on this port (its data directory is ${answering ?? 'not shown'}, not ${ownDirectory})`);
+    }
+    return;
   }
 }
 
@@ -340,7 +358,8 @@ async function startClaimed(
   // reserved_connections exists from Postgres 16 on (a server before it refuses to start with it)
   const majorVersion = Number((await readFile(path.join(clusterDir, 'PG_VERSION'), 'utf8')).trim());
   const maxConnections = options.maxConnections ?? MAX_CONNECTIONS;
-  const reserved = Math.min(options.reservedConnections ?? 0, Math.floor(maxConnections / 3));
+  // whatever pglease asks for, leases' clients keep at least a third of the slots
+  const reserved = Math.min(options.reservedConnections ?? 0, maxConnections - SUPERUSER_RESERVED_CONNECTIONS - Math.ceil(maxConnections / 3));
   const reserve = majorVersion >= 16 && reserved > 0 ? ['-c', `reserved_connections=${reserved}`] : [];
 
   let port = options.port;
@@ -377,7 +396,7 @@ async function startClaimed(
     pid = await spawnPostgres();
   }
   try {
-    await waitUntilReady(url('postgres', port), pid, logFile);
+    await waitUntilReady(url('postgres', port), pid, logFile, clusterDir);
   } catch (error) {
     const portHint = `is another server using port ${options.port}? Set PGLEASE_PG_PORT to choose another.`;
     throw new Error(`${(error as Error).message}
@@ -403,7 +422,7 @@ async function startClaimed(
         if (orphans > 0) options.log?.(`ended ${orphans} backend${orphans === 1 ? '' : 's'} the dead postmaster left running (they held its shared memory)`);
         logFrom = existsSync(logFile) ? statSync(logFile).size : 0;
         pid = await spawnPostgres();
-        await waitUntilReady(url('postgres', port), pid, logFile);
+        await waitUntilReady(url('postgres', port), pid, logFile, clusterDir);
         options.log?.(`embedded Postgres is back (pid ${pid})`);
         failedRestarts = 0;
       } catch (error) {

@@ -34,7 +34,13 @@ export interface Host {
   database: string;
   /** The service's own URL of the lease database (the service role). */
   databaseUrl: string;
-  /** Pool of the service role on the lease database: control API, jobs, SQL functions. */
+  /**
+   * Pool of the service role on the lease database: control API, jobs, SQL functions. The rule for
+   * every statement on it (docs/security.md): it never plans or executes anything a lease owns
+   * (a query on a lease's table or view, a call of its function, a cast to its type: these run the
+   * lease's code with the service's rights). Read catalogs only, or use a session that logged in as
+   * the lease (src/leases/lease-session.ts).
+   */
   pool: pg.Pool;
   /** How long the service waits for a connection or an answer (PGLEASE_DB_TIMEOUT, ms): for pools of its own. */
   timeoutMs: number;

@@ -42,6 +42,8 @@ export interface RestServiceOptions {
   /** The admin token also acts as any lease's token. */
   adminToken?: string;
   jwt?: JwtVerifiersOptions;
+  /** Told how long each schema cache load took (for /metrics). */
+  onSchemaLoad?: (seconds: number) => void;
   log?: (message: string) => void;
 }
 
@@ -103,7 +105,18 @@ export class RestService {
       application_name: 'pglease-rest-schema',
     });
     this.introspection.on('error', (error) => options.log?.(`REST introspection pool: idle connection lost (${error.message})`));
-    this.schemas = new SchemaCaches((schema, roles) => loadSchemaCache(this.introspection, schema, roles), options.maxSchemaCaches);
+    const onSchemaLoad = options.onSchemaLoad;
+    this.schemas = new SchemaCaches(
+      onSchemaLoad
+        ? async (schema, roles) => {
+            const started = performance.now();
+            const cache = await loadSchemaCache(this.introspection, schema, roles);
+            onSchemaLoad((performance.now() - started) / 1000);
+            return cache;
+          }
+        : (schema, roles) => loadSchemaCache(this.introspection, schema, roles),
+      options.maxSchemaCaches,
+    );
     this.adminToken = options.adminToken;
     this.jwtVerifiers = new JwtVerifiers(options.jwt);
   }
@@ -310,23 +323,26 @@ export class RestService {
     return response;
   }
 
-  /** A lease ended or changed: forget its lookup, and once it has ended, its pool and schema. */
-  leaseChanged(leaseId: string): void {
-    this.directory.invalidate(leaseId);
-    void this.directory.find(leaseId).then(
-      (lease) => {
-        if (!lease) {
-          this.pools.close(leaseId);
-          this.jwtVerifiers.forget(leaseId.toLowerCase());
-        }
-      },
-      () => undefined,
-    );
+  /**
+   * A lease ended or changed (./notifications.ts): forgets its lookup at once. Returns whether a
+   * connection pool of it is open here, whose fate needs a lookup (recheckLease).
+   */
+  leaseChanged(leaseId: string): boolean {
+    if (this.directory.holds(leaseId)) this.directory.invalidate(leaseId);
+    return this.pools.has(leaseId);
+  }
+
+  /** Looks a changed lease up again; once it has ended, closes its pool. */
+  async recheckLease(leaseId: string): Promise<void> {
+    if (!(await this.directory.find(leaseId))) {
+      this.pools.close(leaseId);
+      this.jwtVerifiers.forget(leaseId.toLowerCase());
+    }
   }
 
   /** DDL in a lease schema: drop that lease's schema cache. */
   schemaChanged(schema: string): void {
-    this.schemas.invalidate(schema);
+    if (this.schemas.has(schema)) this.schemas.invalidate(schema);
   }
 
   /** Notifications may have been missed (listener reconnected): forget everything cached. */

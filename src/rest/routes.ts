@@ -54,8 +54,9 @@ export async function restRoutes(app: FastifyInstance, context: ServiceContext, 
   const service = new RestService(context.host, {
     adminToken: context.config.adminToken,
     jwt: { allowHttpJwks: context.config.jwksAllowHttp },
+    onSchemaLoad: (seconds) => context.metrics.schemaLoaded(seconds),
     log,
-    pools: { maxConnections: connections.perLease, maxTotalConnections: Math.max(connections.total, connections.perLease) },
+    pools: { maxConnections: connections.perLease, maxTotalConnections: connections.total === undefined ? undefined : Math.max(connections.total, connections.perLease) },
   });
   const listener = await listenForChanges(context.host, service, log);
   app.addHook('onClose', async () => {

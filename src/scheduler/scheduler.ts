@@ -4,7 +4,10 @@
  *   - a due run is claimed with a conditional UPDATE (pglease.claim_job), so it happens once;
  *   - the next run is computed with cron-parser from Postgres's clock, never the local one;
  *   - a NOTIFY on pglease_jobs wakes every scheduler when a job changes or a short lease pulls the
- *     reaper forward; without one, a scheduler still re-reads the table every POLL_MS.
+ *     reaper forward; without one, a scheduler still re-reads the table every POLL_MS. Any session
+ *     may NOTIFY that channel, as often as it likes: a payload that names no job here is dropped,
+ *     and the rest only mark what to do (re-read the schedule, help a job), which happens at most
+ *     once per NOTIFICATION_INTERVAL_MS, so a flood costs a few queries a second, not one each.
  * Database errors (a restart, a lost connection) are logged and retried with a backoff; they never
  * end the process.
  */
@@ -22,6 +25,8 @@ export interface SchedulerOptions {
   databaseUrl: string;
   jobs: JobDefinition[];
   log: (message: string) => void;
+  /** Told when a run of a job ends here (for /metrics). */
+  onRunEnd?: (job: string, outcome: 'succeeded' | 'failed') => void;
 }
 
 /** Upper bound on sleeping between looks at the table, in case a notification was missed. */
@@ -29,6 +34,11 @@ const POLL_MS = 30_000;
 /** How long a claimed run holds its job without a heartbeat; heartbeats come every third of it. */
 const HOLD_SECONDS = 60;
 const HELP_PREFIX = 'help:';
+/**
+ * Notifications are acted on at most this often: a wake-up or a helper starts at most 10 times a
+ * second however many notifications arrive, and a real change waits at most this long.
+ */
+const NOTIFICATION_INTERVAL_MS = 100;
 
 export class Scheduler {
   /** Names this process in job_runs.worker and in its sessions' application_name. */
@@ -45,6 +55,11 @@ export class Scheduler {
   private failures = 0;
   private stopped = false;
   private stopping: Promise<void> | undefined;
+  /** What notifications asked for since they were last acted on. */
+  private notifiedWake = false;
+  private readonly notifiedHelp = new Set<JobDefinition>();
+  private notificationTimer: NodeJS.Timeout | undefined;
+  private lastNotificationsActedOn = 0;
 
   constructor(private readonly options: SchedulerOptions) {
     // Its own small pool: jobs keep running while the API's pool is saturated, and the sessions
@@ -92,19 +107,38 @@ export class Scheduler {
     return (this.stopping ??= (async () => {
       this.stopped = true;
       clearTimeout(this.timer);
+      clearTimeout(this.notificationTimer);
       await this.listener?.close();
       await Promise.allSettled([...this.running.values(), ...this.helping.values()]);
       await endPool(this.pool);
     })());
   }
 
+  /** A notification on pglease_jobs: a job's name, `help:` and a job's name, or 'connected'. */
   private onNotification(payload: string): void {
     if (payload.startsWith(HELP_PREFIX)) {
       const job = this.definitions.get(payload.slice(HELP_PREFIX.length));
-      if (job) this.help(job);
+      if (!job?.help || this.notifiedHelp.has(job)) return;
+      this.notifiedHelp.add(job);
+    } else if (payload === 'connected' || this.definitions.has(payload)) {
+      this.notifiedWake = true;
+    } else {
       return;
     }
-    this.wake();
+    if (this.notificationTimer !== undefined) return;
+    const wait = Math.max(0, this.lastNotificationsActedOn + NOTIFICATION_INTERVAL_MS - Date.now());
+    this.notificationTimer = setTimeout(() => this.actOnNotifications(), wait);
+  }
+
+  private actOnNotifications(): void {
+    this.notificationTimer = undefined;
+    this.lastNotificationsActedOn = Date.now();
+    for (const job of this.notifiedHelp) this.help(job);
+    this.notifiedHelp.clear();
+    if (this.notifiedWake) {
+      this.notifiedWake = false;
+      this.wake();
+    }
   }
 
   private async tick(): Promise<void> {
@@ -175,7 +209,9 @@ export class Scheduler {
     try {
       const outcome = await job.run(context);
       await this.store.finish(runId, 'succeeded', outcome.rowsAffected, outcome.result, null);
+      this.options.onRunEnd?.(job.name, 'succeeded');
     } catch (error) {
+      this.options.onRunEnd?.(job.name, 'failed');
       const message = (error as Error).message;
       this.options.log(`job ${job.name} failed: ${message}`);
       // if the database is gone the run stays 'running' and the next claim marks it abandoned

@@ -88,8 +88,19 @@ export class LeaseDirectory {
     return this.fetch(id.toLowerCase(), true).then((lease) => liveNow(lease, Date.now()));
   }
 
+  /**
+   * Forgets the lease's lookup, and a lookup of it still running (which may have read the row
+   * before the change: its answer is returned to its callers but not kept).
+   */
   invalidate(id: string): void {
-    this.entries.delete(id.toLowerCase());
+    const key = id.toLowerCase();
+    this.entries.delete(key);
+    this.pending.delete(key);
+  }
+
+  /** Whether anything about the lease (`id` in lower case) is cached or being looked up. */
+  holds(id: string): boolean {
+    return this.entries.has(id) || this.pending.has(id);
   }
 
   clear(): void {
@@ -121,6 +132,7 @@ export class LeaseDirectory {
       )
       .then(({ rows }) => {
         const row = rows[0];
+        const current = this.pending.get(id) === query;
         const lease: LeaseAccess | undefined = row && {
           id,
           schema: row.schema_name,
@@ -134,6 +146,8 @@ export class LeaseDirectory {
           userRoles: row.user_roles,
           apiSettings: row.api_settings,
         };
+        // invalidated meanwhile (or overtaken by a newer lookup): the answer may predate the change
+        if (!current) return lease;
         this.entries.delete(id);
         this.entries.set(id, { lease, fetchedAt });
         while (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value as string);

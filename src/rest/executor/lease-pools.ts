@@ -15,7 +15,7 @@
  */
 import pg from 'pg';
 import { authenticatorPassword } from '../../leases/credentials.js';
-import { ConnectionBudget, ConnectionPool } from './connection-pool.js';
+import { closeIdleConnectionOf, ConnectionBudget, ConnectionPool, type UsedPool } from './connection-pool.js';
 import type { LeaseAccess } from './lease-directory.js';
 import { Pipeline, type PipelineStep, type StepRows } from './pipeline.js';
 
@@ -36,7 +36,7 @@ export function breaksConnection(error: unknown): boolean {
 }
 
 export interface LeasePoolOptions {
-  /** Connections per lease. */
+  /** Connections per lease (at most: a pool opens one when a request finds none idle). */
   maxConnections?: number;
   idleTimeoutMs?: number;
   /** Pools kept open at once. */
@@ -46,11 +46,7 @@ export interface LeasePoolOptions {
   connectionTimeoutMs?: number;
 }
 
-interface PoolEntry {
-  pool: ConnectionPool;
-  /** Date.now() of the last checkout. */
-  lastUsed: number;
-}
+type PoolEntry = UsedPool;
 
 export class LeasePools {
   private readonly pools = new Map<string, PoolEntry>();
@@ -67,20 +63,19 @@ export class LeasePools {
     this.options = {
       maxConnections: options.maxConnections ?? 5,
       idleTimeoutMs: options.idleTimeoutMs ?? 15_000,
-      maxPools: options.maxPools ?? 200,
+      // a pool without connections is a few objects: the budget, not this, bounds the sessions
+      maxPools: options.maxPools ?? 10_000,
       maxTotalConnections: options.maxTotalConnections ?? 64,
       connectionTimeoutMs: options.connectionTimeoutMs ?? 10_000,
     };
-    this.budget = new ConnectionBudget(this.options.maxTotalConnections, () => this.closeIdleConnectionOfLeastRecentlyUsed());
+    this.budget = new ConnectionBudget(this.options.maxTotalConnections, (connections) => closeIdleConnectionOf(this.pools.values(), connections));
   }
 
-  /** Makes room in the budget: closes an idle connection of the pool used longest ago. */
-  private closeIdleConnectionOfLeastRecentlyUsed(): boolean {
-    let victim: PoolEntry | undefined;
-    for (const entry of this.pools.values()) {
-      if (entry.pool.idleCount > 0 && (!victim || entry.lastUsed < victim.lastUsed)) victim = entry;
-    }
-    return victim ? victim.pool.closeIdleConnection() : false;
+  /** Connections of all pools that are idle now (for /metrics). */
+  get idleConnections(): number {
+    let idle = 0;
+    for (const entry of this.pools.values()) idle += entry.pool.idleCount;
+    return idle;
   }
 
   get size(): number {
@@ -154,6 +149,11 @@ export class LeasePools {
     } finally {
       pool.release(client, broken);
     }
+  }
+
+  /** Whether the lease has a pool open here. */
+  has(leaseId: string): boolean {
+    return this.pools.has(leaseId);
   }
 
   close(leaseId: string): void {

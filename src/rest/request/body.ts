@@ -33,6 +33,13 @@ export interface PayloadOptions {
 const INVALID_JSON = 'Empty or invalid json';
 const KEYS_MUST_MATCH = 'All object keys must match';
 const FIELDS_MUST_MATCH = 'All lines must have same number of fields';
+/**
+ * How deep a JSON body may nest: Postgres reads the body (json_to_record, a function's json
+ * argument) with a recursive parser that an object 50,000 levels deep took past max_stack_depth
+ * (54001 "stack depth limit exceeded", a 500). 1,000 levels is far beyond any data and far below
+ * that limit.
+ */
+export const MAX_JSON_NESTING = 1_000;
 
 function invalidBody(message: string): RestError {
   return new RestError('PGRST102', message);
@@ -71,6 +78,7 @@ function jsonShape(text: string): 'object' | 'array' {
 
 function jsonPayload(text: string, options: PayloadOptions): Payload {
   if (text.includes('\u0000')) throw invalidBody(INVALID_JSON);
+  if (nestingExceeds(text, MAX_JSON_NESTING)) throw new RestError('PGRST102', INVALID_JSON, `The JSON body nests more than ${MAX_JSON_NESTING} levels deep`);
   if (options.columnsGiven) return { json: text, shape: jsonShape(text), keys: undefined };
   if (text === '' && options.forRoutine) return { json: '{}', shape: 'object', keys: [] };
   let value: unknown;
@@ -80,6 +88,26 @@ function jsonPayload(text: string, options: PayloadOptions): Payload {
     throw invalidBody(INVALID_JSON);
   }
   return payloadOf(text, value, KEYS_MUST_MATCH);
+}
+
+/** Whether brackets and braces outside JSON strings nest deeper than `limit` (one pass, no parse). */
+function nestingExceeds(text: string, limit: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (inString) {
+      if (code === 92) i++; // backslash: the next character is escaped
+      else if (code === 34) inString = false;
+    } else if (code === 34) {
+      inString = true;
+    } else if (code === 91 || code === 123) {
+      if (++depth > limit) return true;
+    } else if (code === 93 || code === 125) {
+      depth--;
+    }
+  }
+  return false;
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {

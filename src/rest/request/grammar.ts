@@ -26,6 +26,21 @@ const COMPARISON_OPERATORS: ReadonlySet<string> = new Set<ComparisonOperator>([
 ]);
 const FTS_OPERATORS: ReadonlySet<string> = new Set<FtsOperator>(['fts', 'plfts', 'phfts', 'wfts']);
 
+/**
+ * How deep `select=` embeds and `and=`/`or=` trees may nest, and how many steps a JSON path may
+ * take: 64 (a PGRST100 parse error past it). The parsers here recurse once per level, and so do the
+ * planner and compiler after them: `select=t(t(...))` overflowed Node's stack at about 3,000
+ * levels (500 PGLEASE_INTERNAL). In Postgres every level is a nested subquery or expression, which
+ * its own stack limit (max_stack_depth, 2 MB) ends in a 500 too. No real request comes near:
+ * PostgREST's documentation nests embeds 3 deep.
+ */
+export const MAX_NESTING = 64;
+/**
+ * Items a `select=` may name, embeds included, in all: Postgres refuses a select list of more than
+ * 1,664 entries (54011, a 500), and the compiled query adds its own columns to the lease's.
+ */
+export const MAX_SELECT_ITEMS = 1_000;
+
 export function isComparisonOperator(name: string): name is ComparisonOperator {
   return COMPARISON_OPERATORS.has(name);
 }
@@ -175,10 +190,11 @@ function atJsonOperandEnd(cursor: Cursor): boolean {
   return cursor.done || cursor.startsWith('->') || cursor.startsWith('::') || cursor.peek() === '.' || cursor.peek() === ',' || cursor.peek() === ')';
 }
 
-/** `->key`, `->>key`, `->0`, `->>-1`, repeated. */
+/** `->key`, `->>key`, `->0`, `->>-1`, repeated (at most MAX_NESTING times). */
 function jsonPath(cursor: Cursor): JsonStep[] {
   const steps: JsonStep[] = [];
   for (;;) {
+    if (steps.length === MAX_NESTING && cursor.startsWith('->')) cursor.failWith(`JSON path longer than ${MAX_NESTING} steps`);
     let arrow: JsonStep['arrow'];
     if (cursor.accept('->>')) arrow = '->>';
     else if (cursor.accept('->')) arrow = '->';
@@ -223,12 +239,19 @@ function atSelectItemEnd(cursor: Cursor): boolean {
   return cursor.done || cursor.peek() === ',' || cursor.peek() === ')';
 }
 
-function selectItem(cursor: Cursor): SelectItem {
+/** Where a select parser is: how deep in embeds, and how many items it has read. */
+interface SelectDepth {
+  level: number;
+  items: { count: number };
+}
+
+function selectItem(cursor: Cursor, depth: SelectDepth): SelectItem {
   cursor.skipSpaces();
+  if (++depth.items.count > MAX_SELECT_ITEMS) cursor.failWith(`more than ${MAX_SELECT_ITEMS} items selected`);
   if (cursor.accept('...')) {
     const relation = fieldName(cursor);
     const params = embedParams(cursor);
-    const children = embedChildren(cursor);
+    const children = embedChildren(cursor, depth);
     return { kind: 'embed', relation, ...params, spread: true, children };
   }
   if (cursor.peek() === '*') {
@@ -267,7 +290,7 @@ function selectItem(cursor: Cursor): SelectItem {
   }
   if (cursor.peek() === '!' || cursor.peek() === '(') {
     const params = embedParams(cursor);
-    const children = embedChildren(cursor);
+    const children = embedChildren(cursor, depth);
     return { kind: 'embed', relation: name, ...(alias === undefined ? {} : { alias }), ...params, spread: false, children };
   }
   const path = jsonPath(cursor);
@@ -289,29 +312,30 @@ function selectItem(cursor: Cursor): SelectItem {
 }
 
 /** `(item, item)`; empty parentheses embed a resource only to filter by it. */
-function embedChildren(cursor: Cursor): SelectItem[] {
+function embedChildren(cursor: Cursor, depth: SelectDepth): SelectItem[] {
+  if (depth.level === MAX_NESTING) cursor.failWith(`embedded resources nested too deeply (more than ${MAX_NESTING} levels)`);
   cursor.expect('(');
   cursor.skipSpaces();
   if (cursor.accept(')')) return [];
-  const items = selectList(cursor);
+  const items = selectList(cursor, { level: depth.level + 1, items: depth.items });
   cursor.expect(')', '")"');
   cursor.skipSpaces();
   return items;
 }
 
-function selectList(cursor: Cursor): SelectItem[] {
-  const items = [selectItem(cursor)];
+function selectList(cursor: Cursor, depth: SelectDepth): SelectItem[] {
+  const items = [selectItem(cursor, depth)];
   for (;;) {
     cursor.skipSpaces();
     if (!cursor.accept(',')) return items;
-    items.push(selectItem(cursor));
+    items.push(selectItem(cursor, depth));
   }
 }
 
 export function parseSelect(input: string): SelectItem[] {
   return run('select parameter', input, (cursor) => {
     if (input.trim() === '') return [];
-    const items = selectList(cursor);
+    const items = selectList(cursor, { level: 0, items: { count: 0 } });
     if (!cursor.done) cursor.fail('"," or end of input');
     return items;
   });
@@ -536,7 +560,7 @@ function logicExpression(cursor: Cursor, depth: number, negated: boolean): Logic
  * tree reading failed once it has read `not.` or an operator, else where the filter did.
  */
 function logicTree(cursor: Cursor, depth: number): LogicTree {
-  if (depth > 64) cursor.failWith('logic tree nested too deeply (more than 64 levels)');
+  if (depth > MAX_NESTING) cursor.failWith(`logic tree nested too deeply (more than ${MAX_NESTING} levels)`);
   cursor.skipSpaces();
   const start = cursor.position;
   if (cursor.peek() === ')' || cursor.peek() === ',') cursor.fail(LOGIC_ELEMENT_EXPECTED);

@@ -56,6 +56,11 @@ export class SchemaCaches {
     return this.load(schema, roles);
   }
 
+  /** Whether the schema is cached or being loaded. */
+  has(schema: string): boolean {
+    return this.entries.has(schema);
+  }
+
   /** Forgets a schema (after DDL in it, or when its lease ends). */
   invalidate(schema: string): void {
     this.entries.delete(schema);

@@ -1,0 +1,242 @@
+/**
+ * bench:rest-many — REST throughput when traffic spreads over many leases (issue 20), in one run.
+ *
+ * Starts pglease as its own process (embedded Postgres in a temporary directory), creates the
+ * leases (a 100-row table each), then for k = 1, 10, 50, 100, 200, 500 leases receiving traffic
+ * drives `GET /items?id=eq.N` with autocannon, each request to a lease drawn at random:
+ *
+ *   uniform  every one of the k leases equally likely;
+ *   zipf     lease i (1-based) with weight 1/i: a few busy leases and a long tail of quiet ones.
+ *
+ * Per step it prints req/s, p50/p99 latency, non-2xx answers, new Postgres sessions per second
+ * (pg_stat_database.sessions of the lease database: every REST connection pglease opens, counted
+ * by Postgres itself), the most REST backends seen at once (pg_stat_activity, application_name
+ * pglease-rest) and pglease's RSS (its /proc status), and req/s and p99 as a ratio to k = 1 of
+ * the same run. The goal (issue 20): uniform over 200 leases ≥ 0.6x the one-lease req/s and
+ * p99 ≤ 3x; uniform over 50 leases ≥ 0.9x.
+ *
+ *   npm run bench:rest-many [-- --duration 6 --warmup 2 --connections 50 --leases 1,10,50,100,200,500 --spread uniform,zipf]
+ *
+ * The environment is passed on to pglease: `PGLEASE_REST_MAX_CONNECTIONS=64 npm run bench:rest-many`
+ * measures another budget. Each step warms up first (`--warmup` seconds, not counted): the table
+ * shows the steady state, not the first connection of each lease.
+ */
+import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import autocannon from 'autocannon';
+import pg from 'pg';
+import { startBenchPglease } from './support/pglease-process.js';
+
+function option(name: string, fallback: number): number {
+  const index = process.argv.indexOf(`--${name}`);
+  return index === -1 ? fallback : Number(process.argv[index + 1]) || fallback;
+}
+
+function listOption(name: string, fallback: string): string[] {
+  const index = process.argv.indexOf(`--${name}`);
+  return (index === -1 ? fallback : process.argv[index + 1] ?? fallback).split(',').filter((part) => part !== '');
+}
+
+const DURATION = option('duration', 5);
+const WARMUP = option('warmup', 2);
+const CONNECTIONS = option('connections', 50);
+const LEASE_COUNTS = listOption('leases', '1,10,50,100,200,500').map(Number);
+const SPREADS = listOption('spread', 'uniform,zipf') as Spread[];
+const ADMIN = 'bench-admin-' + randomBytes(8).toString('hex');
+const ROWS = 100;
+/** Leases created (and tables filled) at once. */
+const SETUP_CONCURRENCY = 8;
+
+type Spread = 'uniform' | 'zipf';
+
+interface CreatedLease {
+  id: string;
+  url: string;
+  token: string;
+  rest_url: string;
+}
+
+interface Step {
+  spread: Spread;
+  leases: number;
+  requestsPerSecond: number;
+  p50: number;
+  p99: number;
+  failures: number;
+  sessionsPerSecond: number;
+  restBackends: number;
+  rssMb: number;
+}
+
+/** A function drawing a lease index in [0, k) with the given spread. */
+function drawer(spread: Spread, k: number): () => number {
+  if (spread === 'uniform') return () => Math.floor(Math.random() * k);
+  const cumulative: number[] = [];
+  let total = 0;
+  for (let i = 1; i <= k; i++) cumulative.push((total += 1 / i));
+  return () => {
+    const target = Math.random() * total;
+    let low = 0;
+    let high = k - 1;
+    while (low < high) {
+      const middle = (low + high) >> 1;
+      if (cumulative[middle]! < target) low = middle + 1;
+      else high = middle;
+    }
+    return low;
+  };
+}
+
+async function createLease(baseUrl: string): Promise<CreatedLease> {
+  const response = await fetch(`${baseUrl}/v1/leases`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ ttl: 3600 }),
+  });
+  if (response.status !== 201) throw new Error(`create lease: ${response.status} ${await response.text()}`);
+  const lease = (await response.json()) as CreatedLease;
+  const sql = new pg.Client({ connectionString: lease.url });
+  await sql.connect();
+  try {
+    await sql.query(`create table items (id int primary key, name text not null);
+      insert into items select i, 'item ' || i from generate_series(1, ${ROWS}) i; analyze items;`);
+  } finally {
+    await sql.end();
+  }
+  return lease;
+}
+
+async function rssMb(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+  const match = /VmRSS:\s+(\d+) kB/.exec(status);
+  return match ? Number(match[1]) / 1024 : NaN;
+}
+
+async function main(): Promise<void> {
+  const pglease = await startBenchPglease({
+    env: {
+      PGLEASE_ADMIN_TOKEN: ADMIN,
+      PGLEASE_RATE_LIMIT: '0',
+      PGLEASE_MAX_ACTIVE: '0',
+      PGLEASE_CLIENT_CONNECTIONS: '0',
+      PGLEASE_LEASE_POOL: '0',
+      PGLEASE_TEMPLATE_POOL: '0',
+      ...Object.fromEntries(Object.entries(process.env).filter(([name]) => name.startsWith('PGLEASE_')) as [string, string][]),
+    },
+  });
+  const stats = new pg.Client({ connectionString: await pglease.superuserUrl() });
+  try {
+    const maxLeases = Math.max(...LEASE_COUNTS);
+    const started = Date.now();
+    const leases: CreatedLease[] = [];
+    for (let i = 0; i < maxLeases; i += SETUP_CONCURRENCY) {
+      const batch = Math.min(SETUP_CONCURRENCY, maxLeases - i);
+      leases.push(...(await Promise.all(Array.from({ length: batch }, () => createLease(pglease.baseUrl)))));
+    }
+    console.error(`${maxLeases} leases with a ${ROWS}-row table each in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    const targets = leases.map((lease) => ({ path: `${new URL(lease.rest_url).pathname}/items?id=eq.`, authorization: `Bearer ${lease.token}` }));
+    const check = await fetch(`${leases[0]!.rest_url}/items?id=eq.42`, { headers: { authorization: targets[0]!.authorization } });
+    if (check.status !== 200 || (await check.text()) !== '[{"id":42,"name":"item 42"}]') throw new Error(`a REST request failed: ${check.status}`);
+
+    await stats.connect();
+    const sessions = async () =>
+      Number((await stats.query<{ n: string }>(`SELECT pg_stat_clear_snapshot(), sessions AS n FROM pg_stat_database WHERE datname = 'pglease'`)).rows[0]!.n);
+    const restBackends = async () =>
+      (await stats.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'pglease-rest'`)).rows[0]!.n;
+
+    const steps: Step[] = [];
+    for (const spread of SPREADS) {
+      for (const k of LEASE_COUNTS) {
+        const draw = drawer(spread, k);
+        const run = (seconds: number) =>
+          autocannon({
+            url: pglease.baseUrl,
+            connections: CONNECTIONS,
+            duration: seconds,
+            requests: [
+              {
+                setupRequest: (request) => {
+                  const target = targets[draw()]!;
+                  return { ...request, path: target.path + (1 + Math.floor(Math.random() * ROWS)), headers: { authorization: target.authorization } };
+                },
+              },
+            ],
+          });
+        await run(WARMUP);
+        const sessionsBefore = await sessions();
+        let mostBackends = 0;
+        let mostRss = 0;
+        const sample = async () => {
+          mostBackends = Math.max(mostBackends, await restBackends());
+          mostRss = Math.max(mostRss, await rssMb(pglease.child.pid!));
+        };
+        const sampler = setInterval(() => void sample().catch(() => undefined), 500);
+        const startedAt = Date.now();
+        const result = await run(DURATION);
+        const seconds = (Date.now() - startedAt) / 1000;
+        clearInterval(sampler);
+        await sample();
+        // pg_stat_database is flushed by each backend within a second or so
+        await new Promise((resolve) => setTimeout(resolve, 1_200));
+        const step: Step = {
+          spread,
+          leases: k,
+          requestsPerSecond: result.requests.average,
+          p50: result.latency.p50,
+          p99: result.latency.p99,
+          failures: result.errors + result.non2xx,
+          sessionsPerSecond: ((await sessions()) - sessionsBefore) / seconds,
+          restBackends: mostBackends,
+          rssMb: mostRss,
+        };
+        steps.push(step);
+        console.error(`  ${spread} k=${k}: ${step.requestsPerSecond.toFixed(0)} req/s`);
+      }
+    }
+
+    const budget = process.env.PGLEASE_REST_MAX_CONNECTIONS ?? 'default';
+    const perLease = process.env.PGLEASE_REST_LEASE_CONNECTIONS ?? 'default';
+    console.log(
+      `bench:rest-many — ${CONNECTIONS} connections, ${DURATION} s per step after ${WARMUP} s of warm-up, GET /items?id=eq.N on a ${ROWS}-row table, ` +
+        `REST budget ${budget}, per lease ${perLease}\n`,
+    );
+    const header = ['spread', 'k', 'req/s', 'x k=1', 'p50 ms', 'p99 ms', 'x k=1', 'non-2xx', 'conn/s', 'backends', 'RSS MB'];
+    const widths = [8, 4, 8, 6, 7, 7, 6, 8, 8, 9, 7];
+    const row = (cells: string[]) => cells.map((cell, i) => (i < 1 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join(' ');
+    console.log(row(header));
+    const goals: string[] = [];
+    for (const spread of SPREADS) {
+      const base = steps.find((step) => step.spread === spread && step.leases === 1);
+      for (const step of steps.filter((s) => s.spread === spread)) {
+        const throughput = base ? step.requestsPerSecond / base.requestsPerSecond : NaN;
+        const latency = base ? step.p99 / base.p99 : NaN;
+        console.log(
+          row([
+            spread,
+            String(step.leases),
+            step.requestsPerSecond.toFixed(0),
+            throughput.toFixed(2),
+            step.p50.toFixed(1),
+            step.p99.toFixed(1),
+            latency.toFixed(2),
+            String(step.failures),
+            step.sessionsPerSecond.toFixed(0),
+            String(step.restBackends),
+            step.rssMb.toFixed(0),
+          ]),
+        );
+        if (spread === 'uniform' && step.leases === 200) {
+          goals.push(`uniform k=200: ${throughput.toFixed(2)}x req/s (goal ≥ 0.6x) and ${latency.toFixed(2)}x p99 (goal ≤ 3x): ${throughput >= 0.6 && latency <= 3 ? 'met' : 'NOT met'}`);
+        }
+        if (spread === 'uniform' && step.leases === 50) goals.push(`uniform k=50: ${throughput.toFixed(2)}x req/s (goal ≥ 0.9x): ${throughput >= 0.9 ? 'met' : 'NOT met'}`);
+      }
+    }
+    console.log('');
+    for (const goal of goals) console.log(goal);
+  } finally {
+    await stats.end().catch(() => undefined);
+    await pglease.stop();
+  }
+}
+
+await main();
