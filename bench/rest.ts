@@ -10,6 +10,11 @@
  * another, drives both with autocannon (N random per request), and prints req/s, p50/p99 latency
  * and the ratio pglease/ceiling (goal ≥ 0.8x).
  *
+ * Then the same `pk` read three ways, interleaved: with the lease token, with a user's JWT signed
+ * HS256 with the lease's secret, and with one signed ES256 by a key of the lease's JWKS (a document
+ * setting), each as a declared role; the goal for a JWT read is ≥ 0.9x the lease-token read
+ * (verified tokens are cached, src/auth/jwt.ts).
+ *
  *   npm run bench:rest [-- --duration 5 --connections 10 --rounds 2 --only pk,list]
  *
  * BENCH_CPU_PROF=<dir> writes a V8 CPU profile of each server process into <dir>.
@@ -18,6 +23,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { request } from 'node:http';
 import autocannon from 'autocannon';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { mintJwt } from '../src/auth/mint.js';
 import pg from 'pg';
 import { projectRoot } from '../src/paths.js';
 import { buildApiRequest } from '../src/rest/request/api-request.js';
@@ -70,16 +77,16 @@ function get(url: string, headers: Record<string, string> = {}): Promise<{ statu
   });
 }
 
-function post(url: string, headers: Record<string, string>): Promise<{ status: number; body: string }> {
+function post(url: string, headers: Record<string, string>, payload: unknown = { ttl: 3600 }, method = 'POST'): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = request(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers } }, (res) => {
+    const req = request(url, { method, headers: { 'content-type': 'application/json', ...headers } }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (chunk) => (body += chunk));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
     });
     req.on('error', reject);
-    req.end(JSON.stringify({ ttl: 3600 }));
+    req.end(JSON.stringify(payload));
   });
 }
 
@@ -119,7 +126,7 @@ async function main(): Promise<void> {
 
     const created = await post(`${baseUrl}/v1/leases`, { authorization: `Bearer ${ADMIN}` });
     if (created.status !== 201) throw new Error(`create lease: ${created.status} ${created.body}`);
-    const lease = JSON.parse(created.body) as { id: string; url: string; token: string; schema: string; role: string; anon_role: string; rest_url: string };
+    const lease = JSON.parse(created.body) as { id: string; url: string; token: string; jwt_secret: string; schema: string; role: string; anon_role: string; rest_url: string };
 
     const sql = new pg.Client({ connectionString: lease.url });
     await sql.connect();
@@ -199,6 +206,8 @@ async function main(): Promise<void> {
       allMet &&= ratio >= 0.8;
       console.log(`${''.padEnd(10)} ratio ${ratio.toFixed(2)}x (goal ≥ 0.8x) ${ratio >= 0.8 ? 'met' : 'NOT met'}\n`);
     }
+    const jwtGoalsMet = await benchJwtReads({ baseUrl, lease, restPath, random });
+    allMet &&= jwtGoalsMet;
     console.log(allMet ? 'all goals met' : 'some goals NOT met');
     // writes and RPC (bench/rest-writes.ts) on the same pglease process and lease
     console.log('');
@@ -212,6 +221,72 @@ async function main(): Promise<void> {
     }
     await pglease.stop();
   }
+}
+
+/**
+ * The pk read with the lease token, an HS256 JWT and an ES256 JWT (JWKS document), interleaved;
+ * prints each and the JWT/lease-token ratios. Whether the goal (≥ 0.9x) was met.
+ */
+async function benchJwtReads(target: {
+  baseUrl: string;
+  lease: { id: string; token: string; jwt_secret: string; url: string };
+  restPath: string;
+  random: (max: number) => string;
+}): Promise<boolean> {
+  const { baseUrl, lease, restPath, random } = target;
+  const owner = { authorization: `Bearer ${lease.token}` };
+  const declared = await post(`${baseUrl}/v1/leases/${lease.id}/roles`, owner, { name: 'reader' });
+  if (declared.status !== 201) throw new Error(`declare role: ${declared.status} ${declared.body}`);
+  const readerRole = (JSON.parse(declared.body) as { role: string }).role;
+  const keys = await generateKeyPair('ES256');
+  const jwks = { keys: [{ ...(await exportJWK(keys.publicKey)), kid: 'bench', alg: 'ES256' }] };
+  const configured = await post(`${baseUrl}/v1/leases/${lease.id}/settings`, owner, { jwt_jwks: jwks }, 'PATCH');
+  if (configured.status !== 200) throw new Error(`settings: ${configured.status} ${configured.body}`);
+  const sql = new pg.Client({ connectionString: lease.url });
+  await sql.connect();
+  await sql.query(`grant select on films to ${readerRole}`);
+  await sql.end();
+
+  const hs256 = await mintJwt(lease.jwt_secret, { role: 'reader', sub: 'bench' });
+  const es256 = await new SignJWT({ role: 'reader', sub: 'bench' }).setProtectedHeader({ alg: 'ES256', kid: 'bench' }).setIssuedAt().setExpirationTime('1h').sign(keys.privateKey);
+  const ways = [
+    { name: 'token', headers: owner },
+    { name: 'jwt-hs256', headers: { authorization: `Bearer ${hs256}` } },
+    { name: 'jwt-es256', headers: { authorization: `Bearer ${es256}` } },
+  ];
+  // every way answers the same (the settings reach the REST API by a notification: wait for them)
+  const expected = await get(`${baseUrl}${restPath}/films?id=eq.3`, owner);
+  for (const way of ways) {
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      const answer = await get(`${baseUrl}${restPath}/films?id=eq.3`, way.headers);
+      if (answer.status === 200 && answer.body === expected.body) break;
+      if (Date.now() > deadline) throw new Error(`${way.name}: ${answer.status} ${answer.body.slice(0, 300)}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+  const runs = new Map<string, Figures[]>(ways.map((way) => [way.name, []]));
+  for (let round = 0; round <= ROUNDS; round++) {
+    // each round starts with another way, so that none always runs after the same neighbour
+    for (let i = 0; i < ways.length; i++) {
+      const way = ways[(round + i) % ways.length]!;
+      const run = await load(baseUrl, () => `${restPath}/films?id=eq.${random(FILMS)}`, way.headers);
+      if (round > 0) runs.get(way.name)!.push(run);
+    }
+  }
+  console.log(`pk read by caller, best of ${ROUNDS} interleaved rounds\n`);
+  console.log(`${'caller'.padEnd(10)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'errors'.padStart(7)}`);
+  const token = best(runs.get('token')!);
+  let met = true;
+  for (const way of ways) {
+    const f = best(runs.get(way.name)!);
+    const ratio = f.requestsPerSecond / token.requestsPerSecond;
+    const goal = way.name === 'token' ? '' : `  ${ratio.toFixed(2)}x the token read (goal ≥ 0.9x) ${ratio >= 0.9 ? 'met' : 'NOT met'}`;
+    if (way.name !== 'token') met &&= ratio >= 0.9;
+    console.log(`${way.name.padEnd(10)} ${f.requestsPerSecond.toFixed(0).padStart(8)} ${f.p50.toFixed(1).padStart(7)} ${f.p99.toFixed(1).padStart(7)} ${String(f.errors).padStart(7)}${goal}`);
+  }
+  console.log('');
+  return met;
 }
 
 await main();

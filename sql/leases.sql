@@ -181,7 +181,8 @@ END
 $$;
 
 -- pglease.drop_lease_objects: removes everything a lease owns on the host: its sessions, schema,
--- objects it owns elsewhere in this database (large objects, temp objects), and its three roles.
+-- objects it owns elsewhere in this database (large objects, temp objects), its three roles and
+-- the roles it declared for its JWTs (pglease.declare_lease_role, sql/auth.sql).
 -- Tolerates parts that are already gone, so a retry after a partial failure completes the job.
 CREATE OR REPLACE FUNCTION pglease.drop_lease_objects(p_lease pglease.leases)
 RETURNS void
@@ -191,8 +192,10 @@ SET search_path = pg_catalog, pg_temp
 SET lock_timeout = '10s'
 AS $$
 DECLARE
-  -- <login>_quota holds the schema and tables of a lease over its plan (sql/quota.sql)
-  v_roles text[] := ARRAY[p_lease.auth_role, p_lease.anon_role, p_lease.role_name, p_lease.role_name || '_quota'];
+  -- <login>_quota holds the schema and tables of a lease over its plan (sql/quota.sql); the roles
+  -- the lease declared for its JWTs are <login>_<name> (sql/auth.sql)
+  v_roles text[] := ARRAY[p_lease.auth_role, p_lease.anon_role, p_lease.role_name, p_lease.role_name || '_quota']
+                     || ARRAY(SELECT p_lease.role_name || '_' || r FROM unnest(p_lease.user_roles) r);
   v_existing text[];
   v_sessions int[];
 BEGIN

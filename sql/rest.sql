@@ -178,7 +178,8 @@ $$;
 -- fires in every session's DDL, a superuser's included, so only a superuser may own it.)
 
 -- pglease.rest_notify_lease_change: row trigger on pglease.leases. When a lease's state or expiry
--- changes (release, expiry, renewal), NOTIFY pglease_lease_change with its id, so every pglease
+-- changes (release, expiry, renewal), or what its REST API authenticates with (its JWT secret,
+-- declared roles, API settings: sql/auth.sql), NOTIFY pglease_lease_change with its id, so every pglease
 -- process drops its cached lookup of that lease and, once it has ended, its connection pool.
 CREATE OR REPLACE FUNCTION pglease.rest_notify_lease_change()
 RETURNS trigger
@@ -207,7 +208,7 @@ BEGIN
   -- a notification makes every process look the lease up at once, which caches a parked lease as
   -- not live.
   CREATE OR REPLACE TRIGGER rest_notify_lease_change
-    AFTER UPDATE OF state, expires_at ON pglease.leases
+    AFTER UPDATE OF state, expires_at, jwt_secret, user_roles, api_settings ON pglease.leases
     FOR EACH ROW WHEN (OLD.state <> 'provisioning' AND NEW.state <> 'provisioning')
     EXECUTE FUNCTION pglease.rest_notify_lease_change();
   RETURN EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pglease_rest_ddl_end')

@@ -85,6 +85,11 @@ export interface Config {
   /** Base URL used in rest_url; defaults to the request's own scheme and Host header. */
   publicUrl: string | undefined;
   adminToken: string | undefined;
+  /**
+   * Fetch a lease's JWKS from an http:// URL too (PGLEASE_JWKS_ALLOW_HTTP, off): for tests and a
+   * local identity provider; otherwise only https URLs are fetched (src/auth/jwt.ts).
+   */
+  jwksAllowHttp: boolean;
   /** Bearer token for GET /metrics besides the admin token (a Prometheus scraper need not hold the admin's). */
   metricsToken: string | undefined;
   defaultTtlSeconds: number;
@@ -231,6 +236,7 @@ export function loadConfig(env: Env = process.env): Config {
     publicPgPort: env.PGLEASE_PUBLIC_PG_PORT ? integer(env, 'PGLEASE_PUBLIC_PG_PORT', 0, 1, 65_535) : undefined,
     publicUrl: publicUrl?.replace(/\/+$/, ''),
     adminToken: text(env, 'PGLEASE_ADMIN_TOKEN'),
+    jwksAllowHttp: flag(env, 'PGLEASE_JWKS_ALLOW_HTTP', false),
     metricsToken: text(env, 'PGLEASE_METRICS_TOKEN'),
     defaultTtlSeconds,
     maxTtlSeconds,

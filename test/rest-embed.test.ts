@@ -71,6 +71,16 @@ describe('relationships', () => {
     ]);
   });
 
+  it('refuses the same table embedded twice under one name with 400 42712, as PostgREST does', async () => {
+    // PostgREST's SQL gives both subqueries the same alias; pglease used to answer an object with the key twice
+    const { status, body: error } = await getJson(fixture, '/shipments?select=id,addresses!shipments_origin_fkey(street),addresses!shipments_destination_fkey(street)');
+    expect(status).toBe(400);
+    expect(error).toMatchObject({ code: '42712', message: 'table name "addresses" specified more than once', details: null, hint: null });
+    const aliased = await getJson(fixture, '/shipments?select=id,a:addresses!shipments_origin_fkey(street),a:addresses!shipments_destination_fkey(street)');
+    expect(aliased.status).toBe(400);
+    expect((aliased.body as { code: string }).code).toBe('42712');
+  });
+
   it('disambiguates with a column hint too', async () => {
     expect(await body('/shipments?select=id,addresses!destination_id(street)')).toEqual([{ id: 1, addresses: { street: 'Elm St' } }]);
   });

@@ -62,6 +62,12 @@ const SCHEMA = `
   create function guc(name text) returns text language sql stable as $$ select current_setting(name, true) $$;
   create function secret() returns int language sql immutable as $$ select 42 $$;
   revoke execute on function secret() from public;
+
+  -- unnamed parameters: PostgREST's schema cache leaves these out
+  create function unnamed_pair(int, int) returns int language sql immutable as $$ select $1 + $2 $$;
+  create function pick_one(a int) returns int language sql immutable as $$ select a $$;
+  create function pick_one(int, int) returns int language sql immutable as $$ select $1 $$;
+  create function zq_unnamed_only(int) returns int language sql immutable as $$ select $1 $$;
 `;
 
 const call = (method: string, path: string, body?: unknown, headers?: Record<string, string>, token?: string | null): Promise<RestAnswer> =>
@@ -101,6 +107,24 @@ describe('calling', () => {
 
   it('passes the whole body to a single unnamed json parameter', async () => {
     expect((await call('POST', '/rpc/mult_them', { x: 4, y: 2 })).json).toBe(8);
+  });
+
+  it('leaves out functions with unnamed parameters, as PostgREST\'s schema cache does (but a single json or text one)', async () => {
+    // its overload with unnamed parameters is no candidate: no PGRST203
+    const picked = await call('POST', '/rpc/pick_one', { a: 7 });
+    expect(picked.status).toBe(200);
+    expect(picked.json).toBe(7);
+    // an empty key names no parameter: 404, not Postgres's zero-length identifier error
+    const emptyKey = await call('POST', '/rpc/unnamed_pair', { '': 1 });
+    expect(emptyKey.status).toBe(404);
+    expect((emptyKey.json as { code: string }).code).toBe('PGRST202');
+    expect((await call('GET', '/rpc/unnamed_pair')).status).toBe(404);
+    const emptyName = await call('POST', '/rpc/zq_unnamed_only', { '': 1 });
+    expect({ status: emptyName.status, code: (emptyName.json as { code: string }).code }).toEqual({ status: 404, code: 'PGRST202' });
+    // nor is such a function suggested
+    const near = await call('GET', '/rpc/zq_unnamed_onlyy');
+    expect(near.status).toBe(404);
+    expect((near.json as { hint: unknown }).hint).toBeNull();
   });
 
   it('passes the body as one object with Prefer: params=single-object', async () => {

@@ -8,7 +8,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import type { ServiceContext } from '../service-context.js';
 import { parseSchedule, ScheduleError } from '../scheduler/cron.js';
 import { JobStore, type JobRow, type JobRunRow } from '../scheduler/job-store.js';
-import { identifyCaller } from './auth.js';
+import { identifyCaller } from '../auth/caller.js';
 import { ControlError } from './errors.js';
 import { ErrorSchema } from './schemas.js';
 

@@ -10,7 +10,7 @@ import type { ServiceContext } from '../service-context.js';
 import type { RestService } from '../rest/rest-service.js';
 import { leaseDocument } from '../rest/openapi/lease-document.js';
 import { RestError } from '../rest/response/errors.js';
-import { bearerToken } from './auth.js';
+import { bearerToken } from '../auth/caller.js';
 import { ControlError } from './errors.js';
 import { LEASE_DOCS_SCRIPT, leaseDocsHtml } from './lease-docs-page.js';
 import { publicBaseUrl } from './lease-routes.js';

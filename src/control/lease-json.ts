@@ -4,6 +4,7 @@
 import type { Host } from '../db/host.js';
 import type { LeaseRow } from '../leases/lease-store.js';
 import type { LeaseJson } from './schemas.js';
+import { declaredRoleName } from '../auth/roles.js';
 
 /**
  * A libpq URL for the lease. The role's search_path lands it in its schema, so no options are
@@ -26,6 +27,7 @@ export function leaseJson(
     name: lease.label,
     url: leaseUrl(host, lease, secrets?.password),
     ...(secrets ? { token: secrets.token } : {}),
+    ...(secrets && typeof lease.jwt_secret === 'string' ? { jwt_secret: lease.jwt_secret } : {}),
     schema: lease.schema_name,
     role: lease.role_name,
     anon_role: lease.anon_role,
@@ -38,6 +40,8 @@ export function leaseJson(
     ended_at: lease.ended_at?.toISOString() ?? null,
     state: lease.state,
     plan: lease.plan,
+    roles: lease.user_roles.map((name) => ({ name, role: declaredRoleName(lease.role_name, name) })),
+    settings: lease.api_settings,
     connection_limit: lease.connection_limit,
   };
 }

@@ -7,7 +7,7 @@ import { Type } from '@sinclair/typebox';
 import type { ServiceContext } from '../service-context.js';
 import type { CreatedLease, CreateLeaseInput, LeaseRow } from '../leases/lease-store.js';
 import { durationSeconds, formatSeconds } from '../duration.js';
-import { identifyCaller, type Caller } from './auth.js';
+import { identifyCaller, type Caller } from '../auth/caller.js';
 import { choosePlan, DEFAULT_PLAN } from './plan-choice.js';
 import { PlanStore, type Plan } from '../leases/plan-store.js';
 import { ControlError } from './errors.js';
@@ -24,7 +24,14 @@ import {
   ListLeasesQuery,
   RenewLeaseBody,
   ResetCredentialsBody,
+  DeclareRoleBody,
+  DeclaredRoleSchema,
+  JwtSecretSchema,
+  MintJwtBody,
+  MintedJwtSchema,
 } from './schemas.js';
+import { mintJwt } from '../auth/mint.js';
+import { ApiSettingsPatchSchema, apiSettingsProblem } from '../leases/api-settings.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -143,9 +150,12 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
       const requestedTtl = body.ttl === undefined ? Math.min(config.defaultTtlSeconds, plan.max_ttl_seconds ?? Infinity) : body.ttl;
       const ttl = checkTtl(context, requestedTtl, caller.kind === 'admin', plan);
       const input = { ttlSeconds: ttl, label: body.name ?? null, clientIp: request.ip, limits: createLimitsFor(config.createLimits, caller, localDeveloper) };
+      if (body.settings) checkSettings(body.settings, 'settings.');
       const created = await createLease(callerLeaseId, body.template, input).catch((error: unknown) =>
         Promise.reject(limitError(error) ?? templateLeaseError(error) ?? error),
       );
+      // the JWT secret is in the create's answer only: the rows read again below lack it
+      const jwtSecret = created.lease.jwt_secret ?? null;
       if (planNeedsApplying(plan)) {
         // a lease whose plan cannot be put on it is not handed out: it is released
         try {
@@ -154,7 +164,11 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
           await leases.release(created.lease.id, request.ip).catch(() => undefined);
           throw error;
         }
-        created.lease = (await leases.find(created.lease.id, null)) ?? created.lease;
+        created.lease = { ...((await leases.find(created.lease.id, null)) ?? created.lease), jwt_secret: jwtSecret };
+      }
+      if (body.settings && Object.keys(body.settings).length > 0) {
+        const configured = await leases.setApiSettings(created.lease.id, body.settings);
+        if (configured) created.lease = { ...configured, jwt_secret: jwtSecret };
       }
       const json = leaseJson(host, created.lease, publicBaseUrl(context, request), created);
       reply.code(201).header('Location', `/v1/leases/${created.lease.id}`).headers(rateLimitHeaders(created.quota));
@@ -264,6 +278,100 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
     },
   );
 
+  routes.post(
+    '/v1/leases/:id/roles',
+    {
+      schema: {
+        summary: 'Declare a role for the lease\'s JWTs',
+        description:
+          'Makes the NOLOGIN role `<role>_<name>`, which REST requests with a JWT naming `name` (in its role claim) run as. ' +
+          'It has USAGE on the lease\'s schema and nothing else: GRANT to it and name it in row-level security policies. ' +
+          'Dropped with the lease. Declaring a role twice is harmless; at most 32 per lease.',
+        tags: ['leases'],
+        security: [{ bearer: [] }],
+        params: LeaseParams,
+        body: DeclareRoleBody,
+        response: { 201: DeclaredRoleSchema, 409: ErrorSchema, ...errors },
+      },
+    },
+    async (request, reply) => {
+      const { lease } = await authorizedLease(request, request.params.id);
+      const name = request.body.name;
+      const role = await leases.declareRole(lease.id, name).catch((error: unknown) => {
+        const code = (error as { code?: string }).code;
+        if (code === '22023' || code === '54000') throw new ControlError('PGLEASE_INVALID_FIELD', (error as Error).message, 'name');
+        throw error;
+      });
+      if (role === undefined) throw new ControlError('PGLEASE_LEASE_NOT_ACTIVE', `The lease is ${lease.state}; only an active lease can declare roles`);
+      return reply.code(201).send({ name, role });
+    },
+  );
+
+  routes.post(
+    '/v1/leases/:id/jwt-secret',
+    {
+      schema: {
+        summary: 'Rotate the lease\'s JWT secret',
+        description: 'A new HMAC secret for the JWTs of the lease\'s users, returned this once; JWTs signed with the old one are refused from now on.',
+        tags: ['leases'],
+        security: [{ bearer: [] }],
+        params: LeaseParams,
+        response: { 200: JwtSecretSchema, 409: ErrorSchema, ...errors },
+      },
+    },
+    async (request) => {
+      const { lease } = await authorizedLease(request, request.params.id);
+      const secret = await leases.rotateJwtSecret(lease.id);
+      if (secret === undefined) throw new ControlError('PGLEASE_LEASE_NOT_ACTIVE', `The lease is ${lease.state}; only an active lease has a JWT secret`);
+      return { jwt_secret: secret };
+    },
+  );
+
+  routes.post(
+    '/v1/leases/:id/jwt',
+    {
+      schema: {
+        summary: 'Mint a JWT for one of the lease\'s users',
+        description:
+          'A JWT with the given claims, signed (HS256) with the lease\'s secret, for `pglease jwt` and scripts: ' +
+          'send it as `Authorization: Bearer <jwt>` to rest_url. An app\'s identity provider does the same with the secret.',
+        tags: ['leases'],
+        security: [{ bearer: [] }],
+        params: LeaseParams,
+        body: MintJwtBody,
+        response: { 200: MintedJwtSchema, 409: ErrorSchema, ...errors },
+      },
+    },
+    async (request) => {
+      const { lease } = await authorizedLease(request, request.params.id);
+      const secret = await leases.jwtSecret(lease.id);
+      if (secret === undefined) throw new ControlError('PGLEASE_LEASE_NOT_ACTIVE', `The lease is ${lease.state}; only an active lease has a JWT secret`);
+      return { token: await mintJwt(secret, request.body.claims, { expiresInSeconds: request.body.expires_in }) };
+    },
+  );
+
+  routes.patch(
+    '/v1/leases/:id/settings',
+    {
+      schema: {
+        summary: 'Change the lease\'s REST API settings',
+        description: 'PostgREST\'s settings for this lease (jwt-aud as `jwt_aud`, ...); a setting given null goes back to its default.',
+        tags: ['leases'],
+        security: [{ bearer: [] }],
+        params: LeaseParams,
+        body: ApiSettingsPatchSchema,
+        response: { 200: LeaseSchema, 409: ErrorSchema, ...errors },
+      },
+    },
+    async (request) => {
+      const { lease } = await authorizedLease(request, request.params.id);
+      checkSettings(request.body);
+      const changed = await leases.setApiSettings(lease.id, request.body);
+      if (!changed) throw new ControlError('PGLEASE_LEASE_NOT_ACTIVE', `The lease is ${lease.state}; only an active lease's settings can change`);
+      return leaseJson(host, changed, publicBaseUrl(context, request));
+    },
+  );
+
   routes.delete(
     '/v1/leases/:id',
     {
@@ -283,6 +391,12 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
       return reply.code(204).send(null);
     },
   );
+}
+
+/** Refuses settings the schema cannot judge (a claim path that does not parse, a JWKS URL that is no URL). */
+function checkSettings(settings: Record<string, unknown>, fieldPrefix = ''): void {
+  const problem = apiSettingsProblem(settings);
+  if (problem) throw new ControlError('PGLEASE_INVALID_FIELD', problem.message, fieldPrefix + problem.field);
 }
 
 /** True when the client asked for text/plain over JSON (curl -H 'Accept: text/plain'). */

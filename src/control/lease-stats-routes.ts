@@ -10,7 +10,7 @@ import type pg from 'pg';
 import type { ServiceContext } from '../service-context.js';
 import { authenticatorLogin, withLeaseSession } from '../leases/lease-session.js';
 import type { LeaseRow } from '../leases/lease-store.js';
-import { identifyCaller } from './auth.js';
+import { identifyCaller } from '../auth/caller.js';
 import { ControlError } from './errors.js';
 import { ErrorSchema, LeaseParams, LeaseStateSchema } from './schemas.js';
 

@@ -9,7 +9,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { ServiceContext } from '../service-context.js';
-import { bearerToken, isAdminToken } from './auth.js';
+import { bearerToken, isAdminToken } from '../auth/caller.js';
 import { ControlError } from './errors.js';
 
 export async function metricsRoutes(app: FastifyInstance, context: ServiceContext): Promise<void> {

@@ -9,7 +9,7 @@
  *     a developer's own test suite must never trip over limits meant for strangers; and 'network'
  *     (100 MB, 10,000 rows) for anonymous clients from elsewhere.
  */
-import type { Caller } from './auth.js';
+import type { Caller } from '../auth/caller.js';
 
 export const DEFAULT_PLAN = 'default';
 export const NETWORK_PLAN = 'network';

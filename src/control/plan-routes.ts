@@ -9,7 +9,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type, type Static } from '@sinclair/typebox';
 import type { ServiceContext } from '../service-context.js';
 import { PlanStore, type Plan } from '../leases/plan-store.js';
-import { identifyCaller } from './auth.js';
+import { identifyCaller } from '../auth/caller.js';
 import { ControlError } from './errors.js';
 import { ErrorSchema } from './schemas.js';
 import { DEFAULT_PLAN } from './plan-choice.js';

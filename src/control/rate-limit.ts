@@ -8,7 +8,7 @@ import { isIP } from 'node:net';
 import type { FastifyRequest } from 'fastify';
 import type { CreateLimits } from '../config.js';
 import type { CreateQuota } from '../leases/lease-store.js';
-import type { Caller } from './auth.js';
+import type { Caller } from '../auth/caller.js';
 import { ControlError } from './errors.js';
 
 /** 127.0.0.0/8, ::1 and their IPv4-mapped form; `localhost` for a configured host name. */

@@ -5,6 +5,7 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { DURATION_PATTERN } from '../duration.js';
 import { controlErrorSchema } from './errors.js';
+import { ApiSettingsSchema } from '../leases/api-settings.js';
 
 export const LeaseStateSchema = Type.Union(
   [Type.Literal('provisioning'), Type.Literal('active'), Type.Literal('released'), Type.Literal('expired'), Type.Literal('failed')],
@@ -33,6 +34,7 @@ export const CreateLeaseBody = Type.Object(
     plan: Type.Optional(
       Type.String({ minLength: 1, maxLength: 63, description: 'A plan (GET /v1/plans): the admin may choose any, a lease token one whose token_may_choose is set' }),
     ),
+    settings: Type.Optional(ApiSettingsSchema),
   },
   { additionalProperties: false },
 );
@@ -77,6 +79,9 @@ export const LeaseSchema = Type.Object({
   name: Type.Union([Type.String(), Type.Null()]),
   url: Type.String({ description: 'postgresql:// URL; carries the password only in the response that created the lease' }),
   token: Type.Optional(Type.String({ description: 'The lease token; returned once, when the lease is created' })),
+  jwt_secret: Type.Optional(
+    Type.String({ description: 'The HMAC secret (HS256/384/512) the JWTs of the lease\'s users are signed with; returned once, when the lease is created (POST /v1/leases/:id/jwt-secret makes a new one)' }),
+  ),
   schema: Type.String(),
   role: Type.String(),
   anon_role: Type.String({ description: 'NOLOGIN role used for REST requests without a token' }),
@@ -89,6 +94,10 @@ export const LeaseSchema = Type.Object({
   ended_at: Type.Union([Timestamp, Type.Null()]),
   state: LeaseStateSchema,
   plan: Type.String({ description: 'The plan whose limits the lease lives within (GET /v1/plans)' }),
+  roles: Type.Array(Type.Object({ name: Type.String(), role: Type.String() }), {
+    description: 'Roles the lease declared for its JWTs (POST /v1/leases/:id/roles): a JWT with `"role": name` runs as `role`',
+  }),
+  settings: ApiSettingsSchema,
   connection_limit: Type.Union([Type.Integer(), Type.Null()], {
     description:
       'Sessions the lease\'s role may open at once: PGLEASE_LEASE_CONNECTIONS, or less when the client\'s other live leases ' +
@@ -103,3 +112,27 @@ export const LeaseListSchema = Type.Object({
 });
 
 export const ErrorSchema = Type.Unsafe<{ code: string; message: string; field?: string }>(controlErrorSchema);
+
+export const DeclareRoleBody = Type.Object(
+  { name: Type.String({ minLength: 1, maxLength: 40, description: 'The role as JWTs name it: lowercase letters, digits and _, starting with a letter; not anon or auth' }) },
+  { additionalProperties: false },
+);
+export type DeclareRoleBody = Static<typeof DeclareRoleBody>;
+
+export const DeclaredRoleSchema = Type.Object({
+  name: Type.String(),
+  role: Type.String({ description: 'The Postgres role: GRANT to it and name it in policies' }),
+});
+
+export const JwtSecretSchema = Type.Object({ jwt_secret: Type.String() });
+
+export const MintJwtBody = Type.Object(
+  {
+    claims: Type.Record(Type.String(), Type.Unknown(), { description: 'The claims, e.g. {"role": "authenticated", "sub": "alice"}' }),
+    expires_in: Type.Optional(Type.Union([Type.Integer({ minimum: 1, maximum: 10 * 365 * 86_400 }), Type.Null()], { description: 'Seconds until exp (3600); null: no exp' })),
+  },
+  { additionalProperties: false },
+);
+export type MintJwtBody = Static<typeof MintJwtBody>;
+
+export const MintedJwtSchema = Type.Object({ token: Type.String({ description: 'A JWT signed (HS256) with the lease\'s secret' }) });

@@ -8,7 +8,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type, type Static } from '@sinclair/typebox';
 import type { ServiceContext } from '../service-context.js';
 import { leaseSeedError, TEMPLATE_NAME, TemplateChecksBusyError, TemplateSqlError, type TemplateRow, type TemplateScope } from '../templates/template-store.js';
-import { identifyCaller, type Caller } from './auth.js';
+import { identifyCaller, type Caller } from '../auth/caller.js';
 import { ControlError } from './errors.js';
 import { ErrorSchema } from './schemas.js';
 

@@ -11,6 +11,7 @@ import { templateSqlError, TemplateSqlError } from '../templates/template-sql-er
 import { durationMs } from '../duration.js';
 import { authenticatorPassword, hashToken, newPassword, newToken, scramVerifier } from './credentials.js';
 import { withLeaseSession } from './lease-session.js';
+import type { ApiSettings } from './api-settings.js';
 
 export type LeaseState = 'provisioning' | 'active' | 'released' | 'expired' | 'failed';
 
@@ -33,6 +34,11 @@ export interface LeaseRow {
   plan: string;
   /** CONNECTION LIMIT of the login role (pg_roles); null once the role is gone. */
   connection_limit: number | null;
+  /** Short names of the roles the lease declared for its JWTs (sql/auth.sql). */
+  user_roles: string[];
+  api_settings: ApiSettings;
+  /** The lease's JWT secret: only in the answer of the statement that created the lease. */
+  jwt_secret?: string | null;
 }
 
 /**
@@ -41,7 +47,10 @@ export interface LeaseRow {
  */
 const LEASE_COLUMNS =
   'id, label, host_id, schema_name, role_name, anon_role, auth_role, state, client_ip, created_at, expires_at, ended_at, last_error, plan, ' +
-  '(SELECT r.rolconnlimit FROM pg_catalog.pg_roles r WHERE r.rolname = role_name) AS connection_limit';
+  'user_roles, api_settings, (SELECT r.rolconnlimit FROM pg_catalog.pg_roles r WHERE r.rolname = role_name) AS connection_limit';
+
+/** The columns of the answer to a create: the lease's JWT secret too, shown this once. */
+const CREATED_COLUMNS = LEASE_COLUMNS + ', jwt_secret';
 
 export interface CreatedLease {
   lease: LeaseRow;
@@ -102,7 +111,7 @@ function quotaIp(input: CreateLeaseInput): string | null {
 function claimQuery(holder: string, input: CreateLeaseInput, candidates: string[], tokenHash: Buffer): { name: string; text: string; values: unknown[] } {
   return {
     name: 'pglease.claim-pooled-lease',
-    text: `SELECT ${LEASE_COLUMNS} FROM pglease.claim_pooled_lease($1, $2, $3, $4, make_interval(secs => $5), $6, $7, $8)`,
+    text: `SELECT ${CREATED_COLUMNS} FROM pglease.claim_pooled_lease($1, $2, $3, $4, make_interval(secs => $5), $6, $7, $8)`,
     values: [holder, input.template?.id ?? null, candidates, tokenHash, input.ttlSeconds, input.label, input.clientIp, quotaIp(input)],
   };
 }
@@ -160,7 +169,7 @@ export class LeaseStore {
     return this.withNewLease(async ({ base, password, loginVerifier, authVerifier }) => {
       const provision = {
         name: 'pglease.provision',
-        text: `SELECT ${LEASE_COLUMNS} FROM pglease.provision($1, $2, $3, $4, make_interval(secs => $5), $6, $7, $8, $9, $10, $11)`,
+        text: `SELECT ${CREATED_COLUMNS} FROM pglease.provision($1, $2, $3, $4, make_interval(secs => $5), $6, $7, $8, $9, $10, $11)`,
         values: [
           base,
           loginVerifier,
@@ -192,7 +201,7 @@ export class LeaseStore {
     try {
       const { lease, quota } = await this.withLimits(this.pool, {
         name: 'pglease.activate-seeded-lease',
-        text: `SELECT ${LEASE_COLUMNS} FROM pglease.activate_seeded_lease($1, $2, $3, make_interval(secs => $4), $5, $6, $7)`,
+        text: `SELECT ${CREATED_COLUMNS} FROM pglease.activate_seeded_lease($1, $2, $3, make_interval(secs => $4), $5, $6, $7)`,
         values: [parked.id, input.template.id, hashToken(token), input.ttlSeconds, input.label, input.clientIp, quotaIp(input)],
       }, input);
       return { lease: lease!, password, token, quota };
@@ -550,6 +559,49 @@ export class LeaseStore {
       values: [id, ttlSeconds, clientIp],
     });
     return rows[0];
+  }
+
+  /**
+   * Declares `name` as a role the lease's JWTs may name (pglease.declare_lease_role): the role's
+   * Postgres name, or undefined when the lease is not active. An invalid name fails with 22023.
+   */
+  async declareRole(id: string, name: string): Promise<string | undefined> {
+    const { rows } = await this.pool.query<{ role: string | null }>({
+      name: 'pglease.declare-lease-role',
+      text: 'SELECT pglease.declare_lease_role($1, $2) AS role',
+      values: [id, name],
+    });
+    return rows[0]?.role ?? undefined;
+  }
+
+  /** A new JWT secret for an active lease (pglease.rotate_jwt_secret); undefined when it is not active. */
+  async rotateJwtSecret(id: string): Promise<string | undefined> {
+    const { rows } = await this.pool.query<{ secret: string | null }>({
+      name: 'pglease.rotate-jwt-secret',
+      text: 'SELECT pglease.rotate_jwt_secret($1) AS secret',
+      values: [id],
+    });
+    return rows[0]?.secret ?? undefined;
+  }
+
+  /** The JWT secret of an active lease; undefined when it is not active (or predates JWT secrets). */
+  async jwtSecret(id: string): Promise<string | undefined> {
+    const { rows } = await this.pool.query<{ jwt_secret: string | null }>({
+      name: 'pglease.lease-jwt-secret',
+      text: "SELECT jwt_secret FROM pglease.leases WHERE id = $1 AND state = 'active'",
+      values: [id],
+    });
+    return rows[0]?.jwt_secret ?? undefined;
+  }
+
+  /** Merges settings into an active lease's (null removes one); the lease after, undefined when it is not active. */
+  async setApiSettings(id: string, settings: Record<string, unknown>): Promise<LeaseRow | undefined> {
+    const { rows } = await this.pool.query<{ settings: ApiSettings | null }>({
+      name: 'pglease.set-api-settings',
+      text: 'SELECT pglease.set_api_settings($1, $2) AS settings',
+      values: [id, JSON.stringify(settings)],
+    });
+    return rows[0]?.settings ? this.find(id, null) : undefined;
   }
 
   /** Newest first; `cursor` is the id of the last lease of the previous page. Pooled leases are nobody's: not listed. */

@@ -8,7 +8,10 @@
  * the schema caches, kept fresh by Postgres notifications (./notifications.ts).
  */
 import pg from 'pg';
-import { isAdminToken } from '../control/auth.js';
+import { isAdminToken } from '../auth/caller.js';
+import { isLeaseToken } from '../auth/lease-token.js';
+import { JwtError, JwtVerifiers, type JwtVerifiersOptions, type VerifiedJwt } from '../auth/jwt.js';
+import { leaseRequestRoles, leaseRoleFor } from '../auth/roles.js';
 import { endPool } from '../db/end-pool.js';
 import type { Host } from '../db/host.js';
 import { buildApiRequest, parseTarget, type RawRequest } from './request/api-request.js';
@@ -20,7 +23,7 @@ import { readResponse, type RestResponse } from './response/read-response.js';
 import { loadSchemaCache } from './schema/load.js';
 import { SchemaCaches } from './schema/schema-caches.js';
 import type { SchemaCache } from './schema/types.js';
-import { isLeaseToken, LeaseDirectory, type LeaseAccess } from './executor/lease-directory.js';
+import { LeaseDirectory, type LeaseAccess } from './executor/lease-directory.js';
 import { isServerError, LeasePools, type LeasePoolOptions } from './executor/lease-pools.js';
 import { requestSettingsStep } from './executor/request-settings.js';
 import { compileRead, runRead } from './executor/run-read.js';
@@ -30,6 +33,7 @@ import { callShape, CompiledWrites, type CallShape, type CompiledCall } from './
 import type { Payload } from './request/body.js';
 import { executeRpc, rpcPayload, serveRpc } from './rpc-service.js';
 import { executeWrite, rejectBareParameters, serveWrite, writePayload, WRITE_METHODS } from './write-service.js';
+import { planRequestOf, serveExplain } from './explain-service.js';
 
 export interface RestServiceOptions {
   pools?: LeasePoolOptions;
@@ -37,6 +41,7 @@ export interface RestServiceOptions {
   maxSchemaCaches?: number;
   /** The admin token also acts as any lease's token. */
   adminToken?: string;
+  jwt?: JwtVerifiersOptions;
   /** Told how long each schema cache load took (for /metrics). */
   onSchemaLoad?: (seconds: number) => void;
   log?: (message: string) => void;
@@ -49,6 +54,8 @@ export interface Caller {
   authenticated: boolean;
   /** The token was the admin token: its headers must not reach the lease's SQL. */
   viaAdminToken: boolean;
+  /** request.jwt.claims as JSON: a JWT's claims; undefined: `{"role": <role>}`. */
+  claims?: string;
 }
 
 /** An HTTP request under `{rest_url}`, as the route hands it over. */
@@ -74,6 +81,7 @@ export class RestService {
   readonly compiledWrites = new CompiledWrites();
   private readonly adminToken: string | undefined;
   private readonly adminTokenChecks = new Map<string, boolean>();
+  private readonly jwtVerifiers: JwtVerifiers;
   private timeZoneNames: Promise<Set<string>> | undefined;
   /**
    * Connections of their own for schema introspection: a lease can make its loads wait (a view it
@@ -110,22 +118,42 @@ export class RestService {
       options.maxSchemaCaches,
     );
     this.adminToken = options.adminToken;
+    this.jwtVerifiers = new JwtVerifiers(options.jwt);
   }
 
-  /** The lease and role of a request: 404 for no live lease, 401 PGRST301 for a wrong token. */
+  /**
+   * The lease and role of a request: 404 for no live lease; a JWT that does not verify answers
+   * PostgREST's 401 PGRST301 (src/auth/jwt.ts), one naming a role the lease lacks 401 22023.
+   */
   async caller(leaseId: string, token: string | null): Promise<Caller> {
     return this.callerOf(leaseId, await this.directory.find(leaseId), token);
   }
 
-  private callerOf(leaseId: string, lease: LeaseAccess | undefined, token: string | null): Caller {
+  /**
+   * The caller without waiting when it can be told at once: no token, the lease's token, the
+   * admin token, or a JWT this process verified already (the hot path of a JWT read).
+   */
+  private callerOf(leaseId: string, lease: LeaseAccess | undefined, token: string | null): Caller | Promise<Caller> {
     if (!lease) throw leaseNotFound(leaseId);
     if (token === null) return { lease, role: lease.anonRole, authenticated: false, viaAdminToken: false };
+    // a JWT verified before is known at once (it cannot be the lease token, which has no dots)
+    const known = lease.jwtVerifier?.cached(token);
+    if (known) return jwtCaller(lease, known);
     if (isLeaseToken(lease, token)) return { lease, role: lease.role, authenticated: true, viaAdminToken: false };
     if (this.isAdmin(token)) return { lease, role: lease.role, authenticated: true, viaAdminToken: true };
-    const description = 'The token is not valid for this lease';
-    throw new RestError('PGRST301', description, null, null, {
-      headers: { 'WWW-Authenticate': `Bearer error="invalid_token", error_description="${description}"` },
-    });
+    // one verifier per lease and settings (its token cache survives the lookup's refreshes)
+    const verifier = (lease.jwtVerifier ??= this.jwtVerifiers.of(lease.id, {
+      secret: lease.jwtSecret,
+      ...(lease.apiSettings.jwt_jwks === undefined ? {} : { jwks: lease.apiSettings.jwt_jwks }),
+      ...(lease.apiSettings.jwt_aud === undefined ? {} : { audience: lease.apiSettings.jwt_aud }),
+      ...(lease.apiSettings.jwt_role_claim_key === undefined ? {} : { roleClaimKey: lease.apiSettings.jwt_role_claim_key }),
+    }));
+    return verifier.verify(token).then(
+      (jwt) => jwtCaller(lease, jwt),
+      (error: unknown) => {
+        throw error instanceof JwtError ? jwtRestError(error) : error;
+      },
+    );
   }
 
   /** Whether a token is the admin token, remembered per token string (the comparison hashes both). */
@@ -161,7 +189,8 @@ export class RestService {
 
   /** The lease's schema cache: cached, or loaded now. */
   schema(caller: Caller): Promise<SchemaCache> | SchemaCache {
-    return this.schemas.get(caller.lease.schema, [caller.lease.role, caller.lease.anonRole]);
+    // privileges are reported for every role a request may run as (the OpenAPI document shows them)
+    return this.schemas.get(caller.lease.schema, leaseRequestRoles(caller.lease));
   }
 
   /**
@@ -174,7 +203,7 @@ export class RestService {
       return plan(cache);
     } catch (error) {
       if (!(error instanceof RestError) || !CACHE_MISS_CODES.has(error.code) || cache.loadedAt >= startedAt) throw error;
-      const fresh = await this.schemas.reload(caller.lease.schema, [caller.lease.role, caller.lease.anonRole], startedAt);
+      const fresh = await this.schemas.reload(caller.lease.schema, leaseRequestRoles(caller.lease), startedAt);
       return plan(fresh);
     }
   }
@@ -203,12 +232,24 @@ export class RestService {
     const startedAt = Date.now();
     // most requests find their lease and schema cached: no waiting (and no promise) for either
     const known = this.directory.cached(received.leaseId);
-    const caller = known === null ? await this.caller(received.leaseId, received.token) : this.callerOf(received.leaseId, known, received.token);
+    const found = known === null ? this.caller(received.leaseId, received.token) : this.callerOf(received.leaseId, known, received.token);
+    const caller = found instanceof Promise ? await found : found;
     // request.headers is published to the lease's SQL: never with the admin token in it
     const http = caller.viaAdminToken ? { ...received, headers: withoutCredentials(received.headers) } : received;
     checkProfile(http, caller.lease.schema);
     if (http.method === 'OPTIONS') return this.options(caller, http.path, startedAt);
+    // Accept: application/vnd.pgrst.plan…: the read's EXPLAIN, when the lease allows it
+    const planRequest = caller.lease.apiSettings.db_plan_enabled === true && (http.method === 'GET' || http.method === 'HEAD') ? planRequestOf(http.headers.accept) : undefined;
+    if (planRequest) {
+      const target = parseTarget(http.path);
+      if (target.kind !== 'relation') throw new RestError('PGRST107', 'None of these media types are available: application/vnd.pgrst.plan (pglease explains reads of tables and views)');
+      return serveExplain(this, caller, http, target.name, planRequest);
+    }
+    const maxRows = caller.lease.apiSettings.db_max_rows;
+    const aggregatesEnabled = caller.lease.apiSettings.db_aggregates_enabled === true;
     const shape = http.method === 'GET' || http.method === 'HEAD' ? readShape(http) : undefined;
+    // a read compiled under other settings has another LIMIT, or was refused
+    if (shape && (maxRows !== undefined || aggregatesEnabled)) shape.key += `\u0000max-rows=${maxRows}\u0000aggregates=${aggregatesEnabled}`;
     let parsed: { payload: Payload | undefined } | undefined;
     const loading = this.schema(caller);
     const cache = loading instanceof Promise ? await loading : loading;
@@ -225,7 +266,7 @@ export class RestService {
         if (compiled) return compiled.kind === 'write' ? executeWrite(this, caller, http, compiled) : executeRpc(this, caller, http, compiled);
       }
     }
-    const request = buildApiRequest({ ...http, authenticated: caller.authenticated });
+    const request = buildApiRequest({ ...http, authenticated: caller.authenticated, maxRows, aggregatesEnabled });
     await this.checkTimezone(request.preferences);
     checkPreferences(request.preferences);
     if (request.target.kind === 'routine') return serveRpc(this, caller, http, request, request.target.name, startedAt, parsed);
@@ -242,7 +283,7 @@ export class RestService {
     rejectBareParameters(request);
     const compiled = await this.withSchema(caller, startedAt, (cache) => {
       const plan: ReadPlan = planRead(cache, request, relationName);
-      if (shape && !this.compiledReads.has(cache, shape)) this.compiledReads.set(cache, shape, compileShape(cache, http, request, shape.sentinelQuery, relationName));
+      if (shape && !this.compiledReads.has(cache, shape)) this.compiledReads.set(cache, shape, compileShape(cache, http, request, shape.sentinelQuery, relationName, { maxRows, aggregatesEnabled }));
       return readOf(cache, request, plan);
     });
     return this.read(caller, http, compiled);
@@ -268,6 +309,7 @@ export class RestService {
   private async read(caller: Caller, http: RestHttpRequest, compiled: CompiledRead): Promise<RestResponse> {
     const settings = requestSettingsStep({
       role: caller.role,
+      claims: caller.claims,
       method: http.method,
       path: http.path,
       headers: http.headers,
@@ -292,7 +334,10 @@ export class RestService {
 
   /** Looks a changed lease up again; once it has ended, closes its pool. */
   async recheckLease(leaseId: string): Promise<void> {
-    if (!(await this.directory.find(leaseId))) this.pools.close(leaseId);
+    if (!(await this.directory.find(leaseId))) {
+      this.pools.close(leaseId);
+      this.jwtVerifiers.forget(leaseId.toLowerCase());
+    }
   }
 
   /** DDL in a lease schema: drop that lease's schema cache. */
@@ -315,6 +360,21 @@ export class RestService {
 /** The body of a write or call whose shape is known, read as the planner would read it. */
 function bodyOf(kind: CompiledCall['kind'], http: RestHttpRequest, shape: CallShape): Payload | undefined {
   return kind === 'rpc' ? rpcPayload(http, shape.columnsGiven, shape.mediaType) : writePayload(http, shape.columnsGiven, shape.mediaType);
+}
+
+/** The caller a verified JWT makes: the role its claims name, if the lease has it. */
+function jwtCaller(lease: LeaseAccess, jwt: VerifiedJwt): Caller {
+  const role = leaseRoleFor(lease, jwt.role);
+  if (role === undefined) throw new RestError('22023', `role "${jwt.role}" does not exist`);
+  return { lease, role, authenticated: role !== lease.anonRole, viaAdminToken: false, claims: jwt.claimsJson };
+}
+
+/** PostgREST's answer to a JWT it refuses, `WWW-Authenticate` header included (RFC 6750). */
+function jwtRestError(error: JwtError): RestError {
+  if (error.code === 'PGRST300') return new RestError('PGRST300', error.message);
+  return new RestError('PGRST301', error.message, null, null, {
+    headers: { 'WWW-Authenticate': `Bearer error="invalid_token", error_description=${JSON.stringify(error.message)}` },
+  });
 }
 
 function leaseNotFound(leaseId: string): RestError {
@@ -357,9 +417,16 @@ function readOf(cache: SchemaCache, request: ApiRequest, plan: ReadPlan): Compil
 }
 
 /** The template of a read shape: its sentinel request compiled (undefined if that fails). */
-function compileShape(cache: SchemaCache, http: RestHttpRequest, request: ApiRequest, sentinelQuery: string, relationName: string): CompiledRead | undefined {
+function compileShape(
+  cache: SchemaCache,
+  http: RestHttpRequest,
+  request: ApiRequest,
+  sentinelQuery: string,
+  relationName: string,
+  settings: { maxRows: number | undefined; aggregatesEnabled: boolean },
+): CompiledRead | undefined {
   try {
-    const sentinelRequest = buildApiRequest({ ...http, query: sentinelQuery, authenticated: true });
+    const sentinelRequest = buildApiRequest({ ...http, query: sentinelQuery, authenticated: true, ...settings });
     // headers are those of the request, already checked (time zone included)
     return readOf(cache, request, planRead(cache, sentinelRequest, relationName));
   } catch {

@@ -4,7 +4,7 @@
  * parses them) and every error answered in PostgREST's `{ code, message, details, hint }` format.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { bearerToken } from '../control/auth.js';
+import { bearerToken } from '../auth/caller.js';
 import type { ServiceContext } from '../service-context.js';
 import { listenForChanges } from './notifications.js';
 import { RestError, toErrorResponse } from './response/errors.js';
@@ -53,6 +53,7 @@ export async function restRoutes(app: FastifyInstance, context: ServiceContext, 
   const connections = context.config.restConnections;
   const service = new RestService(context.host, {
     adminToken: context.config.adminToken,
+    jwt: { allowHttpJwks: context.config.jwksAllowHttp },
     onSchemaLoad: (seconds) => context.metrics.schemaLoaded(seconds),
     log,
     pools: { maxConnections: connections.perLease, maxTotalConnections: connections.total === undefined ? undefined : Math.max(connections.total, connections.perLease) },

@@ -56,7 +56,7 @@ export async function serveRpc(
 /** Runs a compiled call as the caller, read-only unless it may write, and shapes the answer. */
 export async function executeRpc(service: RestService, caller: Caller, http: RestHttpRequest, compiled: CompiledRpc): Promise<RestResponse> {
   const { plan } = compiled;
-  const settings = requestSettingsStep({ role: caller.role, method: http.method, path: http.path, headers: http.headers, readOnly: plan.readOnly, publish: compiled.publishRequest });
+  const settings = requestSettingsStep({ role: caller.role, claims: caller.claims, method: http.method, path: http.path, headers: http.headers, readOnly: plan.readOnly, publish: compiled.publishRequest });
   const result = await runRpc(service.pools, caller.lease, settings, compiled.statement, {
     rollback: plan.rollback,
     check: needsCallCheck(plan) ? (called) => checkCall(plan, called) : undefined,

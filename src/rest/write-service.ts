@@ -65,7 +65,7 @@ export async function serveWrite(
 /** Runs a compiled write as the caller, in one transaction, and shapes PostgREST's answer. */
 export async function executeWrite(service: RestService, caller: Caller, http: RestHttpRequest, compiled: CompiledWrite): Promise<RestResponse> {
   const { plan } = compiled;
-  const settings = requestSettingsStep({ role: caller.role, method: http.method, path: http.path, headers: http.headers, readOnly: false, publish: compiled.publishRequest });
+  const settings = requestSettingsStep({ role: caller.role, claims: caller.claims, method: http.method, path: http.path, headers: http.headers, readOnly: false, publish: compiled.publishRequest });
   const result = await runWrite(service.pools, caller.lease, settings, compiled.statement, {
     rollback: plan.rollback,
     check: needsCheck(plan) ? (written) => checkWrite(plan, written) : undefined,

@@ -203,6 +203,26 @@ export class PgleaseClient {
     return this.request('POST', `/v1/leases/${encodeURIComponent(id)}/renew`, { ttl });
   }
 
+  /** Declares a role the lease's JWTs may name (`editor` runs as `<role>_editor`). */
+  declareRole(id: string, name: string): Promise<{ name: string; role: string }> {
+    return this.request('POST', `/v1/leases/${encodeURIComponent(id)}/roles`, { name });
+  }
+
+  /** A new JWT secret for the lease; JWTs signed with the old one stop working. */
+  rotateJwtSecret(id: string): Promise<{ jwt_secret: string }> {
+    return this.request('POST', `/v1/leases/${encodeURIComponent(id)}/jwt-secret`);
+  }
+
+  /** A JWT with `claims` signed by the server with the lease's secret (expiresIn seconds, 3600 by default; null: no exp). */
+  mintJwt(id: string, claims: Record<string, unknown>, expiresIn?: number | null): Promise<{ token: string }> {
+    return this.request('POST', `/v1/leases/${encodeURIComponent(id)}/jwt`, { claims, ...(expiresIn === undefined ? {} : { expires_in: expiresIn }) });
+  }
+
+  /** Changes the lease's REST API settings (null: back to the default). */
+  updateSettings(id: string, settings: Record<string, unknown>): Promise<LeaseJson> {
+    return this.request('PATCH', `/v1/leases/${encodeURIComponent(id)}/settings`, settings);
+  }
+
   /** A new password for the lease (its `url` has it); `cutSessions` also ends the sessions opened with the old one. */
   resetCredentials(id: string, options: { cutSessions?: boolean } = {}): Promise<LeaseJson> {
     return this.request('POST', `/v1/leases/${encodeURIComponent(id)}/credentials`, { cut_sessions: options.cutSessions === true });

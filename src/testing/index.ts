@@ -9,6 +9,8 @@
 export { lease, withLease, connectPglease, prepareTemplate, workerDatabaseUrl } from './lease.js';
 export type { Lease, LeaseOptions, ConnectOptions, PgleaseConnection, TemplateSpec, PreparedTemplate } from './lease.js';
 export { startLocalPglease, defaultDataDir } from './local.js';
+export { mintJwt } from '../auth/mint.js';
+export type { MintOptions } from '../auth/mint.js';
 export type { LocalPglease, LocalOptions } from './local.js';
 export { PgleaseClient, PgleaseApiError, PgleaseUnreachableError, DEFAULT_SERVER } from './client.js';
 export type { CreatedLeaseJson, LeaseJson, LeaseStatsJson, TemplateJson, CreateLeaseOptions, ListLeasesOptions } from './client.js';

@@ -192,6 +192,18 @@ export interface LeaseOptions extends ConnectOptions {
 export interface Lease extends CreatedLeaseJson {
   /** Drops the lease (sessions cut, schema and role gone). Safe to call twice. */
   release: () => Promise<void>;
+  /**
+   * Declares a role the lease's JWTs may name: `declareRole('authenticated')` makes the Postgres
+   * role `<role>_authenticated` (the answer's `role`), to GRANT to and write policies for.
+   */
+  declareRole: (name: string) => Promise<{ name: string; role: string }>;
+  /**
+   * A JWT for one of the lease's users, signed (HS256) with the lease's secret by the server:
+   * `jwt({ role: 'authenticated', sub: 'alice' })`, sent as `Authorization: Bearer <jwt>` to
+   * rest_url; `expiresInSeconds` 3600 by default, null for no `exp`. (`mintJwt` of
+   * `pglease/testing` signs locally with `jwt_secret`, without the round trip.)
+   */
+  jwt: (claims: Record<string, unknown>, options?: { expiresInSeconds?: number | null }) => Promise<string>;
 }
 
 /**
@@ -216,6 +228,8 @@ export async function lease(options: LeaseOptions = {}): Promise<Lease> {
     let released: Promise<void> | undefined;
     return {
       ...created,
+      declareRole: (name) => own.declareRole(created.id, name),
+      jwt: async (claims, mintOptions) => (await own.mintJwt(created.id, claims, mintOptions?.expiresInSeconds)).token,
       release: () =>
         (released ??= (async () => {
           try {

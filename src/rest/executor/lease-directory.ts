@@ -4,10 +4,12 @@
  * dropped when the lease's row changes (NOTIFY pglease_lease_change, see sql/rest.sql) and expire
  * after a few seconds in any case, so a released or expired lease stops answering promptly.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
+import type { LeaseTokenHolder } from '../../auth/lease-token.js';
+import type { ApiSettings } from '../../leases/api-settings.js';
+import type { LeaseJwtVerifier } from '../../auth/jwt.js';
 import type pg from 'pg';
 
-export interface LeaseAccess {
+export interface LeaseAccess extends LeaseTokenHolder {
   id: string;
   schema: string;
   /** The lease's login role: requests with its token run as this role. */
@@ -16,11 +18,15 @@ export interface LeaseAccess {
   anonRole: string;
   /** The lease's own authenticator, which the REST API logs in as. */
   authRole: string;
-  tokenHash: Buffer;
   live: boolean;
   expiresAt: Date | null;
-  /** The last token that matched tokenHash (as bytes): later requests with it skip the hashing. */
-  verifiedToken?: Buffer;
+  /** The HMAC secret of the lease's JWTs (null for a lease made before leases had one). */
+  jwtSecret: string | null;
+  /** Short names of the roles the lease declared for its JWTs (`editor` is `<role>_editor`). */
+  userRoles: string[];
+  apiSettings: ApiSettings;
+  /** The verifier of the lease's JWTs, made on first use (for as long as this lookup is cached). */
+  jwtVerifier?: LeaseJwtVerifier;
 }
 
 interface Entry {
@@ -106,9 +112,20 @@ export class LeaseDirectory {
     const running = afterRelease ? undefined : this.pending.get(id);
     if (running) return running;
     const fetchedAt = Date.now();
-    const columns = 'schema_name, role_name, anon_role, auth_role, token_hash, state, expires_at';
+    const columns = 'schema_name, role_name, anon_role, auth_role, token_hash, state, expires_at, jwt_secret, user_roles, api_settings';
     const query = this.pool
-      .query<{ schema_name: string; role_name: string; anon_role: string; auth_role: string; token_hash: Buffer; state: string; expires_at: Date | null }>(
+      .query<{
+        schema_name: string;
+        role_name: string;
+        anon_role: string;
+        auth_role: string;
+        token_hash: Buffer;
+        state: string;
+        expires_at: Date | null;
+        jwt_secret: string | null;
+        user_roles: string[];
+        api_settings: ApiSettings;
+      }>(
         afterRelease
           ? { name: 'pglease.rest-lease-settled', text: `SELECT ${columns} FROM pglease.leases WHERE id = $1 FOR KEY SHARE`, values: [id] }
           : { name: 'pglease.rest-lease', text: `SELECT ${columns} FROM pglease.leases WHERE id = $1`, values: [id] },
@@ -125,6 +142,9 @@ export class LeaseDirectory {
           tokenHash: row.token_hash,
           live: row.state === 'active',
           expiresAt: row.expires_at,
+          jwtSecret: row.jwt_secret,
+          userRoles: row.user_roles,
+          apiSettings: row.api_settings,
         };
         // invalidated meanwhile (or overtaken by a newer lookup): the answer may predate the change
         if (!current) return lease;
@@ -145,14 +165,4 @@ export class LeaseDirectory {
 function liveNow(lease: LeaseAccess | undefined, now: number): LeaseAccess | undefined {
   if (!lease || !lease.live || (lease.expiresAt !== null && lease.expiresAt.getTime() <= now)) return undefined;
   return lease;
-}
-
-/** Whether `token` is this lease's token (compared in constant time on its SHA-256). */
-export function isLeaseToken(lease: LeaseAccess, token: string): boolean {
-  const bytes = Buffer.from(token);
-  if (lease.verifiedToken !== undefined && lease.verifiedToken.length === bytes.length && timingSafeEqual(lease.verifiedToken, bytes)) return true;
-  const digest = createHash('sha256').update(token).digest();
-  const valid = digest.length === lease.tokenHash.length && timingSafeEqual(digest, lease.tokenHash);
-  if (valid) lease.verifiedToken = bytes;
-  return valid;
 }

@@ -8,6 +8,8 @@ import type { PipelineStep } from './pipeline.js';
 
 export interface RequestSettings {
   role: string;
+  /** request.jwt.claims as JSON (a JWT's claims); undefined: `{"role": <role>}`. */
+  claims?: string | undefined;
   method: string;
   path: string;
   headers: Record<string, string | string[] | undefined>;
@@ -46,7 +48,7 @@ export function requestSettingsStep(settings: RequestSettings): PipelineStep {
     return { text: settings.readOnly ? ROLE_ONLY_READ_ONLY : ROLE_ONLY, values: [settings.role] };
   }
   let text = settings.readOnly ? READ_ONLY : READ_WRITE;
-  const values: (string | null)[] = [settings.role, JSON.stringify({ role: settings.role }), settings.method, settings.path, headersJson(settings.headers)];
+  const values: (string | null)[] = [settings.role, settings.claims ?? JSON.stringify({ role: settings.role }), settings.method, settings.path, headersJson(settings.headers)];
   if (settings.timezone !== undefined) {
     text += ", set_config('timezone', $6, true)";
     values.push(settings.timezone);

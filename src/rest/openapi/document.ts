@@ -14,8 +14,14 @@ export interface LeaseDocumentOptions {
   cache: SchemaCache;
   /** The role whose privileges decide which operations are listed. */
   role: string;
-  /** Whether `role` is the lease role (token given) rather than the anonymous role. */
+  /** Whether `role` is not the anonymous role (a token or a JWT naming a role was given). */
   authenticated: boolean;
+  /** Whether `role` is the lease's own role (the lease token, or a JWT naming it); default: as `authenticated`. */
+  roleIsOwner?: boolean;
+  /** The roles the lease declared for its JWTs: the JWT security scheme lists them. */
+  declaredRoles?: { name: string; role: string }[];
+  /** openapi-mode ignore-privileges: every relation and function, whatever the role may do. */
+  ignorePrivileges?: boolean;
   /** The lease's REST base URL: the document's server. */
   restUrl: string;
   /** info.title, e.g. the lease's name or id. */
@@ -25,6 +31,7 @@ export interface LeaseDocumentOptions {
 }
 
 export const LEASE_SECURITY_SCHEME = 'leaseToken';
+export const USER_JWT_SECURITY_SCHEME = 'userJwt';
 
 export function leaseOpenApiDocument(options: LeaseDocumentOptions): OpenApiDocument {
   const { cache, role } = options;
@@ -52,13 +59,15 @@ export function leaseOpenApiDocument(options: LeaseDocumentOptions): OpenApiDocu
       description:
         `The PostgREST-compatible REST API of a pglease lease (schema \`${cache.schema}\`), as ` +
         (options.authenticated
-          ? 'the lease role sees it (the request carried the lease token).'
+          ? (options.roleIsOwner ?? true)
+            ? 'the lease role sees it (the request carried the lease token).'
+            : `the role \`${role}\` sees it (the request carried a JWT naming it).`
           : 'its anonymous role sees it: requests without a token run as that role, which may do only what the lease owner GRANTs it. ' +
             'Send the lease token (`Authorization: Bearer pgl_…`) to see and use everything.') +
         `\n\n**Filters.** Each column is a query parameter. ${FILTER_GRAMMAR}`,
     },
     servers: [{ url: options.restUrl, description: 'This lease' }],
-    security: [{ [LEASE_SECURITY_SCHEME]: [] }, {}],
+    security: [{ [LEASE_SECURITY_SCHEME]: [] }, { [USER_JWT_SECURITY_SCHEME]: [] }, {}],
     tags: [],
     paths,
     components: {
@@ -73,13 +82,24 @@ export function leaseOpenApiDocument(options: LeaseDocumentOptions): OpenApiDocu
           bearerFormat: 'pgl_…',
           description: 'The lease token from `POST /v1/leases`. Without it, requests run as the lease’s anonymous role.',
         },
+        [USER_JWT_SECURITY_SCHEME]: {
+          type: 'http',
+          scheme: 'bearer',
+          bearerFormat: 'JWT',
+          description:
+            'A user’s JWT, signed with the lease’s `jwt_secret` (HS256) or a key of its `jwt_jwks`; the request runs as the role its `role` claim names: ' +
+            (options.declaredRoles && options.declaredRoles.length > 0
+              ? options.declaredRoles.map((declared) => `\`${declared.name}\` (\`${declared.role}\`)`).join(', ') + ', or `anon`'
+              : '`anon` (the lease has declared no roles yet: `POST /v1/leases/:id/roles`)') +
+            '. Without a role claim it runs as the anonymous role.',
+        },
       },
     },
   };
   const tags: Tag[] = [];
 
   for (const relation of [...cache.relations.values()].sort((a, b) => a.name.localeCompare(b.name))) {
-    const item = relationPathItem(relation, role);
+    const item = relationPathItem(relation, role, options.ignorePrivileges);
     if (!item) continue;
     const components = relationComponents(relation, cache);
     Object.assign(document.components.schemas, components.schemas);
@@ -91,7 +111,7 @@ export function leaseOpenApiDocument(options: LeaseDocumentOptions): OpenApiDocu
   }
 
   for (const [name, overloads] of [...cache.routines.entries()].sort(([a], [b]) => a.localeCompare(b))) {
-    const item = routinePathItem(overloads, role, cache);
+    const item = routinePathItem(overloads, role, cache, options.ignorePrivileges);
     if (item) paths[restPath(name, true)] = item;
   }
   // a function's arguments or result, or a column, may have the row type of a relation the role cannot use directly

@@ -15,6 +15,7 @@ import { negotiate, parseAccept, CONTENT_TYPE } from '../request/headers.js';
 import type { RestResponse } from '../response/read-response.js';
 import { RestError } from '../response/errors.js';
 import { leaseOpenApiDocument } from './document.js';
+import { declaredRoleName, leaseRequestRoles } from '../../auth/roles.js';
 import type { OpenApiDocument } from './types.js';
 
 export interface LeaseDocumentRequest {
@@ -31,11 +32,14 @@ export async function leaseDocument(rest: RestService, request: LeaseDocumentReq
   const startedAt = Date.now();
   const caller = await rest.caller(request.leaseId, request.token);
   const { lease } = caller;
-  const cache = await rest.schemas.reload(lease.schema, [lease.role, lease.anonRole], startedAt);
+  const cache = await rest.schemas.reload(lease.schema, leaseRequestRoles(lease), startedAt);
   return leaseOpenApiDocument({
     cache,
     role: caller.role,
     authenticated: caller.authenticated,
+    roleIsOwner: caller.role === lease.role,
+    declaredRoles: lease.userRoles.map((name) => ({ name, role: declaredRoleName(lease.role, name) })),
+    ignorePrivileges: lease.apiSettings.openapi_mode === 'ignore-privileges',
     restUrl: request.restUrl,
     title: `pglease lease ${lease.id}`,
     version: request.version,
@@ -48,6 +52,9 @@ export async function leaseDocument(rest: RestService, request: LeaseDocumentReq
  */
 export async function rootResponse(rest: RestService, request: LeaseDocumentRequest & { method: string; accept: string | string[] | undefined }): Promise<RestResponse> {
   if (request.method !== 'GET' && request.method !== 'HEAD') throw new RestError('PGRST117', `Unsupported HTTP method: ${request.method}`);
+  // openapi-mode disabled: PostgREST's root answers 404 PGRST126
+  const lease = (await rest.caller(request.leaseId, request.token)).lease;
+  if (lease.apiSettings.openapi_mode === 'disabled') throw new RestError('PGRST126');
   const mediaType = negotiate(parseAccept(request.accept), ['openapi', 'json']);
   const body = JSON.stringify(await leaseDocument(rest, request));
   return { status: 200, headers: { 'content-type': CONTENT_TYPE[mediaType.kind] }, body: request.method === 'HEAD' ? null : body };

@@ -127,9 +127,12 @@ function rowsResponse(description: string, row: Schema): Response {
   return { description, headers: CONTENT_RANGE, content: rowsContent(row) };
 }
 
-/** Operations the role may perform on the relation; null when it may perform none. */
-export function relationPathItem(relation: Relation, role: string): PathItem | null {
-  const granted = new Set(relation.privileges[role] ?? []);
+/**
+ * Operations the role may perform on the relation; null when it may perform none. With
+ * `ignorePrivileges` (openapi-mode ignore-privileges) every operation the relation allows.
+ */
+export function relationPathItem(relation: Relation, role: string, ignorePrivileges = false): PathItem | null {
+  const granted = new Set(ignorePrivileges ? ['SELECT', 'INSERT', 'UPDATE', 'DELETE'] : (relation.privileges[role] ?? []));
   const name = componentName(relation.name);
   const row = schemaRef(name);
   const tags = [relation.name];

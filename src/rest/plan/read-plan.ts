@@ -45,10 +45,29 @@ class AliasCounter {
   }
 }
 
-function buildNode(cache: SchemaCache, relation: Relation, alias: string, items: SelectItem[], aliases: AliasCounter): ReadNode {
+/** What a read tree may contain beyond columns and embeds. */
+export interface ReadNodeOptions {
+  /** db-aggregates-enabled: aggregates at the top level (else PGRST123, as PostgREST's default). */
+  aggregates?: boolean;
+}
+
+function buildNode(cache: SchemaCache, relation: Relation, alias: string, items: SelectItem[], aliases: AliasCounter, options: ReadNodeOptions, depth = 0): ReadNode {
   const node: ReadNode = { relation, alias, select: [], embeds: [], where: [], order: [], range: ALL_ROWS };
   for (const item of items) {
-    if (item.kind === 'star') {
+    if (item.kind === 'aggregate') {
+      if (!options.aggregates) throw new RestError('PGRST123');
+      if (depth > 0) {
+        throw new RestError('PGRST123', 'Use of aggregate functions is not allowed', 'pglease allows aggregates at the top level only, not in an embedded resource');
+      }
+      const aggregate: SelectField = { kind: 'aggregate', fn: item.fn, outputName: item.alias ?? item.fn };
+      if (item.field) {
+        aggregate.field = item.field;
+        const column = relation.columnsByName.get(item.field.name);
+        if (column) aggregate.column = column;
+      }
+      if (item.cast !== undefined) aggregate.cast = item.cast;
+      node.select.push(aggregate);
+    } else if (item.kind === 'star') {
       node.select.push({ kind: 'star' });
     } else if (item.kind === 'field') {
       const field: SelectField = { kind: 'column', field: item.field };
@@ -72,8 +91,13 @@ function buildNode(cache: SchemaCache, relation: Relation, alias: string, items:
           `'${relation.name}' and '${item.relation}' do not form a many-to-one or one-to-one relationship`,
         );
       }
+      // PostgREST names an embed's subquery after its alias or relation: the same name twice at one
+      // level is Postgres's duplicate alias error there (and here an object with a key twice)
+      if (node.embeds.some((embed) => embed.outputName === outputName)) {
+        throw new RestError('42712', `table name "${outputName}" specified more than once`);
+      }
       const target = cache.relations.get(relationship.foreignTable)!;
-      const child = buildNode(cache, target, aliases.take(target.name), item.children, aliases);
+      const child = buildNode(cache, target, aliases.take(target.name), item.children, aliases, options, depth + 1);
       node.embeds.push({
         outputName,
         relationship,
@@ -185,11 +209,15 @@ export function applyQueryParams(root: ReadNode, request: ApiRequest): void {
     nodeAt(root, pathKey.split('.')).range = range;
   }
   root.range = topLevelRange(query.ranges.get(''), request.headerRange);
+  // db-max-rows: PostgREST caps the top level's limit, whatever the request asked
+  if (request.maxRows !== undefined && (root.range.limit === undefined || root.range.limit > request.maxRows)) {
+    root.range = { ...root.range, limit: request.maxRows };
+  }
 }
 
 /** The read tree for `relation` with the request's select, before filters are attached. */
-export function buildReadNode(cache: SchemaCache, relation: Relation, select: SelectItem[]): ReadNode {
-  return buildNode(cache, relation, relation.name, select, new AliasCounter());
+export function buildReadNode(cache: SchemaCache, relation: Relation, select: SelectItem[], options: ReadNodeOptions = {}): ReadNode {
+  return buildNode(cache, relation, relation.name, select, new AliasCounter(), options);
 }
 
 export const READ_MEDIA_TYPES: readonly MediaType['kind'][] = ['json', 'object', 'csv'];
@@ -198,7 +226,7 @@ export const READ_MEDIA_TYPES: readonly MediaType['kind'][] = ['json', 'object',
 export function planRead(cache: SchemaCache, request: ApiRequest, relationName: string): ReadPlan {
   const relation = findRelation(cache, relationName);
   const media = negotiate(request.accept, READ_MEDIA_TYPES);
-  const root = buildReadNode(cache, relation, request.query.select);
+  const root = buildReadNode(cache, relation, request.query.select, { aggregates: request.aggregatesEnabled === true });
   applyQueryParams(root, request);
   const plan: ReadPlan = { kind: 'read', root, media, headersOnly: request.method === 'HEAD' };
   if (request.preferences.count) plan.count = request.preferences.count;

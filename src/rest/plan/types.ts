@@ -5,7 +5,7 @@
  * action; writes and RPC (issue 5) add their own kinds next to 'read' and reuse ReadNode for the
  * representation they return.
  */
-import type { CountPreference, Field, Filter, MediaType, Range } from '../request/types.js';
+import type { AggregateFunction, CountPreference, Field, Filter, MediaType, Range } from '../request/types.js';
 import type { Column, Relation, Relationship } from '../schema/types.js';
 import type { RpcPlan } from './rpc-plan.js';
 import type { WritePlan } from './write-plan.js';
@@ -21,7 +21,9 @@ export type SelectField =
       cast?: string;
       /** From the schema cache; undefined when the column is unknown (Postgres will say so). */
       column?: Column;
-    };
+    }
+  /** An aggregate (db_aggregates_enabled): the node's other columns become its GROUP BY. */
+  | { kind: 'aggregate'; fn: AggregateFunction; field?: Field; column?: Column; outputName: string; cast?: string };
 
 /** A WHERE condition of a node. */
 export type Condition =

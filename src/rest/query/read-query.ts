@@ -34,6 +34,11 @@ export interface Statement {
 
 function selectFieldSql(node: ReadNode, field: SelectField): string {
   if (field.kind === 'star') return `${ident(node.alias)}.*`;
+  if (field.kind === 'aggregate') {
+    let sql = `${field.fn}(${field.field === undefined ? '*' : fieldSql(node.alias, field.field, field.column)})`;
+    if (field.cast !== undefined) sql = `CAST(${sql} AS ${field.cast})`;
+    return `${sql} AS ${ident(field.outputName)}`;
+  }
   let sql = fieldSql(node.alias, field.field, field.column);
   if (field.cast !== undefined) sql = `CAST(${sql} AS ${field.cast})`;
   return field.outputName === undefined ? sql : `${sql} AS ${ident(field.outputName)}`;
@@ -168,6 +173,11 @@ function nodeSql(node: ReadNode, params: Params, options: NodeSqlOptions): strin
   }
   if (where.length > 0) sql += ` WHERE ${where.join(' AND ')}`;
   if (options.forCount) return sql;
+  // with an aggregate, the other selected columns are the groups (PostgREST 12's rule)
+  if (node.select.some((field) => field.kind === 'aggregate')) {
+    const groups = node.select.flatMap((field) => (field.kind === 'column' ? [fieldSql(node.alias, field.field, field.column)] : []));
+    if (groups.length > 0) sql += ` GROUP BY ${groups.join(', ')}`;
+  }
 
   if (node.order.length > 0) {
     const keys = node.order.map((item) => {

@@ -60,12 +60,19 @@ export function bodyRowsSql(relation: Relation, columns: Column[], payload: Payl
   }
   const json = params.add(payload.json);
   const elements = isObject ? `(SELECT ${json}::jsonb AS "v") AS "pgrst_json"` : `jsonb_array_elements(${json}::jsonb) AS "pgrst_json"("v")`;
+  // Every default is evaluated for every row, as PostgREST does: a row that gives its own id
+  // still takes a value of the sequence, so the next row's id is PostgREST's. The lateral refers
+  // to the row, so Postgres evaluates it once per row (its volatile defaults keep it a subquery).
+  const defaults: string[] = [];
   const values = columns.map((column) => {
     const fallback = defaultSql(relation, column);
-    const sql = fallback === undefined ? value(column) : `CASE WHEN "pgrst_json"."v" ? ${literal(column.name)} THEN ${value(column)} ELSE ${fallback} END`;
-    return `${sql} AS ${ident(column.name)}`;
+    if (fallback === undefined) return `${value(column)} AS ${ident(column.name)}`;
+    const key = `"d${defaults.length + 1}"`;
+    defaults.push(`${fallback} AS ${key}`);
+    return `CASE WHEN "pgrst_json"."v" ? ${literal(column.name)} THEN ${value(column)} ELSE "pgrst_defaults".${key} END AS ${ident(column.name)}`;
   });
-  return `SELECT ${values.join(', ')} FROM ${elements}, LATERAL jsonb_to_record("pgrst_json"."v") AS "pgrst_body"(${typed})`;
+  const defaultsJoin = defaults.length === 0 ? '' : `, LATERAL (SELECT ${defaults.join(', ')} WHERE "pgrst_json"."v" IS NOT NULL) AS "pgrst_defaults"`;
+  return `SELECT ${values.join(', ')} FROM ${elements}, LATERAL jsonb_to_record("pgrst_json"."v") AS "pgrst_body"(${typed})${defaultsJoin}`;
 }
 
 /** The RETURNING list: `*`, named columns, and whether each row was inserted (not merged). */

@@ -15,6 +15,10 @@ export interface RawRequest {
   query: string;
   headers: Record<string, string | string[] | undefined>;
   authenticated: boolean;
+  /** The lease's db-max-rows setting (it caps reads of tables and views). */
+  maxRows?: number | undefined;
+  /** The lease's db-aggregates-enabled setting (reads of tables and views). */
+  aggregatesEnabled?: boolean | undefined;
 }
 
 function decodeSegment(segment: string): string {
@@ -48,6 +52,8 @@ export function buildApiRequest(raw: RawRequest): ApiRequest {
   if (method === 'GET' || method === 'HEAD') {
     const headerRange = parseRangeHeader(raw.headers.range);
     if (headerRange) request.headerRange = headerRange;
+    if (raw.maxRows !== undefined && target.kind === 'relation') request.maxRows = raw.maxRows;
+    if (raw.aggregatesEnabled === true && target.kind === 'relation') request.aggregatesEnabled = true;
   }
   return request;
 }

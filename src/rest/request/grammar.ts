@@ -6,6 +6,7 @@
 import { queryParseError, RestError } from '../response/errors.js';
 import {
   QUANTIFIABLE_OPERATORS,
+  type AggregateFunction,
   type ComparisonOperator,
   type EmbedPath,
   type Field,
@@ -267,9 +268,25 @@ function selectItem(cursor: Cursor, depth: SelectDepth): SelectItem {
     cursor.skipSpaces();
     name = fieldName(cursor);
   }
-  // aggregates (`count()`, `amount.sum()`) are off, as they are by default in PostgREST 12
-  if ((name === 'count' && cursor.startsWith('()')) || /^\.(sum|avg|min|max|count)\(\)/.test(cursor.input.slice(cursor.position))) {
-    throw new RestError('PGRST123');
+  // aggregates (`count()`, `amount.sum()`): the planner refuses them unless the lease enables them
+  const aggregate = name === 'count' && cursor.startsWith('()') ? 'count' : /^\.(sum|avg|min|max|count)\(\)/.exec(cursor.input.slice(cursor.position))?.[1];
+  if (aggregate !== undefined) {
+    const bare = name === 'count' && aggregate === 'count' && cursor.startsWith('()');
+    cursor.position += bare ? 2 : aggregate.length + 3;
+    let cast: string | undefined;
+    if (cursor.accept('::')) {
+      cast = identifier(cursor);
+      if (cast === undefined) cursor.fail('letter or digit');
+    }
+    cursor.skipSpaces();
+    if (!atSelectItemEnd(cursor)) cursor.fail('"::", ")", "," or end of input', "'");
+    return {
+      kind: 'aggregate',
+      fn: aggregate as AggregateFunction,
+      ...(bare ? {} : { field: { name, jsonPath: [] } }),
+      ...(alias === undefined ? {} : { alias }),
+      ...(cast === undefined ? {} : { cast }),
+    };
   }
   if (cursor.peek() === '!' || cursor.peek() === '(') {
     const params = embedParams(cursor);

@@ -17,9 +17,14 @@ export interface Field {
 
 export type JoinType = 'inner' | 'left';
 
+/** PostgREST 12's aggregate functions in `select=` (`count()`, `amount.sum()`). */
+export type AggregateFunction = 'count' | 'sum' | 'avg' | 'min' | 'max';
+
 /** One item of `select=`. */
 export type SelectItem =
   | { kind: 'field'; field: Field; alias?: string; cast?: string }
+  /** `count()` (no field: every row) or `field.fn()`, its result cast with `::type`. */
+  | { kind: 'aggregate'; fn: AggregateFunction; field?: Field; alias?: string; cast?: string }
   | { kind: 'star' }
   | { kind: 'embed'; relation: string; alias?: string; hint?: string; joinType?: JoinType; spread: boolean; children: SelectItem[] };
 
@@ -126,4 +131,8 @@ export interface ApiRequest {
   headerRange?: Range;
   /** Whether the request carried the lease token (the lease role) or none (the anonymous role). */
   authenticated: boolean;
+  /** db-max-rows of the lease, on a read of a table or view: the most rows it returns. */
+  maxRows?: number;
+  /** db-aggregates-enabled of the lease (reads of tables and views). */
+  aggregatesEnabled?: boolean;
 }

@@ -35,13 +35,20 @@ export const restErrors = {
   PGRST123: { status: 400, message: 'Use of aggregate functions is not allowed' },
   PGRST124: { status: 400, message: 'Query result exceeds max-affected preference constraint' },
   PGRST125: { status: 404, message: 'Invalid path specified in request URL' },
+  PGRST126: { status: 404, message: 'Root endpoint metadata is disabled' },
   PGRST200: { status: 400, message: 'Could not find a relationship in the schema cache' },
   PGRST201: { status: 300, message: 'Could not embed because more than one relationship was found' },
   PGRST202: { status: 404, message: 'Could not find the function in the schema cache' },
   PGRST203: { status: 300, message: 'Could not choose the best candidate function' },
   PGRST204: { status: 400, message: 'Could not find the column in the schema cache' },
   PGRST205: { status: 404, message: 'Could not find the table in the schema cache' },
+  PGRST300: { status: 500, message: 'Server lacks JWT secret' },
   PGRST301: { status: 401, message: 'The token is not valid for this lease' },
+  // Postgres's duplicate_alias, as PostgREST's SQL meets it when one level embeds the same name twice
+  '42712': { status: 400, message: 'table name specified more than once' },
+  // what Postgres answers SET ROLE of a role that does not exist, which PostgREST 12 answers 401:
+  // a JWT naming a role the lease did not declare (src/auth/roles.ts)
+  '22023': { status: 401, message: 'role does not exist' },
   PGLEASE_NOT_FOUND: { status: 404, message: 'No live lease with this id' },
   PGLEASE_BODY_TOO_LARGE: { status: 413, message: 'The request body is too large' },
   PGLEASE_RESPONSE_TOO_LARGE: { status: 400, message: 'The response would be too large' },

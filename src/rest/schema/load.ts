@@ -77,6 +77,21 @@ function addComputedRelationships(relationships: Map<string, Relationship[]>, re
 }
 
 /** Input parameters without defaults: the last `defaultCount` inputs have defaults. */
+/** The types of a function's single unnamed parameter that PostgREST gives the whole request body. */
+const WHOLE_BODY_TYPES = new Set(['json', 'jsonb', 'text', 'xml', 'bytea']);
+
+/**
+ * Whether PostgREST's schema cache keeps a function: every input parameter named, or a single
+ * unnamed one of a type that takes the whole body. Others are left out (not callable, not
+ * suggested, no overload to be ambiguous with), as PostgREST leaves them out. Computed
+ * relationships, which take an unnamed row, come from the raw list and are not affected.
+ */
+function callableByName(params: SchemaDocument['routines'][number]['params']): boolean {
+  const inputs = params.filter((param) => param.mode === 'i' || param.mode === 'b' || param.mode === 'v');
+  if (inputs.every((param) => param.name !== '')) return true;
+  return inputs.length === 1 && WHOLE_BODY_TYPES.has(inputs[0]!.type);
+}
+
 function routineParams(params: SchemaDocument['routines'][number]['params'], defaultCount: number): RoutineParam[] {
   const inputs = params.filter((param) => param.mode === 'i' || param.mode === 'b' || param.mode === 'v');
   const firstDefault = inputs.length - defaultCount;
@@ -141,6 +156,7 @@ export function schemaCacheFromDocument(document: SchemaDocument, loadedAt = Dat
 
   const routines = new Map<string, Routine[]>();
   for (const raw of document.routines) {
+    if (!callableByName(raw.params)) continue;
     const routine: Routine = {
       schema: document.schema,
       name: raw.name,

@@ -1,5 +1,8 @@
 /**
- * Who is calling the control API: the admin (PGLEASE_ADMIN_TOKEN), a lease's own token, or nobody.
+ * Who is calling: the bearer token of a request, and whether it is the admin token
+ * (PGLEASE_ADMIN_TOKEN), some other token (a lease's, checked by whoever knows the lease), or none.
+ * Used by the control API (src/control) and the REST API (src/rest). The admin token is compared
+ * on SHA-256 digests in constant time, so neither its length nor its prefix leaks through timing.
  */
 import { timingSafeEqual, createHash } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
