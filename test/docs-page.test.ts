@@ -80,4 +80,24 @@ describe.skipIf(!hasChromium)('lease docs page in Chromium', () => {
     await page.screenshot({ path: projectPath('test/artifacts/lease-docs-page.png') });
     expect(failed).toEqual([]);
   });
+
+  it('shows the server\'s own message for a token that is not the lease\'s, and a page for a lease that is gone', async () => {
+    const page = await browser.newPage();
+    await page.goto(`${service.baseUrl}/v1/leases/${lease.id}/docs#token=pgl_not-this-leases`);
+    const problem = page.locator('#lease-problem');
+    await problem.waitFor({ state: 'visible', timeout: 15_000 });
+    expect(await problem.innerText()).toContain('The token is not this lease');
+    expect(await page.locator('#lease-token-state').innerText()).toBe('token refused');
+    expect(await page.locator('body').innerText()).not.toContain('as the lease role');
+    await page.screenshot({ path: projectPath('test/artifacts/lease-docs-wrong-token.png') });
+
+    const gone = '00000000-0000-4000-8000-000000000000';
+    const answer = await page.goto(`${service.baseUrl}/v1/leases/${gone}/docs`);
+    expect(answer?.status()).toBe(404);
+    expect(await page.locator('h1').innerText()).toBe(`No live lease ${gone}`);
+    // a script still gets the control API's error
+    const script = await fetch(`${service.baseUrl}/v1/leases/${gone}/docs`);
+    expect(script.status).toBe(404);
+    expect(await script.json()).toMatchObject({ code: 'PGLEASE_NOT_FOUND' });
+  });
 });

@@ -29,6 +29,7 @@ export function leaseDocsHtml(options: { leaseId: string; documentUrl: string; s
   #lease-token input { width: 28em; max-width: 60vw; padding: .35em; font-family: monospace; }
   #lease-token button { padding: .35em .9em; cursor: pointer; }
   #lease-token-state { color: #9fdf9f; }
+  #lease-problem { margin: 1em 1.25em; padding: .75em 1em; border: 1px solid #c33; background: #fff4f4; color: #800; }
 </style>
 </head>
 <body data-lease-id="${escapeHtml(options.leaseId)}" data-document-url="${escapeHtml(options.documentUrl)}">
@@ -40,9 +41,29 @@ export function leaseDocsHtml(options: { leaseId: string; documentUrl: string; s
   <button id="lease-token-use" type="submit">Use token</button>
   <button id="lease-token-forget" type="button">Forget</button>
 </form>
+<p id="lease-problem" role="alert" hidden></p>
 <div id="swagger-ui"></div>
 <script src="${SWAGGER_UI_STATIC}/swagger-ui-bundle.js" charset="utf-8"></script>
 <script src="${escapeHtml(options.scriptUrl)}" charset="utf-8"></script>
+</body>
+</html>
+`;
+}
+
+/**
+ * The page a browser gets for a lease that does not answer (released, expired, or never made): a
+ * page that says so, rather than the control API's JSON error.
+ */
+export function leaseGoneHtml(leaseId: string): string {
+  return `<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>pglease: no lease ${escapeHtml(leaseId)}</title>
+<style>body { font-family: sans-serif; margin: 3em auto; max-width: 40em; line-height: 1.5; }</style></head>
+<body>
+<h1>No live lease ${escapeHtml(leaseId)}</h1>
+<p>This lease was released, has expired, or never existed: its pages, API and database are gone with it.
+A lease ends at its expiry unless it is renewed (<code>pglease renew ID</code>).</p>
+<p>Make a new one with <code>pglease lease</code> or <code>POST /v1/leases</code>; this service's own API is described at <a href="/docs">/docs</a>.</p>
 </body>
 </html>
 `;
@@ -60,7 +81,7 @@ export const LEASE_DOCS_SCRIPT = `'use strict';
   }
   var token = sessionStorage.getItem(storageKey) || '';
   var state = document.getElementById('lease-token-state');
-  state.textContent = token ? 'as the lease role' : 'as the anonymous role';
+  var problem = document.getElementById('lease-problem');
   document.getElementById('lease-token').addEventListener('submit', function (event) {
     event.preventDefault();
     var value = document.getElementById('lease-token-input').value.trim();
@@ -71,23 +92,42 @@ export const LEASE_DOCS_SCRIPT = `'use strict';
     sessionStorage.removeItem(storageKey);
     window.location.reload();
   });
-  var ui = SwaggerUIBundle({
-    url: body.dataset.documentUrl,
-    dom_id: '#swagger-ui',
-    presets: [SwaggerUIBundle.presets.apis],
-    layout: 'BaseLayout',
-    deepLinking: false,
-    validatorUrl: null,
-    tryItOutEnabled: false,
-    // the document itself depends on the token: the lease role sees more than the anonymous one
-    requestInterceptor: function (request) {
-      if (request.loadSpec && token) request.headers.Authorization = 'Bearer ' + token;
-      return request;
-    },
-    onComplete: function () {
-      if (token) ui.preauthorizeApiKey('leaseToken', token);
-    }
-  });
-  window.ui = ui;
+  // The page fetches the document itself: a refused token (or a lease that ended) then shows the
+  // server's own message, where Swagger UI would only say "Failed to load API definition".
+  fetch(body.dataset.documentUrl, { headers: token ? { Authorization: 'Bearer ' + token } : {} })
+    .then(function (response) {
+      return response.text().then(function (text) {
+        var answer;
+        try { answer = JSON.parse(text); } catch (error) { answer = { message: text }; }
+        if (!response.ok) throw new Error(answer && answer.message ? answer.message : 'the server answered ' + response.status);
+        return answer;
+      });
+    })
+    .then(function (spec) {
+      state.textContent = token ? 'as the lease role' : 'as the anonymous role';
+      show(spec);
+    }, function (error) {
+      state.textContent = token ? 'token refused' : '';
+      state.style.color = '#ffb3b3';
+      problem.textContent = (token ? "This token does not open the lease's document: " : "The lease's document could not be loaded: ") +
+        error.message.replace(/\\.?$/, '.') + (token ? " Use the lease's own token, or Forget it to see what the anonymous role may do." : '');
+      problem.hidden = false;
+    });
+
+  function show(spec) {
+    var ui = SwaggerUIBundle({
+      spec: spec,
+      dom_id: '#swagger-ui',
+      presets: [SwaggerUIBundle.presets.apis],
+      layout: 'BaseLayout',
+      deepLinking: false,
+      validatorUrl: null,
+      tryItOutEnabled: false,
+      onComplete: function () {
+        if (token) ui.preauthorizeApiKey('leaseToken', token);
+      }
+    });
+    window.ui = ui;
+  }
 })();
 `;

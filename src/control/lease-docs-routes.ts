@@ -12,10 +12,16 @@ import { leaseDocument } from '../rest/openapi/lease-document.js';
 import { RestError } from '../rest/response/errors.js';
 import { bearerToken } from '../auth/caller.js';
 import { ControlError } from './errors.js';
-import { LEASE_DOCS_SCRIPT, leaseDocsHtml } from './lease-docs-page.js';
+import { LEASE_DOCS_SCRIPT, leaseDocsHtml, leaseGoneHtml } from './lease-docs-page.js';
 import { publicBaseUrl } from './lease-routes.js';
 import { serviceVersion } from './openapi.js';
 import { ErrorSchema, LeaseParams } from './schemas.js';
+
+/** Whether the request is a browser's (it asks for HTML before JSON). */
+function prefersHtml(request: FastifyRequest): boolean {
+  const accept = request.headers.accept ?? '';
+  return /text\/html/.test(accept) && !/^\s*application\/json/.test(accept);
+}
 
 /** The REST API's lease errors, in the control API's words. */
 function toControlError(error: unknown): unknown {
@@ -66,7 +72,11 @@ export async function leaseDocsRoutes(app: FastifyInstance, context: ServiceCont
 
   routes.get('/v1/leases/:id/docs', { schema: { hide: true, params: LeaseParams } }, async (request, reply) => {
     const lease = await rest.directory.find(request.params.id);
-    if (!lease) throw new ControlError('PGLEASE_NOT_FOUND', `No live lease ${request.params.id}`);
+    if (!lease) {
+      // a browser gets a page that says so; a script, the control API's error
+      if (prefersHtml(request)) return reply.code(404).type('text/html; charset=utf-8').send(leaseGoneHtml(request.params.id));
+      throw new ControlError('PGLEASE_NOT_FOUND', `No live lease ${request.params.id}`);
+    }
     return reply.type('text/html; charset=utf-8').send(
       leaseDocsHtml({ leaseId: lease.id, documentUrl: `/v1/leases/${lease.id}/openapi.json`, scriptUrl: `/v1/leases/${lease.id}/docs/docs.js` }),
     );
