@@ -17,6 +17,7 @@ import { registerCors } from './cors.js';
 import { isRestUrl, restRoutes, sendUnroutedRestError } from './rest/routes.js';
 import type { RestService } from './rest/rest-service.js';
 import { leaseDocsRoutes } from './control/lease-docs-routes.js';
+import { studioRoutes } from './web/studio/studio-routes.js';
 
 export interface ServerOptions {
   /** Fastify logger setting; false in tests. */
@@ -185,6 +186,7 @@ export async function buildServer(context: ServiceContext, options: ServerOption
     await leaseStatsRoutes(control, context);
     await templateRoutes(control, context);
     await jobRoutes(control, context);
+    await studioRoutes(control, context);
   });
   // the PostgREST-compatible API under /v1/leases/:id/rest: its own body parsing and error format
   let restService: RestService | undefined;
