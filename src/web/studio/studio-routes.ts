@@ -1,8 +1,16 @@
 /**
- * The lease studio's server side: `POST /v1/leases/:id/sql` (its SQL box). The endpoint takes the
- * lease token (or the admin token) and runs the statement as the lease (./lease-sql.ts): the
- * service's own connections only look the lease up in pglease.leases.
+ * The lease studio: `GET /v1/leases/:id/studio` (the page), `GET /studio/static/*` (its script and
+ * style, and Tabulator's, from the package: no CDN) and `POST /v1/leases/:id/sql` (its SQL box).
+ *
+ * The page itself holds no data and needs no token: the browser reads and writes the lease through
+ * the lease's REST API and the control API with the token the person pasted (kept in the tab's
+ * sessionStorage under the same key as the Swagger page's, so one paste serves both). The SQL
+ * endpoint takes the lease token (or the admin token) and runs the statement as the lease
+ * (./lease-sql.ts): the service's own connections only look the lease up in pglease.leases.
  */
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
@@ -10,10 +18,27 @@ import type { ServiceContext } from '../../service-context.js';
 import { identifyCaller } from '../../control/auth.js';
 import { ControlError } from '../../control/errors.js';
 import { ErrorSchema, LeaseParams } from '../../control/schemas.js';
+import { projectPath } from '../../paths.js';
 import { templateSqlError, type TemplateSqlError } from '../../templates/template-sql-error.js';
 import { MAX_ROWS, MAX_SQL_LENGTH, runLeaseSql, SqlRefusedError } from './lease-sql.js';
+import { STUDIO_STATIC, studioHtml } from './studio-page.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+interface StaticFile {
+  file: string;
+  type: string;
+  /** Tabulator's files change only with the package; ours with every release of pglease. */
+  cacheControl: string;
+}
+
+const tabulatorDist = path.dirname(path.dirname(createRequire(import.meta.url).resolve('tabulator-tables/dist/js/tabulator.min.js')));
+const STATIC_FILES: Record<string, StaticFile> = {
+  'studio.js': { file: projectPath('src/web/studio/assets/studio.js'), type: 'text/javascript; charset=utf-8', cacheControl: 'no-cache' },
+  'studio.css': { file: projectPath('src/web/studio/assets/studio.css'), type: 'text/css; charset=utf-8', cacheControl: 'no-cache' },
+  'tabulator.min.js': { file: path.join(tabulatorDist, 'js/tabulator.min.js'), type: 'text/javascript; charset=utf-8', cacheControl: 'public, max-age=86400' },
+  'tabulator.min.css': { file: path.join(tabulatorDist, 'css/tabulator_simple.min.css'), type: 'text/css; charset=utf-8', cacheControl: 'public, max-age=86400' },
+};
 
 /** A PGLEASE_SQL_FAILED answer with Postgres's own error (SQLSTATE, detail, hint, position). */
 class SqlFailedError extends ControlError {
@@ -46,6 +71,19 @@ const SqlResultSchema = Type.Object({
 export async function studioRoutes(app: FastifyInstance, context: ServiceContext): Promise<void> {
   const routes = app.withTypeProvider<TypeBoxTypeProvider>();
   const { leases, config, host } = context;
+
+  routes.get('/v1/leases/:id/studio', { schema: { hide: true, params: LeaseParams } }, async (request, reply) => {
+    const { id } = request.params;
+    const lease = UUID.test(id) ? await leases.find(id.toLowerCase(), null) : undefined;
+    if (!lease || lease.state !== 'active') throw new ControlError('PGLEASE_NOT_FOUND', `No live lease ${id}`);
+    return reply.type('text/html; charset=utf-8').header('cache-control', 'no-cache').send(studioHtml({ leaseId: lease.id }));
+  });
+
+  routes.get(`${STUDIO_STATIC}/:file`, { schema: { hide: true, params: Type.Object({ file: Type.String() }) } }, async (request, reply) => {
+    const asset = Object.hasOwn(STATIC_FILES, request.params.file) ? STATIC_FILES[request.params.file] : undefined;
+    if (!asset) throw new ControlError('PGLEASE_ROUTE_NOT_FOUND', `No studio file ${request.params.file}`);
+    return reply.type(asset.type).header('cache-control', asset.cacheControl).send(readFileSync(asset.file));
+  });
 
   routes.post(
     '/v1/leases/:id/sql',
