@@ -37,6 +37,7 @@
     grid: null,
     fkLabels: {}, // 'table.column' -> { value: label }
     failedCellError: null,
+    loadFailed: false,
     stopped: false,
   };
 
@@ -396,10 +397,16 @@
     return { headerFilter: 'input', headerFilterPlaceholder: hints[column.kind], headerFilterLiveFilter: false };
   }
 
+  /** Column titles as text: Tabulator puts a string title in as HTML, and names are the lease's to choose. */
+  function textTitle(cell) {
+    return document.createTextNode(cell.getValue());
+  }
+
   function gridColumns(relation) {
     var columns = relation.columns.map(function (column) {
       var definition = {
         title: column.name,
+        titleFormatter: textTitle,
         field: column.name,
         headerTooltip: column.format + (column.primaryKey ? ' · primary key' : '') + (column.references ? ' → ' + column.references.table + '.' + column.references.column : ''),
         formatter: formatValue(column),
@@ -468,15 +475,19 @@
     var response = await request(url, { headers: { Prefer: 'count=exact' } });
     if (!response.ok) {
       var error = await failure(response);
+      // a filter PostgREST refused (`>abc` on a number): said until a page loads again
+      state.loadFailed = true;
       status(error.message, true);
       throw error;
     }
     var rows = await response.json();
     var total = rangeTotal(response);
     await loadFkLabels(relation, rows);
-    state.lastQuery = query;
-    var filtered = (params.filter || []).some(function (filter) { return String(filter.value).trim() !== ''; });
-    status((total === null ? rows.length : total.toLocaleString()) + ' row' + (total === 1 ? '' : 's') + (filtered ? (total === 1 ? ' matches' : ' match') + ' the filters' : ''));
+    if (state.loadFailed) {
+      state.loadFailed = false;
+      status('');
+    }
+    // the row count is the pager's ("Showing 1-50 of 3,573 rows"): the status line keeps the last action's outcome
     return { last_page: Math.max(1, Math.ceil((total || 0) / size)), last_row: total || 0, data: rows };
   }
 
@@ -510,6 +521,8 @@
       layout: 'fitDataStretch',
       height: Math.max(320, window.innerHeight - 420) + 'px',
       placeholder: 'No rows',
+      // a column may be called `a.b`: it is one column, not a path into an object
+      nestedFieldSeparator: false,
       ajaxURL: restUrl + relation.path,
       ajaxRequestFunc: function (_url, _config, params) { return loadPage(relation, params); },
       pagination: true,
@@ -752,6 +765,7 @@
       var number = /^(smallint|integer|bigint|real|double precision|numeric)/.test(column.type);
       return {
         title: column.name,
+        titleFormatter: textTitle,
         field: 'c' + index,
         headerTooltip: column.type,
         hozAlign: number ? 'right' : 'left',
