@@ -386,6 +386,48 @@ BEGIN
 END
 $$;
 
+-- pglease.reset_password: gives an active lease's login role a new password (p_verifier, a SCRAM
+-- verifier computed by the caller, so the password itself never reaches the server or its logs),
+-- for a holder who lost the URL (shown once, at create). Returns NULL when the lease is not active.
+--  * catalogs only: ALTER ROLE ... PASSWORD plans and runs no lease-owned code, and the row lock on
+--    the lease serialises it with a release (a released lease's role is gone, so no reset revives it).
+--  * existing sessions keep working unless p_cut_sessions: Postgres checks a password at login only.
+--    When cut, only the login role's sessions go (the REST API's authenticator sessions are
+--    pglease's own and log in with another password), and they are awaited (at most about 5 s) so
+--    that the caller's next statement finds none.
+CREATE OR REPLACE FUNCTION pglease.reset_password(p_id uuid, p_verifier text, p_cut_sessions boolean)
+RETURNS pglease.leases
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_lease pglease.leases;
+  v_sessions int[];
+BEGIN
+  IF p_verifier NOT LIKE 'SCRAM-SHA-256$%' THEN
+    RAISE EXCEPTION 'a lease password is set from its SCRAM verifier only' USING ERRCODE = '22023';
+  END IF;
+  SELECT * INTO v_lease FROM pglease.leases WHERE id = p_id AND state = 'active' FOR UPDATE;
+  IF NOT FOUND THEN
+    RETURN NULL;
+  END IF;
+  EXECUTE format('ALTER ROLE %I PASSWORD %L', v_lease.role_name, p_verifier);
+  IF p_cut_sessions THEN
+    SELECT array_agg(a.pid) INTO v_sessions
+      FROM pg_stat_activity a WHERE a.usename = v_lease.role_name AND a.pid <> pg_backend_pid();
+    IF v_sessions IS NOT NULL THEN
+      PERFORM pg_terminate_backend(s) FROM unnest(v_sessions) s;
+      FOR i IN 1..1000 LOOP
+        PERFORM pg_stat_clear_snapshot();
+        EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = ANY (v_sessions));
+        PERFORM pg_sleep(0.005);
+      END LOOP;
+    END IF;
+  END IF;
+  RETURN v_lease;
+END
+$$;
+
 -- pglease.restrict_other_databases: a lease URL must open nothing but the lease database, so
 -- PUBLIC loses CONNECT on every database of the host (lease roles connect to theirs through
 -- pglease.lease_groups()). Returns each database that still granted PUBLIC CONNECT, and whether the

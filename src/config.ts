@@ -3,12 +3,14 @@
  * A bad value stops the start with a message naming the variable, never a silent fallback.
  */
 import path from 'node:path';
+import { ConfigError } from './config-error.js';
+import { DurationError, durationMs, durationSeconds, formatSeconds, postgresInterval } from './duration.js';
 import { parseSchedule, ScheduleError } from './scheduler/cron.js';
 
 export interface LeaseLimits {
   /** CONNECTION LIMIT of each lease's login role. */
   connectionLimit: number;
-  /** statement_timeout set on each lease's roles (Postgres interval text, e.g. '60s'). */
+  /** statement_timeout set on each lease's roles (Postgres interval text, e.g. '60s', '1500ms'). */
   statementTimeout: string;
   /** idle_in_transaction_session_timeout set on each lease's roles. */
   idleInTransactionTimeout: string;
@@ -47,6 +49,12 @@ export interface CreateLimits {
   connectionsPerClient: number;
   /** Live leases in the lease database (host capacity). */
   maxLeases: number;
+  /**
+   * Whether the per-client limits above also bind the developer on their own machine (a client on
+   * loopback talking to a service bound to loopback, through no proxy: see isLocalDeveloper in
+   * src/control/rate-limit.ts). Off by default: those limits are meant for strangers on a network.
+   */
+  limitLocalDeveloper: boolean;
 }
 
 export interface Config {
@@ -68,6 +76,8 @@ export interface Config {
   /** Base URL used in rest_url; defaults to the request's own scheme and Host header. */
   publicUrl: string | undefined;
   adminToken: string | undefined;
+  /** Bearer token for GET /metrics besides the admin token (a Prometheus scraper need not hold the admin's). */
+  metricsToken: string | undefined;
   defaultTtlSeconds: number;
   maxTtlSeconds: number;
   leaseLimits: LeaseLimits;
@@ -101,12 +111,7 @@ export interface Config {
   trustProxy: TrustProxy;
 }
 
-export class ConfigError extends Error {
-  constructor(variable: string, problem: string) {
-    super(`${variable}: ${problem}`);
-    this.name = 'ConfigError';
-  }
-}
+export { ConfigError } from './config-error.js';
 
 type Env = Record<string, string | undefined>;
 
@@ -124,11 +129,17 @@ function text(env: Env, name: string): string | undefined {
   return raw === undefined || raw.trim() === '' ? undefined : raw.trim();
 }
 
-/** Postgres duration settings are passed to ALTER ROLE ... SET, so only plain `<n><unit>` is accepted. */
-function duration(env: Env, name: string, fallback: string): string {
-  const raw = text(env, name) ?? fallback;
-  if (!/^\d+(ms|s|min|h)?$/.test(raw)) throw new ConfigError(name, `expected a duration like 30s, 500ms or 5min, got ${JSON.stringify(raw)}`);
-  return raw;
+/**
+ * A Postgres interval setting (passed to ALTER ROLE ... SET): a duration (src/duration.ts), where
+ * milliseconds are allowed too, written back in units Postgres reads.
+ */
+function pgInterval(env: Env, name: string, fallback: string): string {
+  try {
+    return postgresInterval(durationMs(text(env, name) ?? fallback, { allowMs: true }));
+  } catch (error) {
+    if (error instanceof DurationError) throw new ConfigError(name, error.message);
+    throw error;
+  }
 }
 
 function schedule(env: Env, name: string, fallback: string): string {
@@ -140,14 +151,19 @@ function schedule(env: Env, name: string, fallback: string): string {
   }
 }
 
-/** A span like 7d, 12h, 90min or 3600 (seconds), in seconds. */
-function span(env: Env, name: string, fallback: string, minSeconds: number): number {
-  const raw = text(env, name) ?? fallback;
-  const match = /^(\d+)(s|min|h|d)?$/.exec(raw);
-  if (!match) throw new ConfigError(name, `expected a span like 7d, 12h, 90min or 3600s, got ${JSON.stringify(raw)}`);
-  const seconds = Number(match[1]) * { s: 1, min: 60, h: 3600, d: 86_400 }[(match[2] ?? 's') as 's' | 'min' | 'h' | 'd'];
-  if (seconds < minSeconds) throw new ConfigError(name, `must be at least ${minSeconds} seconds, got ${raw}`);
-  return seconds;
+/** A duration (src/duration.ts: 90, 90s, 10m, 2h, 1d), in whole seconds, between `min` and `max` seconds. */
+function seconds(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = text(env, name);
+  if (raw === undefined) return fallback;
+  let value: number;
+  try {
+    value = durationSeconds(raw);
+  } catch (error) {
+    if (error instanceof DurationError) throw new ConfigError(name, error.message);
+    throw error;
+  }
+  if (value < min || value > max) throw new ConfigError(name, `must be between ${formatSeconds(min)} and ${formatSeconds(max)}, got ${raw}`);
+  return value;
 }
 
 function flag(env: Env, name: string, fallback: boolean): boolean {
@@ -189,14 +205,16 @@ function clientConnections(env: Env): number {
 }
 
 export function loadConfig(env: Env = process.env): Config {
-  const maxTtlSeconds = integer(env, 'PGLEASE_MAX_TTL', 86_400, 1, 10 * 365 * 86_400);
-  const defaultTtlSeconds = Math.min(integer(env, 'PGLEASE_DEFAULT_TTL', 1800, 1, 10 * 365 * 86_400), maxTtlSeconds);
+  const maxTtlSeconds = seconds(env, 'PGLEASE_MAX_TTL', 86_400, 1, 10 * 365 * 86_400);
+  const defaultTtlSeconds = Math.min(seconds(env, 'PGLEASE_DEFAULT_TTL', 1800, 1, 10 * 365 * 86_400), maxTtlSeconds);
   const publicUrl = text(env, 'PGLEASE_PUBLIC_URL');
   return {
     databaseUrl: text(env, 'DATABASE_URL'),
     leaseDatabase: text(env, 'PGLEASE_DATABASE') ?? 'pglease',
     dataDir: path.resolve(text(env, 'PGLEASE_DATA_DIR') ?? '.pglease'),
-    httpHost: text(env, 'HOST') ?? '0.0.0.0',
+    // loopback: lease creation needs no login, so the network gets it only when asked for
+    // (the Docker image sets HOST=0.0.0.0)
+    httpHost: text(env, 'HOST') ?? '127.0.0.1',
     httpPort: integer(env, 'PORT', 8080, 0, 65_535),
     embeddedPgPort: integer(env, 'PGLEASE_PG_PORT', 55_432, 1, 65_535),
     embeddedPgListen: text(env, 'PGLEASE_PG_LISTEN') ?? 'localhost',
@@ -204,12 +222,13 @@ export function loadConfig(env: Env = process.env): Config {
     publicPgPort: env.PGLEASE_PUBLIC_PG_PORT ? integer(env, 'PGLEASE_PUBLIC_PG_PORT', 0, 1, 65_535) : undefined,
     publicUrl: publicUrl?.replace(/\/+$/, ''),
     adminToken: text(env, 'PGLEASE_ADMIN_TOKEN'),
+    metricsToken: text(env, 'PGLEASE_METRICS_TOKEN'),
     defaultTtlSeconds,
     maxTtlSeconds,
     leaseLimits: {
       connectionLimit: integer(env, 'PGLEASE_LEASE_CONNECTIONS', 20, 1, 10_000),
-      statementTimeout: duration(env, 'PGLEASE_LEASE_STATEMENT_TIMEOUT', '60s'),
-      idleInTransactionTimeout: duration(env, 'PGLEASE_LEASE_IDLE_TX_TIMEOUT', '60s'),
+      statementTimeout: pgInterval(env, 'PGLEASE_LEASE_STATEMENT_TIMEOUT', '60s'),
+      idleInTransactionTimeout: pgInterval(env, 'PGLEASE_LEASE_IDLE_TX_TIMEOUT', '60s'),
       scramIterations: integer(env, 'PGLEASE_SCRAM_ITERATIONS', 4096, 1, 1_000_000),
     },
     leasePoolSize: integer(env, 'PGLEASE_LEASE_POOL', 2, 0, 1000),
@@ -221,8 +240,8 @@ export function loadConfig(env: Env = process.env): Config {
     bodyLimit: integer(env, 'PGLEASE_BODY_LIMIT', 1_048_576, 1024, 1024 * 1024 * 1024),
     logLevel: text(env, 'LOG_LEVEL') ?? 'info',
     logRequests: flag(env, 'PGLEASE_LOG_REQUESTS', false),
-    shutdownGraceSeconds: integer(env, 'PGLEASE_SHUTDOWN_GRACE', 8, 0, 3600),
-    databaseTimeoutSeconds: integer(env, 'PGLEASE_DB_TIMEOUT', 30, 1, 3600),
+    shutdownGraceSeconds: seconds(env, 'PGLEASE_SHUTDOWN_GRACE', 8, 0, 3600),
+    databaseTimeoutSeconds: seconds(env, 'PGLEASE_DB_TIMEOUT', 30, 1, 3600),
     maxLeaseLocks: env.PGLEASE_MAX_LOCKS ? integer(env, 'PGLEASE_MAX_LOCKS', 0, 100, 100_000_000) : null,
     jobs: {
       schedulerEnabled: flag(env, 'PGLEASE_SCHEDULER', true),
@@ -231,13 +250,14 @@ export function loadConfig(env: Env = process.env): Config {
       pruneSchedule: schedule(env, 'PGLEASE_PRUNE_CRON', '17 * * * *'),
       reaperBatch: integer(env, 'PGLEASE_REAPER_BATCH', 50, 1, 60),
       // throttling counts the last hour of leases, so history must reach back at least that far
-      historyRetentionSeconds: span(env, 'PGLEASE_HISTORY_RETENTION', '7d', 3600),
+      historyRetentionSeconds: seconds(env, 'PGLEASE_HISTORY_RETENTION', 7 * 86_400, 3600, 100 * 365 * 86_400),
     },
     createLimits: {
       perHour: integer(env, 'PGLEASE_RATE_LIMIT', 100, 0, 1_000_000),
       activePerClient: integer(env, 'PGLEASE_MAX_ACTIVE', 20, 0, 1_000_000),
       connectionsPerClient: clientConnections(env),
       maxLeases: integer(env, 'PGLEASE_MAX_LEASES', 1000, 0, 10_000_000),
+      limitLocalDeveloper: flag(env, 'PGLEASE_LIMIT_LOCAL', false),
     },
     trustProxy: trustProxy(env),
   };

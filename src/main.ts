@@ -3,6 +3,8 @@
  */
 import { createServer } from 'node:net';
 import { ConfigError, loadConfig, type Config } from './config.js';
+import { isLoopback } from './control/rate-limit.js';
+import { createLogger } from './log.js';
 import { startService, type Service } from './service.js';
 
 /**
@@ -20,28 +22,31 @@ async function checkPortFree(host: string, port: number): Promise<void> {
   });
 }
 
-function banner(config: Config, service: Service, address: string): string {
+/** Where the service answers, for the log line Fastify writes when it listens (once). */
+function listening(config: Config, address: string): string {
+  const reach = isLoopback(config.httpHost)
+    ? `this machine only (HOST=${config.httpHost}; HOST=0.0.0.0 serves the network)`
+    : `the network (HOST=${config.httpHost}): anyone who reaches it can create leases`;
+  return `pglease is serving on ${address}, reachable from ${reach}`;
+}
+
+/** What a person starting pglease wants next: where things are, and the one command to try. */
+function banner(config: Config, service: Service, address: string): { fields: Record<string, string>; text: string } {
   const local = address.replace('0.0.0.0', 'localhost').replace('[::]', 'localhost');
   const data = service.embedded
     ? `embedded Postgres on port ${service.embedded.port}, data in ${config.dataDir}`
     : `Postgres at ${service.host.publicHost}:${service.host.publicPort} (DATABASE_URL)`;
-  return [
-    '',
-    `  pglease is serving on ${local}`,
-    `    API       ${local}/v1/leases`,
-    `    docs      ${local}/docs`,
-    `    data      ${data}, lease database "${service.host.database}"`,
-    '',
-    '  Get a database:',
-    `    psql "$(curl -s -X POST -H 'Accept: text/plain' ${local}/v1/leases)"`,
-    '',
-  ].join('\n');
+  const tryIt = `psql "$(curl -s -X POST -H 'Accept: text/plain' ${local}/v1/leases)"`;
+  const fields = { api: `${local}/v1/leases`, docs: `${local}/docs`, data: `${data}, lease database "${service.host.database}"` };
+  const text = ['', `    API       ${fields.api}`, `    docs      ${fields.docs}`, `    data      ${fields.data}`, '', '  Get a database:', `    ${tryIt}`, ''].join('\n');
+  return { fields: { ...fields, try: tryIt }, text };
 }
 
 export async function serve(config: Config): Promise<void> {
-  const log = (message: string) => process.stderr.write(`pglease: ${message}\n`);
+  const logger = createLogger(config.logLevel);
+  const log = (message: string) => logger.info(message);
   await checkPortFree(config.httpHost, config.httpPort);
-  const service = await startService(config, { logger: { level: config.logLevel }, log });
+  const service = await startService(config, { loggerInstance: logger, log });
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
@@ -50,7 +55,7 @@ export async function serve(config: Config): Promise<void> {
     // a request that runs on (a lease's slow function) would hold the shutdown as long as it runs,
     // past an orchestrator's patience (Docker sends SIGKILL after 10 s): its connection is closed
     const grace = setTimeout(() => {
-      log(`requests still running after ${config.shutdownGraceSeconds} s (PGLEASE_SHUTDOWN_GRACE): closing their connections`);
+      logger.warn(`requests still running after ${config.shutdownGraceSeconds} s (PGLEASE_SHUTDOWN_GRACE): closing their connections`);
       service.app.server.closeAllConnections();
     }, config.shutdownGraceSeconds * 1000);
     grace.unref();
@@ -58,15 +63,19 @@ export async function serve(config: Config): Promise<void> {
       await service.close();
       process.exit(0);
     } catch (error) {
-      log(`shutdown failed: ${(error as Error).message}`);
+      logger.error({ err: error }, 'shutdown failed');
       process.exit(1);
     }
   };
   process.once('SIGTERM', () => void stop('SIGTERM'));
   process.once('SIGINT', () => void stop('SIGINT'));
   try {
-    const address = await service.app.listen({ host: config.httpHost, port: config.httpPort });
-    process.stderr.write(banner(config, service, address) + '\n');
+    // Fastify's own "Server listening" line, said once, with what a person must know about it
+    const address = await service.app.listen({ host: config.httpHost, port: config.httpPort, listenTextResolver: (address) => listening(config, address) });
+    const { fields, text } = banner(config, service, address);
+    // a terminal gets the banner as text; a log collector one record of the same
+    if (process.stderr.isTTY) process.stderr.write(text + '\n');
+    else logger.info(fields, 'ready');
   } catch (error) {
     await service.close();
     throw error;

@@ -3,6 +3,7 @@
  * parsing and error format: the control API answers `{ code, message }`, the REST API (src/rest)
  * answers in PostgREST's format.
  */
+import { DURATION_EXAMPLES, DURATION_PATTERN } from './duration.js';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { ServiceContext } from './service-context.js';
 import { ControlError } from './control/errors.js';
@@ -18,10 +19,14 @@ import { isRestUrl, restRoutes, sendUnroutedRestError } from './rest/routes.js';
 import type { RestService } from './rest/rest-service.js';
 import { leaseDocsRoutes } from './control/lease-docs-routes.js';
 import { studioRoutes } from './web/studio/studio-routes.js';
+import { metricsRoutes } from './control/metrics-routes.js';
+import { createOutcome } from './metrics/metrics.js';
 
 export interface ServerOptions {
   /** Fastify logger setting; false in tests. */
   logger?: boolean | { level: string; stream?: { write: (line: string) => void } };
+  /** A logger made beforehand (src/log.ts), shared with what runs before the server exists; wins over `logger`. */
+  loggerInstance?: FastifyBaseLogger;
 }
 
 /** How long a closing server keeps answering (503) requests that reach it before idle connections close. */
@@ -47,6 +52,9 @@ function validationProblem(first: ValidationIssue, all: ValidationIssue[]): stri
     .filter((issue) => issue.instancePath === first.instancePath && (issue.keyword === 'const' || issue.keyword === 'enum'))
     .flatMap((issue) => (issue.keyword === 'const' ? [issue.params.allowedValue] : ((issue.params.allowedValues as unknown[]) ?? [])));
   if (allowed.length > 0) return `must be ${allowed.length === 1 ? '' : 'one of '}${allowed.map((value) => JSON.stringify(value)).join(', ')}`;
+  if (all.some((issue) => issue.instancePath === first.instancePath && issue.keyword === 'pattern' && issue.params.pattern === DURATION_PATTERN)) {
+    return `must be a whole number of seconds or a duration: ${DURATION_EXAMPLES}`;
+  }
   if (first.keyword === 'required') return 'is required';
   if (first.keyword === 'pattern' && first.params.pattern === NO_CONTROL_CHARACTERS) return 'must not contain control characters (line breaks, tabs, escapes)';
   if (first.keyword === 'type') {
@@ -125,7 +133,7 @@ function controlJsonParser(_request: FastifyRequest, body: string, done: (error:
 
 export async function buildServer(context: ServiceContext, options: ServerOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
-    logger: options.logger ?? false,
+    ...(options.loggerInstance ? { loggerInstance: options.loggerInstance } : { logger: options.logger ?? false }),
     // Per-request logging is opt-in, as in PostgREST: a per-request child logger and two log calls
     // cost about 7% of a small REST request's throughput even when the level drops the lines.
     // Without it, errors are logged by the server's logger, with the request's method and URL.
@@ -175,6 +183,29 @@ export async function buildServer(context: ServiceContext, options: ServerOption
     done(null, payload);
   });
 
+  // metrics: a counter and a histogram per request, nothing else on the hot path (src/metrics)
+  const { metrics } = context;
+  app.addHook('onResponse', (request, reply, done) => {
+    const seconds = reply.elapsedTime / 1000;
+    if (isRestUrl(request.url)) metrics.restRequest(request.method, reply.statusCode, seconds);
+    else if (request.method === 'POST' && request.routeOptions.url === '/v1/leases') metrics.leaseCreated(createOutcome(reply.statusCode), seconds);
+    done();
+  });
+
+  // the control API's routes by path, so that a known path asked with another method answers 405
+  // with Allow (RFC 9110) rather than "no endpoint"
+  const controlRoutes: { path: RegExp; methods: string[] }[] = [];
+  app.addHook('onRoute', (route) => {
+    if (isRestUrl(route.url) || route.url.includes('*')) return;
+    const methods = ([] as string[]).concat(route.method).filter((method) => method !== 'HEAD' && method !== 'OPTIONS');
+    const pattern = route.url.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/:[A-Za-z_]\w*/g, '[^/]+');
+    controlRoutes.push({ path: new RegExp(`^${pattern}/?$`), methods });
+  });
+  const allowedMethods = (url: string): string[] => {
+    const path = url.split('?')[0]!;
+    return [...new Set(controlRoutes.filter((route) => route.path.test(path)).flatMap((route) => route.methods))];
+  };
+
   registerCors(app);
   await registerServiceOpenApi(app);
   await app.register(async (control) => {
@@ -187,6 +218,7 @@ export async function buildServer(context: ServiceContext, options: ServerOption
     await templateRoutes(control, context);
     await jobRoutes(control, context);
     await studioRoutes(control, context);
+    await metricsRoutes(control, context);
   });
   // the PostgREST-compatible API under /v1/leases/:id/rest: its own body parsing and error format
   let restService: RestService | undefined;
@@ -199,12 +231,25 @@ export async function buildServer(context: ServiceContext, options: ServerOption
     await leaseDocsRoutes(docs, context, restService!);
   });
 
-  app.setNotFoundHandler((request, reply) =>
+  const rest = restService!;
+  context.metrics.attach({
+    pool: context.host.pool,
+    restConnections: () => ({ inUse: rest.pools.budget.inUse, idle: rest.pools.idleConnections, waiting: rest.pools.budget.waiting, budget: rest.pools.budget.max }),
+    warmPools: () => context.leasePool.readyCounts(),
+    warmPoolCreates: () => context.leasePool.creates,
+  });
+
+  app.setNotFoundHandler((request, reply) => {
     // every path under a rest_url has a route for each method PostgREST serves: others end here
-    isRestUrl(request.url)
-      ? sendUnroutedRestError(request, reply, 'method')
-      : sendControlError(request, reply, new ControlError('PGLEASE_ROUTE_NOT_FOUND', `No endpoint ${request.method} ${request.url.split('?')[0]}`)),
-  );
+    if (isRestUrl(request.url)) return sendUnroutedRestError(request, reply, 'method');
+    const path = request.url.split('?')[0];
+    const allowed = allowedMethods(request.url);
+    if (allowed.length > 0) {
+      const allow = allowed.join(', ');
+      return sendControlError(request, reply, new ControlError('PGLEASE_METHOD_NOT_ALLOWED', `${path} answers ${allow}, not ${request.method}`, undefined, { Allow: allow }));
+    }
+    return sendControlError(request, reply, new ControlError('PGLEASE_ROUTE_NOT_FOUND', `No endpoint ${request.method} ${path}`));
+  });
   app.setErrorHandler((error, request, reply) => sendControlError(request, reply, error as Error));
   return app;
 }

@@ -6,6 +6,7 @@ import type { Config } from './config.js';
 import type { Host } from './db/host.js';
 import type { LeasePool } from './leases/lease-pool.js';
 import type { LeaseStore } from './leases/lease-store.js';
+import type { Metrics } from './metrics/metrics.js';
 import type { TemplateStore } from './templates/template-store.js';
 
 export interface ServiceContext {
@@ -15,6 +16,8 @@ export interface ServiceContext {
   /** Where creates come from: this process's warm pools, else provisioning. */
   leasePool: LeasePool;
   templates: TemplateStore;
+  /** This process's Prometheus metrics (GET /metrics). */
+  metrics: Metrics;
   /** Number of migrations this code expects to find applied (for /readyz). */
   expectedMigrations: number;
 }

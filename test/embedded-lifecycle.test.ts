@@ -23,7 +23,7 @@ const started: ChildProcess[] = [];
 async function startProcess(env: Record<string, string> = {}): Promise<{ child: ChildProcess; output: () => string }> {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
     cwd: projectRoot,
-    env: { ...process.env, DATABASE_URL: '', PGLEASE_DATA_DIR: dataDir, PGLEASE_PG_PORT: String(pgPort), PORT: String(httpPort), HOST: '127.0.0.1', LOG_LEVEL: 'warn', ...env },
+    env: { ...process.env, DATABASE_URL: '', PGLEASE_DATA_DIR: dataDir, PGLEASE_PG_PORT: String(pgPort), PORT: String(httpPort), HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   started.push(child);
@@ -33,7 +33,8 @@ async function startProcess(env: Record<string, string> = {}): Promise<{ child: 
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no banner within 60 s:\n${output}`)), 60_000);
     const check = () => {
-      if (output.includes('Get a database')) {
+      // stderr is a pipe here: the banner is the "ready" record of the JSON log
+      if (output.includes('"msg":"ready"')) {
         clearTimeout(timer);
         resolve();
       }
@@ -72,9 +73,14 @@ describe('the service process', () => {
     // another start time) does not lock the directory
     await writeFile(path.join(dataDir, 'pglease.pid'), `${process.pid} 1\n`);
     const first = await startProcess();
-    const banner = first.output();
+    // one logger: every line is a JSON record on stderr (none on stdout); its texts read as the banner did
+    const records = first.output().trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+    const banner = records.map((record) => Object.values(record).filter((value) => typeof value === 'string').join(' ')).join('\n');
     expect(banner).toContain(`http://127.0.0.1:${httpPort}/v1/leases`);
     expect(banner).toContain(`data in ${dataDir}`);
+    expect(banner).toContain('reachable from this machine only (HOST=127.0.0.1');
+    // and the service says once that it listens
+    expect(records.filter((record) => /pglease is serving on|Server listening/.test(String(record.msg)))).toHaveLength(1);
     expect(banner).toMatch(/curl -s -X POST -H 'Accept: text\/plain' .*\/v1\/leases/);
     expect(banner).toMatch(/revoked CONNECT on database "postgres"/);
 

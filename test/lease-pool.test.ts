@@ -234,7 +234,8 @@ describe('the pool', () => {
 
 describe('a claim rehearsal', () => {
   it('prepares the claim on the connection the next claim gets, before any claim, and leaves no trace', async () => {
-    const service = await start({ PGLEASE_LEASE_POOL: '2', PGLEASE_RATE_LIMIT: '5', PGLEASE_MAX_ACTIVE: '3', PGLEASE_MAX_LEASES: '50' });
+    // PGLEASE_LIMIT_LOCAL: this test's loopback client is held to the limits, as a stranger would be
+    const service = await start({ PGLEASE_LEASE_POOL: '2', PGLEASE_RATE_LIMIT: '5', PGLEASE_MAX_ACTIVE: '3', PGLEASE_MAX_LEASES: '50', PGLEASE_LIMIT_LOCAL: 'on' });
     const url = service.host.databaseUrl;
     const pooled = await poolFilled(url, service.context.leasePool.holder, 2);
     // no lease has been created by this service, yet its claim statement has run (and been

@@ -84,7 +84,24 @@ describe('POST /v1/leases', () => {
     expect((lease as unknown as { name: string }).name).toBe('ci run 42');
   });
 
-  it('answers only the URL and a newline with Accept: text/plain or ?format=url', async () => {
+  it('takes a ttl as a duration too, as the CLI and the settings do, and says what it accepts', async () => {
+    const lifetime = (lease: { expires_at: string | null; created_at: string }) => (Date.parse(lease.expires_at!) - Date.parse(lease.created_at)) / 1000;
+    for (const [ttl, seconds] of [['10m', 600], ['90s', 90], ['1h30m', 5400], ['2h', 7200], ['120', 120]] as const) {
+      expect(lifetime(await createLease(service, { ttl })), ttl).toBeCloseTo(seconds, 0);
+    }
+    const lease = await createLease(service);
+    const renewed = await call('POST', `/v1/leases/${lease.id}/renew`, { body: { ttl: '1h' }, token: lease.token });
+    expect(renewed.status).toBe(200);
+    expect((Date.parse(renewed.json.expires_at) - Date.now()) / 1000).toBeCloseTo(3600, -1);
+
+    const bad = await call('POST', '/v1/leases', { body: { ttl: '10 minutes' } });
+    expect(bad.json.message).toBe('"ttl" must be a whole number of seconds or a duration: 90 (seconds), 90s, 10m, 2h, 1d or 1h30m');
+    // this service's maximum is 2h: the message says it in the same words, and so only suggests what it takes
+    const tooLong = await call('POST', '/v1/leases', { body: { ttl: '1d' } });
+    expect(tooLong.json).toMatchObject({ code: 'PGLEASE_INVALID_FIELD', field: 'ttl', message: 'ttl must be at most 2h (PGLEASE_MAX_TTL), got 1d' });
+  });
+
+  it('answers only the URL and a newline with Accept: text/plain or ?format=url, and in headers what releasing it takes', async () => {
     for (const request of [
       call('POST', '/v1/leases', { headers: { accept: 'text/plain' } }),
       call('POST', '/v1/leases?format=url'),
@@ -93,6 +110,13 @@ describe('POST /v1/leases', () => {
       expect(response.status).toBe(201);
       expect(response.headers.get('content-type')).toMatch(/^text\/plain/);
       expect(response.text).toMatch(/^postgresql:\/\/lease_[0-9a-f]{16}:[A-Za-z0-9_-]{43}@[^\n]+\n$/);
+      // the body has no room for the id and token, the headers do: with them the lease is released
+      const id = response.headers.get('pglease-lease-id')!;
+      expect(response.headers.get('location')).toBe(`/v1/leases/${id}`);
+      const token = response.headers.get('pglease-token')!;
+      expect(token).toMatch(/^pgl_/);
+      const released = await call('DELETE', `/v1/leases/${id}`, { headers: { authorization: `Bearer ${token}` } });
+      expect(released.status).toBe(204);
     }
   });
 
@@ -102,7 +126,10 @@ describe('POST /v1/leases', () => {
       [{ ttl: 0 }, 'PGLEASE_INVALID_FIELD', 'ttl'],
       [{ ttl: -5 }, 'PGLEASE_INVALID_FIELD', 'ttl'],
       [{ ttl: 1.5 }, 'PGLEASE_INVALID_FIELD', 'ttl'],
-      [{ ttl: '60' }, 'PGLEASE_INVALID_FIELD', 'ttl'],
+      [{ ttl: '10 minutes' }, 'PGLEASE_INVALID_FIELD', 'ttl'],
+      [{ ttl: '500ms' }, 'PGLEASE_INVALID_FIELD', 'ttl'],
+      [{ ttl: '0s' }, 'PGLEASE_INVALID_FIELD', 'ttl'],
+      [{ ttl: '2h1s' }, 'PGLEASE_INVALID_FIELD', 'ttl'],
       [{ ttl: 7201 }, 'PGLEASE_INVALID_FIELD', 'ttl'],
       [{ name: 42 }, 'PGLEASE_INVALID_FIELD', 'name'],
       [{ name: '' }, 'PGLEASE_INVALID_FIELD', 'name'],
@@ -306,6 +333,52 @@ describe('POST /v1/leases/:id/renew', () => {
   });
 });
 
+describe('POST /v1/leases/:id/credentials', () => {
+  async function session(url: string): Promise<pg.Client> {
+    const client = new pg.Client({ connectionString: url });
+    client.on('error', () => undefined); // a cut session reports 57P01 here
+    await client.connect();
+    return client;
+  }
+
+  it('gives a new password: the new URL logs in, the old one no longer does, open sessions stay unless cut', async () => {
+    const lease = await createLease(service);
+    const open = await session(lease.url);
+    const reset = await call('POST', `/v1/leases/${lease.id}/credentials`, { token: lease.token });
+    expect(reset.status).toBe(200);
+    expect(reset.json).toMatchObject({ id: lease.id, role: lease.role, state: 'active' });
+    expect(reset.json.token).toBeUndefined();
+    const fresh = reset.json.url as string;
+    expect(new URL(fresh).password).not.toBe(new URL(lease.url).password);
+    await expect(session(lease.url)).rejects.toMatchObject({ code: '28P01' });
+    const renewed = await session(fresh);
+    expect((await open.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+
+    // cut_sessions: both sessions go (the REST API's are not the login role's), a new login works
+    const again = await call('POST', `/v1/leases/${lease.id}/credentials`, { token: ADMIN_TOKEN, body: { cut_sessions: true }, headers: { accept: 'text/plain' } });
+    expect(again.status).toBe(200);
+    expect(again.text).toMatch(/^postgresql:\/\/[^\n]+\n$/);
+    await expect(open.query('SELECT 1')).rejects.toThrow();
+    await expect(renewed.query('SELECT 1')).rejects.toThrow();
+    const latest = await session(again.text.trim());
+    await latest.end();
+    await Promise.all([open.end().catch(() => undefined), renewed.end().catch(() => undefined)]);
+  });
+
+  it('is refused to other tokens (404), for an ended lease (409), and for a bad body (400)', async () => {
+    const [lease, other] = await Promise.all([createLease(service), createLease(service)]);
+    expect((await call('POST', `/v1/leases/${lease.id}/credentials`, { token: other.token })).status).toBe(404);
+    expect((await call('POST', `/v1/leases/${lease.id}/credentials`)).status).toBe(401);
+    const bad = await call('POST', `/v1/leases/${lease.id}/credentials`, { token: lease.token, body: { cut_sessions: 'yes' } });
+    expect(bad.status).toBe(400);
+    expect(bad.json).toMatchObject({ code: 'PGLEASE_INVALID_FIELD', field: 'cut_sessions' });
+    expect((await call('DELETE', `/v1/leases/${lease.id}`, { token: lease.token })).status).toBe(204);
+    const ended = await call('POST', `/v1/leases/${lease.id}/credentials`, { token: ADMIN_TOKEN });
+    expect(ended.status).toBe(409);
+    expect(ended.json).toMatchObject({ code: 'PGLEASE_LEASE_NOT_ACTIVE' });
+  });
+});
+
 describe('DELETE /v1/leases/:id', () => {
   it('cuts open sessions, drops schema and roles, and a second delete is 404', async () => {
     const lease = await createLease(service);
@@ -381,7 +454,10 @@ describe('GET /v1/leases (admin)', () => {
 
   it('is for the admin only and validates its parameters', async () => {
     const lease = await createLease(service);
-    expect((await call('GET', '/v1/leases')).status).toBe(401);
+    const anonymous = await call('GET', '/v1/leases');
+    expect(anonymous.status).toBe(401);
+    // which token: the admin's, not any
+    expect(anonymous.json.message).toBe('Listing leases needs the admin token (PGLEASE_ADMIN_TOKEN): send "Authorization: Bearer <admin token>"');
     const notAdmin = await call('GET', '/v1/leases', { token: lease.token });
     expect(notAdmin.status).toBe(403);
     expect(notAdmin.json.message).toMatch(/needs the admin token \(PGLEASE_ADMIN_TOKEN\), and this token is not it/);
@@ -419,11 +495,17 @@ describe('health and unknown routes', () => {
     expect((await call('GET', '/readyz')).status).toBe(200);
   });
 
-  it('answers unknown routes and methods with a JSON 404', async () => {
+  it('answers unknown routes with a JSON 404, and a known route asked with another method with 405 and Allow', async () => {
     const response = await call('GET', '/v2/nothing');
     expect(response.status).toBe(404);
     expect(response.json.code).toBe('PGLEASE_ROUTE_NOT_FOUND');
-    expect((await call('PUT', '/v1/leases')).status).toBe(404);
+    const lease = await createLease(service);
+    const put = await call('PUT', `/v1/leases/${lease.id}`, { token: lease.token, body: {} });
+    expect(put.status).toBe(405);
+    expect(put.headers.get('allow')).toBe('GET, DELETE');
+    expect(put.json).toEqual({ code: 'PGLEASE_METHOD_NOT_ALLOWED', message: `/v1/leases/${lease.id} answers GET, DELETE, not PUT` });
+    expect((await call('PUT', '/v1/leases')).headers.get('allow')).toBe('POST, GET');
+    expect((await call('GET', `/v1/leases/${lease.id}/renew`)).headers.get('allow')).toBe('POST');
   });
 
   it('records who created and released a lease', async () => {

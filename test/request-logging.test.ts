@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { describe, expect, inject, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
 import { startService } from '../src/service.js';
+import { createLogger } from '../src/log.js';
 
 async function logLines(logRequests: boolean, run: (baseUrl: string) => Promise<void>, env: Record<string, string> = {}): Promise<Record<string, unknown>[]> {
   const lines: string[] = [];
@@ -59,5 +60,32 @@ describe('request logging', () => {
     const incoming = lines.find((line) => line.msg === 'incoming request');
     expect(incoming?.reqId).toBeDefined();
     expect(lines.some((line) => line.msg === 'request completed' && line.reqId === incoming?.reqId)).toBe(true);
+  });
+});
+
+describe('the logger of pglease serve (src/log.ts)', () => {
+  const capture = (isTTY: boolean) => {
+    const out = { text: '', isTTY, write: (chunk: string) => (out.text += chunk) };
+    return out;
+  };
+
+  it('writes JSON records where stderr is no terminal, and short human lines where it is one', () => {
+    const piped = capture(false);
+    createLogger('info', piped).info({ job: 'reap-expired' }, 'applied migration 0004_templates');
+    expect(JSON.parse(piped.text)).toMatchObject({ level: 30, msg: 'applied migration 0004_templates', job: 'reap-expired' });
+
+    const terminal = capture(true);
+    const logger = createLogger('info', terminal);
+    logger.info({ job: 'reap-expired' }, 'applied migration 0004_templates');
+    logger.warn('requests still running');
+    logger.error({ err: new Error('boom') }, 'shutdown failed');
+    logger.debug('not at this level');
+    const lines = terminal.text.split('\n');
+    expect(lines[0]).toMatch(/^\d\d:\d\d:\d\d applied migration 0004_templates job=reap-expired$/);
+    expect(lines[1]).toMatch(/^\d\d:\d\d:\d\d WARN requests still running$/);
+    expect(lines[2]).toMatch(/^\d\d:\d\d:\d\d ERROR shutdown failed$/);
+    expect(lines[3]).toBe('Error: boom');
+    expect(terminal.text).not.toContain('{');
+    expect(terminal.text).not.toContain('not at this level');
   });
 });

@@ -205,8 +205,10 @@ describe('configuration', () => {
       reaperBatch: 50,
       historyRetentionSeconds: 7 * 86_400,
     });
-    expect(config.createLimits).toEqual({ perHour: 100, activePerClient: 20, connectionsPerClient: 160, maxLeases: 1000 });
+    expect(config.createLimits).toEqual({ perHour: 100, activePerClient: 20, connectionsPerClient: 160, maxLeases: 1000, limitLocalDeveloper: false });
     expect(config.trustProxy).toBe(false);
+    // creating a lease needs no login: only this machine reaches the service unless HOST says otherwise
+    expect(config.httpHost).toBe('127.0.0.1');
   });
 
   it('refuses bad values naming the variable', () => {
@@ -231,6 +233,19 @@ describe('configuration', () => {
   it('reads spans, switches and proxy trust', () => {
     expect(loadConfig({ ...base, PGLEASE_HISTORY_RETENTION: '2d' }).jobs.historyRetentionSeconds).toBe(172_800);
     expect(loadConfig({ ...base, PGLEASE_HISTORY_RETENTION: '90min' }).jobs.historyRetentionSeconds).toBe(5400);
+    expect(loadConfig({ ...base, PGLEASE_HISTORY_RETENTION: '90m' }).jobs.historyRetentionSeconds).toBe(5400);
+  });
+
+  it('reads every length of time in the one grammar of src/duration.ts (90, 90s, 10m, 2h, 1d)', () => {
+    const config = loadConfig({ ...base, PGLEASE_MAX_TTL: '1d', PGLEASE_DEFAULT_TTL: '10m', PGLEASE_SHUTDOWN_GRACE: '15s', PGLEASE_DB_TIMEOUT: '1m' });
+    expect([config.maxTtlSeconds, config.defaultTtlSeconds, config.shutdownGraceSeconds, config.databaseTimeoutSeconds]).toEqual([86_400, 600, 15, 60]);
+    expect(loadConfig({ ...base, PGLEASE_MAX_TTL: '7200' }).maxTtlSeconds).toBe(7200);
+    // Postgres interval settings take milliseconds too, and are written in units Postgres reads (it has no "m")
+    const limits = loadConfig({ ...base, PGLEASE_LEASE_STATEMENT_TIMEOUT: '2m', PGLEASE_LEASE_IDLE_TX_TIMEOUT: '1500ms' }).leaseLimits;
+    expect([limits.statementTimeout, limits.idleInTransactionTimeout]).toEqual(['120s', '1500ms']);
+    expect(() => loadConfig({ ...base, PGLEASE_MAX_TTL: '1 day' })).toThrow('PGLEASE_MAX_TTL: "1 day" is not a duration: use e.g. 90 (seconds), 90s, 10m, 2h, 1d or 1h30m');
+    expect(() => loadConfig({ ...base, PGLEASE_MAX_TTL: '500ms' })).toThrow('PGLEASE_MAX_TTL: "500ms": whole seconds here');
+    expect(() => loadConfig({ ...base, PGLEASE_HISTORY_RETENTION: '30m' })).toThrow('PGLEASE_HISTORY_RETENTION: must be between 1h and');
     expect(loadConfig({ ...base, PGLEASE_SCHEDULER: 'off' }).jobs.schedulerEnabled).toBe(false);
     expect(loadConfig({ ...base, PGLEASE_RATE_LIMIT: '0' }).createLimits.perHour).toBe(0);
     expect(loadConfig({ ...base, PGLEASE_TRUST_PROXY: 'on' }).trustProxy).toBe(true);

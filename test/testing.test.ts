@@ -6,7 +6,7 @@ import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -16,7 +16,7 @@ import { lease, withLease, workerDatabaseUrl, PgleaseApiError, PgleaseClient } f
 import { ADMIN_TOKEN, startTestService, type TestService } from './support/service.js';
 import { freePort } from './support/free-port.js';
 import { childEnv, fixtureProject, repoRoot } from './fixtures/install-package.js';
-import { startWorkerLeases } from '../src/testing/worker-leases.js';
+import { setupFailureLine, startWorkerLeases } from '../src/testing/worker-leases.js';
 
 const run = promisify(execFile);
 let service: TestService;
@@ -178,6 +178,21 @@ describe('lease() and withLease()', () => {
     ]);
   }, 30_000);
 
+  it('tells a refused setup (429) in one line with what to do', async () => {
+    const strict = await startTestService({ PGLEASE_MAX_ACTIVE: '1', PGLEASE_LIMIT_LOCAL: 'on', PGLEASE_LEASE_POOL: '0' });
+    try {
+      const error = await startWorkerLeases({ server: strict.baseUrl, local: 'never', adminToken: '' }, { workers: 3, root: '.', label: 'vitest' }).catch((failure: unknown) => failure);
+      expect(setupFailureLine(error)).toMatch(
+        /^pglease: could not set up this test run: client 127\.0\.0\.1 has 1 live lease.*\(PGLEASE_RATE_LIMITED\); release leases you no longer need \(pglease release --all-mine\) or wait, then run again$/,
+      );
+      // the leases it did make were released with the failure
+      const { rows } = await strict.host.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM pglease.leases WHERE state = 'active' AND label LIKE 'vitest worker %'`);
+      expect(rows[0]!.n).toBe(0);
+    } finally {
+      await strict.close();
+    }
+  });
+
   it('workerDatabaseUrl picks the lease of the vitest or jest worker', () => {
     const env = { PGLEASE_DATABASE_URLS: JSON.stringify(['postgresql://a', 'postgresql://b']) };
     expect(workerDatabaseUrl({ ...env, VITEST_POOL_ID: '2' })).toBe('postgresql://b');
@@ -253,6 +268,34 @@ describe('the README\'s vitest example', () => {
     );
     expect(leases.map((row) => row.label)).toEqual(['template owner: todo-app', 'vitest worker 1', 'vitest worker 2']);
     expect(leases.every((row) => row.state === 'released')).toBe(true);
+  }, 120_000);
+
+  it('fails with one clear line first when its setup fails (a broken schema.sql), not under "No test files found"', async () => {
+    const broken = await mkdtemp(path.join(tmpdir(), 'pglease-broken-project-'));
+    await cp(project, broken, { recursive: true, verbatimSymlinks: true });
+    await writeFile(path.join(broken, 'schema.sql'), 'CREATE TABLE todos (id int);\nINSERT INTO nowhere VALUES (1);\n');
+    try {
+      // stdout and stderr on one pipe, in the order a terminal shows them
+      const failed = await run('sh', ['-c', `"${process.execPath}" "${path.join(repoRoot, 'node_modules/vitest/vitest.mjs')}" run --maxWorkers=2 2>&1`], {
+        cwd: broken,
+        env: childEnv({ PGLEASE_URL: service.baseUrl }),
+        timeout: 90_000,
+      }).then(
+        () => undefined,
+        (error: { code?: number; stdout?: string }) => error,
+      );
+      expect(failed?.code).toBe(1);
+      const lines = (failed?.stdout ?? '').split('\n').filter((line) => line.trim() !== '');
+      // after vitest's " RUN  v4 <root>" header, the first line says what failed, why, and what to do
+      expect(lines[0]).toMatch(/^\s*RUN\s/);
+      expect(lines.slice(1)).toHaveLength(1);
+      expect(lines[1]).toMatch(
+        /^pglease: could not set up this test run: template "todo-app" \(.*schema\.sql:2:13\) failed to apply: relation "nowhere" does not exist \(SQLSTATE 42P01\) \(PGLEASE_TEMPLATE_INVALID\); fix the template's SQL and run again$/,
+      );
+      expect(failed?.stdout).not.toContain('No test files found');
+    } finally {
+      await rm(broken, { recursive: true, force: true });
+    }
   }, 120_000);
 
   it('passes with no pglease running: it starts one in-process, with its own embedded Postgres', async () => {

@@ -12,7 +12,9 @@ let bounded: TestService;
 beforeAll(async () => {
   [hourly, bounded] = await Promise.all([
     // 100 live leases of one client: no connection budget (test/client-connections.test.ts has it)
-    startTestService({ PGLEASE_RATE_LIMIT: '100', PGLEASE_MAX_ACTIVE: '0', PGLEASE_MAX_LEASES: '0', PGLEASE_CLIENT_CONNECTIONS: '0' }),
+    // this file's clients are on loopback, as the developer on their own machine is: PGLEASE_LIMIT_LOCAL
+    // holds them to the limits (the last describe tests that they are otherwise exempt)
+    startTestService({ PGLEASE_RATE_LIMIT: '100', PGLEASE_MAX_ACTIVE: '0', PGLEASE_MAX_LEASES: '0', PGLEASE_CLIENT_CONNECTIONS: '0', PGLEASE_LIMIT_LOCAL: 'on' }),
     startTestService({ PGLEASE_RATE_LIMIT: '0', PGLEASE_MAX_ACTIVE: '3', PGLEASE_MAX_LEASES: '5', PGLEASE_TRUST_PROXY: 'on' }),
   ]);
 });
@@ -151,7 +153,7 @@ describe('live leases per client (PGLEASE_MAX_ACTIVE) and capacity (PGLEASE_MAX_
 
 describe('the throttle\'s locks', () => {
   it('cannot be held by a lease: its advisory locks stop no create, and it cannot touch the lock rows', async () => {
-    const service = await startTestService({ PGLEASE_RATE_LIMIT: '100', PGLEASE_MAX_ACTIVE: '10', PGLEASE_MAX_LEASES: '100', PGLEASE_LEASE_POOL: '0' });
+    const service = await startTestService({ PGLEASE_RATE_LIMIT: '100', PGLEASE_MAX_ACTIVE: '10', PGLEASE_MAX_LEASES: '100', PGLEASE_LEASE_POOL: '0', PGLEASE_LIMIT_LOCAL: 'on' });
     const squatter = new pg.Client({ connectionString: ((await (await create(service)).json()) as { url: string }).url });
     await squatter.connect();
     try {
@@ -163,6 +165,54 @@ describe('the throttle\'s locks', () => {
     } finally {
       await squatter.end();
       await service.close();
+    }
+  });
+});
+
+describe('the developer on their own machine (a loopback client of a service bound to loopback)', () => {
+  // every per-client limit tight enough that the third create would meet all three
+  const TIGHT = { PGLEASE_RATE_LIMIT: '2', PGLEASE_MAX_ACTIVE: '2', PGLEASE_CLIENT_CONNECTIONS: '30', PGLEASE_LEASE_POOL: '0', PGLEASE_TEMPLATE_POOL: '0' };
+
+  it('meets no per-client limit: five creates past every one of them, each lease with its full connection limit, nothing charged', async () => {
+    const service = await startTestService(TIGHT);
+    try {
+      for (let i = 0; i < 5; i++) {
+        const response = await create(service);
+        expect(response.status).toBe(201);
+        expect(response.headers.get('ratelimit-limit')).toBeNull();
+        const lease = (await response.json()) as { id: string; connection_limit: number };
+        expect(lease.connection_limit).toBe(20);
+      }
+      const { rows } = await service.host.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM pglease.leases WHERE quota_ip IS NOT NULL`);
+      expect(rows[0]!.n).toBe(0);
+    } finally {
+      await service.close();
+    }
+  });
+
+  it('is a stranger again through a proxy (X-Forwarded-For or Forwarded), with PGLEASE_LIMIT_LOCAL=on, or when the service listens on every address', async () => {
+    const proxied = await startTestService(TIGHT);
+    const limited = await startTestService({ ...TIGHT, PGLEASE_LIMIT_LOCAL: 'on' });
+    const everywhere = await startTestService({ ...TIGHT, HOST: '0.0.0.0' });
+    try {
+      const statuses = async (service: TestService, headers: Record<string, string>) => {
+        const answers: number[] = [];
+        for (let i = 0; i < 3; i++) {
+          const response = await create(service, headers);
+          answers.push(response.status);
+          await response.body?.cancel();
+        }
+        return answers;
+      };
+      expect(await statuses(proxied, { 'x-forwarded-for': '203.0.113.5' })).toEqual([201, 201, 429]);
+      expect(await statuses(proxied, { forwarded: 'for=203.0.113.6' })).toEqual([429, 429, 429]);
+      expect(await statuses(limited, {})).toEqual([201, 201, 429]);
+      // listening on 0.0.0.0, reached at 127.0.0.1: a port forwarder may stand in for anyone
+      const port = new URL(everywhere.baseUrl).port;
+      const viaLoopback = Object.assign(Object.create(everywhere) as TestService, { baseUrl: `http://127.0.0.1:${port}` });
+      expect(await statuses(viaLoopback, {})).toEqual([201, 201, 429]);
+    } finally {
+      await Promise.all([proxied.close(), limited.close(), everywhere.close()]);
     }
   });
 });

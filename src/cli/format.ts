@@ -3,6 +3,8 @@
  * tables, and colour only when the output is a terminal (and NO_COLOR is unset).
  */
 
+import { DurationError, durationSeconds } from '../duration.js';
+
 export class UsageError extends Error {
   constructor(message: string) {
     super(message);
@@ -10,23 +12,29 @@ export class UsageError extends Error {
   }
 }
 
-const UNIT_SECONDS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400, w: 604_800 };
+/** A program the CLI ran (psql) ended with this exit code, which becomes the CLI's: it said why itself. */
+export class ChildExit extends Error {
+  constructor(readonly exitCode: number) {
+    super(`exited with code ${exitCode}`);
+    this.name = 'ChildExit';
+  }
+}
+
 const MAX_DURATION_SECONDS = 10 * 365 * 86_400;
 
 /**
- * "90" (seconds), "30s", "10m", "1h30m", "2d"; "never" is null (a lease without expiry, admin only).
+ * A --ttl: a duration (src/duration.ts: 90, 90s, 10m, 2h, 1d, 1h30m), or "never" (null: a lease
+ * without expiry, admin only).
  */
 export function parseDuration(text: string): number | null {
   const trimmed = text.trim().toLowerCase();
   if (trimmed === 'never' || trimmed === 'none') return null;
   let seconds: number;
-  if (/^\d+$/.test(trimmed)) seconds = Number(trimmed);
-  else {
-    const parts = [...trimmed.matchAll(/(\d+)\s*([smhdw])/g)];
-    if (parts.length === 0 || parts.map((part) => part[0]).join('') !== trimmed.replace(/\s+/g, '')) {
-      throw new UsageError(`"${text}" is not a duration: use e.g. 90, 30s, 10m, 1h30m, 2d or never`);
-    }
-    seconds = parts.reduce((sum, part) => sum + Number(part[1]) * UNIT_SECONDS[part[2]!]!, 0);
+  try {
+    seconds = durationSeconds(trimmed);
+  } catch (error) {
+    if (error instanceof DurationError) throw new UsageError(`${error.message}; or never`);
+    throw error;
   }
   // the same checks for "0" as for "0s"; beyond ten years is surely a typo (the server caps ttl lower)
   if (seconds < 1) throw new UsageError(`"${text}" is too short: a lease lives at least 1 second`);
@@ -46,19 +54,6 @@ export function relativeTime(when: Date, now: Date = new Date()): string {
     : [Math.round(magnitude / 86_400), 'day'];
   const phrase = `${amount} ${unit}${amount === 1 ? '' : 's'}`;
   return seconds > 0 ? `in ${phrase}` : `${phrase} ago`;
-}
-
-/** Seconds as "10m", "1h30m", "2d" (the inverse of parseDuration for whole units). */
-export function shortDuration(seconds: number): string {
-  const parts: string[] = [];
-  let rest = seconds;
-  for (const [unit, size] of [['d', 86_400], ['h', 3600], ['m', 60], ['s', 1]] as const) {
-    if (rest >= size) {
-      parts.push(`${Math.floor(rest / size)}${unit}`);
-      rest %= size;
-    }
-  }
-  return parts.join('') || '0s';
 }
 
 export function formatBytes(bytes: number): string {

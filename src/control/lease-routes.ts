@@ -6,10 +6,11 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { ServiceContext } from '../service-context.js';
 import type { CreatedLease, CreateLeaseInput, LeaseRow } from '../leases/lease-store.js';
+import { durationSeconds, formatSeconds } from '../duration.js';
 import { identifyCaller } from './auth.js';
 import { ControlError } from './errors.js';
-import { leaseJson } from './lease-json.js';
-import { createLimitsFor, limitError, rateLimitHeaders } from './rate-limit.js';
+import { leaseJson, leaseUrl } from './lease-json.js';
+import { createLimitsFor, isLocalDeveloper, limitError, rateLimitHeaders } from './rate-limit.js';
 import { callerLease, leaseTemplate, templateLeaseError } from './template-routes.js';
 import {
   CreateLeaseBody,
@@ -20,6 +21,7 @@ import {
   LeaseSchema,
   ListLeasesQuery,
   RenewLeaseBody,
+  ResetCredentialsBody,
 } from './schemas.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -31,14 +33,19 @@ export function publicBaseUrl(context: ServiceContext, request: FastifyRequest):
   return context.config.publicUrl ?? `${request.protocol}://${request.host}`;
 }
 
-/** Accepts a TTL for this caller or explains, naming the field, why not. */
-function checkTtl(context: ServiceContext, ttl: number | null, isAdmin: boolean): number | null {
-  if (ttl === null) {
+/**
+ * Accepts a TTL (seconds, or a duration the schema has checked the form of: src/duration.ts) for
+ * this caller, in seconds, or explains, naming the field, why not.
+ */
+function checkTtl(context: ServiceContext, requested: number | string | null, isAdmin: boolean): number | null {
+  if (requested === null) {
     if (!isAdmin) throw new ControlError('PGLEASE_FORBIDDEN', 'ttl: null (a lease that never expires) needs the admin token', 'ttl');
     return null;
   }
+  const ttl = typeof requested === 'string' ? durationSeconds(requested) : requested;
+  if (ttl < 1) throw new ControlError('PGLEASE_INVALID_FIELD', `ttl must be at least 1 second, got ${JSON.stringify(requested)}`, 'ttl');
   const max = context.config.maxTtlSeconds;
-  if (ttl > max) throw new ControlError('PGLEASE_INVALID_FIELD', `ttl must be at most ${max} seconds (PGLEASE_MAX_TTL), got ${ttl}`, 'ttl');
+  if (ttl > max) throw new ControlError('PGLEASE_INVALID_FIELD', `ttl must be at most ${formatSeconds(max)} (PGLEASE_MAX_TTL), got ${formatSeconds(ttl)}`, 'ttl');
   return ttl;
 }
 
@@ -89,7 +96,8 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
         summary: 'Create a lease',
         description:
           'Creates a schema, a login role and an anonymous role on the host and answers with a connection URL. ' +
-          'With `Accept: text/plain` or `?format=url` the body is only the URL and a newline.',
+          'With `Accept: text/plain` or `?format=url` the body is only the URL and a newline; the lease id and token ' +
+          'are then in the `Pglease-Lease-Id` and `Pglease-Token` headers (and `Location`).',
         tags: ['leases'],
         body: CreateLeaseBody,
         querystring: CreateLeaseQuery,
@@ -107,13 +115,16 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
       const callerLeaseId = await callerLease(context, caller);
       const body = request.body;
       const ttl = checkTtl(context, body.ttl === undefined ? config.defaultTtlSeconds : body.ttl, caller.kind === 'admin');
-      const input = { ttlSeconds: ttl, label: body.name ?? null, clientIp: request.ip, limits: createLimitsFor(config.createLimits, caller) };
+      const input = { ttlSeconds: ttl, label: body.name ?? null, clientIp: request.ip, limits: createLimitsFor(config.createLimits, caller, isLocalDeveloper(request, config.httpHost)) };
       const created = await createLease(callerLeaseId, body.template, input).catch((error: unknown) =>
         Promise.reject(limitError(error) ?? templateLeaseError(error) ?? error),
       );
       const json = leaseJson(host, created.lease, publicBaseUrl(context, request), created);
       reply.code(201).header('Location', `/v1/leases/${created.lease.id}`).headers(rateLimitHeaders(created.quota));
       if (request.query.format === 'url' || prefersPlainText(request)) {
+        // the body holds only the URL, for psql "$(curl ...)": the id and token, without which the
+        // lease could not be released before it expires, travel in headers
+        reply.header('Pglease-Lease-Id', created.lease.id).header('Pglease-Token', json.token);
         // a string body with a text type is sent as is; the 201 schema describes the JSON form
         return reply.type('text/plain; charset=utf-8').send((json.url + '\n') as unknown as typeof json);
       }
@@ -134,7 +145,7 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
     },
     async (request) => {
       const caller = identifyCaller(request, config.adminToken);
-      if (caller.kind === 'anonymous') throw new ControlError('PGLEASE_UNAUTHORIZED');
+      if (caller.kind === 'anonymous') throw new ControlError('PGLEASE_UNAUTHORIZED', 'Listing leases needs the admin token (PGLEASE_ADMIN_TOKEN): send "Authorization: Bearer <admin token>"');
       if (caller.kind !== 'admin') throw new ControlError('PGLEASE_FORBIDDEN', 'Listing leases needs the admin token (PGLEASE_ADMIN_TOKEN), and this token is not it');
       const limit = request.query.limit === undefined ? 100 : Number(request.query.limit);
       if (!(limit >= 1 && limit <= 1000)) throw new ControlError('PGLEASE_INVALID_PARAMETER', 'limit must be between 1 and 1000', 'limit');
@@ -183,6 +194,36 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
       const renewed = await leases.renew(lease.id, ttl, request.ip);
       if (!renewed) throw new ControlError('PGLEASE_LEASE_NOT_ACTIVE', `The lease is ${lease.state}; only an active lease can be renewed`);
       return leaseJson(host, renewed, publicBaseUrl(context, request));
+    },
+  );
+
+  routes.post(
+    '/v1/leases/:id/credentials',
+    {
+      schema: {
+        summary: 'Reset a lease’s password',
+        description:
+          'Gives the lease’s login role a new password and answers with the lease and its new `url` (the only place it is shown), ' +
+          'for a holder who lost the URL. The token is unchanged. `cut_sessions: true` also ends the sessions opened with the old one. ' +
+          'With `Accept: text/plain` the body is only the URL and a newline.',
+        tags: ['leases'],
+        security: [{ bearer: [] }],
+        params: LeaseParams,
+        body: ResetCredentialsBody,
+        response: { 200: LeaseSchema, 409: ErrorSchema, ...errors },
+      },
+      preValidation: async (request) => {
+        if (request.body === undefined) request.body = {};
+      },
+    },
+    async (request, reply) => {
+      const { lease } = await authorizedLease(request, request.params.id);
+      const reset = await leases.resetPassword(lease.id, request.body.cut_sessions === true);
+      if (!reset) throw new ControlError('PGLEASE_LEASE_NOT_ACTIVE', `The lease is ${lease.state}; only an active lease gets a new password`);
+      const json = leaseJson(host, reset.lease, publicBaseUrl(context, request));
+      json.url = leaseUrl(host, reset.lease, reset.password);
+      if (prefersPlainText(request)) return reply.type('text/plain; charset=utf-8').send((json.url + '\n') as unknown as typeof json);
+      return json;
     },
   );
 

@@ -4,14 +4,47 @@
  * (draft-ietf-httpapi-ratelimit-headers). The counting itself happens in Postgres, atomically,
  * inside the statement that provisions or claims the lease (see LeaseStore.create and claim).
  */
+import { isIP } from 'node:net';
+import type { FastifyRequest } from 'fastify';
 import type { CreateLimits } from '../config.js';
 import type { CreateQuota } from '../leases/lease-store.js';
 import type { Caller } from './auth.js';
 import { ControlError } from './errors.js';
 
-/** The admin token bypasses per-client limits (0 disables a limit); the database's capacity binds everyone. */
-export function createLimitsFor(limits: CreateLimits, caller: Caller): CreateLimits {
-  return caller.kind === 'admin' ? { perHour: 0, activePerClient: 0, connectionsPerClient: 0, maxLeases: limits.maxLeases } : limits;
+/** 127.0.0.0/8, ::1 and their IPv4-mapped form; `localhost` for a configured host name. */
+export function isLoopback(address: string | undefined): boolean {
+  if (address === undefined) return false;
+  const bare = address.replace(/^\[|\]$/g, '').toLowerCase();
+  if (bare === 'localhost' || bare === '::1') return true;
+  const v4 = bare.startsWith('::ffff:') ? bare.slice('::ffff:'.length) : bare;
+  return isIP(v4) === 4 && v4.startsWith('127.');
+}
+
+/**
+ * The developer on their own machine, told apart from strangers on a network: the service is bound
+ * to loopback (HOST, 127.0.0.1 by default), the TCP peer is on loopback, and the request names no
+ * forwarding (`Forwarded`, `X-Forwarded-For`). Only processes of this machine can open such a
+ * connection; a reverse proxy on the same machine could, on behalf of anyone, but a proxy says so
+ * in those headers (a proxy that hides it also hides every client behind one address, which no
+ * per-client limit survives either). A service bound to 0.0.0.0 (the Docker image) has no local
+ * developer: its loopback peers may be a port forwarder.
+ */
+export function isLocalDeveloper(request: FastifyRequest, httpHost: string): boolean {
+  if (!isLoopback(httpHost) || !isLoopback(request.socket.remoteAddress)) return false;
+  return request.headers.forwarded === undefined && request.headers['x-forwarded-for'] === undefined;
+}
+
+const NO_CLIENT_LIMITS = { perHour: 0, activePerClient: 0, connectionsPerClient: 0 } as const;
+
+/**
+ * The limits a create meets (0 disables one): the per-client ones (creations per hour, live leases,
+ * the connection budget) bind strangers, not the admin token nor the local developer (unless
+ * PGLEASE_LIMIT_LOCAL=on), so that a developer running their tests never meets a limit meant for
+ * a network; the database's capacity binds everyone.
+ */
+export function createLimitsFor(limits: CreateLimits, caller: Caller, localDeveloper: boolean): CreateLimits {
+  if (caller.kind === 'admin' || (localDeveloper && !limits.limitLocalDeveloper)) return { ...limits, ...NO_CLIENT_LIMITS };
+  return limits;
 }
 
 const LIMIT_ERRORS = {

@@ -3,6 +3,7 @@
  * handler's input, and the OpenAPI document at /openapi.json, from this one declaration.
  */
 import { Type, type Static } from '@sinclair/typebox';
+import { DURATION_PATTERN } from '../duration.js';
 import { controlErrorSchema } from './errors.js';
 
 export const LeaseStateSchema = Type.Union(
@@ -13,8 +14,10 @@ export const LeaseStateSchema = Type.Union(
   },
 );
 
-const Ttl = Type.Union([Type.Integer({ minimum: 1 }), Type.Null()], {
-  description: 'Seconds until the lease expires (default 1800, at most PGLEASE_MAX_TTL). null: never expires (admin token only).',
+const Ttl = Type.Union([Type.Integer({ minimum: 1 }), Type.String({ pattern: DURATION_PATTERN }), Type.Null()], {
+  description:
+    'How long until the lease expires: seconds (600), or a duration ("90s", "10m", "2h", "1d", "1h30m"); default 30m, at most PGLEASE_MAX_TTL (1d by default). ' +
+    'null: never expires (admin token only).',
 });
 
 /** Text without control characters (C0, DEL, C1): a label ends up in terminals and logs. */
@@ -34,6 +37,16 @@ export type CreateLeaseBody = Static<typeof CreateLeaseBody>;
 
 export const RenewLeaseBody = Type.Object({ ttl: Ttl }, { additionalProperties: false });
 export type RenewLeaseBody = Static<typeof RenewLeaseBody>;
+
+export const ResetCredentialsBody = Type.Object(
+  {
+    cut_sessions: Type.Optional(
+      Type.Boolean({ description: "true: end the login role's open sessions too (default false: they keep working; a password is checked at login only)" }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type ResetCredentialsBody = Static<typeof ResetCredentialsBody>;
 
 export const LeaseParams = Type.Object({ id: Type.String({ description: 'Lease id (uuid)' }) });
 export type LeaseParams = Static<typeof LeaseParams>;

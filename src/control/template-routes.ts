@@ -123,7 +123,8 @@ export async function templateRoutes(app: FastifyInstance, context: ServiceConte
           'Stores seed SQL after applying it to a scratch lease, in that lease\'s own session, which is then dropped; SQL that fails is rejected with ' +
           'Postgres\'s error (code, message, position). The SQL\'s SHA-256 identifies a version: 201 when the name\'s ' +
           'current version is now this SQL (new, or an earlier version registered again), 200 when it already was (nothing ' +
-          'changes). Admin token: a global template. Lease token: a template private to that lease.',
+          'changes). Admin token: a global template. Lease token: a template private to that lease, which is removed when that ' +
+          'lease ends (renew the lease to keep it).',
         tags: ['templates'],
         security: [{ bearer: [] }],
         body: RegisterTemplateBody,

@@ -225,17 +225,23 @@ async function lastFatal(logFile: string, from: number): Promise<string | undefi
   return lines.reverse().find((line) => /\b(FATAL|PANIC):/.test(line))?.trim();
 }
 
-/** Waits until the server accepts a real login (not merely the port being open). */
-async function waitUntilReady(url: string, pid: number, logFile: string): Promise<void> {
+/**
+ * Waits until the server accepts a real login (not merely the port being open), and checks that
+ * the server that answers is this cluster's: another Postgres on the port that lets anyone in (trust
+ * authentication) would otherwise be taken for it, while ours failed to bind the port and exited.
+ */
+async function waitUntilReady(url: string, pid: number, logFile: string, clusterDir: string): Promise<void> {
   const deadline = Date.now() + 60_000;
+  const ownDirectory = await realpath(clusterDir).catch(() => clusterDir);
   for (;;) {
     const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000 });
     // a server that goes away between the login and the end reports here too: not a process error
     client.on('error', () => undefined);
+    let answering: string | undefined;
     try {
       await client.connect();
+      answering = (await client.query<{ data_directory: string }>('SHOW data_directory')).rows[0]?.data_directory;
       await client.end();
-      return;
     } catch (error) {
       await client.end().catch(() => undefined);
       const code = (error as { code?: string }).code;
@@ -245,7 +251,13 @@ async function waitUntilReady(url: string, pid: number, logFile: string): Promis
       }
       if (Date.now() > deadline) throw new Error(`embedded Postgres did not accept connections within 60 s (${code ?? (error as Error).message})`);
       await sleep(code === '57P03' ? 20 : 50); // 57P03: still starting up
+      continue;
     }
+    const directory = answering === undefined ? undefined : await realpath(answering).catch(() => answering);
+    if (directory !== ownDirectory) {
+      throw new Error(`another Postgres server answers on this port (its data directory is ${answering ?? 'not shown'}, not ${ownDirectory})`);
+    }
+    return;
   }
 }
 
@@ -384,7 +396,7 @@ async function startClaimed(
     pid = await spawnPostgres();
   }
   try {
-    await waitUntilReady(url('postgres', port), pid, logFile);
+    await waitUntilReady(url('postgres', port), pid, logFile, clusterDir);
   } catch (error) {
     const portHint = `is another server using port ${options.port}? Set PGLEASE_PG_PORT to choose another.`;
     throw new Error(`${(error as Error).message}
@@ -410,7 +422,7 @@ async function startClaimed(
         if (orphans > 0) options.log?.(`ended ${orphans} backend${orphans === 1 ? '' : 's'} the dead postmaster left running (they held its shared memory)`);
         logFrom = existsSync(logFile) ? statSync(logFile).size : 0;
         pid = await spawnPostgres();
-        await waitUntilReady(url('postgres', port), pid, logFile);
+        await waitUntilReady(url('postgres', port), pid, logFile, clusterDir);
         options.log?.(`embedded Postgres is back (pid ${pid})`);
         failedRestarts = 0;
       } catch (error) {

@@ -76,6 +76,9 @@ export class LeasePool {
   private started = false;
   private closed = false;
 
+  /** Creates served from a ready lease (hits) and provisioned in the request (misses), for /metrics. */
+  readonly creates = { hits: 0, misses: 0 };
+
   constructor(
     private readonly store: LeaseStore,
     private readonly options: LeasePoolOptions,
@@ -94,6 +97,13 @@ export class LeasePool {
     this.wake();
   }
 
+  /** Leases ready in this process: in the plain pool, and in all template pools together. */
+  readyCounts(): { plain: number; template: number } {
+    let template = 0;
+    for (const [key, pool] of this.pools) if (key !== PLAIN) template += pool.ready.length;
+    return { plain: this.pools.get(PLAIN)?.ready.length ?? 0, template };
+  }
+
   /** How many leases of a pool are ready in this process (null: the plain pool). */
   readySize(templateId: string | null = null): number {
     return this.pools.get(templateId ?? PLAIN)?.ready.length ?? 0;
@@ -105,7 +115,13 @@ export class LeasePool {
    */
   async create(input: CreateLeaseInput): Promise<CreatedLease> {
     try {
-      return (await this.claimReady(input)) ?? (await this.store.create(input));
+      const claimed = await this.claimReady(input);
+      if (claimed) {
+        this.creates.hits++;
+        return claimed;
+      }
+      this.creates.misses++;
+      return await this.store.create(input);
     } finally {
       this.handedOut();
     }

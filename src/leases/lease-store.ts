@@ -8,6 +8,7 @@ import type { CreateLimits, LeaseLimits } from '../config.js';
 import { runDiscardingRows } from '../db/discard-rows.js';
 import type { Host } from '../db/host.js';
 import { templateSqlError, TemplateSqlError } from '../templates/template-sql-error.js';
+import { durationMs } from '../duration.js';
 import { authenticatorPassword, hashToken, newPassword, newToken, scramVerifier } from './credentials.js';
 import { withLeaseSession } from './lease-session.js';
 
@@ -102,14 +103,6 @@ function claimQuery(holder: string, input: CreateLeaseInput, candidates: string[
     text: `SELECT ${LEASE_COLUMNS} FROM pglease.claim_pooled_lease($1, $2, $3, $4, make_interval(secs => $5), $6, $7, $8)`,
     values: [holder, input.template?.id ?? null, candidates, tokenHash, input.ttlSeconds, input.label, input.clientIp, quotaIp(input)],
   };
-}
-
-/** `60s`, `500ms`, `5min`, `1h` or a number of milliseconds (PGLEASE_LEASE_STATEMENT_TIMEOUT), in ms. */
-function durationMs(text: string): number {
-  const match = /^(\d+)(ms|s|min|h)?$/.exec(text);
-  if (!match) return 60_000;
-  const unit = { ms: 1, s: 1000, min: 60_000, h: 3_600_000 }[match[2] ?? 'ms']!;
-  return Number(match[1]) * unit;
 }
 
 /** A seeded lease waits at most this long (seconds) between its provisioning and its next step. */
@@ -273,7 +266,7 @@ export class LeaseStore {
    * Throws the seed's TemplateSqlError when the SQL fails.
    */
   async checkSeed(sql: string): Promise<void> {
-    const holdSeconds = Math.ceil(durationMs(this.limits.statementTimeout) / 1000) + SEED_HOLD_SECONDS;
+    const holdSeconds = Math.ceil(durationMs(this.limits.statementTimeout, { allowMs: true }) / 1000) + SEED_HOLD_SECONDS;
     const { lease, password } = await this.withNewLease(async ({ base, password, loginVerifier, authVerifier }) => ({
       lease: await this.provisionParked({ base, loginVerifier, authVerifier }, holdSeconds),
       password,
@@ -303,7 +296,7 @@ export class LeaseStore {
       // the backend may be busy for long after its client is gone: end it, then the session
       if (backendPid !== undefined) void this.pool.query('SELECT pg_terminate_backend($1)', [backendPid]).catch(() => undefined);
       void session?.end().catch(() => undefined);
-    }, durationMs(this.limits.statementTimeout));
+    }, durationMs(this.limits.statementTimeout, { allowMs: true }));
     try {
       await withLeaseSession(this.host.databaseUrl, { role: lease.role_name, password }, async (opened) => {
         session = opened;
@@ -532,6 +525,20 @@ export class LeaseStore {
    */
   private async cutStragglers(): Promise<void> {
     await this.pool.query({ name: 'pglease.cut-stragglers', text: 'SELECT pglease.terminate_orphan_sessions()' });
+  }
+
+  /**
+   * A new password for an active lease's login role (sql/leases.sql, pglease.reset_password), and
+   * with `cutSessions` its open sessions ended; undefined when the lease is not active.
+   */
+  async resetPassword(id: string, cutSessions: boolean): Promise<{ lease: LeaseRow; password: string } | undefined> {
+    const password = newPassword();
+    const { rows } = await this.pool.query<LeaseRow>({
+      name: 'pglease.reset-password',
+      text: `SELECT ${LEASE_COLUMNS} FROM pglease.reset_password($1, $2, $3) WHERE id IS NOT NULL`,
+      values: [id, await scramVerifier(password, this.limits.scramIterations), cutSessions],
+    });
+    return rows[0] && { lease: rows[0], password };
   }
 
   async renew(id: string, ttlSeconds: number | null, clientIp: string | null): Promise<LeaseRow | undefined> {

@@ -1,8 +1,9 @@
 /**
  * Keeps the REST caches in step with the database: installs the notifiers of sql/rest.sql and
- * listens (pg-listen, reconnecting) for DDL in lease schemas and for lease state changes. Without a
- * superuser the DDL event trigger cannot exist; then schema caches are only refreshed when a
- * request names something they lack (see RestService.withSchema), which the log says once.
+ * listens (pg-listen, reconnecting) for DDL in lease schemas and for lease state changes. The DDL
+ * event triggers are installed by a superuser at setup (src/db/superuser-setup.ts); pglease given
+ * none has none, and then schema caches are only refreshed when a request names something they
+ * lack (see RestService.withSchema), which the log says once.
  *
  * Any session of the database, a lease's included, can NOTIFY these channels with any payload, as
  * often as it likes: one lease sent 3 × 200,000 random lease ids in a few seconds, and when each
@@ -140,7 +141,7 @@ export async function listenForChanges(host: Host, service: RestService, log: (m
   const { rows } = await host.pool.query<{ installed: boolean }>('SELECT pglease.rest_install_notifiers() AS installed');
   const ddlEvents = rows[0]?.installed === true;
   if (!ddlEvents) {
-    log('REST schema cache: the service role is not a superuser, so no DDL event trigger; schemas reload when a request names an unknown table');
+    log('REST schema cache: no DDL event triggers (pglease was given no superuser to install them: see docs/security.md); schemas reload when a request names an unknown table');
   }
 
   const handlers = new ChangeNotifications(service);

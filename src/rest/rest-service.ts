@@ -37,6 +37,8 @@ export interface RestServiceOptions {
   maxSchemaCaches?: number;
   /** The admin token also acts as any lease's token. */
   adminToken?: string;
+  /** Told how long each schema cache load took (for /metrics). */
+  onSchemaLoad?: (seconds: number) => void;
   log?: (message: string) => void;
 }
 
@@ -95,7 +97,18 @@ export class RestService {
       application_name: 'pglease-rest-schema',
     });
     this.introspection.on('error', (error) => options.log?.(`REST introspection pool: idle connection lost (${error.message})`));
-    this.schemas = new SchemaCaches((schema, roles) => loadSchemaCache(this.introspection, schema, roles), options.maxSchemaCaches);
+    const onSchemaLoad = options.onSchemaLoad;
+    this.schemas = new SchemaCaches(
+      onSchemaLoad
+        ? async (schema, roles) => {
+            const started = performance.now();
+            const cache = await loadSchemaCache(this.introspection, schema, roles);
+            onSchemaLoad((performance.now() - started) / 1000);
+            return cache;
+          }
+        : (schema, roles) => loadSchemaCache(this.introspection, schema, roles),
+      options.maxSchemaCaches,
+    );
     this.adminToken = options.adminToken;
   }
 

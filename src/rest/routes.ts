@@ -53,6 +53,7 @@ export async function restRoutes(app: FastifyInstance, context: ServiceContext, 
   const connections = context.config.restConnections;
   const service = new RestService(context.host, {
     adminToken: context.config.adminToken,
+    onSchemaLoad: (seconds) => context.metrics.schemaLoaded(seconds),
     log,
     pools: { maxConnections: connections.perLease, maxTotalConnections: connections.total === undefined ? undefined : Math.max(connections.total, connections.perLease) },
   });

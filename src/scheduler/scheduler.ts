@@ -25,6 +25,8 @@ export interface SchedulerOptions {
   databaseUrl: string;
   jobs: JobDefinition[];
   log: (message: string) => void;
+  /** Told when a run of a job ends here (for /metrics). */
+  onRunEnd?: (job: string, outcome: 'succeeded' | 'failed') => void;
 }
 
 /** Upper bound on sleeping between looks at the table, in case a notification was missed. */
@@ -207,7 +209,9 @@ export class Scheduler {
     try {
       const outcome = await job.run(context);
       await this.store.finish(runId, 'succeeded', outcome.rowsAffected, outcome.result, null);
+      this.options.onRunEnd?.(job.name, 'succeeded');
     } catch (error) {
+      this.options.onRunEnd?.(job.name, 'failed');
       const message = (error as Error).message;
       this.options.log(`job ${job.name} failed: ${message}`);
       // if the database is gone the run stays 'running' and the next claim marks it abandoned

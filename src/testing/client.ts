@@ -3,6 +3,8 @@
  * helpers. Every failure is a PgleaseApiError carrying the server's code and message, or a
  * PgleaseUnreachableError saying which URL could not be reached.
  */
+import http from 'node:http';
+import https from 'node:https';
 import type { LeaseJson } from '../control/schemas.js';
 import type { TemplateJson } from '../control/template-routes.js';
 import type { LeaseStatsJson } from '../control/lease-stats-routes.js';
@@ -42,8 +44,8 @@ export class PgleaseUnreachableError extends Error {
 }
 
 export interface CreateLeaseOptions {
-  /** Seconds; null (admin token only) never expires. */
-  ttl?: number | null;
+  /** Seconds, or a duration ("10m", "2h": src/duration.ts); null (admin token only) never expires. */
+  ttl?: number | string | null;
   name?: string;
   template?: string;
 }
@@ -55,10 +57,31 @@ export interface ListLeasesOptions {
 }
 
 function reasonOf(error: unknown): string {
-  const cause = (error as { cause?: { code?: string; message?: string } }).cause;
-  if (cause?.code) return cause.code;
+  const { code, message } = error as { code?: string; message?: string };
+  if (code && code !== 'ABORT_ERR') return code;
   if ((error as Error).name === 'TimeoutError') return 'timed out';
-  return cause?.message ?? (error as Error).message;
+  return message ?? String(error);
+}
+
+/**
+ * One HTTP exchange on node:http(s), not fetch: loading fetch's implementation (undici) costs a
+ * process about 150 ms, more than the whole of `pglease lease` otherwise does before its request.
+ */
+function send(url: URL, options: { method: string; headers: Record<string, string>; body: string | undefined; signal: AbortSignal }): Promise<{ status: number; statusText: string; text: string }> {
+  const transport = url.protocol === 'https:' ? https : http;
+  return new Promise((resolve, reject) => {
+    const request = transport.request(url, { method: options.method, headers: options.headers, signal: options.signal }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on('data', (chunk: Buffer) => chunks.push(chunk));
+      response.on('error', reject);
+      response.on('end', () => {
+        const status = response.statusCode ?? 0;
+        resolve({ status, statusText: response.statusMessage ?? http.STATUS_CODES[status] ?? '', text: Buffer.concat(chunks).toString('utf8') });
+      });
+    });
+    request.on('error', (error) => reject(options.signal.aborted ? options.signal.reason : error));
+    request.end(options.body);
+  });
 }
 
 export class PgleaseClient {
@@ -87,9 +110,9 @@ export class PgleaseClient {
     const headers: Record<string, string> = { accept: 'application/json' };
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (this.token) headers.authorization = `Bearer ${this.token}`;
-    let response: Response;
+    let response: { status: number; statusText: string; text: string };
     try {
-      response = await fetch(this.server + path, {
+      response = await send(new URL(this.server + path), {
         method,
         headers,
         body: body === undefined ? undefined : JSON.stringify(body),
@@ -99,8 +122,8 @@ export class PgleaseClient {
       const timedOut = (error as Error).name === 'TimeoutError';
       throw new PgleaseUnreachableError(this.server, timedOut ? `timed out after ${timeoutMs / 1000} s` : reasonOf(error), timedOut);
     }
-    const text = await response.text();
-    if (!response.ok) {
+    const text = response.text;
+    if (response.status < 200 || response.status > 299) {
       let parsed: { code?: string; message?: string; field?: string; postgres?: PgleaseApiError['postgres'] } = {};
       try {
         parsed = JSON.parse(text) as typeof parsed;
@@ -157,6 +180,11 @@ export class PgleaseClient {
 
   renewLease(id: string, ttl: number | null): Promise<LeaseJson> {
     return this.request('POST', `/v1/leases/${encodeURIComponent(id)}/renew`, { ttl });
+  }
+
+  /** A new password for the lease (its `url` has it); `cutSessions` also ends the sessions opened with the old one. */
+  resetCredentials(id: string, options: { cutSessions?: boolean } = {}): Promise<LeaseJson> {
+    return this.request('POST', `/v1/leases/${encodeURIComponent(id)}/credentials`, { cut_sessions: options.cutSessions === true });
   }
 
   async releaseLease(id: string): Promise<void> {

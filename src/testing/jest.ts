@@ -13,7 +13,7 @@
  * their URLs in the environment the workers inherit; jest-setup (CommonJS, so no ESM flags are
  * needed) sets DATABASE_URL per JEST_WORKER_ID; globalTeardown releases everything.
  */
-import { startWorkerLeases, type WorkerLeaseOptions, type WorkerLeases } from './worker-leases.js';
+import { setupFailureLine, startWorkerLeases, type WorkerLeaseOptions, type WorkerLeases } from './worker-leases.js';
 
 /** `globals.pglease` of the jest config. */
 export type PgleaseJestOptions = WorkerLeaseOptions;
@@ -33,7 +33,14 @@ type Holder = { [RUN]?: WorkerLeases };
 
 export async function jestGlobalSetup(globalConfig: JestGlobalConfig, projectConfig: JestProjectConfig): Promise<void> {
   const options = (projectConfig.globals?.pglease ?? {}) as PgleaseJestOptions;
-  (globalThis as Holder)[RUN] = await startWorkerLeases(options, { workers: globalConfig.maxWorkers || 1, root: projectConfig.rootDir, label: 'jest' });
+  try {
+    (globalThis as Holder)[RUN] = await startWorkerLeases(options, { workers: globalConfig.maxWorkers || 1, root: projectConfig.rootDir, label: 'jest' });
+  } catch (error) {
+    // jest prints a global setup's error as its stack: the one line, without our frames below it
+    const failure = new Error(setupFailureLine(error));
+    failure.stack = failure.message;
+    throw failure;
+  }
 }
 
 export async function jestGlobalTeardown(): Promise<void> {

@@ -5,7 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { DEFAULT_SERVER, PgleaseApiError, PgleaseClient, type CreatedLeaseJson } from './client.js';
-import { startLocalPglease, type LocalOptions, type LocalPglease } from './local.js';
+import type { LocalOptions, LocalPglease } from './local.js';
 export { workerDatabaseUrl } from './worker-url.js';
 
 /** Seed SQL given inline, or as a file (relative paths from the working directory). */
@@ -66,8 +66,29 @@ export async function connectPglease(options: ConnectOptions = {}): Promise<Pgle
  */
 let sharedLocal: { started: Promise<LocalPglease>; users: number } | undefined;
 
+/**
+ * ./local.js, loaded only when a pglease is started in-process: it brings the whole service. The
+ * specifier is a variable so that the CommonJS build (scripts/build-cjs.mjs), which cannot load
+ * the service (an ES module), leaves it out; there the import fails and says what to do instead.
+ */
+const LOCAL_MODULE = './local.js';
+
+async function startLocal(options: LocalOptions | undefined): Promise<LocalPglease> {
+  let local: typeof import('./local.js');
+  try {
+    local = (await import(LOCAL_MODULE)) as typeof import('./local.js');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw error;
+    throw new Error(
+      'pglease: no pglease answers, and the CommonJS build of pglease/testing cannot start one in this process: ' +
+        "run `npx pglease serve`, or let jest's globalSetup (pglease/testing/jest-global-setup) start one for the run",
+    );
+  }
+  return local.startLocalPglease(options);
+}
+
 async function acquireLocal(options: LocalOptions | undefined): Promise<LocalPglease> {
-  sharedLocal ??= { started: startLocalPglease(options), users: 0 };
+  sharedLocal ??= { started: startLocal(options), users: 0 };
   sharedLocal.users++;
   try {
     return await sharedLocal.started;

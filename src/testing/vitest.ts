@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 // loads vitest's types so that the ProvidedContext augmentation below has a module to extend
 import type {} from 'vitest';
 import type { TestProject } from 'vitest/node';
-import { startWorkerLeases, type WorkerLeaseOptions } from './worker-leases.js';
+import { setupFailureLine, startWorkerLeases, type WorkerLeaseOptions } from './worker-leases.js';
 
 /** Options of the vitest integration; serializable, since they travel through `provide`. */
 export type PgleaseVitestOptions = WorkerLeaseOptions;
@@ -66,7 +66,14 @@ function workerCount(project: TestProject): number {
 export function pgleaseGlobalSetup(options: PgleaseVitestOptions = {}): (project: TestProject) => Promise<() => Promise<void>> {
   return async (project) => {
     const provided = project.getProvidedContext() as Partial<{ pgleaseOptions: PgleaseVitestOptions }>;
-    const run = await startWorkerLeases({ ...provided.pgleaseOptions, ...options }, { workers: workerCount(project), root: project.config.root, label: 'vitest' });
+    const run = await startWorkerLeases({ ...provided.pgleaseOptions, ...options }, { workers: workerCount(project), root: project.config.root, label: 'vitest' }).catch(
+      (error: unknown) => {
+        // vitest would report "No test files found" first and the cause below a stack trace: the
+        // line is all there is to say, and nothing has started yet (startWorkerLeases undid its part)
+        process.stderr.write(setupFailureLine(error) + '\n');
+        process.exit(1);
+      },
+    );
     project.provide('pglease', { urls: run.urls, server: run.server, template: run.template, token: run.token });
     return run.teardown;
   };

@@ -4,7 +4,7 @@
  * undo all of it at the end.
  */
 import path from 'node:path';
-import type { CreatedLeaseJson } from './client.js';
+import { PgleaseApiError, PgleaseUnreachableError, type CreatedLeaseJson } from './client.js';
 import { connectPglease, prepareTemplate, releaseQuietly, type TemplateSpec } from './lease.js';
 
 /** Options of a test runner integration; serializable, since runners pass them through config. */
@@ -124,4 +124,26 @@ function renewEvery(ttl: number, renew: () => Promise<void>): NodeJS.Timeout {
   // the run's own end decides when the process exits, not this timer
   timer.unref();
   return timer;
+}
+
+/** What to do about a failed setup, by what failed. */
+function remedy(error: unknown): string {
+  if (error instanceof PgleaseApiError) {
+    if (error.code === 'PGLEASE_TEMPLATE_INVALID') return "fix the template's SQL and run again";
+    if (error.code === 'PGLEASE_RATE_LIMITED') return 'release leases you no longer need (pglease release --all-mine) or wait, then run again';
+    if (error.code === 'PGLEASE_CAPACITY') return 'the pglease server is full: release leases or ask its operator (PGLEASE_MAX_LEASES)';
+  }
+  if (error instanceof PgleaseUnreachableError) return 'start one with `pglease serve`, or set PGLEASE_URL to one that runs';
+  return 'fix this and run again';
+}
+
+/**
+ * The one line a failed setup is told with: what failed (this run's setup, before any test), why
+ * (the server's message and code), and what to do. A test runner shows a global setup's error under
+ * its own report ("No test files found", a stack trace), where it is read last if at all.
+ */
+export function setupFailureLine(error: unknown): string {
+  const message = ((error as Error)?.message ?? String(error)).replace(/^pglease: /, '').split('\n')[0];
+  const code = error instanceof PgleaseApiError ? ` (${error.code})` : '';
+  return `pglease: could not set up this test run: ${message}${code}; ${remedy(error)}`;
 }

@@ -1,10 +1,11 @@
 /**
- * pglease lease | release | renew | info | open | ls
+ * pglease lease | release | renew | info | open | ls | url | psql
  */
+import { spawn } from 'node:child_process';
 import { Command, Option } from 'commander';
 import { PgleaseApiError, type CreatedLeaseJson, type LeaseJson } from '../../testing/client.js';
 import type { CliContext } from '../context.js';
-import { examples, fields, formatBytes, formatCount, isoSeconds, parseDuration, printable, relativeTime, table, UsageError } from '../format.js';
+import { ChildExit, examples, fields, formatBytes, formatCount, isoSeconds, parseDuration, printable, relativeTime, table, UsageError } from '../format.js';
 import { println } from '../io.js';
 import { withSpinner } from '../spinner.js';
 import { KEEP_ENDED_DAYS } from '../token-store.js';
@@ -24,13 +25,13 @@ export function leaseCommands(context: CliContext): Command[] {
 
   const lease = new Command('lease')
     .description('Create a lease: a fresh Postgres schema and login role, with a connection URL')
-    .option('--ttl <duration>', 'how long it lives: 90 (seconds), 30s, 10m, 1h30m, 2d; never (admin token)')
+    .option('--ttl <duration>', 'how long it lives: 90 (seconds), 30s, 10m, 2h, 1d (the default maximum); never (admin token)')
     .option('--name <label>', 'a label shown in listings')
     .option('--template <name>', 'seed it from a registered template (pglease template add)')
     .option('--lease <id>', "ask as this lease (with its token), to use its private templates (template add --lease)")
     .addOption(new Option('--json', 'print the lease as JSON').conflicts(['url', 'env']))
     .addOption(new Option('--url', 'print only the connection URL, for $(...)').conflicts(['json', 'env']))
-    .addOption(new Option('--env', 'print DATABASE_URL=... lines, for .env files and eval').conflicts(['json', 'url']))
+    .addOption(new Option('--env', 'print DATABASE_URL, PGLEASE_REST_URL, PGLEASE_TOKEN and PGLEASE_LEASE_ID lines, for .env files and eval').conflicts(['json', 'url']))
     .addHelpText(
       'after',
       examples([
@@ -52,7 +53,7 @@ export function leaseCommands(context: CliContext): Command[] {
       const started = Date.now();
       const created: CreatedLeaseJson = await withSpinner(io, 'Creating lease…', () =>
         client.createLease({ ttl, name: options.name, template: options.template }),
-      );
+      ).catch((error: unknown) => Promise.reject(unknownTemplate(error, options.template, options.lease)));
       const elapsed = Date.now() - started;
       try {
         await store.remember({ id: created.id, server, token: created.token, name: created.name, created_at: created.created_at, expires_at: created.expires_at });
@@ -61,9 +62,14 @@ export function leaseCommands(context: CliContext): Command[] {
         println(io.stderr, `pglease: warning: ${(error as Error).message}; to release this lease: PGLEASE_TOKEN=${created.token} pglease release ${created.id}`);
       }
 
+      // what is printed for $(...) has no room for the id: a person at a terminal is told on stderr
+      if ((options.url || options.env) && io.stderr.isTTY) println(io.stderr, context.err.dim(`pglease: lease ${created.id.slice(0, 8)}; release it with: pglease release ${created.id.slice(0, 8)}`));
       if (options.url) return println(io.stdout, created.url);
       if (options.env) {
         println(io.stdout, `DATABASE_URL=${created.url}`);
+        println(io.stdout, `PGLEASE_REST_URL=${created.rest_url}`);
+        // the REST API's bearer token, and the one the CLI and pglease/testing act as this lease with
+        println(io.stdout, `PGLEASE_TOKEN=${created.token}`);
         println(io.stdout, `PGLEASE_LEASE_ID=${created.id}`);
         return;
       }
@@ -77,6 +83,7 @@ export function leaseCommands(context: CliContext): Command[] {
         ['Schema', created.schema],
         ['Expires', expiry(created)],
         ['REST', created.rest_url],
+        ['Token', `${created.token} (Authorization: Bearer, for REST and this lease's API)`],
         ['Id', created.id],
       ]).replace(/^/gm, '  '));
       println(io.stdout);
@@ -86,10 +93,16 @@ export function leaseCommands(context: CliContext): Command[] {
 
   const release = new Command('release')
     .description('Release a lease: its sessions are cut, its schema and role dropped')
-    .argument('<id>', 'lease id, or a unique prefix of one this CLI created')
+    .argument('[id]', 'lease id, or a unique prefix of one this CLI created')
+    .option('--all-mine', 'release every live lease this CLI created on this server')
     .option('--json', 'print {"id", "released"} as JSON')
-    .addHelpText('after', examples(['pglease release 3f2c9a1e']))
-    .action(async (idOrPrefix: string, options: { json?: boolean }, command: Command) => {
+    .addHelpText('after', examples(['pglease release 3f2c9a1e', 'pglease release --all-mine']))
+    .action(async (idOrPrefix: string | undefined, options: { allMine?: boolean; json?: boolean }, command: Command) => {
+      if (options.allMine) {
+        if (idOrPrefix !== undefined) throw new UsageError('give a lease id or --all-mine, not both');
+        return releaseAllMine(context, command, options.json === true);
+      }
+      if (idOrPrefix === undefined) throw new UsageError('which lease? Give its id (pglease ls shows them), or --all-mine');
       const { id, client } = await context.leaseAccess(command, idOrPrefix);
       const endedNow = [{ id, ended_at: new Date().toISOString() }];
       try {
@@ -108,7 +121,7 @@ export function leaseCommands(context: CliContext): Command[] {
   const renew = new Command('renew')
     .description('Move the expiry of a lease to now + ttl')
     .argument('<id>', 'lease id, or a unique prefix of one this CLI created')
-    .requiredOption('--ttl <duration>', 'new time to live from now: 30m, 1h, 2d; never (admin token)')
+    .requiredOption('--ttl <duration>', 'new time to live from now: 30m, 2h, 1d; never (admin token)')
     .option('--json', 'print the lease as JSON')
     .addHelpText('after', examples(['pglease renew 3f2c9a1e --ttl 1h']))
     .action(async (idOrPrefix: string, options: { ttl: string; json?: boolean }, command: Command) => {
@@ -166,14 +179,16 @@ export function leaseCommands(context: CliContext): Command[] {
   const ls = new Command('ls')
     .description(`List leases: all of them with PGLEASE_ADMIN_TOKEN, else the ones this CLI created (and remembers for ${KEEP_ENDED_DAYS} days after they end)`)
     .option('--all', 'include released and expired leases')
+    .option('--mine', 'only the leases this CLI created, even with PGLEASE_ADMIN_TOKEN')
     .option('--limit <n>', 'at most this many (admin listing)', '100')
     .option('--json', 'print the leases as JSON')
-    .addHelpText('after', examples(['pglease ls', 'PGLEASE_ADMIN_TOKEN=... pglease ls --all', 'pglease ls --json | jq -r ".[].id"']))
-    .action(async (options: { all?: boolean; limit: string; json?: boolean }, command: Command) => {
+    .addHelpText('after', examples(['pglease ls', 'pglease ls --mine', 'PGLEASE_ADMIN_TOKEN=... pglease ls --all', 'pglease ls --json | jq -r ".[].id"']))
+    .action(async (options: { all?: boolean; mine?: boolean; limit: string; json?: boolean }, command: Command) => {
       const limit = Number(options.limit);
       if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new UsageError('--limit must be a whole number from 1 to 1000');
+      const everyone = context.adminToken !== undefined && options.mine !== true;
       let leases: LeaseJson[];
-      if (context.adminToken) {
+      if (everyone) {
         const page = await withSpinner(io, 'Listing…', () =>
           context.client(command, context.adminToken).listLeases({ limit, state: options.all ? undefined : 'active' }),
         );
@@ -186,7 +201,7 @@ export function leaseCommands(context: CliContext): Command[] {
       }
       if (options.json) return json(context, leases);
       if (leases.length === 0) {
-        println(io.stdout, context.adminToken ? 'No leases.' : `No leases made by this CLI on ${context.server(command)} (set PGLEASE_ADMIN_TOKEN to list all).`);
+        println(io.stdout, everyone ? 'No leases.' : `No leases made by this CLI on ${context.server(command)}${context.adminToken ? '' : ' (set PGLEASE_ADMIN_TOKEN to list all)'}.`);
         return;
       }
       const { green, yellow } = context.out;
@@ -202,7 +217,85 @@ export function leaseCommands(context: CliContext): Command[] {
       ));
     });
 
-  return [lease, release, renew, info, open, ls];
+  /**
+   * A working URL for a lease whose URL was lost: the password is shown once and kept nowhere, so
+   * a new one is issued (sessions already open keep working unless --cut-sessions).
+   */
+  const newUrl = async (command: Command, idOrPrefix: string, cutSessions: boolean): Promise<string> => {
+    const { id, client } = await context.leaseAccess(command, idOrPrefix);
+    return (await withSpinner(io, 'Issuing a new password…', () => client.resetCredentials(id, { cutSessions }))).url;
+  };
+
+  const url = new Command('url')
+    .description('Print a working connection URL for a lease, with a new password (the old URL stops working for new logins)')
+    .argument('<id>', 'lease id, or a unique prefix of one this CLI created')
+    .option('--cut-sessions', 'also end the sessions opened with the old password')
+    .addHelpText('after', examples(['pglease url 3f2c9a1e', 'psql "$(pglease url 3f2c9a1e)"']))
+    .action(async (idOrPrefix: string, options: { cutSessions?: boolean }, command: Command) => {
+      println(io.stdout, await newUrl(command, idOrPrefix, options.cutSessions === true));
+    });
+
+  const psql = new Command('psql')
+    .description('Run psql on a lease (with a new password, as `pglease url` gives); arguments after -- go to psql')
+    .argument('<id>', 'lease id, or a unique prefix of one this CLI created')
+    .argument('[psql-args...]', 'passed to psql')
+    .addHelpText('after', examples(['pglease psql 3f2c9a1e', "pglease psql 3f2c9a1e -- -c 'SELECT now()'"]))
+    .action(async (idOrPrefix: string, psqlArgs: string[], _options: unknown, command: Command) => {
+      const leaseUrl = await newUrl(command, idOrPrefix, false);
+      const program = io.env.PGLEASE_PSQL || 'psql';
+      // psql talks to the terminal itself (prompt, pager) when this process has one
+      const attached = io.stdout === process.stdout;
+      const child = spawn(program, [leaseUrl, ...psqlArgs], { stdio: attached ? 'inherit' : ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...io.env } });
+      child.stdout?.on('data', (chunk: Buffer) => io.stdout.write(chunk.toString()));
+      child.stderr?.on('data', (chunk: Buffer) => io.stderr.write(chunk.toString()));
+      const code = await new Promise<number>((resolve, reject) => {
+        child.once('error', (error: NodeJS.ErrnoException) =>
+          reject(error.code === 'ENOENT' ? new UsageError(`${program} not found: install the Postgres client (psql), set PGLEASE_PSQL to it, or use \`pglease url ${idOrPrefix}\``) : error),
+        );
+        child.once('close', (exitCode) => resolve(exitCode ?? 1));
+      });
+      if (code !== 0) throw new ChildExit(code);
+    });
+
+  return [lease, release, renew, info, open, ls, url, psql];
+}
+
+/** The server's "no template named x" (which names its API) in the CLI's terms: how to register or list one. */
+function unknownTemplate(error: unknown, template: string | undefined, lease: string | undefined): unknown {
+  if (!(error instanceof PgleaseApiError) || error.field !== 'template' || template === undefined || !/^template: no template named/.test(error.message)) return error;
+  const add = `pglease template add ${template} FILE.sql${lease === undefined ? '' : ` --lease ${lease}`}`;
+  return new PgleaseApiError(error.status, error.code, `no template named "${template}": register it with \`${add}\`, or see the ones there are with \`pglease template ls\``, error.field);
+}
+
+/**
+ * `release --all-mine`: every live lease this CLI remembers for the server, each with its own token
+ * (never the admin's: "mine" are the leases this CLI made). One that ended meanwhile is noted and
+ * skipped; the first other failure stops the command after the releases already started.
+ */
+async function releaseAllMine(context: CliContext, command: Command, asJson: boolean): Promise<void> {
+  const live = (await rememberedLeases(context, command, false)).filter((lease) => lease.state === 'active');
+  const tokens = new Map((await context.store.list(context.server(command))).map((entry) => [entry.id, entry.token]));
+  const released: string[] = [];
+  const ended: { id: string; ended_at: string }[] = [];
+  const outcomes = await withSpinner(context.io, `Releasing ${live.length}…`, () =>
+    Promise.allSettled(
+      live.map(async (lease) => {
+        try {
+          await context.client(command, tokens.get(lease.id)).releaseLease(lease.id);
+          released.push(lease.id);
+        } catch (error) {
+          if (!(error instanceof PgleaseApiError && error.status === 404)) throw error;
+        }
+        ended.push({ id: lease.id, ended_at: new Date().toISOString() });
+      }),
+    ),
+  );
+  await context.store.markEnded(ended);
+  const failure = outcomes.find((outcome): outcome is PromiseRejectedResult => outcome.status === 'rejected');
+  if (failure) throw failure.reason;
+  if (asJson) return json(context, released.map((id) => ({ id, released: true })));
+  if (released.length === 0) return println(context.io.stdout, `No live leases made by this CLI on ${context.server(command)}.`);
+  println(context.io.stdout, `${context.out.green('✔')} Released ${released.length} lease${released.length === 1 ? '' : 's'}: ${released.map((id) => id.slice(0, 8)).join(', ')}`);
 }
 
 /**

@@ -1,10 +1,8 @@
 /**
- * pglease serve | migrate: run the service, or only bring its database up to date.
+ * pglease serve | migrate: run the service, or only bring its database up to date. The service is
+ * imported when one of them runs, never by the client commands (see ../program.ts).
  */
 import { Command } from 'commander';
-import { loadConfig } from '../../config.js';
-import { serve } from '../../main.js';
-import { startService } from '../../service.js';
 import type { CliContext } from '../context.js';
 import { examples } from '../format.js';
 import { println } from '../io.js';
@@ -23,10 +21,11 @@ export function serviceCommands(context: CliContext): Command[] {
   const serveCommand = new Command('serve')
     .description('Run the pglease service (embedded Postgres unless DATABASE_URL is set); what `npm start` runs')
     .option('--port <port>', 'HTTP port (PORT, default 8080)')
-    .option('--host <host>', 'HTTP address (HOST, default 0.0.0.0)')
+    .option('--host <host>', 'HTTP address (HOST, default 127.0.0.1: this machine only)')
     .option('--data-dir <dir>', 'embedded Postgres data (PGLEASE_DATA_DIR, default ./.pglease)')
     .addHelpText('after', examples(['pglease serve', 'DATABASE_URL=postgres://admin@db/postgres pglease serve --port 9000']))
     .action(async (options: { port?: string; host?: string; dataDir?: string }) => {
+      const [{ loadConfig }, { serve }] = await Promise.all([import('../../config.js'), import('../../main.js')]);
       await serve(loadConfig(environment(context, options)));
     });
 
@@ -35,6 +34,7 @@ export function serviceCommands(context: CliContext): Command[] {
     .option('--data-dir <dir>', 'embedded Postgres data (PGLEASE_DATA_DIR), when DATABASE_URL is unset')
     .addHelpText('after', examples(['pglease migrate --data-dir ./.pglease', 'DATABASE_URL=postgres://admin@db/postgres pglease migrate']))
     .action(async (options: { dataDir?: string }) => {
+      const [{ loadConfig }, { startService }] = await Promise.all([import('../../config.js'), import('../../service.js')]);
       const config = loadConfig(environment(context, options));
       const service = await startService(config, {
         logger: false,

@@ -99,6 +99,13 @@ export function templateCommand(context: CliContext): Command {
       const unchanged = !changed;
       const { green, dim } = context.out;
       println(io.stdout, `${green('✔')} Template ${registered.name} ${unchanged ? 'unchanged' : 'registered'} (${registered.scope}, ${formatBytes(registered.bytes)}, sha256 ${registered.sha256.slice(0, 12)})`);
+      if (registered.lease_id !== null) {
+        // a private template is its lease's: said here, where it is registered, not found out later
+        const owner = await client.getLease(registered.lease_id);
+        const short = registered.lease_id.slice(0, 8);
+        const ends = owner.expires_at === null ? 'never expires' : `expires ${relativeTime(new Date(owner.expires_at))}`;
+        println(io.stdout, `  It goes with lease ${short}, which ${ends}: \`pglease renew ${short} --ttl 1d\` keeps both, a global template (PGLEASE_ADMIN_TOKEN) stays.`);
+      }
       println(io.stdout, dim(`  ${await leaseFromTemplateHint(context, command, registered)}`));
     });
 

@@ -38,6 +38,11 @@ export class ConnectionBudget {
     private readonly reclaim: (connections: number) => boolean,
   ) {}
 
+  /** Pools waiting for a place. */
+  get waiting(): number {
+    return this.starving.size;
+  }
+
   get inUse(): number {
     return this.used;
   }

@@ -71,6 +71,13 @@ export class LeasePools {
     this.budget = new ConnectionBudget(this.options.maxTotalConnections, (connections) => closeIdleConnectionOf(this.pools.values(), connections));
   }
 
+  /** Connections of all pools that are idle now (for /metrics). */
+  get idleConnections(): number {
+    let idle = 0;
+    for (const entry of this.pools.values()) idle += entry.pool.idleCount;
+    return idle;
+  }
+
   get size(): number {
     return this.pools.size;
   }
