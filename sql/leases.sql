@@ -191,7 +191,8 @@ SET search_path = pg_catalog, pg_temp
 SET lock_timeout = '10s'
 AS $$
 DECLARE
-  v_roles text[] := ARRAY[p_lease.auth_role, p_lease.anon_role, p_lease.role_name];
+  -- <login>_quota holds the schema and tables of a lease over its plan (sql/quota.sql)
+  v_roles text[] := ARRAY[p_lease.auth_role, p_lease.anon_role, p_lease.role_name, p_lease.role_name || '_quota'];
   v_existing text[];
   v_sessions int[];
 BEGIN

@@ -13,6 +13,8 @@ import { jobRoutes } from './control/job-routes.js';
 import { leaseRoutes } from './control/lease-routes.js';
 import { leaseStatsRoutes } from './control/lease-stats-routes.js';
 import { templateRoutes } from './control/template-routes.js';
+import { planRoutes } from './control/plan-routes.js';
+import { observationRoutes } from './control/observation-routes.js';
 import { registerServiceOpenApi } from './control/openapi.js';
 import { registerCors } from './cors.js';
 import { isRestUrl, restRoutes, sendUnroutedRestError } from './rest/routes.js';
@@ -154,7 +156,7 @@ export async function buildServer(context: ServiceContext, options: ServerOption
       if (isRestUrl(request.url)) return sendUnroutedRestError(request, reply, 'bad-url');
       if (error.code !== 'FST_ERR_MAX_PARAM_LENGTH') return sendControlError(request, reply, new ControlError('PGLEASE_BAD_URL'));
       // an id or name longer than any that exists: what the route would answer for an unknown one
-      const kind = request.url.startsWith('/v1/templates/') ? 'PGLEASE_TEMPLATE_NOT_FOUND' : request.url.startsWith('/v1/jobs/') ? 'PGLEASE_JOB_NOT_FOUND' : 'PGLEASE_NOT_FOUND';
+      const kind = request.url.startsWith('/v1/templates/') ? 'PGLEASE_TEMPLATE_NOT_FOUND' : request.url.startsWith('/v1/jobs/') ? 'PGLEASE_JOB_NOT_FOUND' : request.url.startsWith('/v1/plans/') ? 'PGLEASE_PLAN_NOT_FOUND' : 'PGLEASE_NOT_FOUND';
       return sendControlError(request, reply, new ControlError(kind));
     },
   });
@@ -216,6 +218,8 @@ export async function buildServer(context: ServiceContext, options: ServerOption
     await leaseRoutes(control, context);
     await leaseStatsRoutes(control, context);
     await templateRoutes(control, context);
+    await planRoutes(control, context);
+    await observationRoutes(control, context);
     await jobRoutes(control, context);
     await studioRoutes(control, context);
     await metricsRoutes(control, context);

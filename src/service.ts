@@ -101,7 +101,7 @@ export async function startService(givenConfig: Config, options: StartOptions = 
   if (config.jobs.schedulerEnabled) {
     scheduler = new Scheduler({
       databaseUrl: host.databaseUrl,
-      jobs: builtinJobs(config.jobs),
+      jobs: builtinJobs({ ...config.jobs, observeDiskPath: config.jobs.observeDiskPath ?? (embedded ? config.dataDir : undefined) }, host.id),
       log,
       onRunEnd: (job, outcome) => context.metrics.jobRan(job, outcome),
     });

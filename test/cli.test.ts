@@ -189,6 +189,48 @@ describe('pglease lease', () => {
   });
 });
 
+describe('plan, and info in pg:info layout', () => {
+  it('lists plans, sets one with the admin token, leases on it and shows it in info', async () => {
+    const listed = await cli(['plan', 'ls']);
+    expect(listed.code).toBe(0);
+    expect(listed.stdout).toMatch(/^NAME\s+SIZE\s+ROWS/);
+    expect(listed.stdout).toMatch(/\nnetwork\s+100 MB\s+10,000\s/);
+    expect((await cli(['plan', 'set', 'cli-small', '--size', '50MB'])).stderr).toContain('PGLEASE_ADMIN_TOKEN');
+    const admin = { PGLEASE_ADMIN_TOKEN: ADMIN_TOKEN };
+    const set = await cli(['plan', 'set', 'cli-small', '--size', '50MB', '--rows', '500'], { env: admin });
+    expect(set.stdout).toContain('Plan cli-small: 50 MB, 500 rows');
+    expect((await cli(['plan', 'set', 'cli-bad', '--size', 'lots'], { env: admin })).stderr).toContain('"lots" is not a size');
+    const created = JSON.parse((await cli(['lease', '--json', '--plan', 'cli-small'], { env: admin })).stdout) as { id: string; plan: string };
+    expect(created.plan).toBe('cli-small');
+    const info = await cli(['info', created.id.slice(0, 8)], { env: admin });
+    expect(info.code).toBe(0);
+    expect(info.stdout).toMatch(/Plan:\s+cli-small\n/);
+    expect(info.stdout).toMatch(/Status:\s+(available|uncertain)/);
+    expect(info.stdout).toMatch(/Data Size:\s+\S+ \S+\/50 MB\n/);
+    expect(info.stdout).toMatch(/Rows:\s+0\/500 \(In compliance\)\n/);
+    expect(info.stdout).toMatch(/PG Version:\s+\d+/);
+    expect((await cli(['plan', 'rm', 'cli-small'], { env: admin })).stderr).toMatch(/on this plan|Leases are on plan/);
+  });
+
+  it('info --watch prints the lease again until it ends', async () => {
+    const created = JSON.parse((await cli(['lease', '--json'])).stdout) as { id: string; token: string };
+    let stdout = '';
+    const watching = runCli(['info', created.id.slice(0, 8), '--watch', '0.5'], {
+      stdout: { write: (text: string) => (stdout += text), isTTY: false },
+      stderr: { write: () => true, isTTY: false },
+      env: { PGLEASE_URL: service.baseUrl, PGLEASE_HOME: home },
+    });
+    // two frames printed, then the lease ends: the watch prints it ended and stops
+    const frames = () => stdout.split(`=== lease ${created.id}`).length - 1;
+    for (let waited = 0; frames() < 2 && waited < 30_000; waited += 100) await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(frames()).toBeGreaterThanOrEqual(2);
+    await fetch(`${service.baseUrl}/v1/leases/${created.id}`, { method: 'DELETE', headers: { authorization: `Bearer ${created.token}` } });
+    expect(await watching).toBe(0);
+    expect(stdout).toMatch(/State:\s+released\n/);
+    expect((await cli(['info', created.id.slice(0, 8), '--watch', 'often'])).stderr).toContain('--watch takes a number of seconds');
+  });
+});
+
 describe('release, renew, info, ls', () => {
   it('work by id prefix with the remembered token', async () => {
     const created = JSON.parse((await cli(['lease', '--json', '--name', 'lifecycle'])).stdout) as { id: string; url: string };

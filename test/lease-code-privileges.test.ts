@@ -259,6 +259,19 @@ const PATHS: ServicePath[] = [
     },
   },
   {
+    name: 'the observe job: a lease over its plan restricted (its schema and tables change hands, a trigger) and restored',
+    run: async (harness, tag) => {
+      const plan = `trap-tiny-${tag}`;
+      expectStatus(await call(harness, 'PUT', `/v1/plans/${plan}`, ADMIN_TOKEN, { max_size_bytes: 65_536, max_rows: 1 }), 201, 'put plan');
+      const lease = await trappedLease(harness, tag, { plan });
+      const status = async () =>
+        (await harness.superuser.query<{ status: string; restricted: boolean }>('SELECT status, restricted IS NOT NULL AS restricted FROM pglease.lease_health WHERE lease_id = $1', [lease.id])).rows[0];
+      await waitFor('the lease restricted', async () => ((await status())?.restricted ? true : undefined), 30_000);
+      expectStatus(await call(harness, 'PUT', `/v1/plans/${plan}`, ADMIN_TOKEN, { max_size_bytes: 2 ** 40 }), 200, 'raise the plan');
+      await waitFor('the lease restored', async () => ((await status())?.status === 'available' ? true : undefined), 30_000);
+    },
+  },
+  {
     name: 'the prune-history job (POST /v1/jobs/prune-history/run), with a released lease',
     run: async (harness, tag) => {
       const lease = await trappedLease(harness, tag);

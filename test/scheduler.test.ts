@@ -47,7 +47,7 @@ describe('jobs API', () => {
     });
     const { status, body } = await call('GET', '/v1/jobs', admin);
     expect(status).toBe(200);
-    expect(body.items.map((job: { name: string }) => job.name)).toEqual(['cleanup-orphans', 'prune-history', 'reap-expired']);
+    expect(body.items.map((job: { name: string }) => job.name)).toEqual(['cleanup-orphans', 'observe', 'prune-history', 'reap-expired']);
     const reaper = body.items.find((job: { name: string }) => job.name === 'reap-expired');
     expect(reaper).toMatchObject({ schedule: '*/10 * * * * *', enabled: true, running: false });
     expect(Date.parse(reaper.next_run_at) - Date.now()).toBeLessThanOrEqual(10_000);
@@ -204,6 +204,10 @@ describe('configuration', () => {
       pruneSchedule: '17 * * * *',
       reaperBatch: 50,
       historyRetentionSeconds: 7 * 86_400,
+      observerSchedule: '* * * * * *',
+      observeIntervalSeconds: 10,
+      observeFastMs: 200,
+      observationRetentionSeconds: 3600,
     });
     expect(config.createLimits).toEqual({ perHour: 100, activePerClient: 20, connectionsPerClient: 160, maxLeases: 1000, limitLocalDeveloper: false });
     expect(config.trustProxy).toBe(false);

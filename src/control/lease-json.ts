@@ -37,6 +37,7 @@ export function leaseJson(
     expires_at: lease.expires_at?.toISOString() ?? null,
     ended_at: lease.ended_at?.toISOString() ?? null,
     state: lease.state,
+    plan: lease.plan,
     connection_limit: lease.connection_limit,
   };
 }

@@ -7,7 +7,9 @@ import { Type } from '@sinclair/typebox';
 import type { ServiceContext } from '../service-context.js';
 import type { CreatedLease, CreateLeaseInput, LeaseRow } from '../leases/lease-store.js';
 import { durationSeconds, formatSeconds } from '../duration.js';
-import { identifyCaller } from './auth.js';
+import { identifyCaller, type Caller } from './auth.js';
+import { choosePlan, DEFAULT_PLAN } from './plan-choice.js';
+import { PlanStore, type Plan } from '../leases/plan-store.js';
 import { ControlError } from './errors.js';
 import { leaseJson, leaseUrl } from './lease-json.js';
 import { createLimitsFor, isLocalDeveloper, limitError, rateLimitHeaders } from './rate-limit.js';
@@ -35,23 +37,45 @@ export function publicBaseUrl(context: ServiceContext, request: FastifyRequest):
 
 /**
  * Accepts a TTL (seconds, or a duration the schema has checked the form of: src/duration.ts) for
- * this caller, in seconds, or explains, naming the field, why not.
+ * this caller and the lease's plan (when it has a TTL maximum), in seconds, or explains, naming the
+ * field, why not.
  */
-function checkTtl(context: ServiceContext, requested: number | string | null, isAdmin: boolean): number | null {
+function checkTtl(context: ServiceContext, requested: number | string | null, isAdmin: boolean, plan?: Pick<Plan, 'name' | 'max_ttl_seconds'>): number | null {
+  const planMax = plan?.max_ttl_seconds ?? null;
   if (requested === null) {
     if (!isAdmin) throw new ControlError('PGLEASE_FORBIDDEN', 'ttl: null (a lease that never expires) needs the admin token', 'ttl');
+    if (planMax !== null) throw new ControlError('PGLEASE_INVALID_FIELD', `ttl: plan "${plan!.name}" allows at most ${planMax} seconds, so a lease on it must expire`, 'ttl');
     return null;
   }
   const ttl = typeof requested === 'string' ? durationSeconds(requested) : requested;
   if (ttl < 1) throw new ControlError('PGLEASE_INVALID_FIELD', `ttl must be at least 1 second, got ${JSON.stringify(requested)}`, 'ttl');
   const max = context.config.maxTtlSeconds;
   if (ttl > max) throw new ControlError('PGLEASE_INVALID_FIELD', `ttl must be at most ${formatSeconds(max)} (PGLEASE_MAX_TTL), got ${formatSeconds(ttl)}`, 'ttl');
+  if (planMax !== null && ttl > planMax) throw new ControlError('PGLEASE_INVALID_FIELD', `ttl must be at most ${formatSeconds(planMax)} on plan "${plan!.name}", got ${formatSeconds(ttl)}`, 'ttl');
   return ttl;
+}
+
+/** The plan a create gets (src/control/plan-choice.ts), checked against pglease.plans. */
+async function planOfCreate(plans: PlanStore, requested: string | undefined, caller: Caller, localDeveloper: boolean): Promise<Plan> {
+  const choice = choosePlan(requested, caller, localDeveloper);
+  if ('refused' in choice) throw new ControlError('PGLEASE_FORBIDDEN', choice.refused, 'plan');
+  const plan = (await plans.find(choice.plan)) ?? (requested === undefined ? await plans.find(DEFAULT_PLAN) : undefined);
+  if (!plan) throw new ControlError('PGLEASE_INVALID_FIELD', `no plan named "${choice.plan}" (GET /v1/plans lists them)`, 'plan');
+  if (choice.needsTokenChoice && !plan.token_may_choose) {
+    throw new ControlError('PGLEASE_FORBIDDEN', `plan "${plan.name}" may be chosen only with the admin token`, 'plan');
+  }
+  return plan;
+}
+
+/** Whether a plan changes anything a lease does not already have from its create. */
+function planNeedsApplying(plan: Plan): boolean {
+  return plan.name !== DEFAULT_PLAN || plan.max_connections !== null || plan.statement_timeout !== null || plan.max_ttl_seconds !== null;
 }
 
 export async function leaseRoutes(app: FastifyInstance, context: ServiceContext): Promise<void> {
   const routes = app.withTypeProvider<TypeBoxTypeProvider>();
   const { leases, host, config } = context;
+  const plans = new PlanStore(host.pool);
 
   /** The lease at :id if the caller may act on it; 401/404 otherwise (never revealing existence). */
   async function authorizedLease(request: FastifyRequest, id: string): Promise<{ lease: LeaseRow; isAdmin: boolean }> {
@@ -114,11 +138,24 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
       // refused, since its caller most likely expects the admin's rights (ttl null, no throttling)
       const callerLeaseId = await callerLease(context, caller);
       const body = request.body;
-      const ttl = checkTtl(context, body.ttl === undefined ? config.defaultTtlSeconds : body.ttl, caller.kind === 'admin');
-      const input = { ttlSeconds: ttl, label: body.name ?? null, clientIp: request.ip, limits: createLimitsFor(config.createLimits, caller, isLocalDeveloper(request, config.httpHost)) };
+      const localDeveloper = isLocalDeveloper(request, config.httpHost);
+      const plan = await planOfCreate(plans, body.plan, caller, localDeveloper);
+      const requestedTtl = body.ttl === undefined ? Math.min(config.defaultTtlSeconds, plan.max_ttl_seconds ?? Infinity) : body.ttl;
+      const ttl = checkTtl(context, requestedTtl, caller.kind === 'admin', plan);
+      const input = { ttlSeconds: ttl, label: body.name ?? null, clientIp: request.ip, limits: createLimitsFor(config.createLimits, caller, localDeveloper) };
       const created = await createLease(callerLeaseId, body.template, input).catch((error: unknown) =>
         Promise.reject(limitError(error) ?? templateLeaseError(error) ?? error),
       );
+      if (planNeedsApplying(plan)) {
+        // a lease whose plan cannot be put on it is not handed out: it is released
+        try {
+          await plans.apply(created.lease.id, plan.name);
+        } catch (error) {
+          await leases.release(created.lease.id, request.ip).catch(() => undefined);
+          throw error;
+        }
+        created.lease = (await leases.find(created.lease.id, null)) ?? created.lease;
+      }
       const json = leaseJson(host, created.lease, publicBaseUrl(context, request), created);
       reply.code(201).header('Location', `/v1/leases/${created.lease.id}`).headers(rateLimitHeaders(created.quota));
       if (request.query.format === 'url' || prefersPlainText(request)) {
@@ -190,7 +227,7 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
     },
     async (request) => {
       const { lease, isAdmin } = await authorizedLease(request, request.params.id);
-      const ttl = checkTtl(context, request.body.ttl, isAdmin);
+      const ttl = checkTtl(context, request.body.ttl, isAdmin, await plans.find(lease.plan));
       const renewed = await leases.renew(lease.id, ttl, request.ip);
       if (!renewed) throw new ControlError('PGLEASE_LEASE_NOT_ACTIVE', `The lease is ${lease.state}; only an active lease can be renewed`);
       return leaseJson(host, renewed, publicBaseUrl(context, request));

@@ -30,6 +30,9 @@ export const CreateLeaseBody = Type.Object(
     template: Type.Optional(
       Type.String({ minLength: 1, maxLength: 63, description: 'A template (POST /v1/templates) whose SQL seeds the lease in the same transaction' }),
     ),
+    plan: Type.Optional(
+      Type.String({ minLength: 1, maxLength: 63, description: 'A plan (GET /v1/plans): the admin may choose any, a lease token one whose token_may_choose is set' }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -85,6 +88,7 @@ export const LeaseSchema = Type.Object({
   expires_at: Type.Union([Timestamp, Type.Null()]),
   ended_at: Type.Union([Timestamp, Type.Null()]),
   state: LeaseStateSchema,
+  plan: Type.String({ description: 'The plan whose limits the lease lives within (GET /v1/plans)' }),
   connection_limit: Type.Union([Type.Integer(), Type.Null()], {
     description:
       'Sessions the lease\'s role may open at once: PGLEASE_LEASE_CONNECTIONS, or less when the client\'s other live leases ' +

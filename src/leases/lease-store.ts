@@ -29,6 +29,8 @@ export interface LeaseRow {
   expires_at: Date | null;
   ended_at: Date | null;
   last_error: string | null;
+  /** The plan (pglease.plans) whose limits the lease lives within. */
+  plan: string;
   /** CONNECTION LIMIT of the login role (pg_roles); null once the role is gone. */
   connection_limit: number | null;
 }
@@ -38,7 +40,7 @@ export interface LeaseRow {
  * connection limit: one lookup of pg_authid's name index per row, from the catalog only.
  */
 const LEASE_COLUMNS =
-  'id, label, host_id, schema_name, role_name, anon_role, auth_role, state, client_ip, created_at, expires_at, ended_at, last_error, ' +
+  'id, label, host_id, schema_name, role_name, anon_role, auth_role, state, client_ip, created_at, expires_at, ended_at, last_error, plan, ' +
   '(SELECT r.rolconnlimit FROM pg_catalog.pg_roles r WHERE r.rolname = role_name) AS connection_limit';
 
 export interface CreatedLease {

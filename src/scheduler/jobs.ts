@@ -2,6 +2,7 @@
  * The built-in jobs. Each is a thin loop around a SQL function (sql/reaper.sql, sql/jobs.sql):
  * the scheduler decides when, Postgres does the work.
  */
+import { statfs } from 'node:fs/promises';
 import type pg from 'pg';
 import type { JobsConfig } from '../config.js';
 
@@ -70,8 +71,96 @@ async function reapUntilDone(context: JobRunContext, batch: number, onFullBatch:
   return total;
 }
 
-export function builtinJobs(config: JobsConfig): JobDefinition[] {
+interface ObservePass {
+  observed: number;
+  changed: number;
+  errors: number;
+  took_ms: string;
+}
+
+/**
+ * Leases observed per transaction. One statement reads the catalogs for all of them, and measuring
+ * a lease's size takes a lock on each of its relations (table, indexes, TOAST) until the
+ * transaction ends: 500 leases stay within about 2,000 locks, a third of the lock table of a server
+ * with Postgres's defaults (64 x 100 connections), while a pass over 5,000 leases takes ten.
+ */
+const OBSERVE_BATCH = 500;
+
+/** Bytes free on the file system of `dir`; undefined when it cannot be read (not this machine's server). */
+async function diskFree(dir: string | undefined): Promise<number | undefined> {
+  if (dir === undefined) return undefined;
+  try {
+    const stats = await statfs(dir);
+    return stats.bavail * stats.bsize;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A run's quick passes end this long before the next run is due (ms), so runs do not overlap. */
+const QUICK_PASSES_MARGIN_MS = 150;
+
+/**
+ * One run of the observer: the host, then every lease that is due, batch after batch
+ * (sql/observe.sql), then observations past their retention. With `quickPassesForMs`, then passes
+ * over the leases due again (those near a limit or growing, every PGLEASE_OBSERVE_FAST_MS) until
+ * that much time has gone by since the run began.
+ */
+export async function observeOnce(
+  pool: pg.Pool,
+  config: JobsConfig,
+  hostId: number | undefined,
+  cancelled: () => boolean = () => false,
+  quickPassesForMs = 0,
+): Promise<JobOutcome> {
+  const began = Date.now();
+  if (hostId !== undefined) {
+    await pool.query({ name: 'pglease.observe-host', text: 'SELECT 1 FROM pglease.observe_host($1, $2)', values: [hostId, (await diskFree(config.observeDiskPath)) ?? null] });
+  }
+  const total = { observed: 0, changed: 0, errors: 0, took_ms: 0, quick_passes: 0 };
+  const pass = async (dueOnly: boolean, dueBy: Date): Promise<number> => {
+    const { rows } = await pool.query<ObservePass>({
+      name: 'pglease.observe-leases',
+      text: 'SELECT observed, changed, errors, took_ms FROM pglease.observe_leases($1, make_interval(secs => $2), make_interval(secs => $3 / 1000.0), $4, $5)',
+      values: [OBSERVE_BATCH, config.observeIntervalSeconds, config.observeFastMs, dueOnly, dueBy],
+    });
+    const done = rows[0]!;
+    total.observed += done.observed;
+    total.changed += done.changed;
+    total.errors += done.errors;
+    total.took_ms += Number(done.took_ms);
+    return done.observed;
+  };
+  // the batches of a run take the leases due when it began (by the database's clock): one observed
+  // by a batch and due again soon after (a new lease, one growing) waits for the next pass
+  const runBegan = (await pool.query<{ now: Date }>('SELECT now() AS now')).rows[0]!.now;
+  while (!cancelled() && (await pass(false, runBegan)) >= OBSERVE_BATCH);
+  while (!cancelled() && Date.now() - began + config.observeFastMs < quickPassesForMs - QUICK_PASSES_MARGIN_MS) {
+    await new Promise((resolve) => setTimeout(resolve, config.observeFastMs));
+    const quickBegan = (await pool.query<{ now: Date }>('SELECT now() AS now')).rows[0]!.now;
+    while (!cancelled() && (await pass(true, quickBegan)) >= OBSERVE_BATCH);
+    total.quick_passes++;
+  }
+  const pruned = await pool.query<{ n: string }>({
+    name: 'pglease.prune-observations',
+    text: 'SELECT pglease.prune_observations(make_interval(secs => $1)) AS n',
+    values: [config.observationRetentionSeconds],
+  });
+  return {
+    rowsAffected: total.observed,
+    result: { ...total, took_ms: Math.round(total.took_ms * 1000) / 1000, pruned: Number(pruned.rows[0]!.n) },
+  };
+}
+
+export function builtinJobs(config: JobsConfig, hostId?: number): JobDefinition[] {
   return [
+    {
+      name: 'observe',
+      description: 'Observes the host and each live lease that is due (catalogs only), moves their status, restricts leases over their plan and restores them',
+      schedule: config.observerSchedule,
+      // quick passes fill the second until the next run (the default schedule runs every second)
+      run: ({ pool, cancelled }) => observeOnce(pool, config, hostId, cancelled, 1000),
+    },
     {
       name: 'reap-expired',
       description: 'Ends leases whose expires_at has passed: terminates their sessions, drops schema and roles, marks them expired',

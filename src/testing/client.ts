@@ -8,8 +8,10 @@ import https from 'node:https';
 import type { LeaseJson } from '../control/schemas.js';
 import type { TemplateJson } from '../control/template-routes.js';
 import type { LeaseStatsJson } from '../control/lease-stats-routes.js';
+import type { LeaseInfoJson } from '../control/observation-routes.js';
+import type { PlanJson } from '../control/plan-routes.js';
 
-export type { LeaseJson, TemplateJson, LeaseStatsJson };
+export type { LeaseJson, TemplateJson, LeaseStatsJson, LeaseInfoJson, PlanJson };
 
 /** A lease as POST /v1/leases answers it: with its password in `url` and its token. */
 export type CreatedLeaseJson = LeaseJson & { token: string };
@@ -48,6 +50,8 @@ export interface CreateLeaseOptions {
   ttl?: number | string | null;
   name?: string;
   template?: string;
+  /** A plan (GET /v1/plans): the admin may choose any, a lease token one that allows it. */
+  plan?: string;
 }
 
 export interface ListLeasesOptions {
@@ -176,6 +180,23 @@ export class PgleaseClient {
 
   leaseStats(id: string): Promise<LeaseStatsJson> {
     return this.request('GET', `/v1/leases/${encodeURIComponent(id)}/stats`);
+  }
+
+  /** pg:info of a lease: its plan, status and the observer's view of it against the plan's limits. */
+  leaseInfo(id: string): Promise<LeaseInfoJson> {
+    return this.request('GET', `/v1/leases/${encodeURIComponent(id)}/info`);
+  }
+
+  listPlans(): Promise<{ items: PlanJson[] }> {
+    return this.request('GET', '/v1/plans');
+  }
+
+  putPlan(name: string, limits: Record<string, unknown>): Promise<PlanJson> {
+    return this.request('PUT', `/v1/plans/${encodeURIComponent(name)}`, limits);
+  }
+
+  async deletePlan(name: string): Promise<void> {
+    await this.request('DELETE', `/v1/plans/${encodeURIComponent(name)}`);
   }
 
   renewLease(id: string, ttl: number | null): Promise<LeaseJson> {

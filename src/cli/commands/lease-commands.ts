@@ -8,6 +8,7 @@ import type { CliContext } from '../context.js';
 import { ChildExit, examples, fields, formatBytes, formatCount, isoSeconds, parseDuration, printable, relativeTime, table, UsageError } from '../format.js';
 import { println } from '../io.js';
 import { withSpinner } from '../spinner.js';
+import { leaseInfoText } from '../lease-info.js';
 import { KEEP_ENDED_DAYS } from '../token-store.js';
 
 function expiry(lease: { expires_at: string | null; state: string }): string {
@@ -28,6 +29,7 @@ export function leaseCommands(context: CliContext): Command[] {
     .option('--ttl <duration>', 'how long it lives: 90 (seconds), 30s, 10m, 2h, 1d (the default maximum); never (admin token)')
     .option('--name <label>', 'a label shown in listings')
     .option('--template <name>', 'seed it from a registered template (pglease template add)')
+    .option('--plan <name>', 'the plan it lives within (pglease plan ls; admin token, or a plan tokens may choose)')
     .option('--lease <id>', "ask as this lease (with its token), to use its private templates (template add --lease)")
     .addOption(new Option('--json', 'print the lease as JSON').conflicts(['url', 'env']))
     .addOption(new Option('--url', 'print only the connection URL, for $(...)').conflicts(['json', 'env']))
@@ -41,7 +43,7 @@ export function leaseCommands(context: CliContext): Command[] {
         'pglease lease --template my-seed --lease 3f2c9a1e',
       ]),
     )
-    .action(async (options: { ttl?: string; name?: string; template?: string; lease?: string; json?: boolean; url?: boolean; env?: boolean }, command: Command) => {
+    .action(async (options: { ttl?: string; name?: string; template?: string; plan?: string; lease?: string; json?: boolean; url?: boolean; env?: boolean }, command: Command) => {
       const ttl = options.ttl === undefined ? undefined : parseDuration(options.ttl);
       const server = context.server(command);
       const client =
@@ -52,7 +54,7 @@ export function leaseCommands(context: CliContext): Command[] {
       await store.check();
       const started = Date.now();
       const created: CreatedLeaseJson = await withSpinner(io, 'Creating lease…', () =>
-        client.createLease({ ttl, name: options.name, template: options.template }),
+        client.createLease({ ttl, name: options.name, template: options.template, plan: options.plan }),
       ).catch((error: unknown) => Promise.reject(unknownTemplate(error, options.template, options.lease)));
       const elapsed = Date.now() - started;
       try {
@@ -135,29 +137,25 @@ export function leaseCommands(context: CliContext): Command[] {
     });
 
   const info = new Command('info')
-    .description('Show a lease: state, expiry, connections, tables, rows and size')
+    .description('Show a lease as pg:info does: plan, status, connections, size and rows against the plan, expiry')
     .argument('<id>', 'lease id, or a unique prefix of one this CLI created')
-    .option('--json', 'print the lease and its stats as JSON')
-    .addHelpText('after', examples(['pglease info 3f2c9a1e', 'pglease info 3f2c9a1e --json | jq .stats.rows']))
-    .action(async (idOrPrefix: string, options: { json?: boolean }, command: Command) => {
+    .option('--json', 'print the lease, its stats and its info as JSON')
+    .option('--watch [seconds]', 'print it again every few seconds (default 2) until interrupted')
+    .addHelpText('after', examples(['pglease info 3f2c9a1e', 'pglease info 3f2c9a1e --watch', 'pglease info 3f2c9a1e --json | jq .stats.rows']))
+    .action(async (idOrPrefix: string, options: { json?: boolean; watch?: boolean | string }, command: Command) => {
       const { id, client } = await context.leaseAccess(command, idOrPrefix);
-      const [lease, stats] = await withSpinner(io, 'Reading…', () => Promise.all([client.getLease(id), client.leaseStats(id)]));
-      if (options.json) return json(context, { ...lease, stats });
-      const { bold, green, yellow } = context.out;
-      const state = lease.state === 'active' ? green(lease.state) : yellow(lease.state);
-      println(io.stdout, bold(`=== lease ${lease.id}${lease.name ? ` (${printable(lease.name)})` : ''}`));
-      println(io.stdout, fields([
-        ['State', state],
-        ['Created', `${relativeTime(new Date(lease.created_at))} (${isoSeconds(new Date(lease.created_at))})`],
-        [lease.state === 'active' ? 'Expires' : 'Ended', lease.state === 'active' ? expiry(lease) : lease.ended_at ? relativeTime(new Date(lease.ended_at)) : '-'],
-        ['Connections', `${stats.connections}${stats.connection_limit !== null && stats.connection_limit >= 0 ? `/${stats.connection_limit}` : ''}`],
-        ['Tables', formatCount(stats.tables)],
-        ['Rows', `${formatCount(stats.rows)}${stats.rows_exact ? '' : ' (estimated)'}`],
-        ['Size', `${formatBytes(stats.size_bytes)}${stats.size_exact === false ? ' (estimated)' : ''}`],
-        ['Template', stats.template ?? '-'],
-        ['Schema', lease.schema],
-        ['URL', lease.url],
-      ]));
+      const everySeconds = options.watch === undefined ? 0 : options.watch === true ? 2 : Number(options.watch);
+      if (!(everySeconds === 0 || (Number.isFinite(everySeconds) && everySeconds >= 0.5 && everySeconds <= 3600))) {
+        throw new UsageError('--watch takes a number of seconds from 0.5 to 3600');
+      }
+      const read = () => Promise.all([client.getLease(id), client.leaseStats(id), client.leaseInfo(id)]);
+      for (let frame = 0; ; frame++) {
+        const [lease, stats, leaseInfo] = frame === 0 ? await withSpinner(io, 'Reading…', read) : await read();
+        if (options.json) json(context, { ...lease, stats, info: leaseInfo });
+        else println(io.stdout, (frame > 0 ? '\n' : '') + leaseInfoText(lease, leaseInfo, stats, new Date(), context.out));
+        if (everySeconds === 0 || lease.state !== 'active') return;
+        await new Promise((resolve) => setTimeout(resolve, everySeconds * 1000));
+      }
     });
 
   const open = new Command('open')

@@ -1,0 +1,61 @@
+-- Plans: the limits a lease lives within (pglease.plans). A create picks one (src/control/plan-choice.ts
+-- decides which, in one place); these functions put it on the lease's roles. Size and rows are not
+-- limits Postgres enforces by itself: the observer (sql/observe.sql) measures them and restricts a
+-- lease over them (sql/quota.sql).
+
+-- pglease.apply_plan: puts plan p_plan on the live lease p_lease_id and returns the lease, or NULL
+-- when it is not live (released meanwhile).
+--   * connections: the login role's and the authenticator's CONNECTION LIMIT become the plan's
+--     when it is lower, never higher: the throttle may already have lowered them for a client
+--     near its connection budget (sql/throttle.sql), and a plan must not undo that;
+--   * statement_timeout: set on both roles (new sessions; a lease fresh from a create has none);
+--   * TTL: an expiry beyond the plan's maximum is brought back to it (the route refuses a longer
+--     ttl with a clear error first; this holds for the pooled and seeded paths too).
+-- A lease whose plan was never applied (a create whose process died between the two calls) keeps
+-- the 'default' plan of its column, so it still has a size bound.
+CREATE OR REPLACE FUNCTION pglease.apply_plan(p_lease_id uuid, p_plan text)
+RETURNS pglease.leases
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_plan  pglease.plans;
+  v_lease pglease.leases;
+  v_limit int;
+BEGIN
+  SELECT * INTO v_plan FROM pglease.plans WHERE name = p_plan;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no plan named %', p_plan USING ERRCODE = '22023';
+  END IF;
+  UPDATE pglease.leases
+     SET plan = p_plan,
+         expires_at = CASE WHEN v_plan.max_ttl_seconds IS NOT NULL
+                           THEN least(coalesce(expires_at, 'infinity'), now() + make_interval(secs => v_plan.max_ttl_seconds))
+                           ELSE expires_at END
+   WHERE id = p_lease_id AND state = 'active'
+   RETURNING * INTO v_lease;
+  IF NOT FOUND THEN
+    RETURN NULL;
+  END IF;
+  IF v_plan.max_connections IS NOT NULL THEN
+    SELECT r.rolconnlimit INTO v_limit FROM pg_roles r WHERE r.rolname = v_lease.role_name;
+    IF v_limit < 0 OR v_limit > v_plan.max_connections THEN
+      EXECUTE format('ALTER ROLE %I CONNECTION LIMIT %s', v_lease.role_name, v_plan.max_connections);
+    END IF;
+  END IF;
+  IF v_plan.statement_timeout IS NOT NULL THEN
+    EXECUTE format('ALTER ROLE %I SET statement_timeout TO %L', v_lease.role_name, v_plan.statement_timeout);
+    EXECUTE format('ALTER ROLE %I SET statement_timeout TO %L', v_lease.auth_role, v_plan.statement_timeout);
+  END IF;
+  RETURN v_lease;
+END
+$$;
+
+-- pglease.lease_size_limit: the size bound of a lease on plan p_plan, in bytes: the plan's, or a
+-- quarter of what the host has free plus what the lease already holds, when that is smaller and the
+-- host's free disk is known (pglease.observe_host). A quarter: four leases growing at once cannot
+-- fill the disk between them.
+CREATE OR REPLACE FUNCTION pglease.lease_size_limit(p_plan_bytes bigint, p_disk_free bigint, p_size bigint)
+RETURNS bigint
+LANGUAGE sql IMMUTABLE
+AS $$ SELECT CASE WHEN p_disk_free IS NULL THEN p_plan_bytes ELSE least(p_plan_bytes, (p_disk_free + coalesce(p_size, 0)) / 4) END $$;
