@@ -20,6 +20,7 @@ import { registerCors } from './cors.js';
 import { isRestUrl, restRoutes, sendUnroutedRestError } from './rest/routes.js';
 import type { RestService } from './rest/rest-service.js';
 import { leaseDocsRoutes } from './control/lease-docs-routes.js';
+import { studioRoutes } from './web/studio/studio-routes.js';
 import { metricsRoutes } from './control/metrics-routes.js';
 import { createOutcome } from './metrics/metrics.js';
 
@@ -220,6 +221,7 @@ export async function buildServer(context: ServiceContext, options: ServerOption
     await planRoutes(control, context);
     await observationRoutes(control, context);
     await jobRoutes(control, context);
+    await studioRoutes(control, context);
     await metricsRoutes(control, context);
   });
   // the PostgREST-compatible API under /v1/leases/:id/rest: its own body parsing and error format

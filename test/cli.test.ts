@@ -256,6 +256,15 @@ describe('release, renew, info, ls', () => {
     const infoJson = JSON.parse((await cli(['info', prefix, '--json'])).stdout);
     expect(infoJson.stats).toMatchObject({ tables: 1, rows: 25, connections: 0 });
 
+    // the studio's URL, with the remembered token in the fragment (never with the admin token)
+    const token = (JSON.parse(await readFile(path.join(home, 'leases.json'), 'utf8')) as { leases: { id: string; token: string }[] }).leases.find((lease) => lease.id === created.id)!.token;
+    const studio = await cli(['open', prefix], { env: { PGLEASE_ADMIN_TOKEN: ADMIN_TOKEN } });
+    expect(studio).toMatchObject({ code: 0, stdout: `${service.baseUrl}/v1/leases/${created.id}/studio#token=${encodeURIComponent(token)}\n` });
+    expect((await cli(['open', prefix, '--docs', '--no-token'])).stdout).toBe(`${service.baseUrl}/v1/leases/${created.id}/docs\n`);
+    const page = await fetch(studio.stdout.trim());
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain(`data-lease-id="${created.id}"`);
+
     const listed = await cli(['ls']);
     expect(listed.stdout).toMatch(/^ID\s+NAME\s+STATE\s+EXPIRES\s+CREATED$/m);
     expect(listed.stdout).toMatch(new RegExp(`^${prefix}\\s+lifecycle\\s+active\\s+in 1 hour\\s+just now$`, 'm'));
@@ -586,7 +595,7 @@ describe('pglease migrate, --help, --version', () => {
   });
 
   it('every command has help with an example', async () => {
-    for (const command of [[], ['serve'], ['migrate'], ['lease'], ['release'], ['renew'], ['info'], ['ls'], ['url'], ['psql'], ['template'], ['template', 'add'], ['template', 'ls'], ['template', 'rm']]) {
+    for (const command of [[], ['serve'], ['migrate'], ['lease'], ['release'], ['renew'], ['info'], ['open'], ['ls'], ['url'], ['psql'], ['template'], ['template', 'add'], ['template', 'ls'], ['template', 'rm']]) {
       const help = await cli([...command, '--help']);
       expect(help.code, command.join(' ')).toBe(0);
       expect(help.stdout, command.join(' ')).toMatch(/Usage: pglease/);

@@ -209,6 +209,25 @@ const PATHS: ServicePath[] = [
     },
   },
   {
+    name: 'POST /v1/leases/:id/sql, the studio’s SQL box (its code runs, in its own sessions)',
+    run: async (harness, tag) => {
+      const lease = await trappedLease(harness, tag);
+      // every trap class's statements but SET, which the box refuses; writes confirmed, so that
+      // what runs at commit (a deferred constraint trigger) runs too
+      for (const trapClass of TRAP_CLASSES) {
+        for (const sql of trapClass.exercise(lease.schema).filter((statement) => !/^SET /i.test(statement))) {
+          expectStatus(await call(harness, 'POST', `/v1/leases/${lease.id}/sql`, lease.token, { sql, write: true }), 200, `SQL box: ${sql}`);
+        }
+      }
+      // the code did run, and as the lease: each session is closed after its statement, so its
+      // advisory lock is gone; the witness's counter and last session_user stay
+      expect((await harness.observer.collectAllowed()).counted, 'lease code ran through the SQL box').toBeGreaterThan(0);
+      const witness = `"${harness.settings.witness.replace(/"/g, '""')}"`;
+      const { rows } = await harness.superuser.query<{ role: string }>(`SELECT rolname AS role FROM pg_roles WHERE oid = (SELECT last_value FROM ${witness}.allowed_session)`);
+      expect(rows[0]?.role).toBe(`${lease.role}_auth`);
+    },
+  },
+  {
     name: 'DELETE /v1/leases/:id (release)',
     run: async (harness, tag) => {
       const lease = await trappedLease(harness, tag);

@@ -9,6 +9,8 @@ export const controlErrors = {
   PGLEASE_INVALID_PARAMETER: { status: 400, message: 'A query parameter is invalid' },
   PGLEASE_BAD_URL: { status: 400, message: 'The request URL is not valid: a % must be followed by two hex digits that decode to UTF-8' },
   PGLEASE_TEMPLATE_INVALID: { status: 400, message: 'The template SQL failed on a fresh lease' },
+  PGLEASE_SQL_FAILED: { status: 400, message: 'The statement failed' },
+  PGLEASE_SQL_REFUSED: { status: 400, message: 'The SQL box does not run this statement' },
   PGLEASE_UNAUTHORIZED: { status: 401, message: 'This endpoint needs a token: send "Authorization: Bearer <token>"' },
   PGLEASE_FORBIDDEN: { status: 403, message: 'This needs the admin token (PGLEASE_ADMIN_TOKEN)' },
   PGLEASE_NOT_FOUND: { status: 404, message: 'No such lease, or the token is not its own' },
@@ -56,7 +58,7 @@ export const controlErrorSchema = {
     code: { type: 'string', enum: Object.keys(controlErrors) },
     message: { type: 'string' },
     field: { type: 'string' },
-    // PGLEASE_TEMPLATE_INVALID: Postgres's own error and where in the template's SQL it happened
+    // PGLEASE_TEMPLATE_INVALID and PGLEASE_SQL_FAILED: Postgres's own error and where in the template's SQL it happened
     postgres: {
       type: 'object',
       properties: {

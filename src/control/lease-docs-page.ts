@@ -3,7 +3,8 @@
  * package @fastify/swagger-ui, served at /docs/static/ by the service's own docs (./openapi.ts):
  * no CDN. A token field on top keeps the lease token in the tab's sessionStorage; with it the page
  * loads the lease role's document and Swagger UI sends it on "Try it out". A link may carry it
- * in the fragment (`…/docs#token=pgl_…`), which never reaches a server.
+ * in the fragment (`…/docs#token=pgl_…`), which never reaches a server. The studio
+ * (src/web/studio) keeps the token under the same key: a link between the two needs no paste.
  */
 
 /** Where @fastify/swagger-ui serves Swagger UI's files (its routePrefix + /static). */
@@ -30,11 +31,13 @@ export function leaseDocsHtml(options: { leaseId: string; documentUrl: string; s
   #lease-token button { padding: .35em .9em; cursor: pointer; }
   #lease-token-state { color: #9fdf9f; }
   #lease-problem { margin: 1em 1.25em; padding: .75em 1em; border: 1px solid #c33; background: #fff4f4; color: #800; }
+  #lease-studio-link { color: #8ecbff; }
 </style>
 </head>
 <body data-lease-id="${escapeHtml(options.leaseId)}" data-document-url="${escapeHtml(options.documentUrl)}">
 <form id="lease-token" autocomplete="off">
   <strong>${escapeHtml(title)}</strong>
+  <a id="lease-studio-link" href="/v1/leases/${escapeHtml(options.leaseId)}/studio">Open in the studio</a>
   <span id="lease-token-state"></span>
   <label for="lease-token-input">Lease token</label>
   <input id="lease-token-input" name="token" type="password" placeholder="pgl_… (empty: the anonymous role)" spellcheck="false">

@@ -1,5 +1,5 @@
 /**
- * pglease lease | release | renew | info | ls | url | psql
+ * pglease lease | release | renew | info | open | ls | url | psql
  */
 import { spawn } from 'node:child_process';
 import { Command, Option } from 'commander';
@@ -158,6 +158,22 @@ export function leaseCommands(context: CliContext): Command[] {
       }
     });
 
+  const open = new Command('open')
+    .description("Print the URL of a lease's studio: its tables in a browser, to browse and edit (with the token in the URL's fragment, which no server sees)")
+    .argument('<id>', 'lease id, or a unique prefix of one this CLI created')
+    .option('--docs', "the lease's Swagger page instead")
+    .option('--no-token', 'leave the token out: the page asks for it')
+    .addHelpText('after', examples(['pglease open 3f2c9a1e', 'xdg-open "$(pglease open 3f2c9a1e)"', 'pglease open 3f2c9a1e --docs --no-token']))
+    .action(async (idOrPrefix: string, options: { docs?: boolean; token: boolean }, command: Command) => {
+      const { id, client, remembered } = await context.leaseAccess(command, idOrPrefix);
+      // the server's public URL of the lease, as it states it; and proof the lease is there
+      const lease = await withSpinner(io, 'Reading…', () => client.getLease(id));
+      const pageUrl = lease.rest_url.replace(/\/rest$/, options.docs ? '/docs' : '/studio');
+      // only the lease's own token: the admin token never goes into a link
+      const token = remembered?.token ?? (io.env.PGLEASE_TOKEN || undefined);
+      println(io.stdout, options.token && token ? `${pageUrl}#token=${encodeURIComponent(token)}` : pageUrl);
+    });
+
   const ls = new Command('ls')
     .description(`List leases: all of them with PGLEASE_ADMIN_TOKEN, else the ones this CLI created (and remembers for ${KEEP_ENDED_DAYS} days after they end)`)
     .option('--all', 'include released and expired leases')
@@ -239,7 +255,7 @@ export function leaseCommands(context: CliContext): Command[] {
       if (code !== 0) throw new ChildExit(code);
     });
 
-  return [lease, release, renew, info, ls, url, psql];
+  return [lease, release, renew, info, open, ls, url, psql];
 }
 
 /** The server's "no template named x" (which names its API) in the CLI's terms: how to register or list one. */
