@@ -15,7 +15,7 @@ import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { ServiceContext } from '../../service-context.js';
-import { identifyCaller } from '../../control/auth.js';
+import { identifyCaller } from '../../auth/caller.js';
 import { ControlError } from '../../control/errors.js';
 import { ErrorSchema, LeaseParams } from '../../control/schemas.js';
 import { projectPath } from '../../paths.js';
