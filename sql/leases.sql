@@ -180,6 +180,29 @@ BEGIN
 END
 $$;
 
+-- pglease.end_sessions: terminates the sessions p_pids (NULL: none) and waits until they have
+-- exited, at most about 5 s, so that none of them still holds a lock on what the caller changes
+-- next. All are signalled at once and awaited together: pg_terminate_backend(pid, timeout) one by
+-- one waits for each exit in turn (a tenth of a second each on a slow machine, two seconds for a
+-- lease with twenty connections).
+CREATE OR REPLACE FUNCTION pglease.end_sessions(p_pids int[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF p_pids IS NULL THEN
+    RETURN;
+  END IF;
+  PERFORM pg_terminate_backend(s) FROM unnest(p_pids) s;
+  FOR i IN 1..1000 LOOP
+    PERFORM pg_stat_clear_snapshot(); -- pg_stat_activity is read once per transaction otherwise
+    EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = ANY (p_pids));
+    PERFORM pg_sleep(0.005);
+  END LOOP;
+END
+$$;
+
 -- pglease.drop_lease_objects: removes everything a lease owns on the host: its sessions, schema,
 -- objects it owns elsewhere in this database (large objects, temp objects), its three roles and
 -- the roles it declared for its JWTs (pglease.declare_lease_role, sql/auth.sql).
@@ -199,11 +222,8 @@ DECLARE
   v_existing text[];
   v_sessions int[];
 BEGIN
-  -- Cut logins first, and wait until they have exited, so that no session of the lease holds a
-  -- lock on its objects when we drop them. All are signalled at once and awaited together:
-  -- pg_terminate_backend(pid, timeout) one by one waits for each exit in turn (a tenth of a
-  -- second each on a slow machine, two seconds for a lease with twenty connections).
-  -- Also cut another lease's session that holds a lock on one of this lease's tables (leases may
+  -- Cut logins first, and wait until they have exited (pglease.end_sessions), so that no session
+  -- of the lease holds a lock on its objects when we drop them. Also cut another lease's session that holds a lock on one of this lease's tables (leases may
   -- grant each other access): it would hold the drop up, and the lease past its end, as long as
   -- it liked.
   SELECT array_agg(a.pid) INTO v_sessions
@@ -214,14 +234,7 @@ BEGIN
               AND a.pid IN (SELECT l.pid FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
                              WHERE l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
                                AND c.relnamespace = to_regnamespace(quote_ident(p_lease.schema_name)))));
-  IF v_sessions IS NOT NULL THEN
-    PERFORM pg_terminate_backend(s) FROM unnest(v_sessions) s;
-    FOR i IN 1..1000 LOOP -- at most about 5 s
-      PERFORM pg_stat_clear_snapshot(); -- pg_stat_activity is read once per transaction otherwise
-      EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = ANY (v_sessions));
-      PERFORM pg_sleep(0.005);
-    END LOOP;
-  END IF;
+  PERFORM pglease.end_sessions(v_sessions);
 
   EXECUTE format('DROP SCHEMA IF EXISTS %I CASCADE', p_lease.schema_name);
 
@@ -419,14 +432,7 @@ BEGIN
   IF p_cut_sessions THEN
     SELECT array_agg(a.pid) INTO v_sessions
       FROM pg_stat_activity a WHERE a.usename = v_lease.role_name AND a.pid <> pg_backend_pid();
-    IF v_sessions IS NOT NULL THEN
-      PERFORM pg_terminate_backend(s) FROM unnest(v_sessions) s;
-      FOR i IN 1..1000 LOOP
-        PERFORM pg_stat_clear_snapshot();
-        EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = ANY (v_sessions));
-        PERFORM pg_sleep(0.005);
-      END LOOP;
-    END IF;
+    PERFORM pglease.end_sessions(v_sessions);
   END IF;
   RETURN v_lease;
 END
