@@ -38,10 +38,16 @@ function valueOf(families: Map<string, MetricFamily>, family: string, labels: Re
   return Number(series?.value ?? series?.count ?? 0);
 }
 
-/** Series of pglease's own families (not the Node process's, whose GC kinds appear as they happen). */
+/**
+ * Series of pglease's own families, but for job runs (a job's first run here adds its series, at
+ * whatever moment the scheduler runs it: the test checks their labels instead) and the Node
+ * process's (whose GC kinds appear as they happen).
+ */
 function seriesCount(families: Map<string, MetricFamily>): number {
   let count = 0;
-  for (const family of families.values()) if (!/^pglease_(process|nodejs)_/.test(family.name)) count += family.metrics.length;
+  for (const family of families.values()) {
+    if (!/^pglease_(process|nodejs)_/.test(family.name) && family.name !== 'pglease_job_runs_total') count += family.metrics.length;
+  }
   return count;
 }
 
@@ -95,6 +101,14 @@ describe('GET /metrics', () => {
     const before = seriesCount(await scrape());
     const leases = await Promise.all(Array.from({ length: 20 }, () => createLease(service, {}, admin)));
     for (const lease of leases) expect((await fetch(`${lease.rest_url}/`, { headers: { authorization: `Bearer ${lease.token}` } })).status).toBe(200);
-    expect(seriesCount(await scrape())).toBe(before);
+    const after = await scrape();
+    expect(seriesCount(after)).toBe(before);
+    // job runs are labelled by job name and outcome only
+    const jobs = (await (await fetch(`${service.baseUrl}/v1/jobs`, { headers: admin })).json()) as { items: { name: string }[] };
+    const jobNames = new Set(jobs.items.map((job) => job.name));
+    for (const series of after.get('pglease_job_runs_total')?.metrics ?? []) {
+      expect(jobNames.has(series.labels?.job ?? '')).toBe(true);
+      expect(['succeeded', 'failed']).toContain(series.labels?.outcome);
+    }
   });
 });
