@@ -39,8 +39,10 @@ describe('three processes on one database', () => {
     const json = { 'content-type': 'application/json' };
 
     const worker = async (index: number) => {
+      // 4 s of traffic, and at least 5 creates per worker however slow the machine is (a loaded
+      // CI machine made 23 in 4 s), so that the races below happen often enough to matter
       const stopAt = Date.now() + 4000;
-      for (let i = 0; Date.now() < stopAt; i++) {
+      for (let i = 0; Date.now() < stopAt || i < 5; i++) {
         const home = urls[(index + i) % 3]!;
         const other = urls[(index + i + 1) % 3]!;
         // short TTLs, so the reapers race the releases; but a lease released twice at once must
@@ -105,5 +107,5 @@ describe('three processes on one database', () => {
       expect(service.log()).not.toMatch(/job .* failed|cannot read jobs/);
       expect(await stopServiceProcess(service)).toBe(0);
     }
-  });
+  }, 90_000); // three processes start, 4 s+ of traffic, every lease reaped: ~14 s alone, far more on a loaded machine
 });

@@ -118,7 +118,7 @@ describe('reap-expired', () => {
       await admin.query(`DROP DATABASE IF EXISTS ${blocker}`).catch(() => undefined);
       await admin.end();
     }
-  });
+  }, 60_000); // waits for two expiries, a failure and a retry after backoff: ~10 s alone, 30 s+ on a loaded machine
 
   it('does not reap a lease renewed before its expiry', async () => {
     const lease = await createLease(service, { ttl: 2 });
