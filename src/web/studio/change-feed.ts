@@ -55,18 +55,33 @@ interface Reading {
   catalog: string | null;
 }
 
+/**
+ * One reading of every watched lease. pg_class has no index that starts with relnamespace, so
+ * its rows are read once for all the watched schemas (a hash of their oids), not once per lease;
+ * each relation's columns and constraints by their relation's index (attrelid, conrelid); the
+ * counters with pg_stat_all_tables' own functions on those rows.
+ */
 const READ_LEASES = `
-  SELECT l.id::text AS lease_id, l.state::text AS state,
-         (SELECT pg_catalog.json_object_agg(s.relname, concat_ws(':', s.n_tup_ins, s.n_tup_upd, s.n_tup_del, s.n_live_tup = 0))
-            FROM pg_catalog.pg_stat_all_tables s WHERE s.schemaname = l.schema_name) AS rows,
-         (SELECT pg_catalog.md5(concat_ws('|',
-             (SELECT string_agg(c.oid::text || ':' || c.xmin::text, ',' ORDER BY c.oid) FROM pg_catalog.pg_class c WHERE c.relnamespace = n.oid),
-             (SELECT string_agg(a.attrelid::text || '.' || a.attnum::text || ':' || a.xmin::text, ',' ORDER BY a.attrelid, a.attnum)
-                FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid WHERE c.relnamespace = n.oid AND a.attnum > 0),
-             (SELECT string_agg(k.oid::text || ':' || k.xmin::text, ',' ORDER BY k.oid) FROM pg_catalog.pg_constraint k WHERE k.connamespace = n.oid)))
-            FROM pg_catalog.pg_namespace n WHERE n.nspname = l.schema_name) AS catalog
-    FROM pglease.leases l
-   WHERE l.id = ANY($1::uuid[])`;
+  WITH watched AS (
+    SELECT l.id, l.state, n.oid AS nsp
+      FROM pglease.leases l LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = l.schema_name
+     WHERE l.id = ANY($1::uuid[])
+  ), rels AS (
+    SELECT c.oid, c.relname, c.relkind, c.relnamespace,
+           c.oid::text || ':' || c.xmin::text
+             || '/' || coalesce((SELECT string_agg(a.attnum::text || ':' || a.xmin::text, ',' ORDER BY a.attnum)
+                                   FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0), '')
+             || '/' || coalesce((SELECT string_agg(k.oid::text || ':' || k.xmin::text, ',' ORDER BY k.oid)
+                                   FROM pg_catalog.pg_constraint k WHERE k.conrelid = c.oid), '') AS fingerprint
+      FROM pg_catalog.pg_class c
+     WHERE c.relnamespace IN (SELECT w.nsp FROM watched w WHERE w.nsp IS NOT NULL)
+  )
+  SELECT w.id::text AS lease_id, w.state::text AS state,
+         (SELECT pg_catalog.json_object_agg(r.relname, concat_ws(':', pg_catalog.pg_stat_get_tuples_inserted(r.oid),
+                   pg_catalog.pg_stat_get_tuples_updated(r.oid), pg_catalog.pg_stat_get_tuples_deleted(r.oid), pg_catalog.pg_stat_get_live_tuples(r.oid) = 0))
+            FROM rels r WHERE r.relnamespace = w.nsp AND r.relkind IN ('r', 'm', 'p')) AS rows,
+         pg_catalog.md5((SELECT string_agg(r.fingerprint, ',' ORDER BY r.oid) FROM rels r WHERE r.relnamespace = w.nsp)) AS catalog
+    FROM watched w`;
 
 interface Stream {
   reply: FastifyReply;
