@@ -249,6 +249,24 @@ describe.skipIf(!hasChromium)('the lease studio’s views, users and changes in 
     await expect.poll(() => column('title').allInnerTexts(), WAIT).toEqual(['alice private, edited', 'alice public', 'bob private', 'alice new']);
   });
 
+  it('opened with a user’s JWT alone: their rows, none of the lease’s controls, changes followed by polling', async () => {
+    const other = await browser.newPage();
+    const alice = await mintJwt(lease.jwt_secret, { role: 'member', sub: 'alice' });
+    await other.goto(`${service.baseUrl}/v1/leases/${lease.id}/studio#token=${encodeURIComponent(alice)}`);
+    await other.locator('#studio-viewing-text', { hasText: 'Viewing as role member, sub alice' }).waitFor(WAIT);
+    await other.locator('#studio-title', { hasText: /^todos$/ }).waitFor(WAIT);
+    const titles = () => other.locator('#studio-grid .tabulator-row .tabulator-cell[tabulator-field="title"]').allInnerTexts();
+    await expect.poll(titles, WAIT).toEqual(['alice private, edited', 'alice public', 'alice new']);
+    expect(await other.locator('#studio-card').isVisible()).toBe(false);
+    expect(await other.locator('#studio-sql').isVisible()).toBe(false);
+    expect(await other.locator('#studio-view-as').isVisible()).toBe(false);
+    expect(await other.locator('#studio-view-reset').isVisible()).toBe(false);
+    // no feed for a JWT (the lease's token or the admin's only): the page polls, and sees psql's write
+    await runAsLease(lease, "UPDATE todos SET title = 'alice public, renamed' WHERE title = 'alice public'");
+    await expect.poll(titles, WAIT).toEqual(['alice private, edited', 'alice public, renamed', 'alice new']);
+    await other.close();
+  });
+
   it('says so when the JWT is refused', async () => {
     const other = await browser.newPage();
     await other.goto(`${service.baseUrl}/v1/leases/${lease.id}/studio#token=${encodeURIComponent(await mintJwt('not-the-secret-of-this-lease-at-all-0123456789', { role: 'member', sub: 'eve' }))}`);
