@@ -20,6 +20,7 @@ import { registerCors } from './cors.js';
 import { isRestUrl, restRoutes, sendUnroutedRestError } from './rest/routes.js';
 import type { RestService } from './rest/rest-service.js';
 import { leaseDocsRoutes } from './control/lease-docs-routes.js';
+import { studioFeedRoutes } from './web/studio/change-feed.js';
 import { studioRoutes } from './web/studio/studio-routes.js';
 import { metricsRoutes } from './control/metrics-routes.js';
 import { createOutcome } from './metrics/metrics.js';
@@ -233,6 +234,7 @@ export async function buildServer(context: ServiceContext, options: ServerOption
   await app.register(async (docs) => {
     docs.setErrorHandler((error, request, reply) => sendControlError(request, reply, error as Error));
     await leaseDocsRoutes(docs, context, restService!);
+    await studioFeedRoutes(docs, context, restService!);
   });
 
   const rest = restService!;

@@ -19,6 +19,7 @@
  * row-level security. At the end of each run the matrix of classes x paths that fired is printed.
  */
 import { existsSync } from 'node:fs';
+import http from 'node:http';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -225,6 +226,31 @@ const PATHS: ServicePath[] = [
       const witness = `"${harness.settings.witness.replace(/"/g, '""')}"`;
       const { rows } = await harness.superuser.query<{ role: string }>(`SELECT rolname AS role FROM pg_roles WHERE oid = (SELECT last_value FROM ${witness}.allowed_session)`);
       expect(rows[0]?.role).toBe(`${lease.role}_auth`);
+    },
+  },
+  {
+    name: 'GET /v1/leases/:id/studio/events, the studio’s change feed (catalogs and statistics, each second)',
+    run: async (harness, tag) => {
+      const lease = await trappedLease(harness, tag);
+      const events: string[] = [];
+      const request = http.get(`${harness.service.baseUrl}/v1/leases/${lease.id}/studio/events`, { headers: { authorization: `Bearer ${lease.token}` }, agent: false }, (response) => {
+        response.setEncoding('utf8');
+        response.on('data', (chunk: string) => events.push(...[...chunk.matchAll(/^event: (.*)$/gm)].map((match) => match[1]!)));
+      });
+      request.on('error', () => undefined);
+      try {
+        await waitFor('the feed’s ready', async () => (events.includes('ready') ? true : undefined), 30_000);
+        // DDL and rows made in the lease's own session: the feed's readings that tell them run as pglease
+        const client = await connect(lease.url);
+        try {
+          await client.query(`CREATE TABLE ${lease.schema}.feed_witness (a int); INSERT INTO ${lease.schema}.feed_witness VALUES (1)`);
+        } finally {
+          await client.end();
+        }
+        await waitFor('the feed’s schema and rows events', async () => (events.includes('schema') && events.includes('rows') ? true : undefined), 30_000);
+      } finally {
+        request.destroy();
+      }
     },
   },
   {

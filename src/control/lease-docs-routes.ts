@@ -3,6 +3,7 @@
  * API's schema cache, see src/rest/openapi) and `GET /v1/leases/:id/docs` (Swagger UI on it).
  * With the lease token the document is the lease role's; without one, the anonymous role's.
  */
+import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
@@ -21,6 +22,13 @@ import { ErrorSchema, LeaseParams } from './schemas.js';
 function prefersHtml(request: FastifyRequest): boolean {
   const accept = request.headers.accept ?? '';
   return /text\/html/.test(accept) && !/^\s*application\/json/.test(accept);
+}
+
+/** Whether an If-None-Match header names `etag` (or is `*`); weak comparison, as RFC 9110 asks for GET. */
+function matchesEtag(header: string | undefined, etag: string): boolean {
+  if (!header) return false;
+  const opaque = (tag: string) => tag.trim().replace(/^W\//, '');
+  return header.split(',').some((tag) => tag.trim() === '*' || opaque(tag) === opaque(etag));
 }
 
 /** The REST API's lease errors, in the control API's words. */
@@ -48,7 +56,8 @@ export async function leaseDocsRoutes(app: FastifyInstance, context: ServiceCont
         security: [{ bearer: [] }, {}],
         params: LeaseParams,
         response: {
-          200: Type.Object({}, { additionalProperties: true, description: 'An OpenAPI 3.1 document' }),
+          200: Type.Object({}, { additionalProperties: true, description: 'An OpenAPI 3.1 document (with an ETag: send it back in If-None-Match for a 304 while it is unchanged)' }),
+          304: Type.Null({ description: 'Unchanged since the ETag sent in If-None-Match' }),
           401: ErrorSchema,
           404: ErrorSchema,
         },
@@ -63,7 +72,13 @@ export async function leaseDocsRoutes(app: FastifyInstance, context: ServiceCont
           version: serviceVersion,
         });
         // already JSON: a string is sent as is, not through the response schema's serializer
-        return reply.type('application/json; charset=utf-8').send(JSON.stringify(document));
+        const body = JSON.stringify(document);
+        // the studio asks again after each change its feed tells, or every few seconds without
+        // a feed: an unchanged document is a 304 of no body rather than the whole document again
+        const etag = `W/"${createHash('sha256').update(body).digest('base64url').slice(0, 27)}"`;
+        reply.header('etag', etag).header('cache-control', 'no-cache');
+        if (matchesEtag(request.headers['if-none-match'], etag)) return reply.code(304).send(null);
+        return reply.type('application/json; charset=utf-8').send(body);
       } catch (error) {
         throw toControlError(error);
       }

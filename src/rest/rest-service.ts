@@ -81,6 +81,7 @@ export class RestService {
   readonly compiledWrites = new CompiledWrites();
   private readonly adminToken: string | undefined;
   private readonly adminTokenChecks = new Map<string, boolean>();
+  private readonly schemaWatchers = new Set<(schema: string | null) => void>();
   private readonly jwtVerifiers: JwtVerifiers;
   private timeZoneNames: Promise<Set<string>> | undefined;
   /**
@@ -340,15 +341,27 @@ export class RestService {
     }
   }
 
-  /** DDL in a lease schema: drop that lease's schema cache. */
+  /** DDL in a lease schema: drop that lease's schema cache, and tell who watches schemas. */
   schemaChanged(schema: string): void {
     if (this.schemas.has(schema)) this.schemas.invalidate(schema);
+    for (const watcher of this.schemaWatchers) watcher(schema);
   }
 
   /** Notifications may have been missed (listener reconnected): forget everything cached. */
   forgetAll(): void {
     this.directory.clear();
     this.schemas.clear();
+    for (const watcher of this.schemaWatchers) watcher(null);
+  }
+
+  /**
+   * Calls `watcher` with each schema a DDL notification names (null: any schema may have changed,
+   * notifications were missed). It runs on the notification's turn: it must cost a map look-up
+   * (see ./notifications.ts, a lease can send hundreds of thousands). Returns the unsubscribe.
+   */
+  watchSchemas(watcher: (schema: string | null) => void): () => void {
+    this.schemaWatchers.add(watcher);
+    return () => this.schemaWatchers.delete(watcher);
   }
 
   async close(): Promise<void> {

@@ -60,6 +60,7 @@ export function relationComponents(relation: Relation, cache: SchemaCache): Rela
       type: 'object',
       title,
       ...(description ? { description } : {}),
+      'x-pglease-kind': relation.kind,
       required: relation.columns.map((column) => column.name),
       properties: row,
     },

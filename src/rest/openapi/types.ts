@@ -27,6 +27,12 @@ export interface JsonSchema {
   pattern?: string;
   readOnly?: boolean;
   examples?: unknown[];
+  /**
+   * On a relation's row schema: what the relation is (`table`, `view`, `materialized_view`,
+   * `foreign_table`, `partitioned_table`), which the operations alone do not tell (a view Postgres
+   * can write through has the same ones as a table). The studio lists views apart by it.
+   */
+  'x-pglease-kind'?: string;
 }
 
 export type Schema = JsonSchema | Reference;

@@ -35,6 +35,21 @@ export function studioHtml(options: { leaseId: string }): string {
     <button id="studio-token-forget" type="button">Forget</button>
   </form>
 </header>
+<section id="studio-view-as" hidden>
+  <form id="studio-view-mint" autocomplete="off">
+    <label for="studio-view-role">View as</label>
+    <select id="studio-view-role"></select>
+    <label for="studio-view-sub">sub</label>
+    <input id="studio-view-sub" placeholder="user id (the JWT’s sub)" spellcheck="false">
+    <button id="studio-view-use" type="submit" title="Mint a JWT with this role and sub (signed with the lease’s secret) and browse as its user">View</button>
+  </form>
+  <form id="studio-view-paste" autocomplete="off">
+    <label for="studio-view-jwt">or a JWT</label>
+    <input id="studio-view-jwt" placeholder="eyJ…" spellcheck="false">
+    <button id="studio-view-jwt-use" type="submit">Use JWT</button>
+  </form>
+</section>
+<div id="studio-viewing" role="status" hidden><span id="studio-viewing-text"></span> <button id="studio-view-reset" type="button">Back to the lease role</button></div>
 <div id="studio-message" role="alert" hidden></div>
 <section id="studio-card" hidden>
   <dl>
@@ -53,8 +68,10 @@ export function studioHtml(options: { leaseId: string }): string {
 </section>
 <main id="studio-main" hidden>
   <nav id="studio-sidebar" aria-label="Tables and views">
-    <h2>Tables &amp; views</h2>
+    <h2>Tables</h2>
     <ul id="studio-relations"></ul>
+    <h2 id="studio-views-title" hidden>Views</h2>
+    <ul id="studio-views"></ul>
   </nav>
   <section id="studio-content">
     <div id="studio-toolbar">
@@ -76,7 +93,7 @@ export function studioHtml(options: { leaseId: string }): string {
     <div id="studio-grid"></div>
     <div id="studio-status" role="status"></div>
     <form id="studio-sql" autocomplete="off">
-      <label for="studio-sql-text">SQL, as the lease role (read-only unless you confirm a write)</label>
+      <label for="studio-sql-text">SQL, as the lease role whoever you view as (read-only unless you confirm a write)</label>
       <textarea id="studio-sql-text" rows="3" spellcheck="false" placeholder="select * from …"></textarea>
       <div class="actions">
         <button id="studio-sql-run" type="submit">Run</button>

@@ -1,17 +1,25 @@
 /*
- * The lease studio in the browser: a sidebar of the lease's tables and views, a Tabulator grid
- * paged, sorted and filtered through the lease's REST API, edits as PATCH/POST/DELETE by primary
- * key, CSV in and out, and an SQL box (POST /v1/leases/:id/sql). Everything goes through the lease's
- * own APIs with the lease token: the page knows no more than the token lets it read.
+ * The lease studio in the browser: a sidebar of the lease's tables and (apart) its views, a
+ * Tabulator grid paged, sorted and filtered through the lease's REST API, edits as PATCH/POST/DELETE
+ * by primary key, CSV in and out, and an SQL box (POST /v1/leases/:id/sql). Everything goes through
+ * the lease's own APIs: the page knows no more than its tokens let it read.
  *
- * The schema comes from the lease's OpenAPI document (`/v1/leases/:id/openapi.json`): its paths are
- * the relations, its component schemas the columns (type, format, `<pk/>` and `<fk …/>` notes,
- * defaults), its `patch` operations say what may be edited. The document is polled every
- * POLL_MS while the tab is visible, so a table created with psql shows up without a reload (the
- * REST API's schema cache follows DDL within about 200 ms).
+ * Two tokens: the lease token for the control API (the card, the SQL box, minting JWTs, the change
+ * feed), and the one the grid views with: the lease token itself, a user's JWT (minted for a
+ * declared role and a `sub`, or pasted), or none (anon). With a JWT the REST API runs as that
+ * user's role with its claims, so row-level security shows what that user sees.
+ *
+ * The schema comes from the lease's OpenAPI document (`/v1/leases/:id/openapi.json`) as the grid's
+ * role sees it: its paths are the relations, its component schemas the columns (type, format,
+ * `<pk/>` and `<fk …/>` notes, defaults, and `x-pglease-kind`: table, view, materialized view,
+ * foreign table), its `post`/`patch`/`delete` operations say what may be done. The page asks for it
+ * again when the change feed (`/v1/leases/:id/studio/events`, ./change-feed.ts) says the schema
+ * changed, and reads the page shown again when it says rows changed; with an ETag, so an unchanged
+ * document costs a 304. Without a feed it polls every POLL_MS instead.
  */
 'use strict';
 (function () {
+  /** Without the change feed only: how often the document (with its ETag) and the page shown are asked for. */
   var POLL_MS = 2000;
   var PAGE_SIZE = 50;
   var FILTER_PAUSE_MS = 350;
@@ -26,7 +34,39 @@
     sessionStorage.setItem(storageKey, decodeURIComponent(fragment[1]));
     history.replaceState(null, '', window.location.pathname + window.location.search);
   }
-  var token = sessionStorage.getItem(storageKey) || '';
+  var pastedToken = sessionStorage.getItem(storageKey) || '';
+  /** A JWT (three dot-separated parts) pasted as the token: the page is that user's, no lease controls. */
+  function isJwt(text) { return /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/.test(text); }
+  // the lease token: the control API (card, SQL box, minting, the change feed)
+  var leaseToken = isJwt(pastedToken) ? '' : pastedToken;
+  // whose eyes the grid sees with: the lease role (the lease token), a user's JWT, or nobody (anon);
+  // chosen in the "View as" bar and kept for the tab under viewKey
+  var viewKey = 'pglease-studio-view:' + leaseId;
+  var view = isJwt(pastedToken) ? { token: pastedToken, label: jwtLabel(pastedToken) } : storedView();
+
+  function storedView() {
+    try {
+      var stored = JSON.parse(sessionStorage.getItem(viewKey) || 'null');
+      if (stored && (stored.token === null || typeof stored.token === 'string') && typeof stored.label === 'string') return stored;
+    } catch (_) { /* none */ }
+    return null;
+  }
+
+  /** A JWT's claims, read, not verified (the server verifies it); {} when it has none to read. */
+  function jwtClaims(jwt) {
+    try {
+      var claims = JSON.parse(atob(jwt.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
+      return claims && typeof claims === 'object' ? claims : {};
+    } catch (_) {
+      return {};
+    }
+  }
+
+  /** `role user, sub alice` from a JWT's claims. */
+  function jwtLabel(jwt) {
+    var claims = jwtClaims(jwt);
+    return 'role ' + (claims.role === undefined ? '(none)' : String(claims.role)) + (claims.sub === undefined ? '' : ', sub ' + String(claims.sub));
+  }
 
   function $(id) { return document.getElementById(id); }
 
@@ -39,20 +79,35 @@
     failedCellError: null,
     loadFailed: false,
     stopped: false,
+    documentEtag: null,
+    // the grid's first page is in; the total it showed (a changed total reloads the page)
+    gridLoaded: false,
+    shownTotal: null,
+    // a cell editor is open, or an edit is being saved: rows told changed meanwhile are read after
+    editing: false,
+    saving: 0,
+    rowsStale: false,
+    following: false,
   };
 
   // ---------------------------------------------------------------------------------------------
   // HTTP
 
-  function authHeaders(extra) {
-    var headers = Object.assign({}, extra || {});
-    if (token) headers.Authorization = 'Bearer ' + token;
-    return headers;
+  function withToken(bearer, init) {
+    init = init || {};
+    var headers = Object.assign({}, init.headers || {});
+    if (bearer) headers.Authorization = 'Bearer ' + bearer;
+    return Object.assign({}, init, { headers: headers });
   }
 
+  /** The lease's REST API and document, as whoever the grid views as. */
   function request(url, init) {
-    init = init || {};
-    return fetch(url, Object.assign({}, init, { headers: authHeaders(init.headers) }));
+    return fetch(url, withToken(view ? view.token : leaseToken, init));
+  }
+
+  /** The control API, with the lease token. */
+  function controlRequest(url, init) {
+    return fetch(url, withToken(leaseToken, init));
   }
 
   /** PostgREST's error (or the control API's) in words a person can act on. */
@@ -105,6 +160,7 @@
     $('studio-message').hidden = false;
     $('studio-main').hidden = true;
     $('studio-card').hidden = true;
+    $('studio-view-as').hidden = true;
   }
 
   function status(message, isError) {
@@ -167,6 +223,9 @@
     return match ? match[1] : null;
   }
 
+  /** Relation kinds as the REST layer names them, in words. */
+  var KINDS = { table: 'table', partitioned_table: 'table', view: 'view', materialized_view: 'materialized view', foreign_table: 'foreign table' };
+
   function relationsOf(document) {
     var relations = [];
     Object.keys(document.paths).forEach(function (path) {
@@ -195,11 +254,20 @@
         };
       });
       var primaryKey = columns.filter(function (column) { return column.primaryKey; }).map(function (column) { return column.name; });
+      var name = decodeURIComponent(path.slice(1));
+      // what the relation is comes from the REST layer's catalog reading (x-pglease-kind); what may
+      // be done to it, from the operations the document offers this role (PostgREST's rules: a
+      // view offers writes only where Postgres can write through it, and only with the privilege)
+      var kind = KINDS[rowSchema['x-pglease-kind']] ? rowSchema['x-pglease-kind'] : 'table';
       var readOnlyReason = null;
-      if (!operations.patch) readOnlyReason = 'Read-only: the lease role may not update ' + decodeURIComponent(path.slice(1)) + '.';
-      else if (primaryKey.length === 0) readOnlyReason = 'Read-only: this relation has no primary key, so an edit could not name its row. Add one (ALTER TABLE … ADD PRIMARY KEY) to edit it here.';
+      if (kind === 'materialized_view') readOnlyReason = 'Read-only: a materialized view holds the rows of its last REFRESH MATERIALIZED VIEW; edit the tables it reads.';
+      else if (kind === 'view' && !operations.patch) readOnlyReason = 'Read-only: Postgres cannot write through this view (it joins, groups or computes its rows, and has no INSTEAD OF trigger), or the role you view as may not update it.';
+      else if (kind === 'foreign_table' && !operations.patch) readOnlyReason = 'Read-only: this foreign table’s server does not take writes, or the role may not.';
+      else if (!operations.patch) readOnlyReason = 'Read-only: the role you view as may not update ' + name + '.';
+      else if (primaryKey.length === 0) readOnlyReason = 'Read-only: this ' + KINDS[kind] + ' has no primary key, so an edit could not name its row. ' + (kind === 'view' ? 'Select its table’s primary key in the view to edit it here.' : 'Add one (ALTER TABLE … ADD PRIMARY KEY) to edit it here.');
       relations.push({
-        name: decodeURIComponent(path.slice(1)),
+        name: name,
+        kind: kind,
         path: path,
         columns: columns,
         primaryKey: primaryKey,
@@ -281,10 +349,15 @@
   // ---------------------------------------------------------------------------------------------
   // Sidebar
 
+  /** Tables in one list, views (materialized and foreign tables too) in another, each with its kind. */
   function renderSidebar() {
-    var list = $('studio-relations');
-    list.textContent = '';
+    $('studio-relations').textContent = '';
+    $('studio-views').textContent = '';
+    var viewCount = 0;
     state.relations.forEach(function (relation) {
+      var isTable = relation.kind === 'table' || relation.kind === 'partitioned_table';
+      var list = isTable ? $('studio-relations') : $('studio-views');
+      if (!isTable) viewCount++;
       var item = document.createElement('li');
       var button = document.createElement('button');
       button.type = 'button';
@@ -293,6 +366,15 @@
       var name = document.createElement('span');
       name.className = 'name';
       name.textContent = relation.name;
+      button.dataset.kind = relation.kind;
+      button.dataset.readonly = relation.readOnlyReason ? 'true' : 'false';
+      if (!isTable || relation.readOnlyReason) {
+        var badge = document.createElement('span');
+        badge.className = 'kind';
+        badge.textContent = (isTable ? '' : { view: 'view', materialized_view: 'materialized', foreign_table: 'foreign' }[relation.kind]) + (relation.readOnlyReason ? ' read-only' : '');
+        badge.title = relation.readOnlyReason || 'A ' + KINDS[relation.kind] + ' Postgres can write through';
+        name.appendChild(badge);
+      }
       var count = document.createElement('span');
       count.className = 'count';
       count.textContent = '…';
@@ -301,14 +383,15 @@
       item.appendChild(button);
       list.appendChild(item);
     });
+    $('studio-views-title').hidden = viewCount === 0;
     refreshCounts();
   }
 
-  function refreshCounts() {
-    state.relations.forEach(function (relation) {
+  function refreshCounts(relations) {
+    (relations || state.relations).forEach(function (relation) {
       request(restUrl + relation.path + '?limit=0', { headers: { Prefer: 'count=exact' } }).then(function (response) {
         var total = response.ok ? rangeTotal(response) : null;
-        var button = document.querySelector('#studio-relations button[data-relation="' + CSS.escape(relation.name) + '"] .count');
+        var button = document.querySelector('#studio-sidebar button[data-relation="' + CSS.escape(relation.name) + '"] .count');
         if (button) button.textContent = total === null ? '?' : total.toLocaleString();
       }).catch(function () { /* the next refresh tries again */ });
     });
@@ -487,12 +570,18 @@
       state.loadFailed = false;
       status('');
     }
+    if (relation === state.current) {
+      state.gridLoaded = true;
+      state.shownTotal = total;
+    }
     // the row count is the pager's ("Showing 1-50 of 3,573 rows"): the status line keeps the last action's outcome
     return { last_page: Math.max(1, Math.ceil((total || 0) / size)), last_row: total || 0, data: rows };
   }
 
   function destroyGrid() {
     clearCellError();
+    state.gridLoaded = false;
+    state.editing = false;
     if (state.grid) state.grid.destroy();
     state.grid = null;
     $('studio-grid').textContent = '';
@@ -502,7 +591,7 @@
     var relation = state.relations.filter(function (candidate) { return candidate.name === name; })[0];
     if (!relation) return;
     state.current = relation;
-    document.querySelectorAll('#studio-relations button').forEach(function (button) {
+    document.querySelectorAll('#studio-sidebar button[data-relation]').forEach(function (button) {
       button.setAttribute('aria-current', button.dataset.relation === name ? 'true' : 'false');
     });
     $('studio-title').textContent = relation.name;
@@ -539,12 +628,29 @@
       selectableRangeClearCells: false,
       editTriggerEvent: 'dblclick',
     });
-    grid.on('cellEdited', function (cell) { saveCell(relation, cell); });
+    grid.on('cellEditing', function () { state.editing = true; });
+    grid.on('cellEditCancelled', editDone);
+    grid.on('cellEdited', function (cell) {
+      state.saving++;
+      saveCell(relation, cell).finally(function () {
+        state.saving--;
+        editDone();
+      });
+    });
     grid.on('tableBuilt', function () {
       if (filter) Object.keys(filter).forEach(function (field) { grid.setHeaderFilterValue(field, '=' + filter[field]); });
     });
     state.grid = grid;
     window.studio.grid = grid;
+  }
+
+  /** An editor closed: rows told changed while it was open are read now. */
+  function editDone() {
+    state.editing = state.saving > 0;
+    if (!state.editing && state.rowsStale) {
+      state.rowsStale = false;
+      setTimeout(function () { rowsChanged(null); }, 0);
+    }
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -741,7 +847,7 @@
   }
 
   async function postSql(sql, write) {
-    var response = await request(controlUrl + '/sql', {
+    var response = await controlRequest(controlUrl + '/sql', {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify({ sql: sql, write: write }),
@@ -752,7 +858,7 @@
 
   function showSqlResult(result) {
     state.current = null;
-    document.querySelectorAll('#studio-relations button').forEach(function (button) { button.setAttribute('aria-current', 'false'); });
+    document.querySelectorAll('#studio-sidebar button[data-relation]').forEach(function (button) { button.setAttribute('aria-current', 'false'); });
     $('studio-title').textContent = 'SQL result';
     $('studio-readonly').hidden = true;
     $('studio-new-row-open').disabled = true;
@@ -821,7 +927,8 @@
   }
 
   async function refreshCard() {
-    var response = await request(controlUrl + '/stats');
+    if (!leaseToken) return;
+    var response = await controlRequest(controlUrl + '/stats');
     if (!response.ok) return;
     var stats = await response.json();
     $('studio-card').hidden = false;
@@ -835,7 +942,7 @@
   }
 
   async function renew() {
-    var response = await request(controlUrl + '/renew', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ ttl: 1800 }) });
+    var response = await controlRequest(controlUrl + '/renew', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ ttl: 1800 }) });
     if (!response.ok) return status('Renew failed: ' + (await failure(response)).message, true);
     status('Renewed: the lease now expires in 30 minutes.');
     await refreshCard();
@@ -843,26 +950,38 @@
 
   async function release() {
     if (!window.confirm('Release lease ' + leaseId + '? Its schema, roles and data are dropped now.')) return;
-    var response = await request(controlUrl, { method: 'DELETE' });
+    var response = await controlRequest(controlUrl, { method: 'DELETE' });
     if (!response.ok) return status('Release failed: ' + (await failure(response)).message, true);
     sessionStorage.removeItem(storageKey);
     showOnly('Lease ' + leaseId + ' was released: its data is gone.');
   }
 
   // ---------------------------------------------------------------------------------------------
-  // Following the schema
+  // Following the schema and the rows
 
+  /**
+   * The document again, if it changed: sent with the ETag of the last one, so an unchanged
+   * document is a 304 of no body. A changed one re-renders the sidebar, and the grid only when
+   * the relation it shows changed.
+   */
   async function loadDocument() {
+    // the page says something else now (the lease released from here, a refused token)
+    if (state.stopped) return;
     var response;
     try {
-      response = await request(controlUrl + '/openapi.json');
+      response = await request(controlUrl + '/openapi.json', { headers: state.documentEtag ? { 'If-None-Match': state.documentEtag } : {} });
     } catch (error) {
       return status('pglease is not reachable: ' + error.message, true);
     }
-    if (response.status === 401) return showOnly('This token is not lease ' + leaseId + '’s token. Paste the token that was printed when the lease was created (pgl_…) above.');
+    if (response.status === 304 || state.stopped) return;
+    if (response.status === 401) {
+      if (view && view.token) return showOnly('The JWT you view as was refused: ' + (await failure(response)).message + ' Forget it (or mint another) above.');
+      return showOnly('This token is not lease ' + leaseId + '’s token. Paste the token that was printed when the lease was created (pgl_…) above.');
+    }
     if (response.status === 404) return showOnly('Lease ' + leaseId + ' does not exist any more: it was released or it expired.');
     if (!response.ok) return status((await failure(response)).message, true);
     var text = await response.text();
+    state.documentEtag = response.headers.get('ETag');
     if (text === state.documentText) return;
     var first = state.documentText === null;
     state.documentText = text;
@@ -886,16 +1005,197 @@
       openRelation(state.relations[0].name);
     } else if (state.relations.length === 0) {
       $('studio-title').textContent = 'No tables yet';
-      status('Create a table with psql or the SQL box below: it shows up here.');
+      status(view ? 'The role you view as may read no table or view of this lease.' : 'Create a table with psql or the SQL box below: it shows up here.');
     }
     if (!first) refreshCard();
   }
 
-  function poll() {
+  /** A row as the grid holds it (JSON as its text), to compare with what it shows. */
+  function asShown(relation, row) {
+    var shown = {};
+    relation.columns.forEach(function (column) {
+      var value = row[column.name];
+      shown[column.name] = column.kind === 'json' && value !== null && value !== undefined && typeof value !== 'string' ? JSON.stringify(value, null, 2) : value;
+    });
+    return shown;
+  }
+
+  /**
+   * Rows of `names` changed elsewhere: their counts again, and the page shown read again. When it
+   * holds other values for the same rows they are updated in place (the keyboard's cell and the
+   * scroll stay); other rows or another total reload the page; the same rows change nothing (an
+   * edit made here comes back that way). Not while a cell is being edited: after it.
+   */
+  async function rowsChanged(names) {
+    var views = state.relations.filter(function (relation) { return relation.kind !== 'table' && relation.kind !== 'partitioned_table'; });
+    refreshCounts(state.relations.filter(function (relation) { return names === null || names.indexOf(relation.name) >= 0 || views.indexOf(relation) >= 0; }));
+    var relation = state.current;
+    var grid = state.grid;
+    if (!relation || !grid || !state.gridLoaded) return;
+    if (names !== null && names.indexOf(relation.name) < 0 && views.indexOf(relation) < 0) return;
+    if (state.editing || state.saving > 0) {
+      state.rowsStale = true;
+      return;
+    }
+    var size = grid.getPageSize() || PAGE_SIZE;
+    var pageNumber = grid.getPage() || 1;
+    var query = viewQuery(relation, grid.getHeaderFilters(), grid.getSorters().map(function (sorter) { return { field: sorter.field, dir: sorter.dir }; }));
+    var response = await request(restUrl + relation.path + '?' + (query ? query + '&' : '') + 'limit=' + size + '&offset=' + (pageNumber - 1) * size, { headers: { Prefer: 'count=exact' } });
+    if (!response.ok || grid !== state.grid) return;
+    if (state.editing || state.saving > 0) {
+      state.rowsStale = true;
+      return;
+    }
+    var rows = await response.json();
+    var total = rangeTotal(response);
+    var shown = grid.getData().map(function (row) { return asShown(relation, row); });
+    var fresh = rows.map(function (row) { return asShown(relation, row); });
+    if (JSON.stringify(shown) === JSON.stringify(fresh) && total === state.shownTotal) return;
+    var key = relation.primaryKey.length === 1 ? relation.primaryKey[0] : null;
+    var sameRows = key !== null && total === state.shownTotal && shown.length === fresh.length &&
+      shown.every(function (row, index) { return row[key] === fresh[index][key]; });
+    if (sameRows) {
+      await loadFkLabels(relation, rows);
+      if (grid === state.grid && !state.editing) grid.updateData(rows);
+    } else {
+      grid.setPage(pageNumber);
+    }
+  }
+
+  /**
+   * The change feed (GET /v1/leases/:id/studio/events, server-sent events read through fetch so
+   * that the token goes in a header, not the URL): the document is asked for again on `schema`, the
+   * rows on `rows`. It reconnects after a lost connection (1 s, doubling to 15 s); without a feed
+   * (a user's JWT alone, or the server refuses it) the page polls the document with its ETag.
+   */
+  var feed = { retryMs: 1000, polling: false };
+
+  function handleFeedEvent(block) {
+    var event = 'message';
+    var data = '';
+    block.split('\n').forEach(function (line) {
+      if (line.indexOf('event:') === 0) event = line.slice(6).trim();
+      else if (line.indexOf('data:') === 0) data += line.slice(5).trim();
+    });
+    var payload = {};
+    try { payload = data ? JSON.parse(data) : {}; } catch (_) { /* not JSON */ }
+    if (event === 'ready') {
+      feed.retryMs = 1000;
+      state.following = true;
+      // changes between the page's first reads and the feed's first reading
+      loadDocument();
+      rowsChanged(null);
+    } else if (event === 'schema') {
+      loadDocument();
+    } else if (event === 'rows') {
+      rowsChanged(Array.isArray(payload.relations) ? payload.relations : null);
+    } else if (event === 'gone') {
+      loadDocument();
+    }
+  }
+
+  async function follow() {
     if (state.stopped) return;
-    var next = function () { setTimeout(poll, POLL_MS); };
-    if (document.visibilityState === 'hidden') return next();
-    loadDocument().then(next, next);
+    if (!leaseToken) return pollDocument();
+    var response;
+    try {
+      response = await controlRequest(controlUrl + '/studio/events', { headers: { Accept: 'text/event-stream' } });
+    } catch (_) {
+      return followAgain();
+    }
+    if (response.status === 404) return loadDocument();
+    if (!response.ok || !response.body) return pollDocument();
+    var reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    var buffer = '';
+    for (;;) {
+      var chunk;
+      try { chunk = await reader.read(); } catch (_) { break; }
+      if (chunk.done) break;
+      if (state.stopped) {
+        reader.cancel().catch(function () { /* gone already */ });
+        return;
+      }
+      buffer += chunk.value.replace(/\r\n?/g, '\n');
+      var end;
+      while ((end = buffer.indexOf('\n\n')) >= 0) {
+        handleFeedEvent(buffer.slice(0, end));
+        buffer = buffer.slice(end + 2);
+      }
+    }
+    state.following = false;
+    followAgain();
+  }
+
+  function followAgain() {
+    if (state.stopped) return;
+    setTimeout(follow, feed.retryMs);
+    feed.retryMs = Math.min(feed.retryMs * 2, 15000);
+  }
+
+  /** Without a feed: the document (a 304 while unchanged) and the page shown, every POLL_MS while the tab is seen. */
+  function pollDocument() {
+    if (feed.polling) return;
+    feed.polling = true;
+    var poll = function () {
+      if (state.stopped) return;
+      var next = function () { setTimeout(poll, POLL_MS); };
+      if (document.visibilityState === 'hidden') return next();
+      loadDocument().then(function () { return rowsChanged(null); }).then(next, next);
+    };
+    setTimeout(poll, POLL_MS);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Viewing as a user
+
+  function setView(chosen) {
+    if (chosen) sessionStorage.setItem(viewKey, JSON.stringify(chosen)); else sessionStorage.removeItem(viewKey);
+    window.location.reload();
+  }
+
+  /** The roles to view as: the lease role, anon, and the roles the lease declared for its JWTs. */
+  async function loadViewChoices() {
+    if (!leaseToken) return;
+    var response = await controlRequest(controlUrl);
+    if (!response.ok) return;
+    var lease = await response.json();
+    var select = $('studio-view-role');
+    select.textContent = '';
+    [{ value: '', label: 'the lease role (owner)' }, { value: 'anon', label: 'anon (no token)' }].concat((lease.roles || []).map(function (role) {
+      return { value: role.name, label: role.name };
+    })).forEach(function (choice) {
+      var option = document.createElement('option');
+      option.value = choice.value;
+      option.textContent = choice.label;
+      select.appendChild(option);
+    });
+    // the choice in force
+    var claims = view && view.token ? jwtClaims(view.token) : {};
+    select.value = !view ? '' : view.token === null ? 'anon' : typeof claims.role === 'string' ? claims.role : '';
+    if (select.value === '' && view) select.selectedIndex = -1;
+    if (claims.sub !== undefined) $('studio-view-sub').value = String(claims.sub);
+    $('studio-view-as').hidden = false;
+  }
+
+  async function mintView(event) {
+    event.preventDefault();
+    var role = $('studio-view-role').value;
+    var sub = $('studio-view-sub').value.trim();
+    if (role === '') return setView(null);
+    if (role === 'anon') return setView({ token: null, label: 'anon, with no token' });
+    var claims = { role: role };
+    if (sub) claims.sub = sub;
+    var response = await controlRequest(controlUrl + '/jwt', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ claims: claims }) });
+    if (!response.ok) return status('Could not mint a JWT: ' + (await failure(response)).message, true);
+    var minted = await response.json();
+    setView({ token: minted.token, label: jwtLabel(minted.token) });
+  }
+
+  function showViewing() {
+    if (!view) return;
+    $('studio-viewing-text').textContent = 'Viewing as ' + view.label + ': the grid shows and edits what ' + (view.token ? 'this JWT’s user' : 'a request without a token') + ' may (row-level security included).' + (leaseToken ? ' The SQL box still runs as the lease role.' : '');
+    $('studio-view-reset').hidden = !leaseToken;
+    $('studio-viewing').hidden = false;
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -909,8 +1209,17 @@
   });
   $('studio-token-forget').addEventListener('click', function () {
     sessionStorage.removeItem(storageKey);
+    sessionStorage.removeItem(viewKey);
     window.location.reload();
   });
+  $('studio-view-mint').addEventListener('submit', mintView);
+  $('studio-view-paste').addEventListener('submit', function (event) {
+    event.preventDefault();
+    var jwt = $('studio-view-jwt').value.trim();
+    if (!isJwt(jwt)) return status('Not a JWT: three parts separated by dots (eyJ….eyJ….…).', true);
+    setView({ token: jwt, label: jwtLabel(jwt) });
+  });
+  $('studio-view-reset').addEventListener('click', function () { setView(null); });
   // Header filters apply as the person types (or pastes): a pause of FILTER_PAUSE_MS, then the
   // grid's public API; Tabulator's own live filtering is off (it listens to keyup only)
   var filterTimers = {};
@@ -924,6 +1233,15 @@
       if (state.grid && state.grid.element.contains(input)) state.grid.setHeaderFilterValue(field, input.value);
     }, FILTER_PAUSE_MS);
   });
+  // Tabulator's range selection ignores every key for 10 ms after an edit ends (a timer, so that
+  // the Enter that closed an editor does not open it again as it bubbles up). Chromium runs queued
+  // key events before timers, so on a busy machine an Esc followed at once by arrows and Enter lost
+  // them all (the studio-page test saw it once in ~10 clean-clone runs; with the CPU throttled 8x,
+  // 3 times in 15). A key aimed at the grid itself, not at an editor, is a new key: it lifts the block.
+  $('studio-grid').addEventListener('keydown', function (event) {
+    var ranges = state.grid && state.grid.modules && state.grid.modules.selectRange;
+    if (ranges && state.grid.rowManager && event.target === state.grid.rowManager.element) ranges.blockKeydown = false;
+  }, true);
   $('studio-new-row-open').addEventListener('click', openNewRowForm);
   $('studio-new-row').addEventListener('submit', insertRow);
   $('studio-new-row-cancel').addEventListener('click', function () { $('studio-new-row').hidden = true; });
@@ -941,13 +1259,19 @@
 
   window.studio = { state: state, grid: null };
 
-  if (!token) {
+  if (!pastedToken) {
     showOnly('Paste the lease token (pgl_…, printed when the lease was created) above to open lease ' + leaseId + '.');
   } else {
+    if (!leaseToken) {
+      // a user's JWT alone: their grid, none of the lease's controls
+      $('studio-sql').hidden = true;
+    }
+    showViewing();
     loadDocument().then(function () {
       if (state.stopped) return;
       refreshCard();
-      setTimeout(poll, POLL_MS);
+      loadViewChoices();
+      follow();
     });
   }
 })();
