@@ -7,6 +7,9 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { parseClaimPath } from '../auth/claim-path.js';
 
+/** A function name as db-pre-request takes it: `name` or `schema.name`, each a plain identifier (taken as written). */
+const PRE_REQUEST_PATTERN = '^[A-Za-z_][A-Za-z0-9_$]{0,62}(\\.[A-Za-z_][A-Za-z0-9_$]{0,62})?$';
+
 const settingSchemas = {
   jwt_aud: Type.String({ minLength: 1, maxLength: 1000, description: 'jwt-aud: a JWT with an `aud` claim must name this audience' }),
   jwt_role_claim_key: Type.String({
@@ -21,6 +24,13 @@ const settingSchemas = {
   }),
   openapi_mode: Type.Union([Type.Literal('follow-privileges'), Type.Literal('ignore-privileges'), Type.Literal('disabled')], {
     description: 'openapi-mode: the root document shows what the caller\'s role may do (follow-privileges, the default), everything (ignore-privileges), or nothing (disabled: 404 PGRST126)',
+  }),
+  db_pre_request: Type.String({
+    minLength: 1,
+    maxLength: 127,
+    pattern: PRE_REQUEST_PATTERN,
+    description:
+      'db-pre-request: a function of the lease (`check_request`, or schema-qualified) called with no arguments before every request to a table, view or function, as the request\'s role, after the request.* settings are set, in the request\'s transaction; a RAISE in it is the answer (`PT403` is 403, `PGRST` chooses it all)',
   }),
   jwt_jwks: Type.Union(
     [
@@ -40,6 +50,7 @@ export const ApiSettingsSchema = Type.Object(
     db_aggregates_enabled: Type.Optional(settingSchemas.db_aggregates_enabled),
     db_plan_enabled: Type.Optional(settingSchemas.db_plan_enabled),
     openapi_mode: Type.Optional(settingSchemas.openapi_mode),
+    db_pre_request: Type.Optional(settingSchemas.db_pre_request),
   },
   { additionalProperties: false },
 );
@@ -54,6 +65,7 @@ export const ApiSettingsPatchSchema = Type.Object(
     db_aggregates_enabled: Type.Optional(Type.Union([settingSchemas.db_aggregates_enabled, Type.Null()])),
     db_plan_enabled: Type.Optional(Type.Union([settingSchemas.db_plan_enabled, Type.Null()])),
     openapi_mode: Type.Optional(Type.Union([settingSchemas.openapi_mode, Type.Null()])),
+    db_pre_request: Type.Optional(Type.Union([settingSchemas.db_pre_request, Type.Null()])),
   },
   { additionalProperties: false },
 );

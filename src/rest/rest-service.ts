@@ -25,7 +25,7 @@ import { SchemaCaches } from './schema/schema-caches.js';
 import type { SchemaCache } from './schema/types.js';
 import { LeaseDirectory, type LeaseAccess } from './executor/lease-directory.js';
 import { isServerError, LeasePools, type LeasePoolOptions } from './executor/lease-pools.js';
-import { requestSettingsStep } from './executor/request-settings.js';
+import { requestSteps } from './executor/request-settings.js';
 import { compileRead, runRead } from './executor/run-read.js';
 import { CompiledReads, readShape, type CompiledRead } from './query/compiled-reads.js';
 import { contentLocation } from './response/content-location.js';
@@ -307,7 +307,7 @@ export class RestService {
 
   /** Runs a compiled read as the caller and shapes its response. */
   private async read(caller: Caller, http: RestHttpRequest, compiled: CompiledRead): Promise<RestResponse> {
-    const settings = requestSettingsStep({
+    const preamble = requestSteps(caller.lease, {
       role: caller.role,
       claims: caller.claims,
       method: http.method,
@@ -317,7 +317,7 @@ export class RestService {
       publish: compiled.publishRequest,
       ...(compiled.timezone === undefined ? {} : { timezone: compiled.timezone }),
     });
-    const result = await runRead(this.pools, caller.lease, settings, compiled.plan, compiled.steps);
+    const result = await runRead(this.pools, caller.lease, preamble, compiled.plan, compiled.steps);
     const response = readResponse(compiled.plan, result, compiled.preferenceApplied);
     response.headers['Content-Location'] = contentLocation(compiled.plan.root.relation.name, http.query);
     return response;

@@ -67,19 +67,21 @@ export function authCommands(context: CliContext): Command[] {
     });
 
   const settings = new Command('settings')
-    .description("Show or change a lease's REST API settings (PostgREST's jwt-aud, jwt-role-claim-key, and a JWKS)")
+    .description("Show or change a lease's REST API settings (PostgREST's jwt-aud, jwt-role-claim-key, db-pre-request, and a JWKS)")
     .argument('<id>', 'lease id, or a unique prefix of one this CLI created')
     .option('--jwt-aud <audience>', 'JWTs with an aud claim must name this audience ("" removes it)')
     .option('--jwt-role-claim-key <path>', 'where the role is in the claims, e.g. .app_metadata.role ("" for the default .role)')
     .option('--jwt-jwks <url>', 'an https URL serving the public keys (RS256, ES256, ...) JWTs may be signed with ("" removes it)')
+    .option('--db-pre-request <function>', 'a function of the lease called before every REST request, as its role ("" removes it)')
     .addHelpText('after', examples(['pglease settings 3f2c9a1e', 'pglease settings 3f2c9a1e --jwt-aud my-app --jwt-jwks https://example.com/.well-known/jwks.json']))
-    .action(async (idOrPrefix: string, options: { jwtAud?: string; jwtRoleClaimKey?: string; jwtJwks?: string }, command: Command) => {
+    .action(async (idOrPrefix: string, options: { jwtAud?: string; jwtRoleClaimKey?: string; jwtJwks?: string; dbPreRequest?: string }, command: Command) => {
       const { id, client } = await context.leaseAccess(command, idOrPrefix);
       const change: Record<string, string | null> = {};
       const given: [string, string | undefined][] = [
         ['jwt_aud', options.jwtAud],
         ['jwt_role_claim_key', options.jwtRoleClaimKey],
         ['jwt_jwks', options.jwtJwks],
+        ['db_pre_request', options.dbPreRequest],
       ];
       for (const [key, value] of given) if (value !== undefined) change[key] = value === '' ? null : value;
       const lease = Object.keys(change).length > 0 ? await client.updateSettings(id, change) : await client.getLease(id);

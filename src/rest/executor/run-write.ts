@@ -25,9 +25,10 @@ function writeResult(rows: StepRows[]): WriteResult {
   };
 }
 
-export async function runWrite(pools: LeasePools, lease: LeaseAccess, settings: PipelineStep, statement: Statement, options: RunWriteOptions): Promise<WriteResult> {
+/** `preamble`: the request settings and the pre-request call (./request-settings.ts). */
+export async function runWrite(pools: LeasePools, lease: LeaseAccess, preamble: PipelineStep[], statement: Statement, options: RunWriteOptions): Promise<WriteResult> {
   const check = options.check;
-  const rows = await runTransaction(pools, lease, [settings, statement], {
+  const rows = await runTransaction(pools, lease, [...preamble, statement], {
     rollback: options.rollback,
     check: check ? (stepRows) => check(writeResult(stepRows)) : undefined,
   });
