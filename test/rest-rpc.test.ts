@@ -36,6 +36,16 @@ const SCHEMA = `
   create function overloaded(a text, b text, c text) returns text language sql immutable as $$ select a || b || c $$;
   create function same_args(arg int) returns int language sql immutable as $$ select arg $$;
   create function same_args(arg text) returns text language sql immutable as $$ select arg $$;
+  -- overloads made in an order that is not PostgREST's (PGRST203 lists them as its schema cache sorts them)
+  create function late_int(x text) returns text language sql immutable as $$ select x $$;
+  create function late_int(x integer) returns integer language sql immutable as $$ select x $$;
+  create function fewer_first(a integer, b integer default 0) returns integer language sql immutable as $$ select a + b $$;
+  create function fewer_first(a text) returns text language sql immutable as $$ select a $$;
+  create function described(x integer) returns integer language sql immutable as $$ select x $$;
+  comment on function described(integer) is 'the integer one';
+  create function described(x text) returns text language sql immutable as $$ select x $$;
+  create function by_name(zeta integer, b integer default 0) returns integer language sql immutable as $$ select zeta $$;
+  create function by_name(alpha integer default 0, zeta text default '') returns integer language sql immutable as $$ select alpha $$;
   create function variadic_param(variadic v text[] default '{}') returns text[] language sql immutable as $$ select v $$;
   create function ret_void() returns void language plpgsql as $$ begin end $$;
   create function ret_point() returns point_2d language sql immutable as $$ select row(10, 5)::point_2d $$;
@@ -153,6 +163,23 @@ describe('calling', () => {
       details: null,
       hint: 'Try renaming the parameters or the function itself in the database so function overloading can be resolved',
     });
+  });
+
+  it('lists the candidates of PGRST203 in the order PostgREST\'s schema cache keeps them, not the order they were made', async () => {
+    const candidates = async (path: string) => {
+      const answer = await call('GET', path);
+      expect(answer.status).toBe(300);
+      const message = (answer.json as { message: string }).message;
+      return message.replace('Could not choose the best candidate function between: ', '').replaceAll(`${fixture.lease.schema}.`, '');
+    };
+    // same number of parameters, no description: by parameter name, then type
+    expect(await candidates('/rpc/late_int?x=1')).toBe('late_int(x => integer), late_int(x => text)');
+    // fewer input parameters first
+    expect(await candidates('/rpc/fewer_first?a=1')).toBe('fewer_first(a => text), fewer_first(a => integer, b => integer)');
+    // a function without a description before one with
+    expect(await candidates('/rpc/described?x=1')).toBe('described(x => text), described(x => integer)');
+    // parameter names before types: alpha before zeta
+    expect(await candidates('/rpc/by_name?zeta=1')).toBe('by_name(alpha => integer, zeta => text), by_name(zeta => integer, b => integer)');
   });
 
   it('collects VARIADIC arguments from a JSON array or repeated query parameters', async () => {
