@@ -17,8 +17,8 @@ const settingSchemas = {
     maxLength: 200,
     description: 'jwt-role-claim-key: where the role is in the claims (`.role` by default), like `.app_metadata.role` or `."https://example.com/role"`',
   }),
-  db_max_rows: Type.Integer({ minimum: 1, maximum: 1_000_000, description: 'db-max-rows: a read of a table or view returns at most this many rows (as if limit were at most this)' }),
-  db_aggregates_enabled: Type.Boolean({ description: 'db-aggregates-enabled: count(), sum(), avg(), min() and max() in `select` of a table or view, grouped by the other columns' }),
+  db_max_rows: Type.Integer({ minimum: 1, maximum: 1_000_000, description: 'db-max-rows: a read of a table or view, or a function\'s result, returns at most this many rows (as if limit were at most this)' }),
+  db_aggregates_enabled: Type.Boolean({ description: 'db-aggregates-enabled: count(), sum(), avg(), min() and max() in `select` of a table, view or function result, and of embedded resources, grouped by the other columns' }),
   db_plan_enabled: Type.Boolean({
     description: 'db-plan-enabled: `Accept: application/vnd.pgrst.plan+json` (or `+text`; `options=analyze|verbose|settings|buffers|wal`) on a read answers its EXPLAIN',
   }),

@@ -258,6 +258,8 @@ export class RestService {
       if (compiled) return this.read(caller, http, compiled);
     } else {
       const writeShape = callShape(http, caller.authenticated);
+      // a call compiled under other settings has another LIMIT, or was refused
+      if (maxRows !== undefined || aggregatesEnabled) writeShape.key += `\u0000max-rows=${maxRows}\u0000aggregates=${aggregatesEnabled}`;
       const templates = this.compiledWrites.known(cache, writeShape);
       if (templates !== undefined) {
         // the rest of the request is known to be valid: only the body is new

@@ -297,7 +297,7 @@ export function planRpc(cache: SchemaCache, request: ApiRequest, name: string, i
   const result = resultOf(routine);
 
   const media = negotiate(request.accept, result === 'row' || result === 'rows' ? ROW_MEDIA_TYPES : SCALAR_MEDIA_TYPES);
-  const root = buildReadNode(cache, resultRelation(cache, routine), query.select);
+  const root = buildReadNode(cache, resultRelation(cache, routine), query.select, { aggregates: request.aggregatesEnabled === true });
   applyQueryParams(root, request);
   return {
     kind: 'rpc',

@@ -65,6 +65,10 @@ export function rpcStatement(plan: RpcPlan): Statement {
   } else {
     callQuery = `SELECT ${call} AS "pgrst_scalar"${from === undefined ? '' : ` FROM ${from}`}`;
     source = `SELECT "pgrst_scalar" FROM ${CALL}`;
+    // a set of scalars is a set of rows: limit, offset and db-max-rows apply (PostgREST's read plan of the call)
+    const range = representation.root.range;
+    if (plan.result === 'scalars' && range.limit !== undefined) source += ` LIMIT ${params.add(String(range.limit))}`;
+    if (plan.result === 'scalars' && range.offset > 0) source += ` OFFSET ${params.add(String(range.offset))}`;
     if (plan.count) total = `(SELECT count(*) FROM ${CALL})`;
     body = cappedBody(plan.result === 'scalars' ? `coalesce(json_agg("pgrst_t"."pgrst_scalar"), '[]')::text` : `coalesce((json_agg("pgrst_t"."pgrst_scalar")->0)::text, 'null')`);
   }
