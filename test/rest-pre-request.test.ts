@@ -1,9 +1,10 @@
 /**
  * db_pre_request, PostgREST's db-pre-request per lease: a function of the lease called before
- * every request to a table, view or function (reads, compiled reads, writes, calls, EXPLAIN), as
- * the request's role, after request.* are set and in the request's transaction; what it raises
- * is the answer, as PostgREST answers it (RAISE SQLSTATE 'PT403' is 403 with the message, detail
- * and hint; SQLSTATE 'PGRST' chooses the status, headers and body; P0001 is 400).
+ * every request to a table, view or function (reads, compiled reads, writes, calls, EXPLAIN) and
+ * before the root document, as the request's role, after request.* are set and in the request's
+ * transaction; what it raises is the answer, as PostgREST answers it (RAISE SQLSTATE 'PT403' is
+ * 403 with the message, detail and hint; SQLSTATE 'PGRST' chooses the status, headers and body;
+ * P0001 is 400).
  */
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -125,6 +126,13 @@ describe('db_pre_request', () => {
       const user = await rest('/items?select=id', { token: jwt, headers: { 'x-pre': 'echo' } });
       expect(user.body).toMatchObject({ code: 'PT418', message: `${lease.role}_authenticated GET /items alice` });
     }
+  });
+
+  it('runs before the root document too (PostgREST runs it before its OpenAPI query)', async () => {
+    expect((await rest('/', { headers: { 'x-pre': 'echo' } })).body).toMatchObject({ code: 'PT418', message: `${lease.role} GET / -` });
+    expect((await rest('/', { token: null, headers: { 'x-pre': 'deny' } })).status).toBe(403);
+    const document = await rest('/');
+    expect({ status: document.status, openapi: (document.body as { openapi?: string }).openapi }).toEqual({ status: 200, openapi: expect.stringMatching(/^3\./) });
   });
 
   it('answers a RAISE as PostgREST does: PT403, a PGRST answer of its own, P0001', async () => {

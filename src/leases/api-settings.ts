@@ -30,7 +30,7 @@ const settingSchemas = {
     maxLength: 127,
     pattern: PRE_REQUEST_PATTERN,
     description:
-      'db-pre-request: a function of the lease (`check_request`, or schema-qualified) called with no arguments before every request to a table, view or function, as the request\'s role, after the request.* settings are set, in the request\'s transaction; a RAISE in it is the answer (`PT403` is 403, `PGRST` chooses it all)',
+      'db-pre-request: a function of the lease (`check_request`, or schema-qualified) called with no arguments before every request to a table, view, function or the root document, as the request\'s role, after the request.* settings are set, in the request\'s transaction; a RAISE in it is the answer (`PT403` is 403, `PGRST` chooses it all)',
   }),
   jwt_jwks: Type.Union(
     [

@@ -291,6 +291,18 @@ export class RestService {
     return this.read(caller, http, compiled);
   }
 
+  /**
+   * The lease's db_pre_request alone, as the caller, in a read-only transaction, for the root
+   * document that pglease builds from the catalogs: PostgREST runs it before its root too (its
+   * runQuery: setPgLocals, runPreReq, then openApiQuery), so a pre-request that refuses a caller
+   * refuses the document as well.
+   */
+  async preRequestOnly(caller: Caller, http: { method: string; path: string; headers: RestHttpRequest['headers'] }): Promise<void> {
+    if (caller.lease.apiSettings.db_pre_request === undefined) return;
+    const headers = caller.viaAdminToken ? withoutCredentials(http.headers) : http.headers;
+    await this.pools.run(caller.lease, requestSteps(caller.lease, { role: caller.role, claims: caller.claims, method: http.method, path: http.path, headers, readOnly: true }));
+  }
+
   /** OPTIONS: the methods a resource answers, in `Allow`, as PostgREST reports them. */
   private async options(caller: Caller, path: string, startedAt: number): Promise<RestResponse> {
     const target = parseTarget(path);
