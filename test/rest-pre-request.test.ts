@@ -76,6 +76,12 @@ beforeAll(async () => {
     create table pre_calls (n serial primary key, role text, method text);
     create view my_items as select * from items where tenant = current_setting('app.tenant', true);
     create function tenant() returns text language sql stable as $$ select current_setting('app.tenant', true) $$;
+    -- PostgREST's teapot (references/transactions.rst, "Response Status Code")
+    create function teapot() returns json as $$
+    begin
+      perform set_config('response.status', '418', true);
+      return json_build_object('message', 'The requested entity body is short and stout.', 'hint', 'Tip it over and pour it out.');
+    end; $$ language plpgsql;
     create function check_request() returns void language plpgsql as $$
     declare
       pre text := current_setting('request.headers', true)::json->>'x-pre';
@@ -91,6 +97,16 @@ beforeAll(async () => {
       elsif pre = 'plain' then
         raise exception 'no such tenant';
       end if;
+      -- response.headers and response.status, as PostgREST's own pre-request example sets them
+      if pre = 'cache' then
+        perform set_config('response.headers', '[{"Cache-Control": "no-cache, no-store, must-revalidate"}, {"X-Tenant": "a"}, {"X-Tenant": "b"}, {"Content-Type": "application/x-custom"}]', true);
+      elsif pre = 'accepted' then
+        perform set_config('response.status', '202', true);
+      elsif pre = 'bad-headers' then
+        perform set_config('response.headers', '{"Cache-Control": "public"}', true);
+      elsif pre = 'bad-status' then
+        perform set_config('response.status', 'teapot', true);
+      end if;
       perform set_config('app.tenant', coalesce(current_setting('request.headers', true)::json->>'x-tenant', 'acme'), true);
       if current_setting('request.method') <> 'GET' and current_setting('request.path') not like '/rpc/%' then
         insert into pre_calls (role, method) values (current_user, current_setting('request.method'));
@@ -98,6 +114,7 @@ beforeAll(async () => {
     end $$;
     grant select on items, my_items to ${lease.role}_authenticated;
     grant execute on function check_request() to ${lease.role}_authenticated, ${lease.role}_anon;
+    grant execute on function teapot() to ${lease.role}_anon;
   `);
 });
 
@@ -150,6 +167,38 @@ describe('db_pre_request', () => {
     const plain = await rest('/items', { method: 'POST', body: { id: 9, tenant: 'x' }, headers: { 'x-pre': 'plain' } });
     expect({ status: plain.status, body: plain.body }).toEqual({ status: 400, body: { code: 'P0001', message: 'no such tenant', details: null, hint: null } });
     expect((await rest('/items?id=eq.9')).body).toEqual([]);
+  });
+
+  it('sets the response\'s headers and status through response.headers and response.status, as PostgREST', async () => {
+    for (let i = 0; i < 2; i++) {
+      const cached = await rest('/items?select=id&order=id&id=lt.4', { headers: { 'x-pre': 'cache' } });
+      expect({
+        status: cached.status,
+        cacheControl: cached.headers.get('cache-control'),
+        tenant: cached.headers.get('x-tenant'),
+        type: cached.headers.get('content-type'),
+        range: cached.headers.get('content-range'),
+      }).toEqual({ status: 200, cacheControl: 'no-cache, no-store, must-revalidate', tenant: 'a, b', type: 'application/x-custom', range: '0-2/*' });
+      const accepted = await rest('/items', { method: 'POST', body: { id: 20 + i, tenant: 'x' }, headers: { 'x-pre': 'accepted' } });
+      expect(accepted.status).toBe(202);
+      const call = await rest('/rpc/tenant', { headers: { 'x-pre': 'accepted' } });
+      expect({ status: call.status, body: call.body }).toEqual({ status: 202, body: 'acme' });
+    }
+    const teapot = await rest('/rpc/teapot');
+    expect({ status: teapot.status, body: teapot.body }).toEqual({
+      status: 418,
+      body: { message: 'The requested entity body is short and stout.', hint: 'Tip it over and pour it out.' },
+    });
+    expect(await rest('/items', { headers: { 'x-pre': 'bad-headers' } })).toMatchObject({
+      status: 500,
+      body: { code: 'PGRST111', message: 'response.headers guc must be a JSON array composed of objects with a single key and a string value' },
+    });
+    expect(await rest('/items', { headers: { 'x-pre': 'bad-status' } })).toMatchObject({
+      status: 500,
+      body: { code: 'PGRST112', message: 'response.status guc must be a valid status code' },
+    });
+    // a later request on the same sessions is its own again
+    expect((await rest('/items?select=id&order=id')).headers.get('cache-control')).toBeNull();
   });
 
   it('runs in the request\'s transaction, before the main statement: what it sets, the view and function see; what it writes goes with the request', async () => {

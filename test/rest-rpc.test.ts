@@ -12,6 +12,7 @@ import { buildApiRequest } from '../src/rest/request/api-request.js';
 import { parsePayload } from '../src/rest/request/body.js';
 import { loadSchemaCache } from '../src/rest/schema/load.js';
 import { sendRest, startRestFixture, type RestAnswer, type RestFixture } from './support/rest-fixture.js';
+import { RESPONSE_SETTINGS_SQL } from '../src/rest/query/sql.js';
 
 let fixture: RestFixture;
 
@@ -392,7 +393,7 @@ describe('compiled SQL', () => {
       `WITH "pgrst_call" AS (SELECT "${schema}"."add_them"("a" := "pgrst_args"."a", "b" := "pgrst_args"."b") AS "pgrst_scalar" ` +
         `FROM json_to_record($1::json) AS "pgrst_args"("a" integer, "b" integer)), ` +
         `"pgrst_source" AS (SELECT "pgrst_scalar" FROM "pgrst_call") ` +
-        `SELECT NULL::bigint AS "total", count(*) AS "page", ${cappedBody(`coalesce((json_agg("pgrst_t"."pgrst_scalar")->0)::text, 'null')`)} AS "body" FROM "pgrst_source" AS "pgrst_t"`,
+        `SELECT NULL::bigint AS "total", count(*) AS "page", ${cappedBody(`coalesce((json_agg("pgrst_t"."pgrst_scalar")->0)::text, 'null')`)} AS "body", ${RESPONSE_SETTINGS_SQL} FROM "pgrst_source" AS "pgrst_t"`,
     );
     expect(statement.values).toEqual(['{"a": 1, "b": 2}']);
   });
@@ -404,7 +405,7 @@ describe('compiled SQL', () => {
       `WITH "pgrst_call" AS (SELECT "pgrst_result".* FROM json_to_record($1::json) AS "pgrst_args"("min_id" integer), ` +
         `LATERAL "${schema}"."get_projects"("min_id" := "pgrst_args"."min_id") AS "pgrst_result"), ` +
         `"pgrst_source" AS (SELECT "projects"."id" FROM "pgrst_call" AS "projects" WHERE "projects"."id" < $2) ` +
-        `SELECT NULL::bigint AS "total", count(*) AS "page", ${cappedBody(`coalesce(json_agg("pgrst_t"), '[]')::text`)} AS "body" FROM "pgrst_source" AS "pgrst_t"`,
+        `SELECT NULL::bigint AS "total", count(*) AS "page", ${cappedBody(`coalesce(json_agg("pgrst_t"), '[]')::text`)} AS "body", ${RESPONSE_SETTINGS_SQL} FROM "pgrst_source" AS "pgrst_t"`,
     );
     expect(statement.values).toEqual(['{"min_id":"2"}', '4']);
   });

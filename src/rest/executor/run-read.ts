@@ -27,5 +27,5 @@ export async function runRead(pools: LeasePools, lease: LeaseAccess, preamble: P
   const page = Number(row[1]);
   let total = row[0] === null ? null : Number(row[0]);
   if (plan.count === 'planned') total = planRows(String(results[preamble.length]![0]![0]));
-  return { total, page, body: row[2] ?? null };
+  return { total, page, body: row[2] ?? null, responseHeaders: row[3] ?? null, responseStatus: row[4] ?? null };
 }

@@ -17,7 +17,13 @@ export interface RunRpcOptions {
 
 function callResult(rows: StepRows[]): ReadResult {
   const row = rows[rows.length - 1]![0]!;
-  return { total: row[0] === null || row[0] === undefined ? null : Number(row[0]), page: Number(row[1]), body: row[2] ?? null };
+  return {
+    total: row[0] === null || row[0] === undefined ? null : Number(row[0]),
+    page: Number(row[1]),
+    body: row[2] ?? null,
+    responseHeaders: row[3] ?? null,
+    responseStatus: row[4] ?? null,
+  };
 }
 
 /** `preamble`: the request settings and the pre-request call (./request-settings.ts). */

@@ -22,6 +22,8 @@ function writeResult(rows: StepRows[]): WriteResult {
     body: row[1] ?? null,
     location: row[2] ?? null,
     inserted: row[3] === null || row[3] === undefined ? null : Number(row[3]),
+    responseHeaders: row[4] ?? null,
+    responseStatus: row[5] ?? null,
   };
 }
 

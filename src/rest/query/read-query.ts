@@ -1,6 +1,7 @@
 /**
  * A read plan → one SQL statement that returns one row: the total count (when asked for), the
- * number of rows on the page, and the response body built by Postgres (JSON array, object or CSV).
+ * number of rows on the page, the response body built by Postgres (JSON array, object or CSV), and
+ * what the request's SQL left in response.headers and response.status (sql.ts).
  *
  * Shape, for `GET /films?select=title,director:directors(name),roles(character)&year=gt.2000`:
  *
@@ -26,7 +27,7 @@ import { cappedBody } from './response-limit.js';
 import type { EmbedNode, ReadNode, ReadPlan, SelectField } from '../plan/types.js';
 import { conditionSql, embedMatchedSql, fieldSql } from './conditions.js';
 import { RestError } from '../response/errors.js';
-import { ident, Params } from './sql.js';
+import { ident, Params, RESPONSE_SETTINGS_SQL } from './sql.js';
 
 export interface Statement {
   text: string;
@@ -313,7 +314,7 @@ export function readStatement(plan: ReadPlan): Statement {
   const total = plan.count === 'exact' || plan.count === 'estimated' ? `(SELECT count(*) FROM (${countSource(plan, params)}) AS "pgrst_c")` : 'NULL::bigint';
   const text =
     `WITH "pgrst_source" AS (${source}) ` +
-    `SELECT ${total} AS "total", count(*) AS "page", ${bodySql(plan)} AS "body" FROM "pgrst_source" AS "pgrst_t"`;
+    `SELECT ${total} AS "total", count(*) AS "page", ${bodySql(plan)} AS "body", ${RESPONSE_SETTINGS_SQL} FROM "pgrst_source" AS "pgrst_t"`;
   return { text, values: params.values };
 }
 

@@ -1,5 +1,6 @@
 /**
- * A call plan → one SQL statement with the same result row as a read (`total`, `page`, `body`):
+ * A call plan → one SQL statement with the same result row as a read (`total`, `page`, `body`,
+ * response.headers and response.status):
  * the function called once in a CTE, its arguments read from one JSON bind parameter and typed
  * by the function's own parameter types, then the result shaped by its kind: a table-like
  * result goes through the read plan (select, filters, order, range, embeds) like a table.
@@ -19,7 +20,7 @@
 import type { CallArguments, RpcPlan } from '../plan/rpc-plan.js';
 import { bodySql, sourcedNodeSql, type Statement } from './read-query.js';
 import { cappedBody } from './response-limit.js';
-import { ident, Params } from './sql.js';
+import { ident, Params, RESPONSE_SETTINGS_SQL } from './sql.js';
 
 const CALL = '"pgrst_call"';
 
@@ -75,6 +76,6 @@ export function rpcStatement(plan: RpcPlan): Statement {
   if (representation.headersOnly || plan.result === 'void') body = 'NULL::text';
   const text =
     `WITH ${CALL} AS (${callQuery}), "pgrst_source" AS (${source}) ` +
-    `SELECT ${total} AS "total", count(*) AS "page", ${body} AS "body" FROM "pgrst_source" AS "pgrst_t"`;
+    `SELECT ${total} AS "total", count(*) AS "page", ${body} AS "body", ${RESPONSE_SETTINGS_SQL} FROM "pgrst_source" AS "pgrst_t"`;
   return { text, values: params.values };
 }
