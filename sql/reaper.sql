@@ -106,9 +106,32 @@ AS $$
   SELECT n.nspname::text FROM pg_namespace n WHERE n.nspname ~ '^lease_[0-9a-f]{16}$'
 $$;
 
+-- pglease.declared_roles_of: the names the lease of base name `p_base` declared for its JWTs
+-- (pglease.declare_lease_role, sql/auth.sql: the role <base>_<name>), read from the catalogs for a
+-- lease whose row is gone: a role named <base>_<name> that the lease's authenticator is a member
+-- of. Roles are shared by the cluster; that membership (given by declare_lease_role alone) ties the
+-- role to this lease, whose base lease_objects_of found in this database, so a role of the same
+-- shape made by anyone else is left alone. Its own roles (<base>_anon, _auth, _quota) are not
+-- declared ones: drop_lease_objects names them itself.
+CREATE OR REPLACE FUNCTION pglease.declared_roles_of(p_base text)
+RETURNS text[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT coalesce(array_agg(substr(r.rolname, length(p_base) + 2) ORDER BY r.rolname), '{}')
+    FROM pg_auth_members am
+    JOIN pg_roles r ON r.oid = am.roleid
+    JOIN pg_roles a ON a.oid = am.member
+   WHERE a.rolname = p_base || '_auth'
+     AND left(r.rolname, length(p_base) + 1) = p_base || '_'
+     AND substr(r.rolname, length(p_base) + 2) ~ '^[a-z][a-z0-9_]{0,39}$'
+     AND substr(r.rolname, length(p_base) + 2) NOT IN ('anon', 'auth', 'quota')
+$$;
+
 -- pglease.cleanup_orphans: makes the host agree with the lease rows.
---   1. Objects without a live lease (schema and roles of a base no active row claims) are dropped
---      with pglease.drop_lease_objects, which tolerates whatever part is already gone.
+--   1. Objects without a live lease (schema and roles of a base no active row claims, the roles it
+--      declared for its JWTs among them: pglease.declared_roles_of) are dropped with
+--      pglease.drop_lease_objects, which tolerates whatever part is already gone.
 --   2. An active lease whose schema or login role is gone (dropped by hand, or by its owner: the
 --      lease role owns its schema) cannot work any more: what is left of it is dropped and it
 --      becomes 'failed', with the reason in last_error and a 'failed' event.
@@ -140,6 +163,7 @@ BEGIN
     BEGIN
       SELECT r.* INTO v_orphan.role_name, v_orphan.anon_role, v_orphan.auth_role FROM pglease.lease_role_names(v_base) r;
       v_orphan.schema_name := v_base;
+      v_orphan.user_roles := pglease.declared_roles_of(v_base);
       PERFORM pglease.drop_lease_objects(v_orphan);
       orphans_dropped := orphans_dropped + 1;
     EXCEPTION WHEN OTHERS THEN

@@ -175,6 +175,46 @@ const PATHS: ServicePath[] = [
     },
   },
   {
+    name: 'POST /v1/leases/:id/roles: declaring a JWT role (CREATE ROLE, GRANT on the lease\'s schema)',
+    run: async (harness, tag) => {
+      const lease = await trappedLease(harness, tag);
+      expectStatus(await call(harness, 'POST', `/v1/leases/${lease.id}/roles`, lease.token, { name: 'authenticated' }), 201, 'declare a role');
+      expectStatus(await call(harness, 'POST', `/v1/leases/${lease.id}/roles`, ADMIN_TOKEN, { name: 'editor' }), 201, 'declare a role with the admin token');
+    },
+  },
+  {
+    name: 'POST /v1/leases/:id/jwt-secret and /jwt: rotating the JWT secret, minting a JWT',
+    run: async (harness, tag) => {
+      const lease = await trappedLease(harness, tag);
+      expectStatus(await call(harness, 'POST', `/v1/leases/${lease.id}/jwt-secret`, lease.token), 200, 'rotate the secret');
+      expectStatus(await call(harness, 'POST', `/v1/leases/${lease.id}/jwt`, lease.token, { claims: { role: 'anon', sub: 'a' } }), 200, 'mint a JWT');
+    },
+  },
+  {
+    name: 'PATCH /v1/leases/:id/settings: the lease\'s REST API settings, a db_pre_request among them',
+    run: async (harness, tag) => {
+      const lease = await trappedLease(harness, tag);
+      const settings = { db_max_rows: 10, db_aggregates_enabled: true, db_pre_request: 'no_such_function', jwt_aud: 'app' };
+      expectStatus(await call(harness, 'PATCH', `/v1/leases/${lease.id}/settings`, lease.token, settings), 200, 'change the settings');
+      expectStatus(await call(harness, 'PATCH', `/v1/leases/${lease.id}/settings`, ADMIN_TOKEN, { db_pre_request: null }), 200, 'reset one');
+    },
+  },
+  {
+    name: 'POST /v1/leases/:id/credentials: a new password, cutting the sessions of the old one',
+    run: async (harness, tag) => {
+      const lease = await trappedLease(harness, tag);
+      const session = await connect(lease.url);
+      session.on('error', () => undefined);
+      try {
+        await session.query('SELECT 1');
+        expectStatus(await call(harness, 'POST', `/v1/leases/${lease.id}/credentials`, lease.token, { cut_sessions: true }), 200, 'reset the password');
+        await expect(session.query('SELECT 1'), 'the old session was cut').rejects.toThrow();
+      } finally {
+        await session.end().catch(() => undefined);
+      }
+    },
+  },
+  {
     name: 'GET {rest_url}/ (the OpenAPI root, schema introspection) with the lease token and anonymously',
     run: async (harness, tag) => {
       const lease = await trappedLease(harness, tag);

@@ -61,6 +61,38 @@ describe('cleanup-orphans', () => {
     expect(await objectsOf(lease.schema)).toEqual([]);
   });
 
+  it('drops the roles a lease declared for its JWTs when its row is gone, not a role of the same shape it did not declare', async () => {
+    const lease = await createLease(service);
+    for (const name of ['authenticated', 'editor']) {
+      const declared = await fetch(`${service.baseUrl}/v1/leases/${lease.id}/roles`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${lease.token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ name }),
+      });
+      expect(declared.status).toBe(201);
+    }
+    // the lease gave its roles privileges, as an app does (DROP OWNED takes them back)
+    const client = new pg.Client({ connectionString: lease.url });
+    await client.connect();
+    await client.query(`create table notes (id int); grant select on notes to ${lease.role}_authenticated, ${lease.role}_editor`);
+    await client.end();
+    // a role that looks like a declared one but is no member of the lease's authenticator
+    const lookalike = `${lease.role}_lookalike`;
+    await superuser.query(`CREATE ROLE ${lookalike} NOLOGIN`);
+    const roles = async () =>
+      (await superuser.query<{ name: string }>(`SELECT rolname AS name FROM pg_roles WHERE rolname LIKE $1 ORDER BY 1`, [`${lease.role}\\_%`])).rows.map((row) => row.name);
+    try {
+      await superuser.query('DELETE FROM pglease.leases WHERE id = $1', [lease.id]);
+      expect(await roles()).toEqual([`${lease.role}_anon`, `${lease.role}_auth`, `${lease.role}_authenticated`, `${lease.role}_editor`, lookalike]);
+      const run = await runCleanup();
+      expect(run).toMatchObject({ outcome: 'succeeded', result: { orphans_dropped: 1, errors: 0 } });
+      expect(await roles()).toEqual([lookalike]);
+      expect(await objectsOf(lease.schema)).toEqual([]);
+    } finally {
+      await superuser.query(`DROP ROLE IF EXISTS ${lookalike}`);
+    }
+  });
+
   it('unlinks large objects a lease group owns (made after SET ROLE to it, which servers before 16 allow)', async () => {
     const lease = await createLease(service);
     const { rows } = await superuser.query<{ group: string }>(

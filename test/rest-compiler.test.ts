@@ -9,6 +9,7 @@ import { buildApiRequest } from '../src/rest/request/api-request.js';
 import { planRead } from '../src/rest/plan/read-plan.js';
 import { plannedCountStatement, readStatement, type Statement } from '../src/rest/query/read-query.js';
 import { schemaCacheFromDocument } from '../src/rest/schema/load.js';
+import { RESPONSE_SETTINGS_SQL } from '../src/rest/query/sql.js';
 
 function column(name: string, typeName: string, position: number) {
   return { name, position, type: typeName, typeName, typeSchema: 'pg_catalog', typeKind: 'b', elementType: null, baseType: null, nullable: true, default: null, generated: false, identity: false, maxLength: null, description: null, enumValues: null };
@@ -48,7 +49,7 @@ function compile(url: string, headers: Record<string, string> = {}, method = 'GE
 
 /** The statement around a root SELECT, for the default JSON body and no count. */
 function jsonRead(source: string): string {
-  return `WITH "pgrst_source" AS (${source}) SELECT NULL::bigint AS "total", count(*) AS "page", ${cappedBody(`coalesce(json_agg("pgrst_t"), '[]')::text`)} AS "body" FROM "pgrst_source" AS "pgrst_t"`;
+  return `WITH "pgrst_source" AS (${source}) SELECT NULL::bigint AS "total", count(*) AS "page", ${cappedBody(`coalesce(json_agg("pgrst_t"), '[]')::text`)} AS "body", ${RESPONSE_SETTINGS_SQL} FROM "pgrst_source" AS "pgrst_t"`;
 }
 
 describe('select', () => {
@@ -179,7 +180,7 @@ describe('counts and media types', () => {
       text:
         'WITH "pgrst_source" AS (SELECT "films"."id" FROM "app"."films" AS "films" WHERE "films"."id" > $1 LIMIT $2) ' +
         'SELECT (SELECT count(*) FROM (SELECT 1 FROM "app"."films" AS "films" WHERE "films"."id" > $3) AS "pgrst_c") AS "total", count(*) AS "page", ' +
-        `${cappedBody(`coalesce(json_agg("pgrst_t"), '[]')::text`)} AS "body" FROM "pgrst_source" AS "pgrst_t"`,
+        `${cappedBody(`coalesce(json_agg("pgrst_t"), '[]')::text`)} AS "body", ${RESPONSE_SETTINGS_SQL} FROM "pgrst_source" AS "pgrst_t"`,
       values: ['1', '1', '1'],
     });
   });

@@ -407,6 +407,16 @@ describe('pglease jwt, role and settings', () => {
       const badSetting = await cli(['settings', lease.id, '--jwt-role-claim-key', 'role']);
       expect(badSetting.code).toBe(1);
       expect(badSetting.stderr).toContain('PGLEASE_INVALID_FIELD');
+      // every setting of the API, with on/off and "" for the default
+      const all = await cli(['settings', lease.id, '--db-max-rows', '50', '--db-aggregates-enabled', 'on', '--db-plan-enabled', 'off', '--db-pre-request', 'check_request', '--openapi-mode', 'ignore-privileges']);
+      expect(all.code, all.stderr).toBe(0);
+      expect(JSON.parse(all.stdout).settings).toEqual({ db_max_rows: 50, db_aggregates_enabled: true, db_plan_enabled: false, db_pre_request: 'check_request', openapi_mode: 'ignore-privileges' });
+      const cleared = await cli(['settings', lease.id, '--db-max-rows', '', '--db-aggregates-enabled', '', '--db-plan-enabled', '', '--db-pre-request', '', '--openapi-mode', '']);
+      expect(JSON.parse(cleared.stdout).settings).toEqual({});
+      const notOnOff = await cli(['settings', lease.id, '--db-aggregates-enabled', 'maybe']);
+      expect({ code: notOnOff.code, stderr: notOnOff.stderr }).toEqual({ code: 2, stderr: expect.stringContaining('--db-aggregates-enabled takes on or off') });
+      const badMode = await cli(['settings', lease.id, '--openapi-mode', 'sometimes']);
+      expect({ code: badMode.code, stderr: badMode.stderr }).toEqual({ code: 1, stderr: expect.stringContaining('PGLEASE_INVALID_FIELD') });
     } finally {
       await rm(home, { recursive: true, force: true });
     }

@@ -12,6 +12,7 @@ import { buildApiRequest } from '../src/rest/request/api-request.js';
 import { parsePayload } from '../src/rest/request/body.js';
 import { loadSchemaCache } from '../src/rest/schema/load.js';
 import { sendRest, startRestFixture, type RestAnswer, type RestFixture } from './support/rest-fixture.js';
+import { RESPONSE_SETTINGS_SQL } from '../src/rest/query/sql.js';
 
 let fixture: RestFixture;
 
@@ -36,6 +37,16 @@ const SCHEMA = `
   create function overloaded(a text, b text, c text) returns text language sql immutable as $$ select a || b || c $$;
   create function same_args(arg int) returns int language sql immutable as $$ select arg $$;
   create function same_args(arg text) returns text language sql immutable as $$ select arg $$;
+  -- overloads made in an order that is not PostgREST's (PGRST203 lists them as its schema cache sorts them)
+  create function late_int(x text) returns text language sql immutable as $$ select x $$;
+  create function late_int(x integer) returns integer language sql immutable as $$ select x $$;
+  create function fewer_first(a integer, b integer default 0) returns integer language sql immutable as $$ select a + b $$;
+  create function fewer_first(a text) returns text language sql immutable as $$ select a $$;
+  create function described(x integer) returns integer language sql immutable as $$ select x $$;
+  comment on function described(integer) is 'the integer one';
+  create function described(x text) returns text language sql immutable as $$ select x $$;
+  create function by_name(zeta integer, b integer default 0) returns integer language sql immutable as $$ select zeta $$;
+  create function by_name(alpha integer default 0, zeta text default '') returns integer language sql immutable as $$ select alpha $$;
   create function variadic_param(variadic v text[] default '{}') returns text[] language sql immutable as $$ select v $$;
   create function ret_void() returns void language plpgsql as $$ begin end $$;
   create function ret_point() returns point_2d language sql immutable as $$ select row(10, 5)::point_2d $$;
@@ -153,6 +164,23 @@ describe('calling', () => {
       details: null,
       hint: 'Try renaming the parameters or the function itself in the database so function overloading can be resolved',
     });
+  });
+
+  it('lists the candidates of PGRST203 in the order PostgREST\'s schema cache keeps them, not the order they were made', async () => {
+    const candidates = async (path: string) => {
+      const answer = await call('GET', path);
+      expect(answer.status).toBe(300);
+      const message = (answer.json as { message: string }).message;
+      return message.replace('Could not choose the best candidate function between: ', '').replaceAll(`${fixture.lease.schema}.`, '');
+    };
+    // same number of parameters, no description: by parameter name, then type
+    expect(await candidates('/rpc/late_int?x=1')).toBe('late_int(x => integer), late_int(x => text)');
+    // fewer input parameters first
+    expect(await candidates('/rpc/fewer_first?a=1')).toBe('fewer_first(a => text), fewer_first(a => integer, b => integer)');
+    // a function without a description before one with
+    expect(await candidates('/rpc/described?x=1')).toBe('described(x => text), described(x => integer)');
+    // parameter names before types: alpha before zeta
+    expect(await candidates('/rpc/by_name?zeta=1')).toBe('by_name(alpha => integer, zeta => text), by_name(zeta => integer, b => integer)');
   });
 
   it('collects VARIADIC arguments from a JSON array or repeated query parameters', async () => {
@@ -365,7 +393,7 @@ describe('compiled SQL', () => {
       `WITH "pgrst_call" AS (SELECT "${schema}"."add_them"("a" := "pgrst_args"."a", "b" := "pgrst_args"."b") AS "pgrst_scalar" ` +
         `FROM json_to_record($1::json) AS "pgrst_args"("a" integer, "b" integer)), ` +
         `"pgrst_source" AS (SELECT "pgrst_scalar" FROM "pgrst_call") ` +
-        `SELECT NULL::bigint AS "total", count(*) AS "page", ${cappedBody(`coalesce((json_agg("pgrst_t"."pgrst_scalar")->0)::text, 'null')`)} AS "body" FROM "pgrst_source" AS "pgrst_t"`,
+        `SELECT NULL::bigint AS "total", count(*) AS "page", ${cappedBody(`coalesce((json_agg("pgrst_t"."pgrst_scalar")->0)::text, 'null')`)} AS "body", ${RESPONSE_SETTINGS_SQL} FROM "pgrst_source" AS "pgrst_t"`,
     );
     expect(statement.values).toEqual(['{"a": 1, "b": 2}']);
   });
@@ -377,7 +405,7 @@ describe('compiled SQL', () => {
       `WITH "pgrst_call" AS (SELECT "pgrst_result".* FROM json_to_record($1::json) AS "pgrst_args"("min_id" integer), ` +
         `LATERAL "${schema}"."get_projects"("min_id" := "pgrst_args"."min_id") AS "pgrst_result"), ` +
         `"pgrst_source" AS (SELECT "projects"."id" FROM "pgrst_call" AS "projects" WHERE "projects"."id" < $2) ` +
-        `SELECT NULL::bigint AS "total", count(*) AS "page", ${cappedBody(`coalesce(json_agg("pgrst_t"), '[]')::text`)} AS "body" FROM "pgrst_source" AS "pgrst_t"`,
+        `SELECT NULL::bigint AS "total", count(*) AS "page", ${cappedBody(`coalesce(json_agg("pgrst_t"), '[]')::text`)} AS "body", ${RESPONSE_SETTINGS_SQL} FROM "pgrst_source" AS "pgrst_t"`,
     );
     expect(statement.values).toEqual(['{"min_id":"2"}', '4']);
   });

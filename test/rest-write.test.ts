@@ -11,6 +11,7 @@ import { buildApiRequest } from '../src/rest/request/api-request.js';
 import { parsePayload } from '../src/rest/request/body.js';
 import { loadSchemaCache } from '../src/rest/schema/load.js';
 import { sendRest, startRestFixture, type RestAnswer, type RestFixture } from './support/rest-fixture.js';
+import { RESPONSE_SETTINGS_SQL } from '../src/rest/query/sql.js';
 
 let fixture: RestFixture;
 
@@ -471,7 +472,7 @@ describe('compiled SQL', () => {
         `"pgrst_source" AS (SELECT "projects"."name", "projects_clients_2"."v" AS "clients" FROM "pgrst_mutation" AS "projects" ` +
         `LEFT JOIN LATERAL (SELECT row_to_json("pgrst_row") AS "v" FROM ${s}."clients" AS "clients_1", LATERAL (SELECT "clients_1"."name") AS "pgrst_row" ` +
         `WHERE "clients_1"."id" = "projects"."client_id") AS "projects_clients_2" ON TRUE) ` +
-        `SELECT count(*) AS "page", ${cappedBody(`coalesce(json_agg("pgrst_t"), '[]')::text`)} AS "body", NULL::text AS "location", NULL::bigint AS "inserted" FROM "pgrst_source" AS "pgrst_t"`,
+        `SELECT count(*) AS "page", ${cappedBody(`coalesce(json_agg("pgrst_t"), '[]')::text`)} AS "body", NULL::text AS "location", NULL::bigint AS "inserted", ${RESPONSE_SETTINGS_SQL} FROM "pgrst_source" AS "pgrst_t"`,
     );
     expect(statement.values).toEqual(['{"id": 30, "name": "x", "client_id": 1}']);
   });
@@ -483,7 +484,7 @@ describe('compiled SQL', () => {
       `WITH "pgrst_mutation" AS (UPDATE ${s}."projects" AS "projects" SET "budget" = "pgrst_row"."budget" ` +
         `FROM (SELECT "pgrst_body"."budget" AS "budget" FROM json_to_record($1::json) AS "pgrst_body"("budget" numeric) LIMIT 1) AS "pgrst_row" ` +
         `WHERE "projects"."client_id" = $2 RETURNING 1), "pgrst_source" AS (SELECT 1 FROM "pgrst_mutation") ` +
-        `SELECT count(*) AS "page", NULL::text AS "body", NULL::text AS "location", NULL::bigint AS "inserted" FROM "pgrst_source" AS "pgrst_t"`,
+        `SELECT count(*) AS "page", NULL::text AS "body", NULL::text AS "location", NULL::bigint AS "inserted", ${RESPONSE_SETTINGS_SQL} FROM "pgrst_source" AS "pgrst_t"`,
     );
     expect(statement.values).toEqual(['{"budget": 5}', '2']);
   });
@@ -495,7 +496,7 @@ describe('compiled SQL', () => {
       `WITH "pgrst_mutation" AS (DELETE FROM ${s}."limited" AS "limited" USING ` +
         `(SELECT "limited"."id" AS "pgrst_k1" FROM ${s}."limited" AS "limited" WHERE "limited"."grp" = $1 ORDER BY "limited"."id" DESC LIMIT $2) AS "pgrst_affected" ` +
         `WHERE "limited"."id" = "pgrst_affected"."pgrst_k1" RETURNING 1), "pgrst_source" AS (SELECT 1 FROM "pgrst_mutation") ` +
-        `SELECT count(*) AS "page", NULL::text AS "body", NULL::text AS "location", NULL::bigint AS "inserted" FROM "pgrst_source" AS "pgrst_t"`,
+        `SELECT count(*) AS "page", NULL::text AS "body", NULL::text AS "location", NULL::bigint AS "inserted", ${RESPONSE_SETTINGS_SQL} FROM "pgrst_source" AS "pgrst_t"`,
     );
     expect(statement.values).toEqual(['1', '2']);
   });
@@ -510,7 +511,7 @@ describe('compiled SQL', () => {
         `FROM jsonb_array_elements($1::jsonb) AS "pgrst_json"("v"), LATERAL jsonb_to_record("pgrst_json"."v") AS "pgrst_body"("label" text, "qty" integer), ` +
         `LATERAL (SELECT ('none'::text) AS "d1", (1) AS "d2" WHERE "pgrst_json"."v" IS NOT NULL) AS "pgrst_defaults" ` +
         `RETURNING 1), "pgrst_source" AS (SELECT 1 FROM "pgrst_mutation") ` +
-        `SELECT count(*) AS "page", NULL::text AS "body", NULL::text AS "location", NULL::bigint AS "inserted" FROM "pgrst_source" AS "pgrst_t"`,
+        `SELECT count(*) AS "page", NULL::text AS "body", NULL::text AS "location", NULL::bigint AS "inserted", ${RESPONSE_SETTINGS_SQL} FROM "pgrst_source" AS "pgrst_t"`,
     );
   });
 });

@@ -7,6 +7,9 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { parseClaimPath } from '../auth/claim-path.js';
 
+/** A function name as db-pre-request takes it: `name` or `schema.name`, each a plain identifier (taken as written). */
+const PRE_REQUEST_PATTERN = '^[A-Za-z_][A-Za-z0-9_$]{0,62}(\\.[A-Za-z_][A-Za-z0-9_$]{0,62})?$';
+
 const settingSchemas = {
   jwt_aud: Type.String({ minLength: 1, maxLength: 1000, description: 'jwt-aud: a JWT with an `aud` claim must name this audience' }),
   jwt_role_claim_key: Type.String({
@@ -14,13 +17,20 @@ const settingSchemas = {
     maxLength: 200,
     description: 'jwt-role-claim-key: where the role is in the claims (`.role` by default), like `.app_metadata.role` or `."https://example.com/role"`',
   }),
-  db_max_rows: Type.Integer({ minimum: 1, maximum: 1_000_000, description: 'db-max-rows: a read of a table or view returns at most this many rows (as if limit were at most this)' }),
-  db_aggregates_enabled: Type.Boolean({ description: 'db-aggregates-enabled: count(), sum(), avg(), min() and max() in `select` of a table or view, grouped by the other columns' }),
+  db_max_rows: Type.Integer({ minimum: 1, maximum: 1_000_000, description: 'db-max-rows: a read of a table or view, or a function\'s result, returns at most this many rows (as if limit were at most this)' }),
+  db_aggregates_enabled: Type.Boolean({ description: 'db-aggregates-enabled: count(), sum(), avg(), min() and max() in `select` of a table, view or function result, and of embedded resources, grouped by the other columns' }),
   db_plan_enabled: Type.Boolean({
     description: 'db-plan-enabled: `Accept: application/vnd.pgrst.plan+json` (or `+text`; `options=analyze|verbose|settings|buffers|wal`) on a read answers its EXPLAIN',
   }),
   openapi_mode: Type.Union([Type.Literal('follow-privileges'), Type.Literal('ignore-privileges'), Type.Literal('disabled')], {
     description: 'openapi-mode: the root document shows what the caller\'s role may do (follow-privileges, the default), everything (ignore-privileges), or nothing (disabled: 404 PGRST126)',
+  }),
+  db_pre_request: Type.String({
+    minLength: 1,
+    maxLength: 127,
+    pattern: PRE_REQUEST_PATTERN,
+    description:
+      'db-pre-request: a function of the lease (`check_request`, or schema-qualified) called with no arguments before every request to a table, view, function or the root document, as the request\'s role, after the request.* settings are set, in the request\'s transaction; a RAISE in it is the answer (`PT403` is 403, `PGRST` chooses it all)',
   }),
   jwt_jwks: Type.Union(
     [
@@ -40,6 +50,7 @@ export const ApiSettingsSchema = Type.Object(
     db_aggregates_enabled: Type.Optional(settingSchemas.db_aggregates_enabled),
     db_plan_enabled: Type.Optional(settingSchemas.db_plan_enabled),
     openapi_mode: Type.Optional(settingSchemas.openapi_mode),
+    db_pre_request: Type.Optional(settingSchemas.db_pre_request),
   },
   { additionalProperties: false },
 );
@@ -54,6 +65,7 @@ export const ApiSettingsPatchSchema = Type.Object(
     db_aggregates_enabled: Type.Optional(Type.Union([settingSchemas.db_aggregates_enabled, Type.Null()])),
     db_plan_enabled: Type.Optional(Type.Union([settingSchemas.db_plan_enabled, Type.Null()])),
     openapi_mode: Type.Optional(Type.Union([settingSchemas.openapi_mode, Type.Null()])),
+    db_pre_request: Type.Optional(Type.Union([settingSchemas.db_pre_request, Type.Null()])),
   },
   { additionalProperties: false },
 );

@@ -7,7 +7,7 @@
  * on the lease's connection, as the caller's role, in a read-only transaction, so ANALYZE (which
  * executes the read) can do no more than the read could.
  */
-import { requestSettingsStep } from './executor/request-settings.js';
+import { requestSteps } from './executor/request-settings.js';
 import { planRead } from './plan/read-plan.js';
 import { readStatement } from './query/read-query.js';
 import { buildApiRequest } from './request/api-request.js';
@@ -61,9 +61,9 @@ export async function serveExplain(service: RestService, caller: Caller, http: R
   const plan = await service.withSchema(caller, Date.now(), (cache) => planRead(cache, request, relationName));
   const statement = readStatement(plan);
   const options = [`FORMAT ${planRequest.format.toUpperCase()}`, ...planRequest.options.map((option) => option.toUpperCase())];
-  const settings = requestSettingsStep({ role: caller.role, claims: caller.claims, method: http.method, path: http.path, headers: http.headers, readOnly: true });
-  const results = await service.pools.run(caller.lease, [settings, { text: `EXPLAIN (${options.join(', ')}) ${statement.text}`, values: statement.values }]);
-  const lines = results[1]!.map((row) => row[0] ?? '');
+  const preamble = requestSteps(caller.lease, { role: caller.role, claims: caller.claims, method: http.method, path: http.path, headers: http.headers, readOnly: true });
+  const results = await service.pools.run(caller.lease, [...preamble, { text: `EXPLAIN (${options.join(', ')}) ${statement.text}`, values: statement.values }]);
+  const lines = results[preamble.length]!.map((row) => row[0] ?? '');
   const body = planRequest.format === 'json' ? lines.join('') : lines.join('\n');
   const optionsParam = planRequest.options.length > 0 ? `; options=${planRequest.options.join('|')}` : '';
   return {

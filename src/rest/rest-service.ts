@@ -25,7 +25,7 @@ import { SchemaCaches } from './schema/schema-caches.js';
 import type { SchemaCache } from './schema/types.js';
 import { LeaseDirectory, type LeaseAccess } from './executor/lease-directory.js';
 import { isServerError, LeasePools, type LeasePoolOptions } from './executor/lease-pools.js';
-import { requestSettingsStep } from './executor/request-settings.js';
+import { requestSteps } from './executor/request-settings.js';
 import { compileRead, runRead } from './executor/run-read.js';
 import { CompiledReads, readShape, type CompiledRead } from './query/compiled-reads.js';
 import { contentLocation } from './response/content-location.js';
@@ -259,6 +259,8 @@ export class RestService {
       if (compiled) return this.read(caller, http, compiled);
     } else {
       const writeShape = callShape(http, caller.authenticated);
+      // a call compiled under other settings has another LIMIT, or was refused
+      if (maxRows !== undefined || aggregatesEnabled) writeShape.key += `\u0000max-rows=${maxRows}\u0000aggregates=${aggregatesEnabled}`;
       const templates = this.compiledWrites.known(cache, writeShape);
       if (templates !== undefined) {
         // the rest of the request is known to be valid: only the body is new
@@ -290,6 +292,18 @@ export class RestService {
     return this.read(caller, http, compiled);
   }
 
+  /**
+   * The lease's db_pre_request alone, as the caller, in a read-only transaction, for the root
+   * document that pglease builds from the catalogs: PostgREST runs it before its root too (its
+   * runQuery: setPgLocals, runPreReq, then openApiQuery), so a pre-request that refuses a caller
+   * refuses the document as well.
+   */
+  async preRequestOnly(caller: Caller, http: { method: string; path: string; headers: RestHttpRequest['headers'] }): Promise<void> {
+    if (caller.lease.apiSettings.db_pre_request === undefined) return;
+    const headers = caller.viaAdminToken ? withoutCredentials(http.headers) : http.headers;
+    await this.pools.run(caller.lease, requestSteps(caller.lease, { role: caller.role, claims: caller.claims, method: http.method, path: http.path, headers, readOnly: true }));
+  }
+
   /** OPTIONS: the methods a resource answers, in `Allow`, as PostgREST reports them. */
   private async options(caller: Caller, path: string, startedAt: number): Promise<RestResponse> {
     const target = parseTarget(path);
@@ -308,7 +322,7 @@ export class RestService {
 
   /** Runs a compiled read as the caller and shapes its response. */
   private async read(caller: Caller, http: RestHttpRequest, compiled: CompiledRead): Promise<RestResponse> {
-    const settings = requestSettingsStep({
+    const preamble = requestSteps(caller.lease, {
       role: caller.role,
       claims: caller.claims,
       method: http.method,
@@ -318,7 +332,7 @@ export class RestService {
       publish: compiled.publishRequest,
       ...(compiled.timezone === undefined ? {} : { timezone: compiled.timezone }),
     });
-    const result = await runRead(this.pools, caller.lease, settings, compiled.plan, compiled.steps);
+    const result = await runRead(this.pools, caller.lease, preamble, compiled.plan, compiled.steps);
     const response = readResponse(compiled.plan, result, compiled.preferenceApplied);
     response.headers['Content-Location'] = contentLocation(compiled.plan.root.relation.name, http.query);
     return response;

@@ -86,6 +86,7 @@ export async function restRoutes(app: FastifyInstance, context: ServiceContext, 
             version: serviceVersion,
             method: request.method,
             accept: request.headers.accept,
+            headers: request.headers,
           })
         : await service.handle({
             leaseId: request.params.id,

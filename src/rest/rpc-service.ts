@@ -3,7 +3,7 @@
  * or the body (POST) → call plan with the lease's schema cache → one statement → executed as the
  * caller's role, read-only unless a POST calls a volatile function → PostgREST's answer.
  */
-import { requestSettingsStep } from './executor/request-settings.js';
+import { requestSteps } from './executor/request-settings.js';
 import { runRpc } from './executor/run-rpc.js';
 import { planRpc } from './plan/rpc-plan.js';
 import { rpcStatement } from './query/rpc-query.js';
@@ -56,8 +56,8 @@ export async function serveRpc(
 /** Runs a compiled call as the caller, read-only unless it may write, and shapes the answer. */
 export async function executeRpc(service: RestService, caller: Caller, http: RestHttpRequest, compiled: CompiledRpc): Promise<RestResponse> {
   const { plan } = compiled;
-  const settings = requestSettingsStep({ role: caller.role, claims: caller.claims, method: http.method, path: http.path, headers: http.headers, readOnly: plan.readOnly, publish: compiled.publishRequest });
-  const result = await runRpc(service.pools, caller.lease, settings, compiled.statement, {
+  const preamble = requestSteps(caller.lease, { role: caller.role, claims: caller.claims, method: http.method, path: http.path, headers: http.headers, readOnly: plan.readOnly, publish: compiled.publishRequest });
+  const result = await runRpc(service.pools, caller.lease, preamble, compiled.statement, {
     rollback: plan.rollback,
     check: needsCallCheck(plan) ? (called) => checkCall(plan, called) : undefined,
   });

@@ -3,7 +3,7 @@
  * lease's schema cache → one statement → executed as the caller's role in one transaction →
  * PostgREST's answer. RestService dispatches here; reads stay in rest-service.ts.
  */
-import { requestSettingsStep } from './executor/request-settings.js';
+import { requestSteps } from './executor/request-settings.js';
 import { runWrite } from './executor/run-write.js';
 import { planWrite } from './plan/write-plan.js';
 import { writeStatement } from './query/write-query.js';
@@ -65,8 +65,8 @@ export async function serveWrite(
 /** Runs a compiled write as the caller, in one transaction, and shapes PostgREST's answer. */
 export async function executeWrite(service: RestService, caller: Caller, http: RestHttpRequest, compiled: CompiledWrite): Promise<RestResponse> {
   const { plan } = compiled;
-  const settings = requestSettingsStep({ role: caller.role, claims: caller.claims, method: http.method, path: http.path, headers: http.headers, readOnly: false, publish: compiled.publishRequest });
-  const result = await runWrite(service.pools, caller.lease, settings, compiled.statement, {
+  const preamble = requestSteps(caller.lease, { role: caller.role, claims: caller.claims, method: http.method, path: http.path, headers: http.headers, readOnly: false, publish: compiled.publishRequest });
+  const result = await runWrite(service.pools, caller.lease, preamble, compiled.statement, {
     rollback: plan.rollback,
     check: needsCheck(plan) ? (written) => checkWrite(plan, written) : undefined,
   });

@@ -8,6 +8,48 @@ import { examples, parseDuration, UsageError } from '../format.js';
 import { println } from '../io.js';
 import { withSpinner } from '../spinner.js';
 
+interface SettingsOptions {
+  jwtAud?: string;
+  jwtRoleClaimKey?: string;
+  jwtJwks?: string;
+  dbMaxRows?: string;
+  dbAggregatesEnabled?: string;
+  dbPlanEnabled?: string;
+  dbPreRequest?: string;
+  openapiMode?: string;
+}
+
+/** `on`/`off` (or true/false, yes/no) as a boolean setting. */
+function onOff(text: string, option: string): boolean {
+  const value = text.toLowerCase();
+  if (['on', 'true', 'yes'].includes(value)) return true;
+  if (['off', 'false', 'no'].includes(value)) return false;
+  throw new UsageError(`${option} takes on or off, got "${text}"`);
+}
+
+/**
+ * The PATCH body of `pglease settings`: each option given, in the API's names and types; "" sends
+ * null (the default again). The server judges the values (a cap out of range, an unknown mode).
+ */
+function settingsChange(options: SettingsOptions): Record<string, string | number | boolean | null> {
+  const change: Record<string, string | number | boolean | null> = {};
+  const given: [string, string | undefined, (text: string) => string | number | boolean][] = [
+    ['jwt_aud', options.jwtAud, (text) => text],
+    ['jwt_role_claim_key', options.jwtRoleClaimKey, (text) => text],
+    ['jwt_jwks', options.jwtJwks, (text) => text],
+    ['db_max_rows', options.dbMaxRows, (text) => {
+      if (!/^\d+$/.test(text)) throw new UsageError(`--db-max-rows takes a whole number, got "${text}"`);
+      return Number(text);
+    }],
+    ['db_aggregates_enabled', options.dbAggregatesEnabled, (text) => onOff(text, '--db-aggregates-enabled')],
+    ['db_plan_enabled', options.dbPlanEnabled, (text) => onOff(text, '--db-plan-enabled')],
+    ['db_pre_request', options.dbPreRequest, (text) => text],
+    ['openapi_mode', options.openapiMode, (text) => text],
+  ];
+  for (const [key, value, parse] of given) if (value !== undefined) change[key] = value === '' ? null : parse(value);
+  return change;
+}
+
 /** `key=value` pairs as claims: values that parse as JSON are JSON (numbers, true, objects), others text. */
 function parseClaims(pairs: string[]): Record<string, unknown> {
   const claims: Record<string, unknown> = {};
@@ -67,21 +109,20 @@ export function authCommands(context: CliContext): Command[] {
     });
 
   const settings = new Command('settings')
-    .description("Show or change a lease's REST API settings (PostgREST's jwt-aud, jwt-role-claim-key, and a JWKS)")
+    .description("Show or change a lease's REST API settings (PostgREST's jwt-aud, jwt-role-claim-key, db-max-rows, db-aggregates-enabled, db-plan-enabled, db-pre-request, openapi-mode, and a JWKS)")
     .argument('<id>', 'lease id, or a unique prefix of one this CLI created')
     .option('--jwt-aud <audience>', 'JWTs with an aud claim must name this audience ("" removes it)')
     .option('--jwt-role-claim-key <path>', 'where the role is in the claims, e.g. .app_metadata.role ("" for the default .role)')
     .option('--jwt-jwks <url>', 'an https URL serving the public keys (RS256, ES256, ...) JWTs may be signed with ("" removes it)')
-    .addHelpText('after', examples(['pglease settings 3f2c9a1e', 'pglease settings 3f2c9a1e --jwt-aud my-app --jwt-jwks https://example.com/.well-known/jwks.json']))
-    .action(async (idOrPrefix: string, options: { jwtAud?: string; jwtRoleClaimKey?: string; jwtJwks?: string }, command: Command) => {
+    .option('--db-max-rows <n>', 'the most rows a read of a table, view or function returns ("" for no cap)')
+    .option('--db-aggregates-enabled <on|off>', 'count(), sum(), avg(), min(), max() in select ("" for the default, off)')
+    .option('--db-plan-enabled <on|off>', 'Accept: application/vnd.pgrst.plan answers the EXPLAIN of a read ("" for the default, off)')
+    .option('--db-pre-request <function>', 'a function of the lease called before every REST request, as its role ("" removes it)')
+    .option('--openapi-mode <mode>', 'follow-privileges, ignore-privileges or disabled ("" for the default, follow-privileges)')
+    .addHelpText('after', examples(['pglease settings 3f2c9a1e', 'pglease settings 3f2c9a1e --jwt-aud my-app --jwt-jwks https://example.com/.well-known/jwks.json', 'pglease settings 3f2c9a1e --db-max-rows 1000 --db-aggregates-enabled on']))
+    .action(async (idOrPrefix: string, options: SettingsOptions, command: Command) => {
+      const change = settingsChange(options);
       const { id, client } = await context.leaseAccess(command, idOrPrefix);
-      const change: Record<string, string | null> = {};
-      const given: [string, string | undefined][] = [
-        ['jwt_aud', options.jwtAud],
-        ['jwt_role_claim_key', options.jwtRoleClaimKey],
-        ['jwt_jwks', options.jwtJwks],
-      ];
-      for (const [key, value] of given) if (value !== undefined) change[key] = value === '' ? null : value;
       const lease = Object.keys(change).length > 0 ? await client.updateSettings(id, change) : await client.getLease(id);
       println(io.stdout, JSON.stringify({ settings: lease.settings, roles: lease.roles }, null, 2));
     });

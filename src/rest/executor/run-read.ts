@@ -1,5 +1,5 @@
 /**
- * Executes a read plan: the request settings, (for a planned count) an EXPLAIN of the count, and
+ * Executes a read plan: the request settings (and pre-request call), (for a planned count) an EXPLAIN of the count, and
  * the read statement, in one round trip; returns what the response needs, body text untouched.
  */
 import type { ReadPlan } from '../plan/types.js';
@@ -20,11 +20,12 @@ export function compileRead(plan: ReadPlan): PipelineStep[] {
   return plan.count === 'planned' ? [plannedCountStatement(plan), readStatement(plan)] : [readStatement(plan)];
 }
 
-export async function runRead(pools: LeasePools, lease: LeaseAccess, settings: PipelineStep, plan: ReadPlan, compiled: PipelineStep[] = compileRead(plan)): Promise<ReadResult> {
-  const results = await pools.run(lease, [settings, ...compiled]);
+/** `preamble`: the request settings and the pre-request call (./request-settings.ts). */
+export async function runRead(pools: LeasePools, lease: LeaseAccess, preamble: PipelineStep[], plan: ReadPlan, compiled: PipelineStep[] = compileRead(plan)): Promise<ReadResult> {
+  const results = await pools.run(lease, [...preamble, ...compiled]);
   const row = results[results.length - 1]![0]!;
   const page = Number(row[1]);
   let total = row[0] === null ? null : Number(row[0]);
-  if (plan.count === 'planned') total = planRows(String(results[1]![0]![0]));
-  return { total, page, body: row[2] ?? null };
+  if (plan.count === 'planned') total = planRows(String(results[preamble.length]![0]![0]));
+  return { total, page, body: row[2] ?? null, responseHeaders: row[3] ?? null, responseStatus: row[4] ?? null };
 }

@@ -17,12 +17,19 @@ export interface RunRpcOptions {
 
 function callResult(rows: StepRows[]): ReadResult {
   const row = rows[rows.length - 1]![0]!;
-  return { total: row[0] === null || row[0] === undefined ? null : Number(row[0]), page: Number(row[1]), body: row[2] ?? null };
+  return {
+    total: row[0] === null || row[0] === undefined ? null : Number(row[0]),
+    page: Number(row[1]),
+    body: row[2] ?? null,
+    responseHeaders: row[3] ?? null,
+    responseStatus: row[4] ?? null,
+  };
 }
 
-export async function runRpc(pools: LeasePools, lease: LeaseAccess, settings: PipelineStep, statement: Statement, options: RunRpcOptions): Promise<ReadResult> {
+/** `preamble`: the request settings and the pre-request call (./request-settings.ts). */
+export async function runRpc(pools: LeasePools, lease: LeaseAccess, preamble: PipelineStep[], statement: Statement, options: RunRpcOptions): Promise<ReadResult> {
   const check = options.check;
-  const rows = await runTransaction(pools, lease, [settings, statement], {
+  const rows = await runTransaction(pools, lease, [...preamble, statement], {
     rollback: options.rollback,
     check: check ? (stepRows) => check(callResult(stepRows)) : undefined,
   });

@@ -22,12 +22,15 @@ function writeResult(rows: StepRows[]): WriteResult {
     body: row[1] ?? null,
     location: row[2] ?? null,
     inserted: row[3] === null || row[3] === undefined ? null : Number(row[3]),
+    responseHeaders: row[4] ?? null,
+    responseStatus: row[5] ?? null,
   };
 }
 
-export async function runWrite(pools: LeasePools, lease: LeaseAccess, settings: PipelineStep, statement: Statement, options: RunWriteOptions): Promise<WriteResult> {
+/** `preamble`: the request settings and the pre-request call (./request-settings.ts). */
+export async function runWrite(pools: LeasePools, lease: LeaseAccess, preamble: PipelineStep[], statement: Statement, options: RunWriteOptions): Promise<WriteResult> {
   const check = options.check;
-  const rows = await runTransaction(pools, lease, [settings, statement], {
+  const rows = await runTransaction(pools, lease, [...preamble, statement], {
     rollback: options.rollback,
     check: check ? (stepRows) => check(writeResult(stepRows)) : undefined,
   });

@@ -50,10 +50,15 @@ export async function leaseDocument(rest: RestService, request: LeaseDocumentReq
  * `GET {rest_url}/`: the document as `application/openapi+json` (also for `*\/*`) or
  * `application/json`; any other Accept is 406 PGRST107, as PostgREST answers.
  */
-export async function rootResponse(rest: RestService, request: LeaseDocumentRequest & { method: string; accept: string | string[] | undefined }): Promise<RestResponse> {
+export async function rootResponse(
+  rest: RestService,
+  request: LeaseDocumentRequest & { method: string; accept: string | string[] | undefined; headers: Record<string, string | string[] | undefined> },
+): Promise<RestResponse> {
   if (request.method !== 'GET' && request.method !== 'HEAD') throw new RestError('PGRST117', `Unsupported HTTP method: ${request.method}`);
+  const caller = await rest.caller(request.leaseId, request.token);
+  const lease = caller.lease;
+  await rest.preRequestOnly(caller, { method: request.method, path: '/', headers: request.headers });
   // openapi-mode disabled: PostgREST's root answers 404 PGRST126
-  const lease = (await rest.caller(request.leaseId, request.token)).lease;
   if (lease.apiSettings.openapi_mode === 'disabled') throw new RestError('PGRST126');
   const mediaType = negotiate(parseAccept(request.accept), ['openapi', 'json']);
   const body = JSON.stringify(await leaseDocument(rest, request));

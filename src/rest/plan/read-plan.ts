@@ -47,18 +47,15 @@ class AliasCounter {
 
 /** What a read tree may contain beyond columns and embeds. */
 export interface ReadNodeOptions {
-  /** db-aggregates-enabled: aggregates at the top level (else PGRST123, as PostgREST's default). */
+  /** db-aggregates-enabled: aggregates in select, embedded resources' too (else PGRST123, as PostgREST's default). */
   aggregates?: boolean;
 }
 
-function buildNode(cache: SchemaCache, relation: Relation, alias: string, items: SelectItem[], aliases: AliasCounter, options: ReadNodeOptions, depth = 0): ReadNode {
+function buildNode(cache: SchemaCache, relation: Relation, alias: string, items: SelectItem[], aliases: AliasCounter, options: ReadNodeOptions): ReadNode {
   const node: ReadNode = { relation, alias, select: [], embeds: [], where: [], order: [], range: ALL_ROWS };
   for (const item of items) {
     if (item.kind === 'aggregate') {
       if (!options.aggregates) throw new RestError('PGRST123');
-      if (depth > 0) {
-        throw new RestError('PGRST123', 'Use of aggregate functions is not allowed', 'pglease allows aggregates at the top level only, not in an embedded resource');
-      }
       const aggregate: SelectField = { kind: 'aggregate', fn: item.fn, outputName: item.alias ?? item.fn };
       if (item.field) {
         aggregate.field = item.field;
@@ -97,7 +94,7 @@ function buildNode(cache: SchemaCache, relation: Relation, alias: string, items:
         throw new RestError('42712', `table name "${outputName}" specified more than once`);
       }
       const target = cache.relations.get(relationship.foreignTable)!;
-      const child = buildNode(cache, target, aliases.take(target.name), item.children, aliases, options, depth + 1);
+      const child = buildNode(cache, target, aliases.take(target.name), item.children, aliases, options);
       node.embeds.push({
         outputName,
         relationship,

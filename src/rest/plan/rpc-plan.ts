@@ -73,10 +73,68 @@ function signature(routine: Routine): string {
   return `${routine.schema}.${routine.name}(${inputs(routine).map((param) => `${param.name} => ${param.type}`).join(', ')})`;
 }
 
+/** Text in code point order, as Haskell's Data.Text compares. */
+function compareText(a: string, b: string): number {
+  if (a === b) return 0;
+  const left = [...a];
+  const right = [...b];
+  for (let i = 0; i < Math.min(left.length, right.length); i++) {
+    const difference = left[i]!.codePointAt(0)! - right[i]!.codePointAt(0)!;
+    if (difference !== 0) return difference;
+  }
+  return left.length - right.length;
+}
+
+/** PostgREST's ppTypeMaxLength: the types whose length it ignores, as their varying kind. */
+function typeIgnoringLength(type: string): string {
+  switch (type) {
+    case 'bit':
+      return 'bit varying';
+    case 'bit[]':
+      return 'bit varying[]';
+    case 'character':
+      return 'character varying';
+    case 'character[]':
+      return 'character varying[]';
+  }
+  return type;
+}
+
+/**
+ * The order PostgREST's schema cache keeps overloads in, which is the order PGRST203 lists them
+ * (SchemaCache/Routine.hs, `instance Ord Routine`, applied by `map sort` in decodeFuncs): fewer
+ * input parameters first; then the description (none before any, then by text); then the input
+ * parameters one by one, each by name, type, type ignoring length, required (false first) and
+ * variadic (false first). Two overloads always differ by then: their input types differ.
+ */
+export function comparePostgrestOverloads(a: Routine, b: Routine): number {
+  const left = inputs(a);
+  const right = inputs(b);
+  if (left.length !== right.length) return left.length - right.length;
+  if (a.description !== b.description) {
+    if (a.description === null) return -1;
+    if (b.description === null) return 1;
+    return compareText(a.description, b.description);
+  }
+  const bool = (x: boolean, y: boolean) => Number(x) - Number(y);
+  for (let i = 0; i < left.length; i++) {
+    const x = left[i]!;
+    const y = right[i]!;
+    const order =
+      compareText(x.name, y.name) ||
+      compareText(x.type, y.type) ||
+      compareText(typeIgnoringLength(x.type), typeIgnoringLength(y.type)) ||
+      bool(x.required, y.required) ||
+      bool(x.mode === 'v', y.mode === 'v');
+    if (order !== 0) return order;
+  }
+  return 0;
+}
+
 function ambiguous(routines: Routine[]): RestError {
   return new RestError(
     'PGRST203',
-    `Could not choose the best candidate function between: ${routines.map(signature).join(', ')}`,
+    `Could not choose the best candidate function between: ${[...routines].sort(comparePostgrestOverloads).map(signature).join(', ')}`,
     null,
     'Try renaming the parameters or the function itself in the database so function overloading can be resolved',
   );
@@ -239,7 +297,7 @@ export function planRpc(cache: SchemaCache, request: ApiRequest, name: string, i
   const result = resultOf(routine);
 
   const media = negotiate(request.accept, result === 'row' || result === 'rows' ? ROW_MEDIA_TYPES : SCALAR_MEDIA_TYPES);
-  const root = buildReadNode(cache, resultRelation(cache, routine), query.select);
+  const root = buildReadNode(cache, resultRelation(cache, routine), query.select, { aggregates: request.aggregatesEnabled === true });
   applyQueryParams(root, request);
   return {
     kind: 'rpc',

@@ -1,6 +1,7 @@
 /**
  * A read plan → one SQL statement that returns one row: the total count (when asked for), the
- * number of rows on the page, and the response body built by Postgres (JSON array, object or CSV).
+ * number of rows on the page, the response body built by Postgres (JSON array, object or CSV), and
+ * what the request's SQL left in response.headers and response.status (sql.ts).
  *
  * Shape, for `GET /films?select=title,director:directors(name),roles(character)&year=gt.2000`:
  *
@@ -25,7 +26,8 @@
 import { cappedBody } from './response-limit.js';
 import type { EmbedNode, ReadNode, ReadPlan, SelectField } from '../plan/types.js';
 import { conditionSql, embedMatchedSql, fieldSql } from './conditions.js';
-import { ident, Params } from './sql.js';
+import { RestError } from '../response/errors.js';
+import { ident, Params, RESPONSE_SETTINGS_SQL } from './sql.js';
 
 export interface Statement {
   text: string;
@@ -44,11 +46,64 @@ function selectFieldSql(node: ReadNode, field: SelectField): string {
   return field.outputName === undefined ? sql : `${sql} AS ${ident(field.outputName)}`;
 }
 
-function embedSelectSql(embed: EmbedNode): string | undefined {
+/** Whether a node's own select has an aggregate. */
+function hasAggregates(node: ReadNode): boolean {
+  return node.select.some((field) => field.kind === 'aggregate');
+}
+
+/**
+ * Whether a node's rows are groups (PostgREST 12's groupF): an aggregate in its select, or in a
+ * spread embed's, whose columns count as the node's own. Then every other selected column, every
+ * embedded resource (as jsonb: json has no equality) and every spread column is a GROUP BY term.
+ */
+function isAggregated(node: ReadNode): boolean {
+  return hasAggregates(node) || node.embeds.some((embed) => embed.spread && !embed.hidden && hasAggregates(embed.node));
+}
+
+/** The name a spread child's column has in its join (what `"alias".*` shows). */
+function spreadColumnName(field: Extract<SelectField, { kind: 'column' }>): string {
+  return field.outputName ?? field.field.name;
+}
+
+/** The input of a spread child's `index`th select item when its aggregate is computed by the parent. */
+function liftedAggregateName(index: number): string {
+  return `pgrst_agg_${index}`;
+}
+
+/**
+ * The parent's select items of an embed; with `groups` (the parent is aggregated) also its GROUP BY
+ * terms. A spread whose child has aggregates computes them here, over the child's rows as joined:
+ * PostgREST applies them "within the context of the top-level".
+ */
+function embedSelectSql(embed: EmbedNode, groups: string[] | undefined): string | undefined {
   if (embed.hidden) return undefined;
-  if (embed.spread) return `${ident(embed.joinAlias)}.*`;
-  const value = `${ident(embed.joinAlias)}."v"`;
-  return `${embed.toOne ? value : `coalesce(${value}, '[]')`} AS ${ident(embed.outputName)}`;
+  const join = ident(embed.joinAlias);
+  if (embed.spread) {
+    const child = embed.node;
+    if (!hasAggregates(child)) {
+      if (groups) for (const field of child.select) if (field.kind === 'column') groups.push(`${join}.${ident(spreadColumnName(field))}`);
+      return `${join}.*`;
+    }
+    return child.select
+      .map((field, index) => {
+        if (field.kind === 'star') return `${join}.*`;
+        if (field.kind === 'column') {
+          const column = `${join}.${ident(spreadColumnName(field))}`;
+          groups?.push(column);
+          return column;
+        }
+        let sql = `${field.fn}(${field.field === undefined ? '*' : `${join}.${ident(liftedAggregateName(index))}`})`;
+        if (field.cast !== undefined) sql = `CAST(${sql} AS ${field.cast})`;
+        return `${sql} AS ${ident(field.outputName)}`;
+      })
+      .join(', ');
+  }
+  const value = `${join}."v"`;
+  const embedded = embed.toOne ? value : `coalesce(${value}, '[]')`;
+  if (!groups) return `${embedded} AS ${ident(embed.outputName)}`;
+  const term = `(${embedded})::jsonb`;
+  groups.push(term);
+  return `${term} AS ${ident(embed.outputName)}`;
 }
 
 /**
@@ -97,17 +152,31 @@ interface NodeSqlOptions {
   rowLateral?: boolean;
   /** Read the root's rows from this CTE instead of its relation (a write's RETURNING, a function's result). */
   source?: string;
+  /** A spread child whose aggregates its parent computes: select their inputs, group nothing. */
+  liftAggregates?: boolean;
 }
 
 function embedJoinSql(parent: ReadNode, embed: EmbedNode, params: Params): string {
   const orderKeys = parent.order
     .filter((item) => item.embed === embed)
     .map((item, i) => `${fieldSql(embed.node.alias, item.field, item.column)} AS "o${i + 1}"`);
-  const childSql = nodeSql(embed.node, params, { parent: { alias: parent.alias, embed }, ...(embed.toOne && !embed.spread ? { rowLateral: true, extraSelect: orderKeys } : {}) });
+  // an aggregate cannot be computed in a LATERAL of its own level: an aggregated to-one child is
+  // a subquery whose one row (one group) becomes the object
+  const groupedToOne = embed.toOne && !embed.spread && isAggregated(embed.node);
+  if (groupedToOne && orderKeys.length > 0) {
+    throw new RestError('PGRST100', `'${embed.outputName}' cannot be ordered by: its select has aggregate functions`, 'Order by a column of the embedded resource without aggregates');
+  }
+  const childSql = nodeSql(embed.node, params, {
+    parent: { alias: parent.alias, embed },
+    ...(embed.toOne && !embed.spread && !groupedToOne ? { rowLateral: true, extraSelect: orderKeys } : {}),
+    ...(embed.spread && hasAggregates(embed.node) ? { liftAggregates: true } : {}),
+  });
   const joinKind = embed.joinType === 'inner' ? 'INNER JOIN LATERAL' : 'LEFT JOIN LATERAL';
   let lateral: string;
   let on = 'TRUE';
-  if (embed.spread || embed.toOne) {
+  if (groupedToOne) {
+    lateral = `SELECT row_to_json("pgrst_row") AS "v" FROM (${childSql}) AS "pgrst_row"`;
+  } else if (embed.spread || embed.toOne) {
     lateral = childSql;
   } else {
     lateral = `SELECT json_agg("pgrst_rows") AS "v" FROM (${childSql}) AS "pgrst_rows"`;
@@ -141,15 +210,25 @@ function spreadOrderJoinSql(parent: ReadNode, embed: EmbedNode, params: Params):
 function nodeSql(node: ReadNode, params: Params, options: NodeSqlOptions): string {
   const joins: string[] = [];
   const embedColumns: string[] = [];
+  // with an aggregate, the other selected columns and embeds are the groups (PostgREST 12's rule)
+  const groups = !options.forCount && !options.liftAggregates && isAggregated(node)
+    ? node.select.flatMap((field) => (field.kind === 'column' ? [fieldSql(node.alias, field.field, field.column)] : []))
+    : undefined;
   for (const embed of node.embeds) {
     if (options.forCount ? !embedFilters(node, embed) : embed.hidden && !embedFilters(node, embed)) continue;
     joins.push(embedJoinSql(node, embed, params));
     const orderJoin = embed.spread && !options.forCount ? spreadOrderJoinSql(node, embed, params) : undefined;
     if (orderJoin !== undefined) joins.push(orderJoin);
-    const column = options.forCount ? undefined : embedSelectSql(embed);
+    const column = options.forCount ? undefined : embedSelectSql(embed, groups);
     if (column !== undefined) embedColumns.push(column);
   }
-  const selectItems = options.forCount ? ['1'] : [...node.select.map((field) => selectFieldSql(node, field)), ...embedColumns];
+  const ownItems = options.liftAggregates
+    ? node.select.flatMap((field, index) => {
+        if (field.kind !== 'aggregate') return [selectFieldSql(node, field)];
+        return field.field === undefined ? [] : [`${fieldSql(node.alias, field.field, field.column)} AS ${ident(liftedAggregateName(index))}`];
+      })
+    : node.select.map((field) => selectFieldSql(node, field));
+  const selectItems = options.forCount ? ['1'] : [...ownItems, ...embedColumns];
 
   const where: string[] = [];
   let from = `${options.source ?? `${ident(node.relation.schema)}.${ident(node.relation.name)}`} AS ${ident(node.alias)}`;
@@ -173,11 +252,7 @@ function nodeSql(node: ReadNode, params: Params, options: NodeSqlOptions): strin
   }
   if (where.length > 0) sql += ` WHERE ${where.join(' AND ')}`;
   if (options.forCount) return sql;
-  // with an aggregate, the other selected columns are the groups (PostgREST 12's rule)
-  if (node.select.some((field) => field.kind === 'aggregate')) {
-    const groups = node.select.flatMap((field) => (field.kind === 'column' ? [fieldSql(node.alias, field.field, field.column)] : []));
-    if (groups.length > 0) sql += ` GROUP BY ${groups.join(', ')}`;
-  }
+  if (groups !== undefined && groups.length > 0) sql += ` GROUP BY ${groups.join(', ')}`;
 
   if (node.order.length > 0) {
     const keys = node.order.map((item) => {
@@ -239,7 +314,7 @@ export function readStatement(plan: ReadPlan): Statement {
   const total = plan.count === 'exact' || plan.count === 'estimated' ? `(SELECT count(*) FROM (${countSource(plan, params)}) AS "pgrst_c")` : 'NULL::bigint';
   const text =
     `WITH "pgrst_source" AS (${source}) ` +
-    `SELECT ${total} AS "total", count(*) AS "page", ${bodySql(plan)} AS "body" FROM "pgrst_source" AS "pgrst_t"`;
+    `SELECT ${total} AS "total", count(*) AS "page", ${bodySql(plan)} AS "body", ${RESPONSE_SETTINGS_SQL} FROM "pgrst_source" AS "pgrst_t"`;
   return { text, values: params.values };
 }
 

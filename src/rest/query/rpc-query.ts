@@ -1,5 +1,6 @@
 /**
- * A call plan → one SQL statement with the same result row as a read (`total`, `page`, `body`):
+ * A call plan → one SQL statement with the same result row as a read (`total`, `page`, `body`,
+ * response.headers and response.status):
  * the function called once in a CTE, its arguments read from one JSON bind parameter and typed
  * by the function's own parameter types, then the result shaped by its kind: a table-like
  * result goes through the read plan (select, filters, order, range, embeds) like a table.
@@ -19,7 +20,7 @@
 import type { CallArguments, RpcPlan } from '../plan/rpc-plan.js';
 import { bodySql, sourcedNodeSql, type Statement } from './read-query.js';
 import { cappedBody } from './response-limit.js';
-import { ident, Params } from './sql.js';
+import { ident, Params, RESPONSE_SETTINGS_SQL } from './sql.js';
 
 const CALL = '"pgrst_call"';
 
@@ -65,12 +66,16 @@ export function rpcStatement(plan: RpcPlan): Statement {
   } else {
     callQuery = `SELECT ${call} AS "pgrst_scalar"${from === undefined ? '' : ` FROM ${from}`}`;
     source = `SELECT "pgrst_scalar" FROM ${CALL}`;
+    // a set of scalars is a set of rows: limit, offset and db-max-rows apply (PostgREST's read plan of the call)
+    const range = representation.root.range;
+    if (plan.result === 'scalars' && range.limit !== undefined) source += ` LIMIT ${params.add(String(range.limit))}`;
+    if (plan.result === 'scalars' && range.offset > 0) source += ` OFFSET ${params.add(String(range.offset))}`;
     if (plan.count) total = `(SELECT count(*) FROM ${CALL})`;
     body = cappedBody(plan.result === 'scalars' ? `coalesce(json_agg("pgrst_t"."pgrst_scalar"), '[]')::text` : `coalesce((json_agg("pgrst_t"."pgrst_scalar")->0)::text, 'null')`);
   }
   if (representation.headersOnly || plan.result === 'void') body = 'NULL::text';
   const text =
     `WITH ${CALL} AS (${callQuery}), "pgrst_source" AS (${source}) ` +
-    `SELECT ${total} AS "total", count(*) AS "page", ${body} AS "body" FROM "pgrst_source" AS "pgrst_t"`;
+    `SELECT ${total} AS "total", count(*) AS "page", ${body} AS "body", ${RESPONSE_SETTINGS_SQL} FROM "pgrst_source" AS "pgrst_t"`;
   return { text, values: params.values };
 }

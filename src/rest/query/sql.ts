@@ -14,6 +14,14 @@ export function checkValue(text: string): void {
   refuseNul(text);
 }
 
+/**
+ * The last two columns of every main statement: what the request's SQL left in response.headers
+ * and response.status (a db_pre_request function, a view, a trigger, a called function), read
+ * after the rest of the statement as PostgREST reads them (response/response-settings.ts).
+ */
+export const RESPONSE_SETTINGS_SQL =
+  `pg_catalog.current_setting('response.headers', true) AS "response_headers", pg_catalog.current_setting('response.status', true) AS "response_status"`;
+
 export function ident(name: string): string {
   refuseNul(name);
   return `"${name.replace(/"/g, '""')}"`;

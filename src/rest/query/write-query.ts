@@ -1,8 +1,8 @@
 /**
  * A write plan → one SQL statement: the INSERT, UPDATE or DELETE in a CTE, the representation read
  * over the rows its RETURNING gives, and one result row: `page` (rows written, or represented),
- * `body`, `location` (the primary key of a single inserted row) and `inserted` (rows inserted
- * rather than merged). The body is one bind parameter of JSON that Postgres reads into typed rows.
+ * `body`, `location` (the primary key of a single inserted row), `inserted` (rows inserted
+ * rather than merged), then response.headers and response.status (sql.ts). The body is one bind parameter of JSON that Postgres reads into typed rows.
  *
  * Shape, for `POST /films?select=title,director:directors(last_name)` with return=representation:
  *
@@ -24,7 +24,7 @@ import type { Payload } from '../request/body.js';
 import type { Column, Relation } from '../schema/types.js';
 import { conditionSql, fieldSql } from './conditions.js';
 import { bodySql, sourcedNodeSql, type Statement } from './read-query.js';
-import { ident, literal, Params } from './sql.js';
+import { ident, literal, Params, RESPONSE_SETTINGS_SQL } from './sql.js';
 
 const MUTATION = '"pgrst_mutation"';
 
@@ -209,6 +209,6 @@ export function writeStatement(plan: WritePlan): Statement {
   const text =
     `WITH ${MUTATION} AS (${mutation}), "pgrst_source" AS (${source}) ` +
     `SELECT count(*) AS "page", ${represent ? bodySql(plan.representation) : 'NULL::text'} AS "body", ` +
-    `${locationSql(plan)} AS "location", ${inserted} AS "inserted" FROM "pgrst_source" AS "pgrst_t"`;
+    `${locationSql(plan)} AS "location", ${inserted} AS "inserted", ${RESPONSE_SETTINGS_SQL} FROM "pgrst_source" AS "pgrst_t"`;
   return { text, values: params.values };
 }

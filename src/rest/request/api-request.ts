@@ -15,9 +15,9 @@ export interface RawRequest {
   query: string;
   headers: Record<string, string | string[] | undefined>;
   authenticated: boolean;
-  /** The lease's db-max-rows setting (it caps reads of tables and views). */
+  /** The lease's db-max-rows setting (it caps reads of tables and views, and function results). */
   maxRows?: number | undefined;
-  /** The lease's db-aggregates-enabled setting (reads of tables and views). */
+  /** The lease's db-aggregates-enabled setting (reads of tables and views, and function results). */
   aggregatesEnabled?: boolean | undefined;
 }
 
@@ -49,11 +49,15 @@ export function buildApiRequest(raw: RawRequest): ApiRequest {
     accept: parseAccept(raw.headers.accept),
     authenticated: raw.authenticated,
   };
-  if (method === 'GET' || method === 'HEAD') {
+  const read = method === 'GET' || method === 'HEAD';
+  if (read) {
     const headerRange = parseRangeHeader(raw.headers.range);
     if (headerRange) request.headerRange = headerRange;
-    if (raw.maxRows !== undefined && target.kind === 'relation') request.maxRows = raw.maxRows;
-    if (raw.aggregatesEnabled === true && target.kind === 'relation') request.aggregatesEnabled = true;
+  }
+  // reads of tables and views, and function results (PostgREST's read plan of a call is a read)
+  if ((read && target.kind === 'relation') || target.kind === 'routine') {
+    if (raw.maxRows !== undefined) request.maxRows = raw.maxRows;
+    if (raw.aggregatesEnabled === true) request.aggregatesEnabled = true;
   }
   return request;
 }

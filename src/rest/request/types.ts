@@ -131,8 +131,8 @@ export interface ApiRequest {
   headerRange?: Range;
   /** Whether the request carried the lease token (the lease role) or none (the anonymous role). */
   authenticated: boolean;
-  /** db-max-rows of the lease, on a read of a table or view: the most rows it returns. */
+  /** db-max-rows of the lease, on a read of a table or view or a function call: the most rows it returns. */
   maxRows?: number;
-  /** db-aggregates-enabled of the lease (reads of tables and views). */
+  /** db-aggregates-enabled of the lease (reads of tables and views, function results). */
   aggregatesEnabled?: boolean;
 }

@@ -6,6 +6,7 @@
 import { CONTENT_TYPE } from '../request/headers.js';
 import type { ReadPlan } from '../plan/types.js';
 import { RestError } from './errors.js';
+import { withResponseSettings, type ResponseSettings } from './response-settings.js';
 
 export interface RestResponse {
   status: number;
@@ -21,13 +22,19 @@ export function contentRange(offset: number, pageCount: number, total: number | 
   return `${range}/${total === null ? '*' : total}`;
 }
 
-export interface ReadResult {
+export interface ReadResult extends ResponseSettings {
   total: number | null;
   page: number;
   body: string | null;
 }
 
+/** The answer to a read, with what its SQL set in response.headers and response.status. */
 export function readResponse(plan: ReadPlan, result: ReadResult, preferenceApplied: string[]): RestResponse {
+  return withResponseSettings(readAnswer(plan, result, preferenceApplied), result);
+}
+
+/** The answer to a read as pglease gives it (a call's answer too, before its own adjustments). */
+export function readAnswer(plan: ReadPlan, result: ReadResult, preferenceApplied: string[]): RestResponse {
   const offset = plan.root.range.offset;
   const range = contentRange(offset, result.page, result.total);
   if (result.total !== null && offset > result.total) {

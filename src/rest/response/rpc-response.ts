@@ -6,7 +6,8 @@
  */
 import type { RpcPlan } from '../plan/rpc-plan.js';
 import { RestError } from './errors.js';
-import { readResponse, type ReadResult, type RestResponse } from './read-response.js';
+import { readAnswer, type ReadResult, type RestResponse } from './read-response.js';
+import { withResponseSettings } from './response-settings.js';
 
 export function needsCallCheck(plan: RpcPlan): boolean {
   return plan.representation.media.kind === 'object' || plan.maxAffected !== undefined;
@@ -22,8 +23,8 @@ export function checkCall(plan: RpcPlan, result: ReadResult): void {
 }
 
 export function rpcResponse(plan: RpcPlan, result: ReadResult): RestResponse {
-  const response = readResponse(plan.representation, result, plan.preferenceApplied);
-  if (plan.result !== 'void') return response;
+  const response = readAnswer(plan.representation, result, plan.preferenceApplied);
+  if (plan.result !== 'void') return withResponseSettings(response, result);
   const { 'Content-Type': _none, ...headers } = response.headers;
-  return { status: 204, headers, body: null };
+  return withResponseSettings({ status: 204, headers, body: null }, result);
 }

@@ -9,8 +9,9 @@ import type { WritePlan } from '../plan/write-plan.js';
 import { CONTENT_TYPE } from '../request/headers.js';
 import { RestError } from './errors.js';
 import { contentRange, type RestResponse } from './read-response.js';
+import { withResponseSettings, type ResponseSettings } from './response-settings.js';
 
-export interface WriteResult {
+export interface WriteResult extends ResponseSettings {
   /** Rows written (or, with a representation, rows in it). */
   page: number;
   body: string | null;
@@ -70,7 +71,12 @@ export function locationHeader(relationName: string, primaryKey: string): string
   return `/${encodeURIComponent(relationName)}?${pairs.join('&')}`;
 }
 
+/** The answer to a write, with what its SQL set in response.headers and response.status. */
 export function writeResponse(plan: WritePlan, result: WriteResult): RestResponse {
+  return withResponseSettings(writeAnswer(plan, result), result);
+}
+
+function writeAnswer(plan: WritePlan, result: WriteResult): RestResponse {
   const headers: Record<string, string> = {};
   const total = plan.count ? result.page : null;
   const represent = plan.returnPreference === 'representation';
