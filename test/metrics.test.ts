@@ -39,14 +39,18 @@ function valueOf(families: Map<string, MetricFamily>, family: string, labels: Re
 }
 
 /**
- * Series of pglease's own families, but for job runs (a job's first run here adds its series, at
- * whatever moment the scheduler runs it: the test checks their labels instead) and the Node
- * process's (whose GC kinds appear as they happen).
+ * Families whose series appear as things happen, not as leases are made: a job's first run here
+ * (job runs, observer passes), a lease's first observation moving it from 'uncertain' to
+ * 'available' (live leases by status), the host's first observation. The test checks their labels
+ * against the bounded sets they come from instead.
  */
+const EVENTUAL_FAMILIES = new Set(['pglease_job_runs_total', 'pglease_observation_pass_seconds', 'pglease_live_leases', 'pglease_host', 'pglease_reaper_lag_seconds']);
+
+/** Series of pglease's own families, but for EVENTUAL_FAMILIES and the Node process's (whose GC kinds appear as they happen). */
 function seriesCount(families: Map<string, MetricFamily>): number {
   let count = 0;
   for (const family of families.values()) {
-    if (!/^pglease_(process|nodejs)_/.test(family.name) && family.name !== 'pglease_job_runs_total') count += family.metrics.length;
+    if (!/^pglease_(process|nodejs)_/.test(family.name) && !EVENTUAL_FAMILIES.has(family.name)) count += family.metrics.length;
   }
   return count;
 }
@@ -110,5 +114,47 @@ describe('GET /metrics', () => {
       expect(jobNames.has(series.labels?.job ?? '')).toBe(true);
       expect(['succeeded', 'failed']).toContain(series.labels?.outcome);
     }
+    // live leases by host, plan, kind and status: each label from a set the operator makes or a fixed one
+    const hosts = (await (await fetch(`${service.baseUrl}/v1/hosts`, { headers: admin })).json()) as { items: { name: string }[] };
+    const plans = (await (await fetch(`${service.baseUrl}/v1/plans`, { headers: admin })).json()) as { items: { name: string }[] };
+    const live = after.get('pglease_live_leases')?.metrics ?? [];
+    expect(live.length).toBeGreaterThan(0);
+    expect(live.length).toBeLessThanOrEqual(hosts.items.length * plans.items.length * 2 * 3);
+    for (const series of live) {
+      expect(hosts.items.map((host) => host.name)).toContain(series.labels?.host);
+      expect(plans.items.map((plan) => plan.name)).toContain(series.labels?.plan);
+      expect(['plain', 'template']).toContain(series.labels?.kind);
+      expect(['available', 'uncertain', 'over_quota']).toContain(series.labels?.status);
+    }
+    expect((after.get('pglease_host')?.metrics ?? []).length).toBeLessThanOrEqual(hosts.items.length * 6);
   });
+
+  it('counts live leases by status from the catalog, observes reaper lag and observer passes, and reports the host', async () => {
+    const before = await scrape();
+    const lease = await createLease(service, { ttl: 1 }, { authorization: `Bearer ${ADMIN_TOKEN}` });
+    const liveTotal = (families: Map<string, MetricFamily>) => (families.get('pglease_live_leases')?.metrics ?? []).reduce((sum, series) => sum + Number(series.value), 0);
+    const activeOf = (families: Map<string, MetricFamily>) => valueOf(families, 'pglease_leases', { state: 'active', source: 'catalog' });
+    // the reaper ends it once its second is up: one more lag observed, no more than the wait
+    const reaped = await waitFor('the lease to be reaped and its lag observed', async () => {
+      const now = await scrape();
+      return valueOf(now, 'pglease_reaper_lag_seconds') > valueOf(before, 'pglease_reaper_lag_seconds') ? now : undefined;
+    }, 40_000);
+    const lagCount = valueOf(reaped, 'pglease_reaper_lag_seconds') - valueOf(before, 'pglease_reaper_lag_seconds');
+    expect(lagCount).toBeGreaterThanOrEqual(1);
+    const lagSum = Number(reaped.get('pglease_reaper_lag_seconds')!.metrics[0]!.sum) - Number(before.get('pglease_reaper_lag_seconds')?.metrics[0]?.sum ?? 0);
+    expect(lagSum).toBeGreaterThanOrEqual(0);
+    expect(lagSum / lagCount).toBeLessThan(60);
+    const state = await fetch(`${service.baseUrl}/v1/leases/${lease.id}`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    expect(((await state.json()) as { state: string }).state).toBe('expired');
+    // the observer has made full passes and the host is up, with its connections and disk
+    const observed = await waitFor('an observer pass and a host observation', async () => {
+      const now = await scrape();
+      return valueOf(now, 'pglease_observation_pass_seconds') > 0 && valueOf(now, 'pglease_host', { measure: 'up' }) === 1 ? now : undefined;
+    }, 30_000);
+    // every active lease is in exactly one host/plan/kind/status series
+    expect(valueOf(observed, 'pglease_host', { measure: 'connections_max' })).toBeGreaterThan(0);
+    expect(valueOf(observed, 'pglease_host', { measure: 'connections_used' })).toBeGreaterThan(0);
+    expect(valueOf(observed, 'pglease_host', { measure: 'available' })).toBe(1);
+    expect(liveTotal(observed)).toBe(activeOf(observed));
+  }, 90_000);
 });
