@@ -21,6 +21,7 @@ import { isRestUrl, restRoutes, sendUnroutedRestError } from './rest/routes.js';
 import type { RestService } from './rest/rest-service.js';
 import { leaseDocsRoutes } from './control/lease-docs-routes.js';
 import { studioRoutes } from './web/studio/studio-routes.js';
+import { dashboardRoutes } from './web/dashboard/dashboard-routes.js';
 import { metricsRoutes } from './control/metrics-routes.js';
 import { createOutcome } from './metrics/metrics.js';
 
@@ -223,6 +224,7 @@ export async function buildServer(context: ServiceContext, options: ServerOption
     await jobRoutes(control, context);
     await studioRoutes(control, context);
     await metricsRoutes(control, context);
+    await dashboardRoutes(control, context);
   });
   // the PostgREST-compatible API under /v1/leases/:id/rest: its own body parsing and error format
   let restService: RestService | undefined;

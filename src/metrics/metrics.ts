@@ -210,6 +210,11 @@ export class Metrics {
     this.sources = sources;
   }
 
+  /** This process's REST connections now (zeros before the REST API is attached). */
+  restConnections(): { inUse: number; idle: number; waiting: number; budget: number } {
+    return this.sources?.restConnections?.() ?? { inUse: 0, idle: 0, waiting: 0, budget: 0 };
+  }
+
   leaseCreated(outcome: CreateOutcome, seconds: number): void {
     this.creates.inc({ outcome });
     if (outcome === '201') this.createSeconds.observe(seconds);
