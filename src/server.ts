@@ -195,6 +195,15 @@ export async function buildServer(context: ServiceContext, options: ServerOption
     done();
   });
 
+  // Server-Timing (PGLEASE_SERVER_TIMING): the REST API marks its phases itself (src/rest/response/server-timing.ts);
+  // other answers carry the time to their serialization. Off, no hook is added.
+  if (context.config.serverTiming) {
+    app.addHook('onSend', (request, reply, payload, done) => {
+      if (!reply.hasHeader('server-timing') && !isRestUrl(request.url)) reply.header('server-timing', `app;dur=${reply.elapsedTime.toFixed(3)}`);
+      done(null, payload);
+    });
+  }
+
   // the control API's routes by path, so that a known path asked with another method answers 405
   // with Allow (RFC 9110) rather than "no endpoint"
   const controlRoutes: { path: RegExp; methods: string[] }[] = [];
