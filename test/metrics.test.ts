@@ -6,7 +6,7 @@
 import { createRequire } from 'node:module';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from './support/wait.js';
-import { ADMIN_TOKEN, createLease, startTestService, type TestService } from './support/service.js';
+import { ADMIN_TOKEN, createLease, queryUrl, startTestService, superuserDatabaseUrl, type TestService } from './support/service.js';
 
 /** parse-prometheus-text-format is CommonJS without types: what it returns, as far as used here. */
 interface MetricFamily {
@@ -157,4 +157,31 @@ describe('GET /metrics', () => {
     expect(valueOf(observed, 'pglease_host', { measure: 'available' })).toBe(1);
     expect(liveTotal(observed)).toBe(activeOf(observed));
   }, 90_000);
+
+  it('exports as many series with 1,000 more live leases (made in bulk, as pglease.provision leaves them)', async () => {
+    const before = await scrape();
+    const superuser = superuserDatabaseUrl(service);
+    const [{ id: hostId }] = await queryUrl<{ id: number }>(superuser, 'SELECT id FROM pglease.hosts ORDER BY id LIMIT 1');
+    for (let from = 1; from <= 1000; from += 250) {
+      await queryUrl(
+        superuser,
+        `DO $$ DECLARE n text; BEGIN
+           FOR i IN ${from}..${from + 249} LOOP
+             n := 'lease_c0' || lpad(to_hex(i), 14, '0');
+             EXECUTE format('CREATE ROLE %I LOGIN CONNECTION LIMIT 5', n);
+             EXECUTE format('GRANT %I TO %I', pglease.lease_group_for(n), n);
+             EXECUTE format('CREATE SCHEMA %I AUTHORIZATION %I', n, n);
+             INSERT INTO pglease.leases (host_id, schema_name, role_name, anon_role, auth_role, token_hash, state, expires_at, client_ip)
+             VALUES (${hostId}, n, n, n || '_anon', n || '_auth', sha256(n::bytea), 'active', now() + interval '1 day', ('10.1.' || (i % 250) || '.' || (i / 250 + 1))::inet);
+           END LOOP; END $$`,
+      );
+    }
+    const after = await scrape();
+    expect(valueOf(after, 'pglease_leases', { state: 'active', source: 'catalog' }) - valueOf(before, 'pglease_leases', { state: 'active', source: 'catalog' })).toBe(1000);
+    expect(seriesCount(after)).toBe(seriesCount(before));
+    // the live leases' series stay within hosts x plans x kinds x statuses, whatever the number of leases and clients
+    const plans = (await (await fetch(`${service.baseUrl}/v1/plans`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).json()) as { items: unknown[] };
+    expect((after.get('pglease_live_leases')?.metrics ?? []).length).toBeLessThanOrEqual(plans.items.length * 2 * 3);
+    expect(after.get('pglease_live_leases')!.metrics.reduce((sum, series) => sum + Number(series.value), 0)).toBe(valueOf(after, 'pglease_leases', { state: 'active', source: 'catalog' }));
+  }, 60_000);
 });
