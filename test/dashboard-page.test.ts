@@ -135,4 +135,26 @@ describe.skipIf(!hasChromium)('the operator dashboard in Chromium', { timeout: 6
     const unexpected = consoleErrors.filter((text) => !/status of 403/.test(text) && !/^403 .*\/v1\/(dashboard|hosts|jobs)$/.test(text));
     expect(unexpected).toEqual([]);
   });
+
+  it("links to it from the service's /docs page, which carries pglease's name", async () => {
+    const docs = await newPage();
+    try {
+      await docs.goto(`${service.baseUrl}/docs`);
+      await docs.locator('.info a[href="/dashboard"]').waitFor(WAIT);
+      expect(await docs.title()).toBe('pglease API');
+      await expect.poll(() => docs.locator('.topbar img').first().getAttribute('src'), WAIT).toMatch(/^data:image\/svg\+xml;base64,/);
+      const logo = Buffer.from((await docs.locator('.topbar img').first().getAttribute('src'))!.split(',')[1]!, 'base64').toString();
+      expect(logo).toContain('pglease');
+      await docs.screenshot({ path: path.join(ARTIFACTS, 'service-docs.png') });
+      // Swagger UI opens description links in a new tab: the link's target is the dashboard
+      const opened = docs.context().waitForEvent('page', WAIT);
+      await docs.locator('.info a[href="/dashboard"]').click();
+      const dashboard = await opened;
+      await dashboard.waitForURL(`${service.baseUrl}/dashboard`, WAIT);
+      expect(await dashboard.title()).toBe('pglease dashboard');
+      await dashboard.close();
+    } finally {
+      await docs.close();
+    }
+  });
 });
