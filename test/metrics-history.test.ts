@@ -1,10 +1,11 @@
 /**
  * The dashboard's traffic history (src/metrics/history.ts): p95 estimated from histogram buckets as
  * Prometheus's histogram_quantile does, and windows computed from the difference of cumulative
- * readings. Pure functions: no database.
+ * readings; the live-leases chart built backwards from the count now. Pure functions: no database.
  */
 import { describe, expect, it } from 'vitest';
 import { activityBetween, bucketQuantileMs, type ActivityTotals } from '../src/metrics/history.js';
+import { catalogHistory } from '../src/web/dashboard/dashboard-data.js';
 
 const BOUNDS = [0.001, 0.01, 0.1, 1];
 
@@ -32,5 +33,23 @@ describe('activityBetween', () => {
     expect(point.refused).toBe(3);
     // the 200 new requests: 200 in (1 ms, 10 ms]; p95 is 190/200 of the way through it
     expect(point.restP95Ms).toBeCloseTo(1 + 9 * (190 / 200), 6);
+  });
+});
+
+describe('catalogHistory (the dashboard’s live-leases chart)', () => {
+  it('walks back from the live count now: a bucket starts with its creates taken off and its ends put back', () => {
+    const now = Date.parse('2026-12-06T12:07:30Z');
+    const bucket = (iso: string) => Date.parse(iso) / 1000;
+    const points = catalogHistory(
+      now,
+      5,
+      [{ at: bucket('2026-12-06T12:05:00Z'), n: 2 }, { at: bucket('2026-12-06T12:00:00Z'), n: 4 }],
+      [{ at: bucket('2026-12-06T12:05:00Z'), n: 1 }],
+    );
+    expect(points).toHaveLength(72);
+    expect(points.at(-1)).toEqual({ at: '2026-12-06T12:05:00.000Z', creates: 2, ended: 1, live: 5 });
+    // at the end of 12:00-12:05 there were 5 - 2 + 1
+    expect(points.at(-2)).toEqual({ at: '2026-12-06T12:00:00.000Z', creates: 4, ended: 0, live: 4 });
+    expect(points.at(-3)).toEqual({ at: '2026-12-06T11:55:00.000Z', creates: 0, ended: 0, live: 0 });
   });
 });
