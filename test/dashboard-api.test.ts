@@ -92,6 +92,10 @@ describe('GET /v1/dashboard', () => {
     expect(after.process.rest_connections.budget).toBeGreaterThan(0);
     const createdEvents = after.events.filter((event) => event.kind === 'created').map((event) => event.lease_id);
     expect(createdEvents).toEqual(expect.arrayContaining([plain.id, seeded.id]));
+    // the warm pools' leases (provisioned, nobody's yet) are not among the events
+    const listed = await fetch(`${service.baseUrl}/v1/leases?limit=1000`, { headers: admin });
+    const handedOut = new Set(((await listed.json()) as { items: { id: string }[] }).items.map((lease) => lease.id));
+    for (const event of after.events) expect(handedOut.has(event.lease_id)).toBe(true);
     expect(after.events.find((event) => event.lease_id === seeded.id)?.detail).toMatchObject({ template: 'dash' });
     // the live chart ends at the live count now; its creates add up to at least the last hour's
     expect(after.history.catalog.at(-1)!.live).toBe(after.leases.live);

@@ -85,8 +85,12 @@ SELECT json_build_object(
       SELECT id, label, plan, status, status_since FROM live WHERE status <> 'available'
        ORDER BY status_since DESC LIMIT 20) a),
   'attention_total', (SELECT count(*)::int FROM live WHERE status <> 'available'),
+  -- a warm pool's lease has a 'created' event from its provisioning: nobody's yet, not shown
   'events', (SELECT coalesce(json_agg(e), '[]') FROM (
-      SELECT at, kind, lease_id, detail FROM pglease.lease_events ORDER BY id DESC LIMIT 20) e),
+      SELECT ev.at, ev.kind, ev.lease_id, ev.detail FROM pglease.lease_events ev
+        JOIN pglease.leases l ON l.id = ev.lease_id
+       WHERE l.state <> 'provisioning'
+       ORDER BY ev.id DESC LIMIT 20) e),
   'job_failures', (SELECT coalesce(json_agg(r), '[]') FROM (
       SELECT job_name AS job, started_at, outcome, error FROM pglease.job_runs
        WHERE started_at > now() - interval '1 hour' AND outcome IN ('failed', 'abandoned')
