@@ -16,7 +16,9 @@
  * with its scheduler and warm pools off: their work (an observer run every second) would be
  * charged to whichever requests ran beside it, most to the slowest runs.
  *
- *   npm run bench:metrics [-- --duration 5 --connections 10 --rounds 3 --leases 3000]
+ *   npm run bench:metrics [-- --duration 3 --connections 10 --rounds 6 --leases 3000 --scrape-only]
+ *
+ * --scrape-only skips part 1.
  */
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -35,6 +37,7 @@ const DURATION = option('duration', 3);
 const CONNECTIONS = option('connections', 10);
 const ROUNDS = option('rounds', 6);
 const LEASES = option('leases', 3000);
+const SCRAPE_ONLY = process.argv.includes('--scrape-only');
 const ROWS = 10_000;
 const ADMIN = 'bench-admin-' + randomBytes(8).toString('hex');
 
@@ -208,40 +211,42 @@ async function main(): Promise<void> {
     const loadBefore = loadavg()[0]!;
 
     const runs: Record<'plain' | 'scraped' | 'timed' | 'twin', Run[]> = { plain: [], scraped: [], timed: [], twin: [] };
-    let scrapes = 0;
-    const scraped = async () => {
-      const stop = scrapeEverySecond(a);
-      const run = await load(plain);
-      scrapes += await stop();
-      return run;
-    };
-    for (let round = 0; round < ROUNDS; round++) {
-      // alternating order, so that a drift in the machine's load favours neither side
-      if (round % 2 === 0) {
-        runs.plain.push(await load(plain));
-        runs.scraped.push(await scraped());
-        runs.twin.push(await load(twin));
-        runs.timed.push(await load(timed));
-      } else {
-        runs.scraped.push(await scraped());
-        runs.plain.push(await load(plain));
-        runs.timed.push(await load(timed));
-        runs.twin.push(await load(twin));
+    if (!SCRAPE_ONLY) {
+      let scrapes = 0;
+      const scraped = async () => {
+        const stop = scrapeEverySecond(a);
+        const run = await load(plain);
+        scrapes += await stop();
+        return run;
+      };
+      for (let round = 0; round < ROUNDS; round++) {
+        // alternating order, so that a drift in the machine's load favours neither side
+        if (round % 2 === 0) {
+          runs.plain.push(await load(plain));
+          runs.scraped.push(await scraped());
+          runs.twin.push(await load(twin));
+          runs.timed.push(await load(timed));
+        } else {
+          runs.scraped.push(await scraped());
+          runs.plain.push(await load(plain));
+          runs.timed.push(await load(timed));
+          runs.twin.push(await load(twin));
+        }
       }
+      const pairRatios = (with_: Run[], without: Run[], figure: (run: Run) => number) => with_.map((run, index) => figure(run) / figure(without[index]!));
+      const show = (label: string, list: Run[]) =>
+        console.log(`  ${label.padEnd(26)} ${median(list.map((run) => run.perSecond)).toFixed(0).padStart(7)} req/s  ${median(list.map((run) => run.cpuMicros)).toFixed(0).padStart(5)} µs CPU/request   runs ${list.map((run) => run.perSecond.toFixed(0)).join(', ')}`);
+      console.log(`bench:metrics — ${CONNECTIONS} connections, ${DURATION} s per run, ${ROUNDS} interleaved rounds (medians); GET /notes?id=eq.N\n`);
+      show('A', runs.plain);
+      show('A, /metrics every 1 s', runs.scraped);
+      show('B, Server-Timing on', runs.timed);
+      show('C, Server-Timing off', runs.twin);
+      console.log(`  (${scrapes} scrapes)\n`);
+      console.log(`                              throughput (median of round ratios)   CPU per request (median of round ratios)`);
+      console.log(`  scraped / not scraped       ${median(pairRatios(runs.scraped, runs.plain, (run) => run.perSecond)).toFixed(3)}x                                ${median(pairRatios(runs.scraped, runs.plain, (run) => run.cpuMicros)).toFixed(3)}x`);
+      console.log(`  Server-Timing on / off      ${median(pairRatios(runs.timed, runs.twin, (run) => run.perSecond)).toFixed(3)}x                                ${median(pairRatios(runs.timed, runs.twin, (run) => run.cpuMicros)).toFixed(3)}x`);
+      console.log(`  (machine load average ${loadBefore.toFixed(1)} before the rounds, ${loadavg()[0]!.toFixed(1)} after, on ${cpus().length} cores)`);
     }
-    const pairRatios = (with_: Run[], without: Run[], figure: (run: Run) => number) => with_.map((run, index) => figure(run) / figure(without[index]!));
-    const show = (label: string, list: Run[]) =>
-      console.log(`  ${label.padEnd(26)} ${median(list.map((run) => run.perSecond)).toFixed(0).padStart(7)} req/s  ${median(list.map((run) => run.cpuMicros)).toFixed(0).padStart(5)} µs CPU/request   runs ${list.map((run) => run.perSecond.toFixed(0)).join(', ')}`);
-    console.log(`bench:metrics — ${CONNECTIONS} connections, ${DURATION} s per run, ${ROUNDS} interleaved rounds (medians); GET /notes?id=eq.N\n`);
-    show('A', runs.plain);
-    show('A, /metrics every 1 s', runs.scraped);
-    show('B, Server-Timing on', runs.timed);
-    show('C, Server-Timing off', runs.twin);
-    console.log(`  (${scrapes} scrapes)\n`);
-    console.log(`                              throughput (median of round ratios)   CPU per request (median of round ratios)`);
-    console.log(`  scraped / not scraped       ${median(pairRatios(runs.scraped, runs.plain, (run) => run.perSecond)).toFixed(3)}x                                ${median(pairRatios(runs.scraped, runs.plain, (run) => run.cpuMicros)).toFixed(3)}x`);
-    console.log(`  Server-Timing on / off      ${median(pairRatios(runs.timed, runs.twin, (run) => run.perSecond)).toFixed(3)}x                                ${median(pairRatios(runs.timed, runs.twin, (run) => run.cpuMicros)).toFixed(3)}x`);
-    console.log(`  (machine load average ${loadBefore.toFixed(1)} before the rounds, ${loadavg()[0]!.toFixed(1)} after, on ${cpus().length} cores)`);
 
     const before = { metrics: await timeRequests(a, '/metrics', 30), dashboard: await timeRequests(a, '/v1/dashboard', 30) };
     const made = performance.now();

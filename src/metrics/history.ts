@@ -97,8 +97,10 @@ export class ActivityHistory {
 
   start(): void {
     if (this.timer) return;
-    void this.sample();
-    this.timer = setInterval(() => void this.sample(), SAMPLE_SECONDS * 1000);
+    // a failed reading leaves a gap in the charts, nothing else
+    const sample = () => void this.sample().catch(() => undefined);
+    sample();
+    this.timer = setInterval(sample, SAMPLE_SECONDS * 1000);
     this.timer.unref();
   }
 
