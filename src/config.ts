@@ -107,6 +107,8 @@ export interface Config {
   logLevel: string;
   /** Log every request (Fastify's "incoming request" / "request completed" lines, with request ids). */
   logRequests: boolean;
+  /** Answer `Server-Timing` with each REST request's phases, and each control request's time. */
+  serverTiming: boolean;
   /** How long a shutdown waits for in-flight requests before it closes their connections (s). */
   shutdownGraceSeconds: number;
   /**
@@ -255,6 +257,7 @@ export function loadConfig(env: Env = process.env): Config {
     bodyLimit: integer(env, 'PGLEASE_BODY_LIMIT', 1_048_576, 1024, 1024 * 1024 * 1024),
     logLevel: text(env, 'LOG_LEVEL') ?? 'info',
     logRequests: flag(env, 'PGLEASE_LOG_REQUESTS', false),
+    serverTiming: flag(env, 'PGLEASE_SERVER_TIMING', false),
     shutdownGraceSeconds: seconds(env, 'PGLEASE_SHUTDOWN_GRACE', 8, 0, 3600),
     databaseTimeoutSeconds: seconds(env, 'PGLEASE_DB_TIMEOUT', 30, 1, 3600),
     maxLeaseLocks: env.PGLEASE_MAX_LOCKS ? integer(env, 'PGLEASE_MAX_LOCKS', 0, 100, 100_000_000) : null,

@@ -22,6 +22,7 @@ import type { RestService } from './rest/rest-service.js';
 import { leaseDocsRoutes } from './control/lease-docs-routes.js';
 import { studioFeedRoutes } from './web/studio/change-feed.js';
 import { studioRoutes } from './web/studio/studio-routes.js';
+import { dashboardRoutes } from './web/dashboard/dashboard-routes.js';
 import { metricsRoutes } from './control/metrics-routes.js';
 import { createOutcome } from './metrics/metrics.js';
 
@@ -195,6 +196,15 @@ export async function buildServer(context: ServiceContext, options: ServerOption
     done();
   });
 
+  // Server-Timing (PGLEASE_SERVER_TIMING): the REST API marks its phases itself (src/rest/response/server-timing.ts);
+  // other answers carry the time to their serialization. Off, no hook is added.
+  if (context.config.serverTiming) {
+    app.addHook('onSend', (request, reply, payload, done) => {
+      if (!reply.hasHeader('server-timing') && !isRestUrl(request.url)) reply.header('server-timing', `app;dur=${reply.elapsedTime.toFixed(3)}`);
+      done(null, payload);
+    });
+  }
+
   // the control API's routes by path, so that a known path asked with another method answers 405
   // with Allow (RFC 9110) rather than "no endpoint"
   const controlRoutes: { path: RegExp; methods: string[] }[] = [];
@@ -224,6 +234,7 @@ export async function buildServer(context: ServiceContext, options: ServerOption
     await jobRoutes(control, context);
     await studioRoutes(control, context);
     await metricsRoutes(control, context);
+    await dashboardRoutes(control, context);
   });
   // the PostgREST-compatible API under /v1/leases/:id/rest: its own body parsing and error format
   let restService: RestService | undefined;

@@ -101,7 +101,10 @@ export async function startService(givenConfig: Config, options: StartOptions = 
   if (config.jobs.schedulerEnabled) {
     scheduler = new Scheduler({
       databaseUrl: host.databaseUrl,
-      jobs: builtinJobs({ ...config.jobs, observeDiskPath: config.jobs.observeDiskPath ?? (embedded ? config.dataDir : undefined) }, host.id),
+      jobs: builtinJobs({ ...config.jobs, observeDiskPath: config.jobs.observeDiskPath ?? (embedded ? config.dataDir : undefined) }, host.id, {
+        onReaped: (lags) => context.metrics.leasesReaped(lags),
+        onObservationPass: (seconds) => context.metrics.observationPass(seconds),
+      }),
       log,
       onRunEnd: (job, outcome) => context.metrics.jobRan(job, outcome),
     });
@@ -116,6 +119,7 @@ export async function startService(givenConfig: Config, options: StartOptions = 
     }
   }
   if (options.warmPools !== false) leasePool.start();
+  context.metrics.history.start();
   const lockGuard = new LockGuard(host.databaseUrl, host.pool, log, config.maxLeaseLocks, embedded !== undefined);
   lockGuard.start();
   let closing: Promise<void> | undefined;
@@ -128,6 +132,7 @@ export async function startService(givenConfig: Config, options: StartOptions = 
     close: () =>
       (closing ??= (async () => {
         await app.close();
+        context.metrics.history.stop();
         await lockGuard.stop();
         // no other process can hand out this one's pooled leases: release them while Postgres is up
         await leasePool.close();

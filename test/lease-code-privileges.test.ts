@@ -168,6 +168,15 @@ const PATHS: ServicePath[] = [
     },
   },
   {
+    name: 'GET /metrics, /v1/dashboard and /v1/dashboard/leases (the operator’s views, from the catalog)',
+    run: async (harness, tag) => {
+      const lease = await trappedLease(harness, tag);
+      expectStatus(await call(harness, 'GET', '/metrics', ADMIN_TOKEN), 200, 'metrics');
+      expectStatus(await call(harness, 'GET', '/v1/dashboard', ADMIN_TOKEN), 200, 'dashboard');
+      expectStatus(await call(harness, 'GET', `/v1/dashboard/leases?q=${lease.id.slice(0, 8)}`, ADMIN_TOKEN), 200, 'dashboard search');
+    },
+  },
+  {
     name: 'POST /v1/leases/:id/renew',
     run: async (harness, tag) => {
       const lease = await trappedLease(harness, tag);

@@ -6,7 +6,7 @@
 import { createRequire } from 'node:module';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from './support/wait.js';
-import { ADMIN_TOKEN, createLease, startTestService, type TestService } from './support/service.js';
+import { ADMIN_TOKEN, createLease, queryUrl, startTestService, superuserDatabaseUrl, type TestService } from './support/service.js';
 
 /** parse-prometheus-text-format is CommonJS without types: what it returns, as far as used here. */
 interface MetricFamily {
@@ -39,14 +39,18 @@ function valueOf(families: Map<string, MetricFamily>, family: string, labels: Re
 }
 
 /**
- * Series of pglease's own families, but for job runs (a job's first run here adds its series, at
- * whatever moment the scheduler runs it: the test checks their labels instead) and the Node
- * process's (whose GC kinds appear as they happen).
+ * Families whose series appear as things happen, not as leases are made: a job's first run here
+ * (job runs, observer passes), a lease's first observation moving it from 'uncertain' to
+ * 'available' (live leases by status), the host's first observation. The test checks their labels
+ * against the bounded sets they come from instead.
  */
+const EVENTUAL_FAMILIES = new Set(['pglease_job_runs_total', 'pglease_observation_pass_seconds', 'pglease_live_leases', 'pglease_host', 'pglease_reaper_lag_seconds']);
+
+/** Series of pglease's own families, but for EVENTUAL_FAMILIES and the Node process's (whose GC kinds appear as they happen). */
 function seriesCount(families: Map<string, MetricFamily>): number {
   let count = 0;
   for (const family of families.values()) {
-    if (!/^pglease_(process|nodejs)_/.test(family.name) && family.name !== 'pglease_job_runs_total') count += family.metrics.length;
+    if (!/^pglease_(process|nodejs)_/.test(family.name) && !EVENTUAL_FAMILIES.has(family.name)) count += family.metrics.length;
   }
   return count;
 }
@@ -110,5 +114,74 @@ describe('GET /metrics', () => {
       expect(jobNames.has(series.labels?.job ?? '')).toBe(true);
       expect(['succeeded', 'failed']).toContain(series.labels?.outcome);
     }
+    // live leases by host, plan, kind and status: each label from a set the operator makes or a fixed one
+    const hosts = (await (await fetch(`${service.baseUrl}/v1/hosts`, { headers: admin })).json()) as { items: { name: string }[] };
+    const plans = (await (await fetch(`${service.baseUrl}/v1/plans`, { headers: admin })).json()) as { items: { name: string }[] };
+    const live = after.get('pglease_live_leases')?.metrics ?? [];
+    expect(live.length).toBeGreaterThan(0);
+    expect(live.length).toBeLessThanOrEqual(hosts.items.length * plans.items.length * 2 * 3);
+    for (const series of live) {
+      expect(hosts.items.map((host) => host.name)).toContain(series.labels?.host);
+      expect(plans.items.map((plan) => plan.name)).toContain(series.labels?.plan);
+      expect(['plain', 'template']).toContain(series.labels?.kind);
+      expect(['available', 'uncertain', 'over_quota']).toContain(series.labels?.status);
+    }
+    expect((after.get('pglease_host')?.metrics ?? []).length).toBeLessThanOrEqual(hosts.items.length * 6);
   });
+
+  it('counts live leases by status from the catalog, observes reaper lag and observer passes, and reports the host', async () => {
+    const before = await scrape();
+    const lease = await createLease(service, { ttl: 1 }, { authorization: `Bearer ${ADMIN_TOKEN}` });
+    const liveTotal = (families: Map<string, MetricFamily>) => (families.get('pglease_live_leases')?.metrics ?? []).reduce((sum, series) => sum + Number(series.value), 0);
+    const activeOf = (families: Map<string, MetricFamily>) => valueOf(families, 'pglease_leases', { state: 'active', source: 'catalog' });
+    // the reaper ends it once its second is up: one more lag observed, no more than the wait
+    const reaped = await waitFor('the lease to be reaped and its lag observed', async () => {
+      const now = await scrape();
+      return valueOf(now, 'pglease_reaper_lag_seconds') > valueOf(before, 'pglease_reaper_lag_seconds') ? now : undefined;
+    }, 40_000);
+    const lagCount = valueOf(reaped, 'pglease_reaper_lag_seconds') - valueOf(before, 'pglease_reaper_lag_seconds');
+    expect(lagCount).toBeGreaterThanOrEqual(1);
+    const lagSum = Number(reaped.get('pglease_reaper_lag_seconds')!.metrics[0]!.sum) - Number(before.get('pglease_reaper_lag_seconds')?.metrics[0]?.sum ?? 0);
+    expect(lagSum).toBeGreaterThanOrEqual(0);
+    expect(lagSum / lagCount).toBeLessThan(60);
+    const state = await fetch(`${service.baseUrl}/v1/leases/${lease.id}`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    expect(((await state.json()) as { state: string }).state).toBe('expired');
+    // the observer has made full passes and the host is up, with its connections and disk
+    const observed = await waitFor('an observer pass and a host observation', async () => {
+      const now = await scrape();
+      return valueOf(now, 'pglease_observation_pass_seconds') > 0 && valueOf(now, 'pglease_host', { measure: 'up' }) === 1 ? now : undefined;
+    }, 30_000);
+    // every active lease is in exactly one host/plan/kind/status series
+    expect(valueOf(observed, 'pglease_host', { measure: 'connections_max' })).toBeGreaterThan(0);
+    expect(valueOf(observed, 'pglease_host', { measure: 'connections_used' })).toBeGreaterThan(0);
+    expect(valueOf(observed, 'pglease_host', { measure: 'available' })).toBe(1);
+    expect(liveTotal(observed)).toBe(activeOf(observed));
+  }, 90_000);
+
+  it('exports as many series with 1,000 more live leases (made in bulk, as pglease.provision leaves them)', async () => {
+    const before = await scrape();
+    const superuser = superuserDatabaseUrl(service);
+    const [{ id: hostId }] = await queryUrl<{ id: number }>(superuser, 'SELECT id FROM pglease.hosts ORDER BY id LIMIT 1');
+    for (let from = 1; from <= 1000; from += 250) {
+      await queryUrl(
+        superuser,
+        `DO $$ DECLARE n text; BEGIN
+           FOR i IN ${from}..${from + 249} LOOP
+             n := 'lease_c0' || lpad(to_hex(i), 14, '0');
+             EXECUTE format('CREATE ROLE %I LOGIN CONNECTION LIMIT 5', n);
+             EXECUTE format('GRANT %I TO %I', pglease.lease_group_for(n), n);
+             EXECUTE format('CREATE SCHEMA %I AUTHORIZATION %I', n, n);
+             INSERT INTO pglease.leases (host_id, schema_name, role_name, anon_role, auth_role, token_hash, state, expires_at, client_ip)
+             VALUES (${hostId}, n, n, n || '_anon', n || '_auth', sha256(n::bytea), 'active', now() + interval '1 day', ('10.1.' || (i % 250) || '.' || (i / 250 + 1))::inet);
+           END LOOP; END $$`,
+      );
+    }
+    const after = await scrape();
+    expect(valueOf(after, 'pglease_leases', { state: 'active', source: 'catalog' }) - valueOf(before, 'pglease_leases', { state: 'active', source: 'catalog' })).toBe(1000);
+    expect(seriesCount(after)).toBe(seriesCount(before));
+    // the live leases' series stay within hosts x plans x kinds x statuses, whatever the number of leases and clients
+    const plans = (await (await fetch(`${service.baseUrl}/v1/plans`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).json()) as { items: unknown[] };
+    expect((after.get('pglease_live_leases')?.metrics ?? []).length).toBeLessThanOrEqual(plans.items.length * 2 * 3);
+    expect(after.get('pglease_live_leases')!.metrics.reduce((sum, series) => sum + Number(series.value), 0)).toBe(valueOf(after, 'pglease_leases', { state: 'active', source: 'catalog' }));
+  }, 60_000);
 });

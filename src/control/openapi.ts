@@ -8,6 +8,13 @@ import swaggerUi from '@fastify/swagger-ui';
 import { projectPath } from '../paths.js';
 import { readFileSync } from 'node:fs';
 
+/** The top bar's logo on /docs: pglease's name, not Swagger's or Fastify's (an inline SVG, no file to serve). */
+const LOGO_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="150" height="32" viewBox="0 0 150 32">
+<rect width="150" height="32" rx="6" fill="#1b1f24"/>
+<text x="12" y="22" font-family="system-ui,-apple-system,Segoe UI,sans-serif" font-size="18" font-weight="700" fill="#ffffff">pglease</text>
+<text x="104" y="22" font-family="system-ui,-apple-system,Segoe UI,sans-serif" font-size="12" fill="#8ecbff">API</text>
+</svg>`;
+
 /** pglease's version (package.json), for the service's and the leases' documents. */
 export const serviceVersion = (JSON.parse(readFileSync(projectPath('package.json'), 'utf8')) as { version: string }).version;
 
@@ -20,7 +27,9 @@ export async function registerServiceOpenApi(app: FastifyInstance): Promise<void
         version: serviceVersion,
         description:
           'Throwaway Postgres leases over HTTP. Each lease is a schema and a login role on a Postgres host, ' +
-          'with a connection URL and a PostgREST-compatible REST API at its rest_url.',
+          'with a connection URL and a PostgREST-compatible REST API at its rest_url.\n\n' +
+          '**Pages:** the [operator dashboard](/dashboard) (admin token); each lease’s REST API docs at `/v1/leases/{id}/docs` ' +
+          'and its studio at `/v1/leases/{id}/studio` (lease token); Prometheus metrics at `/metrics`.',
       },
       components: {
         securitySchemes: {
@@ -37,6 +46,13 @@ export async function registerServiceOpenApi(app: FastifyInstance): Promise<void
     // Per-lease REST and documents are described by each lease's own document, not this one.
     hideUntagged: true,
   });
-  await app.register(swaggerUi, { routePrefix: '/docs' });
+  await app.register(swaggerUi, {
+    routePrefix: '/docs',
+    logo: { type: 'image/svg+xml', content: Buffer.from(LOGO_SVG), href: '/docs', target: '_self' },
+    theme: {
+      title: 'pglease API',
+      favicon: [{ filename: 'favicon.svg', rel: 'icon', sizes: 'any', type: 'image/svg+xml', content: Buffer.from(LOGO_SVG) }],
+    },
+  });
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 }

@@ -8,8 +8,9 @@
  *   connections, its warm pools) likewise. Gauges of global state (leases by state, the reaper's
  *   backlog) are read from the catalog at scrape time and carry `source="catalog"`: every replica
  *   reports the same value, so take max(), not sum().
- * - **Bounded cardinality.** No label holds a lease id, a client address or a URL: methods, status
- *   classes, outcomes, job names and lifecycle states only, so 1,000 or 100,000 leases export the
+ * - **Bounded cardinality.** No label holds a lease id, a client address, a template name or a URL:
+ *   methods, status classes, outcomes, job names, lifecycle and health states, and the names of
+ *   plans and hosts (which only the operator makes) only, so 1,000 or 100,000 leases export the
  *   same number of series.
  * - **Cheap on the hot path.** A request costs one counter increment and one histogram observation
  *   (an onResponse hook, src/server.ts); everything else is computed when Prometheus scrapes.
@@ -18,9 +19,19 @@
  */
 import type pg from 'pg';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { ActivityHistory, type ActivityTotals } from './history.js';
 
 /** Seconds: a create is 5-20 ms, a REST request 1-10 ms, a slow one seconds. */
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/**
+ * Seconds past expires_at: the reaper runs at each lease's expiry (plan_next_reap) and every 10 s
+ * besides, so a healthy reaper stays under a second and a backlog shows in minutes.
+ */
+const REAPER_LAG_BUCKETS = [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600];
+
+/** Seconds: a pass over a few leases is milliseconds, one over 5,000 a few seconds (bench:observer). */
+const PASS_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
 /** What the scrape reads from the parts of the service (kept as plain numbers there). */
 export interface MetricSources {
@@ -44,7 +55,11 @@ export class Metrics {
   private readonly restSeconds: Histogram<'method'>;
   private readonly schemaLoads: Histogram;
   private readonly jobRuns: Counter<'job' | 'outcome'>;
+  private readonly reaperLag: Histogram;
+  private readonly observePasses: Histogram;
   private sources: MetricSources | undefined;
+  /** The last hours of REST traffic and creates, for the dashboard (sampled every 10 s). */
+  readonly history: ActivityHistory;
 
   constructor() {
     const registers = [this.registry];
@@ -56,6 +71,14 @@ export class Metrics {
     this.restSeconds = new Histogram({ name: 'pglease_rest_request_seconds', help: 'Time to answer a REST API request', labelNames: ['method'], buckets: LATENCY_BUCKETS, registers });
     this.schemaLoads = new Histogram({ name: 'pglease_rest_schema_load_seconds', help: 'Schema cache loads (introspection of a lease schema) and their time', buckets: LATENCY_BUCKETS, registers });
     this.jobRuns = new Counter({ name: 'pglease_job_runs_total', help: 'Scheduled job runs made by this process, by job and outcome', labelNames: ['job', 'outcome'], registers });
+    this.reaperLag = new Histogram({ name: 'pglease_reaper_lag_seconds', help: 'How long past its expires_at each lease this process reaped was ended (ended_at - expires_at)', buckets: REAPER_LAG_BUCKETS, registers });
+    this.observePasses = new Histogram({
+      name: 'pglease_observation_pass_seconds',
+      help: "The observer's full passes made by this process (every lease due; its quick passes over leases near a limit are not counted)",
+      buckets: PASS_BUCKETS,
+      registers,
+    });
+    this.history = new ActivityHistory(LATENCY_BUCKETS, () => this.activityTotals());
 
     const metrics = this;
     new Gauge({
@@ -124,6 +147,46 @@ export class Metrics {
       },
     });
     new Gauge({
+      name: 'pglease_live_leases',
+      help: 'Live (active) leases by host, plan, kind (plain or template) and health status, from the catalog (take max over replicas)',
+      labelNames: ['host', 'plan', 'kind', 'status', 'source'],
+      registers,
+      async collect() {
+        const pool = metrics.sources?.pool;
+        if (!pool) return;
+        const { rows } = await pool.query<{ host: string; plan: string; kind: string; status: string; count: number }>({
+          name: 'pglease.metrics-live-leases',
+          text: LIVE_LEASES_SQL,
+        });
+        // a combination that had leases and has none now reads 0, not its last value
+        this.reset();
+        for (const row of rows) this.set({ host: row.host, plan: row.plan, kind: row.kind, status: row.status, source: 'catalog' }, row.count);
+      },
+    });
+    new Gauge({
+      name: 'pglease_host',
+      help: "Each host's latest observation, from the catalog: up (1 reachable, 0 not), status (1 for its status), connections used and max, leases, disk free bytes",
+      labelNames: ['host', 'measure', 'source'],
+      registers,
+      async collect() {
+        const pool = metrics.sources?.pool;
+        if (!pool) return;
+        const { rows } = await pool.query<HostRow>({ name: 'pglease.metrics-hosts', text: HOSTS_SQL });
+        this.reset();
+        for (const row of rows) {
+          const set = (measure: string, value: number | null) => {
+            if (value !== null) this.set({ host: row.host, measure, source: 'catalog' }, value);
+          };
+          set('up', row.reachable === null ? null : row.reachable ? 1 : 0);
+          set('available', row.status === 'available' ? 1 : 0);
+          set('connections_used', row.connections);
+          set('connections_max', row.max_connections);
+          set('leases', row.leases);
+          set('disk_free_bytes', row.disk_free_bytes);
+        }
+      },
+    });
+    new Gauge({
       name: 'pglease_reaper_backlog',
       help: 'Live leases past their expiry, not reaped yet, and how long the oldest has waited (seconds), from the catalog',
       labelNames: ['measure', 'source'],
@@ -147,6 +210,11 @@ export class Metrics {
     this.sources = sources;
   }
 
+  /** This process's REST connections now (zeros before the REST API is attached). */
+  restConnections(): { inUse: number; idle: number; waiting: number; budget: number } {
+    return this.sources?.restConnections?.() ?? { inUse: 0, idle: 0, waiting: 0, budget: 0 };
+  }
+
   leaseCreated(outcome: CreateOutcome, seconds: number): void {
     this.creates.inc({ outcome });
     if (outcome === '201') this.createSeconds.observe(seconds);
@@ -164,7 +232,63 @@ export class Metrics {
   jobRan(job: string, outcome: 'succeeded' | 'failed'): void {
     this.jobRuns.inc({ job, outcome });
   }
+
+  /** Leases this process's reaper just ended, each by how long past its expiry (seconds). */
+  leasesReaped(lagSeconds: number[]): void {
+    for (const lag of lagSeconds) this.reaperLag.observe(Math.max(0, lag));
+  }
+
+  observationPass(seconds: number): void {
+    this.observePasses.observe(seconds);
+  }
+
+  /** Cumulative REST and create counts of this process (for ./history.ts). */
+  private async activityTotals(): Promise<ActivityTotals> {
+    const [requests, seconds, creates] = await Promise.all([this.restRequests.get(), this.restSeconds.get(), this.creates.get()]);
+    const restBuckets = new Array<number>(LATENCY_BUCKETS.length + 1).fill(0);
+    for (const value of seconds.values) {
+      if (value.metricName !== 'pglease_rest_request_seconds_bucket') continue;
+      const le = (value.labels as Record<string, string | number | undefined>).le;
+      const bound = le === '+Inf' ? LATENCY_BUCKETS.length : LATENCY_BUCKETS.indexOf(Number(le));
+      if (bound >= 0) restBuckets[bound]! += value.value;
+    }
+    const createsByOutcome: Record<string, number> = {};
+    for (const value of creates.values) createsByOutcome[String(value.labels.outcome)] = (createsByOutcome[String(value.labels.outcome)] ?? 0) + value.value;
+    return { restRequests: requests.values.reduce((sum, value) => sum + value.value, 0), restBuckets, createsByOutcome };
+  }
 }
+
+/**
+ * Live leases grouped by what an operator splits them by. kind is 'template' or 'plain' (not the
+ * template's name: templates are made by users, so their names would be unbounded labels); a
+ * lease never observed yet counts as 'uncertain', as GET /v1/leases/:id/info says.
+ */
+const LIVE_LEASES_SQL = `
+  SELECT h.name AS host, l.plan, CASE WHEN c.template IS NULL THEN 'plain' ELSE 'template' END AS kind,
+         coalesce(lh.status::text, 'uncertain') AS status, count(*)::int AS count
+    FROM pglease.leases l
+    JOIN pglease.hosts h ON h.id = l.host_id
+    LEFT JOIN pglease.lease_health lh ON lh.lease_id = l.id
+    LEFT JOIN LATERAL (SELECT e.detail ->> 'template' AS template FROM pglease.lease_events e
+                        WHERE e.lease_id = l.id AND e.kind = 'created' LIMIT 1) c ON true
+   WHERE l.state = 'active'
+   GROUP BY 1, 2, 3, 4`;
+
+interface HostRow {
+  host: string;
+  status: string;
+  reachable: boolean | null;
+  connections: number | null;
+  max_connections: number | null;
+  leases: number | null;
+  disk_free_bytes: number | null;
+}
+
+const HOSTS_SQL = `
+  SELECT h.name AS host, h.status::text AS status, o.reachable, o.connections, o.max_connections, o.leases,
+         o.disk_free_bytes::float8 AS disk_free_bytes
+    FROM pglease.hosts h
+    LEFT JOIN LATERAL (SELECT * FROM pglease.host_observations x WHERE x.host_id = h.id ORDER BY x.observed_at DESC LIMIT 1) o ON true`;
 
 /** The outcome label of a create answered with `status`. */
 export function createOutcome(status: number): CreateOutcome {

@@ -31,6 +31,7 @@ import { CompiledReads, readShape, type CompiledRead } from './query/compiled-re
 import { contentLocation } from './response/content-location.js';
 import { callShape, CompiledWrites, type CallShape, type CompiledCall } from './query/compiled-writes.js';
 import type { Payload } from './request/body.js';
+import type { ServerTiming } from './response/server-timing.js';
 import { executeRpc, rpcPayload, serveRpc } from './rpc-service.js';
 import { executeWrite, rejectBareParameters, serveWrite, writePayload, WRITE_METHODS } from './write-service.js';
 import { planRequestOf, serveExplain } from './explain-service.js';
@@ -65,6 +66,8 @@ export interface RestHttpRequest extends Omit<RawRequest, 'authenticated'> {
   token: string | null;
   /** The request body as text (writes and RPC), undefined when there is none. */
   body?: string;
+  /** Set when PGLEASE_SERVER_TIMING is on: each step marks the phase it ends. */
+  timing?: ServerTiming;
 }
 
 /** Schema-cache misses that a fresh introspection may cure. */
@@ -235,6 +238,7 @@ export class RestService {
     const known = this.directory.cached(received.leaseId);
     const found = known === null ? this.caller(received.leaseId, received.token) : this.callerOf(received.leaseId, known, received.token);
     const caller = found instanceof Promise ? await found : found;
+    received.timing?.mark('lease');
     // request.headers is published to the lease's SQL: never with the admin token in it
     const http = caller.viaAdminToken ? { ...received, headers: withoutCredentials(received.headers) } : received;
     checkProfile(http, caller.lease.schema);
@@ -254,9 +258,13 @@ export class RestService {
     let parsed: { payload: Payload | undefined } | undefined;
     const loading = this.schema(caller);
     const cache = loading instanceof Promise ? await loading : loading;
+    http.timing?.mark('schema');
     if (shape) {
       const compiled = this.compiledReads.get(cache, shape);
-      if (compiled) return this.read(caller, http, compiled);
+      if (compiled) {
+        http.timing?.mark('plan', 'cached');
+        return this.read(caller, http, compiled);
+      }
     } else {
       const writeShape = callShape(http, caller.authenticated);
       // a call compiled under other settings has another LIMIT, or was refused
@@ -266,7 +274,10 @@ export class RestService {
         // the rest of the request is known to be valid: only the body is new
         parsed = { payload: bodyOf(templates.kind, http, writeShape) };
         const compiled = this.compiledWrites.fill(templates, writeShape, parsed.payload);
-        if (compiled) return compiled.kind === 'write' ? executeWrite(this, caller, http, compiled) : executeRpc(this, caller, http, compiled);
+        if (compiled) {
+          http.timing?.mark('plan', 'cached');
+          return compiled.kind === 'write' ? executeWrite(this, caller, http, compiled) : executeRpc(this, caller, http, compiled);
+        }
       }
     }
     const request = buildApiRequest({ ...http, authenticated: caller.authenticated, maxRows, aggregatesEnabled });
@@ -289,6 +300,7 @@ export class RestService {
       if (shape && !this.compiledReads.has(cache, shape)) this.compiledReads.set(cache, shape, compileShape(cache, http, request, shape.sentinelQuery, relationName, { maxRows, aggregatesEnabled }));
       return readOf(cache, request, plan);
     });
+    http.timing?.mark('plan');
     return this.read(caller, http, compiled);
   }
 
@@ -333,8 +345,10 @@ export class RestService {
       ...(compiled.timezone === undefined ? {} : { timezone: compiled.timezone }),
     });
     const result = await runRead(this.pools, caller.lease, preamble, compiled.plan, compiled.steps);
+    http.timing?.mark('transaction');
     const response = readResponse(compiled.plan, result, compiled.preferenceApplied);
     response.headers['Content-Location'] = contentLocation(compiled.plan.root.relation.name, http.query);
+    http.timing?.mark('response');
     return response;
   }
 

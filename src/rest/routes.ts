@@ -8,6 +8,7 @@ import { bearerToken } from '../auth/caller.js';
 import type { ServiceContext } from '../service-context.js';
 import { listenForChanges } from './notifications.js';
 import { RestError, toErrorResponse } from './response/errors.js';
+import { ServerTiming } from './response/server-timing.js';
 import { RestService } from './rest-service.js';
 import { rootResponse } from './openapi/lease-document.js';
 import { publicBaseUrl } from '../control/lease-routes.js';
@@ -38,8 +39,12 @@ export function sendUnroutedRestError(request: FastifyRequest, reply: FastifyRep
   return sendError(request, reply, error, false);
 }
 
-function sendError(request: FastifyRequest, reply: FastifyReply, error: unknown, authenticated: boolean): FastifyReply {
+function sendError(request: FastifyRequest, reply: FastifyReply, error: unknown, authenticated: boolean, timing?: ServerTiming): FastifyReply {
   const response = toErrorResponse(error, authenticated);
+  if (timing) {
+    timing.mark('response');
+    reply.header('server-timing', timing.header());
+  }
   if (response.status >= 500 && response.body.code === 'PGLEASE_INTERNAL') request.log.error({ err: error, method: request.method, url: request.url }, 'REST API error');
   return reply.code(response.status).headers(response.headers).type('application/json; charset=utf-8').send(JSON.stringify(response.body));
 }
@@ -72,7 +77,9 @@ export async function restRoutes(app: FastifyInstance, context: ServiceContext, 
   app.addContentTypeParser('*', { parseAs: 'string' }, asText);
   app.setErrorHandler((error, request, reply) => sendError(request, reply, error, false));
 
+  const serverTiming = context.config.serverTiming;
   const handler = async (request: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
+    const timing = serverTiming ? new ServerTiming() : undefined;
     const [pathWithPrefix, query = ''] = splitUrl(request.url);
     const token = bearerToken(request);
     try {
@@ -96,12 +103,17 @@ export async function restRoutes(app: FastifyInstance, context: ServiceContext, 
             query,
             headers: request.headers,
             ...(typeof request.body === 'string' ? { body: request.body } : {}),
+            timing,
           });
       reply.code(response.status).headers(response.headers);
+      if (timing) {
+        if (path === '' || path === '/') timing.mark('document');
+        reply.header('server-timing', timing.header());
+      }
       // no payload at all: Fastify would label an empty string text/plain
       return response.body === null ? reply.send() : reply.send(response.body);
     } catch (error) {
-      return sendError(request, reply, error, token !== null);
+      return sendError(request, reply, error, token !== null, timing);
     }
   };
 

@@ -50,6 +50,7 @@ export async function serveRpc(
     if (method === 'POST') service.compiledWrites.remember(cache, http, request, payload, compile);
     return call;
   });
+  http.timing?.mark('plan');
   return executeRpc(service, caller, http, compiled);
 }
 
@@ -61,5 +62,8 @@ export async function executeRpc(service: RestService, caller: Caller, http: Res
     rollback: plan.rollback,
     check: needsCallCheck(plan) ? (called) => checkCall(plan, called) : undefined,
   });
-  return rpcResponse(plan, result);
+  http.timing?.mark('transaction');
+  const response = rpcResponse(plan, result);
+  http.timing?.mark('response');
+  return response;
 }

@@ -59,6 +59,7 @@ export async function serveWrite(
     service.compiledWrites.remember(cache, http, request, payload, compile);
     return write;
   });
+  http.timing?.mark('plan');
   return executeWrite(service, caller, http, compiled);
 }
 
@@ -70,5 +71,8 @@ export async function executeWrite(service: RestService, caller: Caller, http: R
     rollback: plan.rollback,
     check: needsCheck(plan) ? (written) => checkWrite(plan, written) : undefined,
   });
-  return writeResponse(plan, result);
+  http.timing?.mark('transaction');
+  const response = writeResponse(plan, result);
+  http.timing?.mark('response');
+  return response;
 }

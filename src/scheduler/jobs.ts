@@ -32,18 +32,32 @@ export interface JobDefinition {
   help?: (context: JobRunContext) => Promise<number>;
 }
 
+/** What the built-in jobs tell the service as they work (for /metrics); every hook optional. */
+export interface JobHooks {
+  /** Leases a reaper batch ended, each by how long past its expires_at (seconds). */
+  onReaped?: (lagSeconds: number[]) => void;
+  /** An observer pass over every lease due, and its time (seconds); quick passes are not told. */
+  onObservationPass?: (seconds: number) => void;
+}
+
 interface ReapBatch {
   reaped: number;
   failed: number;
 }
 
-async function reapBatch(pool: pg.Pool, batch: number): Promise<ReapBatch> {
-  const { rows } = await pool.query<ReapBatch>({
-    name: 'pglease.reap-expired',
-    text: 'SELECT reaped, failed FROM pglease.reap_expired($1)',
-    values: [batch],
-  });
-  return rows[0]!;
+/**
+ * One batch, and how late each lease it ended was. Two statements in one simple-protocol query
+ * run in one implicit transaction, so now() is the same in both and `ended_at = now()` (the
+ * leases_ended index) finds exactly the leases this batch ended, not another process's.
+ */
+async function reapBatch(pool: pg.Pool, batch: number, hooks: JobHooks): Promise<ReapBatch> {
+  const results = (await pool.query(
+    `SELECT reaped, failed FROM pglease.reap_expired(${Math.trunc(batch)});
+     SELECT extract(epoch FROM ended_at - expires_at)::float8 AS lag FROM pglease.leases WHERE ended_at = now() AND state = 'expired'`,
+  )) as unknown as [pg.QueryResult<ReapBatch>, pg.QueryResult<{ lag: number }>];
+  const lags = results[1].rows.map((row) => row.lag);
+  if (lags.length > 0) hooks.onReaped?.(lags);
+  return results[0].rows[0]!;
 }
 
 /**
@@ -54,11 +68,11 @@ async function reapBatch(pool: pg.Pool, batch: number): Promise<ReapBatch> {
 const REAP_LOOPS = 2;
 
 /** Reaps batch after batch until a batch comes back short (no backlog left for us). */
-async function reapUntilDone(context: JobRunContext, batch: number, onFullBatch: () => void): Promise<ReapBatch> {
+async function reapUntilDone(context: JobRunContext, batch: number, hooks: JobHooks, onFullBatch: () => void): Promise<ReapBatch> {
   const total = { reaped: 0, failed: 0 };
   const loop = async () => {
     while (!context.cancelled()) {
-      const done = await reapBatch(context.pool, batch);
+      const done = await reapBatch(context.pool, batch, hooks);
       total.reaped += done.reaped;
       total.failed += done.failed;
       // a client could log in between the drop's termination of sessions and its commit
@@ -112,6 +126,7 @@ export async function observeOnce(
   hostId: number | undefined,
   cancelled: () => boolean = () => false,
   quickPassesForMs = 0,
+  hooks: JobHooks = {},
 ): Promise<JobOutcome> {
   const began = Date.now();
   if (hostId !== undefined) {
@@ -134,7 +149,9 @@ export async function observeOnce(
   // the batches of a run take the leases due when it began (by the database's clock): one observed
   // by a batch and due again soon after (a new lease, one growing) waits for the next pass
   const runBegan = (await pool.query<{ now: Date }>('SELECT now() AS now')).rows[0]!.now;
+  const passBegan = performance.now();
   while (!cancelled() && (await pass(false, runBegan)) >= OBSERVE_BATCH);
+  hooks.onObservationPass?.((performance.now() - passBegan) / 1000);
   while (!cancelled() && Date.now() - began + config.observeFastMs < quickPassesForMs - QUICK_PASSES_MARGIN_MS) {
     await new Promise((resolve) => setTimeout(resolve, config.observeFastMs));
     const quickBegan = (await pool.query<{ now: Date }>('SELECT now() AS now')).rows[0]!.now;
@@ -152,14 +169,14 @@ export async function observeOnce(
   };
 }
 
-export function builtinJobs(config: JobsConfig, hostId?: number): JobDefinition[] {
+export function builtinJobs(config: JobsConfig, hostId?: number, hooks: JobHooks = {}): JobDefinition[] {
   return [
     {
       name: 'observe',
       description: 'Observes the host and each live lease that is due (catalogs only), moves their status, restricts leases over their plan and restores them',
       schedule: config.observerSchedule,
       // quick passes fill the second until the next run (the default schedule runs every second)
-      run: ({ pool, cancelled }) => observeOnce(pool, config, hostId, cancelled, 1000),
+      run: ({ pool, cancelled }) => observeOnce(pool, config, hostId, cancelled, 1000, hooks),
     },
     {
       name: 'reap-expired',
@@ -167,14 +184,14 @@ export function builtinJobs(config: JobsConfig, hostId?: number): JobDefinition[
       schedule: config.reaperSchedule,
       run: async (context) => {
         let asked = false;
-        const total = await reapUntilDone(context, config.reaperBatch, () => {
+        const total = await reapUntilDone(context, config.reaperBatch, hooks, () => {
           if (!asked) context.askForHelp();
           asked = true;
         });
         await context.pool.query({ name: 'pglease.plan-next-reap', text: 'SELECT pglease.plan_next_reap()' });
         return { rowsAffected: total.reaped, result: { reaped: total.reaped, failed: total.failed } };
       },
-      help: async (context) => (await reapUntilDone(context, config.reaperBatch, () => undefined)).reaped,
+      help: async (context) => (await reapUntilDone(context, config.reaperBatch, hooks, () => undefined)).reaped,
     },
     {
       name: 'cleanup-orphans',
