@@ -22,6 +22,7 @@ import type { RestService } from './rest/rest-service.js';
 import { leaseDocsRoutes } from './control/lease-docs-routes.js';
 import { studioRoutes } from './web/studio/studio-routes.js';
 import { metricsRoutes } from './control/metrics-routes.js';
+import { caRoutes } from './control/ca-routes.js';
 import { createOutcome } from './metrics/metrics.js';
 
 export interface ServerOptions {
@@ -223,6 +224,7 @@ export async function buildServer(context: ServiceContext, options: ServerOption
     await jobRoutes(control, context);
     await studioRoutes(control, context);
     await metricsRoutes(control, context);
+    await caRoutes(control, context);
   });
   // the PostgREST-compatible API under /v1/leases/:id/rest: its own body parsing and error format
   let restService: RestService | undefined;
