@@ -6,7 +6,7 @@
  * way libpq reads the URL's sslmode and sslrootcert. Against real servers: an embedded pglease of
  * its own here (TLS cannot be turned on for the suite's shared cluster), psql 15 where installed.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
@@ -19,6 +19,8 @@ import { runCli } from '../src/cli/program.js';
 import { ConfigError, loadConfig, type Config } from '../src/config.js';
 import { startService, type Service } from '../src/service.js';
 import { PgleaseClient } from '../src/testing/client.js';
+import { startEmbedded, type EmbeddedServer } from '../src/db/embedded.js';
+import { projectPath } from '../src/paths.js';
 import { ensureServerCertificates } from '../src/tls/certificates.js';
 import { libpqCompatibleUrl, TlsUrlError } from '../src/tls/libpq-url.js';
 import { freePort } from './support/free-port.js';
@@ -342,6 +344,44 @@ describe('the embedded Postgres with PGLEASE_PG_TLS=require', () => {
     plain.searchParams.delete('sslrootcert');
     expect(await scalar(plain.toString(), SSL_OF_SESSION)).toBe(false);
   }, 120_000);
+});
+
+describe('a Postgres left running by a pglease that was killed', () => {
+  it('is restarted when PGLEASE_PG_TLS changed', async () => {
+    const dataDir = await mkdtemp(path.join(tmpdir(), 'pglease-tls-adopt-'));
+    const port = await freePort();
+    const logs: string[] = [];
+    const log = (line: string) => logs.push(line);
+    // a process that starts the embedded Postgres without TLS, then dies (kill -9): its Postgres runs on
+    const starter = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', [
+      `const { startEmbedded } = await import(${JSON.stringify(projectPath('src/db/embedded.ts'))});`,
+      `await startEmbedded({ dataDir: ${JSON.stringify(dataDir)}, port: ${port}, listen: 'localhost' });`,
+      `console.log('ready');`,
+      `setInterval(() => undefined, 1000);`,
+    ].join('\n')], { cwd: projectPath(), stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve, reject) => {
+      starter.stdout!.on('data', (chunk: Buffer) => chunk.toString().includes('ready') && resolve());
+      starter.on('exit', (code) => reject(new Error(`the starting process exited (${code})`)));
+    });
+    starter.kill('SIGKILL');
+    await new Promise((resolve) => starter.once('exit', resolve));
+    let running: EmbeddedServer | undefined;
+    try {
+      running = await startEmbedded({ dataDir, port, listen: 'localhost', tls: 'require', log });
+      expect(logs.join('\n')).toMatch(/other TLS settings than PGLEASE_PG_TLS=require: restarting it/);
+      expect(await scalar(running.url('postgres'), SSL_OF_SESSION)).toBe(true);
+      const plain = running.url('postgres').replace(/\?.*/, '?sslmode=disable');
+      await expect(scalar(plain, 'SELECT 1')).rejects.toMatchObject({ code: '28000' });
+    } finally {
+      if (running) await running.stop();
+      else {
+        // the start failed: stop the Postgres the killed process left
+        const postmaster = Number((await readFile(path.join(dataDir, 'pg', 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[0]);
+        if (postmaster > 0) process.kill(postmaster, 'SIGINT');
+      }
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  }, 180_000);
 });
 
 describe('TLS settings', () => {

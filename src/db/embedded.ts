@@ -190,6 +190,17 @@ async function writeHba(clusterDir: string, mode: EmbeddedTlsMode, user: { uid: 
   if (user) await chown(file, user.uid, user.gid);
 }
 
+/**
+ * Whether postmaster `pid` was started with the TLS settings `tls` asks for (its command line,
+ * Linux's /proc/<pid>/cmdline); true where that cannot be read.
+ */
+async function runsWithTls(pid: number, tls: TlsFiles | undefined): Promise<boolean> {
+  const commandLine = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => undefined);
+  if (commandLine === undefined) return true;
+  const settings = commandLine.split('\0');
+  return tls === undefined ? !settings.includes('ssl=on') : embeddedTlsSettings(tls).every((argument) => settings.includes(argument));
+}
+
 /** The pid of a postmaster still running on this cluster (e.g. after pglease was killed), if any. */
 async function runningPostmaster(clusterDir: string): Promise<{ pid: number; port: number } | undefined> {
   const pidFile = path.join(clusterDir, 'postmaster.pid');
@@ -418,11 +429,20 @@ async function startClaimed(
   };
 
   let pid: number;
-  const adopted = await runningPostmaster(clusterDir);
+  let adopted = await runningPostmaster(clusterDir);
+  if (adopted && !(await runsWithTls(adopted.pid, tls))) {
+    // ssl= and its files are command-line settings: only a new start changes them
+    options.log?.(`embedded Postgres (pid ${adopted.pid}) runs with other TLS settings than PGLEASE_PG_TLS=${tlsMode}: restarting it`);
+    process.kill(adopted.pid, 'SIGINT');
+    for (const deadline = Date.now() + 60_000; alive(adopted.pid) && Date.now() < deadline; ) await sleep(25);
+    adopted = undefined;
+  }
   if (adopted) {
-    // pglease was stopped without stopping its Postgres (kill -9): keep using that server.
+    // pglease was stopped without stopping its Postgres (kill -9): keep using that server, which
+    // re-reads pg_hba.conf and its certificate files (both may have been rewritten above)
     pid = adopted.pid;
     port = adopted.port || port;
+    process.kill(pid, 'SIGHUP');
   } else {
     pid = await spawnPostgres();
   }
