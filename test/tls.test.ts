@@ -414,6 +414,8 @@ describe('TLS settings', () => {
       const body = (await response.json()) as { code: string; message: string };
       expect(body.code).toBe('PGLEASE_TLS_OFF');
       expect(body.message).toMatch(/PGLEASE_PG_TLS/);
+      const openapi = (await (await fetch(`${plain.baseUrl}/openapi.json`)).json()) as { paths: Record<string, { get?: { responses: Record<string, { content?: Record<string, unknown> }> } }> };
+      expect(Object.keys(openapi.paths['/v1/ca.pem']?.get?.responses['200']?.content ?? {})).toEqual(['application/x-pem-file']);
       const lease = await new PgleaseClient({ server: plain.baseUrl, token: ADMIN_TOKEN }).createLease({ ttl: 60 });
       expect(lease.url).not.toContain('?');
       expect(await scalar(lease.url, SSL_OF_SESSION)).toBe(false);
