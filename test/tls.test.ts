@@ -22,6 +22,7 @@ import { PgleaseClient } from '../src/testing/client.js';
 import { startEmbedded, type EmbeddedServer } from '../src/db/embedded.js';
 import { projectPath } from '../src/paths.js';
 import { ensureServerCertificates } from '../src/tls/certificates.js';
+import { hostTls } from '../src/tls/host-tls.js';
 import { libpqCompatibleUrl, TlsUrlError } from '../src/tls/libpq-url.js';
 import { freePort } from './support/free-port.js';
 import { ADMIN_TOKEN, startTestService } from './support/service.js';
@@ -404,6 +405,21 @@ describe('TLS settings', () => {
     expect(() => libpqCompatibleUrl('postgresql://u@h/d?sslmode=require&sslrootcert=/nonexistent.pem', home)).toThrow(/"\/nonexistent.pem" does not exist/);
     // PGSSLMODE applies when the URL says nothing, as in libpq
     expect(libpqCompatibleUrl('postgresql://u@h/d', { ...home, PGSSLMODE: 'require' })).toBe('postgresql://u@h/d?sslmode=require&uselibpqcompat=true');
+  });
+
+  it("serves only the certificates of a DATABASE_URL's sslrootcert file", async () => {
+    const directory = await mkdtemp(path.join(tmpdir(), 'pglease-tls-bundle-'));
+    try {
+      const files = await ensureServerCertificates(directory, [], undefined);
+      const bundle = path.join(directory, 'bundle.pem');
+      await writeFile(bundle, `${files.caPem}${await readFile(path.join(files.directory, 'ca-key.pem'), 'utf8')}${await readFile(files.certFile, 'utf8')}`);
+      const tls = await hostTls(`postgresql://u@h/d?sslmode=verify-full&sslrootcert=${bundle}`);
+      expect(tls?.caPem).not.toMatch(/PRIVATE KEY/);
+      expect(tls?.caPem?.match(/BEGIN CERTIFICATE/g)).toHaveLength(2);
+      expect(await hostTls('postgresql://u@h/d?sslmode=prefer')).toBeUndefined();
+    } finally {
+      await rm(directory, { recursive: true, force: true });
+    }
   });
 
   it('without TLS, lease URLs are as before and GET /v1/ca.pem is a 404 in the control API\'s shape', async () => {

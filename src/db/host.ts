@@ -122,8 +122,10 @@ export function connectHost(serverUrl: URL): string {
 
 export async function openHost(options: HostOptions): Promise<Host> {
   // sslmode and sslrootcert as libpq reads them; every URL below keeps them (they change user,
-  // password or database only), so every connection to this host uses the same TLS settings
-  const givenUrl = libpqCompatibleUrl(options.serverUrl);
+  // password or database only), so every connection to this host uses the same TLS settings.
+  // PGSSLMODE applied to DATABASE_URL in the configuration; a URL pglease made (the embedded
+  // server's) says its own mode.
+  const givenUrl = libpqCompatibleUrl(options.serverUrl, { ...process.env, PGSSLMODE: undefined });
   const tls = await hostTls(givenUrl);
   // given a superuser, pglease sets itself up with it and serves as its service role (superuser-setup.ts)
   const service = (await isSuperuserUrl(givenUrl, options.leaseDatabase)) ? await setUpServiceRole(givenUrl, options.leaseDatabase, options.log) : undefined;

@@ -22,5 +22,11 @@ export async function hostTls(serviceUrl: string): Promise<HostTls | undefined> 
   const mode = sslModeOf(serviceUrl);
   if (mode !== 'require' && mode !== 'verify-ca' && mode !== 'verify-full') return undefined;
   const rootCertificate = new URL(serviceUrl).searchParams.get('sslrootcert');
-  return { leaseSslMode: mode, caPem: rootCertificate === null ? undefined : await readFile(rootCertificate, 'utf8') };
+  return { leaseSslMode: mode, caPem: rootCertificate === null ? undefined : certificatesOf(await readFile(rootCertificate, 'utf8')) };
+}
+
+/** Only the certificates of a PEM file: whatever else an operator's file holds is not ours to publish. */
+function certificatesOf(pem: string): string | undefined {
+  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g);
+  return blocks ? blocks.join('\n') + '\n' : undefined;
 }
