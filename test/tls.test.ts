@@ -19,6 +19,7 @@ import { runCli } from '../src/cli/program.js';
 import { ConfigError, loadConfig, type Config } from '../src/config.js';
 import { startService, type Service } from '../src/service.js';
 import { PgleaseClient } from '../src/testing/client.js';
+import { withLease } from '../src/testing/lease.js';
 import { startEmbedded, type EmbeddedServer } from '../src/db/embedded.js';
 import { projectPath } from '../src/paths.js';
 import { ensureServerCertificates } from '../src/tls/certificates.js';
@@ -213,6 +214,23 @@ describe('the embedded Postgres with PGLEASE_PG_TLS=require', () => {
       expect(rows.filter((row) => !row.ssl)).toEqual([]);
     } finally {
       await sessions.end();
+    }
+  });
+
+  it("gives URLs with the saved CA from pglease/testing's withLease, under PGLEASE_HOME", async () => {
+    const before = process.env.PGLEASE_HOME;
+    process.env.PGLEASE_HOME = path.join(home, 'testing');
+    try {
+      await withLease(
+        async (lease) => {
+          expect(lease.url).toContain(`sslmode=verify-full&sslrootcert=${path.join(home, 'testing', 'ca')}/`);
+          expect(await scalar(lease.url, SSL_OF_SESSION)).toBe(true);
+        },
+        { server: service.baseUrl, adminToken: ADMIN_TOKEN, local: 'never' },
+      );
+    } finally {
+      if (before === undefined) delete process.env.PGLEASE_HOME;
+      else process.env.PGLEASE_HOME = before;
     }
   });
 
