@@ -247,6 +247,17 @@ describe('the embedded Postgres with PGLEASE_PG_TLS=require', () => {
     expect(url).toContain(`sslmode=verify-full&sslrootcert=${path.join(home, 'cli', 'ca')}/`);
     expect(await scalar(url, SSL_OF_SESSION)).toBe(true);
     if (PSQL) expect(await psql(url, SSL_OF_SESSION)).toEqual({ ok: true, output: 't' });
+
+    // --env's lines survive a shell's eval (the URL's & would otherwise start a background job)
+    let env = '';
+    expect(await runCli(['lease', '--env', '--ttl', '10m'], {
+      stdout: { write: (text: string) => (env += text), isTTY: false },
+      stderr: { write: () => undefined, isTTY: false },
+      env: { PGLEASE_URL: service.baseUrl, PGLEASE_HOME: path.join(home, 'cli'), PGLEASE_ADMIN_TOKEN: ADMIN_TOKEN },
+    })).toBe(0);
+    const { stdout: evaluated } = await run('/bin/sh', ['-c', `eval "$1"; printf %s "$DATABASE_URL"`, 'sh', env]);
+    expect(evaluated).toContain(`sslmode=verify-full&sslrootcert=${path.join(home, 'cli', 'ca')}/`);
+    expect(await scalar(evaluated, SSL_OF_SESSION)).toBe(true);
   });
 
   it('keeps the CA and the certificate across restarts; a new public host gets a new certificate from the same CA', async () => {

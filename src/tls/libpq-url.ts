@@ -46,8 +46,8 @@ export function defaultRootCertificate(env: Record<string, string | undefined> =
 export function libpqCompatibleUrl(url: string, env: Record<string, string | undefined> = process.env): string {
   const parsed = new URL(url);
   const params = parsed.searchParams;
-  const mode = params.get('sslmode') ?? env.PGSSLMODE;
-  if (mode === undefined || mode === null) return url;
+  const mode = params.get('sslmode') ?? (env.PGSSLMODE || undefined);
+  if (mode === undefined) return url;
   if (mode === 'allow') throw new TlsUrlError('sslmode=allow (plain first, TLS if the server insists) is not supported by pglease\'s driver: use disable, prefer, require, verify-ca or verify-full');
   if (!(SSL_MODES as readonly string[]).includes(mode)) throw new TlsUrlError(`sslmode=${mode} is not one of ${SSL_MODES.join(', ')}`);
   params.set('sslmode', mode);
