@@ -25,6 +25,8 @@ execFileSync(
     '--allowJs', '--module', 'commonjs', '--moduleResolution', 'node10', '--target', 'ES2022', '--esModuleInterop',
     '--skipLibCheck', '--types', 'node', '--noEmitOnError', '--rootDir', dist, '--outDir', path.join(dist, 'cjs'),
     ...['commonjs-entry.js', 'lease.js', 'client.js', 'worker-url.js'].map((file) => path.join(dist, 'testing', file)),
+    path.join(dist, 'tls', 'client-ca.js'),
+    path.join(dist, 'user-config-dir.js'),
   ],
   { stdio: 'inherit' },
 );

@@ -6,6 +6,8 @@ import path from 'node:path';
 import { ConfigError } from './config-error.js';
 import { DurationError, durationMs, durationSeconds, formatSeconds, postgresInterval } from './duration.js';
 import { parseSchedule, ScheduleError } from './scheduler/cron.js';
+import { EMBEDDED_TLS_MODES, type EmbeddedTlsMode } from './tls/embedded-tls.js';
+import { libpqCompatibleUrl, TlsUrlError } from './tls/libpq-url.js';
 
 export interface LeaseLimits {
   /** CONNECTION LIMIT of each lease's login role. */
@@ -78,6 +80,8 @@ export interface Config {
   embeddedPgPort: number;
   /** listen_addresses of the embedded Postgres. */
   embeddedPgListen: string;
+  /** TLS of the embedded Postgres (PGLEASE_PG_TLS: off, on, require; src/tls/embedded-tls.ts). */
+  embeddedPgTls: EmbeddedTlsMode;
   /** Host name written into lease URLs; defaults to the host pglease itself connects to. */
   publicPgHost: string | undefined;
   /** Port written into lease URLs; defaults to the port pglease itself connects to. */
@@ -220,12 +224,38 @@ function clientConnections(env: Env): number {
   return budget;
 }
 
+/**
+ * DATABASE_URL with its sslmode/sslrootcert read as libpq reads them (src/tls/libpq-url.ts); a
+ * mode or root certificate pglease cannot honour stops the start here, naming the variable.
+ */
+function databaseUrlSetting(env: Env): string | undefined {
+  const raw = text(env, 'DATABASE_URL');
+  if (raw === undefined) return undefined;
+  try {
+    return libpqCompatibleUrl(raw, env);
+  } catch (error) {
+    if (error instanceof TlsUrlError) throw new ConfigError('DATABASE_URL', error.message);
+    if (error instanceof TypeError) return raw; // not a URL: the first connection says so, as before
+    throw error;
+  }
+}
+
+/** PGLEASE_PG_TLS: the embedded server's TLS; with DATABASE_URL, TLS is the URL's sslmode instead. */
+function embeddedPgTls(env: Env): EmbeddedTlsMode {
+  const raw = text(env, 'PGLEASE_PG_TLS')?.toLowerCase() ?? 'off';
+  if (!(EMBEDDED_TLS_MODES as readonly string[]).includes(raw)) throw new ConfigError('PGLEASE_PG_TLS', `expected off, on or require, got ${JSON.stringify(raw)}`);
+  if (raw !== 'off' && text(env, 'DATABASE_URL') !== undefined) {
+    throw new ConfigError('PGLEASE_PG_TLS', 'applies to the embedded Postgres only: with DATABASE_URL, say sslmode (and sslrootcert) in the URL');
+  }
+  return raw as EmbeddedTlsMode;
+}
+
 export function loadConfig(env: Env = process.env): Config {
   const maxTtlSeconds = seconds(env, 'PGLEASE_MAX_TTL', 86_400, 1, 10 * 365 * 86_400);
   const defaultTtlSeconds = Math.min(seconds(env, 'PGLEASE_DEFAULT_TTL', 1800, 1, 10 * 365 * 86_400), maxTtlSeconds);
   const publicUrl = text(env, 'PGLEASE_PUBLIC_URL');
   return {
-    databaseUrl: text(env, 'DATABASE_URL'),
+    databaseUrl: databaseUrlSetting(env),
     leaseDatabase: text(env, 'PGLEASE_DATABASE') ?? 'pglease',
     dataDir: path.resolve(text(env, 'PGLEASE_DATA_DIR') ?? '.pglease'),
     // loopback: lease creation needs no login, so the network gets it only when asked for
@@ -234,6 +264,7 @@ export function loadConfig(env: Env = process.env): Config {
     httpPort: integer(env, 'PORT', 8080, 0, 65_535),
     embeddedPgPort: integer(env, 'PGLEASE_PG_PORT', 55_432, 1, 65_535),
     embeddedPgListen: text(env, 'PGLEASE_PG_LISTEN') ?? 'localhost',
+    embeddedPgTls: embeddedPgTls(env),
     publicPgHost: text(env, 'PGLEASE_PUBLIC_PG_HOST'),
     publicPgPort: env.PGLEASE_PUBLIC_PG_PORT ? integer(env, 'PGLEASE_PUBLIC_PG_PORT', 0, 1, 65_535) : undefined,
     publicUrl: publicUrl?.replace(/\/+$/, ''),

@@ -24,6 +24,7 @@ import { studioFeedRoutes } from './web/studio/change-feed.js';
 import { studioRoutes } from './web/studio/studio-routes.js';
 import { dashboardRoutes } from './web/dashboard/dashboard-routes.js';
 import { metricsRoutes } from './control/metrics-routes.js';
+import { caRoutes } from './control/ca-routes.js';
 import { createOutcome } from './metrics/metrics.js';
 
 export interface ServerOptions {
@@ -235,6 +236,7 @@ export async function buildServer(context: ServiceContext, options: ServerOption
     await studioRoutes(control, context);
     await metricsRoutes(control, context);
     await dashboardRoutes(control, context);
+    await caRoutes(control, context);
   });
   // the PostgREST-compatible API under /v1/leases/:id/rest: its own body parsing and error format
   let restService: RestService | undefined;

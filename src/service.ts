@@ -59,6 +59,8 @@ export async function startService(givenConfig: Config, options: StartOptions = 
       log,
       stopWithProcess: options.stopPostgresWithProcess,
       reservedConnections: OWN_CONNECTIONS + restTotal,
+      tls: config.embeddedPgTls,
+      tlsHosts: config.publicPgHost === undefined ? [] : [config.publicPgHost],
     });
     serverUrl = embedded.url('postgres');
   }

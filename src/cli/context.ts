@@ -6,6 +6,7 @@ import { DEFAULT_SERVER, PgleaseClient } from '../testing/client.js';
 import { UsageError, type Colors } from './format.js';
 import { colorsFor, type CliIo } from './io.js';
 import { TokenStore, type RememberedLease } from './token-store.js';
+import { caDirectory } from '../tls/client-ca.js';
 
 /** What may be a lease id's prefix (TokenStore.resolve says more when it is not). */
 const PREFIX = /^[0-9a-f-]{4,}$/i;
@@ -38,7 +39,7 @@ export class CliContext {
   }
 
   client(command: Command, token?: string): PgleaseClient {
-    return new PgleaseClient({ server: this.server(command), token });
+    return new PgleaseClient({ server: this.server(command), token, caDirectory: caDirectory(this.io.env) });
   }
 
   /**
@@ -61,7 +62,7 @@ export class CliContext {
 
   /** The one lease on the server whose id starts with `prefix` (admin listing, every state). */
   private async resolveOnServer(server: string, prefix: string): Promise<string> {
-    const admin = new PgleaseClient({ server, token: this.adminToken });
+    const admin = new PgleaseClient({ server, token: this.adminToken, caDirectory: caDirectory(this.io.env) });
     const matches: string[] = [];
     let cursor: string | undefined;
     for (let page = 0; page < MAX_LISTING_PAGES; page++) {
@@ -87,7 +88,7 @@ export class CliContext {
     const { server, id, token, remembered } = await this.ownToken(command, idOrPrefix);
     const access = adminFirst ? (this.adminToken ?? token) : (token ?? this.adminToken);
     if (!access) throw this.noTokenFor(id, 'Set PGLEASE_TOKEN to its token, or PGLEASE_ADMIN_TOKEN.');
-    return { id, client: new PgleaseClient({ server, token: access }), remembered };
+    return { id, client: new PgleaseClient({ server, token: access, caDirectory: caDirectory(this.io.env) }), remembered };
   }
 
   /**
@@ -97,6 +98,6 @@ export class CliContext {
   async asLease(command: Command, idOrPrefix: string): Promise<{ id: string; client: PgleaseClient }> {
     const { server, id, token } = await this.ownToken(command, idOrPrefix);
     if (!token) throw this.noTokenFor(id, 'Set PGLEASE_TOKEN to its token (the admin token does not act as a lease).');
-    return { id, client: new PgleaseClient({ server, token }) };
+    return { id, client: new PgleaseClient({ server, token, caDirectory: caDirectory(this.io.env) }) };
   }
 }

@@ -6,9 +6,9 @@
  * for a while (see KEEP_ENDED_MS), so their ids still resolve and `pglease ls --all` shows them.
  */
 import { chmod, mkdir, open, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
-import { homedir } from 'node:os';
 import path from 'node:path';
 import { UsageError } from './format.js';
+import { userConfigDirectory } from '../user-config-dir.js';
 
 export interface RememberedLease {
   id: string;
@@ -41,9 +41,7 @@ const MAX_ENDED_RECORDS = 50;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export function storeDirectory(env: Record<string, string | undefined>): string {
-  if (env.PGLEASE_HOME) return env.PGLEASE_HOME;
-  const config = env.XDG_CONFIG_HOME || path.join(env.HOME || homedir(), '.config');
-  return path.join(config, 'pglease');
+  return userConfigDirectory(env);
 }
 
 /** When the lease ended, as far as this record tells; undefined while it may be live. */

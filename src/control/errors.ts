@@ -18,6 +18,7 @@ export const controlErrors = {
   PGLEASE_TEMPLATE_NOT_FOUND: { status: 404, message: 'No such template visible to this token' },
   PGLEASE_JOB_NOT_FOUND: { status: 404, message: 'No such job' },
   PGLEASE_PLAN_NOT_FOUND: { status: 404, message: 'No such plan' },
+  PGLEASE_TLS_OFF: { status: 404, message: 'The lease host does not use TLS: there is no CA to serve' },
   PGLEASE_METHOD_NOT_ALLOWED: { status: 405, message: 'This endpoint does not support that method' },
   PGLEASE_LEASE_NOT_ACTIVE: { status: 409, message: 'The lease is not active' },
   PGLEASE_JOB_DISABLED: { status: 409, message: 'The job is disabled' },

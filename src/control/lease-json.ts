@@ -8,12 +8,15 @@ import { declaredRoleName } from '../auth/roles.js';
 
 /**
  * A libpq URL for the lease. The role's search_path lands it in its schema, so no options are
- * needed; with `password` undefined the URL is the same minus the secret (for GET).
+ * needed; with `password` undefined the URL is the same minus the secret (for GET). On a TLS host
+ * it says the sslmode the client must use (src/tls/host-tls.ts); the CA it verifies with is the
+ * client's to keep (GET /v1/ca.pem; the CLI and pglease/testing add sslrootcert themselves).
  */
 export function leaseUrl(host: Host, lease: LeaseRow, password?: string): string {
   const hostPart = host.publicHost.includes(':') ? `[${host.publicHost}]` : host.publicHost;
   const userInfo = password === undefined ? lease.role_name : `${lease.role_name}:${encodeURIComponent(password)}`;
-  return `postgresql://${userInfo}@${hostPart}:${host.publicPort}/${encodeURIComponent(host.database)}`;
+  const query = host.tls ? `?sslmode=${host.tls.leaseSslMode}` : '';
+  return `postgresql://${userInfo}@${hostPart}:${host.publicPort}/${encodeURIComponent(host.database)}${query}`;
 }
 
 export function leaseJson(

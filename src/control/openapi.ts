@@ -41,6 +41,7 @@ export async function registerServiceOpenApi(app: FastifyInstance): Promise<void
         { name: 'templates', description: 'Seed SQL registered once and applied to new leases' },
         { name: 'jobs', description: 'Scheduled jobs (admin)' },
         { name: 'health', description: 'Liveness and readiness' },
+        { name: 'tls', description: "The lease host's TLS: the CA clients verify it with" },
       ],
     },
     // Per-lease REST and documents are described by each lease's own document, not this one.

@@ -18,6 +18,8 @@ import path from 'node:path';
 import pg from 'pg';
 import { SUPERUSER_RESERVED_CONNECTIONS } from './connection-shares.js';
 import { onProcessEnd } from '../exit-hooks.js';
+import { embeddedHba, embeddedTlsSettings, embeddedTlsUrlQuery, type EmbeddedTlsMode } from '../tls/embedded-tls.js';
+import type { TlsFiles } from '../tls/certificates.js';
 
 export interface EmbeddedOptions {
   dataDir: string;
@@ -42,6 +44,13 @@ export interface EmbeddedOptions {
   reservedConnections?: number;
   /** max_connections (default MAX_CONNECTIONS): tests of what happens when they run out. */
   maxConnections?: number;
+  /**
+   * TLS (PGLEASE_PG_TLS, src/tls/embedded-tls.ts): 'off' (default) as before; 'on' and 'require'
+   * make or reuse the CA and server certificate in `<dataDir>/tls`, covering `tlsHosts` too.
+   */
+  tls?: EmbeddedTlsMode;
+  /** Host names and addresses clients reach the server by, besides loopback (PGLEASE_PUBLIC_PG_HOST). */
+  tlsHosts?: string[];
 }
 
 export interface EmbeddedServer {
@@ -50,6 +59,8 @@ export interface EmbeddedServer {
   port: number;
   /** Where Postgres writes its log. */
   logFile: string;
+  /** The CA and server certificate when TLS is on; `url` then asks for sslmode=verify-full with this CA. */
+  tls: TlsFiles | undefined;
   /** Fast shutdown (a clean checkpoint: no crash recovery on the next start). */
   stop: () => Promise<void>;
 }
@@ -157,14 +168,37 @@ async function initCluster(binDir: string, clusterDir: string, password: string,
     await rm(passwordFile, { force: true });
   }
   const hba = path.join(clusterDir, 'pg_hba.conf');
-  await writeFile(hba, [
-    '# written by pglease: every connection authenticates with SCRAM',
-    'local all all scram-sha-256',
-    'host all all 0.0.0.0/0 scram-sha-256',
-    'host all all ::/0 scram-sha-256',
-    '',
-  ].join('\n'), { mode: 0o600 });
+  await writeFile(hba, embeddedHba('off'), { mode: 0o600 });
   if (user) await chown(hba, user.uid, user.gid);
+}
+
+/** The specific addresses of listen_addresses (none for '*' or '0.0.0.0'): the certificate names them. */
+function listenHosts(listen: string): string[] {
+  return listen.split(',').map((part) => part.trim()).filter((part) => part !== '' && part !== '*' && part !== '0.0.0.0' && part !== '::');
+}
+
+/**
+ * Writes pg_hba.conf for the TLS mode unless someone else wrote it (it no longer starts with our
+ * header): the file is read at the postmaster's start, which follows.
+ */
+async function writeHba(clusterDir: string, mode: EmbeddedTlsMode, user: { uid: number; gid: number } | undefined): Promise<void> {
+  const file = path.join(clusterDir, 'pg_hba.conf');
+  const current = await readFile(file, 'utf8').catch(() => '');
+  const wanted = embeddedHba(mode);
+  if (current === wanted || !current.startsWith('# written by pglease')) return;
+  await writeFile(file, wanted, { mode: 0o600 });
+  if (user) await chown(file, user.uid, user.gid);
+}
+
+/**
+ * Whether postmaster `pid` was started with the TLS settings `tls` asks for (its command line,
+ * Linux's /proc/<pid>/cmdline); true where that cannot be read.
+ */
+async function runsWithTls(pid: number, tls: TlsFiles | undefined): Promise<boolean> {
+  const commandLine = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => undefined);
+  if (commandLine === undefined) return true;
+  const settings = commandLine.split('\0');
+  return tls === undefined ? !settings.includes('ssl=on') : embeddedTlsSettings(tls).every((argument) => settings.includes(argument));
 }
 
 /** The pid of a postmaster still running on this cluster (e.g. after pglease was killed), if any. */
@@ -352,8 +386,15 @@ async function startClaimed(
   if (!existsSync(path.join(clusterDir, 'PG_VERSION'))) await initCluster(binDir, clusterDir, password, user);
 
   const connectHost = options.listen === '*' || options.listen === '0.0.0.0' || options.listen === 'localhost' ? '127.0.0.1' : options.listen.split(',')[0]!.trim();
+  const tlsMode = options.tls ?? 'off';
+  // loaded only with TLS on: @peculiar/x509 needs reflect-metadata, which nothing else loads
+  const tls = tlsMode === 'off'
+    ? undefined
+    : await (await import('../tls/certificates.js')).ensureServerCertificates(options.dataDir, [connectHost, ...listenHosts(options.listen), ...(options.tlsHosts ?? [])], user, options.log);
+  await writeHba(clusterDir, tlsMode, user);
+  const urlQuery = tls ? embeddedTlsUrlQuery(tls) : '';
   const url = (database: string, port: number) =>
-    `postgresql://${SUPERUSER}:${encodeURIComponent(password)}@${connectHost}:${port}/${encodeURIComponent(database)}`;
+    `postgresql://${SUPERUSER}:${encodeURIComponent(password)}@${connectHost}:${port}/${encodeURIComponent(database)}${urlQuery}`;
 
   // reserved_connections exists from Postgres 16 on (a server before it refuses to start with it)
   const majorVersion = Number((await readFile(path.join(clusterDir, 'PG_VERSION'), 'utf8')).trim());
@@ -379,6 +420,7 @@ async function startClaimed(
       '-c', `max_locks_per_transaction=${LOCKS_PER_TRANSACTION}`,
       '-c', 'password_encryption=scram-sha-256',
       ...reserve,
+      ...(tls ? embeddedTlsSettings(tls) : []),
     ], { ...user, detached: true, stdio: ['ignore', logFd, logFd], env: { ...process.env, LC_ALL: 'C' } });
     closeSync(logFd);
     child.unref();
@@ -387,11 +429,20 @@ async function startClaimed(
   };
 
   let pid: number;
-  const adopted = await runningPostmaster(clusterDir);
+  let adopted = await runningPostmaster(clusterDir);
+  if (adopted && !(await runsWithTls(adopted.pid, tls))) {
+    // ssl= and its files are command-line settings: only a new start changes them
+    options.log?.(`embedded Postgres (pid ${adopted.pid}) runs with other TLS settings than PGLEASE_PG_TLS=${tlsMode}: restarting it`);
+    process.kill(adopted.pid, 'SIGINT');
+    for (const deadline = Date.now() + 60_000; alive(adopted.pid) && Date.now() < deadline; ) await sleep(25);
+    adopted = undefined;
+  }
   if (adopted) {
-    // pglease was stopped without stopping its Postgres (kill -9): keep using that server.
+    // pglease was stopped without stopping its Postgres (kill -9): keep using that server, which
+    // re-reads pg_hba.conf and its certificate files (both may have been rewritten above)
     pid = adopted.pid;
     port = adopted.port || port;
+    process.kill(pid, 'SIGHUP');
   } else {
     pid = await spawnPostgres();
   }
@@ -444,6 +495,7 @@ async function startClaimed(
   return {
     port,
     logFile,
+    tls,
     url: (database) => url(database, port),
     stop: () =>
       (stopping ??= (async () => {

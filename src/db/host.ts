@@ -8,6 +8,8 @@ import pg from 'pg';
 import { endPool } from './end-pool.js';
 import { migrate } from './migrate.js';
 import { isSuperuserUrl, setUpServiceRole } from './superuser-setup.js';
+import { hostTls, type HostTls } from '../tls/host-tls.js';
+import { libpqCompatibleUrl } from '../tls/libpq-url.js';
 
 export interface HostOptions {
   /** A URL on the server whose role may create roles and databases (a superuser: used for setup only). */
@@ -46,6 +48,8 @@ export interface Host {
   timeoutMs: number;
   /** Key from which each lease authenticator's password is derived (pglease.secrets). */
   authenticatorKey: Buffer;
+  /** TLS as lease URLs and GET /v1/ca.pem tell it (src/tls/host-tls.ts); undefined: no TLS. */
+  tls: HostTls | undefined;
   close: () => Promise<void>;
 }
 
@@ -117,9 +121,15 @@ export function connectHost(serverUrl: URL): string {
 }
 
 export async function openHost(options: HostOptions): Promise<Host> {
+  // sslmode and sslrootcert as libpq reads them; every URL below keeps them (they change user,
+  // password or database only), so every connection to this host uses the same TLS settings.
+  // PGSSLMODE applied to DATABASE_URL in the configuration; a URL pglease made (the embedded
+  // server's) says its own mode.
+  const givenUrl = libpqCompatibleUrl(options.serverUrl, { ...process.env, PGSSLMODE: undefined });
+  const tls = await hostTls(givenUrl);
   // given a superuser, pglease sets itself up with it and serves as its service role (superuser-setup.ts)
-  const service = (await isSuperuserUrl(options.serverUrl, options.leaseDatabase)) ? await setUpServiceRole(options.serverUrl, options.leaseDatabase, options.log) : undefined;
-  const serverUrl = service?.serverUrl ?? options.serverUrl;
+  const service = (await isSuperuserUrl(givenUrl, options.leaseDatabase)) ? await setUpServiceRole(givenUrl, options.leaseDatabase, options.log) : undefined;
+  const serverUrl = service?.serverUrl ?? givenUrl;
   const created = await ensureDatabase(serverUrl, options.leaseDatabase);
   if (created) options.log(`created lease database "${options.leaseDatabase}"`);
   const databaseUrl = withDatabase(serverUrl, options.leaseDatabase);
@@ -175,6 +185,7 @@ export async function openHost(options: HostOptions): Promise<Host> {
       pool,
       timeoutMs,
       authenticatorKey,
+      tls,
       close: async () => {
         await endPool(pool);
       },

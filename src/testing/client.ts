@@ -10,6 +10,7 @@ import type { TemplateJson } from '../control/template-routes.js';
 import type { LeaseStatsJson } from '../control/lease-stats-routes.js';
 import type { LeaseInfoJson } from '../control/observation-routes.js';
 import type { PlanJson } from '../control/plan-routes.js';
+import { caDirectory, needsRootCertificate, saveCa, withRootCertificate } from '../tls/client-ca.js';
 
 export type { LeaseJson, TemplateJson, LeaseStatsJson, LeaseInfoJson, PlanJson };
 
@@ -88,21 +89,66 @@ function send(url: URL, options: { method: string; headers: Record<string, strin
   });
 }
 
+export interface PgleaseClientOptions {
+  server?: string;
+  token?: string;
+  timeoutMs?: number;
+  /** Where the server's TLS CA is saved for lease URLs (default: src/tls/client-ca.ts's caDirectory). */
+  caDirectory?: string;
+}
+
 export class PgleaseClient {
   /** Base URL without a trailing slash, e.g. http://localhost:8080 */
   readonly server: string;
   private readonly token: string | undefined;
   private readonly timeoutMs: number;
+  private readonly caDirectory: string;
+  /** The saved CA file of this server, fetched once per client (and shared with withToken's). */
+  private caFile: { promise: Promise<string | undefined> | undefined };
 
-  constructor(options: { server?: string; token?: string; timeoutMs?: number } = {}) {
+  constructor(options: PgleaseClientOptions = {}, caFile: { promise: Promise<string | undefined> | undefined } = { promise: undefined }) {
     this.server = (options.server ?? DEFAULT_SERVER).replace(/\/+$/, '');
     this.token = options.token;
     this.timeoutMs = options.timeoutMs ?? 30_000;
+    this.caDirectory = options.caDirectory ?? caDirectory();
+    this.caFile = caFile;
   }
 
   /** The same client acting with another token. */
   withToken(token: string | undefined): PgleaseClient {
-    return new PgleaseClient({ server: this.server, token, timeoutMs: this.timeoutMs });
+    return new PgleaseClient({ server: this.server, token, timeoutMs: this.timeoutMs, caDirectory: this.caDirectory }, this.caFile);
+  }
+
+  /** The server's CA certificate (GET /v1/ca.pem), or undefined when its lease host has no TLS. */
+  async caCertificate(): Promise<string | undefined> {
+    let response: { status: number; statusText: string; text: string };
+    try {
+      response = await send(new URL(this.server + '/v1/ca.pem'), { method: 'GET', headers: {}, body: undefined, signal: AbortSignal.timeout(this.timeoutMs) });
+    } catch (error) {
+      throw new PgleaseUnreachableError(this.server, reasonOf(error));
+    }
+    if (response.status === 404) return undefined;
+    if (response.status !== 200 || !response.text.includes('-----BEGIN CERTIFICATE-----')) {
+      throw new PgleaseApiError(response.status, 'NOT_PGLEASE', `${this.server} answered GET /v1/ca.pem with ${response.status} ${response.statusText}, not a certificate`);
+    }
+    return response.text;
+  }
+
+  /**
+   * A lease whose URL asks for sslmode=verify-full, with sslrootcert naming the server's CA saved
+   * on this machine (src/tls/client-ca.ts); other leases as they are.
+   */
+  private async withCa<T extends { url: string }>(lease: T): Promise<T> {
+    if (!needsRootCertificate(lease.url)) return lease;
+    this.caFile.promise ??= this.caCertificate().then((pem) => (pem === undefined ? undefined : saveCa(this.caDirectory, pem)));
+    let file: string | undefined;
+    try {
+      file = await this.caFile.promise;
+    } catch (error) {
+      this.caFile.promise = undefined; // try again with the next lease
+      throw error;
+    }
+    return file === undefined ? lease : { ...lease, url: withRootCertificate(lease.url, file) };
   }
 
   private async request<T>(method: string, path: string, body?: unknown, timeoutMs = this.timeoutMs): Promise<T> {
@@ -170,12 +216,12 @@ export class PgleaseClient {
     }
   }
 
-  createLease(options: CreateLeaseOptions = {}): Promise<CreatedLeaseJson> {
-    return this.request('POST', '/v1/leases', options);
+  async createLease(options: CreateLeaseOptions = {}): Promise<CreatedLeaseJson> {
+    return this.withCa(await this.request<CreatedLeaseJson>('POST', '/v1/leases', options));
   }
 
-  getLease(id: string): Promise<LeaseJson> {
-    return this.request('GET', `/v1/leases/${encodeURIComponent(id)}`);
+  async getLease(id: string): Promise<LeaseJson> {
+    return this.withCa(await this.request<LeaseJson>('GET', `/v1/leases/${encodeURIComponent(id)}`));
   }
 
   leaseStats(id: string): Promise<LeaseStatsJson> {
@@ -199,8 +245,8 @@ export class PgleaseClient {
     await this.request('DELETE', `/v1/plans/${encodeURIComponent(name)}`);
   }
 
-  renewLease(id: string, ttl: number | null): Promise<LeaseJson> {
-    return this.request('POST', `/v1/leases/${encodeURIComponent(id)}/renew`, { ttl });
+  async renewLease(id: string, ttl: number | null): Promise<LeaseJson> {
+    return this.withCa(await this.request<LeaseJson>('POST', `/v1/leases/${encodeURIComponent(id)}/renew`, { ttl }));
   }
 
   /** Declares a role the lease's JWTs may name (`editor` runs as `<role>_editor`). */
@@ -219,26 +265,27 @@ export class PgleaseClient {
   }
 
   /** Changes the lease's REST API settings (null: back to the default). */
-  updateSettings(id: string, settings: Record<string, unknown>): Promise<LeaseJson> {
-    return this.request('PATCH', `/v1/leases/${encodeURIComponent(id)}/settings`, settings);
+  async updateSettings(id: string, settings: Record<string, unknown>): Promise<LeaseJson> {
+    return this.withCa(await this.request<LeaseJson>('PATCH', `/v1/leases/${encodeURIComponent(id)}/settings`, settings));
   }
 
   /** A new password for the lease (its `url` has it); `cutSessions` also ends the sessions opened with the old one. */
-  resetCredentials(id: string, options: { cutSessions?: boolean } = {}): Promise<LeaseJson> {
-    return this.request('POST', `/v1/leases/${encodeURIComponent(id)}/credentials`, { cut_sessions: options.cutSessions === true });
+  async resetCredentials(id: string, options: { cutSessions?: boolean } = {}): Promise<LeaseJson> {
+    return this.withCa(await this.request<LeaseJson>('POST', `/v1/leases/${encodeURIComponent(id)}/credentials`, { cut_sessions: options.cutSessions === true }));
   }
 
   async releaseLease(id: string): Promise<void> {
     await this.request('DELETE', `/v1/leases/${encodeURIComponent(id)}`);
   }
 
-  listLeases(options: ListLeasesOptions = {}): Promise<{ items: LeaseJson[]; next: string | null }> {
+  async listLeases(options: ListLeasesOptions = {}): Promise<{ items: LeaseJson[]; next: string | null }> {
     const query = new URLSearchParams();
     if (options.limit !== undefined) query.set('limit', String(options.limit));
     if (options.cursor) query.set('cursor', options.cursor);
     if (options.state) query.set('state', options.state);
     const suffix = query.size > 0 ? `?${query}` : '';
-    return this.request('GET', `/v1/leases${suffix}`);
+    const page = await this.request<{ items: LeaseJson[]; next: string | null }>('GET', `/v1/leases${suffix}`);
+    return { ...page, items: await Promise.all(page.items.map((lease) => this.withCa(lease))) };
   }
 
   registerTemplate(name: string, sql: string): Promise<TemplateJson> {

@@ -17,6 +17,15 @@ function expiry(lease: { expires_at: string | null; state: string }): string {
   return `${relativeTime(when)} (${isoSeconds(when)})`;
 }
 
+/**
+ * A value for a NAME=value line that both a shell's eval and .env files read back as it was: a TLS
+ * lease URL carries `&sslrootcert=`, which a shell would take for a background job, so such a value
+ * is single-quoted (URLs hold no single quote: it is percent-encoded).
+ */
+function envValue(value: string): string {
+  return /^[\w@%+=:,./?-]*$/.test(value) ? value : `'${value.replaceAll("'", "'\\''")}'`;
+}
+
 function json(context: CliContext, value: unknown): void {
   println(context.io.stdout, JSON.stringify(value, null, 2));
 }
@@ -68,7 +77,7 @@ export function leaseCommands(context: CliContext): Command[] {
       if ((options.url || options.env) && io.stderr.isTTY) println(io.stderr, context.err.dim(`pglease: lease ${created.id.slice(0, 8)}; release it with: pglease release ${created.id.slice(0, 8)}`));
       if (options.url) return println(io.stdout, created.url);
       if (options.env) {
-        println(io.stdout, `DATABASE_URL=${created.url}`);
+        println(io.stdout, `DATABASE_URL=${envValue(created.url)}`);
         println(io.stdout, `PGLEASE_REST_URL=${created.rest_url}`);
         // the REST API's bearer token, and the one the CLI and pglease/testing act as this lease with
         println(io.stdout, `PGLEASE_TOKEN=${created.token}`);
