@@ -6,6 +6,7 @@
  */
 import pg from 'pg';
 import { endPool } from './end-pool.js';
+import { ensureLeaseTemplate } from './lease-template.js';
 import { migrate } from './migrate.js';
 import { isSuperuserUrl, setUpServiceRole } from './superuser-setup.js';
 
@@ -122,6 +123,8 @@ export async function openHost(options: HostOptions): Promise<Host> {
   const serverUrl = service?.serverUrl ?? options.serverUrl;
   const created = await ensureDatabase(serverUrl, options.leaseDatabase);
   if (created) options.log(`created lease database "${options.leaseDatabase}"`);
+  // without a superuser, the service makes the template of database leases itself (no event triggers)
+  if (!service) await ensureLeaseTemplate(serverUrl, options.leaseDatabase, null, options.log);
   const databaseUrl = withDatabase(serverUrl, options.leaseDatabase);
   const applied = await migrate(databaseUrl, options.log);
   for (const name of applied.migrations) options.log(`applied migration ${name}`);

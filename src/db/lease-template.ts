@@ -1,0 +1,91 @@
+/**
+ * The lease template database: what every database lease (issue 14) is cloned from, with
+ * `CREATE DATABASE lease_<hex> TEMPLATE <lease database>_lease_template`.
+ *
+ * What it guarantees:
+ *   - it belongs to the service role and PUBLIC has no CONNECT on it: a lease (NOCREATEDB, not its
+ *     owner, not a superuser) can neither connect to it, clone it, alter nor drop it;
+ *   - it holds what every lease database needs from the start: the DDL event triggers of the REST
+ *     schema cache (sql/admin/event-triggers.sql), when pglease is given a superuser (event
+ *     triggers need one to be made). Without one it is an empty database, and the REST API of a
+ *     database lease falls back to reloading its schema when a request names something it has not
+ *     cached, as for schema leases;
+ *   - nothing else: a clone costs what the template weighs (about 7.5 MB of catalog on disk on
+ *     Postgres 17), and CREATE DATABASE refuses while any session is connected to the template, so
+ *     sessions on it are short and made only here, at start.
+ * A database lease can later serve as a template itself (fork): CREATE DATABASE ... TEMPLATE
+ * lease_<hex> needs no session on it either.
+ */
+import { readFile } from 'node:fs/promises';
+import pg from 'pg';
+import { projectPath } from '../paths.js';
+import { retryConcurrentCatalogUpdates } from './migrate.js';
+
+/** The template database of lease database `leaseDatabase` (pglease.lease_template_database in SQL). */
+export function leaseTemplateName(leaseDatabase: string): string {
+  return `${leaseDatabase.slice(0, 48)}_lease_template`;
+}
+
+function withDatabaseName(url: string, database: string): string {
+  const parsed = new URL(url);
+  parsed.pathname = '/' + encodeURIComponent(database);
+  return parsed.toString();
+}
+
+/** A session on `url` that resolves names in pg_catalog only (nothing of anyone else's is found first). */
+function pinnedClient(url: string): pg.Client {
+  const client = new pg.Client({ connectionString: url, application_name: 'pglease-setup', options: '-c search_path=pg_catalog,pg_temp' });
+  client.on('error', () => undefined);
+  return client;
+}
+
+/**
+ * Creates the template database unless it exists, owned by `owner` (NULL: the role of `serverUrl`),
+ * and closes it to PUBLIC. `serverUrl` must be able to create databases (the service role, or a
+ * superuser at setup). Tolerates another process doing the same at once. Returns whether it made it.
+ */
+export async function ensureLeaseTemplate(serverUrl: string, leaseDatabase: string, owner: string | null, log: (message: string) => void): Promise<boolean> {
+  const template = leaseTemplateName(leaseDatabase);
+  const client = pinnedClient(serverUrl);
+  await client.connect();
+  try {
+    const { rows } = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [template]);
+    if (rows.length > 0) return false;
+    try {
+      // template0: nothing a site added to template1 (extensions, tables) reaches every lease
+      await client.query(
+        `CREATE DATABASE ${client.escapeIdentifier(template)} TEMPLATE template0${owner === null ? '' : ` OWNER ${client.escapeIdentifier(owner)}`}`,
+      );
+    } catch (error) {
+      const code = (error as { code?: string }).code;
+      if (code === '42P04' || code === '23505') return false; // made by another process at this moment
+      throw error;
+    }
+    await client.query(`REVOKE ALL ON DATABASE ${client.escapeIdentifier(template)} FROM PUBLIC`);
+    log(`created the lease template database "${template}" (database leases are cloned from it)`);
+    return true;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/**
+ * Installs the DDL event triggers in the template database, as the superuser of `superuserUrl`
+ * (idempotent). A session of it is open for a few milliseconds: a lease created meanwhile waits
+ * for it (CREATE DATABASE waits up to 5 s for the template's sessions to end).
+ */
+export async function installTemplateEventTriggers(superuserUrl: string, leaseDatabase: string): Promise<void> {
+  const session = pinnedClient(withDatabaseName(superuserUrl, leaseTemplateName(leaseDatabase)));
+  await session.connect();
+  try {
+    const installed = await session.query(
+      `SELECT 1 FROM pg_event_trigger WHERE evtname IN ('pglease_rest_ddl_end', 'pglease_rest_sql_drop') HAVING count(*) = 2`,
+    );
+    const sql = await readFile(projectPath('sql', 'admin', 'event-triggers.sql'), 'utf8');
+    // the function is replaced every time (its text may have changed); the triggers made once
+    await retryConcurrentCatalogUpdates(() => session.query(sql));
+    if (installed.rows.length === 0) await retryConcurrentCatalogUpdates(() => session.query('SELECT pglease_admin.install_event_triggers()'));
+  } finally {
+    await session.end().catch(() => undefined);
+  }
+}
