@@ -82,13 +82,10 @@ export async function installTemplateEventTriggers(superuserUrl: string, leaseDa
   const session = pinnedClient(withDatabaseName(superuserUrl, leaseTemplateName(leaseDatabase)));
   await session.connect();
   try {
-    const installed = await session.query(
-      `SELECT 1 FROM pg_event_trigger WHERE evtname IN ('pglease_rest_ddl_end', 'pglease_rest_sql_drop') HAVING count(*) = 2`,
-    );
     const sql = await readFile(projectPath('sql', 'admin', 'event-triggers.sql'), 'utf8');
-    // the function is replaced every time (its text may have changed); the triggers made once
+    // the functions are replaced every time (their text may have changed); the triggers made once
     await retryConcurrentCatalogUpdates(() => session.query(sql));
-    if (installed.rows.length === 0) await retryConcurrentCatalogUpdates(() => session.query('SELECT pglease_admin.install_event_triggers()'));
+    await retryConcurrentCatalogUpdates(() => session.query('SELECT pglease_admin.install_event_triggers()'));
   } finally {
     await session.end().catch(() => undefined);
   }
