@@ -114,12 +114,12 @@ BEGIN
   ELSIF TG_TAG = 'CREATE TABLE' AND v_query ~* '\muuid_generate_v[14]\s*\('
         AND NOT EXISTS (SELECT 1 FROM pg_proc p WHERE p.proname IN ('uuid_generate_v1', 'uuid_generate_v4')) THEN
     -- TypeORM's uuid keys: its CREATE EXTENSION "uuid-ossp" failed (and was only logged)
-    RAISE EXCEPTION 'function uuid_generate_v4() does not exist: it comes from the extension "uuid-ossp", and this lease is a schema in a shared database (kind "schema"), which cannot create extensions; a lease of kind "database" (POST /v1/leases {"kind": "database"}, pglease create --kind database) is a database of its own where it can'
+    RAISE EXCEPTION 'function uuid_generate_v4() does not exist: it comes from the extension "uuid-ossp", and this lease is a schema in a shared database (kind "schema"), which cannot create extensions; a lease of kind "database" (POST /v1/leases {"kind": "database"}, pglease lease --kind database) is a database of its own where it can'
       USING ERRCODE = '42883',
             HINT = 'Create the lease with {"kind": "database"}, or set PGLEASE_DEFAULT_KIND=database; or use gen_random_uuid(), built in.';
   END IF;
   IF v_refused IS NOT NULL THEN
-    RAISE EXCEPTION '%: this lease is a schema in a shared database (kind "schema"), which cannot create extensions, schemas or objects in public; a lease of kind "database" (POST /v1/leases {"kind": "database"}, pglease create --kind database) is a database of its own where all of these work', v_refused
+    RAISE EXCEPTION '%: this lease is a schema in a shared database (kind "schema"), which cannot create extensions, schemas or objects in public; a lease of kind "database" (POST /v1/leases {"kind": "database"}, pglease lease --kind database) is a database of its own where all of these work', v_refused
       USING ERRCODE = '42501',
             HINT = 'Create the lease with {"kind": "database"}, or set PGLEASE_DEFAULT_KIND=database.';
   END IF;
