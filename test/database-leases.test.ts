@@ -170,6 +170,94 @@ describe('creates', () => {
   });
 });
 
+describe('isolation of database leases', () => {
+  let victim: CreatedLeaseJson;
+  let attacker: CreatedLeaseJson;
+
+  beforeAll(async () => {
+    [victim, attacker] = await Promise.all([createLease(service, { kind: 'database' }), createLease(service, { kind: 'database' })]);
+    await queryUrl(victim.url, `CREATE TABLE secrets (id int PRIMARY KEY, secret text)`);
+    await queryUrl(victim.url, `INSERT INTO secrets VALUES (1, 'the victim''s secret')`);
+    await queryUrl(victim.url, `CREATE FUNCTION whisper() RETURNS text LANGUAGE sql AS $$ SELECT 'hidden body' $$`);
+  });
+
+  /** The attacker's URL pointed at another database. */
+  function attackerIn(database: string): string {
+    const url = new URL(attacker.url);
+    url.pathname = '/' + database;
+    return url.toString();
+  }
+
+  it("cannot connect to another lease's database, nor to the shared lease database or postgres", async () => {
+    for (const database of [victim.database, service.config.leaseDatabase, 'postgres', 'template1']) {
+      expect(`${database}: ${await outcome(attackerIn(database), 'SELECT 1')}`).toBe(`${database}: 42501`);
+    }
+    // the victim's authenticator cannot be logged into without its password either
+    const asAuth = new URL(victim.url);
+    asAuth.username = `${victim.role}_auth`;
+    expect(await outcome(asAuth.toString(), 'SELECT 1')).toBe('28P01');
+  });
+
+  it("sees none of another lease's tables, functions or data in its own catalogs", async () => {
+    const [seen] = await queryUrl<{ tables: number; functions: number }>(
+      attacker.url,
+      `SELECT (SELECT count(*)::int FROM pg_class WHERE relname = 'secrets') AS tables,
+              (SELECT count(*)::int FROM pg_proc WHERE proname = 'whisper' OR prosrc LIKE '%hidden body%') AS functions`,
+    );
+    expect(seen).toEqual({ tables: 0, functions: 0 });
+  });
+
+  it('cannot alter, drop or rename another database, nor create one', async () => {
+    expect(await outcome(attacker.url, `ALTER DATABASE "${victim.database}" CONNECTION LIMIT 0`)).toBe('42501');
+    expect(await outcome(attacker.url, `ALTER DATABASE "${victim.database}" SET statement_timeout = 1`)).toBe('42501');
+    expect(await outcome(attacker.url, `ALTER DATABASE "${victim.database}" RENAME TO stolen`)).toBe('42501');
+    expect(await outcome(attacker.url, `DROP DATABASE "${victim.database}"`)).toBe('42501');
+    expect(await outcome(attacker.url, `GRANT CONNECT ON DATABASE "${victim.database}" TO "${attacker.role}"`)).toBe('42501');
+    expect(await outcome(attacker.url, `CREATE DATABASE mine`)).toBe('42501');
+    expect(await outcome(attacker.url, `CREATE DATABASE mine TEMPLATE "${victim.database}"`)).toBe('42501');
+    // nor rename its own, or give it away
+    expect(await outcome(attacker.url, `ALTER DATABASE "${attacker.database}" RENAME TO renamed`)).toBe('42501');
+    expect(await outcome(attacker.url, `ALTER DATABASE "${attacker.database}" OWNER TO "${victim.role}"`)).toBe('42501');
+  });
+
+  it('cannot make, drop or disable event triggers in its own database', async () => {
+    expect(await outcome(attacker.url, `CREATE FUNCTION t() RETURNS event_trigger LANGUAGE plpgsql AS 'BEGIN END'`)).toBe('ok');
+    expect(await outcome(attacker.url, `CREATE EVENT TRIGGER mine ON ddl_command_end EXECUTE FUNCTION t()`)).toBe('42501');
+    expect(await outcome(attacker.url, `DROP EVENT TRIGGER pglease_rest_ddl_end`)).toBe('42501');
+    expect(await outcome(attacker.url, `ALTER EVENT TRIGGER pglease_rest_ddl_end DISABLE`)).toBe('42501');
+    expect(await outcome(attacker.url, `CREATE OR REPLACE FUNCTION pglease_admin.rest_notify_ddl() RETURNS event_trigger LANGUAGE plpgsql AS 'BEGIN END'`)).toBe('42501');
+    expect(await outcome(attacker.url, `SET session_replication_role = replica`)).toBe('42501');
+    // nor replace the introspection the REST API runs in its database
+    expect(await outcome(attacker.url, `CREATE OR REPLACE FUNCTION pglease.rest_schema(name, text[]) RETURNS json LANGUAGE sql AS 'SELECT null::json'`)).toBe('42501');
+    expect(await outcome(attacker.url, `DROP SCHEMA pglease CASCADE`)).toBe('42501');
+  });
+
+  it('a release still drops a database its owner marked as a template', async () => {
+    const marked = await createLease(service, { kind: 'database' });
+    const marking = await outcome(marked.url, `ALTER DATABASE "${marked.database}" IS_TEMPLATE true`);
+    expect(['ok', '42501']).toContain(marking);
+    expect((await release(marked)).status).toBe(204);
+    expect(await databaseExists(marked.database)).toBe(false);
+  });
+});
+
+describe('templates', () => {
+  it("seed a database lease as the lease, in its own database (checked on a scratch database lease with kind 'database')", async () => {
+    const admin = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' };
+    const sql = `CREATE EXTENSION citext; CREATE TABLE public.users (id int PRIMARY KEY, email citext, made_by text DEFAULT current_user); INSERT INTO users (id, email) VALUES (1, 'Ada@Example.org')`;
+    // checked on a schema lease it fails: no extension there
+    const refused = await fetch(`${service.baseUrl}/v1/templates`, { method: 'POST', headers: admin, body: JSON.stringify({ name: 'citext-users', sql }) });
+    expect(refused.status).toBe(400);
+    const registered = await fetch(`${service.baseUrl}/v1/templates`, { method: 'POST', headers: admin, body: JSON.stringify({ name: 'citext-users', sql, kind: 'database' }) });
+    expect(registered.status).toBe(201);
+    const seeded = await createLease(service, { kind: 'database', template: 'citext-users' });
+    const rows = await queryUrl<{ email: string; made_by: string }>(seeded.url, `SELECT email, made_by FROM users WHERE email = 'ada@example.org'`);
+    expect(rows).toEqual([{ email: 'Ada@Example.org', made_by: seeded.role }]);
+    const [event] = await queryUrl<{ template: string }>(superuserDatabaseUrl(service), `SELECT detail ->> 'template' AS template FROM pglease.lease_events WHERE lease_id = $1 AND kind = 'created'`, [seeded.id]);
+    expect(event!.template).toBe('citext-users');
+  });
+});
+
 describe('pglease/testing', () => {
   it("lease({ kind: 'database' }) hands out a database lease and releases it", async () => {
     const leased = await testLease({ server: service.baseUrl, local: 'never', kind: 'database', ttl: 60 });
