@@ -8,6 +8,10 @@
  *   3. HTTP with concurrency 8.
  * Prints p50/p99 latency of create and release and leases/s, and the ratios the issue sets goals on
  * (HTTP create p50 within 2x of raw; at least 300 leases/s with concurrency).
+ * Then both kinds of lease side by side (issue 14): create-to-first-query (POST, connect with the
+ * URL, SELECT 1) from the warm pool (one at a time, with a pause that lets the pool refill) and
+ * sustained at concurrency 8 (each lease released right after its query), for schema and database
+ * leases; goal: the database kind from the pool within 1.5x of the schema kind.
  *
  *   npm run bench:leases [-- --count 400]
  */
@@ -128,6 +132,58 @@ async function rawRun(databaseUrl: string, total: number): Promise<Figures> {
   return figures;
 }
 
+interface FirstQueryFigures {
+  p50: number;
+  p99: number;
+  perSecond: number;
+}
+
+/**
+ * Create-to-first-query of `total` leases of `kind`, `concurrency` at a time: POST /v1/leases, a
+ * connection with its URL, SELECT 1 (timed together); then its release (not timed). `pauseMs`
+ * between one lease and the next of a worker lets the warm pool refill (its refills wait for 150 ms
+ * without creates, then take a create's time).
+ */
+async function firstQueryRun(baseUrl: string, kind: 'schema' | 'database', total: number, concurrency: number, pauseMs: number): Promise<FirstQueryFigures> {
+  const times: number[] = [];
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < total) {
+      next++;
+      const t = performance.now();
+      const created = await httpJson('POST', `${baseUrl}/v1/leases`, ADMIN, { kind });
+      if (created.status !== 201) throw new Error(`create: ${created.status} ${created.body}`);
+      const lease = JSON.parse(created.body) as { id: string; token: string; url: string };
+      const client = new pg.Client({ connectionString: lease.url });
+      await client.connect();
+      await client.query('SELECT 1');
+      times.push(performance.now() - t);
+      await client.end();
+      const released = await http('DELETE', `${baseUrl}/v1/leases/${lease.id}`, lease.token);
+      if (released.status !== 204) throw new Error(`release: ${released.status} ${released.body}`);
+      if (pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, pauseMs));
+    }
+  }));
+  const wall = performance.now() - started - (pauseMs * total) / concurrency;
+  times.sort((a, b) => a - b);
+  return { p50: percentile(times, 50), p99: percentile(times, 99), perSecond: (times.length / wall) * 1000 };
+}
+
+function httpJson(method: string, url: string, token: string, body: unknown): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const payload = JSON.stringify(body);
+    const req = request(url, { method, agent, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk) => (text += chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
 function row(label: string, f: Figures): string {
   const ms = (n: number) => n.toFixed(2).padStart(7);
   return `${label.padEnd(22)} ${ms(f.createP50)} ${ms(f.createP99)} ${ms(f.releaseP50)} ${ms(f.releaseP99)} ${f.perSecond.toFixed(0).padStart(9)} ${f.releasedPerSecond.toFixed(0).padStart(10)}`;
@@ -164,6 +220,22 @@ async function main(): Promise<void> {
     const ratio = sequential.createP50 / raw.createP50;
     console.log(`HTTP create p50 / raw create p50: ${ratio.toFixed(2)}x (goal ≤ 2x)  ${ratio <= 2 ? 'met' : 'NOT met'}`);
     console.log(`leases/s with concurrency 8: ${concurrent.perSecond.toFixed(0)} (goal ≥ 300)  ${concurrent.perSecond >= 300 ? 'met' : 'NOT met'}`);
+
+    // both kinds side by side: create-to-first-query, from the warm pool and sustained
+    const kindsCount = Math.max(20, Math.min(count, 80));
+    await firstQueryRun(baseUrl, 'database', 4, 1, 600); // starts the database pool
+    const kinds = {
+      schema: { pooled: await firstQueryRun(baseUrl, 'schema', kindsCount, 1, 400), sustained: await firstQueryRun(baseUrl, 'schema', kindsCount, 8, 0) },
+      database: { pooled: await firstQueryRun(baseUrl, 'database', kindsCount, 1, 600), sustained: await firstQueryRun(baseUrl, 'database', kindsCount, 8, 0) },
+    };
+    console.log(`\ncreate to first query (POST, connect, SELECT 1), ${kindsCount} leases per run, ms\n`);
+    console.log(`${'kind'.padEnd(10)} ${'warm pool p50'.padStart(14)} ${'p99'.padStart(7)} ${'concurrency 8 p50'.padStart(18)} ${'p99'.padStart(7)} ${'leases/s'.padStart(9)}`);
+    for (const [kind, figures] of Object.entries(kinds)) {
+      const ms = (n: number) => n.toFixed(1);
+      console.log(`${kind.padEnd(10)} ${ms(figures.pooled.p50).padStart(14)} ${ms(figures.pooled.p99).padStart(7)} ${ms(figures.sustained.p50).padStart(18)} ${ms(figures.sustained.p99).padStart(7)} ${figures.sustained.perSecond.toFixed(0).padStart(9)}`);
+    }
+    const kindRatio = kinds.database.pooled.p50 / kinds.schema.pooled.p50;
+    console.log(`\ndatabase / schema, from the warm pool (p50): ${kindRatio.toFixed(2)}x (goal ≤ 1.5x)  ${kindRatio <= 1.5 ? 'met' : 'NOT met'}`);
   } finally {
     agent.destroy();
     await pglease.stop();

@@ -49,6 +49,20 @@ CREATE OR REPLACE FUNCTION pglease.lease_role_names(p_base text, OUT login_role 
 LANGUAGE sql IMMUTABLE
 AS $$ SELECT p_base, p_base || '_anon', p_base || '_auth' $$;
 
+-- pglease.database_lease_group: the role that marks the roles of this database's database leases
+-- (migrations/0011_database-leases.sql). It grants nothing, CONNECT on this database included.
+CREATE OR REPLACE FUNCTION pglease.database_lease_group()
+RETURNS text
+LANGUAGE sql STABLE
+AS $$ SELECT left(current_database(), 53) || '_dbleases' $$;
+
+-- pglease.lease_template_database: the database every database lease is cloned from (owned by the
+-- service role, closed to PUBLIC; src/db/lease-template.ts prepares it).
+CREATE OR REPLACE FUNCTION pglease.lease_template_database()
+RETURNS text
+LANGUAGE sql STABLE
+AS $$ SELECT left(current_database(), 48) || '_lease_template' $$;
+
 -- pglease.provision: creates a lease, all or nothing.
 --
 -- In one transaction it records the lease and creates
@@ -65,8 +79,9 @@ AS $$ SELECT p_base, p_base || '_anon', p_base || '_auth' $$;
 --
 -- Passwords arrive as SCRAM verifiers computed by the caller: the secret never reaches the server
 -- or its logs.
--- (p_group added: the signature without it would make calls ambiguous)
+-- (p_group, then p_kind added: the signature without them would make calls ambiguous)
 DROP FUNCTION IF EXISTS pglease.provision(text, text, text, bytea, interval, text, inet, int, int, text, text, int);
+DROP FUNCTION IF EXISTS pglease.provision(text, text, text, bytea, interval, text, inet, int, int, text, text, int, text);
 CREATE OR REPLACE FUNCTION pglease.provision(
   p_base              text,          -- schema and login role name, 'lease_' + 16 hex digits
   p_login_verifier    text,
@@ -81,7 +96,10 @@ CREATE OR REPLACE FUNCTION pglease.provision(
   p_idle_timeout      text,
   p_auth_connections  int DEFAULT 10,
   -- the lease group to join; NULL: the one its name points at (pglease.lease_group_for)
-  p_group             text DEFAULT NULL
+  p_group             text DEFAULT NULL,
+  -- 'schema', or 'database': then no schema here; the caller creates the database next, outside
+  -- this transaction (CREATE DATABASE cannot run in one), and the lease must be parked until then
+  p_kind              text DEFAULT 'schema'
 ) RETURNS pglease.leases
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -102,6 +120,9 @@ BEGIN
   PERFORM set_config('pglease.provisioning', 'on', true);
   IF p_ttl IS NOT NULL AND p_ttl <= interval '0' THEN
     RAISE EXCEPTION 'lease ttl must be positive' USING ERRCODE = '22023';
+  END IF;
+  IF p_kind NOT IN ('schema', 'database') THEN
+    RAISE EXCEPTION 'a lease is of kind schema or database, not %', p_kind USING ERRCODE = '22023';
   END IF;
 
   EXECUTE format('CREATE ROLE %I NOLOGIN NOINHERIT', v_roles.anon_role);
@@ -125,14 +146,20 @@ BEGIN
     EXECUTE format('GRANT %I, %I, %I TO %I', v_roles.login_role, v_roles.anon_role, v_roles.auth_role, current_user);
   END IF;
 
-  EXECUTE format('CREATE SCHEMA %I AUTHORIZATION %I', v_base, v_roles.login_role);
-  EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', v_base, v_roles.anon_role);
-  -- Functions are executable by PUBLIC by default; a lease's anonymous role gets only what its
-  -- owner grants, so new functions start private.
-  EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %I REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC', v_roles.login_role);
-
-  EXECUTE format('ALTER ROLE %I SET search_path TO %I', v_roles.login_role, v_base);
-  EXECUTE format('ALTER ROLE %I SET search_path TO %I', v_roles.auth_role, v_base);
+  IF p_kind = 'schema' THEN
+    EXECUTE format('CREATE SCHEMA %I AUTHORIZATION %I', v_base, v_roles.login_role);
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', v_base, v_roles.anon_role);
+    -- Functions are executable by PUBLIC by default; a lease's anonymous role gets only what its
+    -- owner grants, so new functions start private. (A database lease gets the same in its own
+    -- database, from its first session: default privileges belong to a database.)
+    EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %I REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC', v_roles.login_role);
+    EXECUTE format('ALTER ROLE %I SET search_path TO %I', v_roles.login_role, v_base);
+    EXECUTE format('ALTER ROLE %I SET search_path TO %I', v_roles.auth_role, v_base);
+  ELSE
+    -- in its own database, public is the lease's (owned by pg_database_owner, Postgres 15+)
+    EXECUTE format('ALTER ROLE %I SET search_path TO "$user", public', v_roles.login_role);
+    EXECUTE format('ALTER ROLE %I SET search_path TO "$user", public', v_roles.auth_role);
+  END IF;
   EXECUTE format('ALTER ROLE %I SET statement_timeout TO %L', v_roles.login_role, p_statement_timeout);
   EXECUTE format('ALTER ROLE %I SET statement_timeout TO %L', v_roles.auth_role, p_statement_timeout);
   EXECUTE format('ALTER ROLE %I SET idle_in_transaction_session_timeout TO %L', v_roles.login_role, p_idle_timeout);
@@ -159,24 +186,73 @@ BEGIN
   IF p_group IS NOT NULL AND NOT p_group = ANY (pglease.lease_groups()) THEN
     RAISE EXCEPTION '% is not a lease group of this database', p_group USING ERRCODE = '22023';
   END IF;
-  IF current_setting('server_version_num')::int >= 160000 THEN
+  IF p_kind = 'database' THEN
+    -- no lease group: a database lease connects to its own database only (its owner, and the
+    -- authenticator's CONNECT granted there); this group only marks its roles as ours
+    EXECUTE format('GRANT %I TO %I, %I', pglease.database_lease_group(), v_roles.login_role, v_roles.auth_role);
+  ELSIF current_setting('server_version_num')::int >= 160000 THEN
     EXECUTE format('GRANT %I TO %I, %I WITH INHERIT TRUE, SET FALSE', coalesce(p_group, pglease.lease_group_for(p_base)), v_roles.login_role, v_roles.auth_role);
   ELSE
     EXECUTE format('GRANT %I TO %I, %I', coalesce(p_group, pglease.lease_group_for(p_base)), v_roles.login_role, v_roles.auth_role);
   END IF;
 
   INSERT INTO pglease.leases (label, host_id, schema_name, role_name, anon_role, auth_role, token_hash,
-                              state, client_ip, expires_at)
+                              state, client_ip, expires_at, kind)
   VALUES (p_label, p_host_id, v_base, v_roles.login_role, v_roles.anon_role, v_roles.auth_role, p_token_hash,
-          'active', p_client_ip, now() + p_ttl)
+          CASE p_kind WHEN 'schema' THEN 'active' ELSE 'provisioning' END::pglease.lease_state, p_client_ip, now() + p_ttl, p_kind)
   RETURNING * INTO v_lease;
 
   INSERT INTO pglease.lease_events (lease_id, kind, client_ip, detail)
   VALUES (v_lease.id, 'created', p_client_ip,
-          jsonb_build_object('ttl_seconds', extract(epoch FROM p_ttl)::bigint, 'label', p_label));
+          jsonb_build_object('ttl_seconds', extract(epoch FROM p_ttl)::bigint, 'label', p_label, 'kind', p_kind));
   -- later DDL of this transaction (a template's seed on a lease already known) notifies again
   PERFORM set_config('pglease.provisioning', 'off', true);
   RETURN v_lease;
+END
+$$;
+
+-- pglease.lease_database_ddl: the CREATE DATABASE of a parked database lease (src/leases/lease-store.ts
+-- runs it: it cannot run in a function, which is always in a transaction). Its database is a clone
+-- of the lease template, owned by its login role, and refuses connections until
+-- pglease.open_lease_database has set who may connect. WAL_LOG (the default since Postgres 15)
+-- copies the template block by block through the WAL; FILE_COPY would force two checkpoints per
+-- create, which under a stream of creates costs every session on the server.
+CREATE OR REPLACE FUNCTION pglease.lease_database_ddl(p_lease_id uuid)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_lease pglease.leases;
+BEGIN
+  SELECT * INTO v_lease FROM pglease.leases WHERE id = p_lease_id AND kind = 'database' AND state = 'provisioning';
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no parked database lease %', p_lease_id USING ERRCODE = 'PGLTG';
+  END IF;
+  RETURN format('CREATE DATABASE %I OWNER %I TEMPLATE %I ALLOW_CONNECTIONS false',
+                v_lease.schema_name, v_lease.role_name, pglease.lease_template_database());
+END
+$$;
+
+-- pglease.open_lease_database: opens a parked database lease's new database to its own roles only:
+-- PUBLIC loses CONNECT and TEMPORARY (a new database grants them, whatever its template's ACL), the
+-- authenticator gets CONNECT (the login role has it as owner), then connections are allowed. One
+-- transaction, catalogs only.
+CREATE OR REPLACE FUNCTION pglease.open_lease_database(p_lease_id uuid)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_lease pglease.leases;
+BEGIN
+  SELECT * INTO v_lease FROM pglease.leases WHERE id = p_lease_id AND kind = 'database' AND state = 'provisioning' FOR SHARE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no parked database lease %', p_lease_id USING ERRCODE = 'PGLTG';
+  END IF;
+  EXECUTE format('REVOKE ALL ON DATABASE %I FROM PUBLIC', v_lease.schema_name);
+  EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO %I', v_lease.schema_name, v_lease.auth_role);
+  EXECUTE format('ALTER DATABASE %I ALLOW_CONNECTIONS true', v_lease.schema_name);
 END
 $$;
 
@@ -219,7 +295,6 @@ DECLARE
   -- the lease declared for its JWTs are <login>_<name> (sql/auth.sql)
   v_roles text[] := ARRAY[p_lease.auth_role, p_lease.anon_role, p_lease.role_name, p_lease.role_name || '_quota']
                      || ARRAY(SELECT p_lease.role_name || '_' || r FROM unnest(p_lease.user_roles) r);
-  v_existing text[];
   v_sessions int[];
 BEGIN
   -- Cut logins first, and wait until they have exited (pglease.end_sessions), so that no session
@@ -245,10 +320,38 @@ BEGIN
     END IF;
   END LOOP;
 
-  EXECUTE format('DROP SCHEMA IF EXISTS %I CASCADE', p_lease.schema_name);
+  -- A database lease's database cannot be dropped in a transaction: it is queued, and dropped
+  -- with its roles after this transaction commits (pglease.finish_database_drop). Its sessions are
+  -- ended and its roles cannot log in, so what is left is inert until then. A lease kept as a
+  -- template (IS_TEMPLATE, which its owner may set) could not be dropped: that is undone here.
+  IF p_lease.kind = 'database' OR EXISTS (SELECT 1 FROM pg_database d WHERE d.datname = p_lease.schema_name) THEN
+    IF EXISTS (SELECT 1 FROM pg_database d WHERE d.datname = p_lease.schema_name AND d.datistemplate) THEN
+      EXECUTE format('ALTER DATABASE %I IS_TEMPLATE false', p_lease.schema_name);
+    END IF;
+    INSERT INTO pglease.database_drops (database_name, roles) VALUES (p_lease.schema_name, v_roles)
+    ON CONFLICT (database_name) DO NOTHING;
+    RETURN;
+  END IF;
 
+  EXECUTE format('DROP SCHEMA IF EXISTS %I CASCADE', p_lease.schema_name);
+  PERFORM pglease.drop_lease_roles(v_roles);
+END
+$$;
+
+-- pglease.drop_lease_roles: drops the roles p_roles (those that exist) and what they own in this
+-- database. For a database lease, only once its database is gone: a role cannot be dropped while a
+-- database holds objects of its.
+CREATE OR REPLACE FUNCTION pglease.drop_lease_roles(p_roles text[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '10s'
+AS $$
+DECLARE
+  v_existing text[];
+BEGIN
   SELECT array_agg(r.rolname ORDER BY r.rolname) INTO v_existing
-    FROM pg_roles r WHERE r.rolname = ANY (v_roles);
+    FROM pg_roles r WHERE r.rolname = ANY (p_roles);
   IF v_existing IS NOT NULL THEN
     -- DROP OWNED needs the privileges of each role. A service role that is no superuser has them
     -- through the grant pglease.provision gives it; a role it administers without them (one made by
@@ -264,6 +367,39 @@ BEGIN
                    (SELECT string_agg(format('%I', r), ', ') FROM unnest(v_existing) r));
   END IF;
 END
+$$;
+
+-- pglease.finish_database_drop: the second step of a database lease's end, after the service ran
+-- DROP DATABASE (src/leases/database-drops.ts): its roles go and its queue row is deleted, in one
+-- transaction. Raises 55006 while the database still exists (its DROP failed: retried later).
+CREATE OR REPLACE FUNCTION pglease.finish_database_drop(p_database name)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_drop pglease.database_drops;
+BEGIN
+  SELECT * INTO v_drop FROM pglease.database_drops WHERE database_name = p_database FOR UPDATE;
+  IF NOT FOUND THEN
+    RETURN false;
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_database d WHERE d.datname = p_database) THEN
+    RAISE EXCEPTION 'database % still exists', p_database USING ERRCODE = '55006';
+  END IF;
+  PERFORM pglease.drop_lease_roles(v_drop.roles);
+  DELETE FROM pglease.database_drops WHERE database_name = p_database;
+  RETURN true;
+END
+$$;
+
+-- pglease.note_database_drop_failure: keeps why a queued database could not be dropped.
+CREATE OR REPLACE FUNCTION pglease.note_database_drop_failure(p_database name, p_error text)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+  UPDATE pglease.database_drops SET attempts = attempts + 1, last_error = p_error WHERE database_name = p_database
 $$;
 
 -- pglease.release: ends a live lease (state 'released' on request, 'expired' from the reaper) and
@@ -318,6 +454,9 @@ $$;
 -- a warm pool's claim (sql/pool.sql), or a seed in the lease's own session followed by
 -- park_seeded_lease or activate_seeded_lease (sql/templates.sql). A lease whose process dies
 -- before that expires and is reaped.
+-- A database lease (p_kind 'database') is always made this way: its database comes next, outside
+-- this transaction, and a lease whose database was never made expires and is reaped.
+DROP FUNCTION IF EXISTS pglease.provision_parked(text, text, text, bytea, interval, int, int, text, text);
 CREATE OR REPLACE FUNCTION pglease.provision_parked(
   p_base              text,
   p_login_verifier    text,
@@ -327,7 +466,8 @@ CREATE OR REPLACE FUNCTION pglease.provision_parked(
   p_host_id           int,
   p_connection_limit  int,
   p_statement_timeout text,
-  p_idle_timeout      text
+  p_idle_timeout      text,
+  p_kind              text DEFAULT 'schema'
 ) RETURNS pglease.leases
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -339,7 +479,7 @@ BEGIN
     p_base => p_base, p_login_verifier => p_login_verifier, p_auth_verifier => p_auth_verifier,
     p_token_hash => p_token_hash, p_ttl => p_hold, p_label => NULL, p_client_ip => NULL,
     p_host_id => p_host_id, p_connection_limit => p_connection_limit,
-    p_statement_timeout => p_statement_timeout, p_idle_timeout => p_idle_timeout);
+    p_statement_timeout => p_statement_timeout, p_idle_timeout => p_idle_timeout, p_kind => p_kind);
   UPDATE pglease.leases SET state = 'provisioning' WHERE id = v_lease.id RETURNING * INTO v_lease;
   RETURN v_lease;
 END

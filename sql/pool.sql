@@ -79,7 +79,9 @@ $$;
 -- process's registration has overtaken, and resolves the name again.
 -- p_quota_ip charges the lease to a client address (the caller's, when per-client limits apply):
 -- set here, the throttle check that follows finds it set and writes no second row version.
+-- p_kind: pools are per kind of lease (a candidate of the other kind is never handed out).
 DROP FUNCTION IF EXISTS pglease.claim_pooled_lease(uuid, bigint, uuid[], bytea, interval, text, inet);
+DROP FUNCTION IF EXISTS pglease.claim_pooled_lease(uuid, bigint, uuid[], bytea, interval, text, inet, inet);
 CREATE OR REPLACE FUNCTION pglease.claim_pooled_lease(
   p_holder      uuid,
   p_template_id bigint,
@@ -88,7 +90,8 @@ CREATE OR REPLACE FUNCTION pglease.claim_pooled_lease(
   p_ttl         interval,       -- NULL: never expires
   p_label       text,
   p_client_ip   inet,
-  p_quota_ip    inet            -- NULL: not charged to a client
+  p_quota_ip    inet,           -- NULL: not charged to a client
+  p_kind        text DEFAULT 'schema'
 ) RETURNS SETOF pglease.leases
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -106,6 +109,7 @@ BEGIN
     JOIN pglease.leases l ON l.id = p.lease_id
    WHERE p.holder = p_holder
      AND p.template_id IS NOT DISTINCT FROM p_template_id
+     AND p.kind = p_kind
      AND p.lease_id = ANY (p_candidates)
      AND l.state = 'provisioning'
      AND l.expires_at > now()

@@ -88,9 +88,10 @@ END
 $$;
 
 -- pglease.lease_objects_of: the lease base names (lease_<16 hex>) that have a schema in this
--- database or a role granted this database's lease group. Roles are shared by every database of
--- the cluster: membership of one of pglease.lease_groups() is what marks a role as one of *this*
--- database's leases, so a cleanup never touches the leases of another lease database on the host.
+-- database, a role granted this database's lease group or database-lease group, or a database of
+-- their own owned by such a role. Roles are shared by every database of the cluster: membership of
+-- one of these groups is what marks a role as one of *this* database's leases, so a cleanup never
+-- touches the leases (or lease databases) of another lease database on the host.
 CREATE OR REPLACE FUNCTION pglease.lease_objects_of()
 RETURNS SETOF text
 LANGUAGE sql STABLE
@@ -100,10 +101,14 @@ AS $$
     FROM pg_auth_members am
     JOIN pg_roles g ON g.oid = am.roleid
     JOIN pg_roles m ON m.oid = am.member
-   WHERE g.rolname = ANY (pglease.lease_groups())
+   WHERE g.rolname = ANY (pglease.lease_groups() || pglease.database_lease_group())
      AND m.rolname ~ '^lease_[0-9a-f]{16}(_auth)?$'
   UNION
   SELECT n.nspname::text FROM pg_namespace n WHERE n.nspname ~ '^lease_[0-9a-f]{16}$'
+  UNION
+  SELECT d.datname::text FROM pg_database d
+   WHERE d.datname ~ '^lease_[0-9a-f]{16}$'
+     AND pg_has_role(d.datdba, pglease.database_lease_group(), 'MEMBER')
 $$;
 
 -- pglease.declared_roles_of: the names the lease of base name `p_base` declared for its JWTs
@@ -159,6 +164,8 @@ BEGIN
     SELECT b.base FROM pglease.lease_objects_of() b(base)
      WHERE NOT EXISTS (SELECT 1 FROM pglease.leases l
                         WHERE l.schema_name = b.base AND l.state IN ('active', 'provisioning'))
+       -- a database lease's database queued for its drop: src/leases/database-drops.ts finishes it
+       AND NOT EXISTS (SELECT 1 FROM pglease.database_drops q WHERE q.database_name = b.base)
   LOOP
     BEGIN
       SELECT r.* INTO v_orphan.role_name, v_orphan.anon_role, v_orphan.auth_role FROM pglease.lease_role_names(v_base) r;
@@ -175,7 +182,10 @@ BEGIN
   FOR v_lease IN
     SELECT * FROM pglease.leases l
      WHERE l.state IN ('active', 'provisioning')
-       AND (NOT EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = l.schema_name)
+       AND ((l.kind = 'schema' AND NOT EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = l.schema_name))
+            -- a database lease is parked (provisioning) until its database is made, outside the
+            -- transaction that recorded it: only an active one must have it
+            OR (l.kind = 'database' AND l.state = 'active' AND NOT EXISTS (SELECT 1 FROM pg_database d WHERE d.datname = l.schema_name))
             OR NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = l.role_name))
      FOR UPDATE SKIP LOCKED
   LOOP
@@ -188,7 +198,7 @@ BEGIN
       PERFORM pglease.drop_lease_objects(v_lease);
       UPDATE pglease.leases
          SET state = 'failed', ended_at = now(),
-             last_error = format('its schema or login role %s was dropped outside pglease; the lease was ended', v_lease.schema_name)
+             last_error = format('its %s or login role %s was dropped outside pglease; the lease was ended', v_lease.kind, v_lease.schema_name)
        WHERE id = v_lease.id;
       INSERT INTO pglease.lease_events (lease_id, kind, detail)
       VALUES (v_lease.id, 'failed', jsonb_build_object('reason', 'objects missing', 'by', 'cleanup-orphans'));

@@ -42,7 +42,8 @@ DROP FUNCTION IF EXISTS pglease.provision_for_seed(text, text, text, bytea, inte
 -- pglease.park_seeded_lease: puts a seeded lease into p_holder's warm pool of the template, where
 -- pglease.claim_pooled_lease (sql/pool.sql) can hand it out. Raises PGLTS when the template is no
 -- longer the current version of a global template (the caller drops the lease), and PGLTG when
--- the lease is no longer parked (it expired while its seed ran).
+-- the lease is no longer parked (it expired while its seed ran). p_template_id NULL: a plain
+-- database lease, whose database was made after its provisioning (its pool is that of its kind).
 CREATE OR REPLACE FUNCTION pglease.park_seeded_lease(p_lease_id uuid, p_holder uuid, p_template_id bigint)
 RETURNS pglease.leases
 LANGUAGE plpgsql
@@ -51,7 +52,7 @@ AS $$
 DECLARE
   v_lease pglease.leases;
 BEGIN
-  IF NOT pglease.is_current_global_template(p_template_id) THEN
+  IF p_template_id IS NOT NULL AND NOT pglease.is_current_global_template(p_template_id) THEN
     RAISE EXCEPTION 'template % is not the current version of a global template', p_template_id
       USING ERRCODE = 'PGLTS';
   END IF;
@@ -60,7 +61,7 @@ BEGIN
     RAISE EXCEPTION 'lease % is no longer parked', p_lease_id USING ERRCODE = 'PGLTG';
   END IF;
   PERFORM pglease.note_seed(p_lease_id, p_template_id);
-  INSERT INTO pglease.lease_pool (lease_id, holder, template_id) VALUES (p_lease_id, p_holder, p_template_id);
+  INSERT INTO pglease.lease_pool (lease_id, holder, template_id, kind) VALUES (p_lease_id, p_holder, p_template_id, v_lease.kind);
   RETURN v_lease;
 END
 $$;
@@ -70,6 +71,7 @@ $$;
 -- throttle check joined LATERAL to it runs after it; PGLTG when the lease is no longer parked.
 -- PGLTS when the template was removed while the lease was seeded (by its owner, or with its owner
 -- lease's release): its rights ended with it. FOR SHARE waits for a removal in progress.
+-- p_template_id NULL: a database lease without a template, parked until its database was made.
 CREATE OR REPLACE FUNCTION pglease.activate_seeded_lease(
   p_lease_id    uuid,
   p_template_id bigint,
@@ -86,7 +88,7 @@ DECLARE
   v_lease pglease.leases;
 BEGIN
   PERFORM FROM pglease.templates WHERE id = p_template_id FOR SHARE;
-  IF NOT FOUND THEN
+  IF NOT FOUND AND p_template_id IS NOT NULL THEN
     RAISE EXCEPTION 'template % no longer exists', p_template_id USING ERRCODE = 'PGLTS';
   END IF;
   v_lease := pglease.hand_out(p_lease_id, p_token_hash, p_ttl, p_label, p_client_ip, p_quota_ip, '{}');

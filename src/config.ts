@@ -5,6 +5,7 @@
 import path from 'node:path';
 import { ConfigError } from './config-error.js';
 import { DurationError, durationMs, durationSeconds, formatSeconds, postgresInterval } from './duration.js';
+import { LEASE_KINDS, type LeaseKind } from './leases/lease-kind.js';
 import { parseSchedule, ScheduleError } from './scheduler/cron.js';
 import { EMBEDDED_TLS_MODES, type EmbeddedTlsMode } from './tls/embedded-tls.js';
 import { libpqCompatibleUrl, TlsUrlError } from './tls/libpq-url.js';
@@ -103,6 +104,14 @@ export interface Config {
   leasePoolSize: number;
   /** Leases each global template keeps provisioned and seeded in this process, ready to hand out (0: none). */
   templatePoolSize: number;
+  /**
+   * Database leases this process keeps ready (PGLEASE_DATABASE_LEASE_POOL; 0: none), from the first
+   * create of one on (or from the start when they are the default kind): each is a database of
+   * about 7.5 MB, and a create of one takes 100-150 ms here, which the pool hides.
+   */
+  databasePoolSize: number;
+  /** The kind of a create that names none (PGLEASE_DEFAULT_KIND: schema or database). */
+  defaultKind: LeaseKind;
   /** REST API connections: per lease, and of all leases together (their pools share a budget). */
   /** `total` undefined: sized from the server's max_connections (src/db/connection-shares.ts). */
   restConnections: { perLease: number; total: number | undefined };
@@ -142,6 +151,14 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
   const value = Number(raw);
   if (value < min || value > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${value}`);
   return value;
+}
+
+function leaseKind(env: Env, name: string): LeaseKind {
+  const raw = text(env, name);
+  if (raw === undefined) return 'schema';
+  const kind = LEASE_KINDS.find((known) => known === raw.toLowerCase());
+  if (!kind) throw new ConfigError(name, `expected ${LEASE_KINDS.join(' or ')}, got ${JSON.stringify(raw)}`);
+  return kind;
 }
 
 function text(env: Env, name: string): string | undefined {
@@ -281,6 +298,8 @@ export function loadConfig(env: Env = process.env): Config {
     },
     leasePoolSize: integer(env, 'PGLEASE_LEASE_POOL', 2, 0, 1000),
     templatePoolSize: integer(env, 'PGLEASE_TEMPLATE_POOL', 4, 0, 1000),
+    databasePoolSize: integer(env, 'PGLEASE_DATABASE_LEASE_POOL', 2, 0, 1000),
+    defaultKind: leaseKind(env, 'PGLEASE_DEFAULT_KIND'),
     restConnections: {
       perLease: integer(env, 'PGLEASE_REST_LEASE_CONNECTIONS', 5, 1, 1000),
       total: env.PGLEASE_REST_MAX_CONNECTIONS ? integer(env, 'PGLEASE_REST_MAX_CONNECTIONS', 0, 1, 100_000) : undefined,

@@ -88,7 +88,14 @@ export async function startService(givenConfig: Config, options: StartOptions = 
     }
   }
   const leases = new LeaseStore(host, config.leaseLimits);
-  const leasePool = new LeasePool(leases, { plainSize: config.leasePoolSize, templateSize: config.templatePoolSize, rehearseWith: config.createLimits, log });
+  const leasePool = new LeasePool(leases, {
+    plainSize: config.leasePoolSize,
+    templateSize: config.templatePoolSize,
+    databaseSize: config.databasePoolSize,
+    databaseFromStart: config.defaultKind === 'database',
+    rehearseWith: config.createLimits,
+    log,
+  });
   const context: ServiceContext = {
     config,
     host,

@@ -633,3 +633,163 @@ describe('the reported attack', () => {
     expect(existsSync(proof), `GET /stats ran the lease's index expression as a superuser: ${proof} was created`).toBe(false);
   });
 });
+
+/**
+ * Database leases (issue 14): the same traps in a database lease's own database, with the witness
+ * there too (a trap in one database cannot reach another's sequences), observed by a superuser
+ * session on that database. The paths that read it (stats, the REST root's introspection, REST as
+ * the lease, a template's seed) are checked through every channel. A release, the reaper and
+ * cleanup-orphans end with DROP DATABASE WITH (FORCE), which ends the observer's session and drops
+ * the witness: for them the channel that outlives the database is checked, the file COPY TO PROGRAM
+ * writes when lease code runs as a superuser, after the witness was read just before the drop.
+ */
+describe('database leases', () => {
+  const harness = {} as Harness;
+  let copyDir: string;
+  const observerSessions: pg.Client[] = [];
+
+  beforeAll(async () => {
+    copyDir = await writableDir('pglease-lease-code-db-');
+    const service = await startTestService({ PGLEASE_DATABASE_LEASE_POOL: '0' });
+    const superuser = await connect(superuserUrl(service.config.leaseDatabase));
+    const serviceRole = (await service.host.pool.query<{ role: string }>('SELECT current_user AS role')).rows[0]!.role;
+    Object.assign(harness, { kind: 'superuser', service, superuser, serviceRole, hitsByPath: new Map() });
+    harness.settings = { witness: 'witness', hitKey: randomInt(1, 2 ** 30), allowedKey: randomInt(2 ** 30, 2 ** 31 - 1), copyFile: path.join(copyDir, 'ran-as-superuser.tsv') };
+  });
+
+  afterAll(async () => {
+    for (const session of observerSessions) await session.end().catch(() => undefined);
+    await harness.superuser?.end();
+    await harness.service?.close();
+    if (copyDir) await rm(copyDir, { recursive: true, force: true });
+  });
+
+  /** A database lease holding a witness and every trapped object, and an observer of its database. */
+  async function trappedDatabaseLease(tag: number, settings = harness.settings): Promise<{ lease: CreatedLeaseJson; observer: TrapObserver; observerSession: pg.Client }> {
+    const lease = await createLease(harness.service, { kind: 'database' }, { authorization: `Bearer ${ADMIN_TOKEN}` });
+    const client = await connect(lease.url);
+    try {
+      await client.query('CREATE SCHEMA witness; SET search_path = witness');
+      await client.query(witnessSql());
+      await client.query('SET search_path = public');
+      await client.query(trappedObjectsSql(settings, tag));
+    } finally {
+      await client.end();
+    }
+    const observerSession = await connect(superuserUrl(lease.database));
+    observerSessions.push(observerSession);
+    return { lease, observer: new TrapObserver(observerSession, settings), observerSession };
+  }
+
+  /** Lines the superuser's COPY TO PROGRAM wrote: any is lease code run as a superuser. */
+  async function programWrites(): Promise<string> {
+    const { readFile } = await import('node:fs/promises');
+    return existsSync(harness.settings.copyFile) ? readFile(harness.settings.copyFile, 'utf8') : '';
+  }
+
+  it('calibration: the traps of a database lease fire when a foreign session reads them', async () => {
+    // its own file for COPY TO PROGRAM: the paths' files must show only what the paths set off
+    const { lease, observer } = await trappedDatabaseLease(250, { ...harness.settings, copyFile: path.join(copyDir, 'calibration.tsv') });
+    const session = await connect(superuserUrl(lease.database));
+    try {
+      await session.query('BEGIN');
+      for (const trapClass of TRAP_CLASSES) {
+        await session.query('SAVEPOINT s');
+        try {
+          for (const statement of trapClass.exercise('public')) await session.query(statement);
+        } catch {
+          await session.query('ROLLBACK TO SAVEPOINT s');
+        }
+      }
+      await session.query('ROLLBACK');
+    } finally {
+      await session.end();
+    }
+    const classes = new Set((await observer.collect()).filter((hit) => hit.channel === 'sequence').map((hit) => hit.classKey));
+    expect(classes.size).toBeGreaterThan(TRAP_CLASSES.length / 2);
+  });
+
+  const readPaths: { name: string; run: (lease: CreatedLeaseJson) => Promise<void>; ranAsLease?: boolean }[] = [
+    {
+      name: 'GET /v1/leases/:id/stats with the lease token and the admin token',
+      run: async (lease) => {
+        expectStatus(await call(harness, 'GET', `/v1/leases/${lease.id}/stats`, lease.token), 200, 'stats');
+        expectStatus(await call(harness, 'GET', `/v1/leases/${lease.id}/stats`, ADMIN_TOKEN), 200, 'stats (admin)');
+      },
+    },
+    {
+      name: 'GET {rest_url}/ and openapi.json (introspection of its database), with the token and anonymously',
+      run: async (lease) => {
+        expectStatus(await call(harness, 'GET', `${lease.rest_url}/`, lease.token), 200, 'REST root');
+        expectStatus(await call(harness, 'GET', `${lease.rest_url}/`, null), 200, 'REST root anonymously');
+        expectStatus(await call(harness, 'GET', `/v1/leases/${lease.id}/openapi.json`, lease.token), 200, 'openapi.json');
+      },
+    },
+    {
+      name: 'REST reads as the lease (its code runs, in its own sessions)',
+      ranAsLease: true,
+      run: async (lease) => {
+        for (const relation of ['t_index_expression', 't_partial_index', 'v_calls_code', 't_rls', 't_columns']) {
+          expectStatus(await call(harness, 'GET', `${lease.rest_url}/${relation}`, lease.token), 200, `GET ${relation}`);
+        }
+      },
+    },
+  ];
+
+  readPaths.forEach((readPath, index) => {
+    it(`runs no lease code with the service's privileges: ${readPath.name}`, async () => {
+      const { lease, observer } = await trappedDatabaseLease(200 + index);
+      await observer.collect();
+      await observer.collectAllowed();
+      await readPath.run(lease);
+      if (readPath.ranAsLease) {
+        const allowed = await observer.collectAllowed();
+        const sessions = new Set(allowed.calls.map((allowedCall) => allowedCall.sessionUser));
+        expect(sessions.has(`${lease.role}_auth`), `lease code ran in a REST session of ${lease.role}_auth (seen: ${[...sessions].join(', ')})`).toBe(true);
+      }
+      expect(describeHits(await observer.collect()), `lease code ran with pglease's privileges on: ${readPath.name}`).toEqual([]);
+    }, PATH_TIMEOUT_MS);
+  });
+
+  const endPaths: { name: string; end: (lease: CreatedLeaseJson) => Promise<void> }[] = [
+    {
+      name: 'DELETE /v1/leases/:id (release: DROP DATABASE WITH (FORCE))',
+      end: async (lease) => expectStatus(await call(harness, 'DELETE', `/v1/leases/${lease.id}`, lease.token), 204, 'release'),
+    },
+    {
+      name: 'expiry by the reaper',
+      end: async (lease) => {
+        expectStatus(await call(harness, 'POST', `/v1/leases/${lease.id}/renew`, lease.token, { ttl: 1 }), 200, 'renew to 1 s');
+        await waitFor('the reaper to end the lease', async () => {
+          const answer = await call(harness, 'GET', `/v1/leases/${lease.id}`, ADMIN_TOKEN);
+          return (JSON.parse(answer.body) as { state?: string }).state === 'expired' ? true : undefined;
+        }, 30_000);
+      },
+    },
+    {
+      name: 'the cleanup-orphans job, with a database lease whose row a crash lost',
+      end: async (lease) => {
+        await harness.superuser.query('DELETE FROM pglease.leases WHERE id = $1', [lease.id]);
+        const run = await runJob(harness, 'cleanup-orphans');
+        expect(run.outcome, run.error ?? '').toBe('succeeded');
+      },
+    },
+  ];
+
+  endPaths.forEach((endPath, index) => {
+    it(`runs no lease code with the service's privileges: ${endPath.name}`, async () => {
+      const { lease, observer, observerSession } = await trappedDatabaseLease(220 + index);
+      expect(describeHits(await observer.collect())).toEqual([]);
+      // the service may not end a superuser's session (its DROP DATABASE WITH (FORCE) would fail
+      // and be retried): the observer leaves first
+      await observerSession.end();
+      const before = await programWrites();
+      await endPath.end(lease);
+      await waitFor('the lease database to be dropped', async () => {
+        const { rows } = await harness.superuser.query('SELECT 1 FROM pg_database WHERE datname = $1', [lease.database]);
+        return rows.length === 0 ? true : undefined;
+      }, 30_000);
+      expect((await programWrites()).slice(before.length), `lease code ran as a superuser on: ${endPath.name}`).toBe('');
+    }, PATH_TIMEOUT_MS);
+  });
+});

@@ -46,7 +46,7 @@ describe('POST /v1/leases', () => {
     expect(response.status).toBe(201);
     const lease = response.json;
     expect(Object.keys(lease).sort()).toEqual(
-      ['anon_role', 'connection_limit', 'created_at', 'database', 'ended_at', 'expires_at', 'host', 'id', 'jwt_secret', 'name', 'plan', 'port', 'rest_url', 'role', 'roles', 'schema', 'settings', 'state', 'token', 'url'].sort(),
+      ['anon_role', 'connection_limit', 'created_at', 'database', 'ended_at', 'expires_at', 'host', 'id', 'jwt_secret', 'kind', 'name', 'plan', 'port', 'rest_url', 'role', 'roles', 'schema', 'settings', 'state', 'token', 'url'].sort(),
     );
     expect(lease.roles).toEqual([]);
     expect(lease.settings).toEqual({});

@@ -126,7 +126,7 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
       schema: {
         summary: 'Create a lease',
         description:
-          'Creates a schema, a login role and an anonymous role on the host and answers with a connection URL. ' +
+          'Creates a schema (kind schema, the default) or a database (kind database), a login role and an anonymous role on the host and answers with a connection URL. ' +
           'With `Accept: text/plain` or `?format=url` the body is only the URL and a newline; the lease id and token ' +
           'are then in the `Pglease-Lease-Id` and `Pglease-Token` headers (and `Location`).',
         tags: ['leases'],
@@ -149,7 +149,13 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
       const plan = await planOfCreate(plans, body.plan, caller, localDeveloper);
       const requestedTtl = body.ttl === undefined ? Math.min(config.defaultTtlSeconds, plan.max_ttl_seconds ?? Infinity) : body.ttl;
       const ttl = checkTtl(context, requestedTtl, caller.kind === 'admin', plan);
-      const input = { ttlSeconds: ttl, label: body.name ?? null, clientIp: request.ip, limits: createLimitsFor(config.createLimits, caller, localDeveloper) };
+      const input: CreateLeaseInput = {
+        kind: body.kind ?? config.defaultKind,
+        ttlSeconds: ttl,
+        label: body.name ?? null,
+        clientIp: request.ip,
+        limits: createLimitsFor(config.createLimits, caller, localDeveloper),
+      };
       if (body.settings) checkSettings(body.settings, 'settings.');
       const created = await createLease(callerLeaseId, body.template, input).catch((error: unknown) =>
         Promise.reject(limitError(error) ?? templateLeaseError(error) ?? error),

@@ -8,7 +8,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type, type Static } from '@sinclair/typebox';
 import type pg from 'pg';
 import type { ServiceContext } from '../service-context.js';
-import { authenticatorLogin, withLeaseSession } from '../leases/lease-session.js';
+import { authenticatorLogin, leaseDatabaseUrl, withLeaseSession } from '../leases/lease-session.js';
 import type { LeaseRow } from '../leases/lease-store.js';
 import { identifyCaller } from '../auth/caller.js';
 import { ControlError } from './errors.js';
@@ -71,13 +71,25 @@ export async function leaseStatsRoutes(app: FastifyInstance, context: ServiceCon
       const lease = UUID.test(id) ? await leases.find(id.toLowerCase(), caller.kind === 'admin' ? null : caller.token) : undefined;
       if (!lease) throw new ControlError('PGLEASE_NOT_FOUND');
 
-      const { stats, sizeExact } = await readStatsBounded(context.host.pool, lease.id);
-      const sizeBytes = Number(stats.size_bytes);
+      const bounded = await readStatsBounded(context.host.pool, lease.id);
+      const { stats } = bounded;
+      let { sizeExact } = bounded;
+      let sizeBytes = Number(stats.size_bytes);
       let rowCount = Number(stats.rows_estimate);
       let exact = false;
-      // counted after the service's connection is back in its pool: the count logs in as the lease
-      if (stats.state === 'active' && sizeExact && stats.tables.length <= EXACT_COUNT_MAX_TABLES && sizeBytes <= EXACT_COUNT_MAX_BYTES) {
-        const counted = await countRowsAsLease(context.host.databaseUrl, context.host.authenticatorKey, lease, stats.schema_name, stats.tables);
+      if (lease.kind === 'database') {
+        // its tables are in its own database, whose catalogs only the lease's sessions read
+        const own = stats.state === 'active' ? await databaseLeaseStatsAsLease(context.host.databaseUrl, context.host.authenticatorKey, lease) : undefined;
+        stats.tables = own?.tables.map((table) => `${table.schema}.${table.name}`) ?? [];
+        [sizeBytes, sizeExact, rowCount] = [own?.sizeBytes ?? 0, own?.sizeExact ?? false, own?.rowsEstimate ?? 0];
+        if (own && sizeExact && own.tables.length <= EXACT_COUNT_MAX_TABLES && sizeBytes <= EXACT_COUNT_MAX_BYTES) {
+          const counted = await countRowsAsLease(context.host.databaseUrl, context.host.authenticatorKey, lease, own.tables);
+          if (counted !== undefined) [rowCount, exact] = [counted, true];
+        }
+      } else if (stats.state === 'active' && sizeExact && stats.tables.length <= EXACT_COUNT_MAX_TABLES && sizeBytes <= EXACT_COUNT_MAX_BYTES) {
+        // counted after the service's connection is back in its pool: the count logs in as the lease
+        const tables = stats.tables.map((name) => ({ schema: stats.schema_name, name }));
+        const counted = await countRowsAsLease(context.host.databaseUrl, context.host.authenticatorKey, lease, tables);
         if (counted !== undefined) [rowCount, exact] = [counted, true];
       }
       return {
@@ -179,10 +191,10 @@ async function readStats(client: pg.PoolClient, leaseId: string, size: keyof typ
  * undefined when that is not possible (the lease at its connection limit, a table it keeps locked,
  * its own code failing), and the statistics' estimate is shown instead.
  */
-async function countRowsAsLease(databaseUrl: string, authenticatorKey: Buffer, lease: LeaseRow, schema: string, tables: string[]): Promise<number | undefined> {
+async function countRowsAsLease(databaseUrl: string, authenticatorKey: Buffer, lease: LeaseRow, tables: LeaseTable[]): Promise<number | undefined> {
   if (tables.length === 0) return 0;
   try {
-    return await withLeaseSession(databaseUrl, authenticatorLogin(authenticatorKey, lease.auth_role), async (session) => {
+    return await withLeaseSession(leaseDatabaseUrl(databaseUrl, lease), authenticatorLogin(authenticatorKey, lease.auth_role), async (session) => {
       await session.query('BEGIN READ ONLY');
       await session.query(
         `SELECT set_config('role', $1, true), set_config('statement_timeout', '1s', true), set_config('lock_timeout', '${LOCK_WAIT}', true)`,
@@ -191,11 +203,69 @@ async function countRowsAsLease(databaseUrl: string, authenticatorKey: Buffer, l
       // one fixed statement for any number of tables: query_to_xml runs each count
       const { rows } = await session.query<{ total: string }>(
         `SELECT coalesce(sum((pg_catalog.xpath('/row/n/text()',
-                  pg_catalog.query_to_xml(pg_catalog.format('SELECT count(*) AS n FROM %I.%I', $1::text, t), false, true, '')))[1]::text::bigint), 0) AS total
-           FROM pg_catalog.unnest($2::text[]) AS t`,
-        [schema, tables],
+                  pg_catalog.query_to_xml(pg_catalog.format('SELECT count(*) AS n FROM %I.%I', s, t), false, true, '')))[1]::text::bigint), 0) AS total
+           FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::text[])) AS x(s, t)`,
+        [tables.map((table) => table.schema), tables.map((table) => table.name)],
       );
       return Number(rows[0]!.total);
+    }, 'pglease-stats');
+  } catch {
+    return undefined;
+  }
+}
+
+interface LeaseTable {
+  schema: string;
+  name: string;
+}
+
+/**
+ * A database lease's tables (those of its schemas, not the system's), their size and the
+ * statistics' row estimate, read from its own database's catalogs in a session of its
+ * authenticator as its login role: the service has no session there. The size waits LOCK_WAIT at
+ * most for a lock the lease holds (then the catalog's page counts). Undefined when the session
+ * cannot be had (the lease at its connection limit).
+ */
+async function databaseLeaseStatsAsLease(
+  databaseUrl: string,
+  authenticatorKey: Buffer,
+  lease: LeaseRow,
+): Promise<{ tables: LeaseTable[]; sizeBytes: number; sizeExact: boolean; rowsEstimate: number } | undefined> {
+  const userRelations = `FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                         WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND n.nspname NOT LIKE 'pg\\_%'
+                           AND c.relkind IN ('r', 'p', 'm')`;
+  try {
+    return await withLeaseSession(leaseDatabaseUrl(databaseUrl, lease), authenticatorLogin(authenticatorKey, lease.auth_role), async (session) => {
+      await session.query('BEGIN READ ONLY');
+      await session.query(
+        `SELECT set_config('role', $1, true), set_config('statement_timeout', '1s', true), set_config('lock_timeout', '${LOCK_WAIT}', true)`,
+        [lease.role_name],
+      );
+      const listed = await session.query<{ schema: string; name: string; kind: string; estimate: string }>(
+        `SELECT n.nspname::text AS schema, c.relname::text AS name, c.relkind::text AS kind, greatest(c.reltuples, 0)::bigint AS estimate ${userRelations} ORDER BY 1, 2`,
+      );
+      await session.query('SAVEPOINT sizes');
+      let sizeBytes: number;
+      let sizeExact = true;
+      try {
+        const { rows } = await session.query<{ size: string }>(`SELECT coalesce(sum(pg_catalog.pg_total_relation_size(c.oid)), 0) AS size ${userRelations}`);
+        sizeBytes = Number(rows[0]!.size);
+      } catch (error) {
+        if (!GAVE_UP.has((error as { code?: string }).code ?? '')) throw error;
+        await session.query('ROLLBACK TO SAVEPOINT sizes');
+        const { rows } = await session.query<{ size: string }>(
+          `SELECT coalesce(sum(c.relpages), 0) * pg_catalog.current_setting('block_size')::bigint AS size ${userRelations}`,
+        );
+        [sizeBytes, sizeExact] = [Number(rows[0]!.size), false];
+      }
+      await session.query('ROLLBACK');
+      const tables = listed.rows.filter((row) => row.kind !== 'm');
+      return {
+        tables: tables.map(({ schema, name }) => ({ schema, name })),
+        sizeBytes,
+        sizeExact,
+        rowsEstimate: tables.reduce((sum, row) => sum + Number(row.estimate), 0),
+      };
     }, 'pglease-stats');
   } catch {
     return undefined;

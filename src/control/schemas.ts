@@ -15,6 +15,12 @@ export const LeaseStateSchema = Type.Union(
   },
 );
 
+export const LeaseKindSchema = Type.Union([Type.Literal('schema'), Type.Literal('database')], {
+  description:
+    'schema: a schema of its own in a shared database (the default, PGLEASE_DEFAULT_KIND; the cheapest). ' +
+    'database: a database of its own, lease_<hex>, owned by the lease: its public schema, any schemas and types, the trusted extensions (citext, pgcrypto, uuid-ossp, ...)',
+});
+
 const Ttl = Type.Union([Type.Integer({ minimum: 1 }), Type.String({ pattern: DURATION_PATTERN }), Type.Null()], {
   description:
     'How long until the lease expires: seconds (600), or a duration ("90s", "10m", "2h", "1d", "1h30m"); default 30m, at most PGLEASE_MAX_TTL (1d by default). ' +
@@ -35,6 +41,7 @@ export const CreateLeaseBody = Type.Object(
       Type.String({ minLength: 1, maxLength: 63, description: 'A plan (GET /v1/plans): the admin may choose any, a lease token one whose token_may_choose is set' }),
     ),
     settings: Type.Optional(ApiSettingsSchema),
+    kind: Type.Optional(LeaseKindSchema),
   },
   { additionalProperties: false },
 );
@@ -82,10 +89,11 @@ export const LeaseSchema = Type.Object({
   jwt_secret: Type.Optional(
     Type.String({ description: 'The HMAC secret (HS256/384/512) the JWTs of the lease\'s users are signed with; returned once, when the lease is created (POST /v1/leases/:id/jwt-secret makes a new one)' }),
   ),
-  schema: Type.String(),
+  kind: LeaseKindSchema,
+  schema: Type.String({ description: 'The schema the URL lands in: the lease\'s own (a schema lease), or public (a database lease, which may make others)' }),
   role: Type.String(),
   anon_role: Type.String({ description: 'NOLOGIN role used for REST requests without a token' }),
-  database: Type.String(),
+  database: Type.String({ description: 'The database the URL names: the shared lease database, or the lease\'s own (a database lease)' }),
   host: Type.String(),
   port: Type.Integer(),
   rest_url: Type.String(),

@@ -20,7 +20,12 @@ const TemplateName = Type.String({
 export const RegisterTemplateBody = Type.Object(
   {
     name: TemplateName,
-    sql: Type.String({ minLength: 1, description: 'Seed SQL (schema and data), run as the lease role in the lease schema' }),
+    sql: Type.String({ minLength: 1, description: 'Seed SQL (schema and data), run as the lease role in the lease schema (a database lease: in its database)' }),
+    kind: Type.Optional(
+      Type.Union([Type.Literal('schema'), Type.Literal('database')], {
+        description: 'The kind of scratch lease the SQL is checked on (default schema): database for a seed that needs what only a database lease may do (extensions, schemas)',
+      }),
+    ),
   },
   { additionalProperties: false },
 );

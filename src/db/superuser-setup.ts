@@ -13,7 +13,8 @@
  *     the key every lease authenticator's password derives from. The service keeps them in memory:
  *     no SQL the service role runs can read them;
  *   - CONNECT revoked from PUBLIC on every database, and the DDL event triggers of the REST schema
- *     cache, whose function only a superuser may change;
+ *     cache, whose function only a superuser may change (in the lease database, and in the
+ *     template database every database lease is cloned from: src/db/lease-template.ts);
  *   - sixteen roles through which lease authenticators (the REST API's logins) may use the
  *     reserved connections too (pglease_admin.ensure_rest_reserve).
  *
@@ -30,6 +31,7 @@ import { readFile } from 'node:fs/promises';
 import pg from 'pg';
 import { newPassword, scramVerifier } from '../leases/credentials.js';
 import { projectPath } from '../paths.js';
+import { ensureLeaseTemplate, installTemplateEventTriggers } from './lease-template.js';
 import { lockAgainstSquatters, retryConcurrentCatalogUpdates } from './migrate.js';
 
 /** Advisory lock key of the superuser setup of a lease database ("pgl-su" in ASCII). */
@@ -149,7 +151,9 @@ export async function setUpServiceRole(superuserUrl: string, leaseDatabase: stri
       throw new Error(`the schema pglease_admin of database "${leaseDatabase}" does not belong to a superuser: pglease will not trust it (drop it as a superuser)`);
     }
     const setupSql = await readFile(projectPath('sql', 'admin', 'superuser.sql'), 'utf8');
+    const eventTriggerSql = await readFile(projectPath('sql', 'admin', 'event-triggers.sql'), 'utf8');
     await retryConcurrentCatalogUpdates(() => session.query(setupSql));
+    await retryConcurrentCatalogUpdates(() => session.query(eventTriggerSql));
     const adopted = await session.query<{ changed: number }>('SELECT pglease_admin.adopt($1) AS changed', [role]);
     if (adopted.rows[0]!.changed > 0) log(`handed ${adopted.rows[0]!.changed} objects of the pglease schema and its leases over to the service role "${role}"`);
 
@@ -159,6 +163,11 @@ export async function setUpServiceRole(superuserUrl: string, leaseDatabase: stri
     const closed = await retryConcurrentCatalogUpdates(() => session.query<{ name: string }>('SELECT pglease_admin.restrict_other_databases() AS name'));
     for (const { name } of closed.rows) log(`revoked CONNECT on database "${name}" from PUBLIC, so lease roles can open only "${leaseDatabase}"`);
     await retryConcurrentCatalogUpdates(() => session.query('SELECT pglease_admin.install_event_triggers(), pglease_admin.ensure_rest_reserve($1)', [role]));
+
+    // the template database leases of kind database are cloned from, the service's, with the
+    // event triggers in it too (src/db/lease-template.ts)
+    await ensureLeaseTemplate(superuserUrl, leaseDatabase, role, log);
+    await installTemplateEventTriggers(superuserUrl, leaseDatabase);
 
     const serverUrl = new URL(superuserUrl);
     serverUrl.username = encodeURIComponent(role);

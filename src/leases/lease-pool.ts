@@ -23,6 +23,12 @@ export interface LeasePoolOptions {
   /** Seeded leases kept ready per global template (PGLEASE_TEMPLATE_POOL; 0: none). */
   templateSize: number;
   /**
+   * Database leases kept ready (PGLEASE_DATABASE_LEASE_POOL; 0: none), from the first create of
+   * one on, or from the start with `databaseFromStart` (database leases are the default kind).
+   */
+  databaseSize?: number;
+  databaseFromStart?: boolean;
+  /**
    * The throttle limits of a client that is not the admin. When set, each new pooled lease's
    * claim is rehearsed with them and rolled back before the lease can be claimed, so that the
    * next real claim finds its plans ready (LeaseStore.prepareClaim).
@@ -49,8 +55,19 @@ const HEARTBEAT_MS = (HOLD_SECONDS * 1000) / 3;
 const RETRY_MIN_MS = 1000;
 const RETRY_MAX_MS = 30_000;
 
-/** The key of the plain pool; a template's pool is keyed by the template's id. */
+/**
+ * The keys of the plain pools, one per kind of lease (a database lease costs a CREATE DATABASE, so
+ * its pool is what makes its create as quick as a schema lease's); a template's pool is keyed by
+ * the template's id (schema leases: a seeded database lease is made in its create).
+ */
 const PLAIN = 'plain';
+const DATABASE = 'database';
+
+/** The pool key of a create's input; undefined when such leases are not pooled. */
+function poolKey(input: CreateLeaseInput): string | undefined {
+  if (input.kind === 'database') return input.template ? undefined : DATABASE;
+  return input.template ? input.template.id : PLAIN;
+}
 
 /** SQLSTATEs meaning a template pool can no longer be filled (sql/pool.sql, sql/templates.sql). */
 const TEMPLATE_GONE = new Set(['PGLTS', 'PGLTF']);
@@ -85,6 +102,7 @@ export class LeasePool {
   ) {
     this.log = options.log ?? (() => undefined);
     if (options.plainSize > 0) this.pools.set(PLAIN, { target: options.plainSize, ready: [], claiming: 0 });
+    if ((options.databaseSize ?? 0) > 0 && options.databaseFromStart) this.pools.set(DATABASE, { target: options.databaseSize!, ready: [], claiming: 0 });
   }
 
   /** Fills the pools and starts the heartbeat. */
@@ -98,15 +116,15 @@ export class LeasePool {
   }
 
   /** Leases ready in this process: in the plain pool, and in all template pools together. */
-  readyCounts(): { plain: number; template: number } {
+  readyCounts(): { plain: number; template: number; database: number } {
     let template = 0;
-    for (const [key, pool] of this.pools) if (key !== PLAIN) template += pool.ready.length;
-    return { plain: this.pools.get(PLAIN)?.ready.length ?? 0, template };
+    for (const [key, pool] of this.pools) if (key !== PLAIN && key !== DATABASE) template += pool.ready.length;
+    return { plain: this.pools.get(PLAIN)?.ready.length ?? 0, template, database: this.pools.get(DATABASE)?.ready.length ?? 0 };
   }
 
-  /** How many leases of a pool are ready in this process (null: the plain pool). */
-  readySize(templateId: string | null = null): number {
-    return this.pools.get(templateId ?? PLAIN)?.ready.length ?? 0;
+  /** How many leases of a pool are ready in this process (null: the plain pool of `kind`). */
+  readySize(templateId: string | null = null, kind: 'schema' | 'database' = 'schema'): number {
+    return this.pools.get(templateId ?? (kind === 'database' ? DATABASE : PLAIN))?.ready.length ?? 0;
   }
 
   /**
@@ -141,9 +159,14 @@ export class LeasePool {
   }
 
   private async claimReady(input: CreateLeaseInput): Promise<CreatedLease | undefined> {
-    const key = input.template ? input.template.id : PLAIN;
-    if (input.template?.pooled && this.options.templateSize > 0 && !this.pools.has(key)) {
+    const key = poolKey(input);
+    if (key === undefined) return undefined;
+    if (key !== PLAIN && key !== DATABASE && input.template?.pooled && this.options.templateSize > 0 && !this.pools.has(key)) {
       this.pools.set(key, { target: this.options.templateSize, ready: [], claiming: 0 });
+    }
+    if (key === DATABASE && (this.options.databaseSize ?? 0) > 0 && !this.pools.has(key) && !this.closed) {
+      this.pools.set(key, { target: this.options.databaseSize!, ready: [], claiming: 0 });
+      this.wake();
     }
     const pool = input.template && !input.template.pooled ? undefined : this.pools.get(key);
     if (!pool || pool.ready.length <= pool.claiming) return undefined;
@@ -223,9 +246,11 @@ export class LeasePool {
       const key = this.shortPool();
       if (this.closed || key === undefined) return;
       try {
-        const pooled = await this.store.provisionPooled(this.holder, key === PLAIN ? null : key, HOLD_SECONDS);
+        const templateId = key === PLAIN || key === DATABASE ? null : key;
+        const kind = key === DATABASE ? 'database' : 'schema';
+        const pooled = await this.store.provisionPooled(this.holder, templateId, HOLD_SECONDS, kind);
         // a failed rehearsal costs the next claim its prepared plans, nothing more
-        if (this.options.rehearseWith) await this.store.prepareClaim(this.holder, pooled.id, key === PLAIN ? null : key, this.options.rehearseWith).catch(() => undefined);
+        if (this.options.rehearseWith) await this.store.prepareClaim(this.holder, pooled.id, templateId, this.options.rehearseWith, kind).catch(() => undefined);
         const pool = this.pools.get(key);
         if (pool && !this.closed) pool.ready.push(pooled);
         // dropped meanwhile (a template gone, or shutdown): no one will claim it
@@ -233,7 +258,7 @@ export class LeasePool {
         failures = 0;
       } catch (error) {
         const code = (error as { code?: string }).code;
-        if (key !== PLAIN && code !== undefined && TEMPLATE_GONE.has(code)) {
+        if (key !== PLAIN && key !== DATABASE && code !== undefined && TEMPLATE_GONE.has(code)) {
           // a newer version was registered, the template removed, or its seed fails now: its
           // pool stops here and starts again if a create asks for the template
           this.pools.delete(key);

@@ -41,6 +41,29 @@ export function leaseLoginUrl(databaseUrl: string, login: LeaseLogin): string {
 }
 
 /**
+ * The URL of the database a lease lives in: the lease database itself for a schema lease, its own
+ * database (named as the lease) for a database lease. `databaseUrl` is the service's URL of the
+ * lease database; only its host, port and options are kept.
+ */
+export function leaseDatabaseUrl(databaseUrl: string, lease: { kind: string; schema_name: string }): string {
+  if (lease.kind !== 'database') return databaseUrl;
+  const url = new URL(databaseUrl);
+  url.pathname = '/' + encodeURIComponent(lease.schema_name);
+  return url.toString();
+}
+
+/**
+ * What a database lease's own first session sets in its new database, as the lease (it owns the
+ * database, and so its public schema): its anonymous role may use public, so that one GRANT on a
+ * table publishes it over REST; and functions it makes start private, as a schema lease's do
+ * (default privileges belong to a database, so pglease.provision cannot set them there).
+ */
+export function databaseLeaseSetup(anonRole: string): string {
+  const anon = '"' + anonRole.replace(/"/g, '""') + '"';
+  return `GRANT USAGE ON SCHEMA public TO ${anon}; ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC`;
+}
+
+/**
  * Runs `work` on a new session logged in as `login`, then closes it, whatever happened. A session
  * the server cuts (the lease released meanwhile) reports through the query that was running.
  */

@@ -10,8 +10,12 @@ import type { Host } from '../db/host.js';
 import { templateSqlError, TemplateSqlError } from '../templates/template-sql-error.js';
 import { durationMs } from '../duration.js';
 import { authenticatorPassword, hashToken, newPassword, newToken, scramVerifier } from './credentials.js';
-import { withLeaseSession } from './lease-session.js';
+import { dropQueuedDatabases } from './database-drops.js';
+import { databaseLeaseSetup, leaseDatabaseUrl, withLeaseSession } from './lease-session.js';
 import type { ApiSettings } from './api-settings.js';
+import type { LeaseKind } from './lease-kind.js';
+
+export type { LeaseKind } from './lease-kind.js';
 
 export type LeaseState = 'provisioning' | 'active' | 'released' | 'expired' | 'failed';
 
@@ -20,6 +24,8 @@ export interface LeaseRow {
   id: string;
   label: string | null;
   host_id: number;
+  kind: LeaseKind;
+  /** The lease's name (lease_<hex>): its schema, or its database for a database lease. */
   schema_name: string;
   role_name: string;
   anon_role: string;
@@ -46,7 +52,7 @@ export interface LeaseRow {
  * connection limit: one lookup of pg_authid's name index per row, from the catalog only.
  */
 const LEASE_COLUMNS =
-  'id, label, host_id, schema_name, role_name, anon_role, auth_role, state, client_ip, created_at, expires_at, ended_at, last_error, plan, ' +
+  'id, label, host_id, kind, schema_name, role_name, anon_role, auth_role, state, client_ip, created_at, expires_at, ended_at, last_error, plan, ' +
   'user_roles, api_settings, (SELECT r.rolconnlimit FROM pg_catalog.pg_roles r WHERE r.rolname = role_name) AS connection_limit';
 
 /** The columns of the answer to a create: the lease's JWT secret too, shown this once. */
@@ -68,6 +74,8 @@ export interface CreateQuota {
 }
 
 export interface CreateLeaseInput {
+  /** Schema (the default) or database (LeaseKind). */
+  kind?: LeaseKind;
   /** null: never expires. */
   ttlSeconds: number | null;
   label: string | null;
@@ -111,8 +119,8 @@ function quotaIp(input: CreateLeaseInput): string | null {
 function claimQuery(holder: string, input: CreateLeaseInput, candidates: string[], tokenHash: Buffer): { name: string; text: string; values: unknown[] } {
   return {
     name: 'pglease.claim-pooled-lease',
-    text: `SELECT ${CREATED_COLUMNS} FROM pglease.claim_pooled_lease($1, $2, $3, $4, make_interval(secs => $5), $6, $7, $8)`,
-    values: [holder, input.template?.id ?? null, candidates, tokenHash, input.ttlSeconds, input.label, input.clientIp, quotaIp(input)],
+    text: `SELECT ${CREATED_COLUMNS} FROM pglease.claim_pooled_lease($1, $2, $3, $4, make_interval(secs => $5), $6, $7, $8, $9)`,
+    values: [holder, input.template?.id ?? null, candidates, tokenHash, input.ttlSeconds, input.label, input.clientIp, quotaIp(input), input.kind ?? 'schema'],
   };
 }
 
@@ -163,7 +171,7 @@ export class LeaseStore {
 
   /** Provisions a lease in this call (the path without a warm pool). */
   async create(input: CreateLeaseInput): Promise<CreatedLease> {
-    if (input.template) return this.createSeeded({ ...input, template: input.template });
+    if (input.template || input.kind === 'database') return this.createSeeded(input);
     if (input.limits) await this.checkLimitsEarly(input.clientIp, input.limits);
     const token = newToken();
     return this.withNewLease(async ({ base, password, loginVerifier, authVerifier }) => {
@@ -190,19 +198,20 @@ export class LeaseStore {
   }
 
   /**
-   * A lease seeded from `templateId`, provisioned in this call: parked and seeded (provisionSeeded),
-   * then activated for `input` with the same throttling as any create, in one statement. A refusal
-   * by a limit drops the lease.
+   * A lease seeded from the input's template, or a database lease, provisioned in this call: parked,
+   * its database made and seeded (provisionSeeded), then activated for `input` with the same
+   * throttling as any create, in one statement. A refusal by a limit drops the lease.
    */
-  private async createSeeded(input: CreateLeaseInput & { template: { id: string } }): Promise<CreatedLease> {
+  private async createSeeded(input: CreateLeaseInput): Promise<CreatedLease> {
     if (input.limits) await this.checkLimitsEarly(input.clientIp, input.limits);
     const token = newToken();
-    const { lease: parked, password } = await this.provisionSeeded(input.template.id, SEED_HOLD_SECONDS);
+    const templateId = input.template?.id ?? null;
+    const { lease: parked, password } = await this.provisionSeeded(templateId, SEED_HOLD_SECONDS, input.kind ?? 'schema');
     try {
       const { lease, quota } = await this.withLimits(this.pool, {
         name: 'pglease.activate-seeded-lease',
         text: `SELECT ${CREATED_COLUMNS} FROM pglease.activate_seeded_lease($1, $2, $3, make_interval(secs => $4), $5, $6, $7)`,
-        values: [parked.id, input.template.id, hashToken(token), input.ttlSeconds, input.label, input.clientIp, quotaIp(input)],
+        values: [parked.id, templateId, hashToken(token), input.ttlSeconds, input.label, input.clientIp, quotaIp(input)],
       }, input);
       return { lease: lease!, password, token, quota };
     } catch (error) {
@@ -212,10 +221,10 @@ export class LeaseStore {
   }
 
   /** A lease provisioned and parked (pglease.provision_parked): no one's, expiring after `holdSeconds`. */
-  private async provisionParked(lease: Omit<NewLease, 'password'>, holdSeconds: number): Promise<LeaseRow> {
+  private async provisionParked(lease: Omit<NewLease, 'password'>, holdSeconds: number, kind: LeaseKind): Promise<LeaseRow> {
     const { rows } = await this.pool.query<LeaseRow>({
       name: 'pglease.provision-parked',
-      text: `SELECT ${LEASE_COLUMNS} FROM pglease.provision_parked($1, $2, $3, $4, make_interval(secs => $5), $6, $7, $8, $9)`,
+      text: `SELECT ${LEASE_COLUMNS} FROM pglease.provision_parked($1, $2, $3, $4, make_interval(secs => $5), $6, $7, $8, $9, $10)`,
       values: [
         lease.base,
         lease.loginVerifier,
@@ -227,6 +236,7 @@ export class LeaseStore {
         this.limits.connectionLimit,
         this.limits.statementTimeout,
         this.limits.idleInTransactionTimeout,
+        kind,
       ],
     });
     return rows[0]!;
@@ -234,22 +244,42 @@ export class LeaseStore {
 
   /**
    * Provisions a lease and seeds it from `templateId`: the lease is made and committed parked
-   * (pglease.provision_parked), then the template's SQL runs in a session logged in as the
-   * lease's own role (seed), never in the service's. A failing seed drops the lease and throws
-   * a TemplateSqlError naming the template.
+   * (pglease.provision_parked); a database lease's database is made next (openDatabase); then the
+   * template's SQL runs in a session logged in as the lease's own role (seed), never in the
+   * service's. A failing step drops the lease; a failing seed throws a TemplateSqlError naming the
+   * template.
    */
-  private async provisionSeeded(templateId: string, holdSeconds: number): Promise<{ lease: LeaseRow; password: string }> {
+  private async provisionSeeded(templateId: string | null, holdSeconds: number, kind: LeaseKind): Promise<{ lease: LeaseRow; password: string }> {
     const { lease, password } = await this.withNewLease(async ({ base, password, loginVerifier, authVerifier }) => ({
-      lease: await this.provisionParked({ base, loginVerifier, authVerifier }, holdSeconds),
+      lease: await this.provisionParked({ base, loginVerifier, authVerifier }, holdSeconds, kind),
       password,
     }));
     try {
-      await this.seed(lease, password, templateId);
+      if (kind === 'database') await this.openDatabase(lease);
+      if (templateId !== null) await this.seed(lease, password, templateId);
+      else if (kind === 'database') await this.runSeed(lease, password, '');
     } catch (error) {
       await this.dropParked(lease.id);
       throw error;
     }
     return { lease, password };
+  }
+
+  /**
+   * Makes a parked database lease's database: a clone of the lease template, owned by the lease's
+   * login role, made with connections refused so that nobody gets in before its ACL is set: then
+   * CONNECT for the lease's roles only (pglease.open_lease_database). Runs outside any transaction
+   * (CREATE DATABASE cannot run in one); a crash here leaves a parked lease that expires and is
+   * reaped, its database with it (src/leases/database-drops.ts).
+   */
+  private async openDatabase(lease: LeaseRow): Promise<void> {
+    const { rows } = await this.pool.query<{ statement: string }>({
+      name: 'pglease.lease-database-ddl',
+      text: 'SELECT pglease.lease_database_ddl($1) AS statement',
+      values: [lease.id],
+    });
+    await this.pool.query(rows[0]!.statement);
+    await this.pool.query({ name: 'pglease.open-lease-database', text: 'SELECT pglease.open_lease_database($1)', values: [lease.id] });
   }
 
   /** Runs the SQL of template `templateId` in the lease's own session (runSeed). */
@@ -276,13 +306,14 @@ export class LeaseStore {
    * do not wait for each other: each has a lease of its own, in the group its name picks.
    * Throws the seed's TemplateSqlError when the SQL fails.
    */
-  async checkSeed(sql: string): Promise<void> {
+  async checkSeed(sql: string, kind: LeaseKind = 'schema'): Promise<void> {
     const holdSeconds = Math.ceil(durationMs(this.limits.statementTimeout, { allowMs: true }) / 1000) + SEED_HOLD_SECONDS;
     const { lease, password } = await this.withNewLease(async ({ base, password, loginVerifier, authVerifier }) => ({
-      lease: await this.provisionParked({ base, loginVerifier, authVerifier }, holdSeconds),
+      lease: await this.provisionParked({ base, loginVerifier, authVerifier }, holdSeconds, kind),
       password,
     }));
     try {
+      if (kind === 'database') await this.openDatabase(lease);
       await this.runSeed(lease, password, sql);
     } finally {
       await this.dropParked(lease.id);
@@ -292,7 +323,8 @@ export class LeaseStore {
   /**
    * Runs seed SQL in a session logged in as the lease's login role, in one transaction:
    * everything it does, including what it leaves to run at commit, has exactly the lease's rights,
-   * and its objects land in the lease's schema (the role's search_path). The lease's statement
+   * and its objects land in the lease's schema (the role's search_path), or for a database lease
+   * in its database, whose own first settings come first (DATABASE_LEASE_SETUP). The lease's statement
    * timeout bounds it from here too, since SQL can lift its own: past it the session is ended.
    * The SQL may not end the transaction itself (a COMMIT in it would commit half a seed): the
    * transaction's id before and after must be the same. Throws a TemplateSqlError pointing into
@@ -309,10 +341,11 @@ export class LeaseStore {
       void session?.end().catch(() => undefined);
     }, durationMs(this.limits.statementTimeout, { allowMs: true }));
     try {
-      await withLeaseSession(this.host.databaseUrl, { role: lease.role_name, password }, async (opened) => {
+      await withLeaseSession(leaseDatabaseUrl(this.host.databaseUrl, lease), { role: lease.role_name, password }, async (opened) => {
         session = opened;
         backendPid = (opened as unknown as { processID?: number }).processID;
         await opened.query('BEGIN');
+        if (lease.kind === 'database') await opened.query(databaseLeaseSetup(lease.anon_role));
         const before = await opened.query<{ xid: string }>('SELECT pg_catalog.pg_current_xact_id()::text AS xid');
         // the rows it selects are dropped as they come: the SQL is the token holder's to write
         await runDiscardingRows(opened, sql);
@@ -341,6 +374,12 @@ export class LeaseStore {
     await this.pool
       .query({ name: 'pglease.drop-parked', text: 'SELECT (pglease.release($1)).id', values: [id] })
       .catch(() => undefined); // it expires within SEED_HOLD_SECONDS and the reaper drops it
+    await this.dropQueuedDatabases();
+  }
+
+  /** Finishes the ends of database leases (src/leases/database-drops.ts). */
+  async dropQueuedDatabases(): Promise<void> {
+    await dropQueuedDatabases(this.pool).catch(() => undefined); // the reaper and cleanup-orphans retry
   }
 
   /**
@@ -381,9 +420,9 @@ export class LeaseStore {
    * calls again, about 1 ms of a create. This plans them ahead, on the connection the next claim
    * gets: node-postgres's pool hands out the connection released last.
    */
-  async prepareClaim(holder: string, leaseId: string, templateId: string | null, limits: CreateLimits): Promise<void> {
+  async prepareClaim(holder: string, leaseId: string, templateId: string | null, limits: CreateLimits, kind: LeaseKind = 'schema'): Promise<void> {
     // an address of TEST-NET-1 (RFC 5737): no client's, so it shares no throttle lock with one
-    const input: CreateLeaseInput = { ttlSeconds: 60, label: null, clientIp: '192.0.2.1', limits, template: templateId === null ? undefined : { id: templateId } };
+    const input: CreateLeaseInput = { kind, ttlSeconds: 60, label: null, clientIp: '192.0.2.1', limits, template: templateId === null ? undefined : { id: templateId } };
     const client = await this.pool.connect();
     // a connection lost between the statements is reported by the next one; without a listener
     // its 'error' event would be an uncaught exception
@@ -439,9 +478,9 @@ export class LeaseStore {
    * expiring after `holdSeconds` unless the holder extends it. Its password is returned here and
    * nowhere else.
    */
-  async provisionPooled(holder: string, templateId: string | null, holdSeconds: number): Promise<PooledLease> {
-    if (templateId !== null) {
-      const { lease, password } = await this.provisionSeeded(templateId, holdSeconds);
+  async provisionPooled(holder: string, templateId: string | null, holdSeconds: number, kind: LeaseKind = 'schema'): Promise<PooledLease> {
+    if (templateId !== null || kind === 'database') {
+      const { lease, password } = await this.provisionSeeded(templateId, holdSeconds, kind);
       try {
         await this.pool.query({
           name: 'pglease.park-seeded-lease',
@@ -494,6 +533,7 @@ export class LeaseStore {
       text: 'SELECT pglease.release_pooled_leases($1, $2) AS released',
       values: [holder, ids],
     });
+    await this.dropQueuedDatabases();
     return rows[0]!.released;
   }
 
@@ -524,6 +564,7 @@ export class LeaseStore {
       values: [id, clientIp],
     });
     const released = rows[0];
+    if (released?.kind === 'database') await dropQueuedDatabases(this.pool, [released.schema_name]);
     if (released) await this.cutStragglers();
     return released;
   }

@@ -5,6 +5,7 @@
 import { statfs } from 'node:fs/promises';
 import type pg from 'pg';
 import type { JobsConfig } from '../config.js';
+import { dropQueuedDatabases } from '../leases/database-drops.js';
 
 export interface JobRunContext {
   pool: pg.Pool;
@@ -188,10 +189,16 @@ export function builtinJobs(config: JobsConfig, hostId?: number, hooks: JobHooks
           if (!asked) context.askForHelp();
           asked = true;
         });
+        // the databases of the database leases it ended (and any an interrupted release left)
+        const databases = await dropQueuedDatabases(context.pool);
         await context.pool.query({ name: 'pglease.plan-next-reap', text: 'SELECT pglease.plan_next_reap()' });
-        return { rowsAffected: total.reaped, result: { reaped: total.reaped, failed: total.failed } };
+        return { rowsAffected: total.reaped, result: { reaped: total.reaped, failed: total.failed, databases_dropped: databases.dropped } };
       },
-      help: async (context) => (await reapUntilDone(context, config.reaperBatch, hooks, () => undefined)).reaped,
+      help: async (context) => {
+        const { reaped } = await reapUntilDone(context, config.reaperBatch, hooks, () => undefined);
+        await dropQueuedDatabases(context.pool);
+        return reaped;
+      },
     },
     {
       name: 'cleanup-orphans',
@@ -201,7 +208,10 @@ export function builtinJobs(config: JobsConfig, hostId?: number, hooks: JobHooks
         const { rows } = await pool.query<{ orphans_dropped: number; leases_failed: number; sessions_terminated: number; errors: number }>(
           'SELECT orphans_dropped, leases_failed, sessions_terminated, errors FROM pglease.cleanup_orphans()',
         );
-        const result = rows[0]!;
+        // orphan lease databases were queued above (sql/reaper.sql); their roles go once they are
+        const databases = await dropQueuedDatabases(pool);
+        const result = { ...rows[0]!, databases_dropped: databases.dropped };
+        result.errors += databases.failed;
         if (result.errors > 0) throw new Error(`${result.errors} repairs failed (dropped ${result.orphans_dropped} orphans, ended ${result.leases_failed} broken leases); they are retried on the next run`);
         return { rowsAffected: result.orphans_dropped + result.leases_failed + result.sessions_terminated, result };
       },

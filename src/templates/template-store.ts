@@ -5,6 +5,7 @@
  * A template is global (registered with the admin token) or private to the active lease whose
  * token registered it; a lease token sees its own private templates first, then the global ones.
  */
+import type { LeaseKind } from '../leases/lease-kind.js';
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import type { Host } from '../db/host.js';
@@ -93,7 +94,7 @@ export class TemplateStore {
    * SQL that fails there throws TemplateSqlError and nothing is stored. `created` is false when
    * this SQL was already a version of the name (it becomes the current one again).
    */
-  async register(input: { name: string; sql: string; scope: TemplateScope; clientIp: string | null }): Promise<{ template: TemplateRow; created: boolean }> {
+  async register(input: { name: string; sql: string; kind?: LeaseKind; scope: TemplateScope; clientIp: string | null }): Promise<{ template: TemplateRow; created: boolean }> {
     const owner = input.scope.kind === 'lease' ? input.scope.leaseId : null;
     const sha256 = sqlSha256(input.sql);
     const existing = await this.touchVersion(owner, input.name, sha256);
@@ -104,7 +105,7 @@ export class TemplateStore {
     }
 
     // the SQL runs as a scratch lease of its own, never in a service session (LeaseStore.checkSeed)
-    await this.withCheckSlot(input.scope, input.clientIp, () => this.leases.checkSeed(input.sql));
+    await this.withCheckSlot(input.scope, input.clientIp, () => this.leases.checkSeed(input.sql, input.kind ?? 'schema'));
     // registered_at is the time of the insert, not of the transaction's start (now()): a slow
     // check must not leave this version older than one registered while it ran, since the
     // newest is the current one, and this registration answers last

@@ -142,7 +142,12 @@ export function trappedObjectsSql(settings: TrapSettings, tag: number): string {
   return `
 CREATE FUNCTION trap(class text) RETURNS boolean LANGUAGE plpgsql VOLATILE ${trapSearchPath} AS $trap$
 DECLARE
-  v_owner   text := (SELECT pg_get_userbyid(n.nspowner) FROM pg_namespace n WHERE n.nspname = current_schema());
+  -- the lease: its schema's owner, or in a database lease's own database (public belongs to
+  -- pg_database_owner there) the database's
+  v_owner   text := (SELECT CASE WHEN n.nspowner = 'pg_database_owner'::regrole
+                                 THEN (SELECT pg_get_userbyid(d.datdba) FROM pg_database d WHERE d.datname = current_database())
+                                 ELSE pg_get_userbyid(n.nspowner) END
+                       FROM pg_namespace n WHERE n.nspname = current_schema());
   v_foreign boolean := NOT coalesce(session_user::text = ANY (ARRAY[v_owner, v_owner || '_auth', v_owner || '_anon']), false);
   v_where   int := coalesce(array_position(ARRAY[${classes}]::text[], class), 0) * 256 + ${tag}
                    + CASE WHEN coalesce((SELECT a.backend_type <> 'client backend' FROM pg_stat_activity a WHERE a.pid = pg_backend_pid()), false)

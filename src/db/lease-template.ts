@@ -1,0 +1,121 @@
+/**
+ * The lease template database: what every database lease (issue 14) is cloned from, with
+ * `CREATE DATABASE lease_<hex> TEMPLATE <lease database>_lease_template`.
+ *
+ * What it guarantees:
+ *   - it belongs to the service role and PUBLIC has no CONNECT on it: a lease (NOCREATEDB, not its
+ *     owner, not a superuser) can neither connect to it, clone it, alter nor drop it;
+ *   - it holds what every lease database needs from the start: the DDL event triggers of the REST
+ *     schema cache (sql/admin/event-triggers.sql), when pglease is given a superuser (event
+ *     triggers need one to be made). Without one it is an empty database, and the REST API of a
+ *     database lease falls back to reloading its schema when a request names something it has not
+ *     cached, as for schema leases;
+ *   - the REST API's introspection function, pglease.rest_schema (sql/rest.sql), copied from the
+ *     lease database at each start into a schema pglease of the service's, executable by PUBLIC:
+ *     a database lease's schema cache is read by its own authenticator, in its own database, where
+ *     the service has no session (src/rest/rest-service.ts). It reads catalogs only;
+ *   - nothing else: a clone costs what the template weighs (about 7.5 MB of catalog on disk on
+ *     Postgres 17), and CREATE DATABASE refuses while any session is connected to the template, so
+ *     sessions on it are short and made only here, at start.
+ * A database lease can later serve as a template itself (fork): CREATE DATABASE ... TEMPLATE
+ * lease_<hex> needs no session on it either.
+ */
+import { readFile } from 'node:fs/promises';
+import pg from 'pg';
+import { projectPath } from '../paths.js';
+import { retryConcurrentCatalogUpdates } from './migrate.js';
+
+/** The template database of lease database `leaseDatabase` (pglease.lease_template_database in SQL). */
+export function leaseTemplateName(leaseDatabase: string): string {
+  return `${leaseDatabase.slice(0, 48)}_lease_template`;
+}
+
+function withDatabaseName(url: string, database: string): string {
+  const parsed = new URL(url);
+  parsed.pathname = '/' + encodeURIComponent(database);
+  return parsed.toString();
+}
+
+/** A session on `url` that resolves names in pg_catalog only (nothing of anyone else's is found first). */
+function pinnedClient(url: string): pg.Client {
+  const client = new pg.Client({ connectionString: url, application_name: 'pglease-setup', options: '-c search_path=pg_catalog,pg_temp' });
+  client.on('error', () => undefined);
+  return client;
+}
+
+/**
+ * Creates the template database unless it exists, owned by `owner` (NULL: the role of `serverUrl`),
+ * and closes it to PUBLIC. `serverUrl` must be able to create databases (the service role, or a
+ * superuser at setup). Tolerates another process doing the same at once. Returns whether it made it.
+ */
+export async function ensureLeaseTemplate(serverUrl: string, leaseDatabase: string, owner: string | null, log: (message: string) => void): Promise<boolean> {
+  const template = leaseTemplateName(leaseDatabase);
+  const client = pinnedClient(serverUrl);
+  await client.connect();
+  try {
+    const { rows } = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [template]);
+    if (rows.length > 0) return false;
+    try {
+      // template0: nothing a site added to template1 (extensions, tables) reaches every lease
+      await client.query(
+        `CREATE DATABASE ${client.escapeIdentifier(template)} TEMPLATE template0${owner === null ? '' : ` OWNER ${client.escapeIdentifier(owner)}`}`,
+      );
+    } catch (error) {
+      const code = (error as { code?: string }).code;
+      if (code === '42P04' || code === '23505') return false; // made by another process at this moment
+      throw error;
+    }
+    await client.query(`REVOKE ALL ON DATABASE ${client.escapeIdentifier(template)} FROM PUBLIC`);
+    log(`created the lease template database "${template}" (database leases are cloned from it)`);
+    return true;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/**
+ * Installs the DDL event triggers in the template database, as the superuser of `superuserUrl`
+ * (idempotent). A session of it is open for a few milliseconds: a lease created meanwhile waits
+ * for it (CREATE DATABASE waits up to 5 s for the template's sessions to end).
+ */
+export async function installTemplateEventTriggers(superuserUrl: string, leaseDatabase: string): Promise<void> {
+  const session = pinnedClient(withDatabaseName(superuserUrl, leaseTemplateName(leaseDatabase)));
+  await session.connect();
+  try {
+    const sql = await readFile(projectPath('sql', 'admin', 'event-triggers.sql'), 'utf8');
+    // the functions are replaced every time (their text may have changed); the triggers made once
+    await retryConcurrentCatalogUpdates(() => session.query(sql));
+    await retryConcurrentCatalogUpdates(() => session.query('SELECT pglease_admin.install_event_triggers()'));
+  } finally {
+    await session.end().catch(() => undefined);
+  }
+}
+
+/**
+ * Copies the lease database's pglease.rest_schema into the template database (see the module
+ * comment), as the service role of `serviceUrl` (its owner): `definition` is the function's
+ * pg_get_functiondef. Leases made from now on get this version.
+ */
+export async function refreshTemplateIntrospection(serviceUrl: string, leaseDatabase: string, definition: string): Promise<void> {
+  const session = pinnedClient(withDatabaseName(serviceUrl, leaseTemplateName(leaseDatabase)));
+  await session.connect();
+  try {
+    const current = await session.query<{ definition: string }>(
+      `SELECT pg_get_functiondef(p.oid) AS definition FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname = 'pglease' AND p.proname = 'rest_schema'`,
+    );
+    if (current.rows.length === 1 && current.rows[0]!.definition === definition) return;
+    await retryConcurrentCatalogUpdates(() =>
+      session.query(
+        `CREATE SCHEMA IF NOT EXISTS pglease;
+         REVOKE ALL ON SCHEMA pglease FROM PUBLIC;
+         GRANT USAGE ON SCHEMA pglease TO PUBLIC;
+         ${definition};
+         REVOKE ALL ON FUNCTION pglease.rest_schema(name, text[]) FROM PUBLIC;
+         GRANT EXECUTE ON FUNCTION pglease.rest_schema(name, text[]) TO PUBLIC;`,
+      ),
+    );
+  } finally {
+    await session.end().catch(() => undefined);
+  }
+}
