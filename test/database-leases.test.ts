@@ -7,6 +7,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ADMIN_TOKEN, createLease, queryUrl, startTestService, superuserDatabaseUrl, type CreatedLeaseJson, type TestService } from './support/service.js';
 import { waitFor } from './support/wait.js';
+import { lease as testLease } from '../src/testing/index.js';
 
 let service: TestService;
 
@@ -166,6 +167,17 @@ describe('creates', () => {
     await waitFor('the reaper to drop the expired database lease', async () => ((await databaseExists(lease.database)) || (await roleExists(lease.role)) ? undefined : true), 30_000);
     const [row] = await queryUrl<{ state: string }>(superuserDatabaseUrl(service), 'SELECT state FROM pglease.leases WHERE id = $1', [lease.id]);
     expect(row!.state).toBe('expired');
+  });
+});
+
+describe('pglease/testing', () => {
+  it("lease({ kind: 'database' }) hands out a database lease and releases it", async () => {
+    const leased = await testLease({ server: service.baseUrl, local: 'never', kind: 'database', ttl: 60 });
+    const [row] = await queryUrl<{ database: string }>(leased.url, 'SELECT current_database() AS database');
+    expect(row!.database).toBe(leased.database);
+    expect(leased.database).not.toBe(service.config.leaseDatabase);
+    await leased.release();
+    expect(await databaseExists(leased.database)).toBe(false);
   });
 });
 

@@ -58,6 +58,7 @@ describe('the service role', () => {
     expect(await queryUrl(url, `SELECT evtname, evtfoid::regproc::text AS fn FROM pg_event_trigger ORDER BY evtname`)).toEqual([
       { evtname: 'pglease_rest_ddl_end', fn: 'pglease_admin.rest_notify_ddl' },
       { evtname: 'pglease_rest_sql_drop', fn: 'pglease_admin.rest_notify_ddl' },
+      { evtname: 'pglease_schema_lease_hint', fn: 'pglease_admin.schema_lease_ddl_hint' },
     ]);
   });
 

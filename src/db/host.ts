@@ -6,7 +6,7 @@
  */
 import pg from 'pg';
 import { endPool } from './end-pool.js';
-import { ensureLeaseTemplate } from './lease-template.js';
+import { ensureLeaseTemplate, refreshTemplateIntrospection } from './lease-template.js';
 import { migrate } from './migrate.js';
 import { isSuperuserUrl, setUpServiceRole } from './superuser-setup.js';
 
@@ -89,6 +89,19 @@ async function ensureDatabase(serverUrl: string, database: string): Promise<bool
   }
 }
 
+/** pg_get_functiondef of pglease.rest_schema, for the lease template (src/db/lease-template.ts). */
+async function restSchemaDefinition(databaseUrl: string): Promise<string> {
+  const client = new pg.Client({ connectionString: databaseUrl });
+  client.on('error', () => undefined);
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ definition: string }>(`SELECT pg_get_functiondef('pglease.rest_schema(name, text[])'::regprocedure) AS definition`);
+    return rows[0]!.definition;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
 /**
  * Runs pglease.restrict_other_databases. Two services starting at once on one host may both
  * revoke on the same database; Postgres then fails one with "tuple concurrently updated"
@@ -129,6 +142,7 @@ export async function openHost(options: HostOptions): Promise<Host> {
   const applied = await migrate(databaseUrl, options.log);
   for (const name of applied.migrations) options.log(`applied migration ${name}`);
   for (const file of applied.sqlFiles) options.log(`applied sql/${file}`);
+  await refreshTemplateIntrospection(serverUrl, options.leaseDatabase, await restSchemaDefinition(databaseUrl));
 
   const timeoutMs = options.timeoutMs ?? 30_000;
   // A query that times out here fails and its connection is closed (pool.query releases it with

@@ -10,6 +10,10 @@
  *     triggers need one to be made). Without one it is an empty database, and the REST API of a
  *     database lease falls back to reloading its schema when a request names something it has not
  *     cached, as for schema leases;
+ *   - the REST API's introspection function, pglease.rest_schema (sql/rest.sql), copied from the
+ *     lease database at each start into a schema pglease of the service's, executable by PUBLIC:
+ *     a database lease's schema cache is read by its own authenticator, in its own database, where
+ *     the service has no session (src/rest/rest-service.ts). It reads catalogs only;
  *   - nothing else: a clone costs what the template weighs (about 7.5 MB of catalog on disk on
  *     Postgres 17), and CREATE DATABASE refuses while any session is connected to the template, so
  *     sessions on it are short and made only here, at start.
@@ -78,13 +82,39 @@ export async function installTemplateEventTriggers(superuserUrl: string, leaseDa
   const session = pinnedClient(withDatabaseName(superuserUrl, leaseTemplateName(leaseDatabase)));
   await session.connect();
   try {
-    const installed = await session.query(
-      `SELECT 1 FROM pg_event_trigger WHERE evtname IN ('pglease_rest_ddl_end', 'pglease_rest_sql_drop') HAVING count(*) = 2`,
-    );
     const sql = await readFile(projectPath('sql', 'admin', 'event-triggers.sql'), 'utf8');
-    // the function is replaced every time (its text may have changed); the triggers made once
+    // the functions are replaced every time (their text may have changed); the triggers made once
     await retryConcurrentCatalogUpdates(() => session.query(sql));
-    if (installed.rows.length === 0) await retryConcurrentCatalogUpdates(() => session.query('SELECT pglease_admin.install_event_triggers()'));
+    await retryConcurrentCatalogUpdates(() => session.query('SELECT pglease_admin.install_event_triggers()'));
+  } finally {
+    await session.end().catch(() => undefined);
+  }
+}
+
+/**
+ * Copies the lease database's pglease.rest_schema into the template database (see the module
+ * comment), as the service role of `serviceUrl` (its owner): `definition` is the function's
+ * pg_get_functiondef. Leases made from now on get this version.
+ */
+export async function refreshTemplateIntrospection(serviceUrl: string, leaseDatabase: string, definition: string): Promise<void> {
+  const session = pinnedClient(withDatabaseName(serviceUrl, leaseTemplateName(leaseDatabase)));
+  await session.connect();
+  try {
+    const current = await session.query<{ definition: string }>(
+      `SELECT pg_get_functiondef(p.oid) AS definition FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname = 'pglease' AND p.proname = 'rest_schema'`,
+    );
+    if (current.rows.length === 1 && current.rows[0]!.definition === definition) return;
+    await retryConcurrentCatalogUpdates(() =>
+      session.query(
+        `CREATE SCHEMA IF NOT EXISTS pglease;
+         REVOKE ALL ON SCHEMA pglease FROM PUBLIC;
+         GRANT USAGE ON SCHEMA pglease TO PUBLIC;
+         ${definition};
+         REVOKE ALL ON FUNCTION pglease.rest_schema(name, text[]) FROM PUBLIC;
+         GRANT EXECUTE ON FUNCTION pglease.rest_schema(name, text[]) TO PUBLIC;`,
+      ),
+    );
   } finally {
     await session.end().catch(() => undefined);
   }

@@ -56,6 +56,8 @@ export interface Caller {
   viaAdminToken: boolean;
   /** request.jwt.claims as JSON: a JWT's claims; undefined: `{"role": <role>}`. */
   claims?: string;
+  /** A database lease's schema the request is for (Accept-Profile, Content-Profile; public by default). */
+  profile?: string;
 }
 
 /** An HTTP request under `{rest_url}`, as the route hands it over. */
@@ -89,6 +91,10 @@ export class RestService {
    * must not take the service pool, which the control API needs, nor other leases' lookups.
    */
   private readonly introspection: pg.Pool;
+  /** Database leases served here, by name (lease_<hex>), for their schemas' loads. */
+  private readonly databaseLeases = new Map<string, LeaseAccess>();
+  /** Each database lease's exposed schemas (exposedSchemas). */
+  private readonly databaseSchemas = new Map<string, Promise<string[]>>();
 
   constructor(
     private readonly host: Host,
@@ -108,17 +114,58 @@ export class RestService {
     const onSchemaLoad = options.onSchemaLoad;
     this.schemas = new SchemaCaches(
       onSchemaLoad
-        ? async (schema, roles) => {
+        ? async (key, roles) => {
             const started = performance.now();
-            const cache = await loadSchemaCache(this.introspection, schema, roles);
+            const cache = await this.loadSchema(key, roles);
             onSchemaLoad((performance.now() - started) / 1000);
             return cache;
           }
-        : (schema, roles) => loadSchemaCache(this.introspection, schema, roles),
+        : (key, roles) => this.loadSchema(key, roles),
       options.maxSchemaCaches,
     );
     this.adminToken = options.adminToken;
     this.jwtVerifiers = new JwtVerifiers(options.jwt);
+    this.pools.onDatabaseDdl = (leaseName) => this.schemaChanged(leaseName);
+  }
+
+  /**
+   * The key of a request's schema cache: a schema lease's schema, or for a database lease
+   * `lease_<hex>/<schema>` (every lease database has a public schema, so the lease is part of it).
+   */
+  schemaKey(caller: Pick<Caller, 'lease' | 'profile'>): string {
+    return caller.lease.kind === 'database' ? `${caller.lease.name}/${caller.profile ?? 'public'}` : caller.lease.schema;
+  }
+
+  /** Introspects the schema of a cache key (schemaKey): in the lease database, or in a database lease's own. */
+  private loadSchema(key: string, roles: string[]): Promise<SchemaCache> {
+    const slash = key.indexOf('/');
+    if (slash < 0) return loadSchemaCache(this.introspection, key, roles);
+    const lease = this.databaseLeases.get(key.slice(0, slash));
+    if (!lease) return Promise.reject(new RestError('PGRST002', undefined, `no live database lease ${key.slice(0, slash)} is known here`));
+    return loadSchemaCache({ query: (query) => this.pools.query(lease, query) }, key.slice(slash + 1), roles);
+  }
+
+  /**
+   * The schemas a database lease's REST API serves (PostgREST's db-schemas): its own, not the
+   * system's nor pglease's, `public` first. Read as the lease, in its database; kept until DDL
+   * there (the same notification drops its schema caches).
+   */
+  private exposedSchemas(lease: LeaseAccess): Promise<string[]> {
+    let known = this.databaseSchemas.get(lease.name);
+    if (!known) {
+      known = this.pools
+        .query<{ names: string[] }>(lease, {
+          name: 'pglease.rest-exposed-schemas',
+          text: `SELECT coalesce(array_agg(n.nspname::text ORDER BY n.nspname <> 'public', n.nspname), '{}') AS names
+                   FROM pg_catalog.pg_namespace n
+                  WHERE n.nspname NOT IN ('information_schema', 'pglease', 'pglease_admin') AND n.nspname !~ '^pg_'`,
+        })
+        .then(({ rows }) => rows[0]!.names);
+      known.catch(() => this.databaseSchemas.delete(lease.name));
+      this.databaseSchemas.set(lease.name, known);
+      if (this.databaseSchemas.size > 10_000) this.databaseSchemas.delete(this.databaseSchemas.keys().next().value as string);
+    }
+    return known;
   }
 
   /**
@@ -135,6 +182,7 @@ export class RestService {
    */
   private callerOf(leaseId: string, lease: LeaseAccess | undefined, token: string | null): Caller | Promise<Caller> {
     if (!lease) throw leaseNotFound(leaseId);
+    if (lease.kind === 'database' && this.databaseLeases.get(lease.name) !== lease) this.databaseLeases.set(lease.name, lease);
     if (token === null) return { lease, role: lease.anonRole, authenticated: false, viaAdminToken: false };
     // a JWT verified before is known at once (it cannot be the lease token, which has no dots)
     const known = lease.jwtVerifier?.cached(token);
@@ -190,7 +238,7 @@ export class RestService {
   /** The lease's schema cache: cached, or loaded now. */
   schema(caller: Caller): Promise<SchemaCache> | SchemaCache {
     // privileges are reported for every role a request may run as (the OpenAPI document shows them)
-    return this.schemas.get(caller.lease.schema, leaseRequestRoles(caller.lease));
+    return this.schemas.get(this.schemaKey(caller), leaseRequestRoles(caller.lease));
   }
 
   /**
@@ -203,7 +251,7 @@ export class RestService {
       return plan(cache);
     } catch (error) {
       if (!(error instanceof RestError) || !CACHE_MISS_CODES.has(error.code) || cache.loadedAt >= startedAt) throw error;
-      const fresh = await this.schemas.reload(caller.lease.schema, leaseRequestRoles(caller.lease), startedAt);
+      const fresh = await this.schemas.reload(this.schemaKey(caller), leaseRequestRoles(caller.lease), startedAt);
       return plan(fresh);
     }
   }
@@ -236,7 +284,11 @@ export class RestService {
     const caller = found instanceof Promise ? await found : found;
     // request.headers is published to the lease's SQL: never with the admin token in it
     const http = caller.viaAdminToken ? { ...received, headers: withoutCredentials(received.headers) } : received;
-    checkProfile(http, caller.lease.schema);
+    if (caller.lease.kind === 'database') {
+      caller.profile = chooseProfile(http, await this.exposedSchemas(caller.lease));
+    } else {
+      checkProfile(http, caller.lease.schema);
+    }
     if (http.method === 'OPTIONS') return this.options(caller, http.path, startedAt);
     // Accept: application/vnd.pgrst.plan…: the read's EXPLAIN, when the lease allows it
     const planRequest = caller.lease.apiSettings.db_plan_enabled === true && (http.method === 'GET' || http.method === 'HEAD') ? planRequestOf(http.headers.accept) : undefined;
@@ -336,19 +388,30 @@ export class RestService {
   async recheckLease(leaseId: string): Promise<void> {
     if (!(await this.directory.find(leaseId))) {
       this.pools.close(leaseId);
+      for (const [name, lease] of this.databaseLeases) {
+        if (lease.id === leaseId.toLowerCase()) {
+          this.databaseLeases.delete(name);
+          this.schemaChanged(name);
+        }
+      }
       this.jwtVerifiers.forget(leaseId.toLowerCase());
     }
   }
 
-  /** DDL in a lease schema: drop that lease's schema cache. */
+  /** DDL in a lease schema (or a database lease's database): drop that lease's schema caches. */
   schemaChanged(schema: string): void {
     if (this.schemas.has(schema)) this.schemas.invalidate(schema);
+    if (this.databaseLeases.has(schema)) {
+      this.databaseSchemas.delete(schema);
+      this.schemas.invalidateWhere((key) => key.startsWith(`${schema}/`));
+    }
   }
 
   /** Notifications may have been missed (listener reconnected): forget everything cached. */
   forgetAll(): void {
     this.directory.clear();
     this.schemas.clear();
+    this.databaseSchemas.clear();
   }
 
   async close(): Promise<void> {
@@ -402,6 +465,20 @@ function checkProfile(http: RestHttpRequest, schema: string): void {
   if (header === undefined) return;
   const profile = Array.isArray(header) ? header.join(',') : header;
   if (profile.trim() !== schema) throw new RestError('PGRST106', `The schema must be one of the following: ${schema}`);
+}
+
+/**
+ * A database lease's schema for a request (PostgREST's db-schemas): Accept-Profile for reads,
+ * Content-Profile for writes and calls, else the first of `exposed` (public); one it does not
+ * serve is refused with PGRST106 (406), as PostgREST does.
+ */
+function chooseProfile(http: RestHttpRequest, exposed: string[]): string {
+  const reads = http.method === 'GET' || http.method === 'HEAD' || http.method === 'OPTIONS';
+  const header = http.headers[reads ? 'accept-profile' : 'content-profile'];
+  if (header === undefined) return exposed[0] ?? 'public';
+  const profile = (Array.isArray(header) ? header.join(',') : header).trim();
+  if (!exposed.includes(profile)) throw new RestError('PGRST106', `The schema must be one of the following: ${exposed.join(', ')}`);
+  return profile;
 }
 
 function withoutCredentials(headers: RestHttpRequest['headers']): RestHttpRequest['headers'] {

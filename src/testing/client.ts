@@ -52,6 +52,8 @@ export interface CreateLeaseOptions {
   template?: string;
   /** A plan (GET /v1/plans): the admin may choose any, a lease token one that allows it. */
   plan?: string;
+  /** 'schema' (the server's default, PGLEASE_DEFAULT_KIND) or 'database': a database of its own. */
+  kind?: 'schema' | 'database';
 }
 
 export interface ListLeasesOptions {

@@ -187,6 +187,11 @@ export interface LeaseOptions extends ConnectOptions {
   template?: string | TemplateSpec;
   /** Token sent when creating the lease (to use a private template); default $PGLEASE_TOKEN. */
   token?: string;
+  /**
+   * 'database': a database of its own (its public schema, extensions, schemas: what ORMs'
+   * migrations expect); default the server's (PGLEASE_DEFAULT_KIND, schema unless set).
+   */
+  kind?: 'schema' | 'database';
 }
 
 export interface Lease extends CreatedLeaseJson {
@@ -235,7 +240,7 @@ export async function lease(options: LeaseOptions = {}): Promise<Lease> {
     } else {
       templateName = options.template;
     }
-    const created = await connection.client.withToken(token).createLease({ ttl, name: options.name, template: templateName });
+    const created = await connection.client.withToken(token).createLease({ ttl, name: options.name, template: templateName, ...(options.kind ? { kind: options.kind } : {}) });
     const own = connection.client.withToken(created.token);
     let released: Promise<void> | undefined;
     return {

@@ -25,10 +25,11 @@ export function leaseCommands(context: CliContext): Command[] {
   const { io, store } = context;
 
   const lease = new Command('lease')
-    .description('Create a lease: a fresh Postgres schema and login role, with a connection URL')
+    .description('Create a lease: a fresh Postgres schema (or database, --kind database) and login role, with a connection URL')
     .option('--ttl <duration>', 'how long it lives: 90 (seconds), 30s, 10m, 2h, 1d (the default maximum); never (admin token)')
     .option('--name <label>', 'a label shown in listings')
     .option('--template <name>', 'seed it from a registered template (pglease template add)')
+    .addOption(new Option('--kind <kind>', 'schema (a schema in a shared database, cheapest) or database (a database of its own: extensions, schemas, public)').choices(['schema', 'database']))
     .option('--plan <name>', 'the plan it lives within (pglease plan ls; admin token, or a plan tokens may choose)')
     .option('--lease <id>', "ask as this lease (with its token), to use its private templates (template add --lease)")
     .addOption(new Option('--json', 'print the lease as JSON').conflicts(['url', 'env']))
@@ -38,12 +39,13 @@ export function leaseCommands(context: CliContext): Command[] {
       'after',
       examples([
         'pglease lease --ttl 10m --name scratch',
+        'pglease lease --kind database --url',
         'psql "$(pglease lease --url)"',
         'pglease lease --template todo-app --env >> .env',
         'pglease lease --template my-seed --lease 3f2c9a1e',
       ]),
     )
-    .action(async (options: { ttl?: string; name?: string; template?: string; plan?: string; lease?: string; json?: boolean; url?: boolean; env?: boolean }, command: Command) => {
+    .action(async (options: { ttl?: string; name?: string; template?: string; kind?: 'schema' | 'database'; plan?: string; lease?: string; json?: boolean; url?: boolean; env?: boolean }, command: Command) => {
       const ttl = options.ttl === undefined ? undefined : parseDuration(options.ttl);
       const server = context.server(command);
       const client =
@@ -54,7 +56,7 @@ export function leaseCommands(context: CliContext): Command[] {
       await store.check();
       const started = Date.now();
       const created: CreatedLeaseJson = await withSpinner(io, 'Creating lease…', () =>
-        client.createLease({ ttl, name: options.name, template: options.template, plan: options.plan }),
+        client.createLease({ ttl, name: options.name, template: options.template, plan: options.plan, ...(options.kind ? { kind: options.kind } : {}) }),
       ).catch((error: unknown) => Promise.reject(unknownTemplate(error, options.template, options.lease)));
       const elapsed = Date.now() - started;
       try {

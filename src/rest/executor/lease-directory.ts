@@ -4,6 +4,7 @@
  * dropped when the lease's row changes (NOTIFY pglease_lease_change, see sql/rest.sql) and expire
  * after a few seconds in any case, so a released or expired lease stops answering promptly.
  */
+import type { LeaseKind } from '../../leases/lease-kind.js';
 import type { LeaseTokenHolder } from '../../auth/lease-token.js';
 import type { ApiSettings } from '../../leases/api-settings.js';
 import type { LeaseJwtVerifier } from '../../auth/jwt.js';
@@ -11,7 +12,11 @@ import type pg from 'pg';
 
 export interface LeaseAccess extends LeaseTokenHolder {
   id: string;
+  /** A schema lease's schema; a database lease's is chosen per request (Accept-Profile), public by default. */
   schema: string;
+  kind: LeaseKind;
+  /** lease_<hex>: its schema, or its database (a database lease). */
+  name: string;
   /** The lease's login role: requests with its token run as this role. */
   role: string;
   /** The lease's anonymous role: requests without a token run as this role. */
@@ -112,9 +117,10 @@ export class LeaseDirectory {
     const running = afterRelease ? undefined : this.pending.get(id);
     if (running) return running;
     const fetchedAt = Date.now();
-    const columns = 'schema_name, role_name, anon_role, auth_role, token_hash, state, expires_at, jwt_secret, user_roles, api_settings';
+    const columns = 'kind, schema_name, role_name, anon_role, auth_role, token_hash, state, expires_at, jwt_secret, user_roles, api_settings';
     const query = this.pool
       .query<{
+        kind: LeaseKind;
         schema_name: string;
         role_name: string;
         anon_role: string;
@@ -135,7 +141,9 @@ export class LeaseDirectory {
         const current = this.pending.get(id) === query;
         const lease: LeaseAccess | undefined = row && {
           id,
-          schema: row.schema_name,
+          schema: row.kind === 'database' ? 'public' : row.schema_name,
+          kind: row.kind,
+          name: row.schema_name,
           role: row.role_name,
           anonRole: row.anon_role,
           authRole: row.auth_role,

@@ -12,6 +12,13 @@
  * connections (so that many leases' pools cannot take all the server allows), are closed when their
  * lease ends, and when no request used them for a while (a sweep, rather than pg-pool's idle timer:
  * that one is set and cleared on every checkout and release, a cost on every request).
+ *
+ * A database lease's pool connects to its own database (issue 14), and beside it one session of the
+ * same authenticator LISTENs there for the DDL event trigger's notifications (sql/admin/
+ * event-triggers.sql): NOTIFY reaches only the sessions of its own database, so the service's
+ * listener on the lease database never hears them. One session per database lease with an open
+ * pool, closed with it; it is outside the connection budget (the lease's authenticator may open
+ * 10: 5 for the pool, 1 for this).
  */
 import pg from 'pg';
 import { authenticatorPassword } from '../../leases/credentials.js';
@@ -48,11 +55,21 @@ export interface LeasePoolOptions {
 
 type PoolEntry = UsedPool;
 
+/** The channel of the DDL event trigger (src/rest/notifications.ts listens on it in the lease database). */
+const DDL_CHANNEL = 'pglease_rest_ddl';
+
 export class LeasePools {
   private readonly pools = new Map<string, PoolEntry>();
   private readonly options: Required<LeasePoolOptions>;
   private sweeper: NodeJS.Timeout | undefined;
   readonly budget: ConnectionBudget;
+  /** The DDL listeners of database leases' pools, by lease id. */
+  private readonly listeners = new Map<string, pg.Client>();
+  /**
+   * Told the name of a database lease when DDL ran in its database, or when its listener started
+   * or was lost (a change may then have gone unheard).
+   */
+  onDatabaseDdl: (leaseName: string) => void = () => undefined;
 
   constructor(
     private readonly databaseUrl: string,
@@ -93,6 +110,10 @@ export class LeasePools {
     const url = new URL(this.databaseUrl);
     url.username = encodeURIComponent(lease.authRole);
     url.password = encodeURIComponent(authenticatorPassword(this.authenticatorKey, lease.authRole));
+    if (lease.kind === 'database') {
+      url.pathname = '/' + encodeURIComponent(lease.name);
+      this.listen(lease, url.toString());
+    }
     const pool = new ConnectionPool(
       { connectionString: url.toString(), application_name: 'pglease-rest', connectionTimeoutMillis: this.options.connectionTimeoutMs },
       {
@@ -107,6 +128,48 @@ export class LeasePools {
     if (this.pools.size > this.options.maxPools) this.close(this.leastRecentlyUsed());
     this.sweeper ??= setInterval(() => this.closeIdle(), Math.max(100, this.options.idleTimeoutMs / 3)).unref();
     return pool;
+  }
+
+  /** LISTENs for DDL in a database lease's database (see the module comment). */
+  private listen(lease: LeaseAccess, url: string): void {
+    const listener = new pg.Client({ connectionString: url, application_name: 'pglease-rest-ddl' });
+    this.listeners.set(lease.id, listener);
+    const lost = () => {
+      if (this.listeners.get(lease.id) !== listener) return;
+      this.listeners.delete(lease.id);
+      this.onDatabaseDdl(lease.name);
+      listener.end().catch(() => undefined);
+    };
+    listener.on('error', lost);
+    listener.on('end', lost);
+    listener.on('notification', (message) => {
+      if (message.channel === DDL_CHANNEL) this.onDatabaseDdl(lease.name);
+    });
+    listener
+      .connect()
+      .then(() => listener.query(`LISTEN ${DDL_CHANNEL}`))
+      // a change made before the LISTEN took effect may be cached already: forget it
+      .then(() => this.onDatabaseDdl(lease.name))
+      .catch(lost);
+  }
+
+  /**
+   * One statement on a connection of the lease's pool, as its authenticator (no SET ROLE): the
+   * introspection of a database lease's schemas, which only its own sessions can read.
+   */
+  async query<T extends pg.QueryResultRow>(lease: LeaseAccess, query: pg.QueryConfig): Promise<pg.QueryResult<T>> {
+    const pool = this.pool(lease);
+    const acquired = pool.acquire();
+    const client = acquired instanceof Promise ? await acquired : acquired;
+    let broken: Error | undefined;
+    try {
+      return await client.query<T>(query);
+    } catch (error) {
+      if (breaksConnection(error)) broken = error as Error;
+      throw error;
+    } finally {
+      pool.release(client, broken);
+    }
   }
 
   private leastRecentlyUsed(): string {
@@ -157,6 +220,9 @@ export class LeasePools {
   }
 
   close(leaseId: string): void {
+    const listener = this.listeners.get(leaseId);
+    this.listeners.delete(leaseId);
+    listener?.end().catch(() => undefined);
     const entry = this.pools.get(leaseId);
     if (!entry) return;
     this.pools.delete(leaseId);
@@ -166,6 +232,9 @@ export class LeasePools {
   async closeAll(): Promise<void> {
     const entries = [...this.pools.values()];
     this.pools.clear();
+    const listeners = [...this.listeners.values()];
+    this.listeners.clear();
+    await Promise.all(listeners.map((listener) => listener.end().catch(() => undefined)));
     if (this.sweeper) clearInterval(this.sweeper);
     this.sweeper = undefined;
     await Promise.all(entries.map((entry) => entry.pool.end().catch(() => undefined)));

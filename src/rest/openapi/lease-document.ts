@@ -32,7 +32,7 @@ export async function leaseDocument(rest: RestService, request: LeaseDocumentReq
   const startedAt = Date.now();
   const caller = await rest.caller(request.leaseId, request.token);
   const { lease } = caller;
-  const cache = await rest.schemas.reload(lease.schema, leaseRequestRoles(lease), startedAt);
+  const cache = await rest.schemas.reload(rest.schemaKey(caller), leaseRequestRoles(lease), startedAt);
   return leaseOpenApiDocument({
     cache,
     role: caller.role,

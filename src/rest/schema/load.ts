@@ -218,10 +218,19 @@ function viewPrimaryKey(view: Relation, origins: Map<string, { table: string; co
 }
 
 /**
- * Introspects `schema` with the service's pool; `roles` are those whose privileges are reported.
+ * Where pglease.rest_schema() runs: the service's pool for a schema lease; for a database lease, a
+ * session of its own authenticator in its database (the lease template gives every lease database
+ * the same function: src/db/lease-template.ts).
+ */
+export interface SchemaSource {
+  query<T extends pg.QueryResultRow>(query: pg.QueryConfig): Promise<pg.QueryResult<T>>;
+}
+
+/**
+ * Introspects `schema` with the service's pool (or a database lease's `SchemaSource`); `roles` are those whose privileges are reported.
  * A view the lease keeps locked makes the introspection give up (sql/rest.sql): PGRST002, 503.
  */
-export async function loadSchemaCache(pool: pg.Pool, schema: string, roles: string[]): Promise<SchemaCache> {
+export async function loadSchemaCache(pool: SchemaSource, schema: string, roles: string[]): Promise<SchemaCache> {
   const loadedAt = Date.now();
   let document: SchemaDocument;
   try {

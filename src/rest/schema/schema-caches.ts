@@ -66,6 +66,11 @@ export class SchemaCaches {
     this.entries.delete(schema);
   }
 
+  /** Forgets every schema whose key passes `test` (a database lease's schemas, after DDL in its database). */
+  invalidateWhere(test: (key: string) => boolean): void {
+    for (const key of [...this.entries.keys()]) if (test(key)) this.entries.delete(key);
+  }
+
   clear(): void {
     this.entries.clear();
   }
