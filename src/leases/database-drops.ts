@@ -27,6 +27,8 @@ export interface DatabaseDropOutcome {
 
 /** Drops the queued databases (those of `only`, or any) and then their roles. Never throws for one database. */
 export async function dropQueuedDatabases(pool: pg.Pool, only: string[] | null = null): Promise<DatabaseDropOutcome> {
+  // the copies of ended leases and the other leftovers of snapshots and restores (sql/snapshots.sql)
+  if (only === null) await pool.query({ name: 'pglease.queue-stray-lease-copies', text: 'SELECT pglease.queue_stray_lease_copies()' });
   const { rows } = await pool.query<{ database_name: string }>({
     name: 'pglease.queued-database-drops',
     text: `SELECT database_name FROM pglease.database_drops

@@ -12,6 +12,7 @@ import { durationMs } from '../duration.js';
 import { authenticatorPassword, hashToken, newPassword, newToken, scramVerifier } from './credentials.js';
 import { dropQueuedDatabases } from './database-drops.js';
 import { copyLeaseDatabase } from './lease-fork.js';
+import { oneAtATime } from './lease-snapshots.js';
 import { databaseLeaseSetup, leaseDatabaseUrl, withLeaseSession } from './lease-session.js';
 import type { ApiSettings } from './api-settings.js';
 import type { LeaseKind } from './lease-kind.js';
@@ -241,7 +242,7 @@ export class LeaseStore {
         text: 'SELECT pglease.fork_declared_roles($1, $2) AS roles',
         values: [sourceId, parked.id],
       });
-      const sourceSessionsEnded = await copyLeaseDatabase(this.pool, this.host.databaseUrl, sourceId, parked, rows[0]!.roles);
+      const sourceSessionsEnded = await oneAtATime(sourceId, () => copyLeaseDatabase(this.pool, this.host.databaseUrl, sourceId, parked, rows[0]!.roles));
       // the fork's first session as itself: what a database lease sets in its own database
       await this.runSeed(parked, password, '');
       const { lease, quota } = await this.withLimits(this.pool, {
