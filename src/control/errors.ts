@@ -23,6 +23,7 @@ export const controlErrors = {
   PGLEASE_LEASE_NOT_ACTIVE: { status: 409, message: 'The lease is not active' },
   PGLEASE_FORK_NEEDS_DATABASE: { status: 409, message: 'Only a database lease can be forked' },
   PGLEASE_SNAPSHOT_LIMIT: { status: 409, message: 'The lease keeps as many snapshots as it may' },
+  PGLEASE_LEASE_BUSY: { status: 409, message: 'The lease is busy: try again' },
   PGLEASE_JOB_DISABLED: { status: 409, message: 'The job is disabled' },
   PGLEASE_PLAN_IN_USE: { status: 409, message: 'A lease is on this plan (live, or in the history until it is pruned)' },
   PGLEASE_BODY_TOO_LARGE: { status: 413, message: 'The request body is too large' },

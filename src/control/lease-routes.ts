@@ -299,6 +299,9 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
         if (error instanceof ForkSourceGone || (error as { code?: string }).code === 'PGLTG') {
           throw new ControlError('PGLEASE_LEASE_NOT_ACTIVE', 'The lease ended while it was being forked');
         }
+        if ((error as { code?: string }).code === '55006') {
+          throw new ControlError('PGLEASE_LEASE_BUSY', 'A session of the lease outlived the 5 s it was given to end, so its database could not be copied: try again');
+        }
         throw limitError(error) ?? error;
       });
       const jwtSecret = forked.lease.jwt_secret ?? null;

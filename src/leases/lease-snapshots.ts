@@ -25,7 +25,7 @@ export interface SnapshotRow {
 
 export class SnapshotError extends Error {
   constructor(
-    readonly code: 'PGLEASE_LEASE_NOT_ACTIVE' | 'PGLEASE_SNAPSHOT_NOT_FOUND' | 'PGLEASE_INVALID_FIELD' | 'PGLEASE_SNAPSHOT_LIMIT',
+    readonly code: 'PGLEASE_LEASE_NOT_ACTIVE' | 'PGLEASE_SNAPSHOT_NOT_FOUND' | 'PGLEASE_INVALID_FIELD' | 'PGLEASE_SNAPSHOT_LIMIT' | 'PGLEASE_LEASE_BUSY',
     message: string,
   ) {
     super(message);
@@ -40,6 +40,7 @@ function snapshotError(error: unknown): unknown {
   if (code === 'PGLSN') return new SnapshotError('PGLEASE_SNAPSHOT_NOT_FOUND', message);
   if (code === '22023') return new SnapshotError('PGLEASE_INVALID_FIELD', message);
   if (code === '54000') return new SnapshotError('PGLEASE_SNAPSHOT_LIMIT', message);
+  if (code === '55006') return new SnapshotError('PGLEASE_LEASE_BUSY', 'A session of the lease outlived the 5 s it was given to end, so its database could not be copied: try again');
   return error;
 }
 
