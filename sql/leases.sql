@@ -328,6 +328,8 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pg_database d WHERE d.datname = p_lease.schema_name AND d.datistemplate) THEN
       EXECUTE format('ALTER DATABASE %I IS_TEMPLATE false', p_lease.schema_name);
     END IF;
+    -- its snapshots (sql/snapshots.sql) go first: they hold objects of its roles
+    PERFORM pglease.queue_snapshot_drops(p_lease.id);
     INSERT INTO pglease.database_drops (database_name, roles) VALUES (p_lease.schema_name, v_roles)
     ON CONFLICT (database_name) DO NOTHING;
     RETURN;

@@ -12,6 +12,7 @@ import { healthRoutes } from './control/health-routes.js';
 import { jobRoutes } from './control/job-routes.js';
 import { leaseRoutes } from './control/lease-routes.js';
 import { leaseStatsRoutes } from './control/lease-stats-routes.js';
+import { snapshotRoutes } from './control/snapshot-routes.js';
 import { templateRoutes } from './control/template-routes.js';
 import { planRoutes } from './control/plan-routes.js';
 import { observationRoutes } from './control/observation-routes.js';
@@ -229,6 +230,7 @@ export async function buildServer(context: ServiceContext, options: ServerOption
     await healthRoutes(control, context);
     await leaseRoutes(control, context);
     await leaseStatsRoutes(control, context);
+    await snapshotRoutes(control, context);
     await templateRoutes(control, context);
     await planRoutes(control, context);
     await observationRoutes(control, context);

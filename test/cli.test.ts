@@ -277,6 +277,23 @@ describe('release, renew, info, ls', () => {
     expect(again.stderr).toMatch(/No live lease .* it is released \(PGLEASE_NOT_FOUND\)/);
   });
 
+  it('fork copies a database lease by prefix, remembers the copy, and explains a schema lease’s refusal', async () => {
+    const created = JSON.parse((await cli(['lease', '--json', '--kind', 'database', '--name', 'to-fork'])).stdout) as { id: string; url: string };
+    await scalar(created.url, 'CREATE TABLE kept AS SELECT generate_series(1, 7) AS id');
+    const forked = await cli(['fork', created.id.slice(0, 8), '--url', '--ttl', '10m']);
+    expect(forked.code, forked.stderr).toBe(0);
+    expect(await scalar(forked.stdout.trim(), 'SELECT count(*)::int FROM kept')).toBe(7);
+    const stored = JSON.parse(await readFile(path.join(home, 'leases.json'), 'utf8')) as { leases: { id: string }[] };
+    const forkId = stored.leases.at(-1)!.id;
+    expect((await cli(['release', forkId.slice(0, 8)])).code).toBe(0);
+
+    const schemaLease = JSON.parse((await cli(['lease', '--json', '--kind', 'schema'])).stdout) as { id: string };
+    const refused = await cli(['fork', schemaLease.id.slice(0, 8)]);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr.trim().split('\n')).toHaveLength(1);
+    expect(refused.stderr).toMatch(/database lease/);
+  });
+
   it('a released lease is still known by its prefix: the server says it is released, ls --all shows it', async () => {
     const created = JSON.parse((await cli(['lease', '--json', '--name', 'released-later'])).stdout) as { id: string };
     const prefix = created.id.slice(0, 8);

@@ -29,7 +29,10 @@ import {
   JwtSecretSchema,
   MintJwtBody,
   MintedJwtSchema,
+  ForkLeaseBody,
+  ForkedLeaseSchema,
 } from './schemas.js';
+import { ForkSourceGone } from '../leases/lease-fork.js';
 import { mintJwt } from '../auth/mint.js';
 import { ApiSettingsPatchSchema, apiSettingsProblem } from '../leases/api-settings.js';
 
@@ -251,6 +254,69 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
       const renewed = await leases.renew(lease.id, ttl, request.ip);
       if (!renewed) throw new ControlError('PGLEASE_LEASE_NOT_ACTIVE', `The lease is ${lease.state}; only an active lease can be renewed`);
       return leaseJson(host, renewed, publicBaseUrl(context, request));
+    },
+  );
+
+  routes.post(
+    '/v1/leases/:id/fork',
+    {
+      schema: {
+        summary: 'Fork a database lease',
+        description:
+          'Makes a new database lease holding a copy of this one\'s objects and data at this moment, owned by its own roles, ' +
+          'with its own URL, token and TTL. The source\'s open sessions are ended for the copy (a database cannot be copied ' +
+          'with sessions on it; `source_sessions_ended` says how many) and it is closed to new ones for the tens of ms the ' +
+          'copy takes. Counts as a create for throttling. A schema lease cannot be forked (409).',
+        tags: ['leases'],
+        security: [{ bearer: [] }],
+        params: LeaseParams,
+        body: ForkLeaseBody,
+        response: { 201: ForkedLeaseSchema, 409: ErrorSchema, 429: ErrorSchema, 503: ErrorSchema, ...errors },
+      },
+      preValidation: async (request) => {
+        if (request.body === undefined) request.body = {};
+      },
+    },
+    async (request, reply) => {
+      const { lease: source, isAdmin } = await authorizedLease(request, request.params.id);
+      if (source.state !== 'active') throw new ControlError('PGLEASE_LEASE_NOT_ACTIVE', `The lease is ${source.state}; only an active lease can be forked`);
+      if (source.kind !== 'database') {
+        throw new ControlError('PGLEASE_FORK_NEEDS_DATABASE', 'Only a database lease can be forked (its copy is CREATE DATABASE ... TEMPLATE); create leases with "kind": "database" to fork them');
+      }
+      const caller = identifyCaller(request, config.adminToken);
+      const localDeveloper = isLocalDeveloper(request, config.httpHost);
+      const plan = await plans.find(source.plan);
+      const requested = request.body.ttl === undefined ? Math.min(config.defaultTtlSeconds, plan?.max_ttl_seconds ?? Infinity) : request.body.ttl;
+      const ttl = checkTtl(context, requested, isAdmin, plan);
+      const input: CreateLeaseInput = {
+        kind: 'database',
+        ttlSeconds: ttl,
+        label: request.body.name ?? null,
+        clientIp: request.ip,
+        limits: createLimitsFor(config.createLimits, caller, localDeveloper),
+      };
+      const forked = await leases.fork(source.id, input).catch((error: unknown) => {
+        if (error instanceof ForkSourceGone || (error as { code?: string }).code === 'PGLTG') {
+          throw new ControlError('PGLEASE_LEASE_NOT_ACTIVE', 'The lease ended while it was being forked');
+        }
+        if ((error as { code?: string }).code === '55006') {
+          throw new ControlError('PGLEASE_LEASE_BUSY', 'A session of the lease outlived the 5 s it was given to end, so its database could not be copied: try again');
+        }
+        throw limitError(error) ?? error;
+      });
+      const jwtSecret = forked.lease.jwt_secret ?? null;
+      if (plan && planNeedsApplying(plan)) {
+        try {
+          await plans.apply(forked.lease.id, plan.name);
+        } catch (error) {
+          await leases.release(forked.lease.id, request.ip).catch(() => undefined);
+          throw error;
+        }
+        forked.lease = { ...((await leases.find(forked.lease.id, null)) ?? forked.lease), jwt_secret: jwtSecret };
+      }
+      const json = leaseJson(host, forked.lease, publicBaseUrl(context, request), forked);
+      reply.code(201).header('Location', `/v1/leases/${forked.lease.id}`).headers(rateLimitHeaders(forked.quota));
+      return { ...json, forked_from: source.id, source_sessions_ended: forked.sourceSessionsEnded };
     },
   );
 

@@ -144,3 +144,22 @@ export const MintJwtBody = Type.Object(
 export type MintJwtBody = Static<typeof MintJwtBody>;
 
 export const MintedJwtSchema = Type.Object({ token: Type.String({ description: 'A JWT signed (HS256) with the lease\'s secret' }) });
+
+export const ForkLeaseBody = Type.Object(
+  {
+    ttl: Type.Optional(Ttl),
+    name: Type.Optional(Type.String({ maxLength: 200, description: 'A label for the fork (default: none)' })),
+  },
+  { additionalProperties: false },
+);
+export type ForkLeaseBody = Static<typeof ForkLeaseBody>;
+
+export const ForkedLeaseSchema = Type.Composite([
+  LeaseSchema,
+  Type.Object({
+    forked_from: Type.String({ format: 'uuid', description: 'The lease this one is a copy of' }),
+    source_sessions_ended: Type.Integer({
+      description: 'Sessions of the source that were ended for the copy (a database cannot be copied with sessions on it); they may reconnect at once',
+    }),
+  }),
+]);

@@ -13,7 +13,11 @@
  */
 import type pg from 'pg';
 
-/** Queue rows taken per call: each is a DROP DATABASE of a few ms to a few tens of ms. */
+/**
+ * Queue rows taken per call: each is a DROP DATABASE of a few ms to a few tens of ms. Rows without
+ * roles (a lease's snapshots, its database before a restore: src/leases/lease-snapshots.ts) come
+ * first: they hold objects of the lease's roles, which cannot be dropped while they exist.
+ */
 const DROP_BATCH = 50;
 
 export interface DatabaseDropOutcome {
@@ -23,10 +27,12 @@ export interface DatabaseDropOutcome {
 
 /** Drops the queued databases (those of `only`, or any) and then their roles. Never throws for one database. */
 export async function dropQueuedDatabases(pool: pg.Pool, only: string[] | null = null): Promise<DatabaseDropOutcome> {
+  // the copies of ended leases and the other leftovers of snapshots and restores (sql/snapshots.sql)
+  if (only === null) await pool.query({ name: 'pglease.queue-stray-lease-copies', text: 'SELECT pglease.queue_stray_lease_copies()' });
   const { rows } = await pool.query<{ database_name: string }>({
     name: 'pglease.queued-database-drops',
     text: `SELECT database_name FROM pglease.database_drops
-            WHERE ($1::name[] IS NULL OR database_name = ANY ($1)) ORDER BY queued_at LIMIT ${DROP_BATCH}`,
+            WHERE ($1::name[] IS NULL OR database_name = ANY ($1)) ORDER BY cardinality(roles), queued_at LIMIT ${DROP_BATCH}`,
     values: [only],
   });
   const outcome: DatabaseDropOutcome = { dropped: 0, failed: 0 };

@@ -11,6 +11,8 @@ import { templateSqlError, TemplateSqlError } from '../templates/template-sql-er
 import { durationMs } from '../duration.js';
 import { authenticatorPassword, hashToken, newPassword, newToken, scramVerifier } from './credentials.js';
 import { dropQueuedDatabases } from './database-drops.js';
+import { copyLeaseDatabase } from './lease-fork.js';
+import { oneAtATime } from './lease-snapshots.js';
 import { databaseLeaseSetup, leaseDatabaseUrl, withLeaseSession } from './lease-session.js';
 import type { ApiSettings } from './api-settings.js';
 import type { LeaseKind } from './lease-kind.js';
@@ -214,6 +216,42 @@ export class LeaseStore {
         values: [parked.id, templateId, hashToken(token), input.ttlSeconds, input.label, input.clientIp, quotaIp(input)],
       }, input);
       return { lease: lease!, password, token, quota };
+    } catch (error) {
+      await this.dropParked(parked.id);
+      throw error;
+    }
+  }
+
+  /**
+   * A fork of active database lease `sourceId` (sql/fork.sql): a new database lease holding a copy
+   * of the source's objects and data at this moment, owned by its own roles, activated for `input`
+   * with the same throttling as any create. The source's sessions are ended for the copy (there is
+   * no copy of a database with sessions on it): their number is in the answer. A failure drops
+   * the fork; a source that is not an active database lease throws ForkSourceGone.
+   */
+  async fork(sourceId: string, input: CreateLeaseInput): Promise<CreatedLease & { sourceSessionsEnded: number }> {
+    if (input.limits) await this.checkLimitsEarly(input.clientIp, input.limits);
+    const token = newToken();
+    const { lease: parked, password } = await this.withNewLease(async ({ base, password, loginVerifier, authVerifier }) => ({
+      lease: await this.provisionParked({ base, loginVerifier, authVerifier }, SEED_HOLD_SECONDS, 'database'),
+      password,
+    }));
+    try {
+      const { rows } = await this.pool.query<{ roles: Record<string, string> }>({
+        name: 'pglease.fork-declared-roles',
+        text: 'SELECT pglease.fork_declared_roles($1, $2) AS roles',
+        values: [sourceId, parked.id],
+      });
+      const sourceSessionsEnded = await oneAtATime(sourceId, () => copyLeaseDatabase(this.pool, this.host.databaseUrl, sourceId, parked, rows[0]!.roles));
+      // the fork's first session as itself: what a database lease sets in its own database
+      await this.runSeed(parked, password, '');
+      const { lease, quota } = await this.withLimits(this.pool, {
+        name: 'pglease.activate-seeded-lease',
+        text: `SELECT ${CREATED_COLUMNS} FROM pglease.activate_seeded_lease($1, $2, $3, make_interval(secs => $4), $5, $6, $7)`,
+        values: [parked.id, null, hashToken(token), input.ttlSeconds, input.label, input.clientIp, quotaIp(input)],
+      }, input);
+      await this.pool.query({ name: 'pglease.note-fork', text: 'SELECT pglease.note_fork($1, $2, $3)', values: [parked.id, sourceId, sourceSessionsEnded] });
+      return { lease: lease!, password, token, quota, sourceSessionsEnded };
     } catch (error) {
       await this.dropParked(parked.id);
       throw error;

@@ -276,6 +276,21 @@ export class PgleaseClient {
     return this.withCa(await this.request<LeaseJson>('POST', `/v1/leases/${encodeURIComponent(id)}/credentials`, { cut_sessions: options.cutSessions === true }));
   }
 
+  /** A new database lease holding a copy of lease `id` (a database lease) as it is now. */
+  forkLease(id: string, options: { ttl?: number; name?: string } = {}): Promise<CreatedLeaseJson & { forked_from: string; source_sessions_ended: number }> {
+    return this.request('POST', `/v1/leases/${encodeURIComponent(id)}/fork`, options);
+  }
+
+  /** Keeps a copy of database lease `id` as it is now, under `name` (default "snapshot"). */
+  snapshotLease(id: string, name?: string): Promise<{ name: string; created_at: string; sessions_ended: number }> {
+    return this.request('POST', `/v1/leases/${encodeURIComponent(id)}/snapshots`, name === undefined ? {} : { name });
+  }
+
+  /** Resets database lease `id` to its snapshot `name` (default "snapshot"): same URL, sessions ended. */
+  restoreLease(id: string, name?: string): Promise<{ restored_from: string; sessions_ended: number }> {
+    return this.request('POST', `/v1/leases/${encodeURIComponent(id)}/restore`, name === undefined ? {} : { name });
+  }
+
   async releaseLease(id: string): Promise<void> {
     await this.request('DELETE', `/v1/leases/${encodeURIComponent(id)}`);
   }

@@ -209,6 +209,18 @@ export interface Lease extends CreatedLeaseJson {
    * `pglease/testing` signs locally with `jwt_secret`, without the round trip.)
    */
   jwt: (claims: Record<string, unknown>, options?: { expiresInSeconds?: number | null }) => Promise<string>;
+  /**
+   * Keeps a copy of a database lease's database as it is now (after its migrations and seed, say),
+   * under `name` (default "snapshot"), for restore(). Its open sessions are ended for the copy: take
+   * it before the test's pool connects, or let the pool reconnect.
+   */
+  snapshot: (name?: string) => Promise<void>;
+  /**
+   * Resets a database lease to its snapshot `name` (default "snapshot") in about one CREATE
+   * DATABASE: same URL, roles and password. Open sessions are ended (they saw the old contents):
+   * pools reconnect on their next query (node-postgres's Pool does; a lone Client must connect again).
+   */
+  restore: (name?: string) => Promise<void>;
 }
 
 /**
@@ -235,6 +247,8 @@ export async function lease(options: LeaseOptions = {}): Promise<Lease> {
       ...created,
       declareRole: (name) => own.declareRole(created.id, name),
       jwt: async (claims, mintOptions) => (await own.mintJwt(created.id, claims, mintOptions?.expiresInSeconds)).token,
+      snapshot: async (name) => void (await own.snapshotLease(created.id, name)),
+      restore: async (name) => void (await own.restoreLease(created.id, name)),
       release: () =>
         (released ??= (async () => {
           try {

@@ -147,6 +147,35 @@ export function leaseCommands(context: CliContext): Command[] {
       println(io.stdout, `${context.out.green('✔')} Lease ${id.slice(0, 8)} now expires ${expiry(renewed)}`);
     });
 
+  const fork = new Command('fork')
+    .description("Make a new database lease holding a copy of a database lease's objects and data as they are now (its open sessions are ended for the copy)")
+    .argument('<id>', 'lease id, or a unique prefix of one this CLI created')
+    .option('--ttl <duration>', 'how long the copy lives: 90 (seconds), 30s, 10m, 2h, 1d')
+    .option('--name <label>', 'a label shown in listings')
+    .addOption(new Option('--json', 'print the new lease as JSON').conflicts(['url']))
+    .addOption(new Option('--url', 'print only the new connection URL, for $(...)').conflicts(['json']))
+    .addHelpText('after', examples(['pglease fork 3f2c9a1e', 'psql "$(pglease fork 3f2c9a1e --url --ttl 30m)"']))
+    .action(async (idOrPrefix: string, options: { ttl?: string; name?: string; json?: boolean; url?: boolean }, command: Command) => {
+      const ttl = options.ttl === undefined ? undefined : parseDuration(options.ttl);
+      const { id, client } = await context.leaseAccess(command, idOrPrefix);
+      await store.check();
+      const started = Date.now();
+      const forked = await withSpinner(io, 'Forking…', () => client.forkLease(id, { ...(ttl === undefined || ttl === null ? {} : { ttl }), ...(options.name ? { name: options.name } : {}) }));
+      const elapsed = Date.now() - started;
+      await store
+        .remember({ id: forked.id, server: context.server(command), token: forked.token, name: forked.name, created_at: forked.created_at, expires_at: forked.expires_at })
+        .catch((error: unknown) => println(io.stderr, `pglease: warning: ${(error as Error).message}; to release the fork: PGLEASE_TOKEN=${forked.token} pglease release ${forked.id}`));
+      if (options.url) return println(io.stdout, forked.url);
+      if (options.json) return json(context, forked);
+      const { bold, green, dim, cyan } = context.out;
+      const ended = forked.source_sessions_ended;
+      println(io.stdout, `${green('✔')} Lease ${bold(forked.id.slice(0, 8))}, a copy of ${id.slice(0, 8)}, ready in ${elapsed} ms${ended > 0 ? ` (${ended} session${ended === 1 ? '' : 's'} of ${id.slice(0, 8)} ended for the copy)` : ''}`);
+      println(io.stdout);
+      println(io.stdout, fields([['URL', cyan(forked.url)], ['Expires', expiry(forked)], ['REST', forked.rest_url], ['Token', forked.token], ['Id', forked.id]]).replace(/^/gm, '  '));
+      println(io.stdout);
+      println(io.stdout, dim(`  pglease release ${forked.id.slice(0, 8)}`));
+    });
+
   const info = new Command('info')
     .description('Show a lease as pg:info does: plan, status, connections, size and rows against the plan, expiry')
     .argument('<id>', 'lease id, or a unique prefix of one this CLI created')
@@ -266,7 +295,7 @@ export function leaseCommands(context: CliContext): Command[] {
       if (code !== 0) throw new ChildExit(code);
     });
 
-  return [lease, release, renew, info, open, ls, url, psql];
+  return [lease, release, renew, fork, info, open, ls, url, psql];
 }
 
 /** The server's "no template named x" (which names its API) in the CLI's terms: how to register or list one. */

@@ -1,0 +1,108 @@
+/**
+ * bench:fork — what a copy of a database lease costs, in one run: fork (POST /v1/leases/:id/fork),
+ * snapshot and restore of a lease holding 20 tables and 1,000 rows, against a fresh database lease
+ * (POST /v1/leases {"kind":"database"}, no warm pool) and re-running the seed (what a restore saves
+ * a test suite). Prints p50/p99 of each over `--rounds` rounds and the ratios. Goal (issue 14): fork
+ * under 100 ms. A restore is timed right after the previous one (its copy is still being made) and
+ * with its copy ready (what a test suite sees when a test lasts longer than one CREATE DATABASE).
+ *
+ *   npm run bench:fork [-- --rounds 20]
+ */
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { startBenchPglease } from './support/pglease-process.js';
+
+const rounds = Number(process.argv[process.argv.indexOf('--rounds') + 1]) || 20;
+const ADMIN = 'bench-admin-' + randomBytes(8).toString('hex');
+
+/** 20 tables of 50 rows each, with keys, an index and a foreign key: 1,000 rows. */
+const SEED = Array.from({ length: 20 }, (_, i) => `
+  CREATE TABLE t${i} (id serial PRIMARY KEY, parent int ${i > 0 ? `REFERENCES t${i - 1}` : ''}, title text NOT NULL, at timestamptz DEFAULT now());
+  CREATE INDEX ON t${i} (title);
+  INSERT INTO t${i} (parent, title) SELECT ${i > 0 ? 'g' : 'NULL'}, 'row ' || g FROM generate_series(1, 50) g;`).join('\n');
+
+function percentile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+async function main(): Promise<void> {
+  const service = await startBenchPglease({ env: { PGLEASE_ADMIN_TOKEN: ADMIN, PGLEASE_DATABASE_LEASE_POOL: '0', PGLEASE_RATE_LIMIT: '0' } });
+  const post = async (path: string, body: unknown, token = ADMIN) => {
+    const response = await fetch(`${service.baseUrl}${path}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    if (response.status >= 300) throw new Error(`${path}: ${response.status} ${await response.text()}`);
+    return (await response.json()) as { id: string; token: string; url: string };
+  };
+  const release = (id: string) => fetch(`${service.baseUrl}/v1/leases/${id}`, { method: 'DELETE', headers: { authorization: `Bearer ${ADMIN}` } });
+  const query = async (url: string, sql: string) => {
+    const client = new pg.Client({ connectionString: url });
+    await client.connect().catch((error: Error) => Promise.reject(new Error(`${sql.slice(0, 40).trim()} on ${url.replace(/:[^:@]*@/, ':***@')}: ${error.message}`)));
+    try {
+      return await client.query(sql);
+    } finally {
+      await client.end();
+    }
+  };
+  try {
+    const source = await post('/v1/leases', { kind: 'database', ttl: 3600 });
+    await query(source.url, SEED);
+    await post(`/v1/leases/${source.id}/snapshots`, {});
+    const times: Record<string, number[]> = { 'fresh database lease': [], 'fresh lease + seed': [], fork: [], snapshot: [], 'restore, at once': [], 'restore, copy ready': [] };
+    const superuser = await service.superuserUrl('postgres');
+    const waitForPreparedCopy = async () => {
+      const database = new URL(source.url).pathname.slice(1);
+      for (let i = 0; i < 600; i++) {
+        const { rows } = await query(superuser, `SELECT 1 FROM pg_database WHERE datname LIKE '${database}_p_snapshot_%' AND NOT datallowconn`);
+        if (rows.length > 0) return;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      throw new Error('the copy for the next restore was not made within 30 s');
+    };
+    for (let round = 0; round < rounds; round++) {
+      let started = performance.now();
+      const fresh = await post('/v1/leases', { kind: 'database', ttl: 600 });
+      times['fresh database lease']!.push(performance.now() - started);
+      await query(fresh.url, SEED);
+      times['fresh lease + seed']!.push(performance.now() - started);
+      await release(fresh.id);
+
+      started = performance.now();
+      const forked = await post(`/v1/leases/${source.id}/fork`, { ttl: 600 });
+      await query(forked.url, 'SELECT count(*) FROM t19');
+      times.fork!.push(performance.now() - started);
+      await release(forked.id);
+
+      started = performance.now();
+      await post(`/v1/leases/${source.id}/snapshots`, { name: 'bench' });
+      times.snapshot!.push(performance.now() - started);
+
+      // as a test suite's beforeEach does: the copy for this restore was made after the last one
+      // (in the background), if the test between them took long enough; measured both ways
+      started = performance.now();
+      await post(`/v1/leases/${source.id}/restore`, { name: 'snapshot' });
+      await query(source.url, 'SELECT count(*) FROM t19');
+      times['restore, at once']!.push(performance.now() - started);
+      await waitForPreparedCopy();
+      started = performance.now();
+      await post(`/v1/leases/${source.id}/restore`, { name: 'snapshot' });
+      await query(source.url, 'SELECT count(*) FROM t19');
+      times['restore, copy ready']!.push(performance.now() - started);
+      await waitForPreparedCopy();
+    }
+    console.log(`database lease with 20 tables and 1,000 rows, ${rounds} rounds (ms; fork and restore include the first query after)`);
+    const seeded = percentile(times['fresh lease + seed']!, 50);
+    for (const [name, values] of Object.entries(times)) {
+      console.log(`  ${name.padEnd(22)} p50 ${percentile(values, 50).toFixed(1).padStart(7)}  p99 ${percentile(values, 99).toFixed(1).padStart(7)}  (${(percentile(values, 50) / seeded).toFixed(2)}x a fresh lease + seed)`);
+    }
+    console.log(`goal: fork under 100 ms: ${percentile(times.fork!, 50) < 100 ? 'met' : 'NOT met'} (p50 ${percentile(times.fork!, 50).toFixed(1)} ms)`);
+    await release(source.id);
+  } finally {
+    await service.stop();
+  }
+}
+
+await main();

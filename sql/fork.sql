@@ -1,0 +1,173 @@
+-- Fork of a database lease (issue 14): a new lease holding a copy of a lease's objects and data at
+-- one moment, owned by the new lease's roles. The copy is Postgres's own: CREATE DATABASE fork
+-- TEMPLATE source, block by block through the WAL (WAL_LOG), about as fast as making an empty
+-- lease database (the template weighs ~7.5 MB; a lease's own data adds to that).
+--
+-- The steps, driven by src/leases/lease-fork.ts, since CREATE DATABASE cannot run in a function:
+--   1. the fork is provisioned parked (pglease.provision_parked, kind database), and gets the JWT
+--      roles the source declared (pglease.fork_declared_roles);
+--   2. pglease.close_for_fork: the source refuses new connections and its sessions are ended
+--      (CREATE DATABASE ... TEMPLATE refuses while any session is connected to the template: there
+--      is no copy without this); the answer says how many were ended;
+--   3. CREATE DATABASE (pglease.fork_database_ddl), pglease.open_lease_database for the fork's
+--      roles, the source's database lent to the service (pglease.lend_source_database), and in the
+--      fork's database sql/handover/fork.sql hands what the source's roles own or were granted to
+--      the fork's roles (GRANT, ALTER DEFAULT PRIVILEGES, ALTER POLICY, REASSIGN OWNED, REVOKE), so
+--      that nothing there refers to the source's roles, which may end first;
+--   4. whatever happened: pglease.return_source_database and pglease.reopen_after_fork: the source
+--      is closed for the few tens of ms of the copy and the handover only;
+--   5. the fork's first session as itself, and activation, as for any database lease.
+-- Every statement here, and the handover, changes catalogs only: no lease code runs as pglease
+-- (test/lease-code-privileges.test.ts).
+
+-- pglease.close_for_fork: closes an active database lease's database to new connections and ends
+-- its sessions (waiting until they have exited). Returns how many were ended; NULL when the lease
+-- is not an active database lease (or its database is gone).
+CREATE OR REPLACE FUNCTION pglease.close_for_fork(p_source uuid)
+RETURNS int
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_lease    pglease.leases;
+  v_sessions int[];
+BEGIN
+  SELECT * INTO v_lease FROM pglease.leases WHERE id = p_source AND state = 'active' AND kind = 'database' FOR SHARE;
+  IF NOT FOUND OR NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = v_lease.schema_name) THEN
+    RETURN NULL;
+  END IF;
+  EXECUTE format('ALTER DATABASE %I ALLOW_CONNECTIONS false', v_lease.schema_name);
+  SELECT array_agg(a.pid) INTO v_sessions
+    FROM pg_stat_activity a
+   WHERE a.datname = v_lease.schema_name AND a.pid <> pg_backend_pid();
+  PERFORM pglease.end_sessions(v_sessions);
+  RETURN coalesce(cardinality(v_sessions), 0);
+END
+$$;
+
+-- pglease.reopen_after_fork: lets the source's roles connect again (step 3). Safe to call when the
+-- source ended meanwhile: its database is then being dropped, and stays closed.
+CREATE OR REPLACE FUNCTION pglease.reopen_after_fork(p_source uuid)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_lease pglease.leases;
+BEGIN
+  SELECT * INTO v_lease FROM pglease.leases WHERE id = p_source AND state = 'active' AND kind = 'database' FOR SHARE;
+  IF FOUND AND EXISTS (SELECT 1 FROM pg_database WHERE datname = v_lease.schema_name AND NOT datallowconn) THEN
+    EXECUTE format('ALTER DATABASE %I ALLOW_CONNECTIONS true', v_lease.schema_name);
+  END IF;
+END
+$$;
+
+-- pglease.fork_database_ddl: the CREATE DATABASE of a parked fork, from the source's database,
+-- closed to connections until pglease.open_lease_database.
+CREATE OR REPLACE FUNCTION pglease.fork_database_ddl(p_source uuid, p_fork uuid)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_source pglease.leases;
+  v_fork   pglease.leases;
+BEGIN
+  SELECT * INTO v_source FROM pglease.leases WHERE id = p_source AND state = 'active' AND kind = 'database';
+  SELECT * INTO v_fork FROM pglease.leases WHERE id = p_fork AND state = 'provisioning' AND kind = 'database';
+  IF v_source.id IS NULL OR v_fork.id IS NULL THEN
+    RAISE EXCEPTION 'no active database lease % or no parked fork %', p_source, p_fork USING ERRCODE = 'PGLTG';
+  END IF;
+  RETURN format('CREATE DATABASE %I OWNER %I TEMPLATE %I ALLOW_CONNECTIONS false',
+                v_fork.schema_name, v_fork.role_name, v_source.schema_name);
+END
+$$;
+
+-- pglease.fork_declared_roles: gives a parked fork the JWT roles its source declared
+-- (<fork>_<name>, as pglease.declare_lease_role makes them: NOLOGIN NOINHERIT, SET-able by the
+-- fork's authenticator), and answers the map of the source's roles to the fork's, for the
+-- handover (sql/handover/fork.sql): {"<source login>": "<fork login>", ...}.
+CREATE OR REPLACE FUNCTION pglease.fork_declared_roles(p_source uuid, p_fork uuid)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_source pglease.leases;
+  v_fork   pglease.leases;
+  v_name   text;
+  v_role   text;
+  v_map    jsonb;
+BEGIN
+  SELECT * INTO v_source FROM pglease.leases WHERE id = p_source AND state = 'active' AND kind = 'database';
+  SELECT * INTO v_fork FROM pglease.leases WHERE id = p_fork AND state = 'provisioning' AND kind = 'database' FOR UPDATE;
+  IF v_source.id IS NULL OR v_fork.id IS NULL THEN
+    RAISE EXCEPTION 'no active database lease % or no parked fork %', p_source, p_fork USING ERRCODE = 'PGLTG';
+  END IF;
+  v_map := jsonb_build_object(v_source.role_name, v_fork.role_name, v_source.anon_role, v_fork.anon_role,
+                              v_source.auth_role, v_fork.auth_role);
+  FOREACH v_name IN ARRAY v_source.user_roles LOOP
+    v_role := v_fork.role_name || '_' || v_name;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = v_role) THEN
+      EXECUTE format('CREATE ROLE %I NOLOGIN NOINHERIT', v_role);
+      IF current_setting('server_version_num')::int >= 160000 THEN
+        EXECUTE format('GRANT %I TO %I WITH INHERIT FALSE, SET TRUE', v_role, v_fork.auth_role);
+      ELSE
+        EXECUTE format('GRANT %I TO %I', v_role, v_fork.auth_role);
+      END IF;
+      IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        EXECUTE format('GRANT %I TO %I', v_role, current_user);
+      END IF;
+    END IF;
+    v_map := v_map || jsonb_build_object(v_source.role_name || '_' || v_name, v_role);
+  END LOOP;
+  UPDATE pglease.leases SET user_roles = v_source.user_roles, api_settings = v_source.api_settings WHERE id = p_fork;
+  RETURN v_map;
+END
+$$;
+
+-- pglease.lend_source_database: makes the (closed) source database the service's for the
+-- handover (REASSIGN OWNED BY the source's login role would otherwise give it to the fork too:
+-- it takes the databases a role owns). pglease.return_source_database gives it back.
+CREATE OR REPLACE FUNCTION pglease.lend_source_database(p_source uuid)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_lease pglease.leases;
+BEGIN
+  SELECT * INTO v_lease FROM pglease.leases WHERE id = p_source AND kind = 'database';
+  IF FOUND AND EXISTS (SELECT 1 FROM pg_database WHERE datname = v_lease.schema_name) THEN
+    EXECUTE format('ALTER DATABASE %I OWNER TO %I', v_lease.schema_name, current_user);
+  END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pglease.return_source_database(p_source uuid)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_lease pglease.leases;
+BEGIN
+  SELECT * INTO v_lease FROM pglease.leases WHERE id = p_source AND kind = 'database';
+  IF FOUND AND EXISTS (SELECT 1 FROM pg_database WHERE datname = v_lease.schema_name)
+     AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = v_lease.role_name) THEN
+    EXECUTE format('ALTER DATABASE %I OWNER TO %I', v_lease.schema_name, v_lease.role_name);
+  END IF;
+END
+$$;
+
+-- pglease.note_fork: notes the source in a fork's 'created' event (the history says where a
+-- lease's data came from).
+CREATE OR REPLACE FUNCTION pglease.note_fork(p_fork uuid, p_source uuid, p_sessions_ended int)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+  UPDATE pglease.lease_events
+     SET detail = coalesce(detail, '{}'::jsonb) || jsonb_build_object('forked_from', p_source, 'source_sessions_ended', p_sessions_ended)
+   WHERE lease_id = p_fork AND kind = 'created';
+$$;

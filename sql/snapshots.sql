@@ -1,0 +1,205 @@
+-- Snapshots and restores of database leases (migrations/0017_lease-snapshots.sql), driven by
+-- src/leases/lease-snapshots.ts since CREATE DATABASE cannot run in a function:
+--   snapshot: pglease.close_for_fork (sql/fork.sql: the lease's sessions end, none may start),
+--     CREATE DATABASE <lease>_s_<name> TEMPLATE <lease> (pglease.snapshot_ddl), pglease.note_snapshot,
+--     and pglease.reopen_after_fork whatever happened;
+--   restore: the lease's next database is a copy of the snapshot, <lease>_p_<name>_<moment>, made in
+--     advance (after the snapshot, and after each restore from it, in the background) or now when
+--     there is none yet (pglease.restore_ddl; the lease keeps working meanwhile); then
+--     pglease.close_for_fork, and pglease.swap_restored_database renames the lease's database away
+--     and the copy to its name in one transaction (no moment without a database of the lease's
+--     name, which cleanup-orphans would take for a dropped one) and queues the old one's drop;
+--     pglease.reopen_after_fork whatever happened. With a copy made in advance a restore is two
+--     renames and the end of the lease's sessions: milliseconds, not a CREATE DATABASE.
+-- Catalog changes only: no lease code runs as pglease. The service never connects to a lease's
+-- database or to a snapshot (closed to all connections).
+
+-- A lease keeps at most this many snapshots (each is a full copy on disk: ~7.5 MB and its data).
+CREATE OR REPLACE FUNCTION pglease.max_snapshots_per_lease()
+RETURNS int LANGUAGE sql IMMUTABLE AS $$ SELECT 4 $$;
+
+CREATE OR REPLACE FUNCTION pglease.snapshot_database_name(p_lease pglease.leases, p_name text)
+RETURNS name LANGUAGE sql IMMUTABLE AS $$ SELECT (p_lease.schema_name || '_s_' || p_name)::name $$;
+
+-- the copy of snapshot p_snapshot made in advance for the lease's next restore from it; named
+-- after the snapshot's own moment too, so that a copy of a replaced snapshot is never swapped in
+CREATE OR REPLACE FUNCTION pglease.prepared_restore_name(p_lease pglease.leases, p_snapshot pglease.lease_snapshots)
+RETURNS name LANGUAGE sql IMMUTABLE
+AS $$ SELECT (p_lease.schema_name || '_p_' || p_snapshot.name || '_' || substr(md5(p_snapshot.created_at::text), 1, 6))::name $$;
+
+-- pglease.snapshot_ddl: the CREATE DATABASE of a new snapshot (replacing one of the same name is
+-- the caller's: delete it first). Raises 22023 for a bad name, 54000 past the limit, PGLTG when the
+-- lease is no active database lease.
+CREATE OR REPLACE FUNCTION pglease.snapshot_ddl(p_lease_id uuid, p_name text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_lease pglease.leases;
+BEGIN
+  IF p_name IS NULL OR p_name !~ '^[a-z0-9_]{1,20}$' THEN
+    RAISE EXCEPTION 'invalid snapshot name %: 1 to 20 lowercase letters, digits and _', coalesce(p_name, 'NULL') USING ERRCODE = '22023';
+  END IF;
+  SELECT * INTO v_lease FROM pglease.leases WHERE id = p_lease_id AND state = 'active' AND kind = 'database';
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no active database lease %', p_lease_id USING ERRCODE = 'PGLTG';
+  END IF;
+  IF (SELECT count(*) FROM pglease.lease_snapshots WHERE lease_id = p_lease_id) >= pglease.max_snapshots_per_lease() THEN
+    RAISE EXCEPTION 'a lease keeps at most % snapshots: delete one first', pglease.max_snapshots_per_lease() USING ERRCODE = '54000';
+  END IF;
+  -- owned by the service (the default owner): the lease can neither connect to, alter nor drop it
+  RETURN format('CREATE DATABASE %I TEMPLATE %I ALLOW_CONNECTIONS false',
+                pglease.snapshot_database_name(v_lease, p_name), v_lease.schema_name);
+END
+$$;
+
+-- pglease.note_snapshot: records a snapshot the caller has just made; closes it to PUBLIC.
+CREATE OR REPLACE FUNCTION pglease.note_snapshot(p_lease_id uuid, p_name text)
+RETURNS pglease.lease_snapshots
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_lease    pglease.leases;
+  v_snapshot pglease.lease_snapshots;
+BEGIN
+  SELECT * INTO v_lease FROM pglease.leases WHERE id = p_lease_id AND kind = 'database' FOR SHARE;
+  EXECUTE format('REVOKE ALL ON DATABASE %I FROM PUBLIC', pglease.snapshot_database_name(v_lease, p_name));
+  INSERT INTO pglease.lease_snapshots (lease_id, name, database_name)
+  VALUES (p_lease_id, p_name, pglease.snapshot_database_name(v_lease, p_name))
+  RETURNING * INTO v_snapshot;
+  IF v_lease.state <> 'active' THEN
+    -- the lease ended while its snapshot was made: the snapshot goes the way of its database
+    PERFORM pglease.queue_snapshot_drops(p_lease_id);
+  END IF;
+  RETURN v_snapshot;
+END
+$$;
+
+-- pglease.queue_snapshot_drops: queues the drop of a lease's snapshots (all, or the one named),
+-- finished by src/leases/database-drops.ts before the lease's own database and roles.
+CREATE OR REPLACE FUNCTION pglease.queue_snapshot_drops(p_lease_id uuid, p_name text DEFAULT NULL)
+RETURNS int
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_lease pglease.leases;
+  v_gone  int;
+BEGIN
+  SELECT * INTO v_lease FROM pglease.leases WHERE id = p_lease_id;
+  WITH gone AS (
+    DELETE FROM pglease.lease_snapshots WHERE lease_id = p_lease_id AND (p_name IS NULL OR name = p_name)
+    RETURNING *
+  ), queued AS (
+    INSERT INTO pglease.database_drops (database_name, roles)
+    SELECT d, '{}' FROM gone, LATERAL (VALUES (gone.database_name), (pglease.prepared_restore_name(v_lease, gone))) x(d)
+     WHERE EXISTS (SELECT 1 FROM pg_database WHERE datname = x.d)
+    ON CONFLICT (database_name) DO NOTHING
+    RETURNING 1
+  )
+  SELECT count(*)::int INTO v_gone FROM gone;
+  RETURN v_gone;
+END
+$$;
+
+-- pglease.restore_ddl: the CREATE DATABASE of the copy of snapshot p_name that the lease's next
+-- restore from it swaps in (<lease>_p_<name>_<moment>), closed to connections until then; NULL when
+-- that copy exists already. PGLSN when there is no such snapshot.
+CREATE OR REPLACE FUNCTION pglease.restore_ddl(p_lease_id uuid, p_name text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_lease    pglease.leases;
+  v_snapshot pglease.lease_snapshots;
+BEGIN
+  SELECT * INTO v_lease FROM pglease.leases WHERE id = p_lease_id AND state = 'active' AND kind = 'database';
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no active database lease %', p_lease_id USING ERRCODE = 'PGLTG';
+  END IF;
+  SELECT * INTO v_snapshot FROM pglease.lease_snapshots WHERE lease_id = p_lease_id AND name = p_name;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'the lease has no snapshot %', p_name USING ERRCODE = 'PGLSN';
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_database WHERE datname = pglease.prepared_restore_name(v_lease, v_snapshot)) THEN
+    RETURN NULL;
+  END IF;
+  -- owned by the service until it is swapped in: a database the lease's login role owned would be
+  -- taken by REASSIGN OWNED in a fork's handover (sql/handover/fork.sql)
+  RETURN format('CREATE DATABASE %I TEMPLATE %I ALLOW_CONNECTIONS false',
+                pglease.prepared_restore_name(v_lease, v_snapshot), v_snapshot.database_name);
+END
+$$;
+
+-- pglease.swap_restored_database: in one transaction, the lease's database (closed, its sessions
+-- ended) is renamed <lease>_o_<random>, made the service's and queued for its drop, and the copy of
+-- snapshot p_name takes its name and becomes the lease's, opened to the lease's roles only (a new
+-- database grants PUBLIC CONNECT: revoked). Only the lease's own database is ever owned by its
+-- login role (see pglease.restore_ddl).
+-- PGLSN when no copy was prepared (made by pglease.restore_ddl's statement).
+CREATE OR REPLACE FUNCTION pglease.swap_restored_database(p_lease_id uuid, p_name text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_lease    pglease.leases;
+  v_snapshot pglease.lease_snapshots;
+  v_old      text;
+BEGIN
+  SELECT * INTO v_lease FROM pglease.leases WHERE id = p_lease_id AND state = 'active' AND kind = 'database' FOR SHARE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no active database lease %', p_lease_id USING ERRCODE = 'PGLTG';
+  END IF;
+  SELECT * INTO v_snapshot FROM pglease.lease_snapshots WHERE lease_id = p_lease_id AND name = p_name;
+  IF NOT FOUND OR NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = pglease.prepared_restore_name(v_lease, v_snapshot)) THEN
+    RAISE EXCEPTION 'no copy of snapshot % is prepared', p_name USING ERRCODE = 'PGLSN';
+  END IF;
+  v_old := v_lease.schema_name || '_o_' || substr(md5(random()::text), 1, 8);
+  EXECUTE format('ALTER DATABASE %I RENAME TO %I', v_lease.schema_name, v_old);
+  EXECUTE format('ALTER DATABASE %I OWNER TO %I', v_old, current_user);
+  EXECUTE format('ALTER DATABASE %I RENAME TO %I', pglease.prepared_restore_name(v_lease, v_snapshot), v_lease.schema_name);
+  EXECUTE format('ALTER DATABASE %I OWNER TO %I', v_lease.schema_name, v_lease.role_name);
+  EXECUTE format('REVOKE ALL ON DATABASE %I FROM PUBLIC', v_lease.schema_name);
+  EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO %I', v_lease.schema_name, v_lease.auth_role);
+  EXECUTE format('ALTER DATABASE %I ALLOW_CONNECTIONS true', v_lease.schema_name);
+  INSERT INTO pglease.database_drops (database_name, roles) VALUES (v_old, '{}');
+  -- every pglease process drops what it cached of the lease's schema (src/rest/notifications.ts):
+  -- the restored database may hold other tables than the one it replaces
+  PERFORM pg_notify('pglease_rest_ddl', v_lease.schema_name);
+  PERFORM pg_notify('pglease_lease_change', v_lease.id::text);
+END
+$$;
+
+-- pglease.queue_stray_lease_copies: queues the drop of the copies of this database's leases that
+-- nothing needs any more: a snapshot (<lease>_s_<name>) or a prepared restore (<lease>_p_<name>_<moment>) of
+-- a lease that is no longer active (one made in the background while the lease ended, or left by
+-- a crash between its CREATE DATABASE and its record), a prepared restore whose snapshot is gone,
+-- and a lease's old database (<lease>_o_...) however it was left. A copy being made is not yet
+-- visible here, and a snapshot of an active lease is never touched (it may be just being recorded).
+-- Called before each round of drops (src/leases/database-drops.ts). Catalog reads only.
+CREATE OR REPLACE FUNCTION pglease.queue_stray_lease_copies()
+RETURNS int
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+  WITH copies AS (
+    SELECT d.datname, m[1] AS base, m[2] AS kind, m[3] AS name
+      FROM pg_database d, regexp_match(d.datname, '^(lease_[0-9a-f]{16})_([spo])_([a-z0-9_]+)$') m
+  ), stray AS (
+    SELECT c.datname FROM copies c JOIN pglease.leases l ON l.schema_name = c.base AND l.kind = 'database'
+     WHERE c.kind = 'o'
+        OR l.state NOT IN ('active', 'provisioning')
+        OR (c.kind = 'p' AND NOT EXISTS (SELECT 1 FROM pglease.lease_snapshots s
+                                          WHERE s.lease_id = l.id AND pglease.prepared_restore_name(l, s) = c.datname))
+  ), queued AS (
+    INSERT INTO pglease.database_drops (database_name, roles)
+    SELECT datname, '{}' FROM stray
+    ON CONFLICT (database_name) DO NOTHING
+    RETURNING 1
+  )
+  SELECT count(*)::int FROM queued
+$$;

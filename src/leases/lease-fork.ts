@@ -1,0 +1,83 @@
+/**
+ * The copy at the heart of a fork of a database lease (sql/fork.sql says the whole sequence): the
+ * source's database becomes the template of the fork's CREATE DATABASE, and the fork's database is
+ * handed over from the source's roles to the fork's (sql/handover/fork.sql).
+ *
+ * What it guarantees:
+ *   - the source is closed to new connections, and its sessions ended, for the copy and the
+ *     handover only (tens of ms for a small lease): CREATE DATABASE ... TEMPLATE refuses while any
+ *     session is on the template, so there is no consistent copy without it. Reopened whatever
+ *     happens (finally), unless the source ended meanwhile;
+ *   - the source's database is the service's during the handover (REASSIGN OWNED would otherwise
+ *     give it to the fork), and its own again afterwards, also whatever happens;
+ *   - pglease never connects to the source's database (the lease may have set its own defaults
+ *     there); it connects to the fork's new one, before any lease session could have, with
+ *     search_path pinned to pg_catalog, and changes catalogs only.
+ * A crash between closing and reopening leaves the source closed until an operator reopens it
+ * (`ALTER DATABASE ... ALLOW_CONNECTIONS true`): noted in docs/fork.md.
+ */
+import { readFile } from 'node:fs/promises';
+import pg from 'pg';
+import { projectPath } from '../paths.js';
+import { leaseDatabaseUrl } from './lease-session.js';
+
+let handoverSql: Promise<string> | undefined;
+
+/** Thrown when the source is no active database lease (any more). */
+export class ForkSourceGone extends Error {}
+
+/**
+ * Copies source `sourceId`'s database into parked fork `fork`'s (made here, then opened to the
+ * fork's roles only), hands it over to the fork's roles (`roles`: the source's role names to the
+ * fork's), and answers how many of the source's sessions were ended.
+ */
+export async function copyLeaseDatabase(
+  pool: pg.Pool,
+  serviceUrl: string,
+  sourceId: string,
+  fork: { id: string; kind: string; schema_name: string },
+  roles: Record<string, string>,
+): Promise<number> {
+  const { rows } = await pool.query<{ ended: number | null }>({
+    name: 'pglease.close-for-fork',
+    text: 'SELECT pglease.close_for_fork($1) AS ended',
+    values: [sourceId],
+  });
+  const ended = rows[0]!.ended;
+  if (ended === null) throw new ForkSourceGone(`lease ${sourceId} is not an active database lease`);
+  try {
+    const ddl = await pool.query<{ statement: string }>({
+      name: 'pglease.fork-database-ddl',
+      text: 'SELECT pglease.fork_database_ddl($1, $2) AS statement',
+      values: [sourceId, fork.id],
+    });
+    await pool.query(ddl.rows[0]!.statement);
+    await pool.query({ name: 'pglease.open-lease-database', text: 'SELECT pglease.open_lease_database($1)', values: [fork.id] });
+    await pool.query({ name: 'pglease.lend-source-database', text: 'SELECT pglease.lend_source_database($1)', values: [sourceId] });
+    try {
+      await handOver(leaseDatabaseUrl(serviceUrl, fork), roles);
+    } finally {
+      await pool.query({ name: 'pglease.return-source-database', text: 'SELECT pglease.return_source_database($1)', values: [sourceId] });
+    }
+  } finally {
+    await pool.query({ name: 'pglease.reopen-after-fork', text: 'SELECT pglease.reopen_after_fork($1)', values: [sourceId] });
+  }
+  return ended;
+}
+
+/** Runs sql/handover/fork.sql in the fork's database, as the service. */
+async function handOver(forkDatabaseUrl: string, roles: Record<string, string>): Promise<void> {
+  handoverSql ??= readFile(projectPath('sql', 'handover', 'fork.sql'), 'utf8');
+  const sql = await handoverSql;
+  const session = new pg.Client({ connectionString: forkDatabaseUrl, application_name: 'pglease-fork', options: '-c search_path=pg_catalog,pg_temp' });
+  session.on('error', () => undefined);
+  await session.connect();
+  try {
+    await session.query('BEGIN');
+    await session.query("SELECT pg_catalog.set_config('pglease.fork_roles', $1, true)", [JSON.stringify(roles)]);
+    await session.query(sql);
+    await session.query('COMMIT');
+  } finally {
+    await session.end().catch(() => undefined);
+  }
+}

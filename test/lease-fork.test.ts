@@ -1,0 +1,234 @@
+/**
+ * Fork of a database lease (issue 14): POST /v1/leases/:id/fork makes a new lease holding a copy of
+ * the source's objects and data, owned by its own roles, independent of the source both ways; the
+ * source's sessions are ended for the copy and the answer says so; nothing in the fork refers to
+ * the source's roles (either may end first); pglease runs none of the lease's code meanwhile.
+ */
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ADMIN_TOKEN, createLease, queryUrl, startTestService, superuserDatabaseUrl, type CreatedLeaseJson, type TestService } from './support/service.js';
+
+type DatabaseLease = CreatedLeaseJson & { kind: string; database: string; anon_role: string };
+
+let service: TestService;
+
+beforeAll(async () => {
+  service = await startTestService({ PGLEASE_DATABASE_LEASE_POOL: '0' });
+});
+
+afterAll(async () => {
+  await service?.close();
+});
+
+async function fork(lease: { id: string; token: string }, body: Record<string, unknown> = {}): Promise<Response> {
+  return fetch(`${service.baseUrl}/v1/leases/${lease.id}/fork`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${lease.token}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+}
+
+async function release(lease: { id: string; token: string }): Promise<number> {
+  const response = await fetch(`${service.baseUrl}/v1/leases/${lease.id}`, { method: 'DELETE', headers: { authorization: `Bearer ${lease.token}` } });
+  return response.status;
+}
+
+/**
+ * A lease's code that counts every call made by a session that is not the lease's own: a sequence
+ * advances even when the statement that called it is rolled back.
+ */
+const TRAP = `
+  CREATE SEQUENCE foreign_calls;
+  CREATE FUNCTION trap(x int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $f$
+  BEGIN
+    IF session_user::text NOT LIKE 'lease\\_%' THEN PERFORM nextval('public.foreign_calls'); END IF;
+    RETURN x;
+  END $f$;
+  CREATE TABLE trapped (a int DEFAULT trap(1), b int CHECK (trap(b) >= 0));
+  CREATE INDEX ON trapped ((trap(a)));
+  INSERT INTO trapped (b) VALUES (1), (2);
+  CREATE VIEW trapped_view AS SELECT trap(a) AS a FROM trapped;
+  CREATE FUNCTION trap_trigger() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN PERFORM trap(1); RETURN NEW; END $f$;
+  CREATE TRIGGER trapped_trigger BEFORE INSERT OR UPDATE OR DELETE ON trapped FOR EACH ROW EXECUTE FUNCTION trap_trigger();
+  CREATE TRIGGER trapped_statement AFTER TRUNCATE ON trapped FOR EACH STATEMENT EXECUTE FUNCTION trap_trigger();
+  ALTER TABLE trapped ENABLE ROW LEVEL SECURITY;
+  ALTER TABLE trapped FORCE ROW LEVEL SECURITY;
+  CREATE POLICY trapped_policy ON trapped USING (trap(a) IS NOT NULL);
+  CREATE MATERIALIZED VIEW trapped_matview AS SELECT trap(a) AS a FROM trapped;
+`;
+
+const SEED = `
+  CREATE EXTENSION citext;
+  CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+  CREATE SCHEMA app;
+  CREATE TABLE app.people (id serial PRIMARY KEY, email citext UNIQUE NOT NULL, mood mood NOT NULL DEFAULT 'ok');
+  INSERT INTO app.people (email, mood) SELECT 'p' || i || '@example.com', 'happy' FROM generate_series(1, 50) i;
+  CREATE TABLE items (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, person int REFERENCES app.people, title text);
+  INSERT INTO items (person, title) SELECT 1 + i % 50, 'item ' || i FROM generate_series(1, 1000) i;
+  CREATE VIEW item_titles AS SELECT title FROM items;
+  CREATE FUNCTION item_count() RETURNS bigint LANGUAGE sql STABLE AS $f$ SELECT count(*) FROM items $f$;
+  GRANT SELECT ON items, item_titles TO CURRENT_USER;
+  ${TRAP}
+`;
+
+describe('a fork of a database lease', () => {
+  let source: DatabaseLease;
+  let forked: DatabaseLease & { forked_from: string; source_sessions_ended: number };
+  let sourceSession: pg.Client;
+  let sourceSessionEnded = false;
+
+  beforeAll(async () => {
+    source = (await createLease(service, { kind: 'database', ttl: 600 })) as DatabaseLease;
+    await queryUrl(source.url, SEED);
+    await queryUrl(source.url, `GRANT SELECT ON items TO ${source.anon_role}; GRANT USAGE ON SCHEMA app TO ${source.anon_role};
+                                GRANT SELECT (email) ON app.people TO ${source.anon_role};
+                                CREATE POLICY anon_reads ON trapped FOR SELECT TO ${source.anon_role} USING (true)`);
+    sourceSession = new pg.Client({ connectionString: source.url });
+    sourceSession.on('error', () => undefined);
+    sourceSession.on('end', () => (sourceSessionEnded = true));
+    await sourceSession.connect();
+    await sourceSession.query('SELECT 1');
+
+    const response = await fork(source, { ttl: 300, name: 'copy' });
+    expect(response.status, await response.clone().text()).toBe(201);
+    forked = (await response.json()) as typeof forked;
+  });
+
+  afterAll(async () => {
+    await sourceSession?.end().catch(() => undefined);
+  });
+
+  it('is a new database lease, with its own URL, token and TTL, and says what it was forked from', async () => {
+    expect(forked.kind).toBe('database');
+    expect(forked.id).not.toBe(source.id);
+    expect(forked.database).not.toBe(source.database);
+    expect(forked.name).toBe('copy');
+    expect(forked.forked_from).toBe(source.id);
+    expect(forked.token).toBeTruthy();
+    expect(Date.parse(forked.expires_at!) - Date.now()).toBeLessThanOrEqual(300_000);
+    const [row] = await queryUrl<{ user: string; database: string }>(forked.url, 'SELECT current_user AS user, current_database() AS database');
+    expect(row).toEqual({ user: forked.role, database: forked.database });
+  });
+
+  it('ended the source’s open session, and says so', async () => {
+    expect(forked.source_sessions_ended).toBeGreaterThanOrEqual(1);
+    await expect(sourceSession.query('SELECT 1')).rejects.toThrow();
+    expect(sourceSessionEnded).toBe(true);
+  });
+
+  it('holds the source’s objects and data', async () => {
+    const snapshot = `SELECT (SELECT count(*)::int FROM items) AS items, (SELECT count(*)::int FROM app.people WHERE mood = 'happy') AS happy,
+                             (SELECT item_count()::int) AS counted, (SELECT count(*)::int FROM item_titles) AS titles,
+                             (SELECT extversion FROM pg_extension WHERE extname = 'citext') IS NOT NULL AS citext,
+                             (SELECT count(*)::int FROM app.people WHERE email = 'P1@EXAMPLE.COM') AS case_insensitive,
+                             (SELECT array_agg(c.relname::text ORDER BY c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                                WHERE n.nspname IN ('public', 'app') AND c.relkind IN ('r', 'v', 'm', 'S')) AS relations`;
+    const [inSource] = await queryUrl(source.url, snapshot);
+    const [inFork] = await queryUrl(forked.url, snapshot);
+    expect(inFork).toEqual(inSource);
+    expect(inFork).toMatchObject({ items: 1000, happy: 50, counted: 1000, titles: 1000, citext: true, case_insensitive: 1 });
+  });
+
+  it('belongs to the fork’s roles: no object, privilege, default privilege or policy names a role of the source', async () => {
+    const [refs] = await queryUrl<Record<string, number>>(
+      forked.url,
+      `WITH src AS (SELECT oid FROM pg_roles WHERE rolname LIKE $1 || '%')
+       SELECT (SELECT count(*)::int FROM pg_class WHERE relowner IN (SELECT oid FROM src)) AS relations,
+              (SELECT count(*)::int FROM pg_proc WHERE proowner IN (SELECT oid FROM src)) AS routines,
+              (SELECT count(*)::int FROM pg_type WHERE typowner IN (SELECT oid FROM src)) AS types,
+              (SELECT count(*)::int FROM pg_namespace WHERE nspowner IN (SELECT oid FROM src)) AS schemas,
+              (SELECT count(*)::int FROM pg_class, aclexplode(relacl) a WHERE a.grantee IN (SELECT oid FROM src) OR a.grantor IN (SELECT oid FROM src)) AS acl,
+              (SELECT count(*)::int FROM pg_attribute, aclexplode(attacl) a WHERE a.grantee IN (SELECT oid FROM src)) AS column_acl,
+              (SELECT count(*)::int FROM pg_default_acl WHERE defaclrole IN (SELECT oid FROM src)) AS default_acl,
+              (SELECT count(*)::int FROM pg_policy, unnest(polroles) r WHERE r IN (SELECT oid FROM src)) AS policies`,
+      [source.role],
+    );
+    expect(refs).toEqual({ relations: 0, routines: 0, types: 0, schemas: 0, acl: 0, column_acl: 0, default_acl: 0, policies: 0 });
+    // what the source granted its anonymous role, the fork grants its own
+    const [grants] = await queryUrl<Record<string, boolean>>(
+      forked.url,
+      `SELECT has_table_privilege($1, 'items', 'SELECT') AS items, has_column_privilege($1, 'app.people', 'email', 'SELECT') AS email,
+              has_column_privilege($1, 'app.people', 'mood', 'SELECT') AS mood,
+              EXISTS (SELECT 1 FROM pg_policy p, unnest(p.polroles) r WHERE p.polname = 'anon_reads' AND r = $1::regrole) AS policy`,
+      [forked.anon_role],
+    );
+    expect(grants).toEqual({ items: true, email: true, mood: false, policy: true });
+    // new functions start private in the fork too
+    await queryUrl(forked.url, 'CREATE FUNCTION fresh() RETURNS int LANGUAGE sql AS $f$ SELECT 1 $f$');
+    const [fresh] = await queryUrl<{ public: boolean }>(forked.url, `SELECT has_function_privilege('public', 'fresh()', 'EXECUTE') AS public`);
+    expect(fresh!.public).toBe(false);
+  });
+
+  it('ran none of the lease’s code as pglease (index expressions, defaults, checks, triggers, views, policies)', async () => {
+    for (const url of [source.url, forked.url]) {
+      const [trap] = await queryUrl<{ last_value: string; is_called: boolean }>(url, 'SELECT last_value, is_called FROM foreign_calls');
+      expect(trap!.is_called).toBe(false);
+    }
+  });
+
+  it('is independent of the source both ways, and the source keeps working as before', async () => {
+    await queryUrl(forked.url, `INSERT INTO items (person, title) VALUES (1, 'only in the fork')`);
+    await queryUrl(source.url, `DELETE FROM items WHERE id <= 10`);
+    const [inFork] = await queryUrl<{ n: number }>(forked.url, `SELECT count(*)::int AS n FROM items`);
+    const [inSource] = await queryUrl<{ n: number }>(source.url, `SELECT count(*)::int AS n FROM items`);
+    expect(inFork!.n).toBe(1001);
+    expect(inSource!.n).toBe(990);
+    const [owner] = await queryUrl<{ owner: string; connect: boolean }>(
+      superuserDatabaseUrl(service),
+      `SELECT pg_get_userbyid(datdba) AS owner, datallowconn AS connect FROM pg_database WHERE datname = $1`,
+      [source.database],
+    );
+    expect(owner).toEqual({ owner: source.role, connect: true });
+  });
+
+  it('outlives its source: the source ends (its roles dropped) and the fork still works', async () => {
+    expect(await release(source)).toBe(204);
+    const [gone] = await queryUrl<{ roles: number }>(superuserDatabaseUrl(service), `SELECT count(*)::int AS roles FROM pg_roles WHERE rolname LIKE $1 || '%'`, [source.role]);
+    expect(gone!.roles).toBe(0);
+    const [row] = await queryUrl<{ n: number }>(forked.url, 'SELECT count(*)::int AS n FROM items');
+    expect(row!.n).toBe(1001);
+    expect(await release(forked)).toBe(204);
+  });
+});
+
+describe('forking', () => {
+  it('(calibration) the trap counts a foreign session that runs the lease’s code', async () => {
+    const lease = (await createLease(service, { kind: 'database' })) as DatabaseLease;
+    await queryUrl(lease.url, TRAP);
+    const url = new URL(superuserDatabaseUrl(service));
+    url.pathname = '/' + lease.database;
+    await queryUrl(url.toString(), 'SELECT * FROM public.trapped_view');
+    const [trap] = await queryUrl<{ is_called: boolean }>(lease.url, 'SELECT is_called FROM foreign_calls');
+    expect(trap!.is_called).toBe(true);
+  });
+
+  it('is refused for a schema lease, with a message that points to database leases', async () => {
+    const lease = await createLease(service, { kind: 'schema' });
+    const response = await fork(lease);
+    expect(response.status).toBe(409);
+    const body = (await response.json()) as { code: string; message: string };
+    expect(body.code).toBe('PGLEASE_FORK_NEEDS_DATABASE');
+    expect(body.message).toMatch(/"kind": "database"/);
+  });
+
+  it('needs the lease’s own token (or the admin’s), and refuses bad input with the field named', async () => {
+    const lease = await createLease(service, { kind: 'database' });
+    const other = await createLease(service, { kind: 'database' });
+    const stranger = await fetch(`${service.baseUrl}/v1/leases/${lease.id}/fork`, { method: 'POST', headers: { authorization: `Bearer ${other.token}` } });
+    expect(stranger.status).toBe(404);
+    const bad = await fork(lease, { ttl: -5 });
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as { field?: string }).field).toBe('ttl');
+    const unknown = await fork(lease, { colour: 'red' });
+    expect(unknown.status).toBe(400);
+    const byAdmin = await fetch(`${service.baseUrl}/v1/leases/${lease.id}/fork`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    expect(byAdmin.status).toBe(201);
+  });
+
+  it('of a released lease answers 409', async () => {
+    const lease = await createLease(service, { kind: 'database' });
+    expect(await release(lease)).toBe(204);
+    const response = await fork(lease);
+    expect([404, 409]).toContain(response.status);
+  });
+});
