@@ -72,6 +72,7 @@ async function reapUntilDone(context: JobRunContext, batch: number, onFullBatch:
 }
 
 interface ObservePass {
+  taken: number;
   observed: number;
   changed: number;
   errors: number;
@@ -121,7 +122,7 @@ export async function observeOnce(
   const pass = async (dueOnly: boolean, dueBy: Date): Promise<number> => {
     const { rows } = await pool.query<ObservePass>({
       name: 'pglease.observe-leases',
-      text: 'SELECT observed, changed, errors, took_ms FROM pglease.observe_leases($1, make_interval(secs => $2), make_interval(secs => $3 / 1000.0), $4, $5)',
+      text: 'SELECT taken, observed, changed, errors, took_ms FROM pglease.observe_leases($1, make_interval(secs => $2), make_interval(secs => $3 / 1000.0), $4, $5)',
       values: [OBSERVE_BATCH, config.observeIntervalSeconds, config.observeFastMs, dueOnly, dueBy],
     });
     const done = rows[0]!;
@@ -129,12 +130,21 @@ export async function observeOnce(
     total.changed += done.changed;
     total.errors += done.errors;
     total.took_ms += Number(done.took_ms);
-    return done.observed;
+    // a batch that took a full share of due rows (some may have been of leases no longer live) is followed by another
+    return done.taken;
   };
   // the batches of a run take the leases due when it began (by the database's clock): one observed
   // by a batch and due again soon after (a new lease, one growing) waits for the next pass
   const runBegan = (await pool.query<{ now: Date }>('SELECT now() AS now')).rows[0]!.now;
-  while (!cancelled() && (await pass(false, runBegan)) >= OBSERVE_BATCH);
+  // the first batch also takes in new leases and those that wrote much (sql/observe.sql)
+  let fullBatch = !cancelled() && (await pass(false, runBegan)) >= OBSERVE_BATCH;
+  while (fullBatch && !cancelled()) fullBatch = (await pass(true, runBegan)) >= OBSERVE_BATCH;
+  const overdue = await pool.query<{ n: number }>({
+    name: 'pglease.mark-overdue',
+    text: 'SELECT pglease.mark_overdue(make_interval(secs => $1)) AS n',
+    values: [config.observeIntervalSeconds],
+  });
+  total.changed += overdue.rows[0]!.n;
   while (!cancelled() && Date.now() - began + config.observeFastMs < quickPassesForMs - QUICK_PASSES_MARGIN_MS) {
     await new Promise((resolve) => setTimeout(resolve, config.observeFastMs));
     const quickBegan = (await pool.query<{ now: Date }>('SELECT now() AS now')).rows[0]!.now;
