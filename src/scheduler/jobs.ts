@@ -30,6 +30,11 @@ export interface JobDefinition {
    * safe in parallel by construction (the reaper's batches lock disjoint leases).
    */
   help?: (context: JobRunContext) => Promise<number>;
+  /**
+   * Whether a successful run did nothing worth a row of its own in job_runs: such runs are folded
+   * into one row (sql/jobs.sql, pglease.finish_job_run). Absent: every run has its row.
+   */
+  quiet?: (outcome: JobOutcome) => boolean;
 }
 
 interface ReapBatch {
@@ -170,6 +175,8 @@ export function builtinJobs(config: JobsConfig, hostId?: number): JobDefinition[
       schedule: config.observerSchedule,
       // quick passes fill the second until the next run (the default schedule runs every second)
       run: ({ pool, cancelled }) => observeOnce(pool, config, hostId, cancelled, 1000),
+      // a run every second: one that moved no status and failed no restriction is folded
+      quiet: ({ result }) => result.changed === 0 && result.errors === 0,
     },
     {
       name: 'reap-expired',
