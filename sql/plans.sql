@@ -51,6 +51,56 @@ BEGIN
 END
 $$;
 
+-- pglease.apply_plan_change: a plan's limits changed (PUT /v1/plans/:name): puts them on every live
+-- lease on it and returns how many. Each lease as pglease.apply_plan does at create, and:
+--   * statement_timeout: the plan's, or p_default_statement_timeout (PGLEASE_LEASE_STATEMENT_TIMEOUT)
+--     when the plan no longer sets one; for the lease's new sessions (a setting of its roles);
+--   * connections: a lower limit applies at once; a higher one only to leases created from now on
+--     (a live lease's limit counts in its client's connection budget, sql/throttle.sql, which
+--     was checked against the old one);
+--   * TTL: an expiry beyond the new maximum is brought back to it;
+--   * size and rows: the observer reads the plan at each observation; the leases are made due now,
+--     so the new limits are judged within a run (a second) rather than an interval.
+-- Lease rows are locked one at a time (FOR UPDATE): a lease being released meanwhile is waited
+-- for and then skipped, its roles gone. Catalogs only (ALTER ROLE).
+CREATE OR REPLACE FUNCTION pglease.apply_plan_change(p_plan text, p_default_statement_timeout text)
+RETURNS int
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_plan    pglease.plans;
+  v_lease   pglease.leases;
+  v_timeout text;
+  v_applied int := 0;
+BEGIN
+  SELECT * INTO v_plan FROM pglease.plans WHERE name = p_plan;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no plan named %', p_plan USING ERRCODE = '22023';
+  END IF;
+  v_timeout := coalesce(v_plan.statement_timeout, p_default_statement_timeout);
+  FOR v_lease IN
+    SELECT * FROM pglease.leases WHERE plan = p_plan AND state = 'active' ORDER BY id FOR UPDATE
+  LOOP
+    IF v_plan.max_ttl_seconds IS NOT NULL AND v_lease.expires_at > now() + make_interval(secs => v_plan.max_ttl_seconds) THEN
+      UPDATE pglease.leases SET expires_at = now() + make_interval(secs => v_plan.max_ttl_seconds) WHERE id = v_lease.id;
+    END IF;
+    IF v_plan.max_connections IS NOT NULL
+       AND EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = v_lease.role_name
+                      AND (r.rolconnlimit < 0 OR r.rolconnlimit > v_plan.max_connections)) THEN
+      EXECUTE format('ALTER ROLE %I CONNECTION LIMIT %s', v_lease.role_name, v_plan.max_connections);
+    END IF;
+    IF v_timeout IS NOT NULL THEN
+      EXECUTE format('ALTER ROLE %I SET statement_timeout TO %L', v_lease.role_name, v_timeout);
+      EXECUTE format('ALTER ROLE %I SET statement_timeout TO %L', v_lease.auth_role, v_timeout);
+    END IF;
+    UPDATE pglease.lease_health SET next_observation_at = now() WHERE lease_id = v_lease.id;
+    v_applied := v_applied + 1;
+  END LOOP;
+  RETURN v_applied;
+END
+$$;
+
 -- pglease.lease_size_limit: the size bound of a lease on plan p_plan, in bytes: the plan's, or a
 -- quarter of what the host has free plus what the lease already holds, when that is smaller and the
 -- host's free disk is known (pglease.observe_host). A quarter: four leases growing at once cannot
