@@ -3,8 +3,9 @@
 -- what it saw in pglease.observations, moves each lease's status (pglease.lease_health) through the
 -- state machine below, and restricts or restores its writes (sql/quota.sql). Hosts are observed by
 -- pglease.observe_host. Everything is read from catalogs and statistics (pg_class, pg_stat_*,
--- pg_stat_activity, pg_total_relation_size): no query is planned on a lease's table, so no lease
--- code runs here (docs/security.md).
+-- pg_stat_activity, pg_total_relation_size, pg_largeobject's index): no query is planned on a
+-- lease's table, so no lease code runs here (docs/security.md). A lease's size is its schema's
+-- relations plus what its roles hold elsewhere: temporary tables and large objects.
 
 -- pglease.status_after: the state machine of a lease's status, a second dimension next to its
 -- lifecycle state (which it never changes):
@@ -62,6 +63,66 @@ AS $$
                 AND c.relnamespace IN (SELECT n.oid FROM pg_namespace n
                                         WHERE n.nspname IN ('pglease', 'pglease_admin', 'pg_catalog', 'information_schema'))))::bigint
     FROM pg_database d WHERE d.datname = current_database()
+$$;
+
+-- pglease.bytes_elsewhere: what roles hold outside lease schemas, as {role name: bytes}: their
+-- temporary tables (pg_total_relation_size, or page counts when p_exact is false: another
+-- session's temporary table is measured from its files without reading it) and the large objects
+-- they own (their last page from pg_largeobject's index, times the 2 kB a page holds, when the
+-- service may read that catalog: pglease_admin.grant_quota_needs). Both are a lease's: its
+-- sessions make them and it can fill the disk with them as with tables (issue 21). Nothing of a
+-- lease is run: catalogs and file sizes only. Usually empty; read once per batch.
+CREATE OR REPLACE FUNCTION pglease.bytes_elsewhere(p_exact boolean)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_bytes jsonb;
+  v_objects jsonb;
+BEGIN
+  SELECT jsonb_object_agg(t.owner, t.bytes) INTO v_bytes
+    FROM (SELECT pg_get_userbyid(c.relowner) AS owner,
+                 sum(CASE WHEN p_exact THEN coalesce(pg_total_relation_size(c.oid), 0)
+                          ELSE c.relpages::bigint * current_setting('block_size')::bigint END) AS bytes
+            FROM pg_class c
+           WHERE c.relpersistence = 't' AND c.relkind IN ('r', 'm')
+           GROUP BY c.relowner) t;
+  IF EXISTS (SELECT 1 FROM pg_largeobject_metadata) AND has_table_privilege('pg_catalog.pg_largeobject', 'SELECT') THEN
+    -- dynamic: a statement naming pg_largeobject fails to start without the privilege
+    EXECUTE $q$
+      SELECT jsonb_object_agg(o.owner, o.bytes)
+        FROM (SELECT pg_get_userbyid(m.lomowner) AS owner,
+                     sum(coalesce((SELECT max(p.pageno) + 1 FROM pg_largeobject p WHERE p.loid = m.oid), 0))::bigint * 2048 AS bytes
+                FROM pg_largeobject_metadata m
+               GROUP BY m.lomowner) o
+    $q$ INTO v_objects;
+    SELECT jsonb_object_agg(k, (coalesce(v_bytes ->> k, '0')::bigint + coalesce(v_objects ->> k, '0')::bigint))
+      INTO v_bytes
+      FROM (SELECT jsonb_object_keys(coalesce(v_bytes, '{}')) UNION SELECT jsonb_object_keys(coalesce(v_objects, '{}'))) keys(k);
+  END IF;
+  RETURN coalesce(v_bytes, '{}');
+END
+$$;
+
+-- pglease.end_temp_sessions: ends the sessions of lease p_lease (its login role and REST
+-- authenticator) whose temporary schema holds tables: a lease over its plan because of them gets
+-- the space back at once (temporary tables go with their session), and the restriction of its
+-- schema could not stop them growing. Its other sessions are left alone. A session's temporary
+-- schema is pg_temp_<its backend id> (pg_stat_get_backend_idset, Postgres 16+). Returns how many
+-- were signalled.
+CREATE OR REPLACE FUNCTION pglease.end_temp_sessions(p_lease pglease.leases)
+RETURNS int
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT count(pg_terminate_backend(b.pid))::int
+    FROM (SELECT pg_stat_get_backend_pid(i) AS pid, pg_stat_get_backend_userid(i) AS userid, 'pg_temp_' || i AS temp_schema
+            FROM pg_stat_get_backend_idset() i) b
+   WHERE b.userid IN (to_regrole(quote_ident(p_lease.role_name)), to_regrole(quote_ident(p_lease.auth_role)))
+     AND b.pid <> pg_backend_pid()
+     AND EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = b.temp_schema AND c.relpersistence = 't')
 $$;
 
 -- pglease.observe_leases: one observation of up to p_limit due leases (next_observation_at passed),
@@ -133,6 +194,8 @@ DECLARE
   v_groups oid[];
   v_marked bigint;
   v_writes bigint;
+  -- bytes held outside lease schemas, by owning role: temporary tables and large objects
+  v_elsewhere jsonb;
 BEGIN
   taken := 0;
   observed := 0;
@@ -192,6 +255,7 @@ BEGIN
   FOR attempt IN 1..2 LOOP
     BEGIN
       PERFORM set_config('lock_timeout', CASE WHEN v_exact THEN '200ms' ELSE '0' END, true);
+      v_elsewhere := pglease.bytes_elsewhere(v_exact);
       WITH due AS (
         SELECT l.id, l.role_name, l.auth_role, l.plan, l.host_id, n.oid AS nsp,
                h.status AS old_status, h.restricted, h.last_observation_id,
@@ -265,7 +329,9 @@ BEGIN
                  AND EXISTS (SELECT 1 FROM pg_auth_members am WHERE am.member = r.oid AND am.roleid = ANY (v_groups))
                  AND (r.rolconnlimit < 0 OR coalesce(s1.n, 0) < r.rolconnlimit), false) AS reachable,
                coalesce(f.tables, 0) AS tables, coalesce(f.rows_estimate, 0) AS rows_estimate,
-               coalesce(x.size_bytes, CASE WHEN u.nsp IS NOT NULL THEN d.measured_size END, 0) AS size_bytes,
+               coalesce(x.size_bytes, CASE WHEN u.nsp IS NOT NULL THEN d.measured_size END, 0) AS schema_bytes,
+               coalesce(x.size_bytes, CASE WHEN u.nsp IS NOT NULL THEN d.measured_size END, 0) + e.bytes AS size_bytes,
+               e.bytes AS elsewhere_bytes,
                coalesce(x.size_exact, true) AS size_exact, x.nsp IS NOT NULL AS measured,
                coalesce(f.seq_scans, 0) AS seq_scans, coalesce(f.idx_scans, 0) AS idx_scans, coalesce(f.writes, 0) AS writes,
                f.changes, f.shape, p.max_rows, p.max_size_bytes, dk.disk_free_bytes
@@ -279,6 +345,9 @@ BEGIN
           LEFT JOIN facts f ON f.nsp = d.nsp
           LEFT JOIN unchanged u ON u.nsp = d.nsp
           LEFT JOIN rels x ON x.nsp = d.nsp
+          -- what the lease's roles (its login role, and <login role>_...) hold outside its schema
+          CROSS JOIN LATERAL (SELECT coalesce(sum(o.value::bigint), 0)::bigint AS bytes FROM jsonb_each_text(v_elsewhere) o
+                               WHERE o.key = d.role_name OR starts_with(o.key, d.role_name || '_')) e
       ), judged AS (
         SELECT s.*, l.size_limit, prev.size_bytes AS prev_size, prev.observed_at AS prev_at,
                s.size_bytes > l.size_limit OR (s.max_rows IS NOT NULL AND s.rows_estimate > s.max_rows) AS over_plan
@@ -297,7 +366,7 @@ BEGIN
         UPDATE pglease.lease_health h
            SET writes = j.writes,
                last_observation_id = i.id,
-               measured_size = CASE WHEN j.measured AND j.size_exact THEN j.size_bytes ELSE h.measured_size END,
+               measured_size = CASE WHEN j.measured AND j.size_exact THEN j.schema_bytes ELSE h.measured_size END,
                measured_at = CASE WHEN j.measured AND j.size_exact THEN now() ELSE h.measured_at END,
                measured_changes = CASE WHEN j.measured AND j.size_exact THEN j.changes ELSE h.measured_changes END,
                measured_shape = CASE WHEN j.measured AND j.size_exact THEN j.shape ELSE h.measured_shape END,
@@ -318,7 +387,7 @@ BEGIN
                'new_status', pglease.status_after(j.old_status, j.reachable, j.over_plan), 'over_plan', j.over_plan,
                'restricted', j.restricted, 'plan', j.plan, 'reachable', j.reachable, 'connections', j.connections,
                'tables', j.tables, 'rows_estimate', j.rows_estimate, 'size_bytes', j.size_bytes,
-               'size_limit', j.size_limit, 'max_rows', j.max_rows))
+               'elsewhere_bytes', j.elsewhere_bytes, 'size_limit', j.size_limit, 'max_rows', j.max_rows))
                FILTER (WHERE pglease.status_after(j.old_status, j.reachable, j.over_plan) <> j.old_status
                           OR (j.over_plan AND j.restricted IS NULL)
                           OR (NOT j.over_plan AND j.restricted IS NOT NULL)
@@ -337,7 +406,7 @@ BEGIN
     SELECT * FROM jsonb_to_recordset(coalesce(v_todo, '[]')) AS x(
       lease_id uuid, observation_id bigint, old_status pglease.lease_status, new_status pglease.lease_status,
       over_plan boolean, restricted jsonb, plan text, reachable boolean, connections int, tables int,
-      rows_estimate bigint, size_bytes bigint, size_limit bigint, max_rows bigint)
+      rows_estimate bigint, size_bytes bigint, elsewhere_bytes bigint, size_limit bigint, max_rows bigint)
   LOOP
     SELECT * INTO v_lease FROM pglease.leases WHERE id = v_row.lease_id;
     BEGIN
@@ -348,6 +417,10 @@ BEGIN
         SELECT * INTO v_msg FROM pglease.over_quota_message(v_row.plan, v_row.size_bytes, v_row.size_limit, v_row.rows_estimate, v_row.max_rows, p_interval);
         v_restricted := pglease.restrict_writes(v_lease, v_msg.message, v_msg.hint, v_row.restricted);
         v_reason := v_msg.message;
+        -- temporary tables go with the sessions that made them; the restriction cannot hold them
+        IF v_row.elsewhere_bytes > 0 THEN
+          PERFORM pglease.end_temp_sessions(v_lease);
+        END IF;
       ELSIF v_row.restricted IS NOT NULL THEN
         PERFORM pglease.restore_writes(v_lease, v_row.restricted);
         v_restricted := NULL;
