@@ -176,6 +176,9 @@ describe('info and hosts', () => {
     await observeNow();
     const info = await call('GET', `/v1/leases/${lease.id}/info`, { token: lease.token });
     expect(info.body).toMatchObject({ plan: 'rows-5', status: 'available', state: 'active', tables: 0, rows: 0, size_limit_bytes: expect.any(Number), compliance: 'In compliance' });
+    // the lease JSON carries the same usage
+    const leaseJson = await call('GET', `/v1/leases/${lease.id}`, { token: lease.token });
+    expect(leaseJson.body).toMatchObject({ plan: 'rows-5', usage: { status: 'available', rows: 0, rows_limit: 5, size_bytes: info.body.size_bytes, size_limit_bytes: info.body.size_limit_bytes, observed_at: info.body.observed_at } });
     expect(info.body.pg_version).toMatch(/^\d+/);
     expect((await call('GET', `/v1/leases/${lease.id}/info`)).status).toBe(401);
     expect((await call('GET', '/v1/hosts', { token: lease.token })).status).toBe(403);
