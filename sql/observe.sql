@@ -148,9 +148,10 @@ $$;
 --   lease costs: lease_health has no index but its key, so the update is HOT, about 8 us here
 --   against 25-30 us with the index on next_observation_at it had). Per lease that is a row lock, an
 --   insert and a HOT update, about 30-50 us of CPU in all; each batch also scans pg_class and
---   lease_health once (about 15 ms at 5,000 leases). With the database-wide write count below, a
---   pass over 5,000 idle leases went from 550-830 ms of backend CPU to 300-340 ms here, and the job
---   as it runs from 10-12% of a core to 5-6% (bench:observer --before prints both in one run).
+--   lease_health once (about 15 ms at 5,000 leases). With the database-wide write count below, the
+--   job as it runs at 5,000 leases went from 10-12% of a core to 5-6% (bench:observer --before
+--   prints both in one run; docs/benchmarks.md: a single pass over every idle lease measured
+--   0.39x in one run and 1.07x in another).
 -- * Restricting or restoring a lease (the only part that takes locks on its tables) runs per
 --   lease in a subtransaction: a failure (a lock it holds past 1 s: its statements are cancelled,
 --   and it is tried again on its next observation, p_fast later) is kept in last_error and does not
