@@ -92,25 +92,56 @@ $$;
 
 -- pglease.finish_job_run: records a run's outcome on its job_runs row and on the job, and releases
 -- the job (only if this worker still holds it).
+-- p_fold: the run did nothing worth a row of its own (the caller's job says which runs are quiet:
+-- an observer run that moved no status, a reaper run that ended no lease). It is folded into the
+-- job's latest row when that row is itself folded runs begun within the hour: the row's
+-- finished_at moves, rows_affected and the numbers of its result are summed, result.runs counts the
+-- runs; otherwise its own row starts such a fold. The observer runs every second: one row a run was
+-- 86,400 rows a day (kept PGLEASE_HISTORY_RETENTION, 7 days); folded, a quiet hour is one row, and
+-- a run that changed something or failed keeps its own. pglease.jobs still shows the last run.
+DROP FUNCTION IF EXISTS pglease.finish_job_run(bigint, text, bigint, jsonb, text);
 CREATE OR REPLACE FUNCTION pglease.finish_job_run(
   p_run     bigint,
   p_outcome text,
   p_rows    bigint,
   p_result  jsonb,
-  p_error   text
+  p_error   text,
+  p_fold    boolean DEFAULT false
 ) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  v_run pglease.job_runs;
+  v_run  pglease.job_runs;
+  v_last pglease.job_runs;
 BEGIN
-  UPDATE pglease.job_runs
-     SET outcome = p_outcome, finished_at = now(), rows_affected = p_rows, result = p_result, error = p_error
-   WHERE id = p_run
-   RETURNING * INTO v_run;
+  SELECT * INTO v_run FROM pglease.job_runs WHERE id = p_run FOR UPDATE;
   IF NOT FOUND THEN
     RETURN; -- pruned meanwhile: nothing to record
+  END IF;
+  IF p_fold AND p_outcome = 'succeeded' THEN
+    SELECT * INTO v_last FROM pglease.job_runs
+     WHERE job_name = v_run.job_name AND id <> p_run AND outcome <> 'running'
+     ORDER BY started_at DESC, id DESC LIMIT 1
+       FOR UPDATE;
+  END IF;
+  IF p_fold AND p_outcome = 'succeeded' AND v_last.result ? 'runs' AND v_last.outcome = 'succeeded'
+     AND v_last.started_at > now() - interval '1 hour' THEN
+    UPDATE pglease.job_runs
+       SET finished_at = now(), worker = v_run.worker,
+           rows_affected = coalesce(rows_affected, 0) + coalesce(p_rows, 0),
+           result = (SELECT coalesce(jsonb_object_agg(n.key, CASE WHEN jsonb_typeof(n.value) = 'number' AND jsonb_typeof(o.value) = 'number'
+                                                                  THEN to_jsonb(o.value::text::numeric + n.value::text::numeric)
+                                                                  ELSE n.value END), '{}')
+                       FROM jsonb_each(coalesce(p_result, '{}')) n LEFT JOIN jsonb_each(v_last.result) o ON o.key = n.key)
+                    || jsonb_build_object('runs', (v_last.result ->> 'runs')::bigint + 1)
+     WHERE id = v_last.id;
+    DELETE FROM pglease.job_runs WHERE id = p_run;
+  ELSE
+    UPDATE pglease.job_runs
+       SET outcome = p_outcome, finished_at = now(), rows_affected = p_rows, error = p_error,
+           result = CASE WHEN p_fold AND p_outcome = 'succeeded' THEN coalesce(p_result, '{}') || '{"runs": 1}' ELSE p_result END
+     WHERE id = p_run;
   END IF;
   UPDATE pglease.jobs
      SET running_by = NULL, running_until = NULL, last_finished_at = now(),

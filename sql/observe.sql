@@ -3,8 +3,9 @@
 -- what it saw in pglease.observations, moves each lease's status (pglease.lease_health) through the
 -- state machine below, and restricts or restores its writes (sql/quota.sql). Hosts are observed by
 -- pglease.observe_host. Everything is read from catalogs and statistics (pg_class, pg_stat_*,
--- pg_stat_activity, pg_total_relation_size): no query is planned on a lease's table, so no lease
--- code runs here (docs/security.md).
+-- pg_stat_activity, pg_total_relation_size, pg_largeobject's index): no query is planned on a
+-- lease's table, so no lease code runs here (docs/security.md). A lease's size is its schema's
+-- relations plus what its roles hold elsewhere: temporary tables and large objects.
 
 -- pglease.status_after: the state machine of a lease's status, a second dimension next to its
 -- lifecycle state (which it never changes):
@@ -14,10 +15,11 @@
 --     over_quota  --(within its plan again)-->  available (or uncertain when unreachable)
 --
 -- Over the plan wins over unreachable: the restriction must hold whether or not the lease can log in.
--- An overdue observation also makes a lease uncertain (pglease.observe_leases).
+-- An overdue observation also makes a lease uncertain (pglease.mark_overdue).
 CREATE OR REPLACE FUNCTION pglease.status_after(p_status pglease.lease_status, p_reachable boolean, p_over_plan boolean)
 RETURNS pglease.lease_status
-LANGUAGE sql IMMUTABLE
+-- STABLE, as the cast to the enum is: an IMMUTABLE function whose body is not is never inlined
+LANGUAGE sql STABLE
 AS $$
   SELECT CASE
     WHEN p_over_plan THEN 'over_quota'
@@ -42,6 +44,87 @@ AS $$
          || '(which gives back the space a DELETE freed) still work'
 $$;
 
+-- pglease.lease_writes: rows inserted and updated in this database's tables (and their TOAST) by
+-- anyone but pglease itself, from the statistics: the database's count less that of the pglease
+-- schemas' and the catalogs' tables. Temporary tables count (leases make them). Reads one row of
+-- statistics per table of pglease and of the catalogs, not one per lease table.
+CREATE OR REPLACE FUNCTION pglease.lease_writes()
+RETURNS bigint
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT (pg_stat_get_db_tuples_inserted(d.oid) + pg_stat_get_db_tuples_updated(d.oid)
+          - (SELECT coalesce(sum(pg_stat_get_tuples_inserted(c.oid) + pg_stat_get_tuples_updated(c.oid)
+                                 + CASE WHEN c.reltoastrelid <> 0
+                                        THEN pg_stat_get_tuples_inserted(c.reltoastrelid) + pg_stat_get_tuples_updated(c.reltoastrelid)
+                                        ELSE 0 END), 0)
+               FROM pg_class c
+              WHERE c.relkind IN ('r', 'm')
+                AND c.relnamespace IN (SELECT n.oid FROM pg_namespace n
+                                        WHERE n.nspname IN ('pglease', 'pglease_admin', 'pg_catalog', 'information_schema'))))::bigint
+    FROM pg_database d WHERE d.datname = current_database()
+$$;
+
+-- pglease.bytes_elsewhere: what roles hold outside lease schemas, as {role name: bytes}: their
+-- temporary tables (pg_total_relation_size, or page counts when p_exact is false: another
+-- session's temporary table is measured from its files without reading it) and the large objects
+-- they own (their last page from pg_largeobject's index, times the 2 kB a page holds, when the
+-- service may read that catalog: pglease_admin.grant_quota_needs). Both are a lease's: its
+-- sessions make them and it can fill the disk with them as with tables (issue 21). Nothing of a
+-- lease is run: catalogs and file sizes only. Usually empty; read once per batch.
+CREATE OR REPLACE FUNCTION pglease.bytes_elsewhere(p_exact boolean)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_bytes jsonb;
+  v_objects jsonb;
+BEGIN
+  SELECT jsonb_object_agg(t.owner, t.bytes) INTO v_bytes
+    FROM (SELECT pg_get_userbyid(c.relowner) AS owner,
+                 sum(CASE WHEN p_exact THEN coalesce(pg_total_relation_size(c.oid), 0)
+                          ELSE c.relpages::bigint * current_setting('block_size')::bigint END) AS bytes
+            FROM pg_class c
+           WHERE c.relpersistence = 't' AND c.relkind IN ('r', 'm')
+           GROUP BY c.relowner) t;
+  IF EXISTS (SELECT 1 FROM pg_largeobject_metadata) AND has_table_privilege('pg_catalog.pg_largeobject', 'SELECT') THEN
+    -- dynamic: a statement naming pg_largeobject fails to start without the privilege
+    EXECUTE $q$
+      SELECT jsonb_object_agg(o.owner, o.bytes)
+        FROM (SELECT pg_get_userbyid(m.lomowner) AS owner,
+                     sum(coalesce((SELECT max(p.pageno) + 1 FROM pg_largeobject p WHERE p.loid = m.oid), 0))::bigint * 2048 AS bytes
+                FROM pg_largeobject_metadata m
+               GROUP BY m.lomowner) o
+    $q$ INTO v_objects;
+    SELECT jsonb_object_agg(k, (coalesce(v_bytes ->> k, '0')::bigint + coalesce(v_objects ->> k, '0')::bigint))
+      INTO v_bytes
+      FROM (SELECT jsonb_object_keys(coalesce(v_bytes, '{}')) UNION SELECT jsonb_object_keys(coalesce(v_objects, '{}'))) keys(k);
+  END IF;
+  RETURN coalesce(v_bytes, '{}');
+END
+$$;
+
+-- pglease.end_temp_sessions: ends the sessions of lease p_lease (its login role and REST
+-- authenticator) whose temporary schema holds tables: a lease over its plan because of them gets
+-- the space back at once (temporary tables go with their session), and the restriction of its
+-- schema could not stop them growing. Its other sessions are left alone. A session's temporary
+-- schema is pg_temp_<its backend id> (pg_stat_get_backend_idset, Postgres 16+). Returns how many
+-- were signalled.
+CREATE OR REPLACE FUNCTION pglease.end_temp_sessions(p_lease pglease.leases)
+RETURNS int
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT count(pg_terminate_backend(b.pid))::int
+    FROM (SELECT pg_stat_get_backend_pid(i) AS pid, pg_stat_get_backend_userid(i) AS userid, 'pg_temp_' || i AS temp_schema
+            FROM pg_stat_get_backend_idset() i) b
+   WHERE b.userid IN (to_regrole(quote_ident(p_lease.role_name)), to_regrole(quote_ident(p_lease.auth_role)))
+     AND b.pid <> pg_backend_pid()
+     AND EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = b.temp_schema AND c.relpersistence = 't')
+$$;
+
 -- pglease.observe_leases: one observation of up to p_limit due leases (next_observation_at passed),
 -- then their statuses and restrictions.
 -- * Once per interval per lease, however many processes run it: due rows are locked FOR UPDATE
@@ -52,37 +135,56 @@ $$;
 --   three intervals at the rate measured since its previous observation. A lease writing as fast as
 --   it can is thus seen about every p_fast; one that starts writing after an observation found it
 --   quiet, on the next full pass that sees its write count move (below).
--- * Catalogs only, one statement for all leases: a lease's size is pg_total_relation_size of its
---   relations, which waits for a lock held AccessExclusive (a TRUNCATE, an ALTER); a lease holding
---   one is measured from pg_class's page counts instead (size_exact false), and a lock taken in
---   between is waited for at most 200 ms, then the whole pass uses page counts.
+-- * Catalogs only: a lease's size is pg_total_relation_size of its relations, which waits for a
+--   lock held AccessExclusive (a TRUNCATE, an ALTER); a lease holding one is measured from
+--   pg_class's page counts instead (size_exact false), and a lock taken in between is waited for at
+--   most 200 ms, then the whole pass uses page counts.
 -- * Sizes are measured only where something changed: pg_total_relation_size looks at every file of
 --   a table, its indexes and TOAST (about 0.3 ms a table with one index, 70% of a pass). A lease
 --   whose statistics show no row inserted, updated or deleted, and whose relations have the same
 --   files and page counts as when it was last measured (within a minute), keeps that size.
+-- * One statement observes, judges and moves every lease of the batch: it reads the catalogs,
+--   inserts the observations, and updates each lease_health row once (an UPDATE is most of what a
+--   lease costs: lease_health has no index but its key, so the update is HOT, about 8 us here
+--   against 25-30 us with the index on next_observation_at it had). Per lease that is a row lock, an
+--   insert and a HOT update, about 30-50 us of CPU in all; each batch also scans pg_class and
+--   lease_health once (about 15 ms at 5,000 leases). With the database-wide write count below, the
+--   job as it runs at 5,000 leases went from 10-12% of a core to 5-6% (bench:observer --before
+--   prints both in one run; docs/benchmarks.md: a single pass over every idle lease measured
+--   0.39x in one run and 1.07x in another).
 -- * Restricting or restoring a lease (the only part that takes locks on its tables) runs per
 --   lease in a subtransaction: a failure (a lock it holds past 1 s: its statements are cancelled,
 --   and it is tried again on its next observation, p_fast later) is kept in last_error and does not
 --   stop the pass. Subtransactions happen only for leases that change, never thousands per pass.
 DROP FUNCTION IF EXISTS pglease.observe_leases(int, interval, interval);
 DROP FUNCTION IF EXISTS pglease.observe_leases(int, interval, interval, boolean);
+-- its OUT parameters changed (taken)
+DROP FUNCTION IF EXISTS pglease.observe_leases(int, interval, interval, boolean, timestamptz);
 CREATE OR REPLACE FUNCTION pglease.observe_leases(
   p_limit    int DEFAULT 10000,
   p_interval interval DEFAULT '10 seconds',
   p_fast     interval DEFAULT '200 milliseconds',
-  -- true: only the leases already due (a run's quick passes between its full ones)
+  -- false: the first batch of a full run, which also takes in new leases and makes those that
+  -- wrote much since their observation due; true: only the leases already due (the run's other
+  -- batches, and its quick passes)
   p_due_only boolean DEFAULT false,
   -- only leases due by then (the start of the caller's run: a lease observed by one of its batches is
   -- not taken again by the next, however soon it is due again); NULL: now
   p_due_by   timestamptz DEFAULT NULL,
-  OUT observed int, OUT changed int, OUT errors int, OUT took_ms numeric)
+  -- taken: due rows this batch took (fewer than p_limit: none left); observed: those of live leases
+  OUT taken int, OUT observed int, OUT changed int, OUT errors int, OUT took_ms numeric)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+-- planned for each batch with its leases' ids as constants: a generic plan guesses 10 leases and
+-- joins 500 with nested loops and re-sorted merges (a pass over 5,000 idle leases took 650-690 ms
+-- of CPU against 390-450 ms; planning each batch costs about 7 ms)
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
   v_start  timestamptz := clock_timestamp();
+  v_due_by timestamptz := least(now(), coalesce(p_due_by, now()));
   v_ids    uuid[];
-  v_obs    bigint[];
+  v_todo   jsonb;
   v_exact  boolean := true;
   v_row    record;
   v_lease  pglease.leases;
@@ -90,56 +192,79 @@ DECLARE
   v_reason text;
   v_restricted jsonb;
   v_error  text;
-  -- the lease groups' oids, looked up once (pg_roles is a view that is costly per row)
-  v_groups oid[] := ARRAY(SELECT g.oid FROM pg_roles g WHERE g.rolname = ANY (pglease.lease_groups()));
+  v_groups oid[];
+  v_marked bigint;
+  v_writes bigint;
+  -- bytes held outside lease schemas, by owning role: temporary tables and large objects
+  v_elsewhere jsonb;
 BEGIN
+  taken := 0;
   observed := 0;
   changed := 0;
   errors := 0;
   IF NOT p_due_only THEN
     -- leases handed out since the last pass
     INSERT INTO pglease.lease_health (lease_id, next_observation_at)
-    SELECT l.id, least(now(), coalesce(p_due_by, now())) FROM pglease.leases l
+    SELECT l.id, v_due_by FROM pglease.leases l
      WHERE l.state = 'active' AND NOT EXISTS (SELECT 1 FROM pglease.lease_health h WHERE h.lease_id = l.id)
     ON CONFLICT DO NOTHING;
-    -- leases that wrote more than 2,000 rows since they were last observed are due now, whatever
+    -- leases that wrote more than 1,000 rows since they were last observed are due now, whatever
     -- their interval: a row takes at most a page (8 kB; TOAST chunks, 2 kB, count as rows too), so a
-    -- lease that starts writing after a quiet observation is seen after at most about 16 MB, or a
-    -- second of statistics (a writing session reports its counts once a second)
-    UPDATE pglease.lease_health h SET next_observation_at = least(now(), coalesce(p_due_by, now()))
-      FROM (SELECT l.id, sum(pg_stat_get_tuples_inserted(c.oid) + pg_stat_get_tuples_updated(c.oid)
-                             + CASE WHEN c.reltoastrelid <> 0
-                                    THEN pg_stat_get_tuples_inserted(c.reltoastrelid) + pg_stat_get_tuples_updated(c.reltoastrelid)
-                                    ELSE 0 END) AS writes
-              FROM pglease.leases l
-              JOIN pg_namespace n ON n.nspname = l.schema_name
-              JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'm')
-             WHERE l.state = 'active'
-             GROUP BY l.id) w
-     WHERE h.lease_id = w.id AND w.writes > h.writes + 2000 AND h.next_observation_at > now();
+    -- lease that starts writing after a quiet observation is seen after at most about 2,000 rows
+    -- (16 MB; this threshold plus the database's, below), or a second of statistics (a writing
+    -- session reports its counts once a second).
+    -- Comparing every lease's count is a pass over every lease's tables (about 100 ms of a run at
+    -- 5,000 leases here): it is skipped while the whole database's count (pglease's own tables and
+    -- the catalogs taken out) moved by at most 1,000 rows since the last comparison, when no
+    -- lease can have crossed its threshold. One process compares at a time (SKIP LOCKED).
+    SELECT m.lease_writes INTO v_marked FROM pglease.observer_marks m FOR UPDATE SKIP LOCKED;
+    IF FOUND THEN
+      v_writes := pglease.lease_writes();
+      IF v_marked IS NULL OR v_writes < v_marked OR v_writes > v_marked + 1000 THEN
+        UPDATE pglease.lease_health h SET next_observation_at = v_due_by
+          FROM (SELECT l.id, sum(pg_stat_get_tuples_inserted(c.oid) + pg_stat_get_tuples_updated(c.oid)
+                                 + CASE WHEN c.reltoastrelid <> 0
+                                        THEN pg_stat_get_tuples_inserted(c.reltoastrelid) + pg_stat_get_tuples_updated(c.reltoastrelid)
+                                        ELSE 0 END) AS writes
+                  FROM pglease.leases l
+                  JOIN pg_namespace n ON n.nspname = l.schema_name
+                  JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'm')
+                 WHERE l.state = 'active'
+                 GROUP BY l.id) w
+         WHERE h.lease_id = w.id AND w.writes > h.writes + 1000 AND h.next_observation_at > now();
+        UPDATE pglease.observer_marks SET lease_writes = v_writes, compared_at = now();
+      END IF;
+    END IF;
   END IF;
 
+  -- lease_health alone (a join to leases cost a scan of that table on every quick pass): a row
+  -- left by a lease no longer live is locked here, skipped below, and deleted by the next prune
   SELECT array_agg(d.lease_id) INTO v_ids FROM (
     SELECT h.lease_id FROM pglease.lease_health h
-      JOIN pglease.leases l ON l.id = h.lease_id AND l.state = 'active'
-     WHERE h.next_observation_at <= least(now(), coalesce(p_due_by, now()))
+     WHERE h.next_observation_at <= v_due_by
      ORDER BY h.next_observation_at
      LIMIT p_limit
-       FOR UPDATE OF h SKIP LOCKED) d;
+       FOR UPDATE SKIP LOCKED) d;
+  taken := coalesce(cardinality(v_ids), 0);
   IF v_ids IS NULL THEN
     took_ms := round(extract(epoch FROM clock_timestamp() - v_start)::numeric * 1000, 3);
     RETURN;
   END IF;
+  -- the lease groups' oids, looked up once (pg_roles is a view that is costly per row)
+  v_groups := ARRAY(SELECT g.oid FROM pg_roles g WHERE g.rolname = ANY (pglease.lease_groups()));
 
   FOR attempt IN 1..2 LOOP
     BEGIN
       PERFORM set_config('lock_timeout', CASE WHEN v_exact THEN '200ms' ELSE '0' END, true);
+      v_elsewhere := pglease.bytes_elsewhere(v_exact);
       WITH due AS (
-        SELECT l.id, l.role_name, l.auth_role, n.oid AS nsp, h.measured_size, h.measured_at, h.measured_changes, h.measured_shape
-          FROM pglease.leases l
-          JOIN pglease.lease_health h ON h.lease_id = l.id
+        SELECT l.id, l.role_name, l.auth_role, l.plan, l.host_id, n.oid AS nsp,
+               h.status AS old_status, h.restricted, h.last_observation_id,
+               h.measured_size, h.measured_at, h.measured_changes, h.measured_shape
+          FROM unnest(v_ids) AS i(id)
+          JOIN pglease.leases l ON l.id = i.id AND l.state = 'active'
+          JOIN pglease.lease_health h ON h.lease_id = i.id
           LEFT JOIN pg_namespace n ON n.nspname = l.schema_name
-         WHERE l.id = ANY (v_ids)
       ), locked AS (
         SELECT DISTINCT c.relnamespace AS nsp
           FROM pg_locks k JOIN pg_class c ON c.oid = k.relation
@@ -186,46 +311,90 @@ BEGIN
          WHERE c.relnamespace IN (SELECT nsp FROM due EXCEPT SELECT nsp FROM unchanged)
          GROUP BY c.relnamespace
       ), sessions AS (
-        SELECT a.usename, count(*)::int AS n FROM pg_stat_activity a
-         WHERE a.usename IN (SELECT role_name FROM due UNION ALL SELECT auth_role FROM due)
-         GROUP BY a.usename
+        -- by role oid, from the function under pg_stat_activity (the view joins every role by name)
+        SELECT a.usesysid, count(*)::int AS n FROM pg_stat_get_activity(NULL) a
+         WHERE a.usesysid IS NOT NULL
+         GROUP BY a.usesysid
+      ), disk AS MATERIALIZED (
+        -- the free disk of each host, as last observed (pglease.observe_host); MATERIALIZED: inlined,
+        -- its subquery ran twice per lease (once per use in pglease.lease_size_limit)
+        SELECT ho.id AS host_id,
+               (SELECT o.disk_free_bytes FROM pglease.host_observations o WHERE o.host_id = ho.id ORDER BY o.observed_at DESC LIMIT 1) AS disk_free_bytes
+          FROM pglease.hosts ho
       ), seen AS (
-        SELECT d.id,
+        SELECT d.id, d.old_status, d.restricted, d.plan, d.last_observation_id,
                coalesce(s1.n, 0) + coalesce(s2.n, 0) AS connections,
                -- CONNECT comes from a lease group (sql/leases.sql); read from the catalog rather than with
                -- has_database_privilege, which raises for a role dropped since this statement's snapshot
-               d.nsp IS NOT NULL AND coalesce(r.rolcanlogin, false) AND (r.rolvaliduntil IS NULL OR r.rolvaliduntil > now())
+               coalesce(d.nsp IS NOT NULL AND r.rolcanlogin AND (r.rolvaliduntil IS NULL OR r.rolvaliduntil > now())
                  AND EXISTS (SELECT 1 FROM pg_auth_members am WHERE am.member = r.oid AND am.roleid = ANY (v_groups))
-                 AND (r.rolconnlimit < 0 OR coalesce(s1.n, 0) < r.rolconnlimit) AS reachable,
+                 AND (r.rolconnlimit < 0 OR coalesce(s1.n, 0) < r.rolconnlimit), false) AS reachable,
                coalesce(f.tables, 0) AS tables, coalesce(f.rows_estimate, 0) AS rows_estimate,
-               coalesce(x.size_bytes, CASE WHEN u.nsp IS NOT NULL THEN d.measured_size END, 0) AS size_bytes,
+               coalesce(x.size_bytes, CASE WHEN u.nsp IS NOT NULL THEN d.measured_size END, 0) AS schema_bytes,
+               coalesce(x.size_bytes, CASE WHEN u.nsp IS NOT NULL THEN d.measured_size END, 0) + e.bytes AS size_bytes,
+               e.bytes AS elsewhere_bytes,
                coalesce(x.size_exact, true) AS size_exact, x.nsp IS NOT NULL AS measured,
                coalesce(f.seq_scans, 0) AS seq_scans, coalesce(f.idx_scans, 0) AS idx_scans, coalesce(f.writes, 0) AS writes,
-               f.changes, f.shape
+               f.changes, f.shape, p.max_rows, p.max_size_bytes, dk.disk_free_bytes
           FROM due d
+          JOIN pglease.plans p ON p.name = d.plan
+          LEFT JOIN disk dk ON dk.host_id = d.host_id
           LEFT JOIN pg_roles r ON r.rolname = d.role_name
-          LEFT JOIN sessions s1 ON s1.usename = d.role_name
-          LEFT JOIN sessions s2 ON s2.usename = d.auth_role
+          LEFT JOIN pg_roles ra ON ra.rolname = d.auth_role
+          LEFT JOIN sessions s1 ON s1.usesysid = r.oid
+          LEFT JOIN sessions s2 ON s2.usesysid = ra.oid
           LEFT JOIN facts f ON f.nsp = d.nsp
           LEFT JOIN unchanged u ON u.nsp = d.nsp
           LEFT JOIN rels x ON x.nsp = d.nsp
+          -- what the lease's roles (its login role, and <login role>_...) hold outside its schema
+          CROSS JOIN LATERAL (SELECT coalesce(sum(o.value::bigint), 0)::bigint AS bytes FROM jsonb_each_text(v_elsewhere) o
+                               WHERE o.key = d.role_name OR starts_with(o.key, d.role_name || '_')) e
+      ), judged AS (
+        SELECT s.*, l.size_limit, prev.size_bytes AS prev_size, prev.observed_at AS prev_at,
+               s.size_bytes > l.size_limit OR (s.max_rows IS NOT NULL AND s.rows_estimate > s.max_rows) AS over_plan
+          FROM seen s
+          CROSS JOIN LATERAL (SELECT pglease.lease_size_limit(s.max_size_bytes, s.disk_free_bytes, s.size_bytes) AS size_limit) l
+          LEFT JOIN pglease.observations prev ON prev.id = s.last_observation_id
       ), inserted AS (
         INSERT INTO pglease.observations (lease_id, reachable, connections, tables, rows_estimate, size_bytes, size_exact, seq_scans, idx_scans, took_us)
-        SELECT id, coalesce(reachable, false), connections, tables, rows_estimate, size_bytes, size_exact, seq_scans, idx_scans,
+        SELECT id, reachable, connections, tables, rows_estimate, size_bytes, size_exact, seq_scans, idx_scans,
                (extract(epoch FROM clock_timestamp() - v_start) * 1e6 / cardinality(v_ids))::int
-          FROM seen
-        RETURNING id
-      ), counted AS (
-        -- a size measured exactly is remembered with what the relations looked like
+          FROM judged
+        RETURNING id, lease_id
+      ), moved AS (
+        -- the one update of each lease's row: what was seen, and when to look next. A size measured
+        -- exactly is remembered with what the relations looked like
         UPDATE pglease.lease_health h
-           SET writes = seen.writes,
-               measured_size = CASE WHEN seen.measured AND seen.size_exact THEN seen.size_bytes ELSE h.measured_size END,
-               measured_at = CASE WHEN seen.measured AND seen.size_exact THEN now() ELSE h.measured_at END,
-               measured_changes = CASE WHEN seen.measured AND seen.size_exact THEN seen.changes ELSE h.measured_changes END,
-               measured_shape = CASE WHEN seen.measured AND seen.size_exact THEN seen.shape ELSE h.measured_shape END
-          FROM seen WHERE h.lease_id = seen.id
+           SET writes = j.writes,
+               last_observation_id = i.id,
+               measured_size = CASE WHEN j.measured AND j.size_exact THEN j.schema_bytes ELSE h.measured_size END,
+               measured_at = CASE WHEN j.measured AND j.size_exact THEN now() ELSE h.measured_at END,
+               measured_changes = CASE WHEN j.measured AND j.size_exact THEN j.changes ELSE h.measured_changes END,
+               measured_shape = CASE WHEN j.measured AND j.size_exact THEN j.shape ELSE h.measured_shape END,
+               next_observation_at = now() + CASE
+                 WHEN j.prev_at IS NULL
+                   OR j.size_bytes > 0.8 * j.size_limit OR (j.max_rows IS NOT NULL AND j.rows_estimate > 0.8 * j.max_rows)
+                   OR (j.size_bytes > j.prev_size
+                       AND j.size_bytes + 3 * (j.size_bytes - j.prev_size)
+                           * (extract(epoch FROM p_interval) / greatest(extract(epoch FROM now() - j.prev_at), 0.1)) >= j.size_limit)
+                 THEN p_fast ELSE p_interval END
+          FROM judged j JOIN inserted i ON i.lease_id = j.id
+         WHERE h.lease_id = j.id
       )
-      SELECT array_agg(id) INTO v_obs FROM inserted;
+      -- the leases whose status or restriction must change (few: most passes none)
+      SELECT count(*)::int,
+             jsonb_agg(jsonb_build_object(
+               'lease_id', j.id, 'observation_id', i.id, 'old_status', j.old_status,
+               'new_status', pglease.status_after(j.old_status, j.reachable, j.over_plan), 'over_plan', j.over_plan,
+               'restricted', j.restricted, 'plan', j.plan, 'reachable', j.reachable, 'connections', j.connections,
+               'tables', j.tables, 'rows_estimate', j.rows_estimate, 'size_bytes', j.size_bytes,
+               'elsewhere_bytes', j.elsewhere_bytes, 'size_limit', j.size_limit, 'max_rows', j.max_rows))
+               FILTER (WHERE pglease.status_after(j.old_status, j.reachable, j.over_plan) <> j.old_status
+                          OR (j.over_plan AND j.restricted IS NULL)
+                          OR (NOT j.over_plan AND j.restricted IS NOT NULL)
+                          OR (j.over_plan AND NOT pglease.restriction_intact((SELECT l FROM pglease.leases l WHERE l.id = j.id))))
+        INTO observed, v_todo
+        FROM judged j JOIN inserted i ON i.lease_id = j.id;
       EXIT;
     EXCEPTION WHEN lock_not_available THEN
       -- a lease took an exclusive lock after pg_locks was read: page counts for this pass
@@ -233,45 +402,12 @@ BEGIN
     END;
   END LOOP;
   PERFORM set_config('lock_timeout', '0', true);
-  observed := coalesce(cardinality(v_obs), 0);
 
-  -- statuses, next times, and the leases whose status or restriction must change
   FOR v_row IN
-    WITH cur AS (
-      SELECT o.*, h.status AS old_status, h.restricted, l.plan, p.max_rows,
-             pglease.lease_size_limit(p.max_size_bytes, hf.disk_free_bytes, o.size_bytes) AS size_limit,
-             prev.size_bytes AS prev_size, prev.observed_at AS prev_at
-        FROM pglease.observations o
-        JOIN pglease.lease_health h ON h.lease_id = o.lease_id
-        JOIN pglease.leases l ON l.id = o.lease_id
-        JOIN pglease.plans p ON p.name = l.plan
-        LEFT JOIN pglease.observations prev ON prev.id = h.last_observation_id
-        LEFT JOIN LATERAL (SELECT ho.disk_free_bytes FROM pglease.host_observations ho
-                            WHERE ho.host_id = l.host_id ORDER BY ho.observed_at DESC LIMIT 1) hf ON true
-       WHERE o.id = ANY (v_obs)
-    ), judged AS (
-      SELECT cur.*, (size_bytes > size_limit OR (max_rows IS NOT NULL AND rows_estimate > max_rows)) AS over_plan
-        FROM cur
-    ), moved AS (
-      UPDATE pglease.lease_health h
-         SET last_observation_id = j.id,
-             next_observation_at = now() + CASE
-               WHEN j.prev_at IS NULL
-                 OR j.size_bytes > 0.8 * j.size_limit OR (j.max_rows IS NOT NULL AND j.rows_estimate > 0.8 * j.max_rows)
-                 OR (j.size_bytes > j.prev_size
-                     AND j.size_bytes + 3 * (j.size_bytes - j.prev_size)
-                         * (extract(epoch FROM p_interval) / greatest(extract(epoch FROM j.observed_at - j.prev_at), 0.1)) >= j.size_limit)
-               THEN p_fast ELSE p_interval END
-        FROM judged j
-       WHERE h.lease_id = j.lease_id
-      RETURNING h.lease_id
-    )
-    SELECT j.*, pglease.status_after(j.old_status, j.reachable, j.over_plan) AS new_status
-      FROM judged j
-     WHERE pglease.status_after(j.old_status, j.reachable, j.over_plan) <> j.old_status
-        OR (j.over_plan AND j.restricted IS NULL)
-        OR (NOT j.over_plan AND j.restricted IS NOT NULL)
-        OR (j.over_plan AND NOT pglease.restriction_intact((SELECT l FROM pglease.leases l WHERE l.id = j.lease_id)))
+    SELECT * FROM jsonb_to_recordset(coalesce(v_todo, '[]')) AS x(
+      lease_id uuid, observation_id bigint, old_status pglease.lease_status, new_status pglease.lease_status,
+      over_plan boolean, restricted jsonb, plan text, reachable boolean, connections int, tables int,
+      rows_estimate bigint, size_bytes bigint, elsewhere_bytes bigint, size_limit bigint, max_rows bigint)
   LOOP
     SELECT * INTO v_lease FROM pglease.leases WHERE id = v_row.lease_id;
     BEGIN
@@ -282,6 +418,10 @@ BEGIN
         SELECT * INTO v_msg FROM pglease.over_quota_message(v_row.plan, v_row.size_bytes, v_row.size_limit, v_row.rows_estimate, v_row.max_rows, p_interval);
         v_restricted := pglease.restrict_writes(v_lease, v_msg.message, v_msg.hint, v_row.restricted);
         v_reason := v_msg.message;
+        -- temporary tables go with the sessions that made them; the restriction cannot hold them
+        IF v_row.elsewhere_bytes > 0 THEN
+          PERFORM pglease.end_temp_sessions(v_lease);
+        END IF;
       ELSIF v_row.restricted IS NOT NULL THEN
         PERFORM pglease.restore_writes(v_lease, v_row.restricted);
         v_restricted := NULL;
@@ -293,7 +433,7 @@ BEGIN
       IF v_row.new_status <> v_row.old_status THEN
         INSERT INTO pglease.lease_events (lease_id, kind, detail)
         VALUES (v_row.lease_id, 'status', jsonb_build_object(
-          'from', v_row.old_status, 'to', v_row.new_status, 'observation_id', v_row.id,
+          'from', v_row.old_status, 'to', v_row.new_status, 'observation_id', v_row.observation_id,
           'reason', v_reason,
           'observation', jsonb_build_object('reachable', v_row.reachable, 'connections', v_row.connections, 'tables', v_row.tables,
                                             'rows_estimate', v_row.rows_estimate, 'size_bytes', v_row.size_bytes,
@@ -312,20 +452,31 @@ BEGIN
     END;
   END LOOP;
 
-  -- overdue: a lease the observer has not reached for three intervals is uncertain
+  took_ms := round(extract(epoch FROM clock_timestamp() - v_start)::numeric * 1000, 3);
+END
+$$;
+
+-- pglease.mark_overdue: a live lease the observer has not reached for three intervals becomes
+-- uncertain, with an event. Called once at the end of each full run of the observer (after all its
+-- batches: within a run, a lease due and not yet reached by the next batch is not overdue).
+CREATE OR REPLACE FUNCTION pglease.mark_overdue(p_interval interval)
+RETURNS int
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
   WITH overdue AS (
     UPDATE pglease.lease_health h SET status = 'uncertain', status_since = now()
      WHERE h.status = 'available' AND h.next_observation_at < now() - 3 * p_interval
        AND EXISTS (SELECT 1 FROM pglease.leases l WHERE l.id = h.lease_id AND l.state = 'active')
     RETURNING h.lease_id, h.last_observation_id
+  ), logged AS (
+    INSERT INTO pglease.lease_events (lease_id, kind, detail)
+    SELECT lease_id, 'status', jsonb_build_object('from', 'available', 'to', 'uncertain', 'observation_id', last_observation_id,
+                                                  'reason', 'observation overdue')
+      FROM overdue
+    RETURNING 1
   )
-  INSERT INTO pglease.lease_events (lease_id, kind, detail)
-  SELECT lease_id, 'status', jsonb_build_object('from', 'available', 'to', 'uncertain', 'observation_id', last_observation_id,
-                                                'reason', 'observation overdue')
-    FROM overdue;
-
-  took_ms := round(extract(epoch FROM clock_timestamp() - v_start)::numeric * 1000, 3);
-END
+  SELECT count(*)::int FROM logged
 $$;
 
 -- pglease.prune_observations: deletes observations (of leases and hosts) older than p_keep, and the

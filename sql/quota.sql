@@ -21,7 +21,10 @@
 --     partition written to directly.
 -- What the lease can still do while restricted: read, DELETE, TRUNCATE, VACUUM (17+), nextval,
 -- temporary tables (TEMPORARY is granted to all the database's leases through their group) and
--- large objects (lo_create is open to every role): those two are not bounded here. It cannot DROP
+-- large objects (lo_create is open to every role). Those two are not refused here but counted in
+-- its size by the observer, which also ends its sessions that hold temporary tables
+-- (sql/observe.sql, pglease.end_temp_sessions); large objects keep it restricted until it
+-- unlinks them. Its temporary files are bounded by temp_file_limit (sql/plans.sql). It cannot DROP
 -- or ALTER its tables, CREATE anything in its schema, or grant writes to another role (a lease
 -- that granted INSERT to its anonymous role or another lease is refused by the trigger too).
 -- A lease's own code still runs as the table's owner where Postgres runs it so (an index

@@ -176,6 +176,9 @@ describe('info and hosts', () => {
     await observeNow();
     const info = await call('GET', `/v1/leases/${lease.id}/info`, { token: lease.token });
     expect(info.body).toMatchObject({ plan: 'rows-5', status: 'available', state: 'active', tables: 0, rows: 0, size_limit_bytes: expect.any(Number), compliance: 'In compliance' });
+    // the lease JSON carries the same usage
+    const leaseJson = await call('GET', `/v1/leases/${lease.id}`, { token: lease.token });
+    expect(leaseJson.body).toMatchObject({ plan: 'rows-5', usage: { status: 'available', rows: 0, rows_limit: 5, size_bytes: info.body.size_bytes, size_limit_bytes: info.body.size_limit_bytes, observed_at: info.body.observed_at } });
     expect(info.body.pg_version).toMatch(/^\d+/);
     expect((await call('GET', `/v1/leases/${lease.id}/info`)).status).toBe(401);
     expect((await call('GET', '/v1/hosts', { token: lease.token })).status).toBe(403);
@@ -303,6 +306,51 @@ describe('enforcement', () => {
       // what the lease granted is as it was
       const acl = await session.query<{ create: boolean }>(`SELECT has_schema_privilege('${lease.anon_role}', current_schema(), 'CREATE') AS create`);
       expect(acl.rows).toEqual([{ create: true }]);
+    } finally {
+      await session.end();
+    }
+  });
+});
+
+describe('a plan changed while leases are on it', () => {
+  it('puts its new limits on them: rows and size at the next observation, TTL, a lower connection limit, the statement timeout', async () => {
+    await call('PUT', '/v1/plans/changing', { body: { max_size_bytes: 1 << 30, max_rows: 1000, max_connections: 8, max_ttl_seconds: 3600, statement_timeout: '5s' }, ...admin });
+    const lease = (await call('POST', '/v1/leases', { body: { plan: 'changing', ttl: 3000 }, ...admin })).body as CreatedLeaseJson;
+    const bystander = (await call('POST', '/v1/leases', { body: { ttl: 3000 }, ...admin })).body as CreatedLeaseJson;
+    const session = await leaseSession(lease);
+    try {
+      await session.query('CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 50)');
+      await session.query('SELECT pg_stat_force_next_flush()');
+      await observeNow();
+      expect(await statusOf(lease.id)).toBe('available');
+
+      const changed = await fetch(`${service.baseUrl}/v1/plans/changing`, {
+        method: 'PUT',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_TOKEN}` },
+        body: JSON.stringify({ max_size_bytes: 1 << 30, max_rows: 20, max_connections: 4, max_ttl_seconds: 600, statement_timeout: '2s' }),
+      });
+      expect(changed.status).toBe(200);
+      expect(changed.headers.get('pglease-leases-updated')).toBe('1');
+      const after = (await call('GET', `/v1/leases/${lease.id}`, { token: lease.token })).body;
+      expect(after.connection_limit).toBe(4);
+      expect(Date.parse(after.expires_at) - Date.now()).toBeLessThanOrEqual(600_000);
+      const [timeout] = await queryUrl<{ statement_timeout: string }>(lease.url, 'SHOW statement_timeout');
+      expect(timeout).toEqual({ statement_timeout: '2s' });
+      // the observer looks at the lease now, not an interval later, and judges it by the new row limit
+      const { rows: due } = await service.host.pool.query<{ due: boolean }>('SELECT next_observation_at <= now() AS due FROM pglease.lease_health WHERE lease_id = $1', [lease.id]);
+      expect(due).toEqual([{ due: true }]);
+      await observeOnce(service.host.pool, service.config.jobs, service.host.id);
+      expect(await statusOf(lease.id)).toBe('over_quota');
+      expect((await errorOf(session, 'INSERT INTO t VALUES (51)'))?.message).toMatch(/^lease over its 20-row plan "changing" \(50 rows\)/);
+
+      // a higher connection limit is for leases made from now on; no statement timeout in the plan: the service's
+      await call('PUT', '/v1/plans/changing', { body: { max_size_bytes: 1 << 30, max_rows: 1000, max_connections: 12 }, ...admin });
+      expect((await call('GET', `/v1/leases/${lease.id}`, { token: lease.token })).body.connection_limit).toBe(4);
+      const [fallback] = await queryUrl<{ statement_timeout: string }>(lease.url, 'SHOW statement_timeout');
+      expect(fallback!.statement_timeout).not.toBe('2s');
+      await waitFor('the lease back within its plan', async () => (await observeNow(), (await statusOf(lease.id)) === 'available' ? true : undefined), 40_000);
+      // leases on other plans are untouched
+      expect(Date.parse((await call('GET', `/v1/leases/${bystander.id}`, { token: bystander.token })).body.expires_at) - Date.now()).toBeGreaterThan(600_000);
     } finally {
       await session.end();
     }

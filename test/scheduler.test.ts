@@ -177,6 +177,62 @@ describe('several schedulers on one database', () => {
   });
 });
 
+describe('quiet runs', () => {
+  it('are folded into one row per stretch of quiet runs; a run that did something, or failed, keeps its own', async () => {
+    // runs 1-3 quiet, 4 did something, 5 failed, 6 on quiet again
+    let executions = 0;
+    const job: JobDefinition = {
+      name: 'test-quiet',
+      description: 'mostly quiet',
+      schedule: '* * * * * *',
+      run: async () => {
+        executions++;
+        if (executions === 5) throw new Error('run 5 fails');
+        return { rowsAffected: executions === 4 ? 1 : 2, result: { changed: executions === 4 ? 1 : 0, seen: 10 } };
+      },
+      quiet: ({ result }) => result.changed === 0,
+    };
+    const scheduler = new Scheduler({ databaseUrl: service.host.databaseUrl, jobs: [job], log: () => undefined });
+    await scheduler.start();
+    try {
+      await waitFor('eight runs', async () => (executions >= 8 ? true : undefined), 30_000);
+    } finally {
+      await scheduler.stop();
+    }
+    const { rows } = await service.host.pool.query<{ outcome: string; rows_affected: number | null; result: Record<string, number> | null; error: string | null }>(
+      `SELECT outcome, rows_affected::int, result, error FROM pglease.job_runs WHERE job_name = 'test-quiet' ORDER BY started_at, id`,
+    );
+    expect(rows.slice(0, 3)).toEqual([
+      { outcome: 'succeeded', rows_affected: 6, result: { changed: 0, seen: 30, runs: 3 }, error: null },
+      { outcome: 'succeeded', rows_affected: 1, result: { changed: 1, seen: 10 }, error: null },
+      { outcome: 'failed', rows_affected: null, result: null, error: 'run 5 fails' },
+    ]);
+    // the runs from the sixth on: one row
+    expect(rows).toHaveLength(4);
+    expect(rows[3]).toMatchObject({ outcome: 'succeeded', result: { changed: 0, runs: executions - 5 } });
+    expect(rows[3]!.rows_affected).toBe(2 * (executions - 5));
+
+    // the jobs API lists them as stored, newest first
+    const listed = await call('GET', '/v1/jobs/test-quiet/runs', admin);
+    expect(listed.status).toBe(200);
+    expect(listed.body.items.map((run: { result: { runs?: number } | null }) => run.result?.runs ?? null)).toEqual([executions - 5, null, null, 3]);
+  });
+
+  it('of the observer (a run every second) take one row, not one each', async () => {
+    const folded = await waitFor('the observer to fold three quiet runs', async () => {
+      const { rows } = await service.host.pool.query<{ runs: number }>(
+        `SELECT (result ->> 'runs')::int AS runs FROM pglease.job_runs WHERE job_name = 'observe' AND result ? 'runs' ORDER BY started_at DESC LIMIT 1`,
+      );
+      return (rows[0]?.runs ?? 0) >= 3 ? rows[0] : undefined;
+    }, 30_000);
+    expect(folded.runs).toBeGreaterThanOrEqual(3);
+    const { rows } = await service.host.pool.query<{ rows: number; runs: number }>(
+      `SELECT count(*)::int AS rows, sum(coalesce((result ->> 'runs')::int, 1))::int AS runs FROM pglease.job_runs WHERE job_name = 'observe' AND outcome <> 'running'`,
+    );
+    expect(rows[0]!.rows).toBeLessThan(rows[0]!.runs);
+  });
+});
+
 describe('prune-history', () => {
   it('forgets ended leases older than the retention, keeps recent ones', async () => {
     const old = await createLease(service);

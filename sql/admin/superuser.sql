@@ -190,3 +190,24 @@ BEGIN
   END LOOP;
 END
 $$;
+
+-- pglease_admin.grant_quota_needs: what the service role needs to bound a lease's temporary files
+-- and to count its large objects (issue 21, sql/plans.sql and sql/observe.sql):
+--   * SET on temp_file_limit (Postgres 15+), a superuser's setting: the service puts it on lease
+--     roles and on the lease database (ALTER ROLE/DATABASE ... SET), where a lease cannot change it;
+--   * SELECT on pg_largeobject, so that the observer can size the large objects a lease owns (its
+--     pages, from the catalog's index). The service already reaches lease data (docs/security.md).
+CREATE OR REPLACE FUNCTION pglease_admin.grant_quota_needs(p_service name)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF current_setting('server_version_num')::int >= 150000 AND NOT has_parameter_privilege(p_service, 'temp_file_limit', 'SET') THEN
+    EXECUTE format('GRANT SET ON PARAMETER temp_file_limit TO %I', p_service);
+  END IF;
+  IF NOT has_table_privilege(p_service, 'pg_catalog.pg_largeobject', 'SELECT') THEN
+    EXECUTE format('GRANT SELECT ON pg_catalog.pg_largeobject TO %I', p_service);
+  END IF;
+END
+$$;

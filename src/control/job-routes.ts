@@ -39,9 +39,11 @@ export const JobRunSchema = Type.Object({
     description: 'abandoned: the process running it stopped (crash) before it finished',
   }),
   rows_affected: Type.Union([Type.Integer(), Type.Null()]),
-  result: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]),
+  result: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()], {
+    description: 'What the run did. With "runs": quiet runs folded into one row (the observer\'s runs that moved no status), from started_at to finished_at; its numbers are their sums',
+  }),
   error: Type.Union([Type.String(), Type.Null()]),
-  worker: Type.String({ description: 'host:pid:id of the process that ran it' }),
+  worker: Type.String({ description: 'host:pid:id of the process that ran it (the last one, for folded runs)' }),
 });
 
 const JobParams = Type.Object({ name: Type.String({ description: 'Job name, e.g. reap-expired' }) });

@@ -9,6 +9,7 @@ import type { CreatedLease, CreateLeaseInput, LeaseRow } from '../leases/lease-s
 import { durationSeconds, formatSeconds } from '../duration.js';
 import { identifyCaller, type Caller } from '../auth/caller.js';
 import { choosePlan, DEFAULT_PLAN } from './plan-choice.js';
+import { readLeaseUsage } from '../leases/lease-usage.js';
 import { PlanStore, type Plan } from '../leases/plan-store.js';
 import { ControlError } from './errors.js';
 import { leaseJson, leaseUrl } from './lease-json.js';
@@ -222,7 +223,7 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
     {
       schema: {
         summary: 'Get a lease',
-        description: 'The lease with its state and expiry; never its password.',
+        description: 'The lease with its state and expiry, and while it is live its usage against its plan (from its latest observation); never its password.',
         tags: ['leases'],
         security: [{ bearer: [] }],
         params: LeaseParams,
@@ -231,7 +232,21 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
     },
     async (request) => {
       const { lease } = await authorizedLease(request, request.params.id);
-      return leaseJson(host, lease, publicBaseUrl(context, request));
+      const json = leaseJson(host, lease, publicBaseUrl(context, request));
+      if (lease.state !== 'active') return json;
+      const usage = await readLeaseUsage(host.pool, lease.id, config.jobs.observeIntervalSeconds);
+      return {
+        ...json,
+        usage: {
+          status: usage.status,
+          size_bytes: usage.size_bytes,
+          size_limit_bytes: usage.size_limit,
+          rows: usage.rows_estimate,
+          rows_limit: usage.max_rows,
+          connections: usage.connections,
+          observed_at: usage.observed_at?.toISOString() ?? null,
+        },
+      };
     },
   );
 

@@ -9,6 +9,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type, type Static } from '@sinclair/typebox';
 import type { ServiceContext } from '../service-context.js';
 import type { LeaseRow } from '../leases/lease-store.js';
+import { readLeaseUsage } from '../leases/lease-usage.js';
 import { identifyCaller } from '../auth/caller.js';
 import { ControlError } from './errors.js';
 import { ErrorSchema, LeaseParams, LeaseStateSchema } from './schemas.js';
@@ -85,22 +86,6 @@ export const HostSchema = Type.Object({
   leases: MaybeInteger,
 });
 
-interface InfoRow {
-  status: LeaseInfoJson['status'] | null;
-  status_since: Date | null;
-  restriction_error: string | null;
-  observed_at: Date | null;
-  overdue: boolean;
-  connections: number | null;
-  tables: number | null;
-  rows_estimate: number | null;
-  size_bytes: number | null;
-  size_limit: number;
-  max_rows: number | null;
-  pg_version: string;
-  template: string | null;
-}
-
 export async function observationRoutes(app: FastifyInstance, context: ServiceContext): Promise<void> {
   const routes = app.withTypeProvider<TypeBoxTypeProvider>();
   const { leases, config, host } = context;
@@ -127,31 +112,12 @@ export async function observationRoutes(app: FastifyInstance, context: ServiceCo
     },
     async (request) => {
       const lease = await authorizedLease(request, request.params.id);
-      const { rows } = await host.pool.query<InfoRow>({
-        name: 'pglease.lease-info',
-        text: `SELECT h.status, h.status_since, h.last_error AS restriction_error, o.observed_at,
-                      h.next_observation_at < now() - make_interval(secs => 3 * $2::int) AS overdue,
-                      o.connections, o.tables, o.rows_estimate::float8 AS rows_estimate, o.size_bytes::float8 AS size_bytes,
-                      pglease.lease_size_limit(p.max_size_bytes,
-                        (SELECT ho.disk_free_bytes FROM pglease.host_observations ho WHERE ho.host_id = l.host_id ORDER BY ho.observed_at DESC LIMIT 1),
-                        o.size_bytes)::float8 AS size_limit,
-                      p.max_rows::float8 AS max_rows, current_setting('server_version') AS pg_version,
-                      (SELECT e.detail ->> 'template' FROM pglease.lease_events e WHERE e.lease_id = l.id AND e.kind = 'created' LIMIT 1) AS template
-                 FROM pglease.leases l
-                 JOIN pglease.plans p ON p.name = l.plan
-                 LEFT JOIN pglease.lease_health h ON h.lease_id = l.id
-                 LEFT JOIN pglease.observations o ON o.id = h.last_observation_id
-                WHERE l.id = $1`,
-        values: [lease.id, config.jobs.observeIntervalSeconds],
-      });
-      const info = rows[0]!;
-      const over = info.size_bytes !== null && (info.size_bytes > info.size_limit || (info.max_rows !== null && (info.rows_estimate ?? 0) > info.max_rows));
+      const info = await readLeaseUsage(host.pool, lease.id, config.jobs.observeIntervalSeconds);
       return {
         id: lease.id,
         name: lease.label,
         plan: lease.plan,
-        // an observation three intervals late makes the lease uncertain even before the observer says so
-        status: info.status === null || (info.overdue && info.status === 'available') ? 'uncertain' : info.status,
+        status: info.status,
         status_since: info.status_since?.toISOString() ?? null,
         state: lease.state,
         connections: info.connections,
@@ -162,7 +128,7 @@ export async function observationRoutes(app: FastifyInstance, context: ServiceCo
         tables: info.tables,
         rows: info.rows_estimate,
         rows_limit: info.max_rows,
-        compliance: over || info.status === 'over_quota' ? ('Over plan' as const) : ('In compliance' as const),
+        compliance: info.over_plan ? ('Over plan' as const) : ('In compliance' as const),
         created_at: lease.created_at.toISOString(),
         expires_at: lease.expires_at?.toISOString() ?? null,
         kind: info.template === null ? 'plain' : `template ${info.template}`,

@@ -84,7 +84,8 @@ export async function planRoutes(app: FastifyInstance, context: ServiceContext):
     {
       schema: {
         summary: 'Create or change a plan (admin)',
-        description: 'New limits apply to leases created from now on; size and row limits also to live leases on the plan, at their next observation.',
+        description:
+          'Changed limits apply to the live leases on the plan at once: size and rows at their next observation (within a second), a shorter TTL maximum to their expiry, a lower connection limit and the statement timeout to their roles (new sessions). A higher connection limit applies to leases created from then on (their client\'s connection budget was counted with the old one). The number of live leases updated is in the Pglease-Leases-Updated header.',
         tags: ['plans'],
         security: [{ bearer: [] }],
         params: PlanParams,
@@ -96,7 +97,7 @@ export async function planRoutes(app: FastifyInstance, context: ServiceContext):
       requireAdmin(request);
       checkName(request.params.name);
       const body = request.body;
-      const { plan, created } = await plans.put(request.params.name, {
+      const { plan, created, leasesUpdated } = await plans.put(request.params.name, {
         description: body.description ?? '',
         max_size_bytes: body.max_size_bytes,
         max_rows: body.max_rows ?? null,
@@ -104,8 +105,8 @@ export async function planRoutes(app: FastifyInstance, context: ServiceContext):
         max_ttl_seconds: body.max_ttl_seconds ?? null,
         statement_timeout: body.statement_timeout ?? null,
         token_may_choose: body.token_may_choose ?? false,
-      });
-      return reply.code(created ? 201 : 200).send(planJson(plan));
+      }, context.config.leaseLimits.statementTimeout);
+      return reply.code(created ? 201 : 200).header('pglease-leases-updated', String(leasesUpdated)).send(planJson(plan));
     },
   );
 

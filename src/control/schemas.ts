@@ -111,6 +111,20 @@ export const LeaseSchema = Type.Object({
       'Sessions the lease\'s role may open at once: PGLEASE_LEASE_CONNECTIONS, or less when the client\'s other live leases ' +
       'hold most of PGLEASE_CLIENT_CONNECTIONS; null once the lease has ended',
   }),
+  usage: Type.Optional(
+    Type.Object(
+      {
+        status: Type.Union([Type.Literal('available'), Type.Literal('uncertain'), Type.Literal('over_quota')]),
+        size_bytes: Type.Union([Type.Integer(), Type.Null()]),
+        size_limit_bytes: Type.Integer(),
+        rows: Type.Union([Type.Integer(), Type.Null()]),
+        rows_limit: Type.Union([Type.Integer(), Type.Null()]),
+        connections: Type.Union([Type.Integer(), Type.Null()]),
+        observed_at: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+      },
+      { description: 'The lease against its plan, from its latest observation (GET /v1/leases/:id; GET /v1/leases/:id/info has more). Null figures: not observed yet' },
+    ),
+  ),
 });
 export type LeaseJson = Static<typeof LeaseSchema>;
 

@@ -55,6 +55,8 @@ export async function migrate(databaseUrl: string, log: (message: string) => voi
         logger: { debug: () => undefined, info: () => undefined, warn: report, error: report },
       });
       const sqlFiles = await applySqlSources(client);
+      // the default plan's bound on temporary files, once the service may set it (sql/plans.sql)
+      await client.query('SELECT pglease.apply_temp_file_limit()');
       return { migrations: applied.map((migration) => migration.name), sqlFiles };
     });
   } finally {

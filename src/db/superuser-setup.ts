@@ -16,7 +16,9 @@
  *     cache, whose function only a superuser may change (in the lease database, and in the
  *     template database every database lease is cloned from: src/db/lease-template.ts);
  *   - sixteen roles through which lease authenticators (the REST API's logins) may use the
- *     reserved connections too (pglease_admin.ensure_rest_reserve).
+ *     reserved connections too (pglease_admin.ensure_rest_reserve);
+ *   - SET on temp_file_limit (bounding leases' temporary files) and SELECT on pg_largeobject
+ *     (sizing their large objects) for the service role (pglease_admin.grant_quota_needs).
  *
  * Everything after that (migrations, the control API, jobs, the REST API's lookups) runs as the
  * service role. Should a lease ever run code as that role, it could reach the pglease schema and,
@@ -162,7 +164,9 @@ export async function setUpServiceRole(superuserUrl: string, leaseDatabase: stri
 
     const closed = await retryConcurrentCatalogUpdates(() => session.query<{ name: string }>('SELECT pglease_admin.restrict_other_databases() AS name'));
     for (const { name } of closed.rows) log(`revoked CONNECT on database "${name}" from PUBLIC, so lease roles can open only "${leaseDatabase}"`);
-    await retryConcurrentCatalogUpdates(() => session.query('SELECT pglease_admin.install_event_triggers(), pglease_admin.ensure_rest_reserve($1)', [role]));
+    await retryConcurrentCatalogUpdates(() =>
+      session.query('SELECT pglease_admin.install_event_triggers(), pglease_admin.ensure_rest_reserve($1), pglease_admin.grant_quota_needs($1)', [role]),
+    );
 
     // the template database leases of kind database are cloned from, the service's, with the
     // event triggers in it too (src/db/lease-template.ts)

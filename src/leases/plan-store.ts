@@ -34,9 +34,31 @@ export class PlanStore {
     return (await this.pool.query<Plan>(`SELECT ${PLAN_COLUMNS} FROM pglease.plans WHERE name = $1`, [name])).rows[0];
   }
 
-  /** Creates the plan or replaces its limits; true when it was created. Leases already on it keep their roles' settings until they are made again. */
-  async put(name: string, input: PlanInput): Promise<{ plan: Plan; created: boolean }> {
-    const { rows } = await this.pool.query<Plan & { created: boolean }>(
+  /**
+   * Creates the plan or replaces its limits; true when it was created. Changed limits are put on
+   * the live leases on it in the same transaction (sql/plans.sql, pglease.apply_plan_change;
+   * `defaultStatementTimeout` stands in for a statement timeout the plan no longer sets).
+   */
+  async put(name: string, input: PlanInput, defaultStatementTimeout: string): Promise<{ plan: Plan; created: boolean; leasesUpdated: number }> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      const { plan, created } = await this.upsert(client, name, input);
+      const leasesUpdated = created
+        ? 0
+        : (await client.query<{ n: number }>('SELECT pglease.apply_plan_change($1, $2) AS n', [name, defaultStatementTimeout])).rows[0]!.n;
+      await client.query('COMMIT');
+      return { plan, created, leasesUpdated };
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw error;
+    } finally {
+      client.release();
+    }
+  }
+
+  private async upsert(client: pg.PoolClient, name: string, input: PlanInput): Promise<{ plan: Plan; created: boolean }> {
+    const { rows } = await client.query<Plan & { created: boolean }>(
       `INSERT INTO pglease.plans AS p (name, description, max_size_bytes, max_rows, max_connections, max_ttl_seconds, statement_timeout, token_may_choose)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
        ON CONFLICT (name) DO UPDATE

@@ -131,11 +131,19 @@ export class JobStore {
     return rows[0]?.held ?? false;
   }
 
-  async finish(run: string, outcome: 'succeeded' | 'failed', rowsAffected: number | null, result: Record<string, unknown> | null, error: string | null): Promise<void> {
+  /** `fold`: a quiet run, folded into the job's latest row of quiet runs (sql/jobs.sql). */
+  async finish(
+    run: string,
+    outcome: 'succeeded' | 'failed',
+    rowsAffected: number | null,
+    result: Record<string, unknown> | null,
+    error: string | null,
+    fold = false,
+  ): Promise<void> {
     await this.pool.query({
       name: 'pglease.finish-job-run',
-      text: 'SELECT pglease.finish_job_run($1, $2, $3, $4, $5)',
-      values: [run, outcome, rowsAffected, result === null ? null : JSON.stringify(result), error],
+      text: 'SELECT pglease.finish_job_run($1, $2, $3, $4, $5, $6)',
+      values: [run, outcome, rowsAffected, result === null ? null : JSON.stringify(result), error, fold],
     });
   }
 

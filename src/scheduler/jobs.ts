@@ -31,6 +31,11 @@ export interface JobDefinition {
    * safe in parallel by construction (the reaper's batches lock disjoint leases).
    */
   help?: (context: JobRunContext) => Promise<number>;
+  /**
+   * Whether a successful run did nothing worth a row of its own in job_runs: such runs are folded
+   * into one row (sql/jobs.sql, pglease.finish_job_run). Absent: every run has its row.
+   */
+  quiet?: (outcome: JobOutcome) => boolean;
 }
 
 /** What the built-in jobs tell the service as they work (for /metrics); every hook optional. */
@@ -87,6 +92,7 @@ async function reapUntilDone(context: JobRunContext, batch: number, hooks: JobHo
 }
 
 interface ObservePass {
+  taken: number;
   observed: number;
   changed: number;
   errors: number;
@@ -137,7 +143,7 @@ export async function observeOnce(
   const pass = async (dueOnly: boolean, dueBy: Date): Promise<number> => {
     const { rows } = await pool.query<ObservePass>({
       name: 'pglease.observe-leases',
-      text: 'SELECT observed, changed, errors, took_ms FROM pglease.observe_leases($1, make_interval(secs => $2), make_interval(secs => $3 / 1000.0), $4, $5)',
+      text: 'SELECT taken, observed, changed, errors, took_ms FROM pglease.observe_leases($1, make_interval(secs => $2), make_interval(secs => $3 / 1000.0), $4, $5)',
       values: [OBSERVE_BATCH, config.observeIntervalSeconds, config.observeFastMs, dueOnly, dueBy],
     });
     const done = rows[0]!;
@@ -145,14 +151,23 @@ export async function observeOnce(
     total.changed += done.changed;
     total.errors += done.errors;
     total.took_ms += Number(done.took_ms);
-    return done.observed;
+    // a batch that took a full share of due rows (some may have been of leases no longer live) is followed by another
+    return done.taken;
   };
   // the batches of a run take the leases due when it began (by the database's clock): one observed
   // by a batch and due again soon after (a new lease, one growing) waits for the next pass
   const runBegan = (await pool.query<{ now: Date }>('SELECT now() AS now')).rows[0]!.now;
   const passBegan = performance.now();
-  while (!cancelled() && (await pass(false, runBegan)) >= OBSERVE_BATCH);
+  // the first batch also takes in new leases and those that wrote much (sql/observe.sql)
+  let fullBatch = !cancelled() && (await pass(false, runBegan)) >= OBSERVE_BATCH;
+  while (fullBatch && !cancelled()) fullBatch = (await pass(true, runBegan)) >= OBSERVE_BATCH;
   hooks.onObservationPass?.((performance.now() - passBegan) / 1000);
+  const overdue = await pool.query<{ n: number }>({
+    name: 'pglease.mark-overdue',
+    text: 'SELECT pglease.mark_overdue(make_interval(secs => $1)) AS n',
+    values: [config.observeIntervalSeconds],
+  });
+  total.changed += overdue.rows[0]!.n;
   while (!cancelled() && Date.now() - began + config.observeFastMs < quickPassesForMs - QUICK_PASSES_MARGIN_MS) {
     await new Promise((resolve) => setTimeout(resolve, config.observeFastMs));
     const quickBegan = (await pool.query<{ now: Date }>('SELECT now() AS now')).rows[0]!.now;
@@ -177,7 +192,13 @@ export function builtinJobs(config: JobsConfig, hostId?: number, hooks: JobHooks
       description: 'Observes the host and each live lease that is due (catalogs only), moves their status, restricts leases over their plan and restores them',
       schedule: config.observerSchedule,
       // quick passes fill the second until the next run (the default schedule runs every second)
+<<<<<<< HEAD
       run: ({ pool, cancelled }) => observeOnce(pool, config, hostId, cancelled, 1000, hooks),
+=======
+      run: ({ pool, cancelled }) => observeOnce(pool, config, hostId, cancelled, 1000),
+      // a run every second: one that moved no status and failed no restriction is folded
+      quiet: ({ result }) => result.changed === 0 && result.errors === 0,
+>>>>>>> wt-observer
     },
     {
       name: 'reap-expired',

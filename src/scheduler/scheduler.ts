@@ -208,7 +208,7 @@ export class Scheduler {
     };
     try {
       const outcome = await job.run(context);
-      await this.store.finish(runId, 'succeeded', outcome.rowsAffected, outcome.result, null);
+      await this.store.finish(runId, 'succeeded', outcome.rowsAffected, outcome.result, null, job.quiet?.(outcome) ?? false);
       this.options.onRunEnd?.(job.name, 'succeeded');
     } catch (error) {
       this.options.onRunEnd?.(job.name, 'failed');
