@@ -192,13 +192,9 @@ export function builtinJobs(config: JobsConfig, hostId?: number, hooks: JobHooks
       description: 'Observes the host and each live lease that is due (catalogs only), moves their status, restricts leases over their plan and restores them',
       schedule: config.observerSchedule,
       // quick passes fill the second until the next run (the default schedule runs every second)
-<<<<<<< HEAD
       run: ({ pool, cancelled }) => observeOnce(pool, config, hostId, cancelled, 1000, hooks),
-=======
-      run: ({ pool, cancelled }) => observeOnce(pool, config, hostId, cancelled, 1000),
       // a run every second: one that moved no status and failed no restriction is folded
       quiet: ({ result }) => result.changed === 0 && result.errors === 0,
->>>>>>> wt-observer
     },
     {
       name: 'reap-expired',
