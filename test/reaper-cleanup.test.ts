@@ -147,7 +147,9 @@ describe('cleanup-orphans', () => {
     expect(rows[0].last_error).toMatch(/dropped outside pglease/);
     expect(rows[0].ended_at).not.toBeNull();
     const events = await superuser.query(`SELECT kind FROM pglease.lease_events WHERE lease_id = $1 ORDER BY id`, [lease.id]);
-    expect(events.rows.map((row) => row.kind)).toEqual(['created', 'failed']);
+    // the observer may have seen the schema gone first and moved the lease's status (a 'status'
+    // event, issue 21) before cleanup-orphans ended it: the history is created, then failed
+    expect(events.rows.map((row) => row.kind).filter((kind) => kind !== 'status')).toEqual(['created', 'failed']);
   });
 
   it('terminates a session whose role was dropped under it', async () => {

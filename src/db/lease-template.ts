@@ -65,7 +65,9 @@ export async function ensureLeaseTemplate(serverUrl: string, leaseDatabase: stri
       if (code === '42P04' || code === '23505') return false; // made by another process at this moment
       throw error;
     }
-    await client.query(`REVOKE ALL ON DATABASE ${client.escapeIdentifier(template)} FROM PUBLIC`);
+    // another pglease on this server may be revoking CONNECT on every database at this moment
+    // (pglease_admin.restrict_other_databases): the same pg_database row, "tuple concurrently updated"
+    await retryConcurrentCatalogUpdates(() => client.query(`REVOKE ALL ON DATABASE ${client.escapeIdentifier(template)} FROM PUBLIC`));
     log(`created the lease template database "${template}" (database leases are cloned from it)`);
     return true;
   } finally {
