@@ -34,6 +34,7 @@ import {
   ForkedLeaseSchema,
 } from './schemas.js';
 import { ForkSourceGone } from '../leases/lease-fork.js';
+import { authorizedLease as sharedAuthorizedLease } from './lease-access.js';
 import { mintJwt } from '../auth/mint.js';
 import { ApiSettingsPatchSchema, apiSettingsProblem } from '../leases/api-settings.js';
 
@@ -90,12 +91,7 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
 
   /** The lease at :id if the caller may act on it; 401/404 otherwise (never revealing existence). */
   async function authorizedLease(request: FastifyRequest, id: string): Promise<{ lease: LeaseRow; isAdmin: boolean }> {
-    const caller = identifyCaller(request, config.adminToken);
-    if (caller.kind === 'anonymous') throw new ControlError('PGLEASE_UNAUTHORIZED');
-    if (!UUID.test(id)) throw new ControlError('PGLEASE_NOT_FOUND');
-    const lease = await leases.find(id.toLowerCase(), caller.kind === 'admin' ? null : caller.token);
-    if (!lease) throw new ControlError('PGLEASE_NOT_FOUND');
-    return { lease, isAdmin: caller.kind === 'admin' };
+    return sharedAuthorizedLease(context, request, id);
   }
 
   /**

@@ -3,6 +3,7 @@
  * rows, size and the template a lease was made from. The service role reads only catalogs and
  * pglease's own tables; exact row counts run as the lease (countRowsAsLease).
  */
+import { authorizedLease } from './lease-access.js';
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type, type Static } from '@sinclair/typebox';
@@ -10,8 +11,6 @@ import type pg from 'pg';
 import type { ServiceContext } from '../service-context.js';
 import { authenticatorLogin, leaseDatabaseUrl, withLeaseSession } from '../leases/lease-session.js';
 import type { LeaseRow } from '../leases/lease-store.js';
-import { identifyCaller } from '../auth/caller.js';
-import { ControlError } from './errors.js';
 import { ErrorSchema, LeaseParams, LeaseStateSchema } from './schemas.js';
 
 export const LeaseStatsSchema = Type.Object({
@@ -29,7 +28,6 @@ export const LeaseStatsSchema = Type.Object({
 });
 export type LeaseStatsJson = Static<typeof LeaseStatsSchema>;
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** Counting every row is cheap for test-sized leases; above these, the statistics' estimate is shown. */
 const EXACT_COUNT_MAX_TABLES = 200;
@@ -50,7 +48,6 @@ interface StatsRow {
 
 export async function leaseStatsRoutes(app: FastifyInstance, context: ServiceContext): Promise<void> {
   const routes = app.withTypeProvider<TypeBoxTypeProvider>();
-  const { leases, config } = context;
 
   routes.get(
     '/v1/leases/:id/stats',
@@ -65,11 +62,7 @@ export async function leaseStatsRoutes(app: FastifyInstance, context: ServiceCon
       },
     },
     async (request) => {
-      const caller = identifyCaller(request, config.adminToken);
-      if (caller.kind === 'anonymous') throw new ControlError('PGLEASE_UNAUTHORIZED');
-      const { id } = request.params;
-      const lease = UUID.test(id) ? await leases.find(id.toLowerCase(), caller.kind === 'admin' ? null : caller.token) : undefined;
-      if (!lease) throw new ControlError('PGLEASE_NOT_FOUND');
+      const { lease } = await authorizedLease(context, request, request.params.id);
 
       const bounded = await readStatsBounded(context.host.pool, lease.id);
       const { stats } = bounded;

@@ -4,6 +4,7 @@
  * /v1/leases/:id/observations (the history, JSON) and GET /v1/hosts (admin). Everything here reads
  * pglease's own tables and the catalogs' view of the lease's role; nothing touches the lease's objects.
  */
+import { authorizedLease as sharedAuthorizedLease } from './lease-access.js';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type, type Static } from '@sinclair/typebox';
@@ -14,7 +15,6 @@ import { identifyCaller } from '../auth/caller.js';
 import { ControlError } from './errors.js';
 import { ErrorSchema, LeaseParams, LeaseStateSchema } from './schemas.js';
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const Timestamp = Type.String({ format: 'date-time' });
 const MaybeTimestamp = Type.Union([Timestamp, Type.Null()]);
 const MaybeInteger = Type.Union([Type.Integer(), Type.Null()]);
@@ -88,14 +88,10 @@ export const HostSchema = Type.Object({
 
 export async function observationRoutes(app: FastifyInstance, context: ServiceContext): Promise<void> {
   const routes = app.withTypeProvider<TypeBoxTypeProvider>();
-  const { leases, config, host } = context;
+  const { config, host } = context;
 
   async function authorizedLease(request: FastifyRequest, id: string): Promise<LeaseRow> {
-    const caller = identifyCaller(request, config.adminToken);
-    if (caller.kind === 'anonymous') throw new ControlError('PGLEASE_UNAUTHORIZED');
-    const lease = UUID.test(id) ? await leases.find(id.toLowerCase(), caller.kind === 'admin' ? null : caller.token) : undefined;
-    if (!lease) throw new ControlError('PGLEASE_NOT_FOUND');
-    return lease;
+    return (await sharedAuthorizedLease(context, request, id)).lease;
   }
 
   routes.get(

@@ -29,12 +29,12 @@
  * 401, and the studio then falls back to asking for the document with If-None-Match). Streams are
  * bounded: STREAMS_PER_LEASE per lease, STREAMS_IN_ALL per process (429 beyond).
  */
+import { authorizedLease } from '../../control/lease-access.js';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type pg from 'pg';
 import type { ServiceContext } from '../../service-context.js';
 import type { RestService } from '../../rest/rest-service.js';
-import { identifyCaller } from '../../auth/caller.js';
 import { ControlError } from '../../control/errors.js';
 import { ErrorSchema, LeaseParams } from '../../control/schemas.js';
 
@@ -45,7 +45,6 @@ const SCHEMA_EVENT_GAP_MS = 200;
 export const STREAMS_PER_LEASE = 16;
 const STREAMS_IN_ALL = 500;
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** One reading of a lease: its state, a counter string per table, a fingerprint of its catalog rows. */
 interface Reading {
@@ -256,7 +255,7 @@ function send(stream: Stream, event: string, data: object): void {
 
 export async function studioFeedRoutes(app: FastifyInstance, context: ServiceContext, rest: RestService): Promise<ChangeFeed> {
   const routes = app.withTypeProvider<TypeBoxTypeProvider>();
-  const { leases, config, host } = context;
+  const { host } = context;
   const feed = new ChangeFeed(host.pool, rest, (message) => app.log.warn(message));
   // open streams would hold the server's close open: they end first
   app.addHook('preClose', async () => feed.close());
@@ -276,11 +275,8 @@ export async function studioFeedRoutes(app: FastifyInstance, context: ServiceCon
       },
     },
     async (request, reply) => {
-      const caller = identifyCaller(request, config.adminToken);
-      if (caller.kind === 'anonymous') throw new ControlError('PGLEASE_UNAUTHORIZED');
-      const { id } = request.params;
-      const lease = UUID.test(id) ? await leases.find(id.toLowerCase(), caller.kind === 'admin' ? null : caller.token) : undefined;
-      if (!lease || lease.state !== 'active') throw new ControlError('PGLEASE_NOT_FOUND');
+      const { lease } = await authorizedLease(context, request, request.params.id);
+      if (lease.state !== 'active') throw new ControlError('PGLEASE_NOT_FOUND');
       if (!feed.canOpen(lease.id)) {
         throw new ControlError('PGLEASE_RATE_LIMITED', `At most ${STREAMS_PER_LEASE} change feeds per lease are open at once: close a studio tab`);
       }

@@ -8,6 +8,7 @@
  * endpoint takes the lease token (or the admin token) and runs the statement as the lease
  * (./lease-sql.ts): the service's own connections only look the lease up in pglease.leases.
  */
+import { authorizedLease } from '../../control/lease-access.js';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -15,7 +16,6 @@ import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { ServiceContext } from '../../service-context.js';
-import { identifyCaller } from '../../auth/caller.js';
 import { ControlError } from '../../control/errors.js';
 import { ErrorSchema, LeaseParams } from '../../control/schemas.js';
 import { projectPath } from '../../paths.js';
@@ -70,7 +70,7 @@ const SqlResultSchema = Type.Object({
 
 export async function studioRoutes(app: FastifyInstance, context: ServiceContext): Promise<void> {
   const routes = app.withTypeProvider<TypeBoxTypeProvider>();
-  const { leases, config, host } = context;
+  const { leases, host } = context;
 
   routes.get('/v1/leases/:id/studio', { schema: { hide: true, params: LeaseParams } }, async (request, reply) => {
     const { id } = request.params;
@@ -102,11 +102,7 @@ export async function studioRoutes(app: FastifyInstance, context: ServiceContext
       },
     },
     async (request) => {
-      const caller = identifyCaller(request, config.adminToken);
-      if (caller.kind === 'anonymous') throw new ControlError('PGLEASE_UNAUTHORIZED');
-      const { id } = request.params;
-      const lease = UUID.test(id) ? await leases.find(id.toLowerCase(), caller.kind === 'admin' ? null : caller.token) : undefined;
-      if (!lease) throw new ControlError('PGLEASE_NOT_FOUND');
+      const { lease } = await authorizedLease(context, request, request.params.id);
       if (lease.state !== 'active') throw new ControlError('PGLEASE_LEASE_NOT_ACTIVE', `The lease is ${lease.state}`);
       try {
         const result = await runLeaseSql(host.databaseUrl, host.authenticatorKey, lease, request.body.sql, { write: request.body.write === true });
