@@ -49,6 +49,28 @@ BEGIN
 END
 $$;
 
+-- pglease.create_declared_role: makes p_role, a JWT role of lease p_lease (<login role>_<name>):
+-- NOLOGIN NOINHERIT, which the lease's authenticator may SET ROLE to without holding its
+-- privileges, and which a service role that is no superuser is a member of (to drop it later).
+-- Used by pglease.declare_lease_role and by a fork taking its source's roles (sql/fork.sql).
+CREATE OR REPLACE FUNCTION pglease.create_declared_role(p_lease pglease.leases, p_role text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  EXECUTE format('CREATE ROLE %I NOLOGIN NOINHERIT', p_role);
+  IF current_setting('server_version_num')::int >= 160000 THEN
+    EXECUTE format('GRANT %I TO %I WITH INHERIT FALSE, SET TRUE', p_role, p_lease.auth_role);
+  ELSE
+    EXECUTE format('GRANT %I TO %I', p_role, p_lease.auth_role);
+  END IF;
+  IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+    EXECUTE format('GRANT %I TO %I', p_role, current_user);
+  END IF;
+END
+$$;
+
 -- pglease.declare_lease_role: makes `p_name` a role the lease's JWTs may name: the NOLOGIN role
 -- <lease>_<p_name>, which
 --   * the lease's authenticator may SET ROLE to and nothing more (Postgres 16+: WITH INHERIT
@@ -88,16 +110,12 @@ BEGIN
     RAISE EXCEPTION 'a lease declares at most 32 roles' USING ERRCODE = '54000';
   END IF;
 
-  EXECUTE format('CREATE ROLE %I NOLOGIN NOINHERIT', v_role);
-  IF current_setting('server_version_num')::int >= 160000 THEN
-    EXECUTE format('GRANT %I TO %I WITH INHERIT FALSE, SET TRUE', v_role, v_lease.auth_role);
-  ELSE
-    EXECUTE format('GRANT %I TO %I', v_role, v_lease.auth_role);
+  PERFORM pglease.create_declared_role(v_lease, v_role);
+  -- a database lease's roles use its public schema as PUBLIC may (Postgres 15+), and other schemas
+  -- of its database as the lease grants: pglease never connects there
+  IF v_lease.kind = 'schema' THEN
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', v_lease.schema_name, v_role);
   END IF;
-  IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
-    EXECUTE format('GRANT %I TO %I', v_role, current_user);
-  END IF;
-  EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', v_lease.schema_name, v_role);
 
   UPDATE pglease.leases SET user_roles = user_roles || p_name WHERE id = p_id;
   RETURN v_role;

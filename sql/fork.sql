@@ -84,8 +84,8 @@ END
 $$;
 
 -- pglease.fork_declared_roles: gives a parked fork the JWT roles its source declared
--- (<fork>_<name>, as pglease.declare_lease_role makes them: NOLOGIN NOINHERIT, SET-able by the
--- fork's authenticator), and answers the map of the source's roles to the fork's, for the
+-- (<fork>_<name>, made by pglease.create_declared_role as pglease.declare_lease_role makes them),
+-- and answers the map of the source's roles to the fork's, for the
 -- handover (sql/handover/fork.sql): {"<source login>": "<fork login>", ...}.
 CREATE OR REPLACE FUNCTION pglease.fork_declared_roles(p_source uuid, p_fork uuid)
 RETURNS jsonb
@@ -109,15 +109,7 @@ BEGIN
   FOREACH v_name IN ARRAY v_source.user_roles LOOP
     v_role := v_fork.role_name || '_' || v_name;
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = v_role) THEN
-      EXECUTE format('CREATE ROLE %I NOLOGIN NOINHERIT', v_role);
-      IF current_setting('server_version_num')::int >= 160000 THEN
-        EXECUTE format('GRANT %I TO %I WITH INHERIT FALSE, SET TRUE', v_role, v_fork.auth_role);
-      ELSE
-        EXECUTE format('GRANT %I TO %I', v_role, v_fork.auth_role);
-      END IF;
-      IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
-        EXECUTE format('GRANT %I TO %I', v_role, current_user);
-      END IF;
+      PERFORM pglease.create_declared_role(v_fork, v_role);
     END IF;
     v_map := v_map || jsonb_build_object(v_source.role_name || '_' || v_name, v_role);
   END LOOP;

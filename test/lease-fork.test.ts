@@ -83,6 +83,14 @@ describe('a fork of a database lease', () => {
     await queryUrl(source.url, `GRANT SELECT ON items TO ${source.anon_role}; GRANT USAGE ON SCHEMA app TO ${source.anon_role};
                                 GRANT SELECT (email) ON app.people TO ${source.anon_role};
                                 CREATE POLICY anon_reads ON trapped FOR SELECT TO ${source.anon_role} USING (true)`);
+    // a JWT role the source declared: the fork gets its own, with the same grants
+    const declared = await fetch(`${service.baseUrl}/v1/leases/${source.id}/roles`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${source.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'editor' }),
+    });
+    expect(declared.status, await declared.clone().text()).toBeLessThan(300);
+    await queryUrl(source.url, `GRANT SELECT, UPDATE ON items TO ${source.role}_editor`);
     sourceSession = new pg.Client({ connectionString: source.url });
     sourceSession.on('error', () => undefined);
     sourceSession.on('end', () => (sourceSessionEnded = true));
@@ -153,6 +161,8 @@ describe('a fork of a database lease', () => {
       [forked.anon_role],
     );
     expect(grants).toEqual({ items: true, email: true, mood: false, policy: true });
+    const [editor] = await queryUrl<{ update: boolean }>(forked.url, `SELECT has_table_privilege($1, 'items', 'UPDATE') AS update`, [`${forked.role}_editor`]);
+    expect(editor!.update).toBe(true);
     // new functions start private in the fork too
     await queryUrl(forked.url, 'CREATE FUNCTION fresh() RETURNS int LANGUAGE sql AS $f$ SELECT 1 $f$');
     const [fresh] = await queryUrl<{ public: boolean }>(forked.url, `SELECT has_function_privilege('public', 'fresh()', 'EXECUTE') AS public`);
