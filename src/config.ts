@@ -114,7 +114,7 @@ export interface Config {
   defaultKind: LeaseKind;
   /** REST API connections: per lease, and of all leases together (their pools share a budget). */
   /** `total` undefined: sized from the server's max_connections (src/db/connection-shares.ts). */
-  restConnections: { perLease: number; total: number | undefined };
+  restConnections: { perLease: number; total: number | undefined; activeStatements: number | undefined };
   /** Largest control API request body, in bytes. */
   bodyLimit: number;
   logLevel: string;
@@ -303,6 +303,7 @@ export function loadConfig(env: Env = process.env): Config {
     restConnections: {
       perLease: integer(env, 'PGLEASE_REST_LEASE_CONNECTIONS', 5, 1, 1000),
       total: env.PGLEASE_REST_MAX_CONNECTIONS ? integer(env, 'PGLEASE_REST_MAX_CONNECTIONS', 0, 1, 100_000) : undefined,
+      activeStatements: env.PGLEASE_REST_ACTIVE_STATEMENTS ? integer(env, 'PGLEASE_REST_ACTIVE_STATEMENTS', 0, 1, 100_000) : undefined,
     },
     bodyLimit: integer(env, 'PGLEASE_BODY_LIMIT', 1_048_576, 1024, 1024 * 1024 * 1024),
     logLevel: text(env, 'LOG_LEVEL') ?? 'info',

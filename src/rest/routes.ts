@@ -61,7 +61,11 @@ export async function restRoutes(app: FastifyInstance, context: ServiceContext, 
     jwt: { allowHttpJwks: context.config.jwksAllowHttp },
     onSchemaLoad: (seconds) => context.metrics.schemaLoaded(seconds),
     log,
-    pools: { maxConnections: connections.perLease, maxTotalConnections: connections.total === undefined ? undefined : Math.max(connections.total, connections.perLease) },
+    pools: {
+      maxConnections: connections.perLease,
+      maxTotalConnections: connections.total === undefined ? undefined : Math.max(connections.total, connections.perLease),
+      maxActiveStatements: connections.activeStatements,
+    },
   });
   const listener = await listenForChanges(context.host, service, log);
   app.addHook('onClose', async () => {

@@ -20,11 +20,13 @@
  * pool, closed with it; it is outside the connection budget (the lease's authenticator may open
  * 10: 5 for the pool, 1 for this).
  */
+import { availableParallelism } from 'node:os';
 import pg from 'pg';
 import { authenticatorPassword } from '../../leases/credentials.js';
 import { closeIdleConnectionOf, ConnectionBudget, ConnectionPool, type UsedPool } from './connection-pool.js';
 import type { LeaseAccess } from './lease-directory.js';
 import { Pipeline, type PipelineStep, type StepRows } from './pipeline.js';
+import { StatementGate } from './statement-gate.js';
 
 /** An error Postgres reported (it has a severity), as opposed to a broken connection. */
 export function isServerError(error: unknown): boolean {
@@ -51,9 +53,18 @@ export interface LeasePoolOptions {
   /** Connections of all pools together (an idle one of another lease is closed to make room). */
   maxTotalConnections?: number;
   connectionTimeoutMs?: number;
+  /** Statements of all pools at once (./statement-gate.ts); the others wait their turn. */
+  maxActiveStatements?: number;
 }
 
 type PoolEntry = UsedPool;
+
+/**
+ * Statements at once by default: 4 per core of this machine, at least 8. On 2 cores, 8 to 10
+ * at once served the most requests (bench:rest-many); Postgres on another host has cores of its
+ * own, which PGLEASE_REST_ACTIVE_STATEMENTS tells.
+ */
+const DEFAULT_ACTIVE_STATEMENTS = Math.max(8, 4 * availableParallelism());
 
 /** The channel of the DDL event trigger (src/rest/notifications.ts listens on it in the lease database). */
 const DDL_CHANNEL = 'pglease_rest_ddl';
@@ -63,6 +74,7 @@ export class LeasePools {
   private readonly options: Required<LeasePoolOptions>;
   private sweeper: NodeJS.Timeout | undefined;
   readonly budget: ConnectionBudget;
+  readonly gate: StatementGate;
   /** The DDL listeners of database leases' pools, by lease id. */
   private readonly listeners = new Map<string, pg.Client>();
   /**
@@ -84,7 +96,9 @@ export class LeasePools {
       maxPools: options.maxPools ?? 10_000,
       maxTotalConnections: options.maxTotalConnections ?? 64,
       connectionTimeoutMs: options.connectionTimeoutMs ?? 10_000,
+      maxActiveStatements: options.maxActiveStatements ?? DEFAULT_ACTIVE_STATEMENTS,
     };
+    this.gate = new StatementGate(this.options.maxActiveStatements);
     this.budget = new ConnectionBudget(this.options.maxTotalConnections, (connections) => closeIdleConnectionOf(this.pools.values(), connections));
   }
 
@@ -158,6 +172,16 @@ export class LeasePools {
    * introspection of a database lease's schemas, which only its own sessions can read.
    */
   async query<T extends pg.QueryResultRow>(lease: LeaseAccess, query: pg.QueryConfig): Promise<pg.QueryResult<T>> {
+    const entered = this.gate.enter();
+    const ticket = entered instanceof Promise ? await entered : entered;
+    try {
+      return await this.queryPassed<T>(lease, query);
+    } finally {
+      this.gate.leave(ticket);
+    }
+  }
+
+  private async queryPassed<T extends pg.QueryResultRow>(lease: LeaseAccess, query: pg.QueryConfig): Promise<pg.QueryResult<T>> {
     const pool = this.pool(lease);
     const acquired = pool.acquire();
     const client = acquired instanceof Promise ? await acquired : acquired;
@@ -194,6 +218,16 @@ export class LeasePools {
    * (and end with COMMIT or ROLLBACK), and a failure is rolled back before the connection is reused.
    */
   async run(lease: LeaseAccess, steps: PipelineStep[], options: { explicitTransaction?: boolean } = {}): Promise<StepRows[]> {
+    const entered = this.gate.enter();
+    const ticket = entered instanceof Promise ? await entered : entered;
+    try {
+      return await this.runPassed(lease, steps, options);
+    } finally {
+      this.gate.leave(ticket);
+    }
+  }
+
+  private async runPassed(lease: LeaseAccess, steps: PipelineStep[], options: { explicitTransaction?: boolean }): Promise<StepRows[]> {
     const pool = this.pool(lease);
     const acquired = pool.acquire();
     const client = acquired instanceof Promise ? await acquired : acquired;
