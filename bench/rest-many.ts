@@ -11,7 +11,8 @@
  * Per step it prints req/s, p50/p99 latency, non-2xx answers, new Postgres sessions per second
  * (pg_stat_database.sessions of the lease database: every REST connection pglease opens, counted
  * by Postgres itself), the most REST backends seen at once (pg_stat_activity, application_name
- * pglease-rest) and pglease's RSS (its /proc status), and req/s and p99 as a ratio to k = 1 of
+ * pglease-rest), pglease's RSS (its /proc status), the CPU time per request of pglease and of the REST
+ * backends (/proc: which side a spread makes work harder), and req/s and p99 as a ratio to k = 1 of
  * the same run. The goal (issue 20): uniform over 200 leases ≥ 0.6x the one-lease req/s and
  * p99 ≤ 3x; uniform over 50 leases ≥ 0.9x.
  *
@@ -66,6 +67,10 @@ interface Step {
   sessionsPerSecond: number;
   restBackends: number;
   rssMb: number;
+  /** pglease's CPU time per request (µs: user + system, from /proc). */
+  nodeMicros: number;
+  /** The REST backends' CPU time per request (µs), summed over those alive at both ends of the step. */
+  postgresMicros: number;
 }
 
 /** A function drawing a lease index in [0, k) with the given spread. */
@@ -111,6 +116,18 @@ async function rssMb(pid: number): Promise<number> {
   const match = /VmRSS:\s+(\d+) kB/.exec(status);
   return match ? Number(match[1]) / 1024 : NaN;
 }
+
+/** CPU time (user + system) a process has used, in µs; 0 once it is gone. */
+async function cpuMicros(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  // the fields after the command name (which may hold spaces) in parentheses: utime and stime are the 12th and 13th
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = Number(fields[11] ?? 0) + Number(fields[12] ?? 0);
+  return (ticks * 1_000_000) / CLOCK_TICKS;
+}
+
+/** Clock ticks per second of /proc's CPU times (USER_HZ: 100 on Linux everywhere). */
+const CLOCK_TICKS = 100;
 
 async function main(): Promise<void> {
   const pglease = await startBenchPglease({
@@ -171,9 +188,21 @@ async function main(): Promise<void> {
           mostRss = Math.max(mostRss, await rssMb(pglease.child.pid!));
         };
         const sampler = setInterval(() => void sample().catch(() => undefined), 500);
+        const backendPids = async () =>
+          (await stats.query<{ pid: number }>(`SELECT pid FROM pg_stat_activity WHERE application_name = 'pglease-rest'`)).rows.map((row) => row.pid);
+        const cpuOf = async (pids: number[]) => new Map(await Promise.all(pids.map(async (pid) => [pid, await cpuMicros(pid)] as const)));
+        const pgBefore = await cpuOf(await backendPids());
+        const nodeBefore = await cpuMicros(pglease.child.pid!);
         const startedAt = Date.now();
         const result = await run(DURATION);
         const seconds = (Date.now() - startedAt) / 1000;
+        const nodeAfter = await cpuMicros(pglease.child.pid!);
+        const pgAfter = await cpuOf([...pgBefore.keys()]);
+        let pgSpent = 0;
+        for (const [pid, before] of pgBefore) {
+          const after = pgAfter.get(pid) ?? 0;
+          if (after >= before) pgSpent += after - before;
+        }
         clearInterval(sampler);
         await sample();
         // pg_stat_database is flushed by each backend within a second or so
@@ -188,6 +217,8 @@ async function main(): Promise<void> {
           sessionsPerSecond: ((await sessions()) - sessionsBefore) / seconds,
           restBackends: mostBackends,
           rssMb: mostRss,
+          nodeMicros: (nodeAfter - nodeBefore) / Math.max(1, result.requests.total),
+          postgresMicros: pgSpent / Math.max(1, result.requests.total),
         };
         steps.push(step);
         console.error(`  ${spread} k=${k}: ${step.requestsPerSecond.toFixed(0)} req/s`);
@@ -200,8 +231,8 @@ async function main(): Promise<void> {
       `bench:rest-many — ${CONNECTIONS} connections, ${DURATION} s per step after ${WARMUP} s of warm-up, GET /items?id=eq.N on a ${ROWS}-row table, ` +
         `REST budget ${budget}, per lease ${perLease}\n`,
     );
-    const header = ['spread', 'k', 'req/s', 'x k=1', 'p50 ms', 'p99 ms', 'x k=1', 'non-2xx', 'conn/s', 'backends', 'RSS MB'];
-    const widths = [8, 4, 8, 6, 7, 7, 6, 8, 8, 9, 7];
+    const header = ['spread', 'k', 'req/s', 'x k=1', 'p50 ms', 'p99 ms', 'x k=1', 'non-2xx', 'conn/s', 'backends', 'RSS MB', 'node µs', 'pg µs'];
+    const widths = [8, 4, 8, 6, 7, 7, 6, 8, 8, 9, 7, 8, 7];
     const row = (cells: string[]) => cells.map((cell, i) => (i < 1 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join(' ');
     console.log(row(header));
     const goals: string[] = [];
@@ -223,6 +254,8 @@ async function main(): Promise<void> {
             step.sessionsPerSecond.toFixed(0),
             String(step.restBackends),
             step.rssMb.toFixed(0),
+            step.nodeMicros.toFixed(0),
+            step.postgresMicros.toFixed(0),
           ]),
         );
         if (spread === 'uniform' && step.leases === 200) {

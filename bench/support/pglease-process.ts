@@ -38,10 +38,18 @@ export async function waitFor(check: () => Promise<boolean>, child: ChildProcess
   }
 }
 
+/**
+ * Node flags for the pglease process from BENCH_NODE_FLAGS (e.g. `--cpu-prof --cpu-prof-dir=/tmp/p`,
+ * which NODE_OPTIONS refuses): to profile the service a benchmark drives.
+ */
+function benchNodeFlags(): string[] {
+  return (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter((flag) => flag !== '');
+}
+
 export async function startBenchPglease(options: BenchPgleaseOptions = {}): Promise<BenchPglease> {
   const dataDir = await mkdtemp(path.join(tmpdir(), 'pglease-bench-'));
   const [httpPort, pgPort] = [await freePort(), await freePort()];
-  const child = spawn(process.execPath, [...(options.nodeFlags ?? []), '--import', 'tsx', ...(options.entry ?? ['src/main.ts'])], {
+  const child = spawn(process.execPath, [...(options.nodeFlags ?? benchNodeFlags()), '--import', 'tsx', ...(options.entry ?? ['src/main.ts'])], {
     cwd: projectRoot,
     env: {
       ...process.env,
