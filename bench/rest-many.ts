@@ -16,7 +16,7 @@
  * the same run. The goal (issue 20): uniform over 200 leases ≥ 0.6x the one-lease req/s and
  * p99 ≤ 3x; uniform over 50 leases ≥ 0.9x.
  *
- *   npm run bench:rest-many [-- --duration 6 --warmup 2 --connections 50 --leases 1,10,50,100,200,500 --spread uniform,zipf]
+ *   npm run bench:rest-many [-- --duration 6 --warmup 2 --connections 50 --leases 1,10,50,100,200,500 --spread uniform,zipf --rounds 1]
  *
  * The environment is passed on to pglease: `PGLEASE_REST_MAX_CONNECTIONS=64 npm run bench:rest-many`
  * measures another budget. Each step warms up first (`--warmup` seconds, not counted): the table
@@ -43,6 +43,12 @@ const WARMUP = option('warmup', 2);
 const CONNECTIONS = option('connections', 50);
 const LEASE_COUNTS = listOption('leases', '1,10,50,100,200,500').map(Number);
 const SPREADS = listOption('spread', 'uniform,zipf') as Spread[];
+/**
+ * Passes over all steps. With more than one, each row is the median over the passes, and its
+ * ratios are the medians of each pass's ratio to that pass's k = 1: on a machine whose other load
+ * comes and goes, steps measured minutes apart are not comparable, steps of one pass more so.
+ */
+const ROUNDS = option('rounds', 1);
 const ADMIN = 'bench-admin-' + randomBytes(8).toString('hex');
 const ROWS = 100;
 /** Leases created (and tables filled) at once. */
@@ -117,6 +123,13 @@ async function rssMb(pid: number): Promise<number> {
   return match ? Number(match[1]) / 1024 : NaN;
 }
 
+function median(values: number[]): number {
+  const sorted = values.filter((value) => !Number.isNaN(value)).sort((a, b) => a - b);
+  if (sorted.length === 0) return NaN;
+  const middle = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+}
+
 /** CPU time (user + system) a process has used, in µs; 0 once it is gone. */
 async function cpuMicros(pid: number): Promise<number> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
@@ -162,73 +175,75 @@ async function main(): Promise<void> {
       (await stats.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'pglease-rest'`)).rows[0]!.n;
 
     const steps: Step[] = [];
-    for (const spread of SPREADS) {
-      for (const k of LEASE_COUNTS) {
-        const draw = drawer(spread, k);
-        const run = (seconds: number) =>
-          autocannon({
-            url: pglease.baseUrl,
-            connections: CONNECTIONS,
-            duration: seconds,
-            requests: [
-              {
-                setupRequest: (request) => {
-                  const target = targets[draw()]!;
-                  return { ...request, path: target.path + (1 + Math.floor(Math.random() * ROWS)), headers: { authorization: target.authorization } };
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const spread of SPREADS) {
+        for (const k of LEASE_COUNTS) {
+          const draw = drawer(spread, k);
+          const run = (seconds: number) =>
+            autocannon({
+              url: pglease.baseUrl,
+              connections: CONNECTIONS,
+              duration: seconds,
+              requests: [
+                {
+                  setupRequest: (request) => {
+                    const target = targets[draw()]!;
+                    return { ...request, path: target.path + (1 + Math.floor(Math.random() * ROWS)), headers: { authorization: target.authorization } };
+                  },
                 },
-              },
-            ],
-          });
-        await run(WARMUP);
-        const sessionsBefore = await sessions();
-        let mostBackends = 0;
-        let mostRss = 0;
-        const sample = async () => {
-          mostBackends = Math.max(mostBackends, await restBackends());
-          mostRss = Math.max(mostRss, await rssMb(pglease.child.pid!));
-        };
-        const sampler = setInterval(() => void sample().catch(() => undefined), 500);
-        const backendPids = async () =>
-          (await stats.query<{ pid: number }>(`SELECT pid FROM pg_stat_activity WHERE application_name = 'pglease-rest'`)).rows.map((row) => row.pid);
-        const cpuOf = async (pids: number[]) => new Map(await Promise.all(pids.map(async (pid) => [pid, await cpuMicros(pid)] as const)));
-        const pgBefore = await cpuOf(await backendPids());
-        const nodeBefore = await cpuMicros(pglease.child.pid!);
-        const startedAt = Date.now();
-        const result = await run(DURATION);
-        const seconds = (Date.now() - startedAt) / 1000;
-        const nodeAfter = await cpuMicros(pglease.child.pid!);
-        const pgAfter = await cpuOf([...pgBefore.keys()]);
-        let pgSpent = 0;
-        for (const [pid, before] of pgBefore) {
-          const after = pgAfter.get(pid) ?? 0;
-          if (after >= before) pgSpent += after - before;
+              ],
+            });
+          await run(WARMUP);
+          const sessionsBefore = await sessions();
+          let mostBackends = 0;
+          let mostRss = 0;
+          const sample = async () => {
+            mostBackends = Math.max(mostBackends, await restBackends());
+            mostRss = Math.max(mostRss, await rssMb(pglease.child.pid!));
+          };
+          const sampler = setInterval(() => void sample().catch(() => undefined), 500);
+          const backendPids = async () =>
+            (await stats.query<{ pid: number }>(`SELECT pid FROM pg_stat_activity WHERE application_name = 'pglease-rest'`)).rows.map((row) => row.pid);
+          const cpuOf = async (pids: number[]) => new Map(await Promise.all(pids.map(async (pid) => [pid, await cpuMicros(pid)] as const)));
+          const pgBefore = await cpuOf(await backendPids());
+          const nodeBefore = await cpuMicros(pglease.child.pid!);
+          const startedAt = Date.now();
+          const result = await run(DURATION);
+          const seconds = (Date.now() - startedAt) / 1000;
+          const nodeAfter = await cpuMicros(pglease.child.pid!);
+          const pgAfter = await cpuOf([...pgBefore.keys()]);
+          let pgSpent = 0;
+          for (const [pid, before] of pgBefore) {
+            const after = pgAfter.get(pid) ?? 0;
+            if (after >= before) pgSpent += after - before;
+          }
+          clearInterval(sampler);
+          await sample();
+          // pg_stat_database is flushed by each backend within a second or so
+          await new Promise((resolve) => setTimeout(resolve, 1_200));
+          const step: Step = {
+            spread,
+            leases: k,
+            requestsPerSecond: result.requests.average,
+            p50: result.latency.p50,
+            p99: result.latency.p99,
+            failures: result.errors + result.non2xx,
+            sessionsPerSecond: ((await sessions()) - sessionsBefore) / seconds,
+            restBackends: mostBackends,
+            rssMb: mostRss,
+            nodeMicros: (nodeAfter - nodeBefore) / Math.max(1, result.requests.total),
+            postgresMicros: pgSpent / Math.max(1, result.requests.total),
+          };
+          steps.push(step);
+          console.error(`  ${ROUNDS > 1 ? `round ${round + 1} ` : ''}${spread} k=${k}: ${step.requestsPerSecond.toFixed(0)} req/s`);
         }
-        clearInterval(sampler);
-        await sample();
-        // pg_stat_database is flushed by each backend within a second or so
-        await new Promise((resolve) => setTimeout(resolve, 1_200));
-        const step: Step = {
-          spread,
-          leases: k,
-          requestsPerSecond: result.requests.average,
-          p50: result.latency.p50,
-          p99: result.latency.p99,
-          failures: result.errors + result.non2xx,
-          sessionsPerSecond: ((await sessions()) - sessionsBefore) / seconds,
-          restBackends: mostBackends,
-          rssMb: mostRss,
-          nodeMicros: (nodeAfter - nodeBefore) / Math.max(1, result.requests.total),
-          postgresMicros: pgSpent / Math.max(1, result.requests.total),
-        };
-        steps.push(step);
-        console.error(`  ${spread} k=${k}: ${step.requestsPerSecond.toFixed(0)} req/s`);
       }
     }
 
     const budget = process.env.PGLEASE_REST_MAX_CONNECTIONS ?? 'default';
     const perLease = process.env.PGLEASE_REST_LEASE_CONNECTIONS ?? 'default';
     console.log(
-      `bench:rest-many — ${CONNECTIONS} connections, ${DURATION} s per step after ${WARMUP} s of warm-up, GET /items?id=eq.N on a ${ROWS}-row table, ` +
+      `bench:rest-many — ${CONNECTIONS} connections, ${DURATION} s per step after ${WARMUP} s of warm-up${ROUNDS > 1 ? `, median of ${ROUNDS} passes` : ''}, GET /items?id=eq.N on a ${ROWS}-row table, ` +
         `REST budget ${budget}, per lease ${perLease}\n`,
     );
     const header = ['spread', 'k', 'req/s', 'x k=1', 'p50 ms', 'p99 ms', 'x k=1', 'non-2xx', 'conn/s', 'backends', 'RSS MB', 'node µs', 'pg µs'];
@@ -237,31 +252,34 @@ async function main(): Promise<void> {
     console.log(row(header));
     const goals: string[] = [];
     for (const spread of SPREADS) {
-      const base = steps.find((step) => step.spread === spread && step.leases === 1);
-      for (const step of steps.filter((s) => s.spread === spread)) {
-        const throughput = base ? step.requestsPerSecond / base.requestsPerSecond : NaN;
-        const latency = base ? step.p99 / base.p99 : NaN;
+      for (const k of LEASE_COUNTS) {
+        const passes = steps.filter((step) => step.spread === spread && step.leases === k);
+        const bases = steps.filter((step) => step.spread === spread && step.leases === 1);
+        // each pass's ratio to its own k = 1 (the passes are in the same order in both lists)
+        const throughput = median(passes.map((step, i) => step.requestsPerSecond / (bases[i]?.requestsPerSecond ?? NaN)));
+        const latency = median(passes.map((step, i) => step.p99 / (bases[i]?.p99 ?? NaN)));
+        const of = (pick: (step: Step) => number) => median(passes.map(pick));
         console.log(
           row([
             spread,
-            String(step.leases),
-            step.requestsPerSecond.toFixed(0),
+            String(k),
+            of((step) => step.requestsPerSecond).toFixed(0),
             throughput.toFixed(2),
-            step.p50.toFixed(1),
-            step.p99.toFixed(1),
+            of((step) => step.p50).toFixed(1),
+            of((step) => step.p99).toFixed(1),
             latency.toFixed(2),
-            String(step.failures),
-            step.sessionsPerSecond.toFixed(0),
-            String(step.restBackends),
-            step.rssMb.toFixed(0),
-            step.nodeMicros.toFixed(0),
-            step.postgresMicros.toFixed(0),
+            String(passes.reduce((sum, step) => sum + step.failures, 0)),
+            of((step) => step.sessionsPerSecond).toFixed(0),
+            String(Math.max(...passes.map((step) => step.restBackends))),
+            of((step) => step.rssMb).toFixed(0),
+            of((step) => step.nodeMicros).toFixed(0),
+            of((step) => step.postgresMicros).toFixed(0),
           ]),
         );
-        if (spread === 'uniform' && step.leases === 200) {
+        if (spread === 'uniform' && k === 200) {
           goals.push(`uniform k=200: ${throughput.toFixed(2)}x req/s (goal ≥ 0.6x) and ${latency.toFixed(2)}x p99 (goal ≤ 3x): ${throughput >= 0.6 && latency <= 3 ? 'met' : 'NOT met'}`);
         }
-        if (spread === 'uniform' && step.leases === 50) goals.push(`uniform k=50: ${throughput.toFixed(2)}x req/s (goal ≥ 0.9x): ${throughput >= 0.9 ? 'met' : 'NOT met'}`);
+        if (spread === 'uniform' && k === 50) goals.push(`uniform k=50: ${throughput.toFixed(2)}x req/s (goal ≥ 0.9x): ${throughput >= 0.9 ? 'met' : 'NOT met'}`);
       }
     }
     console.log('');
