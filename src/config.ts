@@ -130,6 +130,12 @@ export interface Config {
    */
   databaseTimeoutSeconds: number;
   /**
+   * How often each lease host is probed and the host registry read again (s; src/hosts/fleet.ts):
+   * how long a dead host can still be picked for a create (a create that fails there goes to
+   * another host at once), and how soon a host added by another process is served here.
+   */
+  hostProbeIntervalSeconds: number;
+  /**
    * Locks the sessions of one lease may hold together before the lease is ended
    * (src/leases/lock-guard.ts); null: a quarter of the server's shared lock table.
    */
@@ -310,6 +316,7 @@ export function loadConfig(env: Env = process.env): Config {
     serverTiming: flag(env, 'PGLEASE_SERVER_TIMING', false),
     shutdownGraceSeconds: seconds(env, 'PGLEASE_SHUTDOWN_GRACE', 8, 0, 3600),
     databaseTimeoutSeconds: seconds(env, 'PGLEASE_DB_TIMEOUT', 30, 1, 3600),
+    hostProbeIntervalSeconds: seconds(env, 'PGLEASE_HOST_PROBE_INTERVAL', 5, 1, 3600),
     maxLeaseLocks: env.PGLEASE_MAX_LOCKS ? integer(env, 'PGLEASE_MAX_LOCKS', 0, 100, 100_000_000) : null,
     jobs: {
       schedulerEnabled: flag(env, 'PGLEASE_SCHEDULER', true),
