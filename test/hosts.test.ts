@@ -14,6 +14,7 @@ import { startExtraCluster, type ExtraCluster } from './support/extra-clusters.j
 import { leaseInconsistencies } from './support/lease-consistency.js';
 import { ADMIN_TOKEN, queryUrl, startTestService, superuserDatabaseUrl, type CreatedLeaseJson, type TestService } from './support/service.js';
 import { waitFor } from './support/wait.js';
+import { runCli } from '../src/cli/program.js';
 
 const admin = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' };
 const database = `pglease_test_${randomBytes(4).toString('hex')}`;
@@ -156,6 +157,33 @@ describe('many lease hosts', () => {
     expect((await call(first, 'GET', '/v1/hosts')).json.items.map((host: { registry: { name: string } }) => host.registry.name)).toEqual(['control', 'h2']);
     for (const lease of during) await call(first, 'DELETE', `/v1/leases/${lease.id}`, undefined, { authorization: `Bearer ${lease.token}` });
   }, 120_000);
+
+  it('pglease host ls | drain | undrain | rm | add, with the admin token', async () => {
+    const cli = async (...args: string[]) => {
+      let stdout = '';
+      let stderr = '';
+      const code = await runCli(['host', ...args], {
+        stdout: { write: (text: string) => (stdout += text), isTTY: false },
+        stderr: { write: (text: string) => (stderr += text), isTTY: false },
+        env: { PGLEASE_URL: first.baseUrl, PGLEASE_ADMIN_TOKEN: ADMIN_TOKEN, PGLEASE_HOME: '/nonexistent-pglease-home' },
+      });
+      return { code, stdout, stderr };
+    };
+    const listed = await cli('ls');
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(listed.stdout).toMatch(/^control\s+available/m);
+    expect(listed.stdout).toMatch(/^h2\s+available/m);
+    expect(listed.stdout).not.toMatch(/:[^/@\s]*@/);
+    expect((await cli('drain', 'h2')).stdout).toMatch(/h2 is draining/);
+    expect((await cli('ls')).stdout).toMatch(/^h2\s.*\syes\s/m);
+    expect((await cli('undrain', 'h2')).stdout).toMatch(/h2 takes new leases/);
+    const missing = await cli('rm', 'nope');
+    expect(missing.code).not.toBe(0);
+    expect(missing.stderr).toMatch(/No host named "nope"/);
+    const bad = await cli('add', 'h9', 'postgresql://127.0.0.1:1/postgres');
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/no Postgres answers/);
+  });
 
   it("a second process serves the first's hosts; a host crashed mid-burst costs no create and comes back clean", async () => {
     second = await startTestService({

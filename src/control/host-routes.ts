@@ -37,7 +37,7 @@ export const HostSchema = Type.Object({
   probed_at: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
   created_at: Type.String({ format: 'date-time' }),
 });
-type HostJson = Static<typeof HostSchema>;
+export type HostJson = Static<typeof HostSchema>;
 
 const AddHostBody = Type.Object(
   {
