@@ -15,6 +15,7 @@ import { leaseInconsistencies } from './support/lease-consistency.js';
 import { ADMIN_TOKEN, queryUrl, startTestService, superuserDatabaseUrl, type CreatedLeaseJson, type TestService } from './support/service.js';
 import { waitFor } from './support/wait.js';
 import { runCli } from '../src/cli/program.js';
+import { loadConfig } from '../src/config.js';
 
 const admin = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' };
 const database = `pglease_test_${randomBytes(4).toString('hex')}`;
@@ -60,6 +61,16 @@ function hostDatabaseUrl(index: number): string {
 }
 
 describe('many lease hosts', () => {
+  it('refuses a PGLEASE_HOSTS it cannot read, naming the host and field', () => {
+    expect(() => loadConfig({ PGLEASE_HOSTS: 'db2=postgres://x' })).toThrow(/PGLEASE_HOSTS: expected a JSON array/);
+    expect(() => loadConfig({ PGLEASE_HOSTS: '[{"name": "db2", "url": "http://x"}]' })).toThrow(/host 1 \(db2\): url must be a postgresql:\/\/ URL/);
+    expect(() => loadConfig({ PGLEASE_HOSTS: '[{"name": "db2", "url": "postgresql://x/", "capacity": -1}]' })).toThrow(/capacity must be a whole number/);
+    expect(() => loadConfig({ PGLEASE_HOSTS: '[{"name": "control", "url": "postgresql://x/"}]' })).toThrow(/"control" is taken/);
+    expect(loadConfig({ PGLEASE_HOSTS: '[{"name": "db2", "url": "postgresql://u:p@db2.example:5432/postgres"}]' }).staticHosts).toEqual([
+      { name: 'db2', url: 'postgresql://u:p@db2.example:5432/postgres', capacity: undefined, weight: undefined, publicHost: undefined, publicPort: undefined, tls: 'verify-full', caPem: undefined },
+    ]);
+  });
+
   it('refuses a host it cannot use with {code, message, field}', async () => {
     const refused = async (body: Record<string, unknown>, field: string, status = 400) => {
       const { status: got, json } = await call(first, 'POST', '/v1/hosts', body);
@@ -186,7 +197,9 @@ describe('many lease hosts', () => {
   });
 
   it("a second process serves the first's hosts; a host crashed mid-burst costs no create and comes back clean", async () => {
+    // the cluster of h1 (removed above) comes back as h3, from the static list
     second = await startTestService({
+      PGLEASE_HOSTS: JSON.stringify([{ name: 'h3', url: clusters[0]!.url, capacity: 50 }]),
       PGLEASE_DATABASE: database,
       PGLEASE_LEASE_POOL: '0',
       PGLEASE_HOST_PROBE_INTERVAL: '1',
@@ -203,6 +216,8 @@ describe('many lease hosts', () => {
     const viaSecond = await call(second, 'GET', `/v1/leases/${onH2!.id}`, undefined, { authorization: `Bearer ${onH2!.token}` });
     expect(viaSecond.status).toBe(200);
     expect(viaSecond.json.port).toBe(clusters[1]!.port);
+    const registered = (await call(first, 'GET', '/v1/hosts')).json.items.map((host: { registry: { name: string } }) => host.registry.name);
+    expect(registered).toEqual(['control', 'h2', 'h3']);
 
     // a short lease on h2, reaped there once, by one of the two processes' schedulers
     let shortOnH2: CreatedLeaseJson | undefined;
@@ -263,7 +278,7 @@ describe('many lease hosts', () => {
       const response = await call(second!, 'GET', `/v1/leases/${onH2!.id}`, undefined, { authorization: `Bearer ${onH2!.token}` });
       return response.status === 200 ? true : undefined;
     }, 30_000);
-    for (const url of [superuserDatabaseUrl(first), hostDatabaseUrl(1)]) {
+    for (const url of [superuserDatabaseUrl(first), hostDatabaseUrl(0), hostDatabaseUrl(1)]) {
       const client = new pg.Client({ connectionString: url });
       await client.connect();
       try {

@@ -11,12 +11,11 @@ import { Type, type Static } from '@sinclair/typebox';
 import type { ServiceContext } from '../service-context.js';
 import { identifyCaller } from '../auth/caller.js';
 import { HostRefused } from '../hosts/fleet.js';
-import type { HostEntry, HostTlsMode } from '../hosts/host-registry.js';
+import { defaultTls, HOST_NAME_PATTERN as HOST_NAME, type HostEntry } from '../hosts/host-registry.js';
 import { libpqCompatibleUrl, TlsUrlError } from '../tls/libpq-url.js';
 import { ControlError } from './errors.js';
 import { ErrorSchema } from './schemas.js';
 
-const HOST_NAME = '^[a-z0-9][a-z0-9_-]{0,62}$';
 const TlsMode = Type.Union([Type.Literal('disable'), Type.Literal('require'), Type.Literal('verify-full')]);
 
 /** A host as the registry knows it (part of each item of GET /v1/hosts, src/control/observation-routes.ts). */
@@ -89,13 +88,6 @@ export function hostJson(entry: HostEntry): HostJson {
     probed_at: entry.probed_at?.toISOString() ?? null,
     created_at: entry.created_at.toISOString(),
   };
-}
-
-/** The TLS mode a host gets when none is asked: the URL's sslmode, else none on this machine, else verify-full. */
-function defaultTls(url: URL): HostTlsMode {
-  const mode = url.searchParams.get('sslmode');
-  if (mode === 'disable' || mode === 'require' || mode === 'verify-full') return mode;
-  return ['localhost', '127.0.0.1', '[::1]'].includes(url.hostname) ? 'disable' : 'verify-full';
 }
 
 /** A host's failure to install as a message that says what to fix. */

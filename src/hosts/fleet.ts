@@ -41,6 +41,8 @@ interface HostSlot {
   failures: number;
   lastError: string | null;
   opening: Promise<void> | undefined;
+  /** It can never serve as this registry's host (HostRefused): not tried again. */
+  refused?: boolean;
 }
 
 /** A lease's host, or why it cannot serve: `unavailable` names the host and its state. */
@@ -136,6 +138,11 @@ export class Fleet {
     await registry.ensureControl();
     const controlEntry = (await registry.find(CONTROL_HOST_NAME))!;
     const fleet = new Fleet(control, controlEntry, registry, options);
+    // PGLEASE_HOSTS: registered unless a host has the name; one that is down now is tried at each probe
+    for (const host of options.config.staticHosts) {
+      if (!(await registry.insert(host))) continue;
+      options.log(`host ${host.name}: registered from PGLEASE_HOSTS`);
+    }
     await fleet.refresh();
     return fleet;
   }
@@ -237,6 +244,8 @@ export class Fleet {
     await slot.services.leasePool.close();
     const { rows } = await slot.services.host.pool.query<{ live: number }>(`SELECT count(*)::int AS live FROM pglease.leases WHERE state IN ('active', 'provisioning')`);
     if (rows[0]!.live > 0) return { busy: rows[0]!.live };
+    // the lease database may be added again (here or to another registry) under a new tag
+    await slot.services.host.pool.query('DELETE FROM pglease.lease_id_tag');
     if (!(await this.registry.remove(entry.id))) return 'unknown';
     this.slots.delete(entry.id);
     await slot.services.close().catch(() => undefined);
@@ -316,7 +325,8 @@ export class Fleet {
         if (this.timer) services.start({ warmPools: this.options.warmPools });
       } catch (error) {
         this.failed(slot, error);
-        this.options.log(`host ${slot.entry.name}: cannot be opened (${slot.lastError})`);
+        slot.refused = error instanceof HostRefused;
+        this.options.log(`host ${slot.entry.name}: cannot be opened (${slot.lastError})${slot.refused ? ': remove it (DELETE /v1/hosts/' + slot.entry.name + ')' : ''}`);
       } finally {
         slot.opening = undefined;
       }
@@ -352,7 +362,7 @@ export class Fleet {
     const placedBefore = slot.entry.placed;
     let live: number | undefined;
     if (!slot.services) {
-      if (slot.entry.url !== null) void this.tryOpen(slot);
+      if (slot.entry.url !== null && !slot.refused) void this.tryOpen(slot);
     } else {
       try {
         // live leases, and the host's own observer's verdict (connections or disk nearly used up)

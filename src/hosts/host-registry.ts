@@ -33,6 +33,16 @@ export interface HostEntry {
   created_at: Date;
 }
 
+/** A host name: 1 to 63 lower-case letters, digits, _ and -. */
+export const HOST_NAME_PATTERN = '^[a-z0-9][a-z0-9_-]{0,62}$';
+
+/** The TLS mode a host gets when none is asked: the URL's sslmode, else none on this machine, else verify-full. */
+export function defaultTls(url: URL): HostTlsMode {
+  const mode = url.searchParams.get('sslmode');
+  if (mode === 'disable' || mode === 'require' || mode === 'verify-full') return mode;
+  return ['localhost', '127.0.0.1', '[::1]'].includes(url.hostname) ? 'disable' : 'verify-full';
+}
+
 export interface NewHost {
   name: string;
   url: string;
