@@ -7,8 +7,10 @@
  * its state, and once it is back nothing is left over on any host.
  */
 import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
 import { withDatabase } from '../src/db/host.js';
 import { startExtraCluster, type ExtraCluster } from './support/extra-clusters.js';
 import { leaseInconsistencies } from './support/lease-consistency.js';
@@ -289,4 +291,27 @@ describe('many lease hosts', () => {
     }
     expect(await queryUrl(onH2!.url, 'SELECT 1 AS one')).toEqual([{ one: 1 }]);
   }, 180_000);
+});
+
+describe('docker/compose.hosts.yaml', () => {
+  it('runs two Postgres hosts and two pglease replicas behind a proxy, db2 registered from PGLEASE_HOSTS', async () => {
+    type Service = { image?: string; command?: string[]; environment?: Record<string, string>; ports?: string[]; depends_on?: Record<string, unknown> | string[] };
+    const compose = parse(await readFile(new URL('../docker/compose.hosts.yaml', import.meta.url), 'utf8'), { merge: true }) as { services: Record<string, Service> };
+    const { db1, db2, proxy } = compose.services;
+    const replicas = [compose.services['pglease-a']!, compose.services['pglease-b']!];
+    expect(db1?.image).toMatch(/^postgres:\d+/);
+    expect(db2?.image).toBe(db1?.image);
+    for (const replica of replicas) {
+      const env = replica.environment!;
+      expect(new URL(env.DATABASE_URL!).hostname).toBe('db1');
+      // the same static list in both: PGLEASE_HOSTS parses as pglease reads it, and names db2's published port
+      const hosts = loadConfig({ PGLEASE_HOSTS: env.PGLEASE_HOSTS! }).staticHosts;
+      expect(hosts.map((host) => [host.name, new URL(host.url).hostname, host.publicPort])).toEqual([['db2', 'db2', 5433]]);
+      expect(db2!.ports).toContain(`127.0.0.1:${hosts[0]!.publicPort}:5432`);
+      expect(env.PGLEASE_ADMIN_TOKEN).toMatch(/^\$\{PGLEASE_ADMIN_TOKEN:\?.+\}$/);
+    }
+    expect(replicas[0]!.environment).toEqual(replicas[1]!.environment);
+    expect(proxy!.command!.join(' ')).toMatch(/--to pglease-a:8080 --to pglease-b:8080/);
+    expect(proxy!.ports).toContain('127.0.0.1:8080:8080');
+  });
 });
