@@ -347,7 +347,8 @@ export class Fleet {
     this.probing ??= (async () => {
       try {
         await this.refresh();
-        await Promise.all([...this.slots.values()].map((slot) => this.probeOne(slot)));
+        // alone, the control host needs no count: placement only starts with a second host
+        if (this.spread) await Promise.all([...this.slots.values()].map((slot) => this.probeOne(slot)));
       } catch (error) {
         this.options.log(`host probe failed: ${error instanceof Error ? error.message : String(error)}`);
       } finally {
