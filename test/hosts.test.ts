@@ -171,6 +171,22 @@ describe('many lease hosts', () => {
     for (const lease of during) await call(first, 'DELETE', `/v1/leases/${lease.id}`, undefined, { authorization: `Bearer ${lease.token}` });
   }, 120_000);
 
+  it('puts a lease on another host on a plan defined on the control database', async () => {
+    expect((await call(first, 'PUT', '/v1/plans/tiny', { max_size_bytes: 1_048_576, max_rows: 10 })).status).toBe(201);
+    let onH2: CreatedLeaseJson | undefined;
+    const others: CreatedLeaseJson[] = [];
+    for (let i = 0; i < 8 && !onH2; i++) {
+      const lease = (await call(first, 'POST', '/v1/leases', { plan: 'tiny' })).json as CreatedLeaseJson & { plan: string };
+      expect(lease.plan).toBe('tiny');
+      if (hostOf(lease) === 'h2') onH2 = lease;
+      else others.push(lease);
+    }
+    expect(onH2).toBeDefined();
+    const got = await call(first, 'GET', `/v1/leases/${onH2!.id}`, undefined, { authorization: `Bearer ${onH2!.token}` });
+    expect(got.json).toMatchObject({ plan: 'tiny', usage: { rows_limit: 10, size_limit_bytes: 1_048_576 } });
+    for (const lease of [...others, onH2!]) await call(first, 'DELETE', `/v1/leases/${lease.id}`, undefined, { authorization: `Bearer ${lease.token}` });
+  });
+
   it('pglease host ls | drain | undrain | rm | add, with the admin token', async () => {
     const cli = async (...args: string[]) => {
       let stdout = '';

@@ -81,6 +81,17 @@ async function planOfCreate(plans: PlanStore, requested: string | undefined, cal
   return plan;
 }
 
+/**
+ * Plans are defined on the control database (PUT /v1/plans); a lease on another host is put on
+ * the host's copy, which is written from the control's when it is missing or differs.
+ */
+async function planOnHost(at: HostServices, plan: Plan, defaultStatementTimeout: string): Promise<void> {
+  const { name, created_at: _created, updated_at: _updated, ...limits } = plan;
+  const there = await at.plans.find(name);
+  const same = there && Object.entries(limits).every(([key, value]) => there[key as keyof Plan] === value);
+  if (!same) await at.plans.put(name, limits, defaultStatementTimeout);
+}
+
 /** Whether a plan changes anything a lease does not already have from its create. */
 function planNeedsApplying(plan: Plan): boolean {
   return plan.name !== DEFAULT_PLAN || plan.max_connections !== null || plan.statement_timeout !== null || plan.max_ttl_seconds !== null;
@@ -177,6 +188,7 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
       if (planNeedsApplying(plan)) {
         // a lease whose plan cannot be put on it is not handed out: it is released
         try {
+          if (at.host !== host) await planOnHost(at, plan, config.leaseLimits.statementTimeout);
           await at.plans.apply(created.lease.id, plan.name);
         } catch (error) {
           await at.leases.release(created.lease.id, request.ip).catch(() => undefined);
@@ -345,6 +357,7 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
       const jwtSecret = forked.lease.jwt_secret ?? null;
       if (plan && planNeedsApplying(plan)) {
         try {
+          if (at.host !== host) await planOnHost(at, plan, config.leaseLimits.statementTimeout);
           await at.plans.apply(forked.lease.id, plan.name);
         } catch (error) {
           await at.leases.release(forked.lease.id, request.ip).catch(() => undefined);
