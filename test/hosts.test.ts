@@ -7,7 +7,9 @@
  * its state, and once it is back nothing is left over on any host.
  */
 import { randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
@@ -213,6 +215,42 @@ describe('many lease hosts', () => {
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toMatch(/no Postgres answers/);
   });
+
+  it('connects to a host with TLS as registered (verify-full with its CA), and lease URLs say so', async () => {
+    const secure = await startExtraCluster({ tls: 'require' });
+    const caDir = await mkdtemp(path.join(tmpdir(), 'pglease-tls1-'));
+    try {
+      const plain = new URL(secure.url);
+      plain.search = '';
+      // the server refuses logins without TLS
+      const refused = await call(first, 'POST', '/v1/hosts', { name: 'tls1', url: plain.toString(), tls: 'disable' });
+      expect({ status: refused.status, field: refused.json.field }).toEqual({ status: 400, field: 'url' });
+      expect((await call(first, 'POST', '/v1/hosts', { name: 'tls1', url: plain.toString(), ca_pem: 'nope' })).json.field).toBe('ca_pem');
+      const added = await call(first, 'POST', '/v1/hosts', { name: 'tls1', url: plain.toString(), tls: 'verify-full', ca_pem: secure.caPem });
+      expect(added.status, JSON.stringify(added.json)).toBe(201);
+      expect(added.json.tls).toBe('verify-full');
+      // only tls1 takes leases for a moment
+      for (const name of ['control', 'h2']) await call(first, 'PATCH', `/v1/hosts/${name}`, { draining: true });
+      const lease = await create(first).finally(async () => {
+        for (const name of ['control', 'h2']) await call(first, 'PATCH', `/v1/hosts/${name}`, { draining: false });
+      });
+      expect(lease.port).toBe(secure.port);
+      expect(new URL(lease.url).searchParams.get('sslmode')).toBe('verify-full');
+      const caFile = path.join(caDir, 'ca.pem');
+      await writeFile(caFile, secure.caPem!);
+      const verified = new URL(lease.url);
+      verified.searchParams.set('sslrootcert', caFile);
+      expect(await queryUrl(verified.toString(), 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()')).toEqual([{ ssl: true }]);
+      const withoutTls = new URL(lease.url);
+      withoutTls.searchParams.set('sslmode', 'disable');
+      await expect(queryUrl(withoutTls.toString(), 'SELECT 1')).rejects.toThrow(/no pg_hba.conf entry|SSL off/);
+      expect((await call(first, 'DELETE', `/v1/leases/${lease.id}`, undefined, { authorization: `Bearer ${lease.token}` })).status).toBe(204);
+      expect((await call(first, 'DELETE', '/v1/hosts/tls1')).status).toBe(204);
+    } finally {
+      await secure.stop();
+      await rm(caDir, { recursive: true, force: true });
+    }
+  }, 120_000);
 
   it("a second process serves the first's hosts; a host crashed mid-burst costs no create and comes back clean", async () => {
     // the cluster of h1 (removed above) comes back as h3, from the static list

@@ -16,6 +16,8 @@ export interface ExtraCluster {
   /** Superuser URL of the cluster's `postgres` database. */
   url: string;
   port: number;
+  /** With tls: the CA that signed the server's certificate (PEM). */
+  caPem: string | undefined;
   /** Immediate shutdown of the postmaster (no checkpoint, sessions cut): a crash, as clients see it. */
   crash: () => Promise<void>;
   /** Starts the cluster again on its data directory and port (after crash). */
@@ -32,14 +34,17 @@ function alive(pid: number): boolean {
   }
 }
 
-export async function startExtraCluster(): Promise<ExtraCluster> {
+/** `tls: 'require'`: the server makes its own CA and certificate, and refuses logins without TLS. */
+export async function startExtraCluster(options: { tls?: 'require' } = {}): Promise<ExtraCluster> {
   const dataDir = await mkdtemp(path.join(tmpdir(), 'pglease-host-'));
   const port = await freePort();
-  let server: EmbeddedServer | undefined = await startEmbedded({ dataDir, port, listen: 'localhost', maxConnections: 200 });
+  const start = () => startEmbedded({ dataDir, port, listen: 'localhost', maxConnections: 200, ...(options.tls ? { tls: options.tls } : {}) });
+  let server: EmbeddedServer | undefined = await start();
   const url = server.url('postgres');
   return {
     url,
     port,
+    caPem: server.tls?.caPem,
     crash: async () => {
       const pid = Number((await readFile(path.join(dataDir, 'pg', 'postmaster.pid'), 'utf8')).split('\n')[0]);
       process.kill(pid, 'SIGQUIT');
@@ -51,7 +56,7 @@ export async function startExtraCluster(): Promise<ExtraCluster> {
       await stopping;
     },
     restart: async () => {
-      server = await startEmbedded({ dataDir, port, listen: 'localhost', maxConnections: 200 });
+      server = await start();
     },
     stop: async () => {
       await server?.stop();
