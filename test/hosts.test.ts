@@ -130,8 +130,15 @@ describe('many lease hosts', () => {
         return response.status === 200 ? ((await response.json()) as unknown[]) : undefined;
       });
       expect(rest).toEqual([{ id: 1, body: hostOf(lease) }]);
-      const got = await call(first, 'GET', `/v1/leases/${lease.id}`, undefined, { authorization: `Bearer ${lease.token}` });
+      const auth = { authorization: `Bearer ${lease.token}`, 'content-type': 'application/json' };
+      const got = await call(first, 'GET', `/v1/leases/${lease.id}`, undefined, auth);
       expect(got.json.port).toBe(lease.port);
+      // the routes about one lease read its own host: stats, pg:info, the studio's SQL box
+      const stats = await call(first, 'GET', `/v1/leases/${lease.id}/stats`, undefined, auth);
+      expect({ status: stats.status, rows: stats.json.rows }).toEqual({ status: 200, rows: 1 });
+      expect((await call(first, 'GET', `/v1/leases/${lease.id}/info`, undefined, auth)).json.state).toBe('active');
+      const sql = await call(first, 'POST', `/v1/leases/${lease.id}/sql`, { sql: 'SELECT body FROM notes' }, auth);
+      expect({ status: sql.status, body: JSON.stringify(sql.json.rows) }).toEqual({ status: 200, body: expect.stringContaining(hostOf(lease)) });
     }
     // the admin's list holds the leases of every host
     const listed = await call(first, 'GET', '/v1/leases?limit=5');

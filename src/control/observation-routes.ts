@@ -94,8 +94,10 @@ export async function observationRoutes(app: FastifyInstance, context: ServiceCo
   const routes = app.withTypeProvider<TypeBoxTypeProvider>();
   const { config, host } = context;
 
-  async function authorizedLease(request: FastifyRequest, id: string): Promise<LeaseRow> {
-    return (await sharedAuthorizedLease(context, request, id)).lease;
+  /** The lease, and the service pool of its host. */
+  async function authorizedLease(request: FastifyRequest, id: string): Promise<{ lease: LeaseRow; pool: pg.Pool }> {
+    const { lease, at } = await sharedAuthorizedLease(context, request, id);
+    return { lease, pool: at.host.pool };
   }
 
   routes.get(
@@ -111,8 +113,8 @@ export async function observationRoutes(app: FastifyInstance, context: ServiceCo
       },
     },
     async (request) => {
-      const lease = await authorizedLease(request, request.params.id);
-      const info = await readLeaseUsage(host.pool, lease.id, config.jobs.observeIntervalSeconds);
+      const { lease, pool } = await authorizedLease(request, request.params.id);
+      const info = await readLeaseUsage(pool, lease.id, config.jobs.observeIntervalSeconds);
       return {
         id: lease.id,
         name: lease.label,
@@ -153,12 +155,12 @@ export async function observationRoutes(app: FastifyInstance, context: ServiceCo
       },
     },
     async (request) => {
-      const lease = await authorizedLease(request, request.params.id);
+      const { lease, pool } = await authorizedLease(request, request.params.id);
       const since = request.query.since === undefined ? null : new Date(request.query.since);
       if (since !== null && Number.isNaN(since.getTime())) throw new ControlError('PGLEASE_INVALID_PARAMETER', 'since must be a time such as 2026-01-31T12:00:00Z', 'since');
       const limit = request.query.limit === undefined ? 100 : Number(request.query.limit);
       if (!(limit >= 1 && limit <= 1000)) throw new ControlError('PGLEASE_INVALID_PARAMETER', 'limit must be between 1 and 1000', 'limit');
-      const { rows } = await host.pool.query<Static<typeof ObservationSchema> & { observed_at: Date }>({
+      const { rows } = await pool.query<Static<typeof ObservationSchema> & { observed_at: Date }>({
         name: 'pglease.lease-observations',
         text: `SELECT * FROM (
                  SELECT id::text, observed_at, reachable, connections, tables, rows_estimate::float8 AS rows_estimate,

@@ -120,6 +120,8 @@ export class Fleet {
   private readonly slots = new Map<number, HostSlot>();
   private timer: NodeJS.Timeout | undefined;
   private probing: Promise<void> | undefined;
+  /** Hosts add() is opening: a registry read meanwhile leaves them to it. */
+  private readonly adding = new Set<number>();
   private closed = false;
 
   private constructor(
@@ -213,14 +215,27 @@ export class Fleet {
   async add(host: NewHost): Promise<HostEntry> {
     const entry = await this.registry.insert(host);
     if (!entry) throw new HostRefused(`a host named "${host.name}" is registered already`, 'name', true);
+    this.adding.add(entry.id);
     try {
+      // a registry read that came between the insert and this line has opened it already
+      const opened = this.slots.get(entry.id);
+      if (opened) {
+        await opened.opening;
+        if (!opened.services) throw new Error(opened.lastError ?? 'it could not be opened');
+        return entry;
+      }
       const services = await this.openEntry(entry);
       this.slots.set(entry.id, { entry, services, state: 'available', failures: 0, lastError: null, opening: undefined });
       if (this.timer) services.start({ warmPools: this.options.warmPools });
       return entry;
     } catch (error) {
+      const slot = this.slots.get(entry.id);
+      this.slots.delete(entry.id);
+      await slot?.services?.close().catch(() => undefined);
       await this.registry.remove(entry.id);
       throw error instanceof HostRefused ? error : new HostRefused(`the host cannot serve: ${error instanceof Error ? error.message : String(error)}`, 'url');
+    } finally {
+      this.adding.delete(entry.id);
     }
   }
 
@@ -275,13 +290,13 @@ export class Fleet {
         slot.entry = entry;
         continue;
       }
-      if (entry.url === null) continue;
+      if (entry.url === null || this.adding.has(entry.id)) continue;
       const fresh: HostSlot = { entry, services: undefined, state: 'down', failures: 0, lastError: null, opening: undefined };
       this.slots.set(entry.id, fresh);
       await this.tryOpen(fresh);
     }
     for (const [id, slot] of this.slots) {
-      if (seen.has(id) || slot.entry.url === null) continue;
+      if (seen.has(id) || slot.entry.url === null || this.adding.has(id)) continue;
       this.slots.delete(id);
       await slot.services?.close().catch(() => undefined);
     }
@@ -314,7 +329,7 @@ export class Fleet {
     slot.opening ??= (async () => {
       try {
         const services = await this.openEntry(slot.entry);
-        if (this.closed || !this.slots.has(slot.entry.id)) {
+        if (this.closed || this.slots.get(slot.entry.id) !== slot) {
           await services.close();
           return;
         }
