@@ -170,7 +170,7 @@ export class Fleet {
   leaseHost(id: string): LeaseHost {
     const tag = hostTagOfLease(id);
     const slot = tag === 0 ? this.slots.get(this.controlEntry.id) : this.slots.get(tag);
-    if (!slot || slot.entry.url === null && tag !== 0) return { kind: 'unknown' };
+    if (!slot || (slot.entry.url === null && tag !== 0)) return { kind: 'unknown' };
     if (slot.services && slot.state !== 'down') return { kind: 'ready', services: slot.services, name: slot.entry.name };
     return { kind: 'unavailable', name: slot.entry.name, state: slot.state === 'available' ? 'down' : slot.state, since: slot.entry.state_since, error: slot.lastError };
   }
