@@ -2,8 +2,10 @@
  * Configuration: every knob pglease reads from the environment, parsed once, with its default.
  * A bad value stops the start with a message naming the variable, never a silent fallback.
  */
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { ConfigError } from './config-error.js';
+import { CONTROL_HOST_NAME, defaultTls, HOST_NAME_PATTERN, type HostTlsMode, type NewHost } from './hosts/host-registry.js';
 import { DurationError, durationMs, durationSeconds, formatSeconds, postgresInterval } from './duration.js';
 import { LEASE_KINDS, type LeaseKind } from './leases/lease-kind.js';
 import { parseSchedule, ScheduleError } from './scheduler/cron.js';
@@ -130,6 +132,14 @@ export interface Config {
    */
   databaseTimeoutSeconds: number;
   /**
+   * How often each lease host is probed and the host registry read again (s; src/hosts/fleet.ts):
+   * how long a dead host can still be picked for a create (a create that fails there goes to
+   * another host at once), and how soon a host added by another process is served here.
+   */
+  hostProbeIntervalSeconds: number;
+  /** PGLEASE_HOSTS: hosts registered at start unless a host of the name is (docs/hosts.md). */
+  staticHosts: NewHost[];
+  /**
    * Locks the sessions of one lease may hold together before the lease is ended
    * (src/leases/lock-guard.ts); null: a quarter of the server's shared lock table.
    */
@@ -159,6 +169,66 @@ function leaseKind(env: Env, name: string): LeaseKind {
   const kind = LEASE_KINDS.find((known) => known === raw.toLowerCase());
   if (!kind) throw new ConfigError(name, `expected ${LEASE_KINDS.join(' or ')}, got ${JSON.stringify(raw)}`);
   return kind;
+}
+
+/**
+ * PGLEASE_HOSTS: a JSON array of the bodies POST /v1/hosts takes ({name, url, capacity, weight,
+ * public_host, public_port, tls, ca_file}; ca_file: the CA's PEM file instead of ca_pem).
+ */
+function staticHosts(env: Env): NewHost[] {
+  const raw = text(env, 'PGLEASE_HOSTS');
+  if (raw === undefined) return [];
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch {
+    throw new ConfigError('PGLEASE_HOSTS', 'expected a JSON array such as [{"name": "db2", "url": "postgresql://pglease:secret@db2:5432/postgres", "capacity": 500}]');
+  }
+  if (!Array.isArray(parsed)) throw new ConfigError('PGLEASE_HOSTS', 'expected a JSON array of hosts');
+  const seen = new Set<string>();
+  return parsed.map((item: unknown, index) => {
+    const at = `host ${index + 1}`;
+    if (typeof item !== 'object' || item === null) throw new ConfigError('PGLEASE_HOSTS', `${at}: expected an object with name and url`);
+    const host = item as Record<string, unknown>;
+    const known = ['name', 'url', 'capacity', 'weight', 'public_host', 'public_port', 'tls', 'ca_file'];
+    for (const key of Object.keys(host)) if (!known.includes(key)) throw new ConfigError('PGLEASE_HOSTS', `${at}: unknown field "${key}" (known: ${known.join(', ')})`);
+    if (typeof host.name !== 'string' || !new RegExp(HOST_NAME_PATTERN).test(host.name)) throw new ConfigError('PGLEASE_HOSTS', `${at}: name must be 1 to 63 lower-case letters, digits, _ and -`);
+    if (seen.has(host.name) || host.name === CONTROL_HOST_NAME) throw new ConfigError('PGLEASE_HOSTS', `${at}: the name "${host.name}" is taken`);
+    seen.add(host.name);
+    let url: URL;
+    try {
+      url = new URL(String(host.url));
+    } catch {
+      throw new ConfigError('PGLEASE_HOSTS', `${at} (${host.name}): url must be postgresql://user:password@host:port/database`);
+    }
+    if (!['postgres:', 'postgresql:'].includes(url.protocol)) throw new ConfigError('PGLEASE_HOSTS', `${at} (${host.name}): url must be a postgresql:// URL`);
+    const whole = (key: string, min: number, max: number): number | undefined => {
+      const value = host[key];
+      if (value === undefined) return undefined;
+      if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) throw new ConfigError('PGLEASE_HOSTS', `${at} (${host.name}): ${key} must be a whole number from ${min} to ${max}`);
+      return value;
+    };
+    if (host.weight !== undefined && !(typeof host.weight === 'number' && host.weight > 0 && host.weight <= 1000)) throw new ConfigError('PGLEASE_HOSTS', `${at} (${host.name}): weight must be a number above 0, at most 1000`);
+    if (host.tls !== undefined && !['disable', 'require', 'verify-full'].includes(host.tls as string)) throw new ConfigError('PGLEASE_HOSTS', `${at} (${host.name}): tls must be disable, require or verify-full`);
+    let caPem: string | undefined;
+    if (host.ca_file !== undefined) {
+      try {
+        caPem = readFileSync(String(host.ca_file), 'utf8');
+      } catch (error) {
+        throw new ConfigError('PGLEASE_HOSTS', `${at} (${host.name}): ca_file cannot be read (${(error as Error).message})`);
+      }
+    }
+    return {
+      name: host.name,
+      url: url.toString(),
+      capacity: whole('capacity', 0, 10_000_000),
+      weight: host.weight as number | undefined,
+      publicHost: typeof host.public_host === 'string' ? host.public_host : undefined,
+      publicPort: whole('public_port', 1, 65535),
+      tls: (host.tls as HostTlsMode | undefined) ?? defaultTls(url),
+      caPem,
+    };
+  });
 }
 
 function text(env: Env, name: string): string | undefined {
@@ -311,6 +381,8 @@ export function loadConfig(env: Env = process.env): Config {
     serverTiming: flag(env, 'PGLEASE_SERVER_TIMING', false),
     shutdownGraceSeconds: seconds(env, 'PGLEASE_SHUTDOWN_GRACE', 8, 0, 3600),
     databaseTimeoutSeconds: seconds(env, 'PGLEASE_DB_TIMEOUT', 30, 1, 3600),
+    hostProbeIntervalSeconds: seconds(env, 'PGLEASE_HOST_PROBE_INTERVAL', 5, 1, 3600),
+    staticHosts: staticHosts(env),
     maxLeaseLocks: env.PGLEASE_MAX_LOCKS ? integer(env, 'PGLEASE_MAX_LOCKS', 0, 100, 100_000_000) : null,
     jobs: {
       schedulerEnabled: flag(env, 'PGLEASE_SCHEDULER', true),

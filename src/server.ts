@@ -15,6 +15,7 @@ import { leaseStatsRoutes } from './control/lease-stats-routes.js';
 import { snapshotRoutes } from './control/snapshot-routes.js';
 import { templateRoutes } from './control/template-routes.js';
 import { planRoutes } from './control/plan-routes.js';
+import { hostRoutes } from './control/host-routes.js';
 import { observationRoutes } from './control/observation-routes.js';
 import { registerServiceOpenApi } from './control/openapi.js';
 import { registerCors } from './cors.js';
@@ -233,6 +234,7 @@ export async function buildServer(context: ServiceContext, options: ServerOption
     await snapshotRoutes(control, context);
     await templateRoutes(control, context);
     await planRoutes(control, context);
+    await hostRoutes(control, context);
     await observationRoutes(control, context);
     await jobRoutes(control, context);
     await studioRoutes(control, context);

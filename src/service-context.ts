@@ -4,6 +4,7 @@
  */
 import type { Config } from './config.js';
 import type { Host } from './db/host.js';
+import type { Fleet } from './hosts/fleet.js';
 import type { LeasePool } from './leases/lease-pool.js';
 import type { LeaseStore } from './leases/lease-store.js';
 import type { Metrics } from './metrics/metrics.js';
@@ -11,7 +12,11 @@ import type { TemplateStore } from './templates/template-store.js';
 
 export interface ServiceContext {
   config: Config;
+  /** The control host (DATABASE_URL's server, or the embedded one): pglease's own state lives here. */
   host: Host;
+  /** Every lease host, the control one included: which one holds a lease, which one a create goes to. */
+  fleet: Fleet;
+  /** The control host's lease store and warm pools (a lease elsewhere: fleet.leaseHost). */
   leases: LeaseStore;
   /** Where creates come from: this process's warm pools, else provisioning. */
   leasePool: LeasePool;

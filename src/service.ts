@@ -8,13 +8,11 @@ import type { Config } from './config.js';
 import { OWN_CONNECTIONS, restConnectionBudget, serverConnectionLimits, SUPERUSER_RESERVED_CONNECTIONS } from './db/connection-shares.js';
 import { MAX_CONNECTIONS, startEmbedded, type EmbeddedServer } from './db/embedded.js';
 import { openHost, type Host } from './db/host.js';
-import { LeasePool } from './leases/lease-pool.js';
-import { LeaseStore } from './leases/lease-store.js';
-import { LockGuard } from './leases/lock-guard.js';
+import { Fleet } from './hosts/fleet.js';
+import { openHostServices } from './hosts/host-services.js';
 import { TemplateStore } from './templates/template-store.js';
 import { projectPath } from './paths.js';
-import { builtinJobs } from './scheduler/jobs.js';
-import { Scheduler } from './scheduler/scheduler.js';
+import type { Scheduler } from './scheduler/scheduler.js';
 import { buildServer, type ServerOptions } from './server.js';
 import type { ServiceContext } from './service-context.js';
 import { Metrics } from './metrics/metrics.js';
@@ -87,50 +85,55 @@ export async function startService(givenConfig: Config, options: StartOptions = 
       throw error;
     }
   }
-  const leases = new LeaseStore(host, config.leaseLimits);
-  const leasePool = new LeasePool(leases, {
-    plainSize: config.leasePoolSize,
-    templateSize: config.templatePoolSize,
-    databaseSize: config.databasePoolSize,
-    databaseFromStart: config.defaultKind === 'database',
-    rehearseWith: config.createLimits,
+  const metrics = new Metrics();
+  const hostOptions = {
+    config,
+    metrics,
     log,
-  });
+    observeDiskPath: embedded ? config.dataDir : undefined,
+    localServer: embedded !== undefined,
+  };
+  let fleet: Fleet;
+  try {
+    // the control host's scheduler starts here, then each registered host's (src/hosts/)
+    const controlServices = await openHostServices(host, hostOptions).catch(async (error: unknown) => {
+      await host.close();
+      throw error;
+    });
+    fleet = await Fleet.open(controlServices, {
+      ...hostOptions,
+      probeIntervalMs: config.hostProbeIntervalSeconds * 1000,
+      warmPools: options.warmPools !== false,
+    }).catch(async (error: unknown) => {
+      await controlServices.close();
+      throw error;
+    });
+  } catch (error) {
+    await embedded?.stop();
+    throw error;
+  }
+  const control = fleet.control;
   const context: ServiceContext = {
     config,
     host,
-    leases,
-    leasePool,
-    templates: new TemplateStore(host, leases, leasePool, log),
-    metrics: new Metrics(),
+    fleet,
+    leases: control.leases,
+    leasePool: control.leasePool,
+    templates: new TemplateStore(host, control.leases, control.leasePool, log),
+    metrics,
     expectedMigrations: countMigrations(),
   };
-  const app = await buildServer(context, options);
-  let scheduler: Scheduler | undefined;
-  if (config.jobs.schedulerEnabled) {
-    scheduler = new Scheduler({
-      databaseUrl: host.databaseUrl,
-      jobs: builtinJobs({ ...config.jobs, observeDiskPath: config.jobs.observeDiskPath ?? (embedded ? config.dataDir : undefined) }, host.id, {
-        onReaped: (lags) => context.metrics.leasesReaped(lags),
-        onObservationPass: (seconds) => context.metrics.observationPass(seconds),
-      }),
-      log,
-      onRunEnd: (job, outcome) => context.metrics.jobRan(job, outcome),
-    });
-    try {
-      await scheduler.start();
-    } catch (error) {
-      await scheduler.stop();
-      await app.close();
-      await host.close();
-      await embedded?.stop();
-      throw error;
-    }
+  let app: FastifyInstance;
+  try {
+    app = await buildServer(context, options);
+  } catch (error) {
+    await fleet.close();
+    await embedded?.stop();
+    throw error;
   }
-  if (options.warmPools !== false) leasePool.start();
+  const scheduler: Scheduler | undefined = control.scheduler;
+  fleet.start();
   context.metrics.history.start();
-  const lockGuard = new LockGuard(host.databaseUrl, host.pool, log, config.maxLeaseLocks, embedded !== undefined);
-  lockGuard.start();
   let closing: Promise<void> | undefined;
   return {
     app,
@@ -142,11 +145,8 @@ export async function startService(givenConfig: Config, options: StartOptions = 
       (closing ??= (async () => {
         await app.close();
         context.metrics.history.stop();
-        await lockGuard.stop();
-        // no other process can hand out this one's pooled leases: release them while Postgres is up
-        await leasePool.close();
-        await scheduler?.stop();
-        await host.close();
+        // each host's lock guard, warm pools (released while Postgres is up), scheduler and pool
+        await fleet.close();
         await embedded?.stop();
       })()),
   };

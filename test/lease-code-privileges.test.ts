@@ -168,6 +168,15 @@ const PATHS: ServicePath[] = [
     },
   },
   {
+    name: 'GET, PATCH and POST /v1/hosts: the host registry, each host\'s latest observation, an add refused',
+    run: async (harness, tag) => {
+      await trappedLease(harness, tag);
+      expectStatus(await call(harness, 'GET', '/v1/hosts', ADMIN_TOKEN), 200, 'list hosts');
+      expectStatus(await call(harness, 'PATCH', '/v1/hosts/control', ADMIN_TOKEN, { capacity: 1000 }), 200, 'change the control host');
+      expectStatus(await call(harness, 'POST', '/v1/hosts', ADMIN_TOKEN, { name: 'nowhere', url: 'postgresql://127.0.0.1:1/postgres' }), 400, 'an unreachable host');
+    },
+  },
+  {
     name: 'GET /metrics, /v1/dashboard and /v1/dashboard/leases (the operator’s views, from the catalog)',
     run: async (harness, tag) => {
       const lease = await trappedLease(harness, tag);

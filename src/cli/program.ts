@@ -16,6 +16,7 @@ import { leaseCommands } from './commands/lease-commands.js';
 import { serviceCommands } from './commands/service-commands.js';
 import { templateCommand } from './commands/template-commands.js';
 import { planCommand } from './commands/plan-commands.js';
+import { hostCommand } from './commands/host-commands.js';
 import { CliContext } from './context.js';
 import { ChildExit, examples, UsageError } from './format.js';
 import { println, processIo, type CliIo } from './io.js';
@@ -38,7 +39,7 @@ export function buildProgram(io: CliIo): Command {
       '\nEnvironment: PGLEASE_URL, PGLEASE_TOKEN (a lease token), PGLEASE_ADMIN_TOKEN, PGLEASE_HOME (where lease tokens are kept).\n' +
         examples(['pglease serve', 'psql "$(pglease lease --ttl 10m --url)"', 'pglease ls', 'pglease psql 3f2c9a1e', 'pglease release 3f2c9a1e']),
     );
-  for (const command of [...serviceCommands(context), ...leaseCommands(context), ...authCommands(context), templateCommand(context), planCommand(context)]) program.addCommand(command);
+  for (const command of [...serviceCommands(context), ...leaseCommands(context), ...authCommands(context), templateCommand(context), planCommand(context), hostCommand(context)]) program.addCommand(command);
 
   // commander's own output and exits go through our streams, so tests can run it in-process
   const configure = (command: Command) => {

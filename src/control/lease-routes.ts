@@ -34,7 +34,9 @@ import {
   ForkedLeaseSchema,
 } from './schemas.js';
 import { ForkSourceGone } from '../leases/lease-fork.js';
-import { authorizedLease as sharedAuthorizedLease } from './lease-access.js';
+import { NoHostWithRoom } from '../hosts/fleet.js';
+import type { HostServices } from '../hosts/host-services.js';
+import { authorizedLease as sharedAuthorizedLease, hostOfLease } from './lease-access.js';
 import { mintJwt } from '../auth/mint.js';
 import { ApiSettingsPatchSchema, apiSettingsProblem } from '../leases/api-settings.js';
 
@@ -79,6 +81,17 @@ async function planOfCreate(plans: PlanStore, requested: string | undefined, cal
   return plan;
 }
 
+/**
+ * Plans are defined on the control database (PUT /v1/plans); a lease on another host is put on
+ * the host's copy, which is written from the control's when it is missing or differs.
+ */
+async function planOnHost(at: HostServices, plan: Plan, defaultStatementTimeout: string): Promise<void> {
+  const { name, created_at: _created, updated_at: _updated, ...limits } = plan;
+  const there = await at.plans.find(name);
+  const same = there && Object.entries(limits).every(([key, value]) => there[key as keyof Plan] === value);
+  if (!same) await at.plans.put(name, limits, defaultStatementTimeout);
+}
+
 /** Whether a plan changes anything a lease does not already have from its create. */
 function planNeedsApplying(plan: Plan): boolean {
   return plan.name !== DEFAULT_PLAN || plan.max_connections !== null || plan.statement_timeout !== null || plan.max_ttl_seconds !== null;
@@ -90,7 +103,7 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
   const plans = new PlanStore(host.pool);
 
   /** The lease at :id if the caller may act on it; 401/404 otherwise (never revealing existence). */
-  async function authorizedLease(request: FastifyRequest, id: string): Promise<{ lease: LeaseRow; isAdmin: boolean }> {
+  async function authorizedLease(request: FastifyRequest, id: string): Promise<{ lease: LeaseRow; isAdmin: boolean; at: HostServices }> {
     return sharedAuthorizedLease(context, request, id);
   }
 
@@ -101,8 +114,18 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
    * can be claimed, the name is resolved (the caller's lease's private template comes first) and
    * the lease claimed or provisioned.
    */
-  async function createLease(callerLeaseId: string | null, templateName: string | undefined, input: CreateLeaseInput): Promise<CreatedLease> {
-    if (templateName === undefined) return context.leasePool.create(input);
+  async function createLease(callerLeaseId: string | null, templateName: string | undefined, input: CreateLeaseInput): Promise<{ result: CreatedLease; services: HostServices }> {
+    // a plain lease goes where placement puts it; templates live on the control host, and so do their leases
+    if (templateName === undefined) {
+      return context.fleet.place((at) => at.leasePool.create(input)).catch((error: unknown) => {
+        if (error instanceof NoHostWithRoom) throw new ControlError('PGLEASE_CAPACITY', `No lease host can take a lease now: ${error.message}`, undefined, { 'Retry-After': 5 });
+        throw error;
+      });
+    }
+    return { result: await createFromTemplate(callerLeaseId, templateName, input), services: context.fleet.control };
+  }
+
+  async function createFromTemplate(callerLeaseId: string | null, templateName: string, input: CreateLeaseInput): Promise<CreatedLease> {
     const remembered = callerLeaseId === null ? context.templates.rememberedGlobal(templateName) : undefined;
     const claimed = remembered && (await context.leasePool.claim({ ...input, template: { id: remembered.id, pooled: true } }));
     if (claimed) return claimed;
@@ -157,7 +180,7 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
         limits: createLimitsFor(config.createLimits, caller, localDeveloper),
       };
       if (body.settings) checkSettings(body.settings, 'settings.');
-      const created = await createLease(callerLeaseId, body.template, input).catch((error: unknown) =>
+      const { result: created, services: at } = await createLease(callerLeaseId, body.template, input).catch((error: unknown) =>
         Promise.reject(limitError(error) ?? templateLeaseError(error) ?? error),
       );
       // the JWT secret is in the create's answer only: the rows read again below lack it
@@ -165,18 +188,19 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
       if (planNeedsApplying(plan)) {
         // a lease whose plan cannot be put on it is not handed out: it is released
         try {
-          await plans.apply(created.lease.id, plan.name);
+          if (at.host !== host) await planOnHost(at, plan, config.leaseLimits.statementTimeout);
+          await at.plans.apply(created.lease.id, plan.name);
         } catch (error) {
-          await leases.release(created.lease.id, request.ip).catch(() => undefined);
+          await at.leases.release(created.lease.id, request.ip).catch(() => undefined);
           throw error;
         }
-        created.lease = { ...((await leases.find(created.lease.id, null)) ?? created.lease), jwt_secret: jwtSecret };
+        created.lease = { ...((await at.leases.find(created.lease.id, null)) ?? created.lease), jwt_secret: jwtSecret };
       }
       if (body.settings && Object.keys(body.settings).length > 0) {
-        const configured = await leases.setApiSettings(created.lease.id, body.settings);
+        const configured = await at.leases.setApiSettings(created.lease.id, body.settings);
         if (configured) created.lease = { ...configured, jwt_secret: jwtSecret };
       }
-      const json = leaseJson(host, created.lease, publicBaseUrl(context, request), created);
+      const json = leaseJson(at.host, created.lease, publicBaseUrl(context, request), created);
       reply.code(201).header('Location', `/v1/leases/${created.lease.id}`).headers(rateLimitHeaders(created.quota));
       if (request.query.format === 'url' || prefersPlainText(request)) {
         // the body holds only the URL, for psql "$(curl ...)": the id and token, without which the
@@ -208,9 +232,24 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
       if (!(limit >= 1 && limit <= 1000)) throw new ControlError('PGLEASE_INVALID_PARAMETER', 'limit must be between 1 and 1000', 'limit');
       const cursor = request.query.cursor ?? null;
       if (cursor !== null && !UUID.test(cursor)) throw new ControlError('PGLEASE_INVALID_PARAMETER', 'cursor must be the `next` value of a previous page', 'cursor');
-      const page = await leases.list({ limit, cursor, state: request.query.state ?? null });
       const base = publicBaseUrl(context, request);
-      return { items: page.items.map((lease) => leaseJson(host, lease, base)), next: page.next };
+      const state = request.query.state ?? null;
+      if (!context.fleet.spread) {
+        const page = await leases.list({ limit, cursor, state });
+        return { items: page.items.map((lease) => leaseJson(host, lease, base)), next: page.next };
+      }
+      // many hosts: each host's page after the cursor (placed in time by its own host), merged
+      const cursorCreatedAt = cursor === null ? undefined : (await hostOfLease(context, cursor).leases.find(cursor, null))?.created_at;
+      if (cursor !== null && cursorCreatedAt === undefined) return { items: [], next: null };
+      const pages = await Promise.all(
+        context.fleet.openServices().map(async (at) => {
+          const page = await at.leases.list({ limit, cursor, cursorCreatedAt, state });
+          return { items: page.items.map((lease) => leaseJson(at.host, lease, base)), more: page.next !== null };
+        }),
+      );
+      const merged = pages.flatMap((page) => page.items).sort((a, b) => b.created_at.localeCompare(a.created_at) || b.id.localeCompare(a.id));
+      const items = merged.slice(0, limit);
+      return { items, next: merged.length > limit || pages.some((page) => page.more) ? items[items.length - 1]!.id : null };
     },
   );
 
@@ -227,10 +266,10 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
       },
     },
     async (request) => {
-      const { lease } = await authorizedLease(request, request.params.id);
-      const json = leaseJson(host, lease, publicBaseUrl(context, request));
+      const { lease, at } = await authorizedLease(request, request.params.id);
+      const json = leaseJson(at.host, lease, publicBaseUrl(context, request));
       if (lease.state !== 'active') return json;
-      const usage = await readLeaseUsage(host.pool, lease.id, config.jobs.observeIntervalSeconds);
+      const usage = await readLeaseUsage(at.host.pool, lease.id, config.jobs.observeIntervalSeconds);
       return {
         ...json,
         usage: {
@@ -260,11 +299,11 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
       },
     },
     async (request) => {
-      const { lease, isAdmin } = await authorizedLease(request, request.params.id);
+      const { lease, isAdmin, at } = await authorizedLease(request, request.params.id);
       const ttl = checkTtl(context, request.body.ttl, isAdmin, await plans.find(lease.plan));
-      const renewed = await leases.renew(lease.id, ttl, request.ip);
+      const renewed = await at.leases.renew(lease.id, ttl, request.ip);
       if (!renewed) throw new ControlError('PGLEASE_LEASE_NOT_ACTIVE', `The lease is ${lease.state}; only an active lease can be renewed`);
-      return leaseJson(host, renewed, publicBaseUrl(context, request));
+      return leaseJson(at.host, renewed, publicBaseUrl(context, request));
     },
   );
 
@@ -289,7 +328,7 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
       },
     },
     async (request, reply) => {
-      const { lease: source, isAdmin } = await authorizedLease(request, request.params.id);
+      const { lease: source, isAdmin, at } = await authorizedLease(request, request.params.id);
       if (source.state !== 'active') throw new ControlError('PGLEASE_LEASE_NOT_ACTIVE', `The lease is ${source.state}; only an active lease can be forked`);
       if (source.kind !== 'database') {
         throw new ControlError('PGLEASE_FORK_NEEDS_DATABASE', 'Only a database lease can be forked (its copy is CREATE DATABASE ... TEMPLATE); create leases with "kind": "database" to fork them');
@@ -306,7 +345,7 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
         clientIp: request.ip,
         limits: createLimitsFor(config.createLimits, caller, localDeveloper),
       };
-      const forked = await leases.fork(source.id, input).catch((error: unknown) => {
+      const forked = await at.leases.fork(source.id, input).catch((error: unknown) => {
         if (error instanceof ForkSourceGone || (error as { code?: string }).code === 'PGLTG') {
           throw new ControlError('PGLEASE_LEASE_NOT_ACTIVE', 'The lease ended while it was being forked');
         }
@@ -318,14 +357,15 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
       const jwtSecret = forked.lease.jwt_secret ?? null;
       if (plan && planNeedsApplying(plan)) {
         try {
-          await plans.apply(forked.lease.id, plan.name);
+          if (at.host !== host) await planOnHost(at, plan, config.leaseLimits.statementTimeout);
+          await at.plans.apply(forked.lease.id, plan.name);
         } catch (error) {
-          await leases.release(forked.lease.id, request.ip).catch(() => undefined);
+          await at.leases.release(forked.lease.id, request.ip).catch(() => undefined);
           throw error;
         }
-        forked.lease = { ...((await leases.find(forked.lease.id, null)) ?? forked.lease), jwt_secret: jwtSecret };
+        forked.lease = { ...((await at.leases.find(forked.lease.id, null)) ?? forked.lease), jwt_secret: jwtSecret };
       }
-      const json = leaseJson(host, forked.lease, publicBaseUrl(context, request), forked);
+      const json = leaseJson(at.host, forked.lease, publicBaseUrl(context, request), forked);
       reply.code(201).header('Location', `/v1/leases/${forked.lease.id}`).headers(rateLimitHeaders(forked.quota));
       return { ...json, forked_from: source.id, source_sessions_ended: forked.sourceSessionsEnded };
     },
@@ -351,11 +391,11 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
       },
     },
     async (request, reply) => {
-      const { lease } = await authorizedLease(request, request.params.id);
-      const reset = await leases.resetPassword(lease.id, request.body.cut_sessions === true);
+      const { lease, at } = await authorizedLease(request, request.params.id);
+      const reset = await at.leases.resetPassword(lease.id, request.body.cut_sessions === true);
       if (!reset) throw new ControlError('PGLEASE_LEASE_NOT_ACTIVE', `The lease is ${lease.state}; only an active lease gets a new password`);
-      const json = leaseJson(host, reset.lease, publicBaseUrl(context, request));
-      json.url = leaseUrl(host, reset.lease, reset.password);
+      const json = leaseJson(at.host, reset.lease, publicBaseUrl(context, request));
+      json.url = leaseUrl(at.host, reset.lease, reset.password);
       if (prefersPlainText(request)) return reply.type('text/plain; charset=utf-8').send((json.url + '\n') as unknown as typeof json);
       return json;
     },
@@ -378,9 +418,9 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
       },
     },
     async (request, reply) => {
-      const { lease } = await authorizedLease(request, request.params.id);
+      const { lease, at } = await authorizedLease(request, request.params.id);
       const name = request.body.name;
-      const role = await leases.declareRole(lease.id, name).catch((error: unknown) => {
+      const role = await at.leases.declareRole(lease.id, name).catch((error: unknown) => {
         const code = (error as { code?: string }).code;
         if (code === '22023' || code === '54000') throw new ControlError('PGLEASE_INVALID_FIELD', (error as Error).message, 'name');
         throw error;
@@ -403,8 +443,8 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
       },
     },
     async (request) => {
-      const { lease } = await authorizedLease(request, request.params.id);
-      const secret = await leases.rotateJwtSecret(lease.id);
+      const { lease, at } = await authorizedLease(request, request.params.id);
+      const secret = await at.leases.rotateJwtSecret(lease.id);
       if (secret === undefined) throw new ControlError('PGLEASE_LEASE_NOT_ACTIVE', `The lease is ${lease.state}; only an active lease has a JWT secret`);
       return { jwt_secret: secret };
     },
@@ -426,8 +466,8 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
       },
     },
     async (request) => {
-      const { lease } = await authorizedLease(request, request.params.id);
-      const secret = await leases.jwtSecret(lease.id);
+      const { lease, at } = await authorizedLease(request, request.params.id);
+      const secret = await at.leases.jwtSecret(lease.id);
       if (secret === undefined) throw new ControlError('PGLEASE_LEASE_NOT_ACTIVE', `The lease is ${lease.state}; only an active lease has a JWT secret`);
       return { token: await mintJwt(secret, request.body.claims, { expiresInSeconds: request.body.expires_in }) };
     },
@@ -447,11 +487,11 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
       },
     },
     async (request) => {
-      const { lease } = await authorizedLease(request, request.params.id);
+      const { lease, at } = await authorizedLease(request, request.params.id);
       checkSettings(request.body);
-      const changed = await leases.setApiSettings(lease.id, request.body);
+      const changed = await at.leases.setApiSettings(lease.id, request.body);
       if (!changed) throw new ControlError('PGLEASE_LEASE_NOT_ACTIVE', `The lease is ${lease.state}; only an active lease's settings can change`);
-      return leaseJson(host, changed, publicBaseUrl(context, request));
+      return leaseJson(at.host, changed, publicBaseUrl(context, request));
     },
   );
 
@@ -468,8 +508,8 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
       },
     },
     async (request, reply) => {
-      const { lease } = await authorizedLease(request, request.params.id);
-      const released = await leases.release(lease.id, request.ip);
+      const { lease, at } = await authorizedLease(request, request.params.id);
+      const released = await at.leases.release(lease.id, request.ip);
       if (!released) throw new ControlError('PGLEASE_NOT_FOUND', `No live lease ${lease.id}: it is ${lease.state === 'active' ? 'already being released' : lease.state}`);
       return reply.code(204).send(null);
     },

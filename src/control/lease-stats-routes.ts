@@ -62,9 +62,10 @@ export async function leaseStatsRoutes(app: FastifyInstance, context: ServiceCon
       },
     },
     async (request) => {
-      const { lease } = await authorizedLease(context, request, request.params.id);
+      const { lease, at } = await authorizedLease(context, request, request.params.id);
+      const host = at.host;
 
-      const bounded = await readStatsBounded(context.host.pool, lease.id);
+      const bounded = await readStatsBounded(host.pool, lease.id);
       const { stats } = bounded;
       let { sizeExact } = bounded;
       let sizeBytes = Number(stats.size_bytes);
@@ -72,17 +73,17 @@ export async function leaseStatsRoutes(app: FastifyInstance, context: ServiceCon
       let exact = false;
       if (lease.kind === 'database') {
         // its tables are in its own database, whose catalogs only the lease's sessions read
-        const own = stats.state === 'active' ? await databaseLeaseStatsAsLease(context.host.databaseUrl, context.host.authenticatorKey, lease) : undefined;
+        const own = stats.state === 'active' ? await databaseLeaseStatsAsLease(host.databaseUrl, host.authenticatorKey, lease) : undefined;
         stats.tables = own?.tables.map((table) => `${table.schema}.${table.name}`) ?? [];
         [sizeBytes, sizeExact, rowCount] = [own?.sizeBytes ?? 0, own?.sizeExact ?? false, own?.rowsEstimate ?? 0];
         if (own && sizeExact && own.tables.length <= EXACT_COUNT_MAX_TABLES && sizeBytes <= EXACT_COUNT_MAX_BYTES) {
-          const counted = await countRowsAsLease(context.host.databaseUrl, context.host.authenticatorKey, lease, own.tables);
+          const counted = await countRowsAsLease(host.databaseUrl, host.authenticatorKey, lease, own.tables);
           if (counted !== undefined) [rowCount, exact] = [counted, true];
         }
       } else if (stats.state === 'active' && sizeExact && stats.tables.length <= EXACT_COUNT_MAX_TABLES && sizeBytes <= EXACT_COUNT_MAX_BYTES) {
         // counted after the service's connection is back in its pool: the count logs in as the lease
         const tables = stats.tables.map((name) => ({ schema: stats.schema_name, name }));
-        const counted = await countRowsAsLease(context.host.databaseUrl, context.host.authenticatorKey, lease, tables);
+        const counted = await countRowsAsLease(host.databaseUrl, host.authenticatorKey, lease, tables);
         if (counted !== undefined) [rowCount, exact] = [counted, true];
       }
       return {

@@ -13,6 +13,8 @@ import type { LeaseRow } from '../leases/lease-store.js';
 import { readLeaseUsage } from '../leases/lease-usage.js';
 import { identifyCaller } from '../auth/caller.js';
 import { ControlError } from './errors.js';
+import { HostSchema as RegistryHostSchema, hostJson } from './host-routes.js';
+import type pg from 'pg';
 import { ErrorSchema, LeaseParams, LeaseStateSchema } from './schemas.js';
 
 const Timestamp = Type.String({ format: 'date-time' });
@@ -84,14 +86,18 @@ export const HostSchema = Type.Object({
   max_connections: MaybeInteger,
   disk_free_bytes: MaybeInteger,
   leases: MaybeInteger,
+  /** The host in the registry (src/hosts/): capacity, drain, reachability. */
+  registry: Type.Optional(RegistryHostSchema),
 });
 
 export async function observationRoutes(app: FastifyInstance, context: ServiceContext): Promise<void> {
   const routes = app.withTypeProvider<TypeBoxTypeProvider>();
   const { config, host } = context;
 
-  async function authorizedLease(request: FastifyRequest, id: string): Promise<LeaseRow> {
-    return (await sharedAuthorizedLease(context, request, id)).lease;
+  /** The lease, and the service pool of its host. */
+  async function authorizedLease(request: FastifyRequest, id: string): Promise<{ lease: LeaseRow; pool: pg.Pool }> {
+    const { lease, at } = await sharedAuthorizedLease(context, request, id);
+    return { lease, pool: at.host.pool };
   }
 
   routes.get(
@@ -107,8 +113,8 @@ export async function observationRoutes(app: FastifyInstance, context: ServiceCo
       },
     },
     async (request) => {
-      const lease = await authorizedLease(request, request.params.id);
-      const info = await readLeaseUsage(host.pool, lease.id, config.jobs.observeIntervalSeconds);
+      const { lease, pool } = await authorizedLease(request, request.params.id);
+      const info = await readLeaseUsage(pool, lease.id, config.jobs.observeIntervalSeconds);
       return {
         id: lease.id,
         name: lease.label,
@@ -149,12 +155,12 @@ export async function observationRoutes(app: FastifyInstance, context: ServiceCo
       },
     },
     async (request) => {
-      const lease = await authorizedLease(request, request.params.id);
+      const { lease, pool } = await authorizedLease(request, request.params.id);
       const since = request.query.since === undefined ? null : new Date(request.query.since);
       if (since !== null && Number.isNaN(since.getTime())) throw new ControlError('PGLEASE_INVALID_PARAMETER', 'since must be a time such as 2026-01-31T12:00:00Z', 'since');
       const limit = request.query.limit === undefined ? 100 : Number(request.query.limit);
       if (!(limit >= 1 && limit <= 1000)) throw new ControlError('PGLEASE_INVALID_PARAMETER', 'limit must be between 1 and 1000', 'limit');
-      const { rows } = await host.pool.query<Static<typeof ObservationSchema> & { observed_at: Date }>({
+      const { rows } = await pool.query<Static<typeof ObservationSchema> & { observed_at: Date }>({
         name: 'pglease.lease-observations',
         text: `SELECT * FROM (
                  SELECT id::text, observed_at, reachable, connections, tables, rows_estimate::float8 AS rows_estimate,
@@ -185,14 +191,32 @@ export async function observationRoutes(app: FastifyInstance, context: ServiceCo
       const caller = identifyCaller(request, config.adminToken);
       if (caller.kind === 'anonymous') throw new ControlError('PGLEASE_UNAUTHORIZED');
       if (caller.kind !== 'admin') throw new ControlError('PGLEASE_FORBIDDEN', 'Listing hosts needs the admin token (PGLEASE_ADMIN_TOKEN)');
-      const { rows } = await host.pool.query<Omit<Static<typeof HostSchema>, 'status_since' | 'observed_at'> & { status_since: Date; observed_at: Date | null }>(
-        `SELECT h.id, h.name, h.public_host, h.public_port, h.database_name AS database, h.status, h.status_since,
-                o.observed_at, o.reachable, o.connections, o.max_connections, o.disk_free_bytes::float8 AS disk_free_bytes, o.leases
-           FROM pglease.hosts h
-           LEFT JOIN LATERAL (SELECT * FROM pglease.host_observations x WHERE x.host_id = h.id ORDER BY x.observed_at DESC LIMIT 1) o ON true
-          ORDER BY h.id`,
-      );
-      return { items: rows.map((row) => ({ ...row, status_since: row.status_since.toISOString(), observed_at: row.observed_at?.toISOString() ?? null })) };
+      type HostRow = Omit<Static<typeof HostSchema>, 'status_since' | 'observed_at'> & { status_since: Date; observed_at: Date | null };
+      const observed = (pool: pg.Pool) =>
+        pool.query<HostRow>(
+          `SELECT h.id, h.name, h.public_host, h.public_port, h.database_name AS database, h.status, h.status_since,
+                  o.observed_at, o.reachable, o.connections, o.max_connections, o.disk_free_bytes::float8 AS disk_free_bytes, o.leases
+             FROM pglease.hosts h
+             LEFT JOIN LATERAL (SELECT * FROM pglease.host_observations x WHERE x.host_id = h.id ORDER BY x.observed_at DESC LIMIT 1) o ON true
+            ORDER BY h.id`,
+        );
+      // each lease host's own observations (its observer writes them in its lease database), with its registry row
+      const items: Static<typeof HostSchema>[] = [];
+      for (const { entry, services } of await context.fleet.list()) {
+        const registry = hostJson(entry);
+        const found = services && (await observed(services.host === host ? host.pool : services.host.pool).catch(() => undefined));
+        if (!found) {
+          // not reachable from here: what the registry says
+          items.push({
+            id: -entry.id, name: entry.name, public_host: entry.public_host ?? '', public_port: entry.public_port ?? 0, database: config.leaseDatabase,
+            status: 'uncertain', status_since: registry.state_since, observed_at: null, reachable: false,
+            connections: null, max_connections: null, disk_free_bytes: null, leases: null, registry,
+          });
+          continue;
+        }
+        for (const row of found.rows) items.push({ ...row, status_since: row.status_since.toISOString(), observed_at: row.observed_at?.toISOString() ?? null, registry });
+      }
+      return { items };
     },
   );
 }

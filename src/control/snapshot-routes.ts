@@ -35,8 +35,6 @@ function controlError(error: unknown): unknown {
 
 export async function snapshotRoutes(app: FastifyInstance, context: ServiceContext): Promise<void> {
   const routes = app.withTypeProvider<TypeBoxTypeProvider>();
-  const pool = context.leases.pool;
-
   routes.post(
     '/v1/leases/:id/snapshots',
     {
@@ -56,7 +54,8 @@ export async function snapshotRoutes(app: FastifyInstance, context: ServiceConte
       },
     },
     async (request, reply) => {
-      const { lease } = await authorizedLease(context, request, request.params.id);
+      const { lease, at } = await authorizedLease(context, request, request.params.id);
+      const pool = at.leases.pool;
       databaseLease(lease);
       const { snapshot, sessionsEnded } = await takeSnapshot(pool, lease.id, request.body.name ?? 'snapshot').catch((error: unknown) => Promise.reject(controlError(error)));
       reply.code(201);
@@ -76,7 +75,8 @@ export async function snapshotRoutes(app: FastifyInstance, context: ServiceConte
       },
     },
     async (request) => {
-      const { lease } = await authorizedLease(context, request, request.params.id);
+      const { lease, at } = await authorizedLease(context, request, request.params.id);
+      const pool = at.leases.pool;
       const items = await listSnapshots(pool, lease.id);
       return { items: items.map((item) => ({ ...item, created_at: item.created_at.toISOString() })) };
     },
@@ -94,7 +94,8 @@ export async function snapshotRoutes(app: FastifyInstance, context: ServiceConte
       },
     },
     async (request, reply) => {
-      const { lease } = await authorizedLease(context, request, request.params.id);
+      const { lease, at } = await authorizedLease(context, request, request.params.id);
+      const pool = at.leases.pool;
       if (!(await deleteSnapshot(pool, lease.id, request.params.name))) throw new ControlError('PGLEASE_SNAPSHOT_NOT_FOUND', `The lease has no snapshot ${JSON.stringify(request.params.name)}`);
       return reply.code(204).send(null);
     },
@@ -119,7 +120,8 @@ export async function snapshotRoutes(app: FastifyInstance, context: ServiceConte
       },
     },
     async (request) => {
-      const { lease } = await authorizedLease(context, request, request.params.id);
+      const { lease, at } = await authorizedLease(context, request, request.params.id);
+      const pool = at.leases.pool;
       databaseLease(lease);
       const name = request.body.name ?? 'snapshot';
       const sessionsEnded = await restoreSnapshot(pool, lease.id, name).catch((error: unknown) => Promise.reject(controlError(error)));

@@ -684,16 +684,17 @@ export class LeaseStore {
   }
 
   /** Newest first; `cursor` is the id of the last lease of the previous page. Pooled leases are nobody's: not listed. */
-  async list(options: { limit: number; cursor: string | null; state: LeaseState | null }): Promise<{ items: LeaseRow[]; next: string | null }> {
+  /** `cursorCreatedAt`: the cursor lease's created_at, when it lives on another host (src/hosts/). */
+  async list(options: { limit: number; cursor: string | null; cursorCreatedAt?: Date; state: LeaseState | null }): Promise<{ items: LeaseRow[]; next: string | null }> {
     const { rows } = await this.pool.query<LeaseRow>({
-      name: 'pglease.list-leases',
+      name: 'pglease.list-leases-after',
       text: `SELECT ${LEASE_COLUMNS} FROM pglease.leases l
               WHERE l.state <> 'provisioning'
                 AND ($2::pglease.lease_state IS NULL OR l.state = $2)
-                AND ($3::uuid IS NULL OR (l.created_at, l.id) < (SELECT c.created_at, c.id FROM pglease.leases c WHERE c.id = $3))
+                AND ($3::uuid IS NULL OR (l.created_at, l.id) < (coalesce($4::timestamptz, (SELECT c.created_at FROM pglease.leases c WHERE c.id = $3)), $3))
               ORDER BY l.created_at DESC, l.id DESC
               LIMIT $1`,
-      values: [options.limit + 1, options.state, options.cursor],
+      values: [options.limit + 1, options.state, options.cursor, options.cursorCreatedAt ?? null],
     });
     const items = rows.slice(0, options.limit);
     return { items, next: rows.length > options.limit ? items[items.length - 1]!.id : null };

@@ -6,7 +6,8 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { bearerToken } from '../auth/caller.js';
 import type { ServiceContext } from '../service-context.js';
-import { listenForChanges } from './notifications.js';
+import type { Host } from '../db/host.js';
+import { listenForChanges, type CacheListener } from './notifications.js';
 import { RestError, toErrorResponse } from './response/errors.js';
 import { ServerTiming } from './response/server-timing.js';
 import { RestService } from './rest-service.js';
@@ -56,21 +57,47 @@ export interface RestRoutesOptions {
 export async function restRoutes(app: FastifyInstance, context: ServiceContext, options: RestRoutesOptions = {}): Promise<RestService> {
   const log = options.log ?? ((message: string) => app.log.info(message));
   const connections = context.config.restConnections;
-  const service = new RestService(context.host, {
+  const serviceOptions = {
     adminToken: context.config.adminToken,
     jwt: { allowHttpJwks: context.config.jwksAllowHttp },
-    onSchemaLoad: (seconds) => context.metrics.schemaLoaded(seconds),
+    onSchemaLoad: (seconds: number) => context.metrics.schemaLoaded(seconds),
     log,
     pools: {
       maxConnections: connections.perLease,
       maxTotalConnections: connections.total === undefined ? undefined : Math.max(connections.total, connections.perLease),
       maxActiveStatements: connections.activeStatements,
     },
-  });
-  const listener = await listenForChanges(context.host, service, log);
+  };
+  const service = new RestService(context.host, serviceOptions);
+  // one REST service per lease host (its connection pools, schema caches and DDL notifications),
+  // made on the first request for a lease there; the control host's is made at once
+  const services = new Map<Host, Promise<{ service: RestService; listener: CacheListener }>>();
+  services.set(context.host, listenForChanges(context.host, service, log).then((listener) => ({ service, listener })));
+  await services.get(context.host);
+  const serviceOfHost = (host: Host): Promise<{ service: RestService; listener: CacheListener }> => {
+    let made = services.get(host);
+    if (!made) {
+      const hostService = new RestService(host, serviceOptions);
+      made = listenForChanges(host, hostService, log).then((listener) => ({ service: hostService, listener }));
+      made.catch(() => services.delete(host));
+      services.set(host, made);
+    }
+    return made;
+  };
+  /** The REST service of lease `id`'s host; PostgREST's 503 when that host is unreachable. */
+  const serviceOfLease = async (id: string): Promise<RestService> => {
+    const at = context.fleet.leaseHost(id);
+    if (at.kind === 'ready') return at.services.host === context.host ? service : (await serviceOfHost(at.services.host)).service;
+    if (at.kind === 'unknown') return service;
+    throw new RestError('PGRST000', undefined, `the lease's host "${at.name}" is ${at.state} since ${at.since.toISOString()}`, 'Retry shortly', { headers: { 'Retry-After': '5' } });
+  };
   app.addHook('onClose', async () => {
-    await listener.close();
-    await service.close();
+    for (const made of services.values()) {
+      const opened = await made.catch(() => undefined);
+      if (!opened) continue;
+      await opened.listener.close();
+      await opened.service.close();
+    }
   });
 
   app.removeAllContentTypeParsers();
@@ -87,6 +114,7 @@ export async function restRoutes(app: FastifyInstance, context: ServiceContext, 
     const [pathWithPrefix, query = ''] = splitUrl(request.url);
     const token = bearerToken(request);
     try {
+      const service = await serviceOfLease(request.params.id);
       const path = pathWithPrefix.replace(PREFIX, '');
       // PostgREST's root is the lease's OpenAPI document (src/rest/openapi)
       const response = (path === '' || path === '/') && request.method !== 'OPTIONS'

@@ -10,9 +10,10 @@ import type { TemplateJson } from '../control/template-routes.js';
 import type { LeaseStatsJson } from '../control/lease-stats-routes.js';
 import type { LeaseInfoJson } from '../control/observation-routes.js';
 import type { PlanJson } from '../control/plan-routes.js';
+import type { HostJson } from '../control/host-routes.js';
 import { caDirectory, needsRootCertificate, saveCa, withRootCertificate } from '../tls/client-ca.js';
 
-export type { LeaseJson, TemplateJson, LeaseStatsJson, LeaseInfoJson, PlanJson };
+export type { LeaseJson, TemplateJson, LeaseStatsJson, LeaseInfoJson, PlanJson, HostJson };
 
 /** A lease as POST /v1/leases answers it: with its password in `url` and its token. */
 export type CreatedLeaseJson = LeaseJson & { token: string };
@@ -245,6 +246,23 @@ export class PgleaseClient {
 
   async deletePlan(name: string): Promise<void> {
     await this.request('DELETE', `/v1/plans/${encodeURIComponent(name)}`);
+  }
+
+  /** The lease hosts with their latest observation (admin): `registry` is the hosts API's view of each. */
+  listHosts(): Promise<{ items: { name: string; status: string; leases: number | null; registry?: HostJson }[] }> {
+    return this.request('GET', '/v1/hosts');
+  }
+
+  addHost(host: Record<string, unknown>): Promise<HostJson> {
+    return this.request('POST', '/v1/hosts', host, Math.max(this.timeoutMs, 120_000));
+  }
+
+  updateHost(name: string, change: Record<string, unknown>): Promise<HostJson> {
+    return this.request('PATCH', `/v1/hosts/${encodeURIComponent(name)}`, change);
+  }
+
+  async removeHost(name: string): Promise<void> {
+    await this.request('DELETE', `/v1/hosts/${encodeURIComponent(name)}`);
   }
 
   async renewLease(id: string, ttl: number | null): Promise<LeaseJson> {

@@ -8,7 +8,7 @@
  * endpoint takes the lease token (or the admin token) and runs the statement as the lease
  * (./lease-sql.ts): the service's own connections only look the lease up in pglease.leases.
  */
-import { authorizedLease } from '../../control/lease-access.js';
+import { authorizedLease, hostOfLease } from '../../control/lease-access.js';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -70,11 +70,10 @@ const SqlResultSchema = Type.Object({
 
 export async function studioRoutes(app: FastifyInstance, context: ServiceContext): Promise<void> {
   const routes = app.withTypeProvider<TypeBoxTypeProvider>();
-  const { leases, host } = context;
 
   routes.get('/v1/leases/:id/studio', { schema: { hide: true, params: LeaseParams } }, async (request, reply) => {
     const { id } = request.params;
-    const lease = UUID.test(id) ? await leases.find(id.toLowerCase(), null) : undefined;
+    const lease = UUID.test(id) ? await hostOfLease(context, id).leases.find(id.toLowerCase(), null) : undefined;
     if (!lease || lease.state !== 'active') throw new ControlError('PGLEASE_NOT_FOUND', `No live lease ${id}`);
     return reply.type('text/html; charset=utf-8').header('cache-control', 'no-cache').send(studioHtml({ leaseId: lease.id }));
   });
@@ -102,10 +101,10 @@ export async function studioRoutes(app: FastifyInstance, context: ServiceContext
       },
     },
     async (request) => {
-      const { lease } = await authorizedLease(context, request, request.params.id);
+      const { lease, at } = await authorizedLease(context, request, request.params.id);
       if (lease.state !== 'active') throw new ControlError('PGLEASE_LEASE_NOT_ACTIVE', `The lease is ${lease.state}`);
       try {
-        const result = await runLeaseSql(host.databaseUrl, host.authenticatorKey, lease, request.body.sql, { write: request.body.write === true });
+        const result = await runLeaseSql(at.host.databaseUrl, at.host.authenticatorKey, lease, request.body.sql, { write: request.body.write === true });
         return { command: result.command, columns: result.columns, rows: result.rows, row_count: result.rowCount, truncated: result.truncated };
       } catch (error) {
         if (error instanceof SqlRefusedError) throw new ControlError('PGLEASE_SQL_REFUSED', error.message, 'sql');
