@@ -181,6 +181,10 @@ describe.skipIf(!hasChromium)('the operator dashboard in Chromium', { timeout: 6
       await expect.poll(() => docs.locator('.topbar img').first().getAttribute('src'), WAIT).toMatch(/^data:image\/svg\+xml;base64,/);
       const logo = Buffer.from((await docs.locator('.topbar img').first().getAttribute('src'))!.split(',')[1]!, 'base64').toString();
       expect(logo).toContain('pglease');
+      // its icon too: pglease's, not Swagger UI's default pair of PNGs
+      const icons = await docs.locator('link[rel="icon"]').evaluateAll((links) => links.map((link) => link.getAttribute('href') ?? ''));
+      expect(icons).toHaveLength(1);
+      expect(icons[0]).toMatch(/\/theme\/favicon\.svg$/);
       await docs.screenshot({ path: path.join(ARTIFACTS, 'service-docs.png') });
       // Swagger UI opens description links in a new tab: the link's target is the dashboard
       const opened = docs.context().waitForEvent('page', WAIT);
