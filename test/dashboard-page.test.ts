@@ -1,7 +1,8 @@
 /**
  * The operator dashboard in a real browser (headless Chromium through playwright-core): it opens
  * with the admin token, shows the numbers the JSON endpoints give (live leases, creates, hosts,
- * jobs), follows a create without a reload, finds a lease by its id and opens its pg:info card,
+ * jobs), draws its four charts with uPlot (served by pglease) and redraws them with the data of
+ * the next poll, follows a create without a reload, finds a lease by its id and opens its pg:info card,
  * refuses a token that is not the admin's in words, loads nothing from outside pglease and logs
  * no console error. Screenshots are saved under test/artifacts/ (not committed). Needs Debian's
  * `chromium` package; skipped without it.
@@ -29,6 +30,23 @@ let profileDir: string;
 let page: Page;
 const consoleErrors: string[] = [];
 const leases: CreatedLeaseJson[] = [];
+
+type ChartName = 'creates' | 'live' | 'rest' | 'p95';
+/** What a chart holds now, read from the page's own state (window.pgleaseDashboard: uPlot's data). */
+interface ChartState {
+  points: number;
+  last: number | null;
+  sum: number;
+  draws: number;
+}
+
+async function chartState(name: ChartName): Promise<ChartState> {
+  return page.evaluate((chart) => {
+    const dashboard = (window as unknown as { pgleaseDashboard: { charts: Record<string, { data: (number | null)[][] }>; draws: Record<string, number> } }).pgleaseDashboard;
+    const values = dashboard.charts[chart]!.data[1]!;
+    return { points: values.length, last: values.at(-1) ?? null, sum: values.reduce<number>((total, value) => total + (value ?? 0), 0), draws: dashboard.draws[chart]! };
+  }, name);
+}
 
 async function getJson<T>(pathAndQuery: string): Promise<T> {
   const response = await fetch(`${service.baseUrl}${pathAndQuery}`, { headers: admin });
@@ -88,23 +106,41 @@ describe.skipIf(!hasChromium)('the operator dashboard in Chromium', { timeout: 6
     const jobs = await getJson<{ items: { name: string; schedule: string }[] }>('/v1/jobs');
     expect(jobs.items.length).toBeGreaterThanOrEqual(4);
     for (const job of jobs.items) await page.locator('#dash-jobs tbody tr', { hasText: job.name }).filter({ hasText: job.schedule }).waitFor(WAIT);
-    // four charts drawn, each with a line
-    await expect.poll(() => page.locator('#dash-charts svg polyline').count(), WAIT).toBe(4);
+    // four uPlot charts, each a canvas with the points of the JSON's history
+    await expect.poll(() => page.locator('#dash-charts .uplot canvas').count(), WAIT).toBe(4);
+    const history = await getJson<{ leases: { live: number }; history: { catalog: unknown[]; process: unknown[] } }>('/v1/dashboard');
+    await expect.poll(async () => (await chartState('live')).last, WAIT).toBe(history.leases.live);
+    expect((await chartState('creates')).points).toBeGreaterThanOrEqual(history.history.catalog.length - 1);
+    expect((await chartState('creates')).sum).toBeGreaterThanOrEqual(1);
+    // uPlot's legend (its cursor's values) and the page's own line under each chart
+    expect(await page.locator('#dash-charts .u-legend').count()).toBe(4);
+    await expect.poll(() => page.locator('#dash-chart-live + .chart-summary').innerText(), WAIT).toBe(`now ${history.leases.live} · max ${history.leases.live}`);
     await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard.png'), fullPage: true });
   });
 
-  it('follows a create and REST traffic without a reload', async () => {
+  it('follows a create and REST traffic without a reload, redrawing its charts', async () => {
     const before = Number(await page.locator('#dash-live').innerText());
+    const [liveBefore, createsBefore] = [await chartState('live'), await chartState('creates')];
+    expect(liveBefore.last).toBe(before);
     const lease = await createLease(service, { name: 'second dashboard lease' }, admin);
     leases.push(lease);
     await expect.poll(() => page.locator('#dash-live').innerText(), WAIT).toBe(String(before + 1));
+    // the charts' last values moved with the create, and their canvases were drawn again
+    await expect.poll(async () => (await chartState('live')).last, WAIT).toBe(before + 1);
+    await expect.poll(async () => (await chartState('creates')).sum, WAIT).toBe(createsBefore.sum + 1);
+    expect((await chartState('live')).draws).toBeGreaterThan(liveBefore.draws);
+    expect((await chartState('creates')).draws).toBeGreaterThan(createsBefore.draws);
     // the new lease is in the list and among the recent events
     await page.locator(`#dash-leases button[data-lease-id="${lease.id}"]`).waitFor(WAIT);
     await page.locator(`#dash-events button[data-lease-id="${lease.id}"]`).first().waitFor(WAIT);
     for (let request = 0; request < 5; request++) await fetch(`${lease.rest_url}/`, { headers: { authorization: `Bearer ${lease.token}` } });
     await expect.poll(async () => Number((await page.locator('#dash-rest-rate').innerText()).replace(/,/g, '')), WAIT).toBeGreaterThan(0);
+    // the REST charts get the requests with this process's next 10 s sample (src/metrics/history.ts)
+    await expect.poll(async () => (await chartState('rest')).sum, { timeout: 40_000 }).toBeGreaterThan(0);
+    expect((await chartState('p95')).sum).toBeGreaterThan(0);
+    await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-after-create.png'), fullPage: true });
     expect(await page.evaluate(() => (window as unknown as { dashboardTestMarker?: string }).dashboardTestMarker)).toBe('not reloaded');
-  });
+  }, 120_000);
 
   it('finds a lease by the start of its id and opens its pg:info card', async () => {
     const lease = leases[0]!;
@@ -145,6 +181,10 @@ describe.skipIf(!hasChromium)('the operator dashboard in Chromium', { timeout: 6
       await expect.poll(() => docs.locator('.topbar img').first().getAttribute('src'), WAIT).toMatch(/^data:image\/svg\+xml;base64,/);
       const logo = Buffer.from((await docs.locator('.topbar img').first().getAttribute('src'))!.split(',')[1]!, 'base64').toString();
       expect(logo).toContain('pglease');
+      // its icon too: pglease's, not Swagger UI's default pair of PNGs
+      const icons = await docs.locator('link[rel="icon"]').evaluateAll((links) => links.map((link) => link.getAttribute('href') ?? ''));
+      expect(icons).toHaveLength(1);
+      expect(icons[0]).toMatch(/\/theme\/favicon\.svg$/);
       await docs.screenshot({ path: path.join(ARTIFACTS, 'service-docs.png') });
       // Swagger UI opens description links in a new tab: the link's target is the dashboard
       const opened = docs.context().waitForEvent('page', WAIT);

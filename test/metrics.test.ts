@@ -86,6 +86,32 @@ describe('GET /metrics', () => {
     for (const created of leases) await fetch(`${service.baseUrl}/v1/leases/${created.id}`, { method: 'DELETE', headers: { authorization: `Bearer ${created.token}` } });
   });
 
+  it('times REST requests per method in a histogram whose cumulative buckets end at its count', async () => {
+    // parse-prometheus-text-format folds a labelled histogram into one sample: the registry's own JSON gives each method's
+    const latency = async () => {
+      const families = await service.context.metrics.registry.getMetricsAsJSON();
+      const values = families.find((family) => family.name === 'pglease_rest_request_seconds')?.values ?? [];
+      const of = (method: string, suffix: string) => values.filter((value) => value.labels.method === method && (value as { metricName?: string }).metricName === `pglease_rest_request_seconds${suffix}`);
+      return (method: string) => ({ buckets: of(method, '_bucket').map((value) => value.value), count: of(method, '_count')[0]?.value ?? 0, sum: of(method, '_sum')[0]?.value ?? 0 });
+    };
+    const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
+    const lease = await createLease(service, {}, admin);
+    const before = await latency();
+    for (let i = 0; i < 3; i++) expect((await fetch(`${lease.rest_url}/`, { headers: { authorization: `Bearer ${lease.token}` } })).status).toBe(200);
+    expect((await fetch(`${lease.rest_url}/`, { method: 'HEAD', headers: { authorization: `Bearer ${lease.token}` } })).status).toBe(200);
+    const after = await latency();
+    expect(after('GET').count - before('GET').count).toBe(3);
+    expect(after('HEAD').count - before('HEAD').count).toBe(1);
+    expect(after('GET').sum).toBeGreaterThan(before('GET').sum);
+    const buckets = after('GET').buckets;
+    expect(buckets).toHaveLength(14);
+    for (let index = 1; index < buckets.length; index++) expect(buckets[index]).toBeGreaterThanOrEqual(buckets[index - 1]!);
+    expect(buckets.at(-1)).toBe(after('GET').count);
+    // and the text a scraper reads has the family, as a histogram
+    expect((await scrape()).get('pglease_rest_request_seconds')?.type).toBe('HISTOGRAM');
+    await fetch(`${service.baseUrl}/v1/leases/${lease.id}`, { method: 'DELETE', headers: admin });
+  });
+
   it('counts job runs and reports the reaper backlog', async () => {
     const before = await scrape();
     const run = await fetch(`${service.baseUrl}/v1/jobs/cleanup-orphans/run`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });

@@ -27,6 +27,8 @@ export interface BenchPgleaseOptions {
   nodeFlags?: string[];
   /** The entry point and its arguments; default `src/main.ts` (what `npm start` serves). */
   entry?: string[];
+  /** Open an IPC channel to the child (child.send / 'message'), for an entry that answers on one. */
+  ipc?: boolean;
 }
 
 /** Polls `check` every 100 ms until it is true; fails when `child` exits or after 60 s. */
@@ -61,7 +63,7 @@ export async function startBenchPglease(options: BenchPgleaseOptions = {}): Prom
       LOG_LEVEL: 'warn',
       ...options.env,
     },
-    stdio: ['ignore', 'ignore', 'pipe'],
+    stdio: options.ipc ? ['ignore', 'ignore', 'pipe', 'ipc'] : ['ignore', 'ignore', 'pipe'],
   });
   let log = '';
   child.stderr!.on('data', (chunk) => (log += chunk));

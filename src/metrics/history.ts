@@ -1,11 +1,12 @@
 /**
  * What this process did over the last hours, for the dashboard's REST and create charts: every
- * SAMPLE_SECONDS the cumulative counters of src/metrics/metrics.ts are read (prom-client's get(),
- * off the hot path) and the difference from the previous reading is kept as one point.
+ * SAMPLE_SECONDS the cumulative counts of src/metrics/metrics.ts are read (its REST tallies, and
+ * prom-client's get() for creates; off the hot path) and the difference from the previous reading
+ * is kept as one point.
  *
  * Guarantees:
- * - **Nothing on the hot path.** Requests only touch prom-client's counters as before; a sample
- *   costs one read of each family (about 60 series) every 10 s.
+ * - **Nothing on the hot path.** Requests only add to the metrics' counts as before; a sample
+ *   reads them (about 60 numbers) every 10 s.
  * - **Bounded memory.** At most MAX_POINTS points (6 h at 10 s: 2,160 points of six numbers).
  * - **Per process.** Like the counters it reads: a replica's dashboard shows that replica's REST
  *   traffic. Catalog figures (live leases, creates of every replica) come from the database

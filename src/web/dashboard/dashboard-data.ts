@@ -10,7 +10,8 @@
  *   leases by created_at or ended_at within the last hours, events and job runs by id or time)
  *   or a group-by over live leases; nothing scans a table's history. Charts are built from
  *   per-bucket counts of creates and ends, not by counting live leases at every point in time.
- *   With 3,000 live leases a dashboard read took the figures in docs/metrics.md (bench:metrics).
+ *   With 3,000 and 5,000 live leases a dashboard read took the figures in docs/metrics.md
+ *   (bench:metrics).
  * - **Catalogs and pglease's own tables only.** Nothing here reads or plans a lease's objects
  *   (the security rule): lease rows, health, events, job runs, host observations.
  * - **What is per process says so.** REST traffic, 429s, warm pools and REST connections are this

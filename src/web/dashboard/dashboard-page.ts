@@ -1,11 +1,11 @@
 /**
  * The dashboard's HTML (`/dashboard`): a frame with no data, filled by ./assets/dashboard.js from
  * the JSON endpoints with the admin token the person pasted. Everything it loads comes from this
- * service under DASHBOARD_STATIC; the charts are drawn as inline SVG by the script (no chart
- * library: none is a dependency of pglease yet, and four line charts need about 60 lines).
+ * service under DASHBOARD_STATIC: the charts are drawn by uPlot (MIT, 50 KB minified, on a canvas),
+ * served from its npm package.
  */
 
-/** Where the dashboard's script and style are served. */
+/** Where the dashboard's script and style, and uPlot's, are served. */
 export const DASHBOARD_STATIC = '/dashboard/static';
 
 export function dashboardHtml(): string {
@@ -16,6 +16,7 @@ export function dashboardHtml(): string {
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>pglease dashboard</title>
 <link rel="icon" href="data:,">
+<link rel="stylesheet" href="${DASHBOARD_STATIC}/uplot.min.css">
 <link rel="stylesheet" href="${DASHBOARD_STATIC}/dashboard.css">
 </head>
 <body>
@@ -44,10 +45,10 @@ export function dashboardHtml(): string {
     <div class="figure"><span class="label">Warm pools</span><span class="value" id="dash-warm">–</span><span class="detail" id="dash-warm-detail"></span></div>
   </section>
   <section id="dash-charts" aria-label="Charts over the last hours">
-    <figure><figcaption>Creates per 5 min</figcaption><div class="chart" id="dash-chart-creates"></div></figure>
-    <figure><figcaption>Live leases</figcaption><div class="chart" id="dash-chart-live"></div></figure>
-    <figure><figcaption>REST requests/s (this process)</figcaption><div class="chart" id="dash-chart-rest"></div></figure>
-    <figure><figcaption>REST p95, ms (this process)</figcaption><div class="chart" id="dash-chart-p95"></div></figure>
+    <figure><figcaption>Creates per 5 min (all replicas)</figcaption><div class="chart" id="dash-chart-creates"></div></figure>
+    <figure><figcaption>Live leases (all replicas)</figcaption><div class="chart" id="dash-chart-live"></div></figure>
+    <figure><figcaption>REST requests/s (this process, per minute)</figcaption><div class="chart" id="dash-chart-rest"></div></figure>
+    <figure><figcaption>REST p95 latency, ms (this process, per minute)</figcaption><div class="chart" id="dash-chart-p95"></div></figure>
   </section>
   <div class="columns">
     <section aria-labelledby="dash-hosts-title" class="wide"><h2 id="dash-hosts-title">Hosts</h2><table id="dash-hosts"><thead><tr><th>Host</th><th>State</th><th>Connections</th><th>Leases</th><th>Disk free</th><th>Observed</th></tr></thead><tbody></tbody></table></section>
@@ -71,6 +72,7 @@ export function dashboardHtml(): string {
     <section aria-labelledby="dash-events-title"><h2 id="dash-events-title">Recent events</h2><ol id="dash-events"></ol></section>
   </div>
 </main>
+<script src="${DASHBOARD_STATIC}/uplot.min.js"></script>
 <script src="${DASHBOARD_STATIC}/dashboard.js"></script>
 </body>
 </html>

@@ -1,6 +1,6 @@
 /**
  * The operator dashboard: `GET /dashboard` (the page), `GET /dashboard/static/*` (its script and
- * style, from the package: no CDN), and the JSON it reads, which scripts may read too:
+ * style, and uPlot's, from the npm package: no CDN), and the JSON it reads, which scripts may read too:
  * `GET /v1/dashboard` (./dashboard-data.ts) and `GET /v1/dashboard/leases?q=` (lease search),
  * beside `GET /v1/hosts`, `GET /v1/jobs` and `GET /v1/leases/:id/info` that already exist.
  *
@@ -10,6 +10,8 @@
  * sees counts, never addresses or lease ids.
  */
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
@@ -21,9 +23,19 @@ import { projectPath } from '../../paths.js';
 import { dashboardSnapshot, searchLeases, type DashboardSnapshot } from './dashboard-data.js';
 import { DASHBOARD_STATIC, dashboardHtml } from './dashboard-page.js';
 
-const STATIC_FILES: Record<string, { file: string; type: string }> = {
-  'dashboard.js': { file: projectPath('src/web/dashboard/assets/dashboard.js'), type: 'text/javascript; charset=utf-8' },
-  'dashboard.css': { file: projectPath('src/web/dashboard/assets/dashboard.css'), type: 'text/css; charset=utf-8' },
+interface StaticFile {
+  file: string;
+  type: string;
+  /** uPlot's files change only with the package; ours with every release of pglease. */
+  cacheControl: string;
+}
+
+const uplotDist = path.dirname(createRequire(import.meta.url).resolve('uplot/dist/uPlot.iife.min.js'));
+const STATIC_FILES: Record<string, StaticFile> = {
+  'dashboard.js': { file: projectPath('src/web/dashboard/assets/dashboard.js'), type: 'text/javascript; charset=utf-8', cacheControl: 'no-cache' },
+  'dashboard.css': { file: projectPath('src/web/dashboard/assets/dashboard.css'), type: 'text/css; charset=utf-8', cacheControl: 'no-cache' },
+  'uplot.min.js': { file: path.join(uplotDist, 'uPlot.iife.min.js'), type: 'text/javascript; charset=utf-8', cacheControl: 'public, max-age=86400' },
+  'uplot.min.css': { file: path.join(uplotDist, 'uPlot.min.css'), type: 'text/css; charset=utf-8', cacheControl: 'public, max-age=86400' },
 };
 
 const SearchQuery = Type.Object(
@@ -71,7 +83,7 @@ export async function dashboardRoutes(app: FastifyInstance, context: ServiceCont
   routes.get(`${DASHBOARD_STATIC}/:file`, { schema: { hide: true, params: Type.Object({ file: Type.String() }) } }, async (request, reply) => {
     const asset = Object.hasOwn(STATIC_FILES, request.params.file) ? STATIC_FILES[request.params.file] : undefined;
     if (!asset) throw new ControlError('PGLEASE_ROUTE_NOT_FOUND', `No dashboard file ${request.params.file}`);
-    return reply.type(asset.type).header('cache-control', 'no-cache').send(readFileSync(asset.file));
+    return reply.type(asset.type).header('cache-control', asset.cacheControl).send(readFileSync(asset.file));
   });
 
   routes.get(

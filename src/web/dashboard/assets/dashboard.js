@@ -3,7 +3,7 @@
  * admin token every few seconds and redraws in place (no reload); the lease search reads
  * /v1/dashboard/leases and a lease's card /v1/leases/:id/info. The token is pasted once (or passed
  * as #token=… and removed from the address at once) and kept in the tab's sessionStorage.
- * Charts are inline SVG polylines drawn here: nothing is loaded from outside pglease.
+ * Charts are uPlot's (served by pglease from its npm package): nothing is loaded from outside pglease.
  */
 (function () {
   'use strict';
@@ -103,32 +103,95 @@
     });
   }
 
-  /** A line chart of `values` (numbers or null) as inline SVG, with its latest value and maximum. */
-  function chart(container, values, format) {
-    var width = 320;
-    var height = 80;
-    var present = values.filter(function (value) { return value !== null; });
-    var max = Math.max.apply(null, present.concat([1]));
-    var points = [];
-    values.forEach(function (value, index) {
-      if (value === null) return;
-      var x = values.length < 2 ? width : (index / (values.length - 1)) * width;
-      var y = height - (value / max) * (height - 4) - 2;
-      points.push(x.toFixed(1) + ',' + y.toFixed(1));
+  /*
+   * The four charts: uPlot instances made on the first snapshot and given new data on every poll
+   * (setData redraws the canvas in place). x is in seconds, each count at the start of its window
+   * (live leases at the end of theirs); every chart spans the last HISTORY_SECONDS up to the
+   * snapshot's time, and their cursors are synced: hovering one shows that moment in all four
+   * legends. Under each, a line with the latest value and the highest, as text.
+   */
+  var HISTORY_SECONDS = 6 * 3600;
+  var CHART_HEIGHT = 140;
+  var ACCENT = '#2f6feb';
+  /** Tick steps of a count's axis: whole numbers only. */
+  var COUNT_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000];
+  var charts = {};
+  var chartFormats = {};
+  var chartSummaries = {};
+  var chartRange = [0, 1];
+  /** What the page shows, for scripts and tests: the charts, how often each was drawn, the last snapshot. */
+  var state = { charts: charts, draws: {}, snapshot: null };
+  window.pgleaseDashboard = state;
+
+  function chartWidth(container) {
+    return Math.max(200, container.clientWidth);
+  }
+
+  /**
+   * A chart in `container`: `label` names its one series, `bars` draws counts per window as bars,
+   * `counts` keeps the axis to whole numbers.
+   */
+  function makeChart(key, container, label, bars, counts, format) {
+    state.draws[key] = 0;
+    var series = {
+      label: label,
+      stroke: ACCENT,
+      width: bars ? 1 : 2,
+      fill: bars ? 'rgba(47, 111, 235, 0.35)' : 'rgba(47, 111, 235, 0.08)',
+      spanGaps: false,
+      value: function (_chart, value) { return format(value); },
+    };
+    if (bars) series.paths = uPlot.paths.bars({ align: 1, size: [0.9, 40] });
+    var options = {
+      width: chartWidth(container),
+      height: CHART_HEIGHT,
+      cursor: { sync: { key: 'pglease-dashboard' }, drag: { x: false, y: false } },
+      legend: { live: true },
+      scales: {
+        x: { time: true, range: function () { return chartRange; } },
+        y: { range: function (_chart, _min, max) { return [0, max > 0 ? max * 1.15 : 1]; } },
+      },
+      axes: [{}, counts ? { size: 50, incrs: COUNT_STEPS, values: function (_chart, ticks) { return ticks.map(format); } } : { size: 50, values: function (_chart, ticks) { return ticks.map(format); } }],
+      series: [{ value: function (_chart, at) { return at === null ? '–' : new Date(at * 1000).toLocaleTimeString('en-GB', { hour: '2-digit', minute: '2-digit' }); } }, series],
+      hooks: { draw: [function () { state.draws[key]++; }] },
+    };
+    charts[key] = new uPlot(options, [[], []], container);
+    chartFormats[key] = format;
+    chartSummaries[key] = container.parentNode.appendChild(el('span', null, 'chart-summary'));
+  }
+
+  /** Gives each chart its points (each `[seconds, value]`, oldest first) and its latest/max caption. */
+  function drawCharts(generatedAt, seriesByKey) {
+    chartRange = [generatedAt - HISTORY_SECONDS, generatedAt];
+    if (!charts.creates) {
+      makeChart('creates', $('dash-chart-creates'), 'creates', true, true, number);
+      makeChart('live', $('dash-chart-live'), 'live leases', false, true, number);
+      makeChart('rest', $('dash-chart-rest'), 'requests/s', false, false, rate);
+      makeChart('p95', $('dash-chart-p95'), 'p95 ms', false, false, number);
+      new ResizeObserver(function () {
+        Object.keys(charts).forEach(function (key) {
+          var container = charts[key].root.parentNode;
+          if (chartWidth(container) !== charts[key].width) charts[key].setSize({ width: chartWidth(container), height: CHART_HEIGHT });
+        });
+      }).observe($('dash-charts'));
+    }
+    Object.keys(seriesByKey).forEach(function (key) {
+      var points = seriesByKey[key];
+      var values = points.map(function (point) { return point[1]; });
+      charts[key].setData([points.map(function (point) { return point[0]; }), values]);
+      var present = values.filter(function (value) { return value !== null; });
+      var format = chartFormats[key];
+      chartSummaries[key].textContent = 'now ' + format(present.length ? present[present.length - 1] : null) + ' · max ' + format(present.length ? Math.max.apply(null, present) : null);
     });
-    var svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
-    svg.setAttribute('viewBox', '0 0 ' + width + ' ' + height);
-    svg.setAttribute('preserveAspectRatio', 'none');
-    svg.setAttribute('role', 'img');
-    var line = document.createElementNS('http://www.w3.org/2000/svg', 'polyline');
-    line.setAttribute('points', points.join(' '));
-    line.setAttribute('fill', 'none');
-    line.setAttribute('vector-effect', 'non-scaling-stroke');
-    svg.appendChild(line);
-    var last = present.length ? present[present.length - 1] : null;
-    svg.setAttribute('aria-label', 'latest ' + format(last) + ', highest ' + format(present.length ? max : null));
-    var legend = el('span', 'now ' + format(last) + ' · max ' + format(present.length ? max : null), 'legend');
-    container.replaceChildren(svg, legend);
+  }
+
+  function epochSeconds(iso) {
+    return Date.parse(iso) / 1000;
+  }
+
+  function rate(value) {
+    if (value === null || value === undefined) return '–';
+    return value < 10 ? String(Math.round(value * 100) / 100) : number(Math.round(value));
   }
 
   function renderSnapshot(snapshot) {
@@ -151,12 +214,16 @@
     $('dash-warm').textContent = number(warm.ready_plain + warm.ready_template) + ' ready';
     $('dash-warm-detail').textContent = number(warm.hits) + ' hits · ' + number(warm.misses) + ' misses';
 
-    var catalog = snapshot.history.catalog;
-    var perProcess = snapshot.history.process;
-    chart($('dash-chart-creates'), catalog.map(function (point) { return point.creates; }), number);
-    chart($('dash-chart-live'), catalog.map(function (point) { return point.live; }), number);
-    chart($('dash-chart-rest'), perProcess.map(function (point) { return point.per_second; }), number);
-    chart($('dash-chart-p95'), perProcess.map(function (point) { return point.p95_ms; }), number);
+    var now = epochSeconds(snapshot.generated_at);
+    var bucket = snapshot.history.bucket_seconds;
+    drawCharts(now, {
+      creates: snapshot.history.catalog.map(function (point) { return [epochSeconds(point.at), point.creates]; }),
+      // the count at the bucket's end (or now, for the current one)
+      live: snapshot.history.catalog.map(function (point) { return [Math.min(epochSeconds(point.at) + bucket, now), point.live]; }),
+      rest: snapshot.history.process.map(function (point) { return [epochSeconds(point.at), point.per_second]; }),
+      p95: snapshot.history.process.map(function (point) { return [epochSeconds(point.at), point.p95_ms]; }),
+    });
+    state.snapshot = snapshot;
 
     var statusRows = [];
     Object.keys(leases.by_status).forEach(function (status) {
