@@ -258,6 +258,7 @@ export async function buildServer(context: ServiceContext, options: ServerOption
   context.metrics.attach({
     pool: context.host.pool,
     restConnections: () => ({ inUse: rest.pools.budget.inUse, idle: rest.pools.idleConnections, waiting: rest.pools.budget.waiting, budget: rest.pools.budget.max }),
+    restStatements: () => ({ running: rest.pools.gate.inFlight, waiting: rest.pools.gate.waiting, limit: rest.pools.gate.limit, slowReleased: rest.pools.gate.slowReleased }),
     warmPools: () => context.leasePool.readyCounts(),
     warmPoolCreates: () => context.leasePool.creates,
   });

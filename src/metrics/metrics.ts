@@ -42,6 +42,8 @@ export interface MetricSources {
   pool: pg.Pool;
   /** REST connections: in use, idle, requests waiting for a place, and the budget. */
   restConnections?: () => { inUse: number; idle: number; waiting: number; budget: number };
+  /** The REST statement gate of the control host (src/rest/executor/statement-gate.ts). */
+  restStatements?: () => { running: number; waiting: number; limit: number; slowReleased: number };
   /** Leases ready in this process's warm pools. */
   warmPools?: () => { plain: number; template: number };
   /** Creates served from a warm pool, and those provisioned in the request. */
@@ -169,6 +171,39 @@ export class Metrics {
         this.set({ state: 'in_use' }, connections.inUse - connections.idle);
         this.set({ state: 'idle' }, connections.idle);
         this.set({ state: 'waiting' }, connections.waiting);
+      },
+    });
+    new Gauge({
+      name: 'pglease_rest_statements',
+      help: 'REST statements of this process at the gate (PGLEASE_REST_ACTIVE_STATEMENTS): running (counted against the limit) and waiting their turn',
+      labelNames: ['state'],
+      registers,
+      collect() {
+        const statements = metrics.sources?.restStatements?.();
+        if (!statements) return;
+        this.set({ state: 'running' }, statements.running);
+        this.set({ state: 'waiting' }, statements.waiting);
+      },
+    });
+    new Gauge({
+      name: 'pglease_rest_statement_limit',
+      help: 'REST statements this process runs at once before others wait (PGLEASE_REST_ACTIVE_STATEMENTS)',
+      registers,
+      collect() {
+        const statements = metrics.sources?.restStatements?.();
+        if (statements) this.set(statements.limit);
+      },
+    });
+    new Counter({
+      name: 'pglease_rest_slow_statements_total',
+      help: 'REST statements that ran past 20 ms while others waited, and gave their place at the gate up',
+      registers,
+      collect() {
+        const statements = metrics.sources?.restStatements?.();
+        if (!statements) return;
+        // the gate counts monotonically: expose its total
+        this.reset();
+        this.inc(statements.slowReleased);
       },
     });
     new Gauge({
