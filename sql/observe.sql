@@ -265,12 +265,15 @@ BEGIN
       v_elsewhere := pglease.bytes_elsewhere(v_exact);
       WITH due AS (
         SELECT l.id, l.role_name, l.auth_role, l.plan, l.host_id, n.oid AS nsp,
+               -- a database lease's database (issue 14): no schema here, its objects are in there
+               db.oid AS dbo, db.datallowconn AS db_open,
                h.status AS old_status, h.restricted, h.last_observation_id, h.next_observation_at,
                h.measured_size, h.measured_at, h.measured_changes, h.measured_shape
           FROM unnest(v_ids) AS i(id)
           JOIN pglease.leases l ON l.id = i.id AND l.state = 'active'
           JOIN pglease.lease_health h ON h.lease_id = i.id
-          LEFT JOIN pg_namespace n ON n.nspname = l.schema_name
+          LEFT JOIN pg_namespace n ON n.nspname = l.schema_name AND l.kind = 'schema'
+          LEFT JOIN pg_database db ON db.datname = l.schema_name AND l.kind = 'database'
       ), facts AS (
         -- statistics and catalog rows only: cheap for every lease
         SELECT c.relnamespace AS nsp,
@@ -296,14 +299,27 @@ BEGIN
         -- still holds. The others are measured now, at most p_measure of them, longest due first
         -- (measure_rank; 0 for those not measured): one sort, where a join to a set of unchanged
         -- leases was planned as a nested loop over both (25 M comparisons at 5,000 leases, 5 s)
-        SELECT a.*, CASE WHEN a.nsp IS NULL OR a.unchanged THEN 0
-                         ELSE row_number() OVER (ORDER BY a.nsp IS NULL OR a.unchanged, a.next_observation_at) END AS measure_rank
-          FROM (SELECT d.*, f.tables, f.rows_estimate, f.seq_scans, f.idx_scans, f.writes, f.changes, f.shape,
-                       coalesce(d.measured_at > now() - interval '1 minute' AND d.measured_changes = f.changes
-                                AND d.measured_shape = f.shape, false) AS unchanged
-                  FROM due d LEFT JOIN facts f ON f.nsp = d.nsp) a
+        -- A database lease's tables and rows are in its own database's catalog, which this one
+        -- cannot read (left 0); its changes are its database's row counts (pg_stat_database), which
+        -- count the catalogs' too (a CREATE TABLE moves them)
+        SELECT a.*, CASE WHEN (a.nsp IS NULL AND a.dbo IS NULL) OR a.unchanged THEN 0
+                         ELSE row_number() OVER (ORDER BY (a.nsp IS NULL AND a.dbo IS NULL) OR a.unchanged, a.next_observation_at) END AS measure_rank
+          FROM (SELECT d.*, f.tables, f.rows_estimate, f.seq_scans, f.idx_scans, coalesce(f.writes, g.writes) AS writes,
+                       coalesce(f.changes, g.changes) AS changes, coalesce(f.shape, g.shape) AS shape,
+                       coalesce(d.measured_at > now() - interval '1 minute' AND d.measured_changes = coalesce(f.changes, g.changes)
+                                AND d.measured_shape = coalesce(f.shape, g.shape), false) AS unchanged
+                  FROM due d LEFT JOIN facts f ON f.nsp = d.nsp
+                  LEFT JOIN LATERAL (SELECT (pg_stat_get_db_tuples_inserted(d.dbo) + pg_stat_get_db_tuples_updated(d.dbo))::bigint AS writes,
+                                            (pg_stat_get_db_tuples_inserted(d.dbo) + pg_stat_get_db_tuples_updated(d.dbo)
+                                             + pg_stat_get_db_tuples_deleted(d.dbo))::bigint AS changes,
+                                            d.dbo::bigint AS shape
+                                      WHERE d.dbo IS NOT NULL) g ON true) a
       ), measure AS (
-        SELECT a.nsp FROM assessed a WHERE a.measure_rank BETWEEN 1 AND p_measure
+        SELECT a.nsp FROM assessed a WHERE a.measure_rank BETWEEN 1 AND p_measure AND a.nsp IS NOT NULL
+      ), databases AS (
+        -- a database lease's size: its database's files (pg_database_size: no lock, no lease code)
+        SELECT a.id, pglease.database_bytes(a.dbo) AS size_bytes
+          FROM assessed a WHERE a.measure_rank BETWEEN 1 AND p_measure AND a.dbo IS NOT NULL
       ), observing AS (
         -- what this batch observes: every due lease but those left for the next (see assessed)
         SELECT a.* FROM assessed a WHERE a.measure_rank <= p_measure
@@ -344,14 +360,15 @@ BEGIN
                coalesce(s1.n, 0) + coalesce(s2.n, 0) AS connections,
                -- CONNECT comes from a lease group (sql/leases.sql); read from the catalog rather than with
                -- has_database_privilege, which raises for a role dropped since this statement's snapshot
-               coalesce(d.nsp IS NOT NULL AND r.rolcanlogin AND (r.rolvaliduntil IS NULL OR r.rolvaliduntil > now())
-                 AND EXISTS (SELECT 1 FROM pg_auth_members am WHERE am.member = r.oid AND am.roleid = ANY (v_groups))
+               -- a database lease connects to its own database, as its owner (no lease group)
+               coalesce((d.nsp IS NOT NULL OR d.db_open) AND r.rolcanlogin AND (r.rolvaliduntil IS NULL OR r.rolvaliduntil > now())
+                 AND (d.dbo IS NOT NULL OR EXISTS (SELECT 1 FROM pg_auth_members am WHERE am.member = r.oid AND am.roleid = ANY (v_groups)))
                  AND (r.rolconnlimit < 0 OR coalesce(s1.n, 0) < r.rolconnlimit), false) AS reachable,
                coalesce(d.tables, 0) AS tables, coalesce(d.rows_estimate, 0) AS rows_estimate,
-               coalesce(x.size_bytes, CASE WHEN d.unchanged THEN d.measured_size END, 0) AS schema_bytes,
-               coalesce(x.size_bytes, CASE WHEN d.unchanged THEN d.measured_size END, 0) + e.bytes AS size_bytes,
+               coalesce(x.size_bytes, db.size_bytes, CASE WHEN d.unchanged THEN d.measured_size END, 0) AS schema_bytes,
+               coalesce(x.size_bytes, db.size_bytes, CASE WHEN d.unchanged THEN d.measured_size END, 0) + e.bytes AS size_bytes,
                e.bytes AS elsewhere_bytes,
-               coalesce(x.size_exact, true) AS size_exact, x.nsp IS NOT NULL AS measured,
+               coalesce(x.size_exact, true) AS size_exact, x.nsp IS NOT NULL OR db.size_bytes IS NOT NULL AS measured, d.dbo IS NOT NULL AS database_lease,
                coalesce(d.seq_scans, 0) AS seq_scans, coalesce(d.idx_scans, 0) AS idx_scans, coalesce(d.writes, 0) AS writes,
                d.changes, d.shape, p.max_rows, p.max_size_bytes, dk.disk_free_bytes
           FROM observing d
@@ -362,6 +379,7 @@ BEGIN
           LEFT JOIN sessions s1 ON s1.usesysid = r.oid
           LEFT JOIN sessions s2 ON s2.usesysid = ra.oid
           LEFT JOIN rels x ON x.nsp = d.nsp
+          LEFT JOIN databases db ON db.id = d.id
           -- what the lease's roles (its login role, and <login role>_...) hold outside its schema
           CROSS JOIN LATERAL (SELECT coalesce(sum(o.value::bigint), 0)::bigint AS bytes FROM jsonb_each_text(v_elsewhere) o
                                WHERE o.key = d.role_name OR starts_with(o.key, d.role_name || '_')) e
@@ -430,7 +448,18 @@ BEGIN
       v_restricted := v_row.restricted;
       v_reason := CASE WHEN v_row.new_status = 'uncertain' THEN 'its login role cannot log in (or its schema is gone)'
                        ELSE 'within its plan and reachable' END;
-      IF v_row.over_plan THEN
+      IF v_lease.kind = 'database' THEN
+        -- its objects are in its own database, which a function here cannot reach: the job does it
+        -- there, in a session of its own (src/leases/database-quota.ts), and records what it did
+        -- (pglease.database_quota_done); until then the restriction is pending
+        IF v_row.over_plan THEN
+          SELECT * INTO v_msg FROM pglease.over_quota_message(v_row.plan, v_row.size_bytes, v_row.size_limit, v_row.rows_estimate, v_row.max_rows, p_interval);
+          v_restricted := coalesce(v_row.restricted, '{}') || jsonb_build_object('pending', 'restrict', 'message', v_msg.message, 'hint', v_msg.hint);
+          v_reason := v_msg.message;
+        ELSIF v_row.restricted IS NOT NULL THEN
+          v_restricted := v_row.restricted || jsonb_build_object('pending', 'restore');
+        END IF;
+      ELSIF v_row.over_plan THEN
         SELECT * INTO v_msg FROM pglease.over_quota_message(v_row.plan, v_row.size_bytes, v_row.size_limit, v_row.rows_estimate, v_row.max_rows, p_interval);
         v_restricted := pglease.restrict_writes(v_lease, v_msg.message, v_msg.hint, v_row.restricted);
         v_reason := v_msg.message;
@@ -470,6 +499,52 @@ BEGIN
 
   took_ms := round(extract(epoch FROM clock_timestamp() - v_start)::numeric * 1000, 3);
 END
+$$;
+
+-- pglease.database_bytes: the size of database p_database (a database lease's) on disk, or NULL
+-- when it is gone (dropped since the caller's snapshot, by a release that committed meanwhile).
+-- pg_database_size adds up the sizes of its directory's files: no lock, nothing of the lease's run.
+CREATE OR REPLACE FUNCTION pglease.database_bytes(p_database oid)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  RETURN pg_database_size(p_database);
+EXCEPTION WHEN invalid_catalog_name OR undefined_object THEN
+  RETURN NULL;
+END
+$$;
+
+-- pglease.database_quota_work: the database leases whose restriction the observer decided and the
+-- job has not yet made (or undone) in their own databases (src/leases/database-quota.ts).
+CREATE OR REPLACE FUNCTION pglease.database_quota_work(
+  OUT lease_id uuid, OUT database_name text, OUT role_name text, OUT pending text, OUT restricted jsonb)
+RETURNS SETOF record
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT l.id, l.schema_name, l.role_name, h.restricted ->> 'pending', h.restricted
+    FROM pglease.lease_health h JOIN pglease.leases l ON l.id = h.lease_id
+   WHERE l.kind = 'database' AND l.state = 'active' AND h.restricted ? 'pending'
+$$;
+
+-- pglease.database_quota_done: records what the job did in a database lease's database: p_result
+-- (what pglease.restrict_database_writes returned) once restricted, nothing once restored, or the
+-- error that stopped it (kept in last_error; the job tries again at its next run). A decision taken
+-- meanwhile (another pending) is left for the next run.
+CREATE OR REPLACE FUNCTION pglease.database_quota_done(p_lease_id uuid, p_pending text, p_result jsonb, p_error text)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+  UPDATE pglease.lease_health
+     SET restricted = CASE WHEN p_error IS NOT NULL THEN restricted
+                           WHEN p_pending = 'restore' THEN NULL
+                           ELSE p_result END,
+         last_error = CASE WHEN p_error IS NOT NULL
+                           THEN format('%s the lease failed: %s', CASE WHEN p_pending = 'restore' THEN 'restoring' ELSE 'restricting' END, p_error) END
+   WHERE lease_id = p_lease_id AND restricted ->> 'pending' = p_pending
 $$;
 
 -- pglease.mark_overdue: a live lease the observer has not reached for three intervals becomes

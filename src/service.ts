@@ -113,7 +113,7 @@ export async function startService(givenConfig: Config, options: StartOptions = 
       jobs: builtinJobs({ ...config.jobs, observeDiskPath: config.jobs.observeDiskPath ?? (embedded ? config.dataDir : undefined) }, host.id, {
         onReaped: (lags) => context.metrics.leasesReaped(lags),
         onObservationPass: (seconds) => context.metrics.observationPass(seconds),
-      }),
+      }, host.databaseUrl),
       log,
       onRunEnd: (job, outcome) => context.metrics.jobRan(job, outcome),
     });

@@ -5,6 +5,7 @@
 import { statfs } from 'node:fs/promises';
 import type pg from 'pg';
 import type { JobsConfig } from '../config.js';
+import { applyDatabaseQuotas } from '../leases/database-quota.js';
 import { dropQueuedDatabases } from '../leases/database-drops.js';
 
 export interface JobRunContext {
@@ -143,12 +144,19 @@ export async function observeOnce(
   cancelled: () => boolean = () => false,
   quickPassesForMs = 0,
   hooks: JobHooks = {},
+  /** The service's URL of the lease database: database leases are restricted in their own databases through it (src/leases/database-quota.ts). */
+  serviceUrl?: string,
 ): Promise<JobOutcome> {
   const began = Date.now();
   if (hostId !== undefined) {
     await pool.query({ name: 'pglease.observe-host', text: 'SELECT 1 FROM pglease.observe_host($1, $2)', values: [hostId, (await diskFree(config.observeDiskPath)) ?? null] });
   }
   const total = { observed: 0, changed: 0, errors: 0, took_ms: 0, quick_passes: 0 };
+  /** What the passes decided for database leases, made in their databases. */
+  const databaseQuotas = async (): Promise<void> => {
+    if (serviceUrl === undefined) return;
+    total.errors += (await applyDatabaseQuotas(pool, serviceUrl)).failed;
+  };
   /** One batch of at most `limit` due leases; resolves to the limit of the batch that must follow, if one must. */
   const pass = async (dueOnly: boolean, dueBy: Date, limit = OBSERVE_BATCH): Promise<number | undefined> => {
     const { rows } = await pool.query<ObservePass>({
@@ -175,6 +183,7 @@ export async function observeOnce(
   let next = cancelled() ? undefined : await pass(false, runBegan);
   while (next !== undefined && !cancelled()) next = await pass(true, runBegan, next);
   hooks.onObservationPass?.((performance.now() - passBegan) / 1000);
+  await databaseQuotas();
   const overdue = await pool.query<{ n: number }>({
     name: 'pglease.mark-overdue',
     text: 'SELECT pglease.mark_overdue(make_interval(secs => $1)) AS n',
@@ -186,6 +195,7 @@ export async function observeOnce(
     const quickBegan = (await pool.query<{ now: Date }>('SELECT now() AS now')).rows[0]!.now;
     let quickNext: number | undefined = OBSERVE_BATCH;
     while (quickNext !== undefined && !cancelled()) quickNext = await pass(true, quickBegan, quickNext);
+    await databaseQuotas();
     total.quick_passes++;
   }
   const pruned = await pool.query<{ n: string }>({
@@ -199,14 +209,14 @@ export async function observeOnce(
   };
 }
 
-export function builtinJobs(config: JobsConfig, hostId?: number, hooks: JobHooks = {}): JobDefinition[] {
+export function builtinJobs(config: JobsConfig, hostId?: number, hooks: JobHooks = {}, serviceUrl?: string): JobDefinition[] {
   return [
     {
       name: 'observe',
       description: 'Observes the host and each live lease that is due (catalogs only), moves their status, restricts leases over their plan and restores them',
       schedule: config.observerSchedule,
       // quick passes fill the second until the next run (the default schedule runs every second)
-      run: ({ pool, cancelled }) => observeOnce(pool, config, hostId, cancelled, 1000, hooks),
+      run: ({ pool, cancelled }) => observeOnce(pool, config, hostId, cancelled, 1000, hooks, serviceUrl),
       // a run every second: one that moved no status and failed no restriction is folded
       quiet: ({ result }) => result.changed === 0 && result.errors === 0,
     },
