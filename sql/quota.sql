@@ -19,12 +19,13 @@
 --     session_replication_role (which skips triggers) is superuser-only. It fires for INSERT,
 --     UPDATE, INSERT ... ON CONFLICT, MERGE, COPY FROM, writes through views and rules, and on each
 --     partition written to directly.
+--   * it may no longer make or grow large objects (pglease.restrict_large_objects), where a
+--     superuser's setup took the large-object functions from PUBLIC (Postgres 16+); elsewhere
+--     large objects are only counted in its size, and keep it restricted until it unlinks them.
 -- What the lease can still do while restricted: read, DELETE, TRUNCATE, VACUUM (17+), nextval,
--- temporary tables (TEMPORARY is granted to all the database's leases through their group) and
--- large objects (lo_create is open to every role). Those two are not refused here but counted in
--- its size by the observer, which also ends its sessions that hold temporary tables
--- (sql/observe.sql, pglease.end_temp_sessions); large objects keep it restricted until it
--- unlinks them. Its temporary files are bounded by temp_file_limit (sql/plans.sql). It cannot DROP
+-- lo_unlink, and temporary tables (TEMPORARY is granted to all the database's leases through their
+-- group): not refused here but counted in its size by the observer, which also ends its sessions
+-- that hold temporary tables (sql/observe.sql, pglease.end_temp_sessions). Its temporary files are bounded by temp_file_limit (sql/plans.sql). It cannot DROP
 -- or ALTER its tables, CREATE anything in its schema, or grant writes to another role (a lease
 -- that granted INSERT to its anonymous role or another lease is refused by the trigger too).
 -- A lease's own code still runs as the table's owner where Postgres runs it so (an index
@@ -35,12 +36,110 @@
 -- plan and run nothing of the lease's.
 
 -- pglease.restrict_writes: restricts lease p_lease's schema (pglease.restrict_schema_writes,
--- sql/quota-schema.sql) and returns what it changed, for pglease.restore_writes.
+-- sql/quota-schema.sql) and its large objects (pglease.restrict_large_objects), and returns what it
+-- changed, for pglease.restore_writes.
 CREATE OR REPLACE FUNCTION pglease.restrict_writes(p_lease pglease.leases, p_message text, p_hint text, p_previous jsonb DEFAULT NULL)
 RETURNS jsonb
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT pglease.restrict_schema_writes(p_lease.schema_name, p_lease.role_name, p_message, p_hint, p_previous) $$;
+AS $$
+DECLARE
+  v_restricted jsonb := pglease.restrict_schema_writes(p_lease.schema_name, p_lease.role_name, p_message, p_hint, p_previous);
+BEGIN
+  RETURN v_restricted || jsonb_build_object('large_objects', pglease.restrict_large_objects(p_lease));
+END
+$$;
+
+-- pglease.large_objects_refusable: whether a lease's large-object writes can be taken from it: the
+-- functions that make or grow them (lo_create, lo_creat, lo_from_bytea, lowrite, lo_put) are not
+-- PUBLIC's but the lease groups' (a superuser's setup, pglease_admin.grant_quota_needs, then
+-- pglease.grant_large_object_writes), and memberships have their own INHERIT (Postgres 16+).
+-- Otherwise they stay counted in its size only (sql/observe.sql).
+CREATE OR REPLACE FUNCTION pglease.large_objects_refusable()
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT current_setting('server_version_num')::int >= 160000
+     AND NOT EXISTS (SELECT 1 FROM pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+                      WHERE p.oid = 'pg_catalog.lo_from_bytea(oid, bytea)'::regprocedure AND a.grantee = 0)
+     AND has_function_privilege(current_user, 'pg_catalog.lo_from_bytea(oid, bytea)', 'EXECUTE WITH GRANT OPTION')
+$$;
+
+-- pglease.grant_large_object_writes: the large-object functions PUBLIC lost (see above), to every
+-- lease group: a lease makes and writes large objects as before, through its group. Run at every
+-- start; returns whether the functions are the groups' (false: PUBLIC's, nothing to do).
+CREATE OR REPLACE FUNCTION pglease.grant_large_object_writes()
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_group text;
+BEGIN
+  IF NOT pglease.large_objects_refusable() THEN
+    RETURN false;
+  END IF;
+  FOR v_group IN SELECT g FROM unnest(pglease.lease_groups()) g
+                  WHERE to_regrole(quote_ident(g)) IS NOT NULL
+                    AND NOT has_function_privilege(g, 'pg_catalog.lo_from_bytea(oid, bytea)', 'EXECUTE') LOOP
+    EXECUTE format('GRANT EXECUTE ON FUNCTION pg_catalog.lo_create(oid), pg_catalog.lo_creat(integer), pg_catalog.lo_from_bytea(oid, bytea), '
+                   'pg_catalog.lowrite(integer, bytea), pg_catalog.lo_put(oid, bigint, bytea) TO %I', v_group);
+  END LOOP;
+  RETURN true;
+END
+$$;
+
+-- pglease.restrict_large_objects: lease p_lease may no longer make or grow large objects: its
+-- login role and REST authenticator stop inheriting from their lease group (GRANT ... WITH INHERIT
+-- FALSE), whose EXECUTE on the large-object functions was theirs, and are granted the group's
+-- CONNECT and TEMPORARY on this database directly, so that they still log in. Refused by Postgres
+-- itself ("permission denied for function lo_from_bytea"): no hook lets a non-superuser word it
+-- as the plan's message. Returns the groups whose inheritance it cut ([]: nothing, when
+-- pglease.large_objects_refusable is false). Catalogs only.
+CREATE OR REPLACE FUNCTION pglease.restrict_large_objects(p_lease pglease.leases)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_cut jsonb := '[]';
+  v_grant record;
+BEGIN
+  IF NOT pglease.large_objects_refusable() THEN
+    RETURN v_cut;
+  END IF;
+  FOR v_grant IN
+    SELECT pg_get_userbyid(m.roleid) AS grp, pg_get_userbyid(m.member) AS member
+      FROM pg_auth_members m
+     WHERE m.member IN (to_regrole(quote_ident(p_lease.role_name)), to_regrole(quote_ident(p_lease.auth_role)))
+       AND pg_get_userbyid(m.roleid) = ANY (pglease.lease_groups())
+  LOOP
+    EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO %I', current_database(), v_grant.member);
+    EXECUTE format('GRANT %I TO %I WITH INHERIT FALSE', v_grant.grp, v_grant.member);
+    v_cut := v_cut || jsonb_build_object('group', v_grant.grp, 'member', v_grant.member);
+  END LOOP;
+  RETURN v_cut;
+END
+$$;
+
+-- pglease.restore_large_objects: undoes pglease.restrict_large_objects with what it returned.
+CREATE OR REPLACE FUNCTION pglease.restore_large_objects(p_cut jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_grant record;
+BEGIN
+  FOR v_grant IN SELECT x ->> 'group' AS grp, x ->> 'member' AS member FROM jsonb_array_elements(coalesce(p_cut, '[]')) x LOOP
+    IF to_regrole(quote_ident(v_grant.grp)) IS NOT NULL AND to_regrole(quote_ident(v_grant.member)) IS NOT NULL THEN
+      EXECUTE format('GRANT %I TO %I WITH INHERIT TRUE', v_grant.grp, v_grant.member);
+      EXECUTE format('REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM %I', current_database(), v_grant.member);
+    END IF;
+  END LOOP;
+END
+$$;
 
 -- pglease.restriction_intact: whether a restricted lease still owns nothing that holds data and
 -- each of its tables has the enabled trigger. False sends the observer to restrict it again.
@@ -63,9 +162,14 @@ $$;
 -- pglease.restore_writes: undoes pglease.restrict_writes with what it returned.
 CREATE OR REPLACE FUNCTION pglease.restore_writes(p_lease pglease.leases, p_restricted jsonb)
 RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT pglease.restore_schema_writes(p_lease.schema_name, p_lease.role_name, p_restricted) $$;
+AS $$
+BEGIN
+  PERFORM pglease.restore_schema_writes(p_lease.schema_name, p_lease.role_name, p_restricted);
+  PERFORM pglease.restore_large_objects(p_restricted -> 'large_objects');
+END
+$$;
 
 -- pglease.cancel_lease_statements: cancels the running statements of a lease's sessions (login
 -- role and REST authenticator) that hold a lock on one of its relations, and ends those idle in a
