@@ -158,8 +158,9 @@ $$;
 --   stop the pass. Subtransactions happen only for leases that change, never thousands per pass.
 DROP FUNCTION IF EXISTS pglease.observe_leases(int, interval, interval);
 DROP FUNCTION IF EXISTS pglease.observe_leases(int, interval, interval, boolean);
--- its OUT parameters changed (taken, then deferred)
+-- its OUT parameters changed (taken, then deferred and measured)
 DROP FUNCTION IF EXISTS pglease.observe_leases(int, interval, interval, boolean, timestamptz);
+DROP FUNCTION IF EXISTS pglease.observe_leases(int, interval, interval, boolean, timestamptz, int);
 DROP FUNCTION IF EXISTS pglease.observe_leases(int, interval, interval, boolean, timestamptz, int);
 CREATE OR REPLACE FUNCTION pglease.observe_leases(
   p_limit    int DEFAULT 10000,
@@ -172,12 +173,16 @@ CREATE OR REPLACE FUNCTION pglease.observe_leases(
   -- only leases due by then (the start of the caller's run: a lease observed by one of its batches is
   -- not taken again by the next, however soon it is due again); NULL: now
   p_due_by   timestamptz DEFAULT NULL,
-  -- at most this many leases whose size must be measured (pg_total_relation_size, which locks each
-  -- relation it measures until the transaction ends); the others that must be are left due
-  p_measure  int DEFAULT 500,
+  -- measuring a lease's size (pg_total_relation_size) locks each of its relations (table, indexes,
+  -- TOAST) until the transaction ends: leases are measured until about this many locks are taken
+  -- (at least one lease), the others left due for the next batch. NULL: a quarter of the server's
+  -- lock table (max_locks_per_transaction x (max_connections + max_prepared_transactions): 1,600
+  -- with Postgres's defaults, about 400 leases of a table each; 64,000 on the embedded server)
+  p_measure_locks int DEFAULT NULL,
   -- taken: due rows this batch took (fewer than p_limit: none left); observed: those of live leases;
-  -- deferred: due leases left for the next batch, their size to be measured (more than p_measure)
-  OUT taken int, OUT observed int, OUT deferred int, OUT changed int, OUT errors int, OUT took_ms numeric)
+  -- measured: those whose size it measured; deferred: due leases left for the next batch, their
+  -- size to be measured (beyond p_measure_locks)
+  OUT taken int, OUT observed int, OUT measured int, OUT deferred int, OUT changed int, OUT errors int, OUT took_ms numeric)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 -- planned for each batch with its leases' ids as constants: a generic plan guesses 10 leases and
@@ -206,6 +211,10 @@ BEGIN
   taken := 0;
   observed := 0;
   deferred := 0;
+  measured := 0;
+  p_measure_locks := coalesce(p_measure_locks,
+    current_setting('max_locks_per_transaction')::int
+    * (current_setting('max_connections')::int + current_setting('max_prepared_transactions')::int) / 4);
   changed := 0;
   errors := 0;
   IF NOT p_due_only THEN
@@ -289,6 +298,9 @@ BEGIN
                             + CASE WHEN c.reltoastrelid <> 0
                                    THEN pg_stat_get_tuples_inserted(c.reltoastrelid) + pg_stat_get_tuples_deleted(c.reltoastrelid)
                                    ELSE 0 END) FILTER (WHERE c.relkind IN ('r', 'm')), 0)::bigint AS changes,
+               -- the locks measuring it takes: each table and index, and a table's TOAST and its index
+               (count(*) FILTER (WHERE c.relkind IN ('r', 'm', 'i'))
+                + 2 * count(*) FILTER (WHERE c.relkind IN ('r', 'm') AND c.reltoastrelid <> 0))::int AS locks,
                -- a new, dropped or rewritten relation (new relfilenode), or a VACUUM that truncated one
                (count(*) * 1000003 + sum(c.oid::bigint * 7 + c.relfilenode::bigint * 13 + c.relpages::bigint))::bigint AS shape
           FROM pg_class c
@@ -296,15 +308,19 @@ BEGIN
          GROUP BY c.relnamespace
       ), assessed AS (
         -- unchanged: measured before with nothing changed since, within the last minute, so that size
-        -- still holds. The others are measured now, at most p_measure of them, longest due first
-        -- (measure_rank; 0 for those not measured): one sort, where a join to a set of unchanged
+        -- still holds. The others are measured now, longest due first, as long as the locks of
+        -- those before stay under p_measure_locks (measure_rank: those locks + 1; 0 for those not
+        -- measured; a database lease counts 8, for the files pg_database_size reads, though it
+        -- takes no lock): one sort, where a join to a set of unchanged
         -- leases was planned as a nested loop over both (25 M comparisons at 5,000 leases, 5 s)
         -- A database lease's tables and rows are in its own database's catalog, which this one
         -- cannot read (left 0); its changes are its database's row counts (pg_stat_database), which
         -- count the catalogs' too (a CREATE TABLE moves them)
         SELECT a.*, CASE WHEN (a.nsp IS NULL AND a.dbo IS NULL) OR a.unchanged THEN 0
-                         ELSE row_number() OVER (ORDER BY (a.nsp IS NULL AND a.dbo IS NULL) OR a.unchanged, a.next_observation_at) END AS measure_rank
-          FROM (SELECT d.*, f.tables, f.rows_estimate, f.seq_scans, f.idx_scans, coalesce(f.writes, g.writes) AS writes,
+                         ELSE 1 + coalesce(sum(CASE WHEN a.dbo IS NOT NULL THEN 8 ELSE coalesce(a.locks, 0) END)
+                                             OVER (ORDER BY (a.nsp IS NULL AND a.dbo IS NULL) OR a.unchanged, a.next_observation_at, a.id
+                                                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) END AS measure_rank
+          FROM (SELECT d.*, f.tables, f.locks, f.rows_estimate, f.seq_scans, f.idx_scans, coalesce(f.writes, g.writes) AS writes,
                        coalesce(f.changes, g.changes) AS changes, coalesce(f.shape, g.shape) AS shape,
                        coalesce(d.measured_at > now() - interval '1 minute' AND d.measured_changes = coalesce(f.changes, g.changes)
                                 AND d.measured_shape = coalesce(f.shape, g.shape), false) AS unchanged
@@ -315,14 +331,14 @@ BEGIN
                                             d.dbo::bigint AS shape
                                       WHERE d.dbo IS NOT NULL) g ON true) a
       ), measure AS (
-        SELECT a.nsp FROM assessed a WHERE a.measure_rank BETWEEN 1 AND p_measure AND a.nsp IS NOT NULL
+        SELECT a.nsp FROM assessed a WHERE a.measure_rank BETWEEN 1 AND p_measure_locks AND a.nsp IS NOT NULL
       ), databases AS (
         -- a database lease's size: its database's files (pg_database_size: no lock, no lease code)
         SELECT a.id, pglease.database_bytes(a.dbo) AS size_bytes
-          FROM assessed a WHERE a.measure_rank BETWEEN 1 AND p_measure AND a.dbo IS NOT NULL
+          FROM assessed a WHERE a.measure_rank BETWEEN 1 AND p_measure_locks AND a.dbo IS NOT NULL
       ), observing AS (
         -- what this batch observes: every due lease but those left for the next (see assessed)
-        SELECT a.* FROM assessed a WHERE a.measure_rank <= p_measure
+        SELECT a.* FROM assessed a WHERE a.measure_rank <= p_measure_locks
       ), locked AS (
         SELECT DISTINCT c.relnamespace AS nsp
           FROM pg_locks k JOIN pg_class c ON c.oid = k.relation
@@ -416,7 +432,7 @@ BEGIN
          WHERE h.lease_id = j.id
       )
       -- the leases whose status or restriction must change (few: most passes none)
-      SELECT count(*)::int, (SELECT count(*) FROM due)::int - count(*)::int,
+      SELECT count(*)::int, (count(*) FILTER (WHERE j.measured))::int, (SELECT count(*) FROM due)::int - count(*)::int,
              jsonb_agg(jsonb_build_object(
                'lease_id', j.id, 'observation_id', i.id, 'old_status', j.old_status,
                'new_status', pglease.status_after(j.old_status, j.reachable, j.over_plan), 'over_plan', j.over_plan,
@@ -427,7 +443,7 @@ BEGIN
                           OR (j.over_plan AND j.restricted IS NULL)
                           OR (NOT j.over_plan AND j.restricted IS NOT NULL)
                           OR (j.over_plan AND NOT pglease.restriction_intact((SELECT l FROM pglease.leases l WHERE l.id = j.id))))
-        INTO observed, deferred, v_todo
+        INTO observed, measured, deferred, v_todo
         FROM judged j JOIN inserted i ON i.lease_id = j.id;
       EXIT;
     EXCEPTION WHEN lock_not_available THEN

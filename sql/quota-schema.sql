@@ -157,6 +157,111 @@ END
 $$;
 
 
+-- pglease.large_objects_refusable: whether a lease's large-object writes can be taken from it in
+-- this database: the functions that make or grow them (lo_create, lo_creat, lo_from_bytea, lowrite,
+-- lo_put) are not PUBLIC's here but its groups' (a superuser's setup took them from PUBLIC:
+-- pglease_admin.grant_quota_needs in the lease database, src/db/lease-template.ts in the template of
+-- database leases; the service gave them to the groups: pglease.grant_large_object_writes), and
+-- memberships have their own INHERIT (Postgres 16+). Otherwise large objects stay counted in a
+-- lease's size only (sql/observe.sql).
+CREATE OR REPLACE FUNCTION pglease.large_objects_refusable()
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT current_setting('server_version_num')::int >= 160000
+     AND NOT EXISTS (SELECT 1 FROM pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+                      WHERE p.oid = 'pg_catalog.lo_from_bytea(oid, bytea)'::regprocedure AND a.grantee = 0)
+$$;
+
+-- pglease.grant_large_object_writes: the large-object functions PUBLIC lost (see above), to the
+-- groups p_groups: their leases make and write large objects as before, through their group. Run
+-- at every start; returns whether the functions are the groups' (false: PUBLIC's, or the service
+-- may not grant them).
+CREATE OR REPLACE FUNCTION pglease.grant_large_object_writes(p_groups text[])
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_group text;
+BEGIN
+  IF NOT pglease.large_objects_refusable()
+     OR NOT has_function_privilege(current_user, 'pg_catalog.lo_from_bytea(oid, bytea)', 'EXECUTE WITH GRANT OPTION') THEN
+    RETURN false;
+  END IF;
+  FOR v_group IN SELECT g FROM unnest(p_groups) g
+                  WHERE to_regrole(quote_ident(g)) IS NOT NULL
+                    AND NOT has_function_privilege(g, 'pg_catalog.lo_from_bytea(oid, bytea)', 'EXECUTE') LOOP
+    EXECUTE format('GRANT EXECUTE ON FUNCTION pg_catalog.lo_create(oid), pg_catalog.lo_creat(integer), pg_catalog.lo_from_bytea(oid, bytea), '
+                   'pg_catalog.lowrite(integer, bytea), pg_catalog.lo_put(oid, bigint, bytea) TO %I', v_group);
+  END LOOP;
+  RETURN true;
+END
+$$;
+
+-- pglease.restrict_large_objects: the lease roles p_roles may no longer make or grow large objects
+-- in this database: each stops inheriting from the groups that gave it EXECUTE on the large-object
+-- functions (GRANT ... WITH INHERIT FALSE), and is granted CONNECT and TEMPORARY on this database
+-- directly, which a lease group gave it too, so that it still logs in. Refused by Postgres itself
+-- ("permission denied for function lo_from_bytea"): no hook lets a non-superuser word it as the
+-- plan's message. Returns the memberships it cut ([]: none, when pglease.large_objects_refusable is
+-- false). Catalogs only.
+CREATE OR REPLACE FUNCTION pglease.restrict_large_objects(p_roles text[])
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_cut jsonb := '[]';
+  v_grant record;
+  v_connect boolean;
+BEGIN
+  IF NOT pglease.large_objects_refusable() THEN
+    RETURN v_cut;
+  END IF;
+  FOR v_grant IN
+    SELECT DISTINCT pg_get_userbyid(m.roleid) AS grp, pg_get_userbyid(m.member) AS member
+      FROM pg_auth_members m
+     WHERE m.member IN (SELECT to_regrole(quote_ident(r)) FROM unnest(p_roles) r)
+       AND has_function_privilege(m.roleid, 'pg_catalog.lo_from_bytea(oid, bytea)', 'EXECUTE')
+  LOOP
+    -- CONNECT of its own only when it had none (a database lease's authenticator has it already:
+    -- the restoration must not take that away)
+    v_connect := NOT EXISTS (SELECT 1 FROM pg_database d, aclexplode(d.datacl) a
+                              WHERE d.datname = current_database() AND a.grantee = to_regrole(quote_ident(v_grant.member))
+                                AND a.privilege_type = 'CONNECT');
+    IF v_connect THEN
+      EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO %I', current_database(), v_grant.member);
+    END IF;
+    EXECUTE format('GRANT %I TO %I WITH INHERIT FALSE', v_grant.grp, v_grant.member);
+    v_cut := v_cut || jsonb_build_object('group', v_grant.grp, 'member', v_grant.member, 'connect', v_connect);
+  END LOOP;
+  RETURN v_cut;
+END
+$$;
+
+-- pglease.restore_large_objects: undoes pglease.restrict_large_objects with what it returned.
+CREATE OR REPLACE FUNCTION pglease.restore_large_objects(p_cut jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_grant record;
+BEGIN
+  FOR v_grant IN SELECT x ->> 'group' AS grp, x ->> 'member' AS member, coalesce((x ->> 'connect')::boolean, false) AS connect
+                   FROM jsonb_array_elements(coalesce(p_cut, '[]')) x LOOP
+    IF to_regrole(quote_ident(v_grant.grp)) IS NOT NULL AND to_regrole(quote_ident(v_grant.member)) IS NOT NULL THEN
+      EXECUTE format('GRANT %I TO %I WITH INHERIT TRUE', v_grant.grp, v_grant.member);
+      IF v_grant.connect THEN
+        EXECUTE format('REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM %I', current_database(), v_grant.member);
+      END IF;
+    END IF;
+  END LOOP;
+END
+$$;
+
 -- pglease.restrict_database_writes: restricts the database it runs in, a database lease's whose
 -- login role is p_login_role, and returns what it changed, for pglease.restore_database_writes:
 -- {"schemas": {schema: what pglease.restrict_schema_writes returned}, "database_owner": owner}.
@@ -206,7 +311,9 @@ BEGIN
     EXECUTE format('ALTER DATABASE %I OWNER TO %I', current_database(), v_guard);
   END IF;
   EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO %I', current_database(), p_login_role);
-  RETURN jsonb_build_object('schemas', v_schemas, 'database_owner', v_owner, 'at', now());
+  RETURN jsonb_build_object('schemas', v_schemas, 'database_owner', v_owner, 'at', now(),
+                            'large_objects', coalesce(p_previous -> 'large_objects', '[]')
+                                             || pglease.restrict_large_objects(ARRAY[p_login_role, p_login_role || '_auth']));
 END
 $$;
 
@@ -233,5 +340,6 @@ BEGIN
       PERFORM pglease.restore_schema_writes(v_schema, p_login_role, p_restricted -> 'schemas' -> v_schema);
     END IF;
   END LOOP;
+  PERFORM pglease.restore_large_objects(p_restricted -> 'large_objects');
 END
 $$;

@@ -86,6 +86,8 @@ describe('a database lease on a plan', () => {
       // nothing new to write into: no table, no schema around the restriction
       expect((await errorOf(session, 'CREATE TABLE u (id int)'))?.code).toBe('42501');
       expect((await errorOf(session, 'CREATE SCHEMA elsewhere'))?.code).toBe('42501');
+      // nor large objects, which the template took from PUBLIC and gave to the database leases' group
+      expect(await errorOf(session, `SELECT lo_from_bytea(0, 'x')`)).toEqual({ code: '42501', message: 'permission denied for function lo_from_bytea' });
       expect((await session.query('SELECT count(*)::int AS n FROM t')).rows[0]).toEqual({ n: 40000 });
       // a new session still logs in (the lease's CONNECT outlives its ownership of the database)
       expect(await queryUrl<{ ok: number }>(lease.url, 'SELECT 1 AS ok')).toEqual([{ ok: 1 }]);
@@ -97,6 +99,7 @@ describe('a database lease on a plan', () => {
         return health.status === 'available' && health.restricted === null ? true : undefined;
       }, 60_000);
       await session.query(`INSERT INTO t VALUES (0, 'x')`);
+      await session.query(`SELECT lo_unlink(lo_from_bytea(0, 'x'))`);
       await session.query('CREATE TABLE u (id int)');
       await session.query('CREATE SCHEMA elsewhere');
       // the lease owns its database, public (through pg_database_owner) and its tables again
@@ -110,5 +113,29 @@ describe('a database lease on a plan', () => {
     } finally {
       await session.end();
     }
+  });
+
+  it('is released while restricted: its database, owned by its quota role then, and every role of it go', { timeout: 120_000 }, async () => {
+    const plan = await fetch(`${service.baseUrl}/v1/plans/db-tiny`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_TOKEN}` },
+      body: JSON.stringify({ max_size_bytes: 1024 * 1024 }),
+    });
+    expect(plan.status).toBeLessThan(300);
+    const lease = await createLease(service, { kind: 'database', plan: 'db-tiny' }, { authorization: `Bearer ${ADMIN_TOKEN}` });
+    await waitFor('the database lease restricted', async () => {
+      await observeNow();
+      const health = await healthOf(lease.id);
+      return health.restricted !== null && !('pending' in health.restricted) ? true : undefined;
+    }, 60_000);
+    const owner = await queryUrl<{ owner: string }>(superuserDatabaseUrl(service), 'SELECT pg_get_userbyid(datdba) AS owner FROM pg_database WHERE datname = $1', [lease.role]);
+    expect(owner).toEqual([{ owner: `${lease.role}_quota` }]);
+    const released = await fetch(`${service.baseUrl}/v1/leases/${lease.id}`, { method: 'DELETE', headers: { authorization: `Bearer ${lease.token}` } });
+    expect(released.status).toBe(204);
+    await waitFor('its database and roles gone', async () => {
+      const left = await queryUrl<{ name: string }>(superuserDatabaseUrl(service),
+        `SELECT rolname AS name FROM pg_roles WHERE rolname LIKE $1 || '%' UNION ALL SELECT datname FROM pg_database WHERE datname = $1`, [lease.role]);
+      return left.length === 0 ? true : undefined;
+    }, 30_000);
   });
 });

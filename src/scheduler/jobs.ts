@@ -95,7 +95,9 @@ async function reapUntilDone(context: JobRunContext, batch: number, hooks: JobHo
 interface ObservePass {
   taken: number;
   observed: number;
-  /** Due leases left for the next batch: their sizes must be measured, and the batch measured MEASURE_BATCH. */
+  /** Leases whose size the batch measured. */
+  measured: number;
+  /** Due leases left for the next batch: their sizes must be measured, and the batch measured as many as its lock budget allows. */
   deferred: number;
   changed: number;
   errors: number;
@@ -105,17 +107,13 @@ interface ObservePass {
 /**
  * Leases observed per transaction, at most. One statement reads the catalogs (pg_class, the
  * statistics) once for all of them: batches of 500 read them ten times over 5,000 leases, and a
- * pass over 5,000 idle leases took 360-440 ms of CPU against 170 ms in one batch (scratch
- * measurements at load 8-10). Leases whose size is unchanged take no lock.
+ * pass over 5,000 idle leases took 360-440 ms of CPU against 170-280 ms in one batch (scratch
+ * measurements at load 8-18). Leases whose size is unchanged take no lock; those whose size is
+ * measured lock their relations until the transaction ends, so each batch measures as many as a
+ * quarter of the server's lock table allows (pglease.observe_leases), and leaves the others due
+ * for the batches that follow, each taking as many as the one before measured.
  */
 const OBSERVE_BATCH = 10_000;
-/**
- * Leases whose size is measured per transaction, at most. Measuring takes a lock on each of a
- * lease's relations (table, indexes, TOAST) until the transaction ends: 500 leases stay within
- * about 2,000 locks, a third of the lock table of a server with Postgres's defaults
- * (64 x 100 connections). The others are left due for the next batch (deferred).
- */
-const MEASURE_BATCH = 500;
 
 /** Bytes free on the file system of `dir`; undefined when it cannot be read (not this machine's server). */
 async function diskFree(dir: string | undefined): Promise<number | undefined> {
@@ -161,18 +159,18 @@ export async function observeOnce(
   const pass = async (dueOnly: boolean, dueBy: Date, limit = OBSERVE_BATCH): Promise<number | undefined> => {
     const { rows } = await pool.query<ObservePass>({
       name: 'pglease.observe-leases',
-      text: 'SELECT taken, observed, deferred, changed, errors, took_ms FROM pglease.observe_leases($1, make_interval(secs => $2), make_interval(secs => $3 / 1000.0), $4, $5, $6)',
-      values: [limit, config.observeIntervalSeconds, config.observeFastMs, dueOnly, dueBy, MEASURE_BATCH],
+      text: 'SELECT taken, observed, measured, deferred, changed, errors, took_ms FROM pglease.observe_leases($1, make_interval(secs => $2), make_interval(secs => $3 / 1000.0), $4, $5)',
+      values: [limit, config.observeIntervalSeconds, config.observeFastMs, dueOnly, dueBy],
     });
     const done = rows[0]!;
     total.observed += done.observed;
     total.changed += done.changed;
     total.errors += done.errors;
     total.took_ms += Number(done.took_ms);
-    // left some to measure: the next batches take just those, MEASURE_BATCH at a time (a batch of
-    // every lease due would read the catalogs for all of them again each time); took a full share
-    // of due rows (some may have been of leases no longer live): another
-    if (done.deferred > 0) return MEASURE_BATCH;
+    // left some to measure: the next batches take just those, as many as this one measured (a
+    // batch of every lease due would read the catalogs for all of them again each time); took a
+    // full share of due rows (some may have been of leases no longer live): another
+    if (done.deferred > 0) return Math.max(done.measured, 1);
     return done.taken >= limit ? OBSERVE_BATCH : undefined;
   };
   // the batches of a run take the leases due when it began (by the database's clock): one observed
