@@ -175,9 +175,10 @@ CREATE OR REPLACE FUNCTION pglease.observe_leases(
   p_due_by   timestamptz DEFAULT NULL,
   -- measuring a lease's size (pg_total_relation_size) locks each of its relations (table, indexes,
   -- TOAST) until the transaction ends: leases are measured until about this many locks are taken
-  -- (at least one lease), the others left due for the next batch. NULL: a quarter of the server's
-  -- lock table (max_locks_per_transaction x (max_connections + max_prepared_transactions): 1,600
-  -- with Postgres's defaults, about 400 leases of a table each; 64,000 on the embedded server)
+  -- (at least one lease), the others left due for the next batch. NULL: an eighth of the server's
+  -- lock table (max_locks_per_transaction x (max_connections + max_prepared_transactions): 800 with
+  -- Postgres's defaults, about 200 leases of a table each; 32,000 on the embedded server), within
+  -- the quarter the lock guard keeps for pglease and superusers (sql/reaper.sql)
   p_measure_locks int DEFAULT NULL,
   -- taken: due rows this batch took (fewer than p_limit: none left); observed: those of live leases;
   -- measured: those whose size it measured; deferred: due leases left for the next batch, their
@@ -214,7 +215,7 @@ BEGIN
   measured := 0;
   p_measure_locks := coalesce(p_measure_locks,
     current_setting('max_locks_per_transaction')::int
-    * (current_setting('max_connections')::int + current_setting('max_prepared_transactions')::int) / 4);
+    * (current_setting('max_connections')::int + current_setting('max_prepared_transactions')::int) / 8);
   changed := 0;
   errors := 0;
   IF NOT p_due_only THEN

@@ -110,7 +110,7 @@ interface ObservePass {
  * pass over 5,000 idle leases took 360-440 ms of CPU against 170-280 ms in one batch (scratch
  * measurements at load 8-18). Leases whose size is unchanged take no lock; those whose size is
  * measured lock their relations until the transaction ends, so each batch measures as many as a
- * quarter of the server's lock table allows (pglease.observe_leases), and leaves the others due
+ * eighth of the server's lock table allows (pglease.observe_leases), and leaves the others due
  * for the batches that follow, each taking as many as the one before measured.
  */
 const OBSERVE_BATCH = 10_000;
