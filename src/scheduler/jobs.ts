@@ -126,6 +126,14 @@ async function diskFree(dir: string | undefined): Promise<number | undefined> {
   }
 }
 
+/**
+ * Observations past their retention, and the health rows of ended leases, are pruned at most this
+ * often by a process (ms), not at every run (a second): at 5,000 leases a prune scans every health
+ * row, 7.5 ms of CPU, 0.75% of a core when run each second.
+ */
+const PRUNE_EVERY_MS = 10_000;
+let lastPruneAt = 0;
+
 /** A run's quick passes end this long before the next run is due (ms), so runs do not overlap. */
 const QUICK_PASSES_MARGIN_MS = 150;
 
@@ -196,14 +204,19 @@ export async function observeOnce(
     await databaseQuotas();
     total.quick_passes++;
   }
-  const pruned = await pool.query<{ n: string }>({
-    name: 'pglease.prune-observations',
-    text: 'SELECT pglease.prune_observations(make_interval(secs => $1)) AS n',
-    values: [config.observationRetentionSeconds],
-  });
+  let pruned = 0;
+  if (Date.now() - lastPruneAt >= PRUNE_EVERY_MS) {
+    lastPruneAt = Date.now();
+    const { rows } = await pool.query<{ n: string }>({
+      name: 'pglease.prune-observations',
+      text: 'SELECT pglease.prune_observations(make_interval(secs => $1)) AS n',
+      values: [config.observationRetentionSeconds],
+    });
+    pruned = Number(rows[0]!.n);
+  }
   return {
     rowsAffected: total.observed,
-    result: { ...total, took_ms: Math.round(total.took_ms * 1000) / 1000, pruned: Number(pruned.rows[0]!.n) },
+    result: { ...total, took_ms: Math.round(total.took_ms * 1000) / 1000, pruned },
   };
 }
 
