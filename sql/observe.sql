@@ -401,23 +401,27 @@ BEGIN
           CROSS JOIN LATERAL (SELECT coalesce(sum(o.value::bigint), 0)::bigint AS bytes FROM jsonb_each_text(v_elsewhere) o
                                WHERE o.key = d.role_name OR starts_with(o.key, d.role_name || '_')) e
       ), judged AS (
-        SELECT s.*, l.size_limit, prev.size_bytes AS prev_size, prev.observed_at AS prev_at,
+        -- each observation's id taken here, so that the update of lease_health needs no join to the
+        -- inserted rows (planned once as a nested loop over both, estimated at 5 rows: 1 M
+        -- comparisons and 290 ms at 1,000 leases)
+        SELECT s.*, nextval(pg_get_serial_sequence('pglease.observations', 'id')) AS observation_id,
+               l.size_limit, prev.size_bytes AS prev_size, prev.observed_at AS prev_at,
                s.size_bytes > l.size_limit OR (s.max_rows IS NOT NULL AND s.rows_estimate > s.max_rows) AS over_plan
           FROM seen s
           CROSS JOIN LATERAL (SELECT pglease.lease_size_limit(s.max_size_bytes, s.disk_free_bytes, s.size_bytes) AS size_limit) l
           LEFT JOIN pglease.observations prev ON prev.id = s.last_observation_id
       ), inserted AS (
-        INSERT INTO pglease.observations (lease_id, reachable, connections, tables, rows_estimate, size_bytes, size_exact, seq_scans, idx_scans, took_us)
-        SELECT id, reachable, connections, tables, rows_estimate, size_bytes, size_exact, seq_scans, idx_scans,
+        INSERT INTO pglease.observations (id, lease_id, reachable, connections, tables, rows_estimate, size_bytes, size_exact, seq_scans, idx_scans, took_us)
+        OVERRIDING SYSTEM VALUE
+        SELECT observation_id, id, reachable, connections, tables, rows_estimate, size_bytes, size_exact, seq_scans, idx_scans,
                (extract(epoch FROM clock_timestamp() - v_start) * 1e6 / cardinality(v_ids))::int
           FROM judged
-        RETURNING id, lease_id
       ), moved AS (
         -- the one update of each lease's row: what was seen, and when to look next. A size measured
         -- exactly is remembered with what the relations looked like
         UPDATE pglease.lease_health h
            SET writes = j.writes,
-               last_observation_id = i.id,
+               last_observation_id = j.observation_id,
                measured_size = CASE WHEN j.measured AND j.size_exact THEN j.schema_bytes ELSE h.measured_size END,
                measured_at = CASE WHEN j.measured AND j.size_exact THEN now() ELSE h.measured_at END,
                measured_changes = CASE WHEN j.measured AND j.size_exact THEN j.changes ELSE h.measured_changes END,
@@ -429,13 +433,13 @@ BEGIN
                        AND j.size_bytes + 3 * (j.size_bytes - j.prev_size)
                            * (extract(epoch FROM p_interval) / greatest(extract(epoch FROM now() - j.prev_at), 0.1)) >= j.size_limit)
                  THEN p_fast ELSE p_interval END
-          FROM judged j JOIN inserted i ON i.lease_id = j.id
+          FROM judged j
          WHERE h.lease_id = j.id
       )
       -- the leases whose status or restriction must change (few: most passes none)
       SELECT count(*)::int, (count(*) FILTER (WHERE j.measured))::int, (SELECT count(*) FROM due)::int - count(*)::int,
              jsonb_agg(jsonb_build_object(
-               'lease_id', j.id, 'observation_id', i.id, 'old_status', j.old_status,
+               'lease_id', j.id, 'observation_id', j.observation_id, 'old_status', j.old_status,
                'new_status', pglease.status_after(j.old_status, j.reachable, j.over_plan), 'over_plan', j.over_plan,
                'restricted', j.restricted, 'plan', j.plan, 'reachable', j.reachable, 'connections', j.connections,
                'tables', j.tables, 'rows_estimate', j.rows_estimate, 'size_bytes', j.size_bytes,
@@ -445,7 +449,7 @@ BEGIN
                           OR (NOT j.over_plan AND j.restricted IS NOT NULL)
                           OR (j.over_plan AND NOT pglease.restriction_intact((SELECT l FROM pglease.leases l WHERE l.id = j.id))))
         INTO observed, measured, deferred, v_todo
-        FROM judged j JOIN inserted i ON i.lease_id = j.id;
+        FROM judged j;
       EXIT;
     EXCEPTION WHEN lock_not_available THEN
       -- a lease took an exclusive lock after pg_locks was read: page counts for this pass
