@@ -5,7 +5,9 @@
 -- pglease.observe_host. Everything is read from catalogs and statistics (pg_class, pg_stat_*,
 -- pg_stat_activity, pg_total_relation_size, pg_largeobject's index): no query is planned on a
 -- lease's table, so no lease code runs here (docs/security.md). A lease's size is its schema's
--- relations plus what its roles hold elsewhere: temporary tables and large objects.
+-- relations plus what its roles hold elsewhere: temporary tables and large objects. A database
+-- lease's (issue 14) is its database's files (pg_database_size); its restriction is made in its
+-- own database by the job (src/leases/database-quota.ts), which a function here cannot reach.
 
 -- pglease.status_after: the state machine of a lease's status, a second dimension next to its
 -- lifecycle state (which it never changes):
@@ -143,15 +145,17 @@ $$;
 --   a table, its indexes and TOAST (about 0.3 ms a table with one index, 70% of a pass). A lease
 --   whose statistics show no row inserted, updated or deleted, and whose relations have the same
 --   files and page counts as when it was last measured (within a minute), keeps that size.
--- * One statement observes, judges and moves every lease of the batch: it reads the catalogs,
---   inserts the observations, and updates each lease_health row once (an UPDATE is most of what a
---   lease costs: lease_health has no index but its key, so the update is HOT, about 8 us here
---   against 25-30 us with the index on next_observation_at it had). Per lease that is a row lock, an
---   insert and a HOT update, about 30-50 us of CPU in all; each batch also scans pg_class and
---   lease_health once (about 15 ms at 5,000 leases). With the database-wide write count below, the
---   job as it runs at 5,000 leases went from 10-12% of a core to 5-6% (bench:observer --before
---   prints both in one run; docs/benchmarks.md: a single pass over every idle lease measured
---   0.39x in one run and 1.07x in another).
+-- * One statement observes, judges and moves every lease of the batch (up to p_limit, 10,000 from
+--   the job): it reads pg_class and the statistics once for all of them, inserts the observations,
+--   and updates each lease_health row once (HOT: lease_health has no index but its key, about 8 us
+--   against 25-30 us with the index on next_observation_at it had). Batches of 500, as before,
+--   read the catalogs ten times over 5,000 leases: a pass over 5,000 idle leases took 360-440 ms of
+--   backend CPU in ten batches and 190-280 ms in one (scratch server, load 8-18). Only measuring
+--   takes locks, so only the leases to measure are spread over batches (p_measure_locks). Joins
+--   between the CTEs are avoided where the planner, with stale statistics on pglease.leases,
+--   estimated a handful of rows and chose nested loops over thousands (assessed, judged).
+--   bench:observer prints the pass and the job's share of a core at 1,000 and 5,000 leases
+--   (docs/benchmarks.md).
 -- * Restricting or restoring a lease (the only part that takes locks on its tables) runs per
 --   lease in a subtransaction: a failure (a lock it holds past 1 s: its statements are cancelled,
 --   and it is tried again on its next observation, p_fast later) is kept in last_error and does not
