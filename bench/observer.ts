@@ -75,6 +75,7 @@ async function installObserver(superuserUrl: string, ref: string | undefined): P
     if (text !== undefined) {
       // OUT parameters differ between revisions: CREATE OR REPLACE cannot change them
       await superuser.query('DROP FUNCTION IF EXISTS pglease.observe_leases(int, interval, interval, boolean, timestamptz)');
+      await superuser.query('DROP FUNCTION IF EXISTS pglease.observe_leases(int, interval, interval, boolean, timestamptz, int)');
       await superuser.query(text);
       await superuser.query('CREATE INDEX IF NOT EXISTS lease_health_due ON pglease.lease_health (next_observation_at)');
       await superuser.query('ALTER TABLE pglease.lease_health RESET (fillfactor)');

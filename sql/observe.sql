@@ -5,7 +5,9 @@
 -- pglease.observe_host. Everything is read from catalogs and statistics (pg_class, pg_stat_*,
 -- pg_stat_activity, pg_total_relation_size, pg_largeobject's index): no query is planned on a
 -- lease's table, so no lease code runs here (docs/security.md). A lease's size is its schema's
--- relations plus what its roles hold elsewhere: temporary tables and large objects.
+-- relations plus what its roles hold elsewhere: temporary tables and large objects. A database
+-- lease's (issue 14) is its database's files (pg_database_size); its restriction is made in its
+-- own database by the job (src/leases/database-quota.ts), which a function here cannot reach.
 
 -- pglease.status_after: the state machine of a lease's status, a second dimension next to its
 -- lifecycle state (which it never changes):
@@ -143,23 +145,27 @@ $$;
 --   a table, its indexes and TOAST (about 0.3 ms a table with one index, 70% of a pass). A lease
 --   whose statistics show no row inserted, updated or deleted, and whose relations have the same
 --   files and page counts as when it was last measured (within a minute), keeps that size.
--- * One statement observes, judges and moves every lease of the batch: it reads the catalogs,
---   inserts the observations, and updates each lease_health row once (an UPDATE is most of what a
---   lease costs: lease_health has no index but its key, so the update is HOT, about 8 us here
---   against 25-30 us with the index on next_observation_at it had). Per lease that is a row lock, an
---   insert and a HOT update, about 30-50 us of CPU in all; each batch also scans pg_class and
---   lease_health once (about 15 ms at 5,000 leases). With the database-wide write count below, the
---   job as it runs at 5,000 leases went from 10-12% of a core to 5-6% (bench:observer --before
---   prints both in one run; docs/benchmarks.md: a single pass over every idle lease measured
---   0.39x in one run and 1.07x in another).
+-- * One statement observes, judges and moves every lease of the batch (up to p_limit, 10,000 from
+--   the job): it reads pg_class and the statistics once for all of them, inserts the observations,
+--   and updates each lease_health row once (HOT: lease_health has no index but its key, about 8 us
+--   against 25-30 us with the index on next_observation_at it had). Batches of 500, as before,
+--   read the catalogs ten times over 5,000 leases: a pass over 5,000 idle leases took 360-440 ms of
+--   backend CPU in ten batches and 190-280 ms in one (scratch server, load 8-18). Only measuring
+--   takes locks, so only the leases to measure are spread over batches (p_measure_locks). Joins
+--   between the CTEs are avoided where the planner, with stale statistics on pglease.leases,
+--   estimated a handful of rows and chose nested loops over thousands (assessed, judged).
+--   bench:observer prints the pass and the job's share of a core at 1,000 and 5,000 leases
+--   (docs/benchmarks.md).
 -- * Restricting or restoring a lease (the only part that takes locks on its tables) runs per
 --   lease in a subtransaction: a failure (a lock it holds past 1 s: its statements are cancelled,
 --   and it is tried again on its next observation, p_fast later) is kept in last_error and does not
 --   stop the pass. Subtransactions happen only for leases that change, never thousands per pass.
 DROP FUNCTION IF EXISTS pglease.observe_leases(int, interval, interval);
 DROP FUNCTION IF EXISTS pglease.observe_leases(int, interval, interval, boolean);
--- its OUT parameters changed (taken)
+-- its OUT parameters changed (taken, then deferred and measured)
 DROP FUNCTION IF EXISTS pglease.observe_leases(int, interval, interval, boolean, timestamptz);
+DROP FUNCTION IF EXISTS pglease.observe_leases(int, interval, interval, boolean, timestamptz, int);
+DROP FUNCTION IF EXISTS pglease.observe_leases(int, interval, interval, boolean, timestamptz, int);
 CREATE OR REPLACE FUNCTION pglease.observe_leases(
   p_limit    int DEFAULT 10000,
   p_interval interval DEFAULT '10 seconds',
@@ -171,8 +177,17 @@ CREATE OR REPLACE FUNCTION pglease.observe_leases(
   -- only leases due by then (the start of the caller's run: a lease observed by one of its batches is
   -- not taken again by the next, however soon it is due again); NULL: now
   p_due_by   timestamptz DEFAULT NULL,
-  -- taken: due rows this batch took (fewer than p_limit: none left); observed: those of live leases
-  OUT taken int, OUT observed int, OUT changed int, OUT errors int, OUT took_ms numeric)
+  -- measuring a lease's size (pg_total_relation_size) locks each of its relations (table, indexes,
+  -- TOAST) until the transaction ends: leases are measured until about this many locks are taken
+  -- (at least one lease), the others left due for the next batch. NULL: an eighth of the server's
+  -- lock table (max_locks_per_transaction x (max_connections + max_prepared_transactions): 800 with
+  -- Postgres's defaults, about 200 leases of a table each; 32,000 on the embedded server), within
+  -- the quarter the lock guard keeps for pglease and superusers (sql/reaper.sql)
+  p_measure_locks int DEFAULT NULL,
+  -- taken: due rows this batch took (fewer than p_limit: none left); observed: those of live leases;
+  -- measured: those whose size it measured; deferred: due leases left for the next batch, their
+  -- size to be measured (beyond p_measure_locks)
+  OUT taken int, OUT observed int, OUT measured int, OUT deferred int, OUT changed int, OUT errors int, OUT took_ms numeric)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 -- planned for each batch with its leases' ids as constants: a generic plan guesses 10 leases and
@@ -200,6 +215,11 @@ DECLARE
 BEGIN
   taken := 0;
   observed := 0;
+  deferred := 0;
+  measured := 0;
+  p_measure_locks := coalesce(p_measure_locks,
+    current_setting('max_locks_per_transaction')::int
+    * (current_setting('max_connections')::int + current_setting('max_prepared_transactions')::int) / 8);
   changed := 0;
   errors := 0;
   IF NOT p_due_only THEN
@@ -259,18 +279,15 @@ BEGIN
       v_elsewhere := pglease.bytes_elsewhere(v_exact);
       WITH due AS (
         SELECT l.id, l.role_name, l.auth_role, l.plan, l.host_id, n.oid AS nsp,
-               h.status AS old_status, h.restricted, h.last_observation_id,
+               -- a database lease's database (issue 14): no schema here, its objects are in there
+               db.oid AS dbo, db.datallowconn AS db_open,
+               h.status AS old_status, h.restricted, h.last_observation_id, h.next_observation_at,
                h.measured_size, h.measured_at, h.measured_changes, h.measured_shape
           FROM unnest(v_ids) AS i(id)
           JOIN pglease.leases l ON l.id = i.id AND l.state = 'active'
           JOIN pglease.lease_health h ON h.lease_id = i.id
-          LEFT JOIN pg_namespace n ON n.nspname = l.schema_name
-      ), locked AS (
-        SELECT DISTINCT c.relnamespace AS nsp
-          FROM pg_locks k JOIN pg_class c ON c.oid = k.relation
-         WHERE k.locktype = 'relation' AND k.mode = 'AccessExclusiveLock'
-           AND k.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
-           AND c.relnamespace IN (SELECT nsp FROM due)
+          LEFT JOIN pg_namespace n ON n.nspname = l.schema_name AND l.kind = 'schema'
+          LEFT JOIN pg_database db ON db.datname = l.schema_name AND l.kind = 'database'
       ), facts AS (
         -- statistics and catalog rows only: cheap for every lease
         SELECT c.relnamespace AS nsp,
@@ -286,15 +303,53 @@ BEGIN
                             + CASE WHEN c.reltoastrelid <> 0
                                    THEN pg_stat_get_tuples_inserted(c.reltoastrelid) + pg_stat_get_tuples_deleted(c.reltoastrelid)
                                    ELSE 0 END) FILTER (WHERE c.relkind IN ('r', 'm')), 0)::bigint AS changes,
+               -- the locks measuring it takes: each table and index, and a table's TOAST and its index
+               (count(*) FILTER (WHERE c.relkind IN ('r', 'm', 'i'))
+                + 2 * count(*) FILTER (WHERE c.relkind IN ('r', 'm') AND c.reltoastrelid <> 0))::int AS locks,
                -- a new, dropped or rewritten relation (new relfilenode), or a VACUUM that truncated one
                (count(*) * 1000003 + sum(c.oid::bigint * 7 + c.relfilenode::bigint * 13 + c.relpages::bigint))::bigint AS shape
           FROM pg_class c
          WHERE c.relnamespace IN (SELECT nsp FROM due)
          GROUP BY c.relnamespace
-      ), unchanged AS (
-        -- measured before with nothing changed since, within the last minute: that size still holds
-        SELECT d.nsp FROM due d JOIN facts f ON f.nsp = d.nsp
-         WHERE d.measured_at > now() - interval '1 minute' AND d.measured_changes = f.changes AND d.measured_shape = f.shape
+      ), assessed AS (
+        -- unchanged: measured before with nothing changed since, within the last minute, so that size
+        -- still holds. The others are measured now, longest due first, as long as the locks of
+        -- those before stay under p_measure_locks (measure_rank: those locks + 1; 0 for those not
+        -- measured; a database lease counts 8, for the files pg_database_size reads, though it
+        -- takes no lock): one sort, where a join to a set of unchanged
+        -- leases was planned as a nested loop over both (25 M comparisons at 5,000 leases, 5 s)
+        -- A database lease's tables and rows are in its own database's catalog, which this one
+        -- cannot read (left 0); its changes are its database's row counts (pg_stat_database), which
+        -- count the catalogs' too (a CREATE TABLE moves them)
+        SELECT a.*, CASE WHEN (a.nsp IS NULL AND a.dbo IS NULL) OR a.unchanged THEN 0
+                         ELSE 1 + coalesce(sum(CASE WHEN a.dbo IS NOT NULL THEN 8 ELSE coalesce(a.locks, 0) END)
+                                             OVER (ORDER BY (a.nsp IS NULL AND a.dbo IS NULL) OR a.unchanged, a.next_observation_at, a.id
+                                                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) END AS measure_rank
+          FROM (SELECT d.*, f.tables, f.locks, f.rows_estimate, f.seq_scans, f.idx_scans, coalesce(f.writes, g.writes) AS writes,
+                       coalesce(f.changes, g.changes) AS changes, coalesce(f.shape, g.shape) AS shape,
+                       coalesce(d.measured_at > now() - interval '1 minute' AND d.measured_changes = coalesce(f.changes, g.changes)
+                                AND d.measured_shape = coalesce(f.shape, g.shape), false) AS unchanged
+                  FROM due d LEFT JOIN facts f ON f.nsp = d.nsp
+                  LEFT JOIN LATERAL (SELECT (pg_stat_get_db_tuples_inserted(d.dbo) + pg_stat_get_db_tuples_updated(d.dbo))::bigint AS writes,
+                                            (pg_stat_get_db_tuples_inserted(d.dbo) + pg_stat_get_db_tuples_updated(d.dbo)
+                                             + pg_stat_get_db_tuples_deleted(d.dbo))::bigint AS changes,
+                                            d.dbo::bigint AS shape
+                                      WHERE d.dbo IS NOT NULL) g ON true) a
+      ), measure AS (
+        SELECT a.nsp FROM assessed a WHERE a.measure_rank BETWEEN 1 AND p_measure_locks AND a.nsp IS NOT NULL
+      ), databases AS (
+        -- a database lease's size: its database's files (pg_database_size: no lock, no lease code)
+        SELECT a.id, pglease.database_bytes(a.dbo) AS size_bytes
+          FROM assessed a WHERE a.measure_rank BETWEEN 1 AND p_measure_locks AND a.dbo IS NOT NULL
+      ), observing AS (
+        -- what this batch observes: every due lease but those left for the next (see assessed)
+        SELECT a.* FROM assessed a WHERE a.measure_rank <= p_measure_locks
+      ), locked AS (
+        SELECT DISTINCT c.relnamespace AS nsp
+          FROM pg_locks k JOIN pg_class c ON c.oid = k.relation
+         WHERE k.locktype = 'relation' AND k.mode = 'AccessExclusiveLock'
+           AND k.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
+           AND c.relnamespace IN (SELECT nsp FROM measure)
       ), rels AS (
         -- the choice between the exact size and the page counts is made per relation, inside the
         -- aggregate: an aggregate in a CASE branch would be computed (and its locks waited for) anyway
@@ -308,7 +363,7 @@ BEGIN
                bool_and(v_exact AND k.nsp IS NULL) AS size_exact
           FROM pg_class c
           LEFT JOIN locked k ON k.nsp = c.relnamespace
-         WHERE c.relnamespace IN (SELECT nsp FROM due EXCEPT SELECT nsp FROM unchanged)
+         WHERE c.relnamespace IN (SELECT nsp FROM measure)
          GROUP BY c.relnamespace
       ), sessions AS (
         -- by role oid, from the function under pg_stat_activity (the view joins every role by name)
@@ -326,47 +381,51 @@ BEGIN
                coalesce(s1.n, 0) + coalesce(s2.n, 0) AS connections,
                -- CONNECT comes from a lease group (sql/leases.sql); read from the catalog rather than with
                -- has_database_privilege, which raises for a role dropped since this statement's snapshot
-               coalesce(d.nsp IS NOT NULL AND r.rolcanlogin AND (r.rolvaliduntil IS NULL OR r.rolvaliduntil > now())
-                 AND EXISTS (SELECT 1 FROM pg_auth_members am WHERE am.member = r.oid AND am.roleid = ANY (v_groups))
+               -- a database lease connects to its own database, as its owner (no lease group)
+               coalesce((d.nsp IS NOT NULL OR d.db_open) AND r.rolcanlogin AND (r.rolvaliduntil IS NULL OR r.rolvaliduntil > now())
+                 AND (d.dbo IS NOT NULL OR EXISTS (SELECT 1 FROM pg_auth_members am WHERE am.member = r.oid AND am.roleid = ANY (v_groups)))
                  AND (r.rolconnlimit < 0 OR coalesce(s1.n, 0) < r.rolconnlimit), false) AS reachable,
-               coalesce(f.tables, 0) AS tables, coalesce(f.rows_estimate, 0) AS rows_estimate,
-               coalesce(x.size_bytes, CASE WHEN u.nsp IS NOT NULL THEN d.measured_size END, 0) AS schema_bytes,
-               coalesce(x.size_bytes, CASE WHEN u.nsp IS NOT NULL THEN d.measured_size END, 0) + e.bytes AS size_bytes,
+               coalesce(d.tables, 0) AS tables, coalesce(d.rows_estimate, 0) AS rows_estimate,
+               coalesce(x.size_bytes, db.size_bytes, CASE WHEN d.unchanged THEN d.measured_size END, 0) AS schema_bytes,
+               coalesce(x.size_bytes, db.size_bytes, CASE WHEN d.unchanged THEN d.measured_size END, 0) + e.bytes AS size_bytes,
                e.bytes AS elsewhere_bytes,
-               coalesce(x.size_exact, true) AS size_exact, x.nsp IS NOT NULL AS measured,
-               coalesce(f.seq_scans, 0) AS seq_scans, coalesce(f.idx_scans, 0) AS idx_scans, coalesce(f.writes, 0) AS writes,
-               f.changes, f.shape, p.max_rows, p.max_size_bytes, dk.disk_free_bytes
-          FROM due d
+               coalesce(x.size_exact, true) AS size_exact, x.nsp IS NOT NULL OR db.size_bytes IS NOT NULL AS measured, d.dbo IS NOT NULL AS database_lease,
+               coalesce(d.seq_scans, 0) AS seq_scans, coalesce(d.idx_scans, 0) AS idx_scans, coalesce(d.writes, 0) AS writes,
+               d.changes, d.shape, p.max_rows, p.max_size_bytes, dk.disk_free_bytes
+          FROM observing d
           JOIN pglease.plans p ON p.name = d.plan
           LEFT JOIN disk dk ON dk.host_id = d.host_id
           LEFT JOIN pg_roles r ON r.rolname = d.role_name
           LEFT JOIN pg_roles ra ON ra.rolname = d.auth_role
           LEFT JOIN sessions s1 ON s1.usesysid = r.oid
           LEFT JOIN sessions s2 ON s2.usesysid = ra.oid
-          LEFT JOIN facts f ON f.nsp = d.nsp
-          LEFT JOIN unchanged u ON u.nsp = d.nsp
           LEFT JOIN rels x ON x.nsp = d.nsp
+          LEFT JOIN databases db ON db.id = d.id
           -- what the lease's roles (its login role, and <login role>_...) hold outside its schema
           CROSS JOIN LATERAL (SELECT coalesce(sum(o.value::bigint), 0)::bigint AS bytes FROM jsonb_each_text(v_elsewhere) o
                                WHERE o.key = d.role_name OR starts_with(o.key, d.role_name || '_')) e
       ), judged AS (
-        SELECT s.*, l.size_limit, prev.size_bytes AS prev_size, prev.observed_at AS prev_at,
+        -- each observation's id taken here, so that the update of lease_health needs no join to the
+        -- inserted rows (planned once as a nested loop over both, estimated at 5 rows: 1 M
+        -- comparisons and 290 ms at 1,000 leases)
+        SELECT s.*, nextval(pg_get_serial_sequence('pglease.observations', 'id')) AS observation_id,
+               l.size_limit, prev.size_bytes AS prev_size, prev.observed_at AS prev_at,
                s.size_bytes > l.size_limit OR (s.max_rows IS NOT NULL AND s.rows_estimate > s.max_rows) AS over_plan
           FROM seen s
           CROSS JOIN LATERAL (SELECT pglease.lease_size_limit(s.max_size_bytes, s.disk_free_bytes, s.size_bytes) AS size_limit) l
           LEFT JOIN pglease.observations prev ON prev.id = s.last_observation_id
       ), inserted AS (
-        INSERT INTO pglease.observations (lease_id, reachable, connections, tables, rows_estimate, size_bytes, size_exact, seq_scans, idx_scans, took_us)
-        SELECT id, reachable, connections, tables, rows_estimate, size_bytes, size_exact, seq_scans, idx_scans,
+        INSERT INTO pglease.observations (id, lease_id, reachable, connections, tables, rows_estimate, size_bytes, size_exact, seq_scans, idx_scans, took_us)
+        OVERRIDING SYSTEM VALUE
+        SELECT observation_id, id, reachable, connections, tables, rows_estimate, size_bytes, size_exact, seq_scans, idx_scans,
                (extract(epoch FROM clock_timestamp() - v_start) * 1e6 / cardinality(v_ids))::int
           FROM judged
-        RETURNING id, lease_id
       ), moved AS (
         -- the one update of each lease's row: what was seen, and when to look next. A size measured
         -- exactly is remembered with what the relations looked like
         UPDATE pglease.lease_health h
            SET writes = j.writes,
-               last_observation_id = i.id,
+               last_observation_id = j.observation_id,
                measured_size = CASE WHEN j.measured AND j.size_exact THEN j.schema_bytes ELSE h.measured_size END,
                measured_at = CASE WHEN j.measured AND j.size_exact THEN now() ELSE h.measured_at END,
                measured_changes = CASE WHEN j.measured AND j.size_exact THEN j.changes ELSE h.measured_changes END,
@@ -378,13 +437,13 @@ BEGIN
                        AND j.size_bytes + 3 * (j.size_bytes - j.prev_size)
                            * (extract(epoch FROM p_interval) / greatest(extract(epoch FROM now() - j.prev_at), 0.1)) >= j.size_limit)
                  THEN p_fast ELSE p_interval END
-          FROM judged j JOIN inserted i ON i.lease_id = j.id
+          FROM judged j
          WHERE h.lease_id = j.id
       )
       -- the leases whose status or restriction must change (few: most passes none)
-      SELECT count(*)::int,
+      SELECT count(*)::int, (count(*) FILTER (WHERE j.measured))::int, (SELECT count(*) FROM due)::int - count(*)::int,
              jsonb_agg(jsonb_build_object(
-               'lease_id', j.id, 'observation_id', i.id, 'old_status', j.old_status,
+               'lease_id', j.id, 'observation_id', j.observation_id, 'old_status', j.old_status,
                'new_status', pglease.status_after(j.old_status, j.reachable, j.over_plan), 'over_plan', j.over_plan,
                'restricted', j.restricted, 'plan', j.plan, 'reachable', j.reachable, 'connections', j.connections,
                'tables', j.tables, 'rows_estimate', j.rows_estimate, 'size_bytes', j.size_bytes,
@@ -393,8 +452,8 @@ BEGIN
                           OR (j.over_plan AND j.restricted IS NULL)
                           OR (NOT j.over_plan AND j.restricted IS NOT NULL)
                           OR (j.over_plan AND NOT pglease.restriction_intact((SELECT l FROM pglease.leases l WHERE l.id = j.id))))
-        INTO observed, v_todo
-        FROM judged j JOIN inserted i ON i.lease_id = j.id;
+        INTO observed, measured, deferred, v_todo
+        FROM judged j;
       EXIT;
     EXCEPTION WHEN lock_not_available THEN
       -- a lease took an exclusive lock after pg_locks was read: page counts for this pass
@@ -414,7 +473,18 @@ BEGIN
       v_restricted := v_row.restricted;
       v_reason := CASE WHEN v_row.new_status = 'uncertain' THEN 'its login role cannot log in (or its schema is gone)'
                        ELSE 'within its plan and reachable' END;
-      IF v_row.over_plan THEN
+      IF v_lease.kind = 'database' THEN
+        -- its objects are in its own database, which a function here cannot reach: the job does it
+        -- there, in a session of its own (src/leases/database-quota.ts), and records what it did
+        -- (pglease.database_quota_done); until then the restriction is pending
+        IF v_row.over_plan THEN
+          SELECT * INTO v_msg FROM pglease.over_quota_message(v_row.plan, v_row.size_bytes, v_row.size_limit, v_row.rows_estimate, v_row.max_rows, p_interval);
+          v_restricted := coalesce(v_row.restricted, '{}') || jsonb_build_object('pending', 'restrict', 'message', v_msg.message, 'hint', v_msg.hint);
+          v_reason := v_msg.message;
+        ELSIF v_row.restricted IS NOT NULL THEN
+          v_restricted := v_row.restricted || jsonb_build_object('pending', 'restore');
+        END IF;
+      ELSIF v_row.over_plan THEN
         SELECT * INTO v_msg FROM pglease.over_quota_message(v_row.plan, v_row.size_bytes, v_row.size_limit, v_row.rows_estimate, v_row.max_rows, p_interval);
         v_restricted := pglease.restrict_writes(v_lease, v_msg.message, v_msg.hint, v_row.restricted);
         v_reason := v_msg.message;
@@ -454,6 +524,52 @@ BEGIN
 
   took_ms := round(extract(epoch FROM clock_timestamp() - v_start)::numeric * 1000, 3);
 END
+$$;
+
+-- pglease.database_bytes: the size of database p_database (a database lease's) on disk, or NULL
+-- when it is gone (dropped since the caller's snapshot, by a release that committed meanwhile).
+-- pg_database_size adds up the sizes of its directory's files: no lock, nothing of the lease's run.
+CREATE OR REPLACE FUNCTION pglease.database_bytes(p_database oid)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  RETURN pg_database_size(p_database);
+EXCEPTION WHEN invalid_catalog_name OR undefined_object THEN
+  RETURN NULL;
+END
+$$;
+
+-- pglease.database_quota_work: the database leases whose restriction the observer decided and the
+-- job has not yet made (or undone) in their own databases (src/leases/database-quota.ts).
+CREATE OR REPLACE FUNCTION pglease.database_quota_work(
+  OUT lease_id uuid, OUT database_name text, OUT role_name text, OUT pending text, OUT restricted jsonb)
+RETURNS SETOF record
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT l.id, l.schema_name, l.role_name, h.restricted ->> 'pending', h.restricted
+    FROM pglease.lease_health h JOIN pglease.leases l ON l.id = h.lease_id
+   WHERE l.kind = 'database' AND l.state = 'active' AND h.restricted ? 'pending'
+$$;
+
+-- pglease.database_quota_done: records what the job did in a database lease's database: p_result
+-- (what pglease.restrict_database_writes returned) once restricted, nothing once restored, or the
+-- error that stopped it (kept in last_error; the job tries again at its next run). A decision taken
+-- meanwhile (another pending) is left for the next run.
+CREATE OR REPLACE FUNCTION pglease.database_quota_done(p_lease_id uuid, p_pending text, p_result jsonb, p_error text)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+  UPDATE pglease.lease_health
+     SET restricted = CASE WHEN p_error IS NOT NULL THEN restricted
+                           WHEN p_pending = 'restore' THEN NULL
+                           ELSE p_result END,
+         last_error = CASE WHEN p_error IS NOT NULL
+                           THEN format('%s the lease failed: %s', CASE WHEN p_pending = 'restore' THEN 'restoring' ELSE 'restricting' END, p_error) END
+   WHERE lease_id = p_lease_id AND restricted ->> 'pending' = p_pending
 $$;
 
 -- pglease.mark_overdue: a live lease the observer has not reached for three intervals becomes

@@ -19,12 +19,13 @@
 --     session_replication_role (which skips triggers) is superuser-only. It fires for INSERT,
 --     UPDATE, INSERT ... ON CONFLICT, MERGE, COPY FROM, writes through views and rules, and on each
 --     partition written to directly.
+--   * it may no longer make or grow large objects (pglease.restrict_large_objects), where a
+--     superuser's setup took the large-object functions from PUBLIC (Postgres 16+); elsewhere
+--     large objects are only counted in its size, and keep it restricted until it unlinks them.
 -- What the lease can still do while restricted: read, DELETE, TRUNCATE, VACUUM (17+), nextval,
--- temporary tables (TEMPORARY is granted to all the database's leases through their group) and
--- large objects (lo_create is open to every role). Those two are not refused here but counted in
--- its size by the observer, which also ends its sessions that hold temporary tables
--- (sql/observe.sql, pglease.end_temp_sessions); large objects keep it restricted until it
--- unlinks them. Its temporary files are bounded by temp_file_limit (sql/plans.sql). It cannot DROP
+-- lo_unlink, and temporary tables (TEMPORARY is granted to all the database's leases through their
+-- group): not refused here but counted in its size by the observer, which also ends its sessions
+-- that hold temporary tables (sql/observe.sql, pglease.end_temp_sessions). Its temporary files are bounded by temp_file_limit (sql/plans.sql). It cannot DROP
 -- or ALTER its tables, CREATE anything in its schema, or grant writes to another role (a lease
 -- that granted INSERT to its anonymous role or another lease is refused by the trigger too).
 -- A lease's own code still runs as the table's owner where Postgres runs it so (an index
@@ -34,102 +35,18 @@
 -- All of it reads and changes catalogs only: ALTER ... OWNER, GRANT, REVOKE and CREATE TRIGGER
 -- plan and run nothing of the lease's.
 
--- pglease.refuse_over_quota: the trigger function. Runs as whoever writes (the lease), raises.
--- TG_ARGV: the message, and the hint.
-CREATE OR REPLACE FUNCTION pglease.refuse_over_quota()
-RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-  RAISE EXCEPTION USING ERRCODE = '53400', MESSAGE = TG_ARGV[0], HINT = TG_ARGV[1];
-END
-$$;
-
--- pglease.quota_role: the name of the role that holds a restricted lease's objects.
-CREATE OR REPLACE FUNCTION pglease.quota_role(p_login_role text)
-RETURNS text
-LANGUAGE sql IMMUTABLE
-AS $$ SELECT p_login_role || '_quota' $$;
-
--- pglease.restrict_writes: restricts lease p_lease (see above) and returns what it changed, for
--- pglease.restore_writes: {"owners": {relation oid: owner}, "schema_create": [grantees]}. Calling it
--- again on a restricted lease (p_previous) completes or repairs the restriction and keeps the
--- owners first recorded.
--- * Bounded: each ALTER ... OWNER waits at most lock_timeout (1 s) for the lease's own locks, and
---   the caller cancels the lease's statements and tries again (pglease.cancel_lease_statements).
--- * All or nothing: it runs in the caller's (sub)transaction.
+-- pglease.restrict_writes: restricts lease p_lease's schema (pglease.restrict_schema_writes,
+-- sql/quota-schema.sql) and its large objects (pglease.restrict_large_objects), and returns what it
+-- changed, for pglease.restore_writes.
 CREATE OR REPLACE FUNCTION pglease.restrict_writes(p_lease pglease.leases, p_message text, p_hint text, p_previous jsonb DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
-SET lock_timeout = '1s'
 AS $$
 DECLARE
-  v_schema   oid := to_regnamespace(quote_ident(p_lease.schema_name));
-  v_guard    text := pglease.quota_role(p_lease.role_name);
-  v_guard_id oid;
-  v_owners   jsonb := coalesce(p_previous -> 'owners', '{}');
-  v_creators jsonb := coalesce(p_previous -> 'schema_create', '[]');
-  v_rel      record;
-  v_grantee  text;
-  v_pg17     boolean := current_setting('server_version_num')::int >= 170000;
+  v_restricted jsonb := pglease.restrict_schema_writes(p_lease.schema_name, p_lease.role_name, p_message, p_hint, p_previous);
 BEGIN
-  IF v_schema IS NULL THEN
-    RAISE EXCEPTION 'lease schema % is gone', p_lease.schema_name USING ERRCODE = '3F000';
-  END IF;
-  IF to_regrole(quote_ident(v_guard)) IS NULL THEN
-    EXECUTE format('CREATE ROLE %I NOLOGIN NOINHERIT', v_guard);
-  END IF;
-  v_guard_id := to_regrole(quote_ident(v_guard));
-  IF NOT pg_has_role(current_user, v_guard_id, 'SET') THEN
-    IF current_setting('server_version_num')::int >= 160000 THEN
-      EXECUTE format('GRANT %I TO %I WITH INHERIT TRUE, SET TRUE', v_guard, current_user);
-    ELSE
-      EXECUTE format('GRANT %I TO %I', v_guard, current_user);
-    END IF;
-  END IF;
-
-  -- the schema: who may CREATE in it besides its owner loses that
-  SELECT v_creators || coalesce(jsonb_agg(CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END), '[]')
-    INTO v_creators
-    FROM pg_namespace n, aclexplode(n.nspacl) a
-   WHERE n.oid = v_schema AND a.privilege_type = 'CREATE' AND a.grantee <> n.nspowner;
-  IF (SELECT n.nspowner FROM pg_namespace n WHERE n.oid = v_schema) <> v_guard_id THEN
-    EXECUTE format('ALTER SCHEMA %I OWNER TO %I', p_lease.schema_name, v_guard);
-  END IF;
-  EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', p_lease.schema_name, p_lease.role_name);
-  FOR v_grantee IN SELECT DISTINCT g FROM jsonb_array_elements_text(v_creators) g LOOP
-    IF v_grantee = 'PUBLIC' THEN
-      EXECUTE format('REVOKE CREATE ON SCHEMA %I FROM PUBLIC', p_lease.schema_name);
-    ELSIF to_regrole(quote_ident(v_grantee)) IS NOT NULL THEN
-      EXECUTE format('REVOKE CREATE ON SCHEMA %I FROM %I', p_lease.schema_name, v_grantee);
-    END IF;
-  END LOOP;
-
-  -- its relations that hold data
-  FOR v_rel IN
-    SELECT c.oid, c.relkind, format('%I.%I', p_lease.schema_name, c.relname) AS name,
-           coalesce(v_owners ->> c.oid::text, pg_get_userbyid(c.relowner)) AS owner, c.relowner = v_guard_id AS held
-      FROM pg_class c
-     WHERE c.relnamespace = v_schema AND c.relkind IN ('r', 'p', 'm')
-  LOOP
-    v_owners := v_owners || jsonb_build_object(v_rel.oid::text, v_rel.owner);
-    IF NOT v_rel.held THEN
-      EXECUTE format('ALTER %s %s OWNER TO %I', CASE v_rel.relkind WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END, v_rel.name, v_guard);
-    END IF;
-    IF v_rel.relkind = 'm' THEN
-      EXECUTE format('GRANT SELECT ON %s TO %I', v_rel.name, v_rel.owner);
-      CONTINUE;
-    END IF;
-    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES%s ON %s TO %I',
-                   CASE WHEN v_pg17 THEN ', MAINTAIN' ELSE '' END, v_rel.name, v_rel.owner);
-    -- OR REPLACE: a trigger of the lease's by that name must not make this fail
-    EXECUTE format('CREATE OR REPLACE TRIGGER pglease_over_quota BEFORE INSERT OR UPDATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION pglease.refuse_over_quota(%L, %L)',
-                   v_rel.name, p_message, p_hint);
-    EXECUTE format('ALTER TABLE %s ENABLE TRIGGER pglease_over_quota', v_rel.name);
-  END LOOP;
-  RETURN jsonb_build_object('owners', v_owners, 'schema_create', v_creators, 'at', now());
+  RETURN v_restricted || jsonb_build_object('large_objects', pglease.restrict_large_objects(ARRAY[p_lease.role_name, p_lease.auth_role]));
 END
 $$;
 
@@ -151,50 +68,15 @@ AS $$
                                                    AND t.tgfoid = 'pglease.refuse_over_quota()'::regprocedure))))
 $$;
 
--- pglease.restore_writes: undoes pglease.restrict_writes with what it returned: the triggers go,
--- each relation goes back to its owner (the lease's login role when none was recorded: a relation
--- made while restricted can only have been made by pglease's restriction itself), the schema to
--- the lease, CREATE to whom had it. Bounded by lock_timeout as the restriction is.
+-- pglease.restore_writes: undoes pglease.restrict_writes with what it returned.
 CREATE OR REPLACE FUNCTION pglease.restore_writes(p_lease pglease.leases, p_restricted jsonb)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
-SET lock_timeout = '1s'
 AS $$
-DECLARE
-  v_schema   oid := to_regnamespace(quote_ident(p_lease.schema_name));
-  v_guard_id oid := to_regrole(quote_ident(pglease.quota_role(p_lease.role_name)));
-  v_rel      record;
-  v_owner    text;
-  v_grantee  text;
 BEGIN
-  IF v_schema IS NULL OR v_guard_id IS NULL THEN
-    RETURN;
-  END IF;
-  -- the schema first: a relation's new owner must hold CREATE on its schema
-  IF (SELECT n.nspowner FROM pg_namespace n WHERE n.oid = v_schema) = v_guard_id THEN
-    EXECUTE format('ALTER SCHEMA %I OWNER TO %I', p_lease.schema_name, p_lease.role_name);
-  END IF;
-  FOR v_rel IN
-    SELECT c.oid, c.relkind, format('%I.%I', p_lease.schema_name, c.relname) AS name
-      FROM pg_class c WHERE c.relnamespace = v_schema AND c.relkind IN ('r', 'p', 'm') AND c.relowner = v_guard_id
-  LOOP
-    v_owner := coalesce(p_restricted -> 'owners' ->> v_rel.oid::text, p_lease.role_name);
-    IF to_regrole(quote_ident(v_owner)) IS NULL THEN
-      v_owner := p_lease.role_name;
-    END IF;
-    IF v_rel.relkind <> 'm' THEN
-      EXECUTE format('DROP TRIGGER IF EXISTS pglease_over_quota ON %s', v_rel.name);
-    END IF;
-    EXECUTE format('ALTER %s %s OWNER TO %I', CASE v_rel.relkind WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END, v_rel.name, v_owner);
-  END LOOP;
-  FOR v_grantee IN SELECT DISTINCT g FROM jsonb_array_elements_text(coalesce(p_restricted -> 'schema_create', '[]')) g LOOP
-    IF v_grantee = 'PUBLIC' THEN
-      EXECUTE format('GRANT CREATE ON SCHEMA %I TO PUBLIC', p_lease.schema_name);
-    ELSIF to_regrole(quote_ident(v_grantee)) IS NOT NULL THEN
-      EXECUTE format('GRANT CREATE ON SCHEMA %I TO %I', p_lease.schema_name, v_grantee);
-    END IF;
-  END LOOP;
+  PERFORM pglease.restore_schema_writes(p_lease.schema_name, p_lease.role_name, p_restricted);
+  PERFORM pglease.restore_large_objects(p_restricted -> 'large_objects');
 END
 $$;
 

@@ -286,7 +286,11 @@ $$;
 -- (p_database) every session is a lease's, the service's or a superuser's (p_exempt: the roles
 -- that are not leases', found beforehand); the lease of each role is p_leases[i] for p_roles[i]
 -- (found beforehand, while the server was well), else read from its name, else the role's sessions
--- count as a lease of their own ('role <oid>'). Returns every session of each lease
+-- count as a lease of their own ('role <oid>'). In every other database only the sessions of
+-- p_roles count: a database lease's (issue 14) are in its own database, lease_<hex>, and the lock
+-- table is the server's, shared by all databases; another pglease's leases on the same server are
+-- not this one's to end. (A database lease made since the roles were read is counted from the
+-- guard's next look, CHECK_MS later.) Returns every session of each lease
 --   * over its budget: more than p_max locks over all its sessions;
 --   * or among the largest leases whose locks must go for the rest to hold at most p_max_total
 --     (ties broken by name, so that two processes pick the same).
@@ -306,7 +310,7 @@ AS $$
       FROM (SELECT k.pid, count(*) AS locks FROM pg_lock_status() k WHERE NOT k.fastpath GROUP BY k.pid) h
       JOIN pg_stat_get_activity(NULL) s ON s.pid = h.pid
       LEFT JOIN unnest(p_roles, p_leases) known (role_oid, lease) ON known.role_oid = s.usesysid
-     WHERE s.datid = p_database AND NOT (s.usesysid = ANY (p_exempt))
+     WHERE (s.datid = p_database OR known.role_oid IS NOT NULL) AND NOT (s.usesysid = ANY (p_exempt))
   ), per_lease AS (
     SELECT x.lease, sum(x.locks)::bigint AS locks FROM sessions x GROUP BY x.lease
   ), ranked AS (

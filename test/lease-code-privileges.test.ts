@@ -743,6 +743,34 @@ describe('database leases', () => {
         }
       },
     },
+    {
+      name: 'the observe job: a database lease over its plan restricted in its own database (database, schemas and tables change hands, triggers) and restored, with defaults the lease set on its database',
+      run: async (lease) => {
+        // the lease's own defaults for every session of its database, the service's included
+        const client = await connect(lease.url);
+        try {
+          await client.query(`ALTER DATABASE ${client.escapeIdentifier(lease.database)} SET search_path = public, pg_catalog`);
+        } finally {
+          await client.end();
+        }
+        const plan = 'trap-db-tiny';
+        expectStatus(await call(harness, 'PUT', `/v1/plans/${plan}`, ADMIN_TOKEN, { max_size_bytes: 65_536 }), 201, 'put plan');
+        await harness.superuser.query('SELECT pglease.apply_plan($1, $2)', [lease.id, plan]);
+        const health = async () =>
+          (await harness.superuser.query<{ status: string; restricted: { pending?: string } | null }>('SELECT status, restricted FROM pglease.lease_health WHERE lease_id = $1', [lease.id])).rows[0];
+        await waitFor('the database lease restricted', async () => {
+          const now = await health();
+          return now?.restricted && now.restricted.pending === undefined ? true : undefined;
+        }, 30_000);
+        const owner = await harness.superuser.query<{ owner: string }>('SELECT pg_get_userbyid(datdba) AS owner FROM pg_database WHERE datname = $1', [lease.database]);
+        expect(owner.rows).toEqual([{ owner: `${lease.role}_quota` }]);
+        expectStatus(await call(harness, 'PUT', `/v1/plans/${plan}`, ADMIN_TOKEN, { max_size_bytes: 2 ** 40 }), 200, 'raise the plan');
+        await waitFor('the database lease restored', async () => {
+          const now = await health();
+          return now?.status === 'available' && now.restricted === null ? true : undefined;
+        }, 30_000);
+      },
+    },
   ];
 
   readPaths.forEach((readPath, index) => {

@@ -120,6 +120,29 @@ describe('the budget of a lease', () => {
     }
   });
 
+  it('counts a database lease’s sessions, which are in its own database, not the lease database', { timeout: 60_000 }, async () => {
+    const service = await startTestService({ PGLEASE_MAX_LOCKS: '2000', PGLEASE_LEASE_POOL: '0' });
+    const hog = await createLease(service, { kind: 'database' });
+    const bystander = await createLease(service, { kind: 'database' });
+    try {
+      expect(new URL(hog.url).pathname).toBe(`/${hog.role}`);
+      const bystanderSession = await connect(bystander.url);
+      expect(await takeLocks(bystanderSession, 1, 1000)).toBe('ok');
+      // 3 x 1,500 = 4,500 locks in the lease's own database: each session under the budget of 2,000, the lease over it
+      const sessions = await Promise.all([hog.url, hog.url, authenticatorUrl(service, hog)].map(connect));
+      const ends = sessions.map((session, i) => holdUntilEnded(session, 100_000 * (i + 1), 1500));
+      expect(await waitForEnded(service, hog)).toBe('released');
+      expect(await Promise.all(ends)).toEqual(['ended', 'ended', 'ended']);
+      await sleep(2500);
+      expect((await bystanderSession.query('SELECT 1 AS ok')).rows).toEqual([{ ok: 1 }]);
+      expect(await leaseState(service, bystander)).toBe('active');
+      await bystanderSession.end();
+    } finally {
+      await endSessions(service, [hog, bystander]);
+      await service.close();
+    }
+  });
+
   it('groups the sessions of a lease made after the guard last looked by its roles’ names', { timeout: 60_000 }, async () => {
     // the service's own guard stays out of the way: its budget is far above what this test takes
     const service = await startTestService({ PGLEASE_MAX_LOCKS: '100000', PGLEASE_LEASE_POOL: '0' });

@@ -108,7 +108,7 @@ describe('temporary tables', () => {
 });
 
 describe('large objects', () => {
-  it('count in the lease\'s size: over its plan its writes are refused until it unlinks them', async () => {
+  it('count in the lease\'s size: over its plan its writes and new large objects are refused until it unlinks them', async () => {
     const lease = await leaseOnPlan('lo-2mb', 2 * MB);
     const session = await leaseSession(lease);
     try {
@@ -120,11 +120,23 @@ describe('large objects', () => {
       expect(over.status).toBe('over_quota');
       expect(over.size).toBeGreaterThanOrEqual(3 * MB);
       expect((await errorOf(session, 'INSERT INTO t VALUES (1)'))?.code).toBe('53400');
+      // nor more large objects, nor more in the one it has: the functions that make and grow them
+      // are no longer its (a superuser's setup took them from PUBLIC; Postgres words the refusal)
+      const refusal = { code: '42501', message: expect.stringMatching(/^permission denied for function lo_/) };
+      expect(await errorOf(session, `SELECT lo_from_bytea(0, 'x')`)).toEqual(refusal);
+      expect(await errorOf(session, 'SELECT lo_create(0)')).toEqual(refusal);
+      expect(await errorOf(session, `SELECT lo_put(${rows[0]!.oid}, 0, 'x')`)).toEqual(refusal);
+      // a new session as well, and the REST authenticator's, which logs in still
+      const fresh = await leaseSession(lease);
+      expect(await errorOf(fresh, `SELECT lo_from_bytea(0, 'x')`)).toEqual(refusal);
+      await fresh.end();
       await session.query('SELECT lo_unlink($1)', [rows[0]!.oid]);
       const back = await observeNow(lease.id);
       expect(back).toMatchObject({ status: 'available' });
       expect(back.size).toBeLessThan(MB);
       await session.query('INSERT INTO t VALUES (1)');
+      const { rows: again } = await session.query<{ oid: number }>(`SELECT lo_from_bytea(0, 'x') AS oid`);
+      await session.query('SELECT lo_unlink($1)', [again[0]!.oid]);
     } finally {
       await session.end();
     }

@@ -196,7 +196,13 @@ $$;
 --   * SET on temp_file_limit (Postgres 15+), a superuser's setting: the service puts it on lease
 --     roles and on the lease database (ALTER ROLE/DATABASE ... SET), where a lease cannot change it;
 --   * SELECT on pg_largeobject, so that the observer can size the large objects a lease owns (its
---     pages, from the catalog's index). The service already reaches lease data (docs/security.md).
+--     pages, from the catalog's index). The service already reaches lease data (docs/security.md);
+--   * the functions that make or grow large objects (lo_create, lo_creat, lo_from_bytea, lowrite,
+--     lo_put) executable by the service, with GRANT OPTION, and no longer by PUBLIC: every role may
+--     call them otherwise, and a lease over its plan could fill the disk with large objects. The
+--     service grants them to the lease groups (pglease.grant_large_object_writes) and a restricted
+--     lease stops inheriting them (sql/quota.sql). In this database only: other databases keep
+--     Postgres's defaults.
 CREATE OR REPLACE FUNCTION pglease_admin.grant_quota_needs(p_service name)
 RETURNS void
 LANGUAGE plpgsql
@@ -209,5 +215,11 @@ BEGIN
   IF NOT has_table_privilege(p_service, 'pg_catalog.pg_largeobject', 'SELECT') THEN
     EXECUTE format('GRANT SELECT ON pg_catalog.pg_largeobject TO %I', p_service);
   END IF;
+  IF NOT has_function_privilege(p_service, 'pg_catalog.lo_from_bytea(oid, bytea)', 'EXECUTE WITH GRANT OPTION') THEN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION pg_catalog.lo_create(oid), pg_catalog.lo_creat(integer), pg_catalog.lo_from_bytea(oid, bytea), '
+                   'pg_catalog.lowrite(integer, bytea), pg_catalog.lo_put(oid, bigint, bytea) TO %I WITH GRANT OPTION', p_service);
+  END IF;
+  REVOKE EXECUTE ON FUNCTION pg_catalog.lo_create(oid), pg_catalog.lo_creat(integer), pg_catalog.lo_from_bytea(oid, bytea),
+    pg_catalog.lowrite(integer, bytea), pg_catalog.lo_put(oid, bigint, bytea) FROM PUBLIC;
 END
 $$;

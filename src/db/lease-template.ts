@@ -93,6 +93,29 @@ export async function installTemplateEventTriggers(superuserUrl: string, leaseDa
   }
 }
 
+/** The functions that make or grow large objects: a lease over its plan loses them (sql/quota-schema.sql). */
+const LARGE_OBJECT_WRITERS =
+  'pg_catalog.lo_create(oid), pg_catalog.lo_creat(integer), pg_catalog.lo_from_bytea(oid, bytea), pg_catalog.lowrite(integer, bytea), pg_catalog.lo_put(oid, bigint, bytea)';
+
+/**
+ * As a superuser, in the template database: the large-object functions are no longer PUBLIC's but
+ * the service's, with GRANT OPTION (as in the lease database: pglease_admin.grant_quota_needs), so
+ * that the service can give them to the database leases' group and a database lease over its plan
+ * can lose them. Database leases cloned from now on start so.
+ */
+export async function restrictTemplateLargeObjects(superuserUrl: string, leaseDatabase: string, serviceRole: string): Promise<void> {
+  const session = pinnedClient(withDatabaseName(superuserUrl, leaseTemplateName(leaseDatabase)));
+  await session.connect();
+  try {
+    await retryConcurrentCatalogUpdates(() =>
+      session.query(`GRANT EXECUTE ON FUNCTION ${LARGE_OBJECT_WRITERS} TO ${session.escapeIdentifier(serviceRole)} WITH GRANT OPTION;
+                     REVOKE EXECUTE ON FUNCTION ${LARGE_OBJECT_WRITERS} FROM PUBLIC`),
+    );
+  } finally {
+    await session.end().catch(() => undefined);
+  }
+}
+
 /**
  * Copies the lease database's pglease.rest_schema into the template database (see the module
  * comment), as the service role of `serviceUrl` (its owner): `definition` is the function's
@@ -102,6 +125,17 @@ export async function refreshTemplateIntrospection(serviceUrl: string, leaseData
   const session = pinnedClient(withDatabaseName(serviceUrl, leaseTemplateName(leaseDatabase)));
   await session.connect();
   try {
+    // the large-object functions a superuser took from PUBLIC here (restrictTemplateLargeObjects),
+    // to the group every database lease's roles are in (migration 0011), so that they work as before
+    const group = `${leaseDatabase.slice(0, 53)}_dbleases`;
+    const { rows: grantable } = await session.query<{ grant: boolean }>(
+      `SELECT has_function_privilege(current_user, 'pg_catalog.lo_from_bytea(oid, bytea)', 'EXECUTE WITH GRANT OPTION')
+              AND to_regrole(quote_ident($1)) IS NOT NULL AND NOT has_function_privilege($1, 'pg_catalog.lo_from_bytea(oid, bytea)', 'EXECUTE') AS grant`,
+      [group],
+    );
+    if (grantable[0]?.grant) {
+      await retryConcurrentCatalogUpdates(() => session.query(`GRANT EXECUTE ON FUNCTION ${LARGE_OBJECT_WRITERS} TO ${session.escapeIdentifier(group)}`));
+    }
     const current = await session.query<{ definition: string }>(
       `SELECT pg_get_functiondef(p.oid) AS definition FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
         WHERE n.nspname = 'pglease' AND p.proname = 'rest_schema'`,

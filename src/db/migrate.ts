@@ -57,6 +57,8 @@ export async function migrate(databaseUrl: string, log: (message: string) => voi
       const sqlFiles = await applySqlSources(client);
       // the default plan's bound on temporary files, once the service may set it (sql/plans.sql)
       await client.query('SELECT pglease.apply_temp_file_limit()');
+      // the large-object functions to the lease groups, once a superuser took them from PUBLIC (sql/quota.sql)
+      await client.query('SELECT pglease.grant_large_object_writes(pglease.lease_groups())');
       return { migrations: applied.map((migration) => migration.name), sqlFiles };
     });
   } finally {

@@ -33,7 +33,7 @@ import { readFile } from 'node:fs/promises';
 import pg from 'pg';
 import { newPassword, scramVerifier } from '../leases/credentials.js';
 import { projectPath } from '../paths.js';
-import { ensureLeaseTemplate, installTemplateEventTriggers } from './lease-template.js';
+import { ensureLeaseTemplate, installTemplateEventTriggers, restrictTemplateLargeObjects } from './lease-template.js';
 import { lockAgainstSquatters, retryConcurrentCatalogUpdates } from './migrate.js';
 
 /** Advisory lock key of the superuser setup of a lease database ("pgl-su" in ASCII). */
@@ -172,6 +172,7 @@ export async function setUpServiceRole(superuserUrl: string, leaseDatabase: stri
     // event triggers in it too (src/db/lease-template.ts)
     await ensureLeaseTemplate(superuserUrl, leaseDatabase, role, log);
     await installTemplateEventTriggers(superuserUrl, leaseDatabase);
+    await restrictTemplateLargeObjects(superuserUrl, leaseDatabase, role);
 
     const serverUrl = new URL(superuserUrl);
     serverUrl.username = encodeURIComponent(role);

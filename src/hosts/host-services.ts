@@ -58,7 +58,7 @@ export async function openHostServices(host: Host, options: HostServicesOptions)
       jobs: builtinJobs({ ...config.jobs, observeDiskPath: config.jobs.observeDiskPath ?? options.observeDiskPath }, host.id, {
         onReaped: (lags) => metrics.leasesReaped(lags),
         onObservationPass: (seconds) => metrics.observationPass(seconds),
-      }),
+      }, host.databaseUrl),
       log,
       onRunEnd: (job, outcome) => metrics.jobRan(job, outcome),
     });

@@ -12,6 +12,9 @@
  * Ending a lease: its sessions are ended at once (SIGTERM on the embedded server), and once their
  * locks are back the lease is released, so that it cannot simply do it again.
  *
+ * The table is the server's: a database lease's sessions, in its own database, count as a schema
+ * lease's do (pglease.lock_hogs counts the sessions of the live leases' roles in every database).
+ *
  * It looks and releases through a connection of its own, opened while the server is well: a new
  * connection cannot log in while the table is full, and the service pool closes a connection on
  * any error, so by then it may have none left. A release that fails (the table still full, the
