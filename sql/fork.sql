@@ -21,8 +21,14 @@
 -- (test/lease-code-privileges.test.ts).
 
 -- pglease.close_for_fork: closes an active database lease's database to new connections and ends
--- its sessions (waiting until they have exited). Returns how many were ended; NULL when the lease
--- is not an active database lease (or its database is gone).
+-- its sessions (waiting until they have exited), for a fork, a snapshot or a restore (the copy
+-- bracket, src/leases/copy-bracket.ts). Returns how many were ended; NULL when the lease is not an
+-- active database lease (or its database is gone).
+--   - the bracket is recorded in pglease.closed_lease_databases in the same transaction, with the
+--     calling backend, which holds it until pglease.reopen_after_fork: a crash in between leaves
+--     the row and a backend that is gone, and pglease.reopen_abandoned_closes reopens the lease;
+--   - one bracket per lease: a second one while the first's backend lives is refused (55006, the
+--     lease is busy) rather than reopening the database under the first one's copy.
 CREATE OR REPLACE FUNCTION pglease.close_for_fork(p_source uuid)
 RETURNS int
 LANGUAGE plpgsql
@@ -31,10 +37,19 @@ AS $$
 DECLARE
   v_lease    pglease.leases;
   v_sessions int[];
+  v_taken    int;
 BEGIN
   SELECT * INTO v_lease FROM pglease.leases WHERE id = p_source AND state = 'active' AND kind = 'database' FOR SHARE;
   IF NOT FOUND OR NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = v_lease.schema_name) THEN
     RETURN NULL;
+  END IF;
+  INSERT INTO pglease.closed_lease_databases AS c (lease_id, backend_pid, backend_start)
+  SELECT p_source, a.pid, a.backend_start FROM pg_stat_activity a WHERE a.pid = pg_backend_pid()
+  ON CONFLICT (lease_id) DO UPDATE SET backend_pid = excluded.backend_pid, backend_start = excluded.backend_start, closed_at = now()
+   WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = c.backend_pid AND a.backend_start = c.backend_start);
+  GET DIAGNOSTICS v_taken = ROW_COUNT;
+  IF v_taken = 0 THEN
+    RAISE EXCEPTION 'lease % is being copied by another request', p_source USING ERRCODE = '55006';
   END IF;
   EXECUTE format('ALTER DATABASE %I ALLOW_CONNECTIONS false', v_lease.schema_name);
   SELECT array_agg(a.pid) INTO v_sessions
@@ -45,8 +60,9 @@ BEGIN
 END
 $$;
 
--- pglease.reopen_after_fork: lets the source's roles connect again (step 3). Safe to call when the
--- source ended meanwhile: its database is then being dropped, and stays closed.
+-- pglease.reopen_after_fork: lets the source's roles connect again, and ends the bracket (its row
+-- in pglease.closed_lease_databases). Safe to call when the source ended meanwhile: its database
+-- is then being dropped, and stays closed.
 CREATE OR REPLACE FUNCTION pglease.reopen_after_fork(p_source uuid)
 RETURNS void
 LANGUAGE plpgsql
@@ -55,10 +71,38 @@ AS $$
 DECLARE
   v_lease pglease.leases;
 BEGIN
+  DELETE FROM pglease.closed_lease_databases WHERE lease_id = p_source;
   SELECT * INTO v_lease FROM pglease.leases WHERE id = p_source AND state = 'active' AND kind = 'database' FOR SHARE;
   IF FOUND AND EXISTS (SELECT 1 FROM pg_database WHERE datname = v_lease.schema_name AND NOT datallowconn) THEN
     EXECUTE format('ALTER DATABASE %I ALLOW_CONNECTIONS true', v_lease.schema_name);
   END IF;
+END
+$$;
+
+-- pglease.reopen_abandoned_closes: finishes the brackets whose backend is gone (pglease killed or
+-- its connection lost between close and reopen): the lease's database is given back to its login
+-- role (a fork lends it to the service) and reopened. Run by the reaper; answers how many.
+--   - a bracket whose backend lives is left alone: its copy may be under way;
+--   - rows are taken FOR UPDATE SKIP LOCKED, so two processes never finish one twice.
+CREATE OR REPLACE FUNCTION pglease.reopen_abandoned_closes()
+RETURNS int
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_lease_id uuid;
+  v_reopened int := 0;
+BEGIN
+  FOR v_lease_id IN
+    SELECT c.lease_id FROM pglease.closed_lease_databases c
+     WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = c.backend_pid AND a.backend_start = c.backend_start)
+       FOR UPDATE SKIP LOCKED
+  LOOP
+    PERFORM pglease.return_source_database(v_lease_id);
+    PERFORM pglease.reopen_after_fork(v_lease_id);
+    v_reopened := v_reopened + 1;
+  END LOOP;
+  RETURN v_reopened;
 END
 $$;
 

@@ -235,6 +235,26 @@ describe('forking', () => {
     expect(byAdmin.status).toBe(201);
   });
 
+  it('while another process copies the same lease answers 409 PGLEASE_LEASE_BUSY, and leaves that copy\'s bracket alone', async () => {
+    const lease = await createLease(service, { kind: 'database' });
+    // another pglease's bracket (src/leases/copy-bracket.ts), held by this session
+    const other = new pg.Client({ connectionString: superuserDatabaseUrl(service) });
+    await other.connect();
+    try {
+      await other.query('SELECT pglease.close_for_fork($1)', [lease.id]);
+      const busy = await fork(lease);
+      expect(busy.status).toBe(409);
+      expect(((await busy.json()) as { code: string }).code).toBe('PGLEASE_LEASE_BUSY');
+      const [database] = await queryUrl<{ open: boolean }>(superuserDatabaseUrl(service), 'SELECT datallowconn AS open FROM pg_database WHERE datname = $1', [lease.database]);
+      expect(database).toEqual({ open: false });
+      await other.query('SELECT pglease.reopen_after_fork($1)', [lease.id]);
+    } finally {
+      await other.end();
+    }
+    const response = await fork(lease);
+    expect(response.status, await response.clone().text()).toBe(201);
+  });
+
   it('of a released lease answers 409', async () => {
     const lease = await createLease(service, { kind: 'database' });
     expect(await release(lease)).toBe(204);

@@ -118,6 +118,12 @@ BEGIN
   FOR v_from, v_to IN SELECT key, value FROM jsonb_each_text(v_map) LOOP
     EXECUTE format('REASSIGN OWNED BY %I TO %I', v_from, v_to);
   END LOOP;
+  --    Had the source's database been given back meanwhile (the bracket's session lost, and the
+  --    reaper reopening it: src/leases/copy-bracket.ts), the fork would now own it: refuse.
+  IF EXISTS (SELECT 1 FROM pg_database d JOIN jsonb_each_text(v_map) m ON d.datdba = m.value::regrole
+              WHERE d.datname <> current_database()) THEN
+    RAISE EXCEPTION 'the source''s database was given back to its owner during the fork''s handover' USING ERRCODE = '55006';
+  END IF;
 
   -- 5. privileges the source's roles still hold here are revoked (DROP OWNED would also revoke
   --    their privileges on shared objects: the source's CONNECT on its own database)

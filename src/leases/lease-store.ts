@@ -227,7 +227,7 @@ export class LeaseStore {
    * of the source's objects and data at this moment, owned by its own roles, activated for `input`
    * with the same throttling as any create. The source's sessions are ended for the copy (there is
    * no copy of a database with sessions on it): their number is in the answer. A failure drops
-   * the fork; a source that is not an active database lease throws ForkSourceGone.
+   * the fork; a source that is not an active database lease throws CopySourceGone (src/leases/copy-bracket.ts).
    */
   async fork(sourceId: string, input: CreateLeaseInput): Promise<CreatedLease & { sourceSessionsEnded: number }> {
     if (input.limits) await this.checkLimitsEarly(input.clientIp, input.limits);
