@@ -255,6 +255,23 @@ describe('forking', () => {
     expect(response.status, await response.clone().text()).toBe(201);
   });
 
+  it('leaves alone a session it may not end (a superuser\'s, as an autovacuum worker\'s is): the copy waits for it, no 500', async () => {
+    const lease = await createLease(service, { kind: 'database' });
+    const url = new URL(superuserDatabaseUrl(service));
+    url.pathname = '/' + lease.database;
+    const operator = new pg.Client({ connectionString: url.toString() });
+    operator.on('error', () => undefined);
+    await operator.connect();
+    await operator.query('SELECT 1');
+    const forking = fork(lease);
+    // CREATE DATABASE waits up to 5 s for the template's other sessions: this one goes after 1 s
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    await operator.end();
+    const response = await forking;
+    expect(response.status, await response.clone().text()).toBe(201);
+    expect(((await response.json()) as { source_sessions_ended: number }).source_sessions_ended).toBe(0);
+  });
+
   it('of a released lease answers 409', async () => {
     const lease = await createLease(service, { kind: 'database' });
     expect(await release(lease)).toBe(204);
