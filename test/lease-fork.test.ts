@@ -157,10 +157,12 @@ describe('a fork of a database lease', () => {
       forked.url,
       `SELECT has_table_privilege($1, 'items', 'SELECT') AS items, has_column_privilege($1, 'app.people', 'email', 'SELECT') AS email,
               has_column_privilege($1, 'app.people', 'mood', 'SELECT') AS mood,
-              EXISTS (SELECT 1 FROM pg_policy p, unnest(p.polroles) r WHERE p.polname = 'anon_reads' AND r = $1::regrole) AS policy`,
+              EXISTS (SELECT 1 FROM pg_policy p, unnest(p.polroles) r WHERE p.polname = 'anon_reads' AND r = $1::regrole) AS policy,
+              has_schema_privilege($1, 'public', 'USAGE') AS public`,
       [forked.anon_role],
     );
-    expect(grants).toEqual({ items: true, email: true, mood: false, policy: true });
+    // (USAGE on public: what a new database lease's first session grants, carried by the copy)
+    expect(grants).toEqual({ items: true, email: true, mood: false, policy: true, public: true });
     const [editor] = await queryUrl<{ update: boolean }>(forked.url, `SELECT has_table_privilege($1, 'items', 'UPDATE') AS update`, [`${forked.role}_editor`]);
     expect(editor!.update).toBe(true);
     // new functions start private in the fork too

@@ -22,20 +22,21 @@ import { leaseDatabaseUrl } from './lease-session.js';
 
 let handoverSql: Promise<string> | undefined;
 
+/** A fork's lease, parked (pglease.provision_parked), and the map of the source's role names to its own. */
+export interface ParkedFork {
+  fork: { id: string; kind: string; schema_name: string };
+  roles: Record<string, string>;
+}
+
 /**
- * Copies source `sourceId`'s database into parked fork `fork`'s (made here, then opened to the
- * fork's roles only), hands it over to the fork's roles (`roles`: the source's role names to the
- * fork's), and answers how many of the source's sessions were ended. Throws CopySourceGone when
- * the source is no active database lease.
+ * Copies source `sourceId`'s database into the parked fork's (made here, then opened to the fork's
+ * roles only), hands it over to the fork's roles, and answers how many of the source's sessions
+ * were ended. `preparing` may still be under way as the source closes: it is awaited inside the
+ * bracket. Throws CopySourceGone when the source is no active database lease.
  */
-export async function copyLeaseDatabase(
-  pool: pg.Pool,
-  serviceUrl: string,
-  sourceId: string,
-  fork: { id: string; kind: string; schema_name: string },
-  roles: Record<string, string>,
-): Promise<number> {
+export async function copyLeaseDatabase(pool: pg.Pool, serviceUrl: string, sourceId: string, preparing: Promise<ParkedFork>): Promise<number> {
   const { sessionsEnded } = await whileClosed(pool, sourceId, async (session) => {
+    const { fork, roles } = await preparing;
     const ddl = await session.query<{ statement: string }>({
       name: 'pglease.fork-database-ddl',
       text: 'SELECT pglease.fork_database_ddl($1, $2) AS statement',
