@@ -62,10 +62,8 @@ async function handOver(forkDatabaseUrl: string, roles: Record<string, string>):
   session.on('error', () => undefined);
   await session.connect();
   try {
-    await session.query('BEGIN');
-    await session.query("SELECT pg_catalog.set_config('pglease.fork_roles', $1, true)", [JSON.stringify(roles)]);
-    await session.query(sql);
-    await session.query('COMMIT');
+    // one round trip (simple protocol): the role map, the handover and its commit, all or nothing
+    await session.query(`BEGIN; SELECT pg_catalog.set_config('pglease.fork_roles', ${session.escapeLiteral(JSON.stringify(roles))}, true);\n${sql.trimEnd()}\nCOMMIT`);
   } finally {
     await session.end().catch(() => undefined);
   }
