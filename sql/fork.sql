@@ -5,7 +5,7 @@
 --
 -- The steps, driven by src/leases/lease-fork.ts, since CREATE DATABASE cannot run in a function:
 --   1. the fork is provisioned parked (pglease.provision_parked, kind database), and gets the JWT
---      roles the source declared (pglease.fork_declared_roles);
+--      roles the source declared (pglease.fork_declared_roles), while step 2 runs;
 --   2. pglease.close_for_fork: the source refuses new connections and its sessions are ended
 --      (CREATE DATABASE ... TEMPLATE refuses while any session is connected to the template: there
 --      is no copy without this); the answer says how many were ended;
@@ -16,7 +16,8 @@
 --      that nothing there refers to the source's roles, which may end first;
 --   4. whatever happened: pglease.return_source_database and pglease.reopen_after_fork: the source
 --      is closed for the few tens of ms of the copy and the handover only;
---   5. the fork's first session as itself, and activation, as for any database lease.
+--   5. activation, as for any database lease; no first session as the fork's own role (what a new
+--      database lease's sets is in the copy, handed over).
 -- Every statement here, and the handover, changes catalogs only: no lease code runs as pglease
 -- (test/lease-code-privileges.test.ts).
 
