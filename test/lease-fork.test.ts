@@ -157,10 +157,12 @@ describe('a fork of a database lease', () => {
       forked.url,
       `SELECT has_table_privilege($1, 'items', 'SELECT') AS items, has_column_privilege($1, 'app.people', 'email', 'SELECT') AS email,
               has_column_privilege($1, 'app.people', 'mood', 'SELECT') AS mood,
-              EXISTS (SELECT 1 FROM pg_policy p, unnest(p.polroles) r WHERE p.polname = 'anon_reads' AND r = $1::regrole) AS policy`,
+              EXISTS (SELECT 1 FROM pg_policy p, unnest(p.polroles) r WHERE p.polname = 'anon_reads' AND r = $1::regrole) AS policy,
+              has_schema_privilege($1, 'public', 'USAGE') AS public`,
       [forked.anon_role],
     );
-    expect(grants).toEqual({ items: true, email: true, mood: false, policy: true });
+    // (USAGE on public: what a new database lease's first session grants, carried by the copy)
+    expect(grants).toEqual({ items: true, email: true, mood: false, policy: true, public: true });
     const [editor] = await queryUrl<{ update: boolean }>(forked.url, `SELECT has_table_privilege($1, 'items', 'UPDATE') AS update`, [`${forked.role}_editor`]);
     expect(editor!.update).toBe(true);
     // new functions start private in the fork too
@@ -233,6 +235,43 @@ describe('forking', () => {
     expect(unknown.status).toBe(400);
     const byAdmin = await fetch(`${service.baseUrl}/v1/leases/${lease.id}/fork`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
     expect(byAdmin.status).toBe(201);
+  });
+
+  it('while another process copies the same lease answers 409 PGLEASE_LEASE_BUSY, and leaves that copy\'s bracket alone', async () => {
+    const lease = await createLease(service, { kind: 'database' });
+    // another pglease's bracket (src/leases/copy-bracket.ts), held by this session
+    const other = new pg.Client({ connectionString: superuserDatabaseUrl(service) });
+    await other.connect();
+    try {
+      await other.query('SELECT pglease.close_for_fork($1)', [lease.id]);
+      const busy = await fork(lease);
+      expect(busy.status).toBe(409);
+      expect(((await busy.json()) as { code: string }).code).toBe('PGLEASE_LEASE_BUSY');
+      const [database] = await queryUrl<{ open: boolean }>(superuserDatabaseUrl(service), 'SELECT datallowconn AS open FROM pg_database WHERE datname = $1', [lease.database]);
+      expect(database).toEqual({ open: false });
+      await other.query('SELECT pglease.reopen_after_fork($1)', [lease.id]);
+    } finally {
+      await other.end();
+    }
+    const response = await fork(lease);
+    expect(response.status, await response.clone().text()).toBe(201);
+  });
+
+  it('leaves alone a session it may not end (a superuser\'s, as an autovacuum worker\'s is): the copy waits for it, no 500', async () => {
+    const lease = await createLease(service, { kind: 'database' });
+    const url = new URL(superuserDatabaseUrl(service));
+    url.pathname = '/' + lease.database;
+    const operator = new pg.Client({ connectionString: url.toString() });
+    operator.on('error', () => undefined);
+    await operator.connect();
+    await operator.query('SELECT 1');
+    const forking = fork(lease);
+    // CREATE DATABASE waits up to 5 s for the template's other sessions: this one goes after 1 s
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    await operator.end();
+    const response = await forking;
+    expect(response.status, await response.clone().text()).toBe(201);
+    expect(((await response.json()) as { source_sessions_ended: number }).source_sessions_ended).toBe(0);
   });
 
   it('of a released lease answers 409', async () => {

@@ -33,7 +33,7 @@ import {
   ForkLeaseBody,
   ForkedLeaseSchema,
 } from './schemas.js';
-import { ForkSourceGone } from '../leases/lease-fork.js';
+import { CopySourceGone } from '../leases/copy-bracket.js';
 import { NoHostWithRoom } from '../hosts/fleet.js';
 import type { HostServices } from '../hosts/host-services.js';
 import { authorizedLease as sharedAuthorizedLease, hostOfLease } from './lease-access.js';
@@ -346,11 +346,11 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
         limits: createLimitsFor(config.createLimits, caller, localDeveloper),
       };
       const forked = await at.leases.fork(source.id, input).catch((error: unknown) => {
-        if (error instanceof ForkSourceGone || (error as { code?: string }).code === 'PGLTG') {
+        if (error instanceof CopySourceGone || (error as { code?: string }).code === 'PGLTG') {
           throw new ControlError('PGLEASE_LEASE_NOT_ACTIVE', 'The lease ended while it was being forked');
         }
         if ((error as { code?: string }).code === '55006') {
-          throw new ControlError('PGLEASE_LEASE_BUSY', 'A session of the lease outlived the 5 s it was given to end, so its database could not be copied: try again');
+          throw new ControlError('PGLEASE_LEASE_BUSY', 'The lease\'s database could not be copied now: another copy of it (fork, snapshot or restore) is under way, or a session of the lease outlived the 5 s it was given to end; try again');
         }
         throw limitError(error) ?? error;
       });

@@ -5,64 +5,53 @@
  *
  * What it guarantees:
  *   - the source is closed to new connections, and its sessions ended, for the copy and the
- *     handover only (tens of ms for a small lease): CREATE DATABASE ... TEMPLATE refuses while any
- *     session is on the template, so there is no consistent copy without it. Reopened whatever
- *     happens (finally), unless the source ended meanwhile;
+ *     handover only (src/leases/copy-bracket.ts: reopened whatever happens, by the reaper after a
+ *     crash);
  *   - the source's database is the service's during the handover (REASSIGN OWNED would otherwise
- *     give it to the fork), and its own again afterwards, also whatever happens;
+ *     give it to the fork), and its own again afterwards, also whatever happens (after a crash,
+ *     when the bracket is reopened);
  *   - pglease never connects to the source's database (the lease may have set its own defaults
  *     there); it connects to the fork's new one, before any lease session could have, with
  *     search_path pinned to pg_catalog, and changes catalogs only.
- * A crash between closing and reopening leaves the source closed until an operator reopens it
- * (`ALTER DATABASE ... ALLOW_CONNECTIONS true`): noted in docs/fork.md.
  */
 import { readFile } from 'node:fs/promises';
 import pg from 'pg';
 import { projectPath } from '../paths.js';
+import { whileClosed } from './copy-bracket.js';
 import { leaseDatabaseUrl } from './lease-session.js';
 
 let handoverSql: Promise<string> | undefined;
 
-/** Thrown when the source is no active database lease (any more). */
-export class ForkSourceGone extends Error {}
+/** A fork's lease, parked (pglease.provision_parked), and the map of the source's role names to its own. */
+export interface ParkedFork {
+  fork: { id: string; kind: string; schema_name: string };
+  roles: Record<string, string>;
+}
 
 /**
- * Copies source `sourceId`'s database into parked fork `fork`'s (made here, then opened to the
- * fork's roles only), hands it over to the fork's roles (`roles`: the source's role names to the
- * fork's), and answers how many of the source's sessions were ended.
+ * Copies source `sourceId`'s database into the parked fork's (made here, then opened to the fork's
+ * roles only), hands it over to the fork's roles, and answers how many of the source's sessions
+ * were ended. `preparing` may still be under way as the source closes: it is awaited inside the
+ * bracket. Throws CopySourceGone when the source is no active database lease.
  */
-export async function copyLeaseDatabase(
-  pool: pg.Pool,
-  serviceUrl: string,
-  sourceId: string,
-  fork: { id: string; kind: string; schema_name: string },
-  roles: Record<string, string>,
-): Promise<number> {
-  const { rows } = await pool.query<{ ended: number | null }>({
-    name: 'pglease.close-for-fork',
-    text: 'SELECT pglease.close_for_fork($1) AS ended',
-    values: [sourceId],
-  });
-  const ended = rows[0]!.ended;
-  if (ended === null) throw new ForkSourceGone(`lease ${sourceId} is not an active database lease`);
-  try {
-    const ddl = await pool.query<{ statement: string }>({
+export async function copyLeaseDatabase(pool: pg.Pool, serviceUrl: string, sourceId: string, preparing: Promise<ParkedFork>): Promise<number> {
+  const { sessionsEnded } = await whileClosed(pool, sourceId, async (session) => {
+    const { fork, roles } = await preparing;
+    const ddl = await session.query<{ statement: string }>({
       name: 'pglease.fork-database-ddl',
       text: 'SELECT pglease.fork_database_ddl($1, $2) AS statement',
       values: [sourceId, fork.id],
     });
-    await pool.query(ddl.rows[0]!.statement);
-    await pool.query({ name: 'pglease.open-lease-database', text: 'SELECT pglease.open_lease_database($1)', values: [fork.id] });
-    await pool.query({ name: 'pglease.lend-source-database', text: 'SELECT pglease.lend_source_database($1)', values: [sourceId] });
+    await session.query(ddl.rows[0]!.statement);
+    await session.query({ name: 'pglease.open-lease-database', text: 'SELECT pglease.open_lease_database($1)', values: [fork.id] });
+    await session.query({ name: 'pglease.lend-source-database', text: 'SELECT pglease.lend_source_database($1)', values: [sourceId] });
     try {
       await handOver(leaseDatabaseUrl(serviceUrl, fork), roles);
     } finally {
-      await pool.query({ name: 'pglease.return-source-database', text: 'SELECT pglease.return_source_database($1)', values: [sourceId] });
+      await session.query({ name: 'pglease.return-source-database', text: 'SELECT pglease.return_source_database($1)', values: [sourceId] });
     }
-  } finally {
-    await pool.query({ name: 'pglease.reopen-after-fork', text: 'SELECT pglease.reopen_after_fork($1)', values: [sourceId] });
-  }
-  return ended;
+  });
+  return sessionsEnded;
 }
 
 /** Runs sql/handover/fork.sql in the fork's database, as the service. */
@@ -73,10 +62,8 @@ async function handOver(forkDatabaseUrl: string, roles: Record<string, string>):
   session.on('error', () => undefined);
   await session.connect();
   try {
-    await session.query('BEGIN');
-    await session.query("SELECT pg_catalog.set_config('pglease.fork_roles', $1, true)", [JSON.stringify(roles)]);
-    await session.query(sql);
-    await session.query('COMMIT');
+    // one round trip (simple protocol): the role map, the handover and its commit, all or nothing
+    await session.query(`BEGIN; SELECT pg_catalog.set_config('pglease.fork_roles', ${session.escapeLiteral(JSON.stringify(roles))}, true);\n${sql.trimEnd()}\nCOMMIT`);
   } finally {
     await session.end().catch(() => undefined);
   }

@@ -15,6 +15,7 @@
  *   - snapshots go with the lease (queued with its database).
  */
 import type pg from 'pg';
+import { CopySourceGone, whileClosed } from './copy-bracket.js';
 import { dropQueuedDatabases } from './database-drops.js';
 
 export interface SnapshotRow {
@@ -36,11 +37,11 @@ export class SnapshotError extends Error {
 function snapshotError(error: unknown): unknown {
   const code = (error as { code?: string }).code;
   const message = (error as Error).message;
-  if (code === 'PGLTG') return new SnapshotError('PGLEASE_LEASE_NOT_ACTIVE', 'The lease is not an active database lease (any more)');
+  if (code === 'PGLTG' || error instanceof CopySourceGone) return new SnapshotError('PGLEASE_LEASE_NOT_ACTIVE', 'The lease is not an active database lease (any more)');
   if (code === 'PGLSN') return new SnapshotError('PGLEASE_SNAPSHOT_NOT_FOUND', message);
   if (code === '22023') return new SnapshotError('PGLEASE_INVALID_FIELD', message);
   if (code === '54000') return new SnapshotError('PGLEASE_SNAPSHOT_LIMIT', message);
-  if (code === '55006') return new SnapshotError('PGLEASE_LEASE_BUSY', 'A session of the lease outlived the 5 s it was given to end, so its database could not be copied: try again');
+  if (code === '55006') return new SnapshotError('PGLEASE_LEASE_BUSY', 'The lease\'s database could not be copied now: another copy of it (fork, snapshot or restore) is under way, or a session of the lease outlived the 5 s it was given to end; try again');
   return error;
 }
 
@@ -63,18 +64,6 @@ export function oneAtATime<T>(leaseId: string, work: () => Promise<T>): Promise<
   return mine;
 }
 
-/** Ends the lease's sessions, closes it to new ones, runs `work`, and reopens it whatever happened. */
-async function whileClosed<T>(pool: pg.Pool, leaseId: string, work: () => Promise<T>): Promise<{ result: T; sessionsEnded: number }> {
-  const { rows } = await pool.query<{ ended: number | null }>({ name: 'pglease.close-for-fork', text: 'SELECT pglease.close_for_fork($1) AS ended', values: [leaseId] });
-  const sessionsEnded = rows[0]!.ended;
-  if (sessionsEnded === null) throw new SnapshotError('PGLEASE_LEASE_NOT_ACTIVE', 'The lease is not an active database lease (any more)');
-  try {
-    return { result: await work(), sessionsEnded };
-  } finally {
-    await pool.query({ name: 'pglease.reopen-after-fork', text: 'SELECT pglease.reopen_after_fork($1)', values: [leaseId] });
-  }
-}
-
 /** Takes snapshot `name` of the lease (replacing one of that name). */
 export function takeSnapshot(pool: pg.Pool, leaseId: string, name: string): Promise<{ snapshot: SnapshotRow; sessionsEnded: number }> {
   return oneAtATime(leaseId, () => takeSnapshotNow(pool, leaseId, name));
@@ -86,7 +75,7 @@ async function takeSnapshotNow(pool: pg.Pool, leaseId: string, name: string): Pr
     const { rows: replaced } = await pool.query<{ n: number }>({ name: 'pglease.queue-snapshot-drops', text: 'SELECT pglease.queue_snapshot_drops($1, $2) AS n', values: [leaseId, name] });
     if (replaced[0]!.n > 0) await dropQueuedDatabases(pool);
     const { rows: ddl } = await pool.query<{ statement: string }>({ name: 'pglease.snapshot-ddl', text: 'SELECT pglease.snapshot_ddl($1, $2) AS statement', values: [leaseId, name] });
-    const { sessionsEnded } = await whileClosed(pool, leaseId, () => pool.query(ddl[0]!.statement));
+    const { sessionsEnded } = await whileClosed(pool, leaseId, (session) => session.query(ddl[0]!.statement));
     const { rows } = await pool.query<SnapshotRow>({
       name: 'pglease.note-snapshot',
       text: 'SELECT name, created_at, NULL::bigint AS size_bytes FROM pglease.note_snapshot($1, $2)',
@@ -138,8 +127,8 @@ export function restoreSnapshot(pool: pg.Pool, leaseId: string, name: string): P
 async function restoreSnapshotNow(pool: pg.Pool, leaseId: string, name: string): Promise<number> {
   try {
     await prepareRestore(pool, leaseId, name);
-    const { sessionsEnded } = await whileClosed(pool, leaseId, () =>
-      pool.query({ name: 'pglease.swap-restored-database', text: 'SELECT pglease.swap_restored_database($1, $2)', values: [leaseId, name] }),
+    const { sessionsEnded } = await whileClosed(pool, leaseId, (session) =>
+      session.query({ name: 'pglease.swap-restored-database', text: 'SELECT pglease.swap_restored_database($1, $2)', values: [leaseId, name] }),
     );
     dropQueuedLater(pool);
     prepareRestoreLater(pool, leaseId, name);

@@ -227,24 +227,32 @@ export class LeaseStore {
    * of the source's objects and data at this moment, owned by its own roles, activated for `input`
    * with the same throttling as any create. The source's sessions are ended for the copy (there is
    * no copy of a database with sessions on it): their number is in the answer. A failure drops
-   * the fork; a source that is not an active database lease throws ForkSourceGone.
+   * the fork; a source that is not an active database lease throws CopySourceGone (src/leases/copy-bracket.ts).
    */
   async fork(sourceId: string, input: CreateLeaseInput): Promise<CreatedLease & { sourceSessionsEnded: number }> {
     if (input.limits) await this.checkLimitsEarly(input.clientIp, input.limits);
     const token = newToken();
-    const { lease: parked, password } = await this.withNewLease(async ({ base, password, loginVerifier, authVerifier }) => ({
+    // the fork's roles are made while the source closes (one round trip and the end of its
+    // sessions saved from the copy's time)
+    const parking = this.withNewLease(async ({ base, password, loginVerifier, authVerifier }) => ({
       lease: await this.provisionParked({ base, loginVerifier, authVerifier }, SEED_HOLD_SECONDS, 'database'),
       password,
     }));
-    try {
+    const preparing = parking.then(async ({ lease }) => {
       const { rows } = await this.pool.query<{ roles: Record<string, string> }>({
         name: 'pglease.fork-declared-roles',
         text: 'SELECT pglease.fork_declared_roles($1, $2) AS roles',
-        values: [sourceId, parked.id],
+        values: [sourceId, lease.id],
       });
-      const sourceSessionsEnded = await oneAtATime(sourceId, () => copyLeaseDatabase(this.pool, this.host.databaseUrl, sourceId, parked, rows[0]!.roles));
-      // the fork's first session as itself: what a database lease sets in its own database
-      await this.runSeed(parked, password, '');
+      return { fork: lease, roles: rows[0]!.roles };
+    });
+    preparing.catch(() => undefined); // awaited below, or by the copy
+    try {
+      // No first session as the fork's own role, unlike a new database lease: what that session
+      // sets (USAGE on public for the anonymous role, no EXECUTE for PUBLIC on new functions) is
+      // in the copy, handed over to the fork's roles as the source had it.
+      const sourceSessionsEnded = await oneAtATime(sourceId, () => copyLeaseDatabase(this.pool, this.host.databaseUrl, sourceId, preparing));
+      const { lease: parked, password } = await parking;
       const { lease, quota } = await this.withLimits(this.pool, {
         name: 'pglease.activate-seeded-lease',
         text: `SELECT ${CREATED_COLUMNS} FROM pglease.activate_seeded_lease($1, $2, $3, make_interval(secs => $4), $5, $6, $7)`,
@@ -253,7 +261,8 @@ export class LeaseStore {
       await this.pool.query({ name: 'pglease.note-fork', text: 'SELECT pglease.note_fork($1, $2, $3)', values: [parked.id, sourceId, sourceSessionsEnded] });
       return { lease: lease!, password, token, quota, sourceSessionsEnded };
     } catch (error) {
-      await this.dropParked(parked.id);
+      const parked = await parking.catch(() => undefined);
+      if (parked) await this.dropParked(parked.lease.id);
       throw error;
     }
   }

@@ -246,8 +246,10 @@ export function builtinJobs(config: JobsConfig, hostId?: number, hooks: JobHooks
         });
         // the databases of the database leases it ended (and any an interrupted release left)
         const databases = await dropQueuedDatabases(context.pool);
+        // database leases a crashed fork, snapshot or restore left closed (src/leases/copy-bracket.ts)
+        const { rows: reopened } = await context.pool.query<{ n: number }>({ name: 'pglease.reopen-abandoned-closes', text: 'SELECT pglease.reopen_abandoned_closes() AS n' });
         await context.pool.query({ name: 'pglease.plan-next-reap', text: 'SELECT pglease.plan_next_reap()' });
-        return { rowsAffected: total.reaped, result: { reaped: total.reaped, failed: total.failed, databases_dropped: databases.dropped } };
+        return { rowsAffected: total.reaped, result: { reaped: total.reaped, failed: total.failed, databases_dropped: databases.dropped, databases_reopened: reopened[0]!.n } };
       },
       help: async (context) => {
         const { reaped } = await reapUntilDone(context, config.reaperBatch, hooks, () => undefined);
