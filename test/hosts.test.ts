@@ -7,6 +7,7 @@
  * its state, and once it is back nothing is left over on any host.
  */
 import { randomBytes } from 'node:crypto';
+import http from 'node:http';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -195,6 +196,49 @@ describe('many lease hosts', () => {
     expect(got.json).toMatchObject({ plan: 'tiny', usage: { rows_limit: 10, size_limit_bytes: 1_048_576 } });
     for (const lease of [...others, onH2!]) await call(first, 'DELETE', `/v1/leases/${lease.id}`, undefined, { authorization: `Bearer ${lease.token}` });
   });
+
+  it("serves a lease's OpenAPI document, Swagger page and studio feed from the lease's own host", async () => {
+    let onH2: CreatedLeaseJson | undefined;
+    const others: CreatedLeaseJson[] = [];
+    for (let i = 0; i < 8 && !onH2; i++) {
+      const lease = await create(first);
+      if (hostOf(lease) === 'h2') onH2 = lease;
+      else others.push(lease);
+    }
+    expect(onH2).toBeDefined();
+    const lease = onH2!;
+    const auth = { authorization: `Bearer ${lease.token}` };
+    await queryUrl(lease.url, 'CREATE TABLE notes (id int PRIMARY KEY, body text)');
+    await queryUrl(lease.url, `NOTIFY pgrst, 'reload schema'`);
+    const paths = await waitFor('the document names the table', async () => {
+      const { status, json } = await call(first, 'GET', `/v1/leases/${lease.id}/openapi.json`, undefined, auth);
+      return status === 200 && json.paths['/notes'] ? Object.keys(json.paths) : undefined;
+    });
+    expect(paths).toContain('/notes');
+    const root = await fetch(`${lease.rest_url}/`, { headers: auth });
+    expect(root.status).toBe(200);
+    expect(Object.keys(((await root.json()) as { paths: object }).paths)).toContain('/notes');
+    const page = await fetch(`${first.baseUrl}/v1/leases/${lease.id}/docs`, { headers: { accept: 'text/html' } });
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain(`/v1/leases/${lease.id}/openapi.json`);
+
+    // the studio's feed reads h2: ready, then the rows psql writes there
+    const events: string[] = [];
+    const feed = http.get(`${first.baseUrl}/v1/leases/${lease.id}/studio/events`, { headers: { ...auth, accept: 'text/event-stream' }, agent: false }, (response) => {
+      response.setEncoding('utf8');
+      response.on('data', (chunk: string) => events.push(...[...chunk.matchAll(/^event: (.*)\ndata: (.*)$/gm)].map((match) => `${match[1]} ${match[2]}`)));
+    });
+    feed.on('error', () => undefined);
+    try {
+      await waitFor('ready', async () => (events.some((event) => event.startsWith('ready')) ? true : undefined), 20_000);
+      await queryUrl(lease.url, `INSERT INTO notes VALUES (1, 'h2')`);
+      await waitFor('rows of notes', async () => (events.includes('rows {"relations":["notes"]}') ? true : undefined), 20_000);
+      expect(events.filter((event) => event.startsWith('gone'))).toEqual([]);
+    } finally {
+      feed.destroy();
+    }
+    for (const made of [...others, lease]) await call(first, 'DELETE', `/v1/leases/${made.id}`, undefined, { authorization: `Bearer ${made.token}` });
+  }, 120_000);
 
   it('pglease host ls | drain | undrain | rm | add, with the admin token', async () => {
     const cli = async (...args: string[]) => {
