@@ -7,10 +7,12 @@
  * its state, and once it is back nothing is left over on any host.
  */
 import { randomBytes } from 'node:crypto';
+import { execFile } from 'node:child_process';
 import http from 'node:http';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
@@ -21,6 +23,9 @@ import { ADMIN_TOKEN, queryUrl, startTestService, superuserDatabaseUrl, type Cre
 import { waitFor } from './support/wait.js';
 import { runCli } from '../src/cli/program.js';
 import { loadConfig } from '../src/config.js';
+import { PgleaseClient } from '../src/testing/client.js';
+
+const run = promisify(execFile);
 
 const admin = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' };
 const database = `pglease_test_${randomBytes(4).toString('hex')}`;
@@ -282,7 +287,9 @@ describe('many lease hosts', () => {
       expect(added.json.tls).toBe('verify-full');
       // only tls1 takes leases for a moment
       for (const name of ['control', 'h2']) await call(first, 'PATCH', `/v1/hosts/${name}`, { draining: true });
-      const lease = await create(first).finally(async () => {
+      // pglease/testing's client saves what GET /v1/ca.pem serves and names it in the lease URL
+      const client = new PgleaseClient({ server: first.baseUrl, caDirectory: caDir });
+      const [lease, completed] = await Promise.all([create(first), client.createLease()]).finally(async () => {
         for (const name of ['control', 'h2']) await call(first, 'PATCH', `/v1/hosts/${name}`, { draining: false });
       });
       expect(lease.port).toBe(secure.port);
@@ -292,6 +299,19 @@ describe('many lease hosts', () => {
       const verified = new URL(lease.url);
       verified.searchParams.set('sslrootcert', caFile);
       expect(await queryUrl(verified.toString(), 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()')).toEqual([{ ssl: true }]);
+      // GET /v1/ca.pem bundles every host's CA: with it, node-postgres and psql verify a lease on tls1
+      const served = await fetch(`${first.baseUrl}/v1/ca.pem`);
+      expect(served.status).toBe(200);
+      const bundleFile = path.join(caDir, 'served.pem');
+      await writeFile(bundleFile, await served.text());
+      const fromBundle = new URL(lease.url);
+      fromBundle.searchParams.set('sslrootcert', bundleFile);
+      expect(await queryUrl(fromBundle.toString(), 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()')).toEqual([{ ssl: true }]);
+      const psql = await run('psql', [fromBundle.toString(), '-Atc', 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()']);
+      expect(psql.stdout.trim()).toBe('t');
+      expect(new URL(completed.url).searchParams.get('sslrootcert')).toMatch(new RegExp(`^${caDir}/`));
+      expect(await queryUrl(completed.url, 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()')).toEqual([{ ssl: true }]);
+      expect((await call(first, 'DELETE', `/v1/leases/${completed.id}`, undefined, { authorization: `Bearer ${completed.token}` })).status).toBe(204);
       const withoutTls = new URL(lease.url);
       withoutTls.searchParams.set('sslmode', 'disable');
       await expect(queryUrl(withoutTls.toString(), 'SELECT 1')).rejects.toThrow(/no pg_hba.conf entry|SSL off/);
