@@ -199,6 +199,12 @@ describe('many lease hosts', () => {
     expect(onH2).toBeDefined();
     const got = await call(first, 'GET', `/v1/leases/${onH2!.id}`, undefined, { authorization: `Bearer ${onH2!.token}` });
     expect(got.json).toMatchObject({ plan: 'tiny', usage: { rows_limit: 10, size_limit_bytes: 1_048_576 } });
+    // a change of the plan reaches its live leases on every host
+    const changed = await fetch(`${first.baseUrl}/v1/plans/tiny`, { method: 'PUT', headers: admin, body: JSON.stringify({ max_size_bytes: 2_097_152, max_rows: 20 }) });
+    expect(changed.status).toBe(200);
+    expect(changed.headers.get('pglease-leases-updated')).toBe(String(others.length + 1));
+    const after = await call(first, 'GET', `/v1/leases/${onH2!.id}`, undefined, { authorization: `Bearer ${onH2!.token}` });
+    expect(after.json).toMatchObject({ plan: 'tiny', usage: { rows_limit: 20, size_limit_bytes: 2_097_152 } });
     for (const lease of [...others, onH2!]) await call(first, 'DELETE', `/v1/leases/${lease.id}`, undefined, { authorization: `Bearer ${lease.token}` });
   });
 
