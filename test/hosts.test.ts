@@ -251,6 +251,18 @@ describe('many lease hosts', () => {
     for (const made of [...others, lease]) await call(first, 'DELETE', `/v1/leases/${made.id}`, undefined, { authorization: `Bearer ${made.token}` });
   }, 120_000);
 
+  it('places leases from a global template like other creates, its SQL seeded on the chosen host', async () => {
+    const registered = await call(first, 'POST', '/v1/templates', { name: 'seeded-notes', sql: `CREATE TABLE seeded (id int); INSERT INTO seeded VALUES (42);` });
+    expect(registered.status, JSON.stringify(registered.json)).toBe(201);
+    const made: CreatedLeaseJson[] = [];
+    for (let i = 0; i < 8 && !(made.some((l) => hostOf(l) === 'h2') && made.some((l) => hostOf(l) === 'control')); i++) {
+      made.push(await create(first, { template: 'seeded-notes' }));
+    }
+    expect(new Set(made.map(hostOf))).toEqual(new Set(['control', 'h2']));
+    for (const lease of made) expect(await queryUrl(lease.url, 'SELECT id FROM seeded')).toEqual([{ id: 42 }]);
+    for (const lease of made) await call(first, 'DELETE', `/v1/leases/${lease.id}`, undefined, { authorization: `Bearer ${lease.token}` });
+  }, 120_000);
+
   it('pglease host ls | drain | undrain | rm | add, with the admin token', async () => {
     const cli = async (...args: string[]) => {
       let stdout = '';

@@ -115,14 +115,25 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
    * the lease claimed or provisioned.
    */
   async function createLease(callerLeaseId: string | null, templateName: string | undefined, input: CreateLeaseInput): Promise<{ result: CreatedLease; services: HostServices }> {
-    // a plain lease goes where placement puts it; templates live on the control host, and so do their leases
-    if (templateName === undefined) {
-      return context.fleet.place((at) => at.leasePool.create(input)).catch((error: unknown) => {
+    const placed = (create: (at: HostServices, input: CreateLeaseInput) => Promise<CreatedLease>) =>
+      context.fleet.place((at) => create(at, input)).catch((error: unknown) => {
         if (error instanceof NoHostWithRoom) throw new ControlError('PGLEASE_CAPACITY', `No lease host can take a lease now: ${error.message}`, undefined, { 'Retry-After': 5 });
         throw error;
       });
-    }
-    return { result: await createFromTemplate(callerLeaseId, templateName, input), services: context.fleet.control };
+    // a plain lease goes where placement puts it
+    if (templateName === undefined) return placed((at, limited) => at.leasePool.create(limited));
+    const control = context.fleet.control;
+    if (!context.fleet.spread) return { result: await createFromTemplate(callerLeaseId, templateName, input), services: control };
+    // a global template's lease too, its version copied to the chosen host (the control host
+    // claims from its warm pools as before); a private template's stays with its owner's templates,
+    // on the control host
+    const template = await leaseTemplate(context, templateName, callerLeaseId);
+    if (template.owner_lease_id !== null) return { result: await createFromTemplate(callerLeaseId, templateName, input), services: control };
+    return placed(async (at, limited) =>
+      at === control
+        ? createFromTemplate(callerLeaseId, templateName, limited)
+        : at.leasePool.create({ ...limited, template: { id: await context.templates.copyTo(at.host, template), pooled: false } }),
+    );
   }
 
   async function createFromTemplate(callerLeaseId: string | null, templateName: string, input: CreateLeaseInput): Promise<CreatedLease> {
