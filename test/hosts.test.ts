@@ -263,6 +263,51 @@ describe('many lease hosts', () => {
     for (const lease of made) await call(first, 'DELETE', `/v1/leases/${lease.id}`, undefined, { authorization: `Bearer ${lease.token}` });
   }, 120_000);
 
+  it('counts per-client limits over every host: live leases and creations in the last hour', async () => {
+    // no scheduler: its jobs (an observer stopped mid-run by the close) would touch the hosts' state
+    const limited = await startTestService({
+      PGLEASE_SCHEDULER: 'off',
+      PGLEASE_DATABASE: database,
+      PGLEASE_LEASE_POOL: '0',
+      PGLEASE_TEMPLATE_POOL: '0',
+      PGLEASE_HOST_PROBE_INTERVAL: '1h',
+      PGLEASE_MAX_ACTIVE: '2',
+      PGLEASE_RATE_LIMIT: '3',
+      PGLEASE_LIMIT_LOCAL: 'on',
+    });
+    const release = (lease: CreatedLeaseJson) => call(limited, 'DELETE', `/v1/leases/${lease.id}`, undefined, { authorization: `Bearer ${lease.token}` });
+    const refused = async (pattern: RegExp) => {
+      const { status, json } = await call(limited, 'POST', '/v1/leases', {}, { 'content-type': 'application/json' });
+      expect({ status, code: json.code }, JSON.stringify(json)).toEqual({ status: 429, code: 'PGLEASE_RATE_LIMITED' });
+      expect(json.message).toMatch(pattern);
+    };
+    const only = async (name: 'control' | 'h2') => {
+      await call(first, 'PATCH', `/v1/hosts/${name === 'control' ? 'h2' : 'control'}`, { draining: true });
+      await call(first, 'PATCH', `/v1/hosts/${name}`, { draining: false });
+    };
+    try {
+      await only('control');
+      const onControl = await create(limited);
+      expect(hostOf(onControl)).toBe('control');
+      await only('h2');
+      const onH2 = await create(limited);
+      expect(hostOf(onH2)).toBe('h2');
+      // 2 live leases, one on each host: PGLEASE_MAX_ACTIVE=2 counts both
+      await refused(/PGLEASE_MAX_ACTIVE=2/);
+      expect((await release(onControl)).status).toBe(204);
+      const again = await create(limited);
+      expect(hostOf(again)).toBe('h2');
+      // 3 creations in the last hour, on two hosts: PGLEASE_RATE_LIMIT=3 counts them all
+      expect((await release(onH2)).status).toBe(204);
+      await refused(/PGLEASE_RATE_LIMIT=3/);
+      expect((await release(again)).status).toBe(204);
+    } finally {
+      await call(first, 'PATCH', '/v1/hosts/control', { draining: false });
+      await call(first, 'PATCH', '/v1/hosts/h2', { draining: false });
+      await limited.close();
+    }
+  }, 120_000);
+
   it('pglease host ls | drain | undrain | rm | add, with the admin token', async () => {
     const cli = async (...args: string[]) => {
       let stdout = '';

@@ -13,6 +13,7 @@ import { readLeaseUsage } from '../leases/lease-usage.js';
 import { PlanStore, type Plan } from '../leases/plan-store.js';
 import { ControlError } from './errors.js';
 import { leaseJson, leaseUrl } from './lease-json.js';
+import { limitErrorAcrossHosts, limitsAcrossHosts } from '../hosts/client-limits.js';
 import { createLimitsFor, isLocalDeveloper, limitError, rateLimitHeaders } from './rate-limit.js';
 import { callerLease, leaseTemplate, templateLeaseError } from './template-routes.js';
 import {
@@ -115,8 +116,17 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
    * the lease claimed or provisioned.
    */
   async function createLease(callerLeaseId: string | null, templateName: string | undefined, input: CreateLeaseInput): Promise<{ result: CreatedLease; services: HostServices }> {
+    // per-client limits count the client's leases on every host (src/hosts/client-limits.ts)
     const placed = (create: (at: HostServices, input: CreateLeaseInput) => Promise<CreatedLease>) =>
-      context.fleet.place((at) => create(at, input)).catch((error: unknown) => {
+      context.fleet.place(async (at) => {
+        const limits = await limitsAcrossHosts(context.fleet.reachableServices(at), input.clientIp, input.limits);
+        const created = await create(at, limits === input.limits ? input : { ...input, limits }).catch((error: unknown) =>
+          Promise.reject(limitErrorAcrossHosts(error, input.clientIp, input.limits, limits)),
+        );
+        // the hourly quota the client has, not what was left of it for this host
+        if (created.quota && limits !== input.limits && input.limits) created.quota = { ...created.quota, rate_limit: input.limits.perHour };
+        return created;
+      }).catch((error: unknown) => {
         if (error instanceof NoHostWithRoom) throw new ControlError('PGLEASE_CAPACITY', `No lease host can take a lease now: ${error.message}`, undefined, { 'Retry-After': 5 });
         throw error;
       });
