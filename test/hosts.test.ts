@@ -4,7 +4,9 @@
  * spread by capacity; leases work over psql's protocol and REST on every host; drain; removal only
  * when empty; a lease role cannot read the registry; a second process on the same control database
  * serves the first's leases; a host crashed mid-burst costs no create, its leases answer 503 with
- * its state, and once it is back nothing is left over on any host.
+ * its state, and once it is back nothing is left over on any host. Every per-lease route answers
+ * for a lease on any host (its OpenAPI document, Swagger page, studio feed); GET /v1/ca.pem bundles
+ * each host's CA for verify-full; template leases, plan changes and per-client limits span hosts.
  */
 import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
