@@ -398,6 +398,15 @@ describe('many lease hosts', () => {
       PGLEASE_REAPER_CRON: '* * * * * *',
       PGLEASE_CLEANUP_CRON: '*/2 * * * * *',
     });
+    // placement counts what the first process placed since the last probe, and it never probes:
+    // until the second's first probe of every host recounts their live leases, those counts (every
+    // create of the tests above) would steer a quick burst to h3 alone
+    const probedSince = Date.now();
+    await waitFor('a probe of every host by the second process', async () => {
+      const { json } = await call(second!, 'GET', '/v1/hosts');
+      const registry = json.items.map((host: { registry: { probed_at: string | null } }) => host.registry);
+      return registry.length === 3 && registry.every((entry: { probed_at: string | null }) => entry.probed_at !== null && Date.parse(entry.probed_at) >= probedSince) ? true : undefined;
+    }, 30_000);
     // h2 is served by the second process too (it read the registry at its start)
     let onH2: CreatedLeaseJson | undefined;
     for (let i = 0; i < 8 && !onH2; i++) {
