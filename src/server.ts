@@ -20,7 +20,7 @@ import { observationRoutes } from './control/observation-routes.js';
 import { registerServiceOpenApi } from './control/openapi.js';
 import { registerCors } from './cors.js';
 import { isRestUrl, restRoutes, sendUnroutedRestError } from './rest/routes.js';
-import type { RestService } from './rest/rest-service.js';
+import type { RestServices } from './rest/routes.js';
 import { leaseDocsRoutes } from './control/lease-docs-routes.js';
 import { studioFeedRoutes } from './web/studio/change-feed.js';
 import { studioRoutes } from './web/studio/studio-routes.js';
@@ -243,18 +243,19 @@ export async function buildServer(context: ServiceContext, options: ServerOption
     await caRoutes(control, context);
   });
   // the PostgREST-compatible API under /v1/leases/:id/rest: its own body parsing and error format
-  let restService: RestService | undefined;
+  let restServices: RestServices | undefined;
   await app.register(async (rest) => {
-    restService = await restRoutes(rest, context);
+    restServices = await restRoutes(rest, context);
   });
   // each lease's OpenAPI document and Swagger UI: control API errors, the REST API's schema caches
+  // (of the lease's own host)
   await app.register(async (docs) => {
     docs.setErrorHandler((error, request, reply) => sendControlError(request, reply, error as Error));
-    await leaseDocsRoutes(docs, context, restService!);
-    await studioFeedRoutes(docs, context, restService!);
+    await leaseDocsRoutes(docs, context, restServices!);
+    await studioFeedRoutes(docs, context, restServices!);
   });
 
-  const rest = restService!;
+  const rest = restServices!.control;
   context.metrics.attach({
     pool: context.host.pool,
     restConnections: () => ({ inUse: rest.pools.budget.inUse, idle: rest.pools.idleConnections, waiting: rest.pools.budget.waiting, budget: rest.pools.budget.max }),

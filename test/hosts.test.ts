@@ -4,12 +4,17 @@
  * spread by capacity; leases work over psql's protocol and REST on every host; drain; removal only
  * when empty; a lease role cannot read the registry; a second process on the same control database
  * serves the first's leases; a host crashed mid-burst costs no create, its leases answer 503 with
- * its state, and once it is back nothing is left over on any host.
+ * its state, and once it is back nothing is left over on any host. Every per-lease route answers
+ * for a lease on any host (its OpenAPI document, Swagger page, studio feed); GET /v1/ca.pem bundles
+ * each host's CA for verify-full; template leases, plan changes and per-client limits span hosts.
  */
 import { randomBytes } from 'node:crypto';
+import { execFile } from 'node:child_process';
+import http from 'node:http';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
@@ -20,6 +25,9 @@ import { ADMIN_TOKEN, queryUrl, startTestService, superuserDatabaseUrl, type Cre
 import { waitFor } from './support/wait.js';
 import { runCli } from '../src/cli/program.js';
 import { loadConfig } from '../src/config.js';
+import { PgleaseClient } from '../src/testing/client.js';
+
+const run = promisify(execFile);
 
 const admin = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' };
 const database = `pglease_test_${randomBytes(4).toString('hex')}`;
@@ -193,8 +201,114 @@ describe('many lease hosts', () => {
     expect(onH2).toBeDefined();
     const got = await call(first, 'GET', `/v1/leases/${onH2!.id}`, undefined, { authorization: `Bearer ${onH2!.token}` });
     expect(got.json).toMatchObject({ plan: 'tiny', usage: { rows_limit: 10, size_limit_bytes: 1_048_576 } });
+    // a change of the plan reaches its live leases on every host
+    const changed = await fetch(`${first.baseUrl}/v1/plans/tiny`, { method: 'PUT', headers: admin, body: JSON.stringify({ max_size_bytes: 2_097_152, max_rows: 20 }) });
+    expect(changed.status).toBe(200);
+    expect(changed.headers.get('pglease-leases-updated')).toBe(String(others.length + 1));
+    const after = await call(first, 'GET', `/v1/leases/${onH2!.id}`, undefined, { authorization: `Bearer ${onH2!.token}` });
+    expect(after.json).toMatchObject({ plan: 'tiny', usage: { rows_limit: 20, size_limit_bytes: 2_097_152 } });
     for (const lease of [...others, onH2!]) await call(first, 'DELETE', `/v1/leases/${lease.id}`, undefined, { authorization: `Bearer ${lease.token}` });
   });
+
+  it("serves a lease's OpenAPI document, Swagger page and studio feed from the lease's own host", async () => {
+    let onH2: CreatedLeaseJson | undefined;
+    const others: CreatedLeaseJson[] = [];
+    for (let i = 0; i < 8 && !onH2; i++) {
+      const lease = await create(first);
+      if (hostOf(lease) === 'h2') onH2 = lease;
+      else others.push(lease);
+    }
+    expect(onH2).toBeDefined();
+    const lease = onH2!;
+    const auth = { authorization: `Bearer ${lease.token}` };
+    await queryUrl(lease.url, 'CREATE TABLE notes (id int PRIMARY KEY, body text)');
+    await queryUrl(lease.url, `NOTIFY pgrst, 'reload schema'`);
+    const paths = await waitFor('the document names the table', async () => {
+      const { status, json } = await call(first, 'GET', `/v1/leases/${lease.id}/openapi.json`, undefined, auth);
+      return status === 200 && json.paths['/notes'] ? Object.keys(json.paths) : undefined;
+    });
+    expect(paths).toContain('/notes');
+    const root = await fetch(`${lease.rest_url}/`, { headers: auth });
+    expect(root.status).toBe(200);
+    expect(Object.keys(((await root.json()) as { paths: object }).paths)).toContain('/notes');
+    const page = await fetch(`${first.baseUrl}/v1/leases/${lease.id}/docs`, { headers: { accept: 'text/html' } });
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain(`/v1/leases/${lease.id}/openapi.json`);
+
+    // the studio's feed reads h2: ready, then the rows psql writes there
+    const events: string[] = [];
+    const feed = http.get(`${first.baseUrl}/v1/leases/${lease.id}/studio/events`, { headers: { ...auth, accept: 'text/event-stream' }, agent: false }, (response) => {
+      response.setEncoding('utf8');
+      response.on('data', (chunk: string) => events.push(...[...chunk.matchAll(/^event: (.*)\ndata: (.*)$/gm)].map((match) => `${match[1]} ${match[2]}`)));
+    });
+    feed.on('error', () => undefined);
+    try {
+      await waitFor('ready', async () => (events.some((event) => event.startsWith('ready')) ? true : undefined), 20_000);
+      await queryUrl(lease.url, `INSERT INTO notes VALUES (1, 'h2')`);
+      await waitFor('rows of notes', async () => (events.includes('rows {"relations":["notes"]}') ? true : undefined), 20_000);
+      expect(events.filter((event) => event.startsWith('gone'))).toEqual([]);
+    } finally {
+      feed.destroy();
+    }
+    for (const made of [...others, lease]) await call(first, 'DELETE', `/v1/leases/${made.id}`, undefined, { authorization: `Bearer ${made.token}` });
+  }, 120_000);
+
+  it('places leases from a global template like other creates, its SQL seeded on the chosen host', async () => {
+    const registered = await call(first, 'POST', '/v1/templates', { name: 'seeded-notes', sql: `CREATE TABLE seeded (id int); INSERT INTO seeded VALUES (42);` });
+    expect(registered.status, JSON.stringify(registered.json)).toBe(201);
+    const made: CreatedLeaseJson[] = [];
+    for (let i = 0; i < 8 && !(made.some((l) => hostOf(l) === 'h2') && made.some((l) => hostOf(l) === 'control')); i++) {
+      made.push(await create(first, { template: 'seeded-notes' }));
+    }
+    expect(new Set(made.map(hostOf))).toEqual(new Set(['control', 'h2']));
+    for (const lease of made) expect(await queryUrl(lease.url, 'SELECT id FROM seeded')).toEqual([{ id: 42 }]);
+    for (const lease of made) await call(first, 'DELETE', `/v1/leases/${lease.id}`, undefined, { authorization: `Bearer ${lease.token}` });
+  }, 120_000);
+
+  it('counts per-client limits over every host: live leases and creations in the last hour', async () => {
+    // no scheduler: its jobs (an observer stopped mid-run by the close) would touch the hosts' state
+    const limited = await startTestService({
+      PGLEASE_SCHEDULER: 'off',
+      PGLEASE_DATABASE: database,
+      PGLEASE_LEASE_POOL: '0',
+      PGLEASE_TEMPLATE_POOL: '0',
+      PGLEASE_HOST_PROBE_INTERVAL: '1h',
+      PGLEASE_MAX_ACTIVE: '2',
+      PGLEASE_RATE_LIMIT: '3',
+      PGLEASE_LIMIT_LOCAL: 'on',
+    });
+    const release = (lease: CreatedLeaseJson) => call(limited, 'DELETE', `/v1/leases/${lease.id}`, undefined, { authorization: `Bearer ${lease.token}` });
+    const refused = async (pattern: RegExp) => {
+      const { status, json } = await call(limited, 'POST', '/v1/leases', {}, { 'content-type': 'application/json' });
+      expect({ status, code: json.code }, JSON.stringify(json)).toEqual({ status: 429, code: 'PGLEASE_RATE_LIMITED' });
+      expect(json.message).toMatch(pattern);
+    };
+    const only = async (name: 'control' | 'h2') => {
+      await call(first, 'PATCH', `/v1/hosts/${name === 'control' ? 'h2' : 'control'}`, { draining: true });
+      await call(first, 'PATCH', `/v1/hosts/${name}`, { draining: false });
+    };
+    try {
+      await only('control');
+      const onControl = await create(limited);
+      expect(hostOf(onControl)).toBe('control');
+      await only('h2');
+      const onH2 = await create(limited);
+      expect(hostOf(onH2)).toBe('h2');
+      // 2 live leases, one on each host: PGLEASE_MAX_ACTIVE=2 counts both
+      await refused(/PGLEASE_MAX_ACTIVE=2/);
+      expect((await release(onControl)).status).toBe(204);
+      const again = await create(limited);
+      expect(hostOf(again)).toBe('h2');
+      // 3 creations in the last hour, on two hosts: PGLEASE_RATE_LIMIT=3 counts them all
+      expect((await release(onH2)).status).toBe(204);
+      await refused(/PGLEASE_RATE_LIMIT=3/);
+      expect((await release(again)).status).toBe(204);
+    } finally {
+      await call(first, 'PATCH', '/v1/hosts/control', { draining: false });
+      await call(first, 'PATCH', '/v1/hosts/h2', { draining: false });
+      await limited.close();
+    }
+  }, 120_000);
 
   it('pglease host ls | drain | undrain | rm | add, with the admin token', async () => {
     const cli = async (...args: string[]) => {
@@ -238,7 +352,9 @@ describe('many lease hosts', () => {
       expect(added.json.tls).toBe('verify-full');
       // only tls1 takes leases for a moment
       for (const name of ['control', 'h2']) await call(first, 'PATCH', `/v1/hosts/${name}`, { draining: true });
-      const lease = await create(first).finally(async () => {
+      // pglease/testing's client saves what GET /v1/ca.pem serves and names it in the lease URL
+      const client = new PgleaseClient({ server: first.baseUrl, caDirectory: caDir });
+      const [lease, completed] = await Promise.all([create(first), client.createLease()]).finally(async () => {
         for (const name of ['control', 'h2']) await call(first, 'PATCH', `/v1/hosts/${name}`, { draining: false });
       });
       expect(lease.port).toBe(secure.port);
@@ -248,6 +364,19 @@ describe('many lease hosts', () => {
       const verified = new URL(lease.url);
       verified.searchParams.set('sslrootcert', caFile);
       expect(await queryUrl(verified.toString(), 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()')).toEqual([{ ssl: true }]);
+      // GET /v1/ca.pem bundles every host's CA: with it, node-postgres and psql verify a lease on tls1
+      const served = await fetch(`${first.baseUrl}/v1/ca.pem`);
+      expect(served.status).toBe(200);
+      const bundleFile = path.join(caDir, 'served.pem');
+      await writeFile(bundleFile, await served.text());
+      const fromBundle = new URL(lease.url);
+      fromBundle.searchParams.set('sslrootcert', bundleFile);
+      expect(await queryUrl(fromBundle.toString(), 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()')).toEqual([{ ssl: true }]);
+      const psql = await run('psql', [fromBundle.toString(), '-Atc', 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()']);
+      expect(psql.stdout.trim()).toBe('t');
+      expect(new URL(completed.url).searchParams.get('sslrootcert')).toMatch(new RegExp(`^${caDir}/`));
+      expect(await queryUrl(completed.url, 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()')).toEqual([{ ssl: true }]);
+      expect((await call(first, 'DELETE', `/v1/leases/${completed.id}`, undefined, { authorization: `Bearer ${completed.token}` })).status).toBe(204);
       const withoutTls = new URL(lease.url);
       withoutTls.searchParams.set('sslmode', 'disable');
       await expect(queryUrl(withoutTls.toString(), 'SELECT 1')).rejects.toThrow(/no pg_hba.conf entry|SSL off/);
@@ -269,6 +398,15 @@ describe('many lease hosts', () => {
       PGLEASE_REAPER_CRON: '* * * * * *',
       PGLEASE_CLEANUP_CRON: '*/2 * * * * *',
     });
+    // placement counts what the first process placed since the last probe, and it never probes:
+    // until the second's first probe of every host recounts their live leases, those counts (every
+    // create of the tests above) would steer a quick burst to h3 alone
+    const probedSince = Date.now();
+    await waitFor('a probe of every host by the second process', async () => {
+      const { json } = await call(second!, 'GET', '/v1/hosts');
+      const registry = json.items.map((host: { registry: { probed_at: string | null } }) => host.registry);
+      return registry.length === 3 && registry.every((entry: { probed_at: string | null }) => entry.probed_at !== null && Date.parse(entry.probed_at) >= probedSince) ? true : undefined;
+    }, 30_000);
     // h2 is served by the second process too (it read the registry at its start)
     let onH2: CreatedLeaseJson | undefined;
     for (let i = 0; i < 8 && !onH2; i++) {

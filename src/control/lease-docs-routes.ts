@@ -2,6 +2,8 @@
  * Each lease's API description: `GET /v1/leases/:id/openapi.json` (OpenAPI 3.1, from the REST
  * API's schema cache, see src/rest/openapi) and `GET /v1/leases/:id/docs` (Swagger UI on it).
  * With the lease token the document is the lease role's; without one, the anonymous role's.
+ * Both read the lease's own host (its REST service's lease directory and schema cache): an
+ * unreachable host is 503 PGLEASE_HOST_UNAVAILABLE naming it, as on the rest of the control API.
  */
 import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
@@ -9,6 +11,8 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { ServiceContext } from '../service-context.js';
 import type { RestService } from '../rest/rest-service.js';
+import type { RestServices } from '../rest/routes.js';
+import { hostOfLease } from './lease-access.js';
 import { leaseDocument } from '../rest/openapi/lease-document.js';
 import { RestError } from '../rest/response/errors.js';
 import { bearerToken } from '../auth/caller.js';
@@ -39,8 +43,10 @@ function toControlError(error: unknown): unknown {
   return error;
 }
 
-export async function leaseDocsRoutes(app: FastifyInstance, context: ServiceContext, rest: RestService): Promise<void> {
+export async function leaseDocsRoutes(app: FastifyInstance, context: ServiceContext, rest: RestServices): Promise<void> {
   const routes = app.withTypeProvider<TypeBoxTypeProvider>();
+  /** The REST service of the lease's host: 404 for an unregistered host, 503 for an unreachable one. */
+  const restOfLease = (id: string): Promise<RestService> => rest.ofHost(hostOfLease(context, id).host);
   const restUrl = (request: FastifyRequest, id: string) => `${publicBaseUrl(context, request)}/v1/leases/${id}/rest`;
 
   routes.get(
@@ -65,7 +71,7 @@ export async function leaseDocsRoutes(app: FastifyInstance, context: ServiceCont
     },
     async (request, reply) => {
       try {
-        const document = await leaseDocument(rest, {
+        const document = await leaseDocument(await restOfLease(request.params.id), {
           leaseId: request.params.id,
           token: bearerToken(request),
           restUrl: restUrl(request, request.params.id.toLowerCase()),
@@ -86,7 +92,8 @@ export async function leaseDocsRoutes(app: FastifyInstance, context: ServiceCont
   );
 
   routes.get('/v1/leases/:id/docs', { schema: { hide: true, params: LeaseParams } }, async (request, reply) => {
-    const lease = await rest.directory.find(request.params.id);
+    const at = context.fleet.leaseHost(request.params.id);
+    const lease = at.kind === 'unknown' ? undefined : await (await restOfLease(request.params.id)).directory.find(request.params.id);
     if (!lease) {
       // a browser gets a page that says so; a script, the control API's error
       if (prefersHtml(request)) return reply.code(404).type('text/html; charset=utf-8').send(leaseGoneHtml(request.params.id));

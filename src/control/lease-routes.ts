@@ -13,6 +13,7 @@ import { readLeaseUsage } from '../leases/lease-usage.js';
 import { PlanStore, type Plan } from '../leases/plan-store.js';
 import { ControlError } from './errors.js';
 import { leaseJson, leaseUrl } from './lease-json.js';
+import { limitErrorAcrossHosts, limitsAcrossHosts } from '../hosts/client-limits.js';
 import { createLimitsFor, isLocalDeveloper, limitError, rateLimitHeaders } from './rate-limit.js';
 import { callerLease, leaseTemplate, templateLeaseError } from './template-routes.js';
 import {
@@ -115,14 +116,34 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
    * the lease claimed or provisioned.
    */
   async function createLease(callerLeaseId: string | null, templateName: string | undefined, input: CreateLeaseInput): Promise<{ result: CreatedLease; services: HostServices }> {
-    // a plain lease goes where placement puts it; templates live on the control host, and so do their leases
-    if (templateName === undefined) {
-      return context.fleet.place((at) => at.leasePool.create(input)).catch((error: unknown) => {
+    // per-client limits count the client's leases on every host (src/hosts/client-limits.ts)
+    const placed = (create: (at: HostServices, input: CreateLeaseInput) => Promise<CreatedLease>) =>
+      context.fleet.place(async (at) => {
+        const limits = await limitsAcrossHosts(context.fleet.reachableServices(at), input.clientIp, input.limits);
+        const created = await create(at, limits === input.limits ? input : { ...input, limits }).catch((error: unknown) =>
+          Promise.reject(limitErrorAcrossHosts(error, input.clientIp, input.limits, limits)),
+        );
+        // the hourly quota the client has, not what was left of it for this host
+        if (created.quota && limits !== input.limits && input.limits) created.quota = { ...created.quota, rate_limit: input.limits.perHour };
+        return created;
+      }).catch((error: unknown) => {
         if (error instanceof NoHostWithRoom) throw new ControlError('PGLEASE_CAPACITY', `No lease host can take a lease now: ${error.message}`, undefined, { 'Retry-After': 5 });
         throw error;
       });
-    }
-    return { result: await createFromTemplate(callerLeaseId, templateName, input), services: context.fleet.control };
+    // a plain lease goes where placement puts it
+    if (templateName === undefined) return placed((at, limited) => at.leasePool.create(limited));
+    const control = context.fleet.control;
+    if (!context.fleet.spread) return { result: await createFromTemplate(callerLeaseId, templateName, input), services: control };
+    // a global template's lease too, its version copied to the chosen host (the control host
+    // claims from its warm pools as before); a private template's stays with its owner's templates,
+    // on the control host
+    const template = await leaseTemplate(context, templateName, callerLeaseId);
+    if (template.owner_lease_id !== null) return { result: await createFromTemplate(callerLeaseId, templateName, input), services: control };
+    return placed(async (at, limited) =>
+      at === control
+        ? createFromTemplate(callerLeaseId, templateName, limited)
+        : at.leasePool.create({ ...limited, template: { id: await context.templates.copyTo(at.host, template), pooled: false } }),
+    );
   }
 
   async function createFromTemplate(callerLeaseId: string | null, templateName: string, input: CreateLeaseInput): Promise<CreatedLease> {

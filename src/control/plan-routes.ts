@@ -53,6 +53,36 @@ export function planJson(plan: Plan): PlanJson {
 export async function planRoutes(app: FastifyInstance, context: ServiceContext): Promise<void> {
   const routes = app.withTypeProvider<TypeBoxTypeProvider>();
   const plans = new PlanStore(context.host.pool);
+
+  /**
+   * A changed plan on every other host that has a copy of it (written at a create placed there,
+   * src/control/lease-routes.ts): the copy is replaced and its live leases there changed, as on
+   * the control database, each host in its own transaction. A host without a copy has no lease on
+   * the plan (its next create on it writes the copy). A host that cannot be reached is 503 naming
+   * it once the others are done: the PUT is idempotent, so sending it again once the host is back
+   * finishes the change. Returns the leases updated.
+   */
+  async function changeOnOtherHosts(name: string, input: Parameters<PlanStore['put']>[1]): Promise<number> {
+    if (!context.fleet.spread) return 0;
+    const hosts = (await context.fleet.list()).filter(({ entry }) => entry.url !== null);
+    const outcomes = await Promise.allSettled(
+      hosts.map(async ({ entry, services }) => {
+        if (!services) throw new Error(`host "${entry.name}" is ${entry.state}`);
+        if (!(await services.plans.find(name))) return 0;
+        return (await services.plans.put(name, input, context.config.leaseLimits.statementTimeout)).leasesUpdated;
+      }),
+    );
+    const unreached = hosts.filter((_host, index) => outcomes[index]!.status === 'rejected').map(({ entry }) => `"${entry.name}"`);
+    if (unreached.length > 0) {
+      throw new ControlError(
+        'PGLEASE_HOST_UNAVAILABLE',
+        `Plan "${name}" changed on the control database and the reachable hosts, not on ${unreached.join(', ')}: send the same PUT again once ${unreached.length === 1 ? 'it is' : 'they are'} back`,
+        undefined,
+        { 'Retry-After': 5 },
+      );
+    }
+    return outcomes.reduce((sum, outcome) => sum + (outcome.status === 'fulfilled' ? outcome.value : 0), 0);
+  }
   const requireAdmin = (request: Parameters<typeof identifyCaller>[0]) => {
     const caller = identifyCaller(request, context.config.adminToken);
     if (caller.kind === 'anonymous') throw new ControlError('PGLEASE_UNAUTHORIZED');
@@ -97,7 +127,7 @@ export async function planRoutes(app: FastifyInstance, context: ServiceContext):
       requireAdmin(request);
       checkName(request.params.name);
       const body = request.body;
-      const { plan, created, leasesUpdated } = await plans.put(request.params.name, {
+      const input = {
         description: body.description ?? '',
         max_size_bytes: body.max_size_bytes,
         max_rows: body.max_rows ?? null,
@@ -105,8 +135,10 @@ export async function planRoutes(app: FastifyInstance, context: ServiceContext):
         max_ttl_seconds: body.max_ttl_seconds ?? null,
         statement_timeout: body.statement_timeout ?? null,
         token_may_choose: body.token_may_choose ?? false,
-      }, context.config.leaseLimits.statementTimeout);
-      return reply.code(created ? 201 : 200).header('pglease-leases-updated', String(leasesUpdated)).send(planJson(plan));
+      };
+      const { plan, created, leasesUpdated } = await plans.put(request.params.name, input, context.config.leaseLimits.statementTimeout);
+      const elsewhere = created ? 0 : await changeOnOtherHosts(request.params.name, input);
+      return reply.code(created ? 201 : 200).header('pglease-leases-updated', String(leasesUpdated + elsewhere)).send(planJson(plan));
     },
   );
 

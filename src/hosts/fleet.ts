@@ -161,6 +161,11 @@ export class Fleet {
     return [...this.slots.values()].flatMap((slot) => (slot.services ? [slot.services] : []));
   }
 
+  /** Hosts other than `except` with services open here and not found down. */
+  reachableServices(except: HostServices): HostServices[] {
+    return [...this.slots.values()].flatMap((slot) => (slot.services && slot.services !== except && slot.state !== 'down' ? [slot.services] : []));
+  }
+
   /** Whether there is any host but the control one (creates then need placement). */
   get spread(): boolean {
     return this.slots.size > 1;

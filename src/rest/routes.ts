@@ -54,7 +54,21 @@ export interface RestRoutesOptions {
   log?: (message: string) => void;
 }
 
-export async function restRoutes(app: FastifyInstance, context: ServiceContext, options: RestRoutesOptions = {}): Promise<RestService> {
+/**
+ * The REST services of every lease host (each its connection pools, schema caches and LISTEN for
+ * DDL notifications): the control host's made at start, another host's on the first request
+ * for one of its leases. The OpenAPI routes and the studio's feed take a lease's from here too.
+ */
+export interface RestServices {
+  /** The control host's. */
+  control: RestService;
+  /** The REST service of `host` (made now if this is its first use). */
+  ofHost: (host: Host) => Promise<RestService>;
+  /** The REST service of lease `id`'s host; PostgREST's 503 (PGRST000) when that host is unreachable. */
+  ofLease: (id: string) => Promise<RestService>;
+}
+
+export async function restRoutes(app: FastifyInstance, context: ServiceContext, options: RestRoutesOptions = {}): Promise<RestServices> {
   const log = options.log ?? ((message: string) => app.log.info(message));
   const connections = context.config.restConnections;
   const serviceOptions = {
@@ -74,7 +88,7 @@ export async function restRoutes(app: FastifyInstance, context: ServiceContext, 
   const services = new Map<Host, Promise<{ service: RestService; listener: CacheListener }>>();
   services.set(context.host, listenForChanges(context.host, service, log).then((listener) => ({ service, listener })));
   await services.get(context.host);
-  const serviceOfHost = (host: Host): Promise<{ service: RestService; listener: CacheListener }> => {
+  const serviceOfHost = async (host: Host): Promise<RestService> => {
     let made = services.get(host);
     if (!made) {
       const hostService = new RestService(host, serviceOptions);
@@ -82,12 +96,11 @@ export async function restRoutes(app: FastifyInstance, context: ServiceContext, 
       made.catch(() => services.delete(host));
       services.set(host, made);
     }
-    return made;
+    return (await made).service;
   };
-  /** The REST service of lease `id`'s host; PostgREST's 503 when that host is unreachable. */
   const serviceOfLease = async (id: string): Promise<RestService> => {
     const at = context.fleet.leaseHost(id);
-    if (at.kind === 'ready') return at.services.host === context.host ? service : (await serviceOfHost(at.services.host)).service;
+    if (at.kind === 'ready') return at.services.host === context.host ? service : serviceOfHost(at.services.host);
     if (at.kind === 'unknown') return service;
     throw new RestError('PGRST000', undefined, `the lease's host "${at.name}" is ${at.state} since ${at.since.toISOString()}`, 'Retry shortly', { headers: { 'Retry-After': '5' } });
   };
@@ -152,7 +165,7 @@ export async function restRoutes(app: FastifyInstance, context: ServiceContext, 
   for (const url of ['/v1/leases/:id/rest', '/v1/leases/:id/rest/*']) {
     app.route({ method: [...METHODS], url, schema: { hide: true }, handler });
   }
-  return service;
+  return { control: service, ofHost: serviceOfHost, ofLease: serviceOfLease };
 }
 
 function splitUrl(url: string): [string, string] {

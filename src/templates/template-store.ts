@@ -126,6 +126,33 @@ export class TemplateStore {
   }
 
   /**
+   * The id on `target` (a lease host other than the control one) of global template version
+   * `template`, whose leases are placed there like any other create: the version's row is copied
+   * from the control database once (name, SQL, SHA-256, registration time) and found by its
+   * version from then on, one statement on that host. A host's copy only seeds leases made there
+   * (never pooled: its leases are seeded in their create), so which version is current stays the
+   * control database's to say. Both statements touch pglease.templates only: no lease code runs.
+   */
+  async copyTo(target: Host, template: TemplateRow): Promise<string> {
+    const found = await target.pool.query<{ id: string }>({
+      name: 'pglease.host-template-id',
+      text: `SELECT id::text FROM pglease.templates WHERE owner_lease_id IS NULL AND name = $1 AND sha256 = $2`,
+      values: [template.name, template.sha256],
+    });
+    if (found.rows[0]) return found.rows[0].id;
+    const { rows } = await this.pool.query<{ sql: string }>({ name: 'pglease.template-sql-by-id', text: 'SELECT sql FROM pglease.templates WHERE id = $1', values: [template.id] });
+    if (!rows[0]) throw Object.assign(new Error(`template ${template.id} no longer exists`), { code: 'PGLTS' });
+    const copied = await target.pool.query<{ id: string }>({
+      name: 'pglease.copy-template',
+      text: `INSERT INTO pglease.templates (name, owner_lease_id, sql, sha256, registered_at) VALUES ($1, NULL, $2, $3, $4)
+             ON CONFLICT (coalesce(owner_lease_id, '${NO_OWNER}'::uuid), name, sha256) DO UPDATE SET name = EXCLUDED.name
+             RETURNING id::text`,
+      values: [template.name, rows[0].sql, template.sha256, template.registered_at],
+    });
+    return copied.rows[0]!.id;
+  }
+
+  /**
    * Runs a template check, at most MAX_CHECKS_PER_CLIENT at once per client address for lease
    * tokens. A check holds a scratch lease and a session for as long as its SQL runs (up to the
    * lease statement timeout): without a bound, one client registering slow seeds in a loop could

@@ -35,6 +35,8 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type pg from 'pg';
 import type { ServiceContext } from '../../service-context.js';
 import type { RestService } from '../../rest/rest-service.js';
+import type { RestServices } from '../../rest/routes.js';
+import type { Host } from '../../db/host.js';
 import { ControlError } from '../../control/errors.js';
 import { ErrorSchema, LeaseParams } from '../../control/schemas.js';
 
@@ -253,12 +255,28 @@ function send(stream: Stream, event: string, data: object): void {
   write(stream, `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
 }
 
-export async function studioFeedRoutes(app: FastifyInstance, context: ServiceContext, rest: RestService): Promise<ChangeFeed> {
+/**
+ * The feed route. Each lease host has its own ChangeFeed (its tick reads that host's catalogs on
+ * its service pool, and its schema events come from that host's REST service), made on the first
+ * stream for one of its leases; `feedOf` gives the control host's at once (for the idle-cost figures).
+ */
+export async function studioFeedRoutes(app: FastifyInstance, context: ServiceContext, rest: RestServices): Promise<{ feedOf: (host: Host) => Promise<ChangeFeed> }> {
   const routes = app.withTypeProvider<TypeBoxTypeProvider>();
-  const { host } = context;
-  const feed = new ChangeFeed(host.pool, rest, (message) => app.log.warn(message));
+  const feeds = new Map<Host, ChangeFeed>();
+  const feedOf = async (host: Host): Promise<ChangeFeed> => {
+    const restOfHost = await rest.ofHost(host);
+    let feed = feeds.get(host);
+    if (!feed) {
+      feed = new ChangeFeed(host.pool, restOfHost, (message) => app.log.warn(message));
+      feeds.set(host, feed);
+    }
+    return feed;
+  };
+  await feedOf(context.host);
   // open streams would hold the server's close open: they end first
-  app.addHook('preClose', async () => feed.close());
+  app.addHook('preClose', async () => {
+    for (const feed of feeds.values()) feed.close();
+  });
 
   routes.get(
     '/v1/leases/:id/studio/events',
@@ -275,8 +293,9 @@ export async function studioFeedRoutes(app: FastifyInstance, context: ServiceCon
       },
     },
     async (request, reply) => {
-      const { lease } = await authorizedLease(context, request, request.params.id);
+      const { lease, at } = await authorizedLease(context, request, request.params.id);
       if (lease.state !== 'active') throw new ControlError('PGLEASE_NOT_FOUND');
+      const feed = await feedOf(at.host);
       if (!feed.canOpen(lease.id)) {
         throw new ControlError('PGLEASE_RATE_LIMITED', `At most ${STREAMS_PER_LEASE} change feeds per lease are open at once: close a studio tab`);
       }
@@ -290,5 +309,5 @@ export async function studioFeedRoutes(app: FastifyInstance, context: ServiceCon
       feed.open(lease.id, lease.schema_name, reply);
     },
   );
-  return feed;
+  return { feedOf };
 }
