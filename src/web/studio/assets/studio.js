@@ -90,6 +90,8 @@
     following: false,
     // the grid's own page loads under way, and the latest reading of rows told changed (see rowsChanged)
     pageLoads: 0,
+    // number of the latest page load started: an older one answering later says nothing in the status line
+    latestLoad: 0,
     rowsReading: 0,
     // what had the keyboard's focus when the grid's last load came in (see keepFilterFocus)
     focusBeforeLoad: null,
@@ -562,7 +564,7 @@
     var url = restUrl + relation.path + '?' + (query ? query + '&' : '') + 'limit=' + size + '&offset=' + (page - 1) * size;
     state.pageLoads++;
     try {
-      return await loadPageFrom(relation, url, size);
+      return await loadPageFrom(relation, url, size, ++state.latestLoad);
     } finally {
       // counted until Tabulator has put the rows in (it does so a few microtasks after this resolves)
       setTimeout(function () {
@@ -572,13 +574,17 @@
     }
   }
 
-  async function loadPageFrom(relation, url, size) {
+  async function loadPageFrom(relation, url, size, load) {
     var response = await request(url, { headers: { Prefer: 'count=exact' } });
     if (!response.ok) {
       var error = await failure(response);
-      // a filter PostgREST refused (`>abc` on a number): said until a page loads again
-      state.loadFailed = true;
-      status(error.message, true);
+      // a filter PostgREST refused (`>abc` on a number): said until a page loads again. Only by the
+      // latest load: a reload the change feed started under the old filter can answer after the
+      // load of the filter that replaced it, and its error would then stay on screen
+      if (load === state.latestLoad) {
+        state.loadFailed = true;
+        status(error.message, true);
+      }
       throw error;
     }
     var rows = await response.json();
