@@ -83,7 +83,7 @@ describe('GET /metrics', () => {
     expect(after.get('pglease_rest_connections')?.metrics.map((metric) => metric.labels?.state).sort()).toEqual(['idle', 'in_use', 'waiting']);
     expect(valueOf(after, 'pglease_rest_connection_budget')).toBeGreaterThan(0);
     expect(after.get('pglease_rest_statements')?.metrics.map((metric) => metric.labels?.state).sort()).toEqual(['running', 'waiting']);
-    expect(valueOf(after, 'pglease_rest_statement_limit')).toBeGreaterThanOrEqual(8);
+    expect(valueOf(after, 'pglease_rest_statement_limit')).toBeGreaterThanOrEqual(16);
     expect(after.has('pglease_rest_slow_statements_total')).toBe(true);
     expect(after.has('pglease_process_resident_memory_bytes')).toBe(true);
     for (const created of leases) await fetch(`${service.baseUrl}/v1/leases/${created.id}`, { method: 'DELETE', headers: { authorization: `Bearer ${created.token}` } });

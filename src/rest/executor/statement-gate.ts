@@ -2,12 +2,12 @@
  * How many REST statements run on a host at once, over all its leases (issue 20).
  *
  * A lease's pool grows when its requests queue (connection-pool.ts), so traffic spread over many
- * leases used to run as many statements at once as there were HTTP requests in flight: 50 at
- * 50 client connections, on 50–236 backends. On this 2-core machine that is slower than a few
- * (bench:rest-many, quiet: one lease with 5 connections 7,576 req/s; 10 leases on 50 backends
- * 5,694; 50 leases on 193 backends 4,599): every backend is a process, and each extra one in the
- * run queue costs context switches and cold caches, and each grown pool takes a place that
- * another lease must connect again to win back.
+ * leases ran as many statements at once as there were HTTP requests in flight: 50 at 50 client
+ * connections, on up to 236 backends, whose number nothing bounded but the connection budget, and
+ * none of whom waited behind another lease's requests: a lease could fill every backend's run
+ * queue with slow statements. On a quiet 2-core machine the gate at its default (16 there) served
+ * as many requests as no gate (bench:rest-many; 8 served 5-10% fewer over 50 leases); under load
+ * the figures vary more than that.
  *
  * So requests pass this gate before they take a connection: at most `limit` at once, the others
  * wait in arrival order (fair across leases: one lease's burst waits behind the requests that came
