@@ -59,6 +59,7 @@ import { Metrics } from '../src/metrics/metrics.js';
 import { ServerTiming } from '../src/rest/response/server-timing.js';
 import { isRestUrl } from '../src/rest/routes.js';
 import { startBenchPglease, type BenchPglease } from './support/pglease-process.js';
+import { median } from './support/stats.js';
 
 function option(name: string, fallback: string): string {
   const index = process.argv.indexOf(`--${name}`);
@@ -176,11 +177,6 @@ async function load(target: Target, rate?: number): Promise<Run> {
 }
 
 const sorted = (values: number[]) => [...values].sort((a, b) => a - b);
-const median = (values: number[]) => {
-  const order = sorted(values);
-  const middle = Math.floor(order.length / 2);
-  return order.length % 2 === 1 ? order[middle]! : (order[middle - 1]! + order[middle]!) / 2;
-};
 
 /**
  * A distribution-free 95% confidence interval of the median of `values`: the k-th smallest and
