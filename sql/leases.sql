@@ -108,7 +108,6 @@ DECLARE
   v_base    text := p_base;
   v_roles   record;
   v_lease   pglease.leases;
-  v_reserve text;
 BEGIN
   -- the caller picks the name (its authenticator password derives from it); it must still look
   -- like one of ours, so that this function can never be pointed at an existing role
@@ -125,75 +124,16 @@ BEGIN
     RAISE EXCEPTION 'a lease is of kind schema or database, not %', p_kind USING ERRCODE = '22023';
   END IF;
 
-  EXECUTE format('CREATE ROLE %I NOLOGIN NOINHERIT', v_roles.anon_role);
-  EXECUTE format(
-    'CREATE ROLE %I LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT %s PASSWORD %L',
-    v_roles.login_role, p_connection_limit, p_login_verifier);
-  EXECUTE format(
-    'CREATE ROLE %I LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT %s PASSWORD %L',
-    v_roles.auth_role, p_auth_connections, p_auth_verifier);
-  IF current_setting('server_version_num')::int >= 160000 THEN
-    -- the authenticator may SET ROLE to the lease's roles without holding their privileges itself
-    EXECUTE format('GRANT %I, %I TO %I WITH INHERIT FALSE, SET TRUE', v_roles.login_role, v_roles.anon_role, v_roles.auth_role);
+  -- the roles, grants and schema (sql/lease-roles.sql): as a superuser when pglease was given one,
+  -- since a superuser's checks do not walk the service's memberships in every lease's roles
+  IF EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+              WHERE n.nspname = 'pglease_admin' AND p.proname = 'make_lease_roles'
+                AND has_schema_privilege(n.oid, 'USAGE') AND has_function_privilege(p.oid, 'EXECUTE')) THEN
+    PERFORM pglease_admin.make_lease_roles(p_base, p_login_verifier, p_auth_verifier, p_connection_limit, p_auth_connections,
+                                           p_statement_timeout, p_idle_timeout, p_group, p_kind);
   ELSE
-    -- before Postgres 16 membership always inherits; the authenticator then holds the owner's
-    -- privileges before SET ROLE, which stays within the lease
-    EXECUTE format('GRANT %I, %I TO %I', v_roles.login_role, v_roles.anon_role, v_roles.auth_role);
-  END IF;
-  -- A service role that is not superuser (a managed Postgres's CREATEROLE role) must be a member of
-  -- the lease's roles to make the schema theirs, set default privileges, and later DROP OWNED BY.
-  IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
-    EXECUTE format('GRANT %I, %I, %I TO %I', v_roles.login_role, v_roles.anon_role, v_roles.auth_role, current_user);
-  END IF;
-
-  IF p_kind = 'schema' THEN
-    EXECUTE format('CREATE SCHEMA %I AUTHORIZATION %I', v_base, v_roles.login_role);
-    EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', v_base, v_roles.anon_role);
-    -- Functions are executable by PUBLIC by default; a lease's anonymous role gets only what its
-    -- owner grants, so new functions start private. (A database lease gets the same in its own
-    -- database, from its first session: default privileges belong to a database.)
-    EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %I REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC', v_roles.login_role);
-    EXECUTE format('ALTER ROLE %I SET search_path TO %I', v_roles.login_role, v_base);
-    EXECUTE format('ALTER ROLE %I SET search_path TO %I', v_roles.auth_role, v_base);
-  ELSE
-    -- in its own database, public is the lease's (owned by pg_database_owner, Postgres 15+)
-    EXECUTE format('ALTER ROLE %I SET search_path TO "$user", public', v_roles.login_role);
-    EXECUTE format('ALTER ROLE %I SET search_path TO "$user", public', v_roles.auth_role);
-  END IF;
-  EXECUTE format('ALTER ROLE %I SET statement_timeout TO %L', v_roles.login_role, p_statement_timeout);
-  EXECUTE format('ALTER ROLE %I SET statement_timeout TO %L', v_roles.auth_role, p_statement_timeout);
-  EXECUTE format('ALTER ROLE %I SET idle_in_transaction_session_timeout TO %L', v_roles.login_role, p_idle_timeout);
-  EXECUTE format('ALTER ROLE %I SET idle_in_transaction_session_timeout TO %L', v_roles.auth_role, p_idle_timeout);
-
-  -- The authenticator may use the server's reserved connections (pglease_admin.ensure_rest_reserve,
-  -- made by a superuser at setup; absent otherwise): the REST API logs in while the leases' own
-  -- logins hold every other slot. Sharded as the lease groups are, and granted just before the
-  -- group, so that concurrent creates wait for each other no more than they already do.
-  v_reserve := left(current_database(), 50) || '_rest_' || ('x' || lpad(substr(p_base, 7, 1), 8, '0'))::bit(32)::int;
-  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = v_reserve) THEN
-    IF current_setting('server_version_num')::int >= 160000 THEN
-      EXECUTE format('GRANT %I TO %I WITH INHERIT TRUE, SET FALSE', v_reserve, v_roles.auth_role);
-    ELSE
-      EXECUTE format('GRANT %I TO %I', v_reserve, v_roles.auth_role);
-    END IF;
-  END IF;
-
-  -- CONNECT on this database comes from a lease group (inherited), nothing else does. Last, because
-  -- the grant locks the group until commit: the shorter that is, the less concurrent creates wait.
-  -- Without SET (Postgres 16 and later): a lease that could SET ROLE to its group could make
-  -- objects the group owns (large objects), which outlive the lease and which every lease of the
-  -- group can reach. Older servers grant SET with membership; cleanup_orphans unlinks those.
-  IF p_group IS NOT NULL AND NOT p_group = ANY (pglease.lease_groups()) THEN
-    RAISE EXCEPTION '% is not a lease group of this database', p_group USING ERRCODE = '22023';
-  END IF;
-  IF p_kind = 'database' THEN
-    -- no lease group: a database lease connects to its own database only (its owner, and the
-    -- authenticator's CONNECT granted there); this group only marks its roles as ours
-    EXECUTE format('GRANT %I TO %I, %I', pglease.database_lease_group(), v_roles.login_role, v_roles.auth_role);
-  ELSIF current_setting('server_version_num')::int >= 160000 THEN
-    EXECUTE format('GRANT %I TO %I, %I WITH INHERIT TRUE, SET FALSE', coalesce(p_group, pglease.lease_group_for(p_base)), v_roles.login_role, v_roles.auth_role);
-  ELSE
-    EXECUTE format('GRANT %I TO %I, %I', coalesce(p_group, pglease.lease_group_for(p_base)), v_roles.login_role, v_roles.auth_role);
+    PERFORM pglease.make_lease_roles(p_base, p_login_verifier, p_auth_verifier, p_connection_limit, p_auth_connections,
+                                     p_statement_timeout, p_idle_timeout, p_group, p_kind);
   END IF;
 
   INSERT INTO pglease.leases (label, host_id, schema_name, role_name, anon_role, auth_role, token_hash,

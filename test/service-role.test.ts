@@ -75,6 +75,54 @@ describe('the service role', () => {
     // a lease cannot borrow it either: it cannot become its authenticator
     expect(await outcome(lease.url, `SET ROLE ${lease.role}_auth`)).toBe('42501');
   });
+
+  it("makes leases' roles through a superuser's function that makes nothing else, and that no lease may call", async () => {
+    const url = service.host.databaseUrl;
+    const serviceRole = `${service.config.leaseDatabase}_service`;
+    const [fn] = await queryUrl<{ definer: boolean; owner_super: boolean; grantees: string[] }>(
+      url,
+      `SELECT p.prosecdef AS definer, r.rolsuper AS owner_super,
+              ARRAY(SELECT coalesce(pg_get_userbyid(a.grantee)::text, 'PUBLIC') FROM aclexplode(p.proacl) a
+                     WHERE a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner ORDER BY 1) AS grantees
+         FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner
+        WHERE p.oid = 'pglease_admin.make_lease_roles'::regproc`,
+    );
+    expect(fn).toEqual({ definer: true, owner_super: true, grantees: [serviceRole] });
+
+    // a create goes through it: the service administers the new roles, and is the grantor of the
+    // lease group's membership (which quota-schema.sql's restriction changes in place)
+    const lease = await createLease(service);
+    const grants = await queryUrl<{ role: string; member: string; grantor: string; admin: boolean }>(
+      url,
+      `SELECT pg_get_userbyid(m.roleid) AS role, pg_get_userbyid(m.member) AS member, pg_get_userbyid(m.grantor) AS grantor, m.admin_option AS admin
+         FROM pg_auth_members m
+        WHERE m.member = $1::regrole AND m.roleid = $2::regrole
+           OR m.roleid = $1::regrole AND m.member = $3::regrole AND m.admin_option`,
+      [lease.role, `${service.config.leaseDatabase.slice(0, 50)}_leases_${parseInt(lease.role.slice(6, 7), 16)}`, serviceRole],
+    );
+    expect(grants.map((g) => g.grantor === serviceRole || g.admin).every(Boolean)).toBe(true);
+    expect(grants.length).toBe(2);
+
+    // what the service may ask of it: only new lease roles, this database's groups, SCRAM verifiers
+    const verifier = await scramVerifier(randomBytes(12).toString('hex'));
+    const call = (base: string, group: string | null, login = verifier) =>
+      outcome(url, `SELECT pglease_admin.make_lease_roles('${base}', '${login}', '${verifier}', 5, 5, '30s', '30s', ${group === null ? 'NULL' : `'${group}'`}, 'schema')`);
+    const fresh = () => 'lease_' + randomBytes(8).toString('hex');
+    expect(await outcome(url, `BEGIN; SELECT pglease_admin.make_lease_roles('${fresh()}', '${verifier}', '${verifier}', 5, 5, '30s', '30s', NULL, 'schema'); ROLLBACK`)).toBe('ok');
+    expect(await call('postgres', null)).toBe('22023');
+    expect(await call(fresh(), 'pg_write_server_files')).toBe('22023');
+    expect(await call(fresh(), 'pg_read_server_files')).toBe('22023');
+    expect(await call(fresh(), null, 'a plain password')).toBe('22023');
+    expect(await call(lease.role, null)).toBe('42710');
+    expect(await queryUrl(url, `SELECT rolname FROM pg_roles WHERE rolname LIKE 'lease\\_%' AND (rolsuper OR rolcreaterole OR rolcreatedb OR rolbypassrls OR rolreplication)`)).toEqual([]);
+    // and a lease cannot reach it at all
+    expect(await outcome(lease.url, `SELECT pglease_admin.make_lease_roles('${fresh()}', '${verifier}', '${verifier}', 5, 5, '30s', '30s', NULL, 'schema')`)).toBe('42501');
+    const [reachable] = await queryUrl<{ n: number }>(
+      lease.url,
+      `SELECT count(*)::int AS n FROM pg_proc WHERE proname = 'make_lease_roles' AND has_function_privilege(oid, 'EXECUTE')`,
+    );
+    expect(reachable).toEqual({ n: 0 });
+  });
 });
 
 describe('an install made while pglease ran as a superuser', () => {

@@ -18,7 +18,12 @@
  *   - sixteen roles through which lease authenticators (the REST API's logins) may use the
  *     reserved connections too (pglease_admin.ensure_rest_reserve);
  *   - SET on temp_file_limit (bounding leases' temporary files) and SELECT on pg_largeobject
- *     (sizing their large objects) for the service role (pglease_admin.grant_quota_needs).
+ *     (sizing their large objects) for the service role (pglease_admin.grant_quota_needs);
+ *   - pglease_admin.make_lease_roles (sql/lease-roles.sql, installed here a second time, SECURITY
+ *     DEFINER), the one superuser function the service may call: it makes a new lease's roles,
+ *     grants and schema, which as the service cost a recomputation of its memberships in every
+ *     lease's roles per statement (creates 22 ms with no live lease, 219 ms with 600). It can make
+ *     nothing but what the service's own CREATE ROLE would, and touches no existing object.
  *
  * Everything after that (migrations, the control API, jobs, the REST API's lookups) runs as the
  * service role. Should a lease ever run code as that role, it could reach the pglease schema and,
@@ -167,6 +172,7 @@ export async function setUpServiceRole(superuserUrl: string, leaseDatabase: stri
     await retryConcurrentCatalogUpdates(() =>
       session.query('SELECT pglease_admin.install_event_triggers(), pglease_admin.ensure_rest_reserve($1), pglease_admin.grant_quota_needs($1)', [role]),
     );
+    await installSuperuserLeaseRoles(session, role);
 
     // the template database leases of kind database are cloned from, the service's, with the
     // event triggers in it too (src/db/lease-template.ts)
@@ -181,6 +187,38 @@ export async function setUpServiceRole(superuserUrl: string, leaseDatabase: stri
   } finally {
     await session.end().catch(() => undefined);
   }
+}
+
+/**
+ * The superuser's copy of sql/lease-roles.sql: the same text, as pglease_admin.make_lease_roles,
+ * SECURITY DEFINER, executable by the service role `serviceRole` alone. Its code must call nothing
+ * in the schema pglease (the service's, which a superuser must never run): checked here, so that a
+ * later edit of the file cannot slip such a call into a superuser's function.
+ */
+export function superuserLeaseRolesSql(text: string): string {
+  const code = text.replace(/--.*$/gm, '');
+  const called = code.match(/\bpglease\.(?!make_lease_roles\b)[a-z_]+/);
+  if (called) throw new Error(`sql/lease-roles.sql refers to ${called[0]}: a superuser's copy must not run the service's code`);
+  const header = 'CREATE OR REPLACE FUNCTION pglease.make_lease_roles(';
+  const body = 'LANGUAGE plpgsql\nSET search_path = pg_catalog, pg_temp\nAS $$';
+  if (!text.includes(header) || !text.includes(body)) throw new Error('sql/lease-roles.sql: its function header is not the one this copy expects');
+  // (replacer functions: in a replacement string, $$ would mean one $)
+  return text
+    .replace(header, () => 'CREATE OR REPLACE FUNCTION pglease_admin.make_lease_roles(')
+    .replace(body, () => 'LANGUAGE plpgsql\nSECURITY DEFINER\nSET search_path = pg_catalog, pg_temp\nAS $$')
+    .replace('REVOKE ALL ON FUNCTION pglease.make_lease_roles(', () => 'REVOKE ALL ON FUNCTION pglease_admin.make_lease_roles(');
+}
+
+const LEASE_ROLES_SIGNATURE = 'pglease_admin.make_lease_roles(text, text, text, int, int, text, text, text, text)';
+
+async function installSuperuserLeaseRoles(session: pg.Client, serviceRole: string): Promise<void> {
+  const sql = superuserLeaseRolesSql(await readFile(projectPath('sql', 'lease-roles.sql'), 'utf8'));
+  const service = session.escapeIdentifier(serviceRole);
+  await retryConcurrentCatalogUpdates(() =>
+    session.query(`${sql}
+      GRANT USAGE ON SCHEMA pglease_admin TO ${service};
+      GRANT EXECUTE ON FUNCTION ${LEASE_ROLES_SIGNATURE} TO ${service};`),
+  );
 }
 
 /**
