@@ -3,7 +3,8 @@
  * (every create provisions: its roles, grants and schema made in the request).
  *
  * Starts pglease as its own process (embedded Postgres), then for 0, 200, 600 and 990 live leases
- * times 15 creates one at a time (p50 and min), filling up between steps 8 creates at a time.
+ * times 15 creates one at a time (p50 and min) and their 15 releases, filling up between steps 8
+ * creates at a time.
  *
  * Why it exists: wave one measured ~5 ms per create with 3,000 live leases, as the superuser. Since
  * pglease serves as its own non-superuser service role, that role is a member of every lease's roles;
@@ -17,7 +18,9 @@
  * 4-5 (p50 ms at 0 / 200 / 600 / 990 live leases): before 22 / 78 / 219 / 583, after 9.3 / 11.4 /
  * 25.4 / 32.8. What still grows is the lease group's GRANT ... GRANTED BY the service (kept so that
  * the service's later changes to that grant change the same one): Postgres checks that the grantor
- * administers the group by walking the service's memberships, 11 ms at 990 leases.
+ * administers the group by walking the service's memberships, 11 ms at 990 leases. Releases, still
+ * the service's own statements (ALTER ROLE, DROP SCHEMA, DROP OWNED, DROP ROLE), grow the same way:
+ * p50 5.4 ms at 0 live leases, 11.5 at 200, 35.6 at 600, 50.9 at 990 (load 3-4).
  *
  *   npm run bench:live-creates
  */
@@ -36,21 +39,35 @@ const pglease = await startBenchPglease({
     PGLEASE_RATE_LIMIT: '0',
     PGLEASE_MAX_ACTIVE: '0',
     PGLEASE_CLIENT_CONNECTIONS: '0',
-    PGLEASE_MAX_LEASES: String(STEPS[STEPS.length - 1]! + 2 * SAMPLES * STEPS.length),
+    PGLEASE_MAX_LEASES: String(STEPS[STEPS.length - 1]! + 2 * SAMPLES),
   },
 });
+
+const made: string[] = [];
 
 async function create(): Promise<number> {
   const started = performance.now();
   const response = await fetch(`${pglease.baseUrl}/v1/leases`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}` } });
   const body = await response.text();
   if (response.status !== 201) throw new Error(`create: ${response.status} ${body}`);
+  const elapsed = performance.now() - started;
+  made.push((JSON.parse(body) as { id: string }).id);
+  return elapsed;
+}
+
+async function release(id: string): Promise<number> {
+  const started = performance.now();
+  const response = await fetch(`${pglease.baseUrl}/v1/leases/${id}`, { method: 'DELETE', headers: { authorization: `Bearer ${ADMIN}` } });
+  await response.text();
+  if (response.status >= 300) throw new Error(`release: ${response.status}`);
   return performance.now() - started;
 }
 
+const p50 = (times: number[]) => [...times].sort((a, b) => a - b)[times.length >> 1]!;
+
 try {
   let live = 0;
-  console.log('live leases  create p50 ms  min ms');
+  console.log('live leases  create p50 ms  min ms  release p50 ms');
   for (const target of STEPS) {
     while (live < target) {
       const batch = Math.min(8, target - live);
@@ -59,9 +76,10 @@ try {
     }
     const times: number[] = [];
     for (let i = 0; i < SAMPLES; i++) times.push(await create());
-    times.sort((a, b) => a - b);
-    console.log(`${String(live).padStart(11)}  ${times[SAMPLES >> 1]!.toFixed(1).padStart(13)}  ${times[0]!.toFixed(1).padStart(6)}`);
-    live += SAMPLES;
+    // the samples go again, one at a time: what a release costs at this many live leases
+    const releases: number[] = [];
+    for (const id of made.splice(made.length - SAMPLES)) releases.push(await release(id));
+    console.log(`${String(live).padStart(11)}  ${p50(times).toFixed(1).padStart(13)}  ${Math.min(...times).toFixed(1).padStart(6)}  ${p50(releases).toFixed(1).padStart(14)}`);
   }
 } finally {
   await pglease.stop();
