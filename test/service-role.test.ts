@@ -5,6 +5,7 @@
  * power, no authenticator key.
  */
 import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
@@ -12,6 +13,8 @@ import { withDatabase } from '../src/db/host.js';
 import { migrate } from '../src/db/migrate.js';
 import { authenticatorPassword, hashToken, newToken, scramVerifier } from '../src/leases/credentials.js';
 import { startService } from '../src/service.js';
+import { projectPath } from '../src/paths.js';
+import { superuserLeaseRolesSql } from '../src/db/superuser-setup.js';
 import { ADMIN_TOKEN, createLease, queryUrl, startTestService, type TestService } from './support/service.js';
 
 let service: TestService;
@@ -122,6 +125,17 @@ describe('the service role', () => {
       `SELECT count(*)::int AS n FROM pg_proc WHERE proname = 'make_lease_roles' AND has_function_privilege(oid, 'EXECUTE')`,
     );
     expect(reachable).toEqual({ n: 0 });
+  });
+});
+
+describe("the superuser's copy of sql/lease-roles.sql", () => {
+  it('refuses a text that would call into the schema pglease, which the service role could change', async () => {
+    const text = await readFile(projectPath('sql', 'lease-roles.sql'), 'utf8');
+    expect(superuserLeaseRolesSql(text)).toContain('SECURITY DEFINER');
+    expect(superuserLeaseRolesSql(text)).not.toMatch(/FUNCTION pglease\.make_lease_roles/);
+    const calling = text.replace("v_db       text := current_database();", "v_db       text := pglease.lease_template_database();");
+    expect(calling).not.toBe(text);
+    expect(() => superuserLeaseRolesSql(calling)).toThrow(/pglease\.lease_template_database/);
   });
 });
 
