@@ -18,7 +18,30 @@ function certificatesOf(pem: string): string[] {
   return [...pem.matchAll(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g)].map((match) => match[0].replace(/\r\n/g, '\n'));
 }
 
+/**
+ * How long one read of the registry's CAs answers GET /v1/ca.pem: the route is public, so without
+ * it every request (a flood's too) was a statement on the control database; with it, at most one a
+ * second, and a host registered on another replica is in the bundle within a second (on this one,
+ * at once: its own registry changes end the read's use).
+ */
+const HOST_CA_READ_MS = 1000;
+
 export async function caRoutes(app: FastifyInstance, context: ServiceContext): Promise<void> {
+  let hostCaRead: { at: number; changes: number; pems: Promise<string[]> } | undefined;
+  const registeredHostCas = (): Promise<string[]> => {
+    const now = Date.now();
+    const changes = context.fleet.registryChanges;
+    if (hostCaRead === undefined || now - hostCaRead.at >= HOST_CA_READ_MS || hostCaRead.changes !== changes) {
+      const pems = context.fleet.registry.list().then((entries) => entries.flatMap((entry) => (entry.url !== null && entry.tls !== 'disable' && entry.ca_pem ? [entry.ca_pem] : [])));
+      const read = { at: now, changes, pems };
+      // a failed read is not kept: the next request reads again
+      pems.catch(() => {
+        if (hostCaRead === read) hostCaRead = undefined;
+      });
+      hostCaRead = read;
+    }
+    return hostCaRead.pems;
+  };
   app.get(
     '/v1/ca.pem',
     {
@@ -33,7 +56,7 @@ export async function caRoutes(app: FastifyInstance, context: ServiceContext): P
     async (_request, reply) => {
       const tls = context.host.tls;
       // the registry is read only once there is another host (one statement on the control database)
-      const hostPems = context.fleet.spread ? (await context.fleet.registry.list()).flatMap((entry) => (entry.url !== null && entry.tls !== 'disable' && entry.ca_pem ? [entry.ca_pem] : [])) : [];
+      const hostPems = context.fleet.spread ? await registeredHostCas() : [];
       const send = (pem: string) => reply.type('application/x-pem-file').header('content-disposition', 'inline; filename="pglease-ca.pem"').send(pem);
       // the control host's file as it is, when it is the only CA
       if (hostPems.length === 0 && tls?.caPem !== undefined) return send(tls.caPem);

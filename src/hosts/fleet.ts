@@ -123,6 +123,8 @@ export class Fleet {
   /** Hosts add() is opening: a registry read meanwhile leaves them to it. */
   private readonly adding = new Set<number>();
   private closed = false;
+  /** Counts this process's changes to the registry (add, update, remove): readers that keep a copy of it compare. */
+  registryChanges = 0;
 
   private constructor(
     readonly control: HostServices,
@@ -219,6 +221,7 @@ export class Fleet {
    */
   async add(host: NewHost): Promise<HostEntry> {
     const entry = await this.registry.insert(host);
+    this.registryChanges++;
     if (!entry) throw new HostRefused(`a host named "${host.name}" is registered already`, 'name', true);
     this.adding.add(entry.id);
     try {
@@ -246,6 +249,7 @@ export class Fleet {
 
   async update(name: string, change: HostChange): Promise<HostEntry | undefined> {
     const entry = await this.registry.update(name, change);
+    this.registryChanges++;
     const slot = entry && this.slots.get(entry.id);
     if (slot && entry) slot.entry = entry;
     return entry;
@@ -267,6 +271,7 @@ export class Fleet {
     // the lease database may be added again (here or to another registry) under a new tag
     await slot.services.host.pool.query('DELETE FROM pglease.lease_id_tag');
     if (!(await this.registry.remove(entry.id))) return 'unknown';
+    this.registryChanges++;
     this.slots.delete(entry.id);
     await slot.services.close().catch(() => undefined);
     return 'removed';
