@@ -144,7 +144,8 @@ describe('many lease hosts', () => {
       // the routes about one lease read its own host: stats, pg:info, the studio's SQL box
       const stats = await call(first, 'GET', `/v1/leases/${lease.id}/stats`, undefined, auth);
       expect({ status: stats.status, rows: stats.json.rows }).toEqual({ status: 200, rows: 1 });
-      expect((await call(first, 'GET', `/v1/leases/${lease.id}/info`, undefined, auth)).json.state).toBe('active');
+      const info = await call(first, 'GET', `/v1/leases/${lease.id}/info`, undefined, auth);
+      expect({ state: info.json.state, host: info.json.host }).toEqual({ state: 'active', host: `${lease.host}:${lease.port}` });
       const sql = await call(first, 'POST', `/v1/leases/${lease.id}/sql`, { sql: 'SELECT body FROM notes' }, auth);
       expect({ status: sql.status, body: JSON.stringify(sql.json.rows) }).toEqual({ status: 200, body: expect.stringContaining(hostOf(lease)) });
     }

@@ -94,10 +94,10 @@ export async function observationRoutes(app: FastifyInstance, context: ServiceCo
   const routes = app.withTypeProvider<TypeBoxTypeProvider>();
   const { config, host } = context;
 
-  /** The lease, and the service pool of its host. */
-  async function authorizedLease(request: FastifyRequest, id: string): Promise<{ lease: LeaseRow; pool: pg.Pool }> {
+  /** The lease, its host, and that host's service pool. */
+  async function authorizedLease(request: FastifyRequest, id: string): Promise<{ lease: LeaseRow; pool: pg.Pool; leaseHost: typeof host }> {
     const { lease, at } = await sharedAuthorizedLease(context, request, id);
-    return { lease, pool: at.host.pool };
+    return { lease, pool: at.host.pool, leaseHost: at.host };
   }
 
   routes.get(
@@ -113,7 +113,7 @@ export async function observationRoutes(app: FastifyInstance, context: ServiceCo
       },
     },
     async (request) => {
-      const { lease, pool } = await authorizedLease(request, request.params.id);
+      const { lease, pool, leaseHost } = await authorizedLease(request, request.params.id);
       const info = await readLeaseUsage(pool, lease.id, config.jobs.observeIntervalSeconds);
       return {
         id: lease.id,
@@ -134,7 +134,8 @@ export async function observationRoutes(app: FastifyInstance, context: ServiceCo
         created_at: lease.created_at.toISOString(),
         expires_at: lease.expires_at?.toISOString() ?? null,
         kind: info.template === null ? 'plain' : `template ${info.template}`,
-        host: `${host.publicHost}:${host.publicPort}`,
+        // the lease's own host (with several, not necessarily the control database's)
+        host: `${leaseHost.publicHost}:${leaseHost.publicPort}`,
         observed_at: info.observed_at?.toISOString() ?? null,
         restriction_error: info.restriction_error,
       };
