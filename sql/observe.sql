@@ -282,7 +282,10 @@ BEGIN
                -- a database lease's database (issue 14): no schema here, its objects are in there
                db.oid AS dbo, db.datallowconn AS db_open,
                h.status AS old_status, h.restricted, h.last_observation_id, h.next_observation_at,
-               h.measured_size, h.measured_at, h.measured_changes, h.measured_shape
+               h.measured_size, h.measured_at, h.measured_changes, h.measured_shape,
+               -- a database lease's tables and rows, counted in its own database by the job
+               -- (src/leases/database-counts.ts, pglease.note_database_counts)
+               h.database_tables, h.database_rows
           FROM unnest(v_ids) AS i(id)
           JOIN pglease.leases l ON l.id = i.id AND l.state = 'active'
           JOIN pglease.lease_health h ON h.lease_id = i.id
@@ -319,8 +322,9 @@ BEGIN
         -- takes no lock): one sort, where a join to a set of unchanged
         -- leases was planned as a nested loop over both (25 M comparisons at 5,000 leases, 5 s)
         -- A database lease's tables and rows are in its own database's catalog, which this one
-        -- cannot read (left 0); its changes are its database's row counts (pg_stat_database), which
-        -- count the catalogs' too (a CREATE TABLE moves them)
+        -- cannot read: the job counts them there (database_tables, database_rows); its changes are
+        -- its database's row counts (pg_stat_database), which count the catalogs' too (a CREATE
+        -- TABLE moves them)
         SELECT a.*, CASE WHEN (a.nsp IS NULL AND a.dbo IS NULL) OR a.unchanged THEN 0
                          ELSE 1 + coalesce(sum(CASE WHEN a.dbo IS NOT NULL THEN 8 ELSE coalesce(a.locks, 0) END)
                                              OVER (ORDER BY (a.nsp IS NULL AND a.dbo IS NULL) OR a.unchanged, a.next_observation_at, a.id
@@ -385,7 +389,7 @@ BEGIN
                coalesce((d.nsp IS NOT NULL OR d.db_open) AND r.rolcanlogin AND (r.rolvaliduntil IS NULL OR r.rolvaliduntil > now())
                  AND (d.dbo IS NOT NULL OR EXISTS (SELECT 1 FROM pg_auth_members am WHERE am.member = r.oid AND am.roleid = ANY (v_groups)))
                  AND (r.rolconnlimit < 0 OR coalesce(s1.n, 0) < r.rolconnlimit), false) AS reachable,
-               coalesce(d.tables, 0) AS tables, coalesce(d.rows_estimate, 0) AS rows_estimate,
+               coalesce(d.tables, d.database_tables, 0) AS tables, coalesce(d.rows_estimate, d.database_rows, 0) AS rows_estimate,
                coalesce(x.size_bytes, db.size_bytes, CASE WHEN d.unchanged THEN d.measured_size END, 0) AS schema_bytes,
                coalesce(x.size_bytes, db.size_bytes, CASE WHEN d.unchanged THEN d.measured_size END, 0) + e.bytes AS size_bytes,
                e.bytes AS elsewhere_bytes,
@@ -652,4 +656,42 @@ BEGIN
   UPDATE pglease.hosts SET status = v_status, status_since = now() WHERE id = p_host_id AND status <> v_status;
   RETURN v_obs;
 END
+$$;
+
+-- pglease.database_count_work: up to p_limit database leases whose tables and rows the job should
+-- count again in their own databases (src/leases/database-counts.ts): live, their database open,
+-- never counted, or their database's row counters (pg_stat_database: inserted, updated, deleted,
+-- catalogs' included) moved since the last count and that count at least p_every old. Longest
+-- uncounted first. Returns the counters to record with the count.
+CREATE OR REPLACE FUNCTION pglease.database_count_work(p_limit int, p_every interval)
+RETURNS TABLE (lease_id uuid, database_name name, changes bigint)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT l.id, d.datname,
+         (pg_stat_get_db_tuples_inserted(d.oid) + pg_stat_get_db_tuples_updated(d.oid) + pg_stat_get_db_tuples_deleted(d.oid))::bigint
+    FROM pglease.leases l
+    JOIN pglease.lease_health h ON h.lease_id = l.id
+    JOIN pg_database d ON d.datname = l.schema_name AND d.datallowconn
+   WHERE l.kind = 'database' AND l.state = 'active'
+     AND (h.database_counted_at IS NULL
+          OR (h.database_counted_at < now() - p_every
+              AND h.database_counted_changes IS DISTINCT FROM
+                  (pg_stat_get_db_tuples_inserted(d.oid) + pg_stat_get_db_tuples_updated(d.oid) + pg_stat_get_db_tuples_deleted(d.oid))::bigint))
+   ORDER BY h.database_counted_at NULLS FIRST, l.id
+   LIMIT p_limit
+$$;
+
+-- pglease.note_database_counts: keeps what the job counted in a database lease's database (the
+-- next observation reads it), with the counters it was counted at; NULLs (a count that failed)
+-- keep the last counts and only put the next attempt off.
+CREATE OR REPLACE FUNCTION pglease.note_database_counts(p_lease_id uuid, p_tables int, p_rows bigint, p_changes bigint)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+  UPDATE pglease.lease_health
+     SET database_tables = coalesce(p_tables, database_tables), database_rows = coalesce(p_rows, database_rows),
+         database_counted_changes = coalesce(p_changes, database_counted_changes), database_counted_at = now()
+   WHERE lease_id = p_lease_id
 $$;

@@ -744,8 +744,9 @@ describe('database leases', () => {
       },
     },
     {
-      name: 'the observe job: a database lease over its plan restricted in its own database (database, schemas and tables change hands, triggers) and restored, with defaults the lease set on its database',
+      name: 'the observe job: a database lease counted in its own database, over its plan restricted there (database, schemas and tables change hands, triggers) and restored, with defaults the lease set on its database',
       run: async (lease) => {
+        const started = new Date();
         // the lease's own defaults for every session of its database, the service's included
         const client = await connect(lease.url);
         try {
@@ -768,6 +769,12 @@ describe('database leases', () => {
         await waitFor('the database lease restored', async () => {
           const now = await health();
           return now?.status === 'available' && now.restricted === null ? true : undefined;
+        }, 30_000);
+        // and its tables counted there (src/leases/database-counts.ts) within this path
+        await waitFor('the database lease counted in its database', async () => {
+          const { rows } = await harness.superuser.query<{ tables: number | null; at: Date | null }>(
+            'SELECT database_tables AS tables, database_counted_at AS at FROM pglease.lease_health WHERE lease_id = $1', [lease.id]);
+          return rows[0]?.at && rows[0].at > started && (rows[0].tables ?? 0) > 0 ? true : undefined;
         }, 30_000);
       },
     },

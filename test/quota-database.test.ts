@@ -115,6 +115,52 @@ describe('a database lease on a plan', () => {
     }
   });
 
+  it("is counted in its own database: pg:info's tables and rows, and a plan's row limit binds", { timeout: 120_000 }, async () => {
+    const plan = await fetch(`${service.baseUrl}/v1/plans/db-rows`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_TOKEN}` },
+      body: JSON.stringify({ max_rows: 1000, max_size_bytes: 2 ** 30 }),
+    });
+    expect(plan.status).toBeLessThan(300);
+    const lease = await createLease(service, { kind: 'database', plan: 'db-rows' }, { authorization: `Bearer ${ADMIN_TOKEN}` });
+    const session = new pg.Client({ connectionString: lease.url });
+    session.on('error', () => undefined);
+    await session.connect();
+    const info = async () => {
+      const response = await fetch(`${service.baseUrl}/v1/leases/${lease.id}/info`, { headers: { authorization: `Bearer ${lease.token}` } });
+      return (await response.json()) as { tables: number; rows: number; status: string };
+    };
+    try {
+      // what the lease sets on its database and shadows in public must not change the count, nor run
+      await session.query(`ALTER DATABASE ${session.escapeIdentifier(lease.role)} SET search_path = public, pg_catalog`);
+      await session.query(`CREATE TABLE ran (who text);
+        CREATE FUNCTION public.pg_stat_get_live_tuples(oid) RETURNS bigint LANGUAGE sql AS $$ INSERT INTO public.ran VALUES (session_user) RETURNING 0::bigint $$;
+        CREATE FUNCTION public.count(oid) RETURNS bigint LANGUAGE sql AS $$ INSERT INTO public.ran VALUES (session_user) RETURNING 0::bigint $$`);
+      await session.query('CREATE SCHEMA app; CREATE TABLE app.a (id int); CREATE TABLE public.b (id int)');
+      await session.query('INSERT INTO app.a SELECT generate_series(1, 700); INSERT INTO public.b SELECT generate_series(1, 300)');
+      await session.query('SELECT pg_stat_force_next_flush()');
+      await waitFor('the tables and rows counted', async () => {
+        await observeNow();
+        const now = await info();
+        return now.tables === 3 && now.rows === 1000 ? true : undefined;
+      }, 60_000);
+      expect((await info()).status).toBe('available');
+
+      await session.query('INSERT INTO public.b SELECT generate_series(1, 500)');
+      await session.query('SELECT pg_stat_force_next_flush()');
+      await waitFor('the database lease restricted over its rows', async () => {
+        await observeNow();
+        const health = await healthOf(lease.id);
+        return health.status === 'over_quota' && health.restricted !== null && !('pending' in health.restricted) ? true : undefined;
+      }, 60_000);
+      expect(await errorOf(session, 'INSERT INTO public.b VALUES (0)')).toMatchObject({ code: '53400', message: expect.stringContaining('db-rows') });
+      expect(await info()).toMatchObject({ tables: 3, rows: 1500 });
+      expect((await session.query('SELECT count(*)::int AS n FROM public.ran')).rows).toEqual([{ n: 0 }]);
+    } finally {
+      await session.end();
+    }
+  });
+
   it('is released while restricted: its database, owned by its quota role then, and every role of it go', { timeout: 120_000 }, async () => {
     const plan = await fetch(`${service.baseUrl}/v1/plans/db-tiny`, {
       method: 'PUT',

@@ -12,18 +12,17 @@
  *     database's schema pglease, the service's (every lease database has it from the lease
  *     template), from the same file as the lease database's, each time: a database cloned from an
  *     older template gets them too;
- *   - nothing of the lease's runs: the session is the service's, and the lease owns its database,
- *     so it may have set defaults there (ALTER DATABASE ... SET) that every session takes. The
- *     startup options, which win over a database's defaults, pin search_path to pg_catalog (names
- *     are resolved in pg_catalog and pglease only, nothing the lease made is found first), the role
- *     (a default `role` would make the session the lease), and read-write transactions; the
- *     functions change catalogs only (ALTER ... OWNER, GRANT, REVOKE, CREATE TRIGGER);
+ *   - nothing of the lease's runs: the session is the service's, with search_path, role and
+ *     read-write pinned against the defaults the lease may have set on its database
+ *     (src/leases/lease-database-session.ts); the functions change catalogs only (ALTER ... OWNER,
+ *     GRANT, REVOKE, CREATE TRIGGER);
  *   - a failure (a lock held past lock_timeout, the database gone) is recorded in last_error and the
  *     decision stays pending: the next run, a second later, tries again.
  */
 import { readFile } from 'node:fs/promises';
-import pg from 'pg';
+import type pg from 'pg';
 import { projectPath } from '../paths.js';
+import { openLeaseDatabaseSession } from './lease-database-session.js';
 import { leaseDatabaseUrl } from './lease-session.js';
 
 /** A decision of the observer not yet made in the lease's database. */
@@ -36,9 +35,6 @@ interface PendingRestriction {
 }
 
 let quotaSql: Promise<string> | undefined;
-
-/** Startup options of the session in a lease's database (see the module comment). */
-const PINNED_OPTIONS = '-c search_path=pg_catalog,pg_temp -c role=none -c default_transaction_read_only=off -c statement_timeout=30s';
 
 /** Makes or undoes the pending restrictions of database leases; resolves to how many were made and how many failed. */
 export async function applyDatabaseQuotas(pool: pg.Pool, serviceUrl: string): Promise<{ applied: number; failed: number }> {
@@ -70,9 +66,7 @@ export async function applyDatabaseQuotas(pool: pg.Pool, serviceUrl: string): Pr
 /** Restricts or restores one lease in its database, in one transaction; resolves to what the restriction returned. */
 async function inLeaseDatabase(url: string, work: PendingRestriction): Promise<unknown> {
   quotaSql ??= readFile(projectPath('sql', 'quota-schema.sql'), 'utf8');
-  const session = new pg.Client({ connectionString: url, application_name: 'pglease-quota', options: PINNED_OPTIONS });
-  session.on('error', () => undefined);
-  await session.connect();
+  const session = await openLeaseDatabaseSession(url, 'pglease-quota');
   try {
     await session.query('BEGIN');
     await session.query(await quotaSql);

@@ -6,6 +6,7 @@ import { statfs } from 'node:fs/promises';
 import type pg from 'pg';
 import type { JobsConfig } from '../config.js';
 import { applyDatabaseQuotas } from '../leases/database-quota.js';
+import { countDatabaseLeases } from '../leases/database-counts.js';
 import { dropQueuedDatabases } from '../leases/database-drops.js';
 
 export interface JobRunContext {
@@ -158,6 +159,9 @@ export async function observeOnce(
     await pool.query({ name: 'pglease.observe-host', text: 'SELECT 1 FROM pglease.observe_host($1, $2)', values: [hostId, (await diskFree(config.observeDiskPath)) ?? null] });
   }
   const total = { observed: 0, changed: 0, errors: 0, took_ms: 0, quick_passes: 0 };
+  // database leases' tables and rows, counted in their databases for the passes below to read; a
+  // database that refuses the count (its owner's doing) is no error of the observer's
+  if (serviceUrl !== undefined) await countDatabaseLeases(pool, serviceUrl);
   /** What the passes decided for database leases, made in their databases. */
   const databaseQuotas = async (): Promise<void> => {
     if (serviceUrl === undefined) return;

@@ -1,0 +1,27 @@
+/**
+ * A session of the service role in a database lease's own database, for what must be done there
+ * (the lease's catalog is in it): its restriction over a plan (src/leases/database-quota.ts) and
+ * the count of its tables and rows (src/leases/database-counts.ts).
+ *
+ * The lease owns that database, so it may have set defaults there (ALTER DATABASE ... SET) that
+ * every session takes. The startup options, which win over a database's defaults, pin search_path
+ * to pg_catalog (names resolve in pg_catalog, and in pglease where a statement names it; nothing
+ * the lease made is found first), the role (a default `role` would make the session the lease),
+ * read-write transactions, and a statement timeout.
+ */
+import pg from 'pg';
+
+const PINNED_OPTIONS = '-c search_path=pg_catalog,pg_temp -c role=none -c default_transaction_read_only=off -c statement_timeout=30s';
+
+/** A connected session on `url` (a lease database's, as the service role) with the options above. */
+export async function openLeaseDatabaseSession(url: string, applicationName: string): Promise<pg.Client> {
+  const session = new pg.Client({ connectionString: url, application_name: applicationName, options: PINNED_OPTIONS });
+  session.on('error', () => undefined);
+  try {
+    await session.connect();
+  } catch (error) {
+    await session.end().catch(() => undefined);
+    throw error;
+  }
+  return session;
+}
