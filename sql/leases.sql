@@ -292,6 +292,14 @@ AS $$
 DECLARE
   v_existing text[];
 BEGIN
+  -- as a superuser when pglease was given one (sql/admin/superuser.sql): the service's own DROP
+  -- ROLE walks its memberships in every lease's roles, once per role
+  IF EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+              WHERE n.nspname = 'pglease_admin' AND p.proname = 'drop_lease_roles'
+                AND has_schema_privilege(n.oid, 'USAGE') AND has_function_privilege(p.oid, 'EXECUTE')) THEN
+    PERFORM pglease_admin.drop_lease_roles(p_roles);
+    RETURN;
+  END IF;
   SELECT array_agg(r.rolname ORDER BY r.rolname) INTO v_existing
     FROM pg_roles r WHERE r.rolname = ANY (p_roles);
   IF v_existing IS NOT NULL THEN

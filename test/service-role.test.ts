@@ -128,6 +128,40 @@ describe('the service role', () => {
   });
 });
 
+describe('the superuser function that drops leases\' roles', () => {
+  it("drops one lease's roles whole, never another lease database's, and is no lease's to call", { timeout: 60_000 }, async () => {
+    const url = service.host.databaseUrl;
+    const lease = await createLease(service);
+    const rolesOf = (base: string) => [`${base}_auth`, `${base}_anon`, base, `${base}_quota`];
+    const exists = async (role: string) => (await queryUrl(url, 'SELECT 1 FROM pg_roles WHERE rolname = $1', [role])).length === 1;
+    const drop = (roles: string[], on = url) => outcome(on, `SELECT pglease_admin.drop_lease_roles(ARRAY[${roles.map((r) => `'${r}'`).join(', ')}])`);
+
+    // not one lease's, or a live lease's roles without its login role: refused, nothing dropped
+    expect(await drop(['postgres'])).toBe('22023');
+    expect(await drop([`${lease.role}_auth`, 'postgres'])).toBe('22023');
+    expect(await drop([`${lease.role}_auth`])).toBe('22023');
+    expect(await exists(`${lease.role}_auth`)).toBe(true);
+    // no lease may call it
+    expect(await outcome(lease.url, `SELECT pglease_admin.drop_lease_roles(ARRAY['${lease.role}_auth'])`)).toBe('42501');
+
+    // another pglease on the same server, with a lease database of its own: its service role cannot
+    // drop this database's lease through its own copy of the function
+    const other = await startTestService();
+    try {
+      expect(await drop(rolesOf(lease.role), other.host.databaseUrl)).toBe('2BP01');
+      for (const role of [lease.role, `${lease.role}_auth`, `${lease.role}_anon`]) expect(await exists(role)).toBe(true);
+      expect(await queryUrl(lease.url, 'SELECT 1 AS ok')).toEqual([{ ok: 1 }]);
+    } finally {
+      await other.close();
+    }
+
+    // its release goes through it: every role of the lease is gone
+    const released = await fetch(`${service.baseUrl}/v1/leases/${lease.id}`, { method: 'DELETE', headers: { authorization: `Bearer ${lease.token}` } });
+    expect(released.status).toBe(204);
+    for (const role of rolesOf(lease.role)) expect(await exists(role)).toBe(false);
+  });
+});
+
 describe("the superuser's copy of sql/lease-roles.sql", () => {
   it('refuses a text that would call into the schema pglease, which the service role could change', async () => {
     const text = await readFile(projectPath('sql', 'lease-roles.sql'), 'utf8');
