@@ -14,7 +14,8 @@
  *     no SQL the service role runs can read them;
  *   - CONNECT revoked from PUBLIC on every database, and the DDL event triggers of the REST schema
  *     cache, whose function only a superuser may change (in the lease database, and in the
- *     template database every database lease is cloned from: src/db/lease-template.ts);
+ *     template database every database lease is cloned from: src/db/lease-template.ts, whose
+ *     catalogs are rewritten without free space and visibility maps, so that clones make fewer files);
  *   - sixteen roles through which lease authenticators (the REST API's logins) may use the
  *     reserved connections too (pglease_admin.ensure_rest_reserve);
  *   - SET on temp_file_limit (bounding leases' temporary files) and SELECT on pg_largeobject
@@ -33,7 +34,7 @@ import { readFile } from 'node:fs/promises';
 import pg from 'pg';
 import { newPassword, scramVerifier } from '../leases/credentials.js';
 import { projectPath } from '../paths.js';
-import { ensureLeaseTemplate, installTemplateEventTriggers, restrictTemplateLargeObjects } from './lease-template.js';
+import { compactTemplate, ensureLeaseTemplate, installTemplateEventTriggers, restrictTemplateLargeObjects } from './lease-template.js';
 import { lockAgainstSquatters, retryConcurrentCatalogUpdates } from './migrate.js';
 
 /** Advisory lock key of the superuser setup of a lease database ("pgl-su" in ASCII). */
@@ -173,6 +174,8 @@ export async function setUpServiceRole(superuserUrl: string, leaseDatabase: stri
     await ensureLeaseTemplate(superuserUrl, leaseDatabase, role, log);
     await installTemplateEventTriggers(superuserUrl, leaseDatabase);
     await restrictTemplateLargeObjects(superuserUrl, leaseDatabase, role);
+    const compacted = await compactTemplate(superuserUrl, leaseDatabase);
+    if (compacted > 0) log(`rewrote ${compacted} catalogs of the lease template database without free space and visibility maps (fewer files per database lease)`);
 
     const serverUrl = new URL(superuserUrl);
     serverUrl.username = encodeURIComponent(role);
