@@ -187,8 +187,17 @@ export async function setUpServiceRole(superuserUrl: string, leaseDatabase: stri
 }
 
 /**
+ * Iterations of the service role's SCRAM verifier. Its password is 256 random bits that only
+ * pglease knows: iterations protect nothing there, and each login of the service computes them
+ * (4,096 took ~5 ms of pglease's CPU per connection at load 5, and a fork logs in to its new
+ * database on its critical path). The lease authenticators' verifiers have one for the same reason.
+ */
+const SERVICE_SCRAM_ITERATIONS = 1;
+
+/**
  * The service role's password, from pglease_admin.secrets; made (and set on the role) the first
- * time, and set again when the role has none (made by hand, or its password was removed).
+ * time, and set again when the role has none (made by hand, or its password was removed) or a
+ * verifier of another iteration count (SERVICE_SCRAM_ITERATIONS).
  */
 async function servicePassword(session: pg.Client, role: string): Promise<string> {
   const stored = await session.query<{ value: Buffer }>(`SELECT value FROM pglease_admin.secrets WHERE name = 'service_password'`);
@@ -201,9 +210,12 @@ async function servicePassword(session: pg.Client, role: string): Promise<string
     // another process stored one at the same moment: use that one
     password = (inserted.rows[0] ?? (await session.query<{ value: Buffer }>(`SELECT value FROM pglease_admin.secrets WHERE name = 'service_password'`)).rows[0]!).value.toString('utf8');
   }
-  const { rows } = await session.query<{ has: boolean }>('SELECT rolpassword IS NOT NULL AS has FROM pg_authid WHERE rolname = $1', [role]);
-  if (stored.rows.length === 0 || !rows[0]?.has) {
-    const verifier = await scramVerifier(password);
+  const { rows } = await session.query<{ iterations: string | null }>(
+    `SELECT split_part(split_part(rolpassword, '$', 2), ':', 1) AS iterations FROM pg_authid WHERE rolname = $1`,
+    [role],
+  );
+  if (stored.rows.length === 0 || rows[0]?.iterations !== String(SERVICE_SCRAM_ITERATIONS)) {
+    const verifier = await scramVerifier(password, SERVICE_SCRAM_ITERATIONS);
     await retryConcurrentCatalogUpdates(() => session.query(`ALTER ROLE ${session.escapeIdentifier(role)} PASSWORD ${session.escapeLiteral(verifier)}`));
   }
   return password;
