@@ -14,14 +14,12 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { startBenchPglease } from './support/pglease-process.js';
+import { TWENTY_TABLES_SQL } from './support/twenty-tables.js';
 
 const rounds = Number(process.argv[process.argv.indexOf('--rounds') + 1]) || 20;
 const ADMIN = 'bench-admin-' + randomBytes(8).toString('hex');
 
-const SEED = Array.from({ length: 20 }, (_, i) => `
-  CREATE TABLE t${i} (id serial PRIMARY KEY, parent int ${i > 0 ? `REFERENCES t${i - 1}` : ''}, title text NOT NULL, at timestamptz DEFAULT now());
-  CREATE INDEX ON t${i} (title);
-  INSERT INTO t${i} (parent, title) SELECT ${i > 0 ? 'g' : 'NULL'}, 'row ' || g FROM generate_series(1, 50) g;`).join('\n');
+const SEED = TWENTY_TABLES_SQL;
 
 /** The phases a fork's statements fall into, by what their text starts with or holds. */
 const PHASES: [string, RegExp][] = [
