@@ -174,7 +174,11 @@ export async function setUpServiceRole(superuserUrl: string, leaseDatabase: stri
     await ensureLeaseTemplate(superuserUrl, leaseDatabase, role, log);
     await installTemplateEventTriggers(superuserUrl, leaseDatabase);
     await restrictTemplateLargeObjects(superuserUrl, leaseDatabase, role);
-    const compacted = await compactTemplate(superuserUrl, leaseDatabase);
+    // an optimisation only: a failure leaves database leases as they were, and pglease starts
+    const compacted = await compactTemplate(superuserUrl, leaseDatabase).catch((error: Error) => {
+      log(`could not rewrite the catalogs of the lease template database (database leases are cloned as before): ${error.message}`);
+      return 0;
+    });
     if (compacted > 0) log(`rewrote ${compacted} catalogs of the lease template database without free space and visibility maps (fewer files per database lease)`);
 
     const serverUrl = new URL(superuserUrl);
