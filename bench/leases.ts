@@ -11,7 +11,8 @@
  * Then both kinds of lease side by side (issue 14): create-to-first-query (POST, connect with the
  * URL, SELECT 1) from the warm pool (one at a time, with a pause that lets the pool refill) and
  * sustained at concurrency 8 (each lease released right after its query), for schema and database
- * leases; goal: the database kind from the pool within 1.5x of the schema kind.
+ * leases; goal: the database kind from the pool within 1.5x of the schema kind. Last, fork of a
+ * 20-table, 1,000-row lease of each kind (a schema lease cannot be forked: its 409 is printed).
  *
  * With --pg15 pglease runs against a throwaway cluster of the machine's own Postgres (`pg_config
  * --bindir`: Debian's postgresql-15 here; bench/support/throwaway-cluster.ts) through DATABASE_URL,
@@ -25,6 +26,7 @@ import { Agent, request } from 'node:http';
 import pg from 'pg';
 import { hashToken, scramVerifier } from '../src/leases/credentials.js';
 import { startBenchPglease } from './support/pglease-process.js';
+import { TWENTY_TABLES_SQL } from './support/twenty-tables.js';
 import { startThrowawayCluster, type ThrowawayCluster } from './support/throwaway-cluster.js';
 
 const count = Number(process.argv[process.argv.indexOf('--count') + 1]) || 400;
@@ -178,6 +180,43 @@ async function firstQueryRun(baseUrl: string, kind: 'schema' | 'database', total
   return { p50: percentile(times, 50), p99: percentile(times, 99), perSecond: (times.length / wall) * 1000 };
 }
 
+/**
+ * Fork of a lease of `kind` holding TWENTY_TABLES_SQL (POST /v1/leases/:id/fork, then a first query
+ * on the fork, timed together; its release not), `rounds` times; the error code instead when the
+ * kind cannot be forked (a schema lease: 409 PGLEASE_FORK_NEEDS_DATABASE).
+ */
+async function forkRun(baseUrl: string, kind: 'schema' | 'database', rounds: number): Promise<{ p50: number; p99: number } | string> {
+  const created = await httpJson('POST', `${baseUrl}/v1/leases`, ADMIN, { kind, ttl: 600 });
+  if (created.status !== 201) throw new Error(`create: ${created.status} ${created.body}`);
+  const source = JSON.parse(created.body) as { id: string; url: string };
+  const query = async (url: string, sql: string) => {
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    try {
+      await client.query(sql);
+    } finally {
+      await client.end();
+    }
+  };
+  try {
+    await query(source.url, TWENTY_TABLES_SQL);
+    const times: number[] = [];
+    for (let round = 0; round < rounds; round++) {
+      const t = performance.now();
+      const forked = await httpJson('POST', `${baseUrl}/v1/leases/${source.id}/fork`, ADMIN, {});
+      if (forked.status !== 201) return `${forked.status} ${(JSON.parse(forked.body) as { code?: string }).code ?? ''}`;
+      const fork = JSON.parse(forked.body) as { id: string; url: string };
+      await query(fork.url, 'SELECT count(*) FROM t19');
+      times.push(performance.now() - t);
+      await http('DELETE', `${baseUrl}/v1/leases/${fork.id}`, ADMIN);
+    }
+    times.sort((a, b) => a - b);
+    return { p50: percentile(times, 50), p99: percentile(times, 99) };
+  } finally {
+    await http('DELETE', `${baseUrl}/v1/leases/${source.id}`, ADMIN);
+  }
+}
+
 function httpJson(method: string, url: string, token: string, body: unknown): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const payload = JSON.stringify(body);
@@ -251,6 +290,11 @@ async function main(): Promise<void> {
     }
     const kindRatio = kinds.database.pooled.p50 / kinds.schema.pooled.p50;
     console.log(`\ndatabase / schema, from the warm pool (p50): ${kindRatio.toFixed(2)}x (goal ≤ 1.5x)  ${kindRatio <= 1.5 ? 'met' : 'NOT met'}`);
+    console.log(`\nfork of a 20-table, 1,000-row lease, then a first query on it, 10 rounds, ms (bench:fork has more)\n`);
+    for (const kind of ['schema', 'database'] as const) {
+      const fork = await forkRun(baseUrl, kind, 10);
+      console.log(`${kind.padEnd(10)} ${typeof fork === 'string' ? `refused: ${fork}` : `p50 ${fork.p50.toFixed(1)}  p99 ${fork.p99.toFixed(1)}  (goal < 100 ms: ${fork.p50 < 100 ? 'met' : 'NOT met'})`}`);
+    }
   } finally {
     agent.destroy();
     await pglease.stop();

@@ -15,7 +15,7 @@ import { authenticatorPassword, hashToken, newToken, scramVerifier } from '../sr
 import { startService } from '../src/service.js';
 import { projectPath } from '../src/paths.js';
 import { superuserLeaseRolesSql } from '../src/db/superuser-setup.js';
-import { ADMIN_TOKEN, createLease, queryUrl, startTestService, type TestService } from './support/service.js';
+import { ADMIN_TOKEN, createLease, queryUrl, startTestService, superuserDatabaseUrl, type TestService } from './support/service.js';
 
 let service: TestService;
 beforeAll(async () => {
@@ -47,6 +47,11 @@ describe('the service role', () => {
         WHERE a.datname = current_database() AND r.rolsuper AND a.pid <> pg_backend_pid()`,
     );
     expect(rows).toEqual([{ superusers: 0 }]);
+  });
+
+  it('logs in with a verifier of one iteration: its password is 256 random bits, and every service connection computes them', async () => {
+    const [verifier] = await queryUrl<{ rolpassword: string }>(superuserDatabaseUrl(service), 'SELECT rolpassword FROM pg_authid WHERE rolname = $1', [`${service.config.leaseDatabase}_service`]);
+    expect(verifier!.rolpassword).toMatch(/^SCRAM-SHA-256\$1:/);
   });
 
   it('cannot run programs, read server files, or read the authenticator key', async () => {

@@ -14,7 +14,8 @@
  *     no SQL the service role runs can read them;
  *   - CONNECT revoked from PUBLIC on every database, and the DDL event triggers of the REST schema
  *     cache, whose function only a superuser may change (in the lease database, and in the
- *     template database every database lease is cloned from: src/db/lease-template.ts);
+ *     template database every database lease is cloned from: src/db/lease-template.ts, whose
+ *     catalogs are rewritten without free space and visibility maps, so that clones make fewer files);
  *   - sixteen roles through which lease authenticators (the REST API's logins) may use the
  *     reserved connections too (pglease_admin.ensure_rest_reserve);
  *   - SET on temp_file_limit (bounding leases' temporary files) and SELECT on pg_largeobject
@@ -39,7 +40,7 @@ import { readFile } from 'node:fs/promises';
 import pg from 'pg';
 import { newPassword, scramVerifier } from '../leases/credentials.js';
 import { projectPath } from '../paths.js';
-import { ensureLeaseTemplate, installTemplateEventTriggers, restrictTemplateLargeObjects } from './lease-template.js';
+import { compactTemplate, ensureLeaseTemplate, installTemplateEventTriggers, restrictTemplateLargeObjects } from './lease-template.js';
 import { lockAgainstSquatters, retryConcurrentCatalogUpdates } from './migrate.js';
 
 /** Advisory lock key of the superuser setup of a lease database ("pgl-su" in ASCII). */
@@ -180,6 +181,12 @@ export async function setUpServiceRole(superuserUrl: string, leaseDatabase: stri
     await ensureLeaseTemplate(superuserUrl, leaseDatabase, role, log);
     await installTemplateEventTriggers(superuserUrl, leaseDatabase);
     await restrictTemplateLargeObjects(superuserUrl, leaseDatabase, role);
+    // an optimisation only: a failure leaves database leases as they were, and pglease starts
+    const compacted = await compactTemplate(superuserUrl, leaseDatabase).catch((error: Error) => {
+      log(`could not rewrite the catalogs of the lease template database (database leases are cloned as before): ${error.message}`);
+      return 0;
+    });
+    if (compacted > 0) log(`rewrote ${compacted} catalogs of the lease template database without free space and visibility maps (fewer files per database lease)`);
 
     const serverUrl = new URL(superuserUrl);
     serverUrl.username = encodeURIComponent(role);
@@ -223,8 +230,17 @@ async function installSuperuserLeaseRoles(session: pg.Client, serviceRole: strin
 }
 
 /**
+ * Iterations of the service role's SCRAM verifier. Its password is 256 random bits that only
+ * pglease knows: iterations protect nothing there, and each login of the service computes them
+ * (4,096 took ~5 ms of pglease's CPU per connection at load 5, and a fork logs in to its new
+ * database on its critical path). The lease authenticators' verifiers have one for the same reason.
+ */
+const SERVICE_SCRAM_ITERATIONS = 1;
+
+/**
  * The service role's password, from pglease_admin.secrets; made (and set on the role) the first
- * time, and set again when the role has none (made by hand, or its password was removed).
+ * time, and set again when the role has none (made by hand, or its password was removed) or a
+ * verifier of another iteration count (SERVICE_SCRAM_ITERATIONS).
  */
 async function servicePassword(session: pg.Client, role: string): Promise<string> {
   const stored = await session.query<{ value: Buffer }>(`SELECT value FROM pglease_admin.secrets WHERE name = 'service_password'`);
@@ -237,9 +253,12 @@ async function servicePassword(session: pg.Client, role: string): Promise<string
     // another process stored one at the same moment: use that one
     password = (inserted.rows[0] ?? (await session.query<{ value: Buffer }>(`SELECT value FROM pglease_admin.secrets WHERE name = 'service_password'`)).rows[0]!).value.toString('utf8');
   }
-  const { rows } = await session.query<{ has: boolean }>('SELECT rolpassword IS NOT NULL AS has FROM pg_authid WHERE rolname = $1', [role]);
-  if (stored.rows.length === 0 || !rows[0]?.has) {
-    const verifier = await scramVerifier(password);
+  const { rows } = await session.query<{ iterations: string | null }>(
+    `SELECT split_part(split_part(rolpassword, '$', 2), ':', 1) AS iterations FROM pg_authid WHERE rolname = $1`,
+    [role],
+  );
+  if (stored.rows.length === 0 || rows[0]?.iterations !== String(SERVICE_SCRAM_ITERATIONS)) {
+    const verifier = await scramVerifier(password, SERVICE_SCRAM_ITERATIONS);
     await retryConcurrentCatalogUpdates(() => session.query(`ALTER ROLE ${session.escapeIdentifier(role)} PASSWORD ${session.escapeLiteral(verifier)}`));
   }
   return password;

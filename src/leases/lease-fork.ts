@@ -43,8 +43,12 @@ export async function copyLeaseDatabase(pool: pg.Pool, serviceUrl: string, sourc
       values: [sourceId, fork.id],
     });
     await session.query(ddl.rows[0]!.statement);
-    await session.query({ name: 'pglease.open-lease-database', text: 'SELECT pglease.open_lease_database($1)', values: [fork.id] });
-    await session.query({ name: 'pglease.lend-source-database', text: 'SELECT pglease.lend_source_database($1)', values: [sourceId] });
+    // one round trip, one transaction: under load each await here waited up to ~10 ms for its turn
+    await session.query({
+      name: 'pglease.open-fork-lend-source',
+      text: 'SELECT pglease.open_lease_database($1), pglease.lend_source_database($2)',
+      values: [fork.id, sourceId],
+    });
     try {
       await handOver(leaseDatabaseUrl(serviceUrl, fork), roles);
     } finally {
@@ -65,6 +69,7 @@ async function handOver(forkDatabaseUrl: string, roles: Record<string, string>):
     // one round trip (simple protocol): the role map, the handover and its commit, all or nothing
     await session.query(`BEGIN; SELECT pg_catalog.set_config('pglease.fork_roles', ${session.escapeLiteral(JSON.stringify(roles))}, true);\n${sql.trimEnd()}\nCOMMIT`);
   } finally {
-    await session.end().catch(() => undefined);
+    // not awaited: the handover is committed, and the backend's exit took ~4 ms of the fork's time
+    void session.end().catch(() => undefined);
   }
 }
