@@ -1,7 +1,7 @@
 -- Fork of a database lease (issue 14): a new lease holding a copy of a lease's objects and data at
 -- one moment, owned by the new lease's roles. The copy is Postgres's own: CREATE DATABASE fork
 -- TEMPLATE source, block by block through the WAL (WAL_LOG), about as fast as making an empty
--- lease database (the template weighs ~7.5 MB; a lease's own data adds to that).
+-- lease database (the template weighs ~6.6 MB; a lease's own data adds to that).
 --
 -- The steps, driven by src/leases/lease-fork.ts, since CREATE DATABASE cannot run in a function:
 --   1. the fork is provisioned parked (pglease.provision_parked, kind database), and gets the JWT

@@ -14,7 +14,7 @@
 -- Catalog changes only: no lease code runs as pglease. The service never connects to a lease's
 -- database or to a snapshot (closed to all connections).
 
--- A lease keeps at most this many snapshots (each is a full copy on disk: ~7.5 MB and its data).
+-- A lease keeps at most this many snapshots (each is a full copy on disk: ~6.6 MB and its data).
 CREATE OR REPLACE FUNCTION pglease.max_snapshots_per_lease()
 RETURNS int LANGUAGE sql IMMUTABLE AS $$ SELECT 4 $$;
 

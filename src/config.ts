@@ -109,7 +109,7 @@ export interface Config {
   /**
    * Database leases this process keeps ready (PGLEASE_DATABASE_LEASE_POOL; 0: none), from the first
    * create of one on (or from the start when they are the default kind): each is a database of
-   * about 7.5 MB, and a create of one takes 100-150 ms here, which the pool hides.
+   * about 6.6 MB, and a create of one takes 100-150 ms here, which the pool hides.
    */
   databasePoolSize: number;
   /** The kind of a create that names none (PGLEASE_DEFAULT_KIND: schema or database). */
