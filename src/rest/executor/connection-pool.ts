@@ -113,6 +113,11 @@ export class ConnectionBudget {
     if (this.starving.size === 0) return false;
     const now = Date.now();
     for (const [pool, since] of this.starving) {
+      // its requests were served meanwhile (by its own connections): it no longer waits
+      if (!pool.waits()) {
+        this.starving.delete(pool);
+        continue;
+      }
       const theirs = pool.connections();
       if (theirs === 0 && (connections >= 2 || (!queued && (this.surplus === 0 || now - since >= this.patienceMs)))) return true;
       if (!queued && theirs + 1 < connections) return true;
@@ -137,6 +142,10 @@ export class ConnectionBudget {
     const now = Date.now();
     let wait: number | undefined;
     for (const [pool, since] of this.starving) {
+      if (!pool.waits()) {
+        this.starving.delete(pool);
+        continue;
+      }
       if (pool.connections() > 0) continue;
       const left = this.patienceMs - (now - since);
       if (left > 0) wait = Math.min(wait ?? left, left);
@@ -151,6 +160,8 @@ export class ConnectionBudget {
 interface StarvingPool {
   /** Opens a connection if requests still wait for one; whether it took the place. */
   retry: () => boolean;
+  /** Whether its requests still call for another connection. */
+  waits: () => boolean;
   /** Connections the pool has (open or opening). */
   connections: () => number;
 }
@@ -289,6 +300,7 @@ export class ConnectionPool {
   /** How this pool waits for a place in the budget. */
   private readonly starving = {
     retry: (): boolean => this.wantsAnother() && this.open(),
+    waits: (): boolean => this.wantsAnother(),
     connections: (): number => this.clients.size,
   };
 
