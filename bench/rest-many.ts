@@ -34,8 +34,8 @@
  * and hash look-ups and memory contexts of a REST backend (SearchCatCacheInternal 3.0 -> 9.8 µs per
  * request from 1 to 50 leases, hash_search_with_hash_value 1.8 -> 5.9, AllocSetContextCreate
  * 0.4 -> 2.6; no function appears that one lease lacks): at 50 leases at least 50 backends take
- * turns, one per lease's authenticator, and each request finds its backend's memory gone from the
- * CPU's caches, where at one lease 5 backends share them. In pglease 55-60% of its CPU is writev,
+ * turns, one per lease's authenticator, and each request finds an idle one, where one lease's 16
+ * requests at once queue on its 5 sessions. In pglease 55-60% of its CPU is writev,
  * the kernel's loopback send that also wakes the receiving process: 80 -> 88 -> 103 µs per request
  * at 1/50/200 leases under the profiler. So once pools had stopped growing (`--warmup 8`, load
  * 2.5-4.4, four runs) 50 leases got 0.62-0.79x one lease's req/s and 200 leases 0.52-0.74x
