@@ -39,9 +39,10 @@
  * the kernel's loopback send that also wakes the receiving process: 80 -> 88 -> 103 µs per request
  * at 1/50/200 leases under the profiler. So once pools had stopped growing (`--warmup 8`, load
  * 2.5-4.4, four runs) 50 leases got 0.62-0.79x one lease's req/s and 200 leases 0.52-0.74x
- * (docs/benchmarks.md): issue 20's 50-lease goal of 0.9x is not met. But one lease with 16 sessions
- * (PGLEASE_REST_LEASE_CONNECTIONS=16), whose requests no longer queue on 5, cost per request what 50
- * leases did (two runs): the 1-lease baseline is cheap because its requests queue on few sessions.
+ * (docs/benchmarks.md): issue 20's 50-lease goal of 0.9x is not met. One lease allowed 16 sessions
+ * (PGLEASE_REST_LEASE_CONNECTIONS=16), whose requests spread over 10 instead of queueing on 5, paid
+ * half to two-thirds of that extra cost per request (four runs, load 1.2-2.9): the 1-lease baseline
+ * is cheap largely because its requests keep few backends busy one after another.
  */
 import { randomBytes } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
