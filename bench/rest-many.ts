@@ -30,7 +30,7 @@
  * leases give up after 15 s idle (round 2 of 50 leases: 8.5 sessions/s, 392 µs against 144), so
  * `--warmup 8` or more comes closer to a steady state than the default. With every session warm,
  * what still grows with k is the cost of a request itself, on both sides, in the functions that read
- * memory of one lease's own (cpu-prof and perf, one run at load ~6): in Postgres the catalog cache
+ * memory of a backend's own (cpu-prof and perf, one run at load ~6): in Postgres the catalog cache
  * and hash look-ups and memory contexts of a REST backend (SearchCatCacheInternal 3.0 -> 9.8 µs per
  * request from 1 to 50 leases, hash_search_with_hash_value 1.8 -> 5.9, AllocSetContextCreate
  * 0.4 -> 2.6; no function appears that one lease lacks): at 50 leases at least 50 backends take
