@@ -1,7 +1,8 @@
 /**
  * Reads compiled once per request shape: a request answered from a shape's template gets exactly
  * the SQL and parameters a fresh compilation gives it, whatever its values (property-based), and
- * shapes whose values the planner interprets are not cached.
+ * shapes whose values the planner interprets are not cached; past 256 shapes of a schema the
+ * least recently used goes first.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -102,6 +103,18 @@ describe('compiled reads', () => {
     reads.set(cache, shape, compile(shape.sentinelQuery, { range: '0-9' }));
     expect(reads.has(cache, shape)).toBe(true);
     expect(reads.get(cache, shape)).toBeUndefined();
+  });
+
+  it('keeps the 256 shapes of a schema used last: a shape used again outlives those compiled after it', () => {
+    const reads = new CompiledReads();
+    const shapeOf = (i: number) => readShape({ method: 'GET', path: '/films', query: `select=id&id=eq.1&title=eq.${i}&limit=${i}`, headers: { prefer: `count=exact, n=${i}` } });
+    const template = (i: number) => compile(shapeOf(i).sentinelQuery, { prefer: `count=exact, n=${i}` });
+    for (let i = 0; i < 256; i++) reads.set(cache, shapeOf(i), template(i));
+    // shape 0 is the oldest compiled, but used again now: shape 1 goes first, then 2
+    expect(reads.get(cache, shapeOf(0))).toBeDefined();
+    reads.set(cache, shapeOf(256), template(256));
+    reads.set(cache, shapeOf(257), template(257));
+    expect([0, 1, 2, 3, 256, 257].map((i) => reads.has(cache, shapeOf(i)))).toEqual([true, false, false, true, true, true]);
   });
 
   it('refuses a NUL in a value taken from the cache, as a fresh compilation does', () => {

@@ -180,9 +180,9 @@ describe('connection pool', () => {
 });
 
 /** Pools sharing a budget as LeasePools' do; `use(i)` marks pool i used now (for the eviction order). */
-function sharedPools(max: number, count: number, perPool = max, timeoutMs = 5_000): { budget: ConnectionBudget; pools: ConnectionPool[]; use: (i: number) => ConnectionPool } {
+function sharedPools(max: number, count: number, perPool = max, timeoutMs = 5_000, patienceMs?: number): { budget: ConnectionBudget; pools: ConnectionPool[]; use: (i: number) => ConnectionPool } {
   const entries: UsedPool[] = [];
-  const budget = new ConnectionBudget(max, (connections) => closeIdleConnectionOf(entries, connections));
+  const budget = new ConnectionBudget(max, (connections, lastOnes) => closeIdleConnectionOf(entries, connections, lastOnes), patienceMs);
   for (let i = 0; i < count; i++) entries.push({ pool: newPool(perPool, timeoutMs, [], budget), lastUsed: 0 });
   let clock = 0;
   const use = (i: number) => {
@@ -242,6 +242,50 @@ describe('connection pools sharing a budget', () => {
     expect(await second).toBe(b1);
     b.release(b1);
     expect(budget.inUse).toBe(2);
+    await endAll(pools);
+  });
+
+  it("has a lease without a connection wait for another lease's surplus, before that lease's queued requests, rather than close a lease's only idle one", async () => {
+    const { budget, pools, use } = sharedPools(3, 3, 3, 10_000, 60_000);
+    const [a, b, c] = pools as [ConnectionPool, ConnectionPool, ConnectionPool];
+    const b1 = await acquire(use(1));
+    b.release(b1);
+    // a holds two connections (one of them surplus) and queues a third request on them
+    const [a1, a2] = await Promise.all([acquire(use(0)), acquire(use(0))]);
+    const aThird = acquire(use(0));
+    expect(budget.inUse).toBe(3);
+    // c has none: closing b's idle connection would leave b none, and b would take the next one's
+    const cFirst = acquire(use(2));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect([a.size, b.size, b.idleCount, c.size]).toEqual([2, 1, 1, 0]);
+    // a gives one back: it is closed for c, whose new session takes its place
+    a.release(a1);
+    const c1 = await cFirst;
+    expect([a.size, b.size, c.size]).toEqual([1, 1, 1]);
+    expect(b.acquire()).toBe(b1);
+    // a's queued request runs on its remaining connection
+    a.release(a2);
+    expect(await aThird).toBe(a2);
+    a.release(a2);
+    b.release(b1);
+    c.release(c1);
+    expect(budget.inUse).toBe(3);
+    await endAll(pools);
+  });
+
+  it("has a lease without a connection take a lease's only idle one when the surplus stays in use past its patience", async () => {
+    const { pools, use } = sharedPools(3, 3, 3, 10_000, 200);
+    const [a, b, c] = pools as [ConnectionPool, ConnectionPool, ConnectionPool];
+    const b1 = await acquire(use(1));
+    b.release(b1);
+    const [a1, a2] = await Promise.all([acquire(use(0)), acquire(use(0))]);
+    const waited = performance.now();
+    const c1 = await acquire(use(2));
+    expect(performance.now() - waited).toBeGreaterThanOrEqual(150);
+    expect([a.size, b.size, c.size]).toEqual([2, 0, 1]);
+    a.release(a1);
+    a.release(a2);
+    c.release(c1);
     await endAll(pools);
   });
 

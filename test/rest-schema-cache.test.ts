@@ -1,12 +1,14 @@
 /**
  * The schema cache is never stale: DDL through the lease's own connection is served by REST right
  * after it commits, relationships follow new foreign keys, one lease's reload does not block
- * another's requests, and a released lease stops answering.
+ * another's requests, and a released lease stops answering. Past their bound, the caches used
+ * longest ago go first.
  */
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RestService } from '../src/rest/rest-service.js';
-import { loadSchemaCache } from '../src/rest/schema/load.js';
+import { loadSchemaCache, schemaCacheFromDocument } from '../src/rest/schema/load.js';
+import { SchemaCaches } from '../src/rest/schema/schema-caches.js';
 import { createLease } from './support/service.js';
 import { getJson, startRestFixture, type RestFixture } from './support/rest-fixture.js';
 
@@ -209,5 +211,21 @@ describe('request settings', () => {
       create policy by_header on tickets using (owner = current_setting('request.headers', true)::json->>'x-user');`);
     expect((await getJson(fixture, '/tickets', { headers: { 'x-user': 'bob' } })).body).toEqual([{ id: 2, owner: 'bob' }]);
     expect((await getJson(fixture, '/tickets')).body).toEqual([]);
+  });
+
+  it('keeps the schema caches used last when there are more than its bound', async () => {
+    const loads: string[] = [];
+    const caches = new SchemaCaches(async (schema) => {
+      loads.push(schema);
+      return schemaCacheFromDocument({ schema, exists: true, relations: [], foreignKeys: [], routines: [], enums: {} }, Date.now());
+    }, 2);
+    await caches.get('a', []);
+    await caches.get('b', []);
+    // a was loaded first but used again: c takes b's place
+    await caches.get('a', []);
+    await caches.get('c', []);
+    expect(['a', 'b', 'c'].map((schema) => caches.has(schema))).toEqual([true, false, true]);
+    await caches.get('a', []);
+    expect(loads).toEqual(['a', 'b', 'c']);
   });
 });

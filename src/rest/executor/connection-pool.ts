@@ -22,6 +22,15 @@ import pg from 'pg';
  *   `reclaim` closes an idle connection of a lease that has several (a surplus) before it closes
  *   any lease's last one, and a pool that grows (it has a connection, its requests queue on it)
  *   takes only a free place or a surplus, never another lease's last connection;
+ * - while the budget holds a surplus, a lease that has no connection waits for one (the next
+ *   connection of a lease with several given back is closed for it, before that lease's own
+ *   requests queued on it), rather than closing another lease's only idle one: that lease then
+ *   had none and took a third's at its next request, and so on for good. With 200 leases over 236
+ *   places (bench:rest-many) that cascade opened 6-10 sessions a second, each ~9 ms of the
+ *   server's CPU (fork, login, the first statements' parse and plan over cold caches), 60% of
+ *   Postgres's CPU per request. Only when every place is some lease's only one (more leases want
+ *   one than there are places), or after `patienceMs` without a surplus coming back, does a lease
+ *   take another's only idle connection (least recently used first);
  * - an idle connection is kept until a waiting lease actually needs its place: a connection given
  *   back is closed only for a lease that has none, or that has at least two fewer than its pool;
  * - leases waiting for a place are served in the order they started waiting, those that have no
@@ -29,14 +38,28 @@ import pg from 'pg';
  */
 export class ConnectionBudget {
   private used = 0;
-  /** Pools whose requests wait for a place the budget could not give yet, in arrival order. */
-  private readonly starving = new Set<StarvingPool>();
+  /** Pools that hold at least one place: the other `used - holders` places are surplus. */
+  private holders = 0;
+  /** Pools whose requests wait for a place the budget could not give yet, in arrival order, with Date.now() of their arrival. */
+  private readonly starving = new Map<StarvingPool, number>();
+  /** Armed while a pool without a connection waits for a surplus (see losePatience). */
+  private patienceTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly max: number,
-    /** Closes an idle connection of some pool to free its place for a pool that has `connections`. */
-    private readonly reclaim: (connections: number) => boolean,
+    /**
+     * Closes an idle connection of some pool to free its place for a pool that has `connections`;
+     * `lastOnes`: a pool's only connection may be the one (closeIdleConnectionOf).
+     */
+    private readonly reclaim: (connections: number, lastOnes: boolean) => boolean,
+    /** How long a pool without a connection waits for a surplus before it takes another lease's only one. */
+    private readonly patienceMs = 50,
   ) {}
+
+  /** Places beyond each pool's first. */
+  private get surplus(): number {
+    return this.used - this.holders;
+  }
 
   /** Pools waiting for a place. */
   get waiting(): number {
@@ -55,22 +78,25 @@ export class ConnectionBudget {
       // the place a reclaimed connection frees is this taker's, not a starving pool's
       this.reclaiming = true;
       try {
-        this.reclaim(connections);
+        this.reclaim(connections, connections === 0 && this.surplus === 0);
       } finally {
         this.reclaiming = false;
       }
     }
     if (this.used >= this.max) return false;
     this.used++;
+    if (connections === 0) this.holders++;
     return true;
   }
 
-  give(): void {
+  /** A place given back by a pool that has `connections` left. */
+  give(connections: number): void {
     this.used--;
+    if (connections === 0) this.holders--;
     if (this.reclaiming) return;
     // the first pool that has no connection takes the place, else the first that wants another
     for (const firstOnly of [true, false]) {
-      for (const pool of this.starving) {
+      for (const pool of this.starving.keys()) {
         if (firstOnly && pool.connections() > 0) continue;
         this.starving.delete(pool);
         if (pool.retry()) return;
@@ -78,25 +104,64 @@ export class ConnectionBudget {
     }
   }
 
-  /** Whether a pool with `connections` should close one going idle, to give its place to a waiting pool. */
-  wanted(connections: number): boolean {
-    for (const pool of this.starving) {
+  /**
+   * Whether a pool with `connections` should close one it gives back, to give its place to a
+   * waiting pool; `queued`: its own requests wait for it (then only a pool without any connection
+   * comes first, and only before a surplus).
+   */
+  wanted(connections: number, queued: boolean): boolean {
+    if (this.starving.size === 0) return false;
+    const now = Date.now();
+    for (const [pool, since] of this.starving) {
+      // its requests were served meanwhile (by its own connections): it no longer waits
+      if (!pool.waits()) {
+        this.starving.delete(pool);
+        continue;
+      }
       const theirs = pool.connections();
-      if (theirs === 0 || theirs + 1 < connections) return true;
+      if (theirs === 0 && (connections >= 2 || (!queued && (this.surplus === 0 || now - since >= this.patienceMs)))) return true;
+      if (!queued && theirs + 1 < connections) return true;
     }
     return false;
   }
 
   /** Calls `pool.retry` when a place is given back; it answers whether it took the place. */
   waitFor(pool: StarvingPool): void {
-    this.starving.add(pool);
+    if (!this.starving.has(pool)) this.starving.set(pool, Date.now());
+    if (pool.connections() === 0 && this.surplus > 0) this.patienceTimer ??= setTimeout(this.losePatience, this.patienceMs);
   }
+
+  /**
+   * A pool without a connection waited `patienceMs` for a surplus that did not come back (a lease
+   * holds its connections in long statements): it takes some lease's only idle connection, as it
+   * would if there were no surplus. Its place comes back through give(), which serves the pools
+   * without a connection first.
+   */
+  private readonly losePatience = (): void => {
+    this.patienceTimer = undefined;
+    const now = Date.now();
+    let wait: number | undefined;
+    for (const [pool, since] of this.starving) {
+      if (!pool.waits()) {
+        this.starving.delete(pool);
+        continue;
+      }
+      if (pool.connections() > 0) continue;
+      const left = this.patienceMs - (now - since);
+      if (left > 0) wait = Math.min(wait ?? left, left);
+      // nothing idle to close: the next connection given back is closed for it (wanted)
+      else if (!this.reclaim(0, true)) break;
+    }
+    if (wait !== undefined) this.patienceTimer ??= setTimeout(this.losePatience, wait);
+  };
 }
 
 /** A pool waiting for a place in the budget. */
 interface StarvingPool {
   /** Opens a connection if requests still wait for one; whether it took the place. */
   retry: () => boolean;
+  /** Whether its requests still call for another connection. */
+  waits: () => boolean;
   /** Connections the pool has (open or opening). */
   connections: () => number;
 }
@@ -112,10 +177,10 @@ export interface UsedPool {
  * Makes room in a budget (its `reclaim`) for a pool that has `connections`: closes an idle
  * connection of the pool with the most (the least recently used of those) if it has at least two
  * more, so that a lease's surplus goes before any lease's only connection and a growing pool only
- * evens out; for a pool that has none, else one of the least recently used pool with an idle one.
- * Whether it closed one.
+ * evens out; for a pool that has none and `lastOnes`, else one of the least recently used pool
+ * with an idle one. Whether it closed one.
  */
-export function closeIdleConnectionOf(pools: Iterable<UsedPool>, connections: number): boolean {
+export function closeIdleConnectionOf(pools: Iterable<UsedPool>, connections: number, lastOnes: boolean): boolean {
   let surplus: UsedPool | undefined;
   let leastRecent: UsedPool | undefined;
   for (const entry of pools) {
@@ -124,7 +189,7 @@ export function closeIdleConnectionOf(pools: Iterable<UsedPool>, connections: nu
     if (pool.size > Math.max(1, connections + 1) && (!surplus || pool.size > surplus.pool.size || (pool.size === surplus.pool.size && entry.lastUsed < surplus.lastUsed))) surplus = entry;
     if (!leastRecent || entry.lastUsed < leastRecent.lastUsed) leastRecent = entry;
   }
-  const victim = surplus ?? (connections === 0 ? leastRecent : undefined);
+  const victim = surplus ?? (connections === 0 && lastOnes ? leastRecent : undefined);
   return victim ? victim.pool.closeIdleConnection() : false;
 }
 
@@ -192,15 +257,15 @@ export class ConnectionPool {
       this.drop(client);
       return;
     }
+    // another lease needs this place more than this lease needs this connection now
+    if (this.options.budget?.wanted(this.clients.size, this.waiters.length > 0)) {
+      void this.drop(client);
+      return;
+    }
     const waiter = this.waiters.shift();
     if (waiter) {
       clearTimeout(waiter.timer);
       waiter.resolve(client);
-      return;
-    }
-    // another lease needs this place more than this lease needs a connection it does not use now
-    if (this.options.budget?.wanted(this.clients.size)) {
-      void this.drop(client);
       return;
     }
     this.idle.push(client);
@@ -235,6 +300,7 @@ export class ConnectionPool {
   /** How this pool waits for a place in the budget. */
   private readonly starving = {
     retry: (): boolean => this.wantsAnother() && this.open(),
+    waits: (): boolean => this.wantsAnother(),
     connections: (): number => this.clients.size,
   };
 
@@ -271,7 +337,7 @@ export class ConnectionPool {
     client.connect().then(
       () => this.release(client),
       (error: Error) => {
-        if (this.clients.delete(client)) this.options.budget?.give();
+        if (this.clients.delete(client)) this.options.budget?.give(this.clients.size);
         const waiter = this.waiters.shift();
         if (waiter) {
           clearTimeout(waiter.timer);
@@ -287,7 +353,7 @@ export class ConnectionPool {
     const index = this.idle.indexOf(client);
     if (index !== -1) this.idle.splice(index, 1);
     const known = this.clients.delete(client);
-    if (known) this.options.budget?.give();
+    if (known) this.options.budget?.give(this.clients.size);
     if (known && this.wantsAnother()) this.open();
     return known ? client.end().catch(() => undefined) : Promise.resolve();
   }

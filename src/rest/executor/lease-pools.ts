@@ -101,7 +101,7 @@ export class LeasePools {
       maxActiveStatements: options.maxActiveStatements ?? DEFAULT_ACTIVE_STATEMENTS,
     };
     this.gate = new StatementGate(this.options.maxActiveStatements);
-    this.budget = new ConnectionBudget(this.options.maxTotalConnections, (connections) => closeIdleConnectionOf(this.pools.values(), connections));
+    this.budget = new ConnectionBudget(this.options.maxTotalConnections, (connections, lastOnes) => closeIdleConnectionOf(this.pools.values(), connections, lastOnes));
   }
 
   /** Connections of all pools that are idle now (for /metrics). */

@@ -13,6 +13,7 @@
 import type { PipelineStep } from '../executor/pipeline.js';
 import type { ReadPlan } from '../plan/types.js';
 import { splitQueryString } from '../request/query-params.js';
+import { leastRecentlyUsed } from '../least-recently-used.js';
 import type { SchemaCache } from '../schema/types.js';
 import { checkValue } from './sql.js';
 
@@ -61,6 +62,12 @@ export interface Binding {
 interface Template {
   compiled: CompiledRead;
   bindings: Binding[];
+}
+
+/** A shape's template (null: not cacheable), stamped with its last use (see schema-caches.ts). */
+interface Entry {
+  template: Template | null;
+  used: number;
 }
 
 /** A value filter whose value is bound as one parameter: `[not.]op.value`. */
@@ -148,15 +155,15 @@ export function fillSlots(shape: ReadShape, steps: PipelineStep[], bindings: Bin
 }
 
 export class CompiledReads {
-  private readonly bySchema = new WeakMap<SchemaCache, Map<string, Template | null>>();
+  private readonly bySchema = new WeakMap<SchemaCache, Map<string, Entry>>();
+  private uses = 0;
 
   /** The statements for this request if its shape was compiled before against this schema. */
   get(cache: SchemaCache, shape: ReadShape): CompiledRead | undefined {
-    const entries = this.bySchema.get(cache);
-    const template = entries?.get(shape.key);
-    if (!template) return undefined;
-    entries!.delete(shape.key);
-    entries!.set(shape.key, template);
+    const entry = this.bySchema.get(cache)?.get(shape.key);
+    if (!entry?.template) return undefined;
+    entry.used = ++this.uses;
+    const { template } = entry;
     return { ...template.compiled, steps: fillSlots(shape, template.compiled.steps, template.bindings) };
   }
 
@@ -173,7 +180,7 @@ export class CompiledReads {
       this.bySchema.set(cache, entries);
     }
     const bindings = sentinelCompiled && bindSlots(shape, sentinelCompiled.steps);
-    entries.set(shape.key, sentinelCompiled && bindings ? { compiled: sentinelCompiled, bindings } : null);
-    if (entries.size > MAX_PER_SCHEMA) entries.delete(entries.keys().next().value as string);
+    entries.set(shape.key, { template: sentinelCompiled && bindings ? { compiled: sentinelCompiled, bindings } : null, used: ++this.uses });
+    if (entries.size > MAX_PER_SCHEMA) entries.delete(leastRecentlyUsed(entries));
   }
 }

@@ -3,12 +3,18 @@
  * (least recently used dropped first), dropped when the lease's schema changes (DDL notification),
  * and reloaded on demand when a request names something the cache does not have. Loads of one
  * lease are shared by its concurrent requests and never wait for another lease's.
+ *
+ * A request stamps its entry with a use counter; only a load past the bound looks for the least
+ * recently used (../least-recently-used.ts).
  */
+import { leastRecentlyUsed } from '../least-recently-used.js';
 import type { SchemaCache } from './types.js';
 
 export type SchemaLoader = (schema: string, roles: string[]) => Promise<SchemaCache>;
 
 interface Entry {
+  /** The use counter's value at the entry's last use. */
+  used: number;
   cache?: SchemaCache;
   loading?: Promise<SchemaCache>;
   /** Date.now() when the running load started. */
@@ -17,8 +23,7 @@ interface Entry {
 
 export class SchemaCaches {
   private readonly entries = new Map<string, Entry>();
-  /** The schema asked for last: already the newest in the LRU order, no need to move it. */
-  private newest: string | undefined;
+  private uses = 0;
 
   constructor(
     private readonly loader: SchemaLoader,
@@ -33,12 +38,7 @@ export class SchemaCaches {
   get(schema: string, roles: string[]): Promise<SchemaCache> | SchemaCache {
     const entry = this.entries.get(schema);
     if (entry) {
-      // refresh its place in the LRU order
-      if (this.newest !== schema) {
-        this.entries.delete(schema);
-        this.entries.set(schema, entry);
-        this.newest = schema;
-      }
+      entry.used = ++this.uses;
       if (entry.cache) return entry.cache;
       if (entry.loading) return entry.loading;
     }
@@ -76,7 +76,8 @@ export class SchemaCaches {
   }
 
   private load(schema: string, roles: string[]): Promise<SchemaCache> {
-    const entry: Entry = this.entries.get(schema) ?? { loadingSince: 0 };
+    const entry: Entry = this.entries.get(schema) ?? { used: 0, loadingSince: 0 };
+    entry.used = ++this.uses;
     const startedAt = Date.now();
     const loading = this.loader(schema, roles).then(
       (cache) => {
@@ -95,13 +96,9 @@ export class SchemaCaches {
     );
     entry.loading = loading;
     entry.loadingSince = startedAt;
-    this.entries.delete(schema);
     this.entries.set(schema, entry);
-    this.newest = schema;
-    while (this.entries.size > this.maxEntries) {
-      const oldest = this.entries.keys().next().value as string;
-      this.entries.delete(oldest);
-    }
+    while (this.entries.size > this.maxEntries) this.entries.delete(leastRecentlyUsed(this.entries));
     return loading;
   }
 }
+

@@ -590,7 +590,9 @@
     var rows = await response.json();
     var total = rangeTotal(response);
     await loadFkLabels(relation, rows);
-    if (state.loadFailed) {
+    // the error of a refused filter goes with the next load of the latest filter, not with an older
+    // load (started before the refused one) that answers after it
+    if (state.loadFailed && load === state.latestLoad) {
       state.loadFailed = false;
       status('');
     }
