@@ -43,6 +43,15 @@
  * (PGLEASE_REST_LEASE_CONNECTIONS=16), whose requests spread over 10 instead of queueing on 5, paid
  * half to two-thirds of that extra cost per request (four runs, load 1.2-2.9): the 1-lease baseline
  * is cheap largely because its requests keep few backends busy one after another.
+ *
+ * With --rounds 2 or more, read round 1's ratios, not the medians (session 9, the lead): a round
+ * after the first starts its 1-lease step with the budget full of the 200 leases' idle sessions,
+ * which they keep for 15 s, longer than a step's warm-up and measurement; the one lease cannot
+ * grow past one or two sessions (the budget closes only a surplus, never another lease's only
+ * idle session, for a pool that has one), its requests queue, and its req/s drops (7,175-7,467 in
+ * round 1, 4,092-4,752 in later rounds, one quiet run each; pglease idle 690 -> 1,803 ms of 5 s
+ * in a cpu-prof of both steps, closeIdleConnectionOf 0 -> 81 ms scanning the pools for a surplus).
+ * Later rounds' "x k=1" are inflated so: in those runs round 1 gave 0.72-0.82x at 50 leases.
  */
 import { randomBytes } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
