@@ -63,6 +63,20 @@ RETURNS text
 LANGUAGE sql STABLE
 AS $$ SELECT left(current_database(), 48) || '_lease_template' $$;
 
+-- pglease.may_call_admin: whether the current role may call the superuser's function
+-- pglease_admin.<p_function> (sql/admin/superuser.sql, installed and granted to the service by
+-- src/db/superuser-setup.ts when pglease is given a superuser). Catalogs only: without a superuser,
+-- the schema may be missing, or there and closed to the service.
+CREATE OR REPLACE FUNCTION pglease.may_call_admin(p_function name)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                  WHERE n.nspname = 'pglease_admin' AND p.proname = p_function
+                    AND has_schema_privilege(n.oid, 'USAGE') AND has_function_privilege(p.oid, 'EXECUTE'))
+$$;
+
 -- pglease.provision: creates a lease, all or nothing.
 --
 -- In one transaction it records the lease and creates
@@ -126,9 +140,7 @@ BEGIN
 
   -- the roles, grants and schema (sql/lease-roles.sql): as a superuser when pglease was given one,
   -- since a superuser's checks do not walk the service's memberships in every lease's roles
-  IF EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-              WHERE n.nspname = 'pglease_admin' AND p.proname = 'make_lease_roles'
-                AND has_schema_privilege(n.oid, 'USAGE') AND has_function_privilege(p.oid, 'EXECUTE')) THEN
+  IF pglease.may_call_admin('make_lease_roles') THEN
     PERFORM pglease_admin.make_lease_roles(p_base, p_login_verifier, p_auth_verifier, p_connection_limit, p_auth_connections,
                                            p_statement_timeout, p_idle_timeout, p_group, p_kind);
   ELSE
@@ -294,9 +306,7 @@ DECLARE
 BEGIN
   -- as a superuser when pglease was given one (sql/admin/superuser.sql): the service's own DROP
   -- ROLE walks its memberships in every lease's roles, once per role
-  IF EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-              WHERE n.nspname = 'pglease_admin' AND p.proname = 'drop_lease_roles'
-                AND has_schema_privilege(n.oid, 'USAGE') AND has_function_privilege(p.oid, 'EXECUTE')) THEN
+  IF pglease.may_call_admin('drop_lease_roles') THEN
     PERFORM pglease_admin.drop_lease_roles(p_roles);
     RETURN;
   END IF;
