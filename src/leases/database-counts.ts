@@ -9,7 +9,9 @@
  * What it guarantees:
  *   - nothing of the lease's runs: the session is pinned (src/leases/lease-database-session.ts) and
  *     reads the catalog and the statistics only (pg_class, pg_namespace, pg_stat_get_live_tuples),
- *     the same facts a schema lease's observation reads; no lock on the lease's tables;
+ *     the same facts a schema lease's observation reads; no lock on the lease's tables, and at most
+ *     1 s of waiting for one on its catalog (the database's owner may VACUUM FULL pg_class there,
+ *     which would otherwise hold the whole observer run);
  *   - bounded cost: a lease is counted again only when its database's row counters moved
  *     (pg_stat_database) and at most every COUNT_EVERY_SECONDS, and at most COUNTS_PER_RUN leases
  *     a run (one connection each, one after the other): a busy database lease costs one short
@@ -46,7 +48,7 @@ export async function countDatabaseLeases(pool: pg.Pool, serviceUrl: string): Pr
   for (const work of rows) {
     let counts: { tables: number; rows: string } | null = null;
     try {
-      const session = await openLeaseDatabaseSession(leaseDatabaseUrl(serviceUrl, { kind: 'database', schema_name: work.database_name }), 'pglease-observer');
+      const session = await openLeaseDatabaseSession(leaseDatabaseUrl(serviceUrl, { kind: 'database', schema_name: work.database_name }), 'pglease-observer', '1s');
       try {
         counts = (await session.query<{ tables: number; rows: string }>(COUNT_SQL)).rows[0]!;
       } finally {

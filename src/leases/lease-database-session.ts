@@ -13,9 +13,13 @@ import pg from 'pg';
 
 const PINNED_OPTIONS = '-c search_path=pg_catalog,pg_temp -c role=none -c default_transaction_read_only=off -c statement_timeout=30s';
 
-/** A connected session on `url` (a lease database's, as the service role) with the options above. */
-export async function openLeaseDatabaseSession(url: string, applicationName: string): Promise<pg.Client> {
-  const session = new pg.Client({ connectionString: url, application_name: applicationName, options: PINNED_OPTIONS });
+/**
+ * A connected session on `url` (a lease database's, as the service role) with the options above;
+ * `lockTimeout`: how long its statements wait for a lock (Postgres interval text), else forever.
+ */
+export async function openLeaseDatabaseSession(url: string, applicationName: string, lockTimeout?: string): Promise<pg.Client> {
+  const options = lockTimeout === undefined ? PINNED_OPTIONS : `${PINNED_OPTIONS} -c lock_timeout=${lockTimeout}`;
+  const session = new pg.Client({ connectionString: url, application_name: applicationName, options });
   session.on('error', () => undefined);
   try {
     await session.connect();
