@@ -668,16 +668,15 @@ RETURNS TABLE (lease_id uuid, database_name name, changes bigint)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT l.id, d.datname,
-         (pg_stat_get_db_tuples_inserted(d.oid) + pg_stat_get_db_tuples_updated(d.oid) + pg_stat_get_db_tuples_deleted(d.oid))::bigint
+  SELECT l.id, d.datname, c.changes
     FROM pglease.leases l
     JOIN pglease.lease_health h ON h.lease_id = l.id
     JOIN pg_database d ON d.datname = l.schema_name AND d.datallowconn
+    CROSS JOIN LATERAL (SELECT (pg_stat_get_db_tuples_inserted(d.oid) + pg_stat_get_db_tuples_updated(d.oid)
+                                + pg_stat_get_db_tuples_deleted(d.oid))::bigint AS changes) c
    WHERE l.kind = 'database' AND l.state = 'active'
      AND (h.database_counted_at IS NULL
-          OR (h.database_counted_at < now() - p_every
-              AND h.database_counted_changes IS DISTINCT FROM
-                  (pg_stat_get_db_tuples_inserted(d.oid) + pg_stat_get_db_tuples_updated(d.oid) + pg_stat_get_db_tuples_deleted(d.oid))::bigint))
+          OR (h.database_counted_at < now() - p_every AND h.database_counted_changes IS DISTINCT FROM c.changes))
    ORDER BY h.database_counted_at NULLS FIRST, l.id
    LIMIT p_limit
 $$;
