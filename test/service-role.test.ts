@@ -49,6 +49,13 @@ describe('the service role', () => {
     expect(rows).toEqual([{ superusers: 0 }]);
   });
 
+  it('searches pg_catalog only in its own sessions, so no name resolves into public and no search path walks its memberships', async () => {
+    // `public` on the path made Postgres check the service's USAGE on it through every lease's
+    // roles after each create and release (src/db/service-session.ts)
+    const { rows } = await service.host.pool.query<{ search_path: string }>('SHOW search_path');
+    expect(rows).toEqual([{ search_path: 'pg_catalog,pg_temp' }]);
+  });
+
   it('logs in with a verifier of one iteration: its password is 256 random bits, and every service connection computes them', async () => {
     const [verifier] = await queryUrl<{ rolpassword: string }>(superuserDatabaseUrl(service), 'SELECT rolpassword FROM pg_authid WHERE rolname = $1', [`${service.config.leaseDatabase}_service`]);
     expect(verifier!.rolpassword).toMatch(/^SCRAM-SHA-256\$1:/);
