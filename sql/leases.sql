@@ -72,9 +72,12 @@ RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-                  WHERE n.nspname = 'pglease_admin' AND p.proname = p_function
-                    AND has_schema_privilege(n.oid, 'USAGE') AND has_function_privilege(p.oid, 'EXECUTE'))
+  -- the privileges are asked of the one function found (OFFSET 0 keeps them out of the scans): asked
+  -- of another namespace, one the service holds no grant on, Postgres looks for one through the
+  -- service's memberships, every live lease's roles (0.4 ms a create with 1,500 live leases)
+  SELECT coalesce(bool_or(has_schema_privilege(f.pronamespace, 'USAGE') AND has_function_privilege(f.oid, 'EXECUTE')), false)
+    FROM (SELECT p.oid, p.pronamespace FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+           WHERE n.nspname = 'pglease_admin' AND p.proname = p_function OFFSET 0) f
 $$;
 
 -- pglease.provision: creates a lease, all or nothing.

@@ -128,6 +128,13 @@ describe('the service role', () => {
     expect(await call(fresh(), 'pg_write_server_files')).toBe('22023');
     expect(await call(fresh(), 'pg_read_server_files')).toBe('22023');
     expect(await call(fresh(), null, 'a plain password')).toBe('22023');
+    // the superuser stores the login role's verifier itself (no CREATE ROLE ... PASSWORD to parse
+    // it): only a whole one passes, and it is stored whole
+    expect(await call(fresh(), null, verifier.slice(0, -2))).toBe('22023');
+    expect(await call(fresh(), null, `${verifier}x`)).toBe('22023');
+    expect(await call(fresh(), null, verifier.replace(/\$\d+:/, '$0:'))).toBe('22023');
+    const [stored] = await queryUrl<{ rolpassword: string }>(superuserDatabaseUrl(service), 'SELECT rolpassword FROM pg_authid WHERE rolname = $1', [lease.role]);
+    expect(stored!.rolpassword).toMatch(/^SCRAM-SHA-256\$4096:[A-Za-z0-9+/]+={0,2}\$[A-Za-z0-9+/]{43}=:[A-Za-z0-9+/]{43}=$/);
     expect(await call(lease.role, null)).toBe('42710');
     expect(await queryUrl(url, `SELECT rolname FROM pg_roles WHERE rolname LIKE 'lease\\_%' AND (rolsuper OR rolcreaterole OR rolcreatedb OR rolbypassrls OR rolreplication)`)).toEqual([]);
     // and a lease cannot reach it at all
