@@ -10,11 +10,17 @@
 --   * in the provisioning transaction, after the new lease's row exists (p_lease its id), or in
 --     the statement that claims a pooled lease (sql/pool.sql), after the claim: it
 --     charges the lease to the client (quota_ip), locks its client address's slot of
---     pglease.throttle_locks (and the database's when p_max_leases is set), then counts. Statements of a plpgsql function each see everything
+--     pglease.throttle_locks, then counts. Statements of a plpgsql function each see everything
 --     committed before they start, so the count includes every concurrent create that held the
 --     lock before us (they commit before releasing it) plus our own row: 200 parallel creates with
 --     a limit of 100 leave exactly 100. The locks are held only from this check to the commit,
 --     so creates of one client still provision in parallel.
+--   * the database's cap (p_max_leases) takes no lock that all creates wait for while it has room:
+--     a create holds one of 64 tickets from its count to its commit, so at most 63 others can
+--     commit after its count without being in it, and a count that leaves room for them all
+--     stands. Nearer the cap, a create gives its ticket back, takes slot 0 and every ticket, and
+--     counts alone: as exact as before (12 parallel creates with a cap of 5 leave exactly 5).
+--     Slot 0 for every create halved creates per second at concurrency 8 (session 10).
 --
 -- The client's connection budget (p_client_connections, PGLEASE_CLIENT_CONNECTIONS): the
 -- CONNECTION LIMITs of the login roles of a client's live leases add up to at most the budget, so
@@ -77,6 +83,9 @@ DECLARE
   v_left     int;
   v_needed   int;
   c_budget_minimum CONSTANT int := 2;
+  -- the cap's tickets: slots 1025 to 1088 of pglease.throttle_locks
+  c_first_ticket CONSTANT int := 1025;
+  c_tickets      CONSTANT int := 64;
 BEGIN
   IF v_final THEN
     -- read here, where the role a provision in this statement made is visible (the statement's own
@@ -85,28 +94,55 @@ BEGIN
       FROM pglease.leases l JOIN pg_roles r ON r.rolname = l.role_name WHERE l.id = p_lease;
     connection_limit := v_own;
   END IF;
-  IF v_final AND v_per_client THEN
-    -- a claim charges its lease itself (sql/pool.sql): no second row version then
-    UPDATE pglease.leases SET quota_ip = p_client_ip WHERE id = p_lease AND quota_ip IS DISTINCT FROM p_client_ip;
-    -- the address's slot (migrations/0007_throttle-locks.sql): rows of a table leases cannot
-    -- touch, where advisory locks could be taken (and held) by any lease
-    PERFORM 1 FROM pglease.throttle_locks WHERE slot = 1 + (hashtext(host(p_client_ip)) & 1023) FOR UPDATE;
-  END IF;
-  IF v_final AND coalesce(p_max_leases, 0) > 0 THEN
-    PERFORM 1 FROM pglease.throttle_locks WHERE slot = 0 FOR UPDATE;
-  END IF;
-
+  -- The database's cap first, then the client's slot: a create that waits for every ticket holds
+  -- no client's slot, which a ticket's holder may be waiting for.
   IF coalesce(p_max_leases, 0) > 0 THEN
-    -- leases handed out; unclaimed leases of the warm pools (state 'provisioning', sql/pool.sql)
-    -- are nobody's yet, and their number is bounded by the pools' sizes
-    SELECT count(*), min(expires_at) INTO v_count, v_soonest
-      FROM pglease.leases WHERE state = 'active';
+    -- Leases handed out are counted; unclaimed leases of the warm pools (state 'provisioning',
+    -- sql/pool.sql) are nobody's yet, and their number is bounded by the pools' sizes.
+    IF v_final THEN
+      BEGIN
+        -- A ticket (migrations/0025_cap-tickets.sql): a free one, or else wait for one. Every create
+        -- between this count and its commit holds one, so at most c_tickets - 1 others can commit
+        -- after this count without being in it: while the count leaves room for them all, the
+        -- cap holds without this create waiting for any other.
+        PERFORM 1 FROM (SELECT 1 FROM pglease.throttle_locks WHERE slot BETWEEN c_first_ticket AND c_first_ticket + c_tickets - 1
+                         LIMIT 1 FOR UPDATE SKIP LOCKED) free;
+        IF NOT FOUND THEN
+          PERFORM 1 FROM pglease.throttle_locks WHERE slot = c_first_ticket + floor(random() * c_tickets)::int FOR UPDATE;
+        END IF;
+        SELECT count(*), min(expires_at) INTO v_count, v_soonest
+          FROM pglease.leases WHERE state = 'active';
+        IF v_count + c_tickets - 1 > p_max_leases THEN
+          -- near the cap: give the ticket back (the block's subtransaction ends) and count alone
+          RAISE EXCEPTION USING ERRCODE = 'PGLNC';
+        END IF;
+      EXCEPTION WHEN SQLSTATE 'PGLNC' THEN
+        -- Alone: slot 0 orders such creates; holding every ticket means every create that counted
+        -- with one has committed (and is in this count), and any other counts after this commit.
+        PERFORM 1 FROM pglease.throttle_locks WHERE slot = 0 FOR UPDATE;
+        PERFORM 1 FROM pglease.throttle_locks WHERE slot BETWEEN c_first_ticket AND c_first_ticket + c_tickets - 1
+          ORDER BY slot FOR UPDATE;
+        SELECT count(*), min(expires_at) INTO v_count, v_soonest
+          FROM pglease.leases WHERE state = 'active';
+      END;
+    ELSE
+      SELECT count(*), min(expires_at) INTO v_count, v_soonest
+        FROM pglease.leases WHERE state = 'active';
+    END IF;
     IF v_count + v_pending > p_max_leases THEN
       RAISE EXCEPTION 'this pglease database is full: % live leases (PGLEASE_MAX_LEASES=%)', v_count + v_pending - 1, p_max_leases
         USING ERRCODE = 'PGLCP',
               DETAIL = json_build_object('limit', p_max_leases,
                                          'retry_after', greatest(1, ceil(extract(epoch FROM coalesce(v_soonest - now(), interval '60 seconds')))))::text;
     END IF;
+  END IF;
+
+  IF v_final AND v_per_client THEN
+    -- a claim charges its lease itself (sql/pool.sql): no second row version then
+    UPDATE pglease.leases SET quota_ip = p_client_ip WHERE id = p_lease AND quota_ip IS DISTINCT FROM p_client_ip;
+    -- the address's slot (migrations/0007_throttle-locks.sql): rows of a table leases cannot
+    -- touch, where advisory locks could be taken (and held) by any lease
+    PERFORM 1 FROM pglease.throttle_locks WHERE slot = 1 + (hashtext(host(p_client_ip)) & 1023) FOR UPDATE;
   END IF;
 
   IF coalesce(p_max_active, 0) > 0 AND p_client_ip IS NOT NULL THEN

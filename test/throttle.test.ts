@@ -4,7 +4,7 @@
  */
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ADMIN_TOKEN, startTestService, type TestService } from './support/service.js';
+import { ADMIN_TOKEN, startTestService, superuserDatabaseUrl, type TestService } from './support/service.js';
 
 let hourly: TestService;
 let bounded: TestService;
@@ -148,6 +148,65 @@ describe('live leases per client (PGLEASE_MAX_ACTIVE) and capacity (PGLEASE_MAX_
     expect(statuses.filter((status) => status === 201)).toHaveLength(5);
     expect(statuses.filter((status) => status === 503)).toHaveLength(7);
     expect(await liveLeases(bounded)).toBe(5);
+  });
+});
+
+describe("the database's cap with room to spare (PGLEASE_MAX_LEASES=100)", () => {
+  let capped: TestService;
+  const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
+  beforeAll(async () => {
+    capped = await startTestService({ PGLEASE_RATE_LIMIT: '0', PGLEASE_MAX_ACTIVE: '0', PGLEASE_MAX_LEASES: '100', PGLEASE_LEASE_POOL: '0', PGLEASE_TEMPLATE_POOL: '0' });
+  });
+  afterAll(async () => {
+    await capped?.close();
+  });
+  async function releaseAll(): Promise<void> {
+    const { rows } = await capped.host.pool.query<{ id: string }>(`SELECT id FROM pglease.leases WHERE state = 'active'`);
+    await Promise.all(rows.map((row) => capped.host.pool.query(`SELECT pglease.release($1)`, [row.id])));
+  }
+  /** A create's status, or 'waiting' when it has not answered within `ms`. */
+  async function statusWithin(response: Promise<Response>, ms: number): Promise<number | 'waiting'> {
+    const answer = await Promise.race([response, new Promise<'waiting'>((resolve) => setTimeout(() => resolve('waiting'), ms))]);
+    if (answer === 'waiting') return answer;
+    await answer.body?.cancel();
+    return answer.status;
+  }
+
+  it('gives exactly 100 leases to 120 parallel creates: the first count with a ticket, the last ones alone', { timeout: 120_000 }, async () => {
+    const responses = await Promise.all(Array.from({ length: 120 }, () => create(capped, admin)));
+    const statuses = responses.map((response) => response.status);
+    await Promise.all(responses.map((response) => response.body?.cancel()));
+    expect(statuses.filter((status) => status === 201)).toHaveLength(100);
+    expect(statuses.filter((status) => status === 503)).toHaveLength(20);
+    expect(await liveLeases(capped)).toBe(100);
+    await releaseAll();
+  });
+
+  it("waits for no other create while the count leaves room for every ticket's holder, and for all of them near the cap", { timeout: 120_000 }, async () => {
+    const holder = new pg.Client({ connectionString: superuserDatabaseUrl(capped) });
+    await holder.connect();
+    try {
+      // the lock every create took before: a create far from the cap does not wait for it
+      await holder.query('BEGIN');
+      await holder.query('SELECT 1 FROM pglease.throttle_locks WHERE slot = 0 FOR UPDATE');
+      expect(await statusWithin(create(capped, admin), 30_000)).toBe(201);
+      await holder.query('ROLLBACK');
+
+      // 40 live leases: 40 + 63 other tickets could pass 100, so the next create counts alone
+      const fill = await Promise.all(Array.from({ length: 39 }, () => create(capped, admin)));
+      await Promise.all(fill.map((response) => response.body?.cancel()));
+      expect(await liveLeases(capped)).toBe(40);
+      await holder.query('BEGIN');
+      await holder.query('SELECT 1 FROM pglease.throttle_locks WHERE slot = 0 FOR UPDATE');
+      const near = create(capped, admin);
+      expect(await statusWithin(near, 1_500)).toBe('waiting');
+      await holder.query('ROLLBACK');
+      expect(await statusWithin(near, 30_000)).toBe(201);
+      expect(await liveLeases(capped)).toBe(41);
+    } finally {
+      await holder.end();
+      await releaseAll();
+    }
   });
 });
 
