@@ -70,10 +70,15 @@ BEGIN
   IF v_service IS NULL THEN
     RAISE EXCEPTION 'no schema pglease in database %', v_db USING ERRCODE = '3F000';
   END IF;
-  -- the lease groups of this database (as pglease.lease_groups and lease_group_for name them)
+  -- the lease groups of this database (as pglease.lease_groups and lease_group_for name them): the
+  -- one a lease's name points at is one of them; a group given is checked (and its check planned:
+  -- each statement of a provision is planned again at every call, since creating a schema resets
+  -- every cached plan of every session of the database)
   v_group := coalesce(p_group, left(v_db, 50) || '_leases_' || ('x' || lpad(substr(p_base, 7, 1), 8, '0'))::bit(32)::int);
-  IF NOT v_group IN (SELECT left(v_db, 56) || '_leases' UNION ALL SELECT left(v_db, 50) || '_leases_' || n FROM generate_series(0, 15) n) THEN
-    RAISE EXCEPTION '% is not a lease group of this database', v_group USING ERRCODE = '22023';
+  IF p_group IS NOT NULL THEN
+    IF NOT p_group IN (SELECT left(v_db, 56) || '_leases' UNION ALL SELECT left(v_db, 50) || '_leases_' || n FROM generate_series(0, 15) n) THEN
+      RAISE EXCEPTION '% is not a lease group of this database', p_group USING ERRCODE = '22023';
+    END IF;
   END IF;
   IF p_kind = 'database' THEN
     -- no lease group: a database lease connects to its own database only; this group only marks

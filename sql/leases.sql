@@ -125,6 +125,7 @@ DECLARE
   v_base    text := p_base;
   v_roles   record;
   v_lease   pglease.leases;
+  v_admin   text;
 BEGIN
   -- the caller picks the name (its authenticator password derives from it); it must still look
   -- like one of ours, so that this function can never be pointed at an existing role
@@ -142,8 +143,16 @@ BEGIN
   END IF;
 
   -- the roles, grants and schema (sql/lease-roles.sql): as a superuser when pglease was given one,
-  -- since a superuser's checks do not walk the service's memberships in every lease's roles
-  IF pglease.may_call_admin('make_lease_roles') THEN
+  -- since a superuser's checks do not walk the service's memberships in every lease's roles. Asked
+  -- once per session (0.2 ms a create: every statement of a provision is planned again at every
+  -- call, see make_lease_roles); the answer changes only when a superuser sets pglease up, and a
+  -- session that asked before calls the service's own copy, which works as well.
+  v_admin := current_setting('pglease.admin_make_lease_roles', true);
+  IF v_admin IS NULL OR v_admin = '' THEN
+    v_admin := pglease.may_call_admin('make_lease_roles')::text;
+    PERFORM set_config('pglease.admin_make_lease_roles', v_admin, false);
+  END IF;
+  IF v_admin = 'true' THEN
     PERFORM pglease_admin.make_lease_roles(p_base, p_login_verifier, p_auth_verifier, p_connection_limit, p_auth_connections,
                                            p_statement_timeout, p_idle_timeout, p_group, p_kind);
   ELSE
