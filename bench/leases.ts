@@ -23,9 +23,11 @@
  */
 import { randomBytes } from 'node:crypto';
 import { Agent, request } from 'node:http';
+import { cpus } from 'node:os';
 import pg from 'pg';
 import { hashToken, scramVerifier } from '../src/leases/credentials.js';
 import { startBenchPglease } from './support/pglease-process.js';
+import { cpuMicros, postmasterOf, serverCpuMicros } from './support/process-cpu.js';
 import { TWENTY_TABLES_SQL } from './support/twenty-tables.js';
 import { startThrowawayCluster, type ThrowawayCluster } from './support/throwaway-cluster.js';
 
@@ -79,8 +81,21 @@ function http(method: string, url: string, token?: string): Promise<{ status: nu
   });
 }
 
+/** The processes whose CPU time a run counts: the Postgres server (its postmaster) and pglease. */
+interface CpuWatch {
+  postmaster: number;
+  pglease: number;
+}
+
+/** CPU time per create (ms) of the Postgres server, of pglease and of this client, over a run's creates. */
+interface CreateCpu {
+  postgres: number;
+  pglease: number;
+  client: number;
+}
+
 /** Creates `total` leases with `concurrency` requests in flight, then releases them the same way. */
-async function httpRun(baseUrl: string, total: number, concurrency: number): Promise<Figures> {
+async function httpRun(baseUrl: string, total: number, concurrency: number, watch?: CpuWatch): Promise<Figures & { cpu?: CreateCpu }> {
   const creates: number[] = [];
   const releases: number[] = [];
   const leases: { id: string; token: string }[] = [];
@@ -90,6 +105,7 @@ async function httpRun(baseUrl: string, total: number, concurrency: number): Pro
       while (next < total) await work(next++);
     }));
   };
+  const before = watch && { postgres: await serverCpuMicros(watch.postmaster), pglease: await cpuMicros(watch.pglease), client: process.cpuUsage() };
   const started = performance.now();
   await inParallel(async () => {
     const t = performance.now();
@@ -99,6 +115,11 @@ async function httpRun(baseUrl: string, total: number, concurrency: number): Pro
     leases.push(JSON.parse(created.body) as { id: string; token: string });
   });
   const createWall = performance.now() - started;
+  const cpu = before && {
+    postgres: ((await serverCpuMicros(watch.postmaster)) - before.postgres) / 1000 / total,
+    pglease: ((await cpuMicros(watch.pglease)) - before.pglease) / 1000 / total,
+    client: (({ user, system }) => (user + system) / 1000 / total)(process.cpuUsage(before.client)),
+  };
   await inParallel(async (i) => {
     const lease = leases[i]!;
     const t = performance.now();
@@ -106,7 +127,7 @@ async function httpRun(baseUrl: string, total: number, concurrency: number): Pro
     releases.push(performance.now() - t);
     if (released.status !== 204) throw new Error(`release: ${released.status} ${released.body}`);
   });
-  return summarise(creates, releases, createWall, performance.now() - started - createWall);
+  return { ...summarise(creates, releases, createWall, performance.now() - started - createWall), cpu };
 }
 
 async function rawRun(databaseUrl: string, total: number): Promise<Figures> {
@@ -261,7 +282,17 @@ async function main(): Promise<void> {
 
     const raw = await rawRun(databaseUrl, count);
     const sequential = await httpRun(baseUrl, count, 1);
-    const concurrent = await httpRun(baseUrl, count, 8);
+    const watch = await (async () => {
+      const client = new pg.Client({ connectionString: databaseUrl });
+      await client.connect();
+      try {
+        const pid = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+        return { postmaster: await postmasterOf(pid), pglease: pglease.child.pid! };
+      } finally {
+        await client.end();
+      }
+    })();
+    const concurrent = await httpRun(baseUrl, count, 8, watch);
 
     console.log(`bench:leases — ${count} leases per run, SCRAM iterations ${scramIterations}, times in ms\n`);
     console.log(`${'run'.padEnd(22)} ${'create'.padStart(7)} ${''.padStart(7)} ${'release'.padStart(7)} ${''.padStart(7)} ${'created/s'.padStart(9)} ${'released/s'.padStart(10)}`);
@@ -273,6 +304,16 @@ async function main(): Promise<void> {
     const ratio = sequential.createP50 / raw.createP50;
     console.log(`HTTP create p50 / raw create p50: ${ratio.toFixed(2)}x (goal ≤ 2x)  ${ratio <= 2 ? 'met' : 'NOT met'}`);
     console.log(`leases/s with concurrency 8: ${concurrent.perSecond.toFixed(0)} (goal ≥ 300)  ${concurrent.perSecond >= 300 ? 'met' : 'NOT met'}`);
+    if (concurrent.cpu) {
+      // what the machine's cores could make if these three had them to themselves: moves less with
+      // other work on the machine than leases/s does
+      const { postgres, pglease: service, client } = concurrent.cpu;
+      const sum = postgres + service + client;
+      console.log(
+        `CPU per create with concurrency 8 (ms): Postgres ${postgres.toFixed(2)}, pglease ${service.toFixed(2)}, this client ${client.toFixed(2)}; ` +
+          `together ${sum.toFixed(2)}, so ${cpus().length} cores to themselves: at most ${((cpus().length * 1000) / sum).toFixed(0)} leases/s`,
+      );
+    }
 
     if (onlySchema) return;
     // both kinds side by side: create-to-first-query, from the warm pool and sustained

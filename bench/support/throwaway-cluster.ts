@@ -48,7 +48,9 @@ export async function startThrowawayCluster(bindir?: string): Promise<ThrowawayC
   const pgCtl = path.join(binaries, 'pg_ctl');
   try {
     await run(path.join(binaries, 'initdb'), ['-D', dataDir, '-U', 'postgres', '--pwfile', path.join(dir, 'pwfile'), '--auth=scram-sha-256', '-E', 'UTF8', '--no-sync']);
-    const options = `-p ${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=${dir} -c max_connections=200`;
+    // BENCH_PG_OPTIONS adds server options, e.g. pg_stat_statements to see where a provision's time goes:
+    // "-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all"
+    const options = `-p ${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=${dir} -c max_connections=200 ${process.env.BENCH_PG_OPTIONS ?? ''}`;
     await run(pgCtl, ['-D', dataDir, '-o', options, '-l', path.join(dir, 'server.log'), '-w', '-t', '60', 'start']);
   } catch (error) {
     await rm(dir, { recursive: true, force: true });
