@@ -66,18 +66,33 @@ AS $$ SELECT left(current_database(), 48) || '_lease_template' $$;
 -- pglease.may_call_admin: whether the current role may call the superuser's function
 -- pglease_admin.<p_function> (sql/admin/superuser.sql, installed and granted to the service by
 -- src/db/superuser-setup.ts when pglease is given a superuser). Catalogs only: without a superuser,
--- the schema may be missing, or there and closed to the service.
+-- the schema may be missing, or there and closed to the service. Asked once per session and
+-- function (a setting of the session remembers it): creates and releases ask at every call, and
+-- every statement of theirs is planned again at every call (creating or dropping a schema resets
+-- every cached plan in every session of the database), so the query was 0.2 ms of each. The answer
+-- changes only when a superuser sets pglease up; a session that asked before uses the service's own
+-- statements, which do the same work more slowly.
 CREATE OR REPLACE FUNCTION pglease.may_call_admin(p_function name)
 RETURNS boolean
-LANGUAGE sql STABLE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+  v_setting text := 'pglease.may_call_' || p_function;
+  v_known   text := current_setting(v_setting, true);
+BEGIN
+  IF v_known IN ('true', 'false') THEN
+    RETURN v_known::boolean;
+  END IF;
   -- the privileges are asked of the one function found (OFFSET 0 keeps them out of the scans): asked
   -- of another namespace, one the service holds no grant on, Postgres looks for one through the
   -- service's memberships, every live lease's roles (0.4 ms a create with 1,500 live leases)
-  SELECT coalesce(bool_or(has_schema_privilege(f.pronamespace, 'USAGE') AND has_function_privilege(f.oid, 'EXECUTE')), false)
-    FROM (SELECT p.oid, p.pronamespace FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-           WHERE n.nspname = 'pglease_admin' AND p.proname = p_function OFFSET 0) f
+  v_known := coalesce((SELECT bool_or(has_schema_privilege(f.pronamespace, 'USAGE') AND has_function_privilege(f.oid, 'EXECUTE'))
+                         FROM (SELECT p.oid, p.pronamespace FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                                WHERE n.nspname = 'pglease_admin' AND p.proname = p_function OFFSET 0) f), false)::text;
+  PERFORM set_config(v_setting, v_known, false);
+  RETURN v_known::boolean;
+END
 $$;
 
 -- pglease.provision: creates a lease, all or nothing.
@@ -125,7 +140,6 @@ DECLARE
   v_base    text := p_base;
   v_roles   record;
   v_lease   pglease.leases;
-  v_admin   text;
 BEGIN
   -- the caller picks the name (its authenticator password derives from it); it must still look
   -- like one of ours, so that this function can never be pointed at an existing role
@@ -143,16 +157,8 @@ BEGIN
   END IF;
 
   -- the roles, grants and schema (sql/lease-roles.sql): as a superuser when pglease was given one,
-  -- since a superuser's checks do not walk the service's memberships in every lease's roles. Asked
-  -- once per session (0.2 ms a create: every statement of a provision is planned again at every
-  -- call, see make_lease_roles); the answer changes only when a superuser sets pglease up, and a
-  -- session that asked before calls the service's own copy, which works as well.
-  v_admin := current_setting('pglease.admin_make_lease_roles', true);
-  IF v_admin IS NULL OR v_admin = '' THEN
-    v_admin := pglease.may_call_admin('make_lease_roles')::text;
-    PERFORM set_config('pglease.admin_make_lease_roles', v_admin, false);
-  END IF;
-  IF v_admin = 'true' THEN
+  -- since a superuser's checks do not walk the service's memberships in every lease's roles
+  IF pglease.may_call_admin('make_lease_roles') THEN
     PERFORM pglease_admin.make_lease_roles(p_base, p_login_verifier, p_auth_verifier, p_connection_limit, p_auth_connections,
                                            p_statement_timeout, p_idle_timeout, p_group, p_kind);
   ELSE
@@ -260,6 +266,7 @@ DECLARE
   v_roles text[] := ARRAY[p_lease.auth_role, p_lease.anon_role, p_lease.role_name, p_lease.role_name || '_quota']
                      || ARRAY(SELECT p_lease.role_name || '_' || r FROM unnest(p_lease.user_roles) r);
   v_sessions int[];
+  v_closed   boolean := false;
 BEGIN
   -- Cut logins first, and wait until they have exited (pglease.end_sessions), so that no session
   -- of the lease holds a lock on its objects when we drop them. Also cut another lease's session that holds a lock on one of this lease's tables (leases may
@@ -274,15 +281,22 @@ BEGIN
                              WHERE l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
                                AND c.relnamespace = to_regnamespace(quote_ident(p_lease.schema_name)))));
   PERFORM pglease.end_sessions(v_sessions);
-  -- No login may start while the objects go. Altering the roles also resets this backend's cache of
-  -- role memberships: under a storm of concurrent creates and drops it was seen stale here, without
-  -- the service's membership in the lease's role (committed long before), and DROP SCHEMA refused
-  -- with "must be owner of schema" in about 1 run in 2 of test/crash.test.ts.
-  FOR i IN 1..array_length(v_roles, 1) LOOP
-    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = v_roles[i] AND rolcanlogin) THEN
-      EXECUTE format('ALTER ROLE %I NOLOGIN', v_roles[i]);
-    END IF;
-  END LOOP;
+  -- No login may start while the objects go: as a superuser when pglease was given one (the
+  -- service's own ALTER ROLE walks its memberships in every lease's roles, sql/admin/superuser.sql).
+  -- Altering the roles also resets this backend's cache of role memberships: under a storm of
+  -- concurrent creates and drops it was seen stale here, without the service's membership in the
+  -- lease's role (committed long before), and DROP SCHEMA refused with "must be owner of schema" in
+  -- about 1 run in 2 of test/crash.test.ts.
+  IF pglease.may_call_admin('close_lease_logins') THEN
+    v_closed := pglease_admin.close_lease_logins(v_roles);
+  END IF;
+  IF NOT v_closed THEN
+    FOR i IN 1..array_length(v_roles, 1) LOOP
+      IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = v_roles[i] AND rolcanlogin) THEN
+        EXECUTE format('ALTER ROLE %I NOLOGIN', v_roles[i]);
+      END IF;
+    END LOOP;
+  END IF;
 
   -- A database lease's database cannot be dropped in a transaction: it is queued, and dropped
   -- with its roles after this transaction commits (pglease.finish_database_drop). Its sessions are
@@ -299,7 +313,14 @@ BEGIN
     RETURN;
   END IF;
 
-  EXECUTE format('DROP SCHEMA IF EXISTS %I CASCADE', p_lease.schema_name);
+  -- The superuser's drop of the roles (DROP OWNED BY ... CASCADE) drops a schema they own, with what
+  -- other roles made in it; the service's own DROP SCHEMA checks its ownership through its
+  -- memberships in every lease's roles. A schema that changed hands to a role not the lease's (a
+  -- member's ALTER SCHEMA ... OWNER TO before Postgres 16) is dropped here all the same.
+  IF NOT (pglease.may_call_admin('drop_lease_roles')
+          AND EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = p_lease.schema_name AND pg_get_userbyid(n.nspowner)::text = ANY (v_roles))) THEN
+    EXECUTE format('DROP SCHEMA IF EXISTS %I CASCADE', p_lease.schema_name);
+  END IF;
   PERFORM pglease.drop_lease_roles(v_roles);
 END
 $$;

@@ -181,6 +181,45 @@ describe('the superuser function that drops leases\' roles', () => {
   });
 });
 
+describe("the superuser function that closes a lease's logins", () => {
+  it("makes one lease's roles of this database NOLOGIN, leaves another database's lease alone, and is no lease's to call", { timeout: 60_000 }, async () => {
+    const url = service.host.databaseUrl;
+    const canLogin = async (role: string) => (await queryUrl<{ login: boolean }>(url, 'SELECT rolcanlogin AS login FROM pg_roles WHERE rolname = $1', [role]))[0]?.login;
+    const close = (roles: string[], on = url) =>
+      queryUrl<{ closed: boolean }>(on, `SELECT pglease_admin.close_lease_logins(ARRAY[${roles.map((r) => `'${r}'`).join(', ')}]) AS closed`).then(
+        (rows) => rows[0]!.closed,
+        (error: { code?: string }) => error.code,
+      );
+    const lease = await createLease(service);
+    const roles = [`${lease.role}_auth`, `${lease.role}_anon`, lease.role];
+
+    expect(await close(['postgres'])).toBe('22023');
+    expect(await close([`${lease.role}_auth`, 'postgres'])).toBe('22023');
+    expect(await outcome(lease.url, `SELECT pglease_admin.close_lease_logins(ARRAY['${lease.role}_auth'])`)).toBe('42501');
+    // another pglease on the same server: its service's copy leaves this database's lease alone
+    const other = await startTestService();
+    try {
+      expect(await close(roles, other.host.databaseUrl)).toBe(false);
+      expect(await canLogin(lease.role)).toBe(true);
+      expect(await queryUrl(lease.url, 'SELECT 1 AS ok')).toEqual([{ ok: 1 }]);
+    } finally {
+      await other.close();
+    }
+    expect(await close(roles)).toBe(true);
+    expect([await canLogin(lease.role), await canLogin(`${lease.role}_auth`)]).toEqual([false, false]);
+    await expect(queryUrl(lease.url, 'SELECT 1')).rejects.toMatchObject({ code: '28000' });
+  });
+
+  it('is what a release goes through: the lease ends whole, its schema with it', async () => {
+    const lease = await createLease(service);
+    await queryUrl(lease.url, 'CREATE TABLE kept (id int PRIMARY KEY); INSERT INTO kept VALUES (1)');
+    const released = await fetch(`${service.baseUrl}/v1/leases/${lease.id}`, { method: 'DELETE', headers: { authorization: `Bearer ${lease.token}` } });
+    expect(released.status).toBe(204);
+    expect(await queryUrl(service.host.databaseUrl, 'SELECT nspname FROM pg_namespace WHERE nspname = $1', [lease.role])).toEqual([]);
+    expect(await queryUrl(service.host.databaseUrl, `SELECT rolname FROM pg_roles WHERE rolname LIKE $1`, [`${lease.role}%`])).toEqual([]);
+  });
+});
+
 describe("the superuser's copy of sql/lease-roles.sql", () => {
   it('refuses a text that would call into the schema pglease, which the service role could change', async () => {
     const text = await readFile(projectPath('sql', 'lease-roles.sql'), 'utf8');
