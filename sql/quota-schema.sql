@@ -200,6 +200,22 @@ BEGIN
 END
 $$;
 
+-- pglease.may_change_lease_group_grants: whether a lease's group membership is changed through
+-- pglease_admin.set_lease_group_inherit (sql/admin/superuser.sql): in the lease database of a
+-- pglease given a superuser, where make_lease_roles grants schema leases' memberships as that
+-- superuser. Elsewhere (no superuser; a database lease's own database, where the group is the
+-- service's grant) the service changes the grant itself. Catalogs only; its own text, since this
+-- file is also run in lease databases, which have no pglease.may_call_admin.
+CREATE OR REPLACE FUNCTION pglease.may_change_lease_group_grants()
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT coalesce(bool_or(has_schema_privilege(f.pronamespace, 'USAGE') AND has_function_privilege(f.oid, 'EXECUTE')), false)
+    FROM (SELECT p.oid, p.pronamespace FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+           WHERE n.nspname = 'pglease_admin' AND p.proname = 'set_lease_group_inherit' OFFSET 0) f
+$$;
+
 -- pglease.restrict_large_objects: the lease roles p_roles may no longer make or grow large objects
 -- in this database: each stops inheriting from the groups that gave it EXECUTE on the large-object
 -- functions (GRANT ... WITH INHERIT FALSE), and is granted CONNECT and TEMPORARY on this database
@@ -216,6 +232,8 @@ DECLARE
   v_cut jsonb := '[]';
   v_grant record;
   v_connect boolean;
+  v_admin boolean := pglease.may_change_lease_group_grants();
+  v_done  boolean;
 BEGIN
   IF NOT pglease.large_objects_refusable() THEN
     RETURN v_cut;
@@ -225,6 +243,10 @@ BEGIN
       FROM pg_auth_members m
      WHERE m.member IN (SELECT to_regrole(quote_ident(r)) FROM unnest(p_roles) r)
        AND has_function_privilege(m.roleid, 'pg_catalog.lo_from_bytea(oid, bytea)', 'EXECUTE')
+       -- groups only, not the lease's own roles: the authenticator's membership in the login role
+       -- (which inherits from its group) is WITH INHERIT FALSE from the start, and a restoration
+       -- must not make it inherit
+       AND pg_get_userbyid(m.roleid) !~ '^lease_[0-9a-f]{16}'
   LOOP
     -- CONNECT of its own only when it had none (a database lease's authenticator has it already:
     -- the restoration must not take that away)
@@ -234,7 +256,13 @@ BEGIN
     IF v_connect THEN
       EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO %I', current_database(), v_grant.member);
     END IF;
-    EXECUTE format('GRANT %I TO %I WITH INHERIT FALSE', v_grant.grp, v_grant.member);
+    v_done := false;
+    IF v_admin THEN
+      v_done := pglease_admin.set_lease_group_inherit(v_grant.grp, v_grant.member, false);
+    END IF;
+    IF NOT v_done THEN
+      EXECUTE format('GRANT %I TO %I WITH INHERIT FALSE', v_grant.grp, v_grant.member);
+    END IF;
     v_cut := v_cut || jsonb_build_object('group', v_grant.grp, 'member', v_grant.member, 'connect', v_connect);
   END LOOP;
   RETURN v_cut;
@@ -249,11 +277,19 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_grant record;
+  v_admin boolean := pglease.may_change_lease_group_grants();
+  v_done  boolean;
 BEGIN
   FOR v_grant IN SELECT x ->> 'group' AS grp, x ->> 'member' AS member, coalesce((x ->> 'connect')::boolean, false) AS connect
                    FROM jsonb_array_elements(coalesce(p_cut, '[]')) x LOOP
     IF to_regrole(quote_ident(v_grant.grp)) IS NOT NULL AND to_regrole(quote_ident(v_grant.member)) IS NOT NULL THEN
-      EXECUTE format('GRANT %I TO %I WITH INHERIT TRUE', v_grant.grp, v_grant.member);
+      v_done := false;
+      IF v_admin THEN
+        v_done := pglease_admin.set_lease_group_inherit(v_grant.grp, v_grant.member, true);
+      END IF;
+      IF NOT v_done THEN
+        EXECUTE format('GRANT %I TO %I WITH INHERIT TRUE', v_grant.grp, v_grant.member);
+      END IF;
       IF v_grant.connect THEN
         EXECUTE format('REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM %I', current_database(), v_grant.member);
       END IF;

@@ -137,6 +137,21 @@ describe('large objects', () => {
       await session.query('INSERT INTO t VALUES (1)');
       const { rows: again } = await session.query<{ oid: number }>(`SELECT lo_from_bytea(0, 'x') AS oid`);
       await session.query('SELECT lo_unlink($1)', [again[0]!.oid]);
+      // restored in place: one grant of its lease group, inheriting again; its authenticator still
+      // holds the login role's membership without inheriting from it
+      const { rows: memberships } = await service.host.pool.query<{ role: string; member: string; inherit: boolean }>(
+        `SELECT pg_get_userbyid(m.roleid) AS role, pg_get_userbyid(m.member) AS member, m.inherit_option AS inherit
+           FROM pg_auth_members m
+          WHERE m.member IN ($1::regrole, ($1 || '_auth')::regrole) AND pg_get_userbyid(m.roleid) NOT LIKE '%\\_rest\\_%'
+          ORDER BY 1, 2, 3`,
+        [lease.role],
+      );
+      const group = memberships.find((m) => m.member === lease.role && !m.role.startsWith('lease_'))!.role;
+      expect(memberships.filter((m) => m.role === group)).toEqual([
+        { role: group, member: lease.role, inherit: true },
+        { role: group, member: `${lease.role}_auth`, inherit: true },
+      ]);
+      expect(memberships.filter((m) => m.role === lease.role)).toEqual([{ role: lease.role, member: `${lease.role}_auth`, inherit: false }]);
     } finally {
       await session.end();
     }

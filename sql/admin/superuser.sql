@@ -315,3 +315,44 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION pglease_admin.close_lease_logins(text[]) FROM PUBLIC;
+
+-- pglease_admin.set_lease_group_inherit: whether the lease role p_member inherits from its lease
+-- group p_group (GRANT ... WITH INHERIT), for every grant of that membership, whoever made it, for
+-- pglease.restrict_large_objects and restore_large_objects (sql/quota-schema.sql) on Postgres 16+
+-- (SECURITY DEFINER, EXECUTE for the service role alone: src/db/superuser-setup.ts). Why: a schema
+-- lease's group membership is granted by the superuser of make_lease_roles, with no GRANTED BY
+-- the service (whose admin check walked the service's memberships in every lease's roles: 11 ms a
+-- create at 990 live leases); the service's own GRANT would add a grant of its own beside it and
+-- leave the lease inheriting. Leases made before that hold the service's grant, which is changed
+-- the same way.
+--
+-- What it lets the service do that it could not already: nothing. p_member must be a lease's login
+-- role or authenticator and p_group one of this database's lease groups, of which the service is the
+-- admin; it changes only the INHERIT option of grants that exist. Otherwise it changes nothing and
+-- returns false (the caller then changes what it may itself). It runs no code; catalogs only.
+CREATE OR REPLACE FUNCTION pglease_admin.set_lease_group_inherit(p_group text, p_member text, p_inherit boolean)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '10s'
+AS $$
+DECLARE
+  v_db      text := current_database();
+  v_grantor text;
+BEGIN
+  IF p_inherit IS NULL THEN
+    RAISE EXCEPTION 'inherit or not?' USING ERRCODE = '22023';
+  END IF;
+  IF p_member IS NULL OR p_member !~ '^lease_[0-9a-f]{16}(_auth)?$'
+     OR p_group IS NULL OR NOT p_group IN (SELECT left(v_db, 56) || '_leases' UNION ALL SELECT left(v_db, 50) || '_leases_' || n FROM generate_series(0, 15) n) THEN
+    RETURN false;
+  END IF;
+  FOR v_grantor IN SELECT pg_get_userbyid(m.grantor) FROM pg_auth_members m
+                    WHERE m.roleid = to_regrole(quote_ident(p_group)) AND m.member = to_regrole(quote_ident(p_member)) LOOP
+    EXECUTE format('GRANT %I TO %I WITH INHERIT %s GRANTED BY %I', p_group, p_member, CASE WHEN p_inherit THEN 'TRUE' ELSE 'FALSE' END, v_grantor);
+  END LOOP;
+  RETURN true;
+END
+$$;
+REVOKE ALL ON FUNCTION pglease_admin.set_lease_group_inherit(text, text, boolean) FROM PUBLIC;

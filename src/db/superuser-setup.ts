@@ -21,12 +21,13 @@
  *   - SET on temp_file_limit (bounding leases' temporary files) and SELECT on pg_largeobject
  *     (sizing their large objects) for the service role (pglease_admin.grant_quota_needs);
  *   - pglease_admin.make_lease_roles (sql/lease-roles.sql, installed here a second time, SECURITY
- *     DEFINER), one of the three superuser functions the service may call: it makes a new lease's roles,
+ *     DEFINER), one of the superuser functions the service may call: it makes a new lease's roles,
  *     grants and schema, which as the service cost a recomputation of its memberships in every
  *     lease's roles per statement (creates 22 ms with no live lease, 219 ms with 600). It can make
  *     nothing but what the service's own CREATE ROLE would, and touches no existing object. Its
  *     mirrors in sql/admin/superuser.sql end a lease: pglease_admin.close_lease_logins (NOLOGIN) and
- *     pglease_admin.drop_lease_roles, for one lease's roles only.
+ *     pglease_admin.drop_lease_roles, for one lease's roles only; and set_lease_group_inherit changes
+ *     the lease-group membership it granted (a quota's restriction of large objects).
  *
  * Everything after that (migrations, the control API, jobs, the REST API's lookups) runs as the
  * service role. Should a lease ever run code as that role, it could reach the pglease schema and,
@@ -227,7 +228,7 @@ async function installSuperuserLeaseRoles(session: pg.Client, serviceRole: strin
   await retryConcurrentCatalogUpdates(() =>
     session.query(`${sql}
       GRANT USAGE ON SCHEMA pglease_admin TO ${service};
-      GRANT EXECUTE ON FUNCTION ${LEASE_ROLES_SIGNATURE}, pglease_admin.drop_lease_roles(text[]), pglease_admin.close_lease_logins(text[]) TO ${service};`),
+      GRANT EXECUTE ON FUNCTION ${LEASE_ROLES_SIGNATURE}, pglease_admin.drop_lease_roles(text[]), pglease_admin.close_lease_logins(text[]), pglease_admin.set_lease_group_inherit(text, text, boolean) TO ${service};`),
   );
 }
 
