@@ -55,7 +55,8 @@
  * Since session 10 a pool whose requests queue takes the only idle session of a lease that had no
  * request for 2 s (connection-pool.ts, STALE_IDLE_MS), and each step's line on stderr prints the
  * busiest lease's sessions (the lowest and highest sample of the step): round 2's 1-lease step
- * ran on 5 sessions, not 2, at 0.98x round 1's req/s against 0.51x before (one pair, load 7-9).
+ * ran on 5 sessions, not 2; its req/s at 0.57-1.26x round 1's against 0.51-0.92x before (load
+ * 3.5-14, where req/s varied 2x between runs of the same code: docs/benchmarks.md, session 10).
  */
 import { randomBytes } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';

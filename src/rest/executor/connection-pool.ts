@@ -186,8 +186,9 @@ export interface UsedPool {
  * lease whose session was closed after 2 s of quiet costs at most ~0.5% of a core when it comes
  * back. Short enough that a lease that gets busy is held back for a fraction of bench:rest-many's
  * 8 s of warm-up, not for the 15 s a pool is kept idle: with it, round 2's 1-lease step found the
- * 200-lease step's idle sessions in the budget and still measured on 5 sessions and 7,835 req/s
- * (round 1: 7,971); before it on 2 sessions and 3,143 (round 1: 6,193), runs back to back at load 7-9.
+ * 200-lease step's idle sessions in the budget and still measured on 5 sessions (2 s into its
+ * warm-up), before it on 2; its pglease CPU per request 96-132 µs against 141-181 before (round
+ * 1: 91-136), runs back to back at load 3.5-14 (docs/benchmarks.md, session 10).
  */
 export const STALE_IDLE_MS = 2_000;
 
