@@ -44,7 +44,7 @@
  * half to two-thirds of that extra cost per request (four runs, load 1.2-2.9): the 1-lease baseline
  * is cheap largely because its requests keep few backends busy one after another.
  *
- * With --rounds 2 or more, read round 1's ratios, not the medians (session 9, the lead): a round
+ * With --rounds 2 or more, session 9 read round 1's ratios, not the medians (the lead): a round
  * after the first starts its 1-lease step with the budget full of the 200 leases' idle sessions,
  * which they keep for 15 s, longer than a step's warm-up and measurement; the one lease cannot
  * grow past one or two sessions (the budget closes only a surplus, never another lease's only
@@ -52,6 +52,11 @@
  * round 1, 4,092-4,752 in later rounds, one quiet run each; pglease idle 690 -> 1,803 ms of 5 s
  * in a cpu-prof of both steps, closeIdleConnectionOf 0 -> 81 ms scanning the pools for a surplus).
  * Later rounds' "x k=1" are inflated so: in those runs round 1 gave 0.72-0.82x at 50 leases.
+ * Since session 10 a pool whose requests queue takes the only idle session of a lease that had no
+ * request for 2 s (connection-pool.ts, STALE_IDLE_MS), and each step's line on stderr prints the
+ * busiest lease's sessions (the lowest and highest sample of the step): round 2's 1-lease step
+ * ran on 5 sessions, not 2; its req/s at 0.57-1.26x round 1's against 0.51-0.92x before (load
+ * 3.5-14, where req/s varied 2x between runs of the same code: docs/benchmarks.md, session 10).
  */
 import { randomBytes } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
@@ -245,6 +250,13 @@ async function main(): Promise<void> {
     const postmaster = Number((await statFields((await stats.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid))[1]);
     const restBackends = async () =>
       (await stats.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'pglease-rest'`)).rows[0]!.n;
+    // each lease's REST sessions log in as its own authenticator
+    const busiestLeaseSessions = async () =>
+      (
+        await stats.query<{ n: number }>(
+          `SELECT coalesce(max(n), 0)::int AS n FROM (SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = 'pglease-rest' GROUP BY usename) AS per_lease`,
+        )
+      ).rows[0]!.n;
 
     await autocannon({
       url: pglease.baseUrl,
@@ -276,9 +288,11 @@ async function main(): Promise<void> {
           const sessionsBefore = await sessions();
           let mostBackends = 0;
           let mostRss = 0;
+          const busiest: number[] = [];
           const sample = async () => {
             mostBackends = Math.max(mostBackends, await restBackends());
             mostRss = Math.max(mostRss, await rssMb(pglease.child.pid!));
+            busiest.push(await busiestLeaseSessions());
           };
           const sampler = setInterval(() => void sample().catch(() => undefined), 500);
           const backendPids = async () =>
@@ -326,7 +340,8 @@ async function main(): Promise<void> {
           steps.push(step);
           console.error(
             `  ${ROUNDS > 1 ? `round ${round + 1} ` : ''}${spread} k=${k}: ${step.requestsPerSecond.toFixed(0)} req/s, ` +
-              `${step.sessionsPerSecond.toFixed(1)} sessions/s, µs per request: pglease ${step.nodeMicros.toFixed(0)}, REST backends ${step.postgresMicros.toFixed(0)}, all Postgres ${step.serverMicros.toFixed(0)}`,
+              `${step.sessionsPerSecond.toFixed(1)} sessions/s, µs per request: pglease ${step.nodeMicros.toFixed(0)}, REST backends ${step.postgresMicros.toFixed(0)}, all Postgres ${step.serverMicros.toFixed(0)}, ` +
+              `busiest lease's sessions ${Math.min(...busiest)}-${Math.max(...busiest)}`,
           );
         }
       }

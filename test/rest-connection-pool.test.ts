@@ -3,13 +3,14 @@
  * idle one handed out at once, waiters served in turn or failed after the timeout, connections
  * that die (terminated while idle, broken in use) replaced, and `end` closing everything. Pools
  * sharing a budget, as LeasePools' do: one connection per pool until requests queue on it, a
- * pool's surplus closed before another's only connection, the places given in arrival order to
+ * pool's surplus closed before another's only connection, a lease's only idle connection kept from
+ * a growing pool unless that lease had no request for STALE_IDLE_MS, the places given in arrival order to
  * pools that have none first, and a thousand pools with a request each served within the budget.
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { closeIdleConnectionOf, ConnectionBudget, ConnectionPool, type UsedPool } from '../src/rest/executor/connection-pool.js';
+import { closeIdleConnectionOf, ConnectionBudget, ConnectionPool, STALE_IDLE_MS, type UsedPool } from '../src/rest/executor/connection-pool.js';
 
 const serverUrl = inject('serverUrl');
 const appName = `pool-test-${randomBytes(4).toString('hex')}`;
@@ -179,17 +180,27 @@ describe('connection pool', () => {
   });
 });
 
-/** Pools sharing a budget as LeasePools' do; `use(i)` marks pool i used now (for the eviction order). */
-function sharedPools(max: number, count: number, perPool = max, timeoutMs = 5_000, patienceMs?: number): { budget: ConnectionBudget; pools: ConnectionPool[]; use: (i: number) => ConnectionPool } {
+/**
+ * Pools sharing a budget as LeasePools' do, on a clock of the test's own (ms) so that staleness
+ * does not depend on how fast the machine runs: `use(i)` marks pool i used now (for the eviction
+ * order) and moves the clock on by 1 ms, `pass(ms)` lets time pass without a request.
+ */
+function sharedPools(
+  max: number,
+  count: number,
+  perPool = max,
+  timeoutMs = 5_000,
+  patienceMs?: number,
+): { budget: ConnectionBudget; pools: ConnectionPool[]; use: (i: number) => ConnectionPool; pass: (ms: number) => void } {
   const entries: UsedPool[] = [];
-  const budget = new ConnectionBudget(max, (connections, lastOnes) => closeIdleConnectionOf(entries, connections, lastOnes), patienceMs);
-  for (let i = 0; i < count; i++) entries.push({ pool: newPool(perPool, timeoutMs, [], budget), lastUsed: 0 });
   let clock = 0;
+  const budget = new ConnectionBudget(max, (connections, lastOnes) => closeIdleConnectionOf(entries, connections, lastOnes, clock - STALE_IDLE_MS), patienceMs);
+  for (let i = 0; i < count; i++) entries.push({ pool: newPool(perPool, timeoutMs, [], budget), lastUsed: 0 });
   const use = (i: number) => {
     entries[i]!.lastUsed = ++clock;
     return entries[i]!.pool;
   };
-  return { budget, pools: entries.map((entry) => entry.pool), use };
+  return { budget, pools: entries.map((entry) => entry.pool), use, pass: (ms) => (clock += ms) };
 }
 
 async function endAll(pools: ConnectionPool[]): Promise<void> {
@@ -227,20 +238,35 @@ describe('connection pools sharing a budget', () => {
     await endAll(pools);
   });
 
-  it("queues a lease's requests on its own connection rather than closing another lease's only one, and keeps that one when it goes idle", async () => {
-    const { budget, pools, use } = sharedPools(2, 2);
+  it("keeps another lease's only idle connection from a growing pool while that lease was used recently, and gives it up once it is stale", async () => {
+    const { budget, pools, use, pass } = sharedPools(2, 2);
     const [a, b] = pools as [ConnectionPool, ConnectionPool];
     const a1 = await acquire(use(0));
-    const b1 = await acquire(use(1));
-    // b's second request: the budget is full, a's only connection is in use
-    const second = acquire(use(1));
     a.release(a1);
+    const b1 = await acquire(use(1));
+    // the budget is full; two requests queue on b's one connection, so b wants to grow
+    const second = acquire(use(1));
+    const third = acquire(use(1));
     await new Promise((resolve) => setTimeout(resolve, 100));
-    // a kept its connection idle: b has one already and waits for it
+    // a was used a moment ago: its only connection is kept, and b's requests wait for b's own
     expect([a.size, a.idleCount, b.size]).toEqual([1, 1, 1]);
     b.release(b1);
     expect(await second).toBe(b1);
     b.release(b1);
+    expect(await third).toBe(b1);
+    // a has had no request for longer than STALE_IDLE_MS: a growing b closes its idle connection
+    pass(STALE_IDLE_MS + 1);
+    const fourth = acquire(use(1));
+    const fifth = acquire(use(1));
+    // b1 still serves the third request: the fourth runs on b's new connection
+    const b2 = await fourth;
+    expect(b2).not.toBe(b1);
+    expect((await b2.query('SELECT 5 AS five')).rows[0].five).toBe(5);
+    expect([a.size, b.size]).toEqual([0, 2]);
+    b.release(b1);
+    expect(await fifth).toBe(b1);
+    b.release(b1);
+    b.release(b2);
     expect(budget.inUse).toBe(2);
     await endAll(pools);
   });

@@ -21,7 +21,11 @@ import pg from 'pg';
  * - a lease's first connection comes before another lease's second: when the budget is full,
  *   `reclaim` closes an idle connection of a lease that has several (a surplus) before it closes
  *   any lease's last one, and a pool that grows (it has a connection, its requests queue on it)
- *   takes only a free place or a surplus, never another lease's last connection;
+ *   takes only a free place, a surplus, or the last connection of a lease that had no request for
+ *   STALE_IDLE_MS (2 s): never the last connection of a lease in use (see closeIdleConnectionOf).
+ *   Before session 10 it never took a last one, so after traffic over 200 leases a lease that got
+ *   busy found the budget full of their idle connections and stayed at one or two for the 15 s
+ *   they were kept (bench:rest-many's later rounds: 4,092-4,752 req/s against 7,175-7,467);
  * - while the budget holds a surplus, a lease that has no connection waits for one (the next
  *   connection of a lease with several given back is closed for it, before that lease's own
  *   requests queued on it), rather than closing another lease's only idle one: that lease then
@@ -30,7 +34,8 @@ import pg from 'pg';
  *   server's CPU (fork, login, the first statements' parse and plan over cold caches), 60% of
  *   Postgres's CPU per request. Only when every place is some lease's only one (more leases want
  *   one than there are places), or after `patienceMs` without a surplus coming back, does a lease
- *   take another's only idle connection (least recently used first);
+ *   take another's only idle connection (least recently used first), unless that one is stale: a
+ *   stale one it takes at once;
  * - an idle connection is kept until a waiting lease actually needs its place: a connection given
  *   back is closed only for a lease that has none, or that has at least two fewer than its pool;
  * - leases waiting for a place are served in the order they started waiting, those that have no
@@ -174,13 +179,34 @@ export interface UsedPool {
 }
 
 /**
- * Makes room in a budget (its `reclaim`) for a pool that has `connections`: closes an idle
- * connection of the pool with the most (the least recently used of those) if it has at least two
- * more, so that a lease's surplus goes before any lease's only connection and a growing pool only
- * evens out; for a pool that has none and `lastOnes`, else one of the least recently used pool
- * with an idle one. Whether it closed one.
+ * How long a lease may go without a request before a growing pool may close its only idle
+ * connection (closeIdleConnectionOf). Long enough that a lease in use keeps its session: at 200
+ * leases sharing ~5,000 req/s each has a request every ~40 ms, and a new session costs the server
+ * ~9.5 ms of CPU (login, then its first statements over cold caches: ~60 warm requests), so a
+ * lease whose session was closed after 2 s of quiet costs at most ~0.5% of a core when it comes
+ * back. Short enough that a lease that gets busy is held back for a fraction of bench:rest-many's
+ * 8 s of warm-up, not for the 15 s a pool is kept idle: with it, round 2's 1-lease step found the
+ * 200-lease step's idle sessions in the budget and still measured on 5 sessions (2 s into its
+ * warm-up), before it on 2; its pglease CPU per request 96-132 µs against 141-181 before (round
+ * 1: 91-136), runs back to back at load 3.5-14 (docs/benchmarks.md, session 10).
  */
-export function closeIdleConnectionOf(pools: Iterable<UsedPool>, connections: number, lastOnes: boolean): boolean {
+export const STALE_IDLE_MS = 2_000;
+
+/**
+ * Makes room in a budget (its `reclaim`) for a pool that has `connections`, by closing an idle
+ * connection of another pool; whether it closed one. In this order:
+ *
+ * - a surplus: an idle connection of the pool with the most (the least recently used of those) if
+ *   it has at least two more, so that a lease's surplus goes before any lease's only connection
+ *   and a growing pool only evens out;
+ * - a stale one: an idle connection of the least recently used pool, if no request used that pool
+ *   since `staleBefore` (a Date.now() value, STALE_IDLE_MS ago) even if it is that lease's only
+ *   one: a quiet lease gives its place up to one whose requests queue, rather than keep it until
+ *   the idle timeout closes its pool; one used more recently is kept, so that closing it does not
+ *   make its lease take a third lease's at its next request, and so on (the cascade of the budget);
+ * - for a pool that has none and `lastOnes`, the least recently used pool's idle one, stale or not.
+ */
+export function closeIdleConnectionOf(pools: Iterable<UsedPool>, connections: number, lastOnes: boolean, staleBefore: number): boolean {
   let surplus: UsedPool | undefined;
   let leastRecent: UsedPool | undefined;
   for (const entry of pools) {
@@ -189,7 +215,8 @@ export function closeIdleConnectionOf(pools: Iterable<UsedPool>, connections: nu
     if (pool.size > Math.max(1, connections + 1) && (!surplus || pool.size > surplus.pool.size || (pool.size === surplus.pool.size && entry.lastUsed < surplus.lastUsed))) surplus = entry;
     if (!leastRecent || entry.lastUsed < leastRecent.lastUsed) leastRecent = entry;
   }
-  const victim = surplus ?? (connections === 0 && lastOnes ? leastRecent : undefined);
+  const stale = leastRecent && leastRecent.lastUsed < staleBefore ? leastRecent : undefined;
+  const victim = surplus ?? stale ?? (connections === 0 && lastOnes ? leastRecent : undefined);
   return victim ? victim.pool.closeIdleConnection() : false;
 }
 

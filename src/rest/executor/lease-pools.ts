@@ -23,7 +23,7 @@
 import { availableParallelism } from 'node:os';
 import pg from 'pg';
 import { authenticatorPassword } from '../../leases/credentials.js';
-import { closeIdleConnectionOf, ConnectionBudget, ConnectionPool, type UsedPool } from './connection-pool.js';
+import { closeIdleConnectionOf, ConnectionBudget, ConnectionPool, STALE_IDLE_MS, type UsedPool } from './connection-pool.js';
 import type { LeaseAccess } from './lease-directory.js';
 import { Pipeline, type PipelineStep, type StepRows } from './pipeline.js';
 import { StatementGate } from './statement-gate.js';
@@ -101,7 +101,9 @@ export class LeasePools {
       maxActiveStatements: options.maxActiveStatements ?? DEFAULT_ACTIVE_STATEMENTS,
     };
     this.gate = new StatementGate(this.options.maxActiveStatements);
-    this.budget = new ConnectionBudget(this.options.maxTotalConnections, (connections, lastOnes) => closeIdleConnectionOf(this.pools.values(), connections, lastOnes));
+    this.budget = new ConnectionBudget(this.options.maxTotalConnections, (connections, lastOnes) =>
+      closeIdleConnectionOf(this.pools.values(), connections, lastOnes, Date.now() - STALE_IDLE_MS),
+    );
   }
 
   /** Connections of all pools that are idle now (for /metrics). */
