@@ -59,10 +59,11 @@
  * 3.5-14, where req/s varied 2x between runs of the same code: docs/benchmarks.md, session 10).
  */
 import { randomBytes } from 'node:crypto';
-import { readdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import autocannon from 'autocannon';
 import pg from 'pg';
 import { startBenchPglease } from './support/pglease-process.js';
+import { cpuMicros, postmasterOf, serverCpuMicros } from './support/process-cpu.js';
 import { median } from './support/stats.js';
 
 function option(name: string, fallback: number): number {
@@ -179,43 +180,11 @@ async function rssMb(pid: number): Promise<number> {
   return match ? Number(match[1]) / 1024 : NaN;
 }
 
-/** The fields of /proc/<pid>/stat after the command name (which may hold spaces), from the state on; [] once it is gone. */
-async function statFields(pid: number | string): Promise<string[]> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  return stat === '' ? [] : stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-}
-
-/** CPU time (user + system) a process has used, in µs; 0 once it is gone. */
-async function cpuMicros(pid: number): Promise<number> {
-  const fields = await statFields(pid);
-  // utime and stime are the 12th and 13th fields from the state on
-  return ((Number(fields[11] ?? 0) + Number(fields[12] ?? 0)) * 1_000_000) / CLOCK_TICKS;
-}
-
-/**
- * CPU time (µs) a Postgres server has used so far: the postmaster's own, its ended children's
- * (cutime and cstime: a backend's time moves there when the postmaster reaps it) and its live
- * children's. The difference of two readings counts every session, including those that began or
- * ended in between.
- */
-async function serverCpuMicros(postmaster: number): Promise<number> {
-  const own = await statFields(postmaster);
-  let ticks = Number(own[11] ?? 0) + Number(own[12] ?? 0) + Number(own[13] ?? 0) + Number(own[14] ?? 0);
-  const pids = (await readdir('/proc')).filter((name) => /^\d+$/.test(name));
-  for (const fields of await Promise.all(pids.map(statFields))) {
-    // the parent pid is the 2nd field from the state on
-    if (Number(fields[1]) === postmaster) ticks += Number(fields[11] ?? 0) + Number(fields[12] ?? 0);
-  }
-  return (ticks * 1_000_000) / CLOCK_TICKS;
-}
-
 /** Seconds of CLOCK_MONOTONIC (what `perf record -k mono` stamps samples with) as perf prints them. */
 function monotonicSeconds(nanoseconds: bigint): string {
   return (Number(nanoseconds / 1000n) / 1e6).toFixed(6);
 }
 
-/** Clock ticks per second of /proc's CPU times (USER_HZ: 100 on Linux everywhere). */
-const CLOCK_TICKS = 100;
 
 async function main(): Promise<void> {
   const pglease = await startBenchPglease({
@@ -247,7 +216,7 @@ async function main(): Promise<void> {
     const sessions = async () =>
       Number((await stats.query<{ n: string }>(`SELECT pg_stat_clear_snapshot(), sessions AS n FROM pg_stat_database WHERE datname = 'pglease'`)).rows[0]!.n);
     // the lease database's server: the parent of the session answering this query
-    const postmaster = Number((await statFields((await stats.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid))[1]);
+    const postmaster = await postmasterOf((await stats.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid);
     const restBackends = async () =>
       (await stats.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'pglease-rest'`)).rows[0]!.n;
     // each lease's REST sessions log in as its own authenticator
