@@ -216,6 +216,25 @@ AS $$
            WHERE n.nspname = 'pglease_admin' AND p.proname = 'set_lease_group_inherit' OFFSET 0) f
 $$;
 
+-- pglease.set_group_inherit: whether p_member inherits from its group p_group: through the
+-- superuser's function when p_admin (pglease.may_change_lease_group_grants) and it takes the pair,
+-- else by the service's own GRANT.
+CREATE OR REPLACE FUNCTION pglease.set_group_inherit(p_group text, p_member text, p_inherit boolean, p_admin boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  -- nested: the call is planned only where the schema pglease_admin is (not in a lease's database)
+  IF p_admin THEN
+    IF pglease_admin.set_lease_group_inherit(p_group, p_member, p_inherit) THEN
+      RETURN;
+    END IF;
+  END IF;
+  EXECUTE format('GRANT %I TO %I WITH INHERIT %s', p_group, p_member, CASE WHEN p_inherit THEN 'TRUE' ELSE 'FALSE' END);
+END
+$$;
+
 -- pglease.restrict_large_objects: the lease roles p_roles may no longer make or grow large objects
 -- in this database: each stops inheriting from the groups that gave it EXECUTE on the large-object
 -- functions (GRANT ... WITH INHERIT FALSE), and is granted CONNECT and TEMPORARY on this database
@@ -233,7 +252,6 @@ DECLARE
   v_grant record;
   v_connect boolean;
   v_admin boolean := pglease.may_change_lease_group_grants();
-  v_done  boolean;
 BEGIN
   IF NOT pglease.large_objects_refusable() THEN
     RETURN v_cut;
@@ -256,13 +274,7 @@ BEGIN
     IF v_connect THEN
       EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO %I', current_database(), v_grant.member);
     END IF;
-    v_done := false;
-    IF v_admin THEN
-      v_done := pglease_admin.set_lease_group_inherit(v_grant.grp, v_grant.member, false);
-    END IF;
-    IF NOT v_done THEN
-      EXECUTE format('GRANT %I TO %I WITH INHERIT FALSE', v_grant.grp, v_grant.member);
-    END IF;
+    PERFORM pglease.set_group_inherit(v_grant.grp, v_grant.member, false, v_admin);
     v_cut := v_cut || jsonb_build_object('group', v_grant.grp, 'member', v_grant.member, 'connect', v_connect);
   END LOOP;
   RETURN v_cut;
@@ -278,18 +290,11 @@ AS $$
 DECLARE
   v_grant record;
   v_admin boolean := pglease.may_change_lease_group_grants();
-  v_done  boolean;
 BEGIN
   FOR v_grant IN SELECT x ->> 'group' AS grp, x ->> 'member' AS member, coalesce((x ->> 'connect')::boolean, false) AS connect
                    FROM jsonb_array_elements(coalesce(p_cut, '[]')) x LOOP
     IF to_regrole(quote_ident(v_grant.grp)) IS NOT NULL AND to_regrole(quote_ident(v_grant.member)) IS NOT NULL THEN
-      v_done := false;
-      IF v_admin THEN
-        v_done := pglease_admin.set_lease_group_inherit(v_grant.grp, v_grant.member, true);
-      END IF;
-      IF NOT v_done THEN
-        EXECUTE format('GRANT %I TO %I WITH INHERIT TRUE', v_grant.grp, v_grant.member);
-      END IF;
+      PERFORM pglease.set_group_inherit(v_grant.grp, v_grant.member, true, v_admin);
       IF v_grant.connect THEN
         EXECUTE format('REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM %I', current_database(), v_grant.member);
       END IF;

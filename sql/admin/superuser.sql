@@ -224,6 +224,26 @@ BEGIN
 END
 $$;
 
+-- pglease_admin.lease_base: the login role of the lease whose roles p_roles are, all of them: its
+-- login role lease_<16 hex digits> and roles named after it (lease_<hex>_<name>); raises 22023
+-- otherwise. For the functions below, which act on one lease's roles only.
+CREATE OR REPLACE FUNCTION pglease_admin.lease_base(p_roles text[])
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_base text := substring(p_roles[1] from '^(lease_[0-9a-f]{16})');
+BEGIN
+  IF v_base IS NULL OR array_length(p_roles, 1) IS NULL
+     OR EXISTS (SELECT 1 FROM unnest(p_roles) r WHERE r IS NULL OR NOT (r = v_base OR starts_with(r, v_base || '_') AND r ~ '^lease_[0-9a-f]{16}_[a-z0-9_]+$')) THEN
+    RAISE EXCEPTION 'not the roles of one lease: %', p_roles USING ERRCODE = '22023';
+  END IF;
+  RETURN v_base;
+END
+$$;
+REVOKE ALL ON FUNCTION pglease_admin.lease_base(text[]) FROM PUBLIC;
+
 -- pglease_admin.drop_lease_roles: drops the roles of one lease that exist, and what they own in this
 -- database, for pglease.drop_lease_roles (sql/leases.sql), which the service role calls it from
 -- (SECURITY DEFINER, EXECUTE for the service role alone: src/db/superuser-setup.ts). Why: as the
@@ -246,13 +266,9 @@ SET search_path = pg_catalog, pg_temp
 SET lock_timeout = '10s'
 AS $$
 DECLARE
-  v_base     text := substring(p_roles[1] from '^(lease_[0-9a-f]{16})');
+  v_base     text := pglease_admin.lease_base(p_roles);
   v_existing text[];
 BEGIN
-  IF v_base IS NULL OR array_length(p_roles, 1) IS NULL
-     OR EXISTS (SELECT 1 FROM unnest(p_roles) r WHERE r IS NULL OR NOT (r = v_base OR starts_with(r, v_base || '_') AND r ~ '^lease_[0-9a-f]{16}_[a-z0-9_]+$')) THEN
-    RAISE EXCEPTION 'not the roles of one lease: %', p_roles USING ERRCODE = '22023';
-  END IF;
   IF EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = v_base) AND NOT v_base = ANY (p_roles) THEN
     RAISE EXCEPTION 'the roles of lease % go with its login role', v_base USING ERRCODE = '22023';
   END IF;
@@ -280,7 +296,7 @@ REVOKE ALL ON FUNCTION pglease_admin.drop_lease_roles(text[]) FROM PUBLIC;
 --
 -- What it lets the service do that it could not already: nothing. The roles must be one lease's, as
 -- drop_lease_roles checks, and the lease this database's: its login role a member of one of this
--- database's lease groups (sql/leases.sql, pglease.lease_groups and database_lease_group), which
+-- database's lease groups (pglease_admin.lease_groups, or the database leases' group), which
 -- the service administers. Otherwise it changes nothing and returns false, and the caller alters
 -- what it may itself. Roles with more than a lease role's attributes are left alone. It runs no
 -- code, and reads catalogs only.
@@ -292,18 +308,12 @@ SET search_path = pg_catalog, pg_temp
 SET lock_timeout = '10s'
 AS $$
 DECLARE
-  v_base text := substring(p_roles[1] from '^(lease_[0-9a-f]{16})');
-  v_db   text := current_database();
+  v_base text := pglease_admin.lease_base(p_roles);
   v_role text;
 BEGIN
-  IF v_base IS NULL OR array_length(p_roles, 1) IS NULL
-     OR EXISTS (SELECT 1 FROM unnest(p_roles) r WHERE r IS NULL OR NOT (r = v_base OR starts_with(r, v_base || '_') AND r ~ '^lease_[0-9a-f]{16}_[a-z0-9_]+$')) THEN
-    RAISE EXCEPTION 'not the roles of one lease: %', p_roles USING ERRCODE = '22023';
-  END IF;
   IF NOT EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles l ON l.oid = m.member
                   WHERE l.rolname = v_base
-                    AND g.rolname IN (SELECT left(v_db, 56) || '_leases' UNION ALL SELECT left(v_db, 53) || '_dbleases'
-                                      UNION ALL SELECT left(v_db, 50) || '_leases_' || n FROM generate_series(0, 15) n)) THEN
+                    AND g.rolname = ANY (pglease_admin.lease_groups() || (left(current_database(), 53) || '_dbleases'))) THEN
     RETURN false;
   END IF;
   FOR v_role IN SELECT r.rolname FROM pg_roles r
@@ -338,14 +348,14 @@ SET search_path = pg_catalog, pg_temp
 SET lock_timeout = '10s'
 AS $$
 DECLARE
-  v_db      text := current_database();
   v_grantor text;
 BEGIN
   IF p_inherit IS NULL THEN
     RAISE EXCEPTION 'inherit or not?' USING ERRCODE = '22023';
   END IF;
-  IF p_member IS NULL OR p_member !~ '^lease_[0-9a-f]{16}(_auth)?$'
-     OR p_group IS NULL OR NOT p_group IN (SELECT left(v_db, 56) || '_leases' UNION ALL SELECT left(v_db, 50) || '_leases_' || n FROM generate_series(0, 15) n) THEN
+  -- a schema lease's group (not the database leases' one, which the service grants: lease-roles.sql)
+  IF p_member IS NULL OR p_member !~ '^lease_[0-9a-f]{16}(_auth)?$' OR p_group IS NULL
+     OR NOT p_group = ANY (pglease_admin.lease_groups()) THEN
     RETURN false;
   END IF;
   FOR v_grantor IN SELECT pg_get_userbyid(m.grantor) FROM pg_auth_members m
