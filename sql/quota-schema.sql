@@ -200,25 +200,11 @@ BEGIN
 END
 $$;
 
--- pglease.may_change_lease_group_grants: whether a lease's group membership is changed through
--- pglease_admin.set_lease_group_inherit (sql/admin/superuser.sql): in the lease database of a
--- pglease given a superuser, where make_lease_roles grants schema leases' memberships as that
--- superuser. Elsewhere (no superuser; a database lease's own database, where the group is the
--- service's grant) the service changes the grant itself. Catalogs only; its own text, since this
--- file is also run in lease databases, which have no pglease.may_call_admin.
-CREATE OR REPLACE FUNCTION pglease.may_change_lease_group_grants()
-RETURNS boolean
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-  SELECT coalesce(bool_or(has_schema_privilege(f.pronamespace, 'USAGE') AND has_function_privilege(f.oid, 'EXECUTE')), false)
-    FROM (SELECT p.oid, p.pronamespace FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-           WHERE n.nspname = 'pglease_admin' AND p.proname = 'set_lease_group_inherit' OFFSET 0) f
-$$;
-
 -- pglease.set_group_inherit: whether p_member inherits from its group p_group: through the
--- superuser's function when p_admin (pglease.may_change_lease_group_grants) and it takes the pair,
--- else by the service's own GRANT.
+-- superuser's function pglease_admin.set_lease_group_inherit (sql/admin/superuser.sql) when p_admin
+-- and it takes the pair (a schema lease's group in the lease database of a pglease given a
+-- superuser, where make_lease_roles grants that membership as the superuser), else by the service's
+-- own GRANT (no superuser; a database lease's own database, where the group is the service's grant).
 CREATE OR REPLACE FUNCTION pglease.set_group_inherit(p_group text, p_member text, p_inherit boolean, p_admin boolean)
 RETURNS void
 LANGUAGE plpgsql
@@ -242,7 +228,12 @@ $$;
 -- ("permission denied for function lo_from_bytea"): no hook lets a non-superuser word it as the
 -- plan's message. Returns the memberships it cut ([]: none, when pglease.large_objects_refusable is
 -- false). Catalogs only.
-CREATE OR REPLACE FUNCTION pglease.restrict_large_objects(p_roles text[])
+-- (p_admin added: the old signature would stay as an overload)
+DROP FUNCTION IF EXISTS pglease.restrict_large_objects(text[]);
+CREATE OR REPLACE FUNCTION pglease.restrict_large_objects(
+  p_roles text[],
+  -- whether the superuser's function changes the lease's group memberships (pglease.set_group_inherit)
+  p_admin boolean DEFAULT false)
 RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -251,7 +242,6 @@ DECLARE
   v_cut jsonb := '[]';
   v_grant record;
   v_connect boolean;
-  v_admin boolean := pglease.may_change_lease_group_grants();
 BEGIN
   IF NOT pglease.large_objects_refusable() THEN
     RETURN v_cut;
@@ -274,7 +264,7 @@ BEGIN
     IF v_connect THEN
       EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO %I', current_database(), v_grant.member);
     END IF;
-    PERFORM pglease.set_group_inherit(v_grant.grp, v_grant.member, false, v_admin);
+    PERFORM pglease.set_group_inherit(v_grant.grp, v_grant.member, false, p_admin);
     v_cut := v_cut || jsonb_build_object('group', v_grant.grp, 'member', v_grant.member, 'connect', v_connect);
   END LOOP;
   RETURN v_cut;
@@ -282,19 +272,19 @@ END
 $$;
 
 -- pglease.restore_large_objects: undoes pglease.restrict_large_objects with what it returned.
-CREATE OR REPLACE FUNCTION pglease.restore_large_objects(p_cut jsonb)
+DROP FUNCTION IF EXISTS pglease.restore_large_objects(jsonb);
+CREATE OR REPLACE FUNCTION pglease.restore_large_objects(p_cut jsonb, p_admin boolean DEFAULT false)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_grant record;
-  v_admin boolean := pglease.may_change_lease_group_grants();
 BEGIN
   FOR v_grant IN SELECT x ->> 'group' AS grp, x ->> 'member' AS member, coalesce((x ->> 'connect')::boolean, false) AS connect
                    FROM jsonb_array_elements(coalesce(p_cut, '[]')) x LOOP
     IF to_regrole(quote_ident(v_grant.grp)) IS NOT NULL AND to_regrole(quote_ident(v_grant.member)) IS NOT NULL THEN
-      PERFORM pglease.set_group_inherit(v_grant.grp, v_grant.member, true, v_admin);
+      PERFORM pglease.set_group_inherit(v_grant.grp, v_grant.member, true, p_admin);
       IF v_grant.connect THEN
         EXECUTE format('REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM %I', current_database(), v_grant.member);
       END IF;

@@ -46,7 +46,8 @@ AS $$
 DECLARE
   v_restricted jsonb := pglease.restrict_schema_writes(p_lease.schema_name, p_lease.role_name, p_message, p_hint, p_previous);
 BEGIN
-  RETURN v_restricted || jsonb_build_object('large_objects', pglease.restrict_large_objects(ARRAY[p_lease.role_name, p_lease.auth_role]));
+  RETURN v_restricted || jsonb_build_object('large_objects',
+    pglease.restrict_large_objects(ARRAY[p_lease.role_name, p_lease.auth_role], pglease.may_call_admin('set_lease_group_inherit')));
 END
 $$;
 
@@ -76,7 +77,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
   PERFORM pglease.restore_schema_writes(p_lease.schema_name, p_lease.role_name, p_restricted);
-  PERFORM pglease.restore_large_objects(p_restricted -> 'large_objects');
+  PERFORM pglease.restore_large_objects(p_restricted -> 'large_objects', pglease.may_call_admin('set_lease_group_inherit'));
 END
 $$;
 
