@@ -215,6 +215,24 @@ describe("the superuser function that closes a lease's logins", () => {
     await expect(queryUrl(lease.url, 'SELECT 1')).rejects.toMatchObject({ code: '28000' });
   });
 
+  it("has a sibling that changes only a lease's membership in this database's lease groups, and is no lease's to call either", async () => {
+    const url = service.host.databaseUrl;
+    const lease = await createLease(service);
+    const set = (group: string, member: string) =>
+      queryUrl<{ done: boolean }>(url, `SELECT pglease_admin.set_lease_group_inherit($1, $2, false) AS done`, [group, member]).then(
+        (rows) => rows[0]!.done,
+        (error: { code?: string }) => error.code,
+      );
+    const inherits = async (member: string) =>
+      (await queryUrl<{ inherit: boolean }>(url, `SELECT bool_and(inherit_option) AS inherit FROM pg_auth_members WHERE member = $1::regrole`, [member]))[0]!.inherit;
+    // not a lease group of this database, or not a lease's login role or authenticator: nothing changes
+    expect(await set('pg_write_server_files', lease.role)).toBe(false);
+    expect(await set(`${service.config.leaseDatabase.slice(0, 50)}_leases_0`, 'postgres')).toBe(false);
+    expect(await set(`${service.config.leaseDatabase.slice(0, 50)}_leases_0`, `${lease.role}_anon`)).toBe(false);
+    expect(await inherits(lease.role)).toBe(true);
+    expect(await outcome(lease.url, `SELECT pglease_admin.set_lease_group_inherit('x', '${lease.role}', false)`)).toBe('42501');
+  });
+
   it('is what a release goes through: the lease ends whole, its schema with it', async () => {
     const lease = await createLease(service);
     await queryUrl(lease.url, 'CREATE TABLE kept (id int PRIMARY KEY); INSERT INTO kept VALUES (1)');
