@@ -22,6 +22,11 @@
  * the service's own statements (ALTER ROLE, DROP SCHEMA, DROP OWNED, DROP ROLE), grow the same way:
  * p50 5.4 ms at 0 live leases, 11.5 at 200, 35.6 at 600, 50.9 at 990 (load 3-4).
  *
+ * Session 10: the group's grant is the superuser's (a quota's change of it goes through
+ * pglease_admin.set_lease_group_inherit), and a release closes its logins and leaves the schema to
+ * superuser functions: creates 9.6 / 9.6 / 9.7 / 12.4 ms, releases 10.1 / 15.0 / 24.3 / 25.2 (one
+ * run, load 2-4; releases were 15.3 / 18.4 / 40.5 / 69.9 just before, load 6-8).
+ *
  *   npm run bench:live-creates
  */
 import { randomBytes } from 'node:crypto';
