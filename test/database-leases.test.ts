@@ -51,6 +51,28 @@ async function outcome(url: string, sql: string): Promise<string> {
   }
 }
 
+describe('the lease template, as setup leaves it', () => {
+  // first in this file: autovacuum, which visits the template like any database, may vacuum or
+  // analyze a catalog there later and make its maps again (seen once in a full run at load 10-12:
+  // pg_statistic, pg_type, pg_depend); compactTemplate rewrites them at the next start
+  it('has catalogs with no free space or visibility maps: a clone makes a file per relation, no more', async () => {
+    const template = `${service.config.leaseDatabase}_lease_template`;
+    const url = new URL(superuserDatabaseUrl(service));
+    url.pathname = '/' + template;
+    const [maps] = await queryUrl<{ tables: number; withMaps: number; which: string | null }>(
+      url.toString(),
+      `SELECT count(*)::int AS tables,
+              count(*) FILTER (WHERE pg_relation_size(c.oid, 'fsm') > 0 OR pg_relation_size(c.oid, 'vm') > 0)::int AS "withMaps", string_agg(c.relname || ':' || pg_relation_size(c.oid, 'fsm') || ':' || pg_relation_size(c.oid, 'vm'), ' ') FILTER (WHERE pg_relation_size(c.oid, 'fsm') > 0 OR pg_relation_size(c.oid, 'vm') > 0) AS which
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname IN ('pg_catalog', 'information_schema') AND c.relkind = 'r' AND NOT c.relisshared`,
+    );
+    // template0 has both maps on 37 of these tables (initdb vacuums them); catalog changes after
+    // the rewrite make a few free space maps again (pg_class, pg_attribute), which are left alone
+    expect(maps!.tables).toBeGreaterThan(50);
+    expect(maps!.withMaps, JSON.stringify(maps)).toBeLessThanOrEqual(MAPS_LEFT_ALONE);
+  });
+});
+
 describe('a database lease', () => {
   let lease: CreatedLeaseJson & { kind: string };
 
@@ -336,22 +358,5 @@ describe('crash safety', () => {
     // its event triggers are a superuser's, in every lease database
     const [triggers] = await queryUrl<{ n: number }>(serverUrl(lease.database), `SELECT count(*)::int AS n FROM pg_event_trigger WHERE evtname LIKE 'pglease_rest_%'`);
     expect(triggers!.n).toBe(2);
-  });
-
-  it('the lease template\'s catalogs have no free space or visibility maps: a clone makes a file per relation, no more', async () => {
-    const template = `${service.config.leaseDatabase}_lease_template`;
-    const url = new URL(superuserDatabaseUrl(service));
-    url.pathname = '/' + template;
-    const [maps] = await queryUrl<{ tables: number; withMaps: number; which: string | null }>(
-      url.toString(),
-      `SELECT count(*)::int AS tables,
-              count(*) FILTER (WHERE pg_relation_size(c.oid, 'fsm') > 0 OR pg_relation_size(c.oid, 'vm') > 0)::int AS "withMaps", string_agg(c.relname || ':' || pg_relation_size(c.oid, 'fsm') || ':' || pg_relation_size(c.oid, 'vm'), ' ') FILTER (WHERE pg_relation_size(c.oid, 'fsm') > 0 OR pg_relation_size(c.oid, 'vm') > 0) AS which
-         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname IN ('pg_catalog', 'information_schema') AND c.relkind = 'r' AND NOT c.relisshared`,
-    );
-    // template0 has both maps on 37 of these tables (initdb vacuums them); catalog changes after
-    // the rewrite make a few free space maps again (pg_class, pg_attribute), which are left alone
-    expect(maps!.tables).toBeGreaterThan(50);
-    expect(maps!.withMaps, JSON.stringify(maps)).toBeLessThanOrEqual(MAPS_LEFT_ALONE);
   });
 });
