@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { describe, expect, inject, it } from 'vitest';
 import { withDatabase } from '../src/db/host.js';
-import { migrate } from '../src/db/migrate.js';
+import { migrate, retryConcurrentCatalogUpdates } from '../src/db/migrate.js';
 
 describe('migrate', () => {
   // a whole migration of a fresh database: 2-17 s in full runs, once past 30 s with two suites on
@@ -47,6 +47,33 @@ describe('migrate', () => {
         for (const row of rows as { format: string }[]) await admin.query(row.format).catch(() => undefined);
       });
       await admin.end();
+    }
+  });
+
+  it('retries a CREATE ... IF NOT EXISTS that another session made at the same moment', async () => {
+    const serverUrl = inject('serverUrl');
+    const schema = `retry_${randomBytes(4).toString('hex')}`;
+    const first = new pg.Client({ connectionString: serverUrl });
+    const second = new pg.Client({ connectionString: serverUrl });
+    await Promise.all([first.connect(), second.connect()]);
+    second.on('notice', () => undefined);
+    try {
+      // the first makes the schema and holds its catalog row until it commits; the second's
+      // IF NOT EXISTS sees no schema yet, waits on the index entry, then fails on the duplicate
+      await first.query('BEGIN');
+      await first.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
+      const making = retryConcurrentCatalogUpdates(() => second.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`)).then(
+        () => 'made',
+        (error: { code?: string }) => error.code,
+      );
+      await expect
+        .poll(async () => (await first.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'`, [second.processID])).rows[0].n, { timeout: 10_000 })
+        .toBe(1);
+      await first.query('COMMIT');
+      expect(await making).toBe('made');
+    } finally {
+      await first.query(`DROP SCHEMA IF EXISTS ${schema}`).catch(() => undefined);
+      await Promise.all([first.end(), second.end()]);
     }
   });
 

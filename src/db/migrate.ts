@@ -99,18 +99,25 @@ export async function lockAgainstSquatters(client: pg.Client, key: string, log: 
 }
 
 /**
- * Runs `work` again when Postgres fails it with "tuple concurrently updated" (XX000). The
- * migrations lock is per database, but a migration also updates rows of shared catalogs (its
- * database's privileges in pg_database, roles), which another lease database's pglease on the same
- * host may update at the same moment (pglease.restrict_other_databases); each attempt is one
- * transaction, rolled back on failure, so trying again is safe.
+ * Runs `work` again when Postgres fails it with "tuple concurrently updated" (XX000), or with a
+ * duplicate key in a system catalog's unique index (23505 on `pg_…`). The migrations lock is per
+ * database, but a migration also updates rows of shared catalogs (its database's privileges in
+ * pg_database, roles), which another lease database's pglease on the same host may update at the
+ * same moment (pglease.restrict_other_databases). And `CREATE … IF NOT EXISTS` is no guard against
+ * another session making the same object at the same moment: the later one fails on the catalog's
+ * index (three processes starting at once on a new database, each making the lease template's
+ * schema pglease: test/multi-process.test.ts, once in a full run at load 10), and again it finds
+ * the object and does nothing. Each attempt is one transaction, rolled back on failure, so trying
+ * again is safe.
  */
 export async function retryConcurrentCatalogUpdates<T>(work: () => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await work();
     } catch (error) {
-      const concurrent = (error as { code?: string }).code === 'XX000' && /tuple concurrently updated/.test((error as Error).message);
+      const { code, constraint } = error as { code?: string; constraint?: string };
+      const concurrent =
+        (code === 'XX000' && /tuple concurrently updated/.test((error as Error).message)) || (code === '23505' && constraint?.startsWith('pg_') === true);
       if (!concurrent || attempt >= 5) throw error;
       await new Promise((resolve) => setTimeout(resolve, 20 + Math.random() * 80 * attempt));
     }
