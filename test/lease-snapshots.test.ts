@@ -20,12 +20,24 @@ afterAll(async () => {
   await service?.close();
 });
 
-function call(lease: { id: string; token: string }, method: string, path: string, body?: unknown): Promise<Response> {
-  return fetch(`${service.baseUrl}/v1/leases/${lease.id}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${lease.token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
+/**
+ * A control API call, tried again while it answers 409 PGLEASE_LEASE_BUSY ("try again", as a client
+ * does): a restore prepares its next copy in the background, and at load 11 the next test's restore
+ * found the lease busy with it once.
+ */
+async function call(lease: { id: string; token: string }, method: string, path: string, body?: unknown): Promise<Response> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const response = await fetch(`${service.baseUrl}/v1/leases/${lease.id}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${lease.token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    if (response.status !== 409) return response;
+    const text = await response.text();
+    if (!text.includes('"PGLEASE_LEASE_BUSY"') || Date.now() > deadline) return new Response(text, { status: response.status, headers: response.headers });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
 }
 
 async function databases(prefix: string): Promise<string[]> {
