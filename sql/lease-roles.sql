@@ -49,10 +49,13 @@ DECLARE
   -- the service role: the owner of the schema pglease (a catalog read)
   v_service  text := (SELECT pg_get_userbyid(n.nspowner) FROM pg_namespace n WHERE n.nspname = 'pglease');
   v_as_service boolean;
-  v_superuser boolean := (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user);
+  v_superuser boolean;
+  v_service_superuser boolean;
+  v_has_reserve boolean;
   c_verifier CONSTANT text := '^SCRAM-SHA-256\$[1-9][0-9]{0,9}:[A-Za-z0-9+/]{4,}={0,2}\$[A-Za-z0-9+/]{43}=:[A-Za-z0-9+/]{43}=$';
   v_group    text;
   v_reserve  text;
+  v_schema_kind boolean := p_kind = 'schema';
 BEGIN
   IF p_base IS NULL OR p_base !~ '^lease_[0-9a-f]{16}$' THEN
     RAISE EXCEPTION 'invalid lease name %', p_base USING ERRCODE = '22023';
@@ -73,16 +76,14 @@ BEGIN
     RAISE EXCEPTION 'no schema pglease in database %', v_db USING ERRCODE = '3F000';
   END IF;
   -- the lease groups of this database (as pglease.lease_groups and lease_group_for name them): the
-  -- one a lease's name points at is one of them; a group given is checked (and its check planned:
-  -- each statement of a provision is planned again at every call, since creating a schema resets
-  -- every cached plan of every session of the database)
+  -- one a lease's name points at is one of them; a group given is checked
   v_group := coalesce(p_group, left(v_db, 50) || '_leases_' || ('x' || lpad(substr(p_base, 7, 1), 8, '0'))::bit(32)::int);
   IF p_group IS NOT NULL THEN
     IF NOT p_group IN (SELECT left(v_db, 56) || '_leases' UNION ALL SELECT left(v_db, 50) || '_leases_' || n FROM generate_series(0, 15) n) THEN
       RAISE EXCEPTION '% is not a lease group of this database', p_group USING ERRCODE = '22023';
     END IF;
   END IF;
-  IF p_kind = 'database' THEN
+  IF NOT v_schema_kind THEN
     -- no lease group: a database lease connects to its own database only; this group only marks
     -- its roles as ours
     v_group := left(v_db, 53) || '_dbleases';
@@ -90,95 +91,78 @@ BEGIN
   -- the service itself runs this copy (no superuser): it is then the grantor of everything, and its
   -- own CREATE ROLE already made it the roles' admin (Postgres 16+)
   v_as_service := current_user = v_service;
+  -- The authenticator may use the server's reserved connections (pglease_admin.ensure_rest_reserve,
+  -- made by a superuser at setup; absent otherwise): the REST API logs in while the leases' own
+  -- logins hold every other slot. Sharded as the lease groups are.
+  v_reserve := left(v_db, 50) || '_rest_' || ('x' || lpad(substr(p_base, 7, 1), 8, '0'))::bit(32)::int;
+  -- what this function needs to know of three roles, in one statement: each statement here is
+  -- parsed and planned again at every call (a create's CREATE SCHEMA makes every session of the
+  -- database drop its cached plans), and pg_roles is a view, about 40 us to plan per read
+  SELECT coalesce(bool_or(r.rolsuper) FILTER (WHERE r.rolname = current_user), false),
+         coalesce(bool_or(r.rolsuper) FILTER (WHERE r.rolname = v_service), false),
+         coalesce(bool_or(true) FILTER (WHERE r.rolname = v_reserve), false)
+    INTO v_superuser, v_service_superuser, v_has_reserve
+    FROM pg_roles r WHERE r.rolname IN (current_user, v_service, v_reserve);
 
-  EXECUTE format('CREATE ROLE %I NOLOGIN NOINHERIT', v_anon);
-  -- The login role's verifier has PGLEASE_SCRAM_ITERATIONS (4096) iterations, and CREATE ROLE ...
-  -- PASSWORD derives the empty password's key at that count to refuse an empty password: 3.0-3.2 ms
-  -- of CPU on Postgres 15 and 17 here, about half of a whole provision (session 10,
-  -- bench/leases.ts --pg15). The password is 256 random bits, never empty, so a superuser (this
-  -- function's owner when pglease_admin's copy runs) stores the verifier in pg_authid itself, as
-  -- CREATE ROLE would: 0.85 ms for both statements. The service without a superuser cannot.
-  IF v_superuser THEN
-    EXECUTE format(
-      'CREATE ROLE %I LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT %s',
-      v_login, p_connection_limit);
-    UPDATE pg_catalog.pg_authid SET rolpassword = p_login_verifier WHERE rolname = v_login;
-  ELSE
-    EXECUTE format(
-      'CREATE ROLE %I LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT %s PASSWORD %L',
-      v_login, p_connection_limit, p_login_verifier);
-  END IF;
-  EXECUTE format(
-    'CREATE ROLE %I LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT %s PASSWORD %L',
-    v_auth, p_auth_connections, p_auth_verifier);
-  IF v_pg16 THEN
-    -- the authenticator may SET ROLE to the lease's roles without holding their privileges itself
-    EXECUTE format('GRANT %I, %I TO %I WITH INHERIT FALSE, SET TRUE', v_login, v_anon, v_auth);
-  ELSE
-    -- before Postgres 16 membership always inherits; the authenticator then holds the owner's
+  -- All statements in one EXECUTE, in this order: one string made by one expression, where a
+  -- statement each (with its format() as an expression of its own) was planned again at each call,
+  -- about 45% of a provision's CPU went to planning on Postgres 15 (session 11, perf at
+  -- concurrency 8). Utility statements in an EXECUTE are not planned.
+  EXECUTE concat_ws(E';\n',
+    format('CREATE ROLE %I NOLOGIN NOINHERIT', v_anon),
+    -- The login role's verifier has PGLEASE_SCRAM_ITERATIONS (4096) iterations, and CREATE ROLE
+    -- ... PASSWORD derives the empty password's key at that count to refuse an empty password:
+    -- 3.0-3.2 ms of CPU on Postgres 15 and 17 here, about half of a whole provision (session 10,
+    -- bench/leases.ts --pg15). The password is 256 random bits, never empty, so a superuser (this
+    -- function's owner when pglease_admin's copy runs) stores the verifier in pg_authid itself,
+    -- as CREATE ROLE would: 0.85 ms for both statements. The service without a superuser cannot.
+    format('CREATE ROLE %I LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT %s%s',
+           v_login, p_connection_limit, CASE WHEN v_superuser THEN '' ELSE format(' PASSWORD %L', p_login_verifier) END),
+    CASE WHEN v_superuser THEN format('UPDATE pg_catalog.pg_authid SET rolpassword = %L WHERE rolname = %L', p_login_verifier, v_login) END,
+    format('CREATE ROLE %I LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT %s PASSWORD %L',
+           v_auth, p_auth_connections, p_auth_verifier),
+    -- the authenticator may SET ROLE to the lease's roles without holding their privileges itself;
+    -- before Postgres 16 membership always inherits: the authenticator then holds the owner's
     -- privileges before SET ROLE, which stays within the lease
-    EXECUTE format('GRANT %I, %I TO %I', v_login, v_anon, v_auth);
-  END IF;
-  -- A service role that is not superuser must be a member of the lease's roles to make the schema
-  -- theirs, set default privileges, and later DROP OWNED BY; and their admin, to alter and drop them.
-  IF NOT (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = v_service) THEN
-    IF v_as_service THEN
-      EXECUTE format('GRANT %I, %I, %I TO %I', v_login, v_anon, v_auth, v_service);
-    ELSIF v_pg16 THEN
-      EXECUTE format('GRANT %I, %I, %I TO %I WITH ADMIN TRUE, INHERIT TRUE, SET TRUE', v_login, v_anon, v_auth, v_service);
-    ELSE
-      EXECUTE format('GRANT %I, %I, %I TO %I WITH ADMIN OPTION', v_login, v_anon, v_auth, v_service);
-    END IF;
-  END IF;
-
-  IF p_kind = 'schema' THEN
-    EXECUTE format('CREATE SCHEMA %I AUTHORIZATION %I', p_base, v_login);
-    EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', p_base, v_anon);
+    format('GRANT %I, %I TO %I%s', v_login, v_anon, v_auth, CASE WHEN v_pg16 THEN ' WITH INHERIT FALSE, SET TRUE' ELSE '' END),
+    -- A service role that is not superuser must be a member of the lease's roles to make the
+    -- schema theirs, set default privileges, and later DROP OWNED BY; and their admin, to alter and
+    -- drop them.
+    CASE WHEN NOT v_service_superuser THEN
+      format('GRANT %I, %I, %I TO %I%s', v_login, v_anon, v_auth, v_service,
+             CASE WHEN v_as_service THEN '' WHEN v_pg16 THEN ' WITH ADMIN TRUE, INHERIT TRUE, SET TRUE' ELSE ' WITH ADMIN OPTION' END)
+    END,
+    CASE WHEN v_schema_kind THEN format('CREATE SCHEMA %I AUTHORIZATION %I', p_base, v_login) END,
+    CASE WHEN v_schema_kind THEN format('GRANT USAGE ON SCHEMA %I TO %I', p_base, v_anon) END,
     -- Functions are executable by PUBLIC by default; a lease's anonymous role gets only what its
     -- owner grants, so new functions start private. (A database lease gets the same in its own
     -- database, from its first session: default privileges belong to a database.)
-    EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %I REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC', v_login);
-    EXECUTE format('ALTER ROLE %I SET search_path TO %I', v_login, p_base);
-    EXECUTE format('ALTER ROLE %I SET search_path TO %I', v_auth, p_base);
-  ELSE
+    CASE WHEN v_schema_kind THEN format('ALTER DEFAULT PRIVILEGES FOR ROLE %I REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC', v_login) END,
     -- in its own database, public is the lease's (owned by pg_database_owner, Postgres 15+)
-    EXECUTE format('ALTER ROLE %I SET search_path TO "$user", public', v_login);
-    EXECUTE format('ALTER ROLE %I SET search_path TO "$user", public', v_auth);
-  END IF;
-  EXECUTE format('ALTER ROLE %I SET statement_timeout TO %L', v_login, p_statement_timeout);
-  EXECUTE format('ALTER ROLE %I SET statement_timeout TO %L', v_auth, p_statement_timeout);
-  EXECUTE format('ALTER ROLE %I SET idle_in_transaction_session_timeout TO %L', v_login, p_idle_timeout);
-  EXECUTE format('ALTER ROLE %I SET idle_in_transaction_session_timeout TO %L', v_auth, p_idle_timeout);
-
-  -- The authenticator may use the server's reserved connections (pglease_admin.ensure_rest_reserve,
-  -- made by a superuser at setup; absent otherwise): the REST API logs in while the leases' own
-  -- logins hold every other slot. Sharded as the lease groups are, and granted just before the
-  -- group, so that concurrent creates wait for each other no more than they already do.
-  v_reserve := left(v_db, 50) || '_rest_' || ('x' || lpad(substr(p_base, 7, 1), 8, '0'))::bit(32)::int;
-  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = v_reserve) THEN
-    IF v_pg16 THEN
-      EXECUTE format('GRANT %I TO %I WITH INHERIT TRUE, SET FALSE', v_reserve, v_auth);
+    format('ALTER ROLE %I SET search_path TO %s', v_login, CASE WHEN v_schema_kind THEN quote_ident(p_base) ELSE '"$user", public' END),
+    format('ALTER ROLE %I SET search_path TO %s', v_auth, CASE WHEN v_schema_kind THEN quote_ident(p_base) ELSE '"$user", public' END),
+    format('ALTER ROLE %I SET statement_timeout TO %L', v_login, p_statement_timeout),
+    format('ALTER ROLE %I SET statement_timeout TO %L', v_auth, p_statement_timeout),
+    format('ALTER ROLE %I SET idle_in_transaction_session_timeout TO %L', v_login, p_idle_timeout),
+    format('ALTER ROLE %I SET idle_in_transaction_session_timeout TO %L', v_auth, p_idle_timeout),
+    -- granted just before the group, so that concurrent creates wait for each other no more than
+    -- they already do
+    CASE WHEN v_has_reserve THEN format('GRANT %I TO %I%s', v_reserve, v_auth, CASE WHEN v_pg16 THEN ' WITH INHERIT TRUE, SET FALSE' ELSE '' END) END,
+    -- CONNECT on this database comes from a lease group (inherited), nothing else does. Last,
+    -- because the grant locks the group until commit: the shorter that is, the less concurrent
+    -- creates wait. Without SET (Postgres 16 and later): a lease that could SET ROLE to its group
+    -- could make objects the group owns (large objects), which outlive the lease and which every
+    -- lease of the group can reach. Older servers grant SET with membership; cleanup_orphans
+    -- unlinks those. A schema lease's grantor is whoever runs this copy: GRANTED BY the service
+    -- made Postgres check that the service administers the group by walking its memberships in
+    -- every lease's roles (11 ms at 990 live leases, Postgres 16+); its later changes go through
+    -- pglease_admin.set_lease_group_inherit. A database lease's is the service (restricted in its
+    -- own database, where no superuser's function is).
+    CASE WHEN NOT v_schema_kind THEN
+      format('GRANT %I TO %I, %I%s', v_group, v_login, v_auth, CASE WHEN v_as_service THEN '' ELSE format(' GRANTED BY %I', v_service) END)
     ELSE
-      EXECUTE format('GRANT %I TO %I', v_reserve, v_auth);
-    END IF;
-  END IF;
-
-  -- CONNECT on this database comes from a lease group (inherited), nothing else does. Last, because
-  -- the grant locks the group until commit: the shorter that is, the less concurrent creates wait.
-  -- Without SET (Postgres 16 and later): a lease that could SET ROLE to its group could make
-  -- objects the group owns (large objects), which outlive the lease and which every lease of the
-  -- group can reach. Older servers grant SET with membership; cleanup_orphans unlinks those.
-  IF p_kind = 'database' THEN
-    EXECUTE format('GRANT %I TO %I, %I%s', v_group, v_login, v_auth,
-                   CASE WHEN v_as_service THEN '' ELSE format(' GRANTED BY %I', v_service) END);
-  ELSIF v_pg16 THEN
-    -- the grantor is whoever runs this copy: GRANTED BY the service made Postgres check that the
-    -- service administers the group by walking its memberships in every lease's roles (11 ms at 990
-    -- live leases, Postgres 16+); its later changes go through pglease_admin.set_lease_group_inherit
-    EXECUTE format('GRANT %I TO %I, %I WITH INHERIT TRUE, SET FALSE', v_group, v_login, v_auth);
-  ELSE
-    EXECUTE format('GRANT %I TO %I, %I', v_group, v_login, v_auth);
-  END IF;
+      format('GRANT %I TO %I, %I%s', v_group, v_login, v_auth, CASE WHEN v_pg16 THEN ' WITH INHERIT TRUE, SET FALSE' ELSE '' END)
+    END);
 END
 $$;
 REVOKE ALL ON FUNCTION pglease.make_lease_roles(text, text, text, int, int, text, text, text, text) FROM PUBLIC;

@@ -137,8 +137,6 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  v_base    text := p_base;
-  v_roles   record;
   v_lease   pglease.leases;
 BEGIN
   -- the caller picks the name (its authenticator password derives from it); it must still look
@@ -146,7 +144,6 @@ BEGIN
   IF p_base !~ '^lease_[0-9a-f]{16}$' THEN
     RAISE EXCEPTION 'invalid lease name %', p_base USING ERRCODE = '22023';
   END IF;
-  SELECT * INTO v_roles FROM pglease.lease_role_names(p_base);
   -- tells the DDL event trigger (sql/rest.sql) that no cache can hold this lease yet
   PERFORM set_config('pglease.provisioning', 'on', true);
   IF p_ttl IS NOT NULL AND p_ttl <= interval '0' THEN
@@ -166,15 +163,22 @@ BEGIN
                                      p_statement_timeout, p_idle_timeout, p_group, p_kind);
   END IF;
 
-  INSERT INTO pglease.leases (label, host_id, schema_name, role_name, anon_role, auth_role, token_hash,
-                              state, client_ip, expires_at, kind)
-  VALUES (p_label, p_host_id, v_base, v_roles.login_role, v_roles.anon_role, v_roles.auth_role, p_token_hash,
-          CASE p_kind WHEN 'schema' THEN 'active' ELSE 'provisioning' END::pglease.lease_state, p_client_ip, now() + p_ttl, p_kind)
-  RETURNING * INTO v_lease;
-
-  INSERT INTO pglease.lease_events (lease_id, kind, client_ip, detail)
-  VALUES (v_lease.id, 'created', p_client_ip,
-          jsonb_build_object('ttl_seconds', extract(epoch FROM p_ttl)::bigint, 'label', p_label, 'kind', p_kind));
+  -- the row and its first event in one statement: every statement of a provision is parsed and
+  -- planned again at each call (its CREATE SCHEMA made every session drop its cached plans); the
+  -- role names are pglease.lease_role_names'
+  WITH lease AS (
+    INSERT INTO pglease.leases (label, host_id, schema_name, role_name, anon_role, auth_role, token_hash,
+                                state, client_ip, expires_at, kind)
+    VALUES (p_label, p_host_id, p_base, p_base, p_base || '_anon', p_base || '_auth', p_token_hash,
+            CASE p_kind WHEN 'schema' THEN 'active' ELSE 'provisioning' END::pglease.lease_state, p_client_ip, now() + p_ttl, p_kind)
+    RETURNING *
+  ), event AS (
+    INSERT INTO pglease.lease_events (lease_id, kind, client_ip, detail)
+    SELECT lease.id, 'created', p_client_ip,
+           jsonb_build_object('ttl_seconds', extract(epoch FROM p_ttl)::bigint, 'label', p_label, 'kind', p_kind)
+      FROM lease
+  )
+  SELECT * INTO v_lease FROM lease;
   -- later DDL of this transaction (a template's seed on a lease already known) notifies again
   PERFORM set_config('pglease.provisioning', 'off', true);
   RETURN v_lease;
