@@ -370,10 +370,11 @@ BEGIN
          WHERE c.relnamespace IN (SELECT nsp FROM measure)
          GROUP BY c.relnamespace
       ), sessions AS (
-        -- by role oid, from the function under pg_stat_activity (the view joins every role by name)
-        SELECT a.usesysid, count(*)::int AS n FROM pg_stat_get_activity(NULL) a
-         WHERE a.usesysid IS NOT NULL
-         GROUP BY a.usesysid
+        -- by role oid, from the statistics' per-backend functions (pglease.backend_sessions, where
+        -- pg_stat_activity would walk the service's memberships in every lease's roles)
+        SELECT b.role_oid AS usesysid, count(*)::int AS n FROM pglease.backend_sessions() b
+         WHERE b.role_oid IS NOT NULL
+         GROUP BY b.role_oid
       ), disk AS MATERIALIZED (
         -- the free disk of each host, as last observed (pglease.observe_host); MATERIALIZED: inlined,
         -- its subquery ran twice per lease (once per use in pglease.lease_size_limit)
