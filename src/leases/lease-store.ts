@@ -9,7 +9,7 @@ import { runDiscardingRows } from '../db/discard-rows.js';
 import type { Host } from '../db/host.js';
 import { templateSqlError, TemplateSqlError } from '../templates/template-sql-error.js';
 import { durationMs } from '../duration.js';
-import { authenticatorPassword, hashToken, newPassword, newToken, scramVerifier } from './credentials.js';
+import { authenticatorPassword, hashToken, LoginSecrets, newToken, scramVerifier } from './credentials.js';
 import { dropQueuedDatabases } from './database-drops.js';
 import { copyLeaseDatabase } from './lease-fork.js';
 import { oneAtATime } from './lease-snapshots.js';
@@ -146,10 +146,15 @@ interface NewLease {
 }
 
 export class LeaseStore {
+  /** Login passwords and their verifiers, made ahead of the creates that take them. */
+  private readonly loginSecrets: LoginSecrets;
+
   constructor(
     private readonly host: Host,
     private readonly limits: LeaseLimits,
-  ) {}
+  ) {
+    this.loginSecrets = new LoginSecrets(limits.scramIterations);
+  }
 
   get pool(): pg.Pool {
     return this.host.pool;
@@ -160,15 +165,12 @@ export class LeaseStore {
    * (2^-60 per pair) surfaces as a duplicate role, schema or row and is retried with a new name.
    */
   private async withNewLease<T>(provision: (lease: NewLease) => Promise<T>): Promise<T> {
-    const password = newPassword();
+    const { password, verifier: loginVerifier } = await this.loginSecrets.take();
     for (let attempt = 0; ; attempt++) {
       const base = 'lease_' + randomBytes(8).toString('hex');
-      const [loginVerifier, authVerifier] = await Promise.all([
-        scramVerifier(password, this.limits.scramIterations),
-        // The authenticator's password is a 256-bit HMAC only pglease knows: one iteration loses
-        // nothing, and saves 1.6 ms per lease (Postgres re-derives the verifier at CREATE ROLE).
-        scramVerifier(authenticatorPassword(this.host.authenticatorKey, base + '_auth'), 1),
-      ]);
+      // The authenticator's password is a 256-bit HMAC only pglease knows: one iteration loses
+      // nothing, and saves 1.6 ms per lease (Postgres re-derives the verifier at CREATE ROLE).
+      const authVerifier = await scramVerifier(authenticatorPassword(this.host.authenticatorKey, base + '_auth'), 1);
       try {
         return await provision({ base, password, loginVerifier, authVerifier });
       } catch (error) {
@@ -642,11 +644,11 @@ export class LeaseStore {
    * with `cutSessions` its open sessions ended; undefined when the lease is not active.
    */
   async resetPassword(id: string, cutSessions: boolean): Promise<{ lease: LeaseRow; password: string } | undefined> {
-    const password = newPassword();
+    const { password, verifier } = await this.loginSecrets.take();
     const { rows } = await this.pool.query<LeaseRow>({
       name: 'pglease.reset-password',
       text: `SELECT ${LEASE_COLUMNS} FROM pglease.reset_password($1, $2, $3) WHERE id IS NOT NULL`,
-      values: [id, await scramVerifier(password, this.limits.scramIterations), cutSessions],
+      values: [id, verifier, cutSessions],
     });
     return rows[0] && { lease: rows[0], password };
   }
