@@ -239,6 +239,28 @@ describe('on a server with a small lock table (64 x 300 = 19,200: a budget of 4,
     }
   });
 
+  it('ends a lease that fills the whole table right after another lease was made', { timeout: 120_000 }, async () => {
+    const hog = (await create()).lease;
+    const other = (await create()).lease;
+    await sleep(4500); // the guard knows both
+    // A create just before the attack: its CREATE ROLE and GRANTs reset every session's cache of
+    // role memberships, the guard's too. Reading pg_stat_activity as the service then recomputes
+    // the service's memberships (every lease's roles) from pg_auth_members, a shared catalog whose
+    // lock takes a place in the full table.
+    const fresh = (await create()).lease;
+    try {
+      const sessions = await Promise.all([...Array<string>(5).fill(hog.url), ...Array<string>(3).fill(authenticatorUrl(service, hog))].map(connect));
+      const outcomes = await Promise.all(sessions.map((session, i) => takeLocks(session, 50_000_000 + 1_000_000 * i, budget - 100)));
+      expect(outcomes.filter((outcome) => outcome !== 'ok')).not.toEqual([]);
+      expect(await waitForEnded(service, hog), messages.filter((m) => m.includes('lock')).join('\n')).toBe('released');
+      const login = await connect(other.url);
+      expect((await login.query('SELECT 1 AS ok')).rows).toEqual([{ ok: 1 }]);
+      await login.end();
+    } finally {
+      await endSessions(service, [hog, other, fresh]);
+    }
+  });
+
   it('ends a lease that fills the whole table within seconds: other leases log in and creates succeed again', { timeout: 120_000 }, async () => {
     const hog = (await create()).lease;
     const victim = (await create()).lease;

@@ -366,3 +366,32 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION pglease_admin.set_lease_group_inherit(text, text, boolean) FROM PUBLIC;
+
+-- pglease_admin.end_lease_backend: terminates the session p_pid when its role is a lease's login
+-- role or authenticator (named lease_<16 hex digits>, with _auth for the authenticator), for the
+-- lock guard (src/leases/lock-guard.ts) while a lease fills the server's lock table (SECURITY
+-- DEFINER, EXECUTE for the service role alone: src/db/superuser-setup.ts). Why: pg_terminate_backend
+-- run by the service first asks whether the service has the privileges of the session's role, and
+-- after any create or release (a CREATE ROLE or GRANT anywhere on the server) that question walks
+-- the service's memberships in every lease's roles through pg_auth_members, a shared catalog whose
+-- lock needs a place in the full table: the guard found the lease and could not end it until the
+-- table freed (test/lock-guard.test.ts, "right after another lease was made"). A superuser is not
+-- asked. The session's role and pid come from shared memory, the role's name from this session's
+-- catalog cache (the guard's looks put the live leases' roles there while the server is well).
+--
+-- What it lets the service do that it could not already: end the sessions of roles named as
+-- leases', which it may end as their roles' member; also those of another pglease's leases on the
+-- same server, named alike, which that pglease's service may end and this one could not. Nothing
+-- else: no other session, no code run.
+CREATE OR REPLACE FUNCTION pglease_admin.end_lease_backend(p_pid int)
+RETURNS boolean
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT coalesce(bool_or(pg_terminate_backend(b.pid)), false)
+    FROM (SELECT pg_stat_get_backend_pid(s) AS pid, pg_stat_get_backend_userid(s) AS role_oid
+            FROM pg_stat_get_backend_idset() s) b
+   WHERE b.pid = p_pid AND pg_get_userbyid(b.role_oid) ~ '^lease_[0-9a-f]{16}(_auth)?$'
+$$;
+REVOKE ALL ON FUNCTION pglease_admin.end_lease_backend(int) FROM PUBLIC;

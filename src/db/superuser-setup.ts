@@ -26,8 +26,9 @@
  *     lease's roles per statement (creates 22 ms with no live lease, 219 ms with 600). It can make
  *     nothing but what the service's own CREATE ROLE would, and touches no existing object. Its
  *     mirrors in sql/admin/superuser.sql end a lease: pglease_admin.close_lease_logins (NOLOGIN) and
- *     pglease_admin.drop_lease_roles, for one lease's roles only; and set_lease_group_inherit changes
- *     the lease-group membership it granted (a quota's restriction of large objects).
+ *     pglease_admin.drop_lease_roles, for one lease's roles only; set_lease_group_inherit changes
+ *     the lease-group membership it granted (a quota's restriction of large objects); and
+ *     end_lease_backend ends a lease's session for the lock guard while the lock table is full.
  *
  * Everything after that (migrations, the control API, jobs, the REST API's lookups) runs as the
  * service role. Should a lease ever run code as that role, it could reach the pglease schema and,
@@ -228,7 +229,7 @@ async function installSuperuserLeaseRoles(session: pg.Client, serviceRole: strin
   await retryConcurrentCatalogUpdates(() =>
     session.query(`${sql}
       GRANT USAGE ON SCHEMA pglease_admin TO ${service};
-      GRANT EXECUTE ON FUNCTION ${LEASE_ROLES_SIGNATURE}, pglease_admin.drop_lease_roles(text[]), pglease_admin.close_lease_logins(text[]), pglease_admin.set_lease_group_inherit(text, text, boolean) TO ${service};`),
+      GRANT EXECUTE ON FUNCTION ${LEASE_ROLES_SIGNATURE}, pglease_admin.drop_lease_roles(text[]), pglease_admin.close_lease_logins(text[]), pglease_admin.set_lease_group_inherit(text, text, boolean), pglease_admin.end_lease_backend(int) TO ${service};`),
   );
 }
 

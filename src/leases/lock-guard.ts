@@ -42,6 +42,12 @@ interface Setup {
   maxTotalLocks: string;
   database: number;
   exempt: number[];
+  /**
+   * Whether sessions are ended through pglease_admin.end_lease_backend (when pglease was given a
+   * superuser): pg_terminate_backend as the service fails while the table is full whenever a
+   * create or release since the last look made it walk the service's memberships again.
+   */
+  endAsAdmin: boolean;
 }
 
 /** A session pglease.lock_hogs names, and why. */
@@ -82,9 +88,11 @@ export class LockGuard {
     /**
      * True when the server runs on this machine as a process this one may signal (the embedded
      * Postgres): a backend is then ended by SIGTERM, as pg_terminate_backend does. That function
-     * itself fails while the lock table is full: it looks the backend's role up in pg_authid,
+     * itself can fail while the lock table is full: it looks the backend's role up in pg_authid,
      * whose lock cannot take the fast path (unless the role is in its session's cache, where each
-     * look while the server is well puts the live leases' roles).
+     * look while the server is well puts the live leases' roles), and, run by the service, it
+     * walks the service's memberships through pg_auth_members after any create or release; so
+     * with a superuser it is run as one (Setup.endAsAdmin).
      */
     private readonly localServer = false,
   ) {}
@@ -166,7 +174,16 @@ export class LockGuard {
       // the next look tries again
       if (this.ending.size > 0) await this.releaseEnded(session);
       if (endFailure) throw endFailure;
-      if (rows.length === 0) this.leaseRoles = await this.findLeaseRoles(session);
+      if (rows.length === 0) {
+        this.leaseRoles = await this.findLeaseRoles(session);
+        // Without a superuser's end_lease_backend, pg_terminate_backend as the service needs the
+        // service's memberships, recomputed from a shared catalog after any role change: computed
+        // here while the server is well, so that a lease filling the table after this look (and
+        // before any other role change) can still be ended.
+        if (!this.setup.endAsAdmin) {
+          await session.query({ name: 'pglease.lock-guard-memberships', text: "SELECT pg_has_role(current_user, 'pg_signal_backend', 'USAGE')" });
+        }
+      }
       this.failing = false;
     } catch (error) {
       // a query that timed out leaves its connection busy: the next look opens another
@@ -185,16 +202,21 @@ export class LockGuard {
         // not ours to signal after all: ask the server
       }
     }
-    await session.query({ name: 'pglease.end-lock-hog', text: 'SELECT pg_terminate_backend($1)', values: [pid] });
+    await session.query(
+      this.setup?.endAsAdmin
+        ? { name: 'pglease.end-lock-hog-admin', text: 'SELECT pglease_admin.end_lease_backend($1)', values: [pid] }
+        : { name: 'pglease.end-lock-hog', text: 'SELECT pg_terminate_backend($1)', values: [pid] },
+    );
   }
 
   private async findSetup(session: pg.Client): Promise<Setup> {
-    const { rows } = await session.query<{ max_locks: string; max_total_locks: string; database_oid: number; exempt: number[] }>(
-      'SELECT max_locks, max_total_locks, database_oid, exempt FROM pglease.lock_guard_setup($1)',
+    const { rows } = await session.query<{ max_locks: string; max_total_locks: string; database_oid: number; exempt: number[]; end_as_admin: boolean }>(
+      `SELECT max_locks, max_total_locks, database_oid, exempt, pglease.may_call_admin('end_lease_backend') AS end_as_admin
+         FROM pglease.lock_guard_setup($1)`,
       [this.maxLocks],
     );
     const setup = rows[0]!;
-    return { maxLocks: setup.max_locks, maxTotalLocks: setup.max_total_locks, database: setup.database_oid, exempt: setup.exempt };
+    return { maxLocks: setup.max_locks, maxTotalLocks: setup.max_total_locks, database: setup.database_oid, exempt: setup.exempt, endAsAdmin: setup.end_as_admin };
   }
 
   /** The live leases' roles (which also puts them in this session's catalog cache, see localServer). */
