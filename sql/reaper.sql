@@ -262,7 +262,7 @@ $$;
 --     its superusers. PGLEASE_MAX_LOCKS changes the budget only: a small budget must not make
 --     many ordinary leases together look like an attack.
 -- The functions below must run while the table is full, so they take no lock there: they read
--- shared memory only (pg_lock_status, pg_stat_get_activity), never a shared catalog (pg_authid,
+-- shared memory only (pg_lock_status, pg_stat_get_backend_*), never a shared catalog (pg_authid,
 -- pg_database), whose locks cannot take the per-session fast path; and they need no transaction
 -- id.
 
