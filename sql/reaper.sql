@@ -308,14 +308,12 @@ AS $$
     SELECT s.pid, s.role_oid, h.locks,
            coalesce(known.lease, pglease.lock_guard_role_lease(s.role_oid), 'role ' || s.role_oid) AS lease
       FROM (SELECT k.pid, count(*) AS locks FROM pg_lock_status() k WHERE NOT k.fastpath GROUP BY k.pid) h
-      -- the statistics' per-backend functions (as pglease.backend_sessions, written out: no
-      -- function of ours to look up while the table is full), not pg_stat_get_activity: that one
-      -- asks per row whether the service has the privileges of the row's role, which after a
-      -- create or release walks its memberships in every lease's roles through pg_auth_members, a
-      -- shared catalog
-      JOIN (SELECT pg_stat_get_backend_pid(b) AS pid, pg_stat_get_backend_userid(b) AS role_oid,
-                   pg_stat_get_backend_dbid(b) AS database_oid
-              FROM pg_stat_get_backend_idset() b) s ON s.pid = h.pid
+      -- pglease.backend_sessions (sql/leases.sql), not pg_stat_get_activity: that one asks per row
+      -- whether the service has the privileges of the row's role, which after a create or release
+      -- walks its memberships in every lease's roles through pg_auth_members, a shared catalog
+      -- whose lock finds no place in a full table (pg_proc, where the functions are looked up, is
+      -- not shared: its locks take the session's fast path)
+      JOIN pglease.backend_sessions() s ON s.pid = h.pid
       LEFT JOIN unnest(p_roles, p_leases) known (role_oid, lease) ON known.role_oid = s.role_oid
      WHERE (s.database_oid = p_database OR known.role_oid IS NOT NULL) AND NOT (s.role_oid = ANY (p_exempt))
   ), per_lease AS (

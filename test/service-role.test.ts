@@ -16,6 +16,7 @@ import { startService } from '../src/service.js';
 import { projectPath } from '../src/paths.js';
 import { superuserLeaseRolesSql } from '../src/db/superuser-setup.js';
 import { ADMIN_TOKEN, createLease, queryUrl, startTestService, superuserDatabaseUrl, type TestService } from './support/service.js';
+import { waitFor } from './support/wait.js';
 
 let service: TestService;
 beforeAll(async () => {
@@ -213,6 +214,39 @@ describe("the superuser function that closes a lease's logins", () => {
     expect(await close(roles)).toBe(true);
     expect([await canLogin(lease.role), await canLogin(`${lease.role}_auth`)]).toEqual([false, false]);
     await expect(queryUrl(lease.url, 'SELECT 1')).rejects.toMatchObject({ code: '28000' });
+  });
+
+  it("ends a lease's session for the lock guard, no other session, and is no lease's to call", { timeout: 60_000 }, async () => {
+    const lease = await createLease(service);
+    const end = (pid: number, on = service.host.databaseUrl) =>
+      queryUrl<{ ended: boolean }>(on, 'SELECT pglease_admin.end_lease_backend($1) AS ended', [pid]).then(
+        (rows) => rows[0]!.ended,
+        (error: { code?: string }) => error.code,
+      );
+    const leaseSession = new pg.Client({ connectionString: lease.url });
+    leaseSession.on('error', () => undefined); // it is ended below
+    await leaseSession.connect();
+    const bystander = new pg.Client({ connectionString: superuserDatabaseUrl(service) });
+    await bystander.connect();
+    try {
+      const leasePid = (await leaseSession.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+      const superuserPid = (await bystander.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+      // no lease may call it, not even on its own session
+      expect(await outcome(lease.url, `SELECT pglease_admin.end_lease_backend(${leasePid})`)).toBe('42501');
+      // a session of a role not named as a lease's (here a superuser's) is left alone
+      expect(await end(superuserPid)).toBe(false);
+      expect((await bystander.query('SELECT 1 AS ok')).rows).toEqual([{ ok: 1 }]);
+      // a pid that is no session: nothing
+      expect(await end(0)).toBe(false);
+      // the lease's session is ended
+      expect(await end(leasePid)).toBe(true);
+      await waitFor('the lease session to end', async () =>
+        (await queryUrl(superuserDatabaseUrl(service), 'SELECT 1 FROM pg_stat_activity WHERE pid = $1', [leasePid])).length === 0 ? true : undefined,
+      );
+    } finally {
+      await bystander.end();
+      await leaseSession.end().catch(() => undefined);
+    }
   });
 
   it("has a sibling that changes only a lease's membership in this database's lease groups, and is no lease's to call either", async () => {
