@@ -48,9 +48,9 @@
 -- with DETAIL a JSON object {limit, retry_after} (seconds). Returns what the RateLimit-* headers
 -- of a successful create report: the hourly quota, what is left of it, and the seconds until the
 -- oldest creation counted leaves the window.
--- p_connection_limit: the new lease's login role's connection limit when the caller knows it (a
--- provision in the same statement made the role with it), which spares reading pg_roles, a view
--- that costs ~80 us to plan at every call; NULL: read there.
+-- p_connection_limit: the lease's login role's connection limit as the caller read it (a provision
+-- in the same statement made the role with it), which spares reading pg_roles, a view that costs
+-- ~80 us to plan at every call; NULL: read there.
 -- (p_client_connections and connection_limit, then p_connection_limit added: the old signatures
 -- would stay as overloads)
 DROP FUNCTION IF EXISTS pglease.check_create_limits(uuid, inet, int, int, int);

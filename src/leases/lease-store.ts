@@ -204,7 +204,7 @@ export class LeaseStore {
           this.limits.idleInTransactionTimeout,
         ],
       };
-      const { lease, quota } = await this.withLimits(this.pool, provision, input, this.limits.connectionLimit);
+      const { lease, quota } = await this.withLimits(this.pool, provision, input);
       return { lease: lease!, password, token, quota };
     });
   }
@@ -513,20 +513,19 @@ export class LeaseStore {
     queryable: pg.Pool | pg.PoolClient,
     query: { name: string; text: string; values: unknown[] },
     input: CreateLeaseInput,
-    /** The new login role's connection limit when the statement made the role with it (a provision): spares the check a read of pg_roles. */
-    connectionLimit?: number,
   ): Promise<{ lease: LeaseRow | undefined; quota: CreateQuota | undefined }> {
     if (!input.limits) return { lease: (await queryable.query<LeaseRow>(query)).rows[0], quota: undefined };
     const limits = input.limits;
     const offset = query.values.length;
-    const known = connectionLimit !== undefined;
     const { rows } = await queryable.query<LeaseRow & CreateQuota & { budgeted_limit: number | null }>({
       name: `${query.name}+limits`,
-      // LATERAL: the check runs once per lease the statement produced, after it (none: no check)
+      // LATERAL: the check runs once per lease the statement produced, after it (none: no check);
+      // it is given the lease's connection limit as the statement read it (a provision's own
+      // parameter: PROVISIONED_COLUMNS), and reads pg_roles itself only when that is NULL
       text: `SELECT l.*, q.rate_limit, q.remaining, q.reset_seconds, q.connection_limit AS budgeted_limit
                FROM (${query.text}) AS l,
-                    LATERAL pglease.check_create_limits(l.id, $${offset + 1}, $${offset + 2}, $${offset + 3}, $${offset + 4}, $${offset + 5}${known ? `, $${offset + 6}` : ''}) AS q`,
-      values: [...query.values, input.clientIp, limits.perHour, limits.activePerClient, limits.maxLeases, limits.connectionsPerClient, ...(known ? [connectionLimit] : [])],
+                    LATERAL pglease.check_create_limits(l.id, $${offset + 1}, $${offset + 2}, $${offset + 3}, $${offset + 4}, $${offset + 5}, l.connection_limit) AS q`,
+      values: [...query.values, input.clientIp, limits.perHour, limits.activePerClient, limits.maxLeases, limits.connectionsPerClient],
     });
     if (!rows[0]) return { lease: undefined, quota: undefined };
     const { rate_limit, remaining, reset_seconds, budgeted_limit, ...lease } = rows[0];
