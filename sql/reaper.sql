@@ -64,16 +64,25 @@ DECLARE
   v_pid        int;
   v_terminated int := 0;
 BEGIN
+  -- Candidates first, from the statistics' per-backend functions (pglease.backend_sessions), which
+  -- ask no privilege: pg_stat_activity asks, for every row, whether the service has the privileges
+  -- of the row's role, which after each create or release walks the service's memberships in every
+  -- lease's roles (19 ms of each release's 26 at 900 live leases on Postgres 15, 0.6 ms with none:
+  -- session 11). Only a session whose role is gone, usually none, is then looked at whole.
   FOR v_pid IN
-    SELECT a.pid FROM pg_stat_activity a
-     WHERE a.datname = current_database() AND a.backend_type = 'client backend'
-       AND a.pid <> pg_backend_pid()
+    WITH orphans AS MATERIALIZED (
+      SELECT b.pid FROM pglease.backend_sessions() b
+       WHERE b.database_oid = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
+         AND b.pid <> pg_backend_pid()
+         AND b.role_oid IS NOT NULL AND b.role_oid <> 0
+         AND NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = b.role_oid)
+    )
+    SELECT o.pid FROM orphans o, pg_stat_get_activity(o.pid) a
+     WHERE a.backend_type = 'client backend'
        -- A lease created after this statement's snapshot is invisible in pg_roles while its first
-       -- session is already in pg_stat_activity (a live view, not MVCC). Only sessions that began
-       -- before this transaction can be judged: their role, if any, committed before they started.
-       AND a.usesysid IS NOT NULL
+       -- session is already running (shared memory, not MVCC). Only sessions that began before
+       -- this transaction can be judged: their role, if any, committed before they started.
        AND a.backend_start < now()
-       AND NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = a.usesysid)
   LOOP
     BEGIN
       IF pg_terminate_backend(v_pid) THEN
