@@ -87,6 +87,10 @@ describe('migrate', () => {
     try {
       await admin.query(`CREATE DATABASE ${database}`);
       await admin.query(`CREATE ROLE ${squatterRole} LOGIN PASSWORD 'squat'`);
+      // its own grant: a service of another test file starting on the shared cluster meanwhile
+      // revokes CONNECT from PUBLIC on every database (pglease_admin.restrict_other_databases), and
+      // the squatter's login then failed with "permission denied for database" (once, at load 8-9)
+      await admin.query(`GRANT CONNECT ON DATABASE ${database} TO ${squatterRole}`);
       const url = new URL(withDatabase(serverUrl, database));
       url.username = squatterRole;
       url.password = 'squat';
@@ -102,6 +106,7 @@ describe('migrate', () => {
     } finally {
       await squatter?.end().catch(() => undefined);
       await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`).catch(() => undefined);
+      // (its grant went with the database)
       await admin.query(`DROP ROLE IF EXISTS ${squatterRole}`).catch(() => undefined);
       await admin.query(`SELECT format('DROP ROLE %I', rolname) FROM pg_roles WHERE rolname LIKE $1`, [`${database}_leases%`]).then(async ({ rows }) => {
         for (const row of rows as { format: string }[]) await admin.query(row.format).catch(() => undefined);
