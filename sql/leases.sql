@@ -165,12 +165,13 @@ BEGIN
 
   -- the row and its first event in one statement: every statement of a provision is parsed and
   -- planned again at each call (its CREATE SCHEMA made every session drop its cached plans); the
-  -- role names are pglease.lease_role_names'
+  -- role names come from pglease.lease_role_names, inlined into this statement
   WITH lease AS (
     INSERT INTO pglease.leases (label, host_id, schema_name, role_name, anon_role, auth_role, token_hash,
                                 state, client_ip, expires_at, kind)
-    VALUES (p_label, p_host_id, p_base, p_base, p_base || '_anon', p_base || '_auth', p_token_hash,
-            CASE p_kind WHEN 'schema' THEN 'active' ELSE 'provisioning' END::pglease.lease_state, p_client_ip, now() + p_ttl, p_kind)
+    SELECT p_label, p_host_id, p_base, r.login_role, r.anon_role, r.auth_role, p_token_hash,
+           CASE p_kind WHEN 'schema' THEN 'active' ELSE 'provisioning' END::pglease.lease_state, p_client_ip, now() + p_ttl, p_kind
+      FROM pglease.lease_role_names(p_base) r
     RETURNING *
   ), event AS (
     INSERT INTO pglease.lease_events (lease_id, kind, client_ip, detail)
