@@ -21,8 +21,13 @@ async function sessions(): Promise<number> {
   return rows[0]!.n;
 }
 
+/**
+ * A pool that grows as soon as more requests wait than it has connections (`queuePerConnection`
+ * 1), so that the tests of sharing places can make a pool grow with two requests; the default
+ * threshold of 2 has its own test.
+ */
 function newPool(max: number, timeoutMs = 2_000, idleErrors: Error[] = [], budget?: ConnectionBudget): ConnectionPool {
-  return new ConnectionPool({ connectionString: serverUrl, application_name: appName }, { max, budget, connectionTimeoutMs: timeoutMs, onIdleError: (error) => idleErrors.push(error) });
+  return new ConnectionPool({ connectionString: serverUrl, application_name: appName }, { max, budget, connectionTimeoutMs: timeoutMs, onIdleError: (error) => idleErrors.push(error), queuePerConnection: 1 });
 }
 
 /** Pools sharing a budget of `max` connections, reclaiming idle ones from each other as LeasePools does. */
@@ -65,6 +70,30 @@ describe('connection pool', () => {
     pool.release(again as pg.Client);
     pool.release(b);
     expect(await sessions()).toBe(2);
+    await pool.end();
+    await expect.poll(sessions).toBe(0);
+  });
+
+  it('opens another connection only once more than twice as many requests wait as it has connections', async () => {
+    const pool = new ConnectionPool({ connectionString: serverUrl, application_name: appName }, { max: 5, connectionTimeoutMs: 2_000, onIdleError: () => undefined });
+    const first = await acquire(pool);
+    // two requests queue on the one busy connection: they wait for it rather than open a session
+    const queued = [acquire(pool), acquire(pool)];
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(pool.size).toBe(1);
+    expect(await sessions()).toBe(1);
+    // a third: more than two per connection wait, so the pool grows by one
+    queued.push(acquire(pool));
+    // the new connection goes to the first waiter; the others get connections as they come back
+    const second = await queued[0]!;
+    expect(second).not.toBe(first);
+    expect(pool.size).toBe(2);
+    expect(await sessions()).toBe(2);
+    pool.release(first);
+    pool.release(second);
+    pool.release(await queued[1]!);
+    pool.release(await queued[2]!);
+    expect(pool.size).toBe(2);
     await pool.end();
     await expect.poll(sessions).toBe(0);
   });
