@@ -17,7 +17,16 @@
  * goal (issue 20): uniform over 200 leases ≥ 0.6x the one-lease req/s and p99 ≤ 3x; uniform over 50
  * leases ≥ 0.9x.
  *
- *   npm run bench:rest-many [-- --duration 6 --warmup 2 --prewarm 8 --connections 50 --leases 1,10,50,100,200,500 --spread uniform,zipf --rounds 1]
+ *   npm run bench:rest-many [-- --duration 6 --warmup 2 --prewarm 8 --connections 50 --leases 1,10,50,100,200,500 --spread uniform,zipf --rounds 1 --ceiling --ceiling-pool 5]
+ *
+ * --ceiling runs each step's traffic a second time against bench/ceiling-many-server.ts, a
+ * hand-written Fastify + pg server with one pool per lease logged in as the lease's own role (the
+ * least any server that keeps leases apart by their logins needs), and prints its own table: its
+ * req/s "x k=1" is what spreading the traffic costs without pglease, on the same machine in the
+ * same run. Session 12, uniform, four runs at load ~2: the ceiling 0.82-0.95x at 50 leases (200
+ * backends), 0.73x at 200; pglease in the same runs 0.65-0.88x and 0.68x; the ceiling's Postgres
+ * CPU per request grew 65 -> 79 µs from 1 to 50 leases, pglease's 67 -> 92 (its role switch is
+ * one more statement, on a backend whose caches other leases' requests have cooled).
  *
  * The environment is passed on to pglease: `PGLEASE_REST_MAX_CONNECTIONS=64 npm run bench:rest-many`
  * measures another budget. Each step warms up first (`--warmup` seconds, not counted).
@@ -58,11 +67,20 @@
  * ran on 5 sessions, not 2; its req/s at 0.57-1.26x round 1's against 0.51-0.92x before (load
  * 3.5-14, where req/s varied 2x between runs of the same code: docs/benchmarks.md, session 10).
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import autocannon from 'autocannon';
 import pg from 'pg';
-import { startBenchPglease } from './support/pglease-process.js';
+import { projectRoot } from '../src/paths.js';
+import { buildApiRequest } from '../src/rest/request/api-request.js';
+import { planRead } from '../src/rest/plan/read-plan.js';
+import { readStatement } from '../src/rest/query/read-query.js';
+import { loadSchemaCache } from '../src/rest/schema/load.js';
+import { freePort } from '../test/support/free-port.js';
+import { startBenchPglease, waitFor } from './support/pglease-process.js';
 import { cpuMicros, postmasterOf, serverCpuMicros } from './support/process-cpu.js';
 import { median } from './support/stats.js';
 
@@ -101,6 +119,14 @@ const ROUNDS = option('rounds', 1);
  * `perf report --time <from>,<to> --pid <pids>`; a --cpu-prof profile's startTime is on the same clock.
  */
 const MARKS = process.env.BENCH_MARKS === '1';
+/**
+ * --ceiling: after each step, the same traffic against the hand-written many-lease server
+ * (bench/ceiling-many-server.ts: one pg.Pool of --ceiling-pool connections per lease, 5 unless
+ * told, logged in as the lease's own role, the SQL pglease compiles as one named statement). Its
+ * own "x k=1" is how far one backend per lease lets any server hold its throughput here.
+ */
+const CEILING = process.argv.includes('--ceiling');
+const CEILING_POOL = option('ceiling-pool', 5);
 const ADMIN = 'bench-admin-' + randomBytes(8).toString('hex');
 const ROWS = 100;
 /** Leases created (and tables filled) at once. */
@@ -113,6 +139,80 @@ interface CreatedLease {
   url: string;
   token: string;
   rest_url: string;
+  schema: string;
+  role: string;
+  anon_role: string;
+}
+
+/** A step against the ceiling server. */
+interface CeilingStep {
+  spread: Spread;
+  leases: number;
+  requestsPerSecond: number;
+  p99: number;
+  failures: number;
+  backends: number;
+  /** The ceiling server's CPU time per request (µs). */
+  nodeMicros: number;
+  /** The whole Postgres server's CPU time per request (µs). */
+  serverMicros: number;
+}
+
+/**
+ * Writes, for the ceiling server, each lease's URL and the statement pglease compiles for
+ * `GET /items?id=eq.N` on it (read through the host's superuser, as bench:rest does); the file's path.
+ */
+async function ceilingStatements(superuserUrl: string, leases: CreatedLease[]): Promise<string> {
+  const hostPool = new pg.Pool({ connectionString: superuserUrl, max: 1 });
+  const statements: { url: string; text: string; values: (string | null)[]; param: number }[] = [];
+  try {
+    for (const lease of leases) {
+      const cache = await loadSchemaCache(hostPool, lease.schema, [lease.role, lease.anon_role]);
+      const apiRequest = buildApiRequest({ method: 'GET', path: '/items', query: 'id=eq.7', headers: {}, authenticated: true });
+      const statement = readStatement(planRead(cache, apiRequest, 'items'));
+      statements.push({ url: lease.url, ...statement, param: statement.values.indexOf('7') });
+    }
+  } finally {
+    await hostPool.end();
+  }
+  // one statement per lease is too long for an environment variable: 200 leases' are ~300 KB
+  const file = path.join(await mkdtemp(path.join(tmpdir(), 'ceiling-many-')), 'leases.json');
+  await writeFile(file, JSON.stringify(statements));
+  return file;
+}
+
+/**
+ * Leases' own clients may hold 237 sessions of the embedded server (src/db/embedded.ts) when
+ * pglease's REST sessions are ended (each ceiling step ends them first), and the ceiling logs in as
+ * the leases: its pools together stay under 200, so a step over k leases gets
+ * min(--ceiling-pool, 200 / k) connections per lease (5 at 1 lease, 4 at 50, 1 at 200).
+ */
+const CEILING_SESSIONS = 200;
+
+/** Starts the ceiling server with `poolSize` connections per lease; its URL and process. */
+async function startCeiling(leasesFile: string, poolSize: number): Promise<{ url: string; child: ChildProcess; log: () => string }> {
+  const port = await freePort();
+  let log = '';
+  const child = spawn(process.execPath, ['--import', 'tsx', 'bench/ceiling-many-server.ts'], {
+    cwd: projectRoot,
+    env: { ...process.env, PORT: String(port), POOL_SIZE: String(poolSize), LEASES_FILE: leasesFile },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout!.on('data', (chunk) => (log += chunk));
+  child.stderr!.on('data', (chunk) => (log += chunk));
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(async () => (await fetch(`${url}/0/42`).catch(() => undefined))?.status === 200, child, () => log);
+  const answer = await (await fetch(`${url}/0/42`)).text();
+  if (answer !== '[{"id":42,"name":"item 42"}]') throw new Error(`the ceiling answered ${answer}`);
+  return { url, child, log: () => log };
+}
+
+/** Stops a ceiling server and waits until it has exited (its sessions closed). */
+async function stopCeiling(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGTERM');
+  await exited;
 }
 
 interface Step {
@@ -199,6 +299,7 @@ async function main(): Promise<void> {
     },
   });
   const stats = new pg.Client({ connectionString: await pglease.superuserUrl() });
+  let ceilingChild: ChildProcess | undefined;
   try {
     const maxLeases = Math.max(...LEASE_COUNTS);
     const started = Date.now();
@@ -212,6 +313,8 @@ async function main(): Promise<void> {
     const check = await fetch(`${leases[0]!.rest_url}/items?id=eq.42`, { headers: { authorization: targets[0]!.authorization } });
     if (check.status !== 200 || (await check.text()) !== '[{"id":42,"name":"item 42"}]') throw new Error(`a REST request failed: ${check.status}`);
 
+    const ceilingFile = CEILING ? await ceilingStatements(await pglease.superuserUrl(), leases) : undefined;
+    const ceilingSteps: CeilingStep[] = [];
     await stats.connect();
     const sessions = async () =>
       Number((await stats.query<{ n: string }>(`SELECT pg_stat_clear_snapshot(), sessions AS n FROM pg_stat_database WHERE datname = 'pglease'`)).rows[0]!.n);
@@ -307,6 +410,41 @@ async function main(): Promise<void> {
             serverMicros: (serverAfter - serverBefore) / Math.max(1, result.requests.total),
           };
           steps.push(step);
+          if (ceilingFile) {
+            const poolSize = Math.max(1, Math.min(CEILING_POOL, Math.floor(CEILING_SESSIONS / k)));
+            // pglease's REST sessions take slots that the leases' own logins could use (the server reserves
+            // the REST budget for the authenticators only once the others are taken): end them, so that the
+            // ceiling gets its sessions; the next step's warm-up opens pglease's again
+            await stats.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pglease-rest'`);
+            while ((await restBackends()) > 0) await new Promise((resolve) => setTimeout(resolve, 100));
+            const ceiling = await startCeiling(ceilingFile, poolSize);
+            ceilingChild = ceiling.child;
+            const ceilingRun = (seconds: number) =>
+              autocannon({
+                url: ceiling.url,
+                connections: CONNECTIONS,
+                duration: seconds,
+                requests: [{ setupRequest: (request) => ({ ...request, path: `/${draw()}/${1 + Math.floor(Math.random() * ROWS)}` }) }],
+              });
+            await ceilingRun(WARMUP);
+            let backends = 0;
+            const ceilingSampler = setInterval(() => {
+              void stats
+                .query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'ceiling-many'`)
+                .then(({ rows }) => (backends = Math.max(backends, rows[0]!.n)))
+                .catch(() => undefined);
+            }, 500);
+            const ceilingServerBefore = await serverCpuMicros(postmaster);
+            const ceilingNodeBefore = await cpuMicros(ceiling.child.pid!);
+            const result = await ceilingRun(DURATION);
+            const ceilingNodeMicros = ((await cpuMicros(ceiling.child.pid!)) - ceilingNodeBefore) / Math.max(1, result.requests.total);
+            const ceilingServerMicros = ((await serverCpuMicros(postmaster)) - ceilingServerBefore) / Math.max(1, result.requests.total);
+            clearInterval(ceilingSampler);
+            await stopCeiling(ceiling.child);
+            if (result.non2xx + result.errors > 0) console.error(`  the ceiling failed requests:\n${ceiling.log().trim()}`);
+            ceilingSteps.push({ spread, leases: k, requestsPerSecond: result.requests.average, p99: result.latency.p99, failures: result.errors + result.non2xx, backends, nodeMicros: ceilingNodeMicros, serverMicros: ceilingServerMicros });
+            console.error(`  ceiling ${spread} k=${k}: ${result.requests.average.toFixed(0)} req/s, ${backends} backends, µs per request: server ${ceilingNodeMicros.toFixed(0)}, all Postgres ${ceilingServerMicros.toFixed(0)}`);
+          }
           console.error(
             `  ${ROUNDS > 1 ? `round ${round + 1} ` : ''}${spread} k=${k}: ${step.requestsPerSecond.toFixed(0)} req/s, ` +
               `${step.sessionsPerSecond.toFixed(1)} sessions/s, µs per request: pglease ${step.nodeMicros.toFixed(0)}, REST backends ${step.postgresMicros.toFixed(0)}, all Postgres ${step.serverMicros.toFixed(0)}, ` +
@@ -359,9 +497,41 @@ async function main(): Promise<void> {
         if (spread === 'uniform' && k === 50) goals.push(`uniform k=50: ${throughput.toFixed(2)}x req/s (goal ≥ 0.9x): ${throughput >= 0.9 ? 'met' : 'NOT met'}`);
       }
     }
+    if (ceilingFile) {
+      console.log(`\nthe ceiling (bench/ceiling-many-server.ts, min(${CEILING_POOL}, ${CEILING_SESSIONS} / k) connections per lease), right after each step above\n`);
+      const ceilingRow = (cells: string[]) => cells.map((cell, i) => (i < 1 ? cell.padEnd(8) : cell.padStart(i === 1 ? 4 : 8))).join(' ');
+      console.log(ceilingRow(['spread', 'k', 'req/s', 'x k=1', 'p99 ms', 'x k=1', 'non-2xx', 'backends', 'node µs', 'all pg µs', 'pglease/ceiling']));
+      for (const spread of SPREADS) {
+        for (const k of LEASE_COUNTS) {
+          const passes = ceilingSteps.filter((step) => step.spread === spread && step.leases === k);
+          const bases = ceilingSteps.filter((step) => step.spread === spread && step.leases === 1);
+          const ours = steps.filter((step) => step.spread === spread && step.leases === k);
+          const throughput = median(passes.map((step, i) => step.requestsPerSecond / (bases[i]?.requestsPerSecond ?? NaN)));
+          const latency = median(passes.map((step, i) => step.p99 / (bases[i]?.p99 ?? NaN)));
+          const of = (pick: (step: CeilingStep) => number) => median(passes.map(pick));
+          console.log(
+            ceilingRow([
+              spread,
+              String(k),
+              of((step) => step.requestsPerSecond).toFixed(0),
+              throughput.toFixed(2),
+              of((step) => step.p99).toFixed(1),
+              latency.toFixed(2),
+              String(passes.reduce((sum, step) => sum + step.failures, 0)),
+              String(Math.max(...passes.map((step) => step.backends))),
+              of((step) => step.nodeMicros).toFixed(0),
+              of((step) => step.serverMicros).toFixed(0),
+              median(passes.map((step, i) => (ours[i]?.requestsPerSecond ?? NaN) / step.requestsPerSecond)).toFixed(2),
+            ]),
+          );
+          if (spread === 'uniform' && k === 50) goals.push(`uniform k=50 on the ceiling: ${throughput.toFixed(2)}x req/s`);
+        }
+      }
+    }
     console.log('');
     for (const goal of goals) console.log(goal);
   } finally {
+    if (ceilingChild) await stopCeiling(ceilingChild);
     await stats.end().catch(() => undefined);
     await pglease.stop();
   }
