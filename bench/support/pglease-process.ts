@@ -3,6 +3,7 @@
  * ports, the environment a benchmark asks for, and a stop that cleans everything up. Benchmarks
  * measure the service across a real socket, never in the process that drives the load.
  */
+import { createWriteStream } from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -49,6 +50,8 @@ function benchNodeFlags(): string[] {
 }
 
 export async function startBenchPglease(options: BenchPgleaseOptions = {}): Promise<BenchPglease> {
+  // BENCH_SERVICE_LOG=<file>: the service's log (its standard error, at LOG_LEVEL) is appended there
+  const serviceLog = process.env.BENCH_SERVICE_LOG;
   const dataDir = await mkdtemp(path.join(tmpdir(), 'pglease-bench-'));
   const [httpPort, pgPort] = [await freePort(), await freePort()];
   const child = spawn(process.execPath, [...(options.nodeFlags ?? benchNodeFlags()), '--import', 'tsx', ...(options.entry ?? ['src/main.ts'])], {
@@ -65,6 +68,7 @@ export async function startBenchPglease(options: BenchPgleaseOptions = {}): Prom
     },
     stdio: options.ipc ? ['ignore', 'ignore', 'pipe', 'ipc'] : ['ignore', 'ignore', 'pipe'],
   });
+  if (serviceLog) child.stderr!.pipe(createWriteStream(serviceLog, { flags: 'a' }));
   let log = '';
   child.stderr!.on('data', (chunk) => (log += chunk));
   const stop = async () => {
