@@ -10,7 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { closeIdleConnectionOf, ConnectionBudget, ConnectionPool, STALE_IDLE_MS, type UsedPool } from '../src/rest/executor/connection-pool.js';
+import { closeIdleConnectionOf, ConnectionBudget, ConnectionPool, SLOW_QUEUE_MS, STALE_IDLE_MS, type UsedPool } from '../src/rest/executor/connection-pool.js';
 
 const serverUrl = inject('serverUrl');
 const appName = `pool-test-${randomBytes(4).toString('hex')}`;
@@ -23,11 +23,12 @@ async function sessions(): Promise<number> {
 
 /**
  * A pool that grows as soon as more requests wait than it has connections (`queuePerConnection`
- * 1), so that the tests of sharing places can make a pool grow with two requests; the default
- * threshold of 2 has its own test.
+ * 1), and not for a request that waits long (`slowQueueMs` a minute), so that the tests of sharing
+ * places can make a pool grow with two requests and hold connections as long as they need; the
+ * defaults have tests of their own.
  */
 function newPool(max: number, timeoutMs = 2_000, idleErrors: Error[] = [], budget?: ConnectionBudget): ConnectionPool {
-  return new ConnectionPool({ connectionString: serverUrl, application_name: appName }, { max, budget, connectionTimeoutMs: timeoutMs, onIdleError: (error) => idleErrors.push(error), queuePerConnection: 1 });
+  return new ConnectionPool({ connectionString: serverUrl, application_name: appName }, { max, budget, connectionTimeoutMs: timeoutMs, onIdleError: (error) => idleErrors.push(error), queuePerConnection: 1, slowQueueMs: 60_000 });
 }
 
 /** Pools sharing a budget of `max` connections, reclaiming idle ones from each other as LeasePools does. */
@@ -75,15 +76,16 @@ describe('connection pool', () => {
   });
 
   it('opens another connection only once more than twice as many requests wait as it has connections', async () => {
-    const pool = new ConnectionPool({ connectionString: serverUrl, application_name: appName }, { max: 5, connectionTimeoutMs: 2_000, onIdleError: () => undefined });
+    // slowQueueMs out of the way: the requests here may wait longer than SLOW_QUEUE_MS on a loaded machine
+    const pool = new ConnectionPool({ connectionString: serverUrl, application_name: appName }, { max: 5, connectionTimeoutMs: 2_000, onIdleError: () => undefined, slowQueueMs: 60_000 });
     const first = await acquire(pool);
     // two requests queue on the one busy connection: they wait for it rather than open a session
+    // (pool.size counts a connection being opened; looked at before SLOW_QUEUE_MS could pass)
     const queued = [acquire(pool), acquire(pool)];
-    await new Promise((resolve) => setTimeout(resolve, 100));
     expect(pool.size).toBe(1);
-    expect(await sessions()).toBe(1);
     // a third: more than two per connection wait, so the pool grows by one
     queued.push(acquire(pool));
+    expect(pool.size).toBe(2);
     // the new connection goes to the first waiter; the others get connections as they come back
     const second = await queued[0]!;
     expect(second).not.toBe(first);
@@ -94,6 +96,33 @@ describe('connection pool', () => {
     pool.release(await queued[1]!);
     pool.release(await queued[2]!);
     expect(pool.size).toBe(2);
+    await pool.end();
+    await expect.poll(sessions).toBe(0);
+  });
+
+  it('opens another connection for a request that waited SLOW_QUEUE_MS behind a slow one, one at a time', async () => {
+    const pool = new ConnectionPool({ connectionString: serverUrl, application_name: appName }, { max: 5, connectionTimeoutMs: 5_000, onIdleError: () => undefined });
+    const slow = await acquire(pool);
+    // cancelled below: without the rule the waiters would wait the whole 10 s
+    const running = slow.query('SELECT pg_sleep(10)').catch((error: Error) => error);
+    // one request behind the slow statement: too short a queue to grow for, until it has waited
+    const started = performance.now();
+    const [behind, alsoBehind] = [acquire(pool), acquire(pool)];
+    const served = await behind;
+    const waited = performance.now() - started;
+    expect(served).not.toBe(slow);
+    expect(waited).toBeGreaterThanOrEqual(SLOW_QUEUE_MS - 5);
+    // (a connect took up to a second at load 11-12)
+    expect(waited).toBeLessThan(5_000);
+    // the second waiter then waits its own SLOW_QUEUE_MS for a third connection, not for the slow one
+    const third = await alsoBehind;
+    expect(performance.now() - started).toBeLessThan(5_000);
+    expect(pool.size).toBe(3);
+    pool.release(served);
+    pool.release(third);
+    await admin.query('SELECT pg_cancel_backend($1)', [(slow as unknown as { processID: number }).processID]);
+    expect(String(await running)).toMatch(/cancel/);
+    pool.release(slow);
     await pool.end();
     await expect.poll(sessions).toBe(0);
   });

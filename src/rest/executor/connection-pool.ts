@@ -239,9 +239,23 @@ export interface ConnectionPoolOptions {
   onIdleError: (error: Error) => void;
   /** Requests waiting per connection past which the pool opens another (wantsAnother); 2 by default. */
   queuePerConnection?: number;
+  /** How long the oldest request waits before the pool grows whatever the queue's length; SLOW_QUEUE_MS by default. */
+  slowQueueMs?: number;
 }
 
+/**
+ * How long a pool's oldest waiting request may wait before the pool opens another connection even
+ * though fewer than `queuePerConnection` requests per connection wait: the connections it has are
+ * held by slow statements (a pg_sleep, a lock wait, a report), which would otherwise hold up the
+ * requests behind them for as long as they run. Well above a wait in a busy queue (bench:rest-many's
+ * p99 is 10-15 ms at 50 client connections over 1 to 200 leases), so it does not make pools grow
+ * under ordinary load; a connect costs ~5 ms.
+ */
+export const SLOW_QUEUE_MS = 50;
+
 interface Waiter {
+  /** performance.now() when it started waiting. */
+  since: number;
   resolve: (client: pg.Client) => void;
   reject: (error: Error) => void;
   timer: NodeJS.Timeout;
@@ -253,6 +267,10 @@ export class ConnectionPool {
   /** Every client opened or opening, idle or in use. */
   private readonly clients = new Set<pg.Client>();
   private ending = false;
+  /** Connections being opened (connecting, not yet handed out). */
+  private opening = 0;
+  /** Armed while requests wait and the pool did not grow for them: see SLOW_QUEUE_MS. */
+  private slowQueueTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly config: pg.ClientConfig,
@@ -266,6 +284,7 @@ export class ConnectionPool {
     if (client) return client;
     return new Promise<pg.Client>((resolve, reject) => {
       const waiter: Waiter = {
+        since: performance.now(),
         resolve,
         reject,
         timer: setTimeout(() => {
@@ -275,8 +294,25 @@ export class ConnectionPool {
       };
       this.waiters.push(waiter);
       if (this.wantsAnother()) this.open();
+      else if (this.clients.size < this.options.max) this.slowQueueTimer ??= setTimeout(this.checkSlowQueue, this.options.slowQueueMs ?? SLOW_QUEUE_MS);
     });
   }
+
+  /**
+   * The oldest waiting request has waited SLOW_QUEUE_MS (or the timer was armed for one served
+   * since): open another connection if one is still called for, and look again while requests
+   * wait. One timer per pool at a time, left to fire rather than cleared on the hot path.
+   */
+  private readonly checkSlowQueue = (): void => {
+    this.slowQueueTimer = undefined;
+    const oldest = this.waiters[0];
+    if (oldest === undefined || this.ending || this.clients.size >= this.options.max) return;
+    if (this.wantsAnother()) this.open();
+    if (this.waiters.length > 0 && this.clients.size < this.options.max) {
+      const waited = performance.now() - this.waiters[0]!.since;
+      this.slowQueueTimer = setTimeout(this.checkSlowQueue, Math.max(1, (this.options.slowQueueMs ?? SLOW_QUEUE_MS) - waited));
+    }
+  };
 
   /** Gives a connection back; `broken`: it must not be used again. */
   release(client: pg.Client, broken?: Error): void {
@@ -310,16 +346,22 @@ export class ConnectionPool {
    * waited than there were connections still kept 162-179 backends for 50 leases, and waiting for
    * twice as many kept 116-132 and served 4-8% more requests a second (uniform k=50, 6,479-6,857
    * against 7,060-7,366 req/s, runs alternated, one lease unchanged at 8,911-9,330). One request
-   * queued per connection waits ~0.3 ms, a connect costs ~5 ms.
+   * queued per connection waits ~0.3 ms, a connect costs ~5 ms. And one more, whatever the queue's
+   * length, once its oldest request has waited SLOW_QUEUE_MS (slow statements hold the connections).
    */
   private wantsAnother(): boolean {
     const open = this.clients.size;
-    return !this.ending && open < this.options.max && this.waiters.length > 0 && (open === 0 || this.waiters.length > (this.options.queuePerConnection ?? 2) * open);
+    if (this.ending || open >= this.options.max || this.waiters.length === 0) return false;
+    if (open === 0 || this.waiters.length > (this.options.queuePerConnection ?? 2) * open) return true;
+    // one connection at a time for a slow queue: the one being opened is for its oldest request
+    return this.opening === 0 && performance.now() - this.waiters[0]!.since >= (this.options.slowQueueMs ?? SLOW_QUEUE_MS);
   }
 
   /** Closes idle connections now and the others as they come back; waiting requests fail. */
   async end(): Promise<void> {
     this.ending = true;
+    clearTimeout(this.slowQueueTimer);
+    this.slowQueueTimer = undefined;
     for (const waiter of this.waiters.splice(0)) {
       clearTimeout(waiter.timer);
       waiter.reject(new PoolClosedError());
@@ -369,9 +411,14 @@ export class ConnectionPool {
       if (this.idle.includes(client)) this.options.onIdleError(error);
       void this.drop(client);
     });
+    this.opening++;
     client.connect().then(
-      () => this.release(client),
+      () => {
+        this.opening--;
+        this.release(client);
+      },
       (error: Error) => {
+        this.opening--;
         if (this.clients.delete(client)) this.options.budget?.give(this.clients.size);
         const waiter = this.waiters.shift();
         if (waiter) {
