@@ -32,12 +32,18 @@ export interface ParkedFork {
 /**
  * Copies source `sourceId`'s database into the parked fork's (made here, then opened to the fork's
  * roles only), hands it over to the fork's roles, and answers how many of the source's sessions
- * were ended. `preparing` may still be under way as the source closes: it is awaited inside the
- * bracket. Throws CopySourceGone when the source is no active database lease.
+ * were ended. `preparing` is awaited before the source closes (see below). Throws CopySourceGone when the source is no active database lease.
  */
 export async function copyLeaseDatabase(pool: pg.Pool, serviceUrl: string, sourceId: string, preparing: Promise<ParkedFork>): Promise<number> {
+  // The fork's roles are made before the bracket's session looks at anything, not while the
+  // source closes. Postgres keeps a session's role memberships in a cache that a membership
+  // granted while the cache is being built can leave stale (the invalidation is taken in the
+  // middle of the build, then the old list is stored): close_for_fork's ownership check of the
+  // source computed the service's memberships while the fork's roles were being granted, and the
+  // fork's open_lease_database then failed "must be owner of database" (bench:fork, 3 runs in 5
+  // right after bench:leases, each a 500), and would have until the next role change on the server.
+  const { fork, roles } = await preparing;
   const { sessionsEnded } = await whileClosed(pool, sourceId, async (session) => {
-    const { fork, roles } = await preparing;
     const ddl = await session.query<{ statement: string }>({
       name: 'pglease.fork-database-ddl',
       text: 'SELECT pglease.fork_database_ddl($1, $2) AS statement',
