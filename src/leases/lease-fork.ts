@@ -36,12 +36,13 @@ export interface ParkedFork {
  */
 export async function copyLeaseDatabase(pool: pg.Pool, serviceUrl: string, sourceId: string, preparing: Promise<ParkedFork>): Promise<number> {
   // The fork's roles are made before the bracket's session looks at anything, not while the
-  // source closes. Postgres keeps a session's role memberships in a cache that a membership
-  // granted while the cache is being built can leave stale (the invalidation is taken in the
-  // middle of the build, then the old list is stored): close_for_fork's ownership check of the
-  // source computed the service's memberships while the fork's roles were being granted, and the
-  // fork's open_lease_database then failed "must be owner of database" (bench:fork, 3 runs in 5
-  // right after bench:leases, each a 500), and would have until the next role change on the server.
+  // source closes. When they were made meanwhile, the fork's open_lease_database failed "must be
+  // owner of database" (bench:fork: a 500 in 3 of 5 runs right after bench:leases; none in 3 runs
+  // with this order), though the CREATE DATABASE ... OWNER just before it had passed its own check
+  // of the same membership: most likely Postgres's per-session cache of the service's role
+  // memberships (acl.c, roles_is_member_of), built by close_for_fork's ownership check of the
+  // source while the fork's grants committed, was stored with the older list after their
+  // invalidation was taken, and stays so until the next role change on the server.
   const { fork, roles } = await preparing;
   const { sessionsEnded } = await whileClosed(pool, sourceId, async (session) => {
     const ddl = await session.query<{ statement: string }>({
