@@ -242,8 +242,8 @@ export class LeaseStore {
   async fork(sourceId: string, input: CreateLeaseInput): Promise<CreatedLease & { sourceSessionsEnded: number }> {
     if (input.limits) await this.checkLimitsEarly(input.clientIp, input.limits);
     const token = newToken();
-    // the fork's roles are made while the source closes (one round trip and the end of its
-    // sessions saved from the copy's time)
+    // the fork's roles are made first (copyLeaseDatabase waits for them before it closes the
+    // source: made meanwhile, they were missing from the service's membership cache)
     const parking = this.withNewLease(async ({ base, password, loginVerifier, authVerifier }) => ({
       lease: await this.provisionParked({ base, loginVerifier, authVerifier }, SEED_HOLD_SECONDS, 'database'),
       password,
