@@ -299,19 +299,18 @@ export class ConnectionPool {
   }
 
   /**
-   * The oldest waiting request has waited SLOW_QUEUE_MS (or the timer was armed for one served
-   * since): open another connection if one is still called for, and look again while requests
-   * wait. One timer per pool at a time, left to fire rather than cleared on the hot path.
+   * The oldest waiting request may have waited SLOW_QUEUE_MS (the timer was armed when a request
+   * queued without the pool growing): open another connection if one is called for, and look
+   * again a SLOW_QUEUE_MS later while requests wait. One timer per pool at a time, left to fire
+   * rather than cleared on the hot path; none while the pool waits for a place in the budget (the
+   * budget calls it back in turn: a timer per starving pool, re-armed at once, spun through 500
+   * leases' pools every millisecond, bench:rest-many).
    */
   private readonly checkSlowQueue = (): void => {
     this.slowQueueTimer = undefined;
-    const oldest = this.waiters[0];
-    if (oldest === undefined || this.ending || this.clients.size >= this.options.max) return;
-    if (this.wantsAnother()) this.open();
-    if (this.waiters.length > 0 && this.clients.size < this.options.max) {
-      const waited = performance.now() - this.waiters[0]!.since;
-      this.slowQueueTimer = setTimeout(this.checkSlowQueue, Math.max(1, (this.options.slowQueueMs ?? SLOW_QUEUE_MS) - waited));
-    }
+    if (this.waiters.length === 0 || this.ending || this.clients.size >= this.options.max) return;
+    if (this.wantsAnother() && !this.open()) return;
+    if (this.waiters.length > 0 && this.clients.size < this.options.max) this.slowQueueTimer = setTimeout(this.checkSlowQueue, this.options.slowQueueMs ?? SLOW_QUEUE_MS);
   };
 
   /** Gives a connection back; `broken`: it must not be used again. */
