@@ -630,7 +630,16 @@ BEGIN
     -- ("cache lookup failed", or 3D000 by name): it needs no revoking, so it is skipped.
     BEGIN
       CONTINUE WHEN NOT has_database_privilege('public', v_db.datname, 'CONNECT');
-      EXECUTE format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC', v_db.datname);
+      BEGIN
+        EXECUTE format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC', v_db.datname);
+      EXCEPTION WHEN insufficient_privilege THEN
+        -- PUBLIC lost every privilege on it since the check above (another pglease closing its
+        -- own lease database at this moment: REVOKE ALL ... FROM PUBLIC), so this role has none
+        -- left and its REVOKE is refused rather than warned about; a start failed so once, at
+        -- load ~10 (test/crash.test.ts against test/migrate-retry.test.ts's database). Whether
+        -- PUBLIC still connects is reported below either way.
+        NULL;
+      END;
       database_name := v_db.datname;
       revoked := NOT has_database_privilege('public', v_db.datname, 'CONNECT');
     EXCEPTION WHEN invalid_catalog_name OR undefined_object OR internal_error THEN
