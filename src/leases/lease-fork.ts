@@ -32,7 +32,8 @@ export interface ParkedFork {
 /**
  * Copies source `sourceId`'s database into the parked fork's (made here, then opened to the fork's
  * roles only), hands it over to the fork's roles, and answers how many of the source's sessions
- * were ended. `preparing` is awaited before the source closes (see below). Throws CopySourceGone when the source is no active database lease.
+ * were ended. `preparing` is awaited before the source closes (see below). Throws CopySourceGone
+ * when the source is no active database lease.
  */
 export async function copyLeaseDatabase(pool: pg.Pool, serviceUrl: string, sourceId: string, preparing: Promise<ParkedFork>): Promise<number> {
   // The fork's roles are made before the bracket's session looks at anything, not while the

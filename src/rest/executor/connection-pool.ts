@@ -337,8 +337,8 @@ export class ConnectionPool {
 
   /**
    * Whether waiting requests call for another connection: the first one, or one more while more
-   * than `queuePerConnection` requests per connection wait (2 unless told). Each connection a lease opens is one
-   * more backend that every request of every lease takes turns with, and a backend that ran other
+   * than `queuePerConnection` requests per connection wait (2 unless told). Each connection a
+   * lease opens is one more backend that every request of every lease takes turns with, and a backend that ran other
    * leases' requests since its own last one is slower to wake (its caches are cold): growing at
    * the first request that found none idle made 50 leases' pools reach 5 connections each and
    * evict each other's (bench/rest-many.ts, before session 10); growing as soon as more requests
