@@ -13,12 +13,10 @@
 import { readFileSync } from 'node:fs';
 import Fastify from 'fastify';
 import pg from 'pg';
+import { answerRead, type CeilingStatement } from './support/ceiling-read.js';
 
-interface LeaseStatement {
+interface LeaseStatement extends CeilingStatement {
   url: string;
-  text: string;
-  values: (string | null)[];
-  param: number;
 }
 
 const leases = JSON.parse(readFileSync(process.env.LEASES_FILE!, 'utf8')) as LeaseStatement[];
@@ -36,14 +34,7 @@ app.get<{ Params: { lease: string; value: string } }>('/:lease/:value', async (r
   const index = Number(request.params.lease);
   const lease = leases[index];
   if (lease === undefined) return reply.code(404).send();
-  const values = [...lease.values];
-  values[lease.param] = request.params.value;
-  const { rows } = await pools[index]!.query<{ page: string; body: string }>({ name: 'read', text: lease.text, values });
-  const row = rows[0]!;
-  return reply
-    .header('content-type', 'application/json; charset=utf-8')
-    .header('content-range', `0-${Number(row.page) - 1}/*`)
-    .send(row.body);
+  return answerRead(pools[index]!, 'read', lease, request.params.value, reply);
 });
 
 const address = await app.listen({ host: '127.0.0.1', port: Number(process.env.PORT ?? 0) });

@@ -10,28 +10,14 @@
  */
 import Fastify from 'fastify';
 import pg from 'pg';
+import { answerRead, type CeilingStatement } from './support/ceiling-read.js';
 
-interface Scenario {
-  text: string;
-  values: (string | null)[];
-  param: number;
-}
-
-const scenarios = JSON.parse(process.env.SCENARIOS ?? '{}') as Record<string, Scenario>;
+const scenarios = JSON.parse(process.env.SCENARIOS ?? '{}') as Record<string, CeilingStatement>;
 const pool = new pg.Pool({ connectionString: process.env.LEASE_URL, max: Number(process.env.POOL_SIZE ?? 5) });
 const app = Fastify({ logger: false });
 
 for (const [name, scenario] of Object.entries(scenarios)) {
-  app.get<{ Params: { value: string } }>(`/${name}/:value`, async (request, reply) => {
-    const values = [...scenario.values];
-    values[scenario.param] = request.params.value;
-    const { rows } = await pool.query<{ total: string | null; page: string; body: string }>({ name, text: scenario.text, values });
-    const row = rows[0]!;
-    return reply
-      .header('content-type', 'application/json; charset=utf-8')
-      .header('content-range', `0-${Number(row.page) - 1}/*`)
-      .send(row.body);
-  });
+  app.get<{ Params: { value: string } }>(`/${name}/:value`, (request, reply) => answerRead(pool, name, scenario, request.params.value, reply));
 }
 
 const address = await app.listen({ host: '127.0.0.1', port: Number(process.env.PORT ?? 0) });
