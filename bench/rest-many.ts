@@ -236,6 +236,22 @@ interface Step {
   serverMicros: number;
 }
 
+/**
+ * The passes of one step (spread, k) of either table, and their medians: each pass's req/s and p99
+ * as a ratio to its own k = 1 (the passes are in the same order in both lists), and `of`, the
+ * median of any figure over the passes.
+ */
+function stepPasses<T extends { spread: Spread; leases: number; requestsPerSecond: number; p99: number }>(all: T[], spread: Spread, k: number) {
+  const passes = all.filter((step) => step.spread === spread && step.leases === k);
+  const bases = all.filter((step) => step.spread === spread && step.leases === 1);
+  return {
+    passes,
+    throughput: median(passes.map((step, i) => step.requestsPerSecond / (bases[i]?.requestsPerSecond ?? NaN))),
+    latency: median(passes.map((step, i) => step.p99 / (bases[i]?.p99 ?? NaN))),
+    of: (pick: (step: T) => number) => median(passes.map(pick)),
+  };
+}
+
 /** A function drawing a lease index in [0, k) with the given spread. */
 function drawer(spread: Spread, k: number): () => number {
   if (spread === 'uniform') return () => Math.floor(Math.random() * k);
@@ -467,12 +483,7 @@ async function main(): Promise<void> {
     const goals: string[] = [];
     for (const spread of SPREADS) {
       for (const k of LEASE_COUNTS) {
-        const passes = steps.filter((step) => step.spread === spread && step.leases === k);
-        const bases = steps.filter((step) => step.spread === spread && step.leases === 1);
-        // each pass's ratio to its own k = 1 (the passes are in the same order in both lists)
-        const throughput = median(passes.map((step, i) => step.requestsPerSecond / (bases[i]?.requestsPerSecond ?? NaN)));
-        const latency = median(passes.map((step, i) => step.p99 / (bases[i]?.p99 ?? NaN)));
-        const of = (pick: (step: Step) => number) => median(passes.map(pick));
+        const { passes, throughput, latency, of } = stepPasses(steps, spread, k);
         console.log(
           row([
             spread,
@@ -503,12 +514,8 @@ async function main(): Promise<void> {
       console.log(ceilingRow(['spread', 'k', 'req/s', 'x k=1', 'p99 ms', 'x k=1', 'non-2xx', 'backends', 'node µs', 'all pg µs', 'pglease/ceiling']));
       for (const spread of SPREADS) {
         for (const k of LEASE_COUNTS) {
-          const passes = ceilingSteps.filter((step) => step.spread === spread && step.leases === k);
-          const bases = ceilingSteps.filter((step) => step.spread === spread && step.leases === 1);
-          const ours = steps.filter((step) => step.spread === spread && step.leases === k);
-          const throughput = median(passes.map((step, i) => step.requestsPerSecond / (bases[i]?.requestsPerSecond ?? NaN)));
-          const latency = median(passes.map((step, i) => step.p99 / (bases[i]?.p99 ?? NaN)));
-          const of = (pick: (step: CeilingStep) => number) => median(passes.map(pick));
+          const { passes, throughput, latency, of } = stepPasses(ceilingSteps, spread, k);
+          const ours = stepPasses(steps, spread, k).passes;
           console.log(
             ceilingRow([
               spread,
