@@ -16,11 +16,17 @@
 -- and lock_timeout bounds the wait for those: the service's connection is not held for as long as
 -- the lease keeps its lock (the REST API answers 503 PGRST002, as PostgREST does when it cannot
 -- load its schema cache).
+-- Its cost grows with the catalogs (pg_class, pg_attribute and pg_proc are scanned: they have no
+-- index by schema), so it must not be JIT-compiled: its planned cost passes jit_above_cost once
+-- the database holds a few hundred leases, and on Postgres 15 with JIT and 1,000 one-table leases
+-- a load took 112 ms with it, 4 ms without. It runs in a lease's database too, as the lease's
+-- authenticator (database leases), whose session settings are not the service's.
 CREATE OR REPLACE FUNCTION pglease.rest_schema(p_schema name, p_roles text[] DEFAULT '{}')
 RETURNS json
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 SET lock_timeout = '2s'
+SET jit = off
 AS $$
   WITH
   ns AS (
@@ -160,7 +166,10 @@ AS $$
              ) ORDER BY r.proname, r.oid)
         FROM routines r), '[]'),
     'readsRequestSettings',
-      EXISTS (SELECT 1 FROM pg_proc p WHERE p.pronamespace = (SELECT oid FROM ns) AND p.prosrc ~* settings.pattern)
+      -- the schema's functions first, then the pattern: with both conditions on one scan of pg_proc the
+      -- pattern was matched against every function's source (3.4 of a 7 ms load on a fresh server)
+      EXISTS (SELECT 1 FROM (SELECT p.prosrc FROM pg_proc p WHERE p.pronamespace = (SELECT oid FROM ns) OFFSET 0) p
+               WHERE p.prosrc ~* settings.pattern)
       OR EXISTS (SELECT 1 FROM rels r WHERE r.relkind IN ('v', 'm') AND pg_get_viewdef(r.oid) ~* settings.pattern)
       OR EXISTS (SELECT 1 FROM pg_policy pol JOIN rels r ON r.oid = pol.polrelid
                   WHERE coalesce(pg_get_expr(pol.polqual, pol.polrelid), '') || coalesce(pg_get_expr(pol.polwithcheck, pol.polrelid), '') ~* settings.pattern)

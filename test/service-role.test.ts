@@ -57,6 +57,19 @@ describe('the service role', () => {
     expect(rows).toEqual([{ search_path: 'pg_catalog,pg_temp' }]);
   });
 
+  it('never JIT-compiles its statements: their cost grows with the catalogs past jit_above_cost on servers that have JIT', async () => {
+    // src/db/service-session.ts: the REST introspection of a one-table lease took 112 ms with JIT,
+    // 4 ms without, on Postgres 15 with 1,000 leases (the embedded server has no JIT to show it)
+    const { rows } = await service.host.pool.query<{ jit: string }>('SHOW jit');
+    expect(rows).toEqual([{ jit: 'off' }]);
+    // the introspection runs as a database lease's authenticator too, whose session is not the service's
+    const [introspection] = await queryUrl<{ settings: string[] }>(
+      service.host.databaseUrl,
+      `SELECT proconfig AS settings FROM pg_proc WHERE oid = 'pglease.rest_schema(name, text[])'::regprocedure`,
+    );
+    expect(introspection!.settings).toContain('jit=off');
+  });
+
   it('logs in with a verifier of one iteration: its password is 256 random bits, and every service connection computes them', async () => {
     const [verifier] = await queryUrl<{ rolpassword: string }>(superuserDatabaseUrl(service), 'SELECT rolpassword FROM pg_authid WHERE rolname = $1', [`${service.config.leaseDatabase}_service`]);
     expect(verifier!.rolpassword).toMatch(/^SCRAM-SHA-256\$1:/);

@@ -11,7 +11,7 @@ import { migrate } from './migrate.js';
 import { isSuperuserUrl, setUpServiceRole } from './superuser-setup.js';
 import { hostTls, type HostTls } from '../tls/host-tls.js';
 import { libpqCompatibleUrl } from '../tls/libpq-url.js';
-import { SERVICE_SEARCH_PATH } from './service-session.js';
+import { SERVICE_SESSION_OPTIONS } from './service-session.js';
 
 export interface HostOptions {
   /** A URL on the server whose role may create roles and databases (a superuser: used for setup only). */
@@ -158,7 +158,7 @@ export async function openHost(options: HostOptions): Promise<Host> {
   const timeoutMs = options.timeoutMs ?? 30_000;
   // A query that times out here fails and its connection is closed (pool.query releases it with
   // the error), so nothing waits behind it; Postgres may still finish it if it wakes up.
-  const pool = new pg.Pool({ connectionString: databaseUrl, options: SERVICE_SEARCH_PATH, max: options.poolSize ?? 10, idleTimeoutMillis: 30_000, connectionTimeoutMillis: timeoutMs, query_timeout: timeoutMs });
+  const pool = new pg.Pool({ connectionString: databaseUrl, options: SERVICE_SESSION_OPTIONS, max: options.poolSize ?? 10, idleTimeoutMillis: 30_000, connectionTimeoutMillis: timeoutMs, query_timeout: timeoutMs });
   // A pool client that dies while idle (server restart) must not crash the process.
   pool.on('error', (error) => options.log(`service pool: idle connection lost (${error.message})`));
   try {

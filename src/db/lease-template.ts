@@ -27,7 +27,7 @@ import { readFile } from 'node:fs/promises';
 import pg from 'pg';
 import { projectPath } from '../paths.js';
 import { retryConcurrentCatalogUpdates } from './migrate.js';
-import { SERVICE_SEARCH_PATH } from './service-session.js';
+import { SERVICE_SESSION_OPTIONS } from './service-session.js';
 
 /** The template database of lease database `leaseDatabase` (pglease.lease_template_database in SQL). */
 export function leaseTemplateName(leaseDatabase: string): string {
@@ -42,7 +42,7 @@ function withDatabaseName(url: string, database: string): string {
 
 /** A session on `url` that resolves names in pg_catalog only (nothing of anyone else's is found first). */
 function pinnedClient(url: string): pg.Client {
-  const client = new pg.Client({ connectionString: url, application_name: 'pglease-setup', options: SERVICE_SEARCH_PATH });
+  const client = new pg.Client({ connectionString: url, application_name: 'pglease-setup', options: SERVICE_SESSION_OPTIONS });
   client.on('error', () => undefined);
   return client;
 }

@@ -45,7 +45,7 @@ import { newPassword, scramVerifier } from '../leases/credentials.js';
 import { projectPath } from '../paths.js';
 import { compactTemplate, ensureLeaseTemplate, installTemplateEventTriggers, restrictTemplateLargeObjects } from './lease-template.js';
 import { lockAgainstSquatters, retryConcurrentCatalogUpdates } from './migrate.js';
-import { SERVICE_SEARCH_PATH } from './service-session.js';
+import { SERVICE_SESSION_OPTIONS } from './service-session.js';
 
 /** Advisory lock key of the superuser setup of a lease database ("pgl-su" in ASCII). */
 const SETUP_LOCK = '112103108045115117';
@@ -65,7 +65,7 @@ export function serviceRoleName(leaseDatabase: string): string {
 
 /** A session on `url` that resolves names in pg_catalog only (see the module comment). */
 function pinnedClient(url: string): pg.Client {
-  const client = new pg.Client({ connectionString: url, application_name: 'pglease-setup', options: SERVICE_SEARCH_PATH });
+  const client = new pg.Client({ connectionString: url, application_name: 'pglease-setup', options: SERVICE_SESSION_OPTIONS });
   client.on('error', () => undefined);
   return client;
 }

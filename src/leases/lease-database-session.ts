@@ -10,9 +10,9 @@
  * read-write transactions, and a statement timeout.
  */
 import pg from 'pg';
-import { SERVICE_SEARCH_PATH } from '../db/service-session.js';
+import { SERVICE_SESSION_OPTIONS } from '../db/service-session.js';
 
-const PINNED_OPTIONS = `${SERVICE_SEARCH_PATH} -c role=none -c default_transaction_read_only=off -c statement_timeout=30s`;
+const PINNED_OPTIONS = `${SERVICE_SESSION_OPTIONS} -c role=none -c default_transaction_read_only=off -c statement_timeout=30s`;
 
 /**
  * A connected session on `url` (a lease database's, as the service role) with the options above;

@@ -19,7 +19,7 @@ import pg from 'pg';
 import { projectPath } from '../paths.js';
 import { whileClosed } from './copy-bracket.js';
 import { leaseDatabaseUrl } from './lease-session.js';
-import { SERVICE_SEARCH_PATH } from '../db/service-session.js';
+import { SERVICE_SESSION_OPTIONS } from '../db/service-session.js';
 
 let handoverSql: Promise<string> | undefined;
 
@@ -71,7 +71,7 @@ export async function copyLeaseDatabase(pool: pg.Pool, serviceUrl: string, sourc
 async function handOver(forkDatabaseUrl: string, roles: Record<string, string>): Promise<void> {
   handoverSql ??= readFile(projectPath('sql', 'handover', 'fork.sql'), 'utf8');
   const sql = await handoverSql;
-  const session = new pg.Client({ connectionString: forkDatabaseUrl, application_name: 'pglease-fork', options: SERVICE_SEARCH_PATH });
+  const session = new pg.Client({ connectionString: forkDatabaseUrl, application_name: 'pglease-fork', options: SERVICE_SESSION_OPTIONS });
   session.on('error', () => undefined);
   await session.connect();
   try {

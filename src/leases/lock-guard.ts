@@ -28,7 +28,7 @@
  * sessions and the authenticator's 3 were two groups of 23,500 and 14,100 locks, both ended).
  */
 import pg from 'pg';
-import { SERVICE_SEARCH_PATH } from '../db/service-session.js';
+import { SERVICE_SESSION_OPTIONS } from '../db/service-session.js';
 
 /** How often the lock table is looked at. */
 const CHECK_MS = 2_000;
@@ -121,7 +121,7 @@ export class LockGuard {
     if (this.session) return this.session;
     const session = new pg.Client({
       connectionString: this.databaseUrl,
-      options: SERVICE_SEARCH_PATH,
+      options: SERVICE_SESSION_OPTIONS,
       application_name: 'pglease-lock-guard',
       connectionTimeoutMillis: LOOK_TIMEOUT_MS,
       query_timeout: LOOK_TIMEOUT_MS,

@@ -35,7 +35,7 @@ import type { ServerTiming } from './response/server-timing.js';
 import { executeRpc, rpcPayload, serveRpc } from './rpc-service.js';
 import { executeWrite, rejectBareParameters, serveWrite, writePayload, WRITE_METHODS } from './write-service.js';
 import { planRequestOf, serveExplain } from './explain-service.js';
-import { SERVICE_SEARCH_PATH } from '../db/service-session.js';
+import { SERVICE_SESSION_OPTIONS } from '../db/service-session.js';
 
 export interface RestServiceOptions {
   pools?: LeasePoolOptions;
@@ -109,7 +109,7 @@ export class RestService {
     this.pools = new LeasePools(host.databaseUrl, host.authenticatorKey, options.pools, options.log);
     this.introspection = new pg.Pool({
       connectionString: host.databaseUrl,
-      options: SERVICE_SEARCH_PATH,
+      options: SERVICE_SESSION_OPTIONS,
       max: INTROSPECTION_CONNECTIONS,
       idleTimeoutMillis: 30_000,
       connectionTimeoutMillis: host.timeoutMs,

@@ -19,7 +19,7 @@ import { nextRun } from './cron.js';
 import { JobStore, workerApplicationName, type ScheduleEntry } from './job-store.js';
 import type { JobDefinition, JobRunContext } from './jobs.js';
 import { JOBS_CHANNEL, listenForJobs, type JobListener } from './listener.js';
-import { SERVICE_SEARCH_PATH } from '../db/service-session.js';
+import { SERVICE_SESSION_OPTIONS } from '../db/service-session.js';
 
 export interface SchedulerOptions {
   /** The service's URL of the lease database. */
@@ -67,7 +67,7 @@ export class Scheduler {
     // carry the worker's name.
     this.pool = new pg.Pool({
       connectionString: options.databaseUrl,
-      options: SERVICE_SEARCH_PATH,
+      options: SERVICE_SESSION_OPTIONS,
       application_name: workerApplicationName(this.worker),
       // two reaper loops, a heartbeat, and another job's query
       max: 4,
