@@ -117,6 +117,8 @@ export interface Config {
   /** REST API connections: per lease, and of all leases together (their pools share a budget). */
   /** `total` undefined: sized from the server's max_connections (src/db/connection-shares.ts). */
   restConnections: { perLease: number; total: number | undefined; activeStatements: number | undefined };
+  /** The memory the REST API's schema caches may hold together (PGLEASE_REST_SCHEMA_CACHE_MB), in bytes. */
+  restSchemaCacheBytes: number;
   /** Largest control API request body, in bytes. */
   bodyLimit: number;
   logLevel: string;
@@ -375,6 +377,7 @@ export function loadConfig(env: Env = process.env): Config {
       total: env.PGLEASE_REST_MAX_CONNECTIONS ? integer(env, 'PGLEASE_REST_MAX_CONNECTIONS', 0, 1, 100_000) : undefined,
       activeStatements: env.PGLEASE_REST_ACTIVE_STATEMENTS ? integer(env, 'PGLEASE_REST_ACTIVE_STATEMENTS', 0, 1, 100_000) : undefined,
     },
+    restSchemaCacheBytes: integer(env, 'PGLEASE_REST_SCHEMA_CACHE_MB', 64, 1, 1_000_000) * 1024 * 1024,
     bodyLimit: integer(env, 'PGLEASE_BODY_LIMIT', 1_048_576, 1024, 1024 * 1024 * 1024),
     logLevel: text(env, 'LOG_LEVEL') ?? 'info',
     logRequests: flag(env, 'PGLEASE_LOG_REQUESTS', false),

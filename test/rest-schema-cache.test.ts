@@ -7,7 +7,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RestService } from '../src/rest/rest-service.js';
-import { loadSchemaCache, schemaCacheFromDocument } from '../src/rest/schema/load.js';
+import { loadSchemaCache, SCHEMA_BASE_BYTES, schemaCacheFromDocument } from '../src/rest/schema/load.js';
 import { SchemaCaches } from '../src/rest/schema/schema-caches.js';
 import { createLease } from './support/service.js';
 import { getJson, startRestFixture, type RestFixture } from './support/rest-fixture.js';
@@ -218,7 +218,7 @@ describe('request settings', () => {
     const caches = new SchemaCaches(async (schema) => {
       loads.push(schema);
       return schemaCacheFromDocument({ schema, exists: true, relations: [], foreignKeys: [], routines: [], enums: {} }, Date.now());
-    }, 2);
+    }, 2 * SCHEMA_BASE_BYTES);
     await caches.get('a', []);
     await caches.get('b', []);
     // a was loaded first but used again: c takes b's place
@@ -227,5 +227,29 @@ describe('request settings', () => {
     expect(['a', 'b', 'c'].map((schema) => caches.has(schema))).toEqual([true, false, true]);
     await caches.get('a', []);
     expect(loads).toEqual(['a', 'b', 'c']);
+  });
+
+  it('bounds the caches by their size, not their number: a large schema takes the room of several small ones', async () => {
+    const column = (name: string) => ({ name, position: 1, type: 'text', typeName: 'text', typeSchema: 'pg_catalog', typeKind: 'b', nullable: true, default: null, generated: false, identity: false, maxLength: null, description: null });
+    const table = (name: string, columns: number) => ({
+      name, kind: 'r', description: null, insertable: true, updatable: true, deletable: true,
+      columns: Array.from({ length: columns }, (_, i) => column(`c${i}`)),
+      primaryKey: [], uniqueKeys: [], privileges: {}, viewDefinition: null, oid: 1,
+    });
+    const document = (schema: string, columns: number) =>
+      ({ schema, exists: true, relations: [table('t', columns)], foreignKeys: [], routines: [], enums: {} }) as unknown as Parameters<typeof schemaCacheFromDocument>[0];
+    const small = schemaCacheFromDocument(document('small', 2)).estimatedBytes;
+    const large = schemaCacheFromDocument(document('large', 40)).estimatedBytes;
+    expect(large).toBeGreaterThan(5 * small);
+    const caches = new SchemaCaches(async (schema) => schemaCacheFromDocument(document(schema, schema === 'large' ? 40 : 2)), large + 2 * small);
+    for (const schema of ['a', 'b', 'c', 'd']) await caches.get(schema, []);
+    // four small ones fit
+    expect(['a', 'b', 'c', 'd'].map((schema) => caches.has(schema))).toEqual([true, true, true, true]);
+    await caches.get('large', []);
+    // the large one leaves room for the two small ones used last
+    expect(['a', 'b', 'c', 'd', 'large'].map((schema) => caches.has(schema))).toEqual([false, false, true, true, true]);
+    expect(caches.estimatedBytes).toBe(large + 2 * small);
+    caches.invalidate('large');
+    expect(caches.estimatedBytes).toBe(2 * small);
   });
 });

@@ -39,8 +39,8 @@ import { SERVICE_SESSION_OPTIONS } from '../db/service-session.js';
 
 export interface RestServiceOptions {
   pools?: LeasePoolOptions;
-  /** Schema caches kept at once. */
-  maxSchemaCaches?: number;
+  /** The memory schema caches may hold together, estimated (./schema/schema-caches.ts); 64 MB by default. */
+  schemaCacheBytes?: number;
   /** The admin token also acts as any lease's token. */
   adminToken?: string;
   jwt?: JwtVerifiersOptions;
@@ -127,7 +127,7 @@ export class RestService {
             return cache;
           }
         : (key, roles) => this.loadSchema(key, roles),
-      options.maxSchemaCaches,
+      options.schemaCacheBytes,
     );
     this.adminToken = options.adminToken;
     this.jwtVerifiers = new JwtVerifiers(options.jwt);

@@ -75,6 +75,7 @@ export async function restRoutes(app: FastifyInstance, context: ServiceContext, 
     adminToken: context.config.adminToken,
     jwt: { allowHttpJwks: context.config.jwksAllowHttp },
     onSchemaLoad: (seconds: number) => context.metrics.schemaLoaded(seconds),
+    schemaCacheBytes: context.config.restSchemaCacheBytes,
     log,
     pools: {
       maxConnections: connections.perLease,

@@ -130,4 +130,6 @@ export interface SchemaCache {
   readsRequestSettings: boolean;
   /** Date.now() when the introspection ran. */
   loadedAt: number;
+  /** About how much memory the cache holds (../schema/schema-caches.ts bounds their sum). */
+  estimatedBytes: number;
 }
