@@ -17,7 +17,7 @@
  * goal (issue 20): uniform over 200 leases ≥ 0.6x the one-lease req/s and p99 ≤ 3x; uniform over 50
  * leases ≥ 0.9x.
  *
- *   npm run bench:rest-many [-- --duration 6 --warmup 2 --prewarm 8 --connections 50 --leases 1,10,50,100,200,500 --spread uniform,zipf --rounds 1 --ceiling --ceiling-pool 5]
+ *   npm run bench:rest-many [-- --duration 6 --warmup 2 --prewarm 8 --connections 50 --leases 1,10,50,100,200,500 --spread uniform,zipf --rounds 1 --ceiling --ceiling-pool 5 --trickle 1000 --trickle-rate 100 --trickle-duration 40]
  *
  * --ceiling runs each step's traffic a second time against bench/ceiling-many-server.ts, a
  * hand-written Fastify + pg server with one pool per lease logged in as the lease's own role (the
@@ -82,6 +82,7 @@ import { loadSchemaCache } from '../src/rest/schema/load.js';
 import { freePort } from '../test/support/free-port.js';
 import { startBenchPglease, waitFor } from './support/pglease-process.js';
 import { cpuMicros, postmasterOf, serverCpuMicros } from './support/process-cpu.js';
+import { runTrickle } from './support/rest-trickle.js';
 import { median } from './support/stats.js';
 
 function option(name: string, fallback: number): number {
@@ -127,6 +128,15 @@ const MARKS = process.env.BENCH_MARKS === '1';
  */
 const CEILING = process.argv.includes('--ceiling');
 const CEILING_POOL = option('ceiling-pool', 5);
+/**
+ * --trickle N: after the steps, N leases (1,000 unless told) get a trickle of traffic, --trickle-rate
+ * requests a second in all (100) for --trickle-duration seconds (40), each to the next lease in turn
+ * (bench/support/rest-trickle.ts): issue 20's "1,000 leases with a trickle of traffic each keep
+ * working with no 5xx and bounded memory".
+ */
+const TRICKLE = process.argv.includes('--trickle') ? option('trickle', 1_000) : 0;
+const TRICKLE_RATE = option('trickle-rate', 100);
+const TRICKLE_SECONDS = option('trickle-duration', 40);
 const ADMIN = 'bench-admin-' + randomBytes(8).toString('hex');
 const ROWS = 100;
 /** Leases created (and tables filled) at once. */
@@ -317,7 +327,7 @@ async function main(): Promise<void> {
   const stats = new pg.Client({ connectionString: await pglease.superuserUrl() });
   let ceilingChild: ChildProcess | undefined;
   try {
-    const maxLeases = Math.max(...LEASE_COUNTS);
+    const maxLeases = Math.max(...LEASE_COUNTS, TRICKLE);
     const started = Date.now();
     const leases: CreatedLease[] = [];
     for (let i = 0; i < maxLeases; i += SETUP_CONCURRENCY) {
@@ -534,6 +544,26 @@ async function main(): Promise<void> {
           if (spread === 'uniform' && k === 50) goals.push(`uniform k=50 on the ceiling: ${throughput.toFixed(2)}x req/s`);
         }
       }
+    }
+    if (TRICKLE > 0) {
+      console.error(`  trickle: ${TRICKLE} leases, ${TRICKLE_RATE} requests/s for ${TRICKLE_SECONDS} s`);
+      const trickle = await runTrickle(pglease.baseUrl, targets.slice(0, TRICKLE), TRICKLE_RATE, TRICKLE_SECONDS, {
+        rssMb: () => rssMb(pglease.child.pid!),
+        restBackends,
+        sessions,
+        pgleaseCpu: () => cpuMicros(pglease.child.pid!),
+        serverCpu: () => serverCpuMicros(postmaster),
+      });
+      console.log(
+        `\ntrickle: ${trickle.leases} leases, ${trickle.rate} requests/s in all for ${trickle.seconds} s (a request per lease every ${(trickle.leases / trickle.rate).toFixed(0)} s)\n` +
+          `  ${trickle.requests} requests, ${trickle.failures} not answered 200; ${trickle.leasesAnswered} leases answered, ${trickle.leasesAllOk} of them 200 every time\n` +
+          `  p50 ${trickle.p50.toFixed(1)} ms, p99 ${trickle.p99.toFixed(1)} ms; ${trickle.sessionsPerSecond.toFixed(0)} new sessions/s, at most ${trickle.mostBackends} REST backends\n` +
+          `  CPU per request: pglease ${trickle.pgleaseMicros.toFixed(0)} µs, all Postgres ${trickle.serverMicros.toFixed(0)} µs\n` +
+          `  pglease RSS ${trickle.rssStart.toFixed(0)} MB at the start, ${trickle.rssFirstQuarter.toFixed(0)} MB in the first quarter, ` +
+          `${trickle.rssLastQuarter.toFixed(0)} MB in the last, ${trickle.rssMost.toFixed(0)} MB at most`,
+      );
+      const served = trickle.failures === 0 && trickle.leasesAllOk === trickle.leases;
+      goals.push(`trickle over ${trickle.leases} leases: ${served ? 'every lease answered, no failure' : 'NOT every lease answered 200'}; RSS last quarter / first ${(trickle.rssLastQuarter / trickle.rssFirstQuarter).toFixed(2)}x`);
     }
     console.log('');
     for (const goal of goals) console.log(goal);
