@@ -23,8 +23,10 @@ const sessions: pg.Client[] = [];
 
 beforeAll(async () => {
   dataDir = await mkdtemp(path.join(tmpdir(), 'pglease-reserve-'));
-  // 60 connections: 3 for superusers, 25 reserved for pglease's roles, 32 for everyone
-  server = await startEmbedded({ dataDir, port: await freePort(), listen: 'localhost', maxConnections: 60, reservedConnections: 25 });
+  // 60 connections and 34 more reserved for pglease's roles (its own 24 and the REST API's 10, as
+  // the service asks for them: src/service.ts): 3 for superusers, 57 for leases' logins while
+  // pglease's roles hold at most their reserve, so at least 23 whatever pglease holds
+  server = await startEmbedded({ dataDir, port: await freePort(), listen: 'localhost', maxConnections: 60, reservedConnections: 34 });
   service = await startService(
     loadConfig({
       DATABASE_URL: server.url('postgres'),
@@ -53,6 +55,46 @@ async function createLease(): Promise<{ id: string; url: string; token: string }
   expect(response.statusCode, response.body).toBe(201);
   return response.json();
 }
+
+it('leaves leases their logins while the REST API holds every connection of its budget', async () => {
+  // reserved_connections reserves the last free slots, not a share: had the reserve come out of the
+  // 60, the REST API's and pglease's own sessions would have taken the leases' slots as well
+  const leases = await Promise.all(Array.from({ length: 12 }, () => createLease()));
+  for (const lease of leases) {
+    const client = new pg.Client({ connectionString: lease.url });
+    await client.connect();
+    await client.query('create table items (id int primary key)');
+    await client.end();
+  }
+  for (const lease of leases) {
+    const rest = await service.app.inject({ method: 'GET', url: `/v1/leases/${lease.id}/rest/items`, headers: { authorization: `Bearer ${lease.token}` } });
+    expect(rest.statusCode, rest.body).toBe(200);
+  }
+  const [restSessions] = (
+    await service.host.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'pglease-rest'`)
+  ).rows;
+  expect(restSessions!.n).toBe(10);
+
+  const logins: pg.Client[] = [];
+  let refusal: { code?: string; message: string } | undefined;
+  try {
+    for (let i = 0; i < 40 && !refusal; i++) {
+      const session = new pg.Client({ connectionString: leases[i % leases.length]!.url });
+      session.on('error', () => undefined);
+      try {
+        await session.connect();
+        logins.push(session);
+      } catch (error) {
+        refusal = error as { code?: string; message: string };
+        await session.end().catch(() => undefined);
+      }
+    }
+    // 60 - 3 for superusers - 34 reserved: the leases' share, whatever pglease holds of its reserve
+    expect(logins.length, refusal?.message).toBeGreaterThanOrEqual(23);
+  } finally {
+    await Promise.all(logins.map((session) => session.end().catch(() => undefined)));
+  }
+});
 
 it('keeps creates, stats and the REST API working while leases hold every connection they may have', async () => {
   const leases = await Promise.all([createLease(), createLease(), createLease()]);

@@ -11,7 +11,10 @@
  *   from 50 leases with traffic on, bench/rest-many.ts). The other half is the leases' clients'.
  * - the embedded server reserves OWN_CONNECTIONS + the REST budget (reserved_connections, which
  *   pglease's roles and the authenticators may use and the leases' login roles may not), so that
- *   leases opening every connection they may keep neither the service nor the REST API out.
+ *   leases opening every connection they may keep neither the service nor the REST API out; and
+ *   adds those slots to its 500 (760 in all), since Postgres reserves the last free slots rather
+ *   than a share: carved out of the 500, pglease's sessions and the REST API's took the leases'
+ *   share too, and REST traffic over ~215 leases refused every lease login (src/db/embedded.ts).
  */
 import type pg from 'pg';
 

@@ -42,7 +42,7 @@ export interface EmbeddedOptions {
    * its reaper or its REST API from logging in. Default 0.
    */
   reservedConnections?: number;
-  /** max_connections (default MAX_CONNECTIONS): tests of what happens when they run out. */
+  /** max_connections before the reserve, which is added to it (default MAX_CONNECTIONS): tests of what happens when they run out. */
   maxConnections?: number;
   /**
    * TLS (PGLEASE_PG_TLS, src/tls/embedded-tls.ts): 'off' (default) as before; 'on' and 'require'
@@ -72,9 +72,11 @@ const WATCH_MS = 1_000;
 const LOCKS_PER_TRANSACTION = 512;
 const OS_USER = 'postgres';
 /**
- * max_connections of the embedded cluster: half of what pglease's own leave goes to the REST API
- * (236, one connection per lease with traffic: src/db/connection-shares.ts), half to leases'
- * clients (237). Each slot costs ~235 kB of shared memory here (the lock table is sized by it and
+ * max_connections of the embedded cluster before its reserve (startEmbedded adds pglease's
+ * reserved_connections on top): half of what pglease's own leave goes to the REST API (236, one
+ * connection per lease with traffic: src/db/connection-shares.ts), half to leases' clients (237);
+ * with the reserve for pglease's own and the REST API (260) the server allows 760. Each slot
+ * costs ~235 kB of shared memory here (the lock table is sized by it and
  * max_locks_per_transaction): 256 MB of shared memory at 500, 209 MB at 300.
  */
 export const MAX_CONNECTIONS = 500;
@@ -398,10 +400,19 @@ async function startClaimed(
 
   // reserved_connections exists from Postgres 16 on (a server before it refuses to start with it)
   const majorVersion = Number((await readFile(path.join(clusterDir, 'PG_VERSION'), 'utf8')).trim());
-  const maxConnections = options.maxConnections ?? MAX_CONNECTIONS;
-  // whatever pglease asks for, leases' clients keep at least a third of the slots
-  const reserved = Math.min(options.reservedConnections ?? 0, maxConnections - SUPERUSER_RESERVED_CONNECTIONS - Math.ceil(maxConnections / 3));
-  const reserve = majorVersion >= 16 && reserved > 0 ? ['-c', `reserved_connections=${reserved}`] : [];
+  const base = options.maxConnections ?? MAX_CONNECTIONS;
+  // whatever pglease asks for, leases' clients keep at least a third of the base
+  const reserved = majorVersion >= 16 ? Math.max(0, Math.min(options.reservedConnections ?? 0, base - SUPERUSER_RESERVED_CONNECTIONS - Math.ceil(base / 3))) : 0;
+  // The reserve comes on top of the base. reserved_connections reserves the last free slots, not a
+  // share: a role without pg_use_reserved_connections may connect while more than
+  // superuser_reserved_connections + reserved_connections slots are free, whoever holds the others.
+  // Carved out of 500, the reserve (260) left the leases' logins 237 slots *including* pglease's
+  // and the REST API's own sessions, so REST traffic over ~215 leases or more (one session each)
+  // refused every lease's psql (53300: bench:rest-many --trickle, 1,000 leases). With the reserve
+  // added, leases' clients keep base - superuser_reserved - reserved slots however many of its
+  // reserve pglease uses, and pglease its reserve however many slots the leases hold.
+  const maxConnections = base + reserved;
+  const reserve = reserved > 0 ? ['-c', `reserved_connections=${reserved}`] : [];
 
   let port = options.port;
   /** Starts the postmaster on `port` (detached: it outlives a crash of this process). */
