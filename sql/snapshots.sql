@@ -165,6 +165,8 @@ BEGIN
   EXECUTE format('ALTER DATABASE %I OWNER TO %I', v_lease.schema_name, v_lease.role_name);
   EXECUTE format('REVOKE ALL ON DATABASE %I FROM PUBLIC', v_lease.schema_name);
   EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO %I', v_lease.schema_name, v_lease.auth_role);
+  -- the lease's database now holds the snapshot's contents: marked before anyone may connect
+  PERFORM pglease.mark_copy(p_lease_id, p_name);
   EXECUTE format('ALTER DATABASE %I ALLOW_CONNECTIONS true', v_lease.schema_name);
   INSERT INTO pglease.database_drops (database_name, roles) VALUES (v_old, '{}');
   -- every pglease process drops what it cached of the lease's schema (src/rest/notifications.ts):
@@ -202,4 +204,119 @@ AS $$
     RETURNING 1
   )
   SELECT count(*)::int FROM queued
+$$;
+
+-- Forks from a prepared copy. A fork copies the lease's database as it is (CREATE DATABASE ...
+-- TEMPLATE, sql/fork.sql): ~100-300 ms on these machines, most of it the file system making the
+-- copy's ~350 files. When the lease's database has not changed since its last snapshot or restore
+-- (a test suite seeds a lease, snapshots it, and forks it for each worker), the copy of that
+-- snapshot prepared for the next restore (pglease.restore_ddl) holds the same contents, and the
+-- fork takes it: two renames instead of a CREATE DATABASE. Whether the database changed is told by
+-- Postgres's own statistics: every transaction in a database, a read-only one too, counts as a
+-- commit or a rollback of it, and a session's counts are flushed at the latest when it exits. So
+-- with no session on the database (the copy bracket has ended them, and nobody can connect), equal
+-- counts mean that no transaction ran there in between. The counters are trusted only while
+-- nothing could have stopped or reset them: track_counts on, no reset of the database's or the
+-- server's statistics (a crash resets them all), no reload of the server's configuration since.
+-- Catalogs and statistics only: nothing here runs in the lease's database.
+
+-- pglease.copy_counters: the counters of database p_database that a mark compares, now; all NULL
+-- when they cannot tell: track_counts is off, or a session (of any kind) is on the database, whose
+-- counts may not have been flushed yet.
+CREATE OR REPLACE FUNCTION pglease.copy_counters(p_database name,
+  OUT database_oid oid, OUT transactions bigint, OUT database_reset timestamptz, OUT server_reset timestamptz, OUT config_loaded timestamptz)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_oid oid;
+BEGIN
+  -- the statistics as they are now, not as this transaction first read them
+  PERFORM pg_stat_clear_snapshot();
+  SELECT d.oid INTO v_oid FROM pg_database d WHERE d.datname = p_database;
+  IF v_oid IS NULL OR NOT current_setting('track_counts')::boolean OR pg_stat_get_db_numbackends(v_oid) > 0 THEN
+    RETURN;
+  END IF;
+  database_oid := v_oid;
+  transactions := pg_stat_get_db_xact_commit(v_oid) + pg_stat_get_db_xact_rollback(v_oid);
+  database_reset := pg_stat_get_db_stat_reset_time(v_oid);
+  server_reset := (SELECT b.stats_reset FROM pg_stat_bgwriter b);
+  config_loaded := pg_conf_load_time();
+END
+$$;
+
+-- pglease.mark_copy: records that the lease's database holds snapshot p_snapshot's contents (called
+-- in the copy bracket of the snapshot, after its CREATE DATABASE, and by a restore's swap, before
+-- the database opens). Whether it could: without usable counters any earlier mark is removed.
+CREATE OR REPLACE FUNCTION pglease.mark_copy(p_lease_id uuid, p_snapshot text)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_lease    pglease.leases;
+  v_counters record;
+BEGIN
+  SELECT * INTO v_lease FROM pglease.leases WHERE id = p_lease_id AND kind = 'database';
+  SELECT * INTO v_counters FROM pglease.copy_counters(v_lease.schema_name);
+  IF v_counters.database_oid IS NULL THEN
+    DELETE FROM pglease.lease_copy_marks WHERE lease_id = p_lease_id;
+    RETURN false;
+  END IF;
+  INSERT INTO pglease.lease_copy_marks AS m
+    (lease_id, snapshot_name, database_oid, transactions, database_reset, server_reset, config_loaded)
+  VALUES (p_lease_id, p_snapshot, v_counters.database_oid, v_counters.transactions, v_counters.database_reset,
+          v_counters.server_reset, v_counters.config_loaded)
+  ON CONFLICT (lease_id) DO UPDATE
+    SET snapshot_name = excluded.snapshot_name, database_oid = excluded.database_oid, transactions = excluded.transactions,
+        database_reset = excluded.database_reset, server_reset = excluded.server_reset,
+        config_loaded = excluded.config_loaded, marked_at = now();
+  RETURN true;
+END
+$$;
+
+-- pglease.fork_from_prepared_copy: in a fork's copy bracket (the source closed, its sessions
+-- ended), when the source's database still holds its marked snapshot's contents and that
+-- snapshot's prepared copy exists, that copy becomes the parked fork's database (renamed, owned by
+-- the fork's login role, still closed until pglease.open_lease_database): answers the snapshot's
+-- name. NULL otherwise, and the caller copies the live database.
+CREATE OR REPLACE FUNCTION pglease.fork_from_prepared_copy(p_source uuid, p_fork uuid)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_source   pglease.leases;
+  v_fork     pglease.leases;
+  v_mark     pglease.lease_copy_marks;
+  v_snapshot pglease.lease_snapshots;
+  v_copy     name;
+  v_now      record;
+BEGIN
+  SELECT * INTO v_source FROM pglease.leases WHERE id = p_source AND state = 'active' AND kind = 'database';
+  SELECT * INTO v_fork FROM pglease.leases WHERE id = p_fork AND state = 'provisioning' AND kind = 'database';
+  SELECT * INTO v_mark FROM pglease.lease_copy_marks WHERE lease_id = p_source;
+  IF v_source.id IS NULL OR v_fork.id IS NULL OR v_mark.lease_id IS NULL THEN
+    RETURN NULL;
+  END IF;
+  SELECT * INTO v_snapshot FROM pglease.lease_snapshots WHERE lease_id = p_source AND name = v_mark.snapshot_name;
+  IF NOT FOUND THEN
+    RETURN NULL;
+  END IF;
+  v_copy := pglease.prepared_restore_name(v_source, v_snapshot);
+  IF NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = v_copy) THEN
+    RETURN NULL;
+  END IF;
+  SELECT * INTO v_now FROM pglease.copy_counters(v_source.schema_name);
+  IF v_now.database_oid IS DISTINCT FROM v_mark.database_oid
+     OR v_now.transactions IS DISTINCT FROM v_mark.transactions
+     OR v_now.database_reset IS DISTINCT FROM v_mark.database_reset
+     OR v_now.server_reset IS DISTINCT FROM v_mark.server_reset
+     OR v_now.config_loaded IS DISTINCT FROM v_mark.config_loaded THEN
+    RETURN NULL;
+  END IF;
+  EXECUTE format('ALTER DATABASE %I RENAME TO %I', v_copy, v_fork.schema_name);
+  EXECUTE format('ALTER DATABASE %I OWNER TO %I', v_fork.schema_name, v_fork.role_name);
+  RETURN v_snapshot.name;
+END
 $$;

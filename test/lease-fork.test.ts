@@ -281,3 +281,107 @@ describe('forking', () => {
     expect([404, 409]).toContain(response.status);
   });
 });
+
+describe('a fork of a lease that has not changed since its snapshot or restore', () => {
+  type Forked = DatabaseLease & { copied_from_snapshot: string | null; source_sessions_ended: number };
+  let source: DatabaseLease;
+  const forks: Forked[] = [];
+
+  const call = (path: string, body: unknown = {}) =>
+    fetch(`${service.baseUrl}/v1/leases/${source.id}${path}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${source.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+  const forkNow = async (): Promise<Forked> => {
+    const response = await fork(source);
+    expect(response.status, await response.clone().text()).toBe(201);
+    const forked = (await response.json()) as Forked;
+    forks.push(forked);
+    return forked;
+  };
+  /** The copy of snapshot `name` made in advance for the next restore (or fork), once it exists. */
+  const preparedCopy = async (name: string): Promise<void> => {
+    const superuser = await superuserDatabaseUrl(service);
+    for (let i = 0; i < 600; i++) {
+      const rows = await queryUrl(superuser, `SELECT 1 FROM pg_database WHERE datname LIKE $1 AND NOT datallowconn`, [`${source.database}_p_${name}_%`]);
+      if (rows.length > 0) return;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    throw new Error(`no prepared copy of snapshot ${name} within 30 s`);
+  };
+  const titles = async (url: string) => (await queryUrl<{ title: string }>(url, 'SELECT title FROM items ORDER BY id')).map((row) => row.title);
+
+  beforeAll(async () => {
+    source = (await createLease(service, { kind: 'database' })) as DatabaseLease;
+    await queryUrl(source.url, `
+      CREATE TABLE items (id int PRIMARY KEY, title text);
+      INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 3) i;
+      CREATE SEQUENCE counter;
+      ${TRAP}`);
+    expect((await call('/snapshots', { name: 'seeded' })).status).toBe(201);
+    await preparedCopy('seeded');
+  });
+
+  afterAll(async () => {
+    for (const forked of forks) await release(forked);
+    await release(source);
+  });
+
+  it('gets the snapshot\'s copy made in advance: the same contents, its own roles, and pglease ran none of the lease\'s code', async () => {
+    const forked = await forkNow();
+    expect(forked.copied_from_snapshot).toBe('seeded');
+    expect(await titles(forked.url)).toEqual(['item 1', 'item 2', 'item 3']);
+    // handed over as any fork: the fork's login owns what the source's did, and may write
+    const [owner] = await queryUrl<{ owner: string; me: string }>(forked.url, `SELECT tableowner AS owner, current_user AS me FROM pg_tables WHERE tablename = 'items'`);
+    expect(owner!.owner).toBe(owner!.me);
+    await queryUrl(forked.url, `INSERT INTO items VALUES (4, 'forked')`);
+    expect(await titles(source.url)).toEqual(['item 1', 'item 2', 'item 3']);
+    for (const url of [source.url, forked.url]) {
+      const [calls] = await queryUrl<{ n: string }>(url, 'SELECT last_value::text AS n, is_called FROM foreign_calls');
+      expect(calls).toMatchObject({ n: '1', is_called: false });
+    }
+  });
+
+  it('after any transaction in the source, copies the live database: a write, or a sequence advanced alone', async () => {
+    await call('/restore', { name: 'seeded' });
+    await preparedCopy('seeded');
+    const unchanged = await forkNow();
+    expect(unchanged.copied_from_snapshot).toBe('seeded');
+
+    await preparedCopy('seeded');
+    await queryUrl(source.url, `SELECT nextval('counter')`);
+    const afterSequence = await forkNow();
+    expect(afterSequence.copied_from_snapshot).toBeNull();
+    expect(await queryUrl(afterSequence.url, `SELECT last_value::int AS n, is_called FROM counter`)).toEqual([{ n: 1, is_called: true }]);
+
+    // the live copy left the prepared one for the next restore
+    await preparedCopy('seeded');
+    await queryUrl(source.url, `INSERT INTO items VALUES (5, 'written')`);
+    const afterWrite = await forkNow();
+    expect(afterWrite.copied_from_snapshot).toBeNull();
+    expect(await titles(afterWrite.url)).toEqual(['item 1', 'item 2', 'item 3', 'written']);
+  });
+
+  it('after a restore, gets the snapshot\'s copy again, until the next transaction', async () => {
+    const restored = await call('/restore', { name: 'seeded' });
+    expect(restored.status, await restored.clone().text()).toBe(200);
+    await preparedCopy('seeded');
+    const forked = await forkNow();
+    expect(forked.copied_from_snapshot).toBe('seeded');
+    expect(await titles(forked.url)).toEqual(['item 1', 'item 2', 'item 3']);
+
+    // a session that writes and is still open when the fork comes: ended for the copy, its
+    // transaction counted at its exit, so the fork copies the live database with its write
+    await preparedCopy('seeded');
+    const session = new pg.Client({ connectionString: source.url });
+    session.on('error', () => undefined);
+    await session.connect();
+    await session.query(`INSERT INTO items VALUES (6, 'from an open session')`);
+    const withOpenSession = await forkNow();
+    await session.end().catch(() => undefined);
+    expect(withOpenSession.source_sessions_ended).toBe(1);
+    expect(withOpenSession.copied_from_snapshot).toBeNull();
+    expect(await titles(withOpenSession.url)).toEqual(['item 1', 'item 2', 'item 3', 'from an open session']);
+  });
+});

@@ -388,7 +388,7 @@ export async function leaseRoutes(app: FastifyInstance, context: ServiceContext)
       }
       const json = leaseJson(at.host, forked.lease, publicBaseUrl(context, request), forked);
       reply.code(201).header('Location', `/v1/leases/${forked.lease.id}`).headers(rateLimitHeaders(forked.quota));
-      return { ...json, forked_from: source.id, source_sessions_ended: forked.sourceSessionsEnded };
+      return { ...json, forked_from: source.id, source_sessions_ended: forked.sourceSessionsEnded, copied_from_snapshot: forked.fromSnapshot };
     },
   );
 

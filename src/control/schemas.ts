@@ -175,5 +175,9 @@ export const ForkedLeaseSchema = Type.Composite([
     source_sessions_ended: Type.Integer({
       description: 'Sessions of the source that were ended for the copy (a database cannot be copied with sessions on it); they may reconnect at once',
     }),
+    copied_from_snapshot: Type.Union([Type.String(), Type.Null()], {
+      description:
+        "The source's snapshot whose copy, made in advance, the fork got: the source had run no transaction since that snapshot or a restore from it (milliseconds instead of a copy of the live database); null for a copy of the live database",
+    }),
   }),
 ]);

@@ -18,6 +18,7 @@ import { readFile } from 'node:fs/promises';
 import pg from 'pg';
 import { projectPath } from '../paths.js';
 import { whileClosed } from './copy-bracket.js';
+import { prepareRestoreLater } from './lease-snapshots.js';
 import { leaseDatabaseUrl } from './lease-session.js';
 import { SERVICE_SESSION_OPTIONS } from '../db/service-session.js';
 
@@ -29,13 +30,22 @@ export interface ParkedFork {
   roles: Record<string, string>;
 }
 
+/** What a fork's copy did: the source's sessions it ended, and the snapshot whose prepared copy it took (null: a copy of the live database). */
+export interface ForkCopy {
+  sessionsEnded: number;
+  fromSnapshot: string | null;
+}
+
 /**
  * Copies source `sourceId`'s database into the parked fork's (made here, then opened to the fork's
  * roles only), hands it over to the fork's roles, and answers how many of the source's sessions
- * were ended. `preparing` is awaited before the source closes (see below). Throws CopySourceGone
- * when the source is no active database lease.
+ * were ended. When the source's database has not changed since its last snapshot or restore, the
+ * fork's database is that snapshot's prepared copy instead of a copy made now (sql/snapshots.sql,
+ * pglease.fork_from_prepared_copy: two renames, not a CREATE DATABASE), and the next prepared copy
+ * is made after the answer. `preparing` is awaited before the source closes (see below). Throws
+ * CopySourceGone when the source is no active database lease.
  */
-export async function copyLeaseDatabase(pool: pg.Pool, serviceUrl: string, sourceId: string, preparing: Promise<ParkedFork>): Promise<number> {
+export async function copyLeaseDatabase(pool: pg.Pool, serviceUrl: string, sourceId: string, preparing: Promise<ParkedFork>): Promise<ForkCopy> {
   // The fork's roles are made before the bracket's session looks at anything, not while the
   // source closes. When they were made meanwhile, the fork's open_lease_database failed "must be
   // owner of database" (bench:fork: a 500 in 3 of 5 runs right after bench:leases; none in 3 runs
@@ -45,13 +55,21 @@ export async function copyLeaseDatabase(pool: pg.Pool, serviceUrl: string, sourc
   // source while the fork's grants committed, was stored with the older list after their
   // invalidation was taken, and stays so until the next role change on the server.
   const { fork, roles } = await preparing;
-  const { sessionsEnded } = await whileClosed(pool, sourceId, async (session) => {
-    const ddl = await session.query<{ statement: string }>({
-      name: 'pglease.fork-database-ddl',
-      text: 'SELECT pglease.fork_database_ddl($1, $2) AS statement',
+  const { sessionsEnded, result: fromSnapshot } = await whileClosed(pool, sourceId, async (session) => {
+    const prepared = await session.query<{ snapshot: string | null }>({
+      name: 'pglease.fork-from-prepared-copy',
+      text: 'SELECT pglease.fork_from_prepared_copy($1, $2) AS snapshot',
       values: [sourceId, fork.id],
     });
-    await session.query(ddl.rows[0]!.statement);
+    const snapshot = prepared.rows[0]!.snapshot;
+    if (snapshot === null) {
+      const ddl = await session.query<{ statement: string }>({
+        name: 'pglease.fork-database-ddl',
+        text: 'SELECT pglease.fork_database_ddl($1, $2) AS statement',
+        values: [sourceId, fork.id],
+      });
+      await session.query(ddl.rows[0]!.statement);
+    }
     // one round trip, one transaction: under load each await here waited up to ~10 ms for its turn
     await session.query({
       name: 'pglease.open-fork-lend-source',
@@ -63,8 +81,10 @@ export async function copyLeaseDatabase(pool: pg.Pool, serviceUrl: string, sourc
     } finally {
       await session.query({ name: 'pglease.return-source-database', text: 'SELECT pglease.return_source_database($1)', values: [sourceId] });
     }
+    return snapshot;
   });
-  return sessionsEnded;
+  if (fromSnapshot !== null) prepareRestoreLater(pool, sourceId, fromSnapshot);
+  return { sessionsEnded, fromSnapshot };
 }
 
 /** Runs sql/handover/fork.sql in the fork's database, as the service. */

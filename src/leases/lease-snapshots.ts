@@ -11,6 +11,9 @@
  *     working, when there is none yet) in one transaction: the lease's name and URL never lack a
  *     database, its roles and password are unchanged, its open sessions are ended (they were on
  *     the old contents); the next copy is made after the answer;
+ *   - after a snapshot or a restore the lease's database is marked as holding the snapshot's
+ *     contents, until its next transaction: a fork meanwhile takes the prepared copy
+ *     (./lease-fork.ts);
  *   - the service never connects to the lease's database or to a snapshot: catalogs only;
  *   - snapshots go with the lease (queued with its database).
  */
@@ -75,7 +78,12 @@ async function takeSnapshotNow(pool: pg.Pool, leaseId: string, name: string): Pr
     const { rows: replaced } = await pool.query<{ n: number }>({ name: 'pglease.queue-snapshot-drops', text: 'SELECT pglease.queue_snapshot_drops($1, $2) AS n', values: [leaseId, name] });
     if (replaced[0]!.n > 0) await dropQueuedDatabases(pool);
     const { rows: ddl } = await pool.query<{ statement: string }>({ name: 'pglease.snapshot-ddl', text: 'SELECT pglease.snapshot_ddl($1, $2) AS statement', values: [leaseId, name] });
-    const { sessionsEnded } = await whileClosed(pool, leaseId, (session) => session.query(ddl[0]!.statement));
+    const { sessionsEnded } = await whileClosed(pool, leaseId, async (session) => {
+      await session.query(ddl[0]!.statement);
+      // the lease's database holds what the snapshot does until its next transaction (a fork may
+      // then take the snapshot's prepared copy: sql/snapshots.sql, pglease.fork_from_prepared_copy)
+      await session.query({ name: 'pglease.mark-copy', text: 'SELECT pglease.mark_copy($1, $2)', values: [leaseId, name] });
+    });
     const { rows } = await pool.query<SnapshotRow>({
       name: 'pglease.note-snapshot',
       text: 'SELECT name, created_at, NULL::bigint AS size_bytes FROM pglease.note_snapshot($1, $2)',
@@ -105,8 +113,11 @@ async function prepareRestore(pool: pg.Pool, leaseId: string, name: string): Pro
   }
 }
 
-/** Prepares the next restore's copy after this request, reporting nothing: a restore makes it itself when it is missing. */
-function prepareRestoreLater(pool: pg.Pool, leaseId: string, name: string): void {
+/**
+ * Prepares the next restore's copy after this request (or a fork that took the copy), reporting
+ * nothing: a restore makes it itself when it is missing.
+ */
+export function prepareRestoreLater(pool: pg.Pool, leaseId: string, name: string): void {
   setImmediate(() => void oneAtATime(leaseId, () => prepareRestore(pool, leaseId, name)).catch(() => undefined));
 }
 

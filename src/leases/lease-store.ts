@@ -239,7 +239,7 @@ export class LeaseStore {
    * no copy of a database with sessions on it): their number is in the answer. A failure drops
    * the fork; a source that is not an active database lease throws CopySourceGone (src/leases/copy-bracket.ts).
    */
-  async fork(sourceId: string, input: CreateLeaseInput): Promise<CreatedLease & { sourceSessionsEnded: number }> {
+  async fork(sourceId: string, input: CreateLeaseInput): Promise<CreatedLease & { sourceSessionsEnded: number; fromSnapshot: string | null }> {
     if (input.limits) await this.checkLimitsEarly(input.clientIp, input.limits);
     const token = newToken();
     // the fork's roles are made first (copyLeaseDatabase waits for them before it closes the
@@ -261,7 +261,7 @@ export class LeaseStore {
       // No first session as the fork's own role, unlike a new database lease: what that session
       // sets (USAGE on public for the anonymous role, no EXECUTE for PUBLIC on new functions) is
       // in the copy, handed over to the fork's roles as the source had it.
-      const sourceSessionsEnded = await oneAtATime(sourceId, () => copyLeaseDatabase(this.pool, this.host.databaseUrl, sourceId, preparing));
+      const { sessionsEnded: sourceSessionsEnded, fromSnapshot } = await oneAtATime(sourceId, () => copyLeaseDatabase(this.pool, this.host.databaseUrl, sourceId, preparing));
       const { lease: parked, password } = await parking;
       const { lease, quota } = await this.withLimits(this.pool, {
         name: 'pglease.activate-seeded-lease',
@@ -269,7 +269,7 @@ export class LeaseStore {
         values: [parked.id, null, hashToken(token), input.ttlSeconds, input.label, input.clientIp, quotaIp(input)],
       }, input);
       await this.pool.query({ name: 'pglease.note-fork', text: 'SELECT pglease.note_fork($1, $2, $3)', values: [parked.id, sourceId, sourceSessionsEnded] });
-      return { lease: lease!, password, token, quota, sourceSessionsEnded };
+      return { lease: lease!, password, token, quota, sourceSessionsEnded, fromSnapshot };
     } catch (error) {
       const parked = await parking.catch(() => undefined);
       if (parked) await this.dropParked(parked.lease.id);

@@ -295,7 +295,7 @@ export class PgleaseClient {
   }
 
   /** A new database lease holding a copy of lease `id` (a database lease) as it is now. */
-  forkLease(id: string, options: { ttl?: number; name?: string } = {}): Promise<CreatedLeaseJson & { forked_from: string; source_sessions_ended: number }> {
+  forkLease(id: string, options: { ttl?: number; name?: string } = {}): Promise<CreatedLeaseJson & { forked_from: string; source_sessions_ended: number; copied_from_snapshot: string | null }> {
     return this.request('POST', `/v1/leases/${encodeURIComponent(id)}/fork`, options);
   }
 

@@ -169,7 +169,8 @@ export function leaseCommands(context: CliContext): Command[] {
       if (options.json) return json(context, forked);
       const { bold, green, dim, cyan } = context.out;
       const ended = forked.source_sessions_ended;
-      println(io.stdout, `${green('✔')} Lease ${bold(forked.id.slice(0, 8))}, a copy of ${id.slice(0, 8)}, ready in ${elapsed} ms${ended > 0 ? ` (${ended} session${ended === 1 ? '' : 's'} of ${id.slice(0, 8)} ended for the copy)` : ''}`);
+      const snapshot = forked.copied_from_snapshot ? ` as of its snapshot ${forked.copied_from_snapshot}` : '';
+      println(io.stdout, `${green('✔')} Lease ${bold(forked.id.slice(0, 8))}, a copy of ${id.slice(0, 8)}${snapshot}, ready in ${elapsed} ms${ended > 0 ? ` (${ended} session${ended === 1 ? '' : 's'} of ${id.slice(0, 8)} ended for the copy)` : ''}`);
       println(io.stdout);
       println(io.stdout, fields([['URL', cyan(forked.url)], ['Expires', expiry(forked)], ['REST', forked.rest_url], ['Token', forked.token], ['Id', forked.id]]).replace(/^/gm, '  '));
       println(io.stdout);
