@@ -7,7 +7,10 @@
  * the first query's times measured by the client; then the median fork statement by statement.
  * What no statement covers is pglease's own (Node, round trips, connecting to the new database).
  *
- *   npm run bench:fork-phases [-- --rounds 20]
+ *   npm run bench:fork-phases [-- --rounds 20 --from-snapshot]
+ *
+ * --from-snapshot: each fork comes right after a restore of the source (and once the copy for the
+ * next restore is made), so it takes that prepared copy (pglease.fork_from_prepared_copy).
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -17,6 +20,7 @@ import { startBenchPglease } from './support/pglease-process.js';
 import { TWENTY_TABLES_SQL } from './support/twenty-tables.js';
 
 const rounds = Number(process.argv[process.argv.indexOf('--rounds') + 1]) || 20;
+const FROM_SNAPSHOT = process.argv.includes('--from-snapshot');
 const ADMIN = 'bench-admin-' + randomBytes(8).toString('hex');
 
 const SEED = TWENTY_TABLES_SQL;
@@ -28,6 +32,7 @@ const PHASES: [string, RegExp][] = [
   ['roles: declared roles', /fork_declared_roles/],
   ['close source', /close_for_fork/],
   ['CREATE DATABASE', /^CREATE DATABASE/],
+  ['prepared copy (or not)', /fork_from_prepared_copy/],
   ['ddl text', /fork_database_ddl/],
   ['open fork, lend source', /open_lease_database|lend_source_database/],
   ['return source', /return_source_database/],
@@ -96,9 +101,20 @@ async function main(): Promise<void> {
     await superuser.query('SELECT pg_reload_conf()');
     await new Promise((resolve) => setTimeout(resolve, 500));
     const windows: { startMs: number; responseMs: number; firstQueryMs: number }[] = [];
+    const database = new URL(source.url).pathname.slice(1);
+    if (FROM_SNAPSHOT) await post(`/v1/leases/${source.id}/snapshots`, { name: 'phases' });
     for (let round = 0; round < rounds; round++) {
+      if (FROM_SNAPSHOT) {
+        await post(`/v1/leases/${source.id}/restore`, { name: 'phases' });
+        for (let i = 0; i < 600; i++) {
+          const { rows } = await superuser.query(`SELECT 1 FROM pg_database WHERE datname LIKE $1 AND NOT datallowconn`, [`${database}_p_phases_%`]);
+          if (rows.length > 0) break;
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+      }
       const startMs = performance.timeOrigin + performance.now();
-      const forked = await post(`/v1/leases/${source.id}/fork`, { ttl: 600 });
+      const forked = (await post(`/v1/leases/${source.id}/fork`, { ttl: 600 })) as { id: string; url: string; copied_from_snapshot?: string | null };
+      if (FROM_SNAPSHOT && forked.copied_from_snapshot !== 'phases') throw new Error('the fork did not take the prepared copy');
       const responseMs = performance.timeOrigin + performance.now();
       await query(forked.url, 'SELECT count(*) FROM t19');
       const firstQueryMs = performance.timeOrigin + performance.now();

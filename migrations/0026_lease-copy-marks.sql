@@ -14,8 +14,7 @@ CREATE TABLE pglease.lease_copy_marks (
   transactions  bigint NOT NULL,
   database_reset timestamptz,
   server_reset  timestamptz,
-  -- when the server's configuration was last loaded (track_counts could have been off meanwhile)
-  config_loaded timestamptz NOT NULL,
+  -- a configuration reload after it (track_counts could have been off meanwhile) voids the mark
   marked_at     timestamptz NOT NULL DEFAULT now()
 );
 

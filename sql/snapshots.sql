@@ -220,7 +220,8 @@ $$;
 -- server's statistics (a crash resets them all), no reload of the server's configuration since.
 -- Catalogs and statistics only: nothing here runs in the lease's database.
 
--- pglease.copy_counters: the counters of database p_database that a mark compares, now; all NULL
+-- pglease.copy_counters: the counters of database p_database that a mark compares, now (and when
+-- this session last read the server's configuration); all NULL
 -- when they cannot tell: track_counts is off, or a session (of any kind) is on the database, whose
 -- counts may not have been flushed yet.
 CREATE OR REPLACE FUNCTION pglease.copy_counters(p_database name,
@@ -263,14 +264,11 @@ BEGIN
     DELETE FROM pglease.lease_copy_marks WHERE lease_id = p_lease_id;
     RETURN false;
   END IF;
-  INSERT INTO pglease.lease_copy_marks AS m
-    (lease_id, snapshot_name, database_oid, transactions, database_reset, server_reset, config_loaded)
-  VALUES (p_lease_id, p_snapshot, v_counters.database_oid, v_counters.transactions, v_counters.database_reset,
-          v_counters.server_reset, v_counters.config_loaded)
+  INSERT INTO pglease.lease_copy_marks AS m (lease_id, snapshot_name, database_oid, transactions, database_reset, server_reset)
+  VALUES (p_lease_id, p_snapshot, v_counters.database_oid, v_counters.transactions, v_counters.database_reset, v_counters.server_reset)
   ON CONFLICT (lease_id) DO UPDATE
     SET snapshot_name = excluded.snapshot_name, database_oid = excluded.database_oid, transactions = excluded.transactions,
-        database_reset = excluded.database_reset, server_reset = excluded.server_reset,
-        config_loaded = excluded.config_loaded, marked_at = now();
+        database_reset = excluded.database_reset, server_reset = excluded.server_reset, marked_at = now();
   RETURN true;
 END
 $$;
@@ -312,7 +310,10 @@ BEGIN
      OR v_now.transactions IS DISTINCT FROM v_mark.transactions
      OR v_now.database_reset IS DISTINCT FROM v_mark.database_reset
      OR v_now.server_reset IS DISTINCT FROM v_mark.server_reset
-     OR v_now.config_loaded IS DISTINCT FROM v_mark.config_loaded THEN
+     -- a session reads the configuration again before its next statement once it was reloaded, and
+     -- then says so: a reload after the mark (by this session's clock of it) voids the mark. Not an
+     -- equality: each session alive at a reload has a moment of its own for it
+     OR v_now.config_loaded > v_mark.marked_at THEN
     RETURN NULL;
   END IF;
   EXECUTE format('ALTER DATABASE %I RENAME TO %I', v_copy, v_fork.schema_name);
