@@ -212,20 +212,22 @@ $$;
 -- (a test suite seeds a lease, snapshots it, and forks it for each worker), the copy of that
 -- snapshot prepared for the next restore (pglease.restore_ddl) holds the same contents, and the
 -- fork takes it: two renames instead of a CREATE DATABASE. Whether the database changed is told by
--- Postgres's own statistics: every transaction in a database, a read-only one too, counts as a
--- commit or a rollback of it, and a session's counts are flushed at the latest when it exits. So
--- with no session on the database (the copy bracket has ended them, and nobody can connect), equal
--- counts mean that no transaction ran there in between. The counters are trusted only while
--- nothing could have stopped or reset them: track_counts on, no reset of the database's or the
--- server's statistics (a crash resets them all), no reload of the server's configuration since.
--- Catalogs and statistics only: nothing here runs in the lease's database.
+-- Postgres's own statistics: every client session of a database counts in its `sessions`, and a
+-- session's counts are flushed at the latest when it exits. So with no client session on the
+-- database (the copy bracket has ended them, and nobody can connect), an equal count means that no
+-- client has connected there in between, and nothing but a client changes what a database holds.
+-- Not its transactions: autovacuum's count too, and its workers visit every database about once a
+-- minute (under a suite's load, half the forks of an unchanged lease copied it live). The counters
+-- are trusted only while nothing could have stopped or reset them: track_counts on, no reset of the
+-- database's or the server's statistics (a crash resets them all), no reload of the server's
+-- configuration since. Catalogs and statistics only: nothing here runs in the lease's database.
 
 -- pglease.copy_counters: the counters of database p_database that a mark compares, now (and when
--- this session last read the server's configuration); all NULL
--- when they cannot tell: track_counts is off, or a session (of any kind) is on the database, whose
--- counts may not have been flushed yet.
+-- this session last read the server's configuration); all NULL when they cannot tell: track_counts
+-- is off, or a session other than an autovacuum worker is on the database (a superuser's, which the
+-- bracket does not end), whose counts may not have been flushed yet.
 CREATE OR REPLACE FUNCTION pglease.copy_counters(p_database name,
-  OUT database_oid oid, OUT transactions bigint, OUT database_reset timestamptz, OUT server_reset timestamptz, OUT config_loaded timestamptz)
+  OUT database_oid oid, OUT sessions bigint, OUT database_reset timestamptz, OUT server_reset timestamptz, OUT config_loaded timestamptz)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -235,11 +237,12 @@ BEGIN
   -- the statistics as they are now, not as this transaction first read them
   PERFORM pg_stat_clear_snapshot();
   SELECT d.oid INTO v_oid FROM pg_database d WHERE d.datname = p_database;
-  IF v_oid IS NULL OR NOT current_setting('track_counts')::boolean OR pg_stat_get_db_numbackends(v_oid) > 0 THEN
+  IF v_oid IS NULL OR NOT current_setting('track_counts')::boolean
+     OR EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datid = v_oid AND a.backend_type <> 'autovacuum worker') THEN
     RETURN;
   END IF;
   database_oid := v_oid;
-  transactions := pg_stat_get_db_xact_commit(v_oid) + pg_stat_get_db_xact_rollback(v_oid);
+  sessions := pg_stat_get_db_sessions(v_oid);
   database_reset := pg_stat_get_db_stat_reset_time(v_oid);
   server_reset := (SELECT b.stats_reset FROM pg_stat_bgwriter b);
   config_loaded := pg_conf_load_time();
@@ -264,12 +267,84 @@ BEGIN
     DELETE FROM pglease.lease_copy_marks WHERE lease_id = p_lease_id;
     RETURN false;
   END IF;
-  INSERT INTO pglease.lease_copy_marks AS m (lease_id, snapshot_name, database_oid, transactions, database_reset, server_reset)
-  VALUES (p_lease_id, p_snapshot, v_counters.database_oid, v_counters.transactions, v_counters.database_reset, v_counters.server_reset)
+  INSERT INTO pglease.lease_copy_marks AS m (lease_id, snapshot_name, database_oid, sessions, database_reset, server_reset)
+  VALUES (p_lease_id, p_snapshot, v_counters.database_oid, v_counters.sessions, v_counters.database_reset, v_counters.server_reset)
   ON CONFLICT (lease_id) DO UPDATE
-    SET snapshot_name = excluded.snapshot_name, database_oid = excluded.database_oid, transactions = excluded.transactions,
+    SET snapshot_name = excluded.snapshot_name, database_oid = excluded.database_oid, sessions = excluded.sessions,
         database_reset = excluded.database_reset, server_reset = excluded.server_reset, marked_at = now();
   RETURN true;
+END
+$$;
+
+-- pglease.copy_mark_sessions: the client sessions the lease's database has counted, when its copy
+-- mark still holds (no client connected since, nothing reset or reloaded, no session on it now);
+-- NULL otherwise.
+CREATE OR REPLACE FUNCTION pglease.copy_mark_sessions(p_lease_id uuid)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_lease pglease.leases;
+  v_mark  pglease.lease_copy_marks;
+  v_now   record;
+BEGIN
+  SELECT * INTO v_lease FROM pglease.leases WHERE id = p_lease_id AND kind = 'database';
+  SELECT * INTO v_mark FROM pglease.lease_copy_marks WHERE lease_id = p_lease_id;
+  IF v_lease.id IS NULL OR v_mark.lease_id IS NULL THEN
+    RETURN NULL;
+  END IF;
+  SELECT * INTO v_now FROM pglease.copy_counters(v_lease.schema_name);
+  IF v_now.database_oid IS DISTINCT FROM v_mark.database_oid
+     OR v_now.sessions IS DISTINCT FROM v_mark.sessions
+     OR v_now.database_reset IS DISTINCT FROM v_mark.database_reset
+     OR v_now.server_reset IS DISTINCT FROM v_mark.server_reset
+     -- a session reads the configuration again before its next statement once it was reloaded, and
+     -- then says so: a reload after the mark (by this session's clock of it) voids the mark. Not an
+     -- equality: each session alive at a reload has a moment of its own for it
+     OR v_now.config_loaded > v_mark.marked_at THEN
+    RETURN NULL;
+  END IF;
+  RETURN v_mark.sessions;
+END
+$$;
+
+-- pglease.advance_copy_mark: the observer's count of a database lease's rows (src/leases/
+-- database-counts.ts) is a session of the service in its database, which reads its catalog and
+-- changes nothing; without this, it voided the mark of every lease it counted, and it counts a
+-- lease's new database soon after each restore. Called once that session has ended, with the count
+-- copy_mark_sessions gave just before it: when exactly one client session (the observer's) has been
+-- counted since, the mark moves past it. Waits up to ~200 ms for the session's backend to exit
+-- (its counts are flushed by then); whether it moved the mark.
+CREATE OR REPLACE FUNCTION pglease.advance_copy_mark(p_lease_id uuid, p_sessions bigint)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_lease pglease.leases;
+  v_mark  pglease.lease_copy_marks;
+  v_now   record;
+BEGIN
+  SELECT * INTO v_lease FROM pglease.leases WHERE id = p_lease_id AND kind = 'database';
+  SELECT * INTO v_mark FROM pglease.lease_copy_marks WHERE lease_id = p_lease_id;
+  IF v_lease.id IS NULL OR v_mark.sessions IS DISTINCT FROM p_sessions THEN
+    RETURN false;
+  END IF;
+  FOR i IN 1..40 LOOP
+    SELECT * INTO v_now FROM pglease.copy_counters(v_lease.schema_name);
+    EXIT WHEN v_now.database_oid IS NOT NULL;
+    PERFORM pg_sleep(0.005);
+  END LOOP;
+  IF v_now.database_oid IS DISTINCT FROM v_mark.database_oid
+     OR v_now.sessions IS DISTINCT FROM p_sessions + 1
+     OR v_now.database_reset IS DISTINCT FROM v_mark.database_reset
+     OR v_now.server_reset IS DISTINCT FROM v_mark.server_reset
+     OR v_now.config_loaded > v_mark.marked_at THEN
+    RETURN false;
+  END IF;
+  UPDATE pglease.lease_copy_marks SET sessions = p_sessions + 1 WHERE lease_id = p_lease_id AND sessions = p_sessions;
+  RETURN FOUND;
 END
 $$;
 
@@ -289,7 +364,6 @@ DECLARE
   v_mark     pglease.lease_copy_marks;
   v_snapshot pglease.lease_snapshots;
   v_copy     name;
-  v_now      record;
 BEGIN
   SELECT * INTO v_source FROM pglease.leases WHERE id = p_source AND state = 'active' AND kind = 'database';
   SELECT * INTO v_fork FROM pglease.leases WHERE id = p_fork AND state = 'provisioning' AND kind = 'database';
@@ -305,15 +379,7 @@ BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = v_copy) THEN
     RETURN NULL;
   END IF;
-  SELECT * INTO v_now FROM pglease.copy_counters(v_source.schema_name);
-  IF v_now.database_oid IS DISTINCT FROM v_mark.database_oid
-     OR v_now.transactions IS DISTINCT FROM v_mark.transactions
-     OR v_now.database_reset IS DISTINCT FROM v_mark.database_reset
-     OR v_now.server_reset IS DISTINCT FROM v_mark.server_reset
-     -- a session reads the configuration again before its next statement once it was reloaded, and
-     -- then says so: a reload after the mark (by this session's clock of it) voids the mark. Not an
-     -- equality: each session alive at a reload has a moment of its own for it
-     OR v_now.config_loaded > v_mark.marked_at THEN
+  IF pglease.copy_mark_sessions(p_source) IS NULL THEN
     RETURN NULL;
   END IF;
   EXECUTE format('ALTER DATABASE %I RENAME TO %I', v_copy, v_fork.schema_name);

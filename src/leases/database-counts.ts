@@ -47,6 +47,14 @@ export async function countDatabaseLeases(pool: pg.Pool, serviceUrl: string): Pr
   let failed = 0;
   for (const work of rows) {
     let counts: { tables: number; rows: string } | null = null;
+    // a lease whose database holds its snapshot's contents unchanged (its copy mark: sql/snapshots.sql)
+    // keeps that mark past this session, which changes nothing there
+    const { rows: marked } = await pool.query<{ sessions: string | null }>({
+      name: 'pglease.copy-mark-sessions',
+      text: 'SELECT pglease.copy_mark_sessions($1) AS sessions',
+      values: [work.lease_id],
+    });
+    const markedSessions = marked[0]?.sessions ?? null;
     try {
       const session = await openLeaseDatabaseSession(leaseDatabaseUrl(serviceUrl, { kind: 'database', schema_name: work.database_name }), 'pglease-observer', '1s');
       try {
@@ -57,6 +65,9 @@ export async function countDatabaseLeases(pool: pg.Pool, serviceUrl: string): Pr
       counted++;
     } catch {
       failed++;
+    }
+    if (markedSessions !== null) {
+      await pool.query({ name: 'pglease.advance-copy-mark', text: 'SELECT pglease.advance_copy_mark($1, $2)', values: [work.lease_id, markedSessions] });
     }
     // a failure keeps the last counts (NULL changes nothing) and waits COUNT_EVERY_SECONDS
     await pool.query({
