@@ -341,7 +341,14 @@ async function claimDataDir(dataDir: string): Promise<() => Promise<void>> {
     } catch (error) {
       if ((error as { code?: string }).code !== 'EEXIST' || attempt > 0) throw error;
     }
-    const owner = await readFile(file, 'utf8').catch(() => '');
+    let owner = await readFile(file, 'utf8').catch(() => '');
+    // A claim being made this very moment reads empty (writeFile creates the file, then writes it):
+    // taken for a stale one, it was removed and the directory claimed twice, and the second initdb
+    // failed on the first's files (testing-local.test.ts, two starts at once under a double suite).
+    for (let wait = 0; owner.trim() === '' && wait < 20 && existsSync(file); wait++) {
+      await sleep(50);
+      owner = await readFile(file, 'utf8').catch(() => '');
+    }
     if (await liveOwner(owner)) {
       const message =
         `the data directory ${dataDir} is in use by another pglease (pid ${owner.trim().split(' ')[0]}): give each pglease its own ` +
