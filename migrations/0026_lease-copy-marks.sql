@@ -15,7 +15,6 @@ CREATE TABLE pglease.lease_copy_marks (
   sessions      bigint NOT NULL,
   database_reset timestamptz,
   server_reset  timestamptz,
-  -- a configuration reload after it (track_counts could have been off meanwhile) voids the mark
   marked_at     timestamptz NOT NULL DEFAULT now()
 );
 

@@ -217,17 +217,16 @@ $$;
 -- database (the copy bracket has ended them, and nobody can connect), an equal count means that no
 -- client has connected there in between, and nothing but a client changes what a database holds.
 -- Not its transactions: autovacuum's count too, and its workers visit every database about once a
--- minute (under a suite's load, half the forks of an unchanged lease copied it live). The counters
--- are trusted only while nothing could have stopped or reset them: track_counts on, no reset of the
--- database's or the server's statistics (a crash resets them all), no reload of the server's
--- configuration since. Catalogs and statistics only: nothing here runs in the lease's database.
+-- minute (under a suite's load, half the forks of an unchanged lease copied it live). Sessions are
+-- counted whatever track_counts says (measured: two sessions with it off counted two); the count is
+-- trusted only while nothing reset it: no reset of the database's or the server's statistics (a
+-- crash resets them all). Catalogs and statistics only: nothing here runs in the lease's database.
 
--- pglease.copy_counters: the counters of database p_database that a mark compares, now (and when
--- this session last read the server's configuration); all NULL when they cannot tell: track_counts
--- is off, or a session other than an autovacuum worker is on the database (a superuser's, which the
--- bracket does not end), whose counts may not have been flushed yet.
+-- pglease.copy_counters: the counters of database p_database that a mark compares, now; all NULL
+-- when they cannot tell: a session other than an autovacuum worker is on the database (a
+-- superuser's, which the bracket does not end), whose counts may not have been flushed yet.
 CREATE OR REPLACE FUNCTION pglease.copy_counters(p_database name,
-  OUT database_oid oid, OUT sessions bigint, OUT database_reset timestamptz, OUT server_reset timestamptz, OUT config_loaded timestamptz)
+  OUT database_oid oid, OUT sessions bigint, OUT database_reset timestamptz, OUT server_reset timestamptz)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -237,7 +236,7 @@ BEGIN
   -- the statistics as they are now, not as this transaction first read them
   PERFORM pg_stat_clear_snapshot();
   SELECT d.oid INTO v_oid FROM pg_database d WHERE d.datname = p_database;
-  IF v_oid IS NULL OR NOT current_setting('track_counts')::boolean
+  IF v_oid IS NULL
      OR EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datid = v_oid AND a.backend_type <> 'autovacuum worker') THEN
     RETURN;
   END IF;
@@ -245,7 +244,6 @@ BEGIN
   sessions := pg_stat_get_db_sessions(v_oid);
   database_reset := pg_stat_get_db_stat_reset_time(v_oid);
   server_reset := (SELECT b.stats_reset FROM pg_stat_bgwriter b);
-  config_loaded := pg_conf_load_time();
 END
 $$;
 
@@ -277,7 +275,7 @@ END
 $$;
 
 -- pglease.copy_mark_sessions: the client sessions the lease's database has counted, when its copy
--- mark still holds (no client connected since, nothing reset or reloaded, no session on it now);
+-- mark still holds (no client connected since, nothing reset, no session on it now);
 -- NULL otherwise.
 CREATE OR REPLACE FUNCTION pglease.copy_mark_sessions(p_lease_id uuid)
 RETURNS bigint
@@ -298,11 +296,7 @@ BEGIN
   IF v_now.database_oid IS DISTINCT FROM v_mark.database_oid
      OR v_now.sessions IS DISTINCT FROM v_mark.sessions
      OR v_now.database_reset IS DISTINCT FROM v_mark.database_reset
-     OR v_now.server_reset IS DISTINCT FROM v_mark.server_reset
-     -- a session reads the configuration again before its next statement once it was reloaded, and
-     -- then says so: a reload after the mark (by this session's clock of it) voids the mark. Not an
-     -- equality: each session alive at a reload has a moment of its own for it
-     OR v_now.config_loaded > v_mark.marked_at THEN
+     OR v_now.server_reset IS DISTINCT FROM v_mark.server_reset THEN
     RETURN NULL;
   END IF;
   RETURN v_mark.sessions;
@@ -339,8 +333,7 @@ BEGIN
   IF v_now.database_oid IS DISTINCT FROM v_mark.database_oid
      OR v_now.sessions IS DISTINCT FROM p_sessions + 1
      OR v_now.database_reset IS DISTINCT FROM v_mark.database_reset
-     OR v_now.server_reset IS DISTINCT FROM v_mark.server_reset
-     OR v_now.config_loaded > v_mark.marked_at THEN
+     OR v_now.server_reset IS DISTINCT FROM v_mark.server_reset THEN
     RETURN false;
   END IF;
   UPDATE pglease.lease_copy_marks SET sessions = p_sessions + 1 WHERE lease_id = p_lease_id AND sessions = p_sessions;
@@ -376,7 +369,8 @@ BEGIN
     RETURN NULL;
   END IF;
   v_copy := pglease.prepared_restore_name(v_source, v_snapshot);
-  IF NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = v_copy) THEN
+  -- closed: not being opened for its relation cache file by another process this moment
+  IF NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = v_copy AND NOT datallowconn) THEN
     RETURN NULL;
   END IF;
   IF pglease.copy_mark_sessions(p_source) IS NULL THEN
@@ -385,5 +379,48 @@ BEGIN
   EXECUTE format('ALTER DATABASE %I RENAME TO %I', v_copy, v_fork.schema_name);
   EXECUTE format('ALTER DATABASE %I OWNER TO %I', v_fork.schema_name, v_fork.role_name);
   RETURN v_snapshot.name;
+END
+$$;
+
+-- pglease.open_prepared_copy: opens (p_open) or closes again the copy of snapshot p_name prepared for
+-- the lease's next restore, for one session of the service that builds its relation cache file
+-- (pg_internal.init, which CREATE DATABASE does not copy): without it the handover's session of a
+-- fork taking the copy, or the first session after a restore, builds it and creates the file, ~10 ms
+-- and a file creation that this file system makes slow after deletions. Open to its owner (the
+-- service) only: PUBLIC loses CONNECT first (a new database grants it). Closing waits, at most ~1 s,
+-- until that session has exited: a rename refuses while a session is on the database. The copy's
+-- name, false when there is none.
+CREATE OR REPLACE FUNCTION pglease.open_prepared_copy(p_lease_id uuid, p_name text, p_open boolean)
+RETURNS name
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_lease    pglease.leases;
+  v_snapshot pglease.lease_snapshots;
+  v_copy     name;
+  v_oid      oid;
+BEGIN
+  SELECT * INTO v_lease FROM pglease.leases WHERE id = p_lease_id AND kind = 'database';
+  SELECT * INTO v_snapshot FROM pglease.lease_snapshots WHERE lease_id = p_lease_id AND name = p_name;
+  IF v_lease.id IS NULL OR v_snapshot.lease_id IS NULL THEN
+    RETURN NULL;
+  END IF;
+  v_copy := pglease.prepared_restore_name(v_lease, v_snapshot);
+  SELECT oid INTO v_oid FROM pg_database WHERE datname = v_copy;
+  IF v_oid IS NULL THEN
+    RETURN NULL;
+  END IF;
+  IF p_open THEN
+    EXECUTE format('REVOKE ALL ON DATABASE %I FROM PUBLIC', v_copy);
+    EXECUTE format('ALTER DATABASE %I ALLOW_CONNECTIONS true', v_copy);
+  ELSE
+    EXECUTE format('ALTER DATABASE %I ALLOW_CONNECTIONS false', v_copy);
+    FOR i IN 1..200 LOOP
+      EXIT WHEN NOT EXISTS (SELECT 1 FROM pglease.backend_sessions() b WHERE b.database_oid = v_oid);
+      PERFORM pg_sleep(0.005);
+    END LOOP;
+  END IF;
+  RETURN v_copy;
 END
 $$;

@@ -346,6 +346,15 @@ describe('a fork of a lease that has not changed since its snapshot or restore',
     // the observer counts the lease's rows in its database meanwhile: a session of the service
     // there, which changes nothing and leaves the mark as it was
     await countedByObserver();
+    // the copy comes with its relation cache file, which CREATE DATABASE does not copy: the fork's
+    // first sessions do not build it (one login of the service made it, and left the copy closed)
+    const superuser = await superuserDatabaseUrl(service);
+    const cacheFiles = await queryUrl(
+      superuser,
+      `SELECT f FROM pg_database d, pg_ls_dir('base/' || d.oid) f WHERE d.datname LIKE $1 AND NOT d.datallowconn AND f = 'pg_internal.init'`,
+      [`${source.database}_p_seeded_%`],
+    );
+    expect(cacheFiles).toHaveLength(1);
     const forked = await forkNow();
     expect(forked.copied_from_snapshot).toBe('seeded');
     expect(await titles(forked.url)).toEqual(['item 1', 'item 2', 'item 3']);

@@ -57,7 +57,7 @@ export async function snapshotRoutes(app: FastifyInstance, context: ServiceConte
       const { lease, at } = await authorizedLease(context, request, request.params.id);
       const pool = at.leases.pool;
       databaseLease(lease);
-      const { snapshot, sessionsEnded } = await takeSnapshot(pool, lease.id, request.body.name ?? 'snapshot').catch((error: unknown) => Promise.reject(controlError(error)));
+      const { snapshot, sessionsEnded } = await takeSnapshot(pool, lease.id, request.body.name ?? 'snapshot', at.host.databaseUrl).catch((error: unknown) => Promise.reject(controlError(error)));
       reply.code(201);
       return { ...snapshot, created_at: snapshot.created_at.toISOString(), sessions_ended: sessionsEnded };
     },
@@ -124,7 +124,7 @@ export async function snapshotRoutes(app: FastifyInstance, context: ServiceConte
       const pool = at.leases.pool;
       databaseLease(lease);
       const name = request.body.name ?? 'snapshot';
-      const sessionsEnded = await restoreSnapshot(pool, lease.id, name).catch((error: unknown) => Promise.reject(controlError(error)));
+      const sessionsEnded = await restoreSnapshot(pool, lease.id, name, at.host.databaseUrl).catch((error: unknown) => Promise.reject(controlError(error)));
       return { restored_from: name, sessions_ended: sessionsEnded };
     },
   );

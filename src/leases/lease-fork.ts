@@ -83,7 +83,7 @@ export async function copyLeaseDatabase(pool: pg.Pool, serviceUrl: string, sourc
     }
     return snapshot;
   });
-  if (fromSnapshot !== null) prepareRestoreLater(pool, sourceId, fromSnapshot);
+  if (fromSnapshot !== null) prepareRestoreLater(pool, sourceId, fromSnapshot, serviceUrl);
   return { sessionsEnded, fromSnapshot };
 }
 

@@ -20,6 +20,8 @@
 import type pg from 'pg';
 import { CopySourceGone, whileClosed } from './copy-bracket.js';
 import { dropQueuedDatabases } from './database-drops.js';
+import { openLeaseDatabaseSession } from './lease-database-session.js';
+import { leaseDatabaseUrl } from './lease-session.js';
 
 export interface SnapshotRow {
   name: string;
@@ -68,11 +70,11 @@ export function oneAtATime<T>(leaseId: string, work: () => Promise<T>): Promise<
 }
 
 /** Takes snapshot `name` of the lease (replacing one of that name). */
-export function takeSnapshot(pool: pg.Pool, leaseId: string, name: string): Promise<{ snapshot: SnapshotRow; sessionsEnded: number }> {
-  return oneAtATime(leaseId, () => takeSnapshotNow(pool, leaseId, name));
+export function takeSnapshot(pool: pg.Pool, leaseId: string, name: string, serviceUrl?: string): Promise<{ snapshot: SnapshotRow; sessionsEnded: number }> {
+  return oneAtATime(leaseId, () => takeSnapshotNow(pool, leaseId, name, serviceUrl));
 }
 
-async function takeSnapshotNow(pool: pg.Pool, leaseId: string, name: string): Promise<{ snapshot: SnapshotRow; sessionsEnded: number }> {
+async function takeSnapshotNow(pool: pg.Pool, leaseId: string, name: string, serviceUrl?: string): Promise<{ snapshot: SnapshotRow; sessionsEnded: number }> {
   try {
     // a snapshot of the same name is replaced: the old one is dropped first (its name is reused)
     const { rows: replaced } = await pool.query<{ n: number }>({ name: 'pglease.queue-snapshot-drops', text: 'SELECT pglease.queue_snapshot_drops($1, $2) AS n', values: [leaseId, name] });
@@ -89,7 +91,7 @@ async function takeSnapshotNow(pool: pg.Pool, leaseId: string, name: string): Pr
       text: 'SELECT name, created_at, NULL::bigint AS size_bytes FROM pglease.note_snapshot($1, $2)',
       values: [leaseId, name],
     });
-    prepareRestoreLater(pool, leaseId, name);
+    prepareRestoreLater(pool, leaseId, name, serviceUrl);
     return { snapshot: rows[0]!, sessionsEnded };
   } catch (error) {
     throw snapshotError(error);
@@ -101,7 +103,7 @@ async function takeSnapshotNow(pool: pg.Pool, leaseId: string, name: string): Pr
  * exists: a CREATE DATABASE (~100-150 ms here, more under load), which the lease does not notice.
  * Another process (or a background call) making the same copy at this moment is no error.
  */
-async function prepareRestore(pool: pg.Pool, leaseId: string, name: string): Promise<void> {
+async function prepareRestore(pool: pg.Pool, leaseId: string, name: string, serviceUrl?: string): Promise<void> {
   const { rows } = await pool.query<{ statement: string | null }>({ name: 'pglease.restore-ddl', text: 'SELECT pglease.restore_ddl($1, $2) AS statement', values: [leaseId, name] });
   const statement = rows[0]!.statement;
   if (statement === null) return;
@@ -110,15 +112,38 @@ async function prepareRestore(pool: pg.Pool, leaseId: string, name: string): Pro
   } catch (error) {
     const code = (error as { code?: string }).code;
     if (code !== '42P04' && code !== '23505') throw error; // made by another at this moment
+    return;
+  }
+  if (serviceUrl !== undefined) await buildRelationCacheFile(pool, serviceUrl, leaseId, name);
+}
+
+/**
+ * One session of the service on the prepared copy, which writes its relation cache file
+ * (pg_internal.init; sql/snapshots.sql, pglease.open_prepared_copy says why), then the copy closed
+ * again. The session is pinned as every service session in a lease's database is, and runs
+ * nothing: logging in writes the file. A failure leaves the copy closed and usable.
+ */
+async function buildRelationCacheFile(pool: pg.Pool, serviceUrl: string, leaseId: string, name: string): Promise<void> {
+  const { rows } = await pool.query<{ copy: string | null }>({ name: 'pglease.open-prepared-copy', text: 'SELECT pglease.open_prepared_copy($1, $2, true) AS copy', values: [leaseId, name] });
+  const copy = rows[0]!.copy;
+  if (copy === null) return;
+  try {
+    const session = await openLeaseDatabaseSession(leaseDatabaseUrl(serviceUrl, { kind: 'database', schema_name: copy }), 'pglease-prepare', '1s');
+    await session.end().catch(() => undefined);
+  } catch {
+    // the copy is still good; the first session on it builds the file, as before
+  } finally {
+    await pool.query({ name: 'pglease.close-prepared-copy', text: 'SELECT pglease.open_prepared_copy($1, $2, false)', values: [leaseId, name] });
   }
 }
 
 /**
  * Prepares the next restore's copy after this request (or a fork that took the copy), reporting
- * nothing: a restore makes it itself when it is missing.
+ * nothing: a restore makes it itself when it is missing. `serviceUrl`: the service's URL on the
+ * lease's host, to build the copy's relation cache file too (buildRelationCacheFile).
  */
-export function prepareRestoreLater(pool: pg.Pool, leaseId: string, name: string): void {
-  setImmediate(() => void oneAtATime(leaseId, () => prepareRestore(pool, leaseId, name)).catch(() => undefined));
+export function prepareRestoreLater(pool: pg.Pool, leaseId: string, name: string, serviceUrl?: string): void {
+  setImmediate(() => void oneAtATime(leaseId, () => prepareRestore(pool, leaseId, name, serviceUrl)).catch(() => undefined));
 }
 
 /** Finishes queued drops after this request (the reaper and cleanup-orphans retry what fails). */
@@ -131,18 +156,18 @@ function dropQueuedLater(pool: pg.Pool): void {
  * With the copy prepared in advance (after the snapshot and after each restore), this is the end
  * of the lease's sessions and two renames; the old database is dropped after the answer.
  */
-export function restoreSnapshot(pool: pg.Pool, leaseId: string, name: string): Promise<number> {
-  return oneAtATime(leaseId, () => restoreSnapshotNow(pool, leaseId, name));
+export function restoreSnapshot(pool: pg.Pool, leaseId: string, name: string, serviceUrl?: string): Promise<number> {
+  return oneAtATime(leaseId, () => restoreSnapshotNow(pool, leaseId, name, serviceUrl));
 }
 
-async function restoreSnapshotNow(pool: pg.Pool, leaseId: string, name: string): Promise<number> {
+async function restoreSnapshotNow(pool: pg.Pool, leaseId: string, name: string, serviceUrl?: string): Promise<number> {
   try {
     await prepareRestore(pool, leaseId, name);
     const { sessionsEnded } = await whileClosed(pool, leaseId, (session) =>
       session.query({ name: 'pglease.swap-restored-database', text: 'SELECT pglease.swap_restored_database($1, $2)', values: [leaseId, name] }),
     );
     dropQueuedLater(pool);
-    prepareRestoreLater(pool, leaseId, name);
+    prepareRestoreLater(pool, leaseId, name, serviceUrl);
     return sessionsEnded;
   } catch (error) {
     throw snapshotError(error);
