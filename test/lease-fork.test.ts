@@ -355,6 +355,14 @@ describe('a fork of a lease that has not changed since its snapshot or restore',
       [`${source.database}_p_seeded_%`],
     );
     expect(cacheFiles).toHaveLength(1);
+    // and no one but its owner, the service, may connect to it (a new database grants PUBLIC CONNECT)
+    const [acl] = await queryUrl<{ public_connect: boolean; owner: string }>(
+      superuser,
+      `SELECT has_database_privilege('public', d.oid, 'CONNECT') AS public_connect, pg_get_userbyid(d.datdba) AS owner
+         FROM pg_database d WHERE d.datname LIKE $1`,
+      [`${source.database}_p_seeded_%`],
+    );
+    expect(acl).toEqual({ public_connect: false, owner: `${service.config.leaseDatabase}_service` });
     const forked = await forkNow();
     expect(forked.copied_from_snapshot).toBe('seeded');
     expect(await titles(forked.url)).toEqual(['item 1', 'item 2', 'item 3']);
