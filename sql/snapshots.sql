@@ -274,6 +274,20 @@ BEGIN
 END
 $$;
 
+-- pglease.copy_mark_holds: whether database p_database's counters now (pglease.copy_counters) are
+-- those of mark p_mark with p_sessions client sessions counted: the same database, nothing reset,
+-- no session on it. False when they cannot tell.
+CREATE OR REPLACE FUNCTION pglease.copy_mark_holds(p_mark pglease.lease_copy_marks, p_database name, p_sessions bigint)
+RETURNS boolean
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT coalesce(c.database_oid = p_mark.database_oid AND c.sessions = p_sessions
+                  AND c.database_reset IS NOT DISTINCT FROM p_mark.database_reset
+                  AND c.server_reset IS NOT DISTINCT FROM p_mark.server_reset, false)
+    FROM pglease.copy_counters(p_database) c
+$$;
+
 -- pglease.copy_mark_sessions: the client sessions the lease's database has counted, when its copy
 -- mark still holds (no client connected since, nothing reset, no session on it now);
 -- NULL otherwise.
@@ -285,18 +299,13 @@ AS $$
 DECLARE
   v_lease pglease.leases;
   v_mark  pglease.lease_copy_marks;
-  v_now   record;
 BEGIN
   SELECT * INTO v_lease FROM pglease.leases WHERE id = p_lease_id AND kind = 'database';
   SELECT * INTO v_mark FROM pglease.lease_copy_marks WHERE lease_id = p_lease_id;
   IF v_lease.id IS NULL OR v_mark.lease_id IS NULL THEN
     RETURN NULL;
   END IF;
-  SELECT * INTO v_now FROM pglease.copy_counters(v_lease.schema_name);
-  IF v_now.database_oid IS DISTINCT FROM v_mark.database_oid
-     OR v_now.sessions IS DISTINCT FROM v_mark.sessions
-     OR v_now.database_reset IS DISTINCT FROM v_mark.database_reset
-     OR v_now.server_reset IS DISTINCT FROM v_mark.server_reset THEN
+  IF NOT pglease.copy_mark_holds(v_mark, v_lease.schema_name, v_mark.sessions) THEN
     RETURN NULL;
   END IF;
   RETURN v_mark.sessions;
@@ -318,7 +327,6 @@ AS $$
 DECLARE
   v_lease pglease.leases;
   v_mark  pglease.lease_copy_marks;
-  v_now   record;
 BEGIN
   SELECT * INTO v_lease FROM pglease.leases WHERE id = p_lease_id AND kind = 'database';
   SELECT * INTO v_mark FROM pglease.lease_copy_marks WHERE lease_id = p_lease_id;
@@ -326,14 +334,10 @@ BEGIN
     RETURN false;
   END IF;
   FOR i IN 1..40 LOOP
-    SELECT * INTO v_now FROM pglease.copy_counters(v_lease.schema_name);
-    EXIT WHEN v_now.database_oid IS NOT NULL;
+    EXIT WHEN (SELECT c.database_oid IS NOT NULL FROM pglease.copy_counters(v_lease.schema_name) c);
     PERFORM pg_sleep(0.005);
   END LOOP;
-  IF v_now.database_oid IS DISTINCT FROM v_mark.database_oid
-     OR v_now.sessions IS DISTINCT FROM p_sessions + 1
-     OR v_now.database_reset IS DISTINCT FROM v_mark.database_reset
-     OR v_now.server_reset IS DISTINCT FROM v_mark.server_reset THEN
+  IF NOT pglease.copy_mark_holds(v_mark, v_lease.schema_name, p_sessions + 1) THEN
     RETURN false;
   END IF;
   UPDATE pglease.lease_copy_marks SET sessions = p_sessions + 1 WHERE lease_id = p_lease_id AND sessions = p_sessions;

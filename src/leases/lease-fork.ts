@@ -56,20 +56,14 @@ export async function copyLeaseDatabase(pool: pg.Pool, serviceUrl: string, sourc
   // invalidation was taken, and stays so until the next role change on the server.
   const { fork, roles } = await preparing;
   const { sessionsEnded, result: fromSnapshot } = await whileClosed(pool, sourceId, async (session) => {
-    const prepared = await session.query<{ snapshot: string | null }>({
-      name: 'pglease.fork-from-prepared-copy',
-      text: 'SELECT pglease.fork_from_prepared_copy($1, $2) AS snapshot',
+    // the prepared copy when it will do, else the text of the live copy's CREATE DATABASE: one round trip
+    const copy = await session.query<{ snapshot: string | null; statement: string }>({
+      name: 'pglease.fork-copy',
+      text: 'SELECT pglease.fork_from_prepared_copy($1, $2) AS snapshot, pglease.fork_database_ddl($1, $2) AS statement',
       values: [sourceId, fork.id],
     });
-    const snapshot = prepared.rows[0]!.snapshot;
-    if (snapshot === null) {
-      const ddl = await session.query<{ statement: string }>({
-        name: 'pglease.fork-database-ddl',
-        text: 'SELECT pglease.fork_database_ddl($1, $2) AS statement',
-        values: [sourceId, fork.id],
-      });
-      await session.query(ddl.rows[0]!.statement);
-    }
+    const { snapshot, statement } = copy.rows[0]!;
+    if (snapshot === null) await session.query(statement);
     // one round trip, one transaction: under load each await here waited up to ~10 ms for its turn
     await session.query({
       name: 'pglease.open-fork-lend-source',
