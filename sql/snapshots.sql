@@ -393,7 +393,7 @@ $$;
 -- and a file creation that this file system makes slow after deletions. Open to its owner (the
 -- service) only: PUBLIC loses CONNECT first (a new database grants it). Closing waits, at most ~1 s,
 -- until that session has exited: a rename refuses while a session is on the database. The copy's
--- name, false when there is none.
+-- name, NULL when there is none.
 CREATE OR REPLACE FUNCTION pglease.open_prepared_copy(p_lease_id uuid, p_name text, p_open boolean)
 RETURNS name
 LANGUAGE plpgsql
