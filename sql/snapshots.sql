@@ -377,7 +377,7 @@ BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = v_copy AND NOT datallowconn) THEN
     RETURN NULL;
   END IF;
-  IF pglease.copy_mark_sessions(p_source) IS NULL THEN
+  IF NOT pglease.copy_mark_holds(v_mark, v_source.schema_name, v_mark.sessions) THEN
     RETURN NULL;
   END IF;
   EXECUTE format('ALTER DATABASE %I RENAME TO %I', v_copy, v_fork.schema_name);
