@@ -56,6 +56,22 @@ async function createLease(): Promise<{ id: string; url: string; token: string }
   return response.json();
 }
 
+/** Logs in as the leases in turn, at most `tries` times, keeping each session in `into`; the refusal that ended it, if one did. */
+async function loginUntilRefused(leases: { url: string }[], tries: number, into: pg.Client[]): Promise<{ code?: string; message: string } | undefined> {
+  for (let i = 0; i < tries; i++) {
+    const session = new pg.Client({ connectionString: leases[i % leases.length]!.url });
+    session.on('error', () => undefined);
+    try {
+      await session.connect();
+      into.push(session);
+    } catch (error) {
+      await session.end().catch(() => undefined);
+      return error as { code?: string; message: string };
+    }
+  }
+  return undefined;
+}
+
 it('leaves leases their logins while the REST API holds every connection of its budget', async () => {
   // reserved_connections reserves the last free slots, not a share: had the reserve come out of the
   // 60, the REST API's and pglease's own sessions would have taken the leases' slots as well
@@ -76,19 +92,8 @@ it('leaves leases their logins while the REST API holds every connection of its 
   expect(restSessions!.n).toBe(10);
 
   const logins: pg.Client[] = [];
-  let refusal: { code?: string; message: string } | undefined;
   try {
-    for (let i = 0; i < 40 && !refusal; i++) {
-      const session = new pg.Client({ connectionString: leases[i % leases.length]!.url });
-      session.on('error', () => undefined);
-      try {
-        await session.connect();
-        logins.push(session);
-      } catch (error) {
-        refusal = error as { code?: string; message: string };
-        await session.end().catch(() => undefined);
-      }
-    }
+    const refusal = await loginUntilRefused(leases, 40, logins);
     // 60 - 3 for superusers - 34 reserved: the leases' share, whatever pglease holds of its reserve
     expect(logins.length, refusal?.message).toBeGreaterThanOrEqual(23);
   } finally {
@@ -99,18 +104,7 @@ it('leaves leases their logins while the REST API holds every connection of its 
 it('keeps creates, stats and the REST API working while leases hold every connection they may have', async () => {
   const leases = await Promise.all([createLease(), createLease(), createLease()]);
   // the attack: lease logins until the server refuses them
-  let refusal: { code?: string; message: string } | undefined;
-  for (let i = 0; i < 60 && !refusal; i++) {
-    const session = new pg.Client({ connectionString: leases[i % leases.length]!.url });
-    session.on('error', () => undefined);
-    try {
-      await session.connect();
-      sessions.push(session);
-    } catch (error) {
-      refusal = error as { code?: string; message: string };
-      await session.end().catch(() => undefined);
-    }
-  }
+  const refusal = await loginUntilRefused(leases, 60, sessions);
   expect(refusal?.code, refusal?.message).toBe('53300');
   expect(refusal?.message).toMatch(/reserved/);
   expect(sessions.length).toBeGreaterThan(20);
