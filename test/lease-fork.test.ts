@@ -348,13 +348,16 @@ describe('a fork of a lease that has not changed since its snapshot or restore',
     await countedByObserver();
     // the copy comes with its relation cache file, which CREATE DATABASE does not copy: the fork's
     // first sessions do not build it (one login of the service made it, and left the copy closed)
+    // (made just after the copy itself, which a waiting fork would wait for too: the copy may be
+    // there a moment before its file)
     const superuser = await superuserDatabaseUrl(service);
-    const cacheFiles = await queryUrl(
-      superuser,
-      `SELECT f FROM pg_database d, pg_ls_dir('base/' || d.oid) f WHERE d.datname LIKE $1 AND NOT d.datallowconn AND f = 'pg_internal.init'`,
-      [`${source.database}_p_seeded_%`],
-    );
-    expect(cacheFiles).toHaveLength(1);
+    const cacheFiles = () =>
+      queryUrl(
+        superuser,
+        `SELECT f FROM pg_database d, pg_ls_dir('base/' || d.oid) f WHERE d.datname LIKE $1 AND NOT d.datallowconn AND f = 'pg_internal.init'`,
+        [`${source.database}_p_seeded_%`],
+      );
+    await expect.poll(cacheFiles, { timeout: 30_000, interval: 50 }).toHaveLength(1);
     // and no one but its owner, the service, may connect to it (a new database grants PUBLIC CONNECT)
     const [acl] = await queryUrl<{ public_connect: boolean; owner: string }>(
       superuser,
