@@ -424,3 +424,155 @@ describe('a fork of a lease that has not changed since its snapshot or restore',
     expect(await titles(withOpenSession.url)).toEqual(['item 1', 'item 2', 'item 3', 'from an open session']);
   });
 });
+
+describe('a fork made in advance (after a fork of a lease as its snapshot left it)', () => {
+  type Forked = DatabaseLease & { copied_from_snapshot: string | null; source_sessions_ended: number };
+  let source: DatabaseLease;
+  const forks: Forked[] = [];
+
+  const call = (path: string, body: unknown = {}) =>
+    fetch(`${service.baseUrl}/v1/leases/${source.id}${path}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${source.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+  const forkNow = async (): Promise<Forked> => {
+    const response = await fork(source);
+    expect(response.status, await response.clone().text()).toBe(201);
+    const forked = (await response.json()) as Forked;
+    forks.push(forked);
+    return forked;
+  };
+  /** The id of the fork made in advance for the source, once there is one. */
+  const readyFork = async (): Promise<string> => {
+    for (let i = 0; i < 600; i++) {
+      const { rows } = await service.host.pool.query<{ lease_id: string }>('SELECT lease_id FROM pglease.ready_forks WHERE source_id = $1', [source.id]);
+      if (rows.length === 1) return rows[0]!.lease_id;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    throw new Error('no fork was made in advance within 30 s');
+  };
+  /** The observer counts the source now (as in the block above), then the mark is the restore's. */
+  const restored = async (): Promise<void> => {
+    const response = await call('/restore', { name: 'seeded' });
+    expect(response.status, await response.clone().text()).toBe(200);
+    await service.host.pool.query('UPDATE pglease.lease_health SET database_counted_at = NULL WHERE lease_id = $1', [source.id]);
+    await expect
+      .poll(async () => (await service.host.pool.query('SELECT 1 FROM pglease.lease_health WHERE lease_id = $1 AND database_counted_at IS NOT NULL', [source.id])).rowCount, { timeout: 30_000, interval: 50 })
+      .toBe(1);
+  };
+  const sourceDatabase = async () =>
+    (await queryUrl<{ owner: string; open: boolean; acl: string }>(
+      superuserDatabaseUrl(service),
+      `SELECT pg_get_userbyid(datdba) AS owner, datallowconn AS open, datacl::text AS acl FROM pg_database WHERE datname = $1`,
+      [source.database],
+    ))[0];
+  const declare = async (name: string) => {
+    const response = await fetch(`${service.baseUrl}/v1/leases/${source.id}/roles`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${source.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ name }),
+    });
+    expect(response.status, await response.clone().text()).toBeLessThan(300);
+  };
+
+  beforeAll(async () => {
+    source = (await createLease(service, { kind: 'database', ttl: 600 })) as DatabaseLease;
+    await queryUrl(source.url, SEED);
+    await declare('editor');
+    await queryUrl(source.url, `GRANT SELECT ON items TO ${source.anon_role}; GRANT SELECT, UPDATE ON items TO ${source.role}_editor`);
+    expect((await call('/snapshots', { name: 'seeded' })).status).toBe(201);
+  });
+
+  afterAll(async () => {
+    for (const forked of forks) await release(forked);
+    await release(source);
+  });
+
+  it('is made while the source stays open, its sessions untouched and its database its own', async () => {
+    const before = await sourceDatabase();
+    await restored();
+    const first = await forkNow();
+    expect(first.copied_from_snapshot).toBe('seeded');
+    // a session on the source while the next fork is made: not ended, and the database stays the
+    // lease's (the handover gives it back in its own transaction)
+    const session = new pg.Client({ connectionString: source.url });
+    session.on('error', () => undefined);
+    await session.connect();
+    try {
+      const owners = new Set<string>();
+      let ready: string | undefined;
+      while (ready === undefined) {
+        owners.add((await sourceDatabase())!.owner);
+        await session.query(`SELECT count(*) FROM items`);
+        ready = (await service.host.pool.query<{ lease_id: string }>('SELECT lease_id FROM pglease.ready_forks WHERE source_id = $1', [source.id])).rows[0]?.lease_id;
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      expect([...owners]).toEqual([source.role]);
+      expect(await sourceDatabase()).toEqual(before);
+      // parked: nobody's, not listed, closed to everyone but its own roles
+      const [parked] = await queryUrl<{ state: string }>(superuserDatabaseUrl(service), `SELECT state::text FROM pglease.leases WHERE id = $1`, [ready]);
+      expect(parked!.state).toBe('provisioning');
+    } finally {
+      await session.end();
+    }
+  });
+
+  it('is what the next fork of the unchanged source gets: the same contents, its own roles, no lease code run', async () => {
+    const ready = await readyFork();
+    await restored();
+    const forked = await forkNow();
+    expect(forked.id).toBe(ready);
+    expect(forked.copied_from_snapshot).toBe('seeded');
+    expect(forked.kind).toBe('database');
+    const [rows] = await queryUrl<{ items: number; people: number }>(forked.url, `SELECT (SELECT count(*)::int FROM items) AS items, (SELECT count(*)::int FROM app.people) AS people`);
+    expect(rows).toEqual({ items: 1000, people: 50 });
+    const [refs] = await queryUrl<Record<string, number>>(
+      forked.url,
+      `WITH src AS (SELECT oid FROM pg_roles WHERE rolname LIKE $1 || '%')
+       SELECT (SELECT count(*)::int FROM pg_class WHERE relowner IN (SELECT oid FROM src)) AS relations,
+              (SELECT count(*)::int FROM pg_proc WHERE proowner IN (SELECT oid FROM src)) AS routines,
+              (SELECT count(*)::int FROM pg_type WHERE typowner IN (SELECT oid FROM src)) AS types,
+              (SELECT count(*)::int FROM pg_namespace WHERE nspowner IN (SELECT oid FROM src)) AS schemas,
+              (SELECT count(*)::int FROM pg_class, aclexplode(relacl) a WHERE a.grantee IN (SELECT oid FROM src) OR a.grantor IN (SELECT oid FROM src)) AS acl,
+              (SELECT count(*)::int FROM pg_default_acl WHERE defaclrole IN (SELECT oid FROM src)) AS default_acl,
+              (SELECT count(*)::int FROM pg_extension WHERE extowner IN (SELECT oid FROM src)) AS extensions,
+              (SELECT count(*)::int FROM pg_database WHERE datname = current_database() AND datdba IN (SELECT oid FROM src)) AS database`,
+      [source.role],
+    );
+    expect(refs).toEqual({ relations: 0, routines: 0, types: 0, schemas: 0, acl: 0, default_acl: 0, extensions: 0, database: 0 });
+    const [grants] = await queryUrl<Record<string, boolean>>(
+      forked.url,
+      `SELECT has_table_privilege($1, 'items', 'SELECT') AS anon, has_table_privilege($2, 'items', 'UPDATE') AS editor`,
+      [forked.anon_role, `${forked.role}_editor`],
+    );
+    expect(grants).toEqual({ anon: true, editor: true });
+    await queryUrl(forked.url, `INSERT INTO items (person, title) VALUES (1, 'only in the fork')`);
+    const [inSource] = await queryUrl<{ n: number }>(source.url, 'SELECT count(*)::int AS n FROM items');
+    expect(inSource!.n).toBe(1000);
+    for (const url of [source.url, forked.url]) {
+      const [trap] = await queryUrl<{ is_called: boolean }>(url, 'SELECT is_called FROM foreign_calls');
+      expect(trap!.is_called).toBe(false);
+    }
+    // its created event says where it came from, as any fork's
+    const [event] = await queryUrl<{ from: string }>(superuserDatabaseUrl(service), `SELECT detail->>'forked_from' AS from FROM pglease.lease_events WHERE lease_id = $1 AND kind = 'created'`, [forked.id]);
+    expect(event!.from).toBe(source.id);
+  });
+
+  it('is not taken once the source declared other JWT roles, nor after a transaction in the source', async () => {
+    const stale = await readyFork();
+    await declare('viewer');
+    await restored();
+    const forked = await forkNow();
+    expect(forked.id).not.toBe(stale);
+    expect(forked.copied_from_snapshot).toBe('seeded');
+    const [viewer] = await queryUrl<{ n: number }>(superuserDatabaseUrl(service), `SELECT count(*)::int AS n FROM pg_roles WHERE rolname = $1`, [`${forked.role}_viewer`]);
+    expect(viewer!.n).toBe(1);
+
+    await queryUrl(source.url, `INSERT INTO items (person, title) VALUES (1, 'after the snapshot')`);
+    const live = await forkNow();
+    expect(live.copied_from_snapshot).toBeNull();
+    const [row] = await queryUrl<{ n: number }>(live.url, `SELECT count(*)::int AS n FROM items WHERE title = 'after the snapshot'`);
+    expect(row!.n).toBe(1);
+  });
+});

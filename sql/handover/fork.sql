@@ -21,6 +21,7 @@ DECLARE
   v_to    text;
   v_grant record;
   v_policy record;
+  v_owned jsonb;
 BEGIN
   -- 1. privileges granted to the source's roles are granted to the fork's (owners' own privileges
   --    follow the REASSIGN below). Tables, views and sequences, their columns, schemas, routines,
@@ -118,9 +119,18 @@ BEGIN
   END LOOP;
 
   -- 4. what the source's roles own becomes the fork's. REASSIGN OWNED also takes the databases a
-  --    role owns: the caller has made the source's database the service's for this moment.
+  --    role owns: a fork of the live database has made the source's database the service's for
+  --    this moment; a fork made in advance (sql/ready-forks.sql) leaves the source open, and the
+  --    source's database is given back in this transaction, so no other session ever sees it
+  --    owned by the fork (catalog reads see committed rows only).
+  SELECT coalesce(jsonb_object_agg(d.datname, d.datdba::regrole::text), '{}') INTO v_owned
+    FROM pg_database d
+   WHERE d.datname <> current_database() AND v_map ? d.datdba::regrole::text;
   FOR v_from, v_to IN SELECT key, value FROM jsonb_each_text(v_map) LOOP
     EXECUTE format('REASSIGN OWNED BY %I TO %I', v_from, v_to);
+  END LOOP;
+  FOR v_from, v_to IN SELECT key, value FROM jsonb_each_text(v_owned) LOOP
+    EXECUTE format('ALTER DATABASE %I OWNER TO %I', v_from, v_to);
   END LOOP;
   --    Had the source's database been given back meanwhile (the bracket's session lost, and the
   --    reaper reopening it: src/leases/copy-bracket.ts), the fork would now own it: refuse.

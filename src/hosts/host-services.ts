@@ -87,6 +87,7 @@ export async function openHostServices(host: Host, options: HostServicesOptions)
       await lockGuard.stop();
       // no other process can hand out this one's pooled leases: release them while Postgres is up
       await leasePool.close();
+      await leases.dropReadyForks();
       await scheduler?.stop();
       await host.close();
     },

@@ -18,7 +18,7 @@ import { readFile } from 'node:fs/promises';
 import pg from 'pg';
 import { projectPath } from '../paths.js';
 import { whileClosed } from './copy-bracket.js';
-import { prepareRestoreLater } from './lease-snapshots.js';
+import { oneAtATime, prepareRestoreLater } from './lease-snapshots.js';
 import { leaseDatabaseUrl } from './lease-session.js';
 import { SERVICE_SESSION_OPTIONS } from '../db/service-session.js';
 
@@ -79,6 +79,44 @@ export async function copyLeaseDatabase(pool: pg.Pool, serviceUrl: string, sourc
   });
   if (fromSnapshot !== null) prepareRestoreLater(pool, sourceId, fromSnapshot, serviceUrl);
   return { sessionsEnded, fromSnapshot };
+}
+
+/**
+ * Makes parked fork `parked`'s database a copy of source `sourceId`'s snapshot `snapshot`, handed
+ * over to the fork's roles, for a fork made in advance (sql/ready-forks.sql). The source is not
+ * closed: the copy is of the snapshot's own database, and the handover gives the source's database
+ * back to its owner in its own transaction. The handover runs one at a time with this process's
+ * forks, snapshots and restores of the source, which rename and re-own that database. Answers the
+ * moment the copied snapshot was taken, as text (pglease.park_ready_fork checks it is still the one).
+ */
+export async function copySnapshotForFork(pool: pg.Pool, serviceUrl: string, sourceId: string, parked: ParkedFork, snapshot: string): Promise<string> {
+  const { fork, roles } = parked;
+  // the moment as text: a JavaScript Date would lose its microseconds, and the check its equality
+  const { rows } = await pool.query<{ statement: string; snapshot_at: string }>({
+    name: 'pglease.ready-fork-ddl',
+    text: 'SELECT statement, snapshot_at::text FROM pglease.ready_fork_ddl($1, $2, $3)',
+    values: [sourceId, fork.id, snapshot],
+  });
+  await pool.query(rows[0]!.statement);
+  await pool.query({ name: 'pglease.open-lease-database', text: 'SELECT pglease.open_lease_database($1)', values: [fork.id] });
+  await oneAtATime(sourceId, () => handOver(leaseDatabaseUrl(serviceUrl, fork), roles));
+  return rows[0]!.snapshot_at;
+}
+
+/**
+ * In a fork's copy bracket: takes ready fork `forkId` of `holder` when the source still holds the
+ * snapshot it is a copy of (pglease.take_ready_fork). Answers the snapshot's name, or null.
+ */
+export async function takeReadyFork(pool: pg.Pool, sourceId: string, forkId: string, holder: string): Promise<{ sessionsEnded: number; fromSnapshot: string | null }> {
+  const { sessionsEnded, result } = await whileClosed(pool, sourceId, async (session) => {
+    const { rows } = await session.query<{ snapshot: string | null }>({
+      name: 'pglease.take-ready-fork',
+      text: 'SELECT pglease.take_ready_fork($1, $2, $3) AS snapshot',
+      values: [sourceId, forkId, holder],
+    });
+    return rows[0]!.snapshot;
+  });
+  return { sessionsEnded, fromSnapshot: result };
 }
 
 /** Runs sql/handover/fork.sql in the fork's database, as the service. */

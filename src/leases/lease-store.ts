@@ -11,7 +11,9 @@ import { templateSqlError, TemplateSqlError } from '../templates/template-sql-er
 import { durationMs } from '../duration.js';
 import { authenticatorPassword, hashToken, LoginSecrets, newToken, scramVerifier } from './credentials.js';
 import { dropQueuedDatabases } from './database-drops.js';
-import { copyLeaseDatabase } from './lease-fork.js';
+import { CopySourceGone } from './copy-bracket.js';
+import { copyLeaseDatabase, copySnapshotForFork, takeReadyFork } from './lease-fork.js';
+import { READY_FORK_HOLD_SECONDS, ReadyForks, type ReadyFork } from './ready-forks.js';
 import { oneAtATime } from './lease-snapshots.js';
 import { databaseLeaseSetup, leaseDatabaseUrl, withLeaseSession } from './lease-session.js';
 import type { ApiSettings } from './api-settings.js';
@@ -148,6 +150,8 @@ interface NewLease {
 export class LeaseStore {
   /** Login passwords and their verifiers, made ahead of the creates that take them. */
   private readonly loginSecrets: LoginSecrets;
+  /** Forks made in advance, for forks of a lease as its snapshot left it (sql/ready-forks.sql). */
+  private readonly readyForks = new ReadyForks();
 
   constructor(
     private readonly host: Host,
@@ -242,6 +246,13 @@ export class LeaseStore {
   async fork(sourceId: string, input: CreateLeaseInput): Promise<CreatedLease & { sourceSessionsEnded: number; fromSnapshot: string | null }> {
     if (input.limits) await this.checkLimitsEarly(input.clientIp, input.limits);
     const token = newToken();
+    let endedBefore = 0;
+    const ready = this.readyForks.take(sourceId);
+    if (ready !== undefined) {
+      const taken = await this.forkFromReady(sourceId, ready, token, input);
+      if ('lease' in taken) return taken;
+      endedBefore = taken.sessionsEnded;
+    }
     // the fork's roles are made first (copyLeaseDatabase waits for them before it closes the
     // source: made meanwhile, they were missing from the service's membership cache)
     const parking = this.withNewLease(async ({ base, password, loginVerifier, authVerifier }) => ({
@@ -261,20 +272,109 @@ export class LeaseStore {
       // No first session as the fork's own role, unlike a new database lease: what that session
       // sets (USAGE on public for the anonymous role, no EXECUTE for PUBLIC on new functions) is
       // in the copy, handed over to the fork's roles as the source had it.
-      const { sessionsEnded: sourceSessionsEnded, fromSnapshot } = await oneAtATime(sourceId, () => copyLeaseDatabase(this.pool, this.host.databaseUrl, sourceId, preparing));
+      const copied = await oneAtATime(sourceId, () => copyLeaseDatabase(this.pool, this.host.databaseUrl, sourceId, preparing));
+      const sourceSessionsEnded = endedBefore + copied.sessionsEnded;
       const { lease: parked, password } = await parking;
-      const { lease, quota } = await this.withLimits(this.pool, {
-        name: 'pglease.activate-seeded-lease',
-        text: `SELECT ${CREATED_COLUMNS} FROM pglease.activate_seeded_lease($1, $2, $3, make_interval(secs => $4), $5, $6, $7)`,
-        values: [parked.id, null, hashToken(token), input.ttlSeconds, input.label, input.clientIp, quotaIp(input)],
-      }, input);
-      await this.pool.query({ name: 'pglease.note-fork', text: 'SELECT pglease.note_fork($1, $2, $3)', values: [parked.id, sourceId, sourceSessionsEnded] });
-      return { lease: lease!, password, token, quota, sourceSessionsEnded, fromSnapshot };
+      const forked = await this.activateFork(parked.id, sourceId, sourceSessionsEnded, token, input);
+      if (copied.fromSnapshot !== null) this.prepareReadyForkLater(sourceId, copied.fromSnapshot);
+      return { ...forked, password, sourceSessionsEnded, fromSnapshot: copied.fromSnapshot };
     } catch (error) {
       const parked = await parking.catch(() => undefined);
       if (parked) await this.dropParked(parked.lease.id);
       throw error;
     }
+  }
+
+  /** A parked fork, its database made and handed over, activated for `input` as any create is, and its source noted. */
+  private async activateFork(forkId: string, sourceId: string, sourceSessionsEnded: number, token: string, input: CreateLeaseInput): Promise<Omit<CreatedLease, 'password'>> {
+    const { lease, quota } = await this.withLimits(this.pool, {
+      name: 'pglease.activate-seeded-lease',
+      text: `SELECT ${CREATED_COLUMNS} FROM pglease.activate_seeded_lease($1, $2, $3, make_interval(secs => $4), $5, $6, $7)`,
+      values: [forkId, null, hashToken(token), input.ttlSeconds, input.label, input.clientIp, quotaIp(input)],
+    }, input);
+    await this.pool.query({ name: 'pglease.note-fork', text: 'SELECT pglease.note_fork($1, $2, $3)', values: [forkId, sourceId, sourceSessionsEnded] });
+    return { lease: lease!, token, quota };
+  }
+
+  /**
+   * A fork that takes `ready`, made in advance, when the source still holds the snapshot it is a
+   * copy of (sql/ready-forks.sql): the source's sessions ended, an UPDATE, and the activation. When
+   * the source has changed since, the ready fork is kept (a restore from that snapshot makes it
+   * good again) and the answer is how many sessions this bracket ended, for the fork's own copy.
+   */
+  private async forkFromReady(sourceId: string, ready: ReadyFork, token: string, input: CreateLeaseInput): Promise<(CreatedLease & { sourceSessionsEnded: number; fromSnapshot: string | null }) | { sessionsEnded: number }> {
+    let taken: { sessionsEnded: number; fromSnapshot: string | null };
+    try {
+      taken = await oneAtATime(sourceId, () => takeReadyFork(this.pool, sourceId, ready.lease.id, this.readyForks.holder));
+    } catch (error) {
+      // the source is gone (its ready fork with it), or busy: this fork fails as any would
+      if (error instanceof CopySourceGone) void this.dropParked(ready.lease.id);
+      else this.keepReadyFork(sourceId, ready);
+      throw error;
+    }
+    if (taken.fromSnapshot === null) {
+      this.keepReadyFork(sourceId, ready);
+      return { sessionsEnded: taken.sessionsEnded };
+    }
+    try {
+      const forked = await this.activateFork(ready.lease.id, sourceId, taken.sessionsEnded, token, input);
+      this.prepareReadyForkLater(sourceId, taken.fromSnapshot);
+      return { ...forked, password: ready.password, sourceSessionsEnded: taken.sessionsEnded, fromSnapshot: taken.fromSnapshot };
+    } catch (error) {
+      await this.dropParked(ready.lease.id);
+      throw error;
+    }
+  }
+
+  private keepReadyFork(sourceId: string, ready: ReadyFork): void {
+    const replaced = this.readyForks.put(sourceId, ready);
+    if (replaced !== undefined) void this.dropParked(replaced.lease.id);
+  }
+
+  /**
+   * After a fork of `sourceId` as its snapshot `snapshot` left it: makes the next such fork in
+   * advance, in the background, unless one is held or being made (src/leases/ready-forks.ts). A
+   * failure leaves no trace but a parked lease that the reaper drops.
+   */
+  private prepareReadyForkLater(sourceId: string, snapshot: string): void {
+    if (this.readyForks.covers(sourceId, snapshot)) return;
+    this.readyForks.startMaking(sourceId);
+    setImmediate(() => {
+      void this.makeReadyFork(sourceId, snapshot)
+        .catch(() => undefined)
+        .finally(() => this.readyForks.doneMaking(sourceId));
+    });
+  }
+
+  private async makeReadyFork(sourceId: string, snapshot: string): Promise<void> {
+    const { lease, password } = await this.withNewLease(async ({ base, password, loginVerifier, authVerifier }) => ({
+      lease: await this.provisionParked({ base, loginVerifier, authVerifier }, READY_FORK_HOLD_SECONDS, 'database'),
+      password,
+    }));
+    try {
+      const { rows } = await this.pool.query<{ roles: Record<string, string> }>({
+        name: 'pglease.fork-declared-roles',
+        text: 'SELECT pglease.fork_declared_roles($1, $2) AS roles',
+        values: [sourceId, lease.id],
+      });
+      const snapshotAt = await copySnapshotForFork(this.pool, this.host.databaseUrl, sourceId, { fork: lease, roles: rows[0]!.roles }, snapshot);
+      const { rows: parked } = await this.pool.query<{ parked: boolean }>({
+        name: 'pglease.park-ready-fork',
+        text: 'SELECT pglease.park_ready_fork($1, $2, $3, $4, $5::timestamptz) AS parked',
+        values: [lease.id, this.readyForks.holder, sourceId, snapshot, snapshotAt],
+      });
+      if (!parked[0]!.parked) throw new Error('the snapshot changed while its fork was made in advance');
+      // offered until 15 s before its hold ends: a take needs 10 s of it left
+      this.keepReadyFork(sourceId, { lease, password, snapshot, offerUntil: Date.now() + (READY_FORK_HOLD_SECONDS - 15) * 1000 });
+    } catch (error) {
+      await this.dropParked(lease.id);
+      throw error;
+    }
+  }
+
+  /** Drops the forks this process made in advance (at shutdown: no other process knows their passwords). */
+  async dropReadyForks(): Promise<void> {
+    for (const ready of this.readyForks.takeAll()) await this.dropParked(ready.lease.id);
   }
 
   /** A lease provisioned and parked (pglease.provision_parked): no one's, expiring after `holdSeconds`. */
