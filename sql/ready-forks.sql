@@ -110,3 +110,22 @@ BEGIN
   RETURN v_ready.snapshot_name;
 END
 $$;
+
+-- pglease.hold_ready_forks: the holder's heartbeat. Moves the expiry of p_holder's ready forks made
+-- less than p_max_age ago to now() + p_hold, and answers the ids of those it extended: the holder
+-- forgets the others, which expire (within one hold of its last heartbeat) and are reaped. A
+-- holder that died leaves ready forks that are gone within one hold, as a warm pool's leases.
+CREATE OR REPLACE FUNCTION pglease.hold_ready_forks(p_holder uuid, p_hold interval, p_max_age interval)
+RETURNS SETOF uuid
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  RETURN QUERY
+  UPDATE pglease.leases l SET expires_at = now() + p_hold
+    FROM pglease.ready_forks r
+   WHERE r.lease_id = l.id AND r.holder = p_holder AND l.state = 'provisioning'
+     AND r.made_at > now() - p_max_age
+  RETURNING l.id;
+END
+$$;

@@ -518,6 +518,21 @@ describe('a fork made in advance (after a fork of a lease as its snapshot left i
     }
   });
 
+  it('is held a minute at a time by its maker\'s heartbeat, and let go when it is too old', async () => {
+    const ready = await readyFork();
+    const { rows } = await service.host.pool.query<{ holder: string; left: number }>(
+      `SELECT r.holder, extract(epoch FROM l.expires_at - now())::float8 AS left FROM pglease.ready_forks r JOIN pglease.leases l ON l.id = r.lease_id WHERE r.lease_id = $1`,
+      [ready],
+    );
+    // a process that dies leaves it for a minute at most, as a warm pool's lease
+    expect(rows[0]!.left).toBeLessThanOrEqual(60);
+    const hold = async (maxAge: string) =>
+      (await service.host.pool.query<{ id: string }>(`SELECT id FROM pglease.hold_ready_forks($1, interval '60 seconds', $2::interval) id`, [rows[0]!.holder, maxAge])).rows.map((row) => row.id);
+    // (the same process holds another source's, from the tests above)
+    expect(await hold('10 minutes')).toContain(ready);
+    expect(await hold('0 seconds')).toEqual([]);
+  });
+
   it('is what the next fork of the unchanged source gets: the same contents, its own roles, no lease code run', async () => {
     const ready = await readyFork();
     await restored();

@@ -13,7 +13,7 @@ import { authenticatorPassword, hashToken, LoginSecrets, newToken, scramVerifier
 import { dropQueuedDatabases } from './database-drops.js';
 import { CopySourceGone } from './copy-bracket.js';
 import { copyLeaseDatabase, copySnapshotForFork, takeReadyFork } from './lease-fork.js';
-import { READY_FORK_HOLD_SECONDS, ReadyForks, type ReadyFork } from './ready-forks.js';
+import { READY_FORK_HEARTBEAT_MS, READY_FORK_HOLD_SECONDS, READY_FORK_MAX_AGE_SECONDS, ReadyForks, type ReadyFork } from './ready-forks.js';
 import { oneAtATime } from './lease-snapshots.js';
 import { databaseLeaseSetup, leaseDatabaseUrl, withLeaseSession } from './lease-session.js';
 import type { ApiSettings } from './api-settings.js';
@@ -152,6 +152,8 @@ export class LeaseStore {
   private readonly loginSecrets: LoginSecrets;
   /** Forks made in advance, for forks of a lease as its snapshot left it (sql/ready-forks.sql). */
   private readonly readyForks = new ReadyForks();
+  /** The ready forks' heartbeat, while any is held. */
+  private readyForkHeartbeat: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly host: Host,
@@ -329,6 +331,25 @@ export class LeaseStore {
   private keepReadyFork(sourceId: string, ready: ReadyFork): void {
     const replaced = this.readyForks.put(sourceId, ready);
     if (replaced !== undefined) void this.dropParked(replaced.lease.id);
+    this.readyForkHeartbeat ??= setInterval(() => void this.holdReadyForks().catch(() => undefined), READY_FORK_HEARTBEAT_MS).unref();
+  }
+
+  /** Extends the hold of the ready forks held here, and forgets those too old or gone (pglease.hold_ready_forks). */
+  private async holdReadyForks(): Promise<void> {
+    const ids = this.readyForks.ids();
+    if (ids.length === 0) {
+      clearInterval(this.readyForkHeartbeat);
+      this.readyForkHeartbeat = undefined;
+      return;
+    }
+    const offerUntil = Date.now() + (READY_FORK_HOLD_SECONDS - 15) * 1000;
+    const { rows } = await this.pool.query<{ id: string }>({
+      name: 'pglease.hold-ready-forks',
+      text: 'SELECT id FROM pglease.hold_ready_forks($1, make_interval(secs => $2), make_interval(secs => $3)) id',
+      values: [this.readyForks.holder, READY_FORK_HOLD_SECONDS, READY_FORK_MAX_AGE_SECONDS],
+      // (all of this holder's: the SQL extends every young one; only those asked for are judged here)
+    });
+    this.readyForks.heldFor(ids, new Set(rows.map((row) => row.id)), offerUntil);
   }
 
   /**
@@ -374,6 +395,8 @@ export class LeaseStore {
 
   /** Drops the forks this process made in advance (at shutdown: no other process knows their passwords). */
   async dropReadyForks(): Promise<void> {
+    clearInterval(this.readyForkHeartbeat);
+    this.readyForkHeartbeat = undefined;
     for (const ready of this.readyForks.takeAll()) await this.dropParked(ready.lease.id);
   }
 

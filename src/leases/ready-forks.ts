@@ -9,17 +9,27 @@ import { randomUUID } from 'node:crypto';
 import type { ParkedFork } from './lease-fork.js';
 
 /**
- * How long a ready fork waits for its fork. A fork takes it only with 10 s of this left
- * (pglease.take_ready_fork); one not taken costs a database (~7 MB and the lease's data) until then.
+ * A ready fork expires this long after its holder's last heartbeat (pglease.hold_ready_forks), as
+ * a warm pool's lease does: a process that dies leaves it for a minute at most.
  */
-export const READY_FORK_HOLD_SECONDS = 300;
+export const READY_FORK_HOLD_SECONDS = 60;
+/** Three heartbeats per hold: one missed (a busy database) loses nothing. */
+export const READY_FORK_HEARTBEAT_MS = (READY_FORK_HOLD_SECONDS * 1000) / 3;
+/**
+ * A ready fork not taken within this long is let go: it costs a database (the snapshot's size) and
+ * three roles while it waits, for a fork that may never come.
+ */
+export const READY_FORK_MAX_AGE_SECONDS = 600;
 
 /** A ready fork held here: its parked lease, its password, and the snapshot it is a copy of. */
 export interface ReadyFork {
   lease: ParkedFork['fork'];
   password: string;
   snapshot: string;
-  /** Date.now() past which it is no longer offered (its hold, less a margin for the take). */
+  /**
+   * Date.now() past which it is no longer offered: its hold as of the last heartbeat, less a margin
+   * (a take needs 10 s of it left).
+   */
   offerUntil: number;
 }
 
@@ -56,6 +66,23 @@ export class ReadyForks {
 
   doneMaking(sourceId: string): void {
     this.making.delete(sourceId);
+  }
+
+  /** The ids of the ready forks held. */
+  ids(): string[] {
+    return [...this.bySource.values()].map((ready) => ready.lease.id);
+  }
+
+  /**
+   * After a heartbeat for `asked`: those in `held` are offered for another hold, the other ones
+   * asked for are forgotten (they expire). One put meanwhile was not asked for and stays as it is.
+   */
+  heldFor(asked: string[], held: Set<string>, offerUntil: number): void {
+    const gone = new Set(asked.filter((id) => !held.has(id)));
+    for (const [sourceId, ready] of this.bySource) {
+      if (held.has(ready.lease.id)) ready.offerUntil = offerUntil;
+      else if (gone.has(ready.lease.id)) this.bySource.delete(sourceId);
+    }
   }
 
   /** Every ready fork held, taken out of the stock (at shutdown, to drop them). */
