@@ -78,10 +78,12 @@ $$;
 -- the source's database still holds its marked snapshot's contents (pglease.copy_mark_holds) and
 -- ready fork p_fork of p_holder is a copy of that very snapshot, with the JWT roles the source has
 -- declared now and a hold of at least 10 s left, the ready fork becomes the fork: no longer ready,
--- with the source's REST settings as of now. Answers the snapshot's name; NULL otherwise (the
--- ready fork stays, for a later fork after a restore from its snapshot).
-CREATE OR REPLACE FUNCTION pglease.take_ready_fork(p_source uuid, p_fork uuid, p_holder uuid)
-RETURNS text
+-- with the source's REST settings as of now. Answers the snapshot's name (NULL otherwise), and
+-- whether the ready fork can never be taken (stale: its snapshot replaced or deleted, other JWT
+-- roles declared since, its hold nearly over): the caller drops it then. One that is merely not the
+-- source's contents now is kept, for a later fork after a restore from its snapshot.
+DROP FUNCTION IF EXISTS pglease.take_ready_fork(uuid, uuid, uuid);
+CREATE OR REPLACE FUNCTION pglease.take_ready_fork(p_source uuid, p_fork uuid, p_holder uuid, OUT snapshot text, OUT stale boolean)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -97,17 +99,17 @@ BEGIN
    WHERE r.lease_id = p_fork AND r.holder = p_holder AND r.source_id = p_source
      AND f.state = 'provisioning' AND f.kind = 'database' AND f.expires_at > now() + interval '10 seconds'
      FOR UPDATE OF r, f;
-  IF v_source.id IS NULL OR v_mark.lease_id IS NULL OR v_ready.lease_id IS NULL
-     OR v_ready.snapshot_name <> v_mark.snapshot_name
-     OR v_ready.user_roles IS DISTINCT FROM v_source.user_roles
-     OR NOT EXISTS (SELECT 1 FROM pglease.lease_snapshots
-                     WHERE lease_id = p_source AND name = v_ready.snapshot_name AND created_at = v_ready.snapshot_at)
+  stale := v_source.id IS NULL OR v_ready.lease_id IS NULL
+           OR v_ready.user_roles IS DISTINCT FROM v_source.user_roles
+           OR NOT EXISTS (SELECT 1 FROM pglease.lease_snapshots
+                           WHERE lease_id = p_source AND name = v_ready.snapshot_name AND created_at = v_ready.snapshot_at);
+  IF stale OR v_mark.lease_id IS NULL OR v_ready.snapshot_name <> v_mark.snapshot_name
      OR NOT pglease.copy_mark_holds(v_mark, v_source.schema_name, v_mark.sessions) THEN
-    RETURN NULL;
+    RETURN;
   END IF;
   DELETE FROM pglease.ready_forks WHERE lease_id = p_fork;
   UPDATE pglease.leases SET api_settings = v_source.api_settings WHERE id = p_fork;
-  RETURN v_ready.snapshot_name;
+  snapshot := v_ready.snapshot_name;
 END
 $$;
 
@@ -127,5 +129,39 @@ BEGIN
    WHERE r.lease_id = l.id AND r.holder = p_holder AND l.state = 'provisioning'
      AND r.made_at > now() - p_max_age
   RETURNING l.id;
+END
+$$;
+
+-- pglease.fork_snapshot_ddl: in a fork's copy bracket, when the source's database still holds its
+-- marked snapshot's contents but no copy of it is ready (the prepared copy taken by the fork before,
+-- as when several forks of a seeded lease come at once, one per test worker), the CREATE DATABASE
+-- of the parked fork from the snapshot's own database, and the snapshot's name: the copy then holds
+-- what the source held at this bracket, and it is made after the bracket, the source open again
+-- (a snapshot is closed to all: no session to end). NULLs when the mark does not hold: the fork
+-- copies the live database, in the bracket.
+CREATE OR REPLACE FUNCTION pglease.fork_snapshot_ddl(p_source uuid, p_fork uuid, OUT snapshot text, OUT statement text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_source   pglease.leases;
+  v_fork     pglease.leases;
+  v_mark     pglease.lease_copy_marks;
+  v_snapshot pglease.lease_snapshots;
+BEGIN
+  SELECT * INTO v_source FROM pglease.leases WHERE id = p_source AND state = 'active' AND kind = 'database';
+  SELECT * INTO v_fork FROM pglease.leases WHERE id = p_fork AND state = 'provisioning' AND kind = 'database';
+  SELECT * INTO v_mark FROM pglease.lease_copy_marks WHERE lease_id = p_source;
+  IF v_source.id IS NULL OR v_fork.id IS NULL OR v_mark.lease_id IS NULL THEN
+    RETURN;
+  END IF;
+  SELECT * INTO v_snapshot FROM pglease.lease_snapshots WHERE lease_id = p_source AND name = v_mark.snapshot_name;
+  IF NOT FOUND OR NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = v_snapshot.database_name)
+     OR NOT pglease.copy_mark_holds(v_mark, v_source.schema_name, v_mark.sessions) THEN
+    RETURN;
+  END IF;
+  snapshot := v_snapshot.name;
+  statement := format('CREATE DATABASE %I OWNER %I TEMPLATE %I ALLOW_CONNECTIONS false',
+                      v_fork.schema_name, v_fork.role_name, v_snapshot.database_name);
 END
 $$;

@@ -590,4 +590,21 @@ describe('a fork made in advance (after a fork of a lease as its snapshot left i
     const [row] = await queryUrl<{ n: number }>(live.url, `SELECT count(*)::int AS n FROM items WHERE title = 'after the snapshot'`);
     expect(row!.n).toBe(1);
   });
+
+  it('forks that come at once each get a copy of the snapshot, made after their bracket: none copies the live database', async () => {
+    const before = await sourceDatabase();
+    await restored();
+    const burst = await Promise.all([forkNow(), forkNow(), forkNow(), forkNow()]);
+    expect(burst.map((forked) => forked.copied_from_snapshot)).toEqual(['seeded', 'seeded', 'seeded', 'seeded']);
+    for (const forked of burst) {
+      const [rows] = await queryUrl<{ items: number; me: string; owner: string }>(
+        forked.url,
+        `SELECT (SELECT count(*)::int FROM items) AS items, current_user AS me, (SELECT tableowner FROM pg_tables WHERE tablename = 'items') AS owner`,
+      );
+      expect(rows).toEqual({ items: 1000, me: forked.role, owner: forked.role });
+      const [trap] = await queryUrl<{ is_called: boolean }>(forked.url, 'SELECT is_called FROM foreign_calls');
+      expect(trap!.is_called).toBe(false);
+    }
+    expect(await sourceDatabase()).toEqual(before);
+  });
 });

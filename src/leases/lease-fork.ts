@@ -34,6 +34,11 @@ export interface ParkedFork {
 export interface ForkCopy {
   sessionsEnded: number;
   fromSnapshot: string | null;
+  /**
+   * The CREATE DATABASE of a copy of snapshot `fromSnapshot`'s own database, which the bracket found
+   * the source still held, for copySnapshotAfter: the copy is not made yet.
+   */
+  copyAfter?: string;
 }
 
 /**
@@ -42,10 +47,13 @@ export interface ForkCopy {
  * were ended. When the source's database has not changed since its last snapshot or restore, the
  * fork's database is that snapshot's prepared copy instead of a copy made now (sql/snapshots.sql,
  * pglease.fork_from_prepared_copy: two renames, not a CREATE DATABASE), and the next prepared copy
- * is made after the answer. `preparing` is awaited before the source closes (see below). Throws
- * CopySourceGone when the source is no active database lease.
+ * is made after the answer. When the source still holds its snapshot's contents but that copy is
+ * gone (taken by the fork before), the answer is the CREATE DATABASE of a copy of the snapshot's own
+ * database, made after the bracket (`copyAfter`, copySnapshotAfter). `live`: a copy of the live
+ * database whatever the source holds. `preparing` is awaited before the source closes (see below).
+ * Throws CopySourceGone when the source is no active database lease.
  */
-export async function copyLeaseDatabase(pool: pg.Pool, serviceUrl: string, sourceId: string, preparing: Promise<ParkedFork>): Promise<ForkCopy> {
+export async function copyLeaseDatabase(pool: pg.Pool, serviceUrl: string, sourceId: string, preparing: Promise<ParkedFork>, options: { live?: boolean } = {}): Promise<ForkCopy> {
   // The fork's roles are made before the bracket's session looks at anything, not while the
   // source closes. When they were made meanwhile, the fork's open_lease_database failed "must be
   // owner of database" (bench:fork: a 500 in 3 of 5 runs right after bench:leases; none in 3 runs
@@ -55,14 +63,24 @@ export async function copyLeaseDatabase(pool: pg.Pool, serviceUrl: string, sourc
   // source while the fork's grants committed, was stored with the older list after their
   // invalidation was taken, and stays so until the next role change on the server.
   const { fork, roles } = await preparing;
-  const { sessionsEnded, result: fromSnapshot } = await whileClosed(pool, sourceId, async (session) => {
-    // the prepared copy when it will do, else the text of the live copy's CREATE DATABASE: one round trip
-    const copy = await session.query<{ snapshot: string | null; statement: string }>({
-      name: 'pglease.fork-copy',
-      text: 'SELECT pglease.fork_from_prepared_copy($1, $2) AS snapshot, pglease.fork_database_ddl($1, $2) AS statement',
-      values: [sourceId, fork.id],
-    });
-    const { snapshot, statement } = copy.rows[0]!;
+  const { sessionsEnded, result } = await whileClosed(pool, sourceId, async (session): Promise<string | { snapshot: string; statement: string }> => {
+    // the prepared copy when it will do; else the CREATE DATABASE of a copy of the snapshot, when
+    // the source still holds what it does; else the live copy's: one round trip
+    const copy = await session.query<{ snapshot: string | null; snapshot_copy: string | null; from_snapshot: string | null; statement: string }>(options.live
+      ? {
+          name: 'pglease.fork-copy-live',
+          text: 'SELECT NULL::text AS snapshot, NULL::text AS from_snapshot, NULL::text AS snapshot_copy, pglease.fork_database_ddl($1, $2) AS statement',
+          values: [sourceId, fork.id],
+        }
+      : {
+          name: 'pglease.fork-copy',
+          text: `SELECT p.snapshot, s.snapshot AS from_snapshot, s.statement AS snapshot_copy, pglease.fork_database_ddl($1, $2) AS statement
+                   FROM pglease.fork_from_prepared_copy($1, $2) p(snapshot), pglease.fork_snapshot_ddl($1, $2) s`,
+          values: [sourceId, fork.id],
+        });
+    const { snapshot, from_snapshot: fromSnapshot, snapshot_copy: snapshotCopy, statement } = copy.rows[0]!;
+    // made after the bracket (copySnapshotAfter): the source is open again meanwhile
+    if (snapshot === null && fromSnapshot !== null && snapshotCopy !== null) return { snapshot: fromSnapshot, statement: snapshotCopy };
     if (snapshot === null) await session.query(statement);
     // one round trip, one transaction: under load each await here waited up to ~10 ms for its turn
     await session.query({
@@ -75,8 +93,10 @@ export async function copyLeaseDatabase(pool: pg.Pool, serviceUrl: string, sourc
     } finally {
       await session.query({ name: 'pglease.return-source-database', text: 'SELECT pglease.return_source_database($1)', values: [sourceId] });
     }
-    return snapshot;
+    return snapshot ?? '';
   });
+  if (typeof result !== 'string') return { sessionsEnded, fromSnapshot: result.snapshot, copyAfter: result.statement };
+  const fromSnapshot = result === '' ? null : result;
   if (fromSnapshot !== null) prepareRestoreLater(pool, sourceId, fromSnapshot, serviceUrl);
   return { sessionsEnded, fromSnapshot };
 }
@@ -104,19 +124,34 @@ export async function copySnapshotForFork(pool: pg.Pool, serviceUrl: string, sou
 }
 
 /**
- * In a fork's copy bracket: takes ready fork `forkId` of `holder` when the source still holds the
- * snapshot it is a copy of (pglease.take_ready_fork). Answers the snapshot's name, or null.
+ * A fork's copy of the snapshot the source still held at the fork's bracket (copyLeaseDatabase
+ * answered its CREATE DATABASE): made after the bracket, the source open, then opened to the fork's
+ * roles and handed over to them, the handover one at a time with this process's brackets on the
+ * source (it gives the source's database back in its own transaction). Forks of a seeded lease that
+ * come at once (a test worker each) so wait for each other only for their brackets and handovers.
  */
-export async function takeReadyFork(pool: pg.Pool, sourceId: string, forkId: string, holder: string): Promise<{ sessionsEnded: number; fromSnapshot: string | null }> {
+export async function copySnapshotAfter(pool: pg.Pool, serviceUrl: string, sourceId: string, parked: ParkedFork, statement: string): Promise<void> {
+  const { fork, roles } = parked;
+  await pool.query(statement);
+  await pool.query({ name: 'pglease.open-lease-database', text: 'SELECT pglease.open_lease_database($1)', values: [fork.id] });
+  await oneAtATime(sourceId, () => handOver(leaseDatabaseUrl(serviceUrl, fork), roles));
+}
+
+/**
+ * In a fork's copy bracket: takes ready fork `forkId` of `holder` when the source still holds the
+ * snapshot it is a copy of (pglease.take_ready_fork). Answers the snapshot's name, or null, and
+ * whether the ready fork can never be taken (stale).
+ */
+export async function takeReadyFork(pool: pg.Pool, sourceId: string, forkId: string, holder: string): Promise<{ sessionsEnded: number; fromSnapshot: string | null; stale: boolean }> {
   const { sessionsEnded, result } = await whileClosed(pool, sourceId, async (session) => {
-    const { rows } = await session.query<{ snapshot: string | null }>({
+    const { rows } = await session.query<{ snapshot: string | null; stale: boolean }>({
       name: 'pglease.take-ready-fork',
-      text: 'SELECT pglease.take_ready_fork($1, $2, $3) AS snapshot',
+      text: 'SELECT snapshot, stale FROM pglease.take_ready_fork($1, $2, $3)',
       values: [sourceId, forkId, holder],
     });
-    return rows[0]!.snapshot;
+    return rows[0]!;
   });
-  return { sessionsEnded, fromSnapshot: result };
+  return { sessionsEnded, fromSnapshot: result.snapshot, stale: result.stale };
 }
 
 /** Runs sql/handover/fork.sql in the fork's database, as the service. */

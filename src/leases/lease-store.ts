@@ -12,7 +12,7 @@ import { durationMs } from '../duration.js';
 import { authenticatorPassword, hashToken, LoginSecrets, newToken, scramVerifier } from './credentials.js';
 import { dropQueuedDatabases } from './database-drops.js';
 import { CopySourceGone } from './copy-bracket.js';
-import { copyLeaseDatabase, copySnapshotForFork, takeReadyFork } from './lease-fork.js';
+import { copyLeaseDatabase, copySnapshotAfter, copySnapshotForFork, takeReadyFork } from './lease-fork.js';
 import { READY_FORK_HEARTBEAT_MS, READY_FORK_HOLD_SECONDS, READY_FORK_MAX_AGE_SECONDS, ReadyForks, type ReadyFork } from './ready-forks.js';
 import { oneAtATime } from './lease-snapshots.js';
 import { databaseLeaseSetup, leaseDatabaseUrl, withLeaseSession } from './lease-session.js';
@@ -274,7 +274,19 @@ export class LeaseStore {
       // No first session as the fork's own role, unlike a new database lease: what that session
       // sets (USAGE on public for the anonymous role, no EXECUTE for PUBLIC on new functions) is
       // in the copy, handed over to the fork's roles as the source had it.
-      const copied = await oneAtATime(sourceId, () => copyLeaseDatabase(this.pool, this.host.databaseUrl, sourceId, preparing));
+      let copied = await oneAtATime(sourceId, () => copyLeaseDatabase(this.pool, this.host.databaseUrl, sourceId, preparing));
+      if (copied.copyAfter !== undefined) {
+        try {
+          await copySnapshotAfter(this.pool, this.host.databaseUrl, sourceId, await preparing, copied.copyAfter);
+        } catch (error) {
+          // the snapshot was deleted or replaced since the bracket (3D000: no such template): the
+          // fork copies the source as it is now instead
+          if ((error as { code?: string }).code !== '3D000') throw error;
+          const ended = copied.sessionsEnded;
+          copied = await oneAtATime(sourceId, () => copyLeaseDatabase(this.pool, this.host.databaseUrl, sourceId, preparing, { live: true }));
+          copied.sessionsEnded += ended;
+        }
+      }
       const sourceSessionsEnded = endedBefore + copied.sessionsEnded;
       const { lease: parked, password } = await parking;
       const forked = await this.activateFork(parked.id, sourceId, sourceSessionsEnded, token, input);
@@ -302,10 +314,11 @@ export class LeaseStore {
    * A fork that takes `ready`, made in advance, when the source still holds the snapshot it is a
    * copy of (sql/ready-forks.sql): the source's sessions ended, an UPDATE, and the activation. When
    * the source has changed since, the ready fork is kept (a restore from that snapshot makes it
-   * good again) and the answer is how many sessions this bracket ended, for the fork's own copy.
+   * good again), or dropped when it can never be taken, and the answer is how many sessions this
+   * bracket ended, for the fork's own copy.
    */
   private async forkFromReady(sourceId: string, ready: ReadyFork, token: string, input: CreateLeaseInput): Promise<(CreatedLease & { sourceSessionsEnded: number; fromSnapshot: string | null }) | { sessionsEnded: number }> {
-    let taken: { sessionsEnded: number; fromSnapshot: string | null };
+    let taken: { sessionsEnded: number; fromSnapshot: string | null; stale: boolean };
     try {
       taken = await oneAtATime(sourceId, () => takeReadyFork(this.pool, sourceId, ready.lease.id, this.readyForks.holder));
     } catch (error) {
@@ -315,7 +328,9 @@ export class LeaseStore {
       throw error;
     }
     if (taken.fromSnapshot === null) {
-      this.keepReadyFork(sourceId, ready);
+      // stale: dropped, so that the next one is made for the snapshot as it is now
+      if (taken.stale) void this.dropParked(ready.lease.id);
+      else this.keepReadyFork(sourceId, ready);
       return { sessionsEnded: taken.sessionsEnded };
     }
     try {
