@@ -177,7 +177,7 @@ export const ForkedLeaseSchema = Type.Composite([
     }),
     copied_from_snapshot: Type.Union([Type.String(), Type.Null()], {
       description:
-        "The source's snapshot whose copy, made in advance, the fork got: the source had run no transaction since that snapshot or a restore from it (milliseconds instead of a copy of the live database); null for a copy of the live database",
+        "The source's snapshot whose contents the fork got, the source having run no transaction since that snapshot or a restore from it: a fork or a copy made in advance (milliseconds instead of a copy of the live database), or a copy of the snapshot made after the source was reopened; null for a copy of the live database",
     }),
   }),
 ]);
