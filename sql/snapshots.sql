@@ -317,8 +317,9 @@ $$;
 -- changes nothing; without this, it voided the mark of every lease it counted, and it counts a
 -- lease's new database soon after each restore. Called once that session has ended, with the count
 -- copy_mark_sessions gave just before it: when exactly one client session (the observer's) has been
--- counted since, the mark moves past it. Waits up to ~200 ms for the session's backend to exit
--- (its counts are flushed by then); whether it moved the mark.
+-- counted since, the mark moves past it. Waits up to ~2 s for the session's backend to exit (its
+-- counts are flushed by then): 200 ms was too short beside a second test suite on a slower 2-core
+-- machine, and the mark was lost (the next fork copied the live database). Whether it moved the mark.
 CREATE OR REPLACE FUNCTION pglease.advance_copy_mark(p_lease_id uuid, p_sessions bigint)
 RETURNS boolean
 LANGUAGE plpgsql
@@ -333,7 +334,7 @@ BEGIN
   IF v_lease.id IS NULL OR v_mark.sessions IS DISTINCT FROM p_sessions THEN
     RETURN false;
   END IF;
-  FOR i IN 1..40 LOOP
+  FOR i IN 1..400 LOOP
     EXIT WHEN (SELECT c.database_oid IS NOT NULL FROM pglease.copy_counters(v_lease.schema_name) c);
     PERFORM pg_sleep(0.005);
   END LOOP;

@@ -312,7 +312,8 @@ describe('release, renew, info, ls', () => {
 
     expect((await cli(['ls'])).stdout).not.toContain(prefix);
     const all = await cli(['ls', '--all']);
-    expect(all.stdout).toMatch(new RegExp(`^${prefix}\\s+released-later\\s+released\\s+-\\s+just now$`, 'm'));
+    // (seconds ago on a slow machine under load)
+    expect(all.stdout).toMatch(new RegExp(`^${prefix}\\s+released-later\\s+released\\s+-\\s+(just now|\\d+ seconds ago)$`, 'm'));
     const stored = JSON.parse(await readFile(path.join(home, 'leases.json'), 'utf8')) as { leases: { id: string; ended_at?: string }[] };
     expect(Date.parse(stored.leases.find((lease) => lease.id === created.id)!.ended_at!)).toBeGreaterThan(Date.now() - 60_000);
   });

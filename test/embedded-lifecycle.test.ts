@@ -156,7 +156,9 @@ describe('the service process', () => {
     service.child.kill('SIGTERM');
     expect(await exited(service.child)).toBe(0);
     expect(Date.now() - stopping).toBeLessThan(10_000);
-  }, 60_000);
+    // (a process and its cluster started from nothing: over a minute in all beside a second suite
+    // on a slower 2-core machine; the stop itself is what is timed above)
+  }, 120_000);
 
   it('closes a request that runs on past PGLEASE_SHUTDOWN_GRACE, and stops', async () => {
     const service = await startProcess({ PGLEASE_SHUTDOWN_GRACE: '1' });

@@ -153,11 +153,12 @@ describe('lease() and withLease()', () => {
   it("keeps a run's worker leases and private template alive past their TTL while the run goes on", async () => {
     const saved = { ...process.env };
     const run = await startWorkerLeases(
-      { server: service.baseUrl, local: 'never', adminToken: '', ttl: 2, template: { name: 'renewed', sql: 'CREATE TABLE kept (id int)' } },
+      { server: service.baseUrl, local: 'never', adminToken: '', ttl: 3, template: { name: 'renewed', sql: 'CREATE TABLE kept (id int)' } },
       { workers: 1, root: process.cwd(), label: 'renewal' },
     );
     try {
-      await new Promise((resolve) => setTimeout(resolve, 4500));
+      // twice the TTL, renewed every second (a third of it)
+      await new Promise((resolve) => setTimeout(resolve, 6000));
       const client = new pg.Client({ connectionString: run.urls[0] });
       await client.connect();
       expect((await client.query('SELECT count(*)::int AS n FROM kept')).rows).toEqual([{ n: 0 }]);

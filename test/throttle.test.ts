@@ -273,5 +273,6 @@ describe('the developer on their own machine (a loopback client of a service bou
     } finally {
       await Promise.all([proxied.close(), limited.close(), everywhere.close()]);
     }
-  });
+    // three services started: over 30 s beside a second suite on a slower 2-core machine
+  }, 120_000);
 });

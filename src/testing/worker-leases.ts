@@ -80,6 +80,12 @@ export async function startWorkerLeases(
     } else {
       templateName = options.template;
     }
+    // renewed from now on, the template's owner first: a run whose workers' creates took longer
+    // than the TTL (a short one, on a slow machine under load) lost its private template before
+    // the first renewal (the test suite saw it beside a second suite on a slower 2-core machine)
+    renewal = renewEvery(ttl, async () => {
+      await Promise.all([renewTemplate(ttl), ...leases.map((lease) => connection.client.withToken(lease.token).renewLease(lease.id, ttl))]);
+    });
     const creator = connection.client.withToken(token);
     const count = Math.max(1, options.workers ?? runner.workers);
     // allSettled: when one create fails, the others are still released by the teardown
@@ -89,9 +95,6 @@ export async function startWorkerLeases(
     for (const result of results) if (result.status === 'fulfilled') leases.push(result.value);
     const failure = results.find((result) => result.status === 'rejected');
     if (failure) throw failure.reason;
-    renewal = renewEvery(ttl, async () => {
-      await Promise.all([renewTemplate(ttl), ...leases.map((lease) => connection.client.withToken(lease.token).renewLease(lease.id, ttl))]);
-    });
     const urls = leases.map((lease) => lease.url);
     process.env.PGLEASE_DATABASE_URLS = JSON.stringify(urls);
     process.env.DATABASE_URL = urls[0];
