@@ -89,11 +89,10 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_source pglease.leases;
-  v_mark   pglease.lease_copy_marks;
+  v_held   pglease.lease_snapshots;
   v_ready  pglease.ready_forks;
 BEGIN
   SELECT * INTO v_source FROM pglease.leases WHERE id = p_source AND state = 'active' AND kind = 'database';
-  SELECT * INTO v_mark FROM pglease.lease_copy_marks WHERE lease_id = p_source;
   SELECT r.* INTO v_ready
     FROM pglease.ready_forks r JOIN pglease.leases f ON f.id = r.lease_id
    WHERE r.lease_id = p_fork AND r.holder = p_holder AND r.source_id = p_source
@@ -103,8 +102,11 @@ BEGIN
            OR v_ready.user_roles IS DISTINCT FROM v_source.user_roles
            OR NOT EXISTS (SELECT 1 FROM pglease.lease_snapshots
                            WHERE lease_id = p_source AND name = v_ready.snapshot_name AND created_at = v_ready.snapshot_at);
-  IF stale OR v_mark.lease_id IS NULL OR v_ready.snapshot_name <> v_mark.snapshot_name
-     OR NOT pglease.copy_mark_holds(v_mark, v_source.schema_name, v_mark.sessions) THEN
+  IF stale THEN
+    RETURN;
+  END IF;
+  v_held := pglease.held_snapshot(p_source);
+  IF v_held.lease_id IS NULL OR v_held.name <> v_ready.snapshot_name OR v_held.created_at <> v_ready.snapshot_at THEN
     RETURN;
   END IF;
   DELETE FROM pglease.ready_forks WHERE lease_id = p_fork;
@@ -144,20 +146,13 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  v_source   pglease.leases;
   v_fork     pglease.leases;
-  v_mark     pglease.lease_copy_marks;
   v_snapshot pglease.lease_snapshots;
 BEGIN
-  SELECT * INTO v_source FROM pglease.leases WHERE id = p_source AND state = 'active' AND kind = 'database';
   SELECT * INTO v_fork FROM pglease.leases WHERE id = p_fork AND state = 'provisioning' AND kind = 'database';
-  SELECT * INTO v_mark FROM pglease.lease_copy_marks WHERE lease_id = p_source;
-  IF v_source.id IS NULL OR v_fork.id IS NULL OR v_mark.lease_id IS NULL THEN
-    RETURN;
-  END IF;
-  SELECT * INTO v_snapshot FROM pglease.lease_snapshots WHERE lease_id = p_source AND name = v_mark.snapshot_name;
-  IF NOT FOUND OR NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = v_snapshot.database_name)
-     OR NOT pglease.copy_mark_holds(v_mark, v_source.schema_name, v_mark.sessions) THEN
+  v_snapshot := pglease.held_snapshot(p_source);
+  IF v_fork.id IS NULL OR v_snapshot.lease_id IS NULL
+     OR NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = v_snapshot.database_name) THEN
     RETURN;
   END IF;
   snapshot := v_snapshot.name;

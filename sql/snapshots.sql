@@ -346,6 +346,34 @@ BEGIN
 END
 $$;
 
+-- pglease.held_snapshot: in a copy bracket of lease p_source (its sessions ended, none may start),
+-- the snapshot whose contents its database still holds: its copy mark holds (pglease.copy_mark_holds,
+-- no client connected since the snapshot or a restore from it). NULL otherwise, or when the lease is
+-- no active database lease. What every fork that need not copy the live database starts from
+-- (pglease.fork_from_prepared_copy, and sql/ready-forks.sql).
+CREATE OR REPLACE FUNCTION pglease.held_snapshot(p_source uuid)
+RETURNS pglease.lease_snapshots
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_source   pglease.leases;
+  v_mark     pglease.lease_copy_marks;
+  v_snapshot pglease.lease_snapshots;
+BEGIN
+  SELECT * INTO v_source FROM pglease.leases WHERE id = p_source AND state = 'active' AND kind = 'database';
+  SELECT * INTO v_mark FROM pglease.lease_copy_marks WHERE lease_id = p_source;
+  IF v_source.id IS NULL OR v_mark.lease_id IS NULL THEN
+    RETURN NULL;
+  END IF;
+  SELECT * INTO v_snapshot FROM pglease.lease_snapshots WHERE lease_id = p_source AND name = v_mark.snapshot_name;
+  IF NOT FOUND OR NOT pglease.copy_mark_holds(v_mark, v_source.schema_name, v_mark.sessions) THEN
+    RETURN NULL;
+  END IF;
+  RETURN v_snapshot;
+END
+$$;
+
 -- pglease.fork_from_prepared_copy: in a fork's copy bracket (the source closed, its sessions
 -- ended), when the source's database still holds its marked snapshot's contents and that
 -- snapshot's prepared copy exists, that copy becomes the parked fork's database (renamed, owned by
@@ -359,26 +387,18 @@ AS $$
 DECLARE
   v_source   pglease.leases;
   v_fork     pglease.leases;
-  v_mark     pglease.lease_copy_marks;
   v_snapshot pglease.lease_snapshots;
   v_copy     name;
 BEGIN
   SELECT * INTO v_source FROM pglease.leases WHERE id = p_source AND state = 'active' AND kind = 'database';
   SELECT * INTO v_fork FROM pglease.leases WHERE id = p_fork AND state = 'provisioning' AND kind = 'database';
-  SELECT * INTO v_mark FROM pglease.lease_copy_marks WHERE lease_id = p_source;
-  IF v_source.id IS NULL OR v_fork.id IS NULL OR v_mark.lease_id IS NULL THEN
-    RETURN NULL;
-  END IF;
-  SELECT * INTO v_snapshot FROM pglease.lease_snapshots WHERE lease_id = p_source AND name = v_mark.snapshot_name;
-  IF NOT FOUND THEN
+  v_snapshot := pglease.held_snapshot(p_source);
+  IF v_source.id IS NULL OR v_fork.id IS NULL OR v_snapshot.lease_id IS NULL THEN
     RETURN NULL;
   END IF;
   v_copy := pglease.prepared_restore_name(v_source, v_snapshot);
   -- closed: not being opened for its relation cache file by another process this moment
   IF NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = v_copy AND NOT datallowconn) THEN
-    RETURN NULL;
-  END IF;
-  IF NOT pglease.copy_mark_holds(v_mark, v_source.schema_name, v_mark.sessions) THEN
     RETURN NULL;
   END IF;
   EXECUTE format('ALTER DATABASE %I RENAME TO %I', v_copy, v_fork.schema_name);

@@ -18,6 +18,21 @@
  */
 import type pg from 'pg';
 
+/**
+ * The lock a copy bracket holds on its lease from before it reads anything until it has reopened
+ * the lease, and the observer's count of a database lease's rows for its own length
+ * (src/leases/database-counts.ts): that count is a session in the lease's database, counted in the
+ * database's sessions until the observer moves the lease's copy mark past it
+ * (pglease.advance_copy_mark). A fork whose bracket read the mark in between found it voided and
+ * copied the live database (a test beside a second suite saw it). An advisory lock in the service's
+ * database, keyed by the lease; the bracket waits for a count (tens of ms), the observer skips a
+ * lease in a bracket and counts it at a later run.
+ */
+const COPY_LOCK_CLASS = 7101;
+const COPY_LOCK_SQL = `SELECT pg_catalog.pg_advisory_lock(${COPY_LOCK_CLASS}, pg_catalog.hashtext($1::text))`;
+export const TRY_COPY_LOCK_SQL = `SELECT pg_catalog.pg_try_advisory_lock(${COPY_LOCK_CLASS}, pg_catalog.hashtext($1::text)) AS locked`;
+export const COPY_UNLOCK_SQL = `SELECT pg_catalog.pg_advisory_unlock(${COPY_LOCK_CLASS}, pg_catalog.hashtext($1::text))`;
+
 /** Thrown when the lease is no active database lease (any more). */
 export class CopySourceGone extends Error {}
 
@@ -29,7 +44,10 @@ export async function whileClosed<T>(
 ): Promise<{ result: T; sessionsEnded: number }> {
   const session = await pool.connect();
   let sessionBroken = false;
+  let locked = false;
   try {
+    await session.query({ name: 'pglease.copy-lock', text: COPY_LOCK_SQL, values: [leaseId] });
+    locked = true;
     const { rows } = await session.query<{ ended: number | null }>({ name: 'pglease.close-for-fork', text: 'SELECT pglease.close_for_fork($1) AS ended', values: [leaseId] });
     const sessionsEnded = rows[0]!.ended;
     if (sessionsEnded === null) throw new CopySourceGone(`lease ${leaseId} is not an active database lease`);
@@ -43,6 +61,11 @@ export async function whileClosed<T>(
       });
     }
   } finally {
+    if (locked && !sessionBroken) {
+      await session.query({ name: 'pglease.copy-unlock', text: COPY_UNLOCK_SQL, values: [leaseId] }).catch(() => {
+        sessionBroken = true; // released as broken: the lock goes with the session
+      });
+    }
     session.release(sessionBroken || undefined);
   }
 }

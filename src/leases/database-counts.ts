@@ -21,6 +21,7 @@
  *     without a session (pg_database_size), still holds it to its plan.
  */
 import type pg from 'pg';
+import { COPY_UNLOCK_SQL, TRY_COPY_LOCK_SQL } from './copy-bracket.js';
 import { openLeaseDatabaseSession } from './lease-database-session.js';
 import { leaseDatabaseUrl } from './lease-session.js';
 
@@ -46,35 +47,53 @@ export async function countDatabaseLeases(pool: pg.Pool, serviceUrl: string): Pr
   let counted = 0;
   let failed = 0;
   for (const work of rows) {
-    let counts: { tables: number; rows: string } | null = null;
-    // a lease whose database holds its snapshot's contents unchanged (its copy mark: sql/snapshots.sql)
-    // keeps that mark past this session, which changes nothing there
-    const { rows: marked } = await pool.query<{ sessions: string | null }>({
-      name: 'pglease.copy-mark-sessions',
-      text: 'SELECT pglease.copy_mark_sessions($1) AS sessions',
-      values: [work.lease_id],
-    });
-    const markedSessions = marked[0]?.sessions ?? null;
+    // not while a copy bracket holds the lease (src/leases/copy-bracket.ts, COPY_LOCK): the lease
+    // stays due and is counted at a later run
+    const locker = await pool.connect();
+    let locked = false;
     try {
-      const session = await openLeaseDatabaseSession(leaseDatabaseUrl(serviceUrl, { kind: 'database', schema_name: work.database_name }), 'pglease-observer', '1s');
-      try {
-        counts = (await session.query<{ tables: number; rows: string }>(COUNT_SQL)).rows[0]!;
-      } finally {
-        await session.end().catch(() => undefined);
+      locked = (await locker.query<{ locked: boolean }>({ name: 'pglease.try-copy-lock', text: TRY_COPY_LOCK_SQL, values: [work.lease_id] })).rows[0]!.locked;
+      if (locked) {
+        if (await countOne(pool, serviceUrl, work)) counted++;
+        else failed++;
       }
-      counted++;
-    } catch {
-      failed++;
+    } finally {
+      const unlocked = locked ? locker.query({ name: 'pglease.copy-unlock', text: COPY_UNLOCK_SQL, values: [work.lease_id] }).then(() => true, () => false) : Promise.resolve(true);
+      locker.release(!(await unlocked) || undefined);
     }
-    if (markedSessions !== null) {
-      await pool.query({ name: 'pglease.advance-copy-mark', text: 'SELECT pglease.advance_copy_mark($1, $2)', values: [work.lease_id, markedSessions] });
-    }
-    // a failure keeps the last counts (NULL changes nothing) and waits COUNT_EVERY_SECONDS
-    await pool.query({
-      name: 'pglease.note-database-counts',
-      text: 'SELECT pglease.note_database_counts($1, $2, $3, $4)',
-      values: [work.lease_id, counts?.tables ?? null, counts?.rows ?? null, counts ? work.changes : null],
-    });
   }
   return { counted, failed };
+}
+
+/** Counts one database lease's tables and rows; false when its session failed. */
+async function countOne(pool: pg.Pool, serviceUrl: string, work: { lease_id: string; database_name: string; changes: string }): Promise<boolean> {
+  let counts: { tables: number; rows: string } | null = null;
+  // a lease whose database holds its snapshot's contents unchanged (its copy mark: sql/snapshots.sql)
+  // keeps that mark past this session, which changes nothing there
+  const { rows: marked } = await pool.query<{ sessions: string | null }>({
+    name: 'pglease.copy-mark-sessions',
+    text: 'SELECT pglease.copy_mark_sessions($1) AS sessions',
+    values: [work.lease_id],
+  });
+  const markedSessions = marked[0]?.sessions ?? null;
+  try {
+    const session = await openLeaseDatabaseSession(leaseDatabaseUrl(serviceUrl, { kind: 'database', schema_name: work.database_name }), 'pglease-observer', '1s');
+    try {
+      counts = (await session.query<{ tables: number; rows: string }>(COUNT_SQL)).rows[0]!;
+    } finally {
+      await session.end().catch(() => undefined);
+    }
+  } catch {
+    // counts stays null
+  }
+  if (markedSessions !== null) {
+    await pool.query({ name: 'pglease.advance-copy-mark', text: 'SELECT pglease.advance_copy_mark($1, $2)', values: [work.lease_id, markedSessions] });
+  }
+  // a failure keeps the last counts (NULL changes nothing) and waits COUNT_EVERY_SECONDS
+  await pool.query({
+    name: 'pglease.note-database-counts',
+    text: 'SELECT pglease.note_database_counts($1, $2, $3, $4)',
+    values: [work.lease_id, counts?.tables ?? null, counts?.rows ?? null, counts ? work.changes : null],
+  });
+  return counts !== null;
 }
