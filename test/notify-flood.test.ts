@@ -7,7 +7,7 @@
  * before notifications were validated and coalesced, each one cost a lease lookup on the service
  * pool, and /healthz went unanswered for minutes.
  */
-import { randomBytes } from 'node:crypto';
+import { pbkdf2Sync, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -34,12 +34,33 @@ interface Lease {
  * saw p99 1.15 s from 62 calls, so p99 is the slowest call or two: the creates and the memory tell the
  * fix from the old code, /healthz that the process keeps answering at all.
  */
-const HEALTHZ_P99_MS = 2_000;
-const HEALTHZ_MAX_MS = 4_000;
-const CREATE_MAX_MS = 10_000;
 const RSS_GROWTH_MAX_MB = 150;
+
+/**
+ * How many times slower this machine is than the one the time bounds were set on, where PBKDF2-SHA256
+ * of 4,096 iterations took 0.85 ms (session 13; on session 14's machine 2.1 ms on average, 1.2 ms at
+ * the fastest, and beside a second suite p99 2.3 s and a 12.9 s create were seen there with every
+ * other bound held).
+ * Measured in this process once the service has started; never below 1. The memory bound is not scaled.
+ */
+function slowdown(): number {
+  // the fastest of 30: the machine's speed when this process had a core, not how busy it is now
+  // (right after the service's start, the mean of 20 was 5x the fastest)
+  let fastest = Infinity;
+  for (let i = 0; i < 30; i++) {
+    const started = performance.now();
+    pbkdf2Sync('calibration', 'salt', 4096, 32, 'sha256');
+    fastest = Math.min(fastest, performance.now() - started);
+  }
+  return Math.max(1, fastest / 0.85);
+}
+/** Measured once the service has started (the bounds below are set then). */
+let SLOWDOWN = 1;
+let HEALTHZ_P99_MS = 2_000;
+let HEALTHZ_MAX_MS = 4_000;
+let CREATE_MAX_MS = 10_000;
 /** Beyond this, a call counts as unanswered (it would fail the bounds anyway). */
-const CALL_TIMEOUT_MS = 5_000;
+let CALL_TIMEOUT_MS = 5_000;
 
 async function createLease(): Promise<Lease> {
   const response = await fetch(`${service.baseUrl}/v1/leases`, {
@@ -72,6 +93,8 @@ const percentile = (values: number[], p: number) => [...values].sort((a, b) => a
 beforeAll(async () => {
   // no warm pool: its fills would compete with the creates measured here
   service = await startServiceProcess(database, { PGLEASE_LEASE_POOL: '0', PGLEASE_RATE_LIMIT: '0' });
+  SLOWDOWN = slowdown();
+  [HEALTHZ_P99_MS, HEALTHZ_MAX_MS, CREATE_MAX_MS, CALL_TIMEOUT_MS] = [2_000, 4_000, 10_000, 5_000].map((ms) => Math.round(ms * SLOWDOWN));
 }, 60_000);
 
 afterAll(async () => {
@@ -164,7 +187,7 @@ describe('a notification flood from a lease', () => {
       rssBeforeMb: Math.round(rssBefore),
       rssGrowthMb: Math.round(rssMax - rssBefore),
     };
-    console.log('notification flood:', JSON.stringify(figures));
+    console.log('notification flood:', JSON.stringify({ ...figures, slowdown: Math.round(SLOWDOWN * 10) / 10 }));
     expect(figures.healthzP99Ms).toBeLessThan(HEALTHZ_P99_MS);
     expect(figures.healthzMaxMs).toBeLessThan(HEALTHZ_MAX_MS);
     expect(creates.length).toBeGreaterThan(0);
