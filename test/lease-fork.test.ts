@@ -282,24 +282,47 @@ describe('forking', () => {
   });
 });
 
+type Forked = DatabaseLease & { copied_from_snapshot: string | null; source_sessions_ended: number };
+
+/** POST `path` under the lease, with its own token. */
+function postTo(lease: DatabaseLease, path: string, body: unknown = {}): Promise<Response> {
+  return fetch(`${service.baseUrl}/v1/leases/${lease.id}${path}`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${lease.token}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+}
+
+/** A fork of `lease`, which must succeed; kept in `forks` for the block's release. */
+async function forkInto(lease: DatabaseLease, forks: Forked[]): Promise<Forked> {
+  const response = await fork(lease);
+  expect(response.status, await response.clone().text()).toBe(201);
+  const forked = (await response.json()) as Forked;
+  forks.push(forked);
+  return forked;
+}
+
+/**
+ * Has the observer count the lease's tables and rows now (a session of the service in its
+ * database, which must not void the copy mark), and waits until it has: so that no count of it
+ * runs while the next fork's bracket ends its sessions.
+ */
+async function countedNow(lease: DatabaseLease): Promise<void> {
+  await service.host.pool.query('UPDATE pglease.lease_health SET database_counted_at = NULL WHERE lease_id = $1', [lease.id]);
+  for (let i = 0; i < 600; i++) {
+    const { rows } = await service.host.pool.query<{ counted: boolean }>('SELECT database_counted_at IS NOT NULL AS counted FROM pglease.lease_health WHERE lease_id = $1', [lease.id]);
+    if (rows[0]?.counted) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error('the observer did not count the lease within 30 s');
+}
+
 describe('a fork of a lease that has not changed since its snapshot or restore', () => {
-  type Forked = DatabaseLease & { copied_from_snapshot: string | null; source_sessions_ended: number };
   let source: DatabaseLease;
   const forks: Forked[] = [];
 
-  const call = (path: string, body: unknown = {}) =>
-    fetch(`${service.baseUrl}/v1/leases/${source.id}${path}`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${source.token}`, 'content-type': 'application/json' },
-      body: JSON.stringify(body),
-    });
-  const forkNow = async (): Promise<Forked> => {
-    const response = await fork(source);
-    expect(response.status, await response.clone().text()).toBe(201);
-    const forked = (await response.json()) as Forked;
-    forks.push(forked);
-    return forked;
-  };
+  const call = (path: string, body: unknown = {}) => postTo(source, path, body);
+  const forkNow = () => forkInto(source, forks);
   /** The copy of snapshot `name` made in advance for the next restore (or fork), once it exists. */
   const preparedCopy = async (name: string): Promise<void> => {
     const superuser = await superuserDatabaseUrl(service);
@@ -311,20 +334,7 @@ describe('a fork of a lease that has not changed since its snapshot or restore',
     throw new Error(`no prepared copy of snapshot ${name} within 30 s`);
   };
   const titles = async (url: string) => (await queryUrl<{ title: string }>(url, 'SELECT title FROM items ORDER BY id')).map((row) => row.title);
-  /**
-   * Has the observer count the source's tables and rows now (a session of the service in its
-   * database, which must not void the mark), and waits until it has: so that no count of it runs
-   * while the next fork's bracket ends its sessions.
-   */
-  const countedByObserver = async (): Promise<void> => {
-    await service.host.pool.query('UPDATE pglease.lease_health SET database_counted_at = NULL WHERE lease_id = $1', [source.id]);
-    for (let i = 0; i < 600; i++) {
-      const { rows } = await service.host.pool.query<{ counted: boolean }>('SELECT database_counted_at IS NOT NULL AS counted FROM pglease.lease_health WHERE lease_id = $1', [source.id]);
-      if (rows[0]?.counted) return;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    throw new Error('the observer did not count the lease within 30 s');
-  };
+  const countedByObserver = () => countedNow(source);
 
   beforeAll(async () => {
     source = (await createLease(service, { kind: 'database' })) as DatabaseLease;
@@ -426,23 +436,11 @@ describe('a fork of a lease that has not changed since its snapshot or restore',
 });
 
 describe('a fork made in advance (after a fork of a lease as its snapshot left it)', () => {
-  type Forked = DatabaseLease & { copied_from_snapshot: string | null; source_sessions_ended: number };
   let source: DatabaseLease;
   const forks: Forked[] = [];
 
-  const call = (path: string, body: unknown = {}) =>
-    fetch(`${service.baseUrl}/v1/leases/${source.id}${path}`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${source.token}`, 'content-type': 'application/json' },
-      body: JSON.stringify(body),
-    });
-  const forkNow = async (): Promise<Forked> => {
-    const response = await fork(source);
-    expect(response.status, await response.clone().text()).toBe(201);
-    const forked = (await response.json()) as Forked;
-    forks.push(forked);
-    return forked;
-  };
+  const call = (path: string, body: unknown = {}) => postTo(source, path, body);
+  const forkNow = () => forkInto(source, forks);
   /** The id of the fork made in advance for the source, once there is one. */
   const readyFork = async (): Promise<string> => {
     for (let i = 0; i < 600; i++) {
@@ -452,14 +450,11 @@ describe('a fork made in advance (after a fork of a lease as its snapshot left i
     }
     throw new Error('no fork was made in advance within 30 s');
   };
-  /** The observer counts the source now (as in the block above), then the mark is the restore's. */
+  /** The source restored to its snapshot, and counted by the observer since (countedNow). */
   const restored = async (): Promise<void> => {
     const response = await call('/restore', { name: 'seeded' });
     expect(response.status, await response.clone().text()).toBe(200);
-    await service.host.pool.query('UPDATE pglease.lease_health SET database_counted_at = NULL WHERE lease_id = $1', [source.id]);
-    await expect
-      .poll(async () => (await service.host.pool.query('SELECT 1 FROM pglease.lease_health WHERE lease_id = $1 AND database_counted_at IS NOT NULL', [source.id])).rowCount, { timeout: 30_000, interval: 50 })
-      .toBe(1);
+    await countedNow(source);
   };
   const sourceDatabase = async () =>
     (await queryUrl<{ owner: string; open: boolean; acl: string }>(
