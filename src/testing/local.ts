@@ -14,7 +14,6 @@ import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import path from 'node:path';
 import { loadConfig } from '../config.js';
@@ -37,17 +36,6 @@ export interface LocalOptions {
   log?: (message: string) => void;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no free port'))));
-    });
-  });
-}
-
 export function defaultDataDir(cwd = process.cwd()): string {
   const modules = path.join(cwd, 'node_modules');
   return existsSync(modules) ? path.join(modules, '.cache', 'pglease') : path.join(tmpdir(), `pglease-local-${userInfo().uid}`);
@@ -60,7 +48,8 @@ export function defaultDataDir(cwd = process.cwd()): string {
 async function startOn(dataDir: string, adminToken: string, log: LocalOptions['log']) {
   const config = loadConfig({
     PGLEASE_DATA_DIR: dataDir,
-    PGLEASE_PG_PORT: String(await freePort()),
+    // chosen by startEmbedded just before Postgres binds it, after initdb (seconds under load)
+    PGLEASE_PG_PORT: '0',
     PGLEASE_ADMIN_TOKEN: adminToken,
     HOST: '127.0.0.1',
     PORT: '0',

@@ -1,13 +1,5 @@
-import { createServer } from 'node:net';
-
-/** A TCP port that was free a moment ago (the OS picks it). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
-}
+/**
+ * A TCP port that was free a moment ago, outside the range of outgoing connections' local ports
+ * (the suite opens thousands of them, and one can take a port between its choice and its bind).
+ */
+export { freePort } from '../../src/db/free-port.js';
