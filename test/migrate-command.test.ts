@@ -59,7 +59,7 @@ describe('pglease migrate', () => {
   it('migrates, stops its Postgres and exits 0 without reporting lost connections, run after run', async () => {
     for (let run = 0; run < 4; run++) {
       const { code, stdout, stderr } = await migrate();
-      expect(code).toBe(0);
+      expect(code, `run ${run + 1} exited with ${code}: ${stderr}`).toBe(0);
       expect(stdout).toContain('is up to date');
       expect(stderr).not.toMatch(/connection lost|terminating connection/);
     }
