@@ -33,6 +33,34 @@ const COPY_LOCK_SQL = `SELECT pg_catalog.pg_advisory_lock(${COPY_LOCK_CLASS}, pg
 export const TRY_COPY_LOCK_SQL = `SELECT pg_catalog.pg_try_advisory_lock(${COPY_LOCK_CLASS}, pg_catalog.hashtext($1::text)) AS locked`;
 export const COPY_UNLOCK_SQL = `SELECT pg_catalog.pg_advisory_unlock(${COPY_LOCK_CLASS}, pg_catalog.hashtext($1::text))`;
 
+/**
+ * Runs `work` holding lease `leaseId`'s copy lock: after any copy bracket on it, in any pglease
+ * process, and with none starting until `work` is done. For a handover that gives the lease's
+ * database back in its own transaction without a bracket (a fork made in advance, a copy of a
+ * snapshot after the bracket): within this process it already waits for brackets (oneAtATime), but
+ * another process's restore renames and re-owns the same database row, and the two updates would
+ * meet as "tuple concurrently updated". A count of the observer meanwhile is skipped, as in a bracket.
+ */
+export async function withCopyLock<T>(pool: pg.Pool, leaseId: string, work: () => Promise<T>): Promise<T> {
+  const session = await pool.connect();
+  let sessionBroken = false;
+  try {
+    await session.query({ name: 'pglease.copy-lock', text: COPY_LOCK_SQL, values: [leaseId] }).catch((error: unknown) => {
+      sessionBroken = true;
+      throw error;
+    });
+    try {
+      return await work();
+    } finally {
+      await session.query({ name: 'pglease.copy-unlock', text: COPY_UNLOCK_SQL, values: [leaseId] }).catch(() => {
+        sessionBroken = true; // released as broken: the lock goes with the session
+      });
+    }
+  } finally {
+    session.release(sessionBroken || undefined);
+  }
+}
+
 /** Thrown when the lease is no active database lease (any more). */
 export class CopySourceGone extends Error {}
 

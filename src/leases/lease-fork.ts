@@ -17,7 +17,7 @@
 import { readFile } from 'node:fs/promises';
 import pg from 'pg';
 import { projectPath } from '../paths.js';
-import { whileClosed } from './copy-bracket.js';
+import { whileClosed, withCopyLock } from './copy-bracket.js';
 import { oneAtATime, prepareRestoreLater } from './lease-snapshots.js';
 import { leaseDatabaseUrl } from './lease-session.js';
 import { SERVICE_SESSION_OPTIONS } from '../db/service-session.js';
@@ -106,7 +106,8 @@ export async function copyLeaseDatabase(pool: pg.Pool, serviceUrl: string, sourc
  * over to the fork's roles, for a fork made in advance (sql/ready-forks.sql). The source is not
  * closed: the copy is of the snapshot's own database, and the handover gives the source's database
  * back to its owner in its own transaction. The handover runs one at a time with this process's
- * forks, snapshots and restores of the source, which rename and re-own that database. Answers the
+ * forks, snapshots and restores of the source, which rename and re-own that database, and with
+ * other processes' copy brackets on it (withCopyLock). Answers the
  * moment the copied snapshot was taken, as text (pglease.park_ready_fork checks it is still the one).
  */
 export async function copySnapshotForFork(pool: pg.Pool, serviceUrl: string, sourceId: string, parked: ParkedFork, snapshot: string): Promise<string> {
@@ -119,14 +120,14 @@ export async function copySnapshotForFork(pool: pg.Pool, serviceUrl: string, sou
   });
   await pool.query(rows[0]!.statement);
   await pool.query({ name: 'pglease.open-lease-database', text: 'SELECT pglease.open_lease_database($1)', values: [fork.id] });
-  await oneAtATime(sourceId, () => handOver(leaseDatabaseUrl(serviceUrl, fork), roles));
+  await oneAtATime(sourceId, () => withCopyLock(pool, sourceId, () => handOver(leaseDatabaseUrl(serviceUrl, fork), roles)));
   return rows[0]!.snapshot_at;
 }
 
 /**
  * A fork's copy of the snapshot the source still held at the fork's bracket (copyLeaseDatabase
  * answered its CREATE DATABASE): made after the bracket, the source open, then opened to the fork's
- * roles and handed over to them, the handover one at a time with this process's brackets on the
+ * roles and handed over to them, the handover one at a time with every process's brackets on the
  * source (it gives the source's database back in its own transaction). Forks of a seeded lease that
  * come at once (a test worker each) so wait for each other only for their brackets and handovers.
  */
@@ -134,7 +135,7 @@ export async function copySnapshotAfter(pool: pg.Pool, serviceUrl: string, sourc
   const { fork, roles } = parked;
   await pool.query(statement);
   await pool.query({ name: 'pglease.open-lease-database', text: 'SELECT pglease.open_lease_database($1)', values: [fork.id] });
-  await oneAtATime(sourceId, () => handOver(leaseDatabaseUrl(serviceUrl, fork), roles));
+  await oneAtATime(sourceId, () => withCopyLock(pool, sourceId, () => handOver(leaseDatabaseUrl(serviceUrl, fork), roles)));
 }
 
 /**
