@@ -307,21 +307,27 @@ describe('database drops', () => {
   }
 
   it('drops a batch a few at a time, so that their DROP DATABASEs share checkpoints', async () => {
-    const leases: CreatedLeaseJson[] = [];
-    for (let i = 0; i < 12; i++) leases.push(await createLease(service, { kind: 'database' }));
-    // ended as a reaper run ends leases, their databases queued and left to the drop below
-    for (const lease of leases) await queryUrl(superuserDatabaseUrl(service), 'SELECT pglease.release($1)', [lease.id]);
-    const before = await checkpointsRequested();
-    await dropQueuedDatabases(service.host.pool, leases.map((lease) => lease.database));
-    const made = (await checkpointsRequested()) - before;
-    for (const lease of leases) {
-      expect(await databaseExists(lease.database)).toBe(false);
-      expect(await roleExists(lease.role)).toBe(false);
+    // The count is the cluster's: other test files' drops and copies at the same moment add to it,
+    // the more so on a loaded machine (9+ beside a second suite). Noise only adds, so the batch is
+    // measured up to three times and its best count is the one judged; one drop at a time makes 12
+    // every time.
+    const counts: number[] = [];
+    for (let attempt = 0; attempt < 3 && !(counts.length > 0 && Math.min(...counts) <= 8); attempt++) {
+      const leases: CreatedLeaseJson[] = [];
+      for (let i = 0; i < 12; i++) leases.push(await createLease(service, { kind: 'database' }));
+      // ended as a reaper run ends leases, their databases queued and left to the drop below
+      for (const lease of leases) await queryUrl(superuserDatabaseUrl(service), 'SELECT pglease.release($1)', [lease.id]);
+      const before = await checkpointsRequested();
+      await dropQueuedDatabases(service.host.pool, leases.map((lease) => lease.database));
+      counts.push((await checkpointsRequested()) - before);
+      for (const lease of leases) {
+        expect(await databaseExists(lease.database)).toBe(false);
+        expect(await roleExists(lease.role)).toBe(false);
+      }
     }
-    // one at a time, each drop waits for a checkpoint of its own: 12 (5-6 in rounds of 4); other
-    // test files' drops at the same moment may add to the count
-    expect(made, `${made} checkpoints`).toBeLessThanOrEqual(8);
-  });
+    // one at a time, each drop waits for a checkpoint of its own: 12 (5-6 in rounds of 4)
+    expect(Math.min(...counts), `checkpoints per batch of 12: ${counts.join(', ')}`).toBeLessThanOrEqual(8);
+  }, 120_000);
 });
 
 describe('crash safety', () => {
