@@ -12,7 +12,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { existsSync, openSync, closeSync, statSync } from 'node:fs';
-import { chmod, chown, lstat, mkdir, readdir, readFile, readlink, realpath, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, open, readdir, readFile, readlink, realpath, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir, userInfo } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -283,9 +283,27 @@ async function lastFatal(logFile: string, from: number): Promise<string | undefi
   return (await logLinesSince(logFile, from)).reverse().find((line) => /\b(FATAL|PANIC):/.test(line))?.trim();
 }
 
+/**
+ * The lines the log got after byte `from`, at most its last LOG_READ_LIMIT bytes of them: a start is
+ * watched every 20-50 ms, and a cluster's log is kept across starts (it may be large by now).
+ */
 async function logLinesSince(logFile: string, from: number): Promise<string[]> {
-  return existsSync(logFile) ? (await readFile(logFile)).subarray(from).toString('utf8').split('\n') : [];
+  const file = await open(logFile, 'r').catch(() => undefined);
+  if (!file) return [];
+  try {
+    const size = (await file.stat()).size;
+    const start = Math.max(from, size - LOG_READ_LIMIT);
+    if (size <= start) return [];
+    const buffer = Buffer.alloc(size - start);
+    const { bytesRead } = await file.read(buffer, 0, buffer.length, start);
+    return buffer.subarray(0, bytesRead).toString('utf8').split('\n');
+  } finally {
+    await file.close();
+  }
 }
+
+/** How much of a start's log lines is read (the lines of one failed start are a few hundred bytes). */
+const LOG_READ_LIMIT = 64 * 1024;
 
 /** The size of the log now: where a start's own lines begin. */
 function logSize(logFile: string): number {
