@@ -33,15 +33,19 @@ const COPY_LOCK_SQL = `SELECT pg_catalog.pg_advisory_lock(${COPY_LOCK_CLASS}, pg
 export const TRY_COPY_LOCK_SQL = `SELECT pg_catalog.pg_try_advisory_lock(${COPY_LOCK_CLASS}, pg_catalog.hashtext($1::text)) AS locked`;
 export const COPY_UNLOCK_SQL = `SELECT pg_catalog.pg_advisory_unlock(${COPY_LOCK_CLASS}, pg_catalog.hashtext($1::text))`;
 
+/** Sessions whose bracket could not reopen its lease: released as broken, the lock going with them. */
+const lostSessions = new WeakSet<pg.PoolClient>();
+
 /**
- * Runs `work` holding lease `leaseId`'s copy lock: after any copy bracket on it, in any pglease
- * process, and with none starting until `work` is done. For a handover that gives the lease's
- * database back in its own transaction without a bracket (a fork made in advance, a copy of a
- * snapshot after the bracket): within this process it already waits for brackets (oneAtATime), but
- * another process's restore renames and re-owns the same database row, and the two updates would
- * meet as "tuple concurrently updated". A count of the observer meanwhile is skipped, as in a bracket.
+ * Runs `work` on a session of the service's database holding lease `leaseId`'s copy lock: after any
+ * copy bracket on the lease, in any pglease process, and with none starting until `work` is done. A
+ * bracket runs in it (whileClosed); so does a handover that gives the lease's database back in its
+ * own transaction without a bracket (a fork made in advance, a copy of a snapshot after the
+ * bracket): within this process that one already waits for brackets (oneAtATime), but another
+ * process's restore renames and re-owns the same database row, and the two updates would meet as
+ * "tuple concurrently updated". The observer skips a lease while its lock is held.
  */
-export async function withCopyLock<T>(pool: pg.Pool, leaseId: string, work: () => Promise<T>): Promise<T> {
+export async function withCopyLock<T>(pool: pg.Pool, leaseId: string, work: (session: pg.PoolClient) => Promise<T>): Promise<T> {
   const session = await pool.connect();
   let sessionBroken = false;
   try {
@@ -50,11 +54,15 @@ export async function withCopyLock<T>(pool: pg.Pool, leaseId: string, work: () =
       throw error;
     });
     try {
-      return await work();
+      return await work(session);
     } finally {
-      await session.query({ name: 'pglease.copy-unlock', text: COPY_UNLOCK_SQL, values: [leaseId] }).catch(() => {
-        sessionBroken = true; // released as broken: the lock goes with the session
-      });
+      if (lostSessions.has(session)) {
+        sessionBroken = true;
+      } else {
+        await session.query({ name: 'pglease.copy-unlock', text: COPY_UNLOCK_SQL, values: [leaseId] }).catch(() => {
+          sessionBroken = true; // released as broken: the lock goes with the session
+        });
+      }
     }
   } finally {
     session.release(sessionBroken || undefined);
@@ -70,12 +78,7 @@ export async function whileClosed<T>(
   leaseId: string,
   work: (session: pg.PoolClient) => Promise<T>,
 ): Promise<{ result: T; sessionsEnded: number }> {
-  const session = await pool.connect();
-  let sessionBroken = false;
-  let locked = false;
-  try {
-    await session.query({ name: 'pglease.copy-lock', text: COPY_LOCK_SQL, values: [leaseId] });
-    locked = true;
+  return withCopyLock(pool, leaseId, async (session) => {
     const { rows } = await session.query<{ ended: number | null }>({ name: 'pglease.close-for-fork', text: 'SELECT pglease.close_for_fork($1) AS ended', values: [leaseId] });
     const sessionsEnded = rows[0]!.ended;
     if (sessionsEnded === null) throw new CopySourceGone(`lease ${leaseId} is not an active database lease`);
@@ -84,16 +87,9 @@ export async function whileClosed<T>(
     } finally {
       await session.query({ name: 'pglease.reopen-after-fork', text: 'SELECT pglease.reopen_after_fork($1)', values: [leaseId] }).catch((error: unknown) => {
         // the bracket's session is lost: the reaper reopens the lease once its backend is gone
-        sessionBroken = true;
+        lostSessions.add(session);
         throw error;
       });
     }
-  } finally {
-    if (locked && !sessionBroken) {
-      await session.query({ name: 'pglease.copy-unlock', text: COPY_UNLOCK_SQL, values: [leaseId] }).catch(() => {
-        sessionBroken = true; // released as broken: the lock goes with the session
-      });
-    }
-    session.release(sessionBroken || undefined);
-  }
+  });
 }
