@@ -94,14 +94,24 @@ describe('reap-expired', () => {
   });
 
   it('keeps going when one lease cannot be dropped, records the error, and retries it', async () => {
-    const stuck = await createLease(service, { ttl: 1 });
-    const fine = await createLease(service, { ttl: 1 });
+    // made for 10 minutes and cut to 1 s once the blocker stands: made with ttl 1, `stuck` was
+    // reaped before the blocker's CREATE DATABASE named its role (beside a second suite)
+    const stuck = await createLease(service, { ttl: 600 });
+    const fine = await createLease(service, { ttl: 600 });
     // a database owned by the lease's role makes DROP ROLE fail (DROP OWNED leaves databases alone)
     const admin = new pg.Client({ connectionString: inject('serverUrl') });
     await admin.connect();
     const blocker = `${service.config.leaseDatabase}_blocker`;
     try {
       await admin.query(`CREATE DATABASE ${blocker} OWNER ${stuck.role}`);
+      for (const lease of [stuck, fine]) {
+        const renewed = await fetch(`${service.baseUrl}/v1/leases/${lease.id}/renew`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${lease.token}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ ttl: 1 }),
+        });
+        expect(renewed.status).toBe(200);
+      }
 
       await waitFor('the healthy lease to expire', async () => ((await leaseState(fine.id)).state === 'expired' ? true : undefined));
       const failing = await waitFor('the failure to be recorded', async () => {
