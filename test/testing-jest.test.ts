@@ -18,7 +18,7 @@ let project: string;
 
 beforeAll(async () => {
   [service, project] = await Promise.all([startTestService(), fixtureProject('jest-project', ['jest', 'pg'])]);
-}, 120_000);
+}, 300_000);
 afterAll(async () => {
   await service?.close();
   if (project) await rm(project, { recursive: true, force: true });

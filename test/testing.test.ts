@@ -206,8 +206,9 @@ describe('lease() and withLease()', () => {
 describe('vitest projects', () => {
   let project: string;
   beforeAll(async () => {
+    // the package build it waits for took over 120 s once beside a second suite
     project = await fixtureProject('vitest-projects', ['vitest', 'pg']);
-  }, 120_000);
+  }, 300_000);
   afterAll(async () => {
     if (project) await rm(project, { recursive: true, force: true });
   });
@@ -232,7 +233,7 @@ describe('the README\'s vitest example', () => {
 
   beforeAll(async () => {
     project = await fixtureProject('vitest-project', ['vitest', 'pg']);
-  }, 120_000);
+  }, 300_000);
   afterAll(async () => {
     if (project) await rm(project, { recursive: true, force: true });
   });
