@@ -196,5 +196,5 @@ describe.skipIf(!hasChromium)('the operator dashboard in Chromium', { timeout: 6
     } finally {
       await docs.close();
     }
-  });
+  }, 120_000);
 });

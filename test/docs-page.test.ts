@@ -79,7 +79,7 @@ describe.skipIf(!hasChromium)('lease docs page in Chromium', () => {
     await page.evaluate(() => window.scrollTo(0, 0));
     await page.screenshot({ path: projectPath('test/artifacts/lease-docs-page.png') });
     expect(failed).toEqual([]);
-  });
+  }, 90_000);
 
   it('shows the server\'s own message for a token that is not the lease\'s, and a page for a lease that is gone', async () => {
     const page = await browser.newPage();

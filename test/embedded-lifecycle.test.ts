@@ -130,7 +130,7 @@ describe('the service process', () => {
       second.child.kill('SIGINT');
       expect(await exited(second.child)).toBe(0);
     }
-  }, 120_000);
+  }, 240_000);
 
   it('stops promptly on SIGTERM while a warm pool is seeding a slow template', async () => {
     const service = await startProcess({ PGLEASE_ADMIN_TOKEN: 'lifecycle-admin', PGLEASE_TEMPLATE_POOL: '1' });
@@ -191,7 +191,7 @@ describe('the service process', () => {
     expect(await exited(child)).toBe(1);
     expect(output).toContain('PORT: expected a whole number');
     expect(output).not.toMatch(/\n\s+at /); // no stack trace
-  });
+  }, 90_000);
 
   it('refuses a taken HTTP port at once, before it starts Postgres', async () => {
     const taken = createNetServer();

@@ -38,7 +38,7 @@ it('refuses a port where another Postgres, one that trusts everyone, answers', a
   const ownDir = await mkdtemp(path.join(tmpdir(), 'pglease-own-'));
   cleanups.push(() => rm(ownDir, { recursive: true, force: true }));
   await expect(startEmbedded({ dataDir: ownDir, port, listen: 'localhost' })).rejects.toThrow(/another Postgres server answers on this port|the port is in use|exited during start/);
-}, 60_000);
+}, 120_000);
 
 /**
  * A port held the way a busy test suite holds one: as the local port of an outgoing connection,

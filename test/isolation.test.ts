@@ -283,5 +283,5 @@ describe('no lease can fill the lock table every session shares', () => {
     } finally {
       await guarded.close();
     }
-  });
+  }, 90_000);
 });

@@ -200,7 +200,7 @@ describe('a fork of a database lease', () => {
     const [row] = await queryUrl<{ n: number }>(forked.url, 'SELECT count(*)::int AS n FROM items');
     expect(row!.n).toBe(1001);
     expect(await release(forked)).toBe(204);
-  });
+  }, 90_000);
 });
 
 describe('forking', () => {

@@ -229,7 +229,7 @@ describe('the pool', () => {
     expect([...plainNow, ...seededNow].map((row) => row.id)).not.toContain(own.id);
     expect(await query(own.url, 'SELECT count(*)::int AS n FROM mine')).toEqual([{ n: 0 }]);
     expect(await pooledLeases(pooledService.host.databaseUrl, holder)).toEqual(plainNow);
-  });
+  }, 90_000);
 });
 
 describe('a claim rehearsal', () => {
@@ -265,7 +265,7 @@ describe('a claim rehearsal', () => {
     expect(response.status).toBe(201);
     expect(response.headers.get('ratelimit-remaining')).toBe('4');
     expect(pooled.map((row) => row.id)).toContain(((await response.json()) as { id: string }).id);
-  });
+  }, 90_000);
 });
 
 describe('throttling of claims', () => {
@@ -368,7 +368,7 @@ describe('several processes on one database', () => {
     expect(fromFirst.map((lease) => lease.id).sort()).toEqual(firstPool.map((row) => row.id).sort());
     expect(fromSecond.map((lease) => lease.id).sort()).toEqual(secondPool.map((row) => row.id).sort());
     for (const lease of [...fromFirst, ...fromSecond]) expect(await query(lease.url, 'SELECT 1 AS ok')).toEqual([{ ok: 1 }]);
-  });
+  }, 120_000);
 
   // two pglease processes start one after the other here (8-10 s each with two suites on two
   // cores): 28 s in a passing run and one timeout at 30 s, both under that load; on session 15's

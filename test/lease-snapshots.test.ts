@@ -175,5 +175,5 @@ describe('the test helpers', () => {
     } finally {
       await leased.release();
     }
-  });
+  }, 90_000);
 });

@@ -12,7 +12,7 @@ import { migrate, retryConcurrentCatalogUpdates } from '../src/db/migrate.js';
 describe('migrate', () => {
   // a whole migration of a fresh database: 2-17 s in full runs, once past 30 s with two suites on
   // the two cores
-  it('retries when another session updated the same catalog row meanwhile', { timeout: 60_000 }, async () => {
+  it('retries when another session updated the same catalog row meanwhile', { timeout: 120_000 }, async () => {
     const serverUrl = inject('serverUrl');
     const database = `pglease_retry_${randomBytes(4).toString('hex')}`;
     const admin = new pg.Client({ connectionString: serverUrl });

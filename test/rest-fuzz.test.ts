@@ -187,5 +187,5 @@ describe('REST fuzz', () => {
       { numRuns: 400, seed: 5 },
     );
     expect(await outsideDigest()).toBe(before);
-  });
+  }, 120_000);
 });

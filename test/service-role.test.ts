@@ -340,5 +340,5 @@ describe('an install made while pglease ran as a superuser', () => {
     } finally {
       await upgraded.close();
     }
-  });
+  }, 90_000);
 });

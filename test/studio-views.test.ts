@@ -247,7 +247,7 @@ describe.skipIf(!hasChromium)('the lease studio’s views, users and changes in 
     await page.locator('#studio-viewing').waitFor({ state: 'hidden', ...WAIT });
     await open('todos');
     await expect.poll(() => column('title').allInnerTexts(), WAIT).toEqual(['alice private, edited', 'alice public', 'bob private', 'alice new']);
-  });
+  }, 90_000);
 
   it('opened with a user’s JWT alone: their rows, none of the lease’s controls, changes followed by polling', async () => {
     const other = await browser.newPage();
