@@ -189,6 +189,22 @@ describe.skipIf(!hasChromium)('the lease studio in Chromium', { timeout: 60_000 
     await page.screenshot({ path: path.join(ARTIFACTS, 'studio-books-filtered.png') });
   });
 
+  it('keeps the focus in a header filter once its filter applies: typing on after a pause extends it', async () => {
+    await openRelation('books');
+    const pages = page.locator('#studio-grid .tabulator-col[tabulator-field="pages"] input');
+    await pages.click();
+    await page.keyboard.type('<2');
+    // applied after the pause: no book has fewer than 2 pages
+    await expect.poll(shownIds, WAIT).toEqual([]);
+    expect(await pages.evaluate((element) => element === document.activeElement)).toBe(true);
+    // the person goes on typing in the same box: `<200`
+    await page.keyboard.type('00');
+    await expect.poll(shownIds, WAIT).toEqual(await restIds('/books?pages=lt.200&order=id.asc'));
+    expect(await pages.inputValue()).toBe('<200');
+    await pages.fill('');
+    await expect.poll(shownIds, WAIT).toEqual(await restIds('/books?order=id.asc'));
+  });
+
   it('saves a cell edit (keyboard: arrows, Enter, Esc) and psql sees it', async () => {
     await openRelation('books');
     await cell(2, 'title').click();

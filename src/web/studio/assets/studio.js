@@ -1292,8 +1292,9 @@
     setView({ token: jwt, label: jwtLabel(jwt) });
   });
   $('studio-view-reset').addEventListener('click', function () { setView(null); });
-  // Header filters apply as the person types (or pastes): a pause of FILTER_PAUSE_MS, then the
-  // grid's public API; Tabulator's own live filtering is off (it listens to keyup only)
+  // Header filters apply as the person types (or pastes): after a pause of FILTER_PAUSE_MS the
+  // input commits itself, as a `change` (Tabulator's own live filtering is off: it listens to keyup
+  // only, and a paste has none)
   var filterTimers = {};
   $('studio-grid').addEventListener('input', function (event) {
     var input = event.target;
@@ -1306,13 +1307,17 @@
       state.loadFailed = false;
       status('');
     }
+    // a select (the boolean filter) applies its choice on its own change
+    if (input.tagName !== 'INPUT') return;
     clearTimeout(filterTimers[field]);
     filterTimers[field] = setTimeout(function () {
-      // The grid's, not the element's: setHeaderFilterValue puts a new input in the old one's place,
-      // and an input Tabulator replaced meanwhile still holds what the person typed last. Required
-      // to be the same element, a cleared refused filter (`>many`, then '') now and then loaded
-      // nothing and its error stayed (test/studio-page.test.ts, about 1 run in 20 on a loaded machine).
-      if (state.grid === grid) grid.setHeaderFilterValue(field, input.value);
+      // The input's `change`, which Tabulator's filter editor applies, and not
+      // grid.setHeaderFilterValue: that puts a new input in this one's place, and the focus went
+      // with the old one. A person who typed `2`, paused, then typed `0` lost the `0` (the focus
+      // was on <body>); a test's fill('') that met the swap typed into nothing and a refused
+      // filter's error stayed (test/studio-page.test.ts failed that way in CI). The element the
+      // person typed in stays, focused, and is the one applied.
+      if (state.grid === grid && input.isConnected) input.dispatchEvent(new Event('change'));
     }, FILTER_PAUSE_MS);
   });
   // Tabulator's range selection ignores every key for 10 ms after an edit ends (a timer, so that
