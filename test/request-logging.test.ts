@@ -28,7 +28,8 @@ async function logLines(logRequests: boolean, run: (baseUrl: string) => Promise<
   return lines.map((line) => JSON.parse(line) as Record<string, unknown>);
 }
 
-describe('request logging', () => {
+// each test starts a service of its own (migrations included): 23.5 s of the default 30 s once beside a second suite
+describe('request logging', { timeout: 90_000 }, () => {
   it('writes no line per request by default', async () => {
     const lines = await logLines(false, async (baseUrl) => {
       expect((await fetch(`${baseUrl}/healthz`)).status).toBe(200);
