@@ -1314,9 +1314,9 @@
       // The input's `change`, which Tabulator's filter editor applies, and not
       // grid.setHeaderFilterValue: that puts a new input in this one's place, and the focus went
       // with the old one. A person who typed `2`, paused, then typed `0` lost the `0` (the focus
-      // was on <body>); a test's fill('') that met the swap typed into nothing and a refused
-      // filter's error stayed (test/studio-page.test.ts failed that way in CI). The element the
-      // person typed in stays, focused, and is the one applied.
+      // was on <body>). Most likely also why a refused filter's error stayed after its input was
+      // cleared in CI (test/studio-page.test.ts): a fill('') that meets the swap types into
+      // nothing. The element the person typed in stays, focused, and is the one applied.
       if (state.grid === grid && input.isConnected) input.dispatchEvent(new Event('change'));
     }, FILTER_PAUSE_MS);
   });
