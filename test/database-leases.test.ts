@@ -161,6 +161,37 @@ describe('a database lease', () => {
     // DROP DATABASE waits for a checkpoint of the whole cluster, which the suite's other files keep
     // busy: 3-4 s alone, 19-28 s in this session's clean-clone runs, over 30 s once beside a second suite
   }, 120_000);
+
+  it('answers a release once its database is gone, when the first drop is refused for a moment', async () => {
+    const other = (await createLease(service, { kind: 'database' })) as CreatedLeaseJson & { database: string };
+    // a superuser's session in the lease database: the service's DROP DATABASE … WITH (FORCE) may
+    // not end it, and is refused while it stays
+    const superuser = new pg.Client({ connectionString: serverUrl(other.database) });
+    superuser.on('error', () => undefined);
+    await superuser.connect();
+    const watcher = new pg.Client({ connectionString: superuserDatabaseUrl(service) });
+    await watcher.connect();
+    try {
+      // it leaves once the first drop has been refused (and noted in the queue)
+      const leaves = (async () => {
+        for (;;) {
+          const { rows } = await watcher.query('SELECT last_error FROM pglease.database_drops WHERE database_name = $1 AND attempts > 0', [other.database]);
+          if (rows.length > 0) break;
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+        await superuser.end();
+      })();
+      const response = await release(other);
+      expect(response.status).toBe(204);
+      await leaves;
+      expect(await databaseExists(other.database)).toBe(false);
+      expect(await roleExists(other.role)).toBe(false);
+      expect((await watcher.query('SELECT 1 FROM pglease.database_drops WHERE database_name = $1', [other.database])).rows).toEqual([]);
+    } finally {
+      await superuser.end().catch(() => undefined);
+      await watcher.end();
+    }
+  }, 120_000);
 });
 
 describe('creates', () => {

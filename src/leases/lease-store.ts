@@ -10,7 +10,7 @@ import type { Host } from '../db/host.js';
 import { templateSqlError, TemplateSqlError } from '../templates/template-sql-error.js';
 import { durationMs } from '../duration.js';
 import { authenticatorPassword, hashToken, LoginSecrets, newToken, scramVerifier } from './credentials.js';
-import { dropQueuedDatabases } from './database-drops.js';
+import { dropQueuedDatabases, dropReleasedDatabase } from './database-drops.js';
 import { CopySourceGone } from './copy-bracket.js';
 import { copyLeaseDatabase, copySnapshotAfter, copySnapshotForFork, takeReadyFork } from './lease-fork.js';
 import { READY_FORK_HEARTBEAT_MS, READY_FORK_HOLD_SECONDS, READY_FORK_MAX_AGE_SECONDS, ReadyForks, type ReadyFork } from './ready-forks.js';
@@ -761,7 +761,7 @@ export class LeaseStore {
       values: [id, clientIp],
     });
     const released = rows[0];
-    if (released?.kind === 'database') await dropQueuedDatabases(this.pool, [released.schema_name]);
+    if (released?.kind === 'database') await dropReleasedDatabase(this.pool, released.schema_name);
     if (released) await this.cutStragglers();
     return released;
   }
