@@ -174,11 +174,10 @@ describe('a database lease', () => {
     try {
       // it leaves once the first drop has been refused (and noted in the queue)
       const leaves = (async () => {
-        for (;;) {
-          const { rows } = await watcher.query('SELECT last_error FROM pglease.database_drops WHERE database_name = $1 AND attempts > 0', [other.database]);
-          if (rows.length > 0) break;
-          await new Promise((resolve) => setTimeout(resolve, 50));
-        }
+        await waitFor('the first drop refused', async () => {
+          const { rows } = await watcher.query('SELECT 1 FROM pglease.database_drops WHERE database_name = $1 AND attempts > 0', [other.database]);
+          return rows.length > 0 ? true : undefined;
+        }, 60_000);
         await superuser.end();
       })();
       const response = await release(other);
